@@ -1,0 +1,1 @@
+//! Exchanges: routing logic and the exchange actor.

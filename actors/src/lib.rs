@@ -1,0 +1,16 @@
+//! warren-actors: the broker's objects.
+//!
+//! Layout (one concern per module):
+//! - [`message`]: what a published message is (properties, headers, body).
+//! - [`exchange`]: exchange types and routing as pure logic (bindings in, a routing
+//!   snapshot out) plus the actor that owns an exchange's bindings.
+//! - [`queue`]: the queue as a pure state machine (`apply(command) -> effects`) plus the
+//!   actor shell that performs the effects (storage, deliveries, dead-lettering).
+//!
+//! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
+
+pub mod delivery;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod queue;

@@ -1,0 +1,1 @@
+//! Queues: the pure state machine and its actor shell.

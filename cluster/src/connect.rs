@@ -1,0 +1,176 @@
+//! Dialling a node from a client process and finding its gateway.
+//!
+//! A process that uses the client handle runs one node server per cookie (ractor's
+//! registry and process groups are process-global, so one is all it needs); every
+//! client handle in the process to the same node shares that node-pair session, as
+//! ractor_cluster allows only one session per pair.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ractor::{ActorCell, ActorRef};
+use ractor_cluster::NodeServerMessage;
+use tokio::sync::Mutex;
+use tokio::time::{sleep, Instant};
+
+use crate::protocol::GatewayMsg;
+use crate::GATEWAY_GROUP;
+
+/// Why a client could not reach a node.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("cannot reach a Warren node at {addr}: {reason}; is `warren node` running there? (--node ADDR)")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("the node at {addr} refused the connection: the cookie does not match (--cookie-file must name the node's cookie file)")]
+    Refused { addr: SocketAddr },
+    #[error("the node at {addr} did not finish the handshake within {secs} s; is it a Warren node?")]
+    Timeout { addr: SocketAddr, secs: u64 },
+    #[error("cannot start the client's transport: {0}")]
+    Local(String),
+}
+
+/// A ready connection to one node: its gateway and the session's node id.
+#[derive(Clone)]
+pub struct NodeLink {
+    pub gateway: ActorRef<GatewayMsg>,
+    /// The node id ractor_cluster gave this node-pair session in this process.
+    pub node_id: u64,
+    pub addr: SocketAddr,
+}
+
+/// How long to wait for the handshake and for the gateway to appear.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(5);
+
+fn client_servers() -> &'static Mutex<HashMap<String, ActorRef<NodeServerMessage>>> {
+    static SERVERS: OnceLock<Mutex<HashMap<String, ActorRef<NodeServerMessage>>>> = OnceLock::new();
+    SERVERS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Connects this process to the node at `addr` (or reuses the session it has) and
+/// returns the node's gateway.
+pub async fn connect(addr: SocketAddr, cookie: &str) -> Result<NodeLink, ConnectError> {
+    // One connect at a time per process: two handles dialling the same node at once
+    // would open two sessions for one pair, and ractor_cluster keeps only one.
+    let mut servers = client_servers().lock().await;
+    let server = match servers.get(cookie) {
+        Some(s) if s.get_status() == ractor::ActorStatus::Running => s.clone(),
+        _ => {
+            let name = format!("warren-client-{}-{}", std::process::id(), servers.len());
+            let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let s = crate::node_server::start(&name, listen, cookie.to_string())
+                .await
+                .map_err(|e| ConnectError::Local(e.to_string()))?;
+            servers.insert(cookie.to_string(), s.clone());
+            s
+        }
+    };
+
+    let node_id = match ready_session(&server, addr).await? {
+        Some(id) => id,
+        None => {
+            ractor_cluster::client_connect(&server, addr)
+                .await
+                .map_err(|e| ConnectError::Unreachable {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+            wait_ready(&server, addr).await?
+        }
+    };
+    drop(servers);
+
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        if let Some(cell) = gateway_of(node_id) {
+            return Ok(NodeLink {
+                gateway: ActorRef::from(cell),
+                node_id,
+                addr,
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(ConnectError::Timeout {
+                addr,
+                secs: HANDSHAKE_TIMEOUT.as_secs(),
+            });
+        }
+        sleep(POLL).await;
+    }
+}
+
+/// The gateway actor of the node behind session `node_id`, once its group has synced.
+pub fn gateway_of(node_id: u64) -> Option<ActorCell> {
+    ractor::pg::get_members(&GATEWAY_GROUP.to_string())
+        .into_iter()
+        .find(|c| !c.get_id().is_local() && c.get_id().node() == node_id)
+}
+
+/// Whether a live session to `addr` exists; returns its node id when it is ready.
+async fn ready_session(
+    server: &ActorRef<NodeServerMessage>,
+    addr: SocketAddr,
+) -> Result<Option<u64>, ConnectError> {
+    let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 5_000)
+        .map_err(|e| ConnectError::Local(e.to_string()))?;
+    let target = addr.to_string();
+    for (id, info) in sessions {
+        if info.peer_addr == target && !info.is_server {
+            let ready = ractor::call_t!(
+                info.actor,
+                ractor_cluster::NodeSessionMessage::GetReadyState,
+                5_000
+            )
+            .unwrap_or(false);
+            if ready {
+                return Ok(Some(id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Waits until the session to `addr` has authenticated and synced its groups.
+async fn wait_ready(
+    server: &ActorRef<NodeServerMessage>,
+    addr: SocketAddr,
+) -> Result<u64, ConnectError> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let target = addr.to_string();
+    let mut seen = false;
+    loop {
+        let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 5_000)
+            .map_err(|e| ConnectError::Local(e.to_string()))?;
+        let mine = sessions
+            .iter()
+            .find(|(_, info)| info.peer_addr == target && !info.is_server);
+        match mine {
+            Some((id, info)) => {
+                seen = true;
+                let ready = ractor::call_t!(
+                    info.actor,
+                    ractor_cluster::NodeSessionMessage::GetReadyState,
+                    5_000
+                )
+                .unwrap_or(false);
+                if ready {
+                    return Ok(*id);
+                }
+            }
+            // The session existed and is gone before becoming ready: the node closed
+            // it during the handshake, which is what a cookie mismatch looks like.
+            None if seen => return Err(ConnectError::Refused { addr }),
+            None => {}
+        }
+        if Instant::now() > deadline {
+            return Err(ConnectError::Timeout {
+                addr,
+                secs: HANDSHAKE_TIMEOUT.as_secs(),
+            });
+        }
+        sleep(POLL).await;
+    }
+}

@@ -1,0 +1,20 @@
+//! warren-cluster: how Warren nodes and clients reach each other.
+//!
+//! - [`cookie`]: the shared secret, read from a file created on first start (as Erlang's).
+//! - [`wire`]: the envelope that carries Warren's messages over ractor_cluster.
+//! - [`protocol`]: the messages between a client handle and a node (requests,
+//!   publishes, deliveries) and the actor message types that carry them.
+//! - [`node_server`]: starting ractor_cluster's node server on an address and watching
+//!   its sessions (so that a node notices a client that went away).
+//! - [`connect`]: dialling a node from a client process and finding its gateway.
+//!
+//! Membership, roles, replicated metadata and mirrored queues come later; they sit here.
+
+pub mod connect;
+pub mod cookie;
+pub mod node_server;
+pub mod protocol;
+pub mod wire;
+
+/// The process group every node's client gateway joins; a client finds it there.
+pub const GATEWAY_GROUP: &str = "warren.gateway";

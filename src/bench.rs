@@ -1,0 +1,294 @@
+//! `warren bench`: drives a node through the client handle and reports msg/s, latency
+//! percentiles, and whether every message arrived exactly once.
+//!
+//! Each body starts with the publisher's number, the message's sequence number and the
+//! wall-clock time it was published (all in one process, so one clock): the consumers
+//! check off each (publisher, seq) once and measure publish-to-delivery latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Args;
+
+use crate::cli::Conn;
+use crate::client::{Client, ClientError, ConsumeOptions, PublishOptions, PublishResult, QueueOptions};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Publishing tasks (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Consuming tasks (each with its own connection); 0: fill the queue only.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: u32,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// Body size in bytes (at least 24: the bench's own header).
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Persistent messages on a durable queue.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Wait for confirms (at most --window unconfirmed per publisher).
+    #[arg(long)]
+    pub confirm: bool,
+    #[arg(long, default_value_t = 2000)]
+    pub window: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub prefetch: u32,
+    /// Publish at this many msg/s per publisher (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// The queue to use (declared, purged first unless --drain-only).
+    #[arg(long, default_value = "warren-bench")]
+    pub queue: String,
+    /// Only consume what is in the queue (--count messages per consumer in total).
+    #[arg(long)]
+    pub drain_only: bool,
+}
+
+const HEADER: usize = 24;
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Results the consumers share.
+struct Received {
+    /// One bit per (publisher, seq): seen once.
+    seen: Vec<Vec<u64>>,
+    duplicates: u64,
+    foreign: u64,
+    latencies_us: Vec<u32>,
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    if args.size < HEADER {
+        return Err(format!("--size must be at least {HEADER} bytes (the bench's header)"));
+    }
+    if args.publishers == 0 && !args.drain_only {
+        return Err("--publishers must be at least 1 (or use --drain-only)".into());
+    }
+    let e = |e: ClientError| e.to_string();
+    let admin = args.conn.connect().await.map_err(e)?;
+    admin
+        .declare_queue(
+            &args.queue,
+            QueueOptions {
+                durable: args.persistent,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(e)?;
+    if !args.drain_only {
+        admin.purge(&args.queue).await.map_err(e)?;
+    }
+    let total = if args.drain_only {
+        args.count
+    } else {
+        args.count * u64::from(args.publishers)
+    };
+    let received = Arc::new(Mutex::new(Received {
+        seen: (0..args.publishers.max(1))
+            .map(|_| vec![0u64; args.count.div_ceil(64) as usize])
+            .collect(),
+        duplicates: 0,
+        foreign: 0,
+        latencies_us: Vec::with_capacity(total.min(50_000_000) as usize),
+    }));
+    let consumed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+
+    let mut consumer_tasks = Vec::new();
+    if args.consumers > 0 {
+        let per = total / u64::from(args.consumers);
+        for c in 0..args.consumers {
+            let quota = if c == args.consumers - 1 { total - per * u64::from(c) } else { per };
+            let (args, received, consumed) = (args.clone(), received.clone(), consumed.clone());
+            let client = args.conn.connect().await.map_err(e)?;
+            consumer_tasks.push(tokio::spawn(async move {
+                consume(client, &args, quota, received, consumed).await
+            }));
+        }
+    }
+    let mut publisher_tasks = Vec::new();
+    if !args.drain_only {
+        for p in 0..args.publishers {
+            let args = args.clone();
+            let client = args.conn.connect().await.map_err(e)?;
+            publisher_tasks.push(tokio::spawn(async move { publish(client, &args, p).await }));
+        }
+    }
+    let mut refused = 0u64;
+    for t in publisher_tasks {
+        refused += t.await.map_err(|err| err.to_string())??;
+    }
+    let published_in = start.elapsed();
+    for t in consumer_tasks {
+        t.await.map_err(|err| err.to_string())??;
+    }
+    let consumed_in = start.elapsed();
+
+    let r = received.lock().unwrap_or_else(|p| p.into_inner());
+    let got = consumed.load(Ordering::Relaxed);
+    let missing = if args.drain_only || args.consumers == 0 {
+        0
+    } else {
+        let seen: u64 = r.seen.iter().flatten().map(|w| u64::from(w.count_ones())).sum();
+        total - seen.min(total)
+    };
+    let mut lat = r.latencies_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> String {
+        if lat.is_empty() {
+            "-".into()
+        } else {
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            format!("{:.3} ms", f64::from(lat[i]) / 1000.0)
+        }
+    };
+    if !args.drain_only {
+        println!(
+            "published {} msgs of {} B in {:.2} s: {:.0} msg/s{}",
+            total,
+            args.size,
+            published_in.as_secs_f64(),
+            total as f64 / published_in.as_secs_f64(),
+            if args.confirm { " (confirmed)" } else { "" }
+        );
+    }
+    if args.consumers > 0 {
+        println!(
+            "consumed {} msgs in {:.2} s: {:.0} msg/s",
+            got,
+            consumed_in.as_secs_f64(),
+            got as f64 / consumed_in.as_secs_f64()
+        );
+        if !args.drain_only {
+            println!("latency p50 {} p99 {} p999 {} max {}", pct(0.5), pct(0.99), pct(0.999), pct(1.0));
+        }
+    }
+    println!(
+        "exactly-once check: missing {missing}, duplicates {}, refused {refused}, foreign {}",
+        r.duplicates, r.foreign
+    );
+    if missing > 0 || r.duplicates > 0 || refused > 0 {
+        return Err("the bench lost, duplicated or had messages refused".into());
+    }
+    Ok(())
+}
+
+async fn publish(client: Client, args: &BenchArgs, publisher: u32) -> Result<u64, String> {
+    let e = |e: ClientError| e.to_string();
+    let options = PublishOptions {
+        persistent: args.persistent,
+        ..Default::default()
+    };
+    let mut pending = std::collections::VecDeque::new();
+    let mut refused = 0u64;
+    let start = Instant::now();
+    let padding = vec![b'w'; args.size - HEADER];
+    for seq in 0..args.count {
+        if args.rate > 0 {
+            let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut body = BytesMut::with_capacity(args.size);
+        body.put_u64(u64::from(publisher));
+        body.put_u64(seq);
+        body.put_u64(now_nanos());
+        body.put_slice(&padding);
+        let confirm = client
+            .publish("", &args.queue, Bytes::from(body), options.clone())
+            .await
+            .map_err(e)?;
+        if args.confirm {
+            pending.push_back(confirm);
+            while pending.len() >= args.window {
+                if let Some(c) = pending.pop_front() {
+                    refused += u64::from(c.await.map_err(e)? != PublishResult::Confirmed);
+                }
+            }
+        }
+    }
+    for c in pending {
+        refused += u64::from(c.await.map_err(e)? != PublishResult::Confirmed);
+    }
+    Ok(refused)
+}
+
+async fn consume(
+    client: Client,
+    args: &BenchArgs,
+    quota: u64,
+    received: Arc<Mutex<Received>>,
+    consumed: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    let mut consumer = client
+        .consume(
+            &args.queue,
+            ConsumeOptions {
+                prefetch: args.prefetch,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(e)?;
+    let ack_every = u64::from((args.prefetch / 4).max(1));
+    let mut batch: Vec<(u64, u64, u64)> = Vec::with_capacity(1024);
+    for n in 1..=quota {
+        let d = match consumer.next().await {
+            Some(d) => d.map_err(e)?,
+            None => return Err("the consumer ended early".into()),
+        };
+        let b = &d.body;
+        if b.len() >= HEADER {
+            let word = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+            batch.push((word(0), word(8), word(16)));
+        }
+        if n % ack_every == 0 || n == quota {
+            d.ack_multiple().map_err(e)?;
+        }
+        if batch.len() == batch.capacity() || n == quota {
+            record(&received, &mut batch, args.drain_only);
+        }
+        consumed.fetch_add(1, Ordering::Relaxed);
+    }
+    client.flush_settles().await;
+    let _ = consumer.cancel().await;
+    Ok(())
+}
+
+fn record(received: &Mutex<Received>, batch: &mut Vec<(u64, u64, u64)>, drain_only: bool) {
+    let now = now_nanos();
+    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+    for (publisher, seq, sent) in batch.drain(..) {
+        if drain_only {
+            continue;
+        }
+        let Some(bits) = r.seen.get_mut(publisher as usize) else {
+            r.foreign += 1;
+            continue;
+        };
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        match bits.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => r.duplicates += 1,
+            Some(w) => {
+                *w |= 1 << bit;
+                let us = now.saturating_sub(sent) / 1000;
+                r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            None => r.foreign += 1,
+        }
+    }
+}

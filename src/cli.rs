@@ -1,0 +1,591 @@
+//! The `warren` command line: flags and what each client command does.
+//!
+//! Every client command connects with the client handle, so the CLI is also a worked
+//! example of the Rust API. Errors print one line that says what to fix.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use warren_actors::message::{FieldTable, FieldValue};
+use warren_cluster::protocol::BindTarget;
+
+use crate::client::{
+    Client, ClientError, ConnectOptions, ConsumeOptions, ExchangeOptions, PublishOptions,
+    PublishResult, QueueOptions,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "warren", version, about = "Warren: a distributed message broker on supervised actors")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a node (embedded defaults: ./warren-data, 127.0.0.1:4370).
+    Node(NodeArgs),
+    /// Declare a queue or an exchange.
+    #[command(subcommand)]
+    Declare(Declare),
+    /// Delete a queue or an exchange.
+    #[command(subcommand)]
+    Delete(Delete),
+    /// Bind a queue (or an exchange) to an exchange.
+    Bind(BindArgs),
+    /// Remove a binding.
+    Unbind(BindArgs),
+    /// Publish messages.
+    Publish(PublishArgs),
+    /// Consume messages and print one body per line.
+    Consume(ConsumeArgs),
+    /// Remove every ready message of a queue.
+    Purge {
+        queue: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List queues with their message and consumer counts.
+    Queues {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List exchanges.
+    Exchanges {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List bindings.
+    Bindings {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Measure throughput and latency against a node.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// The node's name (its identity in the cluster).
+    #[arg(long, env = "WARREN_NAME")]
+    pub name: Option<String>,
+    /// Where the node keeps its data and cookie.
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for cluster sessions (other nodes, client handles, the CLI).
+    #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// The cookie file (created on first start); default DATA_DIR/cookie.
+    #[arg(long, env = "WARREN_COOKIE_FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// A TOML config file; flags override it.
+    #[arg(long, env = "WARREN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `warren=debug`.
+    #[arg(long, env = "WARREN_LOG")]
+    pub log: Option<String>,
+}
+
+/// How a client command reaches a node.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The node's cluster address.
+    #[arg(long, env = "WARREN_NODE", default_value = crate::client::DEFAULT_NODE_ADDR)]
+    pub node: SocketAddr,
+    /// The node's cookie file.
+    #[arg(long, env = "WARREN_COOKIE_FILE", default_value = crate::client::DEFAULT_COOKIE_FILE)]
+    pub cookie_file: PathBuf,
+}
+
+impl Conn {
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        let mut options = ConnectOptions::new(self.node, &self.cookie_file)?;
+        options.client_name = "warren-cli".into();
+        Client::connect(options).await
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Declare {
+    /// Declare a queue.
+    Queue {
+        name: String,
+        #[arg(long)]
+        durable: bool,
+        #[arg(long)]
+        exclusive: bool,
+        #[arg(long)]
+        auto_delete: bool,
+        /// A queue argument, e.g. `x-max-length=1000` (values are JSON or plain text).
+        #[arg(long = "arg", value_name = "K=V", value_parser = parse_arg)]
+        args: Vec<(String, FieldValue)>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Declare an exchange.
+    Exchange {
+        name: String,
+        /// direct, fanout, topic or headers.
+        #[arg(long = "type")]
+        kind: String,
+        #[arg(long)]
+        durable: bool,
+        #[arg(long)]
+        auto_delete: bool,
+        #[arg(long)]
+        internal: bool,
+        /// An exchange argument, e.g. `alternate-exchange=unrouted`.
+        #[arg(long = "arg", value_name = "K=V", value_parser = parse_arg)]
+        args: Vec<(String, FieldValue)>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Delete {
+    /// Delete a queue.
+    Queue {
+        name: String,
+        #[arg(long)]
+        if_unused: bool,
+        #[arg(long)]
+        if_empty: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an exchange.
+    Exchange {
+        name: String,
+        #[arg(long)]
+        if_unused: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BindArgs {
+    /// The source exchange.
+    #[arg(long)]
+    pub exchange: String,
+    /// The queue to bind.
+    #[arg(long, conflicts_with = "destination_exchange", required_unless_present = "destination_exchange")]
+    pub queue: Option<String>,
+    /// The exchange to bind (exchange-to-exchange).
+    #[arg(long)]
+    pub destination_exchange: Option<String>,
+    #[arg(long, default_value = "")]
+    pub routing_key: String,
+    /// A binding argument, e.g. `x-match=any` for headers exchanges.
+    #[arg(long = "arg", value_name = "K=V", value_parser = parse_arg)]
+    pub args: Vec<(String, FieldValue)>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The exchange ("" is the default exchange: routing key = queue name).
+    #[arg(long, default_value = "")]
+    pub exchange: String,
+    #[arg(long, default_value = "")]
+    pub routing_key: String,
+    /// Written to disk on durable queues.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Wait for every confirm; exit non-zero unless all were confirmed.
+    #[arg(long)]
+    pub confirm: bool,
+    /// Fail (with --confirm) when a message reaches no queue.
+    #[arg(long)]
+    pub mandatory: bool,
+    /// How many messages (with --body or --size); default 1.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Bodies of this many bytes.
+    #[arg(long, conflicts_with = "body")]
+    pub size: Option<usize>,
+    /// The body text. Without --body or --size, each line of stdin is one message.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// A header, e.g. `format=pdf`.
+    #[arg(long = "header", value_name = "K=V", value_parser = parse_arg)]
+    pub headers: Vec<(String, FieldValue)>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    pub queue: String,
+    /// Stop after this many messages (default: run until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Messages count as acked when sent.
+    #[arg(long)]
+    pub no_ack: bool,
+    #[arg(long, default_value_t = 100)]
+    pub prefetch: u32,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// Parses `K=V`: V as JSON when it is JSON (numbers, booleans, quoted strings), else text.
+pub fn parse_arg(s: &str) -> Result<(String, FieldValue), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not K=V (e.g. x-max-length=1000)"))?;
+    if k.is_empty() {
+        return Err(format!("'{s}' has an empty key"));
+    }
+    let value = match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(json) => json_to_field(&json)?,
+        Err(_) => FieldValue::string(v),
+    };
+    Ok((k.to_string(), value))
+}
+
+fn json_to_field(v: &serde_json::Value) -> Result<FieldValue, String> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => FieldValue::Void,
+        Value::Bool(b) => FieldValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::I64(i),
+            None => FieldValue::F64(n.as_f64().ok_or("number out of range")?),
+        },
+        Value::String(s) => FieldValue::string(s.clone()),
+        Value::Array(a) => FieldValue::Array(a.iter().map(json_to_field).collect::<Result<_, _>>()?),
+        Value::Object(o) => FieldValue::Table(
+            o.iter()
+                .map(|(k, v)| Ok((k.clone(), json_to_field(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+fn table(args: Vec<(String, FieldValue)>) -> FieldTable {
+    args.into_iter().collect()
+}
+
+/// A field value as JSON, for `--json` output.
+pub fn field_to_json(v: &FieldValue) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        FieldValue::Bool(b) => Value::Bool(*b),
+        FieldValue::F32(f) => serde_json::json!(f),
+        FieldValue::F64(f) => serde_json::json!(f),
+        FieldValue::Decimal(scale, value) => serde_json::json!(*value as f64 / 10f64.powi(i32::from(*scale))),
+        FieldValue::LongString(b) | FieldValue::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        FieldValue::Array(a) => Value::Array(a.iter().map(field_to_json).collect()),
+        FieldValue::Table(t) => table_to_json(t),
+        FieldValue::Void => Value::Null,
+        other => other.as_i64().map(|i| serde_json::json!(i)).unwrap_or(Value::Null),
+    }
+}
+
+fn table_to_json(t: &FieldTable) -> serde_json::Value {
+    serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), field_to_json(v))).collect())
+}
+
+/// Runs a client command; the error is the one line to print.
+pub async fn run_client(command: Command) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    match command {
+        Command::Node(_) | Command::Bench(_) => unreachable!("handled by main"),
+        Command::Declare(Declare::Queue {
+            name,
+            durable,
+            exclusive,
+            auto_delete,
+            args,
+            conn,
+        }) => {
+            let client = conn.connect().await.map_err(e)?;
+            let ok = client
+                .declare_queue(
+                    &name,
+                    QueueOptions {
+                        durable,
+                        exclusive,
+                        auto_delete,
+                        passive: false,
+                        arguments: table(args),
+                    },
+                )
+                .await
+                .map_err(e)?;
+            println!("queue {} declared ({} messages, {} consumers)", ok.name, ok.messages, ok.consumers);
+        }
+        Command::Declare(Declare::Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            args,
+            conn,
+        }) => {
+            let client = conn.connect().await.map_err(e)?;
+            client
+                .declare_exchange(
+                    &name,
+                    &kind,
+                    ExchangeOptions {
+                        durable,
+                        auto_delete,
+                        internal,
+                        passive: false,
+                        arguments: table(args),
+                    },
+                )
+                .await
+                .map_err(e)?;
+            println!("exchange {name} declared");
+        }
+        Command::Delete(Delete::Queue {
+            name,
+            if_unused,
+            if_empty,
+            conn,
+        }) => {
+            let client = conn.connect().await.map_err(e)?;
+            let n = client.delete_queue(&name, if_unused, if_empty).await.map_err(e)?;
+            println!("queue {name} deleted ({n} messages)");
+        }
+        Command::Delete(Delete::Exchange {
+            name,
+            if_unused,
+            conn,
+        }) => {
+            let client = conn.connect().await.map_err(e)?;
+            client.delete_exchange(&name, if_unused).await.map_err(e)?;
+            println!("exchange {name} deleted");
+        }
+        Command::Bind(b) => bind(b, true).await?,
+        Command::Unbind(b) => bind(b, false).await?,
+        Command::Publish(p) => publish(p).await?,
+        Command::Consume(c) => consume(c).await?,
+        Command::Purge { queue, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let n = client.purge(&queue).await.map_err(e)?;
+            println!("queue {queue} purged ({n} messages)");
+        }
+        Command::Queues { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let mut queues = client.queues().await.map_err(e)?;
+            queues.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                let rows: Vec<_> = queues
+                    .iter()
+                    .map(|q| {
+                        serde_json::json!({
+                            "name": q.name, "durable": q.durable, "exclusive": q.exclusive,
+                            "auto_delete": q.auto_delete, "messages": q.messages,
+                            "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
+                            "bytes_in_memory": q.bytes_in_memory,
+                            "arguments": table_to_json(&q.arguments),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}", "name", "durable", "messages", "ready", "unacked", "consumers");
+                for q in queues {
+                    println!(
+                        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}",
+                        q.name, q.durable, q.messages, q.ready, q.unacked, q.consumers
+                    );
+                }
+            }
+        }
+        Command::Exchanges { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let mut exchanges = client.exchanges().await.map_err(e)?;
+            exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                let rows: Vec<_> = exchanges
+                    .iter()
+                    .map(|x| {
+                        serde_json::json!({
+                            "name": x.name, "type": x.kind, "durable": x.durable,
+                            "auto_delete": x.auto_delete, "internal": x.internal,
+                            "arguments": table_to_json(&x.arguments),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<32} {:<8} {:>8}", "name", "type", "durable");
+                for x in exchanges {
+                    let name = if x.name.is_empty() { "(default)".to_string() } else { x.name };
+                    println!("{:<32} {:<8} {:>8}", name, x.kind, x.durable);
+                }
+            }
+        }
+        Command::Bindings { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let bindings = client.bindings().await.map_err(e)?;
+            let rows: Vec<_> = bindings
+                .iter()
+                .map(|b| {
+                    let (kind, dest) = match &b.target {
+                        BindTarget::Queue(q) => ("queue", q.as_str()),
+                        BindTarget::Exchange(x) => ("exchange", x.as_str()),
+                    };
+                    (b.source.as_str(), kind, dest, b.routing_key.as_str(), &b.arguments)
+                })
+                .collect();
+            if json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|(s, k, d, rk, a)| {
+                        serde_json::json!({"source": s, "destination_type": k, "destination": d,
+                            "routing_key": rk, "arguments": table_to_json(a)})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<24} {:<10} {:<24} routing_key", "source", "type", "destination");
+                for (s, k, d, rk, _) in rows {
+                    println!("{:<24} {:<10} {:<24} {}", s, k, d, rk);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bind(b: BindArgs, add: bool) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    let client = b.conn.connect().await.map_err(e)?;
+    let args = table(b.args);
+    match (&b.queue, &b.destination_exchange) {
+        (Some(q), _) if add => client.bind_queue(q, &b.exchange, &b.routing_key, args).await,
+        (Some(q), _) => client.unbind_queue(q, &b.exchange, &b.routing_key, args).await,
+        (None, Some(x)) if add => client.bind_exchange(x, &b.exchange, &b.routing_key, args).await,
+        (None, Some(x)) => client.unbind_exchange(x, &b.exchange, &b.routing_key, args).await,
+        (None, None) => return Err("give --queue Q or --destination-exchange X".into()),
+    }
+    .map_err(e)?;
+    println!("{}", if add { "bound" } else { "unbound" });
+    Ok(())
+}
+
+async fn publish(p: PublishArgs) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    let bodies: Box<dyn Iterator<Item = Bytes>> = match (&p.body, p.size) {
+        (Some(body), _) => {
+            let body = Bytes::from(body.clone().into_bytes());
+            Box::new(std::iter::repeat_n(body, p.count.unwrap_or(1) as usize))
+        }
+        (None, Some(size)) => {
+            let body = Bytes::from(vec![b'x'; size]);
+            Box::new(std::iter::repeat_n(body, p.count.unwrap_or(1) as usize))
+        }
+        (None, None) => {
+            let lines: Vec<Bytes> = std::io::stdin()
+                .lock()
+                .lines()
+                .map(|l| l.map(|l| Bytes::from(l.into_bytes())))
+                .collect::<Result<_, _>>()
+                .map_err(|err| format!("cannot read stdin: {err}"))?;
+            Box::new(lines.into_iter())
+        }
+    };
+    let client = p.conn.connect().await.map_err(e)?;
+    let mut properties = warren_actors::message::Properties::default();
+    if !p.headers.is_empty() {
+        properties.headers = Some(table(p.headers));
+    }
+    let options = PublishOptions {
+        persistent: p.persistent,
+        mandatory: p.mandatory,
+        properties,
+    };
+    let mut confirms = Vec::new();
+    for body in bodies {
+        confirms.push(
+            client
+                .publish(&p.exchange, &p.routing_key, body, options.clone())
+                .await
+                .map_err(e)?,
+        );
+    }
+    let total = confirms.len();
+    let (mut confirmed, mut unroutable, mut refused) = (0usize, 0usize, Vec::new());
+    for c in confirms {
+        match c.await {
+            Ok(PublishResult::Confirmed) => confirmed += 1,
+            Ok(PublishResult::Unroutable) => unroutable += 1,
+            Ok(PublishResult::Rejected(why)) => refused.push(why),
+            Ok(PublishResult::Failed(reply)) => refused.push(reply.to_string()),
+            Err(err) => refused.push(err.to_string()),
+        }
+    }
+    if let Some(first) = refused.first() {
+        let msg = format!("{} of {total} messages were not confirmed: {first}", refused.len());
+        if p.confirm {
+            return Err(msg);
+        }
+        eprintln!("warning: {msg}");
+    }
+    if unroutable > 0 && p.confirm && p.mandatory {
+        return Err(format!("{unroutable} of {total} messages reached no queue"));
+    }
+    if p.confirm {
+        println!("published {total} messages, {confirmed} confirmed");
+    } else {
+        println!("published {total} messages");
+    }
+    Ok(())
+}
+
+async fn consume(c: ConsumeArgs) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    let client = c.conn.connect().await.map_err(e)?;
+    let mut consumer = client
+        .consume(
+            &c.queue,
+            ConsumeOptions {
+                prefetch: c.prefetch,
+                no_ack: c.no_ack,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(e)?;
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    while c.count.is_none_or(|n| seen < n) {
+        let next = tokio::select! {
+            d = consumer.next() => d,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(delivery) = next else { break };
+        let delivery = delivery.map_err(e)?;
+        {
+            let mut out = stdout.lock();
+            out.write_all(&delivery.body).map_err(|err| err.to_string())?;
+            out.write_all(b"\n").map_err(|err| err.to_string())?;
+        }
+        if !c.no_ack {
+            delivery.ack().map_err(e)?;
+        }
+        seen += 1;
+    }
+    let _ = consumer.cancel().await;
+    // Let the last acks leave before the process ends.
+    client.flush_settles().await;
+    Ok(())
+}

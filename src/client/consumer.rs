@@ -1,0 +1,140 @@
+//! Consuming with the client handle: a stream of deliveries that are settled by hand.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use warren_actors::message::Properties;
+use warren_cluster::protocol::{Delivery as WireDelivery, Settle, SettleKind};
+
+use super::error::ClientError;
+use super::inbox::ConsumerEvent;
+use super::{Client, SettleItem};
+
+/// A message delivered to a consumer or got with [`Client::get`].
+///
+/// Unless the consumer was started with `no_ack`, settle it with [`Delivery::ack`],
+/// [`Delivery::nack`] or [`Delivery::reject`]; until then it counts against the
+/// consumer's prefetch and goes back to its queue if the client goes away.
+#[derive(Debug)]
+pub struct Delivery {
+    pub delivery_tag: u64,
+    pub consumer_tag: String,
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    /// The message was delivered before and not acked (requeued or recovered).
+    pub redelivered: bool,
+    pub properties: Properties,
+    pub body: Bytes,
+    settle: UnboundedSender<SettleItem>,
+}
+
+impl Delivery {
+    pub(crate) fn new(d: WireDelivery, settle: UnboundedSender<SettleItem>) -> Self {
+        Delivery {
+            delivery_tag: d.delivery_tag,
+            consumer_tag: d.consumer_tag,
+            queue: d.queue,
+            exchange: d.exchange,
+            routing_key: d.routing_key,
+            redelivered: d.redelivered,
+            properties: d.properties,
+            body: d.body,
+            settle,
+        }
+    }
+
+    fn send(&self, multiple: bool, kind: SettleKind) -> Result<(), ClientError> {
+        self.settle
+            .send(SettleItem::Settle(Settle {
+                delivery_tag: self.delivery_tag,
+                multiple,
+                kind,
+            }))
+            .map_err(|_| ClientError::Disconnected("the client is closed".into()))
+    }
+
+    /// The message is done with: the queue forgets it.
+    pub fn ack(&self) -> Result<(), ClientError> {
+        self.send(false, SettleKind::Ack)
+    }
+
+    /// Acks this delivery and every earlier unsettled one of this client.
+    pub fn ack_multiple(&self) -> Result<(), ClientError> {
+        self.send(true, SettleKind::Ack)
+    }
+
+    /// Gives the message back: to its queue (`requeue`, keeping its position), or to
+    /// the queue's dead-letter exchange (or nowhere) otherwise.
+    pub fn nack(&self, requeue: bool) -> Result<(), ClientError> {
+        self.send(false, SettleKind::Reject { requeue })
+    }
+
+    /// Nacks this delivery and every earlier unsettled one of this client.
+    pub fn nack_multiple(&self, requeue: bool) -> Result<(), ClientError> {
+        self.send(true, SettleKind::Reject { requeue })
+    }
+
+    /// Same as [`Delivery::nack`] (AMQP's basic.reject).
+    pub fn reject(&self, requeue: bool) -> Result<(), ClientError> {
+        self.nack(requeue)
+    }
+}
+
+/// A consumer: a stream of deliveries from one queue.
+pub struct Consumer {
+    pub(crate) tag: String,
+    pub(crate) rx: UnboundedReceiver<ConsumerEvent>,
+    pub(crate) client: Client,
+    pub(crate) ended: bool,
+}
+
+impl Consumer {
+    /// The consumer tag (given or made up by the node).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The next delivery; `None` once the consumer is cancelled or the client closed.
+    /// A consumer the node ended (its queue was deleted, say) yields one error first.
+    pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery, ClientError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(ConsumerEvent::Delivery(d))) => {
+                Poll::Ready(Some(Ok(Delivery::new(d, self.client.settle_sender()))))
+            }
+            Poll::Ready(Some(ConsumerEvent::Cancelled(reason))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(ClientError::Disconnected(format!(
+                    "consumer {} was cancelled by the node: {reason}",
+                    self.tag
+                )))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Stops the consumer. Deliveries not yet settled stay with this client until it
+    /// settles them or closes.
+    pub async fn cancel(mut self) -> Result<(), ClientError> {
+        self.ended = true;
+        self.client.cancel(&self.tag).await
+    }
+}
+
+impl futures_core::Stream for Consumer {
+    type Item = Result<Delivery, ClientError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_event(cx)
+    }
+}

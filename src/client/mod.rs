@@ -1,0 +1,652 @@
+//! The client handle: Warren from Rust, over the cluster transport.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), warren::client::ClientError> {
+//! use warren::client::{Client, ConnectOptions, QueueOptions, PublishOptions, ConsumeOptions};
+//! let client = Client::connect(ConnectOptions::local()?).await?;
+//! client.declare_queue("orders", QueueOptions { durable: true, ..Default::default() }).await?;
+//! let confirm = client
+//!     .publish("", "orders", "hello", PublishOptions { persistent: true, ..Default::default() })
+//!     .await?;
+//! confirm.await?; // on disk now
+//! let mut consumer = client.consume("orders", ConsumeOptions::default()).await?;
+//! if let Some(delivery) = consumer.next().await {
+//!     let delivery = delivery?;
+//!     delivery.ack()?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A client is a cheap handle (clone it freely); the session on the node closes, and
+//! unsettled deliveries go back to their queues, when the last clone is dropped.
+
+mod consumer;
+mod error;
+mod inbox;
+mod publisher;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ractor::{Actor, ActorRef};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Semaphore;
+use warren_actors::message::{FieldTable, Properties, PERSISTENT};
+use warren_cluster::protocol::{
+    BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish,
+    QueueInfo, Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
+};
+
+pub use consumer::{Consumer, Delivery};
+pub use error::ClientError;
+pub use publisher::{Confirm, MAX_BODY_BYTES};
+pub use warren_cluster::connect::ConnectError;
+pub use warren_cluster::protocol::PublishResult;
+
+/// The cluster address a node listens on by default, and clients dial by default.
+pub const DEFAULT_NODE_ADDR: &str = "127.0.0.1:4370";
+/// The cookie file a node creates in its data directory on first start.
+pub const DEFAULT_COOKIE_FILE: &str = "warren-data/cookie";
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub node: SocketAddr,
+    pub cookie: String,
+    pub vhost: String,
+    /// Shown in the node's logs.
+    pub client_name: String,
+    /// How long a request may wait for the node's answer.
+    pub timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// A node on this machine with the default address and cookie file.
+    pub fn local() -> Result<Self, ClientError> {
+        Self::new(
+            DEFAULT_NODE_ADDR.parse().expect("the default address parses"),
+            Path::new(DEFAULT_COOKIE_FILE),
+        )
+    }
+
+    /// A node at `node`, with the cookie read from `cookie_file`.
+    pub fn new(node: SocketAddr, cookie_file: &Path) -> Result<Self, ClientError> {
+        let cookie = warren_cluster::cookie::read(cookie_file).map_err(|e| {
+            ClientError::Connect(ConnectError::Local(format!("{e}")))
+        })?;
+        Ok(ConnectOptions {
+            node,
+            cookie,
+            vhost: "/".into(),
+            client_name: std::env::args().next().unwrap_or_else(|| "warren-client".into()),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn cookie_file_default() -> PathBuf {
+        PathBuf::from(DEFAULT_COOKIE_FILE)
+    }
+}
+
+/// Options of a queue declaration (AMQP's queue.declare flags and arguments).
+#[derive(Clone, Debug, Default)]
+pub struct QueueOptions {
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    /// Only check that the queue exists.
+    pub passive: bool,
+    /// `x-message-ttl`, `x-max-length`, `x-dead-letter-exchange`, ... as in RabbitMQ.
+    pub arguments: FieldTable,
+}
+
+/// Options of an exchange declaration.
+#[derive(Clone, Debug, Default)]
+pub struct ExchangeOptions {
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub passive: bool,
+    /// e.g. `alternate-exchange`.
+    pub arguments: FieldTable,
+}
+
+/// Options of a publish.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    /// Written to disk (fsynced before the confirm) on durable queues.
+    pub persistent: bool,
+    /// Report [`PublishResult::Unroutable`] when no queue takes the message.
+    pub mandatory: bool,
+    pub properties: Properties,
+}
+
+/// Options of a consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumeOptions {
+    /// Unsettled deliveries the consumer may hold (0: no limit).
+    pub prefetch: u32,
+    /// Deliveries count as settled when sent.
+    pub no_ack: bool,
+    /// No other consumer may use the queue meanwhile.
+    pub exclusive: bool,
+    /// A tag of your choosing; empty: the node makes one up.
+    pub tag: String,
+    pub arguments: FieldTable,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            prefetch: 100,
+            no_ack: false,
+            exclusive: false,
+            tag: String::new(),
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+/// A queue as a declaration reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueDeclared {
+    pub name: String,
+    pub messages: u64,
+    pub consumers: u32,
+}
+
+/// A connection to a Warren node.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: ActorRef<SessionMsg>,
+    inbox: ActorRef<InboxMsg>,
+    consumers: Arc<inbox::Consumers>,
+    publish_tx: UnboundedSender<publisher::Pending>,
+    settle_tx: UnboundedSender<SettleItem>,
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.session.cast(SessionMsg::Close(().into()));
+        self.inbox.stop(None);
+    }
+}
+
+impl Client {
+    /// Connects to a node and opens a session on it.
+    pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
+        let link = warren_cluster::connect::connect(options.node, &options.cookie).await?;
+        let inbox_group = format!(
+            "warren.inbox.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        let consumers = Arc::new(inbox::Consumers::default());
+        let (inbox, _) = Actor::spawn(None, inbox::Inbox, (inbox_group.clone(), consumers.clone()))
+            .await
+            .map_err(|e| ClientError::Connect(ConnectError::Local(e.to_string())))?;
+        let open = OpenSession {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: options.client_name.clone(),
+            inbox_group,
+            vhost: options.vhost.clone(),
+        };
+        let opened = match ractor::call_t!(
+            link.gateway,
+            GatewayMsg::Open,
+            options.timeout.as_millis() as u64,
+            open.into()
+        ) {
+            Ok(wire) => wire.into_result().map_err(ClientError::Protocol),
+            Err(e) => Err(call_error(e, options.timeout)),
+        };
+        let session_group = match opened {
+            Ok(SessionOpened::Opened { session_group }) => session_group,
+            Ok(SessionOpened::Refused(reply)) => {
+                inbox.stop(None);
+                return Err(reply.into());
+            }
+            Err(e) => {
+                inbox.stop(None);
+                return Err(e);
+            }
+        };
+        let session = match wait_for_member(&session_group, link.node_id, options.timeout).await {
+            Some(cell) => ActorRef::<SessionMsg>::from(cell),
+            None => {
+                inbox.stop(None);
+                return Err(ClientError::Timeout(options.timeout.as_secs()));
+            }
+        };
+        let publish_tx = publisher::spawn(session.clone(), options.timeout);
+        let settle_tx = spawn_settler(session.clone());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                session,
+                inbox,
+                consumers,
+                publish_tx,
+                settle_tx,
+                permits: Arc::new(Semaphore::new(publisher::IN_FLIGHT_KIB as usize)),
+                timeout: options.timeout,
+            }),
+        })
+    }
+
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        let timeout = self.inner.timeout;
+        match ractor::call_t!(
+            self.inner.session,
+            SessionMsg::Call,
+            timeout.as_millis() as u64,
+            request.into()
+        ) {
+            Ok(wire) => match wire.into_result().map_err(ClientError::Protocol)? {
+                Response::Error(reply) => Err(reply.into()),
+                other => Ok(other),
+            },
+            Err(e) => Err(self.closed_or(call_error(e, timeout))),
+        }
+    }
+
+    /// The reason the node gave for closing the session, if it did; else `e`.
+    fn closed_or(&self, e: ClientError) -> ClientError {
+        match self.inner.consumers.closed_reason() {
+            Some(reason) => ClientError::Disconnected(reason),
+            None => e,
+        }
+    }
+
+    /// Declares a queue (an empty name: the node names it). Returns its name and counts.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        options: QueueOptions,
+    ) -> Result<QueueDeclared, ClientError> {
+        match self
+            .call(Request::DeclareQueue {
+                name: name.into(),
+                durable: options.durable,
+                exclusive: options.exclusive,
+                auto_delete: options.auto_delete,
+                passive: options.passive,
+                arguments: options.arguments,
+            })
+            .await?
+        {
+            Response::QueueDeclared {
+                name,
+                messages,
+                consumers,
+            } => Ok(QueueDeclared {
+                name,
+                messages,
+                consumers,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Declares an exchange of `kind` (`direct`, `fanout`, `topic` or `headers`).
+    pub async fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        options: ExchangeOptions,
+    ) -> Result<(), ClientError> {
+        self.call(Request::DeclareExchange {
+            name: name.into(),
+            kind: kind.into(),
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            passive: options.passive,
+            arguments: options.arguments,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a queue; returns how many messages it held.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, ClientError> {
+        self.removed(Request::DeleteQueue {
+            name: name.into(),
+            if_unused,
+            if_empty,
+        })
+        .await
+    }
+
+    /// Deletes an exchange (and every binding from or to it).
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), ClientError> {
+        self.call(Request::DeleteExchange {
+            name: name.into(),
+            if_unused,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes every ready message of a queue; returns how many.
+    pub async fn purge(&self, queue: &str) -> Result<u64, ClientError> {
+        self.removed(Request::PurgeQueue { name: queue.into() }).await
+    }
+
+    async fn removed(&self, request: Request) -> Result<u64, ClientError> {
+        match self.call(request).await? {
+            Response::Removed { messages } => Ok(messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Binds a queue to an exchange.
+    pub async fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.bind(exchange, BindTarget::Queue(queue.into()), routing_key, arguments, true)
+            .await
+    }
+
+    /// Removes a queue's binding.
+    pub async fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.bind(exchange, BindTarget::Queue(queue.into()), routing_key, arguments, false)
+            .await
+    }
+
+    /// Binds exchange `destination` to exchange `source` (exchange-to-exchange).
+    pub async fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.bind(
+            source,
+            BindTarget::Exchange(destination.into()),
+            routing_key,
+            arguments,
+            true,
+        )
+        .await
+    }
+
+    /// Removes an exchange-to-exchange binding.
+    pub async fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), ClientError> {
+        self.bind(
+            source,
+            BindTarget::Exchange(destination.into()),
+            routing_key,
+            arguments,
+            false,
+        )
+        .await
+    }
+
+    async fn bind(
+        &self,
+        source: &str,
+        target: BindTarget,
+        routing_key: &str,
+        arguments: FieldTable,
+        add: bool,
+    ) -> Result<(), ClientError> {
+        let (source, routing_key) = (source.to_string(), routing_key.to_string());
+        let request = if add {
+            Request::Bind {
+                source,
+                target,
+                routing_key,
+                arguments,
+            }
+        } else {
+            Request::Unbind {
+                source,
+                target,
+                routing_key,
+                arguments,
+            }
+        };
+        self.call(request).await.map(drop)
+    }
+
+    /// Queues a message for publishing and returns the future of its confirm.
+    ///
+    /// Waits first if too much this client published is still unconfirmed
+    /// (back-pressure). Await the returned [`Confirm`] to know the message is safe.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Confirm, ClientError> {
+        let body = body.into();
+        if body.len() > MAX_BODY_BYTES {
+            return Err(ClientError::MessageTooLarge {
+                size: body.len(),
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        let permit = publisher::reserve(&self.inner.permits, body.len()).await?;
+        let mut properties = options.properties;
+        if options.persistent {
+            properties.delivery_mode = Some(PERSISTENT);
+        }
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let pending = publisher::Pending {
+            publish: Publish {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                mandatory: options.mandatory,
+                properties,
+                body,
+            },
+            done,
+            permit,
+        };
+        self.inner
+            .publish_tx
+            .send(pending)
+            .map_err(|_| ClientError::Disconnected("the client is closed".into()))?;
+        Ok(Confirm { rx })
+    }
+
+    /// Starts a consumer on a queue.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer, ClientError> {
+        // The tag is chosen here so the inbox knows it before the first delivery.
+        let tag = if options.tag.is_empty() {
+            format!("ctag-{:016x}", rand::random::<u64>())
+        } else {
+            options.tag
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner.consumers.add(tag.clone(), tx);
+        let started = self
+            .call(Request::Consume {
+                queue: queue.into(),
+                tag: tag.clone(),
+                prefetch: options.prefetch,
+                no_ack: options.no_ack,
+                exclusive: options.exclusive,
+                arguments: options.arguments,
+            })
+            .await;
+        match started {
+            Ok(Response::ConsumeStarted { .. }) => Ok(Consumer {
+                tag,
+                rx,
+                client: self.clone(),
+                ended: false,
+            }),
+            Ok(other) => {
+                self.inner.consumers.remove(&tag);
+                Err(unexpected(other))
+            }
+            Err(e) => {
+                self.inner.consumers.remove(&tag);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn cancel(&self, tag: &str) -> Result<(), ClientError> {
+        let result = self.call(Request::Cancel { tag: tag.into() }).await.map(drop);
+        self.inner.consumers.remove(tag);
+        result
+    }
+
+    /// Takes one message from a queue, if it has one ready.
+    pub async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>, ClientError> {
+        match self
+            .call(Request::Get {
+                queue: queue.into(),
+                no_ack,
+            })
+            .await?
+        {
+            Response::Got { delivery, .. } => {
+                Ok(delivery.map(|d| Delivery::new(d, self.settle_sender())))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every queue of the vhost with its counts.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, ClientError> {
+        match self.call(Request::ListQueues).await? {
+            Response::Queues(q) => Ok(q),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every exchange of the vhost.
+    pub async fn exchanges(&self) -> Result<Vec<ExchangeInfo>, ClientError> {
+        match self.call(Request::ListExchanges).await? {
+            Response::Exchanges(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every binding of the vhost.
+    pub async fn bindings(&self) -> Result<Vec<BindingInfo>, ClientError> {
+        match self.call(Request::ListBindings).await? {
+            Response::Bindings(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn settle_sender(&self) -> UnboundedSender<SettleItem> {
+        self.inner.settle_tx.clone()
+    }
+
+    /// Waits until every ack, nack and reject given so far has reached the node.
+    pub async fn flush_settles(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.settle_tx.send(SettleItem::Flush(tx)).is_ok() && rx.await.is_ok() {
+            let _ = self.call(Request::Ping).await;
+        }
+    }
+}
+
+/// What the settle task takes: a settlement, or a request to send what it holds now.
+pub(crate) enum SettleItem {
+    Settle(Settle),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Gathers settlements into batches: one frame for every ack that is ready.
+fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SettleItem>();
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    SettleItem::Settle(s) => batch.push(s),
+                    SettleItem::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < 4096 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty()
+                && session
+                    .cast(SessionMsg::Settle(std::mem::take(&mut batch).into()))
+                    .is_err()
+            {
+                break;
+            }
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    });
+    tx
+}
+
+/// Waits until a process group has a member on node `node_id`.
+async fn wait_for_member(group: &str, node_id: u64, timeout: Duration) -> Option<ractor::ActorCell> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let found = ractor::pg::get_members(&group.to_string())
+            .into_iter()
+            .find(|c| !c.get_id().is_local() && c.get_id().node() == node_id);
+        if found.is_some() {
+            return found;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn call_error<M>(e: ractor::RactorErr<M>, timeout: Duration) -> ClientError {
+    match e {
+        ractor::RactorErr::Timeout => ClientError::Timeout(timeout.as_secs()),
+        // The session or its transport is gone (the reply port was dropped, or the
+        // remote actor stopped).
+        other => ClientError::Disconnected(other.to_string()),
+    }
+}
+
+fn unexpected(response: Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer from the node: {response:?}"))
+}

@@ -1,0 +1,17 @@
+//! Warren: a distributed message broker on supervised actors.
+//!
+//! This package holds the node assembly and the user's entry points:
+//! - [`client`]: the Rust client handle (connect, declare, bind, publish with confirms,
+//!   consume with acks) that talks to a node over the cluster transport.
+//! - [`node`]: one node: its configuration, its root supervisor, its gateway and the
+//!   sessions that serve client handles.
+//! - `main.rs` and [`cli`]: the `warren` command.
+//!
+//! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
+//! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
+//! (transport and, later, membership).
+
+pub mod client;
+pub mod bench;
+pub mod cli;
+pub mod node;

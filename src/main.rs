@@ -1,0 +1,82 @@
+//! The `warren` command: start a node, or talk to one.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use warren::cli::{Cli, Command, NodeArgs};
+use warren::node::config::{ConfigFile, NodeConfig};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => run_node(args).await,
+            Command::Bench(args) => warren::bench::run(args).await,
+            other => warren::cli::run_client(other).await,
+        }
+    });
+    if let Err(message) = result {
+        eprintln!("error: {message}");
+        std::process::exit(1);
+    }
+    // Client commands leave actors (the transport) running: end the process now.
+    std::process::exit(0);
+}
+
+async fn run_node(args: NodeArgs) -> Result<(), String> {
+    let mut config = NodeConfig::default();
+    if let Some(path) = &args.config {
+        config.apply(ConfigFile::load(path).map_err(|e| e.to_string())?);
+    }
+    if let Some(v) = args.name {
+        config.name = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.cluster_listen {
+        config.cluster_listen = v;
+    }
+    if args.cookie_file.is_some() {
+        config.cookie_file = args.cookie_file;
+    }
+    if let Some(v) = args.log {
+        config.log = v;
+    }
+    let filter = EnvFilter::try_new(&config.log)
+        .map_err(|e| format!("--log '{}' is not a valid filter: {e}", config.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+
+    let node = warren::node::start(config).await.map_err(|e| e.to_string())?;
+    wait_for_stop_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

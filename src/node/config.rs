@@ -1,0 +1,156 @@
+//! A node's configuration: embedded defaults, a TOML file, then command-line flags.
+//!
+//! ```toml
+//! name = "rabbit1"
+//! data_dir = "/var/lib/warren"
+//! cluster_listen = "127.0.0.1:4370"
+//! cookie_file = "/var/lib/warren/cookie"
+//! log = "info"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConfig {
+    /// The node's name: its identity in the cluster and in logs.
+    pub name: String,
+    /// Where the node keeps its redb file and its cookie.
+    pub data_dir: PathBuf,
+    /// The address the node listens on for cluster sessions (nodes and client handles).
+    pub cluster_listen: SocketAddr,
+    /// The cookie file; `<data_dir>/cookie` when not set.
+    pub cookie_file: Option<PathBuf>,
+    /// A tracing filter (`info`, `warren=debug`, ...).
+    pub log: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "warren".into(),
+            data_dir: PathBuf::from("warren-data"),
+            cluster_listen: crate::client::DEFAULT_NODE_ADDR
+                .parse()
+                .expect("the default address parses"),
+            cookie_file: None,
+            log: "info".into(),
+        }
+    }
+}
+
+/// The keys a config file may hold; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cluster_listen: Option<SocketAddr>,
+    pub cookie_file: Option<PathBuf>,
+    pub log: Option<String>,
+}
+
+/// Why a config file was not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("node name '{0}' is not valid: use letters, digits, '-', '_' or '.' (1 to 64 of them)")]
+    Name(String),
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+impl NodeConfig {
+    /// Lays a config file over this configuration.
+    pub fn apply(&mut self, file: ConfigFile) {
+        if let Some(v) = file.name {
+            self.name = v;
+        }
+        if let Some(v) = file.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = file.cluster_listen {
+            self.cluster_listen = v;
+        }
+        if file.cookie_file.is_some() {
+            self.cookie_file = file.cookie_file;
+        }
+        if let Some(v) = file.log {
+            self.log = v;
+        }
+    }
+
+    pub fn cookie_path(&self) -> PathBuf {
+        self.cookie_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cookie"))
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("warren.redb")
+    }
+
+    /// Checks what flags and files cannot check by their types.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Name(self.name.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warren.toml");
+        std::fs::write(&path, "name = \"n1\"\ncluster_listen = \"127.0.0.1:5000\"\n").unwrap();
+        let mut config = NodeConfig::default();
+        config.apply(ConfigFile::load(&path).unwrap());
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.cluster_listen.port(), 5000);
+        assert_eq!(config.cookie_path(), PathBuf::from("warren-data/cookie"));
+
+        std::fs::write(&path, "nmae = \"typo\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let mut config = NodeConfig::default();
+        assert!(config.validate().is_ok());
+        config.name = "bad name".into();
+        assert!(config.validate().is_err());
+    }
+}

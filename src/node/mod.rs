@@ -1,0 +1,203 @@
+//! One Warren node: configuration, the root supervisor, the gateway.
+//!
+//! The supervision tree (DESIGN.md section 2):
+//!
+//! ```text
+//! node                 one_for_one
+//! ├── vhost:/          one_for_all
+//! │   ├── exchanges:/  one_for_one, one actor per exchange (exchange:/amq.topic)
+//! │   └── queues:/     one_for_one, one actor per queue (queue:/orders)
+//! └── gateway          where client handles open sessions (session actors below it)
+//! ```
+//!
+//! The exchange and queue supervisors build their children from the vhost's registry
+//! each time they start, so a restart of `vhost:/` brings every queue back, and each
+//! queue actor rebuilds its messages from storage.
+
+pub mod config;
+mod gateway;
+mod session;
+
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use warren_actors::vhost::VHost;
+use warren_cluster::node_server::{watch_sessions, SessionEvent};
+use warren_cluster::protocol::{GatewayMsg, LocalOnly};
+use warren_storage::Store;
+use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
+
+pub use config::NodeConfig;
+use gateway::{Gateway, GatewayArgs};
+
+/// Why a node did not start. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cookie(#[from] warren_cluster::cookie::CookieError),
+    #[error(transparent)]
+    Store(#[from] warren_storage::OpenError),
+    #[error("cannot recover the broker's state: {0}")]
+    Recovery(String),
+    #[error(transparent)]
+    Listen(#[from] warren_cluster::node_server::StartError),
+    #[error("cannot start the supervision tree: {0}")]
+    Supervision(#[from] warren_supervisor::SupervisorError),
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub config: NodeConfig,
+    pub root: SupervisorHandle,
+    pub vhost: VHost,
+    pub store: Store,
+    node_server: ActorRef<NodeServerMessage>,
+}
+
+/// The registry name of the gateway actor.
+const GATEWAY: &str = "gateway";
+/// Restart intensity of the node's supervisors: at most this many restarts ...
+const MAX_RESTARTS: u32 = 10;
+/// ... within this window.
+const RESTART_WINDOW: Duration = Duration::from_secs(10);
+
+/// Starts a node and returns once it serves clients.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let began = Instant::now();
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::DataDir {
+        path: config.data_dir.clone(),
+        source: e,
+    })?;
+    let cookie = warren_cluster::cookie::read_or_create(&config.cookie_path())?;
+    let store = Store::open(config.store_path())?;
+    let vhost = VHost::load("/", store.clone())
+        .await
+        .map_err(|e| NodeError::Recovery(e.to_string()))?;
+
+    let exchanges = {
+        let vhost = vhost.clone();
+        ChildSpec::new(
+            vhost.exchanges_supervisor_name(),
+            warren_supervisor::SUPERVISOR_KIND,
+            Restart::Permanent,
+            move |parent| {
+                let vhost = vhost.clone();
+                async move {
+                    let spec = vhost.exchange_children().into_iter().fold(
+                        SupervisorSpec::new(Strategy::OneForOne)
+                            .with_intensity(MAX_RESTARTS * 10, RESTART_WINDOW),
+                        SupervisorSpec::child,
+                    );
+                    Supervisor::start(vhost.exchanges_supervisor_name(), None, spec, Some(parent))
+                        .await
+                        .map(|(r, _)| r.get_cell())
+                        .map_err(|e| e.into_spawn_err())
+                }
+            },
+        )
+        .as_supervisor()
+    };
+    let queues = {
+        let vhost = vhost.clone();
+        ChildSpec::new(
+            vhost.queues_supervisor_name(),
+            warren_supervisor::SUPERVISOR_KIND,
+            Restart::Permanent,
+            move |parent| {
+                let vhost = vhost.clone();
+                async move {
+                    let spec = vhost.queue_children().into_iter().fold(
+                        SupervisorSpec::new(Strategy::OneForOne)
+                            .with_intensity(MAX_RESTARTS * 10, RESTART_WINDOW),
+                        SupervisorSpec::child,
+                    );
+                    Supervisor::start(vhost.queues_supervisor_name(), None, spec, Some(parent))
+                        .await
+                        .map(|(r, _)| r.get_cell())
+                        .map_err(|e| e.into_spawn_err())
+                }
+            },
+        )
+        .as_supervisor()
+    };
+    let vhost_spec = SupervisorSpec::new(Strategy::OneForAll)
+        .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
+        .child(exchanges)
+        .child(queues);
+    let root_spec = SupervisorSpec::new(Strategy::OneForOne)
+        .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
+        .child(ChildSpec::supervisor(
+            format!("vhost:{}", vhost.name()),
+            Restart::Permanent,
+            vhost_spec,
+        ));
+    let (root, _) = Supervisor::start("node", None, root_spec, None).await?;
+    let root = SupervisorHandle::new(root);
+
+    let node_server = warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
+    let gateway_args = (config.name.clone(), vhost.clone());
+    root.start_child(ChildSpec::for_actor(GATEWAY, "gateway", Restart::Permanent, move || {
+        (
+            Gateway,
+            GatewayArgs {
+                node_name: gateway_args.0.clone(),
+                vhost: gateway_args.1.clone(),
+            },
+        )
+    }))
+    .await?;
+    // A client process whose transport closed: its sessions end, its deliveries requeue.
+    let watched = watch_sessions(&node_server, "warren.gateway", |event| {
+        if let SessionEvent::Disconnected { node_id, .. } = event {
+            if let Some(cell) = ractor::registry::where_is(GATEWAY.to_string()) {
+                let _ = ActorRef::<GatewayMsg>::from(cell)
+                    .cast(GatewayMsg::ClientGone(LocalOnly::new(node_id)));
+            }
+        }
+    });
+    if let Err(e) = watched {
+        return Err(NodeError::Recovery(format!("cannot watch client sessions: {e}")));
+    }
+    tracing::info!(
+        node = %config.name,
+        listen = %config.cluster_listen,
+        data_dir = %config.data_dir.display(),
+        "node ready in {} ms",
+        began.elapsed().as_millis()
+    );
+    Ok(RunningNode {
+        config,
+        root,
+        vhost,
+        store,
+        node_server,
+    })
+}
+
+impl RunningNode {
+    /// Stops serving, stops every actor in order, and flushes storage.
+    pub async fn shutdown(self) {
+        tracing::info!(node = %self.config.name, "shutting down");
+        self.node_server.stop(None);
+        if let Err(e) = self.root.shutdown(Duration::from_secs(30)).await {
+            tracing::warn!("shutdown of the supervision tree: {e}");
+        }
+        self.store.close();
+        tracing::info!(node = %self.config.name, "stopped");
+    }
+}
+
+/// Keeps the node in its own variable so callers cannot drop the supervisor early.
+pub fn supervisor_handle(name: &str) -> Option<SupervisorHandle> {
+    SupervisorHandle::lookup(name).ok()
+}

@@ -1,0 +1,455 @@
+//! A session: the node-side half of one client handle.
+//!
+//! It plays the part an AMQP channel plays: it routes the client's publishes against
+//! the vhost's routing snapshot (no exchange mailbox on the way) and hands them to the
+//! queues in one batch per queue; it answers a publish batch once every queue has
+//! confirmed its share; it numbers deliveries with delivery tags, remembers which are
+//! unsettled, and turns the client's acks into per-queue settlements. When it ends
+//! (client closed, client process gone, node stopping) every unsettled delivery goes
+//! back to its queue and the exclusive queues it owned are deleted.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
+use warren_actors::error::BrokerError;
+use warren_actors::message::{Message, SharedMessage};
+use warren_actors::queue::{ConsumeRequest, EnqueueOutcome};
+use warren_actors::vhost::VHost;
+use warren_cluster::protocol::{
+    BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Request,
+    Response, SessionMsg, Settle, SettleKind,
+};
+
+/// What a session starts from.
+pub struct SessionArgs {
+    pub vhost: VHost,
+    pub inbox: ActorRef<InboxMsg>,
+    pub channel: ChannelId,
+    pub group: String,
+    pub client_name: String,
+}
+
+pub struct Session;
+
+/// A delivery the client has not settled yet.
+struct Unsettled {
+    queue: Arc<str>,
+    seq: u64,
+}
+
+pub struct SessionState {
+    vhost: VHost,
+    inbox: ActorRef<InboxMsg>,
+    channel: ChannelId,
+    client_name: String,
+    sink: ChannelSink,
+    /// Consumer tag to queue name.
+    consumers: HashMap<String, Arc<str>>,
+    next_delivery_tag: u64,
+    unsettled: BTreeMap<u64, Unsettled>,
+    /// Queues this session consumed from or got from: told when the session ends.
+    touched: HashSet<Arc<str>>,
+}
+
+fn to_reply(e: BrokerError) -> ErrorReply {
+    ErrorReply {
+        code: e.code,
+        text: e.text,
+    }
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(args.group.clone(), vec![myself.get_cell()]);
+        let me = myself.clone();
+        let sink: ChannelSink = Arc::new(move |event: QueueEvent| {
+            let _ = me.cast(SessionMsg::Queue(LocalOnly::new(event)));
+        });
+        tracing::debug!(client = %args.client_name, channel = args.channel, "session opened");
+        Ok(SessionState {
+            vhost: args.vhost,
+            inbox: args.inbox,
+            channel: args.channel,
+            client_name: args.client_name,
+            sink,
+            consumers: HashMap::new(),
+            next_delivery_tag: 1,
+            unsettled: BTreeMap::new(),
+            touched: HashSet::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for queue in state.touched.drain() {
+            if let Some(handle) = state.vhost.queue(&queue) {
+                handle.channel_down(state.channel);
+            }
+        }
+        state.vhost.owner_gone(state.channel).await;
+        tracing::debug!(client = %state.client_name, channel = state.channel, "session closed");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Call(request, reply) => {
+                let response = match request.into_result() {
+                    Ok(request) => match state.call(request).await {
+                        Ok(r) => r,
+                        Err(e) => Response::Error(to_reply(e)),
+                    },
+                    Err(why) => Response::Error(ErrorReply {
+                        code: 502,
+                        text: format!("undecodable request: {why}"),
+                    }),
+                };
+                let _ = reply.send(response.into());
+            }
+            SessionMsg::Publish(batch, reply) => match batch.into_result() {
+                Ok(batch) => state.publish(batch, reply),
+                Err(why) => {
+                    tracing::warn!(client = %state.client_name, "undecodable publish batch: {why}");
+                    drop(reply);
+                }
+            },
+            SessionMsg::Settle(settles) => match settles.into_result() {
+                Ok(settles) => {
+                    if let Err(e) = state.settle(&settles) {
+                        // As RabbitMQ closes the channel on an unknown delivery tag.
+                        state.push(Push::Closed(to_reply(e)));
+                        myself.stop(Some("settle error".into()));
+                    }
+                }
+                Err(why) => tracing::warn!("undecodable settle batch: {why}"),
+            },
+            SessionMsg::Close(_) => myself.stop(None),
+            SessionMsg::Queue(event) => {
+                if let Some(event) = event.take() {
+                    state.queue_event(event);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn push(&self, push: Push) {
+        let _ = self.inbox.cast(InboxMsg::Push(push.into()));
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Response, BrokerError> {
+        let vhost = &self.vhost;
+        Ok(match request {
+            Request::DeclareExchange {
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                passive,
+                arguments,
+            } => {
+                vhost
+                    .declare_exchange(&name, &kind, durable, auto_delete, internal, passive, arguments)
+                    .await?;
+                Response::Done
+            }
+            Request::DeleteExchange { name, if_unused } => {
+                vhost.delete_exchange(&name, if_unused).await?;
+                Response::Done
+            }
+            Request::DeclareQueue {
+                name,
+                durable,
+                exclusive,
+                auto_delete,
+                passive,
+                arguments,
+            } => {
+                let owner = exclusive.then_some(self.channel);
+                let ok = vhost
+                    .declare_queue(&name, durable, owner, auto_delete, passive, arguments, self.channel)
+                    .await?;
+                Response::QueueDeclared {
+                    name: ok.name,
+                    messages: ok.messages,
+                    consumers: ok.consumers,
+                }
+            }
+            Request::DeleteQueue {
+                name,
+                if_unused,
+                if_empty,
+            } => Response::Removed {
+                messages: vhost.delete_queue(&name, if_unused, if_empty, self.channel).await?,
+            },
+            Request::PurgeQueue { name } => Response::Removed {
+                messages: vhost.purge_queue(&name, self.channel).await?,
+            },
+            Request::Bind {
+                source,
+                target,
+                routing_key,
+                arguments,
+            } => {
+                vhost
+                    .bind(&source, target_of(target), &routing_key, arguments, self.channel)
+                    .await?;
+                Response::Done
+            }
+            Request::Unbind {
+                source,
+                target,
+                routing_key,
+                arguments,
+            } => {
+                vhost
+                    .unbind(&source, target_of(target), &routing_key, arguments, self.channel)
+                    .await?;
+                Response::Done
+            }
+            Request::Consume {
+                queue,
+                tag,
+                prefetch,
+                no_ack,
+                exclusive,
+                arguments: _,
+            } => {
+                let handle = vhost.queue_for(&queue, self.channel)?;
+                let tag = if tag.is_empty() {
+                    format!("ctag-{}.{}", self.channel, self.consumers.len() + 1)
+                } else {
+                    tag
+                };
+                if self.consumers.contains_key(&tag) {
+                    return Err(BrokerError::new(
+                        warren_actors::error::code::NOT_ALLOWED,
+                        format!("attempt to reuse consumer tag '{tag}'"),
+                    ));
+                }
+                handle
+                    .consume(ConsumeRequest {
+                        tag: tag.as_str().into(),
+                        channel: self.channel,
+                        sink: self.sink.clone(),
+                        prefetch,
+                        no_ack,
+                        exclusive,
+                    })
+                    .await?;
+                self.consumers.insert(tag.clone(), handle.name().clone());
+                self.touched.insert(handle.name().clone());
+                Response::ConsumeStarted { tag }
+            }
+            Request::Cancel { tag } => {
+                if let Some(queue) = self.consumers.remove(&tag) {
+                    if let Some(handle) = vhost.queue(&queue) {
+                        handle.cancel(self.channel, &tag).await?;
+                    }
+                }
+                Response::Done
+            }
+            Request::Get { queue, no_ack } => {
+                let handle = vhost.queue_for(&queue, self.channel)?;
+                self.touched.insert(handle.name().clone());
+                match handle.get(self.channel, no_ack).await? {
+                    Some((delivery, remaining)) => Response::Got {
+                        delivery: Some(self.track(delivery, "", no_ack)),
+                        remaining,
+                    },
+                    None => Response::Got {
+                        delivery: None,
+                        remaining: 0,
+                    },
+                }
+            }
+            Request::ListQueues => Response::Queues(vhost.list_queues().await),
+            Request::ListExchanges => Response::Exchanges(vhost.list_exchanges()),
+            Request::ListBindings => Response::Bindings(vhost.list_bindings()),
+            Request::Ping => Response::Done,
+        })
+    }
+
+    /// Routes a batch, hands each queue its share, and answers once all confirmed.
+    fn publish(&mut self, batch: Vec<Publish>, reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>) {
+        let mut results: Vec<Option<PublishResult>> = vec![None; batch.len()];
+        // Queue name -> (its messages, their indices in the batch), in first-seen order.
+        let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
+        let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
+        for (i, p) in batch.into_iter().enumerate() {
+            let routed = self.vhost.route(
+                &p.exchange,
+                &p.routing_key,
+                p.properties.headers.as_ref(),
+            );
+            let queues = match routed {
+                Ok(q) => q,
+                Err(e) => {
+                    results[i] = Some(PublishResult::Failed(to_reply(e)));
+                    continue;
+                }
+            };
+            if queues.is_empty() {
+                results[i] = Some(if p.mandatory {
+                    PublishResult::Unroutable
+                } else {
+                    PublishResult::Confirmed
+                });
+                continue;
+            }
+            let message: SharedMessage = Arc::new(Message {
+                exchange: p.exchange,
+                routing_key: p.routing_key,
+                properties: p.properties,
+                body: p.body,
+            });
+            for queue in queues {
+                let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
+                    shares.push((queue.clone(), Vec::new(), Vec::new()));
+                    shares.len() - 1
+                });
+                shares[idx].1.push(message.clone());
+                shares[idx].2.push(i);
+            }
+        }
+        let mut waits = Vec::with_capacity(shares.len());
+        for (queue, messages, indices) in shares {
+            match self.vhost.queue(&queue) {
+                Some(handle) => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    handle.publish(messages, Some(tx));
+                    waits.push((rx, indices));
+                }
+                // Deleted between routing and now: as if it had not been routed there.
+                None => {}
+            }
+        }
+        tokio::spawn(async move {
+            for (rx, indices) in waits {
+                let outcomes = rx.await.unwrap_or_else(|_| {
+                    vec![EnqueueOutcome::Rejected("the queue restarted before confirming".into()); indices.len()]
+                });
+                for (i, outcome) in indices.into_iter().zip(outcomes) {
+                    if let EnqueueOutcome::Rejected(why) = outcome {
+                        results[i] = Some(PublishResult::Rejected(why));
+                    }
+                }
+            }
+            let results: Vec<PublishResult> = results
+                .into_iter()
+                .map(|r| r.unwrap_or(PublishResult::Confirmed))
+                .collect();
+            let _ = reply.send(results.into());
+        });
+    }
+
+    /// Gives a delivery its tag and remembers it unless it needs no ack.
+    fn track(&mut self, d: QueueDelivery, consumer_tag: &str, no_ack: bool) -> Delivery {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        if !no_ack {
+            self.unsettled.insert(
+                tag,
+                Unsettled {
+                    queue: d.queue.clone(),
+                    seq: d.seq,
+                },
+            );
+        }
+        let message = Arc::unwrap_or_clone(d.message);
+        Delivery {
+            delivery_tag: tag,
+            consumer_tag: if consumer_tag.is_empty() {
+                d.consumer_tag.to_string()
+            } else {
+                consumer_tag.to_string()
+            },
+            queue: d.queue.to_string(),
+            exchange: message.exchange,
+            routing_key: message.routing_key,
+            redelivered: d.redelivered,
+            properties: message.properties,
+            body: message.body,
+        }
+    }
+
+    fn queue_event(&mut self, event: QueueEvent) {
+        match event {
+            QueueEvent::Deliver(deliveries) => {
+                let mut out = Vec::with_capacity(deliveries.len());
+                for d in deliveries {
+                    let no_ack = d.no_ack;
+                    out.push(self.track(d, "", no_ack));
+                }
+                self.push(Push::Deliveries(out));
+            }
+            QueueEvent::ConsumerCancelled { tag, reason } => {
+                self.consumers.remove(&*tag);
+                self.push(Push::ConsumerCancelled {
+                    tag: tag.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Turns the client's settlements into per-queue acks and rejects.
+    fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
+        // (queue, kind) -> seqs, so that each queue gets one message per kind.
+        let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
+        for s in settles {
+            let tags: Vec<u64> = if s.multiple {
+                self.unsettled.range(..=s.delivery_tag).map(|(t, _)| *t).collect()
+            } else if self.unsettled.contains_key(&s.delivery_tag) {
+                vec![s.delivery_tag]
+            } else {
+                return Err(BrokerError::precondition_failed(format!(
+                    "PRECONDITION_FAILED - unknown delivery tag {}",
+                    s.delivery_tag
+                )));
+            };
+            for tag in tags {
+                if let Some(u) = self.unsettled.remove(&tag) {
+                    grouped.entry((u.queue, s.kind)).or_default().push(u.seq);
+                }
+            }
+        }
+        for ((queue, kind), seqs) in grouped {
+            if let Some(handle) = self.vhost.queue(&queue) {
+                match kind {
+                    SettleKind::Ack => handle.ack(self.channel, seqs),
+                    SettleKind::Reject { requeue } => handle.reject(self.channel, seqs, requeue),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn target_of(target: BindTarget) -> warren_actors::exchange::Destination {
+    match target {
+        BindTarget::Queue(q) => warren_actors::exchange::Destination::Queue(q),
+        BindTarget::Exchange(e) => warren_actors::exchange::Destination::Exchange(e),
+    }
+}

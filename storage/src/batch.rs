@@ -1,0 +1,120 @@
+//! What callers ask the store to write: a [`Batch`] of [`Op`]s, applied
+//! atomically, in order, in one redb transaction (possibly shared with other
+//! batches).
+
+use crate::tables::MetaTable;
+
+/// One write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace a metadata record.
+    PutMeta {
+        /// Which metadata table.
+        table: MetaTable,
+        /// The caller-built key (e.g. `"/\u{0}orders"`).
+        key: String,
+        /// The encoded record (see [`crate::codec`]).
+        value: Vec<u8>,
+    },
+    /// Remove a metadata record; no effect if it is absent.
+    DeleteMeta {
+        /// Which metadata table.
+        table: MetaTable,
+        /// The key to remove.
+        key: String,
+    },
+    /// A queue message: `index` is a small record (read at recovery for every
+    /// message), `body` the full encoded message (read only when delivered).
+    PutMessage {
+        /// The queue's id (from [`crate::Store::allocate_id`]).
+        queue: u64,
+        /// The message's sequence number within the queue.
+        seq: u64,
+        /// The small per-message record read at recovery.
+        index: Vec<u8>,
+        /// The full encoded message.
+        body: Vec<u8>,
+    },
+    /// Replace a message's index record (e.g. its delivery count after a
+    /// requeue). No effect if the message is not stored (already acked), so a
+    /// late update never resurrects a deleted message.
+    UpdateIndex {
+        /// The queue's id.
+        queue: u64,
+        /// The message's sequence number.
+        seq: u64,
+        /// The new index record.
+        index: Vec<u8>,
+    },
+    /// Remove one message (index and body); no effect if absent.
+    DeleteMessage {
+        /// The queue's id.
+        queue: u64,
+        /// The message's sequence number.
+        seq: u64,
+    },
+    /// Remove every message of a queue (purge, delete).
+    DeleteQueueMessages {
+        /// The queue's id.
+        queue: u64,
+    },
+}
+
+impl Op {
+    /// Bytes of keys and values this op carries, used to bound the size of one
+    /// group commit.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Op::PutMeta { key, value, .. } => key.len() + value.len(),
+            Op::DeleteMeta { key, .. } => key.len(),
+            Op::PutMessage { index, body, .. } => 16 + index.len() + body.len(),
+            Op::UpdateIndex { index, .. } => 16 + index.len(),
+            Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 16,
+        }
+    }
+
+    /// The largest single key or value in this op, checked against redb's limit
+    /// before the op joins a shared transaction.
+    pub(crate) fn largest_value(&self) -> usize {
+        match self {
+            Op::PutMeta { key, value, .. } => key.len().max(value.len()),
+            Op::DeleteMeta { key, .. } => key.len(),
+            Op::PutMessage { index, body, .. } => index.len().max(body.len()),
+            Op::UpdateIndex { index, .. } => index.len(),
+            Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 0,
+        }
+    }
+}
+
+/// Writes that commit together: all of them or none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Applied in order; a later op sees the effect of an earlier one.
+    pub ops: Vec<Op>,
+    /// Whether the caller needs the batch fsynced before its
+    /// [`Commit`](crate::Commit) resolves. A non-durable batch is visible to
+    /// reads once committed, and reaches the disk with the next durable commit or
+    /// within [`StoreOptions::flush_interval`](crate::StoreOptions::flush_interval).
+    pub durable: bool,
+}
+
+impl Batch {
+    /// A batch that is fsynced before its commit resolves.
+    pub fn durable(ops: Vec<Op>) -> Batch {
+        Batch { ops, durable: true }
+    }
+
+    /// A batch that resolves once committed in memory; it reaches the disk with
+    /// the next durable commit or within the flush interval.
+    pub fn non_durable(ops: Vec<Op>) -> Batch {
+        Batch {
+            ops,
+            durable: false,
+        }
+    }
+
+    /// Total bytes of keys and values in the batch.
+    pub fn payload_len(&self) -> usize {
+        self.ops.iter().map(Op::payload_len).sum()
+    }
+}

@@ -1,0 +1,87 @@
+//! Warren's storage: one [redb](https://www.redb.org) file per node, written by a
+//! group-commit writer, read by recovery.
+//!
+//! It knows nothing of actors or of the broker's types: callers hand it
+//! encoded bytes (see [`codec`]) under keys they build, and get bytes back.
+//!
+//! # Layout of this crate
+//!
+//! | file          | concern                                                        |
+//! |---------------|----------------------------------------------------------------|
+//! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        |
+//! | `writer.rs`   | the writer thread: group commit, durability, failure handling  |
+//! | `batch.rs`    | [`Batch`] and [`Op`]: what callers ask to write                |
+//! | `commit.rs`   | [`Commit`]: the answer to a batch, as a future or a wait       |
+//! | `reads.rs`    | recovery and delivery reads in read transactions               |
+//! | `open.rs`     | opening a file: create, validate the format, create the tables |
+//! | `tables.rs`   | the tables of the file and their key order                     |
+//! | `codec.rs`    | [`codec`]: the versioned value encoding (bincode 2)            |
+//! | `stats.rs`    | [`StoreStats`]: counters for tests and benchmarks              |
+//! | `error.rs`    | one error type per operation                                   |
+//!
+//! # Layout of the file
+//!
+//! | table              | key                   | value                     | use              |
+//! |--------------------|-----------------------|---------------------------|------------------|
+//! | `format`           | `&str`                | `u64`                     | format version, id counter |
+//! | `meta.vhosts` … `meta.policies` | `&str` (caller-built) | encoded record | one per [`MetaTable`] |
+//! | `queue.index`      | `(queue, seq)`        | small index record        | read at recovery |
+//! | `queue.body`       | `(queue, seq)`        | full encoded message      | read on delivery |
+//! | `partition.log`    | `(partition, offset)` | record                    | reserved         |
+//! | `consumer.offsets` | `&str`                | `u64` offset              | reserved         |
+//! | `replication.log`  | `(group, index)`      | entry                     | reserved         |
+//!
+//! Tuple keys sort element by element, so one queue's (partition's, group's)
+//! records are one contiguous range: recovery of a queue, or purging it, is one
+//! range scan. The reserved tables are created at open so that later formats of
+//! version 1 find them; nothing writes them yet.
+//!
+//! Every value the broker stores starts with the codec's format version byte;
+//! the file as a whole carries [`FILE_FORMAT_VERSION`] in its `format` table, and
+//! a file from a newer Warren is refused at open rather than misread.
+//!
+//! # Durability
+//!
+//! A [`Batch`] marked `durable` resolves its [`Commit`] only after redb's fsync.
+//! Many batches share one commit and one fsync (`writer.rs` describes the loop,
+//! and how non-durable batches reach the disk and what a crash loses).
+//!
+//! # Example
+//!
+//! ```
+//! use warren_storage::{Batch, MetaTable, Op, Store};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path().join("warren.redb")).unwrap();
+//! let queue = store.allocate_id();
+//! let record = warren_storage::codec::encode(&("orders", queue)).unwrap();
+//! store
+//!     .submit(Batch::durable(vec![
+//!         Op::PutMeta { table: MetaTable::Queues, key: "/\u{0}orders".into(), value: record },
+//!         Op::PutMessage { queue, seq: 1, index: vec![0], body: b"hello".to_vec() },
+//!     ]))
+//!     .wait()
+//!     .unwrap();
+//! assert_eq!(store.read_bodies(queue, &[1]).unwrap(), vec![(1, b"hello".to_vec())]);
+//! store.close();
+//! ```
+
+pub mod codec;
+
+mod batch;
+mod commit;
+mod error;
+mod open;
+mod reads;
+mod stats;
+mod store;
+mod tables;
+mod writer;
+
+pub use batch::{Batch, Op};
+pub use codec::{DecodeError, EncodeError};
+pub use commit::Commit;
+pub use error::{CommitError, CompactError, OpenError, ReadError};
+pub use stats::StoreStats;
+pub use store::{Store, StoreOptions};
+pub use tables::{MetaTable, FILE_FORMAT_VERSION};

@@ -1,0 +1,350 @@
+//! Opening a data file: create it if missing, refuse anything that is not a
+//! Warren data file this build can read, and make sure every table exists.
+//!
+//! Each failure maps to its own [`OpenError`] variant, so that the operator reads
+//! what is wrong and what to do instead of a redb error code.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+use redb::{
+    Database, DatabaseError, ReadableDatabase, StorageError, TableError,
+    TableHandle,
+};
+
+use crate::error::OpenError;
+use crate::store::StoreOptions;
+use crate::tables::{
+    MetaTable, CONSUMER_OFFSETS, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY, NEXT_ID_KEY,
+    PARTITION_LOG, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+};
+
+/// The first id [`crate::Store::allocate_id`] hands out in a new file. Zero is
+/// never handed out, so callers may use it as "no id".
+pub(crate) const FIRST_ID: u64 = 1;
+
+/// An open, validated data file.
+pub(crate) struct Opened {
+    pub(crate) db: Database,
+    /// The persisted id counter.
+    pub(crate) next_id: u64,
+}
+
+/// Opens (creating if needed) and validates the data file at `path`.
+pub(crate) fn open_file(path: &Path, options: &StoreOptions) -> Result<Opened, OpenError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    if path.is_dir() {
+        return Err(OpenError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "a directory is in the place of the data file",
+            ),
+        });
+    }
+    // redb trusts a file that was shut down cleanly and may panic (debug
+    // assertions) on one damaged behind its back; such a panic must become an
+    // error the operator can act on, not a crash.
+    let attempt = panic::catch_unwind(AssertUnwindSafe(|| open_and_check(path, options)));
+    match attempt {
+        Ok(result) => result,
+        Err(payload) => Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            cause: format!("redb gave up reading it ({})", panic_message(&*payload)),
+        }),
+    }
+}
+
+fn open_and_check(path: &Path, options: &StoreOptions) -> Result<Opened, OpenError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_size);
+    builder.set_check_integrity_on_open(options.verify_on_open);
+    let db = builder
+        .create(path)
+        .map_err(|err| map_database_error(path, err))?;
+    let next_id = check_format(path, &db)?;
+    initialise(path, &db, next_id)?;
+    Ok(Opened { db, next_id })
+}
+
+/// Reads the `format` table: the file's layout version and the id counter.
+/// Refuses newer formats and foreign redb files before anything is written.
+fn check_format(path: &Path, db: &Database) -> Result<u64, OpenError> {
+    let storage = |cause: String| OpenError::Storage {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let txn = db.begin_read().map_err(|err| storage(err.to_string()))?;
+    let format = match txn.open_table(FORMAT) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => {
+            let tables: Vec<String> = txn
+                .list_tables()
+                .map_err(|err| map_storage_error(path, err))?
+                .map(|table| table.name().to_string())
+                .collect();
+            let multimap = txn
+                .list_multimap_tables()
+                .map_err(|err| map_storage_error(path, err))?
+                .count();
+            if tables.is_empty() && multimap == 0 {
+                // A new (or empty) file.
+                return Ok(FIRST_ID);
+            }
+            return Err(OpenError::NotWarren {
+                path: path.to_path_buf(),
+                cause: format!(
+                    "it has tables {} but no `format` table",
+                    tables.join(", ")
+                ),
+            });
+        }
+        Err(err) => return Err(map_table_error(path, err)),
+    };
+    let version = format
+        .get(FORMAT_VERSION_KEY)
+        .map_err(|err| map_storage_error(path, err))?
+        .map(|guard| guard.value());
+    let Some(version) = version else {
+        return Err(OpenError::NotWarren {
+            path: path.to_path_buf(),
+            cause: "its `format` table has no format version".to_string(),
+        });
+    };
+    if version > FILE_FORMAT_VERSION {
+        return Err(OpenError::NewerFormat {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FILE_FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            cause: "format version 0 was never written by any Warren".to_string(),
+        });
+    }
+    let next_id = format
+        .get(NEXT_ID_KEY)
+        .map_err(|err| map_storage_error(path, err))?
+        .map_or(FIRST_ID, |guard| guard.value());
+    Ok(next_id.max(FIRST_ID))
+}
+
+/// Creates every table (new files, and tables added by a later format of the
+/// same version line) and records the format version. One durable commit.
+fn initialise(path: &Path, db: &Database, next_id: u64) -> Result<(), OpenError> {
+    let txn = db.begin_write().map_err(|err| OpenError::Storage {
+        path: path.to_path_buf(),
+        cause: err.to_string(),
+    })?;
+    {
+        let mut format = txn
+            .open_table(FORMAT)
+            .map_err(|err| map_table_error(path, err))?;
+        format
+            .insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION)
+            .map_err(|err| map_storage_error(path, err))?;
+        format
+            .insert(NEXT_ID_KEY, next_id)
+            .map_err(|err| map_storage_error(path, err))?;
+        for table in MetaTable::ALL {
+            txn.open_table(table.definition())
+                .map_err(|err| map_table_error(path, err))?;
+        }
+        for definition in [QUEUE_INDEX, QUEUE_BODY, PARTITION_LOG, REPLICATION_LOG] {
+            txn.open_table(definition)
+                .map_err(|err| map_table_error(path, err))?;
+        }
+        txn.open_table(CONSUMER_OFFSETS)
+            .map_err(|err| map_table_error(path, err))?;
+    }
+    txn.commit().map_err(|err| OpenError::Storage {
+        path: path.to_path_buf(),
+        cause: err.to_string(),
+    })
+}
+
+fn map_database_error(path: &Path, err: DatabaseError) -> OpenError {
+    let path_buf = path.to_path_buf();
+    match err {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            OpenError::Locked { path: path_buf }
+        }
+        DatabaseError::UpgradeRequired(version) => OpenError::OldRedbFormat {
+            path: path_buf,
+            version,
+        },
+        DatabaseError::RepairAborted => OpenError::Corrupt {
+            path: path_buf,
+            cause: "redb's repair of the file was aborted".to_string(),
+        },
+        DatabaseError::Storage(err) => map_storage_error(path, err),
+        other => OpenError::Storage {
+            path: path_buf,
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn map_storage_error(path: &Path, err: StorageError) -> OpenError {
+    let path_buf = path.to_path_buf();
+    match err {
+        // redb reports "this is not a redb file" as InvalidData.
+        StorageError::Io(source) if source.kind() == std::io::ErrorKind::InvalidData => {
+            OpenError::NotADatabase { path: path_buf }
+        }
+        StorageError::Io(source) => OpenError::Io {
+            path: path_buf,
+            source,
+        },
+        StorageError::Corrupted(cause) => OpenError::Corrupt {
+            path: path_buf,
+            cause,
+        },
+        other => OpenError::Storage {
+            path: path_buf,
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn map_table_error(path: &Path, err: TableError) -> OpenError {
+    match err {
+        TableError::Storage(err) => map_storage_error(path, err),
+        TableError::TableTypeMismatch { .. }
+        | TableError::TableIsMultimap(_)
+        | TableError::TableIsNotMultimap(_)
+        | TableError::TypeDefinitionChanged { .. } => OpenError::NotWarren {
+            path: path.to_path_buf(),
+            cause: err.to_string(),
+        },
+        other => OpenError::Storage {
+            path: path.to_path_buf(),
+            cause: other.to_string(),
+        },
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic without a message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> StoreOptions {
+        StoreOptions::default()
+    }
+
+    #[test]
+    fn new_file_gets_format_version_and_every_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/warren.redb");
+        let opened = open_file(&path, &options()).expect("opens");
+        assert_eq!(opened.next_id, FIRST_ID);
+        let txn = opened.db.begin_read().expect("read");
+        let format = txn.open_table(FORMAT).expect("format table");
+        assert_eq!(
+            format.get(FORMAT_VERSION_KEY).expect("get").map(|g| g.value()),
+            Some(FILE_FORMAT_VERSION)
+        );
+        let names: Vec<String> = txn
+            .list_tables()
+            .expect("list")
+            .map(|t| t.name().to_string())
+            .collect();
+        for expected in ["queue.index", "queue.body", "partition.log", "consumer.offsets"] {
+            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        }
+        assert!(names.iter().any(|n| n == "replication.log"));
+        for table in MetaTable::ALL {
+            assert!(names.iter().any(|n| n == table.table_name()), "{table:?}");
+        }
+    }
+
+    #[test]
+    fn newer_format_is_refused_and_the_file_left_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warren.redb");
+        {
+            let opened = open_file(&path, &options()).expect("opens");
+            let txn = opened.db.begin_write().expect("write");
+            txn.open_table(FORMAT)
+                .expect("format")
+                .insert(FORMAT_VERSION_KEY, 3)
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let err = open_file(&path, &options()).err().expect("newer format refused");
+        assert!(
+            matches!(err, OpenError::NewerFormat { found: 3, supported: 1, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("written by a newer Warren (format 3, this build reads up to 1)"),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        // Refusing did not rewrite the version.
+        let db = Database::open(&path).expect("plain redb open");
+        let txn = db.begin_read().expect("read");
+        let version = txn
+            .open_table(FORMAT)
+            .expect("format")
+            .get(FORMAT_VERSION_KEY)
+            .expect("get")
+            .map(|g| g.value());
+        assert_eq!(version, Some(3));
+    }
+
+    #[test]
+    fn foreign_redb_file_is_not_warren() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("other.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("write");
+            let other: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("sessions");
+            txn.open_table(other)
+                .expect("table")
+                .insert("a", "b")
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let err = open_file(&path, &options()).err().expect("foreign file refused");
+        assert!(matches!(err, OpenError::NotWarren { .. }), "{err:?}");
+        assert!(err.to_string().contains("sessions"), "{err}");
+    }
+
+    #[test]
+    fn mistyped_warren_table_is_not_warren() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("other.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("write");
+            let wrong: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("format");
+            txn.open_table(wrong)
+                .expect("table")
+                .insert("format_version", "1")
+                .expect("insert");
+            txn.commit().expect("commit");
+        }
+        let err = open_file(&path, &options()).err().expect("mistyped table refused");
+        assert!(matches!(err, OpenError::NotWarren { .. }), "{err:?}");
+    }
+}

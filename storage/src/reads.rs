@@ -1,0 +1,159 @@
+//! Recovery and delivery reads. Each runs in its own redb read transaction (a
+//! consistent snapshot), from any thread, concurrently with the writer and with
+//! each other.
+//!
+//! Recovery reads only what it must: metadata, and the small index record of
+//! every stored message; bodies are read later, a window at a time, when the
+//! queue delivers them.
+
+use std::path::Path;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableError};
+
+use crate::error::ReadError;
+use crate::tables::{owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX};
+
+/// Maps a redb error to a [`ReadError`] naming the table.
+struct ReadContext<'a> {
+    path: &'a Path,
+    table: &'static str,
+}
+
+impl ReadContext<'_> {
+    fn storage(&self, err: StorageError) -> ReadError {
+        match err {
+            StorageError::DatabaseClosed => ReadError::Closed {
+                path: self.path.to_path_buf(),
+            },
+            other => self.other(other),
+        }
+    }
+
+    fn table(&self, err: TableError) -> ReadError {
+        match err {
+            TableError::Storage(err) => self.storage(err),
+            other => self.other(other),
+        }
+    }
+
+    fn other(&self, err: impl std::fmt::Display) -> ReadError {
+        ReadError::Storage {
+            path: self.path.to_path_buf(),
+            table: self.table,
+            cause: err.to_string(),
+        }
+    }
+}
+
+/// Starts a read transaction.
+pub(crate) fn begin(db: &Database, path: &Path, table: &'static str) -> Result<ReadTransaction, ReadError> {
+    db.begin_read().map_err(|err| match err {
+        redb::TransactionError::Storage(err) => ReadContext { path, table }.storage(err),
+        other => ReadContext { path, table }.other(other),
+    })
+}
+
+/// Every record of a metadata table, in key order.
+pub(crate) fn meta(
+    txn: &ReadTransaction,
+    path: &Path,
+    table: MetaTable,
+) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: table.table_name(),
+    };
+    let open = match txn.open_table(table.definition()) {
+        Ok(open) => open,
+        // Created at open; absent only if someone removed it: nothing stored.
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut records = Vec::new();
+    for entry in open.iter().map_err(|err| cx.storage(err))? {
+        let (key, value) = entry.map_err(|err| cx.storage(err))?;
+        records.push((key.value().to_string(), value.value().to_vec()));
+    }
+    Ok(records)
+}
+
+/// Calls `f(seq, index)` for every index record of `queue`, in seq order.
+pub(crate) fn for_each_index(
+    txn: &ReadTransaction,
+    path: &Path,
+    queue: u64,
+    mut f: impl FnMut(u64, &[u8]),
+) -> Result<(), ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "queue.index",
+    };
+    let table = match txn.open_table(QUEUE_INDEX) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    for entry in table.range(owner_range(queue)).map_err(|err| cx.storage(err))? {
+        let (key, value) = entry.map_err(|err| cx.storage(err))?;
+        let (_, seq) = key.value();
+        f(seq, value.value());
+    }
+    Ok(())
+}
+
+/// The bodies of the given messages that are stored, in the order asked.
+pub(crate) fn bodies(
+    txn: &ReadTransaction,
+    path: &Path,
+    queue: u64,
+    seqs: &[u64],
+) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "queue.body",
+    };
+    let table = match txn.open_table(QUEUE_BODY) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut found = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        if let Some(body) = table.get((queue, seq)).map_err(|err| cx.storage(err))? {
+            found.push((seq, body.value().to_vec()));
+        }
+    }
+    Ok(found)
+}
+
+/// The ids of queues with at least one stored message, ascending. Seeks from
+/// queue to queue (one B-tree descent per queue), without scanning messages.
+pub(crate) fn queues_with_messages(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "queue.index",
+    };
+    let table = match txn.open_table(QUEUE_INDEX) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut queues = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let next = table
+            .range((from, 0)..)
+            .map_err(|err| cx.storage(err))?
+            .next()
+            .transpose()
+            .map_err(|err| cx.storage(err))?;
+        let Some((key, _)) = next else { break };
+        let (queue, _) = key.value();
+        queues.push(queue);
+        match queue.checked_add(1) {
+            Some(after) => from = after,
+            None => break,
+        }
+    }
+    Ok(queues)
+}

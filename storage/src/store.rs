@@ -1,0 +1,346 @@
+//! [`Store`]: the handle every part of the node shares. Writes go to the writer
+//! thread ([`crate::writer`]); reads run on the caller's thread in their own
+//! read transaction ([`crate::reads`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, ReadTransaction};
+use tokio::sync::oneshot;
+
+use crate::batch::Batch;
+use crate::commit::{block_on, Commit};
+use crate::error::{CommitError, CompactError, OpenError, ReadError};
+use crate::open::open_file;
+use crate::reads;
+use crate::stats::{Counters, StoreStats};
+use crate::tables::MetaTable;
+use crate::writer::{Request, Writer, WriterConfig};
+
+/// Tuning of a [`Store`]. `StoreOptions::default()` suits a broker node; change
+/// fields on the default value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Bytes of redb page cache. Default 256 MiB.
+    pub cache_size: usize,
+    /// Most ops in one group commit (a larger single batch still commits alone).
+    /// Default 50 000.
+    pub max_group_ops: usize,
+    /// Most bytes of keys and values in one group commit. Default 64 MiB.
+    pub max_group_bytes: usize,
+    /// Longest time a non-durable commit waits for an fsync. Default 1 s.
+    pub flush_interval: Duration,
+    /// redb quick repair: each durable commit also saves the allocator state
+    /// (and uses two-phase commit, two fsyncs), so that opening after a crash
+    /// does not walk the whole file. Costs latency per durable commit, which
+    /// group commit spreads over many batches; saves a full-file walk after
+    /// kill -9 (seconds to minutes for large files). Default on.
+    pub quick_repair: bool,
+    /// Verify the checksum of every page when opening, not only after a crash.
+    /// Reads the whole file. Default off: redb trusts a cleanly closed file, and
+    /// a file damaged behind its back is still reported as
+    /// [`OpenError::Corrupt`] when redb trips over it.
+    pub verify_on_open: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_size: 256 * 1024 * 1024,
+            max_group_ops: 50_000,
+            max_group_bytes: 64 * 1024 * 1024,
+            flush_interval: Duration::from_secs(1),
+            quick_repair: true,
+            verify_on_open: false,
+        }
+    }
+}
+
+/// What the handle and the writer thread share.
+pub(crate) struct Shared {
+    pub(crate) path: Arc<Path>,
+    /// `None` once closed. The writer holds a read guard for the span of one
+    /// transaction, readers only while they begin one; compaction and close
+    /// take it exclusively.
+    pub(crate) db: RwLock<Option<Database>>,
+    /// The next id [`Store::allocate_id`] hands out.
+    pub(crate) next_id: AtomicU64,
+    pub(crate) stats: Counters,
+}
+
+/// The node's store: one redb file, one writer thread. Cheap to clone; all
+/// clones share the file. The last clone dropped closes it.
+#[derive(Clone)]
+pub struct Store {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the `Store` clones only, never by the writer thread, so that its
+/// drop (last clone gone) can stop the writer.
+struct Handle {
+    shared: Arc<Shared>,
+    /// `None` once closed, so that later submissions fail fast.
+    requests: RwLock<Option<Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+// The store is shared by every actor of the node.
+const _: fn() = || {
+    fn shared_everywhere<T: Send + Sync + 'static>() {}
+    shared_everywhere::<Store>();
+};
+
+impl Store {
+    /// Opens the data file at `path` with default options, creating it (and its
+    /// parent directories) if missing, and starts the writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with explicit options.
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
+        let path = path.as_ref();
+        // Absolute, so that every error names the file unambiguously.
+        let path: PathBuf = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let opened = open_file(&path, &options)?;
+        let shared = Arc::new(Shared {
+            path: Arc::from(path.as_path()),
+            db: RwLock::new(Some(opened.db)),
+            next_id: AtomicU64::new(opened.next_id),
+            stats: Counters::default(),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer::spawn(
+            Arc::clone(&shared),
+            receiver,
+            WriterConfig::from(&options),
+            opened.next_id,
+        )
+        .map_err(|source| OpenError::WriterThread {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(path = %path.display(), next_id = opened.next_id, "store opened");
+        Ok(Store {
+            handle: Arc::new(Handle {
+                shared,
+                requests: RwLock::new(Some(sender)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Queues the batch for the writer and returns at once; the returned
+    /// [`Commit`] resolves once the batch is committed (fsynced when
+    /// `batch.durable`). Batches submitted one after another from one thread are
+    /// applied in that order. Dropping the `Commit` does not cancel the batch.
+    pub fn submit(&self, batch: Batch) -> Commit {
+        let (answer, receiver) = oneshot::channel();
+        let requests = self
+            .handle
+            .requests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = requests.as_ref() else {
+            return Commit::ready(Err(self.closed()));
+        };
+        if sender.send(Request::Write { batch, answer }).is_err() {
+            return Commit::ready(Err(CommitError::WriterStopped {
+                path: self.path().to_path_buf(),
+            }));
+        }
+        Commit::waiting(receiver, Arc::clone(&self.handle.shared.path))
+    }
+
+    /// Resolves once everything submitted before it is committed durably
+    /// (including non-durable batches).
+    pub fn flush(&self) -> Commit {
+        let (answer, receiver) = oneshot::channel();
+        let requests = self
+            .handle
+            .requests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(sender) = requests.as_ref() else {
+            return Commit::ready(Err(self.closed()));
+        };
+        if sender.send(Request::Flush { answer }).is_err() {
+            return Commit::ready(Err(CommitError::WriterStopped {
+                path: self.path().to_path_buf(),
+            }));
+        }
+        Commit::waiting(receiver, Arc::clone(&self.handle.shared.path))
+    }
+
+    /// Every record of a metadata table, in key order.
+    pub fn read_meta(&self, table: MetaTable) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
+        let txn = self.begin_read(table.table_name())?;
+        reads::meta(&txn, self.path(), table)
+    }
+
+    /// Calls `f(seq, index)` for every index record of a queue in seq order
+    /// (recovery; no bodies are read). Runs on one snapshot of the file.
+    pub fn for_each_index(&self, queue: u64, f: impl FnMut(u64, &[u8])) -> Result<(), ReadError> {
+        let txn = self.begin_read("queue.index")?;
+        reads::for_each_index(&txn, self.path(), queue, f)
+    }
+
+    /// Bodies for the given seqs, in the order asked; seqs not stored are
+    /// skipped. One read transaction.
+    pub fn read_bodies(&self, queue: u64, seqs: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let txn = self.begin_read("queue.body")?;
+        reads::bodies(&txn, self.path(), queue, seqs)
+    }
+
+    /// Ids of the queues that have messages stored, ascending, so that the node
+    /// can drop the messages of queues that no longer exist.
+    pub fn queues_with_messages(&self) -> Result<Vec<u64>, ReadError> {
+        let txn = self.begin_read("queue.index")?;
+        reads::queues_with_messages(&txn, self.path())
+    }
+
+    /// A fresh id, unique in this file forever (queue ids). Never 0.
+    ///
+    /// The counter is persisted by the writer in the same transaction as any
+    /// batch submitted after the id was handed out (and at close): if a batch
+    /// that mentions the id is stored, so is a counter above it, so after a
+    /// crash the id is never handed out again. An id whose queue never reached
+    /// the file may be handed out again after a crash.
+    pub fn allocate_id(&self) -> u64 {
+        self.handle.shared.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Counters of the writer since the store was opened.
+    pub fn stats(&self) -> StoreStats {
+        self.handle.shared.stats.snapshot()
+    }
+
+    /// The data file (absolute).
+    pub fn path(&self) -> &Path {
+        &self.handle.shared.path
+    }
+
+    /// Compacts the file, returning redb's answer (`true` if it compacted
+    /// something). Runs on the writer after the batches queued before it;
+    /// blocks the calling thread, the writer and new reads while it runs. Fails
+    /// with [`CompactError::ReadsInProgress`] if a read is running.
+    pub fn compact(&self) -> Result<bool, CompactError> {
+        let (answer, receiver) = oneshot::channel();
+        {
+            let requests = self
+                .handle
+                .requests
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(sender) = requests.as_ref() else {
+                return Err(CompactError::Closed {
+                    path: self.path().to_path_buf(),
+                });
+            };
+            if sender.send(Request::Compact { answer }).is_err() {
+                return Err(CompactError::WriterStopped {
+                    path: self.path().to_path_buf(),
+                });
+            }
+        }
+        block_on(receiver).unwrap_or_else(|_| {
+            Err(CompactError::WriterStopped {
+                path: self.path().to_path_buf(),
+            })
+        })
+    }
+
+    /// Commits everything already submitted, makes it durable, stops the writer
+    /// thread and closes the file (releasing its lock). Later submissions and
+    /// reads fail with `Closed`. Idempotent; also runs when the last clone is
+    /// dropped. Blocks until the final fsync is done.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+
+    fn closed(&self) -> CommitError {
+        CommitError::Closed {
+            path: self.path().to_path_buf(),
+        }
+    }
+
+    fn begin_read(&self, table: &'static str) -> Result<ReadTransaction, ReadError> {
+        // The guard is held only to begin: a long read must not block close or
+        // compaction (which then see it as a read in progress).
+        let guard = self
+            .handle
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return Err(ReadError::Closed {
+                path: self.path().to_path_buf(),
+            });
+        };
+        reads::begin(db, self.path(), table)
+    }
+}
+
+impl Handle {
+    fn close(&self) {
+        // Taking the sender under the write lock: every submission that got in
+        // before is queued ahead of Shutdown, and none can follow.
+        let sender = self
+            .requests
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            // Fails only if the writer is already gone; joining tells us why.
+            let _ = sender.send(Request::Shutdown);
+        }
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            if writer.join().is_err() {
+                tracing::error!(path = %self.shared.path.display(), "store writer thread panicked");
+            }
+        }
+        let db = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(db) = db {
+            match db.close() {
+                Ok(()) => tracing::info!(path = %self.shared.path.display(), "store closed"),
+                Err(err) => tracing::warn!(
+                    path = %self.shared.path.display(),
+                    error = %err,
+                    "store closed with an error; redb repairs the file on next open"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,147 @@
+//! The tables of a Warren data file: names, key and value types, and why each
+//! exists.
+//!
+//! Keys of per-queue (and per-partition, per-group) records are `(u64, u64)`
+//! tuples. redb orders tuples element by element and `u64` numerically, so all
+//! records of queue `q` sit together between `(q, 0)` and `(q, u64::MAX)` in
+//! `seq` order: reading or deleting one queue is one range scan.
+//!
+//! Renaming a table or changing its key or value type changes the file format:
+//! bump [`FILE_FORMAT_VERSION`] and teach [`crate::open`] to migrate.
+
+use redb::TableDefinition;
+
+/// Version of the file layout (the set of tables and their key/value types).
+///
+/// Distinct from [`crate::codec::FORMAT_VERSION`], which versions the encoding of
+/// each value: the layout and the value encoding evolve independently.
+pub const FILE_FORMAT_VERSION: u64 = 1;
+
+/// `format`: facts about the file itself, keyed by name.
+pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
+
+/// Key in [`FORMAT`]: the [`FILE_FORMAT_VERSION`] the file was written with.
+pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
+
+/// Key in [`FORMAT`]: the next id [`crate::Store::allocate_id`] hands out. Never
+/// decreases; written in the same transaction as any write made after an id was
+/// handed out, so an id that reached the file is never handed out again.
+pub(crate) const NEXT_ID_KEY: &str = "next_id";
+
+/// `queue.index`: `(queue, seq) -> index record`. Small records (delivery count,
+/// expiry, size, ...) read at recovery for every message, so a restart never reads
+/// message bodies.
+pub(crate) const QUEUE_INDEX: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("queue.index");
+
+/// `queue.body`: `(queue, seq) -> full encoded message`. Read only when a message
+/// is delivered from beyond the queue's in-memory window.
+pub(crate) const QUEUE_BODY: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("queue.body");
+
+/// `partition.log`: `(partition, offset) -> record`. Reserved for partitioned
+/// streams; created at open, not written yet.
+pub(crate) const PARTITION_LOG: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("partition.log");
+
+/// `consumer.offsets`: `"group\0partition" -> committed offset`. Reserved for
+/// consumer groups; created at open, not written yet.
+pub(crate) const CONSUMER_OFFSETS: TableDefinition<&str, u64> =
+    TableDefinition::new("consumer.offsets");
+
+/// `replication.log`: `(raft group, log index) -> entry`. Reserved for the Raft
+/// logs of metadata and mirrored queues; created at open, not written yet.
+pub(crate) const REPLICATION_LOG: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("replication.log");
+
+/// The metadata tables, one per kind of broker object, each `string key ->
+/// encoded value`. The caller builds the key (e.g. `"/\u{0}orders"` for queue
+/// `orders` in vhost `/`), so that related keys sort together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaTable {
+    /// Virtual hosts.
+    Vhosts,
+    /// Exchanges, keyed by vhost and name.
+    Exchanges,
+    /// Queues, keyed by vhost and name.
+    Queues,
+    /// Bindings between exchanges and queues or exchanges.
+    Bindings,
+    /// Users and their credentials.
+    Users,
+    /// Per-user, per-vhost permissions.
+    Permissions,
+    /// Policies.
+    Policies,
+}
+
+impl MetaTable {
+    /// Every metadata table, in a fixed order.
+    pub const ALL: [MetaTable; 7] = [
+        MetaTable::Vhosts,
+        MetaTable::Exchanges,
+        MetaTable::Queues,
+        MetaTable::Bindings,
+        MetaTable::Users,
+        MetaTable::Permissions,
+        MetaTable::Policies,
+    ];
+
+    /// The redb table name, as it appears in the file.
+    pub const fn table_name(self) -> &'static str {
+        match self {
+            MetaTable::Vhosts => "meta.vhosts",
+            MetaTable::Exchanges => "meta.exchanges",
+            MetaTable::Queues => "meta.queues",
+            MetaTable::Bindings => "meta.bindings",
+            MetaTable::Users => "meta.users",
+            MetaTable::Permissions => "meta.permissions",
+            MetaTable::Policies => "meta.policies",
+        }
+    }
+
+    /// Position in [`MetaTable::ALL`], for per-table slots in arrays.
+    pub(crate) const fn slot(self) -> usize {
+        match self {
+            MetaTable::Vhosts => 0,
+            MetaTable::Exchanges => 1,
+            MetaTable::Queues => 2,
+            MetaTable::Bindings => 3,
+            MetaTable::Users => 4,
+            MetaTable::Permissions => 5,
+            MetaTable::Policies => 6,
+        }
+    }
+
+    pub(crate) const fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.table_name())
+    }
+}
+
+/// The key range holding every record of one queue (or partition, or group).
+pub(crate) fn owner_range(owner: u64) -> std::ops::RangeInclusive<(u64, u64)> {
+    (owner, 0)..=(owner, u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_positions_in_all() {
+        for (position, table) in MetaTable::ALL.iter().enumerate() {
+            assert_eq!(table.slot(), position, "{table:?}");
+        }
+    }
+
+    #[test]
+    fn table_names_are_distinct() {
+        let mut names: Vec<&str> = MetaTable::ALL.iter().map(|t| t.table_name()).collect();
+        names.extend(["format", "queue.index", "queue.body", "partition.log"]);
+        names.extend(["consumer.offsets", "replication.log"]);
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+}

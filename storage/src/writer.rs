@@ -1,0 +1,469 @@
+//! The group-commit writer: one OS thread that owns every write transaction.
+//!
+//! redb allows one write transaction at a time and a durable commit blocks on
+//! fsync (about 1–4 k commits/s on ordinary disks). So callers do not write:
+//! they send [`Request`]s down one channel, and this thread
+//!
+//! 1. blocks for the first request,
+//! 2. drains whatever else is already queued, up to
+//!    [`StoreOptions::max_group_ops`] ops or [`StoreOptions::max_group_bytes`]
+//!    bytes (the request that does not fit waits for the next group),
+//! 3. applies the whole group, in arrival order, in ONE write transaction,
+//! 4. commits it durably ([`Durability::Immediate`], an fsync) if any batch in
+//!    the group asked for durability, otherwise with [`Durability::None`],
+//! 5. answers every request of the group with the same result.
+//!
+//! One fsync therefore serves every caller that queued while the previous fsync
+//! ran: the busier the store, the bigger the groups.
+//!
+//! # Non-durable commits and crashes
+//!
+//! A [`Durability::None`] commit is visible to reads at once but is written
+//! without fsync and is not part of the file's durable state: after a crash
+//! (kill -9, power loss) the file opens at the last durable commit, consistent,
+//! without the non-durable commits after it. They become durable with the next
+//! durable commit; so that they are not left hanging, the writer makes one
+//! (an empty transaction, if it has to) at most [`StoreOptions::flush_interval`]
+//! after the first of them, and when the store closes. redb also cannot reuse
+//! pages freed by non-durable commits until a durable one, another reason to
+//! bound the interval.
+//!
+//! # Failures
+//!
+//! If a commit fails, every request of the group gets the [`CommitError`] and
+//! the writer carries on with the next group. redb refuses write transactions
+//! after a failed commit until the file is reopened, so in practice the later
+//! groups fail too, with an error that names the first failure; the node must
+//! restart, and redb repairs the file on open.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use redb::{CompactionError, Durability, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::batch::{Batch, Op};
+use crate::error::{CommitError, CompactError};
+use crate::store::{Shared, StoreOptions};
+use crate::tables::{owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX};
+
+/// redb's limit on one key or value (3 GiB). A larger one is refused before it
+/// joins a shared transaction, so that it fails alone.
+pub(crate) const MAX_VALUE_LEN: usize = 3 * 1024 * 1024 * 1024;
+
+/// What callers send to the writer thread.
+pub(crate) enum Request {
+    /// Apply a batch; answer once committed.
+    Write {
+        batch: Batch,
+        answer: oneshot::Sender<Result<(), CommitError>>,
+    },
+    /// Make everything committed so far durable; answer once fsynced.
+    Flush {
+        answer: oneshot::Sender<Result<(), CommitError>>,
+    },
+    /// Compact the file (after the writes queued before it).
+    Compact {
+        answer: oneshot::Sender<Result<bool, CompactError>>,
+    },
+    /// Finish the queued requests, make everything durable, and stop.
+    Shutdown,
+}
+
+/// The limits and intervals the writer works with, taken from [`StoreOptions`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriterConfig {
+    pub(crate) max_group_ops: usize,
+    pub(crate) max_group_bytes: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) quick_repair: bool,
+}
+
+impl From<&StoreOptions> for WriterConfig {
+    fn from(options: &StoreOptions) -> Self {
+        WriterConfig {
+            max_group_ops: options.max_group_ops.max(1),
+            max_group_bytes: options.max_group_bytes.max(1),
+            flush_interval: options.flush_interval,
+            quick_repair: options.quick_repair,
+        }
+    }
+}
+
+/// A request admitted to the current group.
+struct Pending {
+    ops: Vec<Op>,
+    durable: bool,
+    /// A flush request rather than a caller's batch (not counted as a batch).
+    flush: bool,
+    payload: usize,
+    answer: oneshot::Sender<Result<(), CommitError>>,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    requests: Receiver<Request>,
+    config: WriterConfig,
+    /// A request taken from the channel that did not fit in the last group.
+    carried: Option<Request>,
+    /// The id counter value last written to the `format` table.
+    persisted_next_id: u64,
+    /// When the oldest commit not yet made durable was made.
+    unflushed_since: Option<Instant>,
+    /// The first failed commit, named in later errors (redb refuses writes
+    /// after it).
+    failure: Option<String>,
+}
+
+impl Writer {
+    /// Starts the writer thread.
+    pub(crate) fn spawn(
+        shared: Arc<Shared>,
+        requests: Receiver<Request>,
+        config: WriterConfig,
+        persisted_next_id: u64,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let writer = Writer {
+            shared,
+            requests,
+            config,
+            carried: None,
+            persisted_next_id,
+            unflushed_since: None,
+            failure: None,
+        };
+        thread::Builder::new()
+            .name("warren-store-writer".to_string())
+            .spawn(move || writer.run())
+    }
+
+    fn run(mut self) {
+        while let Some(request) = self.next_request() {
+            match request {
+                Request::Shutdown => break,
+                Request::Compact { answer } => {
+                    let result = self.compact();
+                    // The caller may have stopped waiting; nothing to do then.
+                    let _ = answer.send(result);
+                }
+                first @ (Request::Write { .. } | Request::Flush { .. }) => {
+                    let group = self.gather(first);
+                    self.commit_group(group);
+                }
+            }
+        }
+        self.final_flush();
+        tracing::debug!(path = %self.path().display(), "store writer stopped");
+    }
+
+    fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The next request: the carried one, else the channel. While non-durable
+    /// commits are pending, waits no longer than the flush interval, and makes
+    /// them durable when it runs out. `None` once every sender is gone.
+    fn next_request(&mut self) -> Option<Request> {
+        if let Some(request) = self.carried.take() {
+            return Some(request);
+        }
+        loop {
+            let Some(since) = self.unflushed_since else {
+                return self.requests.recv().ok();
+            };
+            let wait = self.config.flush_interval.saturating_sub(since.elapsed());
+            match self.requests.recv_timeout(wait) {
+                Ok(request) => return Some(request),
+                Err(RecvTimeoutError::Timeout) => self.flush_in_background(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Takes `first` and whatever else is queued, within the group limits.
+    fn gather(&mut self, first: Request) -> Vec<Pending> {
+        let mut group = Vec::new();
+        let mut ops = 0usize;
+        let mut bytes = 0usize;
+        self.admit(first, &mut group, &mut ops, &mut bytes);
+        while let Ok(next) = self.requests.try_recv() {
+            let fits = match &next {
+                Request::Write { batch, .. } => {
+                    ops + batch.ops.len() <= self.config.max_group_ops
+                        && bytes + batch.payload_len() <= self.config.max_group_bytes
+                }
+                Request::Flush { .. } => true,
+                Request::Compact { .. } | Request::Shutdown => false,
+            };
+            if !fits {
+                self.carried = Some(next);
+                break;
+            }
+            self.admit(next, &mut group, &mut ops, &mut bytes);
+        }
+        group
+    }
+
+    /// Adds a write or flush request to the group; refuses at once a batch with
+    /// a value redb cannot store, so that it fails alone.
+    fn admit(&self, request: Request, group: &mut Vec<Pending>, ops: &mut usize, bytes: &mut usize) {
+        match request {
+            Request::Write { batch, answer } => {
+                let largest = batch.ops.iter().map(Op::largest_value).max().unwrap_or(0);
+                if largest > MAX_VALUE_LEN {
+                    let _ = answer.send(Err(CommitError::ValueTooLarge {
+                        path: self.path().to_path_buf(),
+                        len: largest,
+                        max: MAX_VALUE_LEN,
+                    }));
+                    return;
+                }
+                let payload = batch.payload_len();
+                *ops += batch.ops.len();
+                *bytes += payload;
+                group.push(Pending {
+                    ops: batch.ops,
+                    durable: batch.durable,
+                    flush: false,
+                    payload,
+                    answer,
+                });
+            }
+            Request::Flush { answer } => group.push(Pending {
+                ops: Vec::new(),
+                durable: true,
+                flush: true,
+                payload: 0,
+                answer,
+            }),
+            // Never admitted: `gather` carries them to the next round.
+            Request::Compact { .. } | Request::Shutdown => {}
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        let durable = group.iter().any(|pending| pending.durable) || self.flush_due();
+        let result = self.commit(&group, durable);
+        match &result {
+            Ok(()) => {
+                let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
+                let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
+                let bytes = group.iter().map(|pending| pending.payload as u64).sum();
+                self.shared.stats.committed(durable, batches, ops, bytes);
+            }
+            Err(err) => {
+                self.shared.stats.failed();
+                tracing::error!(batches = group.len(), error = %err, "store commit failed");
+            }
+        }
+        for pending in group {
+            let _ = pending.answer.send(result.clone());
+        }
+    }
+
+    /// Whether pending non-durable commits have waited a full flush interval.
+    fn flush_due(&self) -> bool {
+        self.unflushed_since
+            .is_some_and(|since| since.elapsed() >= self.config.flush_interval)
+    }
+
+    /// One write transaction holding every op of the group (and the id counter
+    /// if it moved), committed with the given durability.
+    fn commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return Err(CommitError::Closed {
+                path: self.path().to_path_buf(),
+            });
+        };
+        let mut txn = db.begin_write().map_err(|err| self.storage_error(err))?;
+        if durable {
+            txn.set_quick_repair(self.config.quick_repair);
+        } else {
+            txn.set_durability(Durability::None)
+                .map_err(|err| self.storage_error(err))?;
+        }
+        // Loaded after the whole group was received: every id handed out before
+        // a batch of this group was submitted is covered by this value.
+        let next_id = self.shared.next_id.load(Ordering::SeqCst);
+        let applied = apply_group(&txn, group, (next_id != self.persisted_next_id).then_some(next_id));
+        if let Err(err) = applied {
+            // Dropping the transaction rolls it back.
+            drop(txn);
+            return Err(self.storage_error(err));
+        }
+        if let Err(err) = txn.commit() {
+            let err = self.storage_error(err);
+            if self.failure.is_none() {
+                self.failure = Some(err.to_string());
+            }
+            return Err(err);
+        }
+        self.persisted_next_id = next_id;
+        if durable {
+            self.unflushed_since = None;
+        } else if self.unflushed_since.is_none() {
+            self.unflushed_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn storage_error(&self, err: impl std::fmt::Display) -> CommitError {
+        let cause = match &self.failure {
+            Some(first) => format!("{err} (after an earlier failed commit: {first})"),
+            None => err.to_string(),
+        };
+        CommitError::Storage {
+            path: self.path().to_path_buf(),
+            cause,
+        }
+    }
+
+    /// A durable empty commit, for non-durable commits that waited long enough.
+    fn flush_in_background(&mut self) {
+        if let Err(err) = self.commit(&[], true) {
+            tracing::error!(error = %err, "store could not make non-durable commits durable");
+            // The store refuses writes now; do not retry in a loop.
+            self.unflushed_since = None;
+        }
+    }
+
+    /// On shutdown: make non-durable commits and the id counter durable.
+    fn final_flush(&mut self) {
+        let id_moved = self.shared.next_id.load(Ordering::SeqCst) != self.persisted_next_id;
+        if self.unflushed_since.is_some() || id_moved {
+            if let Err(err) = self.commit(&[], true) {
+                tracing::error!(error = %err, "store could not flush on shutdown");
+            }
+        }
+    }
+
+    fn compact(&mut self) -> Result<bool, CompactError> {
+        let path = self.path().to_path_buf();
+        if self.unflushed_since.is_some() {
+            self.commit(&[], true).map_err(|err| CompactError::Storage {
+                path: path.clone(),
+                cause: err.to_string(),
+            })?;
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut guard = shared.db.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_mut() else {
+            return Err(CompactError::Closed { path });
+        };
+        db.compact().map_err(|err| match err {
+            CompactionError::TransactionInProgress => CompactError::ReadsInProgress { path },
+            other => CompactError::Storage {
+                path,
+                cause: other.to_string(),
+            },
+        })
+    }
+}
+
+type BytesTable<'t, K> = Table<'t, K, &'static [u8]>;
+
+/// The tables one group touches, opened on first use.
+struct GroupTables<'t> {
+    txn: &'t WriteTransaction,
+    index: Option<BytesTable<'t, (u64, u64)>>,
+    body: Option<BytesTable<'t, (u64, u64)>>,
+    meta: [Option<BytesTable<'t, &'static str>>; 7],
+}
+
+impl<'t> GroupTables<'t> {
+    fn new(txn: &'t WriteTransaction) -> Self {
+        GroupTables {
+            txn,
+            index: None,
+            body: None,
+            meta: Default::default(),
+        }
+    }
+
+    fn index(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
+        let txn = self.txn;
+        Ok(match &mut self.index {
+            Some(table) => table,
+            slot @ None => slot.insert(txn.open_table(QUEUE_INDEX)?),
+        })
+    }
+
+    fn body(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
+        let txn = self.txn;
+        Ok(match &mut self.body {
+            Some(table) => table,
+            slot @ None => slot.insert(txn.open_table(QUEUE_BODY)?),
+        })
+    }
+
+    fn meta(&mut self, table: MetaTable) -> Result<&mut BytesTable<'t, &'static str>, redb::Error> {
+        let txn = self.txn;
+        Ok(match &mut self.meta[table.slot()] {
+            Some(open) => open,
+            slot @ None => slot.insert(txn.open_table(table.definition())?),
+        })
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
+        match op {
+            Op::PutMeta { table, key, value } => {
+                self.meta(*table)?.insert(key.as_str(), value.as_slice())?;
+            }
+            Op::DeleteMeta { table, key } => {
+                self.meta(*table)?.remove(key.as_str())?;
+            }
+            Op::PutMessage {
+                queue,
+                seq,
+                index,
+                body,
+            } => {
+                self.index()?.insert((*queue, *seq), index.as_slice())?;
+                self.body()?.insert((*queue, *seq), body.as_slice())?;
+            }
+            Op::UpdateIndex { queue, seq, index } => {
+                let table = self.index()?;
+                let stored = table.get((*queue, *seq))?.is_some();
+                if stored {
+                    table.insert((*queue, *seq), index.as_slice())?;
+                }
+            }
+            Op::DeleteMessage { queue, seq } => {
+                self.index()?.remove((*queue, *seq))?;
+                self.body()?.remove((*queue, *seq))?;
+            }
+            Op::DeleteQueueMessages { queue } => {
+                self.index()?.retain_in(owner_range(*queue), |_, _| false)?;
+                self.body()?.retain_in(owner_range(*queue), |_, _| false)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies every op of the group in order, and the id counter if it moved.
+fn apply_group(
+    txn: &WriteTransaction,
+    group: &[Pending],
+    next_id: Option<u64>,
+) -> Result<(), redb::Error> {
+    let mut tables = GroupTables::new(txn);
+    for pending in group {
+        for op in &pending.ops {
+            tables.apply(op)?;
+        }
+    }
+    if let Some(next_id) = next_id {
+        txn.open_table(FORMAT)?.insert(NEXT_ID_KEY, next_id)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Child specifications: what a supervisor needs to (re)start one child.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, SpawnErr};
+
+use crate::restart::Restart;
+use crate::spec::SupervisorSpec;
+use crate::strategy::Strategy;
+use crate::supervisor::Supervisor;
+
+/// The future a start function returns.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
+
+/// A cloneable async factory. It is given the supervisor's `ActorCell` and
+/// must spawn the child **linked** to it (`Actor::spawn_linked(.., sup)`),
+/// returning the child's cell. It is called again for every restart.
+pub type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
+
+/// How long a child gets to stop gracefully before it is killed, unless
+/// [`ChildSpec::with_shutdown`] says otherwise.
+pub const DEFAULT_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// The kind given to children built with [`ChildSpec::supervisor`].
+pub const SUPERVISOR_KIND: &str = "supervisor";
+
+/// Everything a supervisor needs to start, restart and describe a child.
+///
+/// # Names and the registry
+///
+/// `name` is the readable name shown in snapshots and used by
+/// `terminate_child`. It is the start function that decides whether the
+/// actor is also registered in ractor's global registry: registration
+/// happens when the start function passes `Some(name)` to
+/// `Actor::spawn_linked` (as [`ChildSpec::for_actor`] and
+/// [`ChildSpec::supervisor`] do). That registration is what makes
+/// `ractor::registry::where_is("queue:/orders")` find the current instance,
+/// including after a restart.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Readable, unique among the supervisor's children, e.g. `"queue:/orders"`.
+    pub name: String,
+    /// Free-form category, e.g. `"queue"`, `"exchange"`, `"supervisor"`.
+    pub kind: String,
+    /// Restart policy.
+    pub restart: Restart,
+    /// The factory; see [`StartFn`].
+    pub start: StartFn,
+    /// Whether the child is a [`Supervisor`]; snapshots recurse into such
+    /// children. (It is also checked at run time, so a wrong `true` only
+    /// costs the recursion, never a failure.)
+    pub is_supervisor: bool,
+    /// Grace period for a graceful stop before the child is killed.
+    pub shutdown: Duration,
+    /// For nested supervisors built with [`ChildSpec::supervisor`]: its
+    /// strategy, shown when the nested supervisor does not answer a
+    /// snapshot request in time.
+    pub strategy_hint: Option<Strategy>,
+}
+
+impl ChildSpec {
+    /// A leaf child from any start closure, e.g.
+    ///
+    /// ```ignore
+    /// ChildSpec::new("queue:/orders", "queue", Restart::Permanent, move |sup| {
+    ///     let name = name.clone();
+    ///     async move {
+    ///         Actor::spawn_linked(Some(name), MyActor, args, sup).await.map(|(r, _)| r.get_cell())
+    ///     }
+    /// })
+    /// ```
+    pub fn new<F, Fut>(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        restart: Restart,
+        start: F,
+    ) -> Self
+    where
+        F: Fn(ActorCell) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
+    {
+        let start: StartFn = Arc::new(move |sup| Box::pin(start(sup)) as StartFuture);
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            restart,
+            start,
+            is_supervisor: false,
+            shutdown: DEFAULT_SHUTDOWN,
+            strategy_hint: None,
+        }
+    }
+
+    /// A leaf child that is one ractor actor, registered under `name`.
+    /// `make` builds a fresh handler and arguments for every (re)start.
+    pub fn for_actor<A, F>(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        restart: Restart,
+        make: F,
+    ) -> Self
+    where
+        A: Actor,
+        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let registered = name.clone();
+        Self::new(name, kind, restart, move |sup| {
+            let (handler, args) = make();
+            let registered = registered.clone();
+            async move {
+                Actor::spawn_linked(Some(registered), handler, args, sup)
+                    .await
+                    .map(|(actor, _join)| actor.get_cell())
+            }
+        })
+    }
+
+    /// A nested [`Supervisor`] (kind `"supervisor"`), registered under `name`.
+    pub fn supervisor(name: impl Into<String>, restart: Restart, spec: SupervisorSpec) -> Self {
+        let name = name.into();
+        let strategy = spec.strategy;
+        let registered = name.clone();
+        let mut child = Self::new(name, SUPERVISOR_KIND, restart, move |sup| {
+            let registered = registered.clone();
+            let spec = spec.clone();
+            async move {
+                Supervisor::start(registered, None, spec, Some(sup))
+                    .await
+                    .map(|(actor, _join)| actor.get_cell())
+                    .map_err(|e| e.into_spawn_err())
+            }
+        });
+        child.is_supervisor = true;
+        child.strategy_hint = Some(strategy);
+        // A supervisor's own shutdown waits for its children, so give it
+        // longer than a leaf before it is killed.
+        child.shutdown = DEFAULT_SHUTDOWN * 2;
+        child
+    }
+
+    /// Marks a hand-written start function as one that starts a
+    /// [`Supervisor`], so that snapshots recurse into it.
+    pub fn as_supervisor(mut self) -> Self {
+        self.is_supervisor = true;
+        self
+    }
+
+    /// Sets the graceful-stop grace period (default [`DEFAULT_SHUTDOWN`]).
+    pub fn with_shutdown(mut self, grace: Duration) -> Self {
+        self.shutdown = grace;
+        self
+    }
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("restart", &self.restart)
+            .field("is_supervisor", &self.is_supervisor)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
+}

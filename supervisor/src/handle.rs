@@ -1,0 +1,153 @@
+//! [`SupervisorHandle`]: the async API for talking to a running supervisor.
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorRef, RpcReplyPort};
+
+use crate::child_spec::ChildSpec;
+use crate::children::ChildInfo;
+use crate::error::SupervisorError;
+use crate::snapshot::{ChildLocation, TreeSnapshot};
+use crate::supervisor::SupervisorMsg;
+use crate::tree::snapshot_tree;
+
+/// Default time a [`SupervisorHandle`] waits for an answer. Generous
+/// because `start_child` waits for the child's `pre_start`.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cheap, cloneable handle on a running [`crate::Supervisor`].
+#[derive(Debug, Clone)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMsg>,
+    call_timeout: Duration,
+}
+
+impl SupervisorHandle {
+    /// Wraps the reference returned by [`crate::Supervisor::start`].
+    pub fn new(actor: ActorRef<SupervisorMsg>) -> Self {
+        Self {
+            actor,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Finds a supervisor by its registered name.
+    pub fn lookup(name: &str) -> Result<Self, SupervisorError> {
+        let cell = ractor::registry::where_is(name)
+            .ok_or_else(|| SupervisorError::Unreachable(name.to_string()))?;
+        if cell.is_message_type_of::<SupervisorMsg>() != Some(true) {
+            return Err(SupervisorError::NotASupervisor(name.to_string()));
+        }
+        Ok(Self::new(ActorRef::from(cell)))
+    }
+
+    /// Changes how long calls wait for an answer (default
+    /// [`DEFAULT_CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The supervisor's actor reference.
+    pub fn actor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.actor
+    }
+
+    /// The supervisor's cell (e.g. to link something to it).
+    pub fn cell(&self) -> ActorCell {
+        self.actor.get_cell()
+    }
+
+    /// Starts a dynamic child; see [`SupervisorError::ChildExists`] and
+    /// [`SupervisorError::NameTaken`] for why it can be refused.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<ActorCell, SupervisorError> {
+        self.call(|reply| SupervisorMsg::StartChild(spec, reply))
+            .await?
+    }
+
+    /// Stops the child `name` (gracefully, waiting for it) and removes its
+    /// spec: it will not be restarted.
+    pub async fn terminate_child(&self, name: &str) -> Result<(), SupervisorError> {
+        let name = name.to_string();
+        self.call(|reply| SupervisorMsg::TerminateChild(name, reply))
+            .await?
+    }
+
+    /// The children in start order.
+    pub async fn children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
+        self.call(SupervisorMsg::ListChildren).await
+    }
+
+    /// How many replacement instances of the child `name` were started.
+    pub async fn restart_count(&self, name: &str) -> Result<u32, SupervisorError> {
+        self.children()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.restarts)
+            .ok_or_else(|| SupervisorError::NoSuchChild(name.to_string()))
+    }
+
+    /// Snapshot of the whole tree below (and including) this supervisor;
+    /// each supervisor gets `per_node_timeout` to answer.
+    pub async fn snapshot(&self, per_node_timeout: Duration) -> Result<TreeSnapshot, SupervisorError> {
+        snapshot_tree(&self.actor, per_node_timeout).await
+    }
+
+    /// Where the actor named `name` sits in this tree: its node, path, and
+    /// the supervisor and strategy it belongs to. `Ok(None)` if it is not
+    /// in the tree.
+    pub async fn locate(
+        &self,
+        name: &str,
+        per_node_timeout: Duration,
+    ) -> Result<Option<ChildLocation>, SupervisorError> {
+        Ok(self.snapshot(per_node_timeout).await?.locate(name))
+    }
+
+    /// Stops the supervisor gracefully (its children first, in reverse
+    /// start order) and waits up to `timeout` for it to be gone.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), SupervisorError> {
+        self.actor.stop(None);
+        self.actor
+            .wait(Some(timeout))
+            .await
+            .map_err(|_| SupervisorError::Timeout {
+                name: display_name(&self.actor),
+                timeout,
+            })
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, SupervisorError> {
+        request(&self.actor, build, self.call_timeout).await
+    }
+}
+
+/// One request/reply round trip with a timeout, with ractor's outcomes
+/// mapped onto [`SupervisorError`].
+pub(crate) async fn request<T: Send + 'static>(
+    actor: &ActorRef<SupervisorMsg>,
+    build: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
+    timeout: Duration,
+) -> Result<T, SupervisorError> {
+    match actor.call(build, Some(timeout)).await {
+        Ok(CallResult::Success(value)) => Ok(value),
+        Ok(CallResult::Timeout) => Err(SupervisorError::Timeout {
+            name: display_name(actor),
+            timeout,
+        }),
+        // The send failed or the supervisor dropped the reply port: it is
+        // stopping or gone.
+        Ok(CallResult::SenderError) | Err(_) => Err(SupervisorError::Unreachable(display_name(actor))),
+    }
+}
+
+fn display_name(actor: &ActorRef<SupervisorMsg>) -> String {
+    actor
+        .get_name()
+        .unwrap_or_else(|| actor.get_id().to_string())
+}

@@ -1,0 +1,95 @@
+//! # warren-supervisor
+//!
+//! Erlang/OTP-style supervision for ractor 0.16.5. ractor links actors and
+//! tells a parent when a child starts, stops or fails, but decides nothing;
+//! this crate supplies the decisions: restart policies, restart strategies,
+//! restart intensity, ordered shutdown, dynamic children and a serialisable
+//! snapshot of the tree. It knows nothing about brokers.
+//!
+//! ## Using it
+//!
+//! ```ignore
+//! let spec = SupervisorSpec::new(Strategy::OneForOne)
+//!     .with_intensity(3, Duration::from_secs(5))
+//!     .child(ChildSpec::for_actor("queue:/orders", "queue", Restart::Permanent, || (Queue, args())))
+//!     .child(ChildSpec::supervisor("exchanges", Restart::Permanent, exchanges_spec));
+//! let (sup, _join) = Supervisor::start("root", None, spec, None).await?;
+//! let sup = SupervisorHandle::new(sup);
+//! sup.start_child(ChildSpec::for_actor("queue:/audit", "queue", Restart::Transient, || (Queue, args()))).await?;
+//! let tree = sup.snapshot(Duration::from_millis(500)).await?;     // serde-serialisable
+//! let where_ = sup.locate("queue:/orders", Duration::from_millis(500)).await?;
+//! sup.shutdown(Duration::from_secs(10)).await?;                    // children stop in reverse order
+//! ```
+//!
+//! ## Layout (one concern per file)
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `error.rs` | [`SupervisorError`], the crate's only error type |
+//! | `restart.rs` | [`Restart`] policies and classifying an exit as normal/abnormal ([`Exit`]) |
+//! | `strategy.rs` | [`Strategy`]: which siblings restart with a child |
+//! | `intensity.rs` | [`RestartIntensity`]: at most R restarts within T |
+//! | `child_spec.rs` | [`ChildSpec`]: name, kind, policy and start factory of a child |
+//! | `spec.rs` | [`SupervisorSpec`]: strategy, intensity, initial children |
+//! | `children.rs` | the child table rows, [`ChildInfo`], start-with-retry and stop-then-kill |
+//! | `supervisor.rs` | the [`Supervisor`] actor, [`SupervisorMsg`], its state and ractor glue |
+//! | `recovery.rs` | reacting to a child's exit: restart, strategy, intensity, retries |
+//! | `dynamic.rs` | `start_child` / `terminate_child` |
+//! | `snapshot.rs` | [`TreeSnapshot`], [`ChildStatus`], [`ChildLocation`] and lookups |
+//! | `tree.rs` | collecting a snapshot across nested supervisors, with timeouts |
+//! | `handle.rs` | [`SupervisorHandle`], the async request API |
+//!
+//! ## Semantics, briefly
+//!
+//! * **Exit classification.** `ActorFailed` (panic or handler error) is
+//!   abnormal; `ActorTerminated` is normal unless its reason is ractor's
+//!   `"killed"` (from `ActorCell::kill`) or a cancelled task.
+//! * **Policies.** Permanent: always restarted. Transient: only after an
+//!   abnormal exit. Temporary: never. A child that is not restarted stays in
+//!   the table as `Stopped`/`Failed` until `terminate_child` or a
+//!   `start_child` of the same name replaces it.
+//! * **Strategies.** The siblings a strategy takes along are stopped in
+//!   reverse start order (waiting for each) and restarted in start order;
+//!   temporary siblings are stopped but not restarted; siblings that had
+//!   already stopped for good stay stopped.
+//! * **Intensity.** Each exit that leads to a restart, and each retry of a
+//!   failed start, counts once. Going over `max_restarts` within `within`
+//!   stops every child and fails the supervisor with
+//!   [`SupervisorError::IntensityExceeded`], so its parent sees
+//!   `ActorFailed` and applies its own policy.
+//! * **Failed restarts.** If a start function fails during a restart the
+//!   child shows as `Restarting` and is retried with a doubling delay
+//!   (50 ms up to 2 s), each attempt counting against the intensity.
+//! * **Names.** Whether a child is in ractor's registry is up to its start
+//!   function (the provided constructors register it under its name); a
+//!   start that finds its name still registered is retried briefly.
+//! * **Shutdown.** Stopping a supervisor stops its children in reverse start
+//!   order, each with its grace period (then killed), and waits for them.
+
+mod child_spec;
+mod children;
+mod dynamic;
+mod error;
+mod handle;
+mod intensity;
+mod recovery;
+mod restart;
+mod snapshot;
+mod spec;
+mod strategy;
+mod supervisor;
+mod tree;
+
+pub use child_spec::{ChildSpec, StartFn, StartFuture, DEFAULT_SHUTDOWN, SUPERVISOR_KIND};
+pub use children::ChildInfo;
+pub use error::SupervisorError;
+pub use handle::{SupervisorHandle, DEFAULT_CALL_TIMEOUT};
+pub use intensity::RestartIntensity;
+pub use restart::{Exit, Restart};
+pub use snapshot::{ChildLocation, ChildStatus, TreeSnapshot};
+pub use spec::SupervisorSpec;
+pub use strategy::Strategy;
+pub use supervisor::{
+    Supervisor, SupervisorArgs, SupervisorMsg, SupervisorState, SHUTDOWN_REASON,
+};
+pub use tree::{snapshot_tree, SupervisorReport, MAX_SNAPSHOT_DEPTH};

@@ -13,7 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 
 use crate::cli::Conn;
-use crate::client::{Client, ClientError, ConsumeOptions, PublishOptions, PublishResult, QueueOptions};
+use crate::client::{
+    Client, ClientError, ConsumeOptions, PublishOptions, PublishResult, QueueOptions,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -72,7 +74,9 @@ struct Received {
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.size < HEADER {
-        return Err(format!("--size must be at least {HEADER} bytes (the bench's header)"));
+        return Err(format!(
+            "--size must be at least {HEADER} bytes (the bench's header)"
+        ));
     }
     if args.publishers == 0 && !args.drain_only {
         return Err("--publishers must be at least 1 (or use --drain-only)".into());
@@ -112,7 +116,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.consumers > 0 {
         let per = total / u64::from(args.consumers);
         for c in 0..args.consumers {
-            let quota = if c == args.consumers - 1 { total - per * u64::from(c) } else { per };
+            let quota = if c == args.consumers - 1 {
+                total - per * u64::from(c)
+            } else {
+                per
+            };
             let (args, received, consumed) = (args.clone(), received.clone(), consumed.clone());
             let client = args.conn.connect().await.map_err(e)?;
             consumer_tasks.push(tokio::spawn(async move {
@@ -143,7 +151,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let missing = if args.drain_only || args.consumers == 0 {
         0
     } else {
-        let seen: u64 = r.seen.iter().flatten().map(|w| u64::from(w.count_ones())).sum();
+        let seen: u64 = r
+            .seen
+            .iter()
+            .flatten()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         total - seen.min(total)
     };
     let mut lat = r.latencies_us.clone();
@@ -174,7 +187,13 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             got as f64 / consumed_in.as_secs_f64()
         );
         if !args.drain_only {
-            println!("latency p50 {} p99 {} p999 {} max {}", pct(0.5), pct(0.99), pct(0.999), pct(1.0));
+            println!(
+                "latency p50 {} p99 {} p999 {} max {}",
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                pct(1.0)
+            );
         }
     }
     println!(

@@ -18,7 +18,11 @@ use crate::client::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "warren", version, about = "Warren: a distributed message broker on supervised actors")]
+#[command(
+    name = "warren",
+    version,
+    about = "Warren: a distributed message broker on supervised actors"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -179,7 +183,11 @@ pub struct BindArgs {
     #[arg(long)]
     pub exchange: String,
     /// The queue to bind.
-    #[arg(long, conflicts_with = "destination_exchange", required_unless_present = "destination_exchange")]
+    #[arg(
+        long,
+        conflicts_with = "destination_exchange",
+        required_unless_present = "destination_exchange"
+    )]
     pub queue: Option<String>,
     /// The exchange to bind (exchange-to-exchange).
     #[arg(long)]
@@ -265,7 +273,9 @@ fn json_to_field(v: &serde_json::Value) -> Result<FieldValue, String> {
             None => FieldValue::F64(n.as_f64().ok_or("number out of range")?),
         },
         Value::String(s) => FieldValue::string(s.clone()),
-        Value::Array(a) => FieldValue::Array(a.iter().map(json_to_field).collect::<Result<_, _>>()?),
+        Value::Array(a) => {
+            FieldValue::Array(a.iter().map(json_to_field).collect::<Result<_, _>>()?)
+        }
         Value::Object(o) => FieldValue::Table(
             o.iter()
                 .map(|(k, v)| Ok((k.clone(), json_to_field(v)?)))
@@ -285,17 +295,28 @@ pub fn field_to_json(v: &FieldValue) -> serde_json::Value {
         FieldValue::Bool(b) => Value::Bool(*b),
         FieldValue::F32(f) => serde_json::json!(f),
         FieldValue::F64(f) => serde_json::json!(f),
-        FieldValue::Decimal(scale, value) => serde_json::json!(*value as f64 / 10f64.powi(i32::from(*scale))),
-        FieldValue::LongString(b) | FieldValue::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        FieldValue::Decimal(scale, value) => {
+            serde_json::json!(*value as f64 / 10f64.powi(i32::from(*scale)))
+        }
+        FieldValue::LongString(b) | FieldValue::Bytes(b) => {
+            Value::String(String::from_utf8_lossy(b).into_owned())
+        }
         FieldValue::Array(a) => Value::Array(a.iter().map(field_to_json).collect()),
         FieldValue::Table(t) => table_to_json(t),
         FieldValue::Void => Value::Null,
-        other => other.as_i64().map(|i| serde_json::json!(i)).unwrap_or(Value::Null),
+        other => other
+            .as_i64()
+            .map(|i| serde_json::json!(i))
+            .unwrap_or(Value::Null),
     }
 }
 
 fn table_to_json(t: &FieldTable) -> serde_json::Value {
-    serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), field_to_json(v))).collect())
+    serde_json::Value::Object(
+        t.iter()
+            .map(|(k, v)| (k.clone(), field_to_json(v)))
+            .collect(),
+    )
 }
 
 /// Runs a client command; the error is the one line to print.
@@ -325,7 +346,10 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                 )
                 .await
                 .map_err(e)?;
-            println!("queue {} declared ({} messages, {} consumers)", ok.name, ok.messages, ok.consumers);
+            println!(
+                "queue {} declared ({} messages, {} consumers)",
+                ok.name, ok.messages, ok.consumers
+            );
         }
         Command::Declare(Declare::Exchange {
             name,
@@ -360,7 +384,10 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             conn,
         }) => {
             let client = conn.connect().await.map_err(e)?;
-            let n = client.delete_queue(&name, if_unused, if_empty).await.map_err(e)?;
+            let n = client
+                .delete_queue(&name, if_unused, if_empty)
+                .await
+                .map_err(e)?;
             println!("queue {name} deleted ({n} messages)");
         }
         Command::Delete(Delete::Exchange {
@@ -400,7 +427,10 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}", "name", "durable", "messages", "ready", "unacked", "consumers");
+                println!(
+                    "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}",
+                    "name", "durable", "messages", "ready", "unacked", "consumers"
+                );
                 for q in queues {
                     println!(
                         "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}",
@@ -428,7 +458,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             } else {
                 println!("{:<32} {:<8} {:>8}", "name", "type", "durable");
                 for x in exchanges {
-                    let name = if x.name.is_empty() { "(default)".to_string() } else { x.name };
+                    let name = if x.name.is_empty() {
+                        "(default)".to_string()
+                    } else {
+                        x.name
+                    };
                     println!("{:<32} {:<8} {:>8}", name, x.kind, x.durable);
                 }
             }
@@ -443,7 +477,13 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                         BindTarget::Queue(q) => ("queue", q.as_str()),
                         BindTarget::Exchange(x) => ("exchange", x.as_str()),
                     };
-                    (b.source.as_str(), kind, dest, b.routing_key.as_str(), &b.arguments)
+                    (
+                        b.source.as_str(),
+                        kind,
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
                 })
                 .collect();
             if json {
@@ -456,7 +496,10 @@ pub async fn run_client(command: Command) -> Result<(), String> {
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("{:<24} {:<10} {:<24} routing_key", "source", "type", "destination");
+                println!(
+                    "{:<24} {:<10} {:<24} routing_key",
+                    "source", "type", "destination"
+                );
                 for (s, k, d, rk, _) in rows {
                     println!("{:<24} {:<10} {:<24} {}", s, k, d, rk);
                 }
@@ -471,10 +514,26 @@ async fn bind(b: BindArgs, add: bool) -> Result<(), String> {
     let client = b.conn.connect().await.map_err(e)?;
     let args = table(b.args);
     match (&b.queue, &b.destination_exchange) {
-        (Some(q), _) if add => client.bind_queue(q, &b.exchange, &b.routing_key, args).await,
-        (Some(q), _) => client.unbind_queue(q, &b.exchange, &b.routing_key, args).await,
-        (None, Some(x)) if add => client.bind_exchange(x, &b.exchange, &b.routing_key, args).await,
-        (None, Some(x)) => client.unbind_exchange(x, &b.exchange, &b.routing_key, args).await,
+        (Some(q), _) if add => {
+            client
+                .bind_queue(q, &b.exchange, &b.routing_key, args)
+                .await
+        }
+        (Some(q), _) => {
+            client
+                .unbind_queue(q, &b.exchange, &b.routing_key, args)
+                .await
+        }
+        (None, Some(x)) if add => {
+            client
+                .bind_exchange(x, &b.exchange, &b.routing_key, args)
+                .await
+        }
+        (None, Some(x)) => {
+            client
+                .unbind_exchange(x, &b.exchange, &b.routing_key, args)
+                .await
+        }
         (None, None) => return Err("give --queue Q or --destination-exchange X".into()),
     }
     .map_err(e)?;
@@ -534,7 +593,10 @@ async fn publish(p: PublishArgs) -> Result<(), String> {
         }
     }
     if let Some(first) = refused.first() {
-        let msg = format!("{} of {total} messages were not confirmed: {first}", refused.len());
+        let msg = format!(
+            "{} of {total} messages were not confirmed: {first}",
+            refused.len()
+        );
         if p.confirm {
             return Err(msg);
         }
@@ -576,7 +638,8 @@ async fn consume(c: ConsumeArgs) -> Result<(), String> {
         let delivery = delivery.map_err(e)?;
         {
             let mut out = stdout.lock();
-            out.write_all(&delivery.body).map_err(|err| err.to_string())?;
+            out.write_all(&delivery.body)
+                .map_err(|err| err.to_string())?;
             out.write_all(b"\n").map_err(|err| err.to_string())?;
         }
         if !c.no_ack {

@@ -11,7 +11,7 @@
 //! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
 //! (transport and, later, membership).
 
-pub mod client;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod node;

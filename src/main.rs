@@ -7,7 +7,10 @@ use warren::node::config::{ConfigFile, NodeConfig};
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -51,9 +54,14 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     }
     let filter = EnvFilter::try_new(&config.log)
         .map_err(|e| format!("--log '{}' is not a valid filter: {e}", config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 
-    let node = warren::node::start(config).await.map_err(|e| e.to_string())?;
+    let node = warren::node::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
     wait_for_stop_signal().await;
     node.shutdown().await;
     Ok(())

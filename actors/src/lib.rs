@@ -14,3 +14,5 @@ pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod queue;
+pub mod queue_actor;
+pub mod vhost;

@@ -106,7 +106,9 @@ impl Properties {
 
     /// The per-message TTL in milliseconds, if `expiration` holds a valid one.
     pub fn ttl_ms(&self) -> Option<u64> {
-        self.expiration.as_deref().and_then(|e| e.trim().parse().ok())
+        self.expiration
+            .as_deref()
+            .and_then(|e| e.trim().parse().ok())
     }
 
     /// A header by name.

@@ -26,7 +26,9 @@ pub enum ConnectError {
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the node at {addr} refused the connection: the cookie does not match (--cookie-file must name the node's cookie file)")]
     Refused { addr: SocketAddr },
-    #[error("the node at {addr} did not finish the handshake within {secs} s; is it a Warren node?")]
+    #[error(
+        "the node at {addr} did not finish the handshake within {secs} s; is it a Warren node?"
+    )]
     Timeout { addr: SocketAddr, secs: u64 },
     #[error("cannot start the client's transport: {0}")]
     Local(String),

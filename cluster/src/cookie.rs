@@ -15,7 +15,9 @@ use rand::Rng;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CookieError {
-    #[error("cannot read cookie file {path}: {source}; pass --cookie-file with the node's cookie file")]
+    #[error(
+        "cannot read cookie file {path}: {source}; pass --cookie-file with the node's cookie file"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,

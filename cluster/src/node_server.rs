@@ -41,20 +41,29 @@ pub async fn start(
     )
     .with_listen_addr(listen.ip())
     .with_max_inbound_frame_size(MAX_FRAME_BYTES);
-    let (server, _handle) = Actor::spawn(None, server, ())
-        .await
-        .map_err(|e| StartError::Listen {
-            addr: listen,
-            reason: e.to_string(),
-        })?;
+    let (server, _handle) =
+        Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| StartError::Listen {
+                addr: listen,
+                reason: e.to_string(),
+            })?;
     Ok(server)
 }
 
 /// What a watched session did.
 #[derive(Clone, Debug)]
 pub enum SessionEvent {
-    Authenticated { node_id: u64, peer_addr: String, peer_name: Option<String> },
-    Disconnected { node_id: u64, peer_addr: String, peer_name: Option<String> },
+    Authenticated {
+        node_id: u64,
+        peer_addr: String,
+        peer_name: Option<String>,
+    },
+    Disconnected {
+        node_id: u64,
+        peer_addr: String,
+        peer_name: Option<String>,
+    },
 }
 
 /// Forwards node-session events to a function (usually a cast to an actor).

@@ -170,7 +170,9 @@ pub enum PublishResult {
 pub enum SettleKind {
     Ack,
     /// Nack or reject: back to the queue (`requeue`), or dead-lettered / dropped.
-    Reject { requeue: bool },
+    Reject {
+        requeue: bool,
+    },
 }
 
 /// A settlement of one delivery tag, or of every tag up to it (`multiple`).
@@ -200,7 +202,10 @@ pub struct Delivery {
 pub enum Push {
     Deliveries(Vec<Delivery>),
     /// The node ended a consumer (its queue was deleted, say).
-    ConsumerCancelled { tag: String, reason: String },
+    ConsumerCancelled {
+        tag: String,
+        reason: String,
+    },
     /// The node closed the session (an error that ends it, or the node stopping).
     Closed(ErrorReply),
 }
@@ -255,7 +260,9 @@ pub struct OpenSession {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SessionOpened {
     /// The process group the new session joined.
-    Opened { session_group: String },
+    Opened {
+        session_group: String,
+    },
     Refused(ErrorReply),
 }
 

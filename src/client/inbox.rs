@@ -35,7 +35,10 @@ impl Consumers {
     }
 
     pub(crate) fn closed_reason(&self) -> Option<String> {
-        self.closed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnboundedSender<ConsumerEvent>>> {

@@ -36,8 +36,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
 use warren_actors::message::{FieldTable, Properties, PERSISTENT};
 use warren_cluster::protocol::{
-    BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish,
-    QueueInfo, Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
+    BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish, QueueInfo,
+    Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
 };
 
 pub use consumer::{Consumer, Delivery};
@@ -67,21 +67,24 @@ impl ConnectOptions {
     /// A node on this machine with the default address and cookie file.
     pub fn local() -> Result<Self, ClientError> {
         Self::new(
-            DEFAULT_NODE_ADDR.parse().expect("the default address parses"),
+            DEFAULT_NODE_ADDR
+                .parse()
+                .expect("the default address parses"),
             Path::new(DEFAULT_COOKIE_FILE),
         )
     }
 
     /// A node at `node`, with the cookie read from `cookie_file`.
     pub fn new(node: SocketAddr, cookie_file: &Path) -> Result<Self, ClientError> {
-        let cookie = warren_cluster::cookie::read(cookie_file).map_err(|e| {
-            ClientError::Connect(ConnectError::Local(format!("{e}")))
-        })?;
+        let cookie = warren_cluster::cookie::read(cookie_file)
+            .map_err(|e| ClientError::Connect(ConnectError::Local(format!("{e}"))))?;
         Ok(ConnectOptions {
             node,
             cookie,
             vhost: "/".into(),
-            client_name: std::env::args().next().unwrap_or_else(|| "warren-client".into()),
+            client_name: std::env::args()
+                .next()
+                .unwrap_or_else(|| "warren-client".into()),
             timeout: Duration::from_secs(30),
         })
     }
@@ -343,7 +346,8 @@ impl Client {
 
     /// Removes every ready message of a queue; returns how many.
     pub async fn purge(&self, queue: &str) -> Result<u64, ClientError> {
-        self.removed(Request::PurgeQueue { name: queue.into() }).await
+        self.removed(Request::PurgeQueue { name: queue.into() })
+            .await
     }
 
     async fn removed(&self, request: Request) -> Result<u64, ClientError> {
@@ -361,8 +365,14 @@ impl Client {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), ClientError> {
-        self.bind(exchange, BindTarget::Queue(queue.into()), routing_key, arguments, true)
-            .await
+        self.bind(
+            exchange,
+            BindTarget::Queue(queue.into()),
+            routing_key,
+            arguments,
+            true,
+        )
+        .await
     }
 
     /// Removes a queue's binding.
@@ -373,8 +383,14 @@ impl Client {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), ClientError> {
-        self.bind(exchange, BindTarget::Queue(queue.into()), routing_key, arguments, false)
-            .await
+        self.bind(
+            exchange,
+            BindTarget::Queue(queue.into()),
+            routing_key,
+            arguments,
+            false,
+        )
+        .await
     }
 
     /// Binds exchange `destination` to exchange `source` (exchange-to-exchange).
@@ -525,7 +541,10 @@ impl Client {
     }
 
     pub(crate) async fn cancel(&self, tag: &str) -> Result<(), ClientError> {
-        let result = self.call(Request::Cancel { tag: tag.into() }).await.map(drop);
+        let result = self
+            .call(Request::Cancel { tag: tag.into() })
+            .await
+            .map(drop);
         self.inner.consumers.remove(tag);
         result
     }
@@ -622,7 +641,11 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
 }
 
 /// Waits until a process group has a member on node `node_id`.
-async fn wait_for_member(group: &str, node_id: u64, timeout: Duration) -> Option<ractor::ActorCell> {
+async fn wait_for_member(
+    group: &str,
+    node_id: u64,
+    timeout: Duration,
+) -> Option<ractor::ActorCell> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let found = ractor::pg::get_members(&group.to_string())

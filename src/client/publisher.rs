@@ -74,10 +74,7 @@ impl Future for Confirm {
 }
 
 /// Spawns the batching task for one session.
-pub(crate) fn spawn(
-    session: ActorRef<SessionMsg>,
-    timeout: Duration,
-) -> UnboundedSender<Pending> {
+pub(crate) fn spawn(session: ActorRef<SessionMsg>, timeout: Duration) -> UnboundedSender<Pending> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(run(session, rx, timeout));
     tx

@@ -63,7 +63,9 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("node name '{0}' is not valid: use letters, digits, '-', '_' or '.' (1 to 64 of them)")]
+    #[error(
+        "node name '{0}' is not valid: use letters, digits, '-', '_' or '.' (1 to 64 of them)"
+    )]
     Name(String),
 }
 
@@ -134,7 +136,11 @@ mod tests {
     fn file_overrides_defaults_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warren.toml");
-        std::fs::write(&path, "name = \"n1\"\ncluster_listen = \"127.0.0.1:5000\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "name = \"n1\"\ncluster_listen = \"127.0.0.1:5000\"\n",
+        )
+        .unwrap();
         let mut config = NodeConfig::default();
         config.apply(ConfigFile::load(&path).unwrap());
         assert_eq!(config.name, "n1");

@@ -26,7 +26,9 @@ use warren_actors::vhost::VHost;
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
 use warren_storage::Store;
-use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
+use warren_supervisor::{
+    ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec,
+};
 
 pub use config::NodeConfig;
 use gateway::{Gateway, GatewayArgs};
@@ -144,17 +146,23 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let (root, _) = Supervisor::start("node", None, root_spec, None).await?;
     let root = SupervisorHandle::new(root);
 
-    let node_server = warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
+    let node_server =
+        warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
     let gateway_args = (config.name.clone(), vhost.clone());
-    root.start_child(ChildSpec::for_actor(GATEWAY, "gateway", Restart::Permanent, move || {
-        (
-            Gateway,
-            GatewayArgs {
-                node_name: gateway_args.0.clone(),
-                vhost: gateway_args.1.clone(),
-            },
-        )
-    }))
+    root.start_child(ChildSpec::for_actor(
+        GATEWAY,
+        "gateway",
+        Restart::Permanent,
+        move || {
+            (
+                Gateway,
+                GatewayArgs {
+                    node_name: gateway_args.0.clone(),
+                    vhost: gateway_args.1.clone(),
+                },
+            )
+        },
+    ))
     .await?;
     // A client process whose transport closed: its sessions end, its deliveries requeue.
     let watched = watch_sessions(&node_server, "warren.gateway", |event| {
@@ -166,7 +174,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
     });
     if let Err(e) = watched {
-        return Err(NodeError::Recovery(format!("cannot watch client sessions: {e}")));
+        return Err(NodeError::Recovery(format!(
+            "cannot watch client sessions: {e}"
+        )));
     }
     tracing::info!(
         node = %config.name,

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
+use warren_actors::exchange::Destination;
 use warren_actors::message::{Message, SharedMessage};
-use warren_actors::queue::{ConsumeRequest, EnqueueOutcome};
+use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome};
 use warren_actors::vhost::VHost;
 use warren_cluster::protocol::{
-    BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Request,
-    Response, SessionMsg, Settle, SettleKind,
+    BindTarget, BindingInfo, Delivery, ErrorReply, ExchangeInfo, InboxMsg, LocalOnly, Publish,
+    PublishResult, Push, QueueInfo, Request, Response, SessionMsg, Settle, SettleKind,
 };
 
 /// What a session starts from.
@@ -170,7 +171,15 @@ impl SessionState {
                 arguments,
             } => {
                 vhost
-                    .declare_exchange(&name, &kind, durable, auto_delete, internal, passive, arguments)
+                    .declare_exchange(
+                        &name,
+                        &kind,
+                        durable,
+                        auto_delete,
+                        internal,
+                        passive,
+                        arguments,
+                    )
                     .await?;
                 Response::Done
             }
@@ -188,7 +197,15 @@ impl SessionState {
             } => {
                 let owner = exclusive.then_some(self.channel);
                 let ok = vhost
-                    .declare_queue(&name, durable, owner, auto_delete, passive, arguments, self.channel)
+                    .declare_queue(
+                        &name,
+                        durable,
+                        owner,
+                        auto_delete,
+                        passive,
+                        arguments,
+                        self.channel,
+                    )
                     .await?;
                 Response::QueueDeclared {
                     name: ok.name,
@@ -201,7 +218,9 @@ impl SessionState {
                 if_unused,
                 if_empty,
             } => Response::Removed {
-                messages: vhost.delete_queue(&name, if_unused, if_empty, self.channel).await?,
+                messages: vhost
+                    .delete_queue(&name, if_unused, if_empty, self.channel)
+                    .await?,
             },
             Request::PurgeQueue { name } => Response::Removed {
                 messages: vhost.purge_queue(&name, self.channel).await?,
@@ -213,7 +232,13 @@ impl SessionState {
                 arguments,
             } => {
                 vhost
-                    .bind(&source, target_of(target), &routing_key, arguments, self.channel)
+                    .bind(
+                        &source,
+                        target_of(target),
+                        &routing_key,
+                        arguments,
+                        self.channel,
+                    )
                     .await?;
                 Response::Done
             }
@@ -224,7 +249,13 @@ impl SessionState {
                 arguments,
             } => {
                 vhost
-                    .unbind(&source, target_of(target), &routing_key, arguments, self.channel)
+                    .unbind(
+                        &source,
+                        target_of(target),
+                        &routing_key,
+                        arguments,
+                        self.channel,
+                    )
                     .await?;
                 Response::Done
             }
@@ -284,25 +315,71 @@ impl SessionState {
                     },
                 }
             }
-            Request::ListQueues => Response::Queues(vhost.list_queues().await),
-            Request::ListExchanges => Response::Exchanges(vhost.list_exchanges()),
-            Request::ListBindings => Response::Bindings(vhost.list_bindings()),
+            Request::ListQueues => Response::Queues(
+                vhost
+                    .list_queues()
+                    .into_iter()
+                    .map(|q| QueueInfo {
+                        name: q.name,
+                        durable: q.durable,
+                        exclusive: q.exclusive,
+                        auto_delete: q.auto_delete,
+                        messages: q.stats.ready + q.stats.unacked,
+                        ready: q.stats.ready,
+                        unacked: q.stats.unacked,
+                        consumers: q.stats.consumers as u32,
+                        bytes_in_memory: q.stats.bytes_in_memory,
+                        arguments: q.arguments,
+                    })
+                    .collect(),
+            ),
+            Request::ListExchanges => Response::Exchanges(
+                vhost
+                    .list_exchanges()
+                    .into_iter()
+                    .map(|x| ExchangeInfo {
+                        name: x.name,
+                        kind: x.kind.as_str().to_string(),
+                        durable: x.durable,
+                        auto_delete: x.auto_delete,
+                        internal: x.internal,
+                        arguments: x.arguments,
+                    })
+                    .collect(),
+            ),
+            Request::ListBindings => Response::Bindings(
+                vhost
+                    .list_bindings()
+                    .into_iter()
+                    .map(|b| BindingInfo {
+                        source: b.source,
+                        target: match b.destination {
+                            Destination::Queue(q) => BindTarget::Queue(q),
+                            Destination::Exchange(x) => BindTarget::Exchange(x),
+                        },
+                        routing_key: b.routing_key,
+                        arguments: b.arguments,
+                    })
+                    .collect(),
+            ),
             Request::Ping => Response::Done,
         })
     }
 
     /// Routes a batch, hands each queue its share, and answers once all confirmed.
-    fn publish(&mut self, batch: Vec<Publish>, reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>) {
+    fn publish(
+        &mut self,
+        batch: Vec<Publish>,
+        reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>,
+    ) {
         let mut results: Vec<Option<PublishResult>> = vec![None; batch.len()];
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
         for (i, p) in batch.into_iter().enumerate() {
-            let routed = self.vhost.route(
-                &p.exchange,
-                &p.routing_key,
-                p.properties.headers.as_ref(),
-            );
+            let routed =
+                self.vhost
+                    .route(&p.exchange, &p.routing_key, p.properties.headers.as_ref());
             let queues = match routed {
                 Ok(q) => q,
                 Err(e) => {
@@ -348,7 +425,10 @@ impl SessionState {
         tokio::spawn(async move {
             for (rx, indices) in waits {
                 let outcomes = rx.await.unwrap_or_else(|_| {
-                    vec![EnqueueOutcome::Rejected("the queue restarted before confirming".into()); indices.len()]
+                    vec![
+                        EnqueueOutcome::Rejected("the queue restarted before confirming".into());
+                        indices.len()
+                    ]
                 });
                 for (i, outcome) in indices.into_iter().zip(outcomes) {
                     if let EnqueueOutcome::Rejected(why) = outcome {
@@ -420,7 +500,10 @@ impl SessionState {
         let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
         for s in settles {
             let tags: Vec<u64> = if s.multiple {
-                self.unsettled.range(..=s.delivery_tag).map(|(t, _)| *t).collect()
+                self.unsettled
+                    .range(..=s.delivery_tag)
+                    .map(|(t, _)| *t)
+                    .collect()
             } else if self.unsettled.contains_key(&s.delivery_tag) {
                 vec![s.delivery_tag]
             } else {
@@ -447,9 +530,9 @@ impl SessionState {
     }
 }
 
-fn target_of(target: BindTarget) -> warren_actors::exchange::Destination {
+fn target_of(target: BindTarget) -> Destination {
     match target {
-        BindTarget::Queue(q) => warren_actors::exchange::Destination::Queue(q),
-        BindTarget::Exchange(e) => warren_actors::exchange::Destination::Exchange(e),
+        BindTarget::Queue(q) => Destination::Queue(q),
+        BindTarget::Exchange(e) => Destination::Exchange(e),
     }
 }

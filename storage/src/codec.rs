@@ -292,7 +292,10 @@ mod tests {
     fn truncated_value_is_corrupt() {
         let bytes = encode(&sample()).expect("encodes");
         let err = decode::<Sample>(&bytes[..bytes.len() - 2]).expect_err("truncated");
-        assert!(matches!(err, DecodeError::Corrupt { version: 1, .. }), "{err}");
+        assert!(
+            matches!(err, DecodeError::Corrupt { version: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]

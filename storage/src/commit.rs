@@ -20,30 +20,33 @@ use crate::error::CommitError;
 #[must_use = "a Commit tells whether the batch was stored; drop it explicitly to ignore that"]
 #[derive(Debug)]
 pub struct Commit {
+    /// The data file, for the error if the writer never answers.
+    path: Arc<Path>,
     state: State,
 }
 
 #[derive(Debug)]
 enum State {
     /// The writer holds the other end.
-    Waiting {
-        answer: oneshot::Receiver<Result<(), CommitError>>,
-        /// For the error if the writer drops the answer without sending it.
-        path: Arc<Path>,
-    },
+    Waiting(oneshot::Receiver<Result<(), CommitError>>),
     /// Answered without reaching the writer (store closed); taken once.
     Ready(Option<Result<(), CommitError>>),
 }
 
 impl Commit {
-    pub(crate) fn waiting(answer: oneshot::Receiver<Result<(), CommitError>>, path: Arc<Path>) -> Commit {
+    pub(crate) fn waiting(
+        answer: oneshot::Receiver<Result<(), CommitError>>,
+        path: Arc<Path>,
+    ) -> Commit {
         Commit {
-            state: State::Waiting { answer, path },
+            path,
+            state: State::Waiting(answer),
         }
     }
 
-    pub(crate) fn ready(result: Result<(), CommitError>) -> Commit {
+    pub(crate) fn ready(result: Result<(), CommitError>, path: Arc<Path>) -> Commit {
         Commit {
+            path,
             state: State::Ready(Some(result)),
         }
     }
@@ -74,20 +77,18 @@ impl Future for Commit {
     type Output = Result<(), CommitError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            State::Waiting { answer, path } => match Pin::new(answer).poll(cx) {
+        let this = self.get_mut();
+        let stopped = || CommitError::WriterStopped {
+            path: this.path.to_path_buf(),
+        };
+        match &mut this.state {
+            State::Waiting(answer) => match Pin::new(answer).poll(cx) {
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(CommitError::WriterStopped {
-                    path: path.to_path_buf(),
-                })),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(stopped())),
                 Poll::Pending => Poll::Pending,
             },
-            State::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
-                // Polled again after completion: answer consistently rather than panic.
-                Err(CommitError::WriterStopped {
-                    path: std::path::PathBuf::new(),
-                })
-            })),
+            // Polled again after completion: answer rather than panic.
+            State::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| Err(stopped()))),
         }
     }
 }
@@ -148,6 +149,6 @@ mod tests {
     #[test]
     fn ready_commit_resolves_immediately() {
         let err = CommitError::Closed { path: "/x".into() };
-        assert_eq!(Commit::ready(Err(err.clone())).wait(), Err(err));
+        assert_eq!(Commit::ready(Err(err.clone()), path()).wait(), Err(err));
     }
 }

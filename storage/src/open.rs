@@ -7,10 +7,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
-use redb::{
-    Database, DatabaseError, ReadableDatabase, StorageError, TableError,
-    TableHandle,
-};
+use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError, TableHandle};
 
 use crate::error::OpenError;
 use crate::store::StoreOptions;
@@ -47,26 +44,58 @@ pub(crate) fn open_file(path: &Path, options: &StoreOptions) -> Result<Opened, O
             ),
         });
     }
-    // redb trusts a file that was shut down cleanly and may panic (debug
-    // assertions) on one damaged behind its back; such a panic must become an
-    // error the operator can act on, not a crash.
-    let attempt = panic::catch_unwind(AssertUnwindSafe(|| open_and_check(path, options)));
-    match attempt {
+    guarded(path, || {
+        let db = builder(options)
+            .create(path)
+            .map_err(|err| map_database_error(path, err))?;
+        validate(path, db)
+    })
+}
+
+/// Opens a database on any redb backend (tests inject failing disks with it).
+#[cfg(test)]
+pub(crate) fn open_backend(
+    path: &Path,
+    options: &StoreOptions,
+    backend: impl redb::StorageBackend,
+) -> Result<Opened, OpenError> {
+    guarded(path, || {
+        let db = builder(options)
+            .create_with_backend(backend)
+            .map_err(|err| map_database_error(path, err))?;
+        validate(path, db)
+    })
+}
+
+fn builder(options: &StoreOptions) -> redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(options.cache_size);
+    builder.set_check_integrity_on_open(options.verify_on_open);
+    builder
+}
+
+/// Runs an open attempt, turning a redb panic into [`OpenError::Corrupt`]: redb
+/// trusts a file that was shut down cleanly and may panic on one damaged
+/// behind its back; the operator must get an error to act on, not a crash.
+fn guarded(
+    path: &Path,
+    attempt: impl FnOnce() -> Result<Opened, OpenError>,
+) -> Result<Opened, OpenError> {
+    match panic::catch_unwind(AssertUnwindSafe(attempt)) {
         Ok(result) => result,
         Err(payload) => Err(OpenError::Corrupt {
             path: path.to_path_buf(),
-            cause: format!("redb gave up reading it ({})", panic_message(&*payload)),
+            cause: format!(
+                "its pages are not what redb wrote (redb: {}); opening with \
+                 verify_on_open checks every page",
+                panic_message(&*payload)
+            ),
         }),
     }
 }
 
-fn open_and_check(path: &Path, options: &StoreOptions) -> Result<Opened, OpenError> {
-    let mut builder = Database::builder();
-    builder.set_cache_size(options.cache_size);
-    builder.set_check_integrity_on_open(options.verify_on_open);
-    let db = builder
-        .create(path)
-        .map_err(|err| map_database_error(path, err))?;
+/// Checks the format of an open database and creates missing tables.
+fn validate(path: &Path, db: Database) -> Result<Opened, OpenError> {
     let next_id = check_format(path, &db)?;
     initialise(path, &db, next_id)?;
     Ok(Opened { db, next_id })
@@ -98,10 +127,7 @@ fn check_format(path: &Path, db: &Database) -> Result<u64, OpenError> {
             }
             return Err(OpenError::NotWarren {
                 path: path.to_path_buf(),
-                cause: format!(
-                    "it has tables {} but no `format` table",
-                    tables.join(", ")
-                ),
+                cause: format!("it has tables {} but no `format` table", tables.join(", ")),
             });
         }
         Err(err) => return Err(map_table_error(path, err)),
@@ -199,6 +225,13 @@ fn map_storage_error(path: &Path, err: StorageError) -> OpenError {
         StorageError::Io(source) if source.kind() == std::io::ErrorKind::InvalidData => {
             OpenError::NotADatabase { path: path_buf }
         }
+        // Shorter than redb's own header: cut off.
+        StorageError::Io(source) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+            OpenError::Corrupt {
+                path: path_buf,
+                cause: format!("the file ends early, it was truncated ({source})"),
+            }
+        }
         StorageError::Io(source) => OpenError::Io {
             path: path_buf,
             source,
@@ -258,7 +291,10 @@ mod tests {
         let txn = opened.db.begin_read().expect("read");
         let format = txn.open_table(FORMAT).expect("format table");
         assert_eq!(
-            format.get(FORMAT_VERSION_KEY).expect("get").map(|g| g.value()),
+            format
+                .get(FORMAT_VERSION_KEY)
+                .expect("get")
+                .map(|g| g.value()),
             Some(FILE_FORMAT_VERSION)
         );
         let names: Vec<String> = txn
@@ -266,8 +302,16 @@ mod tests {
             .expect("list")
             .map(|t| t.name().to_string())
             .collect();
-        for expected in ["queue.index", "queue.body", "partition.log", "consumer.offsets"] {
-            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        for expected in [
+            "queue.index",
+            "queue.body",
+            "partition.log",
+            "consumer.offsets",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
         }
         assert!(names.iter().any(|n| n == "replication.log"));
         for table in MetaTable::ALL {
@@ -288,9 +332,18 @@ mod tests {
                 .expect("insert");
             txn.commit().expect("commit");
         }
-        let err = open_file(&path, &options()).err().expect("newer format refused");
+        let err = open_file(&path, &options())
+            .err()
+            .expect("newer format refused");
         assert!(
-            matches!(err, OpenError::NewerFormat { found: 3, supported: 1, .. }),
+            matches!(
+                err,
+                OpenError::NewerFormat {
+                    found: 3,
+                    supported: 1,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         let text = err.to_string();
@@ -325,7 +378,9 @@ mod tests {
                 .expect("insert");
             txn.commit().expect("commit");
         }
-        let err = open_file(&path, &options()).err().expect("foreign file refused");
+        let err = open_file(&path, &options())
+            .err()
+            .expect("foreign file refused");
         assert!(matches!(err, OpenError::NotWarren { .. }), "{err:?}");
         assert!(err.to_string().contains("sessions"), "{err}");
     }
@@ -344,7 +399,9 @@ mod tests {
                 .expect("insert");
             txn.commit().expect("commit");
         }
-        let err = open_file(&path, &options()).err().expect("mistyped table refused");
+        let err = open_file(&path, &options())
+            .err()
+            .expect("mistyped table refused");
         assert!(matches!(err, OpenError::NotWarren { .. }), "{err:?}");
     }
 }

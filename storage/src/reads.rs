@@ -46,7 +46,11 @@ impl ReadContext<'_> {
 }
 
 /// Starts a read transaction.
-pub(crate) fn begin(db: &Database, path: &Path, table: &'static str) -> Result<ReadTransaction, ReadError> {
+pub(crate) fn begin(
+    db: &Database,
+    path: &Path,
+    table: &'static str,
+) -> Result<ReadTransaction, ReadError> {
     db.begin_read().map_err(|err| match err {
         redb::TransactionError::Storage(err) => ReadContext { path, table }.storage(err),
         other => ReadContext { path, table }.other(other),
@@ -93,7 +97,10 @@ pub(crate) fn for_each_index(
         Err(TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(err) => return Err(cx.table(err)),
     };
-    for entry in table.range(owner_range(queue)).map_err(|err| cx.storage(err))? {
+    for entry in table
+        .range(owner_range(queue))
+        .map_err(|err| cx.storage(err))?
+    {
         let (key, value) = entry.map_err(|err| cx.storage(err))?;
         let (_, seq) = key.value();
         f(seq, value.value());
@@ -128,7 +135,10 @@ pub(crate) fn bodies(
 
 /// The ids of queues with at least one stored message, ascending. Seeks from
 /// queue to queue (one B-tree descent per queue), without scanning messages.
-pub(crate) fn queues_with_messages(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
+pub(crate) fn queues_with_messages(
+    txn: &ReadTransaction,
+    path: &Path,
+) -> Result<Vec<u64>, ReadError> {
     let cx = ReadContext {
         path,
         table: "queue.index",

@@ -210,7 +210,13 @@ impl Writer {
 
     /// Adds a write or flush request to the group; refuses at once a batch with
     /// a value redb cannot store, so that it fails alone.
-    fn admit(&self, request: Request, group: &mut Vec<Pending>, ops: &mut usize, bytes: &mut usize) {
+    fn admit(
+        &self,
+        request: Request,
+        group: &mut Vec<Pending>,
+        ops: &mut usize,
+        bytes: &mut usize,
+    ) {
         match request {
             Request::Write { batch, answer } => {
                 let largest = batch.ops.iter().map(Op::largest_value).max().unwrap_or(0);
@@ -251,17 +257,8 @@ impl Writer {
         }
         let durable = group.iter().any(|pending| pending.durable) || self.flush_due();
         let result = self.commit(&group, durable);
-        match &result {
-            Ok(()) => {
-                let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
-                let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
-                let bytes = group.iter().map(|pending| pending.payload as u64).sum();
-                self.shared.stats.committed(durable, batches, ops, bytes);
-            }
-            Err(err) => {
-                self.shared.stats.failed();
-                tracing::error!(batches = group.len(), error = %err, "store commit failed");
-            }
+        if let Err(err) = &result {
+            tracing::error!(batches = group.len(), error = %err, "store commit failed");
         }
         for pending in group {
             let _ = pending.answer.send(result.clone());
@@ -274,9 +271,24 @@ impl Writer {
             .is_some_and(|since| since.elapsed() >= self.config.flush_interval)
     }
 
+    /// Commits the group and counts the outcome in the stats.
+    fn commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
+        let result = self.try_commit(group, durable);
+        match &result {
+            Ok(()) => {
+                let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
+                let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
+                let bytes = group.iter().map(|pending| pending.payload as u64).sum();
+                self.shared.stats.committed(durable, batches, ops, bytes);
+            }
+            Err(_) => self.shared.stats.failed(),
+        }
+        result
+    }
+
     /// One write transaction holding every op of the group (and the id counter
     /// if it moved), committed with the given durability.
-    fn commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
+    fn try_commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
         let Some(db) = guard.as_ref() else {
@@ -294,18 +306,22 @@ impl Writer {
         // Loaded after the whole group was received: every id handed out before
         // a batch of this group was submitted is covered by this value.
         let next_id = self.shared.next_id.load(Ordering::SeqCst);
-        let applied = apply_group(&txn, group, (next_id != self.persisted_next_id).then_some(next_id));
+        let applied = apply_group(
+            &txn,
+            group,
+            (next_id != self.persisted_next_id).then_some(next_id),
+        );
         if let Err(err) = applied {
             // Dropping the transaction rolls it back.
             drop(txn);
             return Err(self.storage_error(err));
         }
         if let Err(err) = txn.commit() {
-            let err = self.storage_error(err);
+            let wrapped = self.storage_error(&err);
             if self.failure.is_none() {
                 self.failure = Some(err.to_string());
             }
-            return Err(err);
+            return Err(wrapped);
         }
         self.persisted_next_id = next_id;
         if durable {
@@ -349,10 +365,11 @@ impl Writer {
     fn compact(&mut self) -> Result<bool, CompactError> {
         let path = self.path().to_path_buf();
         if self.unflushed_since.is_some() {
-            self.commit(&[], true).map_err(|err| CompactError::Storage {
-                path: path.clone(),
-                cause: err.to_string(),
-            })?;
+            self.commit(&[], true)
+                .map_err(|err| CompactError::Storage {
+                    path: path.clone(),
+                    cause: err.to_string(),
+                })?;
         }
         let shared = Arc::clone(&self.shared);
         let mut guard = shared.db.write().unwrap_or_else(PoisonError::into_inner);

@@ -86,7 +86,10 @@ fn pipelined_batches_from_one_thread_apply_in_order() {
     for seq in 0..200 {
         commits.push(store.submit(Batch::non_durable(vec![put(7, seq)])));
         if seq % 2 == 0 {
-            commits.push(store.submit(Batch::non_durable(vec![Op::DeleteMessage { queue: 7, seq }])));
+            commits.push(store.submit(Batch::non_durable(vec![Op::DeleteMessage {
+                queue: 7,
+                seq,
+            }])));
         }
     }
     commits.push(store.submit(Batch::durable(vec![Op::UpdateIndex {
@@ -146,7 +149,11 @@ fn non_durable_writes_are_made_durable_on_close() {
             .submit(Batch::non_durable(vec![put(3, 9)]))
             .wait()
             .expect("commit");
-        assert_eq!(store.stats().fsyncs, fsyncs, "non-durable commit must not fsync");
+        assert_eq!(
+            store.stats().fsyncs,
+            fsyncs,
+            "non-durable commit must not fsync"
+        );
         // Dropping the last handle closes the store.
     }
     let store = Store::open(&path).expect("reopen");
@@ -166,7 +173,10 @@ fn non_durable_writes_are_fsynced_within_the_flush_interval() {
         .expect("commit");
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.stats().fsyncs == fsyncs {
-        assert!(Instant::now() < deadline, "no fsync after the flush interval");
+        assert!(
+            Instant::now() < deadline,
+            "no fsync after the flush interval"
+        );
         thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(store.stats().fsyncs, fsyncs + 1);
@@ -205,7 +215,10 @@ fn delete_queue_messages_removes_exactly_one_queue() {
         let seqs: Vec<u64> = indexes(&store, queue).into_iter().map(|(s, _)| s).collect();
         assert_eq!(seqs, vec![0, 1, 500, u64::MAX], "queue {queue}");
         assert_eq!(
-            store.read_bodies(queue, &[0, u64::MAX]).expect("read").len(),
+            store
+                .read_bodies(queue, &[0, u64::MAX])
+                .expect("read")
+                .len(),
             2
         );
     }
@@ -316,7 +329,10 @@ fn meta_tables_are_separate_and_sorted_by_key() {
         store.read_meta(MetaTable::Bindings).expect("read"),
         vec![("/\u{0}a".to_string(), b"binding".to_vec())]
     );
-    assert!(store.read_meta(MetaTable::Policies).expect("read").is_empty());
+    assert!(store
+        .read_meta(MetaTable::Policies)
+        .expect("read")
+        .is_empty());
 }
 
 #[test]
@@ -334,8 +350,13 @@ fn queues_with_messages_lists_each_queue_once() {
         store.queues_with_messages().expect("queues"),
         vec![0, 7, 42, u64::MAX]
     );
-    let deletes = (0..50).map(|seq| Op::DeleteMessage { queue: 42, seq }).collect();
-    store.submit(Batch::durable(deletes)).wait().expect("commit");
+    let deletes = (0..50)
+        .map(|seq| Op::DeleteMessage { queue: 42, seq })
+        .collect();
+    store
+        .submit(Batch::durable(deletes))
+        .wait()
+        .expect("commit");
     assert_eq!(
         store.queues_with_messages().expect("queues"),
         vec![0, 7, u64::MAX]
@@ -368,7 +389,10 @@ fn allocate_id_is_unique_across_reopen() {
     assert!(!sorted.contains(&0), "0 is never handed out");
     let store = Store::open(&path).expect("reopen");
     let next = store.allocate_id();
-    assert!(next > *sorted.last().expect("ids"), "{next} reused after reopen");
+    assert!(
+        next > *sorted.last().expect("ids"),
+        "{next} reused after reopen"
+    );
 }
 
 #[test]
@@ -382,12 +406,17 @@ fn closed_store_refuses_writes_and_reads() {
         .wait()
         .expect_err("closed");
     assert!(matches!(err, CommitError::Closed { .. }), "{err:?}");
-    assert!(err.to_string().contains(&store.path().display().to_string()));
+    assert!(err
+        .to_string()
+        .contains(&store.path().display().to_string()));
     assert!(matches!(
         other.read_meta(MetaTable::Vhosts),
         Err(ReadError::Closed { .. })
     ));
-    assert!(matches!(other.flush().wait(), Err(CommitError::Closed { .. })));
+    assert!(matches!(
+        other.flush().wait(),
+        Err(CommitError::Closed { .. })
+    ));
 }
 
 #[test]

@@ -64,13 +64,23 @@ pub struct ChildSpec {
 impl ChildSpec {
     /// A leaf child from any start closure, e.g.
     ///
-    /// ```ignore
-    /// ChildSpec::new("queue:/orders", "queue", Restart::Permanent, move |sup| {
+    /// ```
+    /// # use ractor::{Actor, ActorProcessingErr, ActorRef};
+    /// # use warren_supervisor::{ChildSpec, Restart};
+    /// # struct MyActor;
+    /// # impl Actor for MyActor {
+    /// #     type Msg = (); type State = (); type Arguments = u32;
+    /// #     async fn pre_start(&self, _: ActorRef<()>, _: u32) -> Result<(), ActorProcessingErr> { Ok(()) }
+    /// # }
+    /// let name = "queue:/orders".to_string();
+    /// let spec = ChildSpec::new(name.clone(), "queue", Restart::Permanent, move |sup| {
+    ///     // Called for every (re)start, so it clones what the future takes.
     ///     let name = name.clone();
     ///     async move {
-    ///         Actor::spawn_linked(Some(name), MyActor, args, sup).await.map(|(r, _)| r.get_cell())
+    ///         Actor::spawn_linked(Some(name), MyActor, 42, sup).await.map(|(r, _)| r.get_cell())
     ///     }
-    /// })
+    /// });
+    /// assert_eq!(spec.kind, "queue");
     /// ```
     pub fn new<F, Fut>(
         name: impl Into<String>,

@@ -50,15 +50,13 @@ impl ChildEntry {
     /// table still says `Running`.
     pub(crate) fn effective_status(&self) -> ChildStatus {
         match (&self.cell, self.status) {
-            (Some(cell), ChildStatus::Running | ChildStatus::Starting) => {
-                match cell.get_status() {
-                    ActorStatus::Unstarted | ActorStatus::Starting => ChildStatus::Starting,
-                    ActorStatus::Running | ActorStatus::Upgrading | ActorStatus::Draining => {
-                        ChildStatus::Running
-                    }
-                    ActorStatus::Stopping | ActorStatus::Stopped => ChildStatus::Stopped,
+            (Some(cell), ChildStatus::Running | ChildStatus::Starting) => match cell.get_status() {
+                ActorStatus::Unstarted | ActorStatus::Starting => ChildStatus::Starting,
+                ActorStatus::Running | ActorStatus::Upgrading | ActorStatus::Draining => {
+                    ChildStatus::Running
                 }
-            }
+                ActorStatus::Stopping | ActorStatus::Stopped => ChildStatus::Stopped,
+            },
             (_, status) => status,
         }
     }
@@ -72,7 +70,9 @@ impl ChildEntry {
 
     pub(crate) fn uptime_ms(&self, now: Instant) -> u64 {
         self.started_at
-            .map(|t| u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX))
+            .map(|t| {
+                u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+            })
             .unwrap_or(0)
     }
 

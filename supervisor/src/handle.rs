@@ -91,7 +91,10 @@ impl SupervisorHandle {
 
     /// Snapshot of the whole tree below (and including) this supervisor;
     /// each supervisor gets `per_node_timeout` to answer.
-    pub async fn snapshot(&self, per_node_timeout: Duration) -> Result<TreeSnapshot, SupervisorError> {
+    pub async fn snapshot(
+        &self,
+        per_node_timeout: Duration,
+    ) -> Result<TreeSnapshot, SupervisorError> {
         snapshot_tree(&self.actor, per_node_timeout).await
     }
 
@@ -142,7 +145,9 @@ pub(crate) async fn request<T: Send + 'static>(
         }),
         // The send failed or the supervisor dropped the reply port: it is
         // stopping or gone.
-        Ok(CallResult::SenderError) | Err(_) => Err(SupervisorError::Unreachable(display_name(actor))),
+        Ok(CallResult::SenderError) | Err(_) => {
+            Err(SupervisorError::Unreachable(display_name(actor)))
+        }
     }
 }
 

@@ -8,17 +8,29 @@
 //!
 //! ## Using it
 //!
-//! ```ignore
+//! ```
+//! # use std::time::Duration;
+//! # use ractor::{Actor, ActorProcessingErr, ActorRef};
+//! use warren_supervisor::*;
+//! # struct Queue;
+//! # impl Actor for Queue {
+//! #     type Msg = (); type State = (); type Arguments = ();
+//! #     async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> { Ok(()) }
+//! # }
+//! # #[tokio::main] async fn main() -> Result<(), SupervisorError> {
+//! let exchanges = SupervisorSpec::new(Strategy::RestForOne);
 //! let spec = SupervisorSpec::new(Strategy::OneForOne)
 //!     .with_intensity(3, Duration::from_secs(5))
-//!     .child(ChildSpec::for_actor("queue:/orders", "queue", Restart::Permanent, || (Queue, args())))
-//!     .child(ChildSpec::supervisor("exchanges", Restart::Permanent, exchanges_spec));
-//! let (sup, _join) = Supervisor::start("root", None, spec, None).await?;
-//! let sup = SupervisorHandle::new(sup);
-//! sup.start_child(ChildSpec::for_actor("queue:/audit", "queue", Restart::Transient, || (Queue, args()))).await?;
-//! let tree = sup.snapshot(Duration::from_millis(500)).await?;     // serde-serialisable
-//! let where_ = sup.locate("queue:/orders", Duration::from_millis(500)).await?;
-//! sup.shutdown(Duration::from_secs(10)).await?;                    // children stop in reverse order
+//!     .child(ChildSpec::for_actor("queue:/orders", "queue", Restart::Permanent, || (Queue, ())))
+//!     .child(ChildSpec::supervisor("exchanges", Restart::Permanent, exchanges));
+//! let (root, _join) = Supervisor::start("root", None, spec, None).await?;
+//! let root = SupervisorHandle::new(root);
+//! root.start_child(ChildSpec::for_actor("queue:/audit", "queue", Restart::Transient, || (Queue, ()))).await?;
+//! assert!(ractor::registry::where_is("queue:/audit").is_some());
+//! let tree = root.snapshot(Duration::from_millis(500)).await?; // serde-serialisable TreeSnapshot
+//! assert_eq!(tree.locate("queue:/orders").unwrap().strategy.as_deref(), Some("one_for_one"));
+//! root.shutdown(Duration::from_secs(10)).await?; // children stop in reverse start order
+//! # Ok(()) }
 //! ```
 //!
 //! ## Layout (one concern per file)
@@ -89,7 +101,5 @@ pub use restart::{Exit, Restart};
 pub use snapshot::{ChildLocation, ChildStatus, TreeSnapshot};
 pub use spec::SupervisorSpec;
 pub use strategy::Strategy;
-pub use supervisor::{
-    Supervisor, SupervisorArgs, SupervisorMsg, SupervisorState, SHUTDOWN_REASON,
-};
+pub use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg, SupervisorState, SHUTDOWN_REASON};
 pub use tree::{snapshot_tree, SupervisorReport, MAX_SNAPSHOT_DEPTH};

@@ -120,7 +120,12 @@ mod tests {
     fn node(name: &str, strategy: Option<&str>, children: Vec<TreeSnapshot>) -> TreeSnapshot {
         TreeSnapshot {
             name: name.into(),
-            kind: if strategy.is_some() { "supervisor" } else { "queue" }.into(),
+            kind: if strategy.is_some() {
+                "supervisor"
+            } else {
+                "queue"
+            }
+            .into(),
             status: ChildStatus::Running,
             restarts: 0,
             mailbox_len: None,

@@ -65,7 +65,11 @@ mod tests {
 
     #[test]
     fn out_of_range_is_empty() {
-        for s in [Strategy::OneForOne, Strategy::OneForAll, Strategy::RestForOne] {
+        for s in [
+            Strategy::OneForOne,
+            Strategy::OneForAll,
+            Strategy::RestForOne,
+        ] {
             assert!(s.affected(4, 4).is_empty());
             assert!(s.affected(0, 0).is_empty());
         }

@@ -70,9 +70,9 @@ async fn transient_child_restarts_only_after_abnormal_exit() {
         c.status == ChildStatus::Stopped && c.cell.is_none()
     })
     .await;
-    // Exits are handled in order, and a later failure is processed after
-    // the normal stop; if the normal stop had caused a restart it would
-    // have happened by then.
+    // A restart would have happened in the same step that cleared the cell.
+    // A later failure of a sibling, processed after it, shows the
+    // supervisor moved on without revisiting the stopped child.
     tell("tran:failed", WorkerMsg::Fail);
     wait_restarted(&sup, "tran:failed", 2).await;
     let c = child(&sup, "tran:normal").await;
@@ -103,7 +103,7 @@ async fn temporary_child_is_never_restarted() {
             && child(&sup, "temp:normal").await.cell.is_none()
     })
     .await;
-    // Same ordering argument as for transient children.
+    // As above: the supervisor moves on and the temporaries stay down.
     tell("temp:witness", WorkerMsg::Fail);
     wait_restarted(&sup, "temp:witness", 1).await;
 
@@ -146,11 +146,18 @@ async fn exceeding_intensity_stops_children_and_fails_to_the_parent() {
         .expect("supervisor task ends cleanly");
 
     assert_eq!(sup.get_status(), ActorStatus::Stopped);
-    assert_eq!(bystander.get_status(), ActorStatus::Stopped, "children are stopped");
+    assert_eq!(
+        bystander.get_status(),
+        ActorStatus::Stopped,
+        "children are stopped"
+    );
     assert!(ractor::registry::where_is("int:crashy").is_none());
     assert!(ractor::registry::where_is("int:sup").is_none());
 
-    wait_until("probe saw the failure", || async { !seen.lock().unwrap().is_empty() }).await;
+    wait_until("probe saw the failure", || async {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
     let events = seen.lock().unwrap().clone();
     match &events[..] {
         [Seen::Failed { name, reason }] => {
@@ -214,7 +221,9 @@ async fn failed_restart_shows_restarting_and_is_retried() {
             starts.fetch_add(1, Ordering::SeqCst);
             async move {
                 if fail {
-                    return Err(ractor::SpawnErr::StartupFailed("storage unavailable".into()));
+                    return Err(ractor::SpawnErr::StartupFailed(
+                        "storage unavailable".into(),
+                    ));
                 }
                 let args = WorkerArgs {
                     name: "retry:a".into(),
@@ -236,7 +245,10 @@ async fn failed_restart_shows_restarting_and_is_retried() {
     .await;
     // Retried in the background (first retry after 50 ms).
     let attempts = starts.load(Ordering::SeqCst);
-    wait_until("a retry happened", || async { starts.load(Ordering::SeqCst) > attempts }).await;
+    wait_until("a retry happened", || async {
+        starts.load(Ordering::SeqCst) > attempts
+    })
+    .await;
     assert_eq!(child(&sup, "retry:a").await.status, ChildStatus::Restarting);
 
     broken.store(false, Ordering::SeqCst);

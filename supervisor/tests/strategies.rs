@@ -58,11 +58,17 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let sup = start(
         "o41:sup",
         Strategy::OneForOne,
-        vec![worker("o41:a", Restart::Permanent), b, worker("o41:c", Restart::Permanent)],
+        vec![
+            worker("o41:a", Restart::Permanent),
+            b,
+            worker("o41:c", Restart::Permanent),
+        ],
     )
     .await;
     let before = ids(&sup, &["o41:a", "o41:b", "o41:c"]).await;
-    let registered_before = ractor::registry::where_is("o41:b").expect("b registered").get_id();
+    let registered_before = ractor::registry::where_is("o41:b")
+        .expect("b registered")
+        .get_id();
     assert_eq!(registered_before, before[1]);
 
     tell("o41:b", WorkerMsg::Fail);
@@ -75,7 +81,10 @@ async fn one_for_one_restarts_only_the_failed_child() {
     assert_eq!(sup.restart_count("o41:a").await.unwrap(), 0);
     assert_eq!(sup.restart_count("o41:c").await.unwrap(), 0);
     // The registry follows the new instance.
-    assert_eq!(ractor::registry::where_is("o41:b").map(|c| c.get_id()), Some(after[1]));
+    assert_eq!(
+        ractor::registry::where_is("o41:b").map(|c| c.get_id()),
+        Some(after[1])
+    );
     assert_eq!(ping("o41:b").await, "o41:b");
 
     sup.shutdown(WAIT).await.unwrap();
@@ -121,7 +130,10 @@ async fn rest_for_one_restarts_the_failed_child_and_later_ones() {
     let sup = start(
         "r41:sup",
         Strategy::RestForOne,
-        names.iter().map(|n| worker(n, Restart::Permanent)).collect(),
+        names
+            .iter()
+            .map(|n| worker(n, Restart::Permanent))
+            .collect(),
     )
     .await;
     let before = ids(&sup, &names).await;
@@ -153,7 +165,10 @@ async fn panicking_child_is_restarted() {
     let sup = start(
         "pan:sup",
         Strategy::OneForOne,
-        vec![worker("pan:a", Restart::Permanent), worker("pan:b", Restart::Transient)],
+        vec![
+            worker("pan:a", Restart::Permanent),
+            worker("pan:b", Restart::Transient),
+        ],
     )
     .await;
     let a0 = cell_of(&sup, "pan:a").await.get_id();

@@ -82,9 +82,14 @@ pub enum TopologyError {
     /// A redeclaration that differs from the existing exchange (406).
     #[error("inequivalent arg '{}' for exchange '{}' in vhost '{vhost}': received {} but current is {}",
         .detail.field, .detail.exchange, .detail.received, .detail.current)]
-    Inequivalent { vhost: String, detail: Inequivalence },
+    Inequivalent {
+        vhost: String,
+        detail: Inequivalence,
+    },
     /// An argument of the wrong AMQP type, e.g. a numeric `alternate-exchange` (406).
-    #[error("invalid type '{type_name}' for arg '{arg}' in exchange '{exchange}' in vhost '{vhost}'")]
+    #[error(
+        "invalid type '{type_name}' for arg '{arg}' in exchange '{exchange}' in vhost '{vhost}'"
+    )]
     InvalidArgType {
         exchange: String,
         vhost: String,

@@ -116,12 +116,15 @@ pub fn logged_worker(name: &str, kind: &str, log: &Log, delay: Duration) -> Chil
         stop_log: Some(log.clone()),
         stop_delay: delay,
     };
-    ChildSpec::for_actor(name, kind, Restart::Permanent, move || (Worker, args.clone()))
+    ChildSpec::for_actor(name, kind, Restart::Permanent, move || {
+        (Worker, args.clone())
+    })
 }
 
 /// Sends `msg` to the worker registered under `name`.
 pub fn tell(name: &str, msg: WorkerMsg) {
-    let cell = ractor::registry::where_is(name).unwrap_or_else(|| panic!("{name} is not registered"));
+    let cell =
+        ractor::registry::where_is(name).unwrap_or_else(|| panic!("{name} is not registered"));
     ActorRef::<WorkerMsg>::from(cell)
         .cast(msg)
         .unwrap_or_else(|_| panic!("could not send to {name}"));
@@ -129,7 +132,8 @@ pub fn tell(name: &str, msg: WorkerMsg) {
 
 /// Asks the worker registered under `name` for its name (proves it runs).
 pub async fn ping(name: &str) -> String {
-    let cell = ractor::registry::where_is(name).unwrap_or_else(|| panic!("{name} is not registered"));
+    let cell =
+        ractor::registry::where_is(name).unwrap_or_else(|| panic!("{name} is not registered"));
     ractor::call_t!(ActorRef::<WorkerMsg>::from(cell), WorkerMsg::Ping, 5_000)
         .unwrap_or_else(|e| panic!("ping {name}: {e:?}"))
 }
@@ -172,18 +176,27 @@ pub async fn cell_of(sup: &SupervisorHandle, name: &str) -> ActorCell {
 
 /// Waits until child `name` has been restarted `n` times and runs again.
 pub async fn wait_restarted(sup: &SupervisorHandle, name: &str, n: u32) {
-    wait_until(&format!("{name} restarted {n} times and running"), || async {
-        let c = child(sup, name).await;
-        c.restarts == n && c.status == warren_supervisor::ChildStatus::Running
-    })
+    wait_until(
+        &format!("{name} restarted {n} times and running"),
+        || async {
+            let c = child(sup, name).await;
+            c.restarts == n && c.status == warren_supervisor::ChildStatus::Running
+        },
+    )
     .await;
 }
 
 /// What a [`Probe`] saw.
 #[derive(Debug, Clone)]
 pub enum Seen {
-    Failed { name: Option<String>, reason: String },
-    Terminated { name: Option<String>, reason: Option<String> },
+    Failed {
+        name: Option<String>,
+        reason: String,
+    },
+    Terminated {
+        name: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 /// A bare parent that records its children's exits and does nothing else.

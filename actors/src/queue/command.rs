@@ -1,0 +1,100 @@
+//! What the shell asks of a queue ([`Command`]) and what the queue answers at once
+//! ([`Reply`]). Everything that happens later or elsewhere is an
+//! [`Effect`](super::effects::Effect).
+
+use std::sync::Arc;
+
+use crate::message::SharedMessage;
+
+/// A message's number within its queue: assigned at enqueue, strictly increasing,
+/// never reused; also its storage key.
+pub type Seq = u64;
+
+/// The shell's identifier of a channel (opaque to the queue).
+pub type ChannelId = u64;
+
+/// The shell's identifier of a publish awaiting a confirm (opaque to the queue).
+pub type PublishId = u64;
+
+/// A consumer tag, unique per channel. Shared, because every delivery carries it.
+pub type ConsumerTag = Arc<str>;
+
+/// A command to the queue. Applied with
+/// [`QueueState::apply`](super::state::QueueState::apply).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// A message routed to this queue. `confirm` is set when the publisher wants a
+    /// confirm: it is answered with `Effect::Confirm` (or `Effect::Reject` when the
+    /// queue refuses the message).
+    Enqueue {
+        message: SharedMessage,
+        confirm: Option<PublishId>,
+    },
+    /// `basic.consume`. `prefetch` 0 is unlimited; `priority` is the consumer's
+    /// `x-priority` argument (0 when absent).
+    Consume {
+        tag: ConsumerTag,
+        channel: ChannelId,
+        prefetch: u32,
+        no_ack: bool,
+        exclusive: bool,
+        priority: i32,
+    },
+    /// `basic.cancel`. The consumer's unacked messages stay unacked on its channel.
+    Cancel {
+        channel: ChannelId,
+        tag: ConsumerTag,
+    },
+    /// The channel closed: its consumers go, its unacked messages return to the
+    /// queue, redelivered, in their original place.
+    ChannelDown { channel: ChannelId },
+    /// `basic.ack`: the channel expands `multiple` into the seqs it covers.
+    Ack { channel: ChannelId, seqs: Vec<Seq> },
+    /// `basic.reject` / `basic.nack`: requeue, or dead-letter (discard without a
+    /// dead-letter exchange).
+    Reject {
+        channel: ChannelId,
+        seqs: Vec<Seq>,
+        requeue: bool,
+    },
+    /// `basic.get`, answered with `Effect::GetOk` or `Effect::GetEmpty` (possibly
+    /// after the head's body is loaded).
+    Get { channel: ChannelId, no_ack: bool },
+    /// `queue.purge`: removes the ready messages.
+    Purge,
+    /// `queue.delete`; afterwards every command but the storage answers fails with
+    /// 404. The shell removes the queue's stored messages (one range delete).
+    Delete { if_unused: bool, if_empty: bool },
+    /// The queue was (re)declared, actively or passively: restarts the `x-expires`
+    /// timer. Check equivalence first with
+    /// [`QueueConfig::check_equivalent`](super::config::QueueConfig::check_equivalent).
+    Touch,
+    /// Time passed: expire messages and the queue. Every command does this too; the
+    /// shell sends `Tick` at [`next_deadline`](super::state::QueueState::next_deadline).
+    Tick,
+    /// Storage confirmed these `Effect::Store` writes (fsynced if durable).
+    Stored(Vec<Seq>),
+    /// Bodies asked for by `Effect::LoadBodies`.
+    BodiesLoaded(Vec<(Seq, SharedMessage)>),
+    /// Storage has no body for these seqs: the messages are dropped and counted as
+    /// lost (a storage fault; the shell should log it).
+    BodiesMissing(Vec<Seq>),
+}
+
+/// The queue's immediate answer to a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Done; anything else it caused is in the effects.
+    Ok,
+    /// The message was accepted under this seq (it may already have been delivered,
+    /// dropped or expired: see the effects).
+    Enqueued { seq: Seq },
+    /// The queue is full and refuses publishes (`x-overflow: reject-publish[-dlx]`).
+    PublishRejected,
+    /// `basic.cancel` done; `existed` is false for an unknown tag (not an error in AMQP).
+    Cancelled { existed: bool },
+    /// `queue.purge` removed this many ready messages.
+    Purged { count: u64 },
+    /// `queue.delete` done; the queue held this many ready messages.
+    Deleted { message_count: u64 },
+}

@@ -1,0 +1,924 @@
+//! The queue actor: the thin shell that runs a [`QueueState`] and performs its effects.
+//!
+//! The state machine decides; this shell only does I/O and messaging:
+//! - storage writes are gathered while the mailbox has more to say and committed as one
+//!   batch (the shell sends itself `Flush`, which arrives after everything already
+//!   queued), and the store's answer comes back as `Command::Stored`;
+//! - bodies paged out of memory are read on a blocking thread and come back as
+//!   `Command::BodiesLoaded`;
+//! - deliveries produced by one message are grouped per channel into one event;
+//! - publish confirms are answered per publish batch once every message in it is
+//!   confirmed or refused;
+//! - time comes from the system clock, and the next `Tick` is scheduled exactly at
+//!   the state's next deadline.
+//!
+//! A crash (panic or error) loses nothing stored: the supervisor restarts the actor,
+//! which rebuilds the state from the store's index records and re-attaches the
+//! consumers recorded in the queue's shared handle.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use warren_storage::{Batch, Op, Store};
+
+use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
+use crate::error::BrokerError;
+use crate::message::{Message, SharedMessage};
+use crate::queue::{
+    Command, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig, QueueError, QueueState,
+    QueueStats, Reply, Seq,
+};
+
+/// What became of one message handed to a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// As safe as promised (in memory, or fsynced for persistent on a durable queue).
+    Confirmed,
+    /// The queue refused it (full with reject-publish), with the reason.
+    Rejected(String),
+}
+
+/// A consumer as its channel registers it. Kept in the queue's shared handle so a
+/// restarted queue actor re-attaches it.
+#[derive(Clone)]
+pub struct ConsumeRequest {
+    pub tag: Arc<str>,
+    pub channel: ChannelId,
+    pub sink: ChannelSink,
+    pub prefetch: u32,
+    pub no_ack: bool,
+    pub exclusive: bool,
+}
+
+/// Republishes a dead-lettered message: (exchange, routing key, message).
+pub type DeadLetterFn = Arc<dyn Fn(&str, &str, SharedMessage) + Send + Sync>;
+/// Asks the vhost to delete the queue (it expired, or auto-delete fired).
+pub type DeleteSelfFn = Arc<dyn Fn(Arc<str>) + Send + Sync>;
+
+/// What the queue's actor and the rest of the node share; outlives actor restarts.
+pub struct QueueShared {
+    pub name: Arc<str>,
+    /// The registry name of the actor, e.g. `queue:/orders`.
+    pub actor_name: String,
+    /// The queue's storage id: its messages are keyed by (id, seq).
+    pub id: u64,
+    pub config: QueueConfig,
+    /// The channel whose connection owns an exclusive queue.
+    pub owner: Option<ChannelId>,
+    pub arguments: crate::message::FieldTable,
+    consumers: Mutex<Vec<ConsumeRequest>>,
+    stats: Mutex<QueueStats>,
+    /// Incremented each time the actor starts (restarts are this minus one).
+    pub incarnations: AtomicU64,
+}
+
+impl QueueShared {
+    pub fn new(
+        id: u64,
+        config: QueueConfig,
+        owner: Option<ChannelId>,
+        arguments: crate::message::FieldTable,
+    ) -> Arc<Self> {
+        let name: Arc<str> = config.name.as_str().into();
+        Arc::new(QueueShared {
+            actor_name: format!("queue:{}{}", vhost_prefix(&config.vhost), name),
+            name,
+            id,
+            config,
+            owner,
+            arguments,
+            consumers: Mutex::new(Vec::new()),
+            stats: Mutex::new(QueueStats::default()),
+            incarnations: AtomicU64::new(0),
+        })
+    }
+
+    /// The counters as of the actor's last step.
+    pub fn stats(&self) -> QueueStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn consumers(&self) -> std::sync::MutexGuard<'_, Vec<ConsumeRequest>> {
+        self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `/` stays `/`; any other vhost name gets a `/` before the queue name.
+fn vhost_prefix(vhost: &str) -> String {
+    if vhost == "/" {
+        "/".into()
+    } else {
+        format!("{vhost}/")
+    }
+}
+
+/// Messages to a queue actor. Local-only: remote nodes reach a queue through a session.
+pub enum QueueMsg {
+    Publish {
+        messages: Vec<SharedMessage>,
+        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
+    },
+    Consume {
+        request: ConsumeRequest,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    Cancel {
+        channel: ChannelId,
+        tag: Arc<str>,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    Ack {
+        channel: ChannelId,
+        seqs: Vec<Seq>,
+    },
+    Reject {
+        channel: ChannelId,
+        seqs: Vec<Seq>,
+        requeue: bool,
+    },
+    Get {
+        channel: ChannelId,
+        no_ack: bool,
+        reply: oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>,
+    },
+    ChannelDown {
+        channel: ChannelId,
+    },
+    Purge {
+        reply: oneshot::Sender<Result<u64, BrokerError>>,
+    },
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<u64, BrokerError>>,
+    },
+    /// A redeclaration: restarts the queue's expiry timer.
+    Touch,
+    /// Fail on purpose (the debug shell's `crash`, and tests of recovery).
+    Crash,
+    /// Internal: commit the storage writes gathered so far.
+    Flush,
+    /// Internal: storage committed these writes.
+    Stored(Vec<Seq>),
+    /// Internal: bodies read back from storage (or missing).
+    Loaded {
+        found: Vec<(Seq, SharedMessage)>,
+        missing: Vec<Seq>,
+    },
+    /// Internal: a deadline passed.
+    Tick,
+}
+
+impl ractor::Message for QueueMsg {}
+
+/// What a queue actor starts from.
+#[derive(Clone)]
+pub struct QueueArgs {
+    pub shared: Arc<QueueShared>,
+    pub store: Store,
+    pub dead_letter: DeadLetterFn,
+    pub delete_self: DeleteSelfFn,
+}
+
+pub struct QueueActor;
+
+/// A publish batch waiting for its confirms.
+struct PendingBatch {
+    outcomes: Vec<Option<EnqueueOutcome>>,
+    remaining: usize,
+    reply: oneshot::Sender<Vec<EnqueueOutcome>>,
+}
+
+pub struct QueueShell {
+    myself: ActorRef<QueueMsg>,
+    args: QueueArgs,
+    state: QueueState,
+    effects: Vec<Effect>,
+    /// Channel -> where its events go and which of its consumers settle nothing.
+    channels: HashMap<ChannelId, (ChannelSink, HashMap<Arc<str>, bool>)>,
+    /// Deliveries of the current step, per channel.
+    outbox: HashMap<ChannelId, Vec<QueueDelivery>>,
+    next_publish: PublishId,
+    /// Publish id -> (batch id, index in batch).
+    publishes: HashMap<PublishId, (u64, usize)>,
+    batches: HashMap<u64, PendingBatch>,
+    next_batch: u64,
+    gets: HashMap<
+        ChannelId,
+        VecDeque<(
+            bool,
+            oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>,
+        )>,
+    >,
+    /// Writes gathered since the last flush, and the seqs whose `Stored` they answer.
+    ops: Vec<Op>,
+    stored: Vec<Seq>,
+    durable_batch: bool,
+    flush_scheduled: bool,
+    /// The deadline a `Tick` is already scheduled for.
+    tick_at: Option<u64>,
+    deleted: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn broker_error(e: QueueError) -> BrokerError {
+    BrokerError::new(e.reply_code(), e.to_string())
+}
+
+impl Actor for QueueActor {
+    type Msg = QueueMsg;
+    type State = QueueShell;
+    type Arguments = QueueArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: QueueArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let shared = args.shared.clone();
+        shared.incarnations.fetch_add(1, Ordering::Relaxed);
+        // Rebuild from the index records only: bodies load when they are delivered.
+        let store = args.store.clone();
+        let id = shared.id;
+        let records = tokio::task::spawn_blocking(move || {
+            let mut records = Vec::new();
+            let mut bad = 0u64;
+            let result =
+                store.for_each_index(id, |seq, bytes| {
+                    match warren_storage::codec::decode::<IndexRecord>(bytes) {
+                        Ok(r) => records.push((seq, r)),
+                        Err(_) => bad += 1,
+                    }
+                });
+            result.map(|()| (records, bad))
+        })
+        .await??;
+        let (records, bad) = records;
+        if bad > 0 {
+            tracing::error!(queue = %shared.name, "{bad} stored index records did not decode and were skipped");
+        }
+        let recovered = records.len();
+        let mut recovery_effects = Vec::new();
+        let state = QueueState::recover(
+            shared.config.clone(),
+            records,
+            now_ms(),
+            &mut recovery_effects,
+        );
+        if recovered > 0 {
+            tracing::info!(queue = %shared.name, "recovered {recovered} stored messages");
+        }
+        let mut shell = QueueShell {
+            myself,
+            args,
+            state,
+            effects: Vec::new(),
+            channels: HashMap::new(),
+            outbox: HashMap::new(),
+            next_publish: 1,
+            publishes: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 1,
+            gets: HashMap::new(),
+            ops: Vec::new(),
+            stored: Vec::new(),
+            durable_batch: false,
+            flush_scheduled: false,
+            tick_at: None,
+            deleted: false,
+        };
+        for effect in recovery_effects {
+            shell.perform(effect);
+        }
+        // Re-attach the consumers of a previous incarnation.
+        let consumers = shared.consumers().clone();
+        for c in consumers {
+            if let Err(e) = shell.consume(c.clone(), false) {
+                tracing::warn!(queue = %shared.name, tag = %c.tag, "consumer not re-attached: {e}");
+            }
+        }
+        Ok(shell)
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shell: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        shell.after_step(&myself);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shell: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Whatever was gathered still goes to disk (a graceful stop loses nothing).
+        if !shell.ops.is_empty() {
+            let batch = Batch {
+                ops: std::mem::take(&mut shell.ops),
+                durable: shell.durable_batch,
+            };
+            let _ = shell.args.store.submit(batch).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        shell: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            QueueMsg::Publish { messages, confirm } => shell.publish(messages, confirm),
+            QueueMsg::Consume { request, reply } => {
+                let _ = reply.send(shell.consume(request, true));
+            }
+            QueueMsg::Cancel {
+                channel,
+                tag,
+                reply,
+            } => {
+                shell
+                    .args
+                    .shared
+                    .consumers()
+                    .retain(|c| !(c.channel == channel && c.tag == tag));
+                let result = shell
+                    .apply(Command::Cancel {
+                        channel,
+                        tag: tag.clone(),
+                    })
+                    .map(drop);
+                if let Some((_, tags)) = shell.channels.get_mut(&channel) {
+                    tags.remove(&tag);
+                }
+                let _ = reply.send(result);
+            }
+            QueueMsg::Ack { channel, seqs } => {
+                // An ack for a message the queue no longer holds as unacked (it was
+                // requeued by a restart, say) is ignored: the message is redelivered.
+                if let Err(e) = shell.apply(Command::Ack { channel, seqs }) {
+                    tracing::debug!(queue = %shell.args.shared.name, "ack ignored: {e}");
+                }
+            }
+            QueueMsg::Reject {
+                channel,
+                seqs,
+                requeue,
+            } => {
+                if let Err(e) = shell.apply(Command::Reject {
+                    channel,
+                    seqs,
+                    requeue,
+                }) {
+                    tracing::debug!(queue = %shell.args.shared.name, "reject ignored: {e}");
+                }
+            }
+            QueueMsg::Get {
+                channel,
+                no_ack,
+                reply,
+            } => {
+                shell
+                    .gets
+                    .entry(channel)
+                    .or_default()
+                    .push_back((no_ack, reply));
+                if let Err(e) = shell.apply(Command::Get { channel, no_ack }) {
+                    if let Some((_, reply)) =
+                        shell.gets.get_mut(&channel).and_then(|q| q.pop_back())
+                    {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            QueueMsg::ChannelDown { channel } => {
+                shell
+                    .args
+                    .shared
+                    .consumers()
+                    .retain(|c| c.channel != channel);
+                shell.channels.remove(&channel);
+                let _ = shell.apply(Command::ChannelDown { channel });
+            }
+            QueueMsg::Purge { reply } => {
+                let result = shell.apply(Command::Purge).map(|r| match r {
+                    Reply::Purged { count } => count,
+                    _ => 0,
+                });
+                let _ = reply.send(result);
+            }
+            QueueMsg::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                let result = shell.apply(Command::Delete {
+                    if_unused,
+                    if_empty,
+                });
+                let result = match result {
+                    Ok(Reply::Deleted { message_count }) => {
+                        shell.deleted = true;
+                        shell.ops.push(Op::DeleteQueueMessages {
+                            queue: shell.args.shared.id,
+                        });
+                        shell.durable_batch = true;
+                        shell.flush(&myself).await;
+                        Ok(message_count)
+                    }
+                    Ok(_) => Ok(0),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            QueueMsg::Touch => {
+                let _ = shell.apply(Command::Touch);
+            }
+            QueueMsg::Crash => {
+                return Err(format!("queue {} crashed on request", shell.args.shared.name).into());
+            }
+            QueueMsg::Flush => {
+                shell.flush_scheduled = false;
+                shell.flush(&myself).await;
+            }
+            QueueMsg::Stored(seqs) => {
+                let _ = shell.apply(Command::Stored(seqs));
+            }
+            QueueMsg::Loaded { found, missing } => {
+                if !missing.is_empty() {
+                    tracing::error!(queue = %shell.args.shared.name, "{} stored bodies are missing", missing.len());
+                    let _ = shell.apply(Command::BodiesMissing(missing));
+                }
+                if !found.is_empty() {
+                    let _ = shell.apply(Command::BodiesLoaded(found));
+                }
+            }
+            QueueMsg::Tick => {
+                shell.tick_at = None;
+                let _ = shell.apply(Command::Tick);
+            }
+        }
+        shell.after_step(&myself);
+        Ok(())
+    }
+}
+
+impl QueueShell {
+    /// Applies one command and performs its effects.
+    fn apply(&mut self, command: Command) -> Result<Reply, BrokerError> {
+        let mut effects = std::mem::take(&mut self.effects);
+        let reply = self.state.apply(command, now_ms(), &mut effects);
+        for effect in effects.drain(..) {
+            self.perform(effect);
+        }
+        self.effects = effects;
+        reply.map_err(broker_error)
+    }
+
+    fn publish(
+        &mut self,
+        messages: Vec<SharedMessage>,
+        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
+    ) {
+        let batch_id = confirm.as_ref().map(|_| {
+            let id = self.next_batch;
+            self.next_batch += 1;
+            id
+        });
+        if let (Some(id), Some(reply)) = (batch_id, confirm) {
+            self.batches.insert(
+                id,
+                PendingBatch {
+                    outcomes: vec![None; messages.len()],
+                    remaining: messages.len(),
+                    reply,
+                },
+            );
+        }
+        for (i, message) in messages.into_iter().enumerate() {
+            let publish = batch_id.map(|b| {
+                let p = self.next_publish;
+                self.next_publish += 1;
+                self.publishes.insert(p, (b, i));
+                p
+            });
+            match self.apply(Command::Enqueue {
+                message,
+                confirm: publish,
+            }) {
+                Ok(Reply::PublishRejected) => {
+                    if let Some(p) = publish {
+                        self.settle_publish(p, self.rejected_outcome());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(p) = publish {
+                        self.settle_publish(p, EnqueueOutcome::Rejected(e.text));
+                    }
+                }
+            }
+        }
+        if let Some(id) = batch_id {
+            self.finish_batch_if_done(id);
+        }
+    }
+
+    fn rejected_outcome(&self) -> EnqueueOutcome {
+        EnqueueOutcome::Rejected(format!(
+            "queue '{}' in vhost '{}' is full (x-overflow: reject-publish)",
+            self.args.shared.name, self.args.shared.config.vhost
+        ))
+    }
+
+    fn settle_publish(&mut self, publish: PublishId, outcome: EnqueueOutcome) {
+        let Some((batch_id, index)) = self.publishes.remove(&publish) else {
+            return;
+        };
+        if let Some(batch) = self.batches.get_mut(&batch_id) {
+            if batch.outcomes[index].is_none() {
+                batch.outcomes[index] = Some(outcome);
+                batch.remaining -= 1;
+            }
+        }
+        self.finish_batch_if_done(batch_id);
+    }
+
+    fn finish_batch_if_done(&mut self, batch_id: u64) {
+        if self
+            .batches
+            .get(&batch_id)
+            .is_some_and(|b| b.remaining == 0)
+        {
+            if let Some(batch) = self.batches.remove(&batch_id) {
+                let outcomes = batch
+                    .outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or(EnqueueOutcome::Confirmed))
+                    .collect();
+                let _ = batch.reply.send(outcomes);
+            }
+        }
+    }
+
+    fn consume(&mut self, request: ConsumeRequest, record: bool) -> Result<(), BrokerError> {
+        let entry = self
+            .channels
+            .entry(request.channel)
+            .or_insert_with(|| (request.sink.clone(), HashMap::new()));
+        entry.1.insert(request.tag.clone(), request.no_ack);
+        let result = self.apply(Command::Consume {
+            tag: request.tag.clone(),
+            channel: request.channel,
+            prefetch: request.prefetch,
+            no_ack: request.no_ack,
+            exclusive: request.exclusive,
+            priority: 0,
+        });
+        match result {
+            Ok(_) => {
+                if record {
+                    self.args.shared.consumers().push(request);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some((_, tags)) = self.channels.get_mut(&request.channel) {
+                    tags.remove(&request.tag);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn perform(&mut self, effect: Effect) {
+        let id = self.args.shared.id;
+        match effect {
+            Effect::Store {
+                seq,
+                message,
+                record,
+                durable,
+            } => {
+                match (
+                    warren_storage::codec::encode(&record),
+                    warren_storage::codec::encode(&*message),
+                ) {
+                    (Ok(index), Ok(body)) => {
+                        self.ops.push(Op::PutMessage {
+                            queue: id,
+                            seq,
+                            index,
+                            body,
+                        });
+                        self.stored.push(seq);
+                        self.durable_batch |= durable;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(queue = %self.args.shared.name, "cannot encode message {seq}: {e}");
+                    }
+                }
+            }
+            Effect::UpdateIndex { seq, record } => {
+                if let Ok(index) = warren_storage::codec::encode(&record) {
+                    self.ops.push(Op::UpdateIndex {
+                        queue: id,
+                        seq,
+                        index,
+                    });
+                }
+            }
+            Effect::Remove { seq } => self.ops.push(Op::DeleteMessage { queue: id, seq }),
+            Effect::LoadBodies { seqs } => {
+                let store = self.args.store.clone();
+                let me = self.myself.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (found, missing) = load_bodies(&store, id, &seqs);
+                    let _ = me.cast(QueueMsg::Loaded { found, missing });
+                });
+            }
+            Effect::Deliver {
+                channel,
+                tag,
+                seq,
+                message,
+                redelivered,
+                delivery_count: _,
+            } => {
+                let no_ack = self
+                    .channels
+                    .get(&channel)
+                    .and_then(|(_, tags)| tags.get(&tag).copied())
+                    .unwrap_or(false);
+                self.outbox.entry(channel).or_default().push(QueueDelivery {
+                    queue: self.args.shared.name.clone(),
+                    consumer_tag: tag,
+                    seq,
+                    message,
+                    redelivered,
+                    no_ack,
+                });
+            }
+            Effect::GetOk {
+                channel,
+                seq,
+                message,
+                redelivered,
+                delivery_count: _,
+                message_count,
+                no_ack,
+            } => {
+                if let Some((_, reply)) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
+                    let delivery = QueueDelivery {
+                        queue: self.args.shared.name.clone(),
+                        consumer_tag: "".into(),
+                        seq,
+                        message,
+                        redelivered,
+                        no_ack,
+                    };
+                    let _ = reply.send(Ok(Some((delivery, message_count))));
+                }
+            }
+            Effect::GetEmpty { channel } => {
+                if let Some((_, reply)) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Effect::Confirm { publish } => self.settle_publish(publish, EnqueueOutcome::Confirmed),
+            Effect::Reject { publish } => {
+                let outcome = self.rejected_outcome();
+                self.settle_publish(publish, outcome);
+            }
+            Effect::DeadLetter {
+                seq: _,
+                message,
+                reason: _,
+                exchange,
+                routing_key,
+            } => (self.args.dead_letter)(&exchange, &routing_key, message),
+            Effect::ConsumerActive { .. } => {}
+            Effect::DeleteQueue { reason } => {
+                let why = match reason {
+                    DeleteReason::Expired => "expired (x-expires)",
+                    DeleteReason::AutoDelete => "auto-delete: its last consumer left",
+                };
+                tracing::info!(queue = %self.args.shared.name, "queue deleted: {why}");
+                (self.args.delete_self)(self.args.shared.name.clone());
+            }
+        }
+    }
+
+    /// After each message: send deliveries, schedule the flush and the next tick,
+    /// publish the counters.
+    fn after_step(&mut self, myself: &ActorRef<QueueMsg>) {
+        for (channel, deliveries) in self.outbox.drain() {
+            if let Some((sink, _)) = self.channels.get(&channel) {
+                sink(QueueEvent::Deliver(deliveries));
+            }
+        }
+        if !self.ops.is_empty() && !self.flush_scheduled && !self.deleted {
+            self.flush_scheduled = myself.cast(QueueMsg::Flush).is_ok();
+        }
+        if let Some(deadline) = self.state.next_deadline() {
+            if self.tick_at.is_none_or(|t| deadline < t) {
+                let wait = deadline.saturating_sub(now_ms());
+                myself.send_after(Duration::from_millis(wait), || QueueMsg::Tick);
+                self.tick_at = Some(deadline);
+            }
+        }
+        *self
+            .args
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = self.state.stats();
+    }
+
+    /// Commits the gathered writes; the store answers with `Stored` when durable.
+    async fn flush(&mut self, myself: &ActorRef<QueueMsg>) {
+        if self.ops.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            ops: std::mem::take(&mut self.ops),
+            durable: std::mem::take(&mut self.durable_batch),
+        };
+        let stored = std::mem::take(&mut self.stored);
+        let commit = self.args.store.submit(batch);
+        let me = myself.clone();
+        let name = self.args.shared.name.clone();
+        tokio::spawn(async move {
+            match commit.await {
+                Ok(()) => {
+                    if !stored.is_empty() {
+                        let _ = me.cast(QueueMsg::Stored(stored));
+                    }
+                }
+                // The messages stay in memory and unconfirmed: the publisher's confirm
+                // never comes, so it republishes. Fail the actor so it restarts clean.
+                Err(e) => {
+                    tracing::error!(queue = %name, "storage write failed: {e}");
+                    let _ = me.cast(QueueMsg::Crash);
+                }
+            }
+        });
+    }
+}
+
+fn load_bodies(store: &Store, queue: u64, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
+    let mut found = Vec::with_capacity(seqs.len());
+    let mut missing = Vec::new();
+    match store.read_bodies(queue, seqs) {
+        Ok(bodies) => {
+            let mut got = std::collections::HashSet::with_capacity(bodies.len());
+            for (seq, bytes) in bodies {
+                match warren_storage::codec::decode::<Message>(&bytes) {
+                    Ok(m) => {
+                        got.insert(seq);
+                        found.push((seq, Arc::new(m)));
+                    }
+                    Err(e) => {
+                        tracing::error!("stored message {seq} of queue {queue} is corrupt: {e}")
+                    }
+                }
+            }
+            missing.extend(seqs.iter().filter(|s| !got.contains(s)));
+        }
+        Err(e) => {
+            tracing::error!("cannot read bodies of queue {queue}: {e}");
+            missing.extend_from_slice(seqs);
+        }
+    }
+    (found, missing)
+}
+
+/// A handle on a queue: finds its actor by name, so it stays valid across restarts.
+#[derive(Clone)]
+pub struct QueueHandle {
+    pub shared: Arc<QueueShared>,
+}
+
+impl QueueHandle {
+    pub fn name(&self) -> &Arc<str> {
+        &self.shared.name
+    }
+
+    fn actor(&self) -> Option<ActorRef<QueueMsg>> {
+        ractor::registry::where_is(self.shared.actor_name.clone()).map(ActorRef::from)
+    }
+
+    fn unavailable(&self) -> BrokerError {
+        BrokerError::queue_unavailable(&self.shared.config.vhost, &self.shared.name)
+    }
+
+    fn send(&self, msg: QueueMsg) -> Result<(), BrokerError> {
+        match self.actor() {
+            Some(a) => a.cast(msg).map_err(|_| self.unavailable()),
+            None => Err(self.unavailable()),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, BrokerError>>) -> QueueMsg,
+    ) -> Result<T, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| self.unavailable())?
+    }
+
+    /// Hands messages to the queue; `confirm` answers once each is safe or refused.
+    pub fn publish(
+        &self,
+        messages: Vec<SharedMessage>,
+        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
+    ) {
+        // If the actor is down the confirm sender is dropped: the publisher sees the
+        // messages as not confirmed, which is the truth.
+        let _ = self.send(QueueMsg::Publish { messages, confirm });
+    }
+
+    pub async fn consume(&self, request: ConsumeRequest) -> Result<(), BrokerError> {
+        self.ask(|reply| QueueMsg::Consume { request, reply }).await
+    }
+
+    pub async fn cancel(&self, channel: ChannelId, tag: &str) -> Result<(), BrokerError> {
+        let tag: Arc<str> = tag.into();
+        self.ask(|reply| QueueMsg::Cancel {
+            channel,
+            tag,
+            reply,
+        })
+        .await
+    }
+
+    pub fn ack(&self, channel: ChannelId, seqs: Vec<Seq>) {
+        let _ = self.send(QueueMsg::Ack { channel, seqs });
+    }
+
+    pub fn reject(&self, channel: ChannelId, seqs: Vec<Seq>, requeue: bool) {
+        let _ = self.send(QueueMsg::Reject {
+            channel,
+            seqs,
+            requeue,
+        });
+    }
+
+    pub async fn get(
+        &self,
+        channel: ChannelId,
+        no_ack: bool,
+    ) -> Result<Option<(QueueDelivery, u64)>, BrokerError> {
+        self.ask(|reply| QueueMsg::Get {
+            channel,
+            no_ack,
+            reply,
+        })
+        .await
+    }
+
+    pub fn channel_down(&self, channel: ChannelId) {
+        let _ = self.send(QueueMsg::ChannelDown { channel });
+    }
+
+    pub async fn purge(&self) -> Result<u64, BrokerError> {
+        self.ask(|reply| QueueMsg::Purge { reply }).await
+    }
+
+    pub async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u64, BrokerError> {
+        self.ask(|reply| QueueMsg::Delete {
+            if_unused,
+            if_empty,
+            reply,
+        })
+        .await
+    }
+
+    pub fn touch(&self) {
+        let _ = self.send(QueueMsg::Touch);
+    }
+
+    /// Makes the queue actor fail (its supervisor restarts it).
+    pub fn crash(&self) -> Result<(), BrokerError> {
+        self.send(QueueMsg::Crash)
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        self.shared.stats()
+    }
+}

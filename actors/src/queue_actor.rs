@@ -175,6 +175,9 @@ pub enum QueueMsg {
 
 impl ractor::Message for QueueMsg {}
 
+/// Where the answer to a `basic.get` goes.
+type GetReply = oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>;
+
 /// What a queue actor starts from.
 #[derive(Clone)]
 pub struct QueueArgs {
@@ -207,13 +210,7 @@ pub struct QueueShell {
     publishes: HashMap<PublishId, (u64, usize)>,
     batches: HashMap<u64, PendingBatch>,
     next_batch: u64,
-    gets: HashMap<
-        ChannelId,
-        VecDeque<(
-            bool,
-            oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>,
-        )>,
-    >,
+    gets: HashMap<ChannelId, VecDeque<(bool, GetReply)>>,
     /// Writes gathered since the last flush, and the seqs whose `Stored` they answer.
     ops: Vec<Op>,
     stored: Vec<Seq>,

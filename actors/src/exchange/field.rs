@@ -324,14 +324,15 @@ mod tests {
             &FieldValue::I64(i64::MAX),
             &FieldValue::F64(f64::INFINITY)
         ));
-        // 2^63 is exactly representable but is not i64::MAX (2^63 - 1).
+        // 2^63 is exactly representable but is not i64::MAX (2^63 - 1): no rounding.
+        let two_63 = 2f64.powi(63);
         assert!(!erlang_eq(
             &FieldValue::I64(i64::MAX),
-            &FieldValue::F64(9.223372036854775808e18)
+            &FieldValue::F64(two_63)
         ));
         assert!(erlang_eq(
             &FieldValue::Timestamp(1 << 63),
-            &FieldValue::F64(9.223372036854775808e18)
+            &FieldValue::F64(two_63)
         ));
         assert!(!erlang_exact_eq(&FieldValue::I32(1), &FieldValue::F64(1.0)));
         assert!(erlang_exact_eq(&FieldValue::I32(1), &FieldValue::I64(1)));

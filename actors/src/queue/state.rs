@@ -511,9 +511,10 @@ impl QueueState {
                 page_out: false,
             },
         );
-        // Deliver first (a consumer may take it at once, even with TTL 0), then apply
-        // the length limit and expiry; only what is still here is stored.
-        self.dispatch(now, effects);
+        // Deliver first (a consumer may take it at once, even with TTL 0: RabbitMQ
+        // tries delivery before expiry), then apply the length limit and expiry; only
+        // what is still here is stored.
+        self.dispatch(now, Some(seq), effects);
         self.enforce_max_length(now, effects);
         self.expire_due(now, effects);
 
@@ -782,7 +783,7 @@ impl QueueState {
     /// What every command ends with: deliver what can be delivered, enforce limits
     /// and deadlines, ask for the bodies that are needed.
     fn settle(&mut self, now: u64, effects: &mut Vec<Effect>) {
-        self.dispatch(now, effects);
+        self.dispatch(now, None, effects);
         self.enforce_max_length(now, effects);
         self.expire_due(now, effects);
         if self.queue_expiry().is_some_and(|at| at <= now) {
@@ -803,8 +804,9 @@ impl QueueState {
     }
 
     /// Hands the head of the ready order to waiting gets, then to consumers with
-    /// credit, until one runs out or the head's body is not in memory.
-    fn dispatch(&mut self, now: u64, effects: &mut Vec<Effect>) {
+    /// credit, until one runs out or the head's body is not in memory. `fresh` is a
+    /// message being enqueued, deliverable now even if its TTL is 0.
+    fn dispatch(&mut self, now: u64, fresh: Option<Seq>, effects: &mut Vec<Effect>) {
         loop {
             let Some(seq) = self.idx.ready.peek() else {
                 for (channel, _) in self.pending_gets.drain(..) {
@@ -815,7 +817,7 @@ impl QueueState {
             let Some(entry) = self.entries.get(&seq) else {
                 return;
             };
-            if entry.is_expired(now) {
+            if entry.is_expired(now) && fresh != Some(seq) {
                 self.dead_letter_or_discard(seq, DeadLetterReason::Expired, now, effects);
                 continue;
             }
@@ -1008,7 +1010,8 @@ impl QueueState {
     /// Asks storage for the bodies that deliveries and dead-lettering need, within
     /// the window (see the `window` module).
     fn pump_loads(&mut self, effects: &mut Vec<Effect>) {
-        let demand = self.consumers.has_demand() || !self.pending_gets.is_empty();
+        // Consumers without credit count: they will ack, and the window is bounded.
+        let demand = !self.consumers.is_empty() || !self.pending_gets.is_empty();
         if demand && !self.idx.paged.is_empty() {
             let head_absent = self
                 .idx

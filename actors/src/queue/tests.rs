@@ -1097,15 +1097,14 @@ fn delete_checks_if_unused_and_if_empty() {
         (e.reply_code(), e.to_string().as_str()),
         (406, "queue 'q' in vhost '/' not empty")
     );
-    q.consume(1, "a", 0);
+    q.consume(1, "a", 1);
     let e = q.s.can_delete(true, false).unwrap_err();
     assert_eq!(e.to_string(), "queue 'q' in vhost '/' in use");
     assert!(
         q.s.can_delete(false, true).is_ok(),
         "the message is unacked, not ready"
     );
-    let seq = q.publish(persistent("p"));
-    let _ = seq;
+    q.publish(persistent("p"));
     q.run(Command::Enqueue {
         message: Arc::new(persistent("p2")),
         confirm: Some(4),

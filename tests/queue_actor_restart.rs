@@ -1,0 +1,100 @@
+//! A queue actor that crashes is restarted by its supervisor and rebuilds its messages
+//! from storage; an exchange actor that crashes comes back with its bindings.
+//! (One node per test binary: ractor's registry is process-global.)
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use warren::node::{self, NodeConfig};
+use warren_actors::exchange::Destination;
+use warren_actors::message::{FieldTable, Message, PERSISTENT};
+use warren_actors::queue_actor::EnqueueOutcome;
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_queue_restarts_with_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = NodeConfig {
+        data_dir: dir.path().join("data"),
+        cluster_listen: ([127, 0, 0, 1], port).into(),
+        ..NodeConfig::default()
+    };
+    let node = node::start(config).await.unwrap();
+    let vhost = node.vhost.clone();
+    vhost
+        .declare_queue("jobs", true, None, false, false, FieldTable::new(), 1)
+        .await
+        .unwrap();
+    vhost
+        .bind(
+            "amq.direct",
+            Destination::Queue("jobs".into()),
+            "work",
+            FieldTable::new(),
+            1,
+        )
+        .await
+        .unwrap();
+
+    let queue = vhost.queue("jobs").unwrap();
+    let messages: Vec<_> = (0..500)
+        .map(|i| {
+            let mut m = Message::new("amq.direct", "work", Bytes::from(format!("job-{i}")));
+            m.properties.delivery_mode = Some(PERSISTENT);
+            Arc::new(m)
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue.publish(messages, Some(tx));
+    let outcomes = rx.await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == EnqueueOutcome::Confirmed));
+    assert_eq!(queue.stats().ready, 500);
+
+    // Crash the queue actor: its supervisor restarts it and it recovers from storage.
+    queue.crash().unwrap();
+    wait_for("the queue's restart", || {
+        queue
+            .shared
+            .incarnations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 2
+            && queue.stats().ready == 500
+    })
+    .await;
+    let restarts = node.root.snapshot(Duration::from_secs(5)).await.unwrap();
+    let entry = restarts.find("queue:/jobs").expect("queue in the tree");
+    assert_eq!(entry.restarts, 1);
+
+    // Crash the exchange actor: routing still works and new bindings still apply.
+    let exchange = ractor::registry::where_is("exchange:/amq.direct".to_string()).unwrap();
+    ractor::ActorRef::<warren_actors::vhost::ExchangeMsg>::from(exchange)
+        .cast(warren_actors::vhost::ExchangeMsg::Crash)
+        .unwrap();
+    wait_for("the exchange's restart", || {
+        ractor::registry::where_is("exchange:/amq.direct".to_string())
+            .is_some_and(|c| c.get_status() == ractor::ActorStatus::Running)
+    })
+    .await;
+    assert_eq!(vhost.route("amq.direct", "work", None).unwrap().len(), 1);
+
+    // Every message comes back, in order, exactly once.
+    for i in 0..500 {
+        let (delivery, _) = queue.get(7, true).await.unwrap().expect("a message");
+        assert_eq!(delivery.message.body, Bytes::from(format!("job-{i}")));
+    }
+    assert!(queue.get(7, true).await.unwrap().is_none());
+    node.shutdown().await;
+}

@@ -24,10 +24,10 @@ use crate::GATEWAY_GROUP;
 pub enum ConnectError {
     #[error("cannot reach a Warren node at {addr}: {reason}; is `warren node` running there? (--node ADDR)")]
     Unreachable { addr: SocketAddr, reason: String },
-    #[error("the node at {addr} refused the connection: the cookie does not match (--cookie-file must name the node's cookie file)")]
+    #[error("the node at {addr} did not accept the handshake: the cookie does not match (--cookie-file must name the node's cookie file), or it is not a Warren node")]
     Refused { addr: SocketAddr },
     #[error(
-        "the node at {addr} did not finish the handshake within {secs} s; is it a Warren node?"
+        "the node at {addr} did not finish the handshake within {secs} s: the cookie does not match (--cookie-file must name the node's cookie file), or it is not a Warren node"
     )]
     Timeout { addr: SocketAddr, secs: u64 },
     #[error("cannot start the client's transport: {0}")]
@@ -44,7 +44,8 @@ pub struct NodeLink {
 }
 
 /// How long to wait for the handshake and for the gateway to appear.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// (Authentication takes milliseconds on a healthy link.)
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(5);
 
 fn client_servers() -> &'static Mutex<HashMap<String, ActorRef<NodeServerMessage>>> {
@@ -168,9 +169,15 @@ async fn wait_ready(
             None => {}
         }
         if Instant::now() > deadline {
-            return Err(ConnectError::Timeout {
-                addr,
-                secs: HANDSHAKE_TIMEOUT.as_secs(),
+            // A session that opened and never authenticated was refused (ractor_cluster
+            // keeps it around rather than reporting the failed challenge).
+            return Err(if seen {
+                ConnectError::Refused { addr }
+            } else {
+                ConnectError::Timeout {
+                    addr,
+                    secs: HANDSHAKE_TIMEOUT.as_secs(),
+                }
             });
         }
         sleep(POLL).await;

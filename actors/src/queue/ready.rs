@@ -219,6 +219,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         /// The ready set behaves like a `BTreeSet<(Reverse(priority), seq)>`.
         #[test]
         fn matches_an_ordered_set(ops in proptest::collection::vec((0u8..3, 0u64..40, 0u8..4), 1..300)) {

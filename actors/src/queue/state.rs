@@ -656,7 +656,9 @@ impl QueueState {
         for seq in seqs {
             self.requeue(seq, now, effects);
         }
-        for id in self.consumers.on_channel(channel) {
+        // Newest first: under single-active-consumer, the channel's active consumer
+        // goes last, so the hand-over skips the channel's other consumers.
+        for id in self.consumers.on_channel(channel).into_iter().rev() {
             self.remove_consumer(id, now, effects);
         }
     }
@@ -783,9 +785,11 @@ impl QueueState {
     /// What every command ends with: deliver what can be delivered, enforce limits
     /// and deadlines, ask for the bodies that are needed.
     fn settle(&mut self, now: u64, effects: &mut Vec<Effect>) {
-        self.dispatch(now, None, effects);
+        // Removals first: dropping a head that waits for its body can make the next
+        // message deliverable.
         self.enforce_max_length(now, effects);
         self.expire_due(now, effects);
+        self.dispatch(now, None, effects);
         if self.queue_expiry().is_some_and(|at| at <= now) {
             effects.push(Effect::DeleteQueue {
                 reason: DeleteReason::Expired,

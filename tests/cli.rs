@@ -1,0 +1,152 @@
+//! The `warren` command against a real node: commands work, wrong input gets one clear
+//! line and a non-zero exit.
+
+mod common;
+
+use common::{free_port, NodeProcess};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_commands_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    drop(node.client().await); // wait until it serves
+
+    let ok = |args: &[&str]| {
+        let (success, out, err) = node.cli(args);
+        assert!(success, "{args:?} failed: {err}");
+        out
+    };
+    let fails = |args: &[&str], needle: &str| {
+        let (success, _, err) = node.cli(args);
+        assert!(!success, "{args:?} should fail");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && first.contains(needle),
+            "{args:?}: expected '{needle}' in: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    };
+
+    ok(&[
+        "declare",
+        "exchange",
+        "logs",
+        "--type",
+        "topic",
+        "--durable",
+    ]);
+    ok(&[
+        "declare",
+        "queue",
+        "errors",
+        "--durable",
+        "--arg",
+        "x-max-length=3",
+    ]);
+    ok(&[
+        "bind",
+        "--exchange",
+        "logs",
+        "--queue",
+        "errors",
+        "--routing-key",
+        "*.error",
+    ]);
+    let out = ok(&[
+        "publish",
+        "--exchange",
+        "logs",
+        "--routing-key",
+        "db.error",
+        "--confirm",
+        "--count",
+        "5",
+        "--body",
+        "boom",
+    ]);
+    assert!(out.contains("5 confirmed"), "{out}");
+    // max-length 3 with drop-head keeps the newest three.
+    let queues: serde_json::Value = serde_json::from_str(&ok(&["queues", "--json"])).unwrap();
+    let errors = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "errors")
+        .unwrap();
+    assert_eq!(errors["messages"], 3);
+    assert_eq!(
+        ok(&["consume", "errors", "--count", "3"]),
+        "boom\nboom\nboom\n"
+    );
+    let bindings = ok(&["bindings", "--json"]);
+    assert!(bindings.contains("*.error"), "{bindings}");
+
+    fails(
+        &["declare", "exchange", "x", "--type", "fanciful"],
+        "fanciful",
+    );
+    fails(&["consume", "nope", "--count", "1"], "no queue 'nope'");
+    fails(
+        &[
+            "declare",
+            "queue",
+            "errors",
+            "--durable",
+            "--arg",
+            "x-max-length=4",
+        ],
+        "inequivalent arg 'x-max-length'",
+    );
+    fails(
+        &["declare", "queue", "bad", "--arg", "x-max-length=-1"],
+        "x-max-length",
+    );
+    fails(&["declare", "queue", "amq.mine"], "reserved prefix");
+    fails(
+        &[
+            "publish",
+            "--exchange",
+            "missing",
+            "--confirm",
+            "--body",
+            "x",
+        ],
+        "no exchange 'missing'",
+    );
+    fails(&["declare", "queue", "x", "--arg", "novalue"], "K=V");
+
+    // A node that is not there, and a wrong cookie.
+    let (success, _, err) = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["queues", "--node", &format!("127.0.0.1:{}", free_port())])
+        .arg("--cookie-file")
+        .arg(node.cookie_file())
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(!success && err.contains("cannot reach"), "{err}");
+    let wrong = dir.path().join("wrong-cookie");
+    std::fs::write(&wrong, "not-the-cookie").unwrap();
+    let (success, _, err) = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["queues", "--node", &node.addr.to_string()])
+        .arg("--cookie-file")
+        .arg(&wrong)
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(!success && err.contains("cookie"), "{err}");
+}

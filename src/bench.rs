@@ -230,8 +230,10 @@ async fn publish(client: Client, args: &BenchArgs, publisher: u32) -> Result<u64
             .publish("", &args.queue, Bytes::from(body), options.clone())
             .await
             .map_err(e)?;
+        // Every confirm is awaited (at the end at the latest), so the run counts only
+        // messages the node took; --confirm bounds how many may be unconfirmed.
+        pending.push_back(confirm);
         if args.confirm {
-            pending.push_back(confirm);
             while pending.len() >= args.window {
                 if let Some(c) = pending.pop_front() {
                     refused += u64::from(c.await.map_err(e)? != PublishResult::Confirmed);

@@ -90,7 +90,8 @@ impl Consumers {
         ids
     }
 
-    /// Whether some consumer may receive a message now.
+    /// Whether some consumer may receive a message now (tests).
+    #[cfg(test)]
     pub fn has_demand(&self) -> bool {
         !self.rotation.is_empty()
     }

@@ -75,6 +75,21 @@
 //!   (requeues and channel closes); a message returned more often is dead-lettered.
 //! - After a restart every recovered message is marked redelivered (the spec allows
 //!   it; recording each delivery would cost a write per message).
+//! - Under single-active-consumer the oldest consumer is active, whatever the
+//!   consumers' `x-priority`.
+//! - `x-max-priority: 0` is accepted (as RabbitMQ does) and means no priorities.
+//! - Dead-lettered messages also get RabbitMQ 3.13's `x-last-death-*` headers.
+//!
+//! # What the shell does
+//!
+//! - Performs the effects in order, batching storage effects into group commits;
+//!   answers `Store` with `Command::Stored` and `LoadBodies` with
+//!   `Command::BodiesLoaded` (or `BodiesMissing`).
+//! - Maps AMQP delivery tags to seqs per channel and expands `multiple` acks/nacks.
+//! - Routes `DeadLetter` effects (checking [`is_dead_letter_cycle`] per target queue).
+//! - Sends `Command::Tick` at [`QueueState::next_deadline`].
+//! - Recovers durable queues with [`QueueState::recover`]; deletes the stored range of
+//!   a deleted queue.
 
 mod config;
 mod deadletter;

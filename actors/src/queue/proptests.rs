@@ -180,6 +180,8 @@ struct Sim {
     /// Delivered and not settled: channel and consumer generation (`None` for a get).
     outstanding: BTreeMap<Seq, (ChannelId, Option<u64>)>,
     gets_waiting: BTreeMap<ChannelId, usize>,
+    /// Returns to the queue per message (requeues and channel closes).
+    returns: BTreeMap<Seq, u32>,
     ended: BTreeMap<Seq, &'static str>,
     deleted: bool,
     next_publish: PublishId,
@@ -205,6 +207,7 @@ impl Sim {
             next_generation: 0,
             outstanding: BTreeMap::new(),
             gets_waiting: BTreeMap::new(),
+            returns: BTreeMap::new(),
             ended: BTreeMap::new(),
             deleted: false,
             next_publish: 1,
@@ -226,7 +229,12 @@ impl Sim {
             return Vec::new();
         }
         let start = pick % held.len();
-        held[start..].iter().take(count).copied().collect()
+        let mut seqs: Vec<Seq> = held[start..].iter().take(count).copied().collect();
+        if pick % 7 == 1 {
+            // A channel listing a message twice settles it once.
+            seqs.push(seqs[0]);
+        }
+        seqs
     }
 
     fn run(&mut self, op: Op) -> Result<(), TestCaseError> {
@@ -539,6 +547,9 @@ impl Sim {
             }
             Command::ChannelDown { channel } => {
                 self.consumers.retain(|(c, _), _| c != channel);
+                for seq in self.outstanding_on(*channel) {
+                    *self.returns.entry(seq).or_default() += 1;
+                }
                 self.outstanding.retain(|_, (c, _)| c != channel);
                 self.gets_waiting.remove(channel);
             }
@@ -549,9 +560,11 @@ impl Sim {
                     }
                 }
             }
-            Command::Reject { seqs, .. } => {
+            Command::Reject { seqs, requeue, .. } => {
                 for s in seqs {
-                    self.outstanding.remove(s);
+                    if self.outstanding.remove(s).is_some() && *requeue {
+                        *self.returns.entry(*s).or_default() += 1;
+                    }
                 }
             }
             Command::Get { channel, .. } => *self.gets_waiting.entry(*channel).or_default() += 1,
@@ -612,8 +625,12 @@ impl Sim {
                 tag,
                 seq,
                 message,
-                ..
+                redelivered,
+                delivery_count,
             } => {
+                let returns = self.returns.get(&seq).copied().unwrap_or(0);
+                prop_assert_eq!(delivery_count, returns);
+                prop_assert_eq!(redelivered, returns > 0);
                 prop_assert!(known(seq));
                 prop_assert_eq!(
                     Some(&message.body),
@@ -660,9 +677,16 @@ impl Sim {
                 seq,
                 message,
                 no_ack,
-                ..
+                redelivered,
+                delivery_count,
+                message_count,
             } => {
                 prop_assert!(known(seq));
+                let returns = self.returns.get(&seq).copied().unwrap_or(0);
+                prop_assert_eq!(delivery_count, returns);
+                prop_assert_eq!(redelivered, returns > 0);
+                // What remained then; consumers may have taken more since.
+                prop_assert!(message_count >= self.q.stats().ready);
                 prop_assert_eq!(
                     Some(&message.body),
                     self.originals.get(&seq).map(|m| &m.body)

@@ -351,7 +351,10 @@ impl QueueState {
             } => {
                 self.check_unacked(channel, &seqs)?;
                 for seq in seqs {
-                    if !self.entries.contains_key(&seq) {
+                    let held = self.entries.get(&seq).is_some_and(
+                        |e| matches!(e.place, Place::Unacked { channel: c, .. } if c == channel),
+                    );
+                    if !held {
                         continue; // listed twice
                     }
                     if requeue {
@@ -474,11 +477,13 @@ impl QueueState {
     ) -> Reply {
         let size = message.body_size();
         let overflow = self.config.overflow();
-        if overflow != Overflow::DropHead && self.is_full_for(size) {
+        // Seqs are never reused; running out (2^64 publishes) refuses the publish.
+        let exhausted = self.next_seq == Seq::MAX;
+        if exhausted || (overflow != Overflow::DropHead && self.is_full_for(size)) {
             if let Some(publish) = confirm {
                 effects.push(Effect::Reject { publish });
             }
-            if overflow == Overflow::RejectPublishDlx {
+            if overflow == Overflow::RejectPublishDlx && !exhausted {
                 self.emit_dead_letter(None, &message, DeadLetterReason::Maxlen, now, effects);
             }
             return Reply::PublishRejected;
@@ -564,11 +569,9 @@ impl QueueState {
     /// Issues the write of a message not yet written.
     fn write(&mut self, seq: Seq, durable: bool, effects: &mut Vec<Effect>) {
         let write = self.modify(seq, |e| {
-            if e.storage != Storage::NotStored {
-                return None;
-            }
+            let message = e.body.clone().filter(|_| e.storage == Storage::NotStored)?;
             e.storage = Storage::Writing;
-            Some((e.body.clone()?, e.record()))
+            Some((message, e.record()))
         });
         if let Some(Some((message, record))) = write {
             effects.push(Effect::Store {
@@ -1035,7 +1038,7 @@ impl QueueState {
                         break;
                     }
                     n += 1;
-                    bytes += size;
+                    bytes = u64::saturating_add(bytes, size);
                     seqs.push(seq);
                 }
                 self.issue_load(seqs, effects);
@@ -1057,7 +1060,7 @@ impl QueueState {
                     break;
                 }
                 n += 1;
-                bytes += e.size;
+                bytes = u64::saturating_add(bytes, e.size);
                 seqs.push(seq);
                 self.dead_letter_waiting.pop_front();
             }
@@ -1103,7 +1106,7 @@ impl QueueState {
         let mut per_consumer: std::collections::BTreeMap<ConsumerId, u32> = Default::default();
         for (&seq, e) in &self.entries {
             tally.add(e);
-            if seq >= self.next_seq {
+            if seq >= self.next_seq && self.next_seq != Seq::MAX {
                 return Err(format!("seq {seq} not below next_seq {}", self.next_seq));
             }
             if e.body.is_none() && e.storage != Storage::Stored {

@@ -122,7 +122,7 @@ impl QueueStats {
             consumers,
             ready_bytes: t.ready_bytes,
             unacked_bytes: t.unacked_bytes,
-            bytes_total: t.ready_bytes + t.unacked_bytes,
+            bytes_total: t.ready_bytes.saturating_add(t.unacked_bytes),
             bytes_in_memory: t.resident_bytes,
             messages_in_memory: t.resident,
             paged_out: t.absent,

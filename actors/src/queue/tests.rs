@@ -1407,3 +1407,62 @@ fn recovery_brings_back_persistent_messages_as_redelivered() {
     // New messages continue after the highest recovered seq.
     assert_eq!(q.publish(msg("new")), 10);
 }
+
+#[test]
+fn seqs_are_never_reused_even_at_the_end_of_the_range() {
+    let record = IndexRecord {
+        size: 1,
+        priority: 0,
+        expires_at: None,
+        delivery_count: 0,
+        redelivered: false,
+        persistent: true,
+    };
+    let mut fx = Vec::new();
+    let s = QueueState::recover(config(&[]), [(Seq::MAX - 2, record)], T0, &mut fx);
+    let mut q = Q { s, now: T0, fx };
+    assert_eq!(q.publish(msg("last")), Seq::MAX - 1);
+    q.drain();
+    let r = q.run(Command::Enqueue {
+        message: Arc::new(msg("one too many")),
+        confirm: Some(3),
+    });
+    assert_eq!(r, Reply::PublishRejected);
+    assert_eq!(q.drain(), vec![Effect::Reject { publish: 3 }]);
+    assert_eq!(q.s.message_count(), 2);
+}
+
+#[test]
+fn a_seq_listed_twice_is_settled_once() {
+    let mut q = Q::with_args(&[]);
+    q.consume(1, "a", 1);
+    let seq = q.publish(msg("a"));
+    q.drain();
+    q.run(Command::Reject {
+        channel: 1,
+        seqs: vec![seq, seq],
+        requeue: true,
+    });
+    let fx = q.drain();
+    assert!(
+        matches!(
+            &fx[..],
+            [Effect::Deliver {
+                delivery_count: 1,
+                ..
+            }]
+        ),
+        "{fx:?}"
+    );
+    q.run(Command::Ack {
+        channel: 1,
+        seqs: vec![seq, seq],
+    });
+    assert_eq!(
+        q.s.stats(),
+        QueueStats {
+            consumers: 1,
+            ..Default::default()
+        }
+    );
+}

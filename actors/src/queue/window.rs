@@ -71,8 +71,10 @@ impl WindowLimits {
     /// deliveries are stuck until it loads: a load is forced. Otherwise a load refills
     /// the window once it has drained to half and nothing is loading.
     pub(crate) fn ready_load_budget(&self, tally: &Tally, head_absent: bool) -> Option<LoadBudget> {
-        let used = tally.ready_resident + tally.loading;
-        let used_bytes = tally.ready_resident_bytes + tally.loading_bytes;
+        let used = tally.ready_resident.saturating_add(tally.loading);
+        let used_bytes = tally
+            .ready_resident_bytes
+            .saturating_add(tally.loading_bytes);
         let drained =
             tally.loading == 0 && used <= self.messages / 2 && used_bytes <= self.bytes / 2;
         if !head_absent && !drained {

@@ -79,12 +79,12 @@ async fn crashed_queue_restarts_with_its_messages() {
     assert_eq!(entry.restarts, 1);
 
     // Crash the exchange actor: routing still works and new bindings still apply.
-    let exchange = ractor::registry::where_is("exchange:/amq.direct".to_string()).unwrap();
+    let exchange = ractor::registry::where_is("exchange:/amq.direct").unwrap();
     ractor::ActorRef::<warren_actors::vhost::ExchangeMsg>::from(exchange)
         .cast(warren_actors::vhost::ExchangeMsg::Crash)
         .unwrap();
     wait_for("the exchange's restart", || {
-        ractor::registry::where_is("exchange:/amq.direct".to_string())
+        ractor::registry::where_is("exchange:/amq.direct")
             .is_some_and(|c| c.get_status() == ractor::ActorStatus::Running)
     })
     .await;

@@ -132,7 +132,7 @@ pub enum Response {
     },
     /// The result of a get: a delivery and how many messages remain, or nothing.
     Got {
-        delivery: Option<Delivery>,
+        delivery: Option<Box<Delivery>>,
         remaining: u64,
     },
     Queues(Vec<QueueInfo>),

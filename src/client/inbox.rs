@@ -12,6 +12,7 @@ use warren_cluster::protocol::{Delivery, InboxMsg, Push};
 
 /// What a consumer receives: a delivery, or the news that the node ended it.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // deliveries are the common case; boxing them costs more
 pub(crate) enum ConsumerEvent {
     Delivery(Delivery),
     Cancelled(String),

@@ -559,7 +559,7 @@ impl Client {
             .await?
         {
             Response::Got { delivery, .. } => {
-                Ok(delivery.map(|d| Delivery::new(d, self.settle_sender())))
+                Ok(delivery.map(|d| Delivery::new(*d, self.settle_sender())))
             }
             other => Err(unexpected(other)),
         }

@@ -167,7 +167,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     // A client process whose transport closed: its sessions end, its deliveries requeue.
     let watched = watch_sessions(&node_server, "warren.gateway", |event| {
         if let SessionEvent::Disconnected { node_id, .. } = event {
-            if let Some(cell) = ractor::registry::where_is(GATEWAY.to_string()) {
+            if let Some(cell) = ractor::registry::where_is(GATEWAY) {
                 let _ = ActorRef::<GatewayMsg>::from(cell)
                     .cast(GatewayMsg::ClientGone(LocalOnly::new(node_id)));
             }

@@ -306,7 +306,7 @@ impl SessionState {
                 self.touched.insert(handle.name().clone());
                 match handle.get(self.channel, no_ack).await? {
                     Some((delivery, remaining)) => Response::Got {
-                        delivery: Some(self.track(delivery, "", no_ack)),
+                        delivery: Some(Box::new(self.track(delivery, "", no_ack))),
                         remaining,
                     },
                     None => Response::Got {
@@ -412,14 +412,11 @@ impl SessionState {
         }
         let mut waits = Vec::with_capacity(shares.len());
         for (queue, messages, indices) in shares {
-            match self.vhost.queue(&queue) {
-                Some(handle) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    handle.publish(messages, Some(tx));
-                    waits.push((rx, indices));
-                }
-                // Deleted between routing and now: as if it had not been routed there.
-                None => {}
+            // A queue deleted between routing and now: as if it had not been routed there.
+            if let Some(handle) = self.vhost.queue(&queue) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                handle.publish(messages, Some(tx));
+                waits.push((rx, indices));
             }
         }
         tokio::spawn(async move {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warren::node::{self, NodeConfig};
-use warren_actors::exchange::Destination;
+use warren_actors::exchange::{Binding, Destination, RouteResult};
 use warren_actors::message::{FieldTable, Message, PERSISTENT};
 use warren_actors::queue_actor::EnqueueOutcome;
 
@@ -40,10 +40,7 @@ async fn crashed_queue_restarts_with_its_messages() {
         .unwrap();
     vhost
         .bind(
-            "amq.direct",
-            Destination::Queue("jobs".into()),
-            "work",
-            FieldTable::new(),
+            Binding::new("amq.direct", Destination::Queue("jobs".into()), "work"),
             1,
         )
         .await
@@ -88,7 +85,11 @@ async fn crashed_queue_restarts_with_its_messages() {
             .is_some_and(|c| c.get_status() == ractor::ActorStatus::Running)
     })
     .await;
-    assert_eq!(vhost.route("amq.direct", "work", None).unwrap().len(), 1);
+    let mut routed = RouteResult::default();
+    vhost
+        .route("amq.direct", "work", None, &mut routed)
+        .unwrap();
+    assert_eq!(routed.len(), 1);
 
     // Every message comes back, in order, exactly once.
     for i in 0..500 {

@@ -24,7 +24,7 @@ use warren_supervisor::{ChildSpec, Restart, SupervisorHandle};
 use crate::delivery::ChannelId;
 use crate::error::{code, BrokerError};
 use crate::exchange::{
-    Binding, Change, Destination, ExchangeDef, ExchangeKind, SharedTopology, Topology,
+    Binding, Change, Destination, ExchangeDef, ExchangeKind, RouteResult, SharedTopology, Topology,
 };
 use crate::message::{FieldTable, SharedMessage};
 use crate::queue::{QueueConfig, QueueStats};
@@ -454,39 +454,13 @@ impl VHost {
     // ----- bindings -------------------------------------------------------------
 
     /// `queue.bind` / `exchange.bind`, through the source exchange's actor.
-    pub async fn bind(
-        &self,
-        source: &str,
-        destination: Destination,
-        routing_key: &str,
-        arguments: FieldTable,
-        channel: ChannelId,
-    ) -> Result<(), BrokerError> {
-        let binding = Binding {
-            source: source.to_string(),
-            destination,
-            routing_key: routing_key.to_string(),
-            arguments,
-        };
+    pub async fn bind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
         self.check_destination(&binding, channel)?;
         self.via_exchange(binding, true).await
     }
 
     /// `queue.unbind` / `exchange.unbind`.
-    pub async fn unbind(
-        &self,
-        source: &str,
-        destination: Destination,
-        routing_key: &str,
-        arguments: FieldTable,
-        channel: ChannelId,
-    ) -> Result<(), BrokerError> {
-        let binding = Binding {
-            source: source.to_string(),
-            destination,
-            routing_key: routing_key.to_string(),
-            arguments,
-        };
+    pub async fn unbind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
         self.check_destination(&binding, channel)?;
         self.via_exchange(binding, false).await
     }
@@ -762,20 +736,20 @@ impl VHost {
 
     // ----- publishing -----------------------------------------------------------
 
-    /// The queues a client's publish reaches (internal exchanges refuse it).
+    /// The queues a client's publish reaches (internal exchanges refuse it), written
+    /// into `result` so that a publisher routing a batch allocates once.
     pub fn route(
         &self,
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Result<Vec<Arc<str>>, BrokerError> {
-        let mut result = crate::exchange::RouteResult::default();
+        result: &mut RouteResult,
+    ) -> Result<(), BrokerError> {
         self.inner
             .topology
             .load()
-            .route_publish(exchange, routing_key, headers, &mut result)
-            .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))?;
-        Ok(result.into_queues())
+            .route_publish(exchange, routing_key, headers, result)
+            .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
     }
 
     // ----- listings -------------------------------------------------------------

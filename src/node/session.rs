@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
-use warren_actors::exchange::Destination;
+use warren_actors::exchange::{Binding, Destination, RouteResult};
 use warren_actors::message::{Message, SharedMessage};
 use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome};
 use warren_actors::vhost::VHost;
@@ -231,15 +231,13 @@ impl SessionState {
                 routing_key,
                 arguments,
             } => {
-                vhost
-                    .bind(
-                        &source,
-                        target_of(target),
-                        &routing_key,
-                        arguments,
-                        self.channel,
-                    )
-                    .await?;
+                let binding = Binding {
+                    source,
+                    destination: target_of(target),
+                    routing_key,
+                    arguments,
+                };
+                vhost.bind(binding, self.channel).await?;
                 Response::Done
             }
             Request::Unbind {
@@ -248,15 +246,13 @@ impl SessionState {
                 routing_key,
                 arguments,
             } => {
-                vhost
-                    .unbind(
-                        &source,
-                        target_of(target),
-                        &routing_key,
-                        arguments,
-                        self.channel,
-                    )
-                    .await?;
+                let binding = Binding {
+                    source,
+                    destination: target_of(target),
+                    routing_key,
+                    arguments,
+                };
+                vhost.unbind(binding, self.channel).await?;
                 Response::Done
             }
             Request::Consume {
@@ -376,18 +372,18 @@ impl SessionState {
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
+        // One routing buffer for the whole batch: no allocation per message.
+        let mut routed = RouteResult::default();
         for (i, p) in batch.into_iter().enumerate() {
-            let routed =
-                self.vhost
-                    .route(&p.exchange, &p.routing_key, p.properties.headers.as_ref());
-            let queues = match routed {
-                Ok(q) => q,
-                Err(e) => {
-                    results[i] = Some(PublishResult::Failed(to_reply(e)));
-                    continue;
-                }
-            };
-            if queues.is_empty() {
+            let headers = p.properties.headers.as_ref();
+            if let Err(e) = self
+                .vhost
+                .route(&p.exchange, &p.routing_key, headers, &mut routed)
+            {
+                results[i] = Some(PublishResult::Failed(to_reply(e)));
+                continue;
+            }
+            if routed.is_empty() {
                 results[i] = Some(if p.mandatory {
                     PublishResult::Unroutable
                 } else {
@@ -401,7 +397,7 @@ impl SessionState {
                 properties: p.properties,
                 body: p.body,
             });
-            for queue in queues {
+            for queue in routed.iter() {
                 let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
                     shares.push((queue.clone(), Vec::new(), Vec::new()));
                     shares.len() - 1

@@ -19,27 +19,9 @@ use std::hash::{Hash, Hasher};
 
 use crate::message::{FieldTable, FieldValue};
 
-/// RabbitMQ's name of a value's AMQP type, as its error messages print it.
+/// RabbitMQ's name of a value's AMQP type (see [`FieldValue::type_name`]).
 pub fn type_name(v: &FieldValue) -> &'static str {
-    match v {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(..) => "decimal",
-        FieldValue::LongString(_) => "longstr",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Bytes(_) => "binary",
-        FieldValue::Void => "void",
-    }
+    v.type_name()
 }
 
 /// A value as RabbitMQ's error texts show it: strings as text, the rest as numbers or

@@ -341,7 +341,7 @@ impl ArgParser<'_> {
     }
 
     fn unacceptable_type(&self, arg: &str, value: &FieldValue) -> QueueError {
-        self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(value)))
+        self.invalid(arg, format!("{{unacceptable_type,{}}}", value.type_name()))
     }
 
     fn integer(&self, arg: &str) -> Result<Option<i64>, QueueError> {
@@ -396,28 +396,5 @@ impl ArgParser<'_> {
             Some(FieldValue::Bool(b)) => Ok(Some(*b)),
             Some(other) => Err(self.unacceptable_type(arg, other)),
         }
-    }
-}
-
-/// RabbitMQ's name for a field value's type, as its error texts show it.
-fn type_name(value: &FieldValue) -> &'static str {
-    match value {
-        FieldValue::Bool(_) => "bool",
-        FieldValue::I8(_) => "byte",
-        FieldValue::U8(_) => "unsignedbyte",
-        FieldValue::I16(_) => "short",
-        FieldValue::U16(_) => "unsignedshort",
-        FieldValue::I32(_) => "signedint",
-        FieldValue::U32(_) => "unsignedint",
-        FieldValue::I64(_) => "long",
-        FieldValue::F32(_) => "float",
-        FieldValue::F64(_) => "double",
-        FieldValue::Decimal(..) => "decimal",
-        FieldValue::LongString(_) => "longstr",
-        FieldValue::Array(_) => "array",
-        FieldValue::Timestamp(_) => "timestamp",
-        FieldValue::Table(_) => "table",
-        FieldValue::Bytes(_) => "binary",
-        FieldValue::Void => "void",
     }
 }

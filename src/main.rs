@@ -5,8 +5,17 @@ use tracing_subscriber::EnvFilter;
 use warren::cli::{Cli, Command, NodeArgs};
 use warren::node::config::{ConfigFile, NodeConfig};
 
+/// mimalloc instead of glibc's malloc: the node allocates and frees message buffers on
+/// several threads, where glibc's per-thread arenas kept hundreds of MiB after a
+/// backlog had drained (docs/2026-11-24-memory-bound.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node(_)) {
+        quit_quietly_when_stdout_closes();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +39,18 @@ fn main() {
     }
     // Client commands leave actors (the transport) running: end the process now.
     std::process::exit(0);
+}
+
+/// A client command piped into `head` ends quietly, as other Unix tools do, instead of
+/// failing on its next write. Not for the node: its sockets rely on SIGPIPE being
+/// ignored.
+fn quit_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    // SAFETY: runs first in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 async fn run_node(args: NodeArgs) -> Result<(), String> {

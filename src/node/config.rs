@@ -6,6 +6,7 @@
 //! cluster_listen = "127.0.0.1:4370"
 //! cookie_file = "/var/lib/warren/cookie"
 //! log = "info"
+//! storage_cache_mib = 32
 //! ```
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct NodeConfig {
     pub cookie_file: Option<PathBuf>,
     /// A tracing filter (`info`, `warren=debug`, ...).
     pub log: String,
+    /// MiB of redb page cache.
+    pub storage_cache_mib: u32,
 }
 
 impl Default for NodeConfig {
@@ -38,6 +41,7 @@ impl Default for NodeConfig {
                 .expect("the default address parses"),
             cookie_file: None,
             log: "info".into(),
+            storage_cache_mib: 32,
         }
     }
 }
@@ -51,6 +55,7 @@ pub struct ConfigFile {
     pub cluster_listen: Option<SocketAddr>,
     pub cookie_file: Option<PathBuf>,
     pub log: Option<String>,
+    pub storage_cache_mib: Option<u32>,
 }
 
 /// Why a config file was not usable.
@@ -67,6 +72,8 @@ pub enum ConfigError {
         "node name '{0}' is not valid: use letters, digits, '-', '_' or '.' (1 to 64 of them)"
     )]
     Name(String),
+    #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
+    CacheSize(u32),
 }
 
 impl ConfigFile {
@@ -100,6 +107,9 @@ impl NodeConfig {
         if let Some(v) = file.log {
             self.log = v;
         }
+        if let Some(v) = file.storage_cache_mib {
+            self.storage_cache_mib = v;
+        }
     }
 
     pub fn cookie_path(&self) -> PathBuf {
@@ -112,6 +122,12 @@ impl NodeConfig {
         self.data_dir.join("warren.redb")
     }
 
+    pub fn store_options(&self) -> warren_storage::StoreOptions {
+        let mut options = warren_storage::StoreOptions::default();
+        options.cache_size = self.storage_cache_mib as usize * 1024 * 1024;
+        options
+    }
+
     /// Checks what flags and files cannot check by their types.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let ok = !self.name.is_empty()
@@ -120,11 +136,13 @@ impl NodeConfig {
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if ok {
-            Ok(())
-        } else {
-            Err(ConfigError::Name(self.name.clone()))
+        if !ok {
+            return Err(ConfigError::Name(self.name.clone()));
         }
+        if !(1..=65536).contains(&self.storage_cache_mib) {
+            return Err(ConfigError::CacheSize(self.storage_cache_mib));
+        }
+        Ok(())
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         source: e,
     })?;
     let cookie = warren_cluster::cookie::read_or_create(&config.cookie_path())?;
-    let store = Store::open(config.store_path())?;
+    let store = Store::open_with(config.store_path(), config.store_options())?;
     let vhost = VHost::load("/", store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;

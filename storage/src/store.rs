@@ -27,12 +27,14 @@ use crate::writer::{Request, Writer, WriterConfig};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// Bytes of redb page cache. Default 256 MiB.
+    /// Bytes of redb page cache (read cache and write buffer together). Default
+    /// 32 MiB: queue bodies are read back about once, in the order they were
+    /// written, so a larger cache mostly holds pages nobody reads again.
     pub cache_size: usize,
     /// Most ops in one group commit (a larger single batch still commits alone).
     /// Default 50 000.
     pub max_group_ops: usize,
-    /// Most bytes of keys and values in one group commit. Default 64 MiB.
+    /// Most bytes of keys and values in one group commit. Default 16 MiB.
     pub max_group_bytes: usize,
     /// Longest time a non-durable commit waits for an fsync. Default 1 s.
     pub flush_interval: Duration,
@@ -57,9 +59,9 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_size: 256 * 1024 * 1024,
+            cache_size: 32 * 1024 * 1024,
             max_group_ops: 50_000,
-            max_group_bytes: 64 * 1024 * 1024,
+            max_group_bytes: 16 * 1024 * 1024,
             flush_interval: Duration::from_secs(1),
             quick_repair: true,
             verify_on_open: false,

@@ -104,6 +104,7 @@ mod consumers;
 mod entry;
 mod fasthash;
 mod ready;
+mod seqmap;
 
 #[cfg(test)]
 mod proptests;

@@ -21,6 +21,7 @@ use super::entry::{Entry, IndexRecord, Place, Storage};
 use super::errors::QueueError;
 use super::fasthash::{IntMap, IntSet};
 use super::ready::ReadySet;
+use super::seqmap::SeqMap;
 use super::stats::{QueueStats, Tally};
 
 /// Which indexes an entry belongs to; derived from its fields.
@@ -133,7 +134,7 @@ enum Handout {
 #[derive(Clone, Debug)]
 pub struct QueueState {
     config: QueueConfig,
-    entries: IntMap<Seq, Entry>,
+    entries: SeqMap<Entry>,
     idx: Indexes,
     consumers: Consumers,
     /// Publishes whose confirm waits for the durable write of their message.
@@ -164,7 +165,7 @@ impl QueueState {
             },
             consumers: Consumers::new(config.is_single_active_consumer()),
             config,
-            entries: IntMap::default(),
+            entries: SeqMap::default(),
             pending_confirms: IntMap::default(),
             pending_gets: VecDeque::new(),
             dead_letter_waiting: VecDeque::new(),
@@ -351,7 +352,7 @@ impl QueueState {
             } => {
                 self.check_unacked(channel, &seqs)?;
                 for seq in seqs {
-                    let held = self.entries.get(&seq).is_some_and(
+                    let held = self.entries.get(seq).is_some_and(
                         |e| matches!(e.place, Place::Unacked { channel: c, .. } if c == channel),
                     );
                     if !held {
@@ -397,7 +398,7 @@ impl QueueState {
             }
             Command::BodiesMissing(seqs) => {
                 for seq in seqs {
-                    let missing = self.entries.get(&seq).is_some_and(|e| {
+                    let missing = self.entries.get(seq).is_some_and(|e| {
                         e.body.is_none()
                             && matches!(e.place, Place::Ready | Place::DeadLettering(_))
                     });
@@ -430,7 +431,7 @@ impl QueueState {
     }
 
     fn take(&mut self, seq: Seq) -> Option<Entry> {
-        let entry = self.entries.remove(&seq)?;
+        let entry = self.entries.remove(seq)?;
         self.idx.tally.sub(&entry);
         self.idx.update(
             seq,
@@ -443,7 +444,7 @@ impl QueueState {
     }
 
     fn modify<R>(&mut self, seq: Seq, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-        let entry = self.entries.get_mut(&seq)?;
+        let entry = self.entries.get_mut(seq)?;
         let before = Membership::of(entry);
         self.idx.tally.sub(entry);
         let r = f(entry);
@@ -523,26 +524,34 @@ impl QueueState {
         self.enforce_max_length(now, effects);
         self.expire_due(now, effects);
 
-        let Some(entry) = self.entries.get(&seq) else {
+        let Some(entry) = self.entries.get(seq) else {
             if let Some(publish) = confirm {
                 effects.push(Effect::Confirm { publish });
             }
             return Reply::Enqueued { seq };
         };
-        if self.config.durable && entry.persistent {
+        let durable_write = self.config.durable && entry.persistent;
+        let resident_ready = entry.is_ready() && entry.body.is_some();
+        if durable_write {
             self.write(seq, true, effects);
-            if let Some(publish) = confirm {
-                self.pending_confirms.insert(seq, publish);
-            }
-        } else if let Some(publish) = confirm {
-            effects.push(Effect::Confirm { publish });
         }
-        let resident_ready = self
-            .entries
-            .get(&seq)
-            .is_some_and(|e| e.is_ready() && e.body.is_some());
         if resident_ready && self.config.window.must_page_out(&self.idx.tally) {
             self.page_out(seq, effects);
+        }
+        // A message being written is confirmed once its write is done: a persistent
+        // one when it is durable, a transient one paged out of the window when it has
+        // left memory. The second is the queue's back-pressure: a publisher that
+        // outruns storage waits for confirms instead of filling the node's memory.
+        if let Some(publish) = confirm {
+            let writing = self
+                .entries
+                .get(seq)
+                .is_some_and(|e| e.storage == Storage::Writing);
+            if writing {
+                self.pending_confirms.insert(seq, publish);
+            } else {
+                effects.push(Effect::Confirm { publish });
+            }
         }
         Reply::Enqueued { seq }
     }
@@ -669,7 +678,7 @@ impl QueueState {
     /// Fails unless every seq is unacked on `channel`.
     fn check_unacked(&self, channel: ChannelId, seqs: &[Seq]) -> Result<(), QueueError> {
         for &seq in seqs {
-            let held = self.entries.get(&seq).is_some_and(
+            let held = self.entries.get(seq).is_some_and(
                 |e| matches!(e.place, Place::Unacked { channel: c, .. } if c == channel),
             );
             if !held {
@@ -699,7 +708,7 @@ impl QueueState {
         } else if limit.is_some() {
             if let Some(e) = self
                 .entries
-                .get(&seq)
+                .get(seq)
                 .filter(|e| e.storage != Storage::NotStored)
             {
                 effects.push(Effect::UpdateIndex {
@@ -821,7 +830,7 @@ impl QueueState {
                 }
                 return;
             };
-            let Some(entry) = self.entries.get(&seq) else {
+            let Some(entry) = self.entries.get(seq) else {
                 return;
             };
             if entry.is_expired(now) && fresh != Some(seq) {
@@ -879,7 +888,7 @@ impl QueueState {
             });
             None
         };
-        let Some(e) = settled.as_ref().or_else(|| self.entries.get(&seq)) else {
+        let Some(e) = settled.as_ref().or_else(|| self.entries.get(seq)) else {
             return;
         };
         let (redelivered, delivery_count) = (e.redelivered, e.delivery_count);
@@ -924,7 +933,7 @@ impl QueueState {
         now: u64,
         effects: &mut Vec<Effect>,
     ) {
-        let Some(entry) = self.entries.get(&seq) else {
+        let Some(entry) = self.entries.get(seq) else {
             return;
         };
         if self.config.dead_letter_exchange.is_some() {
@@ -991,7 +1000,7 @@ impl QueueState {
             let Some(head) = self.idx.ready.peek() else {
                 return;
             };
-            if !self.entries.contains_key(&head) {
+            if !self.entries.contains(head) {
                 return;
             }
             self.dead_letter_or_discard(head, DeadLetterReason::Maxlen, now, effects);
@@ -1006,7 +1015,7 @@ impl QueueState {
             if at > now {
                 return;
             }
-            if !self.entries.get(&seq).is_some_and(Entry::is_ready) {
+            if !self.entries.get(seq).is_some_and(Entry::is_ready) {
                 self.idx.expiry.remove(&(at, seq));
                 continue;
             }
@@ -1024,7 +1033,7 @@ impl QueueState {
                 .idx
                 .ready
                 .peek()
-                .and_then(|s| self.entries.get(&s))
+                .and_then(|s| self.entries.get(s))
                 .is_some_and(Entry::is_paged);
             if let Some(budget) = self
                 .config
@@ -1033,7 +1042,7 @@ impl QueueState {
             {
                 let (mut n, mut bytes, mut seqs) = (0, 0, Vec::new());
                 for &(_, seq) in &self.idx.paged {
-                    let size = self.entries.get(&seq).map_or(0, |e| e.size);
+                    let size = self.entries.get(seq).map_or(0, |e| e.size);
                     if !budget.admits(n, bytes, size) {
                         break;
                     }
@@ -1048,7 +1057,7 @@ impl QueueState {
             let budget = self.config.window.dead_letter_load_budget(&self.idx.tally);
             let (mut n, mut bytes, mut seqs) = (0, 0, Vec::new());
             while let Some(&seq) = self.dead_letter_waiting.front() {
-                let Some(e) = self.entries.get(&seq) else {
+                let Some(e) = self.entries.get(seq) else {
                     self.dead_letter_waiting.pop_front();
                     continue;
                 };
@@ -1092,7 +1101,7 @@ impl QueueState {
     pub(crate) fn places(&self) -> std::collections::BTreeMap<Seq, (Place, bool)> {
         self.entries
             .iter()
-            .map(|(&s, e)| (s, (e.place, e.body.is_some())))
+            .map(|(s, e)| (s, (e.place, e.body.is_some())))
             .collect()
     }
 
@@ -1104,7 +1113,7 @@ impl QueueState {
         let mut expiry = BTreeSet::new();
         let mut unacked: std::collections::BTreeMap<ChannelId, BTreeSet<Seq>> = Default::default();
         let mut per_consumer: std::collections::BTreeMap<ConsumerId, u32> = Default::default();
-        for (&seq, e) in &self.entries {
+        for (seq, e) in self.entries.iter() {
             tally.add(e);
             if seq >= self.next_seq && self.next_seq != Seq::MAX {
                 return Err(format!("seq {seq} not below next_seq {}", self.next_seq));
@@ -1186,7 +1195,7 @@ impl QueueState {
         for seq in self.pending_confirms.keys() {
             if !self
                 .entries
-                .get(seq)
+                .get(*seq)
                 .is_some_and(|e| e.storage == Storage::Writing)
             {
                 return Err(format!(
@@ -1198,7 +1207,7 @@ impl QueueState {
             // Liveness: whoever can take a message is only waiting for a body load.
             let demand = self.consumers.has_demand() || !self.pending_gets.is_empty();
             if let Some(head) = self.idx.ready.peek().filter(|_| demand) {
-                let e = self.entries.get(&head).ok_or("head missing")?;
+                let e = self.entries.get(head).ok_or("head missing")?;
                 if e.body.is_some() || !e.loading {
                     return Err(format!(
                         "head {head} deliverable or not loading, yet demand waits"

@@ -1268,6 +1268,34 @@ fn bodies_beyond_the_window_are_paged_out_and_loaded_back() {
 }
 
 #[test]
+fn a_transient_message_paged_out_is_confirmed_when_written() {
+    let mut q = small_window(&[], 1);
+    let enqueue = |q: &mut Q, body: &str, publish: u64| {
+        let Reply::Enqueued { seq } = q.run(Command::Enqueue {
+            message: Arc::new(msg(body)),
+            confirm: Some(publish),
+        }) else {
+            panic!("not enqueued")
+        };
+        seq
+    };
+    enqueue(&mut q, "in memory", 1);
+    assert_eq!(q.drain(), vec![Effect::Confirm { publish: 1 }]);
+    // Beyond the window: its confirm waits for the write that takes it out of memory,
+    // so a publisher faster than storage is held back by its confirm window.
+    let seq = enqueue(&mut q, "paged", 2);
+    let fx = q.drain();
+    assert!(
+        matches!(fx.as_slice(), [Effect::Store { seq: s, durable: false, .. }] if *s == seq),
+        "{fx:?}"
+    );
+    assert_eq!(q.s.stats().pending_confirms, 1);
+    q.run(Command::Stored(vec![seq]));
+    assert_eq!(q.drain(), vec![Effect::Confirm { publish: 2 }]);
+    assert_eq!(q.s.stats().pending_confirms, 0);
+}
+
+#[test]
 fn a_paged_head_blocks_delivery_until_loaded() {
     let mut q = small_window(&[], 0); // everything pages out
     let a = q.publish(msg("a"));

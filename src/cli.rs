@@ -7,10 +7,10 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::listing;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use warren_actors::message::{FieldTable, FieldValue};
-use warren_cluster::protocol::BindTarget;
 
 use crate::client::{
     Client, ClientError, ConnectOptions, ConsumeOptions, ExchangeOptions, PublishOptions,
@@ -75,6 +75,8 @@ pub enum Command {
     },
     /// Measure throughput and latency against a node.
     Bench(crate::bench::BenchArgs),
+    /// Attach a debug shell to a running node: its supervision tree, actors, log.
+    Shell(crate::shell::ShellArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -288,42 +290,13 @@ fn table(args: Vec<(String, FieldValue)>) -> FieldTable {
     args.into_iter().collect()
 }
 
-/// A field value as JSON, for `--json` output.
-pub fn field_to_json(v: &FieldValue) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        FieldValue::Bool(b) => Value::Bool(*b),
-        FieldValue::F32(f) => serde_json::json!(f),
-        FieldValue::F64(f) => serde_json::json!(f),
-        FieldValue::Decimal(scale, value) => {
-            serde_json::json!(*value as f64 / 10f64.powi(i32::from(*scale)))
-        }
-        FieldValue::LongString(b) | FieldValue::Bytes(b) => {
-            Value::String(String::from_utf8_lossy(b).into_owned())
-        }
-        FieldValue::Array(a) => Value::Array(a.iter().map(field_to_json).collect()),
-        FieldValue::Table(t) => table_to_json(t),
-        FieldValue::Void => Value::Null,
-        other => other
-            .as_i64()
-            .map(|i| serde_json::json!(i))
-            .unwrap_or(Value::Null),
-    }
-}
-
-fn table_to_json(t: &FieldTable) -> serde_json::Value {
-    serde_json::Value::Object(
-        t.iter()
-            .map(|(k, v)| (k.clone(), field_to_json(v)))
-            .collect(),
-    )
-}
-
 /// Runs a client command; the error is the one line to print.
 pub async fn run_client(command: Command) -> Result<(), String> {
     let e = |e: ClientError| e.to_string();
     match command {
-        Command::Node(_) | Command::Bench(_) => unreachable!("handled by main"),
+        Command::Node(_) | Command::Bench(_) | Command::Shell(_) => {
+            unreachable!("handled by main")
+        }
         Command::Declare(Declare::Queue {
             name,
             durable,
@@ -413,30 +386,9 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             let mut queues = client.queues().await.map_err(e)?;
             queues.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
-                let rows: Vec<_> = queues
-                    .iter()
-                    .map(|q| {
-                        serde_json::json!({
-                            "name": q.name, "durable": q.durable, "exclusive": q.exclusive,
-                            "auto_delete": q.auto_delete, "messages": q.messages,
-                            "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-                            "bytes_in_memory": q.bytes_in_memory,
-                            "arguments": table_to_json(&q.arguments),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                println!("{}", listing::queues_json(&queues));
             } else {
-                println!(
-                    "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}",
-                    "name", "durable", "messages", "ready", "unacked", "consumers"
-                );
-                for q in queues {
-                    println!(
-                        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9}",
-                        q.name, q.durable, q.messages, q.ready, q.unacked, q.consumers
-                    );
-                }
+                print!("{}", listing::queues_text(&queues));
             }
         }
         Command::Exchanges { json, conn } => {
@@ -444,65 +396,18 @@ pub async fn run_client(command: Command) -> Result<(), String> {
             let mut exchanges = client.exchanges().await.map_err(e)?;
             exchanges.sort_by(|a, b| a.name.cmp(&b.name));
             if json {
-                let rows: Vec<_> = exchanges
-                    .iter()
-                    .map(|x| {
-                        serde_json::json!({
-                            "name": x.name, "type": x.kind, "durable": x.durable,
-                            "auto_delete": x.auto_delete, "internal": x.internal,
-                            "arguments": table_to_json(&x.arguments),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                println!("{}", listing::exchanges_json(&exchanges));
             } else {
-                println!("{:<32} {:<8} {:>8}", "name", "type", "durable");
-                for x in exchanges {
-                    let name = if x.name.is_empty() {
-                        "(default)".to_string()
-                    } else {
-                        x.name
-                    };
-                    println!("{:<32} {:<8} {:>8}", name, x.kind, x.durable);
-                }
+                print!("{}", listing::exchanges_text(&exchanges));
             }
         }
         Command::Bindings { json, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let bindings = client.bindings().await.map_err(e)?;
-            let rows: Vec<_> = bindings
-                .iter()
-                .map(|b| {
-                    let (kind, dest) = match &b.target {
-                        BindTarget::Queue(q) => ("queue", q.as_str()),
-                        BindTarget::Exchange(x) => ("exchange", x.as_str()),
-                    };
-                    (
-                        b.source.as_str(),
-                        kind,
-                        dest,
-                        b.routing_key.as_str(),
-                        &b.arguments,
-                    )
-                })
-                .collect();
             if json {
-                let rows: Vec<_> = rows
-                    .iter()
-                    .map(|(s, k, d, rk, a)| {
-                        serde_json::json!({"source": s, "destination_type": k, "destination": d,
-                            "routing_key": rk, "arguments": table_to_json(a)})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                println!("{}", listing::bindings_json(&bindings));
             } else {
-                println!(
-                    "{:<24} {:<10} {:<24} routing_key",
-                    "source", "type", "destination"
-                );
-                for (s, k, d, rk, _) in rows {
-                    println!("{:<24} {:<10} {:<24} {}", s, k, d, rk);
-                }
+                print!("{}", listing::bindings_text(&bindings));
             }
         }
     }

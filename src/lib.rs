@@ -14,4 +14,6 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod listing;
 pub mod node;
+pub mod shell;

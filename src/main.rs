@@ -30,6 +30,7 @@ fn main() {
         match cli.command {
             Command::Node(args) => run_node(args).await,
             Command::Bench(args) => warren::bench::run(args).await,
+            Command::Shell(args) => warren::shell::run(args).await,
             other => warren::cli::run_client(other).await,
         }
     });
@@ -75,10 +76,28 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     }
     let filter = EnvFilter::try_new(&config.log)
         .map_err(|e| format!("--log '{}' is not a valid filter: {e}", config.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        // What the node prints follows --log; the debug shell's `log` also sees
+        // debug lines kept in memory.
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_filter(filter),
+            )
+            .with(
+                warren::node::log_ring::LogRing::global()
+                    .layer(tracing::Level::DEBUG)
+                    .with_filter(
+                        EnvFilter::try_new("warn,ractor_cluster=error,warren=debug,warren_actors=debug,warren_supervisor=debug,warren_cluster=debug,warren_storage=debug")
+                            .map_err(|e| e.to_string())?,
+                    ),
+            )
+            .init();
+    }
 
     let node = warren::node::start(config)
         .await

@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::message::SharedMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Message, SharedMessage};
 
 /// A message handed to a consumer, identified in its queue by `seq`.
 #[derive(Clone, Debug)]
@@ -29,6 +31,36 @@ pub enum QueueEvent {
     Deliver(Vec<QueueDelivery>),
     /// The queue ended a consumer (the queue was deleted, say).
     ConsumerCancelled { tag: Arc<str>, reason: String },
+    /// Messages that entered a queue this channel traces (the shell's `trace`).
+    Traced(Vec<TracedMessage>),
+}
+
+/// What `trace` shows of a message entering a queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedMessage {
+    pub queue: String,
+    pub exchange: String,
+    pub routing_key: String,
+    /// Body size in bytes.
+    pub size: u64,
+    /// The first bytes of the body, as text (lossy), at most [`TracedMessage::PREVIEW`].
+    pub preview: String,
+}
+
+impl TracedMessage {
+    /// Body bytes a preview shows at most.
+    pub const PREVIEW: usize = 48;
+
+    pub fn of(queue: &str, message: &Message) -> Self {
+        let body = &message.body[..message.body.len().min(Self::PREVIEW)];
+        TracedMessage {
+            queue: queue.to_string(),
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            size: message.body_size(),
+            preview: String::from_utf8_lossy(body).into_owned(),
+        }
+    }
 }
 
 /// Where a queue sends events for one channel.

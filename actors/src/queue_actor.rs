@@ -17,7 +17,7 @@
 //! consumers recorded in the queue's shared handle.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,12 +25,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 use warren_storage::{Batch, Op, Store};
 
-use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
+use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, TracedMessage};
 use crate::error::BrokerError;
 use crate::message::{Message, SharedMessage};
 use crate::queue::{
-    Command, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig, QueueError, QueueState,
-    QueueStats, Reply, Seq,
+    Command, ConsumerSummary, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig,
+    QueueError, QueueState, QueueStats, Reply, Seq,
 };
 
 /// What became of one message handed to a queue.
@@ -74,6 +74,10 @@ pub struct QueueShared {
     stats: Mutex<QueueStats>,
     /// Incremented each time the actor starts (restarts are this minus one).
     pub incarnations: AtomicU64,
+    /// Channels tracing the messages that enter the queue (the shell's `trace`).
+    tracers: Mutex<Vec<(ChannelId, ChannelSink)>>,
+    /// Whether `tracers` is non-empty: the publish path checks this, not the lock.
+    traced: AtomicBool,
 }
 
 impl QueueShared {
@@ -94,7 +98,46 @@ impl QueueShared {
             consumers: Mutex::new(Vec::new()),
             stats: Mutex::new(QueueStats::default()),
             incarnations: AtomicU64::new(0),
+            tracers: Mutex::new(Vec::new()),
+            traced: AtomicBool::new(false),
         })
+    }
+
+    /// Sends `channel` a [`QueueEvent::Traced`] for every message that enters the
+    /// queue from now on, until [`QueueShared::untrace`] or the channel closes.
+    /// Outlives actor restarts.
+    pub fn trace(&self, channel: ChannelId, sink: ChannelSink) {
+        self.change_tracers(|t| {
+            t.retain(|(c, _)| *c != channel);
+            t.push((channel, sink));
+        });
+    }
+
+    pub fn untrace(&self, channel: ChannelId) {
+        self.change_tracers(|t| t.retain(|(c, _)| *c != channel));
+    }
+
+    fn change_tracers(&self, f: impl FnOnce(&mut Vec<(ChannelId, ChannelSink)>)) {
+        let mut tracers = self.tracers.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut tracers);
+        self.traced.store(!tracers.is_empty(), Ordering::Release);
+    }
+
+    fn emit_trace(&self, messages: &[SharedMessage]) {
+        if !self.traced.load(Ordering::Acquire) {
+            return;
+        }
+        let tracers = self.tracers.lock().unwrap_or_else(|p| p.into_inner());
+        if tracers.is_empty() {
+            return;
+        }
+        let traced: Vec<TracedMessage> = messages
+            .iter()
+            .map(|m| TracedMessage::of(&self.name, m))
+            .collect();
+        for (_, sink) in tracers.iter() {
+            sink(QueueEvent::Traced(traced.clone()));
+        }
     }
 
     /// The counters as of the actor's last step.
@@ -158,6 +201,10 @@ pub enum QueueMsg {
     },
     /// A redeclaration: restarts the queue's expiry timer.
     Touch,
+    /// The consumers and their credit (the debug shell's `inspect`).
+    Consumers {
+        reply: oneshot::Sender<Result<Vec<ConsumerSummary>, BrokerError>>,
+    },
     /// Fail on purpose (the debug shell's `crash`, and tests of recovery).
     Crash,
     /// Internal: commit the storage writes gathered so far.
@@ -408,8 +455,12 @@ impl Actor for QueueActor {
                     .shared
                     .consumers()
                     .retain(|c| c.channel != channel);
+                shell.args.shared.untrace(channel);
                 shell.channels.remove(&channel);
                 let _ = shell.apply(Command::ChannelDown { channel });
+            }
+            QueueMsg::Consumers { reply } => {
+                let _ = reply.send(Ok(shell.state.consumer_summaries()));
             }
             QueueMsg::Purge { reply } => {
                 let result = shell.apply(Command::Purge).map(|r| match r {
@@ -506,6 +557,7 @@ impl QueueShell {
                 },
             );
         }
+        self.args.shared.emit_trace(&messages);
         for (i, message) in messages.into_iter().enumerate() {
             let publish = batch_id.map(|b| {
                 let p = self.next_publish;
@@ -911,6 +963,11 @@ impl QueueHandle {
     }
 
     /// Makes the queue actor fail (its supervisor restarts it).
+    /// The consumers and their credit.
+    pub async fn consumers(&self) -> Result<Vec<ConsumerSummary>, BrokerError> {
+        self.ask(|reply| QueueMsg::Consumers { reply }).await
+    }
+
     pub fn crash(&self) -> Result<(), BrokerError> {
         self.send(QueueMsg::Crash)
     }

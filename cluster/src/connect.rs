@@ -5,7 +5,6 @@
 //! client handle in the process to the same node shares that node-pair session, as
 //! ractor_cluster allows only one session per pair.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -32,6 +31,8 @@ pub enum ConnectError {
     Timeout { addr: SocketAddr, secs: u64 },
     #[error("cannot start the client's transport: {0}")]
     Local(String),
+    #[error("this process already talks to Warren nodes with another cookie: one process uses one cookie (ractor_cluster numbers the peers of each local transport from 0, so two transports would mix up their nodes)")]
+    OtherCookie,
 }
 
 /// A ready connection to one node: its gateway and the session's node id.
@@ -48,26 +49,38 @@ pub struct NodeLink {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(5);
 
-fn client_servers() -> &'static Mutex<HashMap<String, ActorRef<NodeServerMessage>>> {
-    static SERVERS: OnceLock<Mutex<HashMap<String, ActorRef<NodeServerMessage>>>> = OnceLock::new();
-    SERVERS.get_or_init(|| Mutex::new(HashMap::new()))
+/// The process's client transport and the cookie it presents.
+type ClientServer = Option<(String, ActorRef<NodeServerMessage>)>;
+
+fn client_server() -> &'static Mutex<ClientServer> {
+    static SERVER: OnceLock<Mutex<ClientServer>> = OnceLock::new();
+    SERVER.get_or_init(|| Mutex::new(None))
 }
 
 /// Connects this process to the node at `addr` (or reuses the session it has) and
 /// returns the node's gateway.
+///
+/// A process has one client transport, so all the nodes it talks to must share one
+/// cookie (as the nodes of one cluster do): ractor_cluster identifies peers by a
+/// counter per transport, and two transports would give two nodes the same id.
 pub async fn connect(addr: SocketAddr, cookie: &str) -> Result<NodeLink, ConnectError> {
     // One connect at a time per process: two handles dialling the same node at once
     // would open two sessions for one pair, and ractor_cluster keeps only one.
-    let mut servers = client_servers().lock().await;
-    let server = match servers.get(cookie) {
-        Some(s) if s.get_status() == ractor::ActorStatus::Running => s.clone(),
+    let mut slot = client_server().lock().await;
+    let server = match &*slot {
+        Some((c, s)) if s.get_status() == ractor::ActorStatus::Running => {
+            if c != cookie {
+                return Err(ConnectError::OtherCookie);
+            }
+            s.clone()
+        }
         _ => {
-            let name = format!("warren-client-{}-{}", std::process::id(), servers.len());
+            let name = format!("warren-client-{}", std::process::id());
             let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
             let s = crate::node_server::start(&name, listen, cookie.to_string())
                 .await
                 .map_err(|e| ConnectError::Local(e.to_string()))?;
-            servers.insert(cookie.to_string(), s.clone());
+            *slot = Some((cookie.to_string(), s.clone()));
             s
         }
     };
@@ -84,7 +97,7 @@ pub async fn connect(addr: SocketAddr, cookie: &str) -> Result<NodeLink, Connect
             wait_ready(&server, addr).await?
         }
     };
-    drop(servers);
+    drop(slot);
 
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     loop {

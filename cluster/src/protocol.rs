@@ -17,8 +17,10 @@ use bytes::Bytes;
 use ractor::{BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-use warren_actors::delivery::QueueEvent;
+use warren_actors::delivery::{QueueEvent, TracedMessage};
 use warren_actors::message::{FieldTable, Properties};
+use warren_actors::queue::{ConsumerSummary, QueueStats};
+use warren_supervisor::{ChildLocation, TreeSnapshot};
 
 use crate::wire::Wire;
 
@@ -112,6 +114,36 @@ pub enum Request {
     ListBindings,
     /// Answers `Done` once everything the client sent before it was handled.
     Ping,
+    // ----- the debug shell -----
+    /// The node's supervision tree, or the subtree of the actor `name`.
+    Tree {
+        name: Option<String>,
+    },
+    /// An actor's place in the tree and, for a queue or exchange, its state.
+    Inspect {
+        name: String,
+    },
+    /// Stops an actor normally; its supervisor decides whether to restart it.
+    StopActor {
+        name: String,
+    },
+    /// Makes an actor fail (queues and exchanges fail in their handler, other
+    /// actors are killed), so that its supervisor restarts it.
+    CrashActor {
+        name: String,
+    },
+    /// Starts (`on`) or stops pushing [`Push::Traced`] for messages entering `queue`.
+    Trace {
+        queue: String,
+        on: bool,
+    },
+    /// The node's recent log lines at `level` or more severe, at most `lines`.
+    Log {
+        level: String,
+        lines: u32,
+    },
+    /// The cluster's members as this node sees them.
+    Nodes,
 }
 
 /// The reply to a [`Request`].
@@ -138,7 +170,62 @@ pub enum Response {
     Queues(Vec<QueueInfo>),
     Exchanges(Vec<ExchangeInfo>),
     Bindings(Vec<BindingInfo>),
+    Tree(TreeSnapshot),
+    Inspected(Box<ActorDetails>),
+    Log(Vec<LogLine>),
+    Nodes(Vec<NodeInfo>),
     Error(ErrorReply),
+}
+
+/// What `inspect` shows of an actor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActorDetails {
+    /// Where it sits in the supervision tree, with its supervisor and strategy.
+    pub location: ChildLocation,
+    pub queue: Option<QueueDetails>,
+    pub exchange: Option<ExchangeDetails>,
+}
+
+/// A queue's state summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueDetails {
+    pub info: QueueInfo,
+    pub stats: QueueStats,
+    pub consumers: Vec<ConsumerSummary>,
+}
+
+/// An exchange's state summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExchangeDetails {
+    pub info: ExchangeInfo,
+    /// Bindings it is the source of.
+    pub bindings: Vec<BindingInfo>,
+}
+
+/// One line of a node's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    pub text: String,
+}
+
+/// A cluster member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// Its cluster address.
+    pub address: String,
+    /// `disk` or `ram`.
+    pub role: String,
+    pub up: bool,
+    /// Leads the cluster's metadata.
+    pub leader: bool,
+    /// This is the node that answered.
+    pub this_node: bool,
+    pub uptime_ms: u64,
 }
 
 /// One message to publish.
@@ -208,6 +295,8 @@ pub enum Push {
     },
     /// The node closed the session (an error that ends it, or the node stopping).
     Closed(ErrorReply),
+    /// Messages that entered a queue this client traces.
+    Traced(Vec<TracedMessage>),
 }
 
 /// A row of `warren queues`.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
+use warren_actors::delivery::TracedMessage;
 use warren_cluster::protocol::{Delivery, InboxMsg, Push};
 
 /// What a consumer receives: a delivery, or the news that the node ended it.
@@ -24,6 +25,8 @@ pub(crate) struct Consumers {
     by_tag: Mutex<HashMap<String, UnboundedSender<ConsumerEvent>>>,
     /// Why the session ended, once it has.
     closed: Mutex<Option<String>>,
+    /// Where traced messages go (the shell's `trace`), while one traces.
+    tracer: Mutex<Option<UnboundedSender<Vec<TracedMessage>>>>,
 }
 
 impl Consumers {
@@ -33,6 +36,10 @@ impl Consumers {
 
     pub(crate) fn remove(&self, tag: &str) {
         self.lock().remove(tag);
+    }
+
+    pub(crate) fn set_tracer(&self, tx: Option<UnboundedSender<Vec<TracedMessage>>>) {
+        *self.tracer.lock().unwrap_or_else(|p| p.into_inner()) = tx;
     }
 
     pub(crate) fn closed_reason(&self) -> Option<String> {
@@ -66,6 +73,12 @@ impl Consumers {
                 *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reply.to_string());
                 for (_, tx) in self.lock().drain() {
                     let _ = tx.send(ConsumerEvent::Cancelled(reply.to_string()));
+                }
+                self.set_tracer(None);
+            }
+            Push::Traced(messages) => {
+                if let Some(tx) = &*self.tracer.lock().unwrap_or_else(|p| p.into_inner()) {
+                    let _ = tx.send(messages);
                 }
             }
         }

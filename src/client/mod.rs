@@ -20,6 +20,7 @@
 //! A client is a cheap handle (clone it freely); the session on the node closes, and
 //! unsettled deliveries go back to their queues, when the last clone is dropped.
 
+mod admin;
 mod consumer;
 mod error;
 mod inbox;
@@ -40,6 +41,7 @@ use warren_cluster::protocol::{
     Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
 };
 
+pub use admin::Trace;
 pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use publisher::{Confirm, MAX_BODY_BYTES};

@@ -40,7 +40,7 @@ impl Default for NodeConfig {
                 .parse()
                 .expect("the default address parses"),
             cookie_file: None,
-            log: "info".into(),
+            log: "info,ractor_cluster=error".into(),
             storage_cache_mib: 32,
         }
     }

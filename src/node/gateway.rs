@@ -5,6 +5,7 @@
 //! the sessions of a client process whose transport went away.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -14,6 +15,7 @@ use warren_cluster::protocol::{
 };
 use warren_cluster::GATEWAY_GROUP;
 
+use super::admin::Admin;
 use super::session::{Session, SessionArgs};
 
 pub struct Gateway;
@@ -21,11 +23,13 @@ pub struct Gateway;
 pub struct GatewayArgs {
     pub node_name: String,
     pub vhost: VHost,
+    pub admin: Arc<Admin>,
 }
 
 pub struct GatewayState {
     node_name: String,
     vhost: VHost,
+    admin: Arc<Admin>,
     next_session: u64,
     /// Live sessions: id -> (actor, the ractor_cluster node id of the client process).
     sessions: HashMap<ractor::ActorId, (ActorRef<SessionMsg>, u64)>,
@@ -48,6 +52,7 @@ impl Actor for Gateway {
         Ok(GatewayState {
             node_name: args.node_name,
             vhost: args.vhost,
+            admin: args.admin,
             next_session: 1,
             sessions: HashMap::new(),
         })
@@ -138,6 +143,7 @@ impl GatewayState {
             channel: id,
             group: group.clone(),
             client_name: open.client_name,
+            admin: self.admin.clone(),
         };
         match Actor::spawn_linked(None, Session, args, myself.get_cell()).await {
             Ok((session, _)) => {

@@ -14,10 +14,13 @@
 //! each time they start, so a restart of `vhost:/` brings every queue back, and each
 //! queue actor rebuilds its messages from storage.
 
+pub mod admin;
 pub mod config;
 mod gateway;
+pub mod log_ring;
 mod session;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
@@ -143,12 +146,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             Restart::Permanent,
             vhost_spec,
         ));
-    let (root, _) = Supervisor::start("node", None, root_spec, None).await?;
+    let (root, _) = Supervisor::start(admin::ROOT, None, root_spec, None).await?;
     let root = SupervisorHandle::new(root);
 
     let node_server =
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
-    let gateway_args = (config.name.clone(), vhost.clone());
+    let admin = Arc::new(admin::Admin {
+        node_name: config.name.clone(),
+        address: config.cluster_listen.to_string(),
+        started: began,
+        log: log_ring::LogRing::global(),
+    });
+    let gateway_args = (config.name.clone(), vhost.clone(), admin);
     root.start_child(ChildSpec::for_actor(
         GATEWAY,
         "gateway",
@@ -159,6 +168,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 GatewayArgs {
                     node_name: gateway_args.0.clone(),
                     vhost: gateway_args.1.clone(),
+                    admin: gateway_args.2.clone(),
                 },
             )
         },

@@ -11,13 +11,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::admin::Admin;
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
+use warren_actors::exchange::ExchangeDef;
 use warren_actors::exchange::{Binding, Destination, RouteResult};
 use warren_actors::message::{Message, SharedMessage};
 use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome};
-use warren_actors::vhost::VHost;
+use warren_actors::vhost::{QueueSummary, VHost};
 use warren_cluster::protocol::{
     BindTarget, BindingInfo, Delivery, ErrorReply, ExchangeInfo, InboxMsg, LocalOnly, Publish,
     PublishResult, Push, QueueInfo, Request, Response, SessionMsg, Settle, SettleKind,
@@ -30,6 +33,7 @@ pub struct SessionArgs {
     pub channel: ChannelId,
     pub group: String,
     pub client_name: String,
+    pub admin: Arc<Admin>,
 }
 
 pub struct Session;
@@ -50,8 +54,9 @@ pub struct SessionState {
     consumers: HashMap<String, Arc<str>>,
     next_delivery_tag: u64,
     unsettled: BTreeMap<u64, Unsettled>,
-    /// Queues this session consumed from or got from: told when the session ends.
+    /// Queues this session consumed from, got from or traced: told when it ends.
     touched: HashSet<Arc<str>>,
+    admin: Arc<Admin>,
 }
 
 fn to_reply(e: BrokerError) -> ErrorReply {
@@ -87,6 +92,7 @@ impl Actor for Session {
             next_delivery_tag: 1,
             unsettled: BTreeMap::new(),
             touched: HashSet::new(),
+            admin: args.admin,
         })
     }
 
@@ -97,6 +103,7 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         for queue in state.touched.drain() {
             if let Some(handle) = state.vhost.queue(&queue) {
+                handle.shared.untrace(state.channel);
                 handle.channel_down(state.channel);
             }
         }
@@ -311,53 +318,47 @@ impl SessionState {
                     },
                 }
             }
-            Request::ListQueues => Response::Queues(
-                vhost
-                    .list_queues()
-                    .into_iter()
-                    .map(|q| QueueInfo {
-                        name: q.name,
-                        durable: q.durable,
-                        exclusive: q.exclusive,
-                        auto_delete: q.auto_delete,
-                        messages: q.stats.ready + q.stats.unacked,
-                        ready: q.stats.ready,
-                        unacked: q.stats.unacked,
-                        consumers: q.stats.consumers as u32,
-                        bytes_in_memory: q.stats.bytes_in_memory,
-                        arguments: q.arguments,
-                    })
-                    .collect(),
-            ),
+            Request::ListQueues => {
+                Response::Queues(vhost.list_queues().into_iter().map(queue_info).collect())
+            }
             Request::ListExchanges => Response::Exchanges(
                 vhost
                     .list_exchanges()
                     .into_iter()
-                    .map(|x| ExchangeInfo {
-                        name: x.name,
-                        kind: x.kind.as_str().to_string(),
-                        durable: x.durable,
-                        auto_delete: x.auto_delete,
-                        internal: x.internal,
-                        arguments: x.arguments,
-                    })
+                    .map(exchange_info)
                     .collect(),
             ),
             Request::ListBindings => Response::Bindings(
                 vhost
                     .list_bindings()
                     .into_iter()
-                    .map(|b| BindingInfo {
-                        source: b.source,
-                        target: match b.destination {
-                            Destination::Queue(q) => BindTarget::Queue(q),
-                            Destination::Exchange(x) => BindTarget::Exchange(x),
-                        },
-                        routing_key: b.routing_key,
-                        arguments: b.arguments,
-                    })
+                    .map(binding_info)
                     .collect(),
             ),
+            Request::Tree { name } => Response::Tree(self.admin.tree(name.as_deref()).await?),
+            Request::Inspect { name } => {
+                Response::Inspected(Box::new(self.admin.inspect(vhost, &name).await?))
+            }
+            Request::StopActor { name } => {
+                self.admin.stop(&name).await?;
+                Response::Done
+            }
+            Request::CrashActor { name } => {
+                self.admin.crash(&name).await?;
+                Response::Done
+            }
+            Request::Trace { queue, on } => {
+                let handle = vhost.queue_for(&queue, self.channel)?;
+                if on {
+                    handle.shared.trace(self.channel, self.sink.clone());
+                    self.touched.insert(handle.name().clone());
+                } else {
+                    handle.shared.untrace(self.channel);
+                }
+                Response::Done
+            }
+            Request::Log { level, lines } => Response::Log(self.admin.log(&level, lines)?),
+            Request::Nodes => Response::Nodes(self.admin.nodes()),
             Request::Ping => Response::Done,
         })
     }
@@ -484,6 +485,7 @@ impl SessionState {
                     reason,
                 });
             }
+            QueueEvent::Traced(messages) => self.push(Push::Traced(messages)),
         }
     }
 
@@ -520,6 +522,44 @@ impl SessionState {
             }
         }
         Ok(())
+    }
+}
+
+pub(crate) fn queue_info(q: QueueSummary) -> QueueInfo {
+    QueueInfo {
+        name: q.name,
+        durable: q.durable,
+        exclusive: q.exclusive,
+        auto_delete: q.auto_delete,
+        messages: q.stats.ready + q.stats.unacked,
+        ready: q.stats.ready,
+        unacked: q.stats.unacked,
+        consumers: q.stats.consumers as u32,
+        bytes_in_memory: q.stats.bytes_in_memory,
+        arguments: q.arguments,
+    }
+}
+
+pub(crate) fn exchange_info(x: ExchangeDef) -> ExchangeInfo {
+    ExchangeInfo {
+        name: x.name,
+        kind: x.kind.as_str().to_string(),
+        durable: x.durable,
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        arguments: x.arguments,
+    }
+}
+
+pub(crate) fn binding_info(b: Binding) -> BindingInfo {
+    BindingInfo {
+        source: b.source,
+        target: match b.destination {
+            Destination::Queue(q) => BindTarget::Queue(q),
+            Destination::Exchange(x) => BindTarget::Exchange(x),
+        },
+        routing_key: b.routing_key,
+        arguments: b.arguments,
     }
 }
 

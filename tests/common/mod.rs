@@ -24,9 +24,18 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The cookie every test node gets: a test process talks to all its nodes through one
+/// client transport, which presents one cookie (see `warren_cluster::connect`).
+pub const TEST_COOKIE: &str = "warren-test-cookie-shared-by-every-test-node";
+
 impl NodeProcess {
     pub fn start(data_dir: &Path, port: u16) -> NodeProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let cookie = data_dir.join("cookie");
+        if !cookie.exists() {
+            std::fs::create_dir_all(data_dir).expect("data dir");
+            std::fs::write(&cookie, TEST_COOKIE).expect("cookie file");
+        }
         let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["node", "--name", "test", "--log", "warn"])

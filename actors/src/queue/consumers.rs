@@ -37,6 +37,21 @@ impl Consumer {
     }
 }
 
+/// A consumer as the debug shell's `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsumerSummary {
+    pub tag: String,
+    pub channel: ChannelId,
+    /// 0 is unlimited.
+    pub prefetch: u32,
+    /// Delivered and not yet settled; its credit is `prefetch - unacked`.
+    pub unacked: u32,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Receives messages (false for the waiting ones under single-active-consumer).
+    pub active: bool,
+}
+
 /// Why a consumer could not be registered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -65,6 +80,22 @@ impl Consumers {
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Every consumer, oldest first, as `inspect` shows them.
+    pub fn summaries(&self) -> Vec<ConsumerSummary> {
+        self.by_id
+            .iter()
+            .map(|(&id, c)| ConsumerSummary {
+                tag: c.tag.to_string(),
+                channel: c.channel,
+                prefetch: c.prefetch,
+                unacked: c.unacked,
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                active: !self.single_active || self.active == Some(id),
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -113,6 +113,7 @@ mod tests;
 
 pub use command::{ChannelId, Command, ConsumerTag, PublishId, Reply, Seq};
 pub use config::{Overflow, QueueConfig, MAX_SUPPORTED_PRIORITY};
+pub use consumers::ConsumerSummary;
 pub use deadletter::{dead_lettered, is_dead_letter_cycle};
 pub use effects::{DeadLetterReason, DeleteReason, Effect};
 pub use entry::IndexRecord;

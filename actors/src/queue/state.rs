@@ -239,6 +239,10 @@ impl QueueState {
     }
 
     /// Whether the queue was deleted (explicitly, by expiry or by auto-delete).
+    pub fn consumer_summaries(&self) -> Vec<super::ConsumerSummary> {
+        self.consumers.summaries()
+    }
+
     pub fn is_deleted(&self) -> bool {
         self.deleted
     }

@@ -82,7 +82,7 @@ impl Tally {
 }
 
 /// A snapshot of a queue's counters, for management and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueStats {
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub ready: u64,

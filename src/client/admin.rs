@@ -1,0 +1,103 @@
+//! What the debug shell asks of a node through the client handle: the supervision
+//! tree, an actor's state, stopping and crashing actors, tracing a queue, the node's
+//! log and its cluster members.
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use warren_actors::delivery::TracedMessage;
+use warren_cluster::protocol::{ActorDetails, LogLine, NodeInfo, Request, Response};
+use warren_supervisor::TreeSnapshot;
+
+use super::{unexpected, Client, ClientError};
+
+impl Client {
+    /// The node's supervision tree, or the subtree of the actor `name`.
+    pub async fn tree(&self, name: Option<&str>) -> Result<TreeSnapshot, ClientError> {
+        let name = name.map(str::to_string);
+        match self.call(Request::Tree { name }).await? {
+            Response::Tree(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An actor's place in the tree and, for a queue or exchange, its state.
+    pub async fn inspect(&self, name: &str) -> Result<ActorDetails, ClientError> {
+        let name = name.to_string();
+        match self.call(Request::Inspect { name }).await? {
+            Response::Inspected(d) => Ok(*d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops an actor normally; its supervisor restarts it if it is permanent.
+    pub async fn stop_actor(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(Request::StopActor { name }).await.map(drop)
+    }
+
+    /// Makes an actor fail, so that its supervisor restarts it.
+    pub async fn crash_actor(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(Request::CrashActor { name }).await.map(drop)
+    }
+
+    /// The node's last `lines` log lines at `level` (error .. trace) or more severe.
+    pub async fn log(&self, level: &str, lines: u32) -> Result<Vec<LogLine>, ClientError> {
+        let level = level.to_string();
+        match self.call(Request::Log { level, lines }).await? {
+            Response::Log(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster's members as the node sees them.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClientError> {
+        match self.call(Request::Nodes).await? {
+            Response::Nodes(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts tracing the messages that enter `queue`. One trace per client at a time;
+    /// it ends with [`Trace::stop`] or when the client closes.
+    pub async fn trace(&self, queue: &str) -> Result<Trace, ClientError> {
+        let (tx, rx) = unbounded_channel();
+        self.inner.consumers.set_tracer(Some(tx));
+        let queue = queue.to_string();
+        let on = Request::Trace {
+            queue: queue.clone(),
+            on: true,
+        };
+        if let Err(e) = self.call(on).await {
+            self.inner.consumers.set_tracer(None);
+            return Err(e);
+        }
+        Ok(Trace {
+            client: self.clone(),
+            queue,
+            rx,
+        })
+    }
+}
+
+/// A live tail of the messages entering a queue.
+pub struct Trace {
+    client: Client,
+    queue: String,
+    rx: UnboundedReceiver<Vec<TracedMessage>>,
+}
+
+impl Trace {
+    /// The next batch of traced messages; `None` once the session has ended.
+    pub async fn next(&mut self) -> Option<Vec<TracedMessage>> {
+        self.rx.recv().await
+    }
+
+    pub async fn stop(self) -> Result<(), ClientError> {
+        self.client.inner.consumers.set_tracer(None);
+        let off = Request::Trace {
+            queue: self.queue.clone(),
+            on: false,
+        };
+        self.client.call(off).await.map(drop)
+    }
+}

@@ -1,0 +1,181 @@
+//! What the debug shell asks of a node: its supervision tree, an actor's state, stop
+//! and crash an actor, its recent log, its cluster members. Sessions call these for
+//! the shell's requests (`warren shell`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use warren_actors::error::{code, BrokerError};
+use warren_actors::queue_actor::QueueMsg;
+use warren_actors::vhost::{ExchangeMsg, VHost};
+use warren_cluster::protocol::{
+    ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
+};
+use warren_supervisor::{SupervisorHandle, TreeSnapshot};
+
+use super::log_ring::{parse_level, LogRing};
+use super::session::{binding_info, exchange_info, queue_info};
+
+/// The registry name of the node's root supervisor.
+pub const ROOT: &str = "node";
+/// How long a tree snapshot may take (nested supervisors answer in turn).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node facts the shell shows, shared by every session.
+pub struct Admin {
+    pub node_name: String,
+    pub address: String,
+    pub started: Instant,
+    pub log: Arc<LogRing>,
+}
+
+fn not_found(what: &str) -> BrokerError {
+    BrokerError::new(
+        code::NOT_FOUND,
+        format!("no actor '{what}' on this node (see `tree` for the names)"),
+    )
+}
+
+impl Admin {
+    async fn tree_root(&self) -> Result<TreeSnapshot, BrokerError> {
+        let root = SupervisorHandle::lookup(ROOT).map_err(|e| {
+            BrokerError::new(
+                code::INTERNAL_ERROR,
+                format!("the root supervisor is not running: {e}"),
+            )
+        })?;
+        root.snapshot(SNAPSHOT_TIMEOUT).await.map_err(|e| {
+            BrokerError::new(
+                code::INTERNAL_ERROR,
+                format!("cannot take the tree snapshot: {e}"),
+            )
+        })
+    }
+
+    pub async fn tree(&self, name: Option<&str>) -> Result<TreeSnapshot, BrokerError> {
+        let tree = self.tree_root().await?;
+        match name {
+            None => Ok(tree),
+            Some(name) => tree.find(name).cloned().ok_or_else(|| not_found(name)),
+        }
+    }
+
+    pub async fn inspect(&self, vhost: &VHost, name: &str) -> Result<ActorDetails, BrokerError> {
+        let tree = self.tree_root().await?;
+        let location = tree.locate(name).ok_or_else(|| not_found(name))?;
+        let mut details = ActorDetails {
+            location,
+            queue: None,
+            exchange: None,
+        };
+        if let Some(queue) = name.strip_prefix("queue:/") {
+            if let Some(handle) = vhost.queue(queue) {
+                let info = vhost
+                    .list_queues()
+                    .into_iter()
+                    .find(|q| q.name == queue)
+                    .map(queue_info);
+                let consumers = handle.consumers().await.unwrap_or_default();
+                details.queue = info.map(|info: QueueInfo| QueueDetails {
+                    info,
+                    stats: handle.stats(),
+                    consumers,
+                });
+            }
+        } else if let Some(exchange) = name.strip_prefix("exchange:/") {
+            let exchange = if exchange == "amq.default" {
+                ""
+            } else {
+                exchange
+            };
+            if let Some(def) = vhost
+                .list_exchanges()
+                .into_iter()
+                .find(|x| x.name == exchange)
+            {
+                details.exchange = Some(ExchangeDetails {
+                    info: exchange_info(def),
+                    bindings: vhost
+                        .list_bindings()
+                        .into_iter()
+                        .filter(|b| b.source == exchange)
+                        .map(binding_info)
+                        .collect(),
+                });
+            }
+        }
+        Ok(details)
+    }
+
+    /// Stops `name` normally: a permanent child is restarted by its supervisor.
+    pub async fn stop(&self, name: &str) -> Result<(), BrokerError> {
+        let cell = self.target(name).await?;
+        cell.stop(Some("stopped from the debug shell".into()));
+        Ok(())
+    }
+
+    /// Makes `name` fail: queues and exchanges fail in their own handler (as a bug
+    /// would), other actors are killed.
+    pub async fn crash(&self, name: &str) -> Result<(), BrokerError> {
+        let cell = self.target(name).await?;
+        let sent = if name.starts_with("queue:") {
+            ActorRef::<QueueMsg>::from(cell)
+                .cast(QueueMsg::Crash)
+                .is_ok()
+        } else if name.starts_with("exchange:") {
+            ActorRef::<ExchangeMsg>::from(cell)
+                .cast(ExchangeMsg::Crash)
+                .is_ok()
+        } else {
+            cell.kill();
+            true
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(BrokerError::new(
+                code::NOT_FOUND,
+                format!("actor '{name}' stopped before it could be crashed"),
+            ))
+        }
+    }
+
+    /// The running actor called `name`, if it is in the tree and may be stopped.
+    async fn target(&self, name: &str) -> Result<ractor::ActorCell, BrokerError> {
+        if name == ROOT {
+            return Err(BrokerError::new(
+                code::NOT_ALLOWED,
+                "the root supervisor cannot be stopped from the shell: stop the node with SIGTERM",
+            ));
+        }
+        if self.tree_root().await?.find(name).is_none() {
+            return Err(not_found(name));
+        }
+        ractor::registry::where_is(name).ok_or_else(|| {
+            BrokerError::new(
+                code::NOT_FOUND,
+                format!("actor '{name}' is not running right now (restarting?)"),
+            )
+        })
+    }
+
+    pub fn log(&self, level: &str, lines: u32) -> Result<Vec<LogLine>, BrokerError> {
+        let level =
+            parse_level(level).map_err(|text| BrokerError::new(code::PRECONDITION_FAILED, text))?;
+        Ok(self.log.recent(level, lines as usize))
+    }
+
+    /// The members: this node alone until clustering lands.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        vec![NodeInfo {
+            name: self.node_name.clone(),
+            address: self.address.clone(),
+            role: "disk".into(),
+            up: true,
+            leader: true,
+            this_node: true,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }]
+    }
+}

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use ractor::{BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+pub use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::{QueueEvent, TracedMessage};
 use warren_actors::message::{FieldTable, Properties};
 use warren_actors::queue::{ConsumerSummary, QueueStats};
@@ -250,24 +251,6 @@ pub enum PublishResult {
     Rejected(String),
     /// The publish was wrong (e.g. no such exchange).
     Failed(ErrorReply),
-}
-
-/// The client's half of a settlement (what AMQP calls ack, nack and reject).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SettleKind {
-    Ack,
-    /// Nack or reject: back to the queue (`requeue`), or dead-lettered / dropped.
-    Reject {
-        requeue: bool,
-    },
-}
-
-/// A settlement of one delivery tag, or of every tag up to it (`multiple`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settle {
-    pub delivery_tag: u64,
-    pub multiple: bool,
-    pub kind: SettleKind,
 }
 
 /// A message delivered to a consumer (or got with `Get`).

@@ -8,22 +8,23 @@
 //! (client closed, client process gone, node stopping) every unsettled delivery goes
 //! back to its queue and the exclusive queues it owned are deleted.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::admin::Admin;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use warren_actors::channel::{ChannelState, PublishOutcome};
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::exchange::ExchangeDef;
-use warren_actors::exchange::{Binding, Destination, RouteResult};
-use warren_actors::message::{Message, SharedMessage};
-use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome};
+use warren_actors::exchange::{Binding, Destination};
+use warren_actors::message::Message;
+use warren_actors::queue_actor::ConsumeRequest;
 use warren_actors::vhost::{QueueSummary, VHost};
 use warren_cluster::protocol::{
     BindTarget, BindingInfo, Delivery, ErrorReply, ExchangeInfo, InboxMsg, LocalOnly, Publish,
-    PublishResult, Push, QueueInfo, Request, Response, SessionMsg, Settle, SettleKind,
+    PublishResult, Push, QueueInfo, Request, Response, SessionMsg, Settle,
 };
 
 /// What a session starts from.
@@ -38,12 +39,6 @@ pub struct SessionArgs {
 
 pub struct Session;
 
-/// A delivery the client has not settled yet.
-struct Unsettled {
-    queue: Arc<str>,
-    seq: u64,
-}
-
 pub struct SessionState {
     vhost: VHost,
     inbox: ActorRef<InboxMsg>,
@@ -52,10 +47,8 @@ pub struct SessionState {
     sink: ChannelSink,
     /// Consumer tag to queue name.
     consumers: HashMap<String, Arc<str>>,
-    next_delivery_tag: u64,
-    unsettled: BTreeMap<u64, Unsettled>,
-    /// Queues this session consumed from, got from or traced: told when it ends.
-    touched: HashSet<Arc<str>>,
+    /// Routing, delivery tags, unsettled deliveries.
+    core: ChannelState,
     admin: Arc<Admin>,
 }
 
@@ -83,15 +76,13 @@ impl Actor for Session {
         });
         tracing::debug!(client = %args.client_name, channel = args.channel, "session opened");
         Ok(SessionState {
+            core: ChannelState::new(args.vhost.clone(), args.channel),
             vhost: args.vhost,
             inbox: args.inbox,
             channel: args.channel,
             client_name: args.client_name,
             sink,
             consumers: HashMap::new(),
-            next_delivery_tag: 1,
-            unsettled: BTreeMap::new(),
-            touched: HashSet::new(),
             admin: args.admin,
         })
     }
@@ -101,12 +92,7 @@ impl Actor for Session {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for queue in state.touched.drain() {
-            if let Some(handle) = state.vhost.queue(&queue) {
-                handle.shared.untrace(state.channel);
-                handle.channel_down(state.channel);
-            }
-        }
+        state.core.close();
         state.vhost.owner_gone(state.channel).await;
         tracing::debug!(client = %state.client_name, channel = state.channel, "session closed");
         Ok(())
@@ -293,7 +279,7 @@ impl SessionState {
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());
-                self.touched.insert(handle.name().clone());
+                self.core.touch(handle.name().clone());
                 Response::ConsumeStarted { tag }
             }
             Request::Cancel { tag } => {
@@ -306,7 +292,7 @@ impl SessionState {
             }
             Request::Get { queue, no_ack } => {
                 let handle = vhost.queue_for(&queue, self.channel)?;
-                self.touched.insert(handle.name().clone());
+                self.core.touch(handle.name().clone());
                 match handle.get(self.channel, no_ack).await? {
                     Some((delivery, remaining)) => Response::Got {
                         delivery: Some(Box::new(self.track(delivery, "", no_ack))),
@@ -351,7 +337,7 @@ impl SessionState {
                 let handle = vhost.queue_for(&queue, self.channel)?;
                 if on {
                     handle.shared.trace(self.channel, self.sink.clone());
-                    self.touched.insert(handle.name().clone());
+                    self.core.touch(handle.name().clone());
                 } else {
                     handle.shared.untrace(self.channel);
                 }
@@ -369,88 +355,37 @@ impl SessionState {
         batch: Vec<Publish>,
         reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>,
     ) {
-        let mut results: Vec<Option<PublishResult>> = vec![None; batch.len()];
-        // Queue name -> (its messages, their indices in the batch), in first-seen order.
-        let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
-        let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
-        // One routing buffer for the whole batch: no allocation per message.
-        let mut routed = RouteResult::default();
-        for (i, p) in batch.into_iter().enumerate() {
-            let headers = p.properties.headers.as_ref();
-            if let Err(e) = self
-                .vhost
-                .route(&p.exchange, &p.routing_key, headers, &mut routed)
-            {
-                results[i] = Some(PublishResult::Failed(to_reply(e)));
-                continue;
-            }
-            if routed.is_empty() {
-                results[i] = Some(if p.mandatory {
-                    PublishResult::Unroutable
-                } else {
-                    PublishResult::Confirmed
-                });
-                continue;
-            }
-            let message: SharedMessage = Arc::new(Message {
-                exchange: p.exchange,
-                routing_key: p.routing_key,
-                properties: p.properties,
-                body: p.body,
-            });
-            for queue in routed.iter() {
-                let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
-                    shares.push((queue.clone(), Vec::new(), Vec::new()));
-                    shares.len() - 1
-                });
-                shares[idx].1.push(message.clone());
-                shares[idx].2.push(i);
-            }
-        }
-        let mut waits = Vec::with_capacity(shares.len());
-        for (queue, messages, indices) in shares {
-            // A queue deleted between routing and now: as if it had not been routed there.
-            if let Some(handle) = self.vhost.queue(&queue) {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                handle.publish(messages, Some(tx));
-                waits.push((rx, indices));
-            }
-        }
+        let batch = batch
+            .into_iter()
+            .map(|p| {
+                let message = Message {
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
+                    properties: p.properties,
+                    body: p.body,
+                };
+                (message, p.mandatory)
+            })
+            .collect();
+        let outcomes = self.core.publish(batch);
         tokio::spawn(async move {
-            for (rx, indices) in waits {
-                let outcomes = rx.await.unwrap_or_else(|_| {
-                    vec![
-                        EnqueueOutcome::Rejected("the queue restarted before confirming".into());
-                        indices.len()
-                    ]
-                });
-                for (i, outcome) in indices.into_iter().zip(outcomes) {
-                    if let EnqueueOutcome::Rejected(why) = outcome {
-                        results[i] = Some(PublishResult::Rejected(why));
-                    }
-                }
-            }
-            let results: Vec<PublishResult> = results
+            let results: Vec<PublishResult> = outcomes
+                .await
                 .into_iter()
-                .map(|r| r.unwrap_or(PublishResult::Confirmed))
+                .map(|o| match o {
+                    PublishOutcome::Confirmed => PublishResult::Confirmed,
+                    PublishOutcome::Unroutable => PublishResult::Unroutable,
+                    PublishOutcome::Rejected(why) => PublishResult::Rejected(why),
+                    PublishOutcome::Failed(e) => PublishResult::Failed(to_reply(e)),
+                })
                 .collect();
             let _ = reply.send(results.into());
         });
     }
 
-    /// Gives a delivery its tag and remembers it unless it needs no ack.
+    /// Gives a delivery its tag (remembered unless it needs no ack).
     fn track(&mut self, d: QueueDelivery, consumer_tag: &str, no_ack: bool) -> Delivery {
-        let tag = self.next_delivery_tag;
-        self.next_delivery_tag += 1;
-        if !no_ack {
-            self.unsettled.insert(
-                tag,
-                Unsettled {
-                    queue: d.queue.clone(),
-                    seq: d.seq,
-                },
-            );
-        }
+        let tag = self.core.track(&d, no_ack);
         let message = Arc::unwrap_or_clone(d.message);
         Delivery {
             delivery_tag: tag,
@@ -491,37 +426,7 @@ impl SessionState {
 
     /// Turns the client's settlements into per-queue acks and rejects.
     fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
-        // (queue, kind) -> seqs, so that each queue gets one message per kind.
-        let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
-        for s in settles {
-            let tags: Vec<u64> = if s.multiple {
-                self.unsettled
-                    .range(..=s.delivery_tag)
-                    .map(|(t, _)| *t)
-                    .collect()
-            } else if self.unsettled.contains_key(&s.delivery_tag) {
-                vec![s.delivery_tag]
-            } else {
-                return Err(BrokerError::precondition_failed(format!(
-                    "PRECONDITION_FAILED - unknown delivery tag {}",
-                    s.delivery_tag
-                )));
-            };
-            for tag in tags {
-                if let Some(u) = self.unsettled.remove(&tag) {
-                    grouped.entry((u.queue, s.kind)).or_default().push(u.seq);
-                }
-            }
-        }
-        for ((queue, kind), seqs) in grouped {
-            if let Some(handle) = self.vhost.queue(&queue) {
-                match kind {
-                    SettleKind::Ack => handle.ack(self.channel, seqs),
-                    SettleKind::Reject { requeue } => handle.reject(self.channel, seqs, requeue),
-                }
-            }
-        }
-        Ok(())
+        self.core.settle(settles)
     }
 }
 

@@ -1,0 +1,259 @@
+//! [`ChannelState`]: what every protocol front door does for one channel, the
+//! client-handle session and the AMQP channel alike.
+//!
+//! It routes a batch of publishes against the vhost's routing snapshot (no exchange
+//! mailbox on the way), hands each queue its share in one message, and resolves each
+//! publish once every queue it went to holds it as safely as promised. It numbers
+//! deliveries with delivery tags, remembers the unsettled ones, turns acks, nacks and
+//! rejects into per-queue settlements, and when the channel closes gives every
+//! unsettled delivery back to its queue.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::{ChannelId, QueueDelivery};
+use crate::error::BrokerError;
+use crate::exchange::RouteResult;
+use crate::message::{Message, SharedMessage};
+use crate::queue_actor::EnqueueOutcome;
+use crate::vhost::VHost;
+
+/// What became of one published message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Every queue it was routed to holds it as safely as promised (or no queue took
+    /// it and it was not mandatory).
+    Confirmed,
+    /// Mandatory, and no queue took it.
+    Unroutable,
+    /// A queue refused it (a full queue with `x-overflow: reject-publish`, say).
+    Rejected(String),
+    /// The publish itself was wrong (no such exchange, say).
+    Failed(BrokerError),
+}
+
+/// The client's half of a settlement (what AMQP calls ack, nack and reject).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SettleKind {
+    Ack,
+    /// Nack or reject: back to the queue (`requeue`), or dead-lettered / dropped.
+    Reject {
+        requeue: bool,
+    },
+}
+
+/// A settlement of one delivery tag, or of every tag up to it (`multiple`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settle {
+    pub delivery_tag: u64,
+    pub multiple: bool,
+    pub kind: SettleKind,
+}
+
+/// A delivery not settled yet.
+struct Unsettled {
+    queue: Arc<str>,
+    seq: u64,
+}
+
+/// One channel's routing, delivery tags and unsettled deliveries.
+pub struct ChannelState {
+    vhost: VHost,
+    id: ChannelId,
+    next_delivery_tag: u64,
+    unsettled: BTreeMap<u64, Unsettled>,
+    /// Queues this channel consumed from, got from or traced: told when it closes.
+    touched: HashSet<Arc<str>>,
+}
+
+impl ChannelState {
+    pub fn new(vhost: VHost, id: ChannelId) -> Self {
+        ChannelState {
+            vhost,
+            id,
+            next_delivery_tag: 1,
+            unsettled: BTreeMap::new(),
+            touched: HashSet::new(),
+        }
+    }
+
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    pub fn vhost(&self) -> &VHost {
+        &self.vhost
+    }
+
+    /// Remembers that the channel uses `queue` (it is told when the channel closes).
+    pub fn touch(&mut self, queue: Arc<str>) {
+        self.touched.insert(queue);
+    }
+
+    /// Unsettled deliveries.
+    pub fn unsettled(&self) -> usize {
+        self.unsettled.len()
+    }
+
+    /// Routes a batch of `(message, mandatory)` and hands each queue its share now;
+    /// the returned future resolves to one outcome per message, in order, once every
+    /// queue has answered.
+    pub fn publish(
+        &self,
+        batch: Vec<(Message, bool)>,
+    ) -> impl Future<Output = Vec<PublishOutcome>> + Send + 'static {
+        let mut results: Vec<Option<PublishOutcome>> = vec![None; batch.len()];
+        // Queue name -> (its messages, their indices in the batch), in first-seen order.
+        let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
+        let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
+        // One routing buffer for the whole batch: no allocation per message.
+        let mut routed = RouteResult::default();
+        for (i, (message, mandatory)) in batch.into_iter().enumerate() {
+            let headers = message.properties.headers.as_ref();
+            if let Err(e) = self.vhost.route(
+                &message.exchange,
+                &message.routing_key,
+                headers,
+                &mut routed,
+            ) {
+                results[i] = Some(PublishOutcome::Failed(e));
+                continue;
+            }
+            if routed.is_empty() {
+                results[i] = Some(if mandatory {
+                    PublishOutcome::Unroutable
+                } else {
+                    PublishOutcome::Confirmed
+                });
+                continue;
+            }
+            let message: SharedMessage = Arc::new(message);
+            for queue in routed.iter() {
+                let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
+                    shares.push((queue.clone(), Vec::new(), Vec::new()));
+                    shares.len() - 1
+                });
+                shares[idx].1.push(message.clone());
+                shares[idx].2.push(i);
+            }
+        }
+        let mut waits = Vec::with_capacity(shares.len());
+        for (queue, messages, indices) in shares {
+            // A queue deleted between routing and now: as if it had not been routed there.
+            if let Some(handle) = self.vhost.queue(&queue) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                handle.publish(messages, Some(tx));
+                waits.push((rx, indices));
+            }
+        }
+        async move {
+            for (rx, indices) in waits {
+                let outcomes = rx.await.unwrap_or_else(|_| {
+                    vec![
+                        EnqueueOutcome::Rejected("the queue restarted before confirming".into());
+                        indices.len()
+                    ]
+                });
+                for (i, outcome) in indices.into_iter().zip(outcomes) {
+                    if let EnqueueOutcome::Rejected(why) = outcome {
+                        results[i] = Some(PublishOutcome::Rejected(why));
+                    }
+                }
+            }
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or(PublishOutcome::Confirmed))
+                .collect()
+        }
+    }
+
+    /// Gives a delivery its tag and remembers it unless it needs no ack.
+    pub fn track(&mut self, d: &QueueDelivery, no_ack: bool) -> u64 {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        if !no_ack {
+            self.unsettled.insert(
+                tag,
+                Unsettled {
+                    queue: d.queue.clone(),
+                    seq: d.seq,
+                },
+            );
+        }
+        tag
+    }
+
+    /// Turns settlements into per-queue acks and rejects. An unknown tag refuses the
+    /// whole batch (RabbitMQ closes the channel with 406), settling nothing.
+    pub fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
+        // Check first, so that an unknown tag settles nothing.
+        let mut seen: HashSet<u64> = HashSet::new();
+        for s in settles {
+            let known = if s.multiple {
+                s.delivery_tag == 0 || self.unsettled.range(..=s.delivery_tag).next().is_some()
+            } else {
+                self.unsettled.contains_key(&s.delivery_tag) && seen.insert(s.delivery_tag)
+            };
+            if !known {
+                return Err(BrokerError::precondition_failed(format!(
+                    "PRECONDITION_FAILED - unknown delivery tag {}",
+                    s.delivery_tag
+                )));
+            }
+        }
+        // (queue, kind) -> seqs, so that each queue gets one message per kind.
+        let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
+        for s in settles {
+            let tags: Vec<u64> = if s.multiple {
+                // Tag 0 with multiple: everything outstanding (AMQP 0-9-1).
+                let upto = if s.delivery_tag == 0 {
+                    u64::MAX
+                } else {
+                    s.delivery_tag
+                };
+                self.unsettled.range(..=upto).map(|(t, _)| *t).collect()
+            } else {
+                vec![s.delivery_tag]
+            };
+            for tag in tags {
+                if let Some(u) = self.unsettled.remove(&tag) {
+                    grouped.entry((u.queue, s.kind)).or_default().push(u.seq);
+                }
+            }
+        }
+        for ((queue, kind), seqs) in grouped {
+            if let Some(handle) = self.vhost.queue(&queue) {
+                match kind {
+                    SettleKind::Ack => handle.ack(self.id, seqs),
+                    SettleKind::Reject { requeue } => handle.reject(self.id, seqs, requeue),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every unsettled delivery back to its queue (`basic.recover`).
+    pub fn requeue_unsettled(&mut self) {
+        let all = Settle {
+            delivery_tag: 0,
+            multiple: true,
+            kind: SettleKind::Reject { requeue: true },
+        };
+        let _ = self.settle(&[all]);
+    }
+
+    /// The channel closes: every queue it touched returns its unsettled deliveries
+    /// (marked redelivered) and forgets its consumers and traces.
+    pub fn close(&mut self) {
+        self.unsettled.clear();
+        for queue in self.touched.drain() {
+            if let Some(handle) = self.vhost.queue(&queue) {
+                handle.shared.untrace(self.id);
+                handle.channel_down(self.id);
+            }
+        }
+    }
+}

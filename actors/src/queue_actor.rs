@@ -486,6 +486,7 @@ impl Actor for QueueActor {
                         });
                         shell.durable_batch = true;
                         shell.flush(&myself).await;
+                        shell.cancel_consumers("the queue was deleted");
                         Ok(message_count)
                     }
                     Ok(_) => Ok(0),
@@ -768,6 +769,20 @@ impl QueueShell {
                 };
                 tracing::info!(queue = %self.args.shared.name, "queue deleted: {why}");
                 (self.args.delete_self)(self.args.shared.name.clone());
+            }
+        }
+    }
+
+    /// Tells every consumer's channel that the queue ended it (AMQP
+    /// `consumer_cancel_notify`), and forgets them.
+    fn cancel_consumers(&mut self, reason: &str) {
+        self.args.shared.consumers().clear();
+        for (_, (sink, tags)) in self.channels.drain() {
+            for tag in tags.keys() {
+                sink(QueueEvent::ConsumerCancelled {
+                    tag: tag.clone(),
+                    reason: reason.to_string(),
+                });
             }
         }
     }

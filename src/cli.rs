@@ -90,6 +90,9 @@ pub struct NodeArgs {
     /// Address for cluster sessions (other nodes, client handles, the CLI).
     #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
+    /// Address for AMQP 0-9-1 clients (default 127.0.0.1:5672), or `off`.
+    #[arg(long, env = "WARREN_AMQP_LISTEN", value_name = "ADDR|off")]
+    pub amqp_listen: Option<String>,
     /// The cookie file (created on first start); default DATA_DIR/cookie.
     #[arg(long, env = "WARREN_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,

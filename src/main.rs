@@ -57,7 +57,9 @@ fn quit_quietly_when_stdout_closes() {
 async fn run_node(args: NodeArgs) -> Result<(), String> {
     let mut config = NodeConfig::default();
     if let Some(path) = &args.config {
-        config.apply(ConfigFile::load(path).map_err(|e| e.to_string())?);
+        config
+            .apply(ConfigFile::load(path).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
     if let Some(v) = args.name {
         config.name = v;
@@ -67,6 +69,10 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     }
     if let Some(v) = args.cluster_listen {
         config.cluster_listen = v;
+    }
+    if let Some(v) = &args.amqp_listen {
+        config.amqp_listen =
+            warren::node::config::parse_amqp_listen(v).map_err(|e| e.to_string())?;
     }
     if args.cookie_file.is_some() {
         config.cookie_file = args.cookie_file;

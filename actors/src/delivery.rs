@@ -68,3 +68,10 @@ pub type ChannelSink = Arc<dyn Fn(QueueEvent) + Send + Sync>;
 
 /// Identifies a channel to a queue (for acks and for requeueing when it goes away).
 pub type ChannelId = u64;
+
+/// A channel id no other channel of this node has or had: client-handle sessions,
+/// AMQP channels and AMQP connections (the owners of exclusive queues) all draw here.
+pub fn next_channel_id() -> ChannelId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -4,6 +4,7 @@
 //! name = "rabbit1"
 //! data_dir = "/var/lib/warren"
 //! cluster_listen = "127.0.0.1:4370"
+//! amqp_listen = "127.0.0.1:5672"     # or "off"
 //! cookie_file = "/var/lib/warren/cookie"
 //! log = "info"
 //! storage_cache_mib = 32
@@ -23,6 +24,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The address the node listens on for cluster sessions (nodes and client handles).
     pub cluster_listen: SocketAddr,
+    /// The AMQP 0-9-1 listener's address; `None` disables it.
+    pub amqp_listen: Option<SocketAddr>,
     /// The cookie file; `<data_dir>/cookie` when not set.
     pub cookie_file: Option<PathBuf>,
     /// A tracing filter (`info`, `warren=debug`, ...).
@@ -39,11 +42,29 @@ impl Default for NodeConfig {
             cluster_listen: crate::client::DEFAULT_NODE_ADDR
                 .parse()
                 .expect("the default address parses"),
+            amqp_listen: Some(
+                DEFAULT_AMQP_LISTEN
+                    .parse()
+                    .expect("the default AMQP address parses"),
+            ),
             cookie_file: None,
             log: "info,ractor_cluster=error".into(),
             storage_cache_mib: 32,
         }
     }
+}
+
+/// Where the AMQP listener binds unless told otherwise (RabbitMQ's port, loopback).
+pub const DEFAULT_AMQP_LISTEN: &str = "127.0.0.1:5672";
+
+/// `ADDR` or `off` (no AMQP listener).
+pub fn parse_amqp_listen(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ConfigError::AmqpListen(text.to_string()))
 }
 
 /// The keys a config file may hold; every one is optional.
@@ -53,6 +74,7 @@ pub struct ConfigFile {
     pub name: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub cluster_listen: Option<SocketAddr>,
+    pub amqp_listen: Option<String>,
     pub cookie_file: Option<PathBuf>,
     pub log: Option<String>,
     pub storage_cache_mib: Option<u32>,
@@ -72,6 +94,8 @@ pub enum ConfigError {
         "node name '{0}' is not valid: use letters, digits, '-', '_' or '.' (1 to 64 of them)"
     )]
     Name(String),
+    #[error("AMQP listen address '{0}' is not valid: give IP:PORT (e.g. 127.0.0.1:5672) or 'off'")]
+    AmqpListen(String),
     #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
     CacheSize(u32),
 }
@@ -91,7 +115,7 @@ impl ConfigFile {
 
 impl NodeConfig {
     /// Lays a config file over this configuration.
-    pub fn apply(&mut self, file: ConfigFile) {
+    pub fn apply(&mut self, file: ConfigFile) -> Result<(), ConfigError> {
         if let Some(v) = file.name {
             self.name = v;
         }
@@ -100,6 +124,9 @@ impl NodeConfig {
         }
         if let Some(v) = file.cluster_listen {
             self.cluster_listen = v;
+        }
+        if let Some(v) = file.amqp_listen {
+            self.amqp_listen = parse_amqp_listen(&v)?;
         }
         if file.cookie_file.is_some() {
             self.cookie_file = file.cookie_file;
@@ -110,6 +137,7 @@ impl NodeConfig {
         if let Some(v) = file.storage_cache_mib {
             self.storage_cache_mib = v;
         }
+        Ok(())
     }
 
     pub fn cookie_path(&self) -> PathBuf {
@@ -160,7 +188,7 @@ mod tests {
         )
         .unwrap();
         let mut config = NodeConfig::default();
-        config.apply(ConfigFile::load(&path).unwrap());
+        config.apply(ConfigFile::load(&path).unwrap()).unwrap();
         assert_eq!(config.name, "n1");
         assert_eq!(config.cluster_listen.port(), 5000);
         assert_eq!(config.cookie_path(), PathBuf::from("warren-data/cookie"));

@@ -30,7 +30,6 @@ pub struct GatewayState {
     node_name: String,
     vhost: VHost,
     admin: Arc<Admin>,
-    next_session: u64,
     /// Live sessions: id -> (actor, the ractor_cluster node id of the client process).
     sessions: HashMap<ractor::ActorId, (ActorRef<SessionMsg>, u64)>,
 }
@@ -53,7 +52,6 @@ impl Actor for Gateway {
             node_name: args.node_name,
             vhost: args.vhost,
             admin: args.admin,
-            next_session: 1,
             sessions: HashMap::new(),
         })
     }
@@ -134,8 +132,7 @@ impl GatewayState {
             });
         };
         let client_node = inbox.get_id().node();
-        let id = self.next_session;
-        self.next_session += 1;
+        let id = warren_actors::delivery::next_channel_id();
         let group = format!("warren.session.{}.{id}", self.node_name);
         let args = SessionArgs {
             vhost: self.vhost.clone(),

@@ -55,6 +55,11 @@ pub enum NodeError {
     Recovery(String),
     #[error(transparent)]
     Listen(#[from] warren_cluster::node_server::StartError),
+    #[error("cannot listen for AMQP clients on {addr}: {source} (is RabbitMQ or another node using the port? choose one with --amqp-listen ADDR, or 'off')")]
+    AmqpListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the supervision tree: {0}")]
     Supervision(#[from] warren_supervisor::SupervisorError),
 }
@@ -65,6 +70,8 @@ pub struct RunningNode {
     pub root: SupervisorHandle,
     pub vhost: VHost,
     pub store: Store,
+    /// The AMQP listener, unless turned off.
+    pub amqp: Option<warren_amqp::Listener>,
     node_server: ActorRef<NodeServerMessage>,
 }
 
@@ -188,6 +195,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             "cannot watch client sessions: {e}"
         )));
     }
+    let amqp = match config.amqp_listen {
+        Some(addr) => {
+            let server = warren_amqp::Server {
+                vhost: vhost.clone(),
+                product_version: env!("CARGO_PKG_VERSION").to_string(),
+                node_name: config.name.clone(),
+            };
+            Some(
+                warren_amqp::Listener::start(addr, server)
+                    .await
+                    .map_err(|source| NodeError::AmqpListen { addr, source })?,
+            )
+        }
+        None => None,
+    };
     tracing::info!(
         node = %config.name,
         listen = %config.cluster_listen,
@@ -200,6 +222,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         root,
         vhost,
         store,
+        amqp,
         node_server,
     })
 }
@@ -209,6 +232,9 @@ impl RunningNode {
     pub async fn shutdown(self) {
         tracing::info!(node = %self.config.name, "shutting down");
         self.node_server.stop(None);
+        if let Some(amqp) = &self.amqp {
+            amqp.stop();
+        }
         if let Err(e) = self.root.shutdown(Duration::from_secs(30)).await {
             tracing::warn!("shutdown of the supervision tree: {e}");
         }

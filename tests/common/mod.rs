@@ -13,6 +13,8 @@ use warren::client::{Client, ConnectOptions};
 pub struct NodeProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where AMQP 0-9-1 clients connect.
+    pub amqp_addr: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -31,6 +33,7 @@ pub const TEST_COOKIE: &str = "warren-test-cookie-shared-by-every-test-node";
 impl NodeProcess {
     pub fn start(data_dir: &Path, port: u16) -> NodeProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let amqp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let cookie = data_dir.join("cookie");
         if !cookie.exists() {
             std::fs::create_dir_all(data_dir).expect("data dir");
@@ -43,6 +46,8 @@ impl NodeProcess {
             .arg(data_dir)
             .arg("--cluster-listen")
             .arg(addr.to_string())
+            .arg("--amqp-listen")
+            .arg(amqp_addr.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -50,6 +55,7 @@ impl NodeProcess {
         NodeProcess {
             child: Some(child),
             addr,
+            amqp_addr,
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -1,0 +1,731 @@
+//! One AMQP channel: its methods, the content of publishes being assembled, consumers,
+//! publisher confirms and transactions. Routing, delivery tags and settlements are
+//! [`ChannelState`]'s, shared with the client-handle session.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
+use bytes::Bytes;
+use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
+use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
+use warren_actors::exchange::{Binding, Destination};
+use warren_actors::message::Message;
+use warren_actors::queue_actor::ConsumeRequest;
+use warren_actors::vhost::VHost;
+
+use crate::convert::{properties_from_wire, properties_to_wire, short, table_from_wire};
+use crate::error::{code, AmqpError, ChannelError, ConnectionError};
+
+/// A publish whose content is still arriving.
+struct Incoming {
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    /// Set once the content header arrived.
+    header: Option<(u64, warren_actors::message::Properties)>,
+    body: Vec<u8>,
+}
+
+/// A complete publish waiting to be routed with the others of its batch.
+pub struct Ready {
+    pub message: Message,
+    pub mandatory: bool,
+    /// Its publisher-confirm sequence number (confirm mode only).
+    pub confirm_seq: Option<u64>,
+}
+
+/// What the connection must do after a method.
+pub enum Outcome {
+    /// Frames to send (maybe none).
+    Send(Vec<AMQPFrame>),
+    /// The client closed the channel: send close-ok and forget it.
+    Closed,
+}
+
+pub struct AmqpChannel {
+    pub number: u16,
+    core: ChannelState,
+    /// The connection's id: owner of its exclusive queues.
+    connection: ChannelId,
+    sink: ChannelSink,
+    incoming: Option<Incoming>,
+    /// Publishes complete and not yet routed.
+    pub ready: Vec<Ready>,
+    confirm: bool,
+    next_confirm_seq: u64,
+    /// Confirm seqs sent to queues and not yet acked or nacked.
+    pub outstanding: BTreeSet<u64>,
+    /// Consumer tag -> queue.
+    consumers: HashMap<String, Arc<str>>,
+    prefetch: u32,
+    /// tx.select: publishes and settlements wait for tx.commit.
+    tx: bool,
+    tx_publishes: Vec<Ready>,
+    tx_settles: Vec<Settle>,
+    frame_max: u32,
+}
+
+fn method(class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(0, class)
+}
+
+impl AmqpChannel {
+    pub fn new(
+        number: u16,
+        vhost: VHost,
+        connection: ChannelId,
+        sink_for: impl FnOnce(ChannelId) -> ChannelSink,
+        frame_max: u32,
+    ) -> Self {
+        let id = next_channel_id();
+        AmqpChannel {
+            number,
+            core: ChannelState::new(vhost, id),
+            connection,
+            sink: sink_for(id),
+            incoming: None,
+            ready: Vec::new(),
+            confirm: false,
+            next_confirm_seq: 1,
+            outstanding: BTreeSet::new(),
+            consumers: HashMap::new(),
+            prefetch: 0,
+            tx: false,
+            tx_publishes: Vec::new(),
+            tx_settles: Vec::new(),
+            frame_max,
+        }
+    }
+
+    pub fn confirm_mode(&self) -> bool {
+        self.confirm
+    }
+
+    /// Sets a frame's channel number to this channel's.
+    fn on_me(&self, frame: AMQPFrame) -> AMQPFrame {
+        match frame {
+            AMQPFrame::Method(_, m) => AMQPFrame::Method(self.number, m),
+            AMQPFrame::Header(_, h) => AMQPFrame::Header(self.number, h),
+            AMQPFrame::Body(_, b) => AMQPFrame::Body(self.number, b),
+            other => other,
+        }
+    }
+
+    fn reply(&self, class: AMQPClass) -> Outcome {
+        Outcome::Send(vec![self.on_me(method(class))])
+    }
+
+    /// The frames of one message: the method, the content header, the body in pieces
+    /// that fit frame_max.
+    pub fn content_frames(&self, head: AMQPClass, message: &Message, out: &mut Vec<AMQPFrame>) {
+        out.push(AMQPFrame::Method(self.number, head));
+        out.push(AMQPFrame::Header(
+            self.number,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: message.body.len() as u64,
+                properties: properties_to_wire(&message.properties),
+            },
+        ));
+        let piece = (self.frame_max as usize).saturating_sub(8).max(1);
+        for chunk in message.body.chunks(piece) {
+            out.push(AMQPFrame::Body(self.number, chunk.to_vec()));
+        }
+    }
+
+    // ----- content ---------------------------------------------------------------
+
+    /// A content header frame arrived.
+    pub fn header(&mut self, header: AMQPContentHeader) -> Result<(), AmqpError> {
+        let Some(incoming) = self.incoming.as_mut().filter(|i| i.header.is_none()) else {
+            return Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - expected method frame, got non method frame instead (content header on channel {})",
+                self.number
+            ))
+            .into());
+        };
+        if header.class_id != 60 {
+            return Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - content header for class {} on a basic.publish",
+                header.class_id
+            ))
+            .into());
+        }
+        incoming.header = Some((header.body_size, properties_from_wire(&header.properties)));
+        incoming
+            .body
+            .reserve(header.body_size.min(1 << 20) as usize);
+        if header.body_size == 0 {
+            self.complete();
+        }
+        Ok(())
+    }
+
+    /// A content body frame arrived.
+    pub fn body(&mut self, data: Vec<u8>) -> Result<(), AmqpError> {
+        let Some(incoming) = self.incoming.as_mut() else {
+            return Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - expected method frame, got non method frame instead (content body on channel {})",
+                self.number
+            ))
+            .into());
+        };
+        let Some((size, _)) = &incoming.header else {
+            return Err(ConnectionError::unexpected(
+                "UNEXPECTED_FRAME - expected content header, got content body",
+            )
+            .into());
+        };
+        if incoming.body.len() as u64 + data.len() as u64 > *size {
+            return Err(ConnectionError::frame(format!(
+                "FRAME_ERROR - content body longer than the {size} bytes its header announced"
+            ))
+            .into());
+        }
+        incoming.body.extend_from_slice(&data);
+        if incoming.body.len() as u64 == *size {
+            self.complete();
+        }
+        Ok(())
+    }
+
+    /// Whether a publish waits for its header or body (a method now is an error).
+    pub fn expects_content(&self) -> bool {
+        self.incoming.is_some()
+    }
+
+    fn complete(&mut self) {
+        let Some(incoming) = self.incoming.take() else {
+            return;
+        };
+        let (_, properties) = incoming.header.unwrap_or_default();
+        let message = Message {
+            exchange: incoming.exchange,
+            routing_key: incoming.routing_key,
+            properties,
+            body: Bytes::from(incoming.body),
+        };
+        let confirm_seq = self.confirm.then(|| {
+            let seq = self.next_confirm_seq;
+            self.next_confirm_seq += 1;
+            seq
+        });
+        let ready = Ready {
+            message,
+            mandatory: incoming.mandatory,
+            confirm_seq,
+        };
+        if self.tx {
+            self.tx_publishes.push(ready);
+        } else {
+            self.ready.push(ready);
+        }
+    }
+
+    /// Routes the publishes completed so far; the future resolves to their outcomes.
+    pub fn route_ready(
+        &mut self,
+    ) -> Option<impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let batch: Vec<(Message, bool)> = self
+            .ready
+            .iter()
+            .map(|r| (r.message.clone(), r.mandatory))
+            .collect();
+        for r in &self.ready {
+            if let Some(seq) = r.confirm_seq {
+                self.outstanding.insert(seq);
+            }
+        }
+        Some(self.core.publish(batch))
+    }
+
+    // ----- deliveries -------------------------------------------------------------
+
+    /// Frames for deliveries from a queue.
+    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<AMQPFrame>) {
+        for d in deliveries {
+            let tag = self.core.track(&d, d.no_ack);
+            let head = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: short(&d.consumer_tag),
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: short(&d.message.exchange),
+                routing_key: short(&d.message.routing_key),
+            }));
+            self.content_frames(head, &d.message, out);
+        }
+    }
+
+    /// The node ended a consumer: tell the client (consumer_cancel_notify).
+    pub fn consumer_cancelled(&mut self, tag: &str) -> Option<AMQPFrame> {
+        self.consumers.remove(tag)?;
+        Some(
+            self.on_me(method(AMQPClass::Basic(basic::AMQPMethod::Cancel(
+                basic::Cancel {
+                    consumer_tag: short(tag),
+                    nowait: true,
+                },
+            )))),
+        )
+    }
+
+    /// The channel closes (either side): deliveries return to their queues.
+    pub fn close(&mut self) {
+        self.core.close();
+    }
+
+    // ----- methods ----------------------------------------------------------------
+
+    /// Handles one method on this channel.
+    pub async fn method(&mut self, class: AMQPClass) -> Result<Outcome, AmqpError> {
+        let (class_id, method_id) = (class.get_amqp_class_id(), class.get_amqp_method_id());
+        self.dispatch(class)
+            .await
+            .map_err(|e| e.at(class_id, method_id))
+    }
+
+    async fn dispatch(&mut self, class: AMQPClass) -> Result<Outcome, AmqpError> {
+        let vhost = self.core.vhost().clone();
+        let conn = self.connection;
+        match class {
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => Ok(Outcome::Closed),
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    return Err(AmqpError::channel(
+                        code::NOT_IMPLEMENTED,
+                        "NOT_IMPLEMENTED - active=false is not supported (use basic.qos)",
+                    ));
+                }
+                Ok(self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                    channel::FlowOk { active: true },
+                ))))
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!(
+                    "CHANNEL_ERROR - second 'channel.open' seen on channel {}",
+                    self.number
+                ),
+            )),
+            AMQPClass::Exchange(m) => self.exchange(m, &vhost, conn).await,
+            AMQPClass::Queue(m) => self.queue(m, &vhost, conn).await,
+            AMQPClass::Basic(m) => self.basic(m, &vhost, conn).await,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                if self.tx {
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
+                    ));
+                }
+                self.confirm = true;
+                Ok(if s.nowait {
+                    Outcome::Send(vec![])
+                } else {
+                    self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                        confirm::SelectOk {},
+                    )))
+                })
+            }
+            AMQPClass::Tx(m) => self.tx(m).await,
+            other => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!(
+                    "COMMAND_INVALID - unexpected method {}.{} on channel {}",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id(),
+                    self.number
+                ),
+            )),
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        m: exchange::AMQPMethod,
+        vhost: &VHost,
+        conn: ChannelId,
+    ) -> Result<Outcome, AmqpError> {
+        let ok = |nowait: bool, class: AMQPClass| {
+            if nowait {
+                Outcome::Send(vec![])
+            } else {
+                self.reply(class)
+            }
+        };
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                vhost
+                    .declare_exchange(
+                        d.exchange.as_str(),
+                        d.kind.as_str(),
+                        d.durable,
+                        d.auto_delete,
+                        d.internal,
+                        d.passive,
+                        table_from_wire(&d.arguments),
+                    )
+                    .await?;
+                Ok(ok(
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                ))
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                vhost
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)
+                    .await?;
+                Ok(ok(
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                ))
+            }
+            exchange::AMQPMethod::Bind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().to_string(),
+                    destination: Destination::Exchange(b.destination.as_str().to_string()),
+                    routing_key: b.routing_key.as_str().to_string(),
+                    arguments: table_from_wire(&b.arguments),
+                };
+                vhost.bind(binding, conn).await?;
+                Ok(ok(
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                ))
+            }
+            exchange::AMQPMethod::Unbind(b) => {
+                let binding = Binding {
+                    source: b.source.as_str().to_string(),
+                    destination: Destination::Exchange(b.destination.as_str().to_string()),
+                    routing_key: b.routing_key.as_str().to_string(),
+                    arguments: table_from_wire(&b.arguments),
+                };
+                vhost.unbind(binding, conn).await?;
+                Ok(ok(
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                ))
+            }
+            other => Err(unexpected_method(AMQPClass::Exchange(other))),
+        }
+    }
+
+    async fn queue(
+        &mut self,
+        m: queue::AMQPMethod,
+        vhost: &VHost,
+        conn: ChannelId,
+    ) -> Result<Outcome, AmqpError> {
+        let ok = |nowait: bool, class: AMQPClass| {
+            if nowait {
+                Outcome::Send(vec![])
+            } else {
+                self.reply(class)
+            }
+        };
+        match m {
+            queue::AMQPMethod::Declare(d) => {
+                let declared = vhost
+                    .declare_queue(
+                        d.queue.as_str(),
+                        d.durable,
+                        d.exclusive.then_some(conn),
+                        d.auto_delete,
+                        d.passive,
+                        table_from_wire(&d.arguments),
+                        conn,
+                    )
+                    .await?;
+                Ok(ok(
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                        queue: short(&declared.name),
+                        message_count: u32::try_from(declared.messages).unwrap_or(u32::MAX),
+                        consumer_count: declared.consumers,
+                    })),
+                ))
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let binding = Binding {
+                    source: b.exchange.as_str().to_string(),
+                    destination: Destination::Queue(b.queue.as_str().to_string()),
+                    routing_key: b.routing_key.as_str().to_string(),
+                    arguments: table_from_wire(&b.arguments),
+                };
+                vhost.bind(binding, conn).await?;
+                Ok(ok(
+                    b.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                ))
+            }
+            queue::AMQPMethod::Unbind(b) => {
+                let binding = Binding {
+                    source: b.exchange.as_str().to_string(),
+                    destination: Destination::Queue(b.queue.as_str().to_string()),
+                    routing_key: b.routing_key.as_str().to_string(),
+                    arguments: table_from_wire(&b.arguments),
+                };
+                vhost.unbind(binding, conn).await?;
+                Ok(self.reply(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
+                    queue::UnbindOk {},
+                ))))
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let n = vhost.purge_queue(p.queue.as_str(), conn).await?;
+                Ok(ok(
+                    p.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                        message_count: u32::try_from(n).unwrap_or(u32::MAX),
+                    })),
+                ))
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let n = vhost
+                    .delete_queue(d.queue.as_str(), d.if_unused, d.if_empty, conn)
+                    .await?;
+                Ok(ok(
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                        message_count: u32::try_from(n).unwrap_or(u32::MAX),
+                    })),
+                ))
+            }
+            other => Err(unexpected_method(AMQPClass::Queue(other))),
+        }
+    }
+
+    async fn basic(
+        &mut self,
+        m: basic::AMQPMethod,
+        vhost: &VHost,
+        conn: ChannelId,
+    ) -> Result<Outcome, AmqpError> {
+        match m {
+            basic::AMQPMethod::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "NOT_IMPLEMENTED - immediate=true",
+                    ));
+                }
+                self.incoming = Some(Incoming {
+                    exchange: p.exchange.as_str().to_string(),
+                    routing_key: p.routing_key.as_str().to_string(),
+                    mandatory: p.mandatory,
+                    header: None,
+                    body: Vec::new(),
+                });
+                Ok(Outcome::Send(vec![]))
+            }
+            basic::AMQPMethod::Qos(q) => {
+                // prefetch_size is not supported by RabbitMQ either; global=true
+                // (per channel in RabbitMQ) is applied per consumer.
+                self.prefetch = u32::from(q.prefetch_count);
+                Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}))))
+            }
+            basic::AMQPMethod::Consume(c) => {
+                let handle = vhost.queue_for(c.queue.as_str(), conn)?;
+                let tag = if c.consumer_tag.as_str().is_empty() {
+                    format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
+                } else {
+                    c.consumer_tag.as_str().to_string()
+                };
+                if self.consumers.contains_key(&tag) {
+                    return Err(AmqpError::connection(
+                        code::NOT_ALLOWED,
+                        format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
+                    ));
+                }
+                // Register first so that deliveries that follow find the consumer; the
+                // consume-ok goes out before them because the connection sends this
+                // method's frames before it looks at queue events again.
+                self.consumers.insert(tag.clone(), handle.name().clone());
+                self.core.touch(handle.name().clone());
+                let request = ConsumeRequest {
+                    tag: tag.as_str().into(),
+                    channel: self.core.id(),
+                    sink: self.sink.clone(),
+                    prefetch: self.prefetch,
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                };
+                if let Err(e) = handle.consume(request).await {
+                    self.consumers.remove(&tag);
+                    return Err(e.into());
+                }
+                Ok(if c.nowait {
+                    Outcome::Send(vec![])
+                } else {
+                    self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                        basic::ConsumeOk {
+                            consumer_tag: short(&tag),
+                        },
+                    )))
+                })
+            }
+            basic::AMQPMethod::Cancel(c) => {
+                let tag = c.consumer_tag.as_str();
+                if let Some(queue) = self.consumers.remove(tag) {
+                    if let Some(handle) = vhost.queue(&queue) {
+                        handle.cancel(self.core.id(), tag).await?;
+                    }
+                }
+                Ok(if c.nowait {
+                    Outcome::Send(vec![])
+                } else {
+                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
+                        basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        },
+                    )))
+                })
+            }
+            basic::AMQPMethod::Get(g) => {
+                let handle = vhost.queue_for(g.queue.as_str(), conn)?;
+                self.core.touch(handle.name().clone());
+                match handle.get(self.core.id(), g.no_ack).await? {
+                    None => Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
+                        basic::GetEmpty {},
+                    )))),
+                    Some((d, remaining)) => {
+                        let tag = self.core.track(&d, g.no_ack);
+                        let head = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                            delivery_tag: tag,
+                            redelivered: d.redelivered,
+                            exchange: short(&d.message.exchange),
+                            routing_key: short(&d.message.routing_key),
+                            message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
+                        }));
+                        let mut out = Vec::new();
+                        self.content_frames(head, &d.message, &mut out);
+                        Ok(Outcome::Send(out))
+                    }
+                }
+            }
+            basic::AMQPMethod::Ack(a) => self.settle(Settle {
+                delivery_tag: a.delivery_tag,
+                multiple: a.multiple,
+                kind: SettleKind::Ack,
+            }),
+            basic::AMQPMethod::Nack(n) => self.settle(Settle {
+                delivery_tag: n.delivery_tag,
+                multiple: n.multiple,
+                kind: SettleKind::Reject { requeue: n.requeue },
+            }),
+            basic::AMQPMethod::Reject(r) => self.settle(Settle {
+                delivery_tag: r.delivery_tag,
+                multiple: false,
+                kind: SettleKind::Reject { requeue: r.requeue },
+            }),
+            basic::AMQPMethod::Recover(r) => {
+                self.recover(r.requeue)?;
+                Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
+                    basic::RecoverOk {},
+                ))))
+            }
+            basic::AMQPMethod::RecoverAsync(r) => {
+                self.recover(r.requeue)?;
+                Ok(Outcome::Send(vec![]))
+            }
+            other => Err(unexpected_method(AMQPClass::Basic(other))),
+        }
+    }
+
+    fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::channel(
+                code::NOT_IMPLEMENTED,
+                "NOT_IMPLEMENTED - requeue=false",
+            ));
+        }
+        self.core.requeue_unsettled();
+        Ok(())
+    }
+
+    fn settle(&mut self, settle: Settle) -> Result<Outcome, AmqpError> {
+        if self.tx {
+            // Checked now (an unknown tag fails at once), applied at commit.
+            self.tx_settles.push(settle);
+            return Ok(Outcome::Send(vec![]));
+        }
+        self.core.settle(&[settle])?;
+        Ok(Outcome::Send(vec![]))
+    }
+
+    async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirm {
+                    return Err(AmqpError::channel(
+                        code::PRECONDITION_FAILED,
+                        "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
+                    ));
+                }
+                self.tx = true;
+                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {}))))
+            }
+            tx::AMQPMethod::Commit(_) => {
+                self.no_tx("commit")?;
+                let settles = std::mem::take(&mut self.tx_settles);
+                self.core.settle(&settles)?;
+                self.ready.append(&mut self.tx_publishes);
+                if let Some(routed) = self.route_ready() {
+                    // Commit-ok only once every publish of the transaction is enqueued.
+                    self.ready.clear();
+                    for outcome in routed.await {
+                        if let PublishOutcome::Failed(e) = outcome {
+                            return Err(e.into());
+                        }
+                    }
+                }
+                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))))
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                self.no_tx("rollback")?;
+                self.tx_settles.clear();
+                self.tx_publishes.clear();
+                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {}))))
+            }
+            other => Err(unexpected_method(AMQPClass::Tx(other))),
+        }
+    }
+
+    fn no_tx(&self, what: &str) -> Result<(), AmqpError> {
+        if self.tx {
+            Ok(())
+        } else {
+            Err(AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                format!("PRECONDITION_FAILED - channel is not transactional ({what})"),
+            ))
+        }
+    }
+}
+
+fn unexpected_method(class: AMQPClass) -> AmqpError {
+    AmqpError::connection(
+        code::COMMAND_INVALID,
+        format!(
+            "COMMAND_INVALID - method {}.{} is not one a client sends",
+            class.get_amqp_class_id(),
+            class.get_amqp_method_id()
+        ),
+    )
+}
+
+/// A channel error as the frames that close the channel.
+pub fn close_frame(number: u16, e: &ChannelError) -> AMQPFrame {
+    AMQPFrame::Method(
+        number,
+        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: e.code,
+            reply_text: short(&e.text),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })),
+    )
+}

@@ -1,0 +1,693 @@
+//! One AMQP connection: the handshake (protocol header, start / start-ok with PLAIN or
+//! AMQPLAIN, tune, open), then a loop over socket input, queue events and publish
+//! outcomes, and heartbeats. Frames that arrive together are handled together: their
+//! publishes are routed as one batch per channel, their replies written in one write.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+use warren_actors::channel::PublishOutcome;
+use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
+use warren_actors::message::Message;
+use warren_actors::vhost::VHost;
+
+use crate::auth::{self, Credentials};
+use crate::channel::{close_frame, AmqpChannel, Outcome};
+use crate::codec::{greeting, read_frame, write_frame, Greeting, PROTOCOL_HEADER};
+use crate::convert::short;
+use crate::error::{code, AmqpError, ConnectionError};
+
+/// What every connection of a listener shares.
+pub struct Server {
+    pub vhost: VHost,
+    pub product_version: String,
+    pub node_name: String,
+}
+
+/// The limits a connection offers in `connection.tune`.
+pub const CHANNEL_MAX: u16 = 2047;
+pub const FRAME_MAX: u32 = 131_072;
+pub const HEARTBEAT_SECS: u16 = 60;
+/// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events that reach the connection from outside its socket.
+enum Event {
+    Queue(u16, QueueEvent),
+    /// A routed batch's outcomes, in publish order, with what a return needs.
+    Published(u16, Vec<(Option<u64>, Option<Message>, PublishOutcome)>),
+}
+
+/// Serves one TCP connection until it closes.
+pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
+    let _ = socket.set_nodelay(true);
+    let mut conn = Connection {
+        server,
+        peer,
+        in_buf: Vec::with_capacity(64 * 1024),
+        out: Vec::with_capacity(64 * 1024),
+        channels: HashMap::new(),
+        frame_max: FRAME_MAX,
+        heartbeat: 0,
+        id: next_channel_id(),
+        user: String::new(),
+    };
+    let (events_tx, events_rx) = unbounded_channel();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake(&mut socket)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return,
+        Ok(Err(e)) => {
+            conn.fail(&mut socket, e).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "AMQP handshake timed out");
+            return;
+        }
+    }
+    tracing::debug!(peer = %peer, user = %conn.user, "AMQP connection open");
+    if let Err(e) = conn.run(&mut socket, events_tx, events_rx).await {
+        conn.fail(&mut socket, e).await;
+    }
+    conn.close_all().await;
+    tracing::debug!(peer = %peer, "AMQP connection closed");
+}
+
+struct Connection {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    in_buf: Vec<u8>,
+    out: Vec<u8>,
+    channels: HashMap<u16, AmqpChannel>,
+    frame_max: u32,
+    heartbeat: u16,
+    /// Owner id of this connection's exclusive queues.
+    id: ChannelId,
+    user: String,
+}
+
+/// Why the loop ended without an error.
+enum End {
+    ClientClosed,
+    PeerGone,
+}
+
+fn method0(class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(0, class)
+}
+
+impl Connection {
+    fn send(&mut self, frame: &AMQPFrame) {
+        write_frame(frame, &mut self.out);
+    }
+
+    async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            socket.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads at least one more byte into `in_buf`; `Ok(false)` at end of stream.
+    async fn fill(&mut self, socket: &mut TcpStream) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = socket.read(&mut chunk).await?;
+        self.in_buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// The next frame during the handshake.
+    async fn next_frame(&mut self, socket: &mut TcpStream) -> Result<Option<AMQPFrame>, AmqpError> {
+        loop {
+            if let Some((frame, used)) = read_frame(&self.in_buf, self.frame_max)? {
+                self.in_buf.drain(..used);
+                return Ok(Some(frame));
+            }
+            match self.fill(socket).await {
+                Ok(true) => {}
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn expect_method(
+        &mut self,
+        socket: &mut TcpStream,
+        what: &str,
+    ) -> Result<Option<AMQPClass>, AmqpError> {
+        loop {
+            match self.next_frame(socket).await? {
+                None => return Ok(None),
+                Some(AMQPFrame::Heartbeat) => continue,
+                Some(AMQPFrame::Method(0, m)) => return Ok(Some(m)),
+                Some(other) => {
+                    return Err(ConnectionError::unexpected(format!(
+                        "UNEXPECTED_FRAME - expected {what}, got {other}"
+                    ))
+                    .into())
+                }
+            }
+        }
+    }
+
+    /// `Ok(true)` once the connection is open; `Ok(false)` if the peer went away or
+    /// was not an AMQP 0-9-1 client.
+    async fn handshake(&mut self, socket: &mut TcpStream) -> Result<bool, AmqpError> {
+        loop {
+            match greeting(&self.in_buf) {
+                Greeting::Accepted => {
+                    self.in_buf.drain(..PROTOCOL_HEADER.len());
+                    break;
+                }
+                Greeting::Refused => {
+                    // The spec: answer with the header we speak, then close.
+                    let _ = socket.write_all(PROTOCOL_HEADER).await;
+                    return Ok(false);
+                }
+                Greeting::Incomplete => {
+                    if !self.fill(socket).await.unwrap_or(false) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        self.send(&method0(AMQPClass::Connection(
+            connection::AMQPMethod::Start(connection::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: self.server_properties(),
+                mechanisms: LongString::from("PLAIN AMQPLAIN"),
+                locales: LongString::from("en_US"),
+            }),
+        )));
+        self.flush(socket).await.map_err(io_error)?;
+
+        let Some(m) = self.expect_method(socket, "connection.start-ok").await? else {
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = m else {
+            return Err(ConnectionError::syntax(format!(
+                "COMMAND_INVALID - expected connection.start-ok, got {}.{}",
+                m.get_amqp_class_id(),
+                m.get_amqp_method_id()
+            ))
+            .into());
+        };
+        let credentials = Credentials::parse(ok.mechanism.as_str(), ok.response.as_bytes())?;
+        auth::check(&credentials, self.peer)?;
+        self.user = credentials.user;
+
+        self.send(&method0(AMQPClass::Connection(
+            connection::AMQPMethod::Tune(connection::Tune {
+                channel_max: CHANNEL_MAX,
+                frame_max: FRAME_MAX,
+                heartbeat: HEARTBEAT_SECS,
+            }),
+        )));
+        self.flush(socket).await.map_err(io_error)?;
+
+        let Some(m) = self.expect_method(socket, "connection.tune-ok").await? else {
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune)) = m else {
+            return Err(
+                ConnectionError::syntax("COMMAND_INVALID - expected connection.tune-ok").into(),
+            );
+        };
+        // The client may lower the limits; 0 means "no limit" and takes ours.
+        if tune.frame_max != 0 && tune.frame_max < 4096 {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!(
+                    "NOT_ALLOWED - frame_max {} is below the minimum of 4096",
+                    tune.frame_max
+                ),
+            ));
+        }
+        if tune.frame_max > FRAME_MAX {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!(
+                    "NOT_ALLOWED - frame_max {} is above the maximum of {FRAME_MAX}",
+                    tune.frame_max
+                ),
+            ));
+        }
+        self.frame_max = if tune.frame_max == 0 {
+            FRAME_MAX
+        } else {
+            tune.frame_max
+        };
+        self.heartbeat = tune.heartbeat;
+
+        let Some(m) = self.expect_method(socket, "connection.open").await? else {
+            return Ok(false);
+        };
+        let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = m else {
+            return Err(
+                ConnectionError::syntax("COMMAND_INVALID - expected connection.open").into(),
+            );
+        };
+        let vhost = open.virtual_host.as_str();
+        if vhost != self.server.vhost.name() {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!("NOT_ALLOWED - vhost {vhost} not found"),
+            ));
+        }
+        self.send(&method0(AMQPClass::Connection(
+            connection::AMQPMethod::OpenOk(connection::OpenOk {}),
+        )));
+        self.flush(socket).await.map_err(io_error)?;
+        Ok(true)
+    }
+
+    fn server_properties(&self) -> WireTable {
+        let mut capabilities = WireTable::default();
+        for cap in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "authentication_failure_close",
+            "per_consumer_qos",
+        ] {
+            capabilities.insert(short(cap), AMQPValue::Boolean(true));
+        }
+        let mut props = WireTable::default();
+        props.insert(short("capabilities"), AMQPValue::FieldTable(capabilities));
+        props.insert(
+            short("product"),
+            AMQPValue::LongString(LongString::from("Warren")),
+        );
+        props.insert(
+            short("version"),
+            AMQPValue::LongString(LongString::from(self.server.product_version.as_str())),
+        );
+        props.insert(
+            short("platform"),
+            AMQPValue::LongString(LongString::from("Rust")),
+        );
+        props.insert(
+            short("cluster_name"),
+            AMQPValue::LongString(LongString::from(self.server.node_name.as_str())),
+        );
+        props
+    }
+
+    async fn run(
+        &mut self,
+        socket: &mut TcpStream,
+        events_tx: UnboundedSender<Event>,
+        mut events_rx: UnboundedReceiver<Event>,
+    ) -> Result<(), AmqpError> {
+        let beat = (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)));
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| {
+            (b / 2).max(Duration::from_millis(500))
+        }));
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                read = socket.read(&mut chunk) => {
+                    let n = read.map_err(io_error)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    last_read = Instant::now();
+                    self.in_buf.extend_from_slice(&chunk[..n]);
+                    match self.process_input(&events_tx).await? {
+                        Some(End::ClientClosed) | Some(End::PeerGone) => {
+                            self.flush(socket).await.map_err(io_error)?;
+                            return Ok(());
+                        }
+                        None => {}
+                    }
+                }
+                Some(event) = events_rx.recv() => {
+                    self.event(event);
+                    while let Ok(event) = events_rx.try_recv() {
+                        self.event(event);
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Some(b) = beat {
+                        if last_read.elapsed() > b * 2 {
+                            tracing::info!(peer = %self.peer, "missed heartbeats from the client: closing");
+                            return Ok(());
+                        }
+                        if last_write.elapsed() >= b / 2 {
+                            self.send(&AMQPFrame::Heartbeat);
+                        }
+                    }
+                }
+            }
+            if !self.out.is_empty() {
+                self.flush(socket).await.map_err(io_error)?;
+                last_write = Instant::now();
+            }
+        }
+    }
+
+    /// Handles every complete frame in the input buffer, then routes the publishes
+    /// they completed.
+    async fn process_input(
+        &mut self,
+        events: &UnboundedSender<Event>,
+    ) -> Result<Option<End>, AmqpError> {
+        while let Some((frame, used)) = read_frame(&self.in_buf, self.frame_max)? {
+            self.in_buf.drain(..used);
+            if let Some(end) = self.frame(frame, events).await? {
+                return Ok(Some(end));
+            }
+        }
+        self.route_ready(events);
+        Ok(None)
+    }
+
+    async fn frame(
+        &mut self,
+        frame: AMQPFrame,
+        events: &UnboundedSender<Event>,
+    ) -> Result<Option<End>, AmqpError> {
+        match frame {
+            AMQPFrame::Heartbeat => Ok(None),
+            AMQPFrame::Method(0, m) => self.connection_method(m),
+            AMQPFrame::Method(n, m) => {
+                self.channel_method(n, m, events).await?;
+                Ok(None)
+            }
+            AMQPFrame::Header(n, h) => {
+                self.open_channel(n)?.header(h)?;
+                Ok(None)
+            }
+            AMQPFrame::Body(n, b) => {
+                self.open_channel(n)?.body(b)?;
+                Ok(None)
+            }
+            AMQPFrame::ProtocolHeader(_) => Err(ConnectionError::unexpected(
+                "UNEXPECTED_FRAME - protocol header inside the connection",
+            )
+            .into()),
+            AMQPFrame::InvalidHeartbeat(n) => Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - heartbeat on channel {n}"
+            ))
+            .into()),
+        }
+    }
+
+    fn open_channel(&mut self, n: u16) -> Result<&mut AmqpChannel, AmqpError> {
+        self.channels.get_mut(&n).ok_or_else(|| {
+            AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!("CHANNEL_ERROR - expected 'channel.open' on channel {n}"),
+            )
+        })
+    }
+
+    fn connection_method(&mut self, m: AMQPClass) -> Result<Option<End>, AmqpError> {
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.send(&method0(AMQPClass::Connection(
+                    connection::AMQPMethod::CloseOk(connection::CloseOk {}),
+                )));
+                Ok(Some(End::ClientClosed))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::PeerGone)),
+            other => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!(
+                    "COMMAND_INVALID - unexpected method {}.{} on channel 0",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                ),
+            )),
+        }
+    }
+
+    async fn channel_method(
+        &mut self,
+        n: u16,
+        m: AMQPClass,
+        events: &UnboundedSender<Event>,
+    ) -> Result<(), AmqpError> {
+        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = &m {
+            if self.channels.contains_key(&n) {
+                return Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - second 'channel.open' seen on channel {n}"),
+                ));
+            }
+            if n > CHANNEL_MAX {
+                return Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - channel {n} is above channel_max {CHANNEL_MAX}"),
+                ));
+            }
+            let tx = events.clone();
+            let sink_for = move |_id: ChannelId| -> ChannelSink {
+                Arc::new(move |event: QueueEvent| {
+                    let _ = tx.send(Event::Queue(n, event));
+                })
+            };
+            let ch = AmqpChannel::new(
+                n,
+                self.server.vhost.clone(),
+                self.id,
+                sink_for,
+                self.frame_max,
+            );
+            self.channels.insert(n, ch);
+            self.send(&AMQPFrame::Method(
+                n,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            ));
+            return Ok(());
+        }
+        if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = &m {
+            // We closed it: now it is gone.
+            if let Some(mut ch) = self.channels.remove(&n) {
+                ch.close();
+            }
+            return Ok(());
+        }
+        let ch = self.open_channel(n)?;
+        if ch.expects_content() {
+            return Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - expected content header for class 60, got a method on channel {n}"
+            ))
+            .into());
+        }
+        // Publishes completed before this method go out first (order on a channel).
+        self.route_ready(events);
+        let Some(ch) = self.channels.get_mut(&n) else {
+            return Ok(());
+        };
+        match ch.method(m).await {
+            Ok(Outcome::Send(frames)) => {
+                for f in &frames {
+                    self.send(f);
+                }
+            }
+            Ok(Outcome::Closed) => {
+                if let Some(mut ch) = self.channels.remove(&n) {
+                    ch.close();
+                }
+                self.send(&AMQPFrame::Method(
+                    n,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                ));
+            }
+            Err(AmqpError::Channel(e)) => {
+                tracing::debug!(peer = %self.peer, channel = n, "channel error {}: {}", e.code, e.text);
+                if let Some(ch) = self.channels.get_mut(&n) {
+                    ch.close();
+                }
+                // The channel stays known until the client's close-ok; a closed
+                // channel's methods are dropped by the client library.
+                self.channels.remove(&n);
+                self.send(&close_frame(n, &e));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Routes what each channel completed; outcomes come back as events.
+    fn route_ready(&mut self, events: &UnboundedSender<Event>) {
+        for (&n, ch) in self.channels.iter_mut() {
+            if ch.ready.is_empty() {
+                continue;
+            }
+            let Some(routed) = ch.route_ready() else {
+                continue;
+            };
+            let meta: Vec<(Option<u64>, Option<Message>)> = ch
+                .ready
+                .drain(..)
+                .map(|r| (r.confirm_seq, r.mandatory.then_some(r.message)))
+                .collect();
+            let confirming = ch.confirm_mode();
+            let tx = events.clone();
+            tokio::spawn(async move {
+                let outcomes = routed.await;
+                // Without confirms and returns there is nothing to tell the client,
+                // except a failed publish (it closes the channel).
+                let needed = confirming
+                    || outcomes.iter().any(|o| {
+                        !matches!(o, PublishOutcome::Confirmed | PublishOutcome::Rejected(_))
+                    });
+                if needed {
+                    let results = meta
+                        .into_iter()
+                        .zip(outcomes)
+                        .map(|((seq, message), outcome)| (seq, message, outcome))
+                        .collect();
+                    let _ = tx.send(Event::Published(n, results));
+                }
+            });
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Queue(n, QueueEvent::Deliver(deliveries)) => {
+                let Some(ch) = self.channels.get_mut(&n) else {
+                    return;
+                };
+                let mut frames = Vec::new();
+                ch.deliver(deliveries, &mut frames);
+                for f in &frames {
+                    self.send(f);
+                }
+            }
+            Event::Queue(n, QueueEvent::ConsumerCancelled { tag, .. }) => {
+                if let Some(frame) = self
+                    .channels
+                    .get_mut(&n)
+                    .and_then(|ch| ch.consumer_cancelled(&tag))
+                {
+                    self.send(&frame);
+                }
+            }
+            Event::Queue(_, QueueEvent::Traced(_)) => {}
+            Event::Published(n, results) => self.published(n, results),
+        }
+    }
+
+    /// Returns unroutable mandatory messages, then acks or nacks confirms.
+    fn published(&mut self, n: u16, results: Vec<(Option<u64>, Option<Message>, PublishOutcome)>) {
+        let Some(ch) = self.channels.get_mut(&n) else {
+            return;
+        };
+        let mut frames = Vec::new();
+        let mut failed = None;
+        for (seq, message, outcome) in results {
+            match &outcome {
+                PublishOutcome::Unroutable => {
+                    if let Some(m) = &message {
+                        let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                            reply_code: 312,
+                            reply_text: short("NO_ROUTE"),
+                            exchange: short(&m.exchange),
+                            routing_key: short(&m.routing_key),
+                        }));
+                        ch.content_frames(head, m, &mut frames);
+                    }
+                }
+                PublishOutcome::Failed(e) => {
+                    failed.get_or_insert_with(|| e.clone());
+                }
+                _ => {}
+            }
+            if let Some(seq) = seq {
+                ch.outstanding.remove(&seq);
+                let ok = !matches!(outcome, PublishOutcome::Rejected(_));
+                let class = if ok {
+                    basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    })
+                } else {
+                    basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })
+                };
+                frames.push(AMQPFrame::Method(n, AMQPClass::Basic(class)));
+            }
+        }
+        for f in &frames {
+            self.send(f);
+        }
+        if let Some(e) = failed {
+            // As RabbitMQ: publishing to a missing exchange closes the channel (404).
+            let e = match AmqpError::from(e).at(60, 40) {
+                AmqpError::Channel(c) => c,
+                AmqpError::Connection(c) => crate::error::ChannelError {
+                    code: c.code,
+                    text: c.text,
+                    class_id: c.class_id,
+                    method_id: c.method_id,
+                },
+            };
+            if let Some(mut ch) = self.channels.remove(&n) {
+                ch.close();
+            }
+            self.send(&close_frame(n, &e));
+        }
+    }
+
+    /// Sends the connection error and closes.
+    async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
+        let (code, text, class_id, method_id) = match &e {
+            AmqpError::Connection(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
+            AmqpError::Channel(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
+        };
+        tracing::info!(peer = %self.peer, "closing AMQP connection: {code} {text}");
+        self.send(&method0(AMQPClass::Connection(
+            connection::AMQPMethod::Close(connection::Close {
+                reply_code: code,
+                reply_text: short(&text),
+                class_id,
+                method_id,
+            }),
+        )));
+        let _ = self.flush(socket).await;
+        // Wait briefly for close-ok, as RabbitMQ does, then drop the socket.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut scratch = [0u8; 4096];
+            while let Ok(n) = socket.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The connection ended: every channel gives its deliveries back, exclusive
+    /// queues go.
+    async fn close_all(&mut self) {
+        for (_, mut ch) in self.channels.drain() {
+            ch.close();
+        }
+        self.server.vhost.owner_gone(self.id).await;
+    }
+}
+
+fn io_error(e: std::io::Error) -> AmqpError {
+    AmqpError::connection(code::CONNECTION_FORCED, format!("socket error: {e}"))
+}

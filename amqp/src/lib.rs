@@ -1,0 +1,26 @@
+//! warren-amqp: the AMQP 0-9-1 front door, so that any RabbitMQ client library works
+//! against a Warren node.
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `codec.rs` | frames on the wire: size and frame-end checks, `amq-protocol` parsing |
+//! | `convert.rs` | field tables and properties between the wire and the broker |
+//! | `error.rs` | channel and connection errors with RabbitMQ's reply codes |
+//! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
+//! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
+//! | `channel.rs` | one channel's methods, content assembly, confirms, transactions |
+//! | `listener.rs` | the TCP listener |
+//!
+//! Messages from AMQP and from the client handle meet in the same queues: a channel
+//! is a [`warren_actors::channel::ChannelState`], as a client-handle session is.
+
+mod auth;
+mod channel;
+mod codec;
+mod connection;
+mod convert;
+pub mod error;
+mod listener;
+
+pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
+pub use listener::Listener;

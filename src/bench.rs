@@ -1,5 +1,6 @@
-//! `warren bench`: drives a node through the client handle and reports msg/s, latency
-//! percentiles, and whether every message arrived exactly once.
+//! `warren bench`: drives a node through the client handle, or any AMQP 0-9-1 broker
+//! (Warren or RabbitMQ) with `--amqp URI`, and reports msg/s, latency percentiles, and
+//! whether every message arrived exactly once.
 //!
 //! Each body starts with the publisher's number, the message's sequence number and the
 //! wall-clock time it was published (all in one process, so one clock): the consumers
@@ -52,11 +53,34 @@ pub struct BenchArgs {
     /// Only consume what is in the queue (--count messages per consumer in total).
     #[arg(long)]
     pub drain_only: bool,
+    /// Spread publishers and consumers over this many queues (QUEUE-0, QUEUE-1, ...);
+    /// publisher i and consumer i use queue i mod N.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u32,
+    /// Drive an AMQP 0-9-1 broker instead of the client handle, e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (Warren's AMQP port, or RabbitMQ's).
+    #[arg(long, value_name = "URI")]
+    pub amqp: Option<String>,
 }
 
-const HEADER: usize = 24;
+impl BenchArgs {
+    /// The queue publisher or consumer `i` uses.
+    pub(crate) fn queue_of(&self, i: u32) -> String {
+        if self.queues <= 1 {
+            self.queue.clone()
+        } else {
+            format!("{}-{}", self.queue, i % self.queues)
+        }
+    }
 
-fn now_nanos() -> u64 {
+    pub(crate) fn queue_names(&self) -> Vec<String> {
+        (0..self.queues.max(1)).map(|i| self.queue_of(i)).collect()
+    }
+}
+
+pub(crate) const HEADER: usize = 24;
+
+pub(crate) fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -64,7 +88,7 @@ fn now_nanos() -> u64 {
 }
 
 /// Results the consumers share.
-struct Received {
+pub(crate) struct Received {
     /// One bit per (publisher, seq): seen once.
     seen: Vec<Vec<u64>>,
     duplicates: u64,
@@ -81,20 +105,30 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.publishers == 0 && !args.drain_only {
         return Err("--publishers must be at least 1 (or use --drain-only)".into());
     }
+    if args.queues == 0 {
+        return Err("--queues must be at least 1".into());
+    }
     let e = |e: ClientError| e.to_string();
-    let admin = args.conn.connect().await.map_err(e)?;
-    admin
-        .declare_queue(
-            &args.queue,
-            QueueOptions {
-                durable: args.persistent,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(e)?;
-    if !args.drain_only {
-        admin.purge(&args.queue).await.map_err(e)?;
+    match &args.amqp {
+        Some(uri) => crate::bench_amqp::prepare(uri, &args).await?,
+        None => {
+            let admin = args.conn.connect().await.map_err(e)?;
+            for queue in args.queue_names() {
+                admin
+                    .declare_queue(
+                        &queue,
+                        QueueOptions {
+                            durable: args.persistent,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(e)?;
+                if !args.drain_only {
+                    admin.purge(&queue).await.map_err(e)?;
+                }
+            }
+        }
     }
     let total = if args.drain_only {
         args.count
@@ -122,9 +156,18 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 per
             };
             let (args, received, consumed) = (args.clone(), received.clone(), consumed.clone());
+            let queue = args.queue_of(c);
+            if let Some(uri) = args.amqp.clone() {
+                let channel = crate::bench_amqp::open(&uri).await?;
+                consumer_tasks.push(tokio::spawn(async move {
+                    crate::bench_amqp::consume(channel, &args, &queue, quota, received, consumed)
+                        .await
+                }));
+                continue;
+            }
             let client = args.conn.connect().await.map_err(e)?;
             consumer_tasks.push(tokio::spawn(async move {
-                consume(client, &args, quota, received, consumed).await
+                consume(client, &args, &queue, quota, received, consumed).await
             }));
         }
     }
@@ -132,8 +175,18 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if !args.drain_only {
         for p in 0..args.publishers {
             let args = args.clone();
+            let queue = args.queue_of(p);
+            if let Some(uri) = args.amqp.clone() {
+                let channel = crate::bench_amqp::open(&uri).await?;
+                publisher_tasks.push(tokio::spawn(async move {
+                    crate::bench_amqp::publish(channel, &args, &queue, p).await
+                }));
+                continue;
+            }
             let client = args.conn.connect().await.map_err(e)?;
-            publisher_tasks.push(tokio::spawn(async move { publish(client, &args, p).await }));
+            publisher_tasks.push(tokio::spawn(async move {
+                publish(client, &args, &queue, p).await
+            }));
         }
     }
     let mut refused = 0u64;
@@ -206,7 +259,40 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn publish(client: Client, args: &BenchArgs, publisher: u32) -> Result<u64, String> {
+/// A message body: the bench's header (publisher, seq, send time) and padding.
+pub(crate) fn body(publisher: u32, seq: u64, padding: &[u8]) -> Bytes {
+    let mut body = BytesMut::with_capacity(HEADER + padding.len());
+    body.put_u64(u64::from(publisher));
+    body.put_u64(seq);
+    body.put_u64(now_nanos());
+    body.put_slice(padding);
+    body.freeze()
+}
+
+/// Waits until publish number `seq` is due at `--rate`.
+pub(crate) async fn pace(args: &BenchArgs, start: Instant, seq: u64) {
+    if args.rate > 0 {
+        let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// A body just received: (publisher, seq, latency in ns), the latency taken now (not
+/// when the batch of arrivals is recorded).
+pub(crate) fn arrival(b: &[u8]) -> Option<(u64, u64, u64)> {
+    if b.len() < HEADER {
+        return None;
+    }
+    let word = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    Some((word(0), word(8), now_nanos().saturating_sub(word(16))))
+}
+
+async fn publish(
+    client: Client,
+    args: &BenchArgs,
+    queue: &str,
+    publisher: u32,
+) -> Result<u64, String> {
     let e = |e: ClientError| e.to_string();
     let options = PublishOptions {
         persistent: args.persistent,
@@ -217,17 +303,9 @@ async fn publish(client: Client, args: &BenchArgs, publisher: u32) -> Result<u64
     let start = Instant::now();
     let padding = vec![b'w'; args.size - HEADER];
     for seq in 0..args.count {
-        if args.rate > 0 {
-            let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let mut body = BytesMut::with_capacity(args.size);
-        body.put_u64(u64::from(publisher));
-        body.put_u64(seq);
-        body.put_u64(now_nanos());
-        body.put_slice(&padding);
+        pace(args, start, seq).await;
         let confirm = client
-            .publish("", &args.queue, Bytes::from(body), options.clone())
+            .publish("", queue, body(publisher, seq, &padding), options.clone())
             .await
             .map_err(e)?;
         // Every confirm is awaited (at the end at the latest), so the run counts only
@@ -250,6 +328,7 @@ async fn publish(client: Client, args: &BenchArgs, publisher: u32) -> Result<u64
 async fn consume(
     client: Client,
     args: &BenchArgs,
+    queue: &str,
     quota: u64,
     received: Arc<Mutex<Received>>,
     consumed: Arc<AtomicU64>,
@@ -257,7 +336,7 @@ async fn consume(
     let e = |e: ClientError| e.to_string();
     let mut consumer = client
         .consume(
-            &args.queue,
+            queue,
             ConsumeOptions {
                 prefetch: args.prefetch,
                 ..Default::default()
@@ -272,10 +351,8 @@ async fn consume(
             Some(d) => d.map_err(e)?,
             None => return Err("the consumer ended early".into()),
         };
-        let b = &d.body;
-        if b.len() >= HEADER {
-            let word = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-            batch.push((word(0), word(8), word(16)));
+        if let Some(h) = arrival(&d.body) {
+            batch.push(h);
         }
         if n % ack_every == 0 || n == quota {
             d.ack_multiple().map_err(e)?;
@@ -290,10 +367,14 @@ async fn consume(
     Ok(())
 }
 
-fn record(received: &Mutex<Received>, batch: &mut Vec<(u64, u64, u64)>, drain_only: bool) {
-    let now = now_nanos();
+/// Checks off a batch of arrivals (publisher, seq, latency in ns).
+pub(crate) fn record(
+    received: &Mutex<Received>,
+    batch: &mut Vec<(u64, u64, u64)>,
+    drain_only: bool,
+) {
     let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
-    for (publisher, seq, sent) in batch.drain(..) {
+    for (publisher, seq, latency_ns) in batch.drain(..) {
         if drain_only {
             continue;
         }
@@ -306,7 +387,7 @@ fn record(received: &Mutex<Received>, batch: &mut Vec<(u64, u64, u64)>, drain_on
             Some(w) if *w & (1 << bit) != 0 => r.duplicates += 1,
             Some(w) => {
                 *w |= 1 << bit;
-                let us = now.saturating_sub(sent) / 1000;
+                let us = latency_ns / 1000;
                 r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
             }
             None => r.foreign += 1,

@@ -12,6 +12,7 @@
 //! (transport and, later, membership).
 
 pub mod bench;
+mod bench_amqp;
 pub mod cli;
 pub mod client;
 pub mod listing;

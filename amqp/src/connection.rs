@@ -366,14 +366,29 @@ impl Connection {
         &mut self,
         events: &UnboundedSender<Event>,
     ) -> Result<Option<End>, AmqpError> {
-        while let Some((frame, used)) = read_frame(&self.in_buf, self.frame_max)? {
-            self.in_buf.drain(..used);
-            if let Some(end) = self.frame(frame, events).await? {
-                return Ok(Some(end));
+        // Frames are taken off with a cursor and the buffer shifted once: draining
+        // per frame would move the rest of a 64 KiB read for every frame in it.
+        let mut at = 0;
+        let result = loop {
+            let frame = match read_frame(&self.in_buf[at..], self.frame_max) {
+                Ok(Some((frame, used))) => {
+                    at += used;
+                    frame
+                }
+                Ok(None) => break Ok(None),
+                Err(e) => break Err(e),
+            };
+            match self.frame(frame, events).await {
+                Ok(Some(end)) => break Ok(Some(end)),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
+        };
+        self.in_buf.drain(..at);
+        if matches!(result, Ok(None)) {
+            self.route_ready(events);
         }
-        self.route_ready(events);
-        Ok(None)
+        result
     }
 
     async fn frame(

@@ -1,9 +1,7 @@
 //! A real AMQP 0-9-1 client against a real node: each test starts a `warren node` and
 //! runs one pika (RabbitMQ's Python client) script of `tests/amqp/` against its AMQP
 //! port. The scripts check RabbitMQ 3.x behaviour with plain asserts and print "ok".
-//!
-//! The tests marked `#[ignore = "bug: ..."]` assert RabbitMQ's behaviour where Warren
-//! differs today; run them with `cargo nextest run --test amqp_pika --run-ignored all`.
+//! Where RabbitMQ's behaviour was unclear, the scripts follow `rabbit_channel.erl`.
 
 mod common;
 
@@ -140,43 +138,36 @@ fn consumers() {
 }
 
 #[test]
-#[ignore = "bug: an auto-delete or x-expires queue stays registered after deleting itself (zombie: declare ok, use 404)"]
 fn queue_lifetimes() {
     run_script("queue_lifetimes");
 }
 
 #[test]
-#[ignore = "bug: a frame on a channel the node just closed kills the connection (504) instead of being discarded"]
 fn closing_channel() {
     run_script("closing_channel");
 }
 
 #[test]
-#[ignore = "bug: basic.ack of an unknown tag inside a transaction fails only at tx.commit, not at once"]
 fn tx_unknown_tag() {
     run_script("tx_unknown_tag");
 }
 
 #[test]
-#[ignore = "bug: queue.delete of a missing queue is 404; RabbitMQ answers delete-ok (0)"]
 fn queue_delete_missing() {
     run_script("queue_delete_missing");
 }
 
 #[test]
-#[ignore = "bug: publish properties not validated: a foreign user_id or a bad expiration is accepted (RabbitMQ: 406)"]
 fn publish_validation() {
     run_script("publish_validation");
 }
 
 #[test]
-#[ignore = "bug: the empty queue name does not mean the channel's last declared queue (404)"]
 fn queue_name_shortcut() {
     run_script("queue_name_shortcut");
 }
 
 #[test]
-#[ignore = "bug: NOT_IMPLEMENTED (540) closes only the channel; it is a connection error"]
 fn not_implemented() {
     run_script("not_implemented");
 }

@@ -186,10 +186,9 @@ impl ChannelState {
         tag
     }
 
-    /// Turns settlements into per-queue acks and rejects. An unknown tag refuses the
-    /// whole batch (RabbitMQ closes the channel with 406), settling nothing.
-    pub fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
-        // Check first, so that an unknown tag settles nothing.
+    /// Checks settlements without applying them: an unknown (or already settled) tag
+    /// is an error, as RabbitMQ's 406.
+    pub fn check_settle(&self, settles: &[Settle]) -> Result<(), BrokerError> {
         let mut seen: HashSet<u64> = HashSet::new();
         for s in settles {
             let known = if s.multiple {
@@ -204,6 +203,13 @@ impl ChannelState {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Turns settlements into per-queue acks and rejects. An unknown tag refuses the
+    /// whole batch (RabbitMQ closes the channel with 406), settling nothing.
+    pub fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
+        self.check_settle(settles)?;
         // (queue, kind) -> seqs, so that each queue gets one message per kind.
         let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
         for s in settles {

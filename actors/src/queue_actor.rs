@@ -474,10 +474,16 @@ impl Actor for QueueActor {
                 if_empty,
                 reply,
             } => {
-                let result = shell.apply(Command::Delete {
-                    if_unused,
-                    if_empty,
-                });
+                // A queue that deleted itself (x-expires, auto-delete) has asked the
+                // vhost to remove it, which lands here: the state is already deleted.
+                let result = if shell.state.is_deleted() {
+                    Ok(Reply::Deleted { message_count: 0 })
+                } else {
+                    shell.apply(Command::Delete {
+                        if_unused,
+                        if_empty,
+                    })
+                };
                 let result = match result {
                     Ok(Reply::Deleted { message_count }) => {
                         shell.deleted = true;

@@ -677,8 +677,19 @@ impl VHost {
         if_empty: bool,
         channel: ChannelId,
     ) -> Result<u64, BrokerError> {
+        // Deleting a queue that is not there succeeds, as in RabbitMQ (queue.delete is
+        // idempotent, like exchange.delete).
+        if self.queue(name).is_none() {
+            return Ok(0);
+        }
         self.queue_for(name, channel)?;
-        self.remove_queue(name, if_unused, if_empty).await
+        match self.remove_queue(name, if_unused, if_empty).await {
+            // Deleted by someone else meanwhile.
+            Err(e) if e.code == crate::error::code::NOT_FOUND && self.queue(name).is_none() => {
+                Ok(0)
+            }
+            other => other,
+        }
     }
 
     /// Deletes a queue whoever owns it (expiry, auto-delete, owner gone, delete).

@@ -65,6 +65,10 @@ pub struct AmqpChannel {
     tx_publishes: Vec<Ready>,
     tx_settles: Vec<Settle>,
     frame_max: u32,
+    /// The authenticated user: a publish's `user_id` must be this.
+    user: Arc<str>,
+    /// The queue last declared on this channel: what an empty queue name means.
+    last_queue: Option<String>,
 }
 
 fn method(class: AMQPClass) -> AMQPFrame {
@@ -78,6 +82,7 @@ impl AmqpChannel {
         connection: ChannelId,
         sink_for: impl FnOnce(ChannelId) -> ChannelSink,
         frame_max: u32,
+        user: Arc<str>,
     ) -> Self {
         let id = next_channel_id();
         AmqpChannel {
@@ -96,6 +101,8 @@ impl AmqpChannel {
             tx_publishes: Vec::new(),
             tx_settles: Vec::new(),
             frame_max,
+            user,
+            last_queue: None,
         }
     }
 
@@ -110,6 +117,15 @@ impl AmqpChannel {
             AMQPFrame::Header(_, h) => AMQPFrame::Header(self.number, h),
             AMQPFrame::Body(_, b) => AMQPFrame::Body(self.number, b),
             other => other,
+        }
+    }
+
+    /// The method's `-ok`, unless the client asked for `nowait`.
+    fn answer(&self, nowait: bool, class: AMQPClass) -> Outcome {
+        if nowait {
+            Outcome::Send(vec![])
+        } else {
+            self.reply(class)
         }
     }
 
@@ -139,13 +155,13 @@ impl AmqpChannel {
 
     /// A content header frame arrived.
     pub fn header(&mut self, header: AMQPContentHeader) -> Result<(), AmqpError> {
-        let Some(incoming) = self.incoming.as_mut().filter(|i| i.header.is_none()) else {
+        if self.incoming.as_ref().is_none_or(|i| i.header.is_some()) {
             return Err(ConnectionError::unexpected(format!(
                 "UNEXPECTED_FRAME - expected method frame, got non method frame instead (content header on channel {})",
                 self.number
             ))
             .into());
-        };
+        }
         if header.class_id != 60 {
             return Err(ConnectionError::unexpected(format!(
                 "UNEXPECTED_FRAME - content header for class {} on a basic.publish",
@@ -153,12 +169,45 @@ impl AmqpChannel {
             ))
             .into());
         }
-        incoming.header = Some((header.body_size, properties_from_wire(&header.properties)));
-        incoming
-            .body
-            .reserve(header.body_size.min(1 << 20) as usize);
+        let properties = properties_from_wire(&header.properties);
+        if let Err(e) = self.check_properties(&properties) {
+            // The publish is dropped with the channel.
+            self.incoming = None;
+            return Err(e.at(60, 40));
+        }
+        if let Some(incoming) = self.incoming.as_mut() {
+            incoming.header = Some((header.body_size, properties));
+            incoming
+                .body
+                .reserve(header.body_size.min(1 << 20) as usize);
+        }
         if header.body_size == 0 {
             self.complete();
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ's checks of a publish's properties: `user_id` must be the
+    /// authenticated user, `expiration` a whole number of milliseconds.
+    fn check_properties(&self, p: &warren_actors::message::Properties) -> Result<(), AmqpError> {
+        if let Some(user_id) = &p.user_id {
+            if **user_id != *self.user {
+                return Err(AmqpError::channel(
+                    code::PRECONDITION_FAILED,
+                    format!(
+                        "PRECONDITION_FAILED - user_id property set to '{user_id}' but authenticated user was '{}'",
+                        self.user
+                    ),
+                ));
+            }
+        }
+        if let Some(expiration) = &p.expiration {
+            if expiration.parse::<u64>().is_err() {
+                return Err(AmqpError::channel(
+                    code::PRECONDITION_FAILED,
+                    format!("PRECONDITION_FAILED - invalid expiration '{expiration}'"),
+                ));
+            }
         }
         Ok(())
     }
@@ -296,7 +345,7 @@ impl AmqpChannel {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => Ok(Outcome::Closed),
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
                 if !f.active {
-                    return Err(AmqpError::channel(
+                    return Err(AmqpError::connection(
                         code::NOT_IMPLEMENTED,
                         "NOT_IMPLEMENTED - active=false is not supported (use basic.qos)",
                     ));
@@ -350,13 +399,6 @@ impl AmqpChannel {
         vhost: &VHost,
         conn: ChannelId,
     ) -> Result<Outcome, AmqpError> {
-        let ok = |nowait: bool, class: AMQPClass| {
-            if nowait {
-                Outcome::Send(vec![])
-            } else {
-                self.reply(class)
-            }
-        };
         match m {
             exchange::AMQPMethod::Declare(d) => {
                 vhost
@@ -370,7 +412,7 @@ impl AmqpChannel {
                         table_from_wire(&d.arguments),
                     )
                     .await?;
-                Ok(ok(
+                Ok(self.answer(
                     d.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
                 ))
@@ -379,7 +421,7 @@ impl AmqpChannel {
                 vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)
                     .await?;
-                Ok(ok(
+                Ok(self.answer(
                     d.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
                 ))
@@ -392,7 +434,7 @@ impl AmqpChannel {
                     arguments: table_from_wire(&b.arguments),
                 };
                 vhost.bind(binding, conn).await?;
-                Ok(ok(
+                Ok(self.answer(
                     b.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
                 ))
@@ -405,7 +447,7 @@ impl AmqpChannel {
                     arguments: table_from_wire(&b.arguments),
                 };
                 vhost.unbind(binding, conn).await?;
-                Ok(ok(
+                Ok(self.answer(
                     b.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
                 ))
@@ -420,13 +462,6 @@ impl AmqpChannel {
         vhost: &VHost,
         conn: ChannelId,
     ) -> Result<Outcome, AmqpError> {
-        let ok = |nowait: bool, class: AMQPClass| {
-            if nowait {
-                Outcome::Send(vec![])
-            } else {
-                self.reply(class)
-            }
-        };
         match m {
             queue::AMQPMethod::Declare(d) => {
                 let declared = vhost
@@ -440,7 +475,8 @@ impl AmqpChannel {
                         conn,
                     )
                     .await?;
-                Ok(ok(
+                self.last_queue = Some(declared.name.clone());
+                Ok(self.answer(
                     d.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                         queue: short(&declared.name),
@@ -450,14 +486,22 @@ impl AmqpChannel {
                 ))
             }
             queue::AMQPMethod::Bind(b) => {
+                let queue = self.queue_name(b.queue.as_str())?;
+                // Both empty: the last declared queue, and its name as the key.
+                let routing_key =
+                    if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
+                        queue.clone()
+                    } else {
+                        b.routing_key.as_str().to_string()
+                    };
                 let binding = Binding {
                     source: b.exchange.as_str().to_string(),
-                    destination: Destination::Queue(b.queue.as_str().to_string()),
-                    routing_key: b.routing_key.as_str().to_string(),
+                    destination: Destination::Queue(queue),
+                    routing_key,
                     arguments: table_from_wire(&b.arguments),
                 };
                 vhost.bind(binding, conn).await?;
-                Ok(ok(
+                Ok(self.answer(
                     b.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
                 ))
@@ -465,7 +509,7 @@ impl AmqpChannel {
             queue::AMQPMethod::Unbind(b) => {
                 let binding = Binding {
                     source: b.exchange.as_str().to_string(),
-                    destination: Destination::Queue(b.queue.as_str().to_string()),
+                    destination: Destination::Queue(self.queue_name(b.queue.as_str())?),
                     routing_key: b.routing_key.as_str().to_string(),
                     arguments: table_from_wire(&b.arguments),
                 };
@@ -475,8 +519,10 @@ impl AmqpChannel {
                 ))))
             }
             queue::AMQPMethod::Purge(p) => {
-                let n = vhost.purge_queue(p.queue.as_str(), conn).await?;
-                Ok(ok(
+                let n = vhost
+                    .purge_queue(&self.queue_name(p.queue.as_str())?, conn)
+                    .await?;
+                Ok(self.answer(
                     p.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                         message_count: u32::try_from(n).unwrap_or(u32::MAX),
@@ -485,9 +531,14 @@ impl AmqpChannel {
             }
             queue::AMQPMethod::Delete(d) => {
                 let n = vhost
-                    .delete_queue(d.queue.as_str(), d.if_unused, d.if_empty, conn)
+                    .delete_queue(
+                        &self.queue_name(d.queue.as_str())?,
+                        d.if_unused,
+                        d.if_empty,
+                        conn,
+                    )
                     .await?;
-                Ok(ok(
+                Ok(self.answer(
                     d.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
                         message_count: u32::try_from(n).unwrap_or(u32::MAX),
@@ -528,7 +579,7 @@ impl AmqpChannel {
                 Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}))))
             }
             basic::AMQPMethod::Consume(c) => {
-                let handle = vhost.queue_for(c.queue.as_str(), conn)?;
+                let handle = vhost.queue_for(&self.queue_name(c.queue.as_str())?, conn)?;
                 let tag = if c.consumer_tag.as_str().is_empty() {
                     format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
                 } else {
@@ -585,7 +636,7 @@ impl AmqpChannel {
                 })
             }
             basic::AMQPMethod::Get(g) => {
-                let handle = vhost.queue_for(g.queue.as_str(), conn)?;
+                let handle = vhost.queue_for(&self.queue_name(g.queue.as_str())?, conn)?;
                 self.core.touch(handle.name().clone());
                 match handle.get(self.core.id(), g.no_ack).await? {
                     None => Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
@@ -635,9 +686,19 @@ impl AmqpChannel {
         }
     }
 
+    /// A queue name from a method: empty means the queue last declared on this channel.
+    fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        self.last_queue.clone().ok_or_else(|| {
+            AmqpError::channel(code::NOT_FOUND, "NOT_FOUND - no previously declared queue")
+        })
+    }
+
     fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
-            return Err(AmqpError::channel(
+            return Err(AmqpError::connection(
                 code::NOT_IMPLEMENTED,
                 "NOT_IMPLEMENTED - requeue=false",
             ));
@@ -648,8 +709,13 @@ impl AmqpChannel {
 
     fn settle(&mut self, settle: Settle) -> Result<Outcome, AmqpError> {
         if self.tx {
-            // Checked now (an unknown tag fails at once), applied at commit.
+            // Checked now (an unknown tag fails at once, counting the acks already
+            // in the transaction), applied at commit.
             self.tx_settles.push(settle);
+            if let Err(e) = self.core.check_settle(&self.tx_settles) {
+                self.tx_settles.pop();
+                return Err(e.into());
+            }
             return Ok(Outcome::Send(vec![]));
         }
         self.core.settle(&[settle])?;

@@ -3,7 +3,7 @@
 //! outcomes, and heartbeats. Frames that arrive together are handled together: their
 //! publishes are routed as one batch per channel, their replies written in one write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +56,7 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>)
         in_buf: Vec::with_capacity(64 * 1024),
         out: Vec::with_capacity(64 * 1024),
         channels: HashMap::new(),
+        closing: HashSet::new(),
         frame_max: FRAME_MAX,
         heartbeat: 0,
         id: next_channel_id(),
@@ -88,6 +89,9 @@ struct Connection {
     in_buf: Vec<u8>,
     out: Vec<u8>,
     channels: HashMap<u16, AmqpChannel>,
+    /// Channels the node closed and whose close-ok has not come yet: their other
+    /// frames are dropped (the client may have sent them before it saw the close).
+    closing: HashSet<u16>,
     frame_max: u32,
     heartbeat: u16,
     /// Owner id of this connection's exclusive queues.
@@ -396,21 +400,29 @@ impl Connection {
         frame: AMQPFrame,
         events: &UnboundedSender<Event>,
     ) -> Result<Option<End>, AmqpError> {
-        match frame {
-            AMQPFrame::Heartbeat => Ok(None),
-            AMQPFrame::Method(0, m) => self.connection_method(m),
-            AMQPFrame::Method(n, m) => {
-                self.channel_method(n, m, events).await?;
-                Ok(None)
+        let n = frame.channel_id();
+        if n != 0 && self.closing.contains(&n) {
+            match frame {
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                    self.closing.remove(&n);
+                }
+                // Both sides closed at once: answer theirs too.
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                    self.send(&AMQPFrame::Method(
+                        n,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    ));
+                }
+                _ => {}
             }
-            AMQPFrame::Header(n, h) => {
-                self.open_channel(n)?.header(h)?;
-                Ok(None)
-            }
-            AMQPFrame::Body(n, b) => {
-                self.open_channel(n)?.body(b)?;
-                Ok(None)
-            }
+            return Ok(None);
+        }
+        let result = match frame {
+            AMQPFrame::Heartbeat => Ok(()),
+            AMQPFrame::Method(0, m) => return self.connection_method(m),
+            AMQPFrame::Method(n, m) => self.channel_method(n, m, events).await,
+            AMQPFrame::Header(n, h) => self.open_channel(n)?.header(h),
+            AMQPFrame::Body(n, b) => self.open_channel(n)?.body(b),
             AMQPFrame::ProtocolHeader(_) => Err(ConnectionError::unexpected(
                 "UNEXPECTED_FRAME - protocol header inside the connection",
             )
@@ -419,7 +431,26 @@ impl Connection {
                 "UNEXPECTED_FRAME - heartbeat on channel {n}"
             ))
             .into()),
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(AmqpError::Channel(e)) => {
+                self.channel_error(n, &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// Closes channel `n` for an error: its deliveries go back to their queues, its
+    /// frames are dropped until the client's close-ok.
+    fn channel_error(&mut self, n: u16, e: &crate::error::ChannelError) {
+        tracing::debug!(peer = %self.peer, channel = n, "channel error {}: {}", e.code, e.text);
+        if let Some(mut ch) = self.channels.remove(&n) {
+            ch.close();
+        }
+        self.closing.insert(n);
+        self.send(&close_frame(n, e));
     }
 
     fn open_channel(&mut self, n: u16) -> Result<&mut AmqpChannel, AmqpError> {
@@ -482,6 +513,7 @@ impl Connection {
                 self.id,
                 sink_for,
                 self.frame_max,
+                self.user.as_str().into(),
             );
             self.channels.insert(n, ch);
             self.send(&AMQPFrame::Method(
@@ -524,16 +556,7 @@ impl Connection {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 ));
             }
-            Err(AmqpError::Channel(e)) => {
-                tracing::debug!(peer = %self.peer, channel = n, "channel error {}: {}", e.code, e.text);
-                if let Some(ch) = self.channels.get_mut(&n) {
-                    ch.close();
-                }
-                // The channel stays known until the client's close-ok; a closed
-                // channel's methods are dropped by the client library.
-                self.channels.remove(&n);
-                self.send(&close_frame(n, &e));
-            }
+            Err(AmqpError::Channel(e)) => self.channel_error(n, &e),
             Err(e) => return Err(e),
         }
         Ok(())
@@ -658,10 +681,7 @@ impl Connection {
                     method_id: c.method_id,
                 },
             };
-            if let Some(mut ch) = self.channels.remove(&n) {
-                ch.close();
-            }
-            self.send(&close_frame(n, &e));
+            self.channel_error(n, &e);
         }
     }
 

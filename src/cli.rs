@@ -77,6 +77,12 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Attach a debug shell to a running node: its supervision tree, actors, log.
     Shell(crate::shell::ShellArgs),
+    /// Manage the users AMQP clients log in as.
+    #[command(subcommand)]
+    User(crate::cli_access::UserCmd),
+    /// Manage users' per-vhost permissions.
+    #[command(subcommand)]
+    Permissions(crate::cli_access::PermissionsCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -379,6 +385,8 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Unbind(b) => bind(b, false).await?,
         Command::Publish(p) => publish(p).await?,
         Command::Consume(c) => consume(c).await?,
+        Command::User(cmd) => crate::cli_access::user(cmd).await?,
+        Command::Permissions(cmd) => crate::cli_access::permissions(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let n = client.purge(&queue).await.map_err(e)?;

@@ -14,6 +14,7 @@
 pub mod bench;
 mod bench_amqp;
 pub mod cli;
+mod cli_access;
 pub mod client;
 pub mod listing;
 pub mod node;

@@ -54,11 +54,17 @@ fn read(path: &Path) -> String {
 /// output (and the node's log) unless it exits 0 after printing "ok".
 fn run_script(name: &str) {
     require_pika();
-    let script = script_path(name);
-    assert!(script.exists(), "no script {}", script.display());
     let dir = tempfile::tempdir().expect("tempdir");
     let node = NodeProcess::start(&dir.path().join("data"), free_port());
-    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    run_script_on(&node, dir.path(), name);
+    drop(node);
+}
+
+/// Runs `tests/amqp/<name>.py` against a running node; `dir` holds its output files.
+fn run_script_on(node: &NodeProcess, dir: &Path, name: &str) {
+    let script = script_path(name);
+    assert!(script.exists(), "no script {}", script.display());
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(node.amqp_addr.port().to_string())
@@ -89,12 +95,11 @@ fn run_script(name: &str) {
             Some(s) => format!("exited with {s}"),
             None => format!("was killed after {SCRIPT_DEADLINE:?} (hung)"),
         };
-        let log = read(&dir.path().join("data.log"));
+        let log = read(&dir.join("data.log"));
         panic!(
             "tests/amqp/{name}.py {outcome}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- node log:\n{log}"
         );
     }
-    drop(node);
 }
 
 #[test]
@@ -170,4 +175,67 @@ fn queue_name_shortcut() {
 #[test]
 fn not_implemented() {
     run_script("not_implemented");
+}
+
+/// Users and permissions set through the CLI, then exercised by pika.
+#[test]
+fn users_and_permissions() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    let cli = |args: &[&str]| {
+        let (ok, out, err) = node.cli(args);
+        assert!(ok, "warren {args:?} failed: {err}");
+        out
+    };
+    // The node may still be starting: the first command retries briefly.
+    while !node.cli(&["user", "list"]).0 {
+        assert!(Instant::now() < wait_until, "the node never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cli(&["user", "list"]).contains("guest"));
+    cli(&["user", "add", "app", "--password", "s3cret"]);
+    cli(&[
+        "permissions",
+        "set",
+        "--user",
+        "app",
+        "--configure",
+        r"app-.*|amq\.gen-.*",
+        "--write",
+        r"app-.*|amq\.default",
+        "--read",
+        "app-.*",
+    ]);
+    cli(&["user", "add", "idle", "--password", "idle"]);
+    let (ok, _, err) = node.cli(&["user", "add", "app", "--password", "again"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = node.cli(&[
+        "permissions",
+        "set",
+        "--user",
+        "app",
+        "--configure",
+        "(",
+        "--write",
+        "",
+        "--read",
+        "",
+    ]);
+    assert!(
+        !ok && err.contains("not a valid regular expression"),
+        "{err}"
+    );
+    let listed = cli(&["permissions", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    assert!(
+        rows.as_array().is_some_and(|r| r
+            .iter()
+            .any(|p| p["user"] == "app" && p["read"] == "app-.*")),
+        "{listed}"
+    );
+    run_script_on(&node, dir.path(), "users");
+    cli(&["user", "delete", "app"]);
+    assert!(!cli(&["user", "list"]).contains("app"));
 }

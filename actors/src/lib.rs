@@ -9,6 +9,7 @@
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
+pub mod access;
 pub mod channel;
 pub mod delivery;
 pub mod error;

@@ -1,10 +1,11 @@
-//! Authentication in `connection.start-ok`: the PLAIN and AMQPLAIN mechanisms, and
-//! the users a node knows. Until user management lands (`warren user add`), the only
-//! user is RabbitMQ's default `guest` / `guest`, allowed from loopback only.
+//! Authentication in `connection.start-ok`: the PLAIN and AMQPLAIN mechanisms against
+//! the node's users ([`AccessControl`]); RabbitMQ's default `guest` is allowed from
+//! loopback only.
 
 use std::net::SocketAddr;
 
 use amq_protocol::types::AMQPValue;
+use warren_actors::access::{AccessControl, DEFAULT_USER};
 
 use crate::error::{code, AmqpError};
 
@@ -72,16 +73,16 @@ impl Credentials {
 }
 
 /// Checks the credentials of a client connecting from `peer`.
-pub fn check(c: &Credentials, peer: SocketAddr) -> Result<(), AmqpError> {
-    if c.user == "guest" && c.password == "guest" {
-        if peer.ip().is_loopback() {
-            return Ok(());
-        }
+pub fn check(c: &Credentials, peer: SocketAddr, access: &AccessControl) -> Result<(), AmqpError> {
+    if !access.authenticate(&c.user, &c.password) {
+        tracing::warn!(peer = %peer, user = %c.user, "refused login: unknown user or wrong password");
+        return Err(refused(&c.mechanism));
+    }
+    if c.user == DEFAULT_USER && !peer.ip().is_loopback() {
         tracing::warn!(peer = %peer, "refused user 'guest': it may only connect from loopback");
         return Err(refused(&c.mechanism));
     }
-    tracing::warn!(peer = %peer, user = %c.user, "refused login: unknown user or wrong password");
-    Err(refused(&c.mechanism))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,17 +111,16 @@ mod tests {
         assert_eq!(c.user, "guest");
     }
 
-    #[test]
-    fn guest_only_from_loopback() {
+    #[tokio::test]
+    async fn guest_only_from_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = warren_storage::Store::open(dir.path().join("w.redb")).unwrap();
+        let access = AccessControl::load(store).await.unwrap();
         let guest = Credentials::parse("PLAIN", b"\0guest\0guest").unwrap();
-        assert!(check(&guest, "127.0.0.1:5000".parse().unwrap()).is_ok());
-        assert_eq!(
-            check(&guest, "10.1.2.3:5000".parse().unwrap())
-                .unwrap_err()
-                .code(),
-            403
-        );
+        assert!(check(&guest, "127.0.0.1:5000".parse().unwrap(), &access).is_ok());
+        let far = check(&guest, "10.1.2.3:5000".parse().unwrap(), &access);
+        assert_eq!(far.unwrap_err().code(), 403);
         let wrong = Credentials::parse("PLAIN", b"\0guest\0nope").unwrap();
-        assert!(check(&wrong, "127.0.0.1:5000".parse().unwrap()).is_err());
+        assert!(check(&wrong, "127.0.0.1:5000".parse().unwrap(), &access).is_err());
     }
 }

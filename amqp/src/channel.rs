@@ -8,6 +8,7 @@ use std::sync::Arc;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use bytes::Bytes;
+use warren_actors::access::{Access, AccessControl, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
 use warren_actors::exchange::{Binding, Destination};
@@ -67,6 +68,7 @@ pub struct AmqpChannel {
     frame_max: u32,
     /// The authenticated user: a publish's `user_id` must be this.
     user: Arc<str>,
+    access: AccessControl,
     /// The queue last declared on this channel: what an empty queue name means.
     last_queue: Option<String>,
 }
@@ -83,6 +85,7 @@ impl AmqpChannel {
         sink_for: impl FnOnce(ChannelId) -> ChannelSink,
         frame_max: u32,
         user: Arc<str>,
+        access: AccessControl,
     ) -> Self {
         let id = next_channel_id();
         AmqpChannel {
@@ -102,6 +105,7 @@ impl AmqpChannel {
             tx_settles: Vec::new(),
             frame_max,
             user,
+            access,
             last_queue: None,
         }
     }
@@ -401,6 +405,9 @@ impl AmqpChannel {
     ) -> Result<Outcome, AmqpError> {
         match m {
             exchange::AMQPMethod::Declare(d) => {
+                if !d.passive {
+                    self.allow(Access::Configure, Resource::Exchange(d.exchange.as_str()))?;
+                }
                 vhost
                     .declare_exchange(
                         d.exchange.as_str(),
@@ -427,6 +434,8 @@ impl AmqpChannel {
                 ))
             }
             exchange::AMQPMethod::Bind(b) => {
+                self.allow(Access::Write, Resource::Exchange(b.destination.as_str()))?;
+                self.allow(Access::Read, Resource::Exchange(b.source.as_str()))?;
                 let binding = Binding {
                     source: b.source.as_str().to_string(),
                     destination: Destination::Exchange(b.destination.as_str().to_string()),
@@ -440,6 +449,8 @@ impl AmqpChannel {
                 ))
             }
             exchange::AMQPMethod::Unbind(b) => {
+                self.allow(Access::Write, Resource::Exchange(b.destination.as_str()))?;
+                self.allow(Access::Read, Resource::Exchange(b.source.as_str()))?;
                 let binding = Binding {
                     source: b.source.as_str().to_string(),
                     destination: Destination::Exchange(b.destination.as_str().to_string()),
@@ -464,6 +475,15 @@ impl AmqpChannel {
     ) -> Result<Outcome, AmqpError> {
         match m {
             queue::AMQPMethod::Declare(d) => {
+                // A server-named queue is checked as "amq.gen-" (its name is made up
+                // after the check): a pattern like `amq\.gen-.*` allows them.
+                if !d.passive {
+                    let name = match d.queue.as_str() {
+                        "" => "amq.gen-",
+                        named => named,
+                    };
+                    self.allow(Access::Configure, Resource::Queue(name))?;
+                }
                 let declared = vhost
                     .declare_queue(
                         d.queue.as_str(),
@@ -487,6 +507,8 @@ impl AmqpChannel {
             }
             queue::AMQPMethod::Bind(b) => {
                 let queue = self.queue_name(b.queue.as_str())?;
+                self.allow(Access::Write, Resource::Queue(&queue))?;
+                self.allow(Access::Read, Resource::Exchange(b.exchange.as_str()))?;
                 // Both empty: the last declared queue, and its name as the key.
                 let routing_key =
                     if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
@@ -507,9 +529,12 @@ impl AmqpChannel {
                 ))
             }
             queue::AMQPMethod::Unbind(b) => {
+                let queue = self.queue_name(b.queue.as_str())?;
+                self.allow(Access::Write, Resource::Queue(&queue))?;
+                self.allow(Access::Read, Resource::Exchange(b.exchange.as_str()))?;
                 let binding = Binding {
                     source: b.exchange.as_str().to_string(),
-                    destination: Destination::Queue(self.queue_name(b.queue.as_str())?),
+                    destination: Destination::Queue(queue),
                     routing_key: b.routing_key.as_str().to_string(),
                     arguments: table_from_wire(&b.arguments),
                 };
@@ -519,9 +544,9 @@ impl AmqpChannel {
                 ))))
             }
             queue::AMQPMethod::Purge(p) => {
-                let n = vhost
-                    .purge_queue(&self.queue_name(p.queue.as_str())?, conn)
-                    .await?;
+                let queue = self.queue_name(p.queue.as_str())?;
+                self.allow(Access::Read, Resource::Queue(&queue))?;
+                let n = vhost.purge_queue(&queue, conn).await?;
                 Ok(self.answer(
                     p.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
@@ -530,13 +555,10 @@ impl AmqpChannel {
                 ))
             }
             queue::AMQPMethod::Delete(d) => {
+                let queue = self.queue_name(d.queue.as_str())?;
+                self.allow(Access::Configure, Resource::Queue(&queue))?;
                 let n = vhost
-                    .delete_queue(
-                        &self.queue_name(d.queue.as_str())?,
-                        d.if_unused,
-                        d.if_empty,
-                        conn,
-                    )
+                    .delete_queue(&queue, d.if_unused, d.if_empty, conn)
                     .await?;
                 Ok(self.answer(
                     d.nowait,
@@ -563,6 +585,7 @@ impl AmqpChannel {
                         "NOT_IMPLEMENTED - immediate=true",
                     ));
                 }
+                self.allow(Access::Write, Resource::Exchange(p.exchange.as_str()))?;
                 self.incoming = Some(Incoming {
                     exchange: p.exchange.as_str().to_string(),
                     routing_key: p.routing_key.as_str().to_string(),
@@ -579,7 +602,9 @@ impl AmqpChannel {
                 Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}))))
             }
             basic::AMQPMethod::Consume(c) => {
-                let handle = vhost.queue_for(&self.queue_name(c.queue.as_str())?, conn)?;
+                let queue = self.queue_name(c.queue.as_str())?;
+                self.allow(Access::Read, Resource::Queue(&queue))?;
+                let handle = vhost.queue_for(&queue, conn)?;
                 let tag = if c.consumer_tag.as_str().is_empty() {
                     format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
                 } else {
@@ -636,7 +661,9 @@ impl AmqpChannel {
                 })
             }
             basic::AMQPMethod::Get(g) => {
-                let handle = vhost.queue_for(&self.queue_name(g.queue.as_str())?, conn)?;
+                let queue = self.queue_name(g.queue.as_str())?;
+                self.allow(Access::Read, Resource::Queue(&queue))?;
+                let handle = vhost.queue_for(&queue, conn)?;
                 self.core.touch(handle.name().clone());
                 match handle.get(self.core.id(), g.no_ack).await? {
                     None => Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
@@ -684,6 +711,19 @@ impl AmqpChannel {
             }
             other => Err(unexpected_method(AMQPClass::Basic(other))),
         }
+    }
+
+    /// 403 unless this channel's user has `access` to `resource` in its vhost.
+    fn allow(&self, access: Access, resource: Resource<'_>) -> Result<(), AmqpError> {
+        let vhost = self.core.vhost().name().to_string();
+        // The default exchange is "amq.default" to permissions, as in RabbitMQ.
+        let resource = match resource {
+            Resource::Exchange("") => Resource::Exchange("amq.default"),
+            other => other,
+        };
+        self.access
+            .check(&self.user, &vhost, access, resource)
+            .map_err(AmqpError::from)
     }
 
     /// A queue name from a method: empty means the queue last declared on this channel.

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
+use warren_actors::access::AccessControl;
 use warren_actors::channel::PublishOutcome;
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::message::Message;
@@ -29,6 +30,7 @@ use crate::error::{code, AmqpError, ConnectionError};
 /// What every connection of a listener shares.
 pub struct Server {
     pub vhost: VHost,
+    pub access: AccessControl,
     pub product_version: String,
     pub node_name: String,
 }
@@ -208,7 +210,7 @@ impl Connection {
             .into());
         };
         let credentials = Credentials::parse(ok.mechanism.as_str(), ok.response.as_bytes())?;
-        auth::check(&credentials, self.peer)?;
+        auth::check(&credentials, self.peer, &self.server.access)?;
         self.user = credentials.user;
 
         self.send(&method0(AMQPClass::Connection(
@@ -267,6 +269,15 @@ impl Connection {
             return Err(AmqpError::connection(
                 code::NOT_ALLOWED,
                 format!("NOT_ALLOWED - vhost {vhost} not found"),
+            ));
+        }
+        if !self.server.access.may_open(&self.user, vhost) {
+            return Err(AmqpError::connection(
+                code::NOT_ALLOWED,
+                format!(
+                    "NOT_ALLOWED - access to vhost '{vhost}' refused for user '{}'",
+                    self.user
+                ),
             ));
         }
         self.send(&method0(AMQPClass::Connection(
@@ -514,6 +525,7 @@ impl Connection {
                 sink_for,
                 self.frame_max,
                 self.user.as_str().into(),
+                self.server.access.clone(),
             );
             self.channels.insert(n, ch);
             self.send(&AMQPFrame::Method(

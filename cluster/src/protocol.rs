@@ -17,6 +17,7 @@ use bytes::Bytes;
 use ractor::{BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+pub use warren_actors::access::Permission;
 pub use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::{QueueEvent, TracedMessage};
 use warren_actors::message::{FieldTable, Properties};
@@ -145,6 +146,22 @@ pub enum Request {
     },
     /// The cluster's members as this node sees them.
     Nodes,
+    // ----- users and permissions (the cookie holder is the administrator) -----
+    AddUser {
+        name: String,
+        password: String,
+        tags: Vec<String>,
+    },
+    DeleteUser {
+        name: String,
+    },
+    ListUsers,
+    SetPermissions(Permission),
+    ClearPermissions {
+        user: String,
+        vhost: String,
+    },
+    ListPermissions,
 }
 
 /// The reply to a [`Request`].
@@ -175,6 +192,9 @@ pub enum Response {
     Inspected(Box<ActorDetails>),
     Log(Vec<LogLine>),
     Nodes(Vec<NodeInfo>),
+    /// (name, tags) of every user.
+    Users(Vec<(String, Vec<String>)>),
+    Permissions(Vec<Permission>),
     Error(ErrorReply),
 }
 

@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use warren_actors::delivery::TracedMessage;
-use warren_cluster::protocol::{ActorDetails, LogLine, NodeInfo, Request, Response};
+use warren_cluster::protocol::{ActorDetails, LogLine, NodeInfo, Permission, Request, Response};
 use warren_supervisor::TreeSnapshot;
 
 use super::{unexpected, Client, ClientError};
@@ -99,5 +99,58 @@ impl Trace {
             on: false,
         };
         self.client.call(off).await.map(drop)
+    }
+}
+
+impl Client {
+    /// Adds a user (its password is stored salted and hashed).
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        tags: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let request = Request::AddUser {
+            name: name.into(),
+            password: password.into(),
+            tags,
+        };
+        self.call(request).await.map(drop)
+    }
+
+    /// Deletes a user and its permissions.
+    pub async fn delete_user(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(Request::DeleteUser { name }).await.map(drop)
+    }
+
+    /// Every user: (name, tags).
+    pub async fn users(&self) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+        match self.call(Request::ListUsers).await? {
+            Response::Users(u) => Ok(u),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets a user's configure / write / read patterns in a vhost.
+    pub async fn set_permissions(&self, permission: Permission) -> Result<(), ClientError> {
+        self.call(Request::SetPermissions(permission))
+            .await
+            .map(drop)
+    }
+
+    pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), ClientError> {
+        let request = Request::ClearPermissions {
+            user: user.into(),
+            vhost: vhost.into(),
+        };
+        self.call(request).await.map(drop)
+    }
+
+    pub async fn permissions(&self) -> Result<Vec<Permission>, ClientError> {
+        match self.call(Request::ListPermissions).await? {
+            Response::Permissions(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
     }
 }

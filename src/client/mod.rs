@@ -46,7 +46,7 @@ pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use publisher::{Confirm, MAX_BODY_BYTES};
 pub use warren_cluster::connect::ConnectError;
-pub use warren_cluster::protocol::PublishResult;
+pub use warren_cluster::protocol::{Permission, PublishResult};
 
 /// The cluster address a node listens on by default, and clients dial by default.
 pub const DEFAULT_NODE_ADDR: &str = "127.0.0.1:4370";

@@ -25,6 +25,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The node facts the shell shows, shared by every session.
 pub struct Admin {
     pub node_name: String,
+    pub access: warren_actors::access::AccessControl,
     pub address: String,
     pub started: Instant,
     pub log: Arc<LogRing>,

@@ -95,6 +95,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let vhost = VHost::load("/", store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
+    let access = warren_actors::access::AccessControl::load(store.clone())
+        .await
+        .map_err(|e| NodeError::Recovery(e.to_string()))?;
 
     let exchanges = {
         let vhost = vhost.clone();
@@ -160,6 +163,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
     let admin = Arc::new(admin::Admin {
         node_name: config.name.clone(),
+        access: access.clone(),
         address: config.cluster_listen.to_string(),
         started: began,
         log: log_ring::LogRing::global(),
@@ -199,6 +203,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         Some(addr) => {
             let server = warren_amqp::Server {
                 vhost: vhost.clone(),
+                access: access.clone(),
                 product_version: env!("CARGO_PKG_VERSION").to_string(),
                 node_name: config.name.clone(),
             };

@@ -345,6 +345,28 @@ impl SessionState {
             }
             Request::Log { level, lines } => Response::Log(self.admin.log(&level, lines)?),
             Request::Nodes => Response::Nodes(self.admin.nodes()),
+            Request::AddUser {
+                name,
+                password,
+                tags,
+            } => {
+                self.admin.access.add_user(&name, &password, tags).await?;
+                Response::Done
+            }
+            Request::DeleteUser { name } => {
+                self.admin.access.delete_user(&name).await?;
+                Response::Done
+            }
+            Request::ListUsers => Response::Users(self.admin.access.list_users()),
+            Request::SetPermissions(p) => {
+                self.admin.access.set_permissions(p).await?;
+                Response::Done
+            }
+            Request::ClearPermissions { user, vhost } => {
+                self.admin.access.clear_permissions(&user, &vhost).await?;
+                Response::Done
+            }
+            Request::ListPermissions => Response::Permissions(self.admin.access.list_permissions()),
             Request::Ping => Response::Done,
         })
     }

@@ -1,0 +1,185 @@
+//! `warren user ...` and `warren permissions ...`: the node's AMQP users and their
+//! per-vhost permissions. Whoever holds the node's cookie administers them (as
+//! `rabbitmqctl` does with the Erlang cookie).
+
+use std::io::BufRead;
+
+use clap::Subcommand;
+
+use crate::cli::Conn;
+use crate::client::{ClientError, Permission};
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user (the password is read from stdin when --password is not given).
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// Comma-separated tags, e.g. administrator,monitoring.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a user and its permissions.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PermissionsCmd {
+    /// Set a user's permissions in a vhost: three regular expressions matched against
+    /// whole queue and exchange names ("" allows nothing, ".*" everything).
+    Set {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        #[arg(long)]
+        configure: String,
+        #[arg(long)]
+        write: String,
+        #[arg(long)]
+        read: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove a user's permissions in a vhost.
+    Clear {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List every user's permissions.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err("give the password with --password or on stdin".into());
+    }
+    Ok(password)
+}
+
+pub async fn user(cmd: UserCmd) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    match cmd {
+        UserCmd::Add {
+            name,
+            password,
+            tags,
+            conn,
+        } => {
+            let password = match password {
+                Some(p) => p,
+                None => read_password()?,
+            };
+            let client = conn.connect().await.map_err(e)?;
+            client.add_user(&name, &password, tags).await.map_err(e)?;
+            println!("user {name} added (no permissions yet: see `warren permissions set`)");
+        }
+        UserCmd::Delete { name, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            client.delete_user(&name).await.map_err(e)?;
+            println!("user {name} deleted");
+        }
+        UserCmd::List { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let users = client.users().await.map_err(e)?;
+            if json {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|(n, t)| serde_json::json!({"name": n, "tags": t}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<24} tags", "user");
+                for (n, t) in users {
+                    println!("{:<24} {}", n, t.join(","));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn permissions(cmd: PermissionsCmd) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    match cmd {
+        PermissionsCmd::Set {
+            user,
+            vhost,
+            configure,
+            write,
+            read,
+            conn,
+        } => {
+            let client = conn.connect().await.map_err(e)?;
+            let p = Permission {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                configure,
+                write,
+                read,
+            };
+            client.set_permissions(p).await.map_err(e)?;
+            println!("permissions of {user} in vhost {vhost} set");
+        }
+        PermissionsCmd::Clear { user, vhost, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            client.clear_permissions(&user, &vhost).await.map_err(e)?;
+            println!("permissions of {user} in vhost {vhost} cleared");
+        }
+        PermissionsCmd::List { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let list = client.permissions().await.map_err(e)?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({"user": p.user, "vhost": p.vhost,
+                            "configure": p.configure, "write": p.write, "read": p.read})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!(
+                    "{:<20} {:<12} {:<16} {:<16} read",
+                    "user", "vhost", "configure", "write"
+                );
+                for p in list {
+                    println!(
+                        "{:<20} {:<12} {:<16} {:<16} {}",
+                        p.user, p.vhost, p.configure, p.write, p.read
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

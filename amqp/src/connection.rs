@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use warren_actors::access::AccessControl;
 use warren_actors::channel::PublishOutcome;
@@ -39,6 +41,10 @@ pub struct Server {
 pub const CHANNEL_MAX: u16 = 2047;
 pub const FRAME_MAX: u32 = 131_072;
 pub const HEARTBEAT_SECS: u16 = 60;
+/// Most body bytes a connection has routed whose queues have not answered yet; above
+/// it the connection stops reading its socket until they do (credit flow: a publisher
+/// that outruns the queues, or their storage, is held back by TCP).
+const MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +68,8 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>)
         frame_max: FRAME_MAX,
         heartbeat: 0,
         id: next_channel_id(),
+        in_flight: Arc::new(AtomicU64::new(0)),
+        answered: Arc::new(Notify::new()),
         user: String::new(),
     };
     let (events_tx, events_rx) = unbounded_channel();
@@ -98,6 +106,10 @@ struct Connection {
     heartbeat: u16,
     /// Owner id of this connection's exclusive queues.
     id: ChannelId,
+    /// Body bytes routed and not yet answered by their queues.
+    in_flight: Arc<AtomicU64>,
+    /// Woken each time an answer lowers `in_flight`.
+    answered: Arc<Notify>,
     user: String,
 }
 
@@ -335,7 +347,7 @@ impl Connection {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {
-                read = socket.read(&mut chunk) => {
+                read = socket.read(&mut chunk), if self.may_read() => {
                     let n = read.map_err(io_error)?;
                     if n == 0 {
                         return Ok(());
@@ -356,6 +368,7 @@ impl Connection {
                         self.event(event);
                     }
                 }
+                _ = self.answered.notified(), if !self.may_read() => {}
                 _ = ticker.tick() => {
                     if let Some(b) = beat {
                         if last_read.elapsed() > b * 2 {
@@ -373,6 +386,12 @@ impl Connection {
                 last_write = Instant::now();
             }
         }
+    }
+
+    /// Whether the connection reads its socket (its routed publishes are answered
+    /// enough).
+    fn may_read(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT_BYTES
     }
 
     /// Handles every complete frame in the input buffer, then routes the publishes
@@ -580,6 +599,7 @@ impl Connection {
             if ch.ready.is_empty() {
                 continue;
             }
+            let routed_bytes: u64 = ch.ready.iter().map(|r| r.message.body.len() as u64).sum();
             let Some(routed) = ch.route_ready() else {
                 continue;
             };
@@ -590,8 +610,13 @@ impl Connection {
                 .collect();
             let confirming = ch.confirm_mode();
             let tx = events.clone();
+            let bytes = routed_bytes;
+            self.in_flight.fetch_add(bytes, Ordering::AcqRel);
+            let (in_flight, answered) = (self.in_flight.clone(), self.answered.clone());
             tokio::spawn(async move {
                 let outcomes = routed.await;
+                in_flight.fetch_sub(bytes, Ordering::AcqRel);
+                answered.notify_one();
                 // Without confirms and returns there is nothing to tell the client,
                 // except a failed publish (it closes the channel).
                 let needed = confirming
@@ -663,6 +688,11 @@ impl Connection {
             }
             if let Some(seq) = seq {
                 ch.outstanding.remove(&seq);
+                // A publish that failed (no such exchange) gets neither ack nor nack:
+                // the channel closes, which fails it at the client, as in RabbitMQ.
+                if matches!(outcome, PublishOutcome::Failed(_)) {
+                    continue;
+                }
                 let ok = !matches!(outcome, PublishOutcome::Rejected(_));
                 let class = if ok {
                     basic::AMQPMethod::Ack(basic::Ack {

@@ -12,9 +12,11 @@ use std::time::Duration;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use warren_actors::access::AccessControl;
@@ -45,6 +47,8 @@ pub const HEARTBEAT_SECS: u16 = 60;
 /// it the connection stops reading its socket until they do (credit flow: a publisher
 /// that outruns the queues, or their storage, is held back by TCP).
 const MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+/// Buffers the connection may queue for its writer before it waits for it.
+const WRITER_QUEUE: usize = 64;
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,9 +90,19 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>)
         }
     }
     tracing::debug!(peer = %peer, user = %conn.user, "AMQP connection open");
-    if let Err(e) = conn.run(&mut socket, events_tx, events_rx).await {
-        conn.fail(&mut socket, e).await;
+    // From here on a writer task owns the socket's write half: bytes handed to it
+    // while it is writing go out together in its next write, so a busy connection
+    // makes few large writes instead of one per delivery.
+    let (mut reader, writer_half) = socket.into_split();
+    let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+    let writer_task = tokio::spawn(write_loop(writer_half, writes));
+    if let Err(e) = conn.run(&mut reader, &writer, events_tx, events_rx).await {
+        conn.close_with(e);
+        let _ = conn.hand_off(&writer).await;
+        await_close_ok(&mut reader).await;
     }
+    drop(writer);
+    let _ = writer_task.await;
     conn.close_all().await;
     tracing::debug!(peer = %peer, "AMQP connection closed");
 }
@@ -134,6 +148,18 @@ impl Connection {
             self.out.clear();
         }
         Ok(())
+    }
+
+    /// Hands what is to be sent to the writer task (waits while it is far behind).
+    async fn hand_off(&mut self, writer: &Sender<Vec<u8>>) -> Result<(), AmqpError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(64 * 1024));
+        writer
+            .send(bytes)
+            .await
+            .map_err(|_| AmqpError::connection(code::CONNECTION_FORCED, "the socket closed"))
     }
 
     /// Reads at least one more byte into `in_buf`; `Ok(false)` at end of stream.
@@ -334,7 +360,8 @@ impl Connection {
 
     async fn run(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut OwnedReadHalf,
+        writer: &Sender<Vec<u8>>,
         events_tx: UnboundedSender<Event>,
         mut events_rx: UnboundedReceiver<Event>,
     ) -> Result<(), AmqpError> {
@@ -356,7 +383,7 @@ impl Connection {
                     self.in_buf.extend_from_slice(&chunk[..n]);
                     match self.process_input(&events_tx).await? {
                         Some(End::ClientClosed) | Some(End::PeerGone) => {
-                            self.flush(socket).await.map_err(io_error)?;
+                            self.hand_off(writer).await?;
                             return Ok(());
                         }
                         None => {}
@@ -382,7 +409,7 @@ impl Connection {
                 }
             }
             if !self.out.is_empty() {
-                self.flush(socket).await.map_err(io_error)?;
+                self.hand_off(writer).await?;
                 last_write = Instant::now();
             }
         }
@@ -727,8 +754,8 @@ impl Connection {
         }
     }
 
-    /// Sends the connection error and closes.
-    async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
+    /// Queues the `connection.close` for an error.
+    fn close_with(&mut self, e: AmqpError) {
         let (code, text, class_id, method_id) = match &e {
             AmqpError::Connection(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
             AmqpError::Channel(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
@@ -742,17 +769,13 @@ impl Connection {
                 method_id,
             }),
         )));
+    }
+
+    /// Sends the connection error and closes (before the writer task exists).
+    async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
+        self.close_with(e);
         let _ = self.flush(socket).await;
-        // Wait briefly for close-ok, as RabbitMQ does, then drop the socket.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let mut scratch = [0u8; 4096];
-            while let Ok(n) = socket.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        await_close_ok(socket).await;
     }
 
     /// The connection ended: every channel gives its deliveries back, exclusive
@@ -763,6 +786,34 @@ impl Connection {
         }
         self.server.vhost.owner_gone(self.id).await;
     }
+}
+
+/// Waits briefly for the client's close-ok (or the end of its stream), as RabbitMQ
+/// does, so that the close reaches it before the socket goes.
+async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin)) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut scratch = [0u8; 4096];
+        while let Ok(n) = socket.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// The writer task: writes what the connection hands it, several buffers per write
+/// when they queue up, until the connection drops its sender or the socket fails.
+async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
+    while let Some(mut bytes) = writes.recv().await {
+        while let Ok(more) = writes.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        if socket.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
 }
 
 fn io_error(e: std::io::Error) -> AmqpError {

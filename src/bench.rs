@@ -108,6 +108,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.queues == 0 {
         return Err("--queues must be at least 1".into());
     }
+    if args.queue.is_empty() || args.queue.len() > 200 {
+        return Err("--queue must be 1 to 200 bytes (AMQP names are at most 255)".into());
+    }
     let e = |e: ClientError| e.to_string();
     match &args.amqp {
         Some(uri) => crate::bench_amqp::prepare(uri, &args).await?,

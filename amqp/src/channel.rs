@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
+use amq_protocol::types::{FieldTable as WireTable, ShortString};
 use bytes::Bytes;
 use warren_actors::access::{Access, AccessControl, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
@@ -434,14 +435,9 @@ impl AmqpChannel {
                 ))
             }
             exchange::AMQPMethod::Bind(b) => {
-                self.allow(Access::Write, Resource::Exchange(b.destination.as_str()))?;
-                self.allow(Access::Read, Resource::Exchange(b.source.as_str()))?;
-                let binding = Binding {
-                    source: b.source.as_str().to_string(),
-                    destination: Destination::Exchange(b.destination.as_str().to_string()),
-                    routing_key: b.routing_key.as_str().to_string(),
-                    arguments: table_from_wire(&b.arguments),
-                };
+                let destination = Destination::Exchange(b.destination.as_str().to_string());
+                let binding =
+                    self.binding(b.source.as_str(), destination, &b.routing_key, &b.arguments)?;
                 vhost.bind(binding, conn).await?;
                 Ok(self.answer(
                     b.nowait,
@@ -449,14 +445,9 @@ impl AmqpChannel {
                 ))
             }
             exchange::AMQPMethod::Unbind(b) => {
-                self.allow(Access::Write, Resource::Exchange(b.destination.as_str()))?;
-                self.allow(Access::Read, Resource::Exchange(b.source.as_str()))?;
-                let binding = Binding {
-                    source: b.source.as_str().to_string(),
-                    destination: Destination::Exchange(b.destination.as_str().to_string()),
-                    routing_key: b.routing_key.as_str().to_string(),
-                    arguments: table_from_wire(&b.arguments),
-                };
+                let destination = Destination::Exchange(b.destination.as_str().to_string());
+                let binding =
+                    self.binding(b.source.as_str(), destination, &b.routing_key, &b.arguments)?;
                 vhost.unbind(binding, conn).await?;
                 Ok(self.answer(
                     b.nowait,
@@ -507,21 +498,16 @@ impl AmqpChannel {
             }
             queue::AMQPMethod::Bind(b) => {
                 let queue = self.queue_name(b.queue.as_str())?;
-                self.allow(Access::Write, Resource::Queue(&queue))?;
-                self.allow(Access::Read, Resource::Exchange(b.exchange.as_str()))?;
                 // Both empty: the last declared queue, and its name as the key.
                 let routing_key =
                     if b.queue.as_str().is_empty() && b.routing_key.as_str().is_empty() {
-                        queue.clone()
+                        short(&queue)
                     } else {
-                        b.routing_key.as_str().to_string()
+                        b.routing_key
                     };
-                let binding = Binding {
-                    source: b.exchange.as_str().to_string(),
-                    destination: Destination::Queue(queue),
-                    routing_key,
-                    arguments: table_from_wire(&b.arguments),
-                };
+                let destination = Destination::Queue(queue);
+                let binding =
+                    self.binding(b.exchange.as_str(), destination, &routing_key, &b.arguments)?;
                 vhost.bind(binding, conn).await?;
                 Ok(self.answer(
                     b.nowait,
@@ -529,15 +515,13 @@ impl AmqpChannel {
                 ))
             }
             queue::AMQPMethod::Unbind(b) => {
-                let queue = self.queue_name(b.queue.as_str())?;
-                self.allow(Access::Write, Resource::Queue(&queue))?;
-                self.allow(Access::Read, Resource::Exchange(b.exchange.as_str()))?;
-                let binding = Binding {
-                    source: b.exchange.as_str().to_string(),
-                    destination: Destination::Queue(queue),
-                    routing_key: b.routing_key.as_str().to_string(),
-                    arguments: table_from_wire(&b.arguments),
-                };
+                let destination = Destination::Queue(self.queue_name(b.queue.as_str())?);
+                let binding = self.binding(
+                    b.exchange.as_str(),
+                    destination,
+                    &b.routing_key,
+                    &b.arguments,
+                )?;
                 vhost.unbind(binding, conn).await?;
                 Ok(self.reply(AMQPClass::Queue(queue::AMQPMethod::UnbindOk(
                     queue::UnbindOk {},
@@ -724,6 +708,29 @@ impl AmqpChannel {
         self.access
             .check(&self.user, &vhost, access, resource)
             .map_err(AmqpError::from)
+    }
+
+    /// The binding of a bind or unbind, after RabbitMQ's checks: write access to the
+    /// destination, read access to the source exchange.
+    fn binding(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: &ShortString,
+        arguments: &WireTable,
+    ) -> Result<Binding, AmqpError> {
+        let target = match &destination {
+            Destination::Queue(q) => Resource::Queue(q),
+            Destination::Exchange(x) => Resource::Exchange(x),
+        };
+        self.allow(Access::Write, target)?;
+        self.allow(Access::Read, Resource::Exchange(source))?;
+        Ok(Binding {
+            source: source.to_string(),
+            destination,
+            routing_key: routing_key.as_str().to_string(),
+            arguments: table_from_wire(arguments),
+        })
     }
 
     /// A queue name from a method: empty means the queue last declared on this channel.

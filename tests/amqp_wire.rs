@@ -128,3 +128,84 @@ fn bad_bytes_close_the_connection_with_the_right_code() {
     }
     serves(&node);
 }
+
+/// A method frame: class, method, then the arguments already encoded.
+fn method_frame(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&class.to_be_bytes());
+    payload.extend_from_slice(&method.to_be_bytes());
+    payload.extend_from_slice(args);
+    frame(1, channel, &payload)
+}
+
+fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+fn short_str(s: &str) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Reads frames until a method (class, method) arrives; returns its payload.
+fn expect_method(s: &mut TcpStream, want: (u16, u16)) -> Vec<u8> {
+    loop {
+        let (kind, _, payload) = read_frame(s).expect("the node answers");
+        if kind == 1 && method_of(&payload) == want {
+            return payload;
+        }
+    }
+}
+
+/// A content header announcing more than the largest message closes the channel with
+/// 406 before any body is buffered.
+#[test]
+fn an_oversized_message_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = connect(&node);
+    s.write_all(HEADER).unwrap();
+    expect_method(&mut s, (10, 10));
+    let mut start_ok = vec![0, 0, 0, 0]; // client properties: an empty table
+    start_ok.extend(short_str("PLAIN"));
+    let response = b"\0guest\0guest";
+    start_ok.extend((response.len() as u32).to_be_bytes());
+    start_ok.extend(response);
+    start_ok.extend(short_str("en_US"));
+    s.write_all(&method_frame(0, 10, 11, &start_ok)).unwrap();
+    expect_method(&mut s, (10, 30));
+    let mut tune_ok = 0u16.to_be_bytes().to_vec();
+    tune_ok.extend(131_072u32.to_be_bytes());
+    tune_ok.extend(0u16.to_be_bytes());
+    s.write_all(&method_frame(0, 10, 31, &tune_ok)).unwrap();
+    let mut open = short_str("/");
+    open.extend(short_str(""));
+    open.push(0);
+    s.write_all(&method_frame(0, 10, 40, &open)).unwrap();
+    expect_method(&mut s, (10, 41));
+    s.write_all(&method_frame(1, 20, 10, &short_str("")))
+        .unwrap();
+    expect_method(&mut s, (20, 11));
+
+    let mut publish = 0u16.to_be_bytes().to_vec();
+    publish.extend(short_str(""));
+    publish.extend(short_str("q"));
+    publish.push(0);
+    s.write_all(&method_frame(1, 60, 40, &publish)).unwrap();
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend(0u16.to_be_bytes());
+    header.extend((1u64 << 40).to_be_bytes());
+    header.extend(0u16.to_be_bytes());
+    s.write_all(&frame(2, 1, &header)).unwrap();
+    let close = expect_method(&mut s, (20, 40));
+    assert_eq!(u16::from_be_bytes([close[4], close[5]]), 406);
+    let text = String::from_utf8_lossy(&close[7..7 + close[6] as usize]).into_owned();
+    assert!(text.contains("larger than configured max size"), "{text}");
+    serves(&node);
+}

@@ -17,6 +17,7 @@ use warren_actors::message::Message;
 use warren_actors::queue_actor::ConsumeRequest;
 use warren_actors::vhost::VHost;
 
+use crate::codec::{write_body, write_frame};
 use crate::convert::{properties_from_wire, properties_to_wire, short, table_from_wire};
 use crate::error::{code, AmqpError, ChannelError, ConnectionError};
 
@@ -31,17 +32,17 @@ struct Incoming {
 }
 
 /// A complete publish waiting to be routed with the others of its batch.
-pub struct Ready {
-    pub message: Message,
-    pub mandatory: bool,
+struct Ready {
+    message: Message,
+    mandatory: bool,
     /// Its publisher-confirm sequence number (confirm mode only).
-    pub confirm_seq: Option<u64>,
+    confirm_seq: Option<u64>,
 }
 
 /// What the connection must do after a method.
 pub enum Outcome {
-    /// Frames to send (maybe none).
-    Send(Vec<AMQPFrame>),
+    /// Encoded frames to send (maybe none).
+    Send(Vec<u8>),
     /// The client closed the channel: send close-ok and forget it.
     Closed,
 }
@@ -54,7 +55,7 @@ pub struct AmqpChannel {
     sink: ChannelSink,
     incoming: Option<Incoming>,
     /// Publishes complete and not yet routed.
-    pub ready: Vec<Ready>,
+    ready: Vec<Ready>,
     confirm: bool,
     next_confirm_seq: u64,
     /// Confirm seqs sent to queues and not yet acked or nacked.
@@ -73,6 +74,9 @@ pub struct AmqpChannel {
     /// The queue last declared on this channel: what an empty queue name means.
     last_queue: Option<String>,
 }
+
+/// The largest message body accepted (RabbitMQ's default `max_message_size`).
+pub const MAX_MESSAGE_BYTES: u64 = 128 * 1024 * 1024;
 
 fn method(class: AMQPClass) -> AMQPFrame {
     AMQPFrame::Method(0, class)
@@ -128,32 +132,29 @@ impl AmqpChannel {
     /// The method's `-ok`, unless the client asked for `nowait`.
     fn answer(&self, nowait: bool, class: AMQPClass) -> Outcome {
         if nowait {
-            Outcome::Send(vec![])
+            Outcome::Send(Vec::new())
         } else {
             self.reply(class)
         }
     }
 
     fn reply(&self, class: AMQPClass) -> Outcome {
-        Outcome::Send(vec![self.on_me(method(class))])
+        let mut out = Vec::new();
+        write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+        Outcome::Send(out)
     }
 
-    /// The frames of one message: the method, the content header, the body in pieces
-    /// that fit frame_max.
-    pub fn content_frames(&self, head: AMQPClass, message: &Message, out: &mut Vec<AMQPFrame>) {
-        out.push(AMQPFrame::Method(self.number, head));
-        out.push(AMQPFrame::Header(
-            self.number,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: message.body.len() as u64,
-                properties: properties_to_wire(&message.properties),
-            },
-        ));
-        let piece = (self.frame_max as usize).saturating_sub(8).max(1);
-        for chunk in message.body.chunks(piece) {
-            out.push(AMQPFrame::Body(self.number, chunk.to_vec()));
-        }
+    /// Encodes one message: the method, the content header, the body in frames that
+    /// fit frame_max.
+    pub fn content_frames(&self, head: AMQPClass, message: &Message, out: &mut Vec<u8>) {
+        write_frame(&AMQPFrame::Method(self.number, head), out);
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: message.body.len() as u64,
+            properties: properties_to_wire(&message.properties),
+        };
+        write_frame(&AMQPFrame::Header(self.number, header), out);
+        write_body(self.number, &message.body, self.frame_max, out);
     }
 
     // ----- content ---------------------------------------------------------------
@@ -174,6 +175,17 @@ impl AmqpChannel {
             ))
             .into());
         }
+        if header.body_size > MAX_MESSAGE_BYTES {
+            self.incoming = None;
+            return Err(AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                format!(
+                    "PRECONDITION_FAILED - message size {} is larger than configured max size {MAX_MESSAGE_BYTES}",
+                    header.body_size
+                ),
+            )
+            .at(60, 40));
+        }
         let properties = properties_from_wire(&header.properties);
         if let Err(e) = self.check_properties(&properties) {
             // The publish is dropped with the channel.
@@ -182,9 +194,6 @@ impl AmqpChannel {
         }
         if let Some(incoming) = self.incoming.as_mut() {
             incoming.header = Some((header.body_size, properties));
-            incoming
-                .body
-                .reserve(header.body_size.min(1 << 20) as usize);
         }
         if header.body_size == 0 {
             self.complete();
@@ -238,7 +247,15 @@ impl AmqpChannel {
             ))
             .into());
         }
-        incoming.body.extend_from_slice(&data);
+        if incoming.body.is_empty() {
+            // The first (usually the only) body frame becomes the body: no copy.
+            incoming.body = data;
+            // Grown as frames come (bounded), not by what the header claims.
+            let rest = size.saturating_sub(incoming.body.len() as u64).min(1 << 20);
+            incoming.body.reserve(rest as usize);
+        } else {
+            incoming.body.extend_from_slice(&data);
+        }
         if incoming.body.len() as u64 == *size {
             self.complete();
         }
@@ -278,30 +295,39 @@ impl AmqpChannel {
         }
     }
 
-    /// Routes the publishes completed so far; the future resolves to their outcomes.
+    /// Routes the publishes completed so far and forgets them. Returns the future of
+    /// their outcomes, what answering each needs (its confirm seq, and for a mandatory
+    /// one the message, to return it if unroutable), and their body bytes.
+    #[allow(clippy::type_complexity)]
     pub fn route_ready(
         &mut self,
-    ) -> Option<impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static> {
+    ) -> Option<(
+        impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static,
+        Vec<(Option<u64>, Option<Message>)>,
+        u64,
+    )> {
         if self.ready.is_empty() {
             return None;
         }
-        let batch: Vec<(Message, bool)> = self
-            .ready
-            .iter()
-            .map(|r| (r.message.clone(), r.mandatory))
-            .collect();
-        for r in &self.ready {
+        let mut batch = Vec::with_capacity(self.ready.len());
+        let mut answers = Vec::with_capacity(self.ready.len());
+        let mut bytes = 0u64;
+        for r in self.ready.drain(..) {
             if let Some(seq) = r.confirm_seq {
                 self.outstanding.insert(seq);
             }
+            bytes += r.message.body.len() as u64;
+            // Only a mandatory message may come back (basic.return): only it is kept.
+            answers.push((r.confirm_seq, r.mandatory.then(|| r.message.clone())));
+            batch.push((r.message, r.mandatory));
         }
-        Some(self.core.publish(batch))
+        Some((self.core.publish(batch), answers, bytes))
     }
 
     // ----- deliveries -------------------------------------------------------------
 
     /// Frames for deliveries from a queue.
-    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<AMQPFrame>) {
+    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
         for d in deliveries {
             let tag = self.core.track(&d, d.no_ack);
             let head = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
@@ -378,7 +404,7 @@ impl AmqpChannel {
                 }
                 self.confirm = true;
                 Ok(if s.nowait {
-                    Outcome::Send(vec![])
+                    Outcome::Send(Vec::new())
                 } else {
                     self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
                         confirm::SelectOk {},
@@ -577,7 +603,7 @@ impl AmqpChannel {
                     header: None,
                     body: Vec::new(),
                 });
-                Ok(Outcome::Send(vec![]))
+                Ok(Outcome::Send(Vec::new()))
             }
             basic::AMQPMethod::Qos(q) => {
                 // prefetch_size is not supported by RabbitMQ either; global=true
@@ -618,7 +644,7 @@ impl AmqpChannel {
                     return Err(e.into());
                 }
                 Ok(if c.nowait {
-                    Outcome::Send(vec![])
+                    Outcome::Send(Vec::new())
                 } else {
                     self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
                         basic::ConsumeOk {
@@ -635,7 +661,7 @@ impl AmqpChannel {
                     }
                 }
                 Ok(if c.nowait {
-                    Outcome::Send(vec![])
+                    Outcome::Send(Vec::new())
                 } else {
                     self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
                         basic::CancelOk {
@@ -691,7 +717,7 @@ impl AmqpChannel {
             }
             basic::AMQPMethod::RecoverAsync(r) => {
                 self.recover(r.requeue)?;
-                Ok(Outcome::Send(vec![]))
+                Ok(Outcome::Send(Vec::new()))
             }
             other => Err(unexpected_method(AMQPClass::Basic(other))),
         }
@@ -763,10 +789,10 @@ impl AmqpChannel {
                 self.tx_settles.pop();
                 return Err(e.into());
             }
-            return Ok(Outcome::Send(vec![]));
+            return Ok(Outcome::Send(Vec::new()));
         }
         self.core.settle(&[settle])?;
-        Ok(Outcome::Send(vec![]))
+        Ok(Outcome::Send(Vec::new()))
     }
 
     async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
@@ -786,9 +812,8 @@ impl AmqpChannel {
                 let settles = std::mem::take(&mut self.tx_settles);
                 self.core.settle(&settles)?;
                 self.ready.append(&mut self.tx_publishes);
-                if let Some(routed) = self.route_ready() {
+                if let Some((routed, _, _)) = self.route_ready() {
                     // Commit-ok only once every publish of the transaction is enqueued.
-                    self.ready.clear();
                     for outcome in routed.await {
                         if let PublishOutcome::Failed(e) = outcome {
                             return Err(e.into());

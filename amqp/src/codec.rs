@@ -107,6 +107,20 @@ pub fn write_frame(frame: &AMQPFrame, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the body frames of a message (none for an empty body), `frame_max` bytes
+/// each at most, copying the body once, straight into `out`.
+pub fn write_body(channel: u16, body: &[u8], frame_max: u32, out: &mut Vec<u8>) {
+    let piece = (frame_max as usize).saturating_sub(FRAME_HEADER + 1).max(1);
+    for chunk in body.chunks(piece) {
+        out.reserve(FRAME_HEADER + chunk.len() + 1);
+        out.push(3);
+        out.extend_from_slice(&channel.to_be_bytes());
+        out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        out.extend_from_slice(chunk);
+        out.push(FRAME_END);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +169,28 @@ mod tests {
         let bogus = [1u8, 0, 1, 0, 0, 0, 4, 0x12, 0x34, 0x56, 0x78, FRAME_END];
         let e = read_frame(&bogus, 4096).unwrap_err();
         assert_eq!(e.code(), 503, "{e}");
+    }
+
+    #[test]
+    fn bodies_are_split_at_frame_max_and_read_back() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        write_body(7, &body, 4096, &mut out);
+        let mut rest: &[u8] = &out;
+        let mut back = Vec::new();
+        while let Some((frame, used)) = read_frame(rest, 4096).unwrap() {
+            let AMQPFrame::Body(7, data) = frame else {
+                panic!("not a body frame on channel 7: {frame}")
+            };
+            assert!(used <= 4096);
+            back.extend(data);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        assert_eq!(back, body);
+        let mut none = Vec::new();
+        write_body(1, &[], 4096, &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -600,11 +600,7 @@ impl Connection {
             return Ok(());
         };
         match ch.method(m).await {
-            Ok(Outcome::Send(frames)) => {
-                for f in &frames {
-                    self.send(f);
-                }
-            }
+            Ok(Outcome::Send(bytes)) => self.out.extend_from_slice(&bytes),
             Ok(Outcome::Closed) => {
                 if let Some(mut ch) = self.channels.remove(&n) {
                     ch.close();
@@ -623,21 +619,11 @@ impl Connection {
     /// Routes what each channel completed; outcomes come back as events.
     fn route_ready(&mut self, events: &UnboundedSender<Event>) {
         for (&n, ch) in self.channels.iter_mut() {
-            if ch.ready.is_empty() {
-                continue;
-            }
-            let routed_bytes: u64 = ch.ready.iter().map(|r| r.message.body.len() as u64).sum();
-            let Some(routed) = ch.route_ready() else {
+            let Some((routed, meta, bytes)) = ch.route_ready() else {
                 continue;
             };
-            let meta: Vec<(Option<u64>, Option<Message>)> = ch
-                .ready
-                .drain(..)
-                .map(|r| (r.confirm_seq, r.mandatory.then_some(r.message)))
-                .collect();
             let confirming = ch.confirm_mode();
             let tx = events.clone();
-            let bytes = routed_bytes;
             self.in_flight.fetch_add(bytes, Ordering::AcqRel);
             let (in_flight, answered) = (self.in_flight.clone(), self.answered.clone());
             tokio::spawn(async move {
@@ -665,13 +651,9 @@ impl Connection {
     fn event(&mut self, event: Event) {
         match event {
             Event::Queue(n, QueueEvent::Deliver(deliveries)) => {
-                let Some(ch) = self.channels.get_mut(&n) else {
-                    return;
-                };
-                let mut frames = Vec::new();
-                ch.deliver(deliveries, &mut frames);
-                for f in &frames {
-                    self.send(f);
+                // Encoded straight into the output buffer: a body is copied once.
+                if let Some(ch) = self.channels.get_mut(&n) {
+                    ch.deliver(deliveries, &mut self.out);
                 }
             }
             Event::Queue(n, QueueEvent::ConsumerCancelled { tag, .. }) => {
@@ -693,7 +675,7 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(&n) else {
             return;
         };
-        let mut frames = Vec::new();
+        let out = &mut self.out;
         let mut failed = None;
         for (seq, message, outcome) in results {
             match &outcome {
@@ -705,7 +687,7 @@ impl Connection {
                             exchange: short(&m.exchange),
                             routing_key: short(&m.routing_key),
                         }));
-                        ch.content_frames(head, m, &mut frames);
+                        ch.content_frames(head, m, out);
                     }
                 }
                 PublishOutcome::Failed(e) => {
@@ -733,11 +715,8 @@ impl Connection {
                         requeue: false,
                     })
                 };
-                frames.push(AMQPFrame::Method(n, AMQPClass::Basic(class)));
+                write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(class)), out);
             }
-        }
-        for f in &frames {
-            self.send(f);
         }
         if let Some(e) = failed {
             // As RabbitMQ: publishing to a missing exchange closes the channel (404).

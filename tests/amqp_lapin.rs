@@ -77,6 +77,15 @@ impl Broker {
     }
 }
 
+/// Puts a channel in publisher-confirm mode.
+async fn confirm_mode(ch: &Channel) {
+    within(
+        "confirm.select",
+        ch.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await;
+}
+
 /// Awaits a broker operation for at most [`WAIT`]; fails the test on an error.
 async fn within<T>(what: &str, f: impl std::future::Future<Output = lapin::Result<T>>) -> T {
     match tokio::time::timeout(WAIT, f).await {
@@ -312,11 +321,7 @@ async fn round_trip_with_confirms_acks_and_every_property() {
     let mut consumer = consume(&consumer_ch, "roundtrip").await;
 
     let publisher = tokio::spawn(async move {
-        within(
-            "confirm.select",
-            publisher_ch.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await;
+        confirm_mode(&publisher_ch).await;
         let mut confirms = Vec::with_capacity(N as usize);
         for i in 0..N {
             let confirm = within(
@@ -366,11 +371,7 @@ async fn round_trip_with_confirms_acks_and_every_property() {
 async fn topic_and_headers_exchanges() {
     let broker = Broker::start();
     let (_conn, ch) = broker.channel().await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
 
     within(
         "exchange.declare logs",
@@ -512,11 +513,7 @@ fn text_of(v: Option<&AMQPValue>) -> Option<String> {
 async fn nack_requeue_then_reject_to_dead_letter_exchange() {
     let broker = Broker::start();
     let (_conn, ch) = broker.channel().await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     within(
         "exchange.declare dlx",
         ch.exchange_declare(
@@ -645,11 +642,7 @@ async fn passive_declare_of_a_missing_queue_closes_only_the_channel() {
 
     assert!(conn.status().connected(), "the connection survives");
     let ch2 = within("channel.open after the error", conn.create_channel()).await;
-    within(
-        "confirm.select",
-        ch2.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch2).await;
     declare(&ch2, "present", FieldTable::default()).await;
     publish_confirmed(&ch2, "", "present", b"fine", BasicProperties::default()).await;
     let got = get_eventually(&ch2, "present", true).await;
@@ -664,11 +657,7 @@ async fn passive_declare_of_a_missing_queue_closes_only_the_channel() {
 async fn confirmed_publish_to_a_missing_exchange_fails_with_404() {
     let broker = Broker::start();
     let (conn, ch) = broker.channel().await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     let published = tokio::time::timeout(WAIT, async {
         let confirm = ch
             .basic_publish(
@@ -708,11 +697,7 @@ async fn large_and_empty_bodies_round_trip() {
         (4096..(1 << 20)).contains(&frame_max),
         "frame_max {frame_max} is below the large body's size"
     );
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     declare(&ch, "sizes", FieldTable::default()).await;
 
     // A body frame carries frame_max - 8 bytes at most.
@@ -772,11 +757,7 @@ async fn large_and_empty_bodies_round_trip() {
 async fn amqp_and_client_handle_share_queues() {
     let broker = Broker::start();
     let (_conn, ch) = broker.channel().await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     declare(&ch, "shared", FieldTable::default()).await;
     let client = broker.node.client().await;
 
@@ -888,11 +869,7 @@ async fn amqp_and_client_handle_share_queues() {
 async fn closing_a_connection_requeues_its_unacked_messages() {
     let broker = Broker::start();
     let (_conn, ch) = broker.channel().await;
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     declare(&ch, "held", FieldTable::default()).await;
     for i in 0..3 {
         publish_confirmed(
@@ -966,11 +943,7 @@ async fn heartbeats_keep_an_idle_connection_alive() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    within(
-        "confirm.select",
-        ch.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await;
+    confirm_mode(&ch).await;
     publish_confirmed(&ch, "", "idle", b"still here", BasicProperties::default()).await;
     let got = get_eventually(&ch, "idle", true).await;
     assert_eq!(got.delivery.data, b"still here");

@@ -83,6 +83,9 @@ pub enum Command {
     /// Manage users' per-vhost permissions.
     #[command(subcommand)]
     Permissions(crate::cli_access::PermissionsCmd),
+    /// See and manage the cluster's members.
+    #[command(subcommand)]
+    Cluster(crate::cli_cluster::ClusterCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -102,6 +105,12 @@ pub struct NodeArgs {
     /// The cookie file (created on first start); default DATA_DIR/cookie.
     #[arg(long, env = "WARREN_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
+    /// Cluster addresses of nodes to join, comma-separated (HOST:PORT,...).
+    #[arg(long, env = "WARREN_SEEDS", value_name = "ADDR,ADDR,...")]
+    pub seeds: Option<String>,
+    /// `disk` (keeps the cluster's metadata on disk) or `ram` (in memory only).
+    #[arg(long, env = "WARREN_ROLE", value_name = "disk|ram")]
+    pub role: Option<String>,
     /// A TOML config file; flags override it.
     #[arg(long, env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -387,6 +396,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Consume(c) => consume(c).await?,
         Command::User(cmd) => crate::cli_access::user(cmd).await?,
         Command::Permissions(cmd) => crate::cli_access::permissions(cmd).await?,
+        Command::Cluster(cmd) => crate::cli_cluster::cluster(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let n = client.purge(&queue).await.map_err(e)?;

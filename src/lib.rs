@@ -9,12 +9,13 @@
 //!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
 //! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
-//! (transport and, later, membership).
+//! (transport, membership, roles).
 
 pub mod bench;
 mod bench_amqp;
 pub mod cli;
 mod cli_access;
+mod cli_cluster;
 pub mod client;
 pub mod listing;
 pub mod node;

@@ -80,6 +80,12 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = args.log {
         config.log = v;
     }
+    if let Some(v) = &args.seeds {
+        config.seeds = warren::node::config::parse_seeds(v);
+    }
+    if let Some(v) = &args.role {
+        config.role = warren::node::config::parse_role(v).map_err(|e| e.to_string())?;
+    }
     let filter = EnvFilter::try_new(&config.log)
         .map_err(|e| format!("--log '{}' is not a valid filter: {e}", config.log))?;
     {
@@ -122,15 +128,22 @@ async fn wait_for_stop_signal() {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = tokio::signal::ctrl_c() => {}
+                    _ = warren::node::stop_requested() => {}
                 }
             }
             Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = warren::node::stop_requested() => {}
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = warren::node::stop_requested() => {}
+        }
     }
 }

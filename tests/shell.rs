@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_port, NodeProcess};
+use common::{eventually, free_port, NodeProcess};
 
 fn start() -> (tempfile::TempDir, NodeProcess) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -80,14 +80,6 @@ fn message_count(node: &NodeProcess, queue: &str) -> u64 {
 }
 
 /// Polls `check` until it holds (bounded), for things that settle asynchronously.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_a_queue_and_watch_it_come_back_with_its_messages() {
     let (_dir, node) = start();
@@ -100,7 +92,7 @@ async fn crash_a_queue_and_watch_it_come_back_with_its_messages() {
         "queues:/  [supervisor one_for_one]",
         "queue:/orders  [queue]  running  restarts=0  mailbox=-",
         "exchange:/amq.topic  [exchange]  running",
-        "└── gateway  [gateway]  running",
+        "└── gateway@test  [gateway]  running",
     ] {
         assert!(tree.contains(line), "tree lacks {line:?}:\n{tree}");
     }

@@ -7,11 +7,15 @@
 //! - [`node_server`]: starting ractor_cluster's node server on an address and watching
 //!   its sessions (so that a node notices a client that went away).
 //! - [`connect`]: dialling a node from a client process and finding its gateway.
-//!
-//! Membership, roles, replicated metadata and mirrored queues come later; they sit here.
+//! - [`members`]: the member list as one node sees it (a pure state machine: health
+//!   by heartbeat silence, whom to dial and when).
+//! - [`membership`]: the actor around it: seeds, hellos (the heartbeats), redials with
+//!   backoff, `cluster status`, leave and forget.
 
 pub mod connect;
 pub mod cookie;
+pub mod members;
+pub mod membership;
 pub mod node_server;
 pub mod protocol;
 pub mod wire;

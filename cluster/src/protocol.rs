@@ -146,6 +146,12 @@ pub enum Request {
     },
     /// The cluster's members as this node sees them.
     Nodes,
+    /// Removes a member that is down (`warren cluster forget NAME`).
+    ForgetNode {
+        name: String,
+    },
+    /// This node leaves the cluster and stops (`warren cluster leave`).
+    LeaveCluster,
     // ----- users and permissions (the cookie holder is the administrator) -----
     AddUser {
         name: String,
@@ -241,6 +247,8 @@ pub struct NodeInfo {
     pub address: String,
     /// `disk` or `ram`.
     pub role: String,
+    /// `up`, `suspect` or `down`.
+    pub health: String,
     pub up: bool,
     /// Leads the cluster's metadata.
     pub leader: bool,

@@ -57,6 +57,17 @@ impl Client {
         }
     }
 
+    /// Removes a member that is down from the cluster (`warren cluster forget`).
+    pub async fn forget_node(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(Request::ForgetNode { name }).await.map(drop)
+    }
+
+    /// The node this client is connected to leaves the cluster and stops.
+    pub async fn leave_cluster(&self) -> Result<(), ClientError> {
+        self.call(Request::LeaveCluster).await.map(drop)
+    }
+
     /// Starts tracing the messages that enter `queue`. One trace per client at a time;
     /// it ends with [`Trace::stop`] or when the client closes.
     pub async fn trace(&self, queue: &str) -> Result<Trace, ClientError> {

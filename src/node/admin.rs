@@ -9,6 +9,8 @@ use ractor::ActorRef;
 use warren_actors::error::{code, BrokerError};
 use warren_actors::queue_actor::QueueMsg;
 use warren_actors::vhost::{ExchangeMsg, VHost};
+use warren_cluster::members::Health;
+use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
     ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
 };
@@ -168,15 +170,67 @@ impl Admin {
     }
 
     /// The members: this node alone until clustering lands.
-    pub fn nodes(&self) -> Vec<NodeInfo> {
-        vec![NodeInfo {
-            name: self.node_name.clone(),
-            address: self.address.clone(),
-            role: "disk".into(),
-            up: true,
-            leader: true,
-            this_node: true,
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-        }]
+    /// The members as this node sees them, this node first.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let unavailable = |e: MembershipError| {
+            BrokerError::new(
+                code::INTERNAL_ERROR,
+                format!("cannot read the member list: {e}"),
+            )
+        };
+        let membership = MembershipHandle::lookup(&self.node_name)
+            .ok_or_else(|| unavailable(MembershipError::Unavailable))?;
+        let members = membership.status().await.map_err(unavailable)?;
+        Ok(members
+            .into_iter()
+            .map(|m| NodeInfo {
+                name: m.name,
+                address: m.address,
+                role: m.role.to_string(),
+                health: m.health.as_str().to_string(),
+                up: m.health == Health::Up,
+                leader: false,
+                this_node: m.this_node,
+                uptime_ms: m.uptime_ms,
+            })
+            .collect())
+    }
+
+    /// This node tells the members it leaves, then stops (shortly, so that the
+    /// answer reaches the operator first).
+    pub async fn leave(&self) -> Result<(), BrokerError> {
+        let membership = MembershipHandle::lookup(&self.node_name).ok_or_else(|| {
+            BrokerError::new(
+                code::INTERNAL_ERROR,
+                "the membership actor is not running".to_string(),
+            )
+        })?;
+        membership
+            .leave()
+            .await
+            .map_err(|e| BrokerError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        tracing::info!("left the cluster; stopping");
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            super::request_stop();
+        });
+        Ok(())
+    }
+
+    /// Removes a member that is down from the cluster.
+    pub async fn forget(&self, name: &str) -> Result<(), BrokerError> {
+        let membership = MembershipHandle::lookup(&self.node_name).ok_or_else(|| {
+            BrokerError::new(
+                code::INTERNAL_ERROR,
+                "the membership actor is not running".to_string(),
+            )
+        })?;
+        membership.forget(name).await.map_err(|e| {
+            let reply = match e {
+                MembershipError::NoSuchMember { .. } => code::NOT_FOUND,
+                _ => code::PRECONDITION_FAILED,
+            };
+            BrokerError::new(reply, e.to_string())
+        })
     }
 }

@@ -8,12 +8,15 @@
 //! cookie_file = "/var/lib/warren/cookie"
 //! log = "info"
 //! storage_cache_mib = 32
+//! seeds = ["127.0.0.1:4371", "127.0.0.1:4372"]
+//! role = "disk"                      # or "ram"
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+pub use warren_cluster::members::Role;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +35,10 @@ pub struct NodeConfig {
     pub log: String,
     /// MiB of redb page cache.
     pub storage_cache_mib: u32,
+    /// Cluster addresses of nodes to join (`IP:PORT` or `HOST:PORT`); empty: alone.
+    pub seeds: Vec<String>,
+    /// Whether the node keeps the cluster's metadata on disk or in memory only.
+    pub role: Role,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +57,8 @@ impl Default for NodeConfig {
             cookie_file: None,
             log: "info,ractor_cluster=error".into(),
             storage_cache_mib: 32,
+            seeds: Vec::new(),
+            role: Role::Disk,
         }
     }
 }
@@ -78,6 +87,8 @@ pub struct ConfigFile {
     pub cookie_file: Option<PathBuf>,
     pub log: Option<String>,
     pub storage_cache_mib: Option<u32>,
+    pub seeds: Option<Vec<String>>,
+    pub role: Option<String>,
 }
 
 /// Why a config file was not usable.
@@ -98,6 +109,24 @@ pub enum ConfigError {
     AmqpListen(String),
     #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
     CacheSize(u32),
+    #[error("{0}")]
+    Role(String),
+    #[error("seed '{0}' is not valid: give HOST:PORT, the cluster address of another node (e.g. 127.0.0.1:4371)")]
+    Seed(String),
+}
+
+/// `disk` or `ram`.
+pub fn parse_role(text: &str) -> Result<Role, ConfigError> {
+    text.parse().map_err(ConfigError::Role)
+}
+
+/// A comma-separated seed list (`127.0.0.1:4371,127.0.0.1:4372`); blanks are skipped.
+pub fn parse_seeds(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl ConfigFile {
@@ -137,6 +166,12 @@ impl NodeConfig {
         if let Some(v) = file.storage_cache_mib {
             self.storage_cache_mib = v;
         }
+        if let Some(v) = file.seeds {
+            self.seeds = v;
+        }
+        if let Some(v) = file.role {
+            self.role = parse_role(&v)?;
+        }
         Ok(())
     }
 
@@ -169,6 +204,17 @@ impl NodeConfig {
         }
         if !(1..=65536).contains(&self.storage_cache_mib) {
             return Err(ConfigError::CacheSize(self.storage_cache_mib));
+        }
+        for seed in &self.seeds {
+            let ok = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(ConfigError::Seed(seed.clone()));
+            }
+        }
+        if self.name.starts_with("warren-client-") {
+            return Err(ConfigError::Name(self.name.clone()));
         }
         Ok(())
     }
@@ -204,5 +250,27 @@ mod tests {
         assert!(config.validate().is_ok());
         config.name = "bad name".into();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn seeds_and_roles_are_checked() {
+        assert_eq!(
+            parse_seeds(" 127.0.0.1:1, ,localhost:2,"),
+            vec!["127.0.0.1:1".to_string(), "localhost:2".to_string()]
+        );
+        let config = NodeConfig {
+            seeds: vec!["127.0.0.1".into()],
+            ..NodeConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT"));
+        assert_eq!(parse_role("RAM").unwrap(), Role::Ram);
+        assert!(parse_role("tape")
+            .unwrap_err()
+            .to_string()
+            .contains("'disk' or 'ram'"));
     }
 }

@@ -7,7 +7,9 @@
 //! ├── vhost:/          one_for_all
 //! │   ├── exchanges:/  one_for_one, one actor per exchange (exchange:/amq.topic)
 //! │   └── queues:/     one_for_one, one actor per queue (queue:/orders)
-//! └── gateway          where client handles open sessions (session actors below it)
+//! ├── cluster          one_for_one
+//! │   └── membership@NODE  seeds, heartbeats, redials, the member list
+//! └── gateway@NODE     where client handles open sessions (session actors below it)
 //! ```
 //!
 //! The exchange and queue supervisors build their children from the vhost's registry
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use warren_actors::vhost::VHost;
+use warren_cluster::members::{MemberAddress, Timing};
+use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
 use warren_storage::Store;
@@ -75,8 +79,14 @@ pub struct RunningNode {
     node_server: ActorRef<NodeServerMessage>,
 }
 
-/// The registry name of the gateway actor.
-const GATEWAY: &str = "gateway";
+/// The registry name of a node's gateway actor: `gateway@NODE`.
+///
+/// Actors that join a cluster-wide process group carry their node's name: ractor
+/// removes a name from the local registry when a remote actor of that name stops, so
+/// a peer's `gateway` dying would otherwise unregister this node's.
+fn gateway_name(node: &str) -> String {
+    format!("gateway@{node}")
+}
 /// Restart intensity of the node's supervisors: at most this many restarts ...
 const MAX_RESTARTS: u32 = 10;
 /// ... within this window.
@@ -168,9 +178,42 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         started: began,
         log: log_ring::LogRing::global(),
     });
+    let membership = {
+        let me = MemberAddress {
+            name: config.name.clone(),
+            address: config.cluster_listen.to_string(),
+            role: config.role,
+        };
+        let (seeds, server) = (config.seeds.clone(), node_server.clone());
+        ChildSpec::for_actor(
+            membership_name(&config.name),
+            "membership",
+            Restart::Permanent,
+            move || {
+                (
+                    Membership,
+                    MembershipArgs {
+                        me: me.clone(),
+                        seeds: seeds.clone(),
+                        timing: Timing::default(),
+                        node_server: server.clone(),
+                    },
+                )
+            },
+        )
+    };
+    root.start_child(ChildSpec::supervisor(
+        "cluster",
+        Restart::Permanent,
+        SupervisorSpec::new(Strategy::OneForOne)
+            .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
+            .child(membership),
+    ))
+    .await?;
     let gateway_args = (config.name.clone(), vhost.clone(), admin);
+    let gateway = gateway_name(&config.name);
     root.start_child(ChildSpec::for_actor(
-        GATEWAY,
+        gateway.clone(),
         "gateway",
         Restart::Permanent,
         move || {
@@ -186,9 +229,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     ))
     .await?;
     // A client process whose transport closed: its sessions end, its deliveries requeue.
-    let watched = watch_sessions(&node_server, "warren.gateway", |event| {
+    let watched = watch_sessions(&node_server, "warren.gateway", move |event| {
         if let SessionEvent::Disconnected { node_id, .. } = event {
-            if let Some(cell) = ractor::registry::where_is(GATEWAY) {
+            if let Some(cell) = ractor::registry::where_is(gateway.clone()) {
                 let _ = ActorRef::<GatewayMsg>::from(cell)
                     .cast(GatewayMsg::ClientGone(LocalOnly::new(node_id)));
             }
@@ -246,6 +289,21 @@ impl RunningNode {
         self.store.close();
         tracing::info!(node = %self.config.name, "stopped");
     }
+}
+
+fn stop_signal() -> &'static tokio::sync::Notify {
+    static STOP: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    STOP.get_or_init(tokio::sync::Notify::new)
+}
+
+/// Asks the node process to shut down (after `warren cluster leave`).
+pub fn request_stop() {
+    stop_signal().notify_one();
+}
+
+/// Completes once [`request_stop`] was called.
+pub async fn stop_requested() {
+    stop_signal().notified().await
 }
 
 /// Keeps the node in its own variable so callers cannot drop the supervisor early.

@@ -344,7 +344,15 @@ impl SessionState {
                 Response::Done
             }
             Request::Log { level, lines } => Response::Log(self.admin.log(&level, lines)?),
-            Request::Nodes => Response::Nodes(self.admin.nodes()),
+            Request::Nodes => Response::Nodes(self.admin.nodes().await?),
+            Request::ForgetNode { name } => {
+                self.admin.forget(&name).await?;
+                Response::Done
+            }
+            Request::LeaveCluster => {
+                self.admin.leave().await?;
+                Response::Done
+            }
             Request::AddUser {
                 name,
                 password,

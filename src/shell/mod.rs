@@ -11,7 +11,7 @@
 //! machine-readable results.
 
 mod command;
-mod render;
+pub(crate) mod render;
 mod repl;
 
 use std::io::Write;

@@ -144,18 +144,22 @@ pub fn inspect(d: &ActorDetails) -> String {
 
 pub fn nodes(nodes: &[NodeInfo]) -> String {
     let mut out = format!(
-        "{:<24} {:<22} {:<5} {:<5} {:<7} {:>8}\n",
+        "{:<24} {:<22} {:<5} {:<8} {:<7} {:>8}\n",
         "name", "address", "role", "state", "leader", "uptime"
     );
     for n in nodes {
         out += &format!(
-            "{:<24} {:<22} {:<5} {:<5} {:<7} {:>8}{}\n",
+            "{:<24} {:<22} {:<5} {:<8} {:<7} {:>8}{}\n",
             n.name,
             n.address,
             n.role,
-            if n.up { "up" } else { "down" },
+            n.health,
             if n.leader { "leader" } else { "" },
-            uptime(n.uptime_ms),
+            if n.health == "down" {
+                "-".to_string()
+            } else {
+                uptime(n.uptime_ms)
+            },
             if n.this_node { "  (this node)" } else { "" }
         );
     }

@@ -32,6 +32,28 @@ pub const TEST_COOKIE: &str = "warren-test-cookie-shared-by-every-test-node";
 
 impl NodeProcess {
     pub fn start(data_dir: &Path, port: u16) -> NodeProcess {
+        NodeProcess::start_with(data_dir, port, &["--name", "test"])
+    }
+
+    /// A cluster member: its name, its seeds' ports, its role (`disk` or `ram`).
+    pub fn start_member(
+        data_dir: &Path,
+        port: u16,
+        name: &str,
+        seeds: &[u16],
+        role: &str,
+    ) -> NodeProcess {
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let seeds = seeds.join(",");
+        NodeProcess::start_with(
+            data_dir,
+            port,
+            &["--name", name, "--seeds", &seeds, "--role", role],
+        )
+    }
+
+    /// A node with `args` added to the usual test flags.
+    pub fn start_with(data_dir: &Path, port: u16, args: &[&str]) -> NodeProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let amqp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let cookie = data_dir.join("cookie");
@@ -39,16 +61,23 @@ impl NodeProcess {
             std::fs::create_dir_all(data_dir).expect("data dir");
             std::fs::write(&cookie, TEST_COOKIE).expect("cookie file");
         }
-        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
+        // Appended to, so a restarted node's log follows its earlier life.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["node", "--name", "test", "--log", "warn"])
+            .args(["node", "--log", "warn"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--cluster-listen")
             .arg(addr.to_string())
             .arg("--amqp-listen")
             .arg(amqp_addr.to_string())
-            .stdout(Stdio::null())
+            // The node logs to stdout; panics go to stderr: both land in the log.
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("warren node starts");
@@ -82,6 +111,19 @@ impl NodeProcess {
         }
     }
 
+    /// What the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Whether the process has exited (e.g. after `warren cluster leave`).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
     /// SIGKILL: the node gets no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -111,5 +153,15 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits (bounded, 30 s) until `check` holds; a test that needs something to happen
+/// eventually does not depend on how fast it happens.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

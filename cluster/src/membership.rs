@@ -1,0 +1,539 @@
+//! The membership actor: dials seeds and members, says hello, notices who is gone.
+//!
+//! ractor_cluster gives authenticated sessions and process groups, but it neither
+//! reconnects, nor times out a silent peer, nor dials transitively more than once. This
+//! actor adds those on top of the pure [`MemberTable`]:
+//!
+//! - every [`Timing::heartbeat`] it sends a [`Hello`] (its name, address, role and the
+//!   members it knows) to every peer's membership actor, found in the
+//!   [`MEMBERS_GROUP`] process group; a hello is the heartbeat;
+//! - it dials the seeds and every known member that is not up, with backoff, so the
+//!   mesh is full and heals after restarts;
+//! - it turns silence into suspect then down, and closes a session whose peer went
+//!   silent so that a redial starts afresh;
+//! - a session that closes before it authenticated is logged as a cookie mismatch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use ractor::pg::GroupChangeMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor_cluster::{NodeServerMessage, RactorClusterMessage};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::members::{Health, MemberAddress, MemberTable, Role, Timing, Transition};
+use crate::node_server::SessionEvent;
+use crate::protocol::LocalOnly;
+use crate::wire::Wire;
+
+/// The process group of every node's membership actor.
+pub const MEMBERS_GROUP: &str = "warren.members";
+/// The registry name of node `node`'s membership actor (`membership@NODE`: see
+/// `gateway@NODE` in the node assembly for why it carries the node's name).
+pub fn membership_name(node: &str) -> String {
+    format!("membership@{node}")
+}
+
+/// A heartbeat: who I am and whom I know.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub from: MemberAddress,
+    pub known: Vec<MemberAddress>,
+    /// How long the sender has been running.
+    pub uptime_ms: u64,
+}
+
+/// A member as `warren cluster status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub name: String,
+    pub address: String,
+    pub role: Role,
+    pub health: Health,
+    pub this_node: bool,
+    pub uptime_ms: u64,
+}
+
+/// Why a membership request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembershipError {
+    #[error("no member '{name}' in this cluster (members: {members})")]
+    NoSuchMember { name: String, members: String },
+    #[error("node '{0}' is up: stop it first, or run `warren cluster leave` on it")]
+    StillUp(String),
+    #[error("a node cannot forget itself: run `warren cluster leave` on it instead")]
+    Myself,
+    #[error("the membership actor is not running")]
+    Unavailable,
+}
+
+/// Node-internal requests and events.
+pub enum Local {
+    Tick,
+    Session(SessionEvent),
+    Status(oneshot::Sender<Vec<MemberView>>),
+    Forget(String, oneshot::Sender<Result<(), MembershipError>>),
+    /// This node leaves: tell every member, then answer.
+    Leave(oneshot::Sender<()>),
+    /// Sends every health change to the channel from now on.
+    Watch(mpsc::UnboundedSender<Transition>),
+    /// A session a dial opened, to check on later (authenticated or refused?).
+    Dialled {
+        address: String,
+    },
+}
+
+/// Messages to a membership actor.
+#[derive(RactorClusterMessage)]
+pub enum MembershipMsg {
+    Hello(Wire<Hello>),
+    /// A member left, or an operator forgot it: remove it.
+    Removed(Wire<String>),
+    Local(LocalOnly<Local>),
+}
+
+impl MembershipMsg {
+    pub fn local(l: Local) -> MembershipMsg {
+        MembershipMsg::Local(LocalOnly::new(l))
+    }
+}
+
+pub struct Membership;
+
+pub struct MembershipArgs {
+    pub me: MemberAddress,
+    pub seeds: Vec<String>,
+    pub timing: Timing,
+    pub node_server: ActorRef<NodeServerMessage>,
+}
+
+pub struct MembershipState {
+    table: MemberTable,
+    started: Instant,
+    node_server: ActorRef<NodeServerMessage>,
+    /// Authenticated sessions by peer name (a pair may briefly have two).
+    sessions: HashMap<String, BTreeSet<u64>>,
+    authenticated: BTreeSet<u64>,
+    /// Each member's uptime as of its last hello.
+    uptimes: HashMap<String, (u64, Instant)>,
+    watchers: Vec<mpsc::UnboundedSender<Transition>>,
+    /// Addresses whose last dial failed, so a failure is logged once, not every retry.
+    unreachable: BTreeMap<String, String>,
+    /// When a cookie refusal was last logged (by dialled address, or `inbound`): a
+    /// refused peer redials every few seconds and must not flood the log.
+    refusals: HashMap<String, Instant>,
+}
+
+/// How often one cookie refusal is logged again.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Actor for Membership {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MembershipMsg>,
+        args: MembershipArgs,
+    ) -> Result<MembershipState, ActorProcessingErr> {
+        ractor::pg::join(MEMBERS_GROUP.to_string(), vec![myself.get_cell()]);
+        ractor::pg::monitor(MEMBERS_GROUP.to_string(), myself.get_cell());
+        let me = myself.clone();
+        crate::node_server::watch_sessions(&args.node_server, "warren.membership", move |e| {
+            let _ = me.cast(MembershipMsg::local(Local::Session(e)));
+        })?;
+        myself.send_interval(args.timing.heartbeat, || MembershipMsg::local(Local::Tick));
+        let _ = myself.cast(MembershipMsg::local(Local::Tick));
+        Ok(MembershipState {
+            table: MemberTable::new(args.me, args.seeds, args.timing),
+            started: Instant::now(),
+            node_server: args.node_server,
+            sessions: HashMap::new(),
+            authenticated: BTreeSet::new(),
+            uptimes: HashMap::new(),
+            watchers: Vec::new(),
+            unreachable: BTreeMap::new(),
+            refusals: HashMap::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<MembershipMsg>,
+        _state: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::demonitor(MEMBERS_GROUP.to_string(), myself.get_id());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MembershipMsg>,
+        message: MembershipMsg,
+        state: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MembershipMsg::Hello(hello) => match hello.into_result() {
+                Ok(hello) => state.heard(hello),
+                Err(why) => tracing::warn!("a member's hello did not decode: {why}"),
+            },
+            MembershipMsg::Removed(name) => {
+                if let Ok(name) = name.into_result() {
+                    state.removed(&name).await;
+                }
+            }
+            MembershipMsg::Local(local) => {
+                let Some(local) = local.take() else {
+                    return Ok(());
+                };
+                match local {
+                    Local::Tick => state.tick(&myself).await,
+                    Local::Session(e) => state.session(e),
+                    Local::Status(reply) => {
+                        let _ = reply.send(state.status());
+                    }
+                    Local::Forget(name, reply) => {
+                        let _ = reply.send(state.forget(&name).await);
+                    }
+                    Local::Leave(reply) => {
+                        let me = state.table.me().name.clone();
+                        state.broadcast(|| MembershipMsg::Removed(me.clone().into()));
+                        let _ = reply.send(());
+                    }
+                    Local::Watch(tx) => state.watchers.push(tx),
+                    Local::Dialled { address } => state.check_dial(&address).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<MembershipMsg>,
+        event: SupervisionEvent,
+        state: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A peer's membership actor appeared: greet it now rather than at the next tick.
+        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(_, _, cells)) = event
+        {
+            let hello = state.hello();
+            for cell in cells.into_iter().filter(|c| !c.get_id().is_local()) {
+                let _ = ActorRef::<MembershipMsg>::from(cell)
+                    .cast(MembershipMsg::Hello(hello.clone().into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MembershipState {
+    fn hello(&self) -> Hello {
+        Hello {
+            from: self.table.me().clone(),
+            known: self.table.known(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Sends a message to every peer's membership actor.
+    fn broadcast(&self, message: impl Fn() -> MembershipMsg) {
+        for cell in ractor::pg::get_members(&MEMBERS_GROUP.to_string()) {
+            if !cell.get_id().is_local() {
+                let _ = ActorRef::<MembershipMsg>::from(cell).cast(message());
+            }
+        }
+    }
+
+    fn report(&mut self, changes: Vec<Transition>) {
+        for c in changes {
+            let member = self.table.get(&c.name);
+            let address = member.map(|m| m.id.address.as_str()).unwrap_or("?");
+            match (c.from, c.to) {
+                (None, Health::Up) => {
+                    tracing::info!(member = %c.name, %address, "a member joined")
+                }
+                (_, Health::Up) => tracing::info!(member = %c.name, %address, "member is up"),
+                (_, Health::Suspect) => {
+                    tracing::warn!(member = %c.name, %address, "member is silent: suspect")
+                }
+                (_, Health::Down) => tracing::warn!(member = %c.name, %address, "member is down"),
+            }
+            self.watchers.retain(|w| w.send(c.clone()).is_ok());
+        }
+    }
+
+    fn heard(&mut self, hello: Hello) {
+        if hello.from.name == self.table.me().name {
+            tracing::error!(
+                address = %hello.from.address,
+                "another node uses this node's name '{}': give every node its own --name",
+                hello.from.name
+            );
+            return;
+        }
+        self.unreachable.remove(&hello.from.address);
+        self.uptimes
+            .insert(hello.from.name.clone(), (hello.uptime_ms, Instant::now()));
+        let changes = self.table.heard(hello.from, &hello.known, Instant::now());
+        self.report(changes);
+    }
+
+    fn session(&mut self, event: SessionEvent) {
+        // ractor_cluster names a peer `NAME@HOST`; members are known by NAME.
+        let member_name = |n: Option<String>| {
+            n.map(|n| match n.split_once('@') {
+                Some((name, _)) => name.to_string(),
+                None => n,
+            })
+        };
+        match event {
+            SessionEvent::Authenticated {
+                node_id, peer_name, ..
+            } => {
+                self.authenticated.insert(node_id);
+                if let Some(name) = member_name(peer_name) {
+                    self.sessions.entry(name).or_default().insert(node_id);
+                }
+            }
+            SessionEvent::Disconnected {
+                node_id,
+                peer_addr,
+                peer_name,
+            } => {
+                if !self.authenticated.remove(&node_id) {
+                    // A node we dialled, or one that dialled us, never passed the
+                    // challenge: almost always two different cookies.
+                    let client = peer_name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("warren-client-"));
+                    if !client && self.should_log_refusal(&peer_addr) {
+                        tracing::error!(
+                            peer = %peer_addr,
+                            "a cluster session closed before it authenticated: the peer's cookie does not match this node's (every node of a cluster needs the same cookie file)"
+                        );
+                    }
+                    return;
+                }
+                let Some(name) = member_name(peer_name) else {
+                    return;
+                };
+                let last = match self.sessions.get_mut(&name) {
+                    Some(ids) => {
+                        ids.remove(&node_id);
+                        ids.is_empty()
+                    }
+                    None => true,
+                };
+                if last {
+                    self.sessions.remove(&name);
+                    let changes = self.table.session_closed(&name, Instant::now());
+                    self.report(changes);
+                }
+            }
+        }
+    }
+
+    async fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
+        let now = Instant::now();
+        let changes = self.table.tick(now);
+        self.report(changes);
+        for name in self.table.stale_sessions() {
+            tracing::warn!(member = %name, "closing the session of a silent member, to redial it");
+            self.close_sessions(&name).await;
+        }
+        for address in self.table.due_dials(now) {
+            let server = self.node_server.clone();
+            let me = myself.clone();
+            let first = !self.unreachable.contains_key(&address);
+            self.unreachable.entry(address.clone()).or_default();
+            tokio::spawn(async move {
+                match ractor_cluster::client_connect(&server, address.as_str()).await {
+                    Ok(()) => {
+                        // Check later whether it authenticated.
+                        tokio::time::sleep(HANDSHAKE_CHECK).await;
+                        let _ = me.cast(MembershipMsg::local(Local::Dialled { address }));
+                    }
+                    Err(e) if first => {
+                        tracing::info!(%address, "cannot reach member or seed yet ({e}); retrying with backoff")
+                    }
+                    Err(e) => tracing::debug!(%address, "still cannot reach: {e}"),
+                }
+            });
+        }
+        let hello = self.hello();
+        self.broadcast(|| MembershipMsg::Hello(hello.clone().into()));
+    }
+
+    /// A dial connected a while ago: if no member answers on that address yet and its
+    /// session never authenticated, the cookie is the likely cause; close it.
+    async fn check_dial(&mut self, address: &str) {
+        let answered = self
+            .table
+            .members()
+            .any(|m| m.id.address == address && m.health == Health::Up);
+        if answered {
+            return;
+        }
+        let Ok(sessions) = ractor::call_t!(self.node_server, NodeServerMessage::GetSessions, 5_000)
+        else {
+            return;
+        };
+        for (id, info) in sessions {
+            if info.peer_addr == address && !info.is_server && !self.authenticated.contains(&id) {
+                if !self.should_log_refusal(address) {
+                    info.actor.stop(Some("not authenticated".into()));
+                    continue;
+                }
+                tracing::error!(
+                    peer = %address,
+                    "the node at {address} did not accept this node's cookie (every node of a cluster needs the same cookie file)"
+                );
+                info.actor.stop(Some("not authenticated".into()));
+            }
+        }
+    }
+
+    /// Whether a cookie refusal involving `peer` is worth a log line now. Inbound
+    /// sessions come from ephemeral ports, so they share one key.
+    fn should_log_refusal(&mut self, peer: &str) -> bool {
+        let dialled = self.table.known().iter().any(|m| m.address == peer)
+            || self.unreachable.contains_key(peer);
+        let key = if dialled { peer } else { "inbound" };
+        let now = Instant::now();
+        match self.refusals.get(key) {
+            Some(at) if now.duration_since(*at) < REFUSAL_LOG_EVERY => false,
+            _ => {
+                self.refusals.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+
+    async fn close_sessions(&mut self, name: &str) {
+        let Some(ids) = self.sessions.get(name).cloned() else {
+            return;
+        };
+        if let Ok(sessions) =
+            ractor::call_t!(self.node_server, NodeServerMessage::GetSessions, 5_000)
+        {
+            for (id, info) in sessions {
+                if ids.contains(&id) {
+                    info.actor.stop(Some("member silent".into()));
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<MemberView> {
+        let me = self.table.me();
+        let mut views = vec![MemberView {
+            name: me.name.clone(),
+            address: me.address.clone(),
+            role: me.role,
+            health: Health::Up,
+            this_node: true,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }];
+        for m in self.table.members() {
+            let uptime_ms = match (m.health, self.uptimes.get(&m.id.name)) {
+                (Health::Down, _) | (_, None) => 0,
+                (_, Some((ms, at))) => ms + at.elapsed().as_millis() as u64,
+            };
+            views.push(MemberView {
+                name: m.id.name.clone(),
+                address: m.id.address.clone(),
+                role: m.id.role,
+                health: m.health,
+                this_node: false,
+                uptime_ms,
+            });
+        }
+        views
+    }
+
+    async fn forget(&mut self, name: &str) -> Result<(), MembershipError> {
+        if name == self.table.me().name {
+            return Err(MembershipError::Myself);
+        }
+        match self.table.get(name) {
+            None => Err(MembershipError::NoSuchMember {
+                name: name.to_string(),
+                members: self
+                    .table
+                    .known()
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            Some(m) if m.health != Health::Down => Err(MembershipError::StillUp(name.to_string())),
+            Some(_) => {
+                self.removed(name).await;
+                let name = name.to_string();
+                self.broadcast(|| MembershipMsg::Removed(name.clone().into()));
+                Ok(())
+            }
+        }
+    }
+
+    async fn removed(&mut self, name: &str) {
+        if name == self.table.me().name {
+            tracing::warn!(
+                "the cluster removed this node; it stays up alone until restarted with seeds"
+            );
+            return;
+        }
+        if self.table.remove(name).is_some() {
+            tracing::info!(member = %name, "member removed from the cluster");
+            self.close_sessions(name).await;
+            self.uptimes.remove(name);
+        }
+    }
+}
+
+/// How long after a dial connected to check that its session authenticated.
+const HANDSHAKE_CHECK: Duration = Duration::from_secs(3);
+
+/// A handle on the local membership actor.
+#[derive(Clone)]
+pub struct MembershipHandle(pub ActorRef<MembershipMsg>);
+
+impl MembershipHandle {
+    pub fn lookup(node: &str) -> Option<MembershipHandle> {
+        ractor::registry::where_is(membership_name(node))
+            .map(|c| MembershipHandle(ActorRef::from(c)))
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Local,
+    ) -> Result<T, MembershipError> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .cast(MembershipMsg::local(make(tx)))
+            .map_err(|_| MembershipError::Unavailable)?;
+        rx.await.map_err(|_| MembershipError::Unavailable)
+    }
+
+    pub async fn status(&self) -> Result<Vec<MemberView>, MembershipError> {
+        self.ask(Local::Status).await
+    }
+
+    pub async fn forget(&self, name: &str) -> Result<(), MembershipError> {
+        self.ask(|tx| Local::Forget(name.to_string(), tx)).await?
+    }
+
+    pub async fn leave(&self) -> Result<(), MembershipError> {
+        self.ask(Local::Leave).await
+    }
+
+    pub fn watch(&self) -> mpsc::UnboundedReceiver<Transition> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.0.cast(MembershipMsg::local(Local::Watch(tx)));
+        rx
+    }
+}

@@ -1,0 +1,151 @@
+//! The cluster with real node processes on 127.0.0.1: joining from seeds, failure
+//! detection, rejoining after a restart, leave and forget, a wrong cookie.
+
+mod common;
+
+use std::path::Path;
+
+use common::{eventually, free_port, NodeProcess};
+
+/// (name, state) of every member, as `node` sees them.
+fn members(node: &NodeProcess) -> Vec<(String, String)> {
+    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
+    if !ok {
+        return Vec::new();
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let mut members: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    members.sort();
+    members
+}
+
+fn states(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+struct Cluster {
+    ports: [u16; 3],
+    nodes: Vec<NodeProcess>,
+}
+
+fn member(dir: &Path, ports: [u16; 3], i: usize) -> NodeProcess {
+    let seeds: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+    let role = if i == 2 { "ram" } else { "disk" };
+    NodeProcess::start_member(
+        &dir.join(format!("n{}", i + 1)),
+        ports[i],
+        &format!("n{}", i + 1),
+        &seeds,
+        role,
+    )
+}
+
+fn three(dir: &Path) -> Cluster {
+    let ports = [free_port(), free_port(), free_port()];
+    let nodes = (0..3).map(|i| member(dir, ports, i)).collect();
+    Cluster { ports, nodes }
+}
+
+#[test]
+fn three_nodes_join_from_seeds_detect_a_kill_and_heal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for node in &c.nodes {
+        eventually("every node sees three members up", || {
+            members(node) == all_up
+        });
+    }
+    let (_, text, _) = c.nodes[2].cli(&["cluster", "status"]);
+    assert!(text.contains("ram"), "{text}");
+    assert!(text.contains("(this node)"), "{text}");
+
+    // SIGKILL n1: the others see it down (its session closed).
+    c.nodes[0].kill();
+    let n1_down = states(&[("n1", "down"), ("n2", "up"), ("n3", "up")]);
+    eventually("n2 sees n1 down", || members(&c.nodes[1]) == n1_down);
+    eventually("n3 sees n1 down", || members(&c.nodes[2]) == n1_down);
+
+    // n1 comes back by itself: same name, same seeds.
+    c.nodes[0] = member(dir.path(), c.ports, 0);
+    for node in &c.nodes {
+        eventually("n1 rejoined", || members(node) == all_up);
+    }
+}
+
+#[test]
+fn forget_a_dead_member_and_leave_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
+    for node in &c.nodes {
+        eventually("every node sees three members up", || {
+            members(node) == all_up
+        });
+    }
+    // A member that is up cannot be forgotten.
+    let (ok, _, err) = c.nodes[0].cli(&["cluster", "forget", "n3"]);
+    assert!(!ok);
+    assert!(err.contains("node 'n3' is up"), "{err}");
+    let (ok, _, err) = c.nodes[0].cli(&["cluster", "forget", "nobody"]);
+    assert!(!ok);
+    assert!(err.contains("no member 'nobody'"), "{err}");
+
+    c.nodes[2].kill();
+    eventually("n1 sees n3 down", || {
+        members(&c.nodes[0]).contains(&("n3".to_string(), "down".to_string()))
+    });
+    let (ok, out, err) = c.nodes[0].cli(&["cluster", "forget", "n3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("forgotten"), "{out}");
+    let two = states(&[("n1", "up"), ("n2", "up")]);
+    eventually("n1 forgot n3", || members(&c.nodes[0]) == two);
+    eventually("n2 forgot n3 too", || members(&c.nodes[1]) == two);
+
+    // n2 leaves: it stops, and n1 drops it from its members.
+    let (ok, out, err) = c.nodes[1].cli(&["cluster", "leave"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("left the cluster"), "{out}");
+    eventually("n2 stopped", || c.nodes[1].exited());
+    eventually("n1 is alone", || {
+        members(&c.nodes[0]) == states(&[("n1", "up")])
+    });
+}
+
+#[test]
+fn a_node_with_another_cookie_is_refused_and_both_sides_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let good = NodeProcess::start_member(&dir.path().join("good"), port, "good", &[], "disk");
+    eventually("good serves", || {
+        members(&good) == states(&[("good", "up")])
+    });
+
+    let bad_dir = dir.path().join("bad");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    std::fs::write(bad_dir.join("cookie"), "a-different-cookie").unwrap();
+    let bad = NodeProcess::start_member(&bad_dir, free_port(), "bad", &[port], "disk");
+    let cookie_line = "cookie";
+    eventually("the refused node says why", || {
+        bad.log().contains(cookie_line) && bad.log().contains("ERROR")
+    });
+    eventually("the refusing node says why", || {
+        good.log().contains(cookie_line) && good.log().contains("ERROR")
+    });
+    // Still alone, and the refusals are not logged on every redial.
+    assert_eq!(members(&good), states(&[("good", "up")]));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let lines = good.log().lines().filter(|l| l.contains("cookie")).count();
+    assert_eq!(lines, 1, "{}", good.log());
+}

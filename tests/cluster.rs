@@ -39,6 +39,17 @@ struct Cluster {
     nodes: Vec<NodeProcess>,
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed test shows what each node logged.
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                eprintln!("----- n{} log -----\n{}", i + 1, node.log());
+            }
+        }
+    }
+}
+
 fn member(dir: &Path, ports: [u16; 3], i: usize) -> NodeProcess {
     let seeds: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
     let role = if i == 2 { "ram" } else { "disk" };
@@ -148,4 +159,96 @@ fn a_node_with_another_cookie_is_refused_and_both_sides_say_why() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let lines = good.log().lines().filter(|l| l.contains("cookie")).count();
     assert_eq!(lines, 1, "{}", good.log());
+}
+
+fn users(node: &NodeProcess) -> Vec<String> {
+    let (ok, out, _) = node.cli(&["user", "list", "--json"]);
+    if !ok {
+        return Vec::new();
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    rows.iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn leader(node: &NodeProcess) -> Option<String> {
+    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
+    if !ok {
+        return None;
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    rows.iter()
+        .find(|r| r["leader"].as_bool() == Some(true))
+        .and_then(|r| r["name"].as_str().map(str::to_string))
+}
+
+#[test]
+fn metadata_goes_through_raft_survives_kills_and_refuses_changes_without_a_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    for node in &c.nodes {
+        eventually("a metadata leader everyone agrees on", || {
+            leader(node).is_some_and(|l| l == "n1" || l == "n2")
+        });
+    }
+    // A change through the RAM node (a learner) reaches every node.
+    let (ok, _, err) = c.nodes[2].cli(&["user", "add", "alice", "--password", "pw"]);
+    assert!(ok, "{err}");
+    for node in &c.nodes {
+        eventually("alice everywhere", || {
+            users(node).contains(&"alice".to_string())
+        });
+    }
+    // The RAM node keeps nothing: restarted, it takes the metadata from the leader.
+    c.nodes[2].kill();
+    c.nodes[2] = member(dir.path(), c.ports, 2);
+    eventually("the RAM node re-synced", || {
+        users(&c.nodes[2]).contains(&"alice".to_string())
+    });
+
+    // Two disk nodes: without one of them there is no majority. The other keeps
+    // serving what it has, and refuses changes with a clear error, not a hang.
+    c.nodes[0].kill();
+    assert!(users(&c.nodes[1]).contains(&"alice".to_string()));
+    let (ok, _, err) = c.nodes[1].cli(&["user", "add", "bob", "--password", "pw"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no majority") || err.contains("no metadata leader"),
+        "{err}"
+    );
+
+    // n1 comes back with its log and the cluster takes changes again.
+    c.nodes[0] = member(dir.path(), c.ports, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (ok, _, err) = c.nodes[1].cli(&["user", "add", "carol", "--password", "pw"]);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never accepted: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for node in &c.nodes {
+        eventually("carol everywhere", || {
+            users(node).contains(&"carol".to_string())
+        });
+    }
+    assert!(users(&c.nodes[0]).contains(&"alice".to_string()));
+}
+
+#[test]
+fn the_last_disk_node_may_not_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = NodeProcess::start_member(&dir.path().join("a"), free_port(), "a", &[], "disk");
+    eventually("a leads its metadata", || {
+        leader(&alone).as_deref() == Some("a")
+    });
+    let (ok, _, err) = alone.cli(&["cluster", "leave"]);
+    assert!(!ok);
+    assert!(err.contains("last disk node"), "{err}");
+    assert!(!alone.exited());
 }

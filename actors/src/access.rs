@@ -10,7 +10,8 @@
 //! doors let `guest` in from loopback only.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use warren_storage::{Batch, MetaTable, Op, Store};
 
 use crate::error::BrokerError;
+use crate::metadata::{MetaCommand, MetadataLog};
 
 /// The user a fresh node creates.
 pub const DEFAULT_USER: &str = "guest";
@@ -132,14 +134,37 @@ struct State {
 }
 
 /// The node's users and permissions (cheap to clone).
+///
+/// In a cluster, changes go through the metadata log (see [`crate::metadata`]): the
+/// `add_user`, ... methods check the request and propose it; every node then applies
+/// it with the `apply_*` methods.
 #[derive(Clone)]
 pub struct AccessControl {
     store: Store,
     state: Arc<RwLock<State>>,
+    log: Arc<OnceLock<Arc<dyn MetadataLog>>>,
+    /// A RAM node keeps its users in memory only.
+    in_memory: Arc<AtomicBool>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::internal(format!("storage failed: {e}"))
+}
+
+fn user_exists(name: &str) -> BrokerError {
+    BrokerError::precondition_failed(format!(
+        "user '{name}' already exists (delete it first to change its password)"
+    ))
+}
+
+fn no_user(name: &str) -> BrokerError {
+    BrokerError::not_found(format!("no user '{name}'"))
+}
+
+fn no_permissions(user: &str, vhost: &str) -> BrokerError {
+    BrokerError::not_found(format!(
+        "user '{user}' has no permissions in vhost '{vhost}'"
+    ))
 }
 
 fn permission_key(user: &str, vhost: &str) -> String {
@@ -178,6 +203,8 @@ impl AccessControl {
         let access = AccessControl {
             store,
             state: Arc::new(RwLock::new(state)),
+            log: Arc::new(OnceLock::new()),
+            in_memory: Arc::new(AtomicBool::new(false)),
         };
         if access.read().users.is_empty() {
             access
@@ -204,7 +231,40 @@ impl AccessControl {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// From now on, changes go through `log` (the cluster's metadata log).
+    pub fn set_metadata_log(&self, log: Arc<dyn MetadataLog>) {
+        let _ = self.log.set(log);
+    }
+
+    /// From now on, changes are kept in memory only (a RAM node).
+    pub fn keep_in_memory(&self) {
+        self.in_memory.store(true, Ordering::Relaxed);
+    }
+
+    /// Applies the change here, or proposes it to the cluster.
+    async fn change(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        match self.log.get() {
+            Some(log) => log.commit(command).await,
+            None => self.apply(command).await,
+        }
+    }
+
+    /// Applies a committed change of users or permissions.
+    pub async fn apply(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        match command {
+            MetaCommand::AddUser(user) => self.apply_add_user(user).await,
+            MetaCommand::DeleteUser { name } => self.apply_delete_user(&name).await,
+            MetaCommand::SetPermissions(p) => self.apply_set_permissions(p).await,
+            MetaCommand::ClearPermissions { user, vhost } => {
+                self.apply_clear_permissions(&user, &vhost).await
+            }
+        }
+    }
+
     async fn persist(&self, ops: Vec<Op>) -> Result<(), BrokerError> {
+        if self.in_memory.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         self.store
             .submit(Batch::durable(ops))
             .await
@@ -274,26 +334,42 @@ impl AccessControl {
             )));
         }
         if self.read().users.contains_key(name) {
-            return Err(BrokerError::precondition_failed(format!(
-                "user '{name}' already exists (delete it first to change its password)"
-            )));
+            return Err(user_exists(name));
         }
-        let user = User::new(name, password, tags);
+        self.change(MetaCommand::AddUser(User::new(name, password, tags)))
+            .await
+    }
+
+    async fn apply_add_user(&self, user: User) -> Result<(), BrokerError> {
+        let name = user.name.clone();
+        if self.read().users.contains_key(&name) {
+            return Err(user_exists(&name));
+        }
         let value = warren_storage::codec::encode(&user).map_err(storage_error)?;
         self.persist(vec![Op::PutMeta {
             table: MetaTable::Users,
-            key: name.to_string(),
+            key: name.clone(),
             value,
         }])
         .await?;
-        self.write_state().users.insert(name.to_string(), user);
+        self.write_state().users.insert(name, user);
         Ok(())
     }
 
     /// Deletes a user and all their permissions.
     pub async fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
         if !self.read().users.contains_key(name) {
-            return Err(BrokerError::not_found(format!("no user '{name}'")));
+            return Err(no_user(name));
+        }
+        self.change(MetaCommand::DeleteUser {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    async fn apply_delete_user(&self, name: &str) -> Result<(), BrokerError> {
+        if !self.read().users.contains_key(name) {
+            return Err(no_user(name));
         }
         let vhosts: Vec<String> = self
             .read()
@@ -332,7 +408,15 @@ impl AccessControl {
     /// Sets (replaces) a user's permissions in a vhost.
     pub async fn set_permissions(&self, p: Permission) -> Result<(), BrokerError> {
         if !self.read().users.contains_key(&p.user) {
-            return Err(BrokerError::not_found(format!("no user '{}'", p.user)));
+            return Err(no_user(&p.user));
+        }
+        Compiled::new(p.clone())?;
+        self.change(MetaCommand::SetPermissions(p)).await
+    }
+
+    async fn apply_set_permissions(&self, p: Permission) -> Result<(), BrokerError> {
+        if !self.read().users.contains_key(&p.user) {
+            return Err(no_user(&p.user));
         }
         let compiled = Compiled::new(p.clone())?;
         let value = warren_storage::codec::encode(&p).map_err(storage_error)?;
@@ -351,9 +435,19 @@ impl AccessControl {
     pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
         let key = (user.to_string(), vhost.to_string());
         if !self.read().permissions.contains_key(&key) {
-            return Err(BrokerError::not_found(format!(
-                "user '{user}' has no permissions in vhost '{vhost}'"
-            )));
+            return Err(no_permissions(user, vhost));
+        }
+        self.change(MetaCommand::ClearPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        })
+        .await
+    }
+
+    async fn apply_clear_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let key = (user.to_string(), vhost.to_string());
+        if !self.read().permissions.contains_key(&key) {
+            return Err(no_permissions(user, vhost));
         }
         self.persist(vec![Op::DeleteMeta {
             table: MetaTable::Permissions,

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod exchange;
 pub mod message;
+pub mod metadata;
 pub mod queue;
 pub mod queue_actor;
 pub mod vhost;

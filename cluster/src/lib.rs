@@ -11,6 +11,9 @@
 //!   by heartbeat silence, whom to dial and when).
 //! - [`membership`]: the actor around it: seeds, hellos (the heartbeats), redials with
 //!   backoff, `cluster status`, leave and forget.
+//! - [`raft_log`]: the metadata Raft log in redb.
+//! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
+//!   forms or joins the group, replicates metadata commands and applies them.
 
 pub mod connect;
 pub mod cookie;
@@ -18,6 +21,8 @@ pub mod members;
 pub mod membership;
 pub mod node_server;
 pub mod protocol;
+pub mod raft_log;
+pub mod replica;
 pub mod wire;
 
 /// The process group every node's client gateway joins; a client finds it there.

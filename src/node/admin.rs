@@ -14,6 +14,7 @@ use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
     ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
 };
+use warren_cluster::replica::ReplicaHandle;
 use warren_supervisor::{SupervisorHandle, TreeSnapshot};
 
 use super::log_ring::{parse_level, LogRing};
@@ -181,19 +182,26 @@ impl Admin {
         let membership = MembershipHandle::lookup(&self.node_name)
             .ok_or_else(|| unavailable(MembershipError::Unavailable))?;
         let members = membership.status().await.map_err(unavailable)?;
+        let leader = self.replica().status().await.ok().and_then(|s| s.leader);
         Ok(members
             .into_iter()
             .map(|m| NodeInfo {
+                leader: leader.as_deref() == Some(m.name.as_str()),
                 name: m.name,
                 address: m.address,
                 role: m.role.to_string(),
                 health: m.health.as_str().to_string(),
                 up: m.health == Health::Up,
-                leader: false,
                 this_node: m.this_node,
                 uptime_ms: m.uptime_ms,
             })
             .collect())
+    }
+
+    fn replica(&self) -> ReplicaHandle {
+        ReplicaHandle {
+            node: self.node_name.clone(),
+        }
     }
 
     /// This node tells the members it leaves, then stops (shortly, so that the
@@ -205,6 +213,8 @@ impl Admin {
                 "the membership actor is not running".to_string(),
             )
         })?;
+        // Out of the metadata group first: the last disk node may not leave.
+        self.replica().remove(&self.node_name).await?;
         membership
             .leave()
             .await
@@ -231,6 +241,7 @@ impl Admin {
                 _ => code::PRECONDITION_FAILED,
             };
             BrokerError::new(reply, e.to_string())
-        })
+        })?;
+        self.replica().remove(name).await
     }
 }

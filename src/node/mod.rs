@@ -8,7 +8,8 @@
 //! │   ├── exchanges:/  one_for_one, one actor per exchange (exchange:/amq.topic)
 //! │   └── queues:/     one_for_one, one actor per queue (queue:/orders)
 //! ├── cluster          one_for_one
-//! │   └── membership@NODE  seeds, heartbeats, redials, the member list
+//! │   ├── membership@NODE  seeds, heartbeats, redials, the member list
+//! │   └── metadata@NODE    this node's member of the metadata Raft group
 //! └── gateway@NODE     where client handles open sessions (session actors below it)
 //! ```
 //!
@@ -27,11 +28,13 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
+use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
 use warren_actors::vhost::VHost;
 use warren_cluster::members::{MemberAddress, Timing};
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
+use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaHandle};
 use warren_storage::Store;
 use warren_supervisor::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec,
@@ -202,14 +205,49 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             },
         )
     };
+    let replica = {
+        let applier: Arc<dyn MetadataApplier> = Arc::new(NodeApplier {
+            access: access.clone(),
+        });
+        let (name, role, store, has_seeds) = (
+            config.name.clone(),
+            config.role,
+            store.clone(),
+            !config.seeds.is_empty(),
+        );
+        ChildSpec::for_actor(
+            replica_name(&config.name),
+            "metadata",
+            Restart::Permanent,
+            move || {
+                (
+                    Replica,
+                    ReplicaArgs {
+                        name: name.clone(),
+                        role,
+                        store: store.clone(),
+                        applier: applier.clone(),
+                        has_seeds,
+                    },
+                )
+            },
+        )
+    };
     root.start_child(ChildSpec::supervisor(
         "cluster",
         Restart::Permanent,
         SupervisorSpec::new(Strategy::OneForOne)
             .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
-            .child(membership),
+            .child(membership)
+            .child(replica),
     ))
     .await?;
+    if config.role == warren_cluster::members::Role::Ram {
+        access.keep_in_memory();
+    }
+    access.set_metadata_log(Arc::new(ReplicaHandle {
+        node: config.name.clone(),
+    }));
     let gateway_args = (config.name.clone(), vhost.clone(), admin);
     let gateway = gateway_name(&config.name);
     root.start_child(ChildSpec::for_actor(
@@ -288,6 +326,20 @@ impl RunningNode {
         }
         self.store.close();
         tracing::info!(node = %self.config.name, "stopped");
+    }
+}
+
+/// Applies committed metadata commands to this node's state.
+struct NodeApplier {
+    access: warren_actors::access::AccessControl,
+}
+
+impl MetadataApplier for NodeApplier {
+    fn apply(
+        &self,
+        command: MetaCommand,
+    ) -> BoxFuture<'_, Result<(), warren_actors::error::BrokerError>> {
+        Box::pin(self.access.apply(command))
     }
 }
 

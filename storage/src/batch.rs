@@ -58,6 +58,21 @@ pub enum Op {
         /// The queue's id.
         queue: u64,
     },
+    /// Insert or replace a record of a replication log (a Raft group): `index` 0
+    /// holds the group's own state (term, vote, members), 1.. its entries.
+    PutLogRecord {
+        /// The Raft group (0: the cluster's metadata).
+        group: u64,
+        index: u64,
+        record: Vec<u8>,
+    },
+    /// Remove the records of a replication log from `index` on (a leader
+    /// overwrote them).
+    TruncateLog {
+        group: u64,
+        /// The first index removed.
+        from: u64,
+    },
 }
 
 impl Op {
@@ -70,6 +85,8 @@ impl Op {
             Op::PutMessage { index, body, .. } => 16 + index.len() + body.len(),
             Op::UpdateIndex { index, .. } => 16 + index.len(),
             Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 16,
+            Op::PutLogRecord { record, .. } => 16 + record.len(),
+            Op::TruncateLog { .. } => 16,
         }
     }
 
@@ -81,7 +98,8 @@ impl Op {
             Op::DeleteMeta { key, .. } => key.len(),
             Op::PutMessage { index, body, .. } => index.len().max(body.len()),
             Op::UpdateIndex { index, .. } => index.len(),
-            Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 0,
+            Op::PutLogRecord { record, .. } => record.len(),
+            Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } | Op::TruncateLog { .. } => 0,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableError};
 
 use crate::error::ReadError;
-use crate::tables::{owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX};
+use crate::tables::{owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG};
 
 /// Maps a redb error to a [`ReadError`] naming the table.
 struct ReadContext<'a> {
@@ -166,4 +166,30 @@ pub(crate) fn queues_with_messages(
         }
     }
     Ok(queues)
+}
+
+/// Every record of replication log `group`, in index order.
+pub(crate) fn log_records(
+    txn: &ReadTransaction,
+    path: &Path,
+    group: u64,
+) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "replication.log",
+    };
+    let table = match txn.open_table(REPLICATION_LOG) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut records = Vec::new();
+    for entry in table
+        .range((group, 0)..=(group, u64::MAX))
+        .map_err(|err| cx.storage(err))?
+    {
+        let (key, value) = entry.map_err(|err| cx.storage(err))?;
+        records.push((key.value().1, value.value().to_vec()));
+    }
+    Ok(records)
 }

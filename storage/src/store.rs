@@ -189,6 +189,13 @@ impl Store {
         reads::queues_with_messages(&txn, self.path())
     }
 
+    /// Every record of replication log `group` (see [`Op::PutLogRecord`]), in index
+    /// order.
+    pub fn read_log(&self, group: u64) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let txn = self.begin_read("replication.log")?;
+        reads::log_records(&txn, self.path(), group)
+    }
+
     /// A fresh id, unique in this file forever (queue ids). Never 0.
     ///
     /// The counter is persisted by the writer in the same transaction as any
@@ -416,6 +423,27 @@ mod tests {
             .db
             .write()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[test]
+    fn replication_logs_are_kept_per_group_and_truncated_from_an_index() {
+        let (store, _) = flaky_store();
+        let record = |group, index| Op::PutLogRecord {
+            group,
+            index,
+            record: vec![index as u8; 3],
+        };
+        let ops = (0..5).map(|i| record(0, i)).chain([record(1, 1)]).collect();
+        store.submit(Batch::durable(ops)).wait().expect("commit");
+        store
+            .submit(Batch::durable(vec![Op::TruncateLog { group: 0, from: 3 }]))
+            .wait()
+            .expect("commit");
+        let log = store.read_log(0).expect("read");
+        assert_eq!(log.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(log[2].1, vec![2; 3]);
+        assert_eq!(store.read_log(1).expect("read").len(), 1);
+        assert!(store.read_log(7).expect("read").is_empty());
     }
 
     #[test]

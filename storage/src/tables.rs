@@ -49,8 +49,9 @@ pub(crate) const PARTITION_LOG: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const CONSUMER_OFFSETS: TableDefinition<&str, u64> =
     TableDefinition::new("consumer.offsets");
 
-/// `replication.log`: `(raft group, log index) -> entry`. Reserved for the Raft
-/// logs of metadata and mirrored queues; created at open, not written yet.
+/// `replication.log`: `(raft group, log index) -> entry`: the Raft logs of the
+/// cluster's metadata (group 0) and, later, of mirrored queues. Index 0 of a
+/// group holds its hard state (term, vote, commit) and its members.
 pub(crate) const REPLICATION_LOG: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("replication.log");
 

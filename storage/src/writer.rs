@@ -49,7 +49,9 @@ use tokio::sync::oneshot;
 use crate::batch::{Batch, Op};
 use crate::error::{CommitError, CompactError};
 use crate::store::{Shared, StoreOptions};
-use crate::tables::{owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX};
+use crate::tables::{
+    owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+};
 
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
@@ -461,6 +463,20 @@ impl<'t> GroupTables<'t> {
             Op::DeleteQueueMessages { queue } => {
                 self.index()?.retain_in(owner_range(*queue), |_, _| false)?;
                 self.body()?.retain_in(owner_range(*queue), |_, _| false)?;
+            }
+            Op::PutLogRecord {
+                group,
+                index,
+                record,
+            } => {
+                self.txn
+                    .open_table(REPLICATION_LOG)?
+                    .insert((*group, *index), record.as_slice())?;
+            }
+            Op::TruncateLog { group, from } => {
+                self.txn
+                    .open_table(REPLICATION_LOG)?
+                    .retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
             }
         }
         Ok(())

@@ -1,0 +1,800 @@
+//! The metadata replica: this node's member of the cluster's Raft group.
+//!
+//! Metadata changes are Raft log entries (TiKV's `raft` crate: elections, log
+//! matching, commit rules; nothing hand-made). Disk nodes vote; RAM nodes are
+//! learners. Raft messages travel as actor messages between the replicas (process
+//! group `warren.metadata.NODE`); the log and hard state live in redb on disk nodes
+//! ([`crate::raft_log`]), in memory on RAM nodes, which take the whole log from the
+//! leader when they (re)join.
+//!
+//! A change is proposed on the node that took the request (a follower's proposal is
+//! forwarded to the leader by Raft itself) and answered when that node has applied it.
+//! With no leader reachable (a minority side, an election) proposals fail at once
+//! with a clear error; reads keep being served from what the node has.
+//!
+//! Forming the cluster: a fresh disk node whose seeds are all down (or that has none)
+//! starts a group of its own after [`DISCOVERY_WINDOW`]; fresh disk nodes that see
+//! each other leave it to the one with the smallest name; a fresh node that sees an
+//! initialised member asks it to add it (voter for disk, learner for RAM). A RAM node
+//! never forms a group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use warren_actors::error::{code, BrokerError};
+use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier, MetadataLog};
+use warren_storage::Store;
+
+use crate::members::{Health, Role};
+use crate::membership::MembershipHandle;
+use crate::protocol::{ErrorReply, LocalOnly};
+use crate::raft_log::{self, raft_id, RaftRecord};
+use crate::wire::Wire;
+
+/// How often Raft ticks. Elections after 10 silent ticks, heartbeats every 2.
+const TICK: Duration = Duration::from_millis(100);
+const ELECTION_TICKS: usize = 10;
+const HEARTBEAT_TICKS: usize = 2;
+/// How long a fresh disk node looks for a cluster before starting its own.
+pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
+/// How often a fresh node looks again.
+const DISCOVERY_EVERY: Duration = Duration::from_millis(500);
+/// How long a proposal may take to be committed and applied here.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The process group of node `node`'s replica.
+pub fn replica_group(node: &str) -> String {
+    format!("warren.metadata.{node}")
+}
+
+/// The registry name of node `node`'s replica.
+pub fn replica_name(node: &str) -> String {
+    format!("metadata@{node}")
+}
+
+/// A metadata log entry's payload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Proposal {
+    /// The node whose client asked, which answers it once applied.
+    origin: String,
+    id: u64,
+    command: MetaCommand,
+}
+
+/// Who joins (the context of a conf change entry).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Joiner {
+    name: String,
+}
+
+/// What a replica says of itself to a node looking for a cluster.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub name: String,
+    pub initialized: bool,
+    pub leader: Option<String>,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    pub applied: u64,
+    /// Raft id -> name of every member the log names.
+    pub names: Vec<(u64, String)>,
+    /// The voters the group was formed with.
+    pub base_voters: Vec<u64>,
+}
+
+/// Node-internal requests.
+pub enum LocalReplica {
+    Tick,
+    Propose(MetaCommand, oneshot::Sender<Result<(), BrokerError>>),
+    Status(oneshot::Sender<ReplicaStatus>),
+    /// What a discovery round found: each up peer's status.
+    Discovered(Vec<ReplicaStatus>),
+    /// A join request was accepted by a member.
+    JoinAccepted,
+    /// Remove a member from the group (it left, or was forgotten).
+    Remove(String, oneshot::Sender<Result<(), BrokerError>>),
+}
+
+/// Messages to a replica.
+#[derive(RactorClusterMessage)]
+pub enum ReplicaMsg {
+    /// Raft messages, protobuf-encoded.
+    Raft(Wire<Vec<Vec<u8>>>),
+    /// A fresh node asks to be added (as a voter for `disk`, a learner for `ram`),
+    /// with its Raft id.
+    #[rpc]
+    Join(
+        Wire<(String, Role, u64)>,
+        RpcReplyPort<Wire<Result<(), ErrorReply>>>,
+    ),
+    #[rpc]
+    Status(Wire<()>, RpcReplyPort<Wire<ReplicaStatus>>),
+    Local(LocalOnly<LocalReplica>),
+}
+
+impl ReplicaMsg {
+    fn local(l: LocalReplica) -> ReplicaMsg {
+        ReplicaMsg::Local(LocalOnly::new(l))
+    }
+}
+
+pub struct Replica;
+
+pub struct ReplicaArgs {
+    pub name: String,
+    pub role: Role,
+    pub store: Store,
+    pub applier: Arc<dyn MetadataApplier>,
+    /// Whether seeds were given (without them a disk node forms its group at once).
+    pub has_seeds: bool,
+}
+
+pub struct ReplicaState {
+    name: String,
+    id: u64,
+    role: Role,
+    store: Store,
+    applier: Arc<dyn MetadataApplier>,
+    has_seeds: bool,
+    node: RawNode<MemStorage>,
+    record: RaftRecord,
+    started: Instant,
+    last_discovery: Option<Instant>,
+    discovering: bool,
+    last_complaint: Option<Instant>,
+    next_proposal: u64,
+    pending: HashMap<u64, (oneshot::Sender<Result<(), BrokerError>>, Instant)>,
+}
+
+fn raft_config(id: u64, applied: u64) -> Config {
+    Config {
+        id,
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        applied,
+        check_quorum: true,
+        pre_vote: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        ..Config::default()
+    }
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+fn broker_error(text: String) -> BrokerError {
+    BrokerError::new(code::INTERNAL_ERROR, text)
+}
+
+impl Actor for Replica {
+    type Msg = ReplicaMsg;
+    type State = ReplicaState;
+    type Arguments = ReplicaArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ReplicaMsg>,
+        args: ReplicaArgs,
+    ) -> Result<ReplicaState, ActorProcessingErr> {
+        // A RAM node keeps nothing: it takes the log again from the leader, as a new
+        // learner each time it starts (Raft forbids a member to forget its log, so
+        // each start is a new incarnation with its own id; the old one is removed).
+        let id = match args.role {
+            Role::Disk => raft_id(&args.name),
+            Role::Ram => raft_id(&format!("{}#{:016x}", args.name, rand::random::<u64>())),
+        };
+        let loaded = match args.role {
+            Role::Disk => Some(raft_log::load(&args.store)?),
+            Role::Ram => None,
+        };
+        let storage = MemStorage::new();
+        let mut record = RaftRecord::default();
+        if let Some(loaded) = loaded {
+            let mut core = storage.wl();
+            core.set_conf_state(loaded.conf_state);
+            core.append(&loaded.entries)?;
+            // Applied never passes commit (a crash between the two writes).
+            let mut record_loaded = loaded.record;
+            record_loaded.applied = record_loaded.applied.min(loaded.hard_state.commit);
+            core.set_hardstate(loaded.hard_state);
+            drop(core);
+            record = record_loaded;
+        }
+        record.names.insert(id, args.name.clone());
+        let node = RawNode::new(&raft_config(id, record.applied), storage, &logger())?;
+        ractor::pg::join(replica_group(&args.name), vec![myself.get_cell()]);
+        myself.send_interval(TICK, || ReplicaMsg::local(LocalReplica::Tick));
+        let mut state = ReplicaState {
+            name: args.name,
+            id,
+            role: args.role,
+            store: args.store,
+            applier: args.applier,
+            has_seeds: args.has_seeds,
+            node,
+            record,
+            started: Instant::now(),
+            last_discovery: None,
+            discovering: false,
+            last_complaint: None,
+            next_proposal: 1,
+            pending: HashMap::new(),
+        };
+        if !state.initialized() && state.role == Role::Disk && !state.has_seeds {
+            state.bootstrap().await?;
+        }
+        if state.initialized() {
+            tracing::info!(
+                applied = state.record.applied,
+                "metadata replica ready (members: {})",
+                state.member_names().join(", ")
+            );
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ReplicaMsg>,
+        message: ReplicaMsg,
+        state: &mut ReplicaState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ReplicaMsg::Raft(batch) => {
+                let Ok(batch) = batch.into_result() else {
+                    return Ok(());
+                };
+                for bytes in batch {
+                    match Message::parse_from_bytes(&bytes) {
+                        // For an earlier incarnation of this (RAM) node.
+                        Ok(m) if m.to != state.id => {}
+                        Ok(m) => {
+                            // A message from a member not yet named (a fresh joiner
+                            // hears from the leader first): names come with the log.
+                            if let Err(e) = state.node.step(m) {
+                                tracing::debug!("raft step: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("a raft message did not decode: {e}"),
+                    }
+                }
+            }
+            ReplicaMsg::Join(who, reply) => {
+                let answer = match who.into_result() {
+                    Ok((name, role, id)) => {
+                        state.add_member(&name, role, id).map_err(|e| ErrorReply {
+                            code: e.code,
+                            text: e.text,
+                        })
+                    }
+                    Err(why) => Err(ErrorReply {
+                        code: code::INTERNAL_ERROR,
+                        text: why,
+                    }),
+                };
+                let _ = reply.send(answer.into());
+            }
+            ReplicaMsg::Status(_, reply) => {
+                let _ = reply.send(state.status().into());
+            }
+            ReplicaMsg::Local(local) => {
+                let Some(local) = local.take() else {
+                    return Ok(());
+                };
+                match local {
+                    LocalReplica::Tick => {
+                        state.node.tick();
+                        state.expire_pending();
+                        if !state.joined() {
+                            state.discover(&myself);
+                        }
+                    }
+                    LocalReplica::Propose(command, reply) => state.propose(command, reply),
+                    LocalReplica::Status(reply) => {
+                        let _ = reply.send(state.status());
+                    }
+                    LocalReplica::Discovered(peers) => {
+                        state.discovering = false;
+                        state.decide(&myself, peers).await?;
+                    }
+                    LocalReplica::JoinAccepted => {
+                        tracing::info!(
+                            "a member accepted this node; taking the metadata log from the leader"
+                        );
+                    }
+                    LocalReplica::Remove(name, reply) => {
+                        let _ = reply.send(state.remove_member(&name));
+                    }
+                }
+            }
+        }
+        state.on_ready().await?;
+        Ok(())
+    }
+}
+
+impl ReplicaState {
+    fn conf_state(&self) -> ConfState {
+        self.node.raft.prs().conf().to_conf_state()
+    }
+
+    /// Whether this node knows a group (formed one, or starts from one it joins).
+    fn initialized(&self) -> bool {
+        let cs = self.conf_state();
+        !cs.voters.is_empty() || !cs.learners.is_empty()
+    }
+
+    /// Whether this node is a member of its group.
+    fn joined(&self) -> bool {
+        let cs = self.conf_state();
+        cs.voters.contains(&self.id) || cs.learners.contains(&self.id)
+    }
+
+    /// Starts Raft again from `voters` (and the stored log), as Raft reads its
+    /// members only when it starts.
+    fn restart_raft(&mut self, voters: Vec<u64>) -> Result<(), ActorProcessingErr> {
+        let cs = ConfState {
+            voters,
+            ..ConfState::default()
+        };
+        let storage = MemStorage::new_with_conf_state(cs.clone());
+        self.node = RawNode::new(&raft_config(self.id, 0), storage, &logger())?;
+        self.record.conf_state = cs.write_to_bytes()?;
+        Ok(())
+    }
+
+    fn name_of(&self, id: u64) -> String {
+        self.record
+            .names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("#{id:x}"))
+    }
+
+    fn member_names(&self) -> Vec<String> {
+        let cs = self.conf_state();
+        cs.voters
+            .iter()
+            .chain(cs.learners.iter())
+            .map(|id| self.name_of(*id))
+            .collect()
+    }
+
+    fn leader(&self) -> Option<String> {
+        let lead = self.node.raft.leader_id;
+        (lead != 0).then(|| self.name_of(lead))
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        let cs = self.conf_state();
+        ReplicaStatus {
+            name: self.name.clone(),
+            initialized: self.initialized(),
+            leader: self.leader(),
+            voters: cs.voters.iter().map(|id| self.name_of(*id)).collect(),
+            learners: cs.learners.iter().map(|id| self.name_of(*id)).collect(),
+            applied: self.record.applied,
+            names: self
+                .record
+                .names
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            base_voters: self.record.base_voters.clone(),
+        }
+    }
+
+    /// Starts a group of one voter: this node.
+    async fn bootstrap(&mut self) -> Result<(), ActorProcessingErr> {
+        self.restart_raft(vec![self.id])?;
+        self.record.base_voters = vec![self.id];
+        raft_log::write(&self.store, vec![raft_log::record_op(&self.record)], true).await?;
+        self.node.campaign()?;
+        tracing::info!("formed a new cluster with this node as its first metadata member");
+        Ok(())
+    }
+
+    /// Asks the up members for their replicas' status, in a task (so that two fresh
+    /// nodes asking each other never wait on each other).
+    fn discover(&mut self, myself: &ActorRef<ReplicaMsg>) {
+        let due = self
+            .last_discovery
+            .is_none_or(|at| at.elapsed() >= DISCOVERY_EVERY);
+        if self.discovering || !due {
+            return;
+        }
+        self.discovering = true;
+        self.last_discovery = Some(Instant::now());
+        let (me, name) = (myself.clone(), self.name.clone());
+        tokio::spawn(async move {
+            let mut found = Vec::new();
+            if let Some(membership) = MembershipHandle::lookup(&name) {
+                if let Ok(members) = membership.status().await {
+                    for m in members
+                        .iter()
+                        .filter(|m| !m.this_node && m.health == Health::Up)
+                    {
+                        if let Some(peer) = replica_of(&m.name) {
+                            if let Ok(s) =
+                                ractor::call_t!(peer, ReplicaMsg::Status, 1_000, ().into())
+                            {
+                                if let Ok(s) = s.into_result() {
+                                    found.push(s);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = me.cast(ReplicaMsg::local(LocalReplica::Discovered(found)));
+        });
+    }
+
+    /// Joins a cluster a peer belongs to, forms one, or waits.
+    async fn decide(
+        &mut self,
+        myself: &ActorRef<ReplicaMsg>,
+        peers: Vec<ReplicaStatus>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.joined() {
+            return Ok(());
+        }
+        if let Some(member) = peers.iter().find(|p| p.initialized && p.leader.is_some()) {
+            for (id, name) in &member.names {
+                self.record.names.insert(*id, name.clone());
+            }
+            // A fresh node starts from the voters the group was formed with; the log
+            // it receives then carries every change since.
+            if !self.initialized() && !member.base_voters.is_empty() {
+                self.record.base_voters = member.base_voters.clone();
+                self.restart_raft(member.base_voters.clone())?;
+            }
+            let target = member.leader.clone().unwrap_or_else(|| member.name.clone());
+            if let Some(peer) = replica_of(&target) {
+                let (me, who) = (myself.clone(), (self.name.clone(), self.role, self.id));
+                tokio::spawn(async move {
+                    match ractor::call_t!(peer, ReplicaMsg::Join, 5_000, who.into()) {
+                        Ok(answer) => match answer.into_result() {
+                            Ok(Ok(())) => {
+                                let _ = me.cast(ReplicaMsg::local(LocalReplica::JoinAccepted));
+                            }
+                            Ok(Err(e)) => {
+                                tracing::info!("joining {target} refused for now: {}", e.text)
+                            }
+                            Err(e) => tracing::info!("joining {target}: {e}"),
+                        },
+                        Err(e) => tracing::info!("joining {target}: {e}"),
+                    }
+                });
+            }
+            return Ok(());
+        }
+        match self.role {
+            Role::Ram => {
+                let complain = self
+                    .last_complaint
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+                if complain {
+                    self.last_complaint = Some(Instant::now());
+                    tracing::error!("a RAM node cannot form a cluster alone: it waits for a disk node among its seeds (start one, or give this node --role disk)");
+                }
+            }
+            Role::Disk if !self.initialized() => {
+                let smallest = peers
+                    .iter()
+                    .filter(|p| !p.initialized)
+                    .all(|p| p.name > self.name);
+                if smallest && self.started.elapsed() >= DISCOVERY_WINDOW {
+                    self.bootstrap().await?;
+                }
+            }
+            // Knows its group but is not in it yet: the join above is retried.
+            Role::Disk => {}
+        }
+        Ok(())
+    }
+
+    fn add_member(&mut self, name: &str, role: Role, id: u64) -> Result<(), BrokerError> {
+        if !self.joined() {
+            return Err(broker_error(
+                "this node has not joined a cluster yet".into(),
+            ));
+        }
+        let cs = self.conf_state();
+        let already = match role {
+            Role::Disk => cs.voters.contains(&id),
+            Role::Ram => cs.learners.contains(&id),
+        };
+        if already {
+            return Ok(());
+        }
+        // An earlier incarnation of a RAM node goes first (one change at a time; the
+        // node asks again).
+        let earlier = cs
+            .learners
+            .iter()
+            .find(|l| **l != id && self.record.names.get(l).map(String::as_str) == Some(name));
+        if let Some(earlier) = earlier.copied() {
+            self.change_members(name, earlier, ConfChangeType::RemoveNode)?;
+            return Err(broker_error(format!(
+                "removing the earlier incarnation of {name} first; it asks again"
+            )));
+        }
+        let change = match role {
+            Role::Disk => ConfChangeType::AddNode,
+            Role::Ram => ConfChangeType::AddLearnerNode,
+        };
+        self.change_members(name, id, change)
+    }
+
+    fn change_members(
+        &mut self,
+        name: &str,
+        id: u64,
+        change: ConfChangeType,
+    ) -> Result<(), BrokerError> {
+        let mut cc = ConfChange {
+            node_id: id,
+            ..ConfChange::default()
+        };
+        cc.set_change_type(change);
+        let context = warren_storage::codec::encode(&Joiner {
+            name: name.to_string(),
+        })
+        .map_err(|e| broker_error(e.to_string()))?;
+        self.node
+            .propose_conf_change(context, cc)
+            .map_err(|e| broker_error(format!("cannot change members for {name} now ({e})")))
+    }
+
+    fn remove_member(&mut self, name: &str) -> Result<(), BrokerError> {
+        let cs = self.conf_state();
+        let named = |id: &&u64| self.record.names.get(id).map(String::as_str) == Some(name);
+        let Some(id) = cs
+            .voters
+            .iter()
+            .chain(cs.learners.iter())
+            .find(named)
+            .copied()
+        else {
+            return Ok(());
+        };
+        if cs.voters == [id] {
+            return Err(BrokerError::precondition_failed(format!(
+                "'{name}' is the last disk node: a cluster needs one to keep its metadata"
+            )));
+        }
+        self.change_members(name, id, ConfChangeType::RemoveNode)
+    }
+
+    fn propose(&mut self, command: MetaCommand, reply: oneshot::Sender<Result<(), BrokerError>>) {
+        if !self.joined() {
+            let _ = reply.send(Err(broker_error(format!(
+                "metadata change refused: node '{}' has not joined a cluster yet (see `warren cluster status`)",
+                self.name
+            ))));
+            return;
+        }
+        if self.node.raft.leader_id == 0 {
+            let _ = reply.send(Err(no_leader(&self.name)));
+            return;
+        }
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let proposal = Proposal {
+            origin: self.name.clone(),
+            id,
+            command,
+        };
+        let data = match warren_storage::codec::encode(&proposal) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = reply.send(Err(broker_error(e.to_string())));
+                return;
+            }
+        };
+        match self.node.propose(Vec::new(), data) {
+            Ok(()) => {
+                self.pending.insert(id, (reply, Instant::now()));
+            }
+            Err(_) => {
+                let _ = reply.send(Err(no_leader(&self.name)));
+            }
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= COMMIT_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((reply, _)) = self.pending.remove(&id) {
+                let _ = reply.send(Err(broker_error(format!(
+                    "metadata change not committed within {} s: no majority of disk nodes reachable from '{}' (see `warren cluster status`)",
+                    COMMIT_TIMEOUT.as_secs(),
+                    self.name
+                ))));
+            }
+        }
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        let mut by_peer: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        for m in messages {
+            if let Ok(bytes) = m.write_to_bytes() {
+                by_peer.entry(m.to).or_default().push(bytes);
+            }
+        }
+        for (to, batch) in by_peer {
+            let Some(name) = self.record.names.get(&to) else {
+                continue;
+            };
+            if let Some(peer) = replica_of(name) {
+                let _ = peer.cast(ReplicaMsg::Raft(batch.into()));
+            }
+        }
+    }
+
+    async fn on_ready(&mut self) -> Result<(), ActorProcessingErr> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        self.send(ready.take_messages());
+        let committed = ready.take_committed_entries();
+        let mut ops = Vec::new();
+        if !ready.entries().is_empty() {
+            ops.extend(raft_log::append_ops(ready.entries()));
+            self.node.mut_store().wl().append(ready.entries())?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.node.mut_store().wl().set_hardstate(hs.clone());
+            self.record.hard_state = hs.write_to_bytes()?;
+            ops.push(raft_log::record_op(&self.record));
+        }
+        if self.role == Role::Disk {
+            raft_log::write(&self.store, ops, true).await?;
+        }
+        self.send(ready.take_persisted_messages());
+        self.apply(committed).await?;
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut store = self.node.mut_store().wl();
+            store.mut_hard_state().commit = commit;
+            // Stored with the applied index below: applied never passes commit.
+            self.record.hard_state = store.hard_state().write_to_bytes()?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries()).await?;
+        self.node.advance_apply();
+        Ok(())
+    }
+
+    async fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ActorProcessingErr> {
+        for entry in entries {
+            if entry.data.is_empty() {
+                // A new leader's empty entry.
+            } else if entry.get_entry_type() == EntryType::EntryConfChange {
+                let cc = ConfChange::parse_from_bytes(&entry.data)?;
+                if let Ok(joiner) = warren_storage::codec::decode::<Joiner>(&entry.context) {
+                    self.record.names.insert(cc.node_id, joiner.name.clone());
+                    let what = match cc.get_change_type() {
+                        ConfChangeType::AddNode => "joined the metadata group as a voter",
+                        ConfChangeType::AddLearnerNode => "joined the metadata group as a learner",
+                        ConfChangeType::RemoveNode => "left the metadata group",
+                    };
+                    tracing::info!(member = %joiner.name, "{what}");
+                }
+                let cs = self.node.apply_conf_change(&cc)?;
+                self.node.mut_store().wl().set_conf_state(cs.clone());
+                self.record.conf_state = cs.write_to_bytes()?;
+            } else {
+                match warren_storage::codec::decode::<Proposal>(&entry.data) {
+                    Ok(p) => {
+                        let result = self.applier.apply(p.command).await;
+                        if p.origin == self.name {
+                            if let Some((reply, _)) = self.pending.remove(&p.id) {
+                                let _ = reply.send(result);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        index = entry.index,
+                        "a metadata entry did not decode and is skipped: {e}"
+                    ),
+                }
+            }
+            self.record.applied = entry.index;
+            if self.role == Role::Disk {
+                // Not fsynced: the next durable write carries it; at worst the last
+                // entry is applied again after a crash, and applying is idempotent.
+                raft_log::write(&self.store, vec![raft_log::record_op(&self.record)], false)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn no_leader(node: &str) -> BrokerError {
+    broker_error(format!(
+        "metadata change refused: no metadata leader is reachable from '{node}' (a minority side of a partition, or an election in progress); reads are still served"
+    ))
+}
+
+/// The replica of member `name`, wherever it runs.
+fn replica_of(name: &str) -> Option<ActorRef<ReplicaMsg>> {
+    ractor::pg::get_members(&replica_group(name))
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
+}
+
+/// This node's replica, as the broker's [`MetadataLog`].
+#[derive(Clone)]
+pub struct ReplicaHandle {
+    pub node: String,
+}
+
+impl ReplicaHandle {
+    fn local(&self) -> Result<ActorRef<ReplicaMsg>, BrokerError> {
+        ractor::registry::where_is(replica_name(&self.node))
+            .map(ActorRef::from)
+            .ok_or_else(|| broker_error("the metadata replica is restarting; retry".into()))
+    }
+
+    pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.local()?
+            .cast(ReplicaMsg::local(LocalReplica::Status(tx)))
+            .map_err(|e| broker_error(e.to_string()))?;
+        rx.await
+            .map_err(|_| broker_error("the metadata replica stopped".into()))
+    }
+
+    /// Removes a member from the metadata group (leave, forget).
+    pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.local()?
+            .cast(ReplicaMsg::local(LocalReplica::Remove(
+                name.to_string(),
+                tx,
+            )))
+            .map_err(|e| broker_error(e.to_string()))?;
+        rx.await
+            .map_err(|_| broker_error("the metadata replica stopped".into()))?
+    }
+}
+
+impl MetadataLog for ReplicaHandle {
+    fn commit(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let what = command.describe();
+            let (tx, rx) = oneshot::channel();
+            self.local()?
+                .cast(ReplicaMsg::local(LocalReplica::Propose(command, tx)))
+                .map_err(|e| broker_error(e.to_string()))?;
+            match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(broker_error(format!(
+                    "{what}: the metadata replica restarted before the change was applied; check and retry"
+                ))),
+                Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
+            }
+        })
+    }
+}

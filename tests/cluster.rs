@@ -62,22 +62,27 @@ fn member(dir: &Path, ports: [u16; 3], i: usize) -> NodeProcess {
     )
 }
 
+fn all_up() -> Vec<(String, String)> {
+    states(&[("n1", "up"), ("n2", "up"), ("n3", "up")])
+}
+
+/// Three members (n3 a RAM node), each a seed of the others, once all see all up.
 fn three(dir: &Path) -> Cluster {
     let ports = [free_port(), free_port(), free_port()];
     let nodes = (0..3).map(|i| member(dir, ports, i)).collect();
-    Cluster { ports, nodes }
+    let cluster = Cluster { ports, nodes };
+    for node in &cluster.nodes {
+        eventually("every node sees three members up", || {
+            members(node) == all_up()
+        });
+    }
+    cluster
 }
 
 #[test]
 fn three_nodes_join_from_seeds_detect_a_kill_and_heal() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = three(dir.path());
-    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
-    for node in &c.nodes {
-        eventually("every node sees three members up", || {
-            members(node) == all_up
-        });
-    }
     let (_, text, _) = c.nodes[2].cli(&["cluster", "status"]);
     assert!(text.contains("ram"), "{text}");
     assert!(text.contains("(this node)"), "{text}");
@@ -91,7 +96,7 @@ fn three_nodes_join_from_seeds_detect_a_kill_and_heal() {
     // n1 comes back by itself: same name, same seeds.
     c.nodes[0] = member(dir.path(), c.ports, 0);
     for node in &c.nodes {
-        eventually("n1 rejoined", || members(node) == all_up);
+        eventually("n1 rejoined", || members(node) == all_up());
     }
 }
 
@@ -99,12 +104,6 @@ fn three_nodes_join_from_seeds_detect_a_kill_and_heal() {
 fn forget_a_dead_member_and_leave_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = three(dir.path());
-    let all_up = states(&[("n1", "up"), ("n2", "up"), ("n3", "up")]);
-    for node in &c.nodes {
-        eventually("every node sees three members up", || {
-            members(node) == all_up
-        });
-    }
     // A member that is up cannot be forgotten.
     let (ok, _, err) = c.nodes[0].cli(&["cluster", "forget", "n3"]);
     assert!(!ok);

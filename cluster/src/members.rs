@@ -119,7 +119,7 @@ impl Default for Timing {
     }
 }
 
-/// A change of a member's health, for logs and for the metadata layer.
+/// A change of a member's health, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub name: String,
@@ -162,10 +162,6 @@ impl MemberTable {
 
     pub fn me(&self) -> &MemberAddress {
         &self.me
-    }
-
-    pub fn timing(&self) -> Timing {
-        self.timing
     }
 
     /// The other members, by name.
@@ -347,18 +343,6 @@ impl MemberTable {
         }
         removed
     }
-
-    /// The names of the members that are up, this node included.
-    pub fn up_names(&self) -> Vec<String> {
-        std::iter::once(self.me.name.clone())
-            .chain(
-                self.members
-                    .values()
-                    .filter(|m| m.health == Health::Up)
-                    .map(|m| m.id.name.clone()),
-            )
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -418,7 +402,8 @@ mod tests {
         assert_eq!(changes[0].to, Health::Up);
         assert_eq!(t.due_dials(t0), vec!["127.0.0.1:3".to_string()]);
         assert_eq!(t.known().len(), 3);
-        assert_eq!(t.up_names(), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(t.get("b").unwrap().health, Health::Up);
+        assert_eq!(t.get("c").unwrap().health, Health::Down);
     }
 
     #[test]

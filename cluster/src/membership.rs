@@ -13,14 +13,14 @@
 //!   silent so that a redial starts afresh;
 //! - a session that closes before it authenticated is logged as a cookie mismatch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::{NodeServerMessage, RactorClusterMessage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::members::{Health, MemberAddress, MemberTable, Role, Timing, Transition};
 use crate::node_server::SessionEvent;
@@ -77,8 +77,6 @@ pub enum Local {
     Forget(String, oneshot::Sender<Result<(), MembershipError>>),
     /// This node leaves: tell every member, then answer.
     Leave(oneshot::Sender<()>),
-    /// Sends every health change to the channel from now on.
-    Watch(mpsc::UnboundedSender<Transition>),
     /// A session a dial opened, to check on later (authenticated or refused?).
     Dialled {
         address: String,
@@ -118,9 +116,8 @@ pub struct MembershipState {
     authenticated: BTreeSet<u64>,
     /// Each member's uptime as of its last hello.
     uptimes: HashMap<String, (u64, Instant)>,
-    watchers: Vec<mpsc::UnboundedSender<Transition>>,
     /// Addresses whose last dial failed, so a failure is logged once, not every retry.
-    unreachable: BTreeMap<String, String>,
+    unreachable: BTreeSet<String>,
     /// When a cookie refusal was last logged (by dialled address, or `inbound`): a
     /// refused peer redials every few seconds and must not flood the log.
     refusals: HashMap<String, Instant>,
@@ -154,8 +151,7 @@ impl Actor for Membership {
             sessions: HashMap::new(),
             authenticated: BTreeSet::new(),
             uptimes: HashMap::new(),
-            watchers: Vec::new(),
-            unreachable: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
             refusals: HashMap::new(),
         })
     }
@@ -203,7 +199,6 @@ impl Actor for Membership {
                         state.broadcast(|| MembershipMsg::Removed(me.clone().into()));
                         let _ = reply.send(());
                     }
-                    Local::Watch(tx) => state.watchers.push(tx),
                     Local::Dialled { address } => state.check_dial(&address).await,
                 }
             }
@@ -262,7 +257,6 @@ impl MembershipState {
                 }
                 (_, Health::Down) => tracing::warn!(member = %c.name, %address, "member is down"),
             }
-            self.watchers.retain(|w| w.send(c.clone()).is_ok());
         }
     }
 
@@ -348,8 +342,8 @@ impl MembershipState {
         for address in self.table.due_dials(now) {
             let server = self.node_server.clone();
             let me = myself.clone();
-            let first = !self.unreachable.contains_key(&address);
-            self.unreachable.entry(address.clone()).or_default();
+            let first = !self.unreachable.contains(&address);
+            self.unreachable.insert(address.clone());
             tokio::spawn(async move {
                 match ractor_cluster::client_connect(&server, address.as_str()).await {
                     Ok(()) => {
@@ -400,8 +394,8 @@ impl MembershipState {
     /// Whether a cookie refusal involving `peer` is worth a log line now. Inbound
     /// sessions come from ephemeral ports, so they share one key.
     fn should_log_refusal(&mut self, peer: &str) -> bool {
-        let dialled = self.table.known().iter().any(|m| m.address == peer)
-            || self.unreachable.contains_key(peer);
+        let dialled =
+            self.table.known().iter().any(|m| m.address == peer) || self.unreachable.contains(peer);
         let key = if dialled { peer } else { "inbound" };
         let now = Instant::now();
         match self.refusals.get(key) {
@@ -529,11 +523,5 @@ impl MembershipHandle {
 
     pub async fn leave(&self) -> Result<(), MembershipError> {
         self.ask(Local::Leave).await
-    }
-
-    pub fn watch(&self) -> mpsc::UnboundedReceiver<Transition> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.0.cast(MembershipMsg::local(Local::Watch(tx)));
-        rx
     }
 }

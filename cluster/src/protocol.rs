@@ -249,7 +249,6 @@ pub struct NodeInfo {
     pub role: String,
     /// `up`, `suspect` or `down`.
     pub health: String,
-    pub up: bool,
     /// Leads the cluster's metadata.
     pub leader: bool,
     /// This is the node that answered.

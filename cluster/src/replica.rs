@@ -82,9 +82,6 @@ pub struct ReplicaStatus {
     pub name: String,
     pub initialized: bool,
     pub leader: Option<String>,
-    pub voters: Vec<String>,
-    pub learners: Vec<String>,
-    pub applied: u64,
     /// Raft id -> name of every member the log names.
     pub names: Vec<(u64, String)>,
     /// The voters the group was formed with.
@@ -377,14 +374,10 @@ impl ReplicaState {
     }
 
     fn status(&self) -> ReplicaStatus {
-        let cs = self.conf_state();
         ReplicaStatus {
             name: self.name.clone(),
             initialized: self.initialized(),
             leader: self.leader(),
-            voters: cs.voters.iter().map(|id| self.name_of(*id)).collect(),
-            learners: cs.learners.iter().map(|id| self.name_of(*id)).collect(),
-            applied: self.record.applied,
             names: self
                 .record
                 .names
@@ -757,37 +750,41 @@ impl ReplicaHandle {
             .ok_or_else(|| broker_error("the metadata replica is restarting; retry".into()))
     }
 
-    pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
+    /// Sends the request `make` builds; the receiver resolves with the answer (or
+    /// fails if the replica stopped first).
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LocalReplica,
+    ) -> Result<oneshot::Receiver<T>, BrokerError> {
         let (tx, rx) = oneshot::channel();
         self.local()?
-            .cast(ReplicaMsg::local(LocalReplica::Status(tx)))
+            .cast(ReplicaMsg::local(make(tx)))
             .map_err(|e| broker_error(e.to_string()))?;
-        rx.await
-            .map_err(|_| broker_error("the metadata replica stopped".into()))
+        Ok(rx)
+    }
+
+    pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
+        self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
     }
 
     /// Removes a member from the metadata group (leave, forget).
     pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
-        let (tx, rx) = oneshot::channel();
-        self.local()?
-            .cast(ReplicaMsg::local(LocalReplica::Remove(
-                name.to_string(),
-                tx,
-            )))
-            .map_err(|e| broker_error(e.to_string()))?;
-        rx.await
-            .map_err(|_| broker_error("the metadata replica stopped".into()))?
+        let name = name.to_string();
+        self.ask(|tx| LocalReplica::Remove(name, tx))?
+            .await
+            .map_err(|_| stopped())?
     }
+}
+
+fn stopped() -> BrokerError {
+    broker_error("the metadata replica stopped".into())
 }
 
 impl MetadataLog for ReplicaHandle {
     fn commit(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             let what = command.describe();
-            let (tx, rx) = oneshot::channel();
-            self.local()?
-                .cast(ReplicaMsg::local(LocalReplica::Propose(command, tx)))
-                .map_err(|e| broker_error(e.to_string()))?;
+            let rx = self.ask(|tx| LocalReplica::Propose(command, tx))?;
             match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(broker_error(format!(

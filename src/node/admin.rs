@@ -9,7 +9,6 @@ use ractor::ActorRef;
 use warren_actors::error::{code, BrokerError};
 use warren_actors::queue_actor::QueueMsg;
 use warren_actors::vhost::{ExchangeMsg, VHost};
-use warren_cluster::members::Health;
 use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
     ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
@@ -170,18 +169,13 @@ impl Admin {
         Ok(self.log.recent(level, lines as usize))
     }
 
-    /// The members: this node alone until clustering lands.
     /// The members as this node sees them, this node first.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
-        let unavailable = |e: MembershipError| {
-            BrokerError::new(
-                code::INTERNAL_ERROR,
-                format!("cannot read the member list: {e}"),
-            )
-        };
-        let membership = MembershipHandle::lookup(&self.node_name)
-            .ok_or_else(|| unavailable(MembershipError::Unavailable))?;
-        let members = membership.status().await.map_err(unavailable)?;
+        let members = self
+            .membership()?
+            .status()
+            .await
+            .map_err(membership_error)?;
         let leader = self.replica().status().await.ok().and_then(|s| s.leader);
         Ok(members
             .into_iter()
@@ -191,11 +185,15 @@ impl Admin {
                 address: m.address,
                 role: m.role.to_string(),
                 health: m.health.as_str().to_string(),
-                up: m.health == Health::Up,
                 this_node: m.this_node,
                 uptime_ms: m.uptime_ms,
             })
             .collect())
+    }
+
+    fn membership(&self) -> Result<MembershipHandle, BrokerError> {
+        MembershipHandle::lookup(&self.node_name)
+            .ok_or_else(|| membership_error(MembershipError::Unavailable))
     }
 
     fn replica(&self) -> ReplicaHandle {
@@ -207,18 +205,10 @@ impl Admin {
     /// This node tells the members it leaves, then stops (shortly, so that the
     /// answer reaches the operator first).
     pub async fn leave(&self) -> Result<(), BrokerError> {
-        let membership = MembershipHandle::lookup(&self.node_name).ok_or_else(|| {
-            BrokerError::new(
-                code::INTERNAL_ERROR,
-                "the membership actor is not running".to_string(),
-            )
-        })?;
+        let membership = self.membership()?;
         // Out of the metadata group first: the last disk node may not leave.
         self.replica().remove(&self.node_name).await?;
-        membership
-            .leave()
-            .await
-            .map_err(|e| BrokerError::new(code::INTERNAL_ERROR, e.to_string()))?;
+        membership.leave().await.map_err(membership_error)?;
         tracing::info!("left the cluster; stopping");
         tokio::spawn(async {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -229,19 +219,20 @@ impl Admin {
 
     /// Removes a member that is down from the cluster.
     pub async fn forget(&self, name: &str) -> Result<(), BrokerError> {
-        let membership = MembershipHandle::lookup(&self.node_name).ok_or_else(|| {
-            BrokerError::new(
-                code::INTERNAL_ERROR,
-                "the membership actor is not running".to_string(),
-            )
-        })?;
-        membership.forget(name).await.map_err(|e| {
-            let reply = match e {
-                MembershipError::NoSuchMember { .. } => code::NOT_FOUND,
-                _ => code::PRECONDITION_FAILED,
-            };
-            BrokerError::new(reply, e.to_string())
-        })?;
+        self.membership()?
+            .forget(name)
+            .await
+            .map_err(membership_error)?;
         self.replica().remove(name).await
     }
+}
+
+/// A membership refusal with its AMQP reply code.
+fn membership_error(e: MembershipError) -> BrokerError {
+    let reply = match e {
+        MembershipError::NoSuchMember { .. } => code::NOT_FOUND,
+        MembershipError::StillUp(_) | MembershipError::Myself => code::PRECONDITION_FAILED,
+        _ => code::INTERNAL_ERROR,
+    };
+    BrokerError::new(reply, e.to_string())
 }

@@ -111,6 +111,8 @@ pub enum ConfigError {
     CacheSize(u32),
     #[error("{0}")]
     Role(String),
+    #[error("node name '{0}' is not valid: names starting with 'warren-client-' are those of client processes; choose another --name")]
+    ReservedName(String),
     #[error("seed '{0}' is not valid: give HOST:PORT, the cluster address of another node (e.g. 127.0.0.1:4371)")]
     Seed(String),
 }
@@ -214,7 +216,7 @@ impl NodeConfig {
             }
         }
         if self.name.starts_with("warren-client-") {
-            return Err(ConfigError::Name(self.name.clone()));
+            return Err(ConfigError::ReservedName(self.name.clone()));
         }
         Ok(())
     }
@@ -250,6 +252,9 @@ mod tests {
         assert!(config.validate().is_ok());
         config.name = "bad name".into();
         assert!(config.validate().is_err());
+        config.name = "warren-client-7".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("client processes"), "{err}");
     }
 
     #[test]

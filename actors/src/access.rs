@@ -258,6 +258,10 @@ impl AccessControl {
             MetaCommand::ClearPermissions { user, vhost } => {
                 self.apply_clear_permissions(&user, &vhost).await
             }
+            other => Err(BrokerError::internal(format!(
+                "{} is not a change of users or permissions",
+                other.describe()
+            ))),
         }
     }
 

@@ -18,4 +18,5 @@ pub mod message;
 pub mod metadata;
 pub mod queue;
 pub mod queue_actor;
+pub mod remote;
 pub mod vhost;

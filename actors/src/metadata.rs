@@ -1,12 +1,13 @@
 //! Metadata changes as commands: what a cluster replicates through its metadata log.
 //!
-//! A change of the broker's replicated metadata is a [`MetaCommand`]. Today that is
-//! users and permissions; exchanges, queues and bindings join them with the cluster's
-//! location transparency (they need a queue's home node first). On a single node the command is applied at once; in a
-//! cluster it goes through the replicated log ([`MetadataLog`], implemented by
-//! `warren-cluster` with Raft), and every node applies the same commands in the same
-//! order. Applying is deterministic: whatever a command checks (does the user exist)
-//! depends only on earlier commands, so every node reaches the same answer.
+//! A change of the broker's replicated metadata is a [`MetaCommand`]: users,
+//! permissions, exchanges, queues (with their home node) and bindings. Without a log
+//! the command is applied at once; in a cluster it goes through the replicated log
+//! ([`MetadataLog`], implemented by `warren-cluster` with Raft), and every node applies
+//! the same commands in the same order. Applying is deterministic: whatever a command
+//! checks (does the user exist, is the exchange unused) depends only on earlier
+//! commands, so every node reaches the same answer. Applying twice is harmless (a node
+//! that crashed between applying and recording it applies the entry again).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{Permission, User};
 use crate::error::BrokerError;
+use crate::exchange::{Binding, ExchangeDef};
+use crate::vhost::QueueDef;
 
 /// One metadata change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +33,36 @@ pub enum MetaCommand {
         user: String,
         vhost: String,
     },
+    DeclareExchange {
+        vhost: String,
+        def: ExchangeDef,
+    },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+        if_unused: bool,
+    },
+    /// A new queue; its home node runs its actor, the others route to it.
+    DeclareQueue {
+        vhost: String,
+        def: QueueDef,
+    },
+    /// Deletes the queue `name` if it is still the one with storage id `id` on
+    /// `node` (a queue declared again since is another queue).
+    DeleteQueue {
+        vhost: String,
+        name: String,
+        node: String,
+        id: u64,
+    },
+    Bind {
+        vhost: String,
+        binding: Binding,
+    },
+    Unbind {
+        vhost: String,
+        binding: Binding,
+    },
 }
 
 impl MetaCommand {
@@ -40,6 +73,29 @@ impl MetaCommand {
             MetaCommand::DeleteUser { name } => format!("delete user '{name}'"),
             MetaCommand::SetPermissions(p) => format!("set permissions of '{}'", p.user),
             MetaCommand::ClearPermissions { user, .. } => format!("clear permissions of '{user}'"),
+            MetaCommand::DeclareExchange { def, .. } => format!("declare exchange '{}'", def.name),
+            MetaCommand::DeleteExchange { name, .. } => format!("delete exchange '{name}'"),
+            MetaCommand::DeclareQueue { def, .. } => format!("declare queue '{}'", def.name),
+            MetaCommand::DeleteQueue { name, .. } => format!("delete queue '{name}'"),
+            MetaCommand::Bind { binding, .. } => format!("bind '{}'", binding.source),
+            MetaCommand::Unbind { binding, .. } => format!("unbind '{}'", binding.source),
+        }
+    }
+
+    /// The vhost a command of exchanges, queues or bindings belongs to; `None` for
+    /// users and permissions.
+    pub fn vhost(&self) -> Option<&str> {
+        match self {
+            MetaCommand::AddUser(_)
+            | MetaCommand::DeleteUser { .. }
+            | MetaCommand::SetPermissions(_)
+            | MetaCommand::ClearPermissions { .. } => None,
+            MetaCommand::DeclareExchange { vhost, .. }
+            | MetaCommand::DeleteExchange { vhost, .. }
+            | MetaCommand::DeclareQueue { vhost, .. }
+            | MetaCommand::DeleteQueue { vhost, .. }
+            | MetaCommand::Bind { vhost, .. }
+            | MetaCommand::Unbind { vhost, .. } => Some(vhost),
         }
     }
 }

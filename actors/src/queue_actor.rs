@@ -28,13 +28,14 @@ use warren_storage::{Batch, Op, Store};
 use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, TracedMessage};
 use crate::error::BrokerError;
 use crate::message::{Message, SharedMessage};
+use crate::remote::Home;
 use crate::queue::{
     Command, ConsumerSummary, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig,
     QueueError, QueueState, QueueStats, Reply, Seq,
 };
 
 /// What became of one message handed to a queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EnqueueOutcome {
     /// As safe as promised (in memory, or fsynced for persistent on a durable queue).
     Confirmed,
@@ -70,6 +71,8 @@ pub struct QueueShared {
     /// The channel whose connection owns an exclusive queue.
     pub owner: Option<ChannelId>,
     pub arguments: crate::message::FieldTable,
+    /// Where the queue's actor runs: here, or on another node.
+    pub home: Home,
     consumers: Mutex<Vec<ConsumeRequest>>,
     stats: Mutex<QueueStats>,
     /// Incremented each time the actor starts (restarts are this minus one).
@@ -86,6 +89,7 @@ impl QueueShared {
         config: QueueConfig,
         owner: Option<ChannelId>,
         arguments: crate::message::FieldTable,
+        home: Home,
     ) -> Arc<Self> {
         let name: Arc<str> = config.name.as_str().into();
         Arc::new(QueueShared {
@@ -95,6 +99,7 @@ impl QueueShared {
             config,
             owner,
             arguments,
+            home,
             consumers: Mutex::new(Vec::new()),
             stats: Mutex::new(QueueStats::default()),
             incarnations: AtomicU64::new(0),
@@ -159,7 +164,8 @@ fn vhost_prefix(vhost: &str) -> String {
     }
 }
 
-/// Messages to a queue actor. Local-only: remote nodes reach a queue through a session.
+/// Messages to a queue actor. Local-only: another node's messages arrive through its
+/// [`QueueForwarder`](crate::remote::QueueForwarder) and this node's queue endpoint.
 pub enum QueueMsg {
     Publish {
         messages: Vec<SharedMessage>,
@@ -897,6 +903,10 @@ impl QueueHandle {
     }
 
     fn send(&self, msg: QueueMsg) -> Result<(), BrokerError> {
+        if let Home::Remote { node, forwarder } = &self.shared.home {
+            forwarder.forward(node, &self.shared.config.vhost, &self.shared.name, msg);
+            return Ok(());
+        }
         match self.actor() {
             Some(a) => a.cast(msg).map_err(|_| self.unavailable()),
             None => Err(self.unavailable()),
@@ -995,5 +1005,25 @@ impl QueueHandle {
 
     pub fn stats(&self) -> QueueStats {
         self.shared.stats()
+    }
+
+    /// Whether the queue's actor runs on this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.shared.home, Home::Local)
+    }
+
+    /// The counters now: read here for a local queue, asked of the home node for a
+    /// remote one.
+    pub async fn current_stats(&self) -> Result<QueueStats, BrokerError> {
+        match &self.shared.home {
+            Home::Local => Ok(self.shared.stats()),
+            Home::Remote { node, forwarder } => forwarder
+                .stats(node, &self.shared.config.vhost)
+                .await?
+                .into_iter()
+                .find(|s| *s.name == *self.shared.name)
+                .map(|s| s.stats)
+                .ok_or_else(|| self.unavailable()),
+        }
     }
 }

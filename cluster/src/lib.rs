@@ -14,6 +14,10 @@
 //! - [`raft_log`]: the metadata Raft log in redb.
 //! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
 //!   forms or joins the group, replicates metadata commands and applies them.
+//! - [`queue_wire`]: what nodes say to each other about queues (publish, consume,
+//!   settle, deliveries back).
+//! - [`remote_queues`]: how this node reaches queues that live on other nodes.
+//! - [`queue_endpoint`]: where other nodes reach this node's queues.
 
 pub mod connect;
 pub mod cookie;
@@ -21,7 +25,10 @@ pub mod members;
 pub mod membership;
 pub mod node_server;
 pub mod protocol;
+pub mod queue_endpoint;
+pub mod queue_wire;
 pub mod raft_log;
+pub mod remote_queues;
 pub mod replica;
 pub mod wire;
 

@@ -76,6 +76,7 @@ impl Admin {
             if let Some(handle) = vhost.queue(queue) {
                 let info = vhost
                     .list_queues()
+                    .await
                     .into_iter()
                     .find(|q| q.name == queue)
                     .map(queue_info);

@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod config;
 mod gateway;
+mod janitor;
 pub mod log_ring;
 mod session;
 
@@ -29,8 +30,11 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
-use warren_actors::vhost::VHost;
-use warren_cluster::members::{MemberAddress, Timing};
+use warren_actors::vhost::{Placement, VHost};
+use warren_cluster::members::{MemberAddress, Role, Timing};
+use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
+use warren_cluster::queue_wire::endpoint_name;
+use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
@@ -90,6 +94,9 @@ pub struct RunningNode {
 fn gateway_name(node: &str) -> String {
     format!("gateway@{node}")
 }
+/// How long a node without seeds waits for its metadata group to delete the
+/// transient queues and exchanges of its last run before it serves anyway.
+const STALE_PATIENCE: Duration = Duration::from_secs(10);
 /// Restart intensity of the node's supervisors: at most this many restarts ...
 const MAX_RESTARTS: u32 = 10;
 /// ... within this window.
@@ -105,7 +112,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })?;
     let cookie = warren_cluster::cookie::read_or_create(&config.cookie_path())?;
     let store = Store::open_with(config.store_path(), config.store_options())?;
-    let vhost = VHost::load("/", store.clone())
+    let remote = RemoteQueues::new(&config.name);
+    let placement = Placement {
+        node: config.name.clone(),
+        in_memory: config.role == Role::Ram,
+        forwarder: Some(Arc::new(remote.clone())),
+    };
+    let vhost = VHost::load("/", store.clone(), placement)
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
     let access = warren_actors::access::AccessControl::load(store.clone())
@@ -208,6 +221,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let replica = {
         let applier: Arc<dyn MetadataApplier> = Arc::new(NodeApplier {
             access: access.clone(),
+            vhost: vhost.clone(),
         });
         let (name, role, store, has_seeds) = (
             config.name.clone(),
@@ -233,21 +247,49 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             },
         )
     };
+    let endpoint = {
+        let (node, vhost) = (config.name.clone(), vhost.clone());
+        ChildSpec::for_actor(
+            endpoint_name(&config.name),
+            "queue endpoint",
+            Restart::Permanent,
+            move || {
+                (
+                    QueueEndpoint,
+                    EndpointArgs {
+                        node: node.clone(),
+                        vhost: vhost.clone(),
+                        remote: remote.clone(),
+                    },
+                )
+            },
+        )
+    };
     root.start_child(ChildSpec::supervisor(
         "cluster",
         Restart::Permanent,
         SupervisorSpec::new(Strategy::OneForOne)
             .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
             .child(membership)
+            .child(endpoint)
             .child(replica),
     ))
     .await?;
-    if config.role == warren_cluster::members::Role::Ram {
+    if config.role == Role::Ram {
         access.keep_in_memory();
     }
-    access.set_metadata_log(Arc::new(ReplicaHandle {
+    let log = Arc::new(ReplicaHandle {
         node: config.name.clone(),
-    }));
+    });
+    access.set_metadata_log(log.clone());
+    vhost.set_metadata_log(log);
+    // Alone (no seeds): the group forms at once, so this node's dead transient queues
+    // and exchanges are gone before it serves. With seeds, the janitor finishes it.
+    let alone = config.seeds.is_empty();
+    if alone {
+        janitor::remove_stale(&vhost, true, STALE_PATIENCE).await;
+    }
+    tokio::spawn(janitor::run(vhost.clone(), config.name.clone(), alone));
     let gateway_args = (config.name.clone(), vhost.clone(), admin);
     let gateway = gateway_name(&config.name);
     root.start_child(ChildSpec::for_actor(
@@ -332,6 +374,7 @@ impl RunningNode {
 /// Applies committed metadata commands to this node's state.
 struct NodeApplier {
     access: warren_actors::access::AccessControl,
+    vhost: VHost,
 }
 
 impl MetadataApplier for NodeApplier {
@@ -339,7 +382,16 @@ impl MetadataApplier for NodeApplier {
         &self,
         command: MetaCommand,
     ) -> BoxFuture<'_, Result<(), warren_actors::error::BrokerError>> {
-        Box::pin(self.access.apply(command))
+        match command.vhost() {
+            None => Box::pin(self.access.apply(command)),
+            Some(v) if v == self.vhost.name() => Box::pin(self.vhost.apply(command)),
+            Some(v) => {
+                let e = warren_actors::error::BrokerError::not_found(format!(
+                    "NOT_FOUND - vhost '{v}' not found"
+                ));
+                Box::pin(async move { Err(e) })
+            }
+        }
     }
 }
 

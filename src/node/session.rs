@@ -305,7 +305,14 @@ impl SessionState {
                 }
             }
             Request::ListQueues => {
-                Response::Queues(vhost.list_queues().into_iter().map(queue_info).collect())
+                Response::Queues(
+                    vhost
+                        .list_queues()
+                        .await
+                        .into_iter()
+                        .map(queue_info)
+                        .collect(),
+                )
             }
             Request::ListExchanges => Response::Exchanges(
                 vhost

@@ -29,16 +29,19 @@ def death(props, what):
 
 
 def gone(name, timeout=t.DEADLINE):
-    """Polls (a passive declare on a fresh channel each time) until the queue is gone."""
+    """Polls (a passive declare on a fresh channel each time) until the queue is gone.
+
+    An exclusive queue whose owner is closing answers 405 until its deletion lands."""
     deadline = time.monotonic() + timeout
     while True:
         probe = conn.channel()
         try:
             probe.queue_declare(name, passive=True)
+            probe.close()
         except ChannelClosedByBroker as e:
-            assert e.reply_code == 404, "queue %r: expected 404, got %r" % (name, e)
-            return
-        probe.close()
+            assert e.reply_code in (404, 405), "queue %r: expected 404, got %r" % (name, e)
+            if e.reply_code == 404:
+                return
         assert time.monotonic() < deadline, "queue %r still exists after %.0f s" % (name, timeout)
         conn.process_data_events(time_limit=0.1)
 

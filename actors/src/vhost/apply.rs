@@ -1,0 +1,213 @@
+//! Applying committed changes of exchanges, queues and bindings to this node.
+//!
+//! Every node applies the same commands in the same order and reaches the same
+//! topology and registry; what differs is what runs here: the home node of a queue
+//! starts its actor, the others route to it. A disk node stores every definition
+//! (transient ones too: they belong to the cluster, which outlives this process); a
+//! RAM node stores none. Applying a command twice changes nothing the second time.
+
+use warren_storage::{Batch, MetaTable, Op};
+use warren_supervisor::SupervisorHandle;
+
+use super::{binding_key, key, storage_error, topology_error, QueueDef, VHost};
+use crate::error::BrokerError;
+use crate::exchange::{Binding, Change, ExchangeDef};
+use crate::metadata::MetaCommand;
+
+impl VHost {
+    /// Applies a committed change of this vhost's exchanges, queues or bindings.
+    pub async fn apply(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        let _guard = self.inner.meta.lock().await;
+        match command {
+            MetaCommand::DeclareExchange { def, .. } => self.apply_declare_exchange(def).await,
+            MetaCommand::DeleteExchange {
+                name, if_unused, ..
+            } => {
+                let change = self
+                    .inner
+                    .topology
+                    .update(|t| t.delete_exchange(&name, if_unused))
+                    .map_err(topology_error)?;
+                self.persist_change(&change).await
+            }
+            MetaCommand::Bind { binding, .. } => self.apply_binding(binding, true).await,
+            MetaCommand::Unbind { binding, .. } => self.apply_binding(binding, false).await,
+            MetaCommand::DeclareQueue { def, .. } => self.apply_declare_queue(def).await,
+            MetaCommand::DeleteQueue { name, node, id, .. } => {
+                self.apply_delete_queue(&name, &node, id).await
+            }
+            other => Err(BrokerError::internal(format!(
+                "{} is not a change of a vhost",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// Stores definitions: durably without a log; with one, the log is what is
+    /// durable (an entry lost with these writes is applied again at restart).
+    async fn persist(&self, ops: Vec<Op>) -> Result<(), BrokerError> {
+        if ops.is_empty() || self.inner.placement.in_memory {
+            return Ok(());
+        }
+        let batch = if self.inner.log.get().is_some() {
+            Batch::non_durable(ops)
+        } else {
+            Batch::durable(ops)
+        };
+        self.inner
+            .store
+            .submit(batch)
+            .await
+            .map_err(storage_error)
+    }
+
+    fn put_exchange(&self, def: &ExchangeDef) -> Result<Op, BrokerError> {
+        Ok(Op::PutMeta {
+            table: MetaTable::Exchanges,
+            key: key(&self.inner.name, &def.name),
+            value: warren_storage::codec::encode(def).map_err(storage_error)?,
+        })
+    }
+
+    async fn apply_declare_exchange(&self, def: ExchangeDef) -> Result<(), BrokerError> {
+        let change = self
+            .inner
+            .topology
+            .update(|t| t.declare_exchange(def.clone()))
+            .map_err(topology_error)?;
+        if let Some(created) = &change.declared_exchange {
+            self.persist(vec![self.put_exchange(created)?]).await?;
+            if let Ok(sup) = SupervisorHandle::lookup(&self.exchanges_supervisor_name()) {
+                if let Err(e) = sup.start_child(self.exchange_spec(&created.name)).await {
+                    tracing::warn!("exchange actor for '{}' did not start: {e}", created.name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_binding(&self, binding: Binding, add: bool) -> Result<(), BrokerError> {
+        let change = if add {
+            self.inner.topology.update(|t| t.bind(binding.clone()))
+        } else {
+            self.inner.topology.update(|t| t.unbind(&binding))
+        }
+        .map_err(topology_error)?;
+        self.persist_change(&change).await
+    }
+
+    /// Stores what a topology change did and stops the actors of deleted exchanges.
+    async fn persist_change(&self, change: &Change) -> Result<(), BrokerError> {
+        let vhost = &self.inner.name;
+        let mut ops = Vec::new();
+        for b in &change.added_bindings {
+            ops.push(Op::PutMeta {
+                table: MetaTable::Bindings,
+                key: binding_key(vhost, b),
+                value: warren_storage::codec::encode(b).map_err(storage_error)?,
+            });
+        }
+        for b in &change.removed_bindings {
+            ops.push(Op::DeleteMeta {
+                table: MetaTable::Bindings,
+                key: binding_key(vhost, b),
+            });
+        }
+        for x in &change.deleted_exchanges {
+            ops.push(Op::DeleteMeta {
+                table: MetaTable::Exchanges,
+                key: key(vhost, &x.name),
+            });
+        }
+        self.persist(ops).await?;
+        if !change.deleted_exchanges.is_empty() {
+            if let Ok(sup) = SupervisorHandle::lookup(&self.exchanges_supervisor_name()) {
+                for x in &change.deleted_exchanges {
+                    let _ = sup
+                        .terminate_child(&self.exchange_actor_name(&x.name))
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new queue: the first declaration of a name wins (a later one, from another
+    /// node at the same time, finds it and is answered as a redeclaration).
+    async fn apply_declare_queue(&self, def: QueueDef) -> Result<(), BrokerError> {
+        if self.queue(&def.name).is_some() {
+            return Ok(());
+        }
+        let handle = self.handle_for(&def)?;
+        self.persist(vec![Op::PutMeta {
+            table: MetaTable::Queues,
+            key: key(&self.inner.name, &def.name),
+            value: warren_storage::codec::encode(&def).map_err(storage_error)?,
+        }])
+        .await?;
+        let name = def.name.clone();
+        self.register(def, handle.clone());
+        let _ = self
+            .inner
+            .topology
+            .update(|t| Ok(t.declare_queue_name(&name)));
+        if !handle.is_local() {
+            return Ok(());
+        }
+        let started = match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+            Ok(sup) => sup
+                .start_child(self.queue_spec(&handle))
+                .await
+                .map(drop)
+                .map_err(|e| BrokerError::internal(format!("queue actor did not start: {e}"))),
+            Err(e) => Err(BrokerError::internal(format!(
+                "queues supervisor unavailable: {e}"
+            ))),
+        };
+        if let Err(e) = &started {
+            tracing::error!(queue = %name, "{e}");
+        }
+        started
+    }
+
+    /// Removes the queue `name` if it is still the one declared as `id` on `node`.
+    async fn apply_delete_queue(&self, name: &str, node: &str, id: u64) -> Result<(), BrokerError> {
+        let current = self.queue_def(name);
+        if let Some(current) = &current {
+            if current.node != node || current.id != id {
+                return Ok(()); // declared again since: another queue
+            }
+        }
+        let handle = self.queue(name);
+        if let Some(handle) = handle.as_ref().filter(|h| h.is_local()) {
+            // Deleted through another node, or cleaned up: drop messages and
+            // consumers here (a queue already deleted answers at once).
+            if let Err(e) = handle.delete(false, false).await {
+                tracing::warn!(queue = %name, "queue did not delete its messages: {e}");
+            }
+        }
+        self.unregister(name);
+        let change = self
+            .inner
+            .topology
+            .update(|t| Ok(t.remove_queue(name)))
+            .map_err(topology_error)?;
+        let mut ops = vec![Op::DeleteMeta {
+            table: MetaTable::Queues,
+            key: key(&self.inner.name, name),
+        }];
+        for b in &change.removed_bindings {
+            ops.push(Op::DeleteMeta {
+                table: MetaTable::Bindings,
+                key: binding_key(&self.inner.name, b),
+            });
+        }
+        self.persist(ops).await?;
+        if let Some(handle) = handle.filter(|h| h.is_local()) {
+            if let Ok(sup) = SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+                let _ = sup.terminate_child(&handle.shared.actor_name).await;
+            }
+        }
+        Ok(())
+    }
+}

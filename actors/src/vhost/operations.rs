@@ -1,0 +1,433 @@
+//! What clients ask of a vhost: declare, delete, bind, unbind, purge.
+//!
+//! Each operation checks what it can against this node's view (so that most errors
+//! cost no log entry), then proposes a [`MetaCommand`] and returns once this node has
+//! applied it, with the result of applying it. The check is advisory: applying decides,
+//! in log order, on every node alike.
+
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+
+use super::{topology_error, QueueDeclareOk, QueueDef, VHost};
+use crate::delivery::ChannelId;
+use crate::error::{code, BrokerError};
+use crate::exchange::{Binding, Destination, ExchangeDef, ExchangeKind};
+use crate::message::FieldTable;
+use crate::metadata::MetaCommand;
+use crate::queue::QueueConfig;
+use crate::queue_actor::QueueHandle;
+
+use super::ExchangeMsg;
+
+impl VHost {
+    /// Proposes a change (or applies it at once when there is no log).
+    pub(super) async fn change(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        match self.inner.log.get() {
+            Some(log) => log.commit(command).await,
+            None => self.apply(command).await,
+        }
+    }
+
+    // ----- exchanges ------------------------------------------------------------
+
+    /// `exchange.declare`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        passive: bool,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        if passive {
+            return match self.topology().exchange(name) {
+                Some(_) => Ok(()),
+                None => Err(self.no_exchange(name)),
+            };
+        }
+        let kind: ExchangeKind =
+            kind.parse()
+                .map_err(|e: crate::exchange::UnknownExchangeKind| {
+                    BrokerError::new(e.reply_code(), e.to_string())
+                })?;
+        let def = ExchangeDef {
+            name: name.to_string(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+        };
+        let check = self
+            .topology()
+            .declare_exchange(def.clone())
+            .map_err(topology_error)?;
+        if check.declared_exchange.is_none() {
+            return Ok(()); // an equivalent exchange exists
+        }
+        self.change(MetaCommand::DeclareExchange {
+            vhost: self.inner.name.clone(),
+            def,
+        })
+        .await
+    }
+
+    /// `exchange.delete`.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+        let check = self
+            .topology()
+            .delete_exchange(name, if_unused)
+            .map_err(topology_error)?;
+        if check.topology.is_none() {
+            return Ok(()); // nothing to delete
+        }
+        self.change(MetaCommand::DeleteExchange {
+            vhost: self.inner.name.clone(),
+            name: name.to_string(),
+            if_unused,
+        })
+        .await
+    }
+
+    fn no_exchange(&self, name: &str) -> BrokerError {
+        BrokerError::not_found(format!(
+            "NOT_FOUND - no exchange '{name}' in vhost '{}'",
+            self.inner.name
+        ))
+    }
+
+    // ----- bindings -------------------------------------------------------------
+
+    /// `queue.bind` / `exchange.bind`, through the source exchange's actor.
+    pub async fn bind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
+        self.check_destination(&binding, channel)?;
+        self.via_exchange(binding, true).await
+    }
+
+    /// `queue.unbind` / `exchange.unbind`.
+    pub async fn unbind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
+        self.check_destination(&binding, channel)?;
+        self.via_exchange(binding, false).await
+    }
+
+    fn check_destination(&self, b: &Binding, channel: ChannelId) -> Result<(), BrokerError> {
+        if let Destination::Queue(q) = &b.destination {
+            self.queue_for(q, channel)?;
+        }
+        Ok(())
+    }
+
+    async fn via_exchange(&self, binding: Binding, add: bool) -> Result<(), BrokerError> {
+        if binding.source.is_empty() {
+            // The default exchange binds every queue implicitly and takes no others.
+            return Err(BrokerError::access_refused(format!(
+                "ACCESS_REFUSED - operation not permitted on the default exchange in vhost '{}'",
+                self.inner.name
+            )));
+        }
+        let actor = ractor::registry::where_is(self.exchange_actor_name(&binding.source))
+            .map(ActorRef::<ExchangeMsg>::from);
+        match actor {
+            Some(actor) => {
+                let (tx, rx) = oneshot::channel();
+                let msg = if add {
+                    ExchangeMsg::Bind(binding, tx)
+                } else {
+                    ExchangeMsg::Unbind(binding, tx)
+                };
+                if actor.cast(msg).is_err() {
+                    return Err(self.exchange_unavailable());
+                }
+                rx.await.map_err(|_| self.exchange_unavailable())?
+            }
+            // No actor: either no such exchange (the topology says 404) or it is
+            // restarting right now.
+            None => {
+                if self.topology().exchange(&binding.source).is_none() {
+                    Err(self.no_exchange(&binding.source))
+                } else {
+                    Err(self.exchange_unavailable())
+                }
+            }
+        }
+    }
+
+    fn exchange_unavailable(&self) -> BrokerError {
+        BrokerError::new(
+            code::NOT_FOUND,
+            "the exchange is restarting; retry".to_string(),
+        )
+    }
+
+    /// Checks a binding change and proposes it (run by the source exchange's actor).
+    pub(super) async fn propose_binding(
+        &self,
+        binding: Binding,
+        add: bool,
+    ) -> Result<(), BrokerError> {
+        let topology = self.topology();
+        let check = if add {
+            topology.bind(binding.clone())
+        } else {
+            topology.unbind(&binding)
+        }
+        .map_err(topology_error)?;
+        if check.topology.is_none() {
+            return Ok(()); // already bound, or not bound
+        }
+        let vhost = self.inner.name.clone();
+        self.change(if add {
+            MetaCommand::Bind { vhost, binding }
+        } else {
+            MetaCommand::Unbind { vhost, binding }
+        })
+        .await
+    }
+
+    // ----- queues ---------------------------------------------------------------
+
+    /// `queue.declare`. `owner` is set for an exclusive queue. A new queue lives on
+    /// this node.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        durable: bool,
+        owner: Option<ChannelId>,
+        auto_delete: bool,
+        passive: bool,
+        arguments: FieldTable,
+        channel: ChannelId,
+    ) -> Result<QueueDeclareOk, BrokerError> {
+        let server_named = name.is_empty();
+        if server_named && passive {
+            return Err(self.no_queue(name));
+        }
+        let name = if server_named {
+            format!("amq.gen-{:016x}{:08x}", rand_u64(), channel)
+        } else {
+            name.to_string()
+        };
+        if !server_named && name.starts_with("amq.") && !passive {
+            return Err(BrokerError::access_refused(format!(
+                "ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let requested = QueueConfig::from_declare(
+            &name,
+            &self.inner.name,
+            durable,
+            owner.is_some(),
+            auto_delete,
+            &arguments,
+        )
+        .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()));
+        if let Some(existing) = self.queue(&name) {
+            let requested = (!passive).then_some(requested);
+            return self.redeclare(existing, requested, channel).await;
+        }
+        if passive {
+            return Err(self.no_queue(&name));
+        }
+        requested?;
+        let def = QueueDef {
+            name: name.clone(),
+            id: self.inner.store.allocate_id(),
+            node: self.node().to_string(),
+            durable,
+            owner,
+            auto_delete,
+            arguments,
+        };
+        let id = def.id;
+        self.change(MetaCommand::DeclareQueue {
+            vhost: self.inner.name.clone(),
+            def,
+        })
+        .await?;
+        match self.queue(&name) {
+            Some(h) if h.is_local() && h.shared.id == id => Ok(QueueDeclareOk {
+                name,
+                messages: 0,
+                consumers: 0,
+            }),
+            // Declared meanwhile through another node: that declaration won, and
+            // this one is a redeclaration of it.
+            Some(h) => {
+                let requested = QueueConfig::from_declare(
+                    &name,
+                    &self.inner.name,
+                    durable,
+                    owner.is_some(),
+                    auto_delete,
+                    &h.shared.arguments,
+                )
+                .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()));
+                self.redeclare(h, Some(requested), channel).await
+            }
+            None => Err(self.no_queue(&name)),
+        }
+    }
+
+    /// A declaration of a queue that exists: passive (`requested` is `None`), or
+    /// checked for equivalence against what was asked.
+    async fn redeclare(
+        &self,
+        existing: QueueHandle,
+        requested: Option<Result<QueueConfig, BrokerError>>,
+        channel: ChannelId,
+    ) -> Result<QueueDeclareOk, BrokerError> {
+        let handle = self.queue_for(existing.name(), channel)?;
+        if let Some(requested) = requested {
+            existing
+                .shared
+                .config
+                .check_equivalent(&requested?)
+                .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))?;
+        }
+        handle.touch();
+        let stats = handle.current_stats().await?;
+        Ok(QueueDeclareOk {
+            name: handle.name().to_string(),
+            messages: stats.ready,
+            consumers: stats.consumers as u32,
+        })
+    }
+
+    /// `queue.delete`; returns how many messages the queue held.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        channel: ChannelId,
+    ) -> Result<u64, BrokerError> {
+        // Deleting a queue that is not there succeeds, as in RabbitMQ (queue.delete is
+        // idempotent, like exchange.delete).
+        if self.queue(name).is_none() {
+            return Ok(0);
+        }
+        self.queue_for(name, channel)?;
+        match self.remove_queue(name, if_unused, if_empty).await {
+            // Deleted by someone else meanwhile.
+            Err(e) if e.code == code::NOT_FOUND && self.queue(name).is_none() => Ok(0),
+            other => other,
+        }
+    }
+
+    /// Deletes a queue whoever owns it (expiry, auto-delete, owner gone, delete): the
+    /// queue checks the conditions and drops its messages, then the log removes it
+    /// everywhere.
+    pub(super) async fn remove_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, BrokerError> {
+        let handle = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        let def = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
+        let count = handle.delete(if_unused, if_empty).await?;
+        self.change(MetaCommand::DeleteQueue {
+            vhost: self.inner.name.clone(),
+            name: name.to_string(),
+            node: def.node,
+            id: def.id,
+        })
+        .await?;
+        Ok(count)
+    }
+
+    /// `queue.purge`.
+    pub async fn purge_queue(&self, name: &str, channel: ChannelId) -> Result<u64, BrokerError> {
+        self.queue_for(name, channel)?.purge().await
+    }
+
+    /// A connection (channel) ended: delete the exclusive queues it owned.
+    pub async fn owner_gone(&self, channel: ChannelId) {
+        let owned: Vec<std::sync::Arc<str>> = self
+            .queues_read()
+            .values()
+            .filter(|h| h.is_local() && h.shared.owner == Some(channel))
+            .map(|h| h.name().clone())
+            .collect();
+        for name in owned {
+            if let Err(e) = self.remove_queue(&name, false, false).await {
+                tracing::warn!(queue = %name, "exclusive queue not deleted: {e}");
+            }
+        }
+    }
+
+    // ----- cleanup after a node's process ended ----------------------------------
+
+    /// Deletes, through the log, the queues of this node that died with its last run
+    /// (transient and exclusive ones) and, on a node that is not in a cluster with
+    /// others (`alone`), the transient exchanges. Returns how many are left to delete
+    /// (call again later when that is not zero: the log may not be reachable yet).
+    pub async fn remove_stale(&self, alone: bool) -> usize {
+        let stale: Vec<QueueDef> = self.stale().clone();
+        for def in stale {
+            let command = MetaCommand::DeleteQueue {
+                vhost: self.inner.name.clone(),
+                name: def.name.clone(),
+                node: def.node.clone(),
+                id: def.id,
+            };
+            match self.change(command).await {
+                Ok(()) => self.stale().retain(|d| d != &def),
+                Err(e) => tracing::debug!(queue = %def.name, "stale queue not deleted yet: {e}"),
+            }
+        }
+        if alone {
+            let transient: Vec<String> = self
+                .topology()
+                .exchanges()
+                .iter()
+                .filter(|x| !x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
+                .map(|x| x.name.clone())
+                .collect();
+            for name in transient {
+                if let Err(e) = self.delete_exchange(&name, false).await {
+                    tracing::debug!(exchange = %name, "transient exchange not deleted yet: {e}");
+                }
+            }
+        }
+        self.stale().len()
+    }
+
+    /// Deletes, through the log, the transient and exclusive queues that lived on
+    /// `node`, whose process is gone. Returns how many were deleted.
+    pub async fn remove_queues_of(&self, node: &str) -> usize {
+        let mut deleted = 0;
+        for def in self.queues_on(node) {
+            if !def.dies_with_node() {
+                continue;
+            }
+            let command = MetaCommand::DeleteQueue {
+                vhost: self.inner.name.clone(),
+                name: def.name.clone(),
+                node: def.node.clone(),
+                id: def.id,
+            };
+            match self.change(command).await {
+                Ok(()) => deleted += 1,
+                Err(e) => tracing::debug!(queue = %def.name, "queue of node '{node}' not deleted yet: {e}"),
+            }
+        }
+        deleted
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}

@@ -1,0 +1,359 @@
+//! The queue endpoint: where other nodes reach this node's queues, and where the
+//! deliveries of remote queues come back to this node's channels.
+//!
+//! One per node (`queues@NODE`). It serves the [`EndpointMsg`]s of
+//! [`crate::queue_wire`]: a remote channel gets a channel id of this node (so that the
+//! queues see an ordinary channel), and its consumers a sink that sends their
+//! deliveries back to the channel's node. When a node goes away (its endpoint leaves
+//! the process group), its channels here end (their unsettled deliveries go back to
+//! the queues) and this node's consumers of that node's queues are told they ended.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use ractor::pg::GroupChangeMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
+use warren_actors::error::BrokerError;
+use warren_actors::metadata::BoxFuture;
+use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome, QueueHandle};
+use warren_actors::vhost::VHost;
+
+use crate::queue_wire::{
+    endpoint_group, endpoint_of, to_reply, ChannelEvents, EndpointMsg, PublishShare,
+    QueueAddress, QueueAnswer, QueueNote, QueueRequest, RemoteDelivery, RemoteEvent,
+    ENDPOINTS_GROUP,
+};
+use crate::remote_queues::{RelayKey, RemoteQueues};
+use crate::wire::Wire;
+
+pub struct QueueEndpoint;
+
+pub struct EndpointArgs {
+    pub node: String,
+    pub vhost: VHost,
+    pub remote: RemoteQueues,
+}
+
+/// A channel of another node, as this node's queues know it.
+struct Mapped {
+    local: ChannelId,
+    /// The queues it used here (told when it or its node ends).
+    queues: HashSet<Arc<str>>,
+}
+
+pub struct EndpointState {
+    node: String,
+    vhost: VHost,
+    remote: RemoteQueues,
+    channels: HashMap<(Arc<str>, ChannelId), Mapped>,
+}
+
+impl Actor for QueueEndpoint {
+    type Msg = EndpointMsg;
+    type State = EndpointState;
+    type Arguments = EndpointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EndpointMsg>,
+        args: EndpointArgs,
+    ) -> Result<EndpointState, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        ractor::pg::join(endpoint_group(&args.node), vec![cell.clone()]);
+        ractor::pg::join(ENDPOINTS_GROUP.to_string(), vec![cell.clone()]);
+        ractor::pg::monitor(ENDPOINTS_GROUP.to_string(), cell);
+        Ok(EndpointState {
+            node: args.node,
+            vhost: args.vhost,
+            remote: args.remote,
+            channels: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<EndpointMsg>,
+        message: EndpointMsg,
+        state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EndpointMsg::Call(call, reply) => match call.into_result() {
+                Ok((address, request)) => state.call(address, request, reply),
+                Err(why) => {
+                    let e = BrokerError::internal(format!("undecodable queue request: {why}"));
+                    let _ = reply.send(Err(to_reply(e)).into());
+                }
+            },
+            EndpointMsg::Publish(share, reply) => match share.into_result() {
+                Ok(share) => state.publish(share, Some(reply)),
+                Err(why) => tracing::warn!("undecodable publish from another node: {why}"),
+            },
+            EndpointMsg::Send(share) => match share.into_result() {
+                Ok(share) => state.publish(share, None),
+                Err(why) => tracing::warn!("undecodable publish from another node: {why}"),
+            },
+            EndpointMsg::Note(note) => match note.into_result() {
+                Ok((address, note)) => state.note(address, note),
+                Err(why) => tracing::warn!("undecodable queue note from another node: {why}"),
+            },
+            EndpointMsg::Events(events) => match events.into_result() {
+                Ok(events) => state.events(events),
+                Err(why) => tracing::warn!("undecodable deliveries from another node: {why}"),
+            },
+            EndpointMsg::Stats(vhost, reply) => {
+                let stats = match vhost.into_result() {
+                    Ok(v) if v == state.vhost.name() => state.vhost.local_stats(),
+                    _ => Vec::new(),
+                };
+                let _ = reply.send(stats.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<EndpointMsg>,
+        event: SupervisionEvent,
+        state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(..)) = event {
+            state.forget_departed();
+        }
+        Ok(())
+    }
+}
+
+impl EndpointState {
+    /// The local queue `name`, or the error a remote caller gets.
+    fn queue(&self, vhost: &str, name: &str) -> Result<QueueHandle, BrokerError> {
+        match self.vhost.queue(name) {
+            Some(h) if h.is_local() && vhost == self.vhost.name() => Ok(h),
+            _ => Err(BrokerError::not_found(format!(
+                "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
+                self.node
+            ))),
+        }
+    }
+
+    /// This node's channel id for a remote channel (made on first use).
+    fn map(&mut self, address: &QueueAddress) -> ChannelId {
+        let mapped = self
+            .channels
+            .entry((address.from.as_str().into(), address.channel))
+            .or_insert_with(|| Mapped {
+                local: next_channel_id(),
+                queues: HashSet::new(),
+            });
+        mapped.queues.insert(address.queue.as_str().into());
+        mapped.local
+    }
+
+    fn mapped(&self, address: &QueueAddress) -> Option<ChannelId> {
+        self.channels
+            .get(&(address.from.as_str().into(), address.channel))
+            .map(|m| m.local)
+    }
+
+    /// Where a remote consumer's deliveries go: the endpoint of its channel's node.
+    fn sink_for(&self, address: &QueueAddress) -> ChannelSink {
+        let (from, template) = (
+            address.from.clone(),
+            ChannelEvents {
+                node: self.node.clone(),
+                vhost: address.vhost.clone(),
+                queue: address.queue.clone(),
+                channel: address.channel,
+                event: RemoteEvent::Deliver(Vec::new()),
+            },
+        );
+        Arc::new(move |event: QueueEvent| {
+            let Some(event) = RemoteEvent::of(&event) else {
+                return;
+            };
+            if let Some(endpoint) = endpoint_of(&from) {
+                let events = ChannelEvents {
+                    event,
+                    ..template.clone()
+                };
+                let _ = endpoint.cast(EndpointMsg::Events(events.into()));
+            }
+        })
+    }
+
+    fn call(
+        &mut self,
+        address: QueueAddress,
+        request: QueueRequest,
+        reply: RpcReplyPort<Wire<Result<QueueAnswer, crate::protocol::ErrorReply>>>,
+    ) {
+        let handle = match self.queue(&address.vhost, &address.queue) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = reply.send(Err(to_reply(e)).into());
+                return;
+            }
+        };
+        let channel = match request {
+            QueueRequest::Consume { .. } | QueueRequest::Get { .. } => self.map(&address),
+            _ => self.mapped(&address).unwrap_or(0),
+        };
+        let job: BoxFuture<'static, Result<QueueAnswer, BrokerError>> = match request {
+            QueueRequest::Consume {
+                tag,
+                prefetch,
+                no_ack,
+                exclusive,
+            } => {
+                let request = ConsumeRequest {
+                    tag: tag.into(),
+                    channel,
+                    sink: self.sink_for(&address),
+                    prefetch,
+                    no_ack,
+                    exclusive,
+                };
+                Box::pin(async move { handle.consume(request).await.map(|()| QueueAnswer::Done) })
+            }
+            QueueRequest::Cancel { tag } => Box::pin(async move {
+                handle.cancel(channel, &tag).await.map(|()| QueueAnswer::Done)
+            }),
+            QueueRequest::Get { no_ack } => Box::pin(async move {
+                handle.get(channel, no_ack).await.map(|got| {
+                    QueueAnswer::Got(got.map(|(d, remaining)| (RemoteDelivery::of(&d), remaining)))
+                })
+            }),
+            QueueRequest::Purge => Box::pin(async move { handle.purge().await.map(QueueAnswer::Count) }),
+            QueueRequest::Delete {
+                if_unused,
+                if_empty,
+            } => Box::pin(async move {
+                handle
+                    .delete(if_unused, if_empty)
+                    .await
+                    .map(QueueAnswer::Count)
+            }),
+            QueueRequest::Consumers => {
+                Box::pin(async move { handle.consumers().await.map(QueueAnswer::Consumers) })
+            }
+        };
+        tokio::spawn(async move {
+            let answer = job.await;
+            let _ = reply.send(answer.map_err(to_reply).into());
+        });
+    }
+
+    fn publish(
+        &self,
+        share: PublishShare,
+        reply: Option<RpcReplyPort<Wire<Vec<EnqueueOutcome>>>>,
+    ) {
+        let count = share.messages.len();
+        let handle = match self.queue(&share.vhost, &share.queue) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(vec![EnqueueOutcome::Rejected(e.text); count].into());
+                }
+                return;
+            }
+        };
+        let messages = share.messages.into_iter().map(Arc::new).collect();
+        match reply {
+            None => handle.publish(messages, None),
+            Some(reply) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                handle.publish(messages, Some(tx));
+                tokio::spawn(async move {
+                    let outcomes = rx.await.unwrap_or_else(|_| {
+                        vec![
+                            EnqueueOutcome::Rejected(
+                                "the queue restarted before confirming".into()
+                            );
+                            count
+                        ]
+                    });
+                    let _ = reply.send(outcomes.into());
+                });
+            }
+        }
+    }
+
+    fn note(&mut self, address: QueueAddress, note: QueueNote) {
+        let Ok(handle) = self.queue(&address.vhost, &address.queue) else {
+            return;
+        };
+        match note {
+            QueueNote::Touch => handle.touch(),
+            QueueNote::Crash => {
+                let _ = handle.crash();
+            }
+            QueueNote::Ack(seqs) => {
+                if let Some(local) = self.mapped(&address) {
+                    handle.ack(local, seqs);
+                }
+            }
+            QueueNote::Reject { seqs, requeue } => {
+                if let Some(local) = self.mapped(&address) {
+                    handle.reject(local, seqs, requeue);
+                }
+            }
+            QueueNote::ChannelDown => {
+                let key = (Arc::<str>::from(address.from.as_str()), address.channel);
+                if let Some(mapped) = self.channels.get_mut(&key) {
+                    handle.channel_down(mapped.local);
+                    mapped.queues.remove(address.queue.as_str());
+                    if mapped.queues.is_empty() {
+                        self.channels.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn events(&self, events: ChannelEvents) {
+        let key = RelayKey {
+            node: events.node.as_str().into(),
+            vhost: events.vhost,
+            queue: events.queue.as_str().into(),
+            channel: events.channel,
+        };
+        let Some(sink) = self.remote.sink(&key) else {
+            return; // the channel closed meanwhile
+        };
+        if let RemoteEvent::ConsumerCancelled { tag, .. } = &events.event {
+            self.remote.consumer_ended(&key, tag);
+        }
+        sink(events.event.into_event(&key.queue));
+    }
+
+    /// Some endpoint left its group: for each node whose endpoint is gone, end its
+    /// channels here and tell this node's consumers of its queues.
+    fn forget_departed(&mut self) {
+        let mut nodes: HashSet<Arc<str>> = self.channels.keys().map(|(n, _)| n.clone()).collect();
+        nodes.extend(self.remote.relay_nodes());
+        for node in nodes {
+            if endpoint_of(&node).is_some() {
+                continue;
+            }
+            tracing::info!(node = %node, "queue endpoint of node gone: ending its channels here");
+            let gone: Vec<(Arc<str>, ChannelId)> = self
+                .channels
+                .keys()
+                .filter(|(n, _)| *n == node)
+                .cloned()
+                .collect();
+            for key in gone {
+                if let Some(mapped) = self.channels.remove(&key) {
+                    for queue in mapped.queues {
+                        if let Some(h) = self.vhost.queue(&queue).filter(|h| h.is_local()) {
+                            h.channel_down(mapped.local);
+                        }
+                    }
+                }
+            }
+            self.remote.node_gone(&node);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Cleans up after nodes whose process is gone.
+//!
+//! - This node's own transient and exclusive queues of its last run: they died with
+//!   that process, and the log still names them. Deleted through the log as soon as
+//!   it takes changes (on a node with no seeds, before the node reports ready).
+//! - The transient and exclusive queues of a member that is down: deleted through the
+//!   log by the node that leads the metadata group (one proposer, not every node).
+
+use std::time::Duration;
+
+use warren_actors::vhost::VHost;
+use warren_cluster::members::Health;
+use warren_cluster::membership::MembershipHandle;
+use warren_cluster::replica::ReplicaHandle;
+
+/// How often the janitor looks.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Deletes this node's stale queues, retrying until the log takes the changes or
+/// `patience` ran out; returns how many are left.
+pub async fn remove_stale(vhost: &VHost, alone: bool, patience: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let left = vhost.remove_stale(alone).await;
+        if left == 0 || tokio::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs for the node's life: finishes the stale cleanup, then deletes the queues
+/// that died with down members while this node leads.
+pub async fn run(vhost: VHost, node: String, alone: bool) {
+    let mut stale_left = true;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if stale_left {
+            stale_left = vhost.remove_stale(alone).await > 0;
+        }
+        let replica = ReplicaHandle { node: node.clone() };
+        let leads = matches!(replica.status().await, Ok(s) if s.leader.as_deref() == Some(node.as_str()));
+        if !leads {
+            continue;
+        }
+        let Some(membership) = MembershipHandle::lookup(&node) else {
+            continue;
+        };
+        let Ok(members) = membership.status().await else {
+            continue;
+        };
+        for member in members.iter().filter(|m| m.health == Health::Down) {
+            let deleted = vhost.remove_queues_of(&member.name).await;
+            if deleted > 0 {
+                tracing::info!(
+                    member = %member.name,
+                    "deleted {deleted} transient or exclusive queues of a member that is down"
+                );
+            }
+        }
+    }
+}

@@ -57,7 +57,7 @@ pub fn queues_json(queues: &[QueueInfo]) -> Value {
                     "auto_delete": q.auto_delete, "messages": q.messages,
                     "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
                     "bytes_in_memory": q.bytes_in_memory,
-                    "arguments": table_to_json(&q.arguments),
+                    "arguments": table_to_json(&q.arguments), "node": q.node,
                 })
             })
             .collect(),
@@ -66,19 +66,20 @@ pub fn queues_json(queues: &[QueueInfo]) -> Value {
 
 pub fn queues_text(queues: &[QueueInfo]) -> String {
     let mut out = format!(
-        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}\n",
-        "name", "durable", "messages", "ready", "unacked", "consumers", "memory"
+        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {}\n",
+        "name", "durable", "messages", "ready", "unacked", "consumers", "memory", "node"
     );
     for q in queues {
         out += &format!(
-            "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}\n",
+            "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {}\n",
             q.name,
             q.durable,
             q.messages,
             q.ready,
             q.unacked,
             q.consumers,
-            human_bytes(q.bytes_in_memory)
+            human_bytes(q.bytes_in_memory),
+            q.node
         );
     }
     out

@@ -28,11 +28,11 @@ use warren_storage::{Batch, Op, Store};
 use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, TracedMessage};
 use crate::error::BrokerError;
 use crate::message::{Message, SharedMessage};
-use crate::remote::Home;
 use crate::queue::{
     Command, ConsumerSummary, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig,
     QueueError, QueueState, QueueStats, Reply, Seq,
 };
+use crate::remote::Home;
 
 /// What became of one message handed to a queue.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,6 +41,9 @@ pub enum EnqueueOutcome {
     Confirmed,
     /// The queue refused it (full with reject-publish), with the reason.
     Rejected(String),
+    /// The queue was deleted before it took the message: as if the message had not
+    /// been routed to it.
+    Gone,
 }
 
 /// A consumer as its channel registers it. Kept in the queue's shared handle so a
@@ -555,6 +558,13 @@ impl QueueShell {
         messages: Vec<SharedMessage>,
         confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
     ) {
+        if self.state.is_deleted() {
+            // Deleted here, and not yet removed from the routing tables everywhere.
+            if let Some(confirm) = confirm {
+                let _ = confirm.send(vec![EnqueueOutcome::Gone; messages.len()]);
+            }
+            return;
+        }
         let batch_id = confirm.as_ref().map(|_| {
             let id = self.next_batch;
             self.next_batch += 1;

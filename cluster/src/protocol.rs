@@ -322,6 +322,8 @@ pub struct QueueInfo {
     pub consumers: u32,
     pub bytes_in_memory: u64,
     pub arguments: FieldTable,
+    /// The node the queue lives on.
+    pub node: String,
 }
 
 /// A row of `warren exchanges`.

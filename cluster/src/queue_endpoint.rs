@@ -20,9 +20,8 @@ use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome, QueueHandle};
 use warren_actors::vhost::VHost;
 
 use crate::queue_wire::{
-    endpoint_group, endpoint_of, to_reply, ChannelEvents, EndpointMsg, PublishShare,
-    QueueAddress, QueueAnswer, QueueNote, QueueRequest, RemoteDelivery, RemoteEvent,
-    ENDPOINTS_GROUP,
+    endpoint_group, endpoint_of, to_reply, ChannelEvents, EndpointMsg, PublishShare, QueueAddress,
+    QueueAnswer, QueueNote, QueueRequest, RemoteDelivery, RemoteEvent, ENDPOINTS_GROUP,
 };
 use crate::remote_queues::{RelayKey, RemoteQueues};
 use crate::wire::Wire;
@@ -217,14 +216,21 @@ impl EndpointState {
                 Box::pin(async move { handle.consume(request).await.map(|()| QueueAnswer::Done) })
             }
             QueueRequest::Cancel { tag } => Box::pin(async move {
-                handle.cancel(channel, &tag).await.map(|()| QueueAnswer::Done)
+                handle
+                    .cancel(channel, &tag)
+                    .await
+                    .map(|()| QueueAnswer::Done)
             }),
             QueueRequest::Get { no_ack } => Box::pin(async move {
                 handle.get(channel, no_ack).await.map(|got| {
-                    QueueAnswer::Got(got.map(|(d, remaining)| (RemoteDelivery::of(&d), remaining)))
+                    QueueAnswer::Got(
+                        got.map(|(d, remaining)| Box::new((RemoteDelivery::of(&d), remaining))),
+                    )
                 })
             }),
-            QueueRequest::Purge => Box::pin(async move { handle.purge().await.map(QueueAnswer::Count) }),
+            QueueRequest::Purge => {
+                Box::pin(async move { handle.purge().await.map(QueueAnswer::Count) })
+            }
             QueueRequest::Delete {
                 if_unused,
                 if_empty,
@@ -244,14 +250,12 @@ impl EndpointState {
         });
     }
 
-    fn publish(
-        &self,
-        share: PublishShare,
-        reply: Option<RpcReplyPort<Wire<Vec<EnqueueOutcome>>>>,
-    ) {
+    fn publish(&self, share: PublishShare, reply: Option<RpcReplyPort<Wire<Vec<EnqueueOutcome>>>>) {
         let count = share.messages.len();
         let handle = match self.queue(&share.vhost, &share.queue) {
             Ok(h) => h,
+            // Not known here (yet: a RAM node still taking the log), or deleted: the
+            // publisher is told it was not taken, so nothing is confirmed and lost.
             Err(e) => {
                 if let Some(reply) = reply {
                     let _ = reply.send(vec![EnqueueOutcome::Rejected(e.text); count].into());
@@ -266,14 +270,15 @@ impl EndpointState {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 handle.publish(messages, Some(tx));
                 tokio::spawn(async move {
-                    let outcomes = rx.await.unwrap_or_else(|_| {
-                        vec![
-                            EnqueueOutcome::Rejected(
-                                "the queue restarted before confirming".into()
-                            );
-                            count
-                        ]
-                    });
+                    let outcomes =
+                        rx.await.unwrap_or_else(|_| {
+                            vec![
+                                EnqueueOutcome::Rejected(
+                                    "the queue restarted before confirming".into()
+                                );
+                                count
+                            ]
+                        });
                     let _ = reply.send(outcomes.into());
                 });
             }

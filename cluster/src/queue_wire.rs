@@ -73,7 +73,7 @@ pub enum QueueRequest {
 pub enum QueueAnswer {
     Done,
     Count(u64),
-    Got(Option<(RemoteDelivery, u64)>),
+    Got(Option<Box<(RemoteDelivery, u64)>>),
     Consumers(Vec<ConsumerSummary>),
 }
 
@@ -81,7 +81,10 @@ pub enum QueueAnswer {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueNote {
     Ack(Vec<u64>),
-    Reject { seqs: Vec<u64>, requeue: bool },
+    Reject {
+        seqs: Vec<u64>,
+        requeue: bool,
+    },
     /// The channel closed: its unsettled deliveries go back, its consumers end.
     ChannelDown,
     Touch,

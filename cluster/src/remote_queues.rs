@@ -146,7 +146,9 @@ async fn ask(
 }
 
 fn unexpected(answer: QueueAnswer) -> BrokerError {
-    BrokerError::internal(format!("unexpected answer from the queue's node: {answer:?}"))
+    BrokerError::internal(format!(
+        "unexpected answer from the queue's node: {answer:?}"
+    ))
 }
 
 impl QueueForwarder for RemoteQueues {
@@ -192,9 +194,11 @@ impl QueueForwarder for RemoteQueues {
                                 )
                                 .await;
                             let outcomes = match result {
-                                Ok(CallResult::Success(w)) => w
-                                    .into_result()
-                                    .unwrap_or_else(|why| refused(format!("undecodable confirm: {why}"))),
+                                Ok(CallResult::Success(w)) => {
+                                    w.into_result().unwrap_or_else(|why| {
+                                        refused(format!("undecodable confirm: {why}"))
+                                    })
+                                }
                                 _ => refused(down.text),
                             };
                             let _ = confirm.send(outcomes);
@@ -265,9 +269,10 @@ impl QueueForwarder for RemoteQueues {
                     down,
                     reply,
                     move |a| match a? {
-                        QueueAnswer::Got(got) => {
-                            Ok(got.map(|(d, remaining)| (d.into_delivery(queue), remaining)))
-                        }
+                        QueueAnswer::Got(got) => Ok(got.map(|got| {
+                            let (d, remaining) = *got;
+                            (d.into_delivery(queue), remaining)
+                        })),
                         other => Err(unexpected(other)),
                     },
                 );
@@ -314,9 +319,7 @@ impl QueueForwarder for RemoteQueues {
     ) -> BoxFuture<'a, Result<Vec<RemoteQueueStats>, BrokerError>> {
         Box::pin(async move {
             let down = || {
-                BrokerError::not_found(format!(
-                    "NOT_FOUND - node '{node}' is down or inaccessible"
-                ))
+                BrokerError::not_found(format!("NOT_FOUND - node '{node}' is down or inaccessible"))
             };
             let endpoint = endpoint_of(node).ok_or_else(down)?;
             match endpoint

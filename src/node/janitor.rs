@@ -39,7 +39,8 @@ pub async fn run(vhost: VHost, node: String, alone: bool) {
             stale_left = vhost.remove_stale(alone).await > 0;
         }
         let replica = ReplicaHandle { node: node.clone() };
-        let leads = matches!(replica.status().await, Ok(s) if s.leader.as_deref() == Some(node.as_str()));
+        let leads =
+            matches!(replica.status().await, Ok(s) if s.leader.as_deref() == Some(node.as_str()));
         if !leads {
             continue;
         }

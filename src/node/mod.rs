@@ -32,12 +32,12 @@ use ractor_cluster::NodeServerMessage;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
 use warren_actors::vhost::{Placement, VHost};
 use warren_cluster::members::{MemberAddress, Role, Timing};
-use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
-use warren_cluster::queue_wire::endpoint_name;
-use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
+use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
+use warren_cluster::queue_wire::endpoint_name;
+use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaHandle};
 use warren_storage::Store;
 use warren_supervisor::{

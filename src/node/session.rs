@@ -304,16 +304,14 @@ impl SessionState {
                     },
                 }
             }
-            Request::ListQueues => {
-                Response::Queues(
-                    vhost
-                        .list_queues()
-                        .await
-                        .into_iter()
-                        .map(queue_info)
-                        .collect(),
-                )
-            }
+            Request::ListQueues => Response::Queues(
+                vhost
+                    .list_queues()
+                    .await
+                    .into_iter()
+                    .map(queue_info)
+                    .collect(),
+            ),
             Request::ListExchanges => Response::Exchanges(
                 vhost
                     .list_exchanges()
@@ -479,6 +477,7 @@ pub(crate) fn queue_info(q: QueueSummary) -> QueueInfo {
         consumers: q.stats.consumers as u32,
         bytes_in_memory: q.stats.bytes_in_memory,
         arguments: q.arguments,
+        node: q.node,
     }
 }
 

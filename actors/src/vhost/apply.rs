@@ -54,11 +54,7 @@ impl VHost {
         } else {
             Batch::durable(ops)
         };
-        self.inner
-            .store
-            .submit(batch)
-            .await
-            .map_err(storage_error)
+        self.inner.store.submit(batch).await.map_err(storage_error)
     }
 
     fn put_exchange(&self, def: &ExchangeDef) -> Result<Op, BrokerError> {

@@ -153,7 +153,11 @@ fn storage_error(e: impl std::fmt::Display) -> BrokerError {
 impl VHost {
     /// Loads a vhost's definitions from storage (starting no actors: the supervisors
     /// start them from [`VHost::exchange_children`] and [`VHost::queue_children`]).
-    pub async fn load(name: &str, store: Store, placement: Placement) -> Result<VHost, BrokerError> {
+    pub async fn load(
+        name: &str,
+        store: Store,
+        placement: Placement,
+    ) -> Result<VHost, BrokerError> {
         let prefix = format!("{name}\u{0}");
         let read = |table| -> Result<Vec<Vec<u8>>, BrokerError> {
             if placement.in_memory {

@@ -413,7 +413,9 @@ impl VHost {
             };
             match self.change(command).await {
                 Ok(()) => deleted += 1,
-                Err(e) => tracing::debug!(queue = %def.name, "queue of node '{node}' not deleted yet: {e}"),
+                Err(e) => {
+                    tracing::debug!(queue = %def.name, "queue of node '{node}' not deleted yet: {e}")
+                }
             }
         }
         deleted

@@ -57,6 +57,17 @@ pub struct BenchArgs {
     /// publisher i and consumer i use queue i mod N.
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
+    /// Consumers connect to this node instead of --node (the cross-node benchmark:
+    /// publisher on one node, consumer on another, queue declared on a third).
+    #[arg(long, value_name = "ADDR")]
+    pub consume_node: Option<std::net::SocketAddr>,
+    /// Measure metadata instead: declare this many transient queues through the
+    /// nodes of --nodes at once, report the time, delete them.
+    #[arg(long, value_name = "N")]
+    pub declarations: Option<u64>,
+    /// The nodes --declarations goes through (comma-separated; default: --node).
+    #[arg(long, value_name = "ADDR,ADDR", value_delimiter = ',')]
+    pub nodes: Vec<std::net::SocketAddr>,
     /// Drive an AMQP 0-9-1 broker instead of the client handle, e.g.
     /// amqp://guest:guest@127.0.0.1:5672/%2f (Warren's AMQP port, or RabbitMQ's).
     #[arg(long, value_name = "URI")]
@@ -97,6 +108,15 @@ pub(crate) struct Received {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
+    if let Some(count) = args.declarations {
+        let nodes = if args.nodes.is_empty() {
+            vec![args.conn.node]
+        } else {
+            args.nodes.clone()
+        };
+        return crate::bench_declare::run(&nodes, &args.conn.cookie_file, count, &args.queue)
+            .await;
+    }
     if args.size < HEADER {
         return Err(format!(
             "--size must be at least {HEADER} bytes (the bench's header)"
@@ -168,7 +188,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                 }));
                 continue;
             }
-            let client = args.conn.connect().await.map_err(e)?;
+            let conn = crate::cli::Conn {
+                node: args.consume_node.unwrap_or(args.conn.node),
+                cookie_file: args.conn.cookie_file.clone(),
+            };
+            let client = conn.connect().await.map_err(e)?;
             consumer_tasks.push(tokio::spawn(async move {
                 consume(client, &args, &queue, quota, received, consumed).await
             }));

@@ -13,6 +13,7 @@
 
 pub mod bench;
 mod bench_amqp;
+mod bench_declare;
 pub mod cli;
 mod cli_access;
 mod cli_cluster;

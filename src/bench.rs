@@ -114,8 +114,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         } else {
             args.nodes.clone()
         };
-        return crate::bench_declare::run(&nodes, &args.conn.cookie_file, count, &args.queue)
-            .await;
+        return crate::bench_declare::run(&nodes, &args.conn.cookie_file, count, &args.queue).await;
     }
     if args.size < HEADER {
         return Err(format!(

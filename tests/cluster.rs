@@ -431,3 +431,30 @@ fn exclusive_and_transient_queues_go_with_their_node() {
         "hi\n"
     );
 }
+
+#[test]
+fn amqp_clients_use_any_queue_through_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = three(dir.path());
+    formed(&c);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/cluster.py");
+    let ports: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| n.amqp_addr.port().to_string())
+        .collect();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(&ports)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs (./scripts/test installs pika)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "tests/amqp/cluster.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+}

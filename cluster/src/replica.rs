@@ -642,10 +642,21 @@ impl ReplicaState {
         }
     }
 
+    /// Handles every ready Raft has. A leader that committed entries tells the
+    /// followers at once (a heartbeat carries the commit index), so that every node
+    /// applies a change within a round trip rather than at the next heartbeat.
     async fn on_ready(&mut self) -> Result<(), ActorProcessingErr> {
-        if !self.node.has_ready() {
-            return Ok(());
+        while self.node.has_ready() {
+            let applied = self.record.applied;
+            self.ready_once().await?;
+            if self.record.applied != applied && self.node.raft.state == raft::StateRole::Leader {
+                self.node.ping();
+            }
         }
+        Ok(())
+    }
+
+    async fn ready_once(&mut self) -> Result<(), ActorProcessingErr> {
         let mut ready = self.node.ready();
         self.send(ready.take_messages());
         let committed = ready.take_committed_entries();

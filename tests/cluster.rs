@@ -458,3 +458,21 @@ fn amqp_clients_use_any_queue_through_any_node() {
         "tests/amqp/cluster.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
     );
 }
+
+#[test]
+fn the_shell_shows_another_members_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    let tree = ok(&c.nodes[0], &["shell", "--eval", "tree --node n2"]);
+    assert!(tree.contains("gateway@n2"), "{tree}");
+    assert!(!tree.contains("gateway@n1"), "{tree}");
+    let own = ok(&c.nodes[0], &["shell", "--eval", "tree --node n1"]);
+    assert!(own.contains("gateway@n1"), "{own}");
+    c.nodes[1].kill();
+    eventually("n1 sees n2 down", || {
+        members(&c.nodes[0]).contains(&("n2".to_string(), "down".to_string()))
+    });
+    let (fine, _, err) = c.nodes[0].cli(&["shell", "--eval", "tree --node n2"]);
+    assert!(!fine);
+    assert!(err.contains("member 'n2' is down"), "{err}");
+}

@@ -52,11 +52,42 @@ pub async fn run(args: ShellArgs) -> Result<(), String> {
                 return Err("--eval needs a command, e.g. --eval \"tree\"".into());
             };
             let mut out = std::io::stdout();
-            execute(&client, command, args.json, &mut out).await?;
+            execute(&client, &args.conn, command, args.json, &mut out).await?;
             Ok(())
         }
         None => repl::run(args).await,
     }
+}
+
+/// A connection to the member `node` (the attached node itself, or another member,
+/// dialled at the address the attached node knows it by, with the same cookie).
+async fn other_member(client: &Client, conn: &Conn, node: &str) -> Result<Client, String> {
+    let members = client.nodes().await.map_err(client_error)?;
+    let Some(member) = members.iter().find(|m| m.name == node) else {
+        let names: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "no member '{node}' in this cluster (members: {})",
+            names.join(", ")
+        ));
+    };
+    if member.this_node {
+        return Ok(client.clone());
+    }
+    if member.health == "down" {
+        return Err(format!("member '{node}' is down (see `nodes`)"));
+    }
+    let address = member
+        .address
+        .parse()
+        .map_err(|_| format!("member '{node}' has no usable address: {}", member.address))?;
+    let other = Conn {
+        node: address,
+        cookie_file: conn.cookie_file.clone(),
+    };
+    other
+        .connect()
+        .await
+        .map_err(|err| format!("cannot attach to member '{node}' at {address}: {err}"))
 }
 
 fn client_error(e: ClientError) -> String {
@@ -77,9 +108,11 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, String> 
     serde_json::to_value(value).map_err(|e| format!("cannot show the answer as JSON: {e}"))
 }
 
-/// Runs one command against the node and writes what it shows.
+/// Runs one command against the node (`client`, reached through `conn`) and writes
+/// what it shows.
 pub async fn execute(
     client: &Client,
+    conn: &Conn,
     command: ShellCommand,
     json: bool,
     out: &mut dyn Write,
@@ -87,17 +120,14 @@ pub async fn execute(
     let e = client_error;
     match command {
         ShellCommand::Tree { name, node } => {
-            if let Some(node) = node {
-                let members = client.nodes().await.map_err(e)?;
-                if !members.iter().any(|m| m.this_node && m.name == node) {
-                    let names: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
-                    return Err(format!(
-                        "no member '{node}' in this cluster (members: {})",
-                        names.join(", ")
-                    ));
-                }
-            }
-            let tree = client.tree(name.as_deref()).await.map_err(e)?;
+            let tree = match node {
+                Some(node) => other_member(client, conn, &node)
+                    .await?
+                    .tree(name.as_deref())
+                    .await
+                    .map_err(|err| format!("member '{node}': {err}"))?,
+                None => client.tree(name.as_deref()).await.map_err(e)?,
+            };
             if json {
                 emit_json(out, &to_json(&tree)?)?;
             } else {

@@ -171,7 +171,7 @@ pub async fn run(args: ShellArgs) -> Result<(), String> {
         }
         let Some(c) = &client else { continue };
         let mut out = std::io::stdout();
-        match execute(c, command, args.json, &mut out).await {
+        match execute(c, &args.conn, command, args.json, &mut out).await {
             Ok(Flow::Quit) => break,
             Ok(Flow::Continue) => refresh(c, &names).await,
             Err(e) => {

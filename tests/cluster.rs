@@ -468,6 +468,15 @@ fn the_shell_shows_another_members_tree() {
     assert!(!tree.contains("gateway@n1"), "{tree}");
     let own = ok(&c.nodes[0], &["shell", "--eval", "tree --node n1"]);
     assert!(own.contains("gateway@n1"), "{own}");
+    // A queue of another node is traced on its node.
+    formed(&c);
+    ok(&c.nodes[1], &["declare", "queue", "elsewhere"]);
+    eventually("n1 knows the queue", || {
+        queue_row(&c.nodes[0], "elsewhere").is_some()
+    });
+    let (fine, _, err) = c.nodes[0].cli(&["shell", "--eval", "trace elsewhere --count 1"]);
+    assert!(!fine);
+    assert!(err.contains("lives on node 'n2'"), "{err}");
     c.nodes[1].kill();
     eventually("n1 sees n2 down", || {
         members(&c.nodes[0]).contains(&("n2".to_string(), "down".to_string()))

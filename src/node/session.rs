@@ -340,6 +340,14 @@ impl SessionState {
             }
             Request::Trace { queue, on } => {
                 let handle = vhost.queue_for(&queue, self.channel)?;
+                if let Some(node) = handle.shared.home.node() {
+                    return Err(BrokerError::new(
+                        warren_actors::error::code::NOT_ALLOWED,
+                        format!(
+                            "queue '{queue}' lives on node '{node}': attach the shell there to trace it"
+                        ),
+                    ));
+                }
                 if on {
                     handle.shared.trace(self.channel, self.sink.clone());
                     self.core.touch(handle.name().clone());

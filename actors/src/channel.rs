@@ -106,8 +106,6 @@ impl ChannelState {
         batch: Vec<(Message, bool)>,
     ) -> impl Future<Output = Vec<PublishOutcome>> + Send + 'static {
         let mut results: Vec<Option<PublishOutcome>> = vec![None; batch.len()];
-        // Routed and mandatory: unroutable after all if every queue was gone.
-        let mut mandatory_routed: Vec<bool> = vec![false; batch.len()];
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
@@ -132,7 +130,11 @@ impl ChannelState {
                 });
                 continue;
             }
-            mandatory_routed[i] = mandatory;
+            // Mandatory: unroutable after all unless some queue takes it (a queue
+            // deleted meanwhile does not).
+            if mandatory {
+                results[i] = Some(PublishOutcome::Unroutable);
+            }
             let message: SharedMessage = Arc::new(message);
             for queue in routed.iter() {
                 let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
@@ -153,7 +155,6 @@ impl ChannelState {
             }
         }
         async move {
-            let mut taken: Vec<bool> = vec![false; results.len()];
             for (rx, indices) in waits {
                 let outcomes = rx.await.unwrap_or_else(|_| {
                     vec![
@@ -163,9 +164,12 @@ impl ChannelState {
                 });
                 for (i, outcome) in indices.into_iter().zip(outcomes) {
                     match outcome {
-                        EnqueueOutcome::Confirmed => taken[i] = true,
+                        EnqueueOutcome::Confirmed => {
+                            if results[i] == Some(PublishOutcome::Unroutable) {
+                                results[i] = None;
+                            }
+                        }
                         EnqueueOutcome::Rejected(why) => {
-                            taken[i] = true;
                             results[i] = Some(PublishOutcome::Rejected(why));
                         }
                         EnqueueOutcome::Gone => {}
@@ -174,12 +178,7 @@ impl ChannelState {
             }
             results
                 .into_iter()
-                .enumerate()
-                .map(|(i, r)| match r {
-                    Some(r) => r,
-                    None if mandatory_routed[i] && !taken[i] => PublishOutcome::Unroutable,
-                    None => PublishOutcome::Confirmed,
-                })
+                .map(|r| r.unwrap_or(PublishOutcome::Confirmed))
                 .collect()
         }
     }

@@ -37,6 +37,21 @@ pub struct ErrorReply {
     pub text: String,
 }
 
+impl From<warren_actors::error::BrokerError> for ErrorReply {
+    fn from(e: warren_actors::error::BrokerError) -> Self {
+        ErrorReply {
+            code: e.code,
+            text: e.text,
+        }
+    }
+}
+
+impl From<ErrorReply> for warren_actors::error::BrokerError {
+    fn from(e: ErrorReply) -> Self {
+        warren_actors::error::BrokerError::new(e.code, e.text)
+    }
+}
+
 impl std::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.text, self.code)

@@ -19,8 +19,9 @@ use warren_actors::metadata::BoxFuture;
 use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome, QueueHandle};
 use warren_actors::vhost::VHost;
 
+use crate::protocol::ErrorReply;
 use crate::queue_wire::{
-    endpoint_group, endpoint_of, to_reply, ChannelEvents, EndpointMsg, PublishShare, QueueAddress,
+    endpoint_group, endpoint_of, ChannelEvents, EndpointMsg, PublishShare, QueueAddress,
     QueueAnswer, QueueNote, QueueRequest, RemoteDelivery, RemoteEvent, ENDPOINTS_GROUP,
 };
 use crate::remote_queues::{RelayKey, RemoteQueues};
@@ -81,7 +82,7 @@ impl Actor for QueueEndpoint {
                 Ok((address, request)) => state.call(address, request, reply),
                 Err(why) => {
                     let e = BrokerError::internal(format!("undecodable queue request: {why}"));
-                    let _ = reply.send(Err(to_reply(e)).into());
+                    let _ = reply.send(Err(e.into()).into());
                 }
             },
             EndpointMsg::Publish(share, reply) => match share.into_result() {
@@ -185,12 +186,12 @@ impl EndpointState {
         &mut self,
         address: QueueAddress,
         request: QueueRequest,
-        reply: RpcReplyPort<Wire<Result<QueueAnswer, crate::protocol::ErrorReply>>>,
+        reply: RpcReplyPort<Wire<Result<QueueAnswer, ErrorReply>>>,
     ) {
         let handle = match self.queue(&address.vhost, &address.queue) {
             Ok(h) => h,
             Err(e) => {
-                let _ = reply.send(Err(to_reply(e)).into());
+                let _ = reply.send(Err(e.into()).into());
                 return;
             }
         };
@@ -246,7 +247,7 @@ impl EndpointState {
         };
         tokio::spawn(async move {
             let answer = job.await;
-            let _ = reply.send(answer.map_err(to_reply).into());
+            let _ = reply.send(answer.map_err(ErrorReply::from).into());
         });
     }
 

@@ -13,7 +13,6 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
-use warren_actors::error::BrokerError;
 use warren_actors::message::Message;
 use warren_actors::queue::ConsumerSummary;
 use warren_actors::queue_actor::EnqueueOutcome;
@@ -178,17 +177,6 @@ impl RemoteEvent {
             },
         }
     }
-}
-
-pub fn to_reply(e: BrokerError) -> ErrorReply {
-    ErrorReply {
-        code: e.code,
-        text: e.text,
-    }
-}
-
-pub fn from_reply(e: ErrorReply) -> BrokerError {
-    BrokerError::new(e.code, e.text)
 }
 
 /// Messages to a node's queue endpoint.

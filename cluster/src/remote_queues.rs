@@ -19,8 +19,7 @@ use warren_actors::queue_actor::{EnqueueOutcome, QueueMsg};
 use warren_actors::remote::{node_down, QueueForwarder, RemoteQueueStats};
 
 use crate::queue_wire::{
-    endpoint_of, from_reply, EndpointMsg, PublishShare, QueueAddress, QueueAnswer, QueueNote,
-    QueueRequest,
+    endpoint_of, EndpointMsg, PublishShare, QueueAddress, QueueAnswer, QueueNote, QueueRequest,
 };
 
 /// How long a call to another node's queue waits for its answer.
@@ -136,7 +135,7 @@ async fn ask(
     match result {
         Ok(CallResult::Success(answer)) => match answer.into_result() {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(from_reply(e)),
+            Ok(Err(e)) => Err(e.into()),
             Err(why) => Err(BrokerError::internal(format!(
                 "undecodable answer from the queue's node: {why}"
             ))),
@@ -153,7 +152,8 @@ fn unexpected(answer: QueueAnswer) -> BrokerError {
 
 impl QueueForwarder for RemoteQueues {
     fn forward(&self, node: &str, vhost: &str, queue: &Arc<str>, message: QueueMsg) {
-        let down = node_down(vhost, queue, node);
+        // Made only where needed: acks and rejects, the frequent casts, never need it.
+        let down = || node_down(vhost, queue, node);
         let endpoint = endpoint_of(node);
         let relay_key = |channel| RelayKey {
             node: node.into(),
@@ -183,9 +183,10 @@ impl QueueForwarder for RemoteQueues {
                     }
                     (None, None) => {}
                     (None, Some(confirm)) => {
-                        let _ = confirm.send(refused(down.text));
+                        let _ = confirm.send(refused(down().text));
                     }
                     (Some(endpoint), Some(confirm)) => {
+                        let down = down();
                         tokio::spawn(async move {
                             let result = endpoint
                                 .call(
@@ -236,7 +237,7 @@ impl QueueForwarder for RemoteQueues {
                     exclusive: request.exclusive,
                 };
                 let this = self.clone();
-                answer(endpoint, address, asked, down, reply, move |a| {
+                answer(endpoint, address, asked, down(), reply, move |a| {
                     if a.is_err() {
                         this.consumer_ended(&key, &request.tag);
                     }
@@ -253,7 +254,7 @@ impl QueueForwarder for RemoteQueues {
                 let asked = QueueRequest::Cancel {
                     tag: tag.to_string(),
                 };
-                answer(endpoint, address, asked, down, reply, done);
+                answer(endpoint, address, asked, down(), reply, done);
             }
             QueueMsg::Get {
                 channel,
@@ -266,7 +267,7 @@ impl QueueForwarder for RemoteQueues {
                     endpoint,
                     address,
                     QueueRequest::Get { no_ack },
-                    down,
+                    down(),
                     reply,
                     move |a| match a? {
                         QueueAnswer::Got(got) => Ok(got.map(|got| {
@@ -279,7 +280,7 @@ impl QueueForwarder for RemoteQueues {
             }
             QueueMsg::Purge { reply } => {
                 let address = self.address(vhost, queue, 0);
-                answer(endpoint, address, QueueRequest::Purge, down, reply, count);
+                answer(endpoint, address, QueueRequest::Purge, down(), reply, count);
             }
             QueueMsg::Delete {
                 if_unused,
@@ -291,7 +292,7 @@ impl QueueForwarder for RemoteQueues {
                     if_unused,
                     if_empty,
                 };
-                answer(endpoint, address, asked, down, reply, count);
+                answer(endpoint, address, asked, down(), reply, count);
             }
             QueueMsg::Consumers { reply } => {
                 let address = self.address(vhost, queue, 0);
@@ -299,7 +300,7 @@ impl QueueForwarder for RemoteQueues {
                     endpoint,
                     address,
                     QueueRequest::Consumers,
-                    down,
+                    down(),
                     reply,
                     |a| match a? {
                         QueueAnswer::Consumers(c) => Ok(c),

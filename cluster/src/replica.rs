@@ -270,10 +270,7 @@ impl Actor for Replica {
             ReplicaMsg::Join(who, reply) => {
                 let answer = match who.into_result() {
                     Ok((name, role, id)) => {
-                        state.add_member(&name, role, id).map_err(|e| ErrorReply {
-                            code: e.code,
-                            text: e.text,
-                        })
+                        state.add_member(&name, role, id).map_err(ErrorReply::from)
                     }
                     Err(why) => Err(ErrorReply {
                         code: code::INTERNAL_ERROR,

@@ -32,12 +32,9 @@ pub async fn remove_stale(vhost: &VHost, alone: bool, patience: Duration) -> usi
 /// Runs for the node's life: finishes the stale cleanup, then deletes the queues
 /// that died with down members while this node leads.
 pub async fn run(vhost: VHost, node: String, alone: bool) {
-    let mut stale_left = true;
     loop {
         tokio::time::sleep(EVERY).await;
-        if stale_left {
-            stale_left = vhost.remove_stale(alone).await > 0;
-        }
+        vhost.remove_stale(alone).await;
         let replica = ReplicaHandle { node: node.clone() };
         let leads =
             matches!(replica.status().await, Ok(s) if s.leader.as_deref() == Some(node.as_str()));

@@ -52,13 +52,6 @@ pub struct SessionState {
     admin: Arc<Admin>,
 }
 
-fn to_reply(e: BrokerError) -> ErrorReply {
-    ErrorReply {
-        code: e.code,
-        text: e.text,
-    }
-}
-
 impl Actor for Session {
     type Msg = SessionMsg;
     type State = SessionState;
@@ -109,7 +102,7 @@ impl Actor for Session {
                 let response = match request.into_result() {
                     Ok(request) => match state.call(request).await {
                         Ok(r) => r,
-                        Err(e) => Response::Error(to_reply(e)),
+                        Err(e) => Response::Error(e.into()),
                     },
                     Err(why) => Response::Error(ErrorReply {
                         code: 502,
@@ -129,7 +122,7 @@ impl Actor for Session {
                 Ok(settles) => {
                     if let Err(e) = state.settle(&settles) {
                         // As RabbitMQ closes the channel on an unknown delivery tag.
-                        state.push(Push::Closed(to_reply(e)));
+                        state.push(Push::Closed(e.into()));
                         myself.stop(Some("settle error".into()));
                     }
                 }
@@ -419,7 +412,7 @@ impl SessionState {
                     PublishOutcome::Confirmed => PublishResult::Confirmed,
                     PublishOutcome::Unroutable => PublishResult::Unroutable,
                     PublishOutcome::Rejected(why) => PublishResult::Rejected(why),
-                    PublishOutcome::Failed(e) => PublishResult::Failed(to_reply(e)),
+                    PublishOutcome::Failed(e) => PublishResult::Failed(e.into()),
                 })
                 .collect();
             let _ = reply.send(results.into());

@@ -92,17 +92,6 @@ pub struct Placement {
     pub forwarder: Option<Arc<dyn QueueForwarder>>,
 }
 
-impl Placement {
-    /// A node on its own, keeping metadata on disk.
-    pub fn single(node: &str) -> Self {
-        Placement {
-            node: node.to_string(),
-            in_memory: false,
-            forwarder: None,
-        }
-    }
-}
-
 /// A virtual host (cheap to clone).
 #[derive(Clone)]
 pub struct VHost {
@@ -117,13 +106,22 @@ struct Inner {
     queues: RwLock<HashMap<Arc<str>, QueueHandle>>,
     /// Queue definitions, by name (what the registry's handles were made from).
     defs: RwLock<HashMap<Arc<str>, QueueDef>>,
-    /// Queues of this node that died with its last run (transient or exclusive), to be
-    /// deleted through the log: routable names without a live queue until then.
-    stale: std::sync::Mutex<Vec<QueueDef>>,
+    /// What died with this node's last run, to be deleted through the log.
+    stale: std::sync::Mutex<Stale>,
     /// One metadata change applied at a time.
     meta: Mutex<()>,
     /// Where changes go to be replicated; none: applied at once.
     log: OnceLock<Arc<dyn MetadataLog>>,
+}
+
+/// What a node's last run left in the metadata that died with it.
+#[derive(Default)]
+struct Stale {
+    /// Its transient and exclusive queues: routable names without a live queue until
+    /// they are deleted.
+    queues: Vec<QueueDef>,
+    /// The transient exchanges found at load (deleted only on a node that is alone).
+    exchanges: Vec<String>,
 }
 
 fn key(vhost: &str, name: &str) -> String {
@@ -196,14 +194,21 @@ impl VHost {
                 topology: SharedTopology::new(restored.topology),
                 queues: RwLock::new(HashMap::new()),
                 defs: RwLock::new(HashMap::new()),
-                stale: std::sync::Mutex::new(Vec::new()),
+                stale: std::sync::Mutex::new(Stale::default()),
                 meta: Mutex::new(()),
                 log: OnceLock::new(),
             }),
         };
+        vhost.stale().exchanges = vhost
+            .topology()
+            .exchanges()
+            .iter()
+            .filter(|x| !x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
+            .map(|x| x.name.clone())
+            .collect();
         for def in queues {
             if vhost.is_home(&def) && def.dies_with_node() {
-                vhost.stale().push(def);
+                vhost.stale().queues.push(def);
                 continue;
             }
             match vhost.handle_for(&def) {
@@ -287,7 +292,7 @@ impl VHost {
         self.inner.defs.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stale(&self) -> std::sync::MutexGuard<'_, Vec<QueueDef>> {
+    fn stale(&self) -> std::sync::MutexGuard<'_, Stale> {
         self.inner.stale.lock().unwrap_or_else(|p| p.into_inner())
     }
 

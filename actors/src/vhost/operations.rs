@@ -330,14 +330,19 @@ impl VHost {
         let handle = self.queue(name).ok_or_else(|| self.no_queue(name))?;
         let def = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
         let count = handle.delete(if_unused, if_empty).await?;
+        self.delete_def(&def).await?;
+        Ok(count)
+    }
+
+    /// Removes the queue `def` everywhere, through the log.
+    async fn delete_def(&self, def: &QueueDef) -> Result<(), BrokerError> {
         self.change(MetaCommand::DeleteQueue {
             vhost: self.inner.name.clone(),
-            name: name.to_string(),
-            node: def.node,
+            name: def.name.clone(),
+            node: def.node.clone(),
             id: def.id,
         })
-        .await?;
-        Ok(count)
+        .await
     }
 
     /// `queue.purge`.
@@ -362,39 +367,33 @@ impl VHost {
 
     // ----- cleanup after a node's process ended ----------------------------------
 
-    /// Deletes, through the log, the queues of this node that died with its last run
-    /// (transient and exclusive ones) and, on a node that is not in a cluster with
-    /// others (`alone`), the transient exchanges. Returns how many are left to delete
-    /// (call again later when that is not zero: the log may not be reachable yet).
+    /// Deletes, through the log, what died with this node's last run: its transient
+    /// and exclusive queues and, when the node is not in a cluster with others
+    /// (`alone`), the transient exchanges found at load. Returns how many are left
+    /// (call again later when that is not zero: the log may not take changes yet).
     pub async fn remove_stale(&self, alone: bool) -> usize {
-        let stale: Vec<QueueDef> = self.stale().clone();
-        for def in stale {
-            let command = MetaCommand::DeleteQueue {
-                vhost: self.inner.name.clone(),
-                name: def.name.clone(),
-                node: def.node.clone(),
-                id: def.id,
-            };
-            match self.change(command).await {
-                Ok(()) => self.stale().retain(|d| d != &def),
+        let queues: Vec<QueueDef> = self.stale().queues.clone();
+        for def in queues {
+            match self.delete_def(&def).await {
+                Ok(()) => self.stale().queues.retain(|d| d != &def),
                 Err(e) => tracing::debug!(queue = %def.name, "stale queue not deleted yet: {e}"),
             }
         }
-        if alone {
-            let transient: Vec<String> = self
-                .topology()
-                .exchanges()
-                .iter()
-                .filter(|x| !x.durable && !x.name.is_empty() && !x.name.starts_with("amq."))
-                .map(|x| x.name.clone())
-                .collect();
-            for name in transient {
-                if let Err(e) = self.delete_exchange(&name, false).await {
-                    tracing::debug!(exchange = %name, "transient exchange not deleted yet: {e}");
+        if !alone {
+            // In a cluster, transient exchanges belong to the cluster, not to this run.
+            self.stale().exchanges.clear();
+        }
+        let exchanges: Vec<String> = self.stale().exchanges.clone();
+        for name in exchanges {
+            match self.delete_exchange(&name, false).await {
+                Ok(()) => self.stale().exchanges.retain(|x| x != &name),
+                Err(e) => {
+                    tracing::debug!(exchange = %name, "transient exchange not deleted yet: {e}")
                 }
             }
         }
-        self.stale().len()
+        let stale = self.stale();
+        stale.queues.len() + stale.exchanges.len()
     }
 
     /// Deletes, through the log, the transient and exclusive queues that lived on
@@ -405,13 +404,7 @@ impl VHost {
             if !def.dies_with_node() {
                 continue;
             }
-            let command = MetaCommand::DeleteQueue {
-                vhost: self.inner.name.clone(),
-                name: def.name.clone(),
-                node: def.node.clone(),
-                id: def.id,
-            };
-            match self.change(command).await {
+            match self.delete_def(&def).await {
                 Ok(()) => deleted += 1,
                 Err(e) => {
                     tracing::debug!(queue = %def.name, "queue of node '{node}' not deleted yet: {e}")

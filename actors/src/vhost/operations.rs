@@ -232,7 +232,7 @@ impl VHost {
         if passive {
             return Err(self.no_queue(&name));
         }
-        requested?;
+        let requested = requested?;
         let def = QueueDef {
             name: name.clone(),
             id: self.inner.store.allocate_id(),
@@ -255,19 +255,8 @@ impl VHost {
                 consumers: 0,
             }),
             // Declared meanwhile through another node: that declaration won, and
-            // this one is a redeclaration of it.
-            Some(h) => {
-                let requested = QueueConfig::from_declare(
-                    &name,
-                    &self.inner.name,
-                    durable,
-                    owner.is_some(),
-                    auto_delete,
-                    &h.shared.arguments,
-                )
-                .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()));
-                self.redeclare(h, Some(requested), channel).await
-            }
+            // this one is a redeclaration of it (checked against what was asked).
+            Some(h) => self.redeclare(h, Some(Ok(requested)), channel).await,
             None => Err(self.no_queue(&name)),
         }
     }

@@ -190,6 +190,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             let conn = crate::cli::Conn {
                 node: args.consume_node.unwrap_or(args.conn.node),
                 cookie_file: args.conn.cookie_file.clone(),
+                vhost: args.conn.vhost.clone(),
             };
             let client = conn.connect().await.map_err(e)?;
             consumer_tasks.push(tokio::spawn(async move {

@@ -83,6 +83,12 @@ pub enum Command {
     /// Manage users' per-vhost permissions.
     #[command(subcommand)]
     Permissions(crate::cli_access::PermissionsCmd),
+    /// Manage virtual hosts.
+    #[command(subcommand)]
+    Vhost(crate::cli_access::VhostCmd),
+    /// Show the node's memory and disk against their limits and its alarms; with
+    /// flags, change the limits until the node restarts.
+    Limits(crate::cli_limits::LimitsArgs),
     /// See and manage the cluster's members.
     #[command(subcommand)]
     Cluster(crate::cli_cluster::ClusterCmd),
@@ -111,6 +117,17 @@ pub struct NodeArgs {
     /// `disk` (keeps the cluster's metadata on disk) or `ram` (in memory only).
     #[arg(long, env = "WARREN_ROLE", value_name = "disk|ram")]
     pub role: Option<String>,
+    /// Resident memory at which publishers are blocked: a fraction of RAM (default
+    /// 0.4) or a size (2GiB).
+    #[arg(
+        long,
+        env = "WARREN_MEMORY_HIGH_WATERMARK",
+        value_name = "FRACTION|SIZE"
+    )]
+    pub memory_high_watermark: Option<String>,
+    /// Free disk space below which publishers are blocked (default 50MB).
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", value_name = "SIZE")]
+    pub disk_free_limit: Option<String>,
     /// A TOML config file; flags override it.
     #[arg(long, env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -128,12 +145,16 @@ pub struct Conn {
     /// The node's cookie file.
     #[arg(long, env = "WARREN_COOKIE_FILE", default_value = crate::client::DEFAULT_COOKIE_FILE)]
     pub cookie_file: PathBuf,
+    /// The vhost the command acts in.
+    #[arg(long, env = "WARREN_VHOST", default_value = "/")]
+    pub vhost: String,
 }
 
 impl Conn {
     pub async fn connect(&self) -> Result<Client, ClientError> {
         let mut options = ConnectOptions::new(self.node, &self.cookie_file)?;
         options.client_name = "warren-cli".into();
+        options.vhost = self.vhost.clone();
         Client::connect(options).await
     }
 }
@@ -396,6 +417,8 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Consume(c) => consume(c).await?,
         Command::User(cmd) => crate::cli_access::user(cmd).await?,
         Command::Permissions(cmd) => crate::cli_access::permissions(cmd).await?,
+        Command::Vhost(cmd) => crate::cli_access::vhost(cmd).await?,
+        Command::Limits(args) => crate::cli_limits::limits(args).await?,
         Command::Cluster(cmd) => crate::cli_cluster::cluster(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;

@@ -1,5 +1,5 @@
-//! `warren user ...` and `warren permissions ...`: the node's AMQP users and their
-//! per-vhost permissions. Whoever holds the node's cookie administers them (as
+//! `warren user ...`, `warren permissions ...` and `warren vhost ...`: the node's AMQP
+//! users, their per-vhost permissions, and the vhosts. Whoever holds the node's cookie administers them (as
 //! `rabbitmqctl` does with the Erlang cookie).
 
 use std::io::BufRead;
@@ -38,14 +38,40 @@ pub enum UserCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum VhostCmd {
+    /// Add a vhost (empty but for the amq.* exchanges; no user has permissions in it
+    /// yet: see `warren permissions set --vhost NAME`).
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a vhost with its exchanges, queues, messages and permissions (its
+    /// connections are closed).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List vhosts.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PermissionsCmd {
-    /// Set a user's permissions in a vhost: three regular expressions matched against
-    /// whole queue and exchange names ("" allows nothing, ".*" everything).
+    /// Set a user's permissions in a vhost (--vhost, default /): three regular
+    /// expressions matched against whole queue and exchange names ("" allows nothing,
+    /// ".*" everything).
     Set {
         #[arg(long)]
         user: String,
-        #[arg(long, default_value = "/")]
-        vhost: String,
         #[arg(long)]
         configure: String,
         #[arg(long)]
@@ -55,12 +81,10 @@ pub enum PermissionsCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Remove a user's permissions in a vhost.
+    /// Remove a user's permissions in a vhost (--vhost, default /).
     Clear {
         #[arg(long)]
         user: String,
-        #[arg(long, default_value = "/")]
-        vhost: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -133,12 +157,12 @@ pub async fn permissions(cmd: PermissionsCmd) -> Result<(), String> {
     match cmd {
         PermissionsCmd::Set {
             user,
-            vhost,
             configure,
             write,
             read,
             conn,
         } => {
+            let vhost = conn.vhost.clone();
             let client = conn.connect().await.map_err(e)?;
             let p = Permission {
                 user: user.clone(),
@@ -150,7 +174,8 @@ pub async fn permissions(cmd: PermissionsCmd) -> Result<(), String> {
             client.set_permissions(p).await.map_err(e)?;
             println!("permissions of {user} in vhost {vhost} set");
         }
-        PermissionsCmd::Clear { user, vhost, conn } => {
+        PermissionsCmd::Clear { user, conn } => {
+            let vhost = conn.vhost.clone();
             let client = conn.connect().await.map_err(e)?;
             client.clear_permissions(&user, &vhost).await.map_err(e)?;
             println!("permissions of {user} in vhost {vhost} cleared");
@@ -177,6 +202,43 @@ pub async fn permissions(cmd: PermissionsCmd) -> Result<(), String> {
                         "{:<20} {:<12} {:<16} {:<16} {}",
                         p.user, p.vhost, p.configure, p.write, p.read
                     );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn vhost(cmd: VhostCmd) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    match cmd {
+        VhostCmd::Add {
+            name,
+            description,
+            conn,
+        } => {
+            let client = conn.connect().await.map_err(e)?;
+            client.add_vhost(&name, &description).await.map_err(e)?;
+            println!("vhost {name} added (no permissions yet: see `warren permissions set --vhost {name}`)");
+        }
+        VhostCmd::Delete { name, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            client.delete_vhost(&name).await.map_err(e)?;
+            println!("vhost {name} deleted");
+        }
+        VhostCmd::List { json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let vhosts = client.vhosts().await.map_err(e)?;
+            if json {
+                let rows: Vec<_> = vhosts
+                    .iter()
+                    .map(|v| serde_json::json!({"name": v.name, "description": v.description}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<24} description", "vhost");
+                for v in vhosts {
+                    println!("{:<24} {}", v.name, v.description);
                 }
             }
         }

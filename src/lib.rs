@@ -17,6 +17,7 @@ mod bench_declare;
 pub mod cli;
 mod cli_access;
 mod cli_cluster;
+mod cli_limits;
 pub mod client;
 pub mod listing;
 pub mod node;

@@ -83,6 +83,13 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = &args.seeds {
         config.seeds = warren::node::config::parse_seeds(v);
     }
+    if let Some(v) = &args.memory_high_watermark {
+        config.memory_high_watermark = warren_actors::alarm::MemoryLimit::parse(v)?;
+    }
+    if let Some(v) = &args.disk_free_limit {
+        config.disk_free_limit =
+            warren::node::config::parse_disk_free_limit(v).map_err(|e| e.to_string())?;
+    }
     if let Some(v) = &args.role {
         config.role = warren::node::config::parse_role(v).map_err(|e| e.to_string())?;
     }

@@ -69,6 +69,9 @@ fn run_script_on(node: &NodeProcess, dir: &Path, name: &str) {
         .arg(&script)
         .arg(node.amqp_addr.port().to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("WARREN", env!("CARGO_BIN_EXE_warren"))
+        .env("WARREN_NODE", node.addr.to_string())
+        .env("WARREN_COOKIE_FILE", node.cookie_file())
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .stdout(File::create(&stdout_path).expect("stdout file"))
@@ -175,6 +178,19 @@ fn queue_name_shortcut() {
 #[test]
 fn not_implemented() {
     run_script("not_implemented");
+}
+
+/// Memory and disk alarms raised and cleared with `warren limits` block and unblock
+/// a pika publisher.
+#[test]
+fn alarms() {
+    run_script("alarms");
+}
+
+/// Vhosts added, used and deleted through the CLI while pika clients use them.
+#[test]
+fn vhosts() {
+    run_script("vhosts");
 }
 
 /// Users and permissions set through the CLI, then exercised by pika.

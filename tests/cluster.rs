@@ -283,6 +283,8 @@ fn any_queue_from_any_node_and_a_dead_home_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = three(dir.path());
     formed(&c);
+    // A second vhost, added through n2 (used after n1's restart below).
+    ok(&c.nodes[1], &["vhost", "add", "prod"]);
     // Declared through n1: it lives on n1, and every node knows it.
     ok(&c.nodes[0], &["declare", "queue", "orders", "--durable"]);
     ok(
@@ -385,6 +387,66 @@ fn any_queue_from_any_node_and_a_dead_home_is_a_clear_error() {
         ),
         "pie\n".repeat(left as usize)
     );
+
+    // The vhost added before n1 died is there on n1 after its restart: a queue of the
+    // same name in it is another queue, on n1, reached from the other nodes.
+    formed(&c);
+    let prod = |node: &NodeProcess, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--vhost", "prod"]);
+        ok(node, &all)
+    };
+    prod(&c.nodes[0], &["declare", "queue", "orders", "--durable"]);
+    let out = prod(
+        &c.nodes[2],
+        &[
+            "publish",
+            "--routing-key",
+            "orders",
+            "--confirm",
+            "--count",
+            "3",
+            "--body",
+            "prod",
+        ],
+    );
+    assert!(out.contains("3 confirmed"), "{out}");
+    assert_eq!(
+        prod(&c.nodes[1], &["consume", "orders", "--count", "3"]),
+        "prod\n".repeat(3)
+    );
+    // One left in it when the vhost goes.
+    prod(
+        &c.nodes[1],
+        &[
+            "publish",
+            "--routing-key",
+            "orders",
+            "--confirm",
+            "--body",
+            "x",
+        ],
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&prod(&c.nodes[2], &["queues", "--json"])).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["node"].as_str(), rows[0]["messages"].as_u64()),
+        (Some("n1"), Some(1))
+    );
+    assert_eq!(
+        queue_row(&c.nodes[2], "orders").and_then(|r| r["messages"].as_u64()),
+        Some(0),
+        "the queue of / is another queue"
+    );
+    // Deleted through n3, with its queue: gone on every node, "/" untouched.
+    ok(&c.nodes[2], &["vhost", "delete", "prod"]);
+    for node in &c.nodes {
+        eventually("every node forgot vhost prod", || {
+            !ok(node, &["vhost", "list"]).contains("prod")
+        });
+    }
+    assert!(queue_row(&c.nodes[0], "orders").is_some());
 }
 
 #[test]

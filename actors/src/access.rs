@@ -462,6 +462,33 @@ impl AccessControl {
         Ok(())
     }
 
+    /// Drops every user's permissions in `vhost` (its vhost was deleted; applied on
+    /// each node as part of the same committed change).
+    pub async fn forget_vhost(&self, vhost: &str) -> Result<(), BrokerError> {
+        let users: Vec<String> = self
+            .read()
+            .permissions
+            .keys()
+            .filter(|(_, v)| v == vhost)
+            .map(|(u, _)| u.clone())
+            .collect();
+        let ops = users
+            .iter()
+            .map(|u| Op::DeleteMeta {
+                table: MetaTable::Permissions,
+                key: permission_key(u, vhost),
+            })
+            .collect::<Vec<_>>();
+        if !ops.is_empty() {
+            self.persist(ops).await?;
+        }
+        let mut state = self.write_state();
+        for u in users {
+            state.permissions.remove(&(u, vhost.to_string()));
+        }
+        Ok(())
+    }
+
     pub fn list_permissions(&self) -> Vec<Permission> {
         self.read()
             .permissions

@@ -6,10 +6,14 @@
 //!   snapshot out) plus the actor that owns an exchange's bindings.
 //! - [`queue`]: the queue as a pure state machine (`apply(command) -> effects`) plus the
 //!   actor shell that performs the effects (storage, deliveries, dead-lettering).
+//! - [`alarm`]: the memory and disk alarms that hold publishers back.
+//! - [`vhost`]: one virtual host's exchanges, queues and bindings; [`vhosts`]: the
+//!   node's vhosts, added and deleted through the metadata log.
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
 pub mod access;
+pub mod alarm;
 pub mod channel;
 pub mod delivery;
 pub mod error;
@@ -20,3 +24,4 @@ pub mod queue;
 pub mod queue_actor;
 pub mod remote;
 pub mod vhost;
+pub mod vhosts;

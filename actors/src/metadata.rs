@@ -18,6 +18,7 @@ use crate::access::{Permission, User};
 use crate::error::BrokerError;
 use crate::exchange::{Binding, ExchangeDef};
 use crate::vhost::QueueDef;
+use crate::vhosts::VHostDef;
 
 /// One metadata change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,6 +33,13 @@ pub enum MetaCommand {
     ClearPermissions {
         user: String,
         vhost: String,
+    },
+    /// A new vhost (empty but for the default exchanges).
+    AddVhost(VHostDef),
+    /// Deletes a vhost with its exchanges, queues (and their messages), bindings and
+    /// permissions.
+    DeleteVhost {
+        name: String,
     },
     DeclareExchange {
         vhost: String,
@@ -73,6 +81,8 @@ impl MetaCommand {
             MetaCommand::DeleteUser { name } => format!("delete user '{name}'"),
             MetaCommand::SetPermissions(p) => format!("set permissions of '{}'", p.user),
             MetaCommand::ClearPermissions { user, .. } => format!("clear permissions of '{user}'"),
+            MetaCommand::AddVhost(def) => format!("add vhost '{}'", def.name),
+            MetaCommand::DeleteVhost { name } => format!("delete vhost '{name}'"),
             MetaCommand::DeclareExchange { def, .. } => format!("declare exchange '{}'", def.name),
             MetaCommand::DeleteExchange { name, .. } => format!("delete exchange '{name}'"),
             MetaCommand::DeclareQueue { def, .. } => format!("declare queue '{}'", def.name),
@@ -83,10 +93,12 @@ impl MetaCommand {
     }
 
     /// The vhost a command of exchanges, queues or bindings belongs to; `None` for
-    /// users and permissions.
+    /// users, permissions and vhosts themselves.
     pub fn vhost(&self) -> Option<&str> {
         match self {
-            MetaCommand::AddUser(_)
+            MetaCommand::AddVhost(_)
+            | MetaCommand::DeleteVhost { .. }
+            | MetaCommand::AddUser(_)
             | MetaCommand::DeleteUser { .. }
             | MetaCommand::SetPermissions(_)
             | MetaCommand::ClearPermissions { .. } => None,

@@ -24,6 +24,7 @@ use warren_actors::channel::PublishOutcome;
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
+use warren_actors::vhosts::VHosts;
 
 use crate::auth::{self, Credentials};
 use crate::channel::{close_frame, AmqpChannel, Outcome};
@@ -33,7 +34,9 @@ use crate::error::{code, AmqpError, ConnectionError};
 
 /// What every connection of a listener shares.
 pub struct Server {
-    pub vhost: VHost,
+    pub vhosts: VHosts,
+    /// The node's memory and disk alarms: publishers are blocked while one is up.
+    pub alarms: warren_actors::alarm::Alarms,
     pub access: AccessControl,
     pub product_version: String,
     pub node_name: String,
@@ -63,7 +66,6 @@ enum Event {
 pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
     let _ = socket.set_nodelay(true);
     let mut conn = Connection {
-        server,
         peer,
         in_buf: Vec::with_capacity(64 * 1024),
         out: Vec::with_capacity(64 * 1024),
@@ -75,6 +77,12 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>)
         in_flight: Arc::new(AtomicU64::new(0)),
         answered: Arc::new(Notify::new()),
         user: String::new(),
+        vhost: server.vhosts.default_vhost(),
+        hears_blocked: false,
+        published: false,
+        blocked: false,
+        told_blocked: false,
+        server,
     };
     let (events_tx, events_rx) = unbounded_channel();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake(&mut socket)).await {
@@ -125,6 +133,16 @@ struct Connection {
     /// Woken each time an answer lowers `in_flight`.
     answered: Arc<Notify>,
     user: String,
+    /// The vhost the client opened (the default one until `connection.open`).
+    vhost: VHost,
+    /// The client said it understands `connection.blocked` (its capabilities).
+    hears_blocked: bool,
+    /// Publishes were routed since the alarms were last looked at.
+    published: bool,
+    /// Stopped reading because it published while an alarm was up.
+    blocked: bool,
+    /// The client was sent `connection.blocked` (and is owed `unblocked`).
+    told_blocked: bool,
 }
 
 /// Why the loop ended without an error.
@@ -247,6 +265,7 @@ impl Connection {
             ))
             .into());
         };
+        self.hears_blocked = client_capability(&ok.client_properties, "connection.blocked");
         let credentials = Credentials::parse(ok.mechanism.as_str(), ok.response.as_bytes())?;
         auth::check(&credentials, self.peer, &self.server.access)?;
         self.user = credentials.user;
@@ -303,12 +322,12 @@ impl Connection {
             );
         };
         let vhost = open.virtual_host.as_str();
-        if vhost != self.server.vhost.name() {
+        let Some(found) = self.server.vhosts.get(vhost) else {
             return Err(AmqpError::connection(
                 code::NOT_ALLOWED,
                 format!("NOT_ALLOWED - vhost {vhost} not found"),
             ));
-        }
+        };
         if !self.server.access.may_open(&self.user, vhost) {
             return Err(AmqpError::connection(
                 code::NOT_ALLOWED,
@@ -318,6 +337,7 @@ impl Connection {
                 ),
             ));
         }
+        self.vhost = found;
         self.send(&method0(AMQPClass::Connection(
             connection::AMQPMethod::OpenOk(connection::OpenOk {}),
         )));
@@ -334,6 +354,7 @@ impl Connection {
             "consumer_cancel_notify",
             "authentication_failure_close",
             "per_consumer_qos",
+            "connection.blocked",
         ] {
             capabilities.insert(short(cap), AMQPValue::Boolean(true));
         }
@@ -372,8 +393,30 @@ impl Connection {
             (b / 2).max(Duration::from_millis(500))
         }));
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut deleted = self.vhost.deleted();
+        let vhost_gone = |vhost: &VHost| {
+            AmqpError::connection(
+                code::CONNECTION_FORCED,
+                format!("CONNECTION_FORCED - vhost '{}' is deleted", vhost.name()),
+            )
+        };
+        if *deleted.borrow_and_update() {
+            return Err(vhost_gone(&self.vhost));
+        }
+        let mut alarms = self.server.alarms.watch();
         loop {
             tokio::select! {
+                changed = alarms.changed() => {
+                    if changed.is_ok() {
+                        let state = *alarms.borrow_and_update();
+                        self.on_alarm(state);
+                    }
+                }
+                changed = deleted.changed() => {
+                    if changed.is_err() || *deleted.borrow_and_update() {
+                        return Err(vhost_gone(&self.vhost));
+                    }
+                }
                 read = socket.read(&mut chunk), if self.may_read() => {
                     let n = read.map_err(io_error)?;
                     if n == 0 {
@@ -388,6 +431,11 @@ impl Connection {
                         }
                         None => {}
                     }
+                    if self.published {
+                        let state = *alarms.borrow();
+                        self.on_alarm(state);
+                        self.published = false;
+                    }
                 }
                 Some(event) = events_rx.recv() => {
                     self.event(event);
@@ -397,6 +445,11 @@ impl Connection {
                 }
                 _ = self.answered.notified(), if !self.may_read() => {}
                 _ = ticker.tick() => {
+                    if !self.may_read() {
+                        // Not reading (blocked, or credit flow): the client's
+                        // heartbeats wait in the socket, they are not missing.
+                        last_read = Instant::now();
+                    }
                     if let Some(b) = beat {
                         if last_read.elapsed() > b * 2 {
                             tracing::info!(peer = %self.peer, "missed heartbeats from the client: closing");
@@ -418,7 +471,38 @@ impl Connection {
     /// Whether the connection reads its socket (its routed publishes are answered
     /// enough).
     fn may_read(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT_BYTES
+        !self.blocked && self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT_BYTES
+    }
+
+    /// RabbitMQ's resource alarm handling: a connection that publishes while an
+    /// alarm is up stops being read and is told `connection.blocked` (if it said it
+    /// understands it); once every alarm cleared it is read again and told
+    /// `connection.unblocked`. A connection that does not publish (a consumer) is
+    /// not held back: consuming is what frees memory and disk.
+    fn on_alarm(&mut self, state: warren_actors::alarm::AlarmState) {
+        if !state.raised() {
+            self.blocked = false;
+            if self.told_blocked {
+                self.told_blocked = false;
+                self.send(&method0(AMQPClass::Connection(
+                    connection::AMQPMethod::Unblocked(connection::Unblocked {}),
+                )));
+            }
+            return;
+        }
+        if !self.published && !self.blocked {
+            return;
+        }
+        self.blocked = true;
+        if self.hears_blocked && !self.told_blocked {
+            self.told_blocked = true;
+            tracing::info!(peer = %self.peer, "publisher blocked: {}", state.reason());
+            self.send(&method0(AMQPClass::Connection(
+                connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: short(state.reason()),
+                }),
+            )));
+        }
     }
 
     /// Handles every complete frame in the input buffer, then routes the publishes
@@ -566,7 +650,7 @@ impl Connection {
             };
             let ch = AmqpChannel::new(
                 n,
-                self.server.vhost.clone(),
+                self.vhost.clone(),
                 self.id,
                 sink_for,
                 self.frame_max,
@@ -622,6 +706,7 @@ impl Connection {
             let Some((routed, meta, bytes)) = ch.route_ready() else {
                 continue;
             };
+            self.published = true;
             let confirming = ch.confirm_mode();
             let tx = events.clone();
             self.in_flight.fetch_add(bytes, Ordering::AcqRel);
@@ -763,7 +848,7 @@ impl Connection {
         for (_, mut ch) in self.channels.drain() {
             ch.close();
         }
-        self.server.vhost.owner_gone(self.id).await;
+        self.vhost.owner_gone(self.id).await;
     }
 }
 
@@ -797,4 +882,16 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
 
 fn io_error(e: std::io::Error) -> AmqpError {
     AmqpError::connection(code::CONNECTION_FORCED, format!("socket error: {e}"))
+}
+
+/// Whether the client's properties say it understands `name`
+/// (`capabilities.<name> = true`).
+fn client_capability(properties: &WireTable, name: &str) -> bool {
+    let Some(AMQPValue::FieldTable(caps)) = properties.inner().get(&short("capabilities")) else {
+        return false;
+    };
+    matches!(
+        caps.inner().get(&short(name)),
+        Some(AMQPValue::Boolean(true))
+    )
 }

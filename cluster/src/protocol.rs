@@ -183,6 +183,22 @@ pub enum Request {
         vhost: String,
     },
     ListPermissions,
+    // ----- vhosts -----
+    AddVhost {
+        name: String,
+        description: String,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    ListVhosts,
+    // ----- resource limits -----
+    /// Shows (and with values, changes until restart) the memory high watermark and
+    /// the disk free limit.
+    Limits {
+        memory: Option<warren_actors::alarm::MemoryLimit>,
+        disk_free: Option<u64>,
+    },
 }
 
 /// The reply to a [`Request`].
@@ -216,7 +232,25 @@ pub enum Response {
     /// (name, tags) of every user.
     Users(Vec<(String, Vec<String>)>),
     Permissions(Vec<Permission>),
+    Vhosts(Vec<warren_actors::vhosts::VHostDef>),
+    Limits(LimitsInfo),
     Error(ErrorReply),
+}
+
+/// A node's memory and disk against their limits, and its alarms.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LimitsInfo {
+    /// Resident memory, bytes.
+    pub memory_used: u64,
+    /// The memory high watermark, bytes.
+    pub memory_limit: u64,
+    /// The watermark as set (`0.4 of RAM`, `512.0 MiB`).
+    pub memory_limit_setting: String,
+    /// Free space of the data directory's file system, bytes.
+    pub disk_free: u64,
+    pub disk_free_limit: u64,
+    pub memory_alarm: bool,
+    pub disk_alarm: bool,
 }
 
 /// What `inspect` shows of an actor.

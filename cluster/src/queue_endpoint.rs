@@ -17,7 +17,7 @@ use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEven
 use warren_actors::error::BrokerError;
 use warren_actors::metadata::BoxFuture;
 use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome, QueueHandle};
-use warren_actors::vhost::VHost;
+use warren_actors::vhosts::VHosts;
 
 use crate::protocol::ErrorReply;
 use crate::queue_wire::{
@@ -31,20 +31,20 @@ pub struct QueueEndpoint;
 
 pub struct EndpointArgs {
     pub node: String,
-    pub vhost: VHost,
+    pub vhosts: VHosts,
     pub remote: RemoteQueues,
 }
 
 /// A channel of another node, as this node's queues know it.
 struct Mapped {
     local: ChannelId,
-    /// The queues it used here (told when it or its node ends).
-    queues: HashSet<Arc<str>>,
+    /// The queues it used here, as (vhost, queue) (told when it or its node ends).
+    queues: HashSet<(String, Arc<str>)>,
 }
 
 pub struct EndpointState {
     node: String,
-    vhost: VHost,
+    vhosts: VHosts,
     remote: RemoteQueues,
     channels: HashMap<(Arc<str>, ChannelId), Mapped>,
 }
@@ -65,7 +65,7 @@ impl Actor for QueueEndpoint {
         ractor::pg::monitor(ENDPOINTS_GROUP.to_string(), cell);
         Ok(EndpointState {
             node: args.node,
-            vhost: args.vhost,
+            vhosts: args.vhosts,
             remote: args.remote,
             channels: HashMap::new(),
         })
@@ -103,8 +103,12 @@ impl Actor for QueueEndpoint {
             },
             EndpointMsg::Stats(vhost, reply) => {
                 let stats = match vhost.into_result() {
-                    Ok(v) if v == state.vhost.name() => state.vhost.local_stats(),
-                    _ => Vec::new(),
+                    Ok(v) => state
+                        .vhosts
+                        .get(&v)
+                        .map(|v| v.local_stats())
+                        .unwrap_or_default(),
+                    Err(_) => Vec::new(),
                 };
                 let _ = reply.send(stats.into());
             }
@@ -128,8 +132,8 @@ impl Actor for QueueEndpoint {
 impl EndpointState {
     /// The local queue `name`, or the error a remote caller gets.
     fn queue(&self, vhost: &str, name: &str) -> Result<QueueHandle, BrokerError> {
-        match self.vhost.queue(name) {
-            Some(h) if h.is_local() && vhost == self.vhost.name() => Ok(h),
+        match self.vhosts.get(vhost).and_then(|v| v.queue(name)) {
+            Some(h) if h.is_local() => Ok(h),
             _ => Err(BrokerError::not_found(format!(
                 "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
                 self.node
@@ -146,7 +150,9 @@ impl EndpointState {
                 local: next_channel_id(),
                 queues: HashSet::new(),
             });
-        mapped.queues.insert(address.queue.as_str().into());
+        mapped
+            .queues
+            .insert((address.vhost.clone(), address.queue.as_str().into()));
         mapped.local
     }
 
@@ -309,7 +315,9 @@ impl EndpointState {
                 let key = (Arc::<str>::from(address.from.as_str()), address.channel);
                 if let Some(mapped) = self.channels.get_mut(&key) {
                     handle.channel_down(mapped.local);
-                    mapped.queues.remove(address.queue.as_str());
+                    mapped
+                        .queues
+                        .remove(&(address.vhost.clone(), address.queue.as_str().into()));
                     if mapped.queues.is_empty() {
                         self.channels.remove(&key);
                     }
@@ -352,8 +360,9 @@ impl EndpointState {
                 .collect();
             for key in gone {
                 if let Some(mapped) = self.channels.remove(&key) {
-                    for queue in mapped.queues {
-                        if let Some(h) = self.vhost.queue(&queue).filter(|h| h.is_local()) {
+                    for (vhost, queue) in mapped.queues {
+                        let handle = self.vhosts.get(&vhost).and_then(|v| v.queue(&queue));
+                        if let Some(h) = handle.filter(|h| h.is_local()) {
                             h.channel_down(mapped.local);
                         }
                     }

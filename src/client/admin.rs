@@ -150,6 +150,29 @@ impl Client {
             .map(drop)
     }
 
+    /// Adds a vhost.
+    pub async fn add_vhost(&self, name: &str, description: &str) -> Result<(), ClientError> {
+        let request = Request::AddVhost {
+            name: name.into(),
+            description: description.into(),
+        };
+        self.call(request).await.map(drop)
+    }
+
+    /// Deletes a vhost with its exchanges, queues, messages and permissions.
+    pub async fn delete_vhost(&self, name: &str) -> Result<(), ClientError> {
+        let name = name.to_string();
+        self.call(Request::DeleteVhost { name }).await.map(drop)
+    }
+
+    /// Every vhost.
+    pub async fn vhosts(&self) -> Result<Vec<warren_actors::vhosts::VHostDef>, ClientError> {
+        match self.call(Request::ListVhosts).await? {
+            Response::Vhosts(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), ClientError> {
         let request = Request::ClearPermissions {
             user: user.into(),
@@ -161,6 +184,19 @@ impl Client {
     pub async fn permissions(&self) -> Result<Vec<Permission>, ClientError> {
         match self.call(Request::ListPermissions).await? {
             Response::Permissions(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The node's memory and disk against their limits; `Some` values change the
+    /// limits (until the node restarts).
+    pub async fn limits(
+        &self,
+        memory: Option<warren_actors::alarm::MemoryLimit>,
+        disk_free: Option<u64>,
+    ) -> Result<warren_cluster::protocol::LimitsInfo, ClientError> {
+        match self.call(Request::Limits { memory, disk_free }).await? {
+            Response::Limits(l) => Ok(l),
             other => Err(unexpected(other)),
         }
     }

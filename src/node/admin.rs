@@ -31,6 +31,8 @@ pub struct Admin {
     pub address: String,
     pub started: Instant,
     pub log: Arc<LogRing>,
+    pub vhosts: warren_actors::vhosts::VHosts,
+    pub resources: Arc<super::resources::Resources>,
 }
 
 fn not_found(what: &str) -> BrokerError {

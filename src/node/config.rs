@@ -10,12 +10,15 @@
 //! storage_cache_mib = 32
 //! seeds = ["127.0.0.1:4371", "127.0.0.1:4372"]
 //! role = "disk"                      # or "ram"
+//! memory_high_watermark = "0.4"      # of RAM, or a size: "2GiB"
+//! disk_free_limit = "50MB"
 //! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warren_actors::alarm::{parse_size, MemoryLimit, DEFAULT_DISK_FREE_LIMIT};
 pub use warren_cluster::members::Role;
 
 /// Everything a node needs to start.
@@ -39,6 +42,10 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// Whether the node keeps the cluster's metadata on disk or in memory only.
     pub role: Role,
+    /// Resident memory at which publishers are blocked.
+    pub memory_high_watermark: MemoryLimit,
+    /// Free disk space (of the data directory) below which publishers are blocked.
+    pub disk_free_limit: u64,
 }
 
 impl Default for NodeConfig {
@@ -59,6 +66,8 @@ impl Default for NodeConfig {
             storage_cache_mib: 32,
             seeds: Vec::new(),
             role: Role::Disk,
+            memory_high_watermark: MemoryLimit::DEFAULT,
+            disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
         }
     }
 }
@@ -89,6 +98,8 @@ pub struct ConfigFile {
     pub storage_cache_mib: Option<u32>,
     pub seeds: Option<Vec<String>>,
     pub role: Option<String>,
+    pub memory_high_watermark: Option<String>,
+    pub disk_free_limit: Option<String>,
 }
 
 /// Why a config file was not usable.
@@ -111,10 +122,17 @@ pub enum ConfigError {
     CacheSize(u32),
     #[error("{0}")]
     Role(String),
+    #[error("{0}")]
+    Limit(String),
     #[error("node name '{0}' is not valid: names starting with 'warren-client-' are those of client processes; choose another --name")]
     ReservedName(String),
     #[error("seed '{0}' is not valid: give HOST:PORT, the cluster address of another node (e.g. 127.0.0.1:4371)")]
     Seed(String),
+}
+
+/// A size such as `50MB` or `1GiB`.
+pub fn parse_disk_free_limit(text: &str) -> Result<u64, ConfigError> {
+    parse_size(text).map_err(|e| ConfigError::Limit(format!("disk free limit {e}")))
 }
 
 /// `disk` or `ram`.
@@ -173,6 +191,12 @@ impl NodeConfig {
         }
         if let Some(v) = file.role {
             self.role = parse_role(&v)?;
+        }
+        if let Some(v) = file.memory_high_watermark {
+            self.memory_high_watermark = MemoryLimit::parse(&v).map_err(ConfigError::Limit)?;
+        }
+        if let Some(v) = file.disk_free_limit {
+            self.disk_free_limit = parse_disk_free_limit(&v)?;
         }
         Ok(())
     }

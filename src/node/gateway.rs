@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use warren_actors::vhost::VHost;
+use warren_actors::vhosts::VHosts;
 use warren_cluster::protocol::{
     ErrorReply, GatewayMsg, InboxMsg, OpenSession, SessionMsg, SessionOpened, PROTOCOL_VERSION,
 };
@@ -22,13 +22,13 @@ pub struct Gateway;
 
 pub struct GatewayArgs {
     pub node_name: String,
-    pub vhost: VHost,
+    pub vhosts: VHosts,
     pub admin: Arc<Admin>,
 }
 
 pub struct GatewayState {
     node_name: String,
-    vhost: VHost,
+    vhosts: VHosts,
     admin: Arc<Admin>,
     /// Live sessions: id -> (actor, the ractor_cluster node id of the client process).
     sessions: HashMap<ractor::ActorId, (ActorRef<SessionMsg>, u64)>,
@@ -50,7 +50,7 @@ impl Actor for Gateway {
         ractor::pg::join(GATEWAY_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(GatewayState {
             node_name: args.node_name,
-            vhost: args.vhost,
+            vhosts: args.vhosts,
             admin: args.admin,
             sessions: HashMap::new(),
         })
@@ -119,12 +119,12 @@ impl GatewayState {
                 ),
             });
         }
-        if open.vhost != self.vhost.name() {
+        let Some(vhost) = self.vhosts.get(&open.vhost) else {
             return SessionOpened::Refused(ErrorReply {
                 code: 530,
                 text: format!("NOT_ALLOWED - vhost '{}' not found", open.vhost),
             });
-        }
+        };
         let Some(inbox) = find_inbox(&open.inbox_group).await else {
             return SessionOpened::Refused(ErrorReply {
                 code: 541,
@@ -135,7 +135,7 @@ impl GatewayState {
         let id = warren_actors::delivery::next_channel_id();
         let group = format!("warren.session.{}.{id}", self.node_name);
         let args = SessionArgs {
-            vhost: self.vhost.clone(),
+            vhost,
             inbox: ActorRef::<InboxMsg>::from(inbox),
             channel: id,
             group: group.clone(),

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use warren_actors::vhost::VHost;
+use warren_actors::vhosts::VHosts;
 use warren_cluster::members::Health;
 use warren_cluster::membership::MembershipHandle;
 use warren_cluster::replica::ReplicaHandle;
@@ -18,10 +18,13 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// Deletes this node's stale queues, retrying until the log takes the changes or
 /// `patience` ran out; returns how many are left.
-pub async fn remove_stale(vhost: &VHost, alone: bool, patience: Duration) -> usize {
+pub async fn remove_stale(vhosts: &VHosts, alone: bool, patience: Duration) -> usize {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        let left = vhost.remove_stale(alone).await;
+        let mut left = 0;
+        for vhost in vhosts.all() {
+            left += vhost.remove_stale(alone).await;
+        }
         if left == 0 || tokio::time::Instant::now() >= deadline {
             return left;
         }
@@ -31,10 +34,12 @@ pub async fn remove_stale(vhost: &VHost, alone: bool, patience: Duration) -> usi
 
 /// Runs for the node's life: finishes the stale cleanup, then deletes the queues
 /// that died with down members while this node leads.
-pub async fn run(vhost: VHost, node: String, alone: bool) {
+pub async fn run(vhosts: VHosts, node: String, alone: bool) {
     loop {
         tokio::time::sleep(EVERY).await;
-        vhost.remove_stale(alone).await;
+        for vhost in vhosts.all() {
+            vhost.remove_stale(alone).await;
+        }
         let replica = ReplicaHandle { node: node.clone() };
         let leads =
             matches!(replica.status().await, Ok(s) if s.leader.as_deref() == Some(node.as_str()));
@@ -48,7 +53,10 @@ pub async fn run(vhost: VHost, node: String, alone: bool) {
             continue;
         };
         for member in members.iter().filter(|m| m.health == Health::Down) {
-            let deleted = vhost.remove_queues_of(&member.name).await;
+            let mut deleted = 0;
+            for vhost in vhosts.all() {
+                deleted += vhost.remove_queues_of(&member.name).await;
+            }
             if deleted > 0 {
                 tracing::info!(
                     member = %member.name,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! node                 one_for_one
-//! ├── vhost:/          one_for_all
+//! ├── vhost:/          one_for_all (and one such subtree per vhost, see vhost_tree)
 //! │   ├── exchanges:/  one_for_one, one actor per exchange (exchange:/amq.topic)
 //! │   └── queues:/     one_for_one, one actor per queue (queue:/orders)
 //! ├── cluster          one_for_one
@@ -22,7 +22,9 @@ pub mod config;
 mod gateway;
 mod janitor;
 pub mod log_ring;
+mod resources;
 mod session;
+mod vhost_tree;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,7 @@ use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
 use warren_actors::vhost::{Placement, VHost};
+use warren_actors::vhosts::VHosts;
 use warren_cluster::members::{MemberAddress, Role, Timing};
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
@@ -79,7 +82,9 @@ pub enum NodeError {
 pub struct RunningNode {
     pub config: NodeConfig,
     pub root: SupervisorHandle,
+    /// The default vhost `/`.
     pub vhost: VHost,
+    pub vhosts: VHosts,
     pub store: Store,
     /// The AMQP listener, unless turned off.
     pub amqp: Option<warren_amqp::Listener>,
@@ -118,73 +123,37 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         in_memory: config.role == Role::Ram,
         forwarder: Some(Arc::new(remote.clone())),
     };
-    let vhost = VHost::load("/", store.clone(), placement)
+    let vhosts = VHosts::load(store.clone(), placement)
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
+    let vhost = vhosts.default_vhost();
     let access = warren_actors::access::AccessControl::load(store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
 
-    let exchanges = {
-        let vhost = vhost.clone();
-        ChildSpec::new(
-            vhost.exchanges_supervisor_name(),
-            warren_supervisor::SUPERVISOR_KIND,
-            Restart::Permanent,
-            move |parent| {
-                let vhost = vhost.clone();
-                async move {
-                    let spec = vhost.exchange_children().into_iter().fold(
-                        SupervisorSpec::new(Strategy::OneForOne)
-                            .with_intensity(MAX_RESTARTS * 10, RESTART_WINDOW),
-                        SupervisorSpec::child,
-                    );
-                    Supervisor::start(vhost.exchanges_supervisor_name(), None, spec, Some(parent))
-                        .await
-                        .map(|(r, _)| r.get_cell())
-                        .map_err(|e| e.into_spawn_err())
-                }
-            },
-        )
-        .as_supervisor()
-    };
-    let queues = {
-        let vhost = vhost.clone();
-        ChildSpec::new(
-            vhost.queues_supervisor_name(),
-            warren_supervisor::SUPERVISOR_KIND,
-            Restart::Permanent,
-            move |parent| {
-                let vhost = vhost.clone();
-                async move {
-                    let spec = vhost.queue_children().into_iter().fold(
-                        SupervisorSpec::new(Strategy::OneForOne)
-                            .with_intensity(MAX_RESTARTS * 10, RESTART_WINDOW),
-                        SupervisorSpec::child,
-                    );
-                    Supervisor::start(vhost.queues_supervisor_name(), None, spec, Some(parent))
-                        .await
-                        .map(|(r, _)| r.get_cell())
-                        .map_err(|e| e.into_spawn_err())
-                }
-            },
-        )
-        .as_supervisor()
-    };
-    let vhost_spec = SupervisorSpec::new(Strategy::OneForAll)
-        .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
-        .child(exchanges)
-        .child(queues);
-    let root_spec = SupervisorSpec::new(Strategy::OneForOne)
-        .with_intensity(MAX_RESTARTS, RESTART_WINDOW)
-        .child(ChildSpec::supervisor(
-            format!("vhost:{}", vhost.name()),
-            Restart::Permanent,
-            vhost_spec,
-        ));
+    let root_spec = vhosts.all().iter().fold(
+        SupervisorSpec::new(Strategy::OneForOne).with_intensity(MAX_RESTARTS, RESTART_WINDOW),
+        |spec, vhost| spec.child(vhost_tree::vhost_child(vhost, MAX_RESTARTS, RESTART_WINDOW)),
+    );
     let (root, _) = Supervisor::start(admin::ROOT, None, root_spec, None).await?;
     let root = SupervisorHandle::new(root);
+    vhosts.set_supervision(Arc::new(vhost_tree::VHostTree {
+        root: root.clone(),
+        max_restarts: MAX_RESTARTS,
+        window: RESTART_WINDOW,
+    }));
 
+    let alarms = warren_actors::alarm::Alarms::default();
+    let resources = resources::Resources::new(
+        alarms.clone(),
+        resources::Limits {
+            memory: config.memory_high_watermark,
+            disk_free: config.disk_free_limit,
+        },
+        config.data_dir.clone(),
+    );
+    resources.check();
+    tokio::spawn(resources.clone().run());
     let node_server =
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
     let admin = Arc::new(admin::Admin {
@@ -193,6 +162,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         address: config.cluster_listen.to_string(),
         started: began,
         log: log_ring::LogRing::global(),
+        vhosts: vhosts.clone(),
+        resources: resources.clone(),
     });
     let membership = {
         let me = MemberAddress {
@@ -221,7 +192,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let replica = {
         let applier: Arc<dyn MetadataApplier> = Arc::new(NodeApplier {
             access: access.clone(),
-            vhost: vhost.clone(),
+            vhosts: vhosts.clone(),
         });
         let (name, role, store, has_seeds) = (
             config.name.clone(),
@@ -248,7 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )
     };
     let endpoint = {
-        let (node, vhost) = (config.name.clone(), vhost.clone());
+        let (node, vhosts) = (config.name.clone(), vhosts.clone());
         ChildSpec::for_actor(
             endpoint_name(&config.name),
             "queue endpoint",
@@ -258,7 +229,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     QueueEndpoint,
                     EndpointArgs {
                         node: node.clone(),
-                        vhost: vhost.clone(),
+                        vhosts: vhosts.clone(),
                         remote: remote.clone(),
                     },
                 )
@@ -282,15 +253,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         node: config.name.clone(),
     });
     access.set_metadata_log(log.clone());
-    vhost.set_metadata_log(log);
+    vhosts.set_metadata_log(log);
     // Alone (no seeds): the group forms at once, so this node's dead transient queues
     // and exchanges are gone before it serves. With seeds, the janitor finishes it.
     let alone = config.seeds.is_empty();
     if alone {
-        janitor::remove_stale(&vhost, true, STALE_PATIENCE).await;
+        janitor::remove_stale(&vhosts, true, STALE_PATIENCE).await;
     }
-    tokio::spawn(janitor::run(vhost.clone(), config.name.clone(), alone));
-    let gateway_args = (config.name.clone(), vhost.clone(), admin);
+    tokio::spawn(janitor::run(vhosts.clone(), config.name.clone(), alone));
+    let gateway_args = (config.name.clone(), vhosts.clone(), admin);
     let gateway = gateway_name(&config.name);
     root.start_child(ChildSpec::for_actor(
         gateway.clone(),
@@ -301,7 +272,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 Gateway,
                 GatewayArgs {
                     node_name: gateway_args.0.clone(),
-                    vhost: gateway_args.1.clone(),
+                    vhosts: gateway_args.1.clone(),
                     admin: gateway_args.2.clone(),
                 },
             )
@@ -325,8 +296,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let amqp = match config.amqp_listen {
         Some(addr) => {
             let server = warren_amqp::Server {
-                vhost: vhost.clone(),
+                vhosts: vhosts.clone(),
                 access: access.clone(),
+                alarms: alarms.clone(),
                 product_version: env!("CARGO_PKG_VERSION").to_string(),
                 node_name: config.name.clone(),
             };
@@ -349,6 +321,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config,
         root,
         vhost,
+        vhosts,
         store,
         amqp,
         node_server,
@@ -374,7 +347,7 @@ impl RunningNode {
 /// Applies committed metadata commands to this node's state.
 struct NodeApplier {
     access: warren_actors::access::AccessControl,
-    vhost: VHost,
+    vhosts: VHosts,
 }
 
 impl MetadataApplier for NodeApplier {
@@ -382,15 +355,20 @@ impl MetadataApplier for NodeApplier {
         &self,
         command: MetaCommand,
     ) -> BoxFuture<'_, Result<(), warren_actors::error::BrokerError>> {
-        match command.vhost() {
-            None => Box::pin(self.access.apply(command)),
-            Some(v) if v == self.vhost.name() => Box::pin(self.vhost.apply(command)),
-            Some(v) => {
-                let e = warren_actors::error::BrokerError::not_found(format!(
-                    "NOT_FOUND - vhost '{v}' not found"
-                ));
-                Box::pin(async move { Err(e) })
+        match (&command, command.vhost()) {
+            (MetaCommand::AddVhost(_), _) => Box::pin(self.vhosts.apply(command)),
+            (MetaCommand::DeleteVhost { name }, _) => {
+                let name = name.clone();
+                Box::pin(async move {
+                    self.vhosts.apply(command).await?;
+                    self.access.forget_vhost(&name).await
+                })
             }
+            (_, None) => Box::pin(self.access.apply(command)),
+            (_, Some(v)) => match self.vhosts.find(v) {
+                Ok(vhost) => Box::pin(async move { vhost.apply(command).await }),
+                Err(e) => Box::pin(async move { Err(e) }),
+            },
         }
     }
 }

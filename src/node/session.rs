@@ -50,6 +50,8 @@ pub struct SessionState {
     /// Routing, delivery tags, unsettled deliveries.
     core: ChannelState,
     admin: Arc<Admin>,
+    /// Stops the session when its vhost is deleted (aborted when the session ends).
+    vhost_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Actor for Session {
@@ -68,6 +70,13 @@ impl Actor for Session {
             let _ = me.cast(SessionMsg::Queue(LocalOnly::new(event)));
         });
         tracing::debug!(client = %args.client_name, channel = args.channel, "session opened");
+        let mut deleted = args.vhost.deleted();
+        let me = myself.clone();
+        let vhost_watch = tokio::spawn(async move {
+            if deleted.wait_for(|gone| *gone).await.is_ok() {
+                me.stop(Some("its vhost was deleted".into()));
+            }
+        });
         Ok(SessionState {
             core: ChannelState::new(args.vhost.clone(), args.channel),
             vhost: args.vhost,
@@ -77,6 +86,7 @@ impl Actor for Session {
             sink,
             consumers: HashMap::new(),
             admin: args.admin,
+            vhost_watch,
         })
     }
 
@@ -85,6 +95,7 @@ impl Actor for Session {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.vhost_watch.abort();
         state.core.close();
         state.vhost.owner_gone(state.channel).await;
         tracing::debug!(client = %state.client_name, channel = state.channel, "session closed");
@@ -373,6 +384,7 @@ impl SessionState {
             }
             Request::ListUsers => Response::Users(self.admin.access.list_users()),
             Request::SetPermissions(p) => {
+                self.admin.vhosts.find(&p.vhost)?;
                 self.admin.access.set_permissions(p).await?;
                 Response::Done
             }
@@ -381,6 +393,18 @@ impl SessionState {
                 Response::Done
             }
             Request::ListPermissions => Response::Permissions(self.admin.access.list_permissions()),
+            Request::AddVhost { name, description } => {
+                self.admin.vhosts.add(&name, &description).await?;
+                Response::Done
+            }
+            Request::DeleteVhost { name } => {
+                self.admin.vhosts.delete(&name).await?;
+                Response::Done
+            }
+            Request::ListVhosts => Response::Vhosts(self.admin.vhosts.list()),
+            Request::Limits { memory, disk_free } => {
+                Response::Limits(self.admin.resources.set(memory, disk_free))
+            }
             Request::Ping => Response::Done,
         })
     }

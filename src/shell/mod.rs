@@ -83,6 +83,7 @@ async fn other_member(client: &Client, conn: &Conn, node: &str) -> Result<Client
     let other = Conn {
         node: address,
         cookie_file: conn.cookie_file.clone(),
+        vhost: conn.vhost.clone(),
     };
     other
         .connect()

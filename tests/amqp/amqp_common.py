@@ -6,6 +6,8 @@ prints "ok" at the end and exits 0; a failed assertion exits 1 with its message
 a bounded deadline, so no check depends on the machine's speed.
 """
 
+import os
+import subprocess
 import sys
 import time
 
@@ -175,6 +177,29 @@ def closed_by_broker(conn, ch, code, what, timeout=DEADLINE):
             what,
             timeout,
         )
+
+
+def warren_run(*args):
+    """Runs the `warren` CLI against the node under test (the Rust runner sets
+    WARREN, WARREN_NODE and WARREN_COOKIE_FILE); returns (exit code, stdout, stderr)."""
+    binary = os.environ.get("WARREN")
+    assert binary, "WARREN is not set: run this script through tests/amqp_pika.rs"
+    out = subprocess.run([binary, *args], capture_output=True, text=True, timeout=DEADLINE * 3)
+    return out.returncode, out.stdout, out.stderr
+
+
+def warren(*args):
+    """Runs the CLI and returns its stdout; a failure is a failed assertion."""
+    code, out, err = warren_run(*args)
+    assert code == 0, "warren %s failed (%d): %s" % (" ".join(args), code, err)
+    return out
+
+
+def warren_fails(*args):
+    """Runs the CLI, asserts it fails, and returns its stderr."""
+    code, out, err = warren_run(*args)
+    assert code != 0, "warren %s succeeded: %s" % (" ".join(args), out)
+    return err
 
 
 def done():

@@ -87,8 +87,19 @@ ch2.basic_ack(method.delivery_tag)
 
 # An exclusive queue of a node-1 connection is locked for a node-2 client.
 ch1.queue_declare("amqp-private", exclusive=True)
-t.channel_error(lambda: c2.channel().queue_declare("amqp-private", passive=True), 405,
-                "an exclusive queue of another node's connection")
+
+
+def locked():
+    """404 until node 2 applied the declaration (within a round trip), then 405."""
+    try:
+        c2.channel().queue_declare("amqp-private", passive=True)
+    except pika.exceptions.ChannelClosedByBroker as e:
+        assert e.reply_code in (404, 405), e
+        return e.reply_code == 405
+    raise AssertionError("a node-2 client used an exclusive queue of a node-1 connection")
+
+
+t.poll(c2, locked, "node 2 locks the exclusive queue of a node-1 connection (405)")
 
 # Deleted through node 3: gone everywhere.
 ch3.queue_delete("amqp-orders")

@@ -207,3 +207,50 @@ impl VHost {
         Ok(())
     }
 }
+
+impl VHost {
+    /// Deletes everything of this vhost on this node (its vhost was deleted): the
+    /// messages and consumers of its queues that live here, and every stored
+    /// definition. The actors stop with the vhost's supervisors afterwards.
+    pub(crate) async fn erase(&self) -> Result<(), BrokerError> {
+        let _guard = self.inner.meta.lock().await;
+        let local: Vec<_> = self
+            .queues_read()
+            .values()
+            .filter(|h| h.is_local())
+            .cloned()
+            .collect();
+        for handle in &local {
+            if let Err(e) = handle.delete(false, false).await {
+                tracing::warn!(queue = %handle.name(), "queue of a deleted vhost did not delete its messages: {e}");
+            }
+        }
+        self.queues_write().clear();
+        self.defs_write().clear();
+        // Messages are stored on RAM nodes too; definitions only on disk nodes.
+        let messages: Vec<Op> = local
+            .iter()
+            .map(|h| Op::DeleteQueueMessages { queue: h.shared.id })
+            .collect();
+        if !messages.is_empty() {
+            self.inner
+                .store
+                .submit(Batch::durable(messages))
+                .await
+                .map_err(storage_error)?;
+        }
+        let mut ops = Vec::new();
+        if !self.inner.placement.in_memory {
+            let prefix = format!("{}\u{0}", self.inner.name);
+            for table in [MetaTable::Exchanges, MetaTable::Queues, MetaTable::Bindings] {
+                let rows = self.inner.store.read_meta(table).map_err(storage_error)?;
+                ops.extend(
+                    rows.into_iter()
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                        .map(|(key, _)| Op::DeleteMeta { table, key }),
+                );
+            }
+        }
+        self.persist(ops).await
+    }
+}

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use warren_storage::{Batch, MetaTable, Op, Store};
+use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart};
 
 pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
@@ -112,6 +112,8 @@ struct Inner {
     meta: Mutex<()>,
     /// Where changes go to be replicated; none: applied at once.
     log: OnceLock<Arc<dyn MetadataLog>>,
+    /// Becomes true when the vhost is deleted: its connections and sessions close.
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a node's last run left in the metadata that died with it.
@@ -197,6 +199,7 @@ impl VHost {
                 stale: std::sync::Mutex::new(Stale::default()),
                 meta: Mutex::new(()),
                 log: OnceLock::new(),
+                deleted: tokio::sync::watch::Sender::new(false),
             }),
         };
         vhost.stale().exchanges = vhost
@@ -219,43 +222,27 @@ impl VHost {
                 ),
             }
         }
-        if !vhost.inner.placement.in_memory {
-            vhost.drop_orphan_messages().await?;
-        }
         Ok(vhost)
     }
 
-    /// Drops the stored messages of queues that no longer exist here (transient
-    /// queues of the last run, or a delete that crashed half-way). Not on a RAM node:
-    /// its definitions come back from the log only after start.
-    async fn drop_orphan_messages(&self) -> Result<(), BrokerError> {
-        let live: std::collections::HashSet<u64> = self
-            .queues_read()
+    /// The storage ids of the queues that live on this node.
+    pub fn local_queue_ids(&self) -> Vec<u64> {
+        self.queues_read()
             .values()
             .filter(|h| h.is_local())
             .map(|h| h.shared.id)
-            .collect();
-        let orphans: Vec<Op> = self
-            .inner
-            .store
-            .queues_with_messages()
-            .map_err(storage_error)?
-            .into_iter()
-            .filter(|id| !live.contains(id))
-            .map(|queue| Op::DeleteQueueMessages { queue })
-            .collect();
-        if !orphans.is_empty() {
-            tracing::info!(
-                "dropping the stored messages of {} queues that no longer exist",
-                orphans.len()
-            );
-            self.inner
-                .store
-                .submit(Batch::durable(orphans))
-                .await
-                .map_err(storage_error)?;
-        }
-        Ok(())
+            .collect()
+    }
+
+    /// Marks the vhost deleted: whoever watches [`VHost::deleted`] closes.
+    pub fn mark_deleted(&self) {
+        self.inner.deleted.send_replace(true);
+    }
+
+    /// Turns true once the vhost is deleted (AMQP connections and client sessions
+    /// on it close then).
+    pub fn deleted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.deleted.subscribe()
     }
 
     pub fn name(&self) -> &str {

@@ -180,6 +180,12 @@ fn not_implemented() {
     run_script("not_implemented");
 }
 
+/// AMQP connections in the supervision tree; stopped from the shell.
+#[test]
+fn connections() {
+    run_script("connections");
+}
+
 /// Memory and disk alarms raised and cleared with `warren limits` block and unblock
 /// a pika publisher.
 #[test]

@@ -62,8 +62,21 @@ enum Event {
     Published(u16, Vec<(Option<u64>, Option<Message>, PublishOutcome)>),
 }
 
-/// Serves one TCP connection until it closes.
-pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
+/// Serves one TCP connection until it closes (the in-process fuzz test's entry).
+#[cfg(test)]
+pub async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
+    let (_never, closed) = tokio::sync::watch::channel(false);
+    serve_until(socket, peer, server, closed).await
+}
+
+/// Serves one TCP connection until it closes, or until `close` turns true: then the
+/// client gets `connection.close` 320 and its channels' deliveries are requeued.
+pub async fn serve_until(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    close: tokio::sync::watch::Receiver<bool>,
+) {
     let _ = socket.set_nodelay(true);
     let mut conn = Connection {
         peer,
@@ -104,7 +117,10 @@ pub async fn serve(mut socket: TcpStream, peer: SocketAddr, server: Arc<Server>)
     let (mut reader, writer_half) = socket.into_split();
     let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
     let writer_task = tokio::spawn(write_loop(writer_half, writes));
-    if let Err(e) = conn.run(&mut reader, &writer, events_tx, events_rx).await {
+    if let Err(e) = conn
+        .run(&mut reader, &writer, events_tx, events_rx, close)
+        .await
+    {
         conn.close_with(e);
         let _ = conn.hand_off(&writer).await;
         await_close_ok(&mut reader).await;
@@ -385,6 +401,7 @@ impl Connection {
         writer: &Sender<Vec<u8>>,
         events_tx: UnboundedSender<Event>,
         mut events_rx: UnboundedReceiver<Event>,
+        mut close: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), AmqpError> {
         let beat = (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)));
         let mut last_read = Instant::now();
@@ -404,8 +421,19 @@ impl Connection {
             return Err(vhost_gone(&self.vhost));
         }
         let mut alarms = self.server.alarms.watch();
+        let mut may_close = true;
         loop {
             tokio::select! {
+                changed = close.changed(), if may_close => {
+                    if changed.is_err() {
+                        may_close = false; // nobody can close it from outside any more
+                    } else if *close.borrow_and_update() {
+                        return Err(AmqpError::connection(
+                            code::CONNECTION_FORCED,
+                            "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+                        ));
+                    }
+                }
                 changed = alarms.changed() => {
                     if changed.is_ok() {
                         let state = *alarms.borrow_and_update();

@@ -9,7 +9,7 @@
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
 //! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
 //! | `channel.rs` | one channel's methods, content assembly, confirms, transactions |
-//! | `listener.rs` | the TCP listener |
+//! | `listener.rs` | the listener and connections as supervised actors |
 //!
 //! Messages from AMQP and from the client handle meet in the same queues: a channel
 //! is a [`warren_actors::channel::ChannelState`], as a client-handle session is.
@@ -23,4 +23,4 @@ pub mod error;
 mod listener;
 
 pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
-pub use listener::Listener;
+pub use listener::{Listener, SUPERVISOR};

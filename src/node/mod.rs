@@ -10,7 +10,8 @@
 //! ├── cluster          one_for_one
 //! │   ├── membership@NODE  seeds, heartbeats, redials, the member list
 //! │   └── metadata@NODE    this node's member of the metadata Raft group
-//! └── gateway@NODE     where client handles open sessions (session actors below it)
+//! ├── gateway@NODE     where client handles open sessions (session actors below it)
+//! └── amqp             one_for_one: amqp-acceptor, one amqp-connection:PEER per client
 //! ```
 //!
 //! The exchange and queue supervisors build their children from the vhost's registry
@@ -86,8 +87,8 @@ pub struct RunningNode {
     pub vhost: VHost,
     pub vhosts: VHosts,
     pub store: Store,
-    /// The AMQP listener, unless turned off.
-    pub amqp: Option<warren_amqp::Listener>,
+    /// The AMQP listener's address, unless turned off.
+    pub amqp: Option<std::net::SocketAddr>,
     node_server: ActorRef<NodeServerMessage>,
 }
 
@@ -302,11 +303,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 product_version: env!("CARGO_PKG_VERSION").to_string(),
                 node_name: config.name.clone(),
             };
-            Some(
-                warren_amqp::Listener::start(addr, server)
-                    .await
-                    .map_err(|source| NodeError::AmqpListen { addr, source })?,
-            )
+            let listener = warren_amqp::Listener::bind(addr, server)
+                .await
+                .map_err(|source| NodeError::AmqpListen { addr, source })?;
+            root.start_child(listener.child_spec(MAX_RESTARTS, RESTART_WINDOW))
+                .await?;
+            Some(listener.addr)
         }
         None => None,
     };
@@ -333,9 +335,8 @@ impl RunningNode {
     pub async fn shutdown(self) {
         tracing::info!(node = %self.config.name, "shutting down");
         self.node_server.stop(None);
-        if let Some(amqp) = &self.amqp {
-            amqp.stop();
-        }
+        // The tree stops in reverse start order: AMQP connections first (each tells
+        // its client and requeues its deliveries), the queues last.
         if let Err(e) = self.root.shutdown(Duration::from_secs(30)).await {
             tracing::warn!("shutdown of the supervision tree: {e}");
         }

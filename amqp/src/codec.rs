@@ -46,7 +46,9 @@ pub fn read_frame(buf: &[u8], frame_max: u32) -> Result<Option<(AMQPFrame, usize
         return Ok(None);
     }
     let kind = buf[0];
-    if !matches!(kind, 1..=4 | 8) {
+    // 0-9-1 has four frame types (4 to 7 were 0-8's out-of-band and trace frames,
+    // which `amq-protocol` does not parse either).
+    if !matches!(kind, 1..=3 | 8) {
         return Err(
             ConnectionError::frame(format!("FRAME_ERROR - unknown frame type {kind}")).into(),
         );
@@ -74,7 +76,8 @@ pub fn read_frame(buf: &[u8], frame_max: u32) -> Result<Option<(AMQPFrame, usize
     match parse_frame(&buf[..total]) {
         Ok((_, frame)) => Ok(Some((frame, total))),
         Err(_) => {
-            let what = match kind {
+            // The reply code must be the one the text names (clients show both).
+            let error = match kind {
                 1 => {
                     let class = u16::from_be_bytes([
                         buf.get(7).copied().unwrap_or(0),
@@ -84,12 +87,16 @@ pub fn read_frame(buf: &[u8], frame_max: u32) -> Result<Option<(AMQPFrame, usize
                         buf.get(9).copied().unwrap_or(0),
                         buf.get(10).copied().unwrap_or(0),
                     ]);
-                    format!("COMMAND_INVALID - cannot decode method {class}.{method}")
+                    ConnectionError::syntax(format!(
+                        "COMMAND_INVALID - cannot decode method {class}.{method}"
+                    ))
                 }
-                2 => "FRAME_ERROR - cannot decode the content header".to_string(),
-                _ => format!("FRAME_ERROR - cannot decode a frame of type {kind}"),
+                2 => ConnectionError::frame("FRAME_ERROR - cannot decode the content header"),
+                _ => ConnectionError::frame(format!(
+                    "FRAME_ERROR - cannot decode a frame of type {kind}"
+                )),
             };
-            Err(ConnectionError::syntax(what).into())
+            Err(error.into())
         }
     }
 }
@@ -120,6 +127,9 @@ pub fn write_body(channel: u16, body: &[u8], frame_max: u32, out: &mut Vec<u8>) 
         out.push(FRAME_END);
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -164,6 +174,16 @@ mod tests {
             read_frame(&[9, 0, 0, 0, 0, 0, 0], 4096).unwrap_err().code(),
             501
         );
+        // Type 4 is not a 0-9-1 frame type either (0-8's out-of-band method).
+        assert_eq!(
+            read_frame(&[4, 0, 1, 0, 0, 0, 0, FRAME_END], 4096)
+                .unwrap_err()
+                .code(),
+            501
+        );
+        // A content header that does not decode: 501, as its text says.
+        let e = read_frame(&[2, 0, 1, 0, 0, 0, 2, 0, 60, FRAME_END], 4096).unwrap_err();
+        assert_eq!(e.code(), 501, "{e}");
 
         // Unknown class and method ids.
         let bogus = [1u8, 0, 1, 0, 0, 0, 4, 0x12, 0x34, 0x56, 0x78, FRAME_END];

@@ -123,7 +123,7 @@ pub async fn serve_until(
     {
         conn.close_with(e);
         let _ = conn.hand_off(&writer).await;
-        await_close_ok(&mut reader).await;
+        await_close_ok(&mut reader, std::mem::take(&mut conn.in_buf)).await;
     }
     drop(writer);
     let _ = writer_task.await;
@@ -419,6 +419,14 @@ impl Connection {
         };
         if *deleted.borrow_and_update() {
             return Err(vhost_gone(&self.vhost));
+        }
+        // Frames the client sent right behind connection.open were read with it.
+        if !self.in_buf.is_empty() {
+            let end = self.process_input(&events_tx).await?;
+            self.hand_off(writer).await?;
+            if end.is_some() {
+                return Ok(());
+            }
         }
         let mut alarms = self.server.alarms.watch();
         let mut may_close = true;
@@ -867,7 +875,7 @@ impl Connection {
     async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
         self.close_with(e);
         let _ = self.flush(socket).await;
-        await_close_ok(socket).await;
+        await_close_ok(socket, std::mem::take(&mut self.in_buf)).await;
     }
 
     /// The connection ended: every channel gives its deliveries back, exclusive
@@ -882,12 +890,36 @@ impl Connection {
 
 /// Waits briefly for the client's close-ok (or the end of its stream), as RabbitMQ
 /// does, so that the close reaches it before the socket goes.
-async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin)) {
+/// `pending` is what was read and not handled yet (frames the client sent before it
+/// saw the close are skipped; its close-ok ends the wait at once).
+async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin), mut pending: Vec<u8>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut scratch = [0u8; 4096];
-        while let Ok(n) = socket.read(&mut scratch).await {
-            if n == 0 {
-                break;
+        // After a frame error the stream cannot be followed: wait for its end.
+        let mut scanning = true;
+        loop {
+            while scanning {
+                match read_frame(&pending, FRAME_MAX) {
+                    Ok(Some((frame, used))) => {
+                        pending.drain(..used);
+                        if matches!(
+                            frame,
+                            AMQPFrame::Method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+                            )
+                        ) {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => scanning = false,
+                }
+            }
+            match socket.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if scanning => pending.extend_from_slice(&scratch[..n]),
+                Ok(_) => {}
             }
         }
     })

@@ -133,15 +133,15 @@ impl From<BrokerError> for AmqpError {
     }
 }
 
-/// RabbitMQ's texts start with the reply code's name (`NOT_FOUND - no queue 'x' ...`);
-/// a text that does not gets it.
-fn with_constant(code: u16, text: String) -> String {
-    let name = match code {
+/// RabbitMQ's name for a reply code, which its error texts start with.
+pub(crate) fn code_name(code: u16) -> Option<&'static str> {
+    Some(match code {
+        320 => "CONNECTION_FORCED",
+        402 => "INVALID_PATH",
         403 => "ACCESS_REFUSED",
         404 => "NOT_FOUND",
         405 => "RESOURCE_LOCKED",
         406 => "PRECONDITION_FAILED",
-        320 => "CONNECTION_FORCED",
         501 => "FRAME_ERROR",
         502 => "SYNTAX_ERROR",
         503 => "COMMAND_INVALID",
@@ -151,12 +151,16 @@ fn with_constant(code: u16, text: String) -> String {
         530 => "NOT_ALLOWED",
         540 => "NOT_IMPLEMENTED",
         541 => "INTERNAL_ERROR",
-        _ => return text,
-    };
-    if text.starts_with(name) {
-        text
-    } else {
-        format!("{name} - {text}")
+        _ => return None,
+    })
+}
+
+/// RabbitMQ's texts start with the reply code's name (`NOT_FOUND - no queue 'x' ...`);
+/// a text that does not gets it.
+fn with_constant(code: u16, text: String) -> String {
+    match code_name(code) {
+        Some(name) if !text.starts_with(name) => format!("{name} - {text}"),
+        _ => text,
     }
 }
 

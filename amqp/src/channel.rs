@@ -263,6 +263,11 @@ impl AmqpChannel {
     }
 
     /// Whether a publish waits for its header or body (a method now is an error).
+    /// How many complete publishes wait to be routed.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
     pub fn expects_content(&self) -> bool {
         self.incoming.is_some()
     }

@@ -26,8 +26,11 @@ use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
 use warren_actors::vhosts::VHosts;
 
+use std::os::fd::AsRawFd;
+
 use crate::auth::{self, Credentials};
 use crate::channel::{close_frame, AmqpChannel, Outcome};
+use crate::coalesce;
 use crate::codec::{greeting, read_frame, write_frame, Greeting, PROTOCOL_HEADER};
 use crate::convert::short;
 use crate::error::{code, AmqpError, ConnectionError};
@@ -50,6 +53,8 @@ pub const HEARTBEAT_SECS: u16 = 60;
 /// it the connection stops reading its socket until they do (credit flow: a publisher
 /// that outruns the queues, or their storage, is held back by TCP).
 const MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+/// Most publishes of one channel routed together (one read can hold hundreds).
+const ROUTE_BATCH: usize = 32;
 /// Buffers the connection may queue for its writer before it waits for it.
 const WRITER_QUEUE: usize = 64;
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
@@ -430,6 +435,9 @@ impl Connection {
         }
         let mut alarms = self.server.alarms.watch();
         let mut may_close = true;
+        let mut coalescing = coalesce::Coalescing::new(socket.as_ref().as_raw_fd());
+        let mut last_input = Instant::now();
+        let mut got: Option<usize> = None;
         loop {
             tokio::select! {
                 changed = close.changed(), if may_close => {
@@ -454,24 +462,20 @@ impl Connection {
                     }
                 }
                 read = socket.read(&mut chunk), if self.may_read() => {
-                    let n = read.map_err(io_error)?;
-                    if n == 0 {
-                        return Ok(());
+                    got = Some(read.map_err(io_error)?);
+                }
+                _ = tokio::time::sleep_until(last_input + coalesce::FALLBACK),
+                    if coalescing.active() && self.may_read() =>
+                {
+                    // Input slowed below the raised mark: take what is there, and
+                    // wake for every byte again until the rate is measured anew.
+                    coalescing.off(Instant::now());
+                    match coalescing.read_now(&mut chunk) {
+                        Ok(n) => got = Some(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(io_error(e)),
                     }
-                    last_read = Instant::now();
-                    self.in_buf.extend_from_slice(&chunk[..n]);
-                    match self.process_input(&events_tx).await? {
-                        Some(End::ClientClosed) | Some(End::PeerGone) => {
-                            self.hand_off(writer).await?;
-                            return Ok(());
-                        }
-                        None => {}
-                    }
-                    if self.published {
-                        let state = *alarms.borrow();
-                        self.on_alarm(state);
-                        self.published = false;
-                    }
+                    last_input = Instant::now();
                 }
                 Some(event) = events_rx.recv() => {
                     self.event(event);
@@ -495,6 +499,27 @@ impl Connection {
                             self.send(&AMQPFrame::Heartbeat);
                         }
                     }
+                }
+            }
+            if let Some(n) = got.take() {
+                if n == 0 {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                (last_read, last_input) = (now, now);
+                coalescing.on_read(n, now);
+                self.in_buf.extend_from_slice(&chunk[..n]);
+                match self.process_input(&events_tx).await? {
+                    Some(End::ClientClosed) | Some(End::PeerGone) => {
+                        self.hand_off(writer).await?;
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                if self.published {
+                    let state = *alarms.borrow();
+                    self.on_alarm(state);
+                    self.published = false;
                 }
             }
             if !self.out.is_empty() {
@@ -714,8 +739,13 @@ impl Connection {
             ))
             .into());
         }
-        // Publishes completed before this method go out first (order on a channel).
-        self.route_ready(events);
+        // Publishes completed before this method go out first (order on a channel). A
+        // run of publishes is routed as one batch (one mailbox message per queue, one
+        // outcome task), capped so the first of a long read is not held up by the rest.
+        let publish = matches!(&m, AMQPClass::Basic(basic::AMQPMethod::Publish(_)));
+        if !publish || ch.ready_len() >= ROUTE_BATCH {
+            self.route_ready(events);
+        }
         let Some(ch) = self.channels.get_mut(&n) else {
             return Ok(());
         };

@@ -7,6 +7,7 @@
 //! | `convert.rs` | field tables and properties between the wire and the broker |
 //! | `error.rs` | channel and connection errors with RabbitMQ's reply codes |
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
+//! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
 //! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
 //! | `channel.rs` | one channel's methods, content assembly, confirms, transactions |
 //! | `listener.rs` | the listener and connections as supervised actors |
@@ -16,6 +17,7 @@
 
 mod auth;
 mod channel;
+mod coalesce;
 mod codec;
 mod connection;
 mod convert;

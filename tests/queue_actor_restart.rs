@@ -33,7 +33,7 @@ async fn crashed_queue_restarts_with_its_messages() {
         ..NodeConfig::default()
     };
     let node = node::start(config).await.unwrap();
-    let vhost = node.vhost.clone();
+    let vhost = node.vhosts.default_vhost();
     vhost
         .declare_queue("jobs", true, None, false, false, FieldTable::new(), 1)
         .await

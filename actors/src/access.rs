@@ -171,6 +171,14 @@ fn permission_key(user: &str, vhost: &str) -> String {
     format!("{user}\u{0}{vhost}")
 }
 
+/// Deletes the stored permissions of a (user, vhost).
+fn delete_permission((user, vhost): &(String, String)) -> Op {
+    Op::DeleteMeta {
+        table: MetaTable::Permissions,
+        key: permission_key(user, vhost),
+    }
+}
+
 impl AccessControl {
     /// Loads users and permissions; a node without users gets `guest`.
     pub async fn load(store: Store) -> Result<AccessControl, BrokerError> {
@@ -375,28 +383,17 @@ impl AccessControl {
         if !self.read().users.contains_key(name) {
             return Err(no_user(name));
         }
-        let vhosts: Vec<String> = self
-            .read()
-            .permissions
-            .keys()
-            .filter(|(u, _)| u == name)
-            .map(|(_, v)| v.clone())
-            .collect();
+        let keys = self.permissions_where(|user, _| user == name);
         let mut ops = vec![Op::DeleteMeta {
             table: MetaTable::Users,
             key: name.to_string(),
         }];
-        for v in &vhosts {
-            ops.push(Op::DeleteMeta {
-                table: MetaTable::Permissions,
-                key: permission_key(name, v),
-            });
-        }
+        ops.extend(keys.iter().map(delete_permission));
         self.persist(ops).await?;
         let mut state = self.write_state();
         state.users.remove(name);
-        for v in vhosts {
-            state.permissions.remove(&(name.to_string(), v));
+        for key in keys {
+            state.permissions.remove(&key);
         }
         Ok(())
     }
@@ -453,11 +450,7 @@ impl AccessControl {
         if !self.read().permissions.contains_key(&key) {
             return Err(no_permissions(user, vhost));
         }
-        self.persist(vec![Op::DeleteMeta {
-            table: MetaTable::Permissions,
-            key: permission_key(user, vhost),
-        }])
-        .await?;
+        self.persist(vec![delete_permission(&key)]).await?;
         self.write_state().permissions.remove(&key);
         Ok(())
     }
@@ -465,28 +458,26 @@ impl AccessControl {
     /// Drops every user's permissions in `vhost` (its vhost was deleted; applied on
     /// each node as part of the same committed change).
     pub async fn forget_vhost(&self, vhost: &str) -> Result<(), BrokerError> {
-        let users: Vec<String> = self
-            .read()
-            .permissions
-            .keys()
-            .filter(|(_, v)| v == vhost)
-            .map(|(u, _)| u.clone())
-            .collect();
-        let ops = users
-            .iter()
-            .map(|u| Op::DeleteMeta {
-                table: MetaTable::Permissions,
-                key: permission_key(u, vhost),
-            })
-            .collect::<Vec<_>>();
-        if !ops.is_empty() {
-            self.persist(ops).await?;
+        let keys = self.permissions_where(|_, v| v == vhost);
+        if !keys.is_empty() {
+            self.persist(keys.iter().map(delete_permission).collect())
+                .await?;
         }
         let mut state = self.write_state();
-        for u in users {
-            state.permissions.remove(&(u, vhost.to_string()));
+        for key in keys {
+            state.permissions.remove(&key);
         }
         Ok(())
+    }
+
+    /// The (user, vhost) keys of the permissions `pick` selects.
+    fn permissions_where(&self, pick: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        self.read()
+            .permissions
+            .keys()
+            .filter(|(u, v)| pick(u, v))
+            .cloned()
+            .collect()
     }
 
     pub fn list_permissions(&self) -> Vec<Permission> {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
-use warren_actors::vhost::{Placement, VHost};
+use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
 use warren_cluster::members::{MemberAddress, Role, Timing};
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
@@ -83,8 +83,6 @@ pub enum NodeError {
 pub struct RunningNode {
     pub config: NodeConfig,
     pub root: SupervisorHandle,
-    /// The default vhost `/`.
-    pub vhost: VHost,
     pub vhosts: VHosts,
     pub store: Store,
     /// The AMQP listener's address, unless turned off.
@@ -127,14 +125,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let vhosts = VHosts::load(store.clone(), placement)
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
-    let vhost = vhosts.default_vhost();
     let access = warren_actors::access::AccessControl::load(store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
 
     let root_spec = vhosts.all().iter().fold(
         SupervisorSpec::new(Strategy::OneForOne).with_intensity(MAX_RESTARTS, RESTART_WINDOW),
-        |spec, vhost| spec.child(vhost_tree::vhost_child(vhost, MAX_RESTARTS, RESTART_WINDOW)),
+        |spec, vhost| spec.child(vhost.supervisor_spec(MAX_RESTARTS, RESTART_WINDOW)),
     );
     let (root, _) = Supervisor::start(admin::ROOT, None, root_spec, None).await?;
     let root = SupervisorHandle::new(root);
@@ -322,7 +319,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     Ok(RunningNode {
         config,
         root,
-        vhost,
         vhosts,
         store,
         amqp,

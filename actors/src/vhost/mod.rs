@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use warren_storage::{MetaTable, Store};
-use warren_supervisor::{ChildSpec, Restart};
+use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
 pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
 
@@ -259,6 +259,11 @@ impl VHost {
         let _ = self.inner.log.set(log);
     }
 
+    /// The name of this vhost's supervisor in the node's tree.
+    pub fn supervisor_name(&self) -> String {
+        format!("vhost:{}", self.inner.name)
+    }
+
     pub fn exchanges_supervisor_name(&self) -> String {
         format!("exchanges:{}", self.inner.name)
     }
@@ -393,6 +398,46 @@ impl VHost {
             restart,
             move || (QueueActor, args.clone()),
         )
+    }
+
+    /// The child spec of this vhost's supervisor, `vhost:NAME` (one_for_all) over
+    /// `exchanges:NAME` and `queues:NAME` (one_for_one). Those two build their
+    /// children from the registry each time they start, so a restart of `vhost:NAME`
+    /// brings every queue back, and each queue actor rebuilds its messages from
+    /// storage. Restart intensity: `max_restarts` within `window` (ten times that for
+    /// the groups, which hold many actors).
+    pub fn supervisor_spec(&self, max_restarts: u32, window: std::time::Duration) -> ChildSpec {
+        let group = |name: String, children: fn(&VHost) -> Vec<ChildSpec>| {
+            let vhost = self.clone();
+            ChildSpec::new(
+                name.clone(),
+                warren_supervisor::SUPERVISOR_KIND,
+                Restart::Permanent,
+                move |parent| {
+                    let (vhost, name) = (vhost.clone(), name.clone());
+                    async move {
+                        let spec = children(&vhost).into_iter().fold(
+                            SupervisorSpec::new(Strategy::OneForOne)
+                                .with_intensity(max_restarts * 10, window),
+                            SupervisorSpec::child,
+                        );
+                        Supervisor::start(name, None, spec, Some(parent))
+                            .await
+                            .map(|(r, _)| r.get_cell())
+                            .map_err(|e| e.into_spawn_err())
+                    }
+                },
+            )
+            .as_supervisor()
+        };
+        let spec = SupervisorSpec::new(Strategy::OneForAll)
+            .with_intensity(max_restarts, window)
+            .child(group(
+                self.exchanges_supervisor_name(),
+                VHost::exchange_children,
+            ))
+            .child(group(self.queues_supervisor_name(), VHost::queue_children));
+        ChildSpec::supervisor(self.supervisor_name(), Restart::Permanent, spec)
     }
 
     /// The children of the exchanges supervisor: one actor per exchange.

@@ -1213,7 +1213,7 @@ impl Harness {
         use warren_actors::access::AccessControl;
         use warren_actors::vhost::Placement;
         use warren_actors::vhosts::VHosts;
-        use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
+        use warren_supervisor::{Strategy, Supervisor, SupervisorSpec};
 
         let dir = tempfile::tempdir().expect("tempdir");
         let store = warren_storage::Store::open(dir.path().join("fuzz.redb")).expect("store");
@@ -1226,24 +1226,11 @@ impl Harness {
             .await
             .expect("vhosts");
         let access = AccessControl::load(store).await.expect("users");
-        let vhost = vhosts.default_vhost();
-        let children = |specs: Vec<ChildSpec>| {
-            specs.into_iter().fold(
-                SupervisorSpec::new(Strategy::OneForOne),
-                SupervisorSpec::child,
-            )
-        };
-        let root = SupervisorSpec::new(Strategy::OneForOne)
-            .child(ChildSpec::supervisor(
-                vhost.exchanges_supervisor_name(),
-                Restart::Permanent,
-                children(vhost.exchange_children()),
-            ))
-            .child(ChildSpec::supervisor(
-                vhost.queues_supervisor_name(),
-                Restart::Permanent,
-                children(vhost.queue_children()),
-            ));
+        let root = SupervisorSpec::new(Strategy::OneForOne).child(
+            vhosts
+                .default_vhost()
+                .supervisor_spec(10, Duration::from_secs(10)),
+        );
         if actors {
             Supervisor::start("fuzz-root", None, root, None)
                 .await

@@ -4,6 +4,9 @@
 //! - storage writes are gathered while the mailbox has more to say and committed as one
 //!   batch (the shell sends itself `Flush`, which arrives after everything already
 //!   queued), and the store's answer comes back as `Command::Stored`;
+//! - bodies that leave memory but need not survive a restart (transient messages,
+//!   every message of a non-durable queue) go to the queue's page file
+//!   ([`warren_storage::paging`]), written once per flush, not to redb;
 //! - bodies paged out of memory are read on a blocking thread and come back as
 //!   `Command::BodiesLoaded`;
 //! - deliveries produced by one message are grouped per channel into one event;
@@ -23,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+use warren_storage::paging::{PageFile, PageRead};
 use warren_storage::{Batch, Op, Store};
 
 use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, TracedMessage};
@@ -271,6 +275,11 @@ pub struct QueueShell {
     ops: Vec<Op>,
     stored: Vec<Seq>,
     durable_batch: bool,
+    /// Where transient bodies go when they leave memory (`None` if it could not be
+    /// opened: they then go to redb like the others).
+    pages: Option<PageFile>,
+    /// Bodies appended to the page file since the last flush.
+    paged: Vec<Seq>,
     flush_scheduled: bool,
     /// The deadline a `Tick` is already scheduled for.
     tick_at: Option<u64>,
@@ -303,7 +312,8 @@ impl Actor for QueueActor {
         // Rebuild from the index records only: bodies load when they are delivered.
         let store = args.store.clone();
         let id = shared.id;
-        let records = tokio::task::spawn_blocking(move || {
+        let (records, pages) = tokio::task::spawn_blocking(move || {
+            let pages = PageFile::open(&store.paging_dir(), id);
             let mut records = Vec::new();
             let mut bad = 0u64;
             let result =
@@ -313,10 +323,13 @@ impl Actor for QueueActor {
                         Err(_) => bad += 1,
                     }
                 });
-            result.map(|()| (records, bad))
+            result.map(|()| ((records, bad), pages))
         })
         .await??;
         let (records, bad) = records;
+        let pages = pages
+            .map_err(|e| tracing::error!(queue = %shared.name, "cannot open the page file, transient bodies will be paged to redb: {e}"))
+            .ok();
         if bad > 0 {
             tracing::error!(queue = %shared.name, "{bad} stored index records did not decode and were skipped");
         }
@@ -346,6 +359,8 @@ impl Actor for QueueActor {
             ops: Vec::new(),
             stored: Vec::new(),
             durable_batch: false,
+            pages,
+            paged: Vec::new(),
             flush_scheduled: false,
             tick_at: None,
             deleted: false,
@@ -496,6 +511,9 @@ impl Actor for QueueActor {
                 let result = match result {
                     Ok(Reply::Deleted { message_count }) => {
                         shell.deleted = true;
+                        if let Some(pages) = shell.pages.as_mut() {
+                            pages.clear();
+                        }
                         shell.ops.push(Op::DeleteQueueMessages {
                             queue: shell.args.shared.id,
                         });
@@ -686,6 +704,9 @@ impl QueueShell {
                 record,
                 durable,
             } => {
+                if !durable && self.page_out(seq, &message) {
+                    return;
+                }
                 match (
                     warren_storage::codec::encode(&record),
                     warren_storage::codec::encode(&*message),
@@ -706,6 +727,9 @@ impl QueueShell {
                 }
             }
             Effect::UpdateIndex { seq, record } => {
+                if self.pages.as_ref().is_some_and(|p| p.contains(seq)) {
+                    return; // not recovered, so not indexed
+                }
                 if let Ok(index) = warren_storage::codec::encode(&record) {
                     self.ops.push(Op::UpdateIndex {
                         queue: id,
@@ -714,13 +738,27 @@ impl QueueShell {
                     });
                 }
             }
-            Effect::Remove { seq } => self.ops.push(Op::DeleteMessage { queue: id, seq }),
+            Effect::Remove { seq } => {
+                if !self.pages.as_mut().is_some_and(|p| p.remove(seq)) {
+                    self.ops.push(Op::DeleteMessage { queue: id, seq });
+                }
+            }
             Effect::LoadBodies { seqs } => {
+                let (paged, seqs) = match &self.pages {
+                    Some(pages) => pages.plan_read(&seqs),
+                    None => (PageRead::default(), seqs),
+                };
                 let store = self.args.store.clone();
                 let me = self.myself.clone();
                 tokio::task::spawn_blocking(move || {
-                    let (found, missing) = load_bodies(&store, id, &seqs);
-                    let _ = me.cast(QueueMsg::Loaded { found, missing });
+                    if !paged.is_empty() {
+                        let (found, missing) = read_paged(paged, id);
+                        let _ = me.cast(QueueMsg::Loaded { found, missing });
+                    }
+                    if !seqs.is_empty() {
+                        let (found, missing) = load_bodies(&store, id, &seqs);
+                        let _ = me.cast(QueueMsg::Loaded { found, missing });
+                    }
                 });
             }
             Effect::Deliver {
@@ -817,7 +855,10 @@ impl QueueShell {
                 sink(QueueEvent::Deliver(deliveries));
             }
         }
-        if !self.ops.is_empty() && !self.flush_scheduled && !self.deleted {
+        if (!self.ops.is_empty() || !self.paged.is_empty())
+            && !self.flush_scheduled
+            && !self.deleted
+        {
             self.flush_scheduled = myself.cast(QueueMsg::Flush).is_ok();
         }
         if let Some(deadline) = self.state.next_deadline() {
@@ -835,8 +876,28 @@ impl QueueShell {
             .unwrap_or_else(|p| p.into_inner()) = self.state.stats();
     }
 
+    /// Appends a body leaving memory to the page file; false if it must go to redb.
+    fn page_out(&mut self, seq: Seq, message: &SharedMessage) -> bool {
+        let Some(pages) = self.pages.as_mut() else {
+            return false;
+        };
+        match pages.append(seq, |out| {
+            warren_storage::codec::encode_into(&**message, out)
+        }) {
+            Ok(()) => {
+                self.paged.push(seq);
+                true
+            }
+            Err(e) => {
+                tracing::error!(queue = %self.args.shared.name, "cannot page out message {seq}, writing it to redb: {e}");
+                false
+            }
+        }
+    }
+
     /// Commits the gathered writes; the store answers with `Stored` when durable.
     async fn flush(&mut self, myself: &ActorRef<QueueMsg>) {
+        self.flush_pages(myself);
         if self.ops.is_empty() {
             return;
         }
@@ -864,6 +925,59 @@ impl QueueShell {
             }
         });
     }
+}
+
+impl QueueShell {
+    /// Writes the bodies appended to the page file since the last flush (one write per
+    /// segment, on a blocking thread) and answers `Stored` for them.
+    fn flush_pages(&mut self, myself: &ActorRef<QueueMsg>) {
+        if self.paged.is_empty() {
+            return;
+        }
+        let writes = self
+            .pages
+            .as_mut()
+            .map(PageFile::take_writes)
+            .unwrap_or_default();
+        let paged = std::mem::take(&mut self.paged);
+        let me = myself.clone();
+        let name = self.args.shared.name.clone();
+        tokio::task::spawn_blocking(move || {
+            match writes.into_iter().try_for_each(|w| w.perform()) {
+                Ok(()) => {
+                    let _ = me.cast(QueueMsg::Stored(paged));
+                }
+                // As for a failed redb write: the bodies stay in memory, the actor
+                // restarts clean.
+                Err(e) => {
+                    tracing::error!(queue = %name, "page file write failed: {e}");
+                    let _ = me.cast(QueueMsg::Crash);
+                }
+            }
+        });
+    }
+}
+
+/// Reads bodies back from the page file.
+fn read_paged(read: PageRead, queue: u64) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let seqs = read.seqs();
+    let result = read.perform(
+        |seq, bytes| match warren_storage::codec::decode::<Message>(bytes) {
+            Ok(m) => found.push((seq, Arc::new(m))),
+            Err(e) => {
+                tracing::error!("paged message {seq} of queue {queue} is corrupt: {e}");
+                missing.push(seq);
+            }
+        },
+    );
+    if let Err(e) = result {
+        tracing::error!("cannot read paged bodies of queue {queue}: {e}");
+        let got: std::collections::HashSet<Seq> = found.iter().map(|(s, _)| *s).collect();
+        missing = seqs.into_iter().filter(|s| !got.contains(s)).collect();
+    }
+    (found, missing)
 }
 
 fn load_bodies(store: &Store, queue: u64, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {

@@ -16,6 +16,7 @@
 //! | `open.rs`     | opening a file: create, validate the format, create the tables |
 //! | `tables.rs`   | the tables of the file and their key order                     |
 //! | `codec.rs`    | [`codec`]: the versioned value encoding (bincode 2)            |
+//! | `paging.rs`   | [`paging::PageFile`]: segment files for bodies that need not survive a restart |
 //! | `stats.rs`    | [`StoreStats`]: counters for tests and benchmarks              |
 //! | `error.rs`    | one error type per operation                                   |
 //!
@@ -77,6 +78,7 @@
 //! ```
 
 pub mod codec;
+pub mod paging;
 
 mod batch;
 mod commit;

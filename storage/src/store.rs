@@ -116,6 +116,11 @@ impl Store {
         // Absolute, so that every error names the file unambiguously.
         let path: PathBuf = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let opened = open_file(&path, &options)?;
+        // Paged-out transient bodies do not survive a restart.
+        let paging = crate::paging::directory_of(&path);
+        if let Err(e) = crate::paging::clear_directory(&paging) {
+            tracing::warn!(dir = %paging.display(), "cannot empty the page file directory: {e}");
+        }
         Store::start(path, opened, &options)
     }
 
@@ -215,6 +220,12 @@ impl Store {
     /// The data file (absolute).
     pub fn path(&self) -> &Path {
         &self.handle.shared.path
+    }
+
+    /// The directory of the queues' page files ([`crate::paging`]), emptied when the
+    /// store opens.
+    pub fn paging_dir(&self) -> PathBuf {
+        crate::paging::directory_of(&self.handle.shared.path)
     }
 
     /// Compacts the file, returning redb's answer (`true` if it compacted

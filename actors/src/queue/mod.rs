@@ -31,7 +31,8 @@
 //! window: the ready messages nearest the head, at most [`WindowLimits::messages`]
 //! bodies and [`WindowLimits::bytes`] bytes (2048 / 8 MiB by default). Persistent
 //! messages on durable queues are written at once (`Store { durable: true }`);
-//! everything else is written (unsynced) only when its body must leave memory. A body
+//! everything else is written (unsynced, to the shell's page file, see
+//! `warren_storage::paging`) only when its body must leave memory. A body
 //! leaves memory only after storage confirms the write (`Command::Stored`). A
 //! delivery whose body is not in memory waits: the queue emits
 //! `LoadBodies` and delivers when `Command::BodiesLoaded` arrives, so `apply` never

@@ -163,13 +163,9 @@ fn expect_method(s: &mut TcpStream, want: (u16, u16)) -> Vec<u8> {
     }
 }
 
-/// A content header announcing more than the largest message closes the channel with
-/// 406 before any body is buffered.
-#[test]
-fn an_oversized_message_is_refused_from_its_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = NodeProcess::start(&dir.path().join("data"), free_port());
-    let mut s = connect(&node);
+/// A connection as guest to "/" with channel 1 open.
+fn open_channel(node: &NodeProcess) -> TcpStream {
+    let mut s = connect(node);
     s.write_all(HEADER).unwrap();
     expect_method(&mut s, (10, 10));
     let mut start_ok = vec![0, 0, 0, 0]; // client properties: an empty table
@@ -192,6 +188,33 @@ fn an_oversized_message_is_refused_from_its_header() {
     s.write_all(&method_frame(1, 20, 10, &short_str("")))
         .unwrap();
     expect_method(&mut s, (20, 11));
+    s
+}
+
+/// basic.publish of `body` to the default exchange with routing key `queue`: method,
+/// header (no properties), body.
+fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
+    let mut publish = 0u16.to_be_bytes().to_vec();
+    publish.extend(short_str(""));
+    publish.extend(short_str(queue));
+    publish.push(0);
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend(0u16.to_be_bytes());
+    header.extend((body.len() as u64).to_be_bytes());
+    header.extend(0u16.to_be_bytes());
+    let mut out = method_frame(1, 60, 40, &publish);
+    out.extend(frame(2, 1, &header));
+    out.extend(frame(3, 1, body));
+    out
+}
+
+/// A content header announcing more than the largest message closes the channel with
+/// 406 before any body is buffered.
+#[test]
+fn an_oversized_message_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = open_channel(&node);
 
     let mut publish = 0u16.to_be_bytes().to_vec();
     publish.extend(short_str(""));
@@ -207,5 +230,49 @@ fn an_oversized_message_is_refused_from_its_header() {
     assert_eq!(u16::from_be_bytes([close[4], close[5]]), 406);
     let text = String::from_utf8_lossy(&close[7..7 + close[6] as usize]).into_owned();
     assert!(text.contains("larger than configured max size"), "{text}");
+    serves(&node);
+}
+
+/// Publisher confirms of a burst: every publish is confirmed exactly once, and the
+/// burst's confirms are coalesced into `multiple` acks (as RabbitMQ does) rather than
+/// one ack per message.
+#[test]
+fn a_burst_of_publishes_is_confirmed_once_each_with_multiple_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = open_channel(&node);
+    s.write_all(&method_frame(1, 85, 10, &[0])).unwrap(); // confirm.select
+    expect_method(&mut s, (85, 11));
+    let mut declare = 0u16.to_be_bytes().to_vec();
+    declare.extend(short_str("burst"));
+    declare.push(0);
+    declare.extend(0u32.to_be_bytes());
+    s.write_all(&method_frame(1, 50, 10, &declare)).unwrap();
+    expect_method(&mut s, (50, 11));
+
+    const N: u64 = 100;
+    let burst: Vec<u8> = (0..N)
+        .flat_map(|i| publish_frames("burst", format!("m{i}").as_bytes()))
+        .collect();
+    s.write_all(&burst).unwrap(); // one write: the node reads it as one run
+    let mut confirmed = vec![false; N as usize + 1];
+    let mut ack_frames = 0;
+    while confirmed[1..].iter().any(|c| !c) {
+        let (kind, _, payload) = read_frame(&mut s).expect("confirms");
+        assert_eq!((kind, method_of(&payload)), (1, (60, 80)), "only acks");
+        ack_frames += 1;
+        let tag = u64::from_be_bytes(payload[4..12].try_into().unwrap());
+        let multiple = payload[12] & 1 == 1;
+        assert!((1..=N).contains(&tag), "ack of unknown tag {tag}");
+        assert!(!confirmed[tag as usize], "tag {tag} confirmed twice");
+        if multiple {
+            confirmed[1..=tag as usize]
+                .iter_mut()
+                .for_each(|c| *c = true);
+        } else {
+            confirmed[tag as usize] = true;
+        }
+    }
+    assert!(ack_frames < N, "{ack_frames} ack frames for {N} publishes");
     serves(&node);
 }

@@ -10,7 +10,7 @@
 //! doors let `guest` in from loopback only.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use regex::Regex;
@@ -145,6 +145,8 @@ pub struct AccessControl {
     log: Arc<OnceLock<Arc<dyn MetadataLog>>>,
     /// A RAM node keeps its users in memory only.
     in_memory: Arc<AtomicBool>,
+    /// Bumped whenever the state may change, so that a channel can cache a check.
+    generation: Arc<AtomicU64>,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> BrokerError {
@@ -213,6 +215,7 @@ impl AccessControl {
             state: Arc::new(RwLock::new(state)),
             log: Arc::new(OnceLock::new()),
             in_memory: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
         };
         if access.read().users.is_empty() {
             access
@@ -236,7 +239,15 @@ impl AccessControl {
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// Changes whenever users or permissions may have changed: a check that passed
+    /// under one generation passes again while it lasts.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// From now on, changes go through `log` (the cluster's metadata log).

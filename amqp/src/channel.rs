@@ -71,6 +71,8 @@ pub struct AmqpChannel {
     /// The authenticated user: a publish's `user_id` must be this.
     user: Arc<str>,
     access: AccessControl,
+    /// The exchange a publish was last allowed to, and the access generation then.
+    publish_allowed: Option<(String, u64)>,
     /// The queue last declared on this channel: what an empty queue name means.
     last_queue: Option<String>,
 }
@@ -111,6 +113,7 @@ impl AmqpChannel {
             frame_max,
             user,
             access,
+            publish_allowed: None,
             last_queue: None,
         }
     }
@@ -600,7 +603,7 @@ impl AmqpChannel {
                         "NOT_IMPLEMENTED - immediate=true",
                     ));
                 }
-                self.allow(Access::Write, Resource::Exchange(p.exchange.as_str()))?;
+                self.allow_publish(p.exchange.as_str())?;
                 self.incoming = Some(Incoming {
                     exchange: p.exchange.as_str().to_string(),
                     routing_key: p.routing_key.as_str().to_string(),
@@ -739,6 +742,21 @@ impl AmqpChannel {
         self.access
             .check(&self.user, &vhost, access, resource)
             .map_err(AmqpError::from)
+    }
+
+    /// Write access to the exchange of a publish, checked once per exchange for as
+    /// long as no user or permission changes (a publish is checked against the
+    /// permissions in force when it arrives, as in RabbitMQ, which caches too).
+    fn allow_publish(&mut self, exchange: &str) -> Result<(), AmqpError> {
+        let generation = self.access.generation();
+        if let Some((cached, at)) = &self.publish_allowed {
+            if *at == generation && cached == exchange {
+                return Ok(());
+            }
+        }
+        self.allow(Access::Write, Resource::Exchange(exchange))?;
+        self.publish_allowed = Some((exchange.to_string(), generation));
+        Ok(())
     }
 
     /// The binding of a bind or unbind, after RabbitMQ's checks: write access to the

@@ -828,6 +828,7 @@ impl Connection {
         };
         let out = &mut self.out;
         let mut failed = None;
+        let mut acked = Vec::new();
         for (seq, message, outcome) in results {
             match &outcome {
                 PublishOutcome::Unroutable => {
@@ -853,21 +854,33 @@ impl Connection {
                 if matches!(outcome, PublishOutcome::Failed(_)) {
                     continue;
                 }
-                let ok = !matches!(outcome, PublishOutcome::Rejected(_));
-                let class = if ok {
-                    basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: seq,
-                        multiple: false,
-                    })
-                } else {
-                    basic::AMQPMethod::Nack(basic::Nack {
+                if matches!(outcome, PublishOutcome::Rejected(_)) {
+                    let nack = basic::AMQPMethod::Nack(basic::Nack {
                         delivery_tag: seq,
                         multiple: false,
                         requeue: false,
-                    })
-                };
-                write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(class)), out);
+                    });
+                    write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(nack)), out);
+                } else {
+                    acked.push(seq);
+                }
             }
+        }
+        // As RabbitMQ: one `multiple` ack when it settles exactly these (nothing lower
+        // is still unconfirmed), one ack each otherwise.
+        let top = acked.iter().max().copied();
+        let acks: Vec<(u64, bool)> = match top {
+            Some(t) if acked.len() > 1 && ch.outstanding.range(..t).next().is_none() => {
+                vec![(t, true)]
+            }
+            _ => acked.into_iter().map(|seq| (seq, false)).collect(),
+        };
+        for (delivery_tag, multiple) in acks {
+            let ack = basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple,
+            });
+            write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(ack)), out);
         }
         if let Some(e) = failed {
             // As RabbitMQ: publishing to a missing exchange closes the channel (404).

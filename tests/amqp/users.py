@@ -53,6 +53,17 @@ e = t.channel_error(lambda: ch.queue_bind("app-orders", "amq.topic", "x"), 403, 
 assert "read access to exchange 'amq.topic'" in e.reply_text, e.reply_text
 ch = conn.channel()
 t.channel_error(lambda: ch.basic_get("amq.gen-unreadable"), 403, "read outside app-.*")
+
+# ----- a permission change reaches a channel that already published ----------------------
+ch = conn.channel()
+ch.basic_publish("", "app-orders", b"before")
+assert t.get_one(ch, "app-orders")[2] == b"before"
+t.warren("permissions", "set", "--user", "app", "--configure", "app-.*", "--write", "app-.*", "--read", "app-.*")
+ch.basic_publish("", "app-orders", b"after")
+e = t.closed_by_broker(conn, ch, 403, "write on amq.default, revoked")
+assert "write access to exchange 'amq.default'" in e.reply_text, e.reply_text
+ch = conn.channel()
+t.get_none(ch, "app-orders")
 conn.close()
 
 # ----- guest is untouched ---------------------------------------------------------------

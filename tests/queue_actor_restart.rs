@@ -30,6 +30,8 @@ async fn crashed_queue_restarts_with_its_messages() {
     let config = NodeConfig {
         data_dir: dir.path().join("data"),
         cluster_listen: ([127, 0, 0, 1], port).into(),
+        // Not the AMQP default port: it may be taken (a RabbitMQ beside us).
+        amqp_listen: None,
         ..NodeConfig::default()
     };
     let node = node::start(config).await.unwrap();

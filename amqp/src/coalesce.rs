@@ -100,22 +100,27 @@ impl Coalescing {
     }
 
     /// Reads what the socket holds without waiting for readiness (epoll does not
-    /// report bytes below the mark). `Ok(0)` is the end of the stream.
-    pub fn read_now(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
+    /// report bytes below the mark), appending to `buf` up to its spare capacity.
+    /// `Ok(0)` is the end of the stream.
+    pub fn read_now(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is valid for writes of spare.len() bytes; recv initialises
+        // the first n of them, and only those are added to the length.
         let n = unsafe {
             libc::recv(
                 self.fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
                 libc::MSG_DONTWAIT,
             )
         };
         if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
+            return Err(std::io::Error::last_os_error());
         }
+        let n = n as usize;
+        // SAFETY: see above; n <= spare.len().
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
 }
 

@@ -414,7 +414,6 @@ impl Connection {
         let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| {
             (b / 2).max(Duration::from_millis(500))
         }));
-        let mut chunk = vec![0u8; 64 * 1024];
         let mut deleted = self.vhost.deleted();
         let vhost_gone = |vhost: &VHost| {
             AmqpError::connection(
@@ -439,6 +438,10 @@ impl Connection {
         let mut last_input = Instant::now();
         let mut got: Option<usize> = None;
         loop {
+            // Read straight into the input buffer (no copy from a scratch chunk).
+            if self.in_buf.capacity() - self.in_buf.len() < READ_CHUNK / 4 {
+                self.in_buf.reserve(READ_CHUNK);
+            }
             tokio::select! {
                 changed = close.changed(), if may_close => {
                     if changed.is_err() {
@@ -461,7 +464,7 @@ impl Connection {
                         return Err(vhost_gone(&self.vhost));
                     }
                 }
-                read = socket.read(&mut chunk), if self.may_read() => {
+                read = socket.read_buf(&mut self.in_buf), if self.may_read() => {
                     got = Some(read.map_err(io_error)?);
                 }
                 _ = tokio::time::sleep_until(last_input + coalesce::FALLBACK),
@@ -470,7 +473,7 @@ impl Connection {
                     // Input slowed below the raised mark: take what is there, and
                     // wake for every byte again until the rate is measured anew.
                     coalescing.off(Instant::now());
-                    match coalescing.read_now(&mut chunk) {
+                    match coalescing.read_now(&mut self.in_buf) {
                         Ok(n) => got = Some(n),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(io_error(e)),
@@ -508,7 +511,6 @@ impl Connection {
                 let now = Instant::now();
                 (last_read, last_input) = (now, now);
                 coalescing.on_read(n, now);
-                self.in_buf.extend_from_slice(&chunk[..n]);
                 match self.process_input(&events_tx).await? {
                     Some(End::ClientClosed) | Some(End::PeerGone) => {
                         self.hand_off(writer).await?;
@@ -982,6 +984,9 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
     }
     let _ = socket.shutdown().await;
 }
+
+/// Free space the input buffer has before each read.
+const READ_CHUNK: usize = 64 * 1024;
 
 fn io_error(e: std::io::Error) -> AmqpError {
     AmqpError::connection(code::CONNECTION_FORCED, format!("socket error: {e}"))

@@ -731,6 +731,71 @@ async fn next_body(consumer: &mut Consumer, what: &str) -> Vec<u8> {
     }
 }
 
+/// Publishes sent right in front of connection.close, in one write (so that the node
+/// reads them together), all reach their queue: the node routes them before it ends
+/// the connection (it used to drop the unrouted tail of the batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_right_before_connection_close_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let (_conn, channel) = lapin_channel(&node).await;
+    within(
+        "queue.declare",
+        channel.queue_declare(
+            "closing".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    let mut rest = channel_open(1);
+    for i in 0..10 {
+        rest.extend(publish(1, "", "closing", format!("m{i}").as_bytes(), 4096, false).concat());
+    }
+    rest.extend(method(0, 10, 50, &[0, 200, 0, 0, 0, 0, 0]));
+    let (mut reader, mut writer) = connect(&node).await;
+    let mut out = Vec::new();
+    let sent = send(
+        &mut reader,
+        &mut writer,
+        &handshake().concat(),
+        &rest,
+        &mut out,
+    )
+    .await;
+    assert_eq!(sent, Ok(true), "the handshake is answered");
+    let closed_ok = |a: &Answer| {
+        a.frames
+            .iter()
+            .any(|(kind, ch, p)| *kind == 1 && *ch == 0 && p.starts_with(&[0, 10, 0, 51]))
+    };
+    read_until(&mut reader, &mut out, closed_ok)
+        .await
+        .expect("an answer");
+    assert!(closed_ok(&decode(&out).expect("frames")), "close-ok");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let count = within(
+            "passive queue.declare",
+            channel.queue_declare("closing".into(), passive, FieldTable::default()),
+        )
+        .await
+        .message_count();
+        if count == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closing holds {count} messages, not 10, after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_mutated_streams_close_cleanly_and_the_node_serves_on() {
     let dir = tempfile::tempdir().unwrap();

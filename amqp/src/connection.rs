@@ -623,7 +623,12 @@ impl Connection {
         }
         let result = match frame {
             AMQPFrame::Heartbeat => Ok(()),
-            AMQPFrame::Method(0, m) => return self.connection_method(m),
+            AMQPFrame::Method(0, m) => {
+                // Publishes completed before connection.close are routed, not dropped
+                // with the connection (a client may publish and close in one write).
+                self.route_ready(events);
+                return self.connection_method(m);
+            }
             AMQPFrame::Method(n, m) => self.channel_method(n, m, events).await,
             AMQPFrame::Header(n, h) => self.open_channel(n)?.header(h),
             AMQPFrame::Body(n, b) => self.open_channel(n)?.body(b),

@@ -208,12 +208,10 @@ impl PageFile {
     }
 
     fn locate(&self, seq: u64) -> Option<(usize, usize)> {
-        // Newest first: loads and removals mostly hit the segments being consumed,
-        // but a lookup for a seq that is not here should stop early.
+        // Oldest first: loads and removals mostly hit the head of the queue.
         self.segments
             .iter()
             .enumerate()
-            .rev()
             .filter(|(_, s)| s.covers(seq))
             .find_map(|(i, s)| s.find(seq).map(|j| (i, j)))
     }
@@ -228,7 +226,9 @@ impl PageFile {
         segment.slots[j].2 = DEAD;
         segment.live -= 1;
         self.live -= 1;
-        self.drop_empty();
+        if segment.live == 0 && segment.pending.is_empty() {
+            self.segments.remove(i);
+        }
         true
     }
 

@@ -6,7 +6,6 @@
 //! wall-clock time it was published (all in one process, so one clock): the consumers
 //! check off each (publisher, seq) once and measure publish-to-delivery latency.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -165,7 +164,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         foreign: 0,
         latencies_us: Vec::with_capacity(total.min(50_000_000) as usize),
     }));
-    let consumed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
 
     let mut consumer_tasks = Vec::new();
@@ -177,13 +175,12 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             } else {
                 per
             };
-            let (args, received, consumed) = (args.clone(), received.clone(), consumed.clone());
+            let (args, received) = (args.clone(), received.clone());
             let queue = args.queue_of(c);
             if let Some(uri) = args.amqp.clone() {
-                let channel = crate::bench_amqp::open(&uri).await?;
+                let link = crate::bench_amqp::Link::open(&uri).await?;
                 consumer_tasks.push(tokio::spawn(async move {
-                    crate::bench_amqp::consume(channel, &args, &queue, quota, received, consumed)
-                        .await
+                    crate::bench_amqp::consume(link, &args, &queue, quota, received).await
                 }));
                 continue;
             }
@@ -194,7 +191,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             };
             let client = conn.connect().await.map_err(e)?;
             consumer_tasks.push(tokio::spawn(async move {
-                consume(client, &args, &queue, quota, received, consumed).await
+                consume(client, &args, &queue, quota, received).await
             }));
         }
     }
@@ -204,9 +201,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             let args = args.clone();
             let queue = args.queue_of(p);
             if let Some(uri) = args.amqp.clone() {
-                let channel = crate::bench_amqp::open(&uri).await?;
+                let link = crate::bench_amqp::Link::open(&uri).await?;
                 publisher_tasks.push(tokio::spawn(async move {
-                    crate::bench_amqp::publish(channel, &args, &queue, p).await
+                    crate::bench_amqp::publish(link, &args, &queue, p).await
                 }));
                 continue;
             }
@@ -227,7 +224,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     let consumed_in = start.elapsed();
 
     let r = received.lock().unwrap_or_else(|p| p.into_inner());
-    let got = consumed.load(Ordering::Relaxed);
     let missing = if args.drain_only || args.consumers == 0 {
         0
     } else {
@@ -262,9 +258,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.consumers > 0 {
         println!(
             "consumed {} msgs in {:.2} s: {:.0} msg/s",
-            got,
+            total, // every consumer returned only once it had its whole quota
             consumed_in.as_secs_f64(),
-            got as f64 / consumed_in.as_secs_f64()
+            total as f64 / consumed_in.as_secs_f64()
         );
         if !args.drain_only {
             println!(
@@ -286,20 +282,31 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A message body: the bench's header (publisher, seq, send time) and padding.
+/// The bench's header at the start of every body: publisher, seq, send time.
+pub(crate) fn header(publisher: u32, seq: u64, sent_nanos: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(&u64::from(publisher).to_be_bytes());
+    h[8..16].copy_from_slice(&seq.to_be_bytes());
+    h[16..].copy_from_slice(&sent_nanos.to_be_bytes());
+    h
+}
+
+/// A message body: the bench's header and padding.
 pub(crate) fn body(publisher: u32, seq: u64, padding: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(HEADER + padding.len());
-    body.put_u64(u64::from(publisher));
-    body.put_u64(seq);
-    body.put_u64(now_nanos());
+    body.put_slice(&header(publisher, seq, now_nanos()));
     body.put_slice(padding);
     body.freeze()
 }
 
+/// When publish number `seq` is due at `--rate` (`None`: as fast as possible).
+pub(crate) fn due(args: &BenchArgs, start: Instant, seq: u64) -> Option<Instant> {
+    (args.rate > 0).then(|| start + Duration::from_secs_f64(seq as f64 / args.rate as f64))
+}
+
 /// Waits until publish number `seq` is due at `--rate`.
 pub(crate) async fn pace(args: &BenchArgs, start: Instant, seq: u64) {
-    if args.rate > 0 {
-        let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
+    if let Some(due) = due(args, start, seq) {
         tokio::time::sleep_until(due.into()).await;
     }
 }
@@ -358,7 +365,6 @@ async fn consume(
     queue: &str,
     quota: u64,
     received: Arc<Mutex<Received>>,
-    consumed: Arc<AtomicU64>,
 ) -> Result<(), String> {
     let e = |e: ClientError| e.to_string();
     let mut consumer = client
@@ -387,7 +393,6 @@ async fn consume(
         if batch.len() == batch.capacity() || n == quota {
             record(&received, &mut batch, args.drain_only);
         }
-        consumed.fetch_add(1, Ordering::Relaxed);
     }
     client.flush_settles().await;
     let _ = consumer.cancel().await;

@@ -13,11 +13,10 @@
 mod link;
 mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::bench::{arrival, now_nanos, pace, record, BenchArgs, Received};
+use crate::bench::{arrival, due, now_nanos, pace, record, BenchArgs, Received};
 use link::describe;
 pub use link::Link;
 use wire::{Confirms, Incoming, Method, Publication};
@@ -25,12 +24,6 @@ use wire::{Confirms, Incoming, Method, Publication};
 /// What a publisher gathers before it writes (it writes sooner when it has to wait
 /// for confirms or for its --rate).
 const WRITE_CHUNK: usize = 64 * 1024;
-
-/// One connection with one channel (each publisher and consumer has its own, as with
-/// the client handle).
-pub async fn open(uri: &str) -> Result<Link, String> {
-    Link::open(uri).await
-}
 
 /// Declares (and unless draining, purges) the bench's queues.
 pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
@@ -76,52 +69,53 @@ pub async fn publish(
     let mut published = 0u64;
     let start = Instant::now();
     for seq in 0..args.count {
-        if args.rate > 0 {
-            // pace's schedule: send what is gathered before sleeping.
-            let due = start + Duration::from_secs_f64(seq as f64 / args.rate as f64);
-            if Instant::now() < due {
-                link.flush().await?;
-                link.try_fill()?;
-                settle(&mut link, &mut confirms, published)?;
-                pace(args, start, seq).await;
-            }
+        // pace's schedule: send what is gathered before sleeping.
+        if due(args, start, seq).is_some_and(|due| Instant::now() < due) {
+            pump(&mut link, &mut confirms, published, false).await?;
+            pace(args, start, seq).await;
         }
         if args.confirm {
             while confirms.outstanding(published) >= window {
-                link.flush().await?;
-                link.fill().await?;
-                settle(&mut link, &mut confirms, published)?;
+                pump(&mut link, &mut confirms, published, true).await?;
             }
         }
         message.put(&mut link.out, publisher, seq, now_nanos());
         published += 1;
         if link.out.len() >= WRITE_CHUNK {
-            link.flush().await?;
-            link.try_fill()?;
-            settle(&mut link, &mut confirms, published)?;
+            pump(&mut link, &mut confirms, published, false).await?;
         }
     }
     link.flush().await?;
     if args.confirm {
         while confirms.outstanding(published) > 0 {
-            link.fill().await?;
-            settle(&mut link, &mut confirms, published)?;
+            pump(&mut link, &mut confirms, published, true).await?;
         }
     }
     link.close().await?;
     Ok(confirms.nacked)
 }
 
-/// Takes the confirms read so far.
-fn settle(link: &mut Link, confirms: &mut Confirms, published: u64) -> Result<(), String> {
+/// Sends what is gathered, reads what the broker sent (waiting for something when
+/// `wait`), and takes the confirms in it.
+async fn pump(
+    link: &mut Link,
+    confirms: &mut Confirms,
+    published: u64,
+    wait: bool,
+) -> Result<(), String> {
+    link.flush().await?;
+    if wait {
+        link.fill().await?;
+    } else {
+        link.try_fill()?;
+    }
     while let Some(incoming) = link.next()? {
         match incoming {
-            Incoming::Method(Method::Ack { tag, multiple }) => {
-                confirms.settle(tag, multiple, false, published)?
-            }
-            Incoming::Method(Method::Nack { tag, multiple }) => {
-                confirms.settle(tag, multiple, true, published)?
-            }
+            Incoming::Method(Method::Confirm {
+                tag,
+                multiple,
+                nack,
+            }) => confirms.settle(tag, multiple, nack, published)?,
             other => {
                 return Err(format!(
                     "the publisher got an unexpected {}",
@@ -142,7 +136,6 @@ pub async fn consume(
     queue: &str,
     quota: u64,
     received: Arc<Mutex<Received>>,
-    consumed: Arc<AtomicU64>,
 ) -> Result<(), String> {
     let prefetch = u16::try_from(args.prefetch).unwrap_or(u16::MAX);
     link.call("basic.qos", wire::basic_qos(prefetch), |m| {
@@ -158,42 +151,41 @@ pub async fn consume(
     // From the prefetch the broker applies: acks wait for no more than it sends.
     let ack_every = u64::from((prefetch / 4).max(1));
     let mut batch: Vec<(u64, u64, u64)> = Vec::with_capacity(1024);
-    let (mut n, mut counted) = (0u64, 0u64);
+    let mut n = 0u64;
     while n < quota {
-        while n < quota {
-            let delivery = match link.next()? {
-                Some(d @ Incoming::Delivery { .. }) => d,
-                Some(Incoming::Method(Method::Cancel)) => {
-                    return Err(format!("the broker cancelled the consumer of {queue}"))
-                }
-                Some(other) => {
-                    return Err(format!(
-                        "the consumer got an unexpected {}",
-                        describe(&other)
-                    ))
-                }
-                None => break,
-            };
-            // The latency is taken here, as the delivery is read.
-            if let Some(h) = arrival(delivery.head()) {
-                batch.push(h);
+        let (tag, head, head_len) = match link.next()? {
+            Some(Incoming::Delivery {
+                tag,
+                head,
+                head_len,
+            }) => (tag, head, head_len),
+            Some(Incoming::Method(Method::Cancel)) => {
+                return Err(format!("the broker cancelled the consumer of {queue}"))
             }
-            n += 1;
-            if n % ack_every == 0 || n == quota {
-                if let Incoming::Delivery { tag, .. } = delivery {
-                    wire::put_basic_ack(&mut link.out, tag, true);
-                }
+            Some(other) => {
+                return Err(format!(
+                    "the consumer got an unexpected {}",
+                    describe(&other)
+                ))
             }
-            if batch.len() == batch.capacity() || n == quota {
-                record(&received, &mut batch, args.drain_only);
-                consumed.fetch_add(n - counted, Ordering::Relaxed);
-                counted = n;
+            None => {
+                link.flush().await?;
+                link.fill().await?;
+                continue;
             }
+        };
+        // The latency is taken here, as the delivery is read.
+        if let Some(h) = arrival(&head[..head_len]) {
+            batch.push(h);
         }
-        link.flush().await?;
-        if n < quota {
-            link.fill().await?;
+        n += 1;
+        if n.is_multiple_of(ack_every) || n == quota {
+            wire::put_basic_ack(&mut link.out, tag, true);
+        }
+        if batch.len() == batch.capacity() || n == quota {
+            record(&received, &mut batch, args.drain_only);
         }
     }
+    link.flush().await?;
     link.close().await
 }

@@ -276,3 +276,47 @@ fn a_burst_of_publishes_is_confirmed_once_each_with_multiple_acks() {
     assert!(ack_frames < N, "{ack_frames} ack frames for {N} publishes");
     serves(&node);
 }
+
+/// Publishes read together with a frame that ends the connection (here an unknown
+/// frame type) still reach their queue: the valid input before the error counts.
+#[test]
+fn publishes_before_a_connection_error_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = open_channel(&node);
+    let mut declare = 0u16.to_be_bytes().to_vec();
+    declare.extend(short_str("kept"));
+    declare.push(0);
+    declare.extend(0u32.to_be_bytes());
+    s.write_all(&method_frame(1, 50, 10, &declare)).unwrap();
+    expect_method(&mut s, (50, 11));
+    let mut input: Vec<u8> = (0..3)
+        .flat_map(|i| publish_frames("kept", format!("m{i}").as_bytes()))
+        .collect();
+    input.extend(frame(9, 0, b"junk"));
+    s.write_all(&input).unwrap();
+    let close = expect_method(&mut s, (10, 50));
+    assert_eq!(u16::from_be_bytes([close[4], close[5]]), 501);
+
+    let mut other = open_channel(&node);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut passive = 0u16.to_be_bytes().to_vec();
+        passive.extend(short_str("kept"));
+        passive.push(1); // passive
+        passive.extend(0u32.to_be_bytes());
+        other.write_all(&method_frame(1, 50, 10, &passive)).unwrap();
+        let ok = expect_method(&mut other, (50, 11));
+        // declare-ok: class, method, queue name, message count, consumer count.
+        let at = 4 + 1 + ok[4] as usize;
+        let count = u32::from_be_bytes(ok[at..at + 4].try_into().unwrap());
+        if count == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kept holds {count} messages, not 3"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

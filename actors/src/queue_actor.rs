@@ -925,9 +925,7 @@ impl QueueShell {
             }
         });
     }
-}
 
-impl QueueShell {
     /// Writes the bodies appended to the page file since the last flush (one write per
     /// segment, on a blocking thread) and answers `Stored` for them.
     fn flush_pages(&mut self, myself: &ActorRef<QueueMsg>) {

@@ -593,9 +593,10 @@ impl Connection {
             }
         };
         self.in_buf.drain(..at);
-        if matches!(result, Ok(None)) {
-            self.route_ready(events);
-        }
+        // Publishes completed before whatever ended the input are routed even when it
+        // ended the connection (a client may publish and close in one write; a bad
+        // frame does not undo the valid publishes before it).
+        self.route_ready(events);
         result
     }
 
@@ -623,12 +624,7 @@ impl Connection {
         }
         let result = match frame {
             AMQPFrame::Heartbeat => Ok(()),
-            AMQPFrame::Method(0, m) => {
-                // Publishes completed before connection.close are routed, not dropped
-                // with the connection (a client may publish and close in one write).
-                self.route_ready(events);
-                return self.connection_method(m);
-            }
+            AMQPFrame::Method(0, m) => return self.connection_method(m),
             AMQPFrame::Method(n, m) => self.channel_method(n, m, events).await,
             AMQPFrame::Header(n, h) => self.open_channel(n)?.header(h),
             AMQPFrame::Body(n, b) => self.open_channel(n)?.body(b),

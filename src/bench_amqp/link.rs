@@ -8,6 +8,8 @@ use super::wire::{self, Incoming, Method, Reader};
 
 /// Bytes read at once (and the reader's starting capacity).
 const READ_CHUNK: usize = 256 * 1024;
+/// How long the broker may say nothing while the bench waits for it.
+const SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// What a frame may be before connection.tune says (generous: the spec's minimum is 4096).
 const HANDSHAKE_FRAME_MAX: u32 = 1 << 20;
 /// frame_max when the broker proposes 0 (no limit).
@@ -191,13 +193,7 @@ impl Link {
         if let Err(e) = self.stream.write_all(&self.out).await {
             // The broker may have said why before it hung up.
             let _ = self.try_fill();
-            loop {
-                match self.next() {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
-                    Err(reason) => return Err(reason),
-                }
-            }
+            while self.next()?.is_some() {}
             return Err(format!("cannot write to the broker: {e}"));
         }
         self.out.clear();
@@ -211,13 +207,26 @@ impl Link {
         }
     }
 
+    /// Waits for more bytes from the broker: how many (0 when it closed the TCP
+    /// connection). A broker silent for `SILENCE` is an error, not a hang (a refused
+    /// or lost message leaves a consumer short of its quota for ever).
+    async fn read_some(&mut self) -> Result<usize, String> {
+        self.make_room();
+        match tokio::time::timeout(SILENCE, self.stream.read_buf(&mut self.reader.buf)).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(format!("cannot read from the broker: {e}")),
+            Err(_) => Err(format!(
+                "the broker sent nothing for {} s",
+                SILENCE.as_secs()
+            )),
+        }
+    }
+
     /// Waits for more bytes from the broker.
     pub async fn fill(&mut self) -> Result<(), String> {
-        self.make_room();
-        match self.stream.read_buf(&mut self.reader.buf).await {
-            Ok(0) => Err("the broker closed the TCP connection".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot read from the broker: {e}")),
+        match self.read_some().await? {
+            0 => Err("the broker closed the TCP connection".into()),
+            _ => Ok(()),
         }
     }
 
@@ -291,12 +300,10 @@ impl Link {
                 Some(Incoming::Method(Method::CloseOk)) => return Ok(()),
                 Some(_) => continue,
                 None => {
-                    self.make_room();
-                    match self.stream.read_buf(&mut self.reader.buf).await {
-                        // Closed without close-ok: gone all the same.
-                        Ok(0) => return Ok(()),
-                        Ok(_) => {}
-                        Err(e) => return Err(format!("connection.close: {e}")),
+                    let read = self.read_some().await;
+                    // Closed without close-ok: gone all the same.
+                    if read.map_err(|e| format!("connection.close: {e}"))? == 0 {
+                        return Ok(());
                     }
                 }
             }

@@ -26,27 +26,46 @@ const DELIVERY_MODE_FLAG: u16 = 1 << 12;
 /// A server method the bench understands (anything else is `Other`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
-    Start { mechanisms: String },
+    Start {
+        mechanisms: String,
+    },
     Secure,
-    Tune { channel_max: u16, frame_max: u32 },
+    Tune {
+        channel_max: u16,
+        frame_max: u32,
+    },
     OpenOk,
-    Close { code: u16, text: String },
+    Close {
+        code: u16,
+        text: String,
+    },
     CloseOk,
     Blocked,
     Unblocked,
     ChannelOpenOk,
-    ChannelClose { code: u16, text: String },
-    ChannelCloseOk,
+    ChannelClose {
+        code: u16,
+        text: String,
+    },
     DeclareOk,
     PurgeOk,
     QosOk,
     ConsumeOk,
     Cancel,
-    Deliver { tag: u64 },
-    Ack { tag: u64, multiple: bool },
-    Nack { tag: u64, multiple: bool },
+    Deliver {
+        tag: u64,
+    },
+    /// basic.ack (`nack` false) or basic.nack from the broker: a publisher confirm.
+    Confirm {
+        tag: u64,
+        multiple: bool,
+        nack: bool,
+    },
     SelectOk,
-    Other { class: u16, method: u16 },
+    Other {
+        class: u16,
+        method: u16,
+    },
 }
 
 /// One frame off the wire: its payload borrowed from the buffer, `len` its whole size.
@@ -182,7 +201,6 @@ pub fn decode_method(payload: &[u8]) -> Result<Method, String> {
             code: a.u16()?,
             text: text(a.shortstr()?),
         },
-        (20, 41) => Method::ChannelCloseOk,
         (50, 11) => Method::DeclareOk,
         (50, 31) => Method::PurgeOk,
         (60, 11) => Method::QosOk,
@@ -192,24 +210,33 @@ pub fn decode_method(payload: &[u8]) -> Result<Method, String> {
             a.shortstr()?; // consumer-tag
             Method::Deliver { tag: a.u64()? }
         }
-        (60, 80) => Method::Ack {
+        (60, m @ (80 | 120)) => Method::Confirm {
             tag: a.u64()?,
             multiple: a.u8()? & 1 != 0,
-        },
-        (60, 120) => Method::Nack {
-            tag: a.u64()?,
-            multiple: a.u8()? & 1 != 0,
+            nack: m == 120,
         },
         (85, 11) => Method::SelectOk,
         (class, method) => Method::Other { class, method },
     })
 }
 
-/// Appends a method frame whose arguments `args` writes.
-fn method_frame(out: &mut Vec<u8>, channel: u16, class: u16, method: u16, args: &[u8]) {
-    out.push(FRAME_METHOD);
+/// Appends a frame's first 7 bytes: type, channel, payload size.
+fn put_frame_start(out: &mut Vec<u8>, kind: u8, channel: u16, size: usize) {
+    out.push(kind);
     out.extend_from_slice(&channel.to_be_bytes());
-    out.extend_from_slice(&(4 + args.len() as u32).to_be_bytes());
+    out.extend_from_slice(&(size as u32).to_be_bytes());
+}
+
+/// A method frame with the arguments `args`.
+fn method(channel: u16, class: u16, id: u16, args: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    method_frame(&mut out, channel, class, id, args);
+    out
+}
+
+/// Appends a method frame with the arguments `args`.
+fn method_frame(out: &mut Vec<u8>, channel: u16, class: u16, method: u16, args: &[u8]) {
+    put_frame_start(out, FRAME_METHOD, channel, 4 + args.len());
     out.extend_from_slice(&class.to_be_bytes());
     out.extend_from_slice(&method.to_be_bytes());
     out.extend_from_slice(args);
@@ -268,9 +295,7 @@ pub fn start_ok(user: &str, password: &str) -> Vec<u8> {
     response.extend_from_slice(password.as_bytes());
     longstr(&mut args, &response);
     args.extend_from_slice(b"\x05en_US");
-    let mut out = Vec::new();
-    method_frame(&mut out, 0, 10, 11, &args);
-    out
+    method(0, 10, 11, &args)
 }
 
 /// connection.tune-ok without heartbeats.
@@ -279,57 +304,41 @@ pub fn tune_ok(channel_max: u16, frame_max: u32) -> Vec<u8> {
     args.extend_from_slice(&channel_max.to_be_bytes());
     args.extend_from_slice(&frame_max.to_be_bytes());
     args.extend_from_slice(&0u16.to_be_bytes());
-    let mut out = Vec::new();
-    method_frame(&mut out, 0, 10, 31, &args);
-    out
+    method(0, 10, 31, &args)
 }
 
 pub fn connection_open(vhost: &str) -> Result<Vec<u8>, String> {
     let mut args = Vec::new();
     shortstr(&mut args, vhost, "the vhost")?;
     args.extend_from_slice(&[0, 0]); // capabilities (reserved), insist (reserved)
-    let mut out = Vec::new();
-    method_frame(&mut out, 0, 10, 40, &args);
-    Ok(out)
+    Ok(method(0, 10, 40, &args))
 }
 
 pub fn connection_close() -> Vec<u8> {
-    let mut out = Vec::new();
-    method_frame(&mut out, 0, 10, 50, b"\x00\xc8\x00\x00\x00\x00\x00");
-    out
+    method(0, 10, 50, b"\x00\xc8\x00\x00\x00\x00\x00")
 }
 
 pub fn connection_close_ok() -> Vec<u8> {
-    let mut out = Vec::new();
-    method_frame(&mut out, 0, 10, 51, &[]);
-    out
+    method(0, 10, 51, &[])
 }
 
 pub fn channel_open() -> Vec<u8> {
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, 20, 10, &[0]);
-    out
+    method(CHANNEL, 20, 10, &[0])
 }
 
 pub fn channel_close_ok() -> Vec<u8> {
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, 20, 41, &[]);
-    out
+    method(CHANNEL, 20, 41, &[])
 }
 
 pub fn confirm_select() -> Vec<u8> {
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, 85, 10, &[0]);
-    out
+    method(CHANNEL, 85, 10, &[0])
 }
 
 pub fn basic_qos(prefetch: u16) -> Vec<u8> {
     let mut args = vec![0, 0, 0, 0]; // prefetch-size
     args.extend_from_slice(&prefetch.to_be_bytes());
     args.push(0); // global
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, CLASS_BASIC, 10, &args);
-    out
+    method(CHANNEL, CLASS_BASIC, 10, &args)
 }
 
 /// basic.consume with manual acks and a tag the broker chooses.
@@ -339,9 +348,7 @@ pub fn basic_consume(queue: &str) -> Result<Vec<u8>, String> {
     args.push(0); // consumer-tag: the broker's choice
     args.push(0); // no-local, no-ack, exclusive, nowait
     table(&mut args, &[]);
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, CLASS_BASIC, 20, &args);
-    Ok(out)
+    Ok(method(CHANNEL, CLASS_BASIC, 20, &args))
 }
 
 /// Appends basic.ack (the hot path of a consumer: no allocation).
@@ -357,18 +364,14 @@ pub fn queue_declare(queue: &str, durable: bool) -> Result<Vec<u8>, String> {
     shortstr(&mut args, queue, "the queue name")?;
     args.push(u8::from(durable) << 1); // passive, durable, exclusive, auto-delete, nowait
     table(&mut args, &[]);
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, 50, 10, &args);
-    Ok(out)
+    Ok(method(CHANNEL, 50, 10, &args))
 }
 
 pub fn queue_purge(queue: &str) -> Result<Vec<u8>, String> {
     let mut args = vec![0, 0];
     shortstr(&mut args, queue, "the queue name")?;
     args.push(0); // nowait
-    let mut out = Vec::new();
-    method_frame(&mut out, CHANNEL, 50, 30, &args);
-    Ok(out)
+    Ok(method(CHANNEL, 50, 30, &args))
 }
 
 /// One bench message as frames, encoded once: basic.publish to the default exchange
@@ -410,24 +413,18 @@ impl Publication {
         } else {
             header.extend_from_slice(&0u16.to_be_bytes());
         }
-        prefix.push(FRAME_HEADER);
-        prefix.extend_from_slice(&CHANNEL.to_be_bytes());
-        prefix.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        put_frame_start(&mut prefix, FRAME_HEADER, CHANNEL, header.len());
         prefix.extend_from_slice(&header);
         prefix.push(FRAME_END);
 
         let first = size.min(piece);
-        prefix.push(FRAME_BODY);
-        prefix.extend_from_slice(&CHANNEL.to_be_bytes());
-        prefix.extend_from_slice(&(first as u32).to_be_bytes());
+        put_frame_start(&mut prefix, FRAME_BODY, CHANNEL, first);
         let mut tail = vec![b'w'; first - HEADER];
         tail.push(FRAME_END);
         let mut left = size - first;
         while left > 0 {
             let n = left.min(piece);
-            tail.push(FRAME_BODY);
-            tail.extend_from_slice(&CHANNEL.to_be_bytes());
-            tail.extend_from_slice(&(n as u32).to_be_bytes());
+            put_frame_start(&mut tail, FRAME_BODY, CHANNEL, n);
             tail.resize(tail.len() + n, b'w');
             tail.push(FRAME_END);
             left -= n;
@@ -444,9 +441,7 @@ impl Publication {
     /// `crate::bench::body` lays them out), then padding.
     pub fn put(&self, out: &mut Vec<u8>, publisher: u32, seq: u64, now_nanos: u64) {
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&u64::from(publisher).to_be_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
-        out.extend_from_slice(&now_nanos.to_be_bytes());
+        out.extend_from_slice(&crate::bench::header(publisher, seq, now_nanos));
         out.extend_from_slice(&self.tail);
     }
 }
@@ -465,6 +460,7 @@ pub enum Incoming {
 }
 
 impl Incoming {
+    #[cfg(test)]
     pub fn head(&self) -> &[u8] {
         match self {
             Incoming::Delivery { head, head_len, .. } => &head[..*head_len],
@@ -760,9 +756,10 @@ mod tests {
         );
         assert_eq!(
             whole[2],
-            Incoming::Method(Method::Ack {
+            Incoming::Method(Method::Confirm {
                 tag: 9,
-                multiple: true
+                multiple: true,
+                nack: false
             })
         );
         for cut in 0..=bytes.len() {
@@ -795,16 +792,18 @@ mod tests {
         };
         assert_eq!(
             decode_method(&ack(1)),
-            Ok(Method::Ack {
+            Ok(Method::Confirm {
                 tag: 77,
-                multiple: true
+                multiple: true,
+                nack: false
             })
         );
         assert_eq!(
             decode_method(&ack(0)),
-            Ok(Method::Ack {
+            Ok(Method::Confirm {
                 tag: 77,
-                multiple: false
+                multiple: false,
+                nack: false
             })
         );
         let mut nack = vec![0, 60, 0, 120];
@@ -812,9 +811,10 @@ mod tests {
         nack.push(0b11); // multiple, requeue
         assert_eq!(
             decode_method(&nack),
-            Ok(Method::Nack {
+            Ok(Method::Confirm {
                 tag: 5,
-                multiple: true
+                multiple: true,
+                nack: true
             })
         );
         let mut close = vec![0, 10, 0, 50, 0x01, 0x93, 14];

@@ -24,6 +24,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Bytes after which a segment is closed and a new one begun.
@@ -44,6 +45,14 @@ pub fn clear_directory(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Segment numbers are unique in the process: a restarted queue actor's segments never
+/// take the names of segments its crashed incarnation still has in flight (whose drop
+/// unlinks by name).
+fn next_segment_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// One segment file; unlinked when the last holder (the page file, a write or a read
@@ -97,7 +106,6 @@ pub struct PageFile {
     prefix: String,
     /// Oldest first; the last one takes appends.
     segments: VecDeque<Segment>,
-    next_segment: u64,
     live: usize,
 }
 
@@ -118,7 +126,6 @@ impl PageFile {
             dir: dir.to_path_buf(),
             prefix,
             segments: VecDeque::new(),
-            next_segment: 0,
             live: 0,
         })
     }
@@ -184,8 +191,7 @@ impl PageFile {
     fn roll(&mut self) -> io::Result<()> {
         let path = self
             .dir
-            .join(format!("{}{}", self.prefix, self.next_segment));
-        self.next_segment += 1;
+            .join(format!("{}{}", self.prefix, next_segment_number()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -551,6 +557,22 @@ mod tests {
         clear_directory(dir.path()).unwrap();
         assert!(!dir.path().exists());
         clear_directory(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_new_incarnation_keeps_its_segments_when_the_old_one_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = PageFile::open(dir.path(), 4).unwrap();
+        put(&mut old, 1, b"old");
+        flush(&mut old);
+        let (in_flight, _) = old.plan_read(&[1]);
+        drop(old); // a crash: only the read in flight holds the old segment
+        let mut new = PageFile::open(dir.path(), 4).unwrap();
+        put(&mut new, 1, b"new");
+        flush(&mut new);
+        drop(in_flight);
+        assert_eq!(files(dir.path()), 1, "the new incarnation's segment stays");
+        assert_eq!(read(&new, &[1]).0, vec![(1, b"new".to_vec())]);
     }
 
     #[test]

@@ -208,6 +208,15 @@ fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// queue.declare on channel 1 (`passive`: only ask about it), no arguments.
+fn queue_declare(queue: &str, passive: bool) -> Vec<u8> {
+    let mut args = 0u16.to_be_bytes().to_vec();
+    args.extend(short_str(queue));
+    args.push(u8::from(passive));
+    args.extend(0u32.to_be_bytes());
+    method_frame(1, 50, 10, &args)
+}
+
 /// A content header announcing more than the largest message closes the channel with
 /// 406 before any body is buffered.
 #[test]
@@ -243,11 +252,7 @@ fn a_burst_of_publishes_is_confirmed_once_each_with_multiple_acks() {
     let mut s = open_channel(&node);
     s.write_all(&method_frame(1, 85, 10, &[0])).unwrap(); // confirm.select
     expect_method(&mut s, (85, 11));
-    let mut declare = 0u16.to_be_bytes().to_vec();
-    declare.extend(short_str("burst"));
-    declare.push(0);
-    declare.extend(0u32.to_be_bytes());
-    s.write_all(&method_frame(1, 50, 10, &declare)).unwrap();
+    s.write_all(&queue_declare("burst", false)).unwrap();
     expect_method(&mut s, (50, 11));
 
     const N: u64 = 100;
@@ -284,11 +289,7 @@ fn publishes_before_a_connection_error_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("data"), free_port());
     let mut s = open_channel(&node);
-    let mut declare = 0u16.to_be_bytes().to_vec();
-    declare.extend(short_str("kept"));
-    declare.push(0);
-    declare.extend(0u32.to_be_bytes());
-    s.write_all(&method_frame(1, 50, 10, &declare)).unwrap();
+    s.write_all(&queue_declare("kept", false)).unwrap();
     expect_method(&mut s, (50, 11));
     let mut input: Vec<u8> = (0..3)
         .flat_map(|i| publish_frames("kept", format!("m{i}").as_bytes()))
@@ -301,11 +302,7 @@ fn publishes_before_a_connection_error_are_kept() {
     let mut other = open_channel(&node);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut passive = 0u16.to_be_bytes().to_vec();
-        passive.extend(short_str("kept"));
-        passive.push(1); // passive
-        passive.extend(0u32.to_be_bytes());
-        other.write_all(&method_frame(1, 50, 10, &passive)).unwrap();
+        other.write_all(&queue_declare("kept", true)).unwrap();
         let ok = expect_method(&mut other, (50, 11));
         // declare-ok: class, method, queue name, message count, consumer count.
         let at = 4 + 1 + ok[4] as usize;

@@ -47,6 +47,8 @@ pub async fn limits(args: LimitsArgs) -> Result<(), String> {
             "memory_high_watermark": info.memory_limit_setting,
             "disk_free": info.disk_free,
             "disk_free_limit": info.disk_free_limit,
+            "queue_memory_used": info.queue_memory_used,
+            "queue_memory_limit": info.queue_memory_limit,
             "alarms": alarms,
         });
         println!("{row}");
@@ -56,6 +58,11 @@ pub async fn limits(args: LimitsArgs) -> Result<(), String> {
             show_size(info.memory_used),
             show_size(info.memory_limit),
             info.memory_limit_setting
+        );
+        println!(
+            "queues  {} of {} kept in memory for consumers beyond the queues' windows",
+            show_size(info.queue_memory_used),
+            show_size(info.queue_memory_limit)
         );
         println!(
             "disk    {} free, limit {}",

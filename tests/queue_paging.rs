@@ -2,7 +2,8 @@
 //! bodies go to the queue's page file (segment files under `DATA_DIR/paging`), come
 //! back in order and exactly once, and their segments are deleted once consumed,
 //! purged or deleted with the queue; a restart leaves no segment behind, while the
-//! persistent messages of the same backlog survive it.
+//! persistent messages of the same backlog survive it. A queue whose consumer is
+//! behind keeps the same backlog in memory instead.
 
 mod common;
 
@@ -103,6 +104,44 @@ async fn a_backlog_pages_to_segments_and_comes_back_in_order() {
     eventually("a deleted queue's segments are deleted", || {
         segments(&data) == 0
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_with_a_consumer_stays_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let node = NodeProcess::start(&data, free_port());
+    let client = node.client().await;
+    client
+        .declare_queue("behind", QueueOptions::default())
+        .await
+        .unwrap();
+    // A consumer that holds its one delivery unacked: the backlog waits for it.
+    let mut consumer = client
+        .consume(
+            "behind",
+            ConsumeOptions {
+                prefetch: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    fill(&client, "behind").await;
+    assert_eq!(
+        segments(&data),
+        0,
+        "bodies about to be delivered draw on the node's queue memory, not the page file"
+    );
+    for i in 0..BACKLOG {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the consumer is open")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&d.body), body(i), "delivery {i}");
+        d.ack().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

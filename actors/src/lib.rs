@@ -7,6 +7,8 @@
 //! - [`queue`]: the queue as a pure state machine (`apply(command) -> effects`) plus the
 //!   actor shell that performs the effects (storage, deliveries, dead-lettering).
 //! - [`alarm`]: the memory and disk alarms that hold publishers back.
+//! - [`queue_memory`]: the node's budget for bodies queues keep in memory for their
+//!   consumers beyond their window.
 //! - [`vhost`]: one virtual host's exchanges, queues and bindings; [`vhosts`]: the
 //!   node's vhosts, added and deleted through the metadata log.
 //!
@@ -22,6 +24,7 @@ pub mod message;
 pub mod metadata;
 pub mod queue;
 pub mod queue_actor;
+pub mod queue_memory;
 pub mod remote;
 pub mod vhost;
 pub mod vhosts;

@@ -36,6 +36,7 @@ use crate::queue::{
     Command, ConsumerSummary, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig,
     QueueError, QueueState, QueueStats, Reply, Seq,
 };
+use crate::queue_memory::{MemoryClaim, QueueMemory};
 use crate::remote::Home;
 
 /// What became of one message handed to a queue.
@@ -245,6 +246,8 @@ pub struct QueueArgs {
     pub store: Store,
     pub dead_letter: DeadLetterFn,
     pub delete_self: DeleteSelfFn,
+    /// The node's budget for bodies kept beyond the window for consumers.
+    pub memory: Arc<QueueMemory>,
 }
 
 pub struct QueueActor;
@@ -284,6 +287,8 @@ pub struct QueueShell {
     /// The deadline a `Tick` is already scheduled for.
     tick_at: Option<u64>,
     deleted: bool,
+    /// What the queue holds of the node's queue memory.
+    memory: MemoryClaim,
 }
 
 fn now_ms() -> u64 {
@@ -308,6 +313,7 @@ impl Actor for QueueActor {
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = args.shared.clone();
+        let shared_memory = args.memory.clone();
         shared.incarnations.fetch_add(1, Ordering::Relaxed);
         // Rebuild from the index records only: bodies load when they are delivered.
         let store = args.store.clone();
@@ -364,6 +370,7 @@ impl Actor for QueueActor {
             flush_scheduled: false,
             tick_at: None,
             deleted: false,
+            memory: shared_memory.claim(),
         };
         for effect in recovery_effects {
             shell.perform(effect);
@@ -848,8 +855,11 @@ impl QueueShell {
     }
 
     /// After each message: send deliveries, schedule the flush and the next tick,
-    /// publish the counters.
+    /// publish the counters, settle the queue's part of the node's queue memory.
     fn after_step(&mut self, myself: &ActorRef<QueueMsg>) {
+        self.memory.hold(self.state.memory_beyond_window());
+        self.state
+            .set_memory_allowance(Some(self.memory.allowance()));
         for (channel, deliveries) in self.outbox.drain() {
             if let Some((sink, _)) = self.channels.get(&channel) {
                 sink(QueueEvent::Deliver(deliveries));

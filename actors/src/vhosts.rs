@@ -323,6 +323,7 @@ mod tests {
             node: "n1".into(),
             in_memory: false,
             forwarder: None,
+            queue_memory: crate::queue_memory::QueueMemory::new(64 << 20),
         }
     }
 

@@ -251,6 +251,10 @@ pub struct LimitsInfo {
     pub disk_free_limit: u64,
     pub memory_alarm: bool,
     pub disk_alarm: bool,
+    /// Bytes queues keep in memory for their consumers beyond their windows, and the
+    /// most they may (half the watermark).
+    pub queue_memory_used: u64,
+    pub queue_memory_limit: u64,
 }
 
 /// What `inspect` shows of an actor.

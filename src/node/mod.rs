@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
+use warren_actors::queue_memory::QueueMemory;
 use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
 use warren_cluster::members::{MemberAddress, Role, Timing};
@@ -117,10 +118,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let cookie = warren_cluster::cookie::read_or_create(&config.cookie_path())?;
     let store = Store::open_with(config.store_path(), config.store_options())?;
     let remote = RemoteQueues::new(&config.name);
+    // Resources first: the memory high watermark sizes the queues' memory budget.
+    let alarms = warren_actors::alarm::Alarms::default();
+    let queue_memory = QueueMemory::new(0);
+    let resources = resources::Resources::new(
+        alarms.clone(),
+        resources::Limits {
+            memory: config.memory_high_watermark,
+            disk_free: config.disk_free_limit,
+        },
+        config.data_dir.clone(),
+        queue_memory.clone(),
+    );
+    resources.check();
     let placement = Placement {
         node: config.name.clone(),
         in_memory: config.role == Role::Ram,
         forwarder: Some(Arc::new(remote.clone())),
+        queue_memory,
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await
@@ -141,16 +156,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         window: RESTART_WINDOW,
     }));
 
-    let alarms = warren_actors::alarm::Alarms::default();
-    let resources = resources::Resources::new(
-        alarms.clone(),
-        resources::Limits {
-            memory: config.memory_high_watermark,
-            disk_free: config.disk_free_limit,
-        },
-        config.data_dir.clone(),
-    );
-    resources.check();
     tokio::spawn(resources.clone().run());
     let node_server =
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;

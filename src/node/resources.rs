@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use warren_actors::alarm::{evaluate, AlarmState, Alarms, MemoryLimit};
+use warren_actors::queue_memory::QueueMemory;
 use warren_cluster::protocol::LimitsInfo;
 
 /// How often memory and disk are measured.
@@ -27,15 +28,23 @@ pub struct Limits {
 /// The node's resource monitor (shared with the admin requests).
 pub struct Resources {
     alarms: Alarms,
+    /// Sized from the memory high watermark at each check.
+    queue_memory: Arc<QueueMemory>,
     limits: RwLock<Limits>,
     data_dir: PathBuf,
     total_ram: u64,
 }
 
 impl Resources {
-    pub fn new(alarms: Alarms, limits: Limits, data_dir: PathBuf) -> Arc<Resources> {
+    pub fn new(
+        alarms: Alarms,
+        limits: Limits,
+        data_dir: PathBuf,
+        queue_memory: Arc<QueueMemory>,
+    ) -> Arc<Resources> {
         Arc::new(Resources {
             alarms,
+            queue_memory,
             limits: RwLock::new(limits),
             data_dir,
             total_ram: total_ram().unwrap_or(u64::MAX),
@@ -51,6 +60,8 @@ impl Resources {
         let limits = self.limits();
         let memory_used = resident_memory().unwrap_or(0);
         let memory_limit = limits.memory.bytes(self.total_ram);
+        self.queue_memory
+            .set_limit(QueueMemory::limit_for_watermark(memory_limit));
         let disk_free = disk_free(&self.data_dir).unwrap_or(u64::MAX);
         let state = evaluate(memory_used, memory_limit, disk_free, limits.disk_free);
         let before = self.alarms.current();
@@ -73,6 +84,8 @@ impl Resources {
             disk_free_limit: limits.disk_free,
             memory_alarm: state.memory,
             disk_alarm: state.disk,
+            queue_memory_used: self.queue_memory.used(),
+            queue_memory_limit: self.queue_memory.limit(),
         }
     }
 
@@ -182,6 +195,7 @@ mod tests {
     #[test]
     fn a_lowered_watermark_raises_the_memory_alarm_and_raising_it_clears() {
         let alarms = Alarms::default();
+        let queue_memory = QueueMemory::new(0);
         let resources = Resources::new(
             alarms.clone(),
             Limits {
@@ -189,16 +203,23 @@ mod tests {
                 disk_free: 1,
             },
             PathBuf::from("."),
+            queue_memory.clone(),
         );
         assert!(!resources.check().memory_alarm);
         let info = resources.set(Some(MemoryLimit::Bytes(1)), None);
         assert!(info.memory_alarm && alarms.current().memory);
+        assert_eq!(
+            queue_memory.limit(),
+            0,
+            "the queue memory follows the watermark"
+        );
         assert_eq!(alarms.current().reason(), "low on memory");
         assert!(
             !resources
-                .set(Some(MemoryLimit::Fraction(1.0)), None)
+                .set(Some(MemoryLimit::Bytes(4 << 30)), None)
                 .memory_alarm
         );
+        assert_eq!(queue_memory.limit(), 2 << 30);
         assert!(!alarms.current().raised());
         assert!(resources.set(None, Some(u64::MAX)).disk_alarm);
     }

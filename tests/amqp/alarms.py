@@ -25,10 +25,14 @@ cch = cons.channel()
 info = json.loads(t.warren("limits", "--json"))
 assert info["alarms"] == [], info
 assert info["memory_used"] > 0 and info["memory_limit"] > info["memory_used"], info
+# Queues may keep half the watermark in memory for their consumers; none is used yet.
+assert info["queue_memory_limit"] == info["memory_limit"] // 2, info
+assert info["queue_memory_used"] == 0, info
 
 # ----- memory alarm ---------------------------------------------------------------------
 info = json.loads(t.warren("limits", "--memory-high-watermark", "1MiB", "--json"))
 assert info["alarms"] == ["memory"], info
+assert info["queue_memory_limit"] == 512 * 1024, info
 assert "memory" in t.warren("limits")
 
 # The publish that finds the alarm up is taken; the connection is blocked after it.

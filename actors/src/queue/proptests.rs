@@ -56,6 +56,10 @@ enum Op {
         no_ack: bool,
     },
     Purge,
+    /// The shell's share of the node's queue memory changed.
+    Allow {
+        allowance: Option<u64>,
+    },
     Advance {
         ms: u64,
     },
@@ -87,6 +91,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(channel, pick, count, requeue)| Op::Reject { channel, pick, count, requeue }),
         2 => (channel.clone(), any::<bool>()).prop_map(|(channel, no_ack)| Op::Get { channel, no_ack }),
         1 => Just(Op::Purge),
+        1 => prop::option::of(0u64..2_000).prop_map(|allowance| Op::Allow { allowance }),
         3 => (0u64..30).prop_map(|ms| Op::Advance { ms }),
         5 => (1usize..6).prop_map(|n| Op::CompleteWrites { n }),
         5 => (1usize..6).prop_map(|n| Op::CompleteLoads { n }),
@@ -325,6 +330,10 @@ impl Sim {
             }
             Op::Get { channel, no_ack } => self.exec(Command::Get { channel, no_ack }).map(|_| ()),
             Op::Purge => self.exec(Command::Purge).map(|_| ()),
+            Op::Allow { allowance } => {
+                self.q.set_memory_allowance(allowance);
+                Ok(())
+            }
             Op::Advance { ms } => {
                 self.now += ms;
                 self.exec(Command::Tick).map(|_| ())

@@ -150,6 +150,9 @@ pub struct QueueState {
     had_consumer: bool,
     deleted: bool,
     lost: u64,
+    /// How much memory beyond the window the queue may hold for its consumers (see
+    /// the `window` module); `None`: none, whatever the consumers.
+    memory_allowance: Option<u64>,
 }
 
 impl QueueState {
@@ -174,6 +177,7 @@ impl QueueState {
             had_consumer: false,
             deleted: false,
             lost: 0,
+            memory_allowance: None,
         }
         .touched(now)
     }
@@ -238,11 +242,24 @@ impl QueueState {
         self.consumers.len() as u64
     }
 
-    /// Whether the queue was deleted (explicitly, by expiry or by auto-delete).
     pub fn consumer_summaries(&self) -> Vec<super::ConsumerSummary> {
         self.consumers.summaries()
     }
 
+    /// Sets how much memory beyond the window the queue may keep bodies in while it has
+    /// consumers (its share of the node's queue memory); `None` for no more than the
+    /// window.
+    pub fn set_memory_allowance(&mut self, allowance: Option<u64>) {
+        self.memory_allowance = allowance;
+    }
+
+    /// The memory the queue's resident ready bodies take beyond the window: what it
+    /// holds of the node's queue memory.
+    pub fn memory_beyond_window(&self) -> u64 {
+        self.config.window.excess(&self.idx.tally)
+    }
+
+    /// Whether the queue was deleted (explicitly, by expiry or by auto-delete).
     pub fn is_deleted(&self) -> bool {
         self.deleted
     }
@@ -539,7 +556,8 @@ impl QueueState {
         if durable_write {
             self.write(seq, true, effects);
         }
-        if resident_ready && self.config.window.must_page_out(&self.idx.tally) {
+        let allowance = self.memory_allowance.filter(|_| !self.consumers.is_empty());
+        if resident_ready && self.config.window.must_page_out(&self.idx.tally, allowance) {
             self.page_out(seq, effects);
         }
         // A message being written is confirmed once its write is done: a persistent

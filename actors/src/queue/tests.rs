@@ -1267,6 +1267,54 @@ fn bodies_beyond_the_window_are_paged_out_and_loaded_back() {
         .any(|e| matches!(e, Effect::Store { seq, .. } if *seq == late)));
 }
 
+fn written(fx: &[Effect]) -> Vec<Seq> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Store { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_queue_with_consumers_keeps_bodies_beyond_the_window_within_its_allowance() {
+    // A window of 4 bodies or 2 000 bytes; each 2-byte body counts 258 with its
+    // overhead, so the window's bytes hold 7 and an allowance of 600 three more.
+    let window = WindowLimits {
+        messages: 4,
+        bytes: 2000,
+    };
+    let mut q = Q::new(config(&[]).with_window(window));
+    q.s.set_memory_allowance(Some(600));
+    q.consume(1, "slow", 1);
+    let seqs: Vec<Seq> = (0..12)
+        .map(|i| q.publish(msg(&format!("m{i:x}"))))
+        .collect();
+    let fx = q.drain();
+    assert_eq!(delivered_bodies(&fx), vec!["m0"]);
+    assert_eq!(
+        written(&fx),
+        vec![seqs[11]],
+        "the eleventh ready body exceeds the allowance"
+    );
+    assert_eq!(q.s.memory_beyond_window(), 11 * 258 - 2000, "until written");
+    q.run(Command::Stored(vec![seqs[11]]));
+    assert_eq!(q.s.memory_beyond_window(), 10 * 258 - 2000);
+    // Once paging, later bodies follow, allowance or not, so memory stays a prefix.
+    q.s.set_memory_allowance(Some(u64::MAX));
+    let late = q.publish(msg("mm"));
+    assert_eq!(written(&q.drain()), vec![late]);
+
+    // Without consumers the allowance is not used: beyond the window means paged out.
+    let mut idle = Q::new(config(&[]).with_window(window));
+    idle.s.set_memory_allowance(Some(u64::MAX));
+    let seqs: Vec<Seq> = (0..6)
+        .map(|i| idle.publish(msg(&format!("m{i}"))))
+        .collect();
+    assert_eq!(written(&idle.drain()), seqs[4..].to_vec());
+    assert_eq!(idle.s.memory_beyond_window(), 0);
+}
+
 #[test]
 fn a_transient_message_paged_out_is_confirmed_when_written() {
     let mut q = small_window(&[], 1);

@@ -2,7 +2,12 @@
 //! decisions that keep it so (when to page a new body out, when and how much to load).
 //!
 //! The window is the ready messages nearest the head. A queue starts "in memory":
-//! bodies stay resident until the window is full. From then on it is "paging": every
+//! bodies stay resident until the window is full. A queue with consumers may keep more:
+//! what it is about to deliver would otherwise be written and read back at once, so
+//! while it has consumers its bodies beyond the window draw on the node's
+//! [`QueueMemory`](crate::queue_memory::QueueMemory), a budget shared by all its
+//! queues (the shell passes the queue's share in as an allowance). Once the window and
+//! the allowance are full, the queue is "paging": every
 //! new message is written and its body dropped once the write is confirmed, even if
 //! memory frees up in between, so the resident bodies stay a prefix of the ready
 //! order (as RabbitMQ's `delta` does) and loads read runs of consecutive seqs. The
@@ -55,14 +60,30 @@ impl LoadBudget {
     }
 }
 
+/// What a resident body costs in memory beyond its bytes (the message's allocation,
+/// properties and reference count), as the node's queue memory counts it.
+pub(crate) const BODY_OVERHEAD: u64 = 256;
+
 impl WindowLimits {
     /// Whether a body that just became ready and resident must be paged out: the queue
-    /// is already paging, or the window overflows with it.
-    pub(crate) fn must_page_out(&self, tally: &Tally) -> bool {
-        tally.ready_absent > 0
-            || tally.page_outs > 0
-            || tally.ready_resident > self.messages
-            || tally.ready_resident_bytes > self.bytes
+    /// is already paging, or the window overflows with it and the queue has no
+    /// `allowance` (no consumers) or its memory beyond the window exceeds the allowance.
+    pub(crate) fn must_page_out(&self, tally: &Tally, allowance: Option<u64>) -> bool {
+        if tally.ready_absent > 0 || tally.page_outs > 0 {
+            return true;
+        }
+        let overflows =
+            tally.ready_resident > self.messages || tally.ready_resident_bytes > self.bytes;
+        overflows && allowance.is_none_or(|allowed| self.excess(tally) > allowed)
+    }
+
+    /// The memory of the queue's ready resident bodies (bytes plus [`BODY_OVERHEAD`]
+    /// each) beyond the window's bytes: what the queue holds of the node's queue memory.
+    pub(crate) fn excess(&self, tally: &Tally) -> u64 {
+        tally
+            .ready_resident_bytes
+            .saturating_add(tally.ready_resident.saturating_mul(BODY_OVERHEAD))
+            .saturating_sub(self.bytes)
     }
 
     /// The budget for loading paged-out ready bodies, or `None` when no load is due.

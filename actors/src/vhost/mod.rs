@@ -34,6 +34,7 @@ use crate::message::{FieldTable, SharedMessage};
 use crate::metadata::MetadataLog;
 use crate::queue::{QueueConfig, QueueStats};
 use crate::queue_actor::{QueueActor, QueueArgs, QueueHandle, QueueShared};
+use crate::queue_memory::QueueMemory;
 use crate::remote::{Home, QueueForwarder, REMOTE_OWNER};
 
 /// A queue as the metadata log and storage know it.
@@ -90,6 +91,8 @@ pub struct Placement {
     pub in_memory: bool,
     /// How to reach queues on other nodes; `None` outside a cluster.
     pub forwarder: Option<Arc<dyn QueueForwarder>>,
+    /// The node's budget for bodies its queues keep in memory for their consumers.
+    pub queue_memory: Arc<QueueMemory>,
 }
 
 /// A virtual host (cheap to clone).
@@ -385,6 +388,7 @@ impl VHost {
             store: self.inner.store.clone(),
             dead_letter: self.dead_letter_fn(),
             delete_self: self.delete_self_fn(),
+            memory: self.inner.placement.queue_memory.clone(),
         };
         // Exclusive queues die with their connection: a restart would outlive it.
         let restart = if handle.shared.owner.is_some() {

@@ -1221,6 +1221,7 @@ impl Harness {
             node: "fuzz".into(),
             in_memory: false,
             forwarder: None,
+            queue_memory: warren_actors::queue_memory::QueueMemory::new(64 << 20),
         };
         let vhosts = VHosts::load(store.clone(), placement)
             .await

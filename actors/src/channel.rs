@@ -254,6 +254,20 @@ impl ChannelState {
         Ok(())
     }
 
+    /// Gives deliveries that never reached the client back to their queues, as if
+    /// rejected with requeue (a channel-wide prefetch held them, say).
+    pub fn give_back(&self, deliveries: Vec<QueueDelivery>) {
+        let mut by_queue: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
+        for d in deliveries.into_iter().filter(|d| !d.no_ack) {
+            by_queue.entry(d.queue).or_default().push(d.seq);
+        }
+        for (queue, seqs) in by_queue {
+            if let Some(handle) = self.vhost.queue(&queue) {
+                handle.reject(self.id, seqs, true);
+            }
+        }
+    }
+
     /// Gives every unsettled delivery back to its queue (`basic.recover`).
     pub fn requeue_unsettled(&mut self) {
         let all = Settle {

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use warren_actors::access::{Access, AccessControl, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
+
+use crate::prefetch::ChannelPrefetch;
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
 use warren_actors::queue_actor::ConsumeRequest;
@@ -62,7 +64,10 @@ pub struct AmqpChannel {
     pub outstanding: BTreeSet<u64>,
     /// Consumer tag -> queue.
     consumers: HashMap<String, Arc<str>>,
+    /// `basic.qos global=false`: the prefetch of consumers started from now on.
     prefetch: u32,
+    /// `basic.qos global=true`: the channel-wide limit.
+    channel_prefetch: ChannelPrefetch,
     /// tx.select: publishes and settlements wait for tx.commit.
     tx: bool,
     tx_publishes: Vec<Ready>,
@@ -107,6 +112,7 @@ impl AmqpChannel {
             outstanding: BTreeSet::new(),
             consumers: HashMap::new(),
             prefetch: 0,
+            channel_prefetch: ChannelPrefetch::default(),
             tx: false,
             tx_publishes: Vec::new(),
             tx_settles: Vec::new(),
@@ -144,6 +150,18 @@ impl AmqpChannel {
     fn reply(&self, class: AMQPClass) -> Outcome {
         let mut out = Vec::new();
         write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+        Outcome::Send(out)
+    }
+
+    /// The reply, followed by the held deliveries the channel-wide prefetch now admits
+    /// (after settlements, or a raised limit).
+    fn reply_and_release(&mut self, reply: Option<AMQPClass>) -> Outcome {
+        let mut out = Vec::new();
+        if let Some(class) = reply {
+            write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+        }
+        let released = self.channel_prefetch.release(self.core.unsettled());
+        self.write_deliveries(released, &mut out);
         Outcome::Send(out)
     }
 
@@ -334,8 +352,16 @@ impl AmqpChannel {
 
     // ----- deliveries -------------------------------------------------------------
 
-    /// Frames for deliveries from a queue.
+    /// Frames for deliveries from a queue (those the channel-wide prefetch admits now;
+    /// it holds the others).
     pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+        let now = self
+            .channel_prefetch
+            .admit(deliveries, self.core.unsettled());
+        self.write_deliveries(now, out);
+    }
+
+    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
         for d in deliveries {
             let tag = self.core.track(&d, d.no_ack);
             let head = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
@@ -352,6 +378,8 @@ impl AmqpChannel {
     /// The node ended a consumer: tell the client (consumer_cancel_notify).
     pub fn consumer_cancelled(&mut self, tag: &str) -> Option<AMQPFrame> {
         self.consumers.remove(tag)?;
+        self.core
+            .give_back(self.channel_prefetch.take_consumer(tag));
         Some(
             self.on_me(method(AMQPClass::Basic(basic::AMQPMethod::Cancel(
                 basic::Cancel {
@@ -364,6 +392,8 @@ impl AmqpChannel {
 
     /// The channel closes (either side): deliveries return to their queues.
     pub fn close(&mut self) {
+        // Held deliveries are unacked at their queues, which requeue them now.
+        self.channel_prefetch.take_all();
         self.core.close();
     }
 
@@ -614,10 +644,15 @@ impl AmqpChannel {
                 Ok(Outcome::Send(Vec::new()))
             }
             basic::AMQPMethod::Qos(q) => {
-                // prefetch_size is not supported by RabbitMQ either; global=true
-                // (per channel in RabbitMQ) is applied per consumer.
-                self.prefetch = u32::from(q.prefetch_count);
-                Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}))))
+                // prefetch_size is not supported by RabbitMQ either (ignored).
+                let count = u32::from(q.prefetch_count);
+                if q.global {
+                    self.channel_prefetch.set_limit(count);
+                } else {
+                    self.prefetch = count;
+                }
+                let ok = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
+                Ok(self.reply_and_release(Some(ok)))
             }
             basic::AMQPMethod::Consume(c) => {
                 let queue = self.queue_name(c.queue.as_str())?;
@@ -643,7 +678,7 @@ impl AmqpChannel {
                     tag: tag.as_str().into(),
                     channel: self.core.id(),
                     sink: self.sink.clone(),
-                    prefetch: self.prefetch,
+                    prefetch: self.channel_prefetch.for_consumer(self.prefetch),
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                 };
@@ -667,6 +702,8 @@ impl AmqpChannel {
                     if let Some(handle) = vhost.queue(&queue) {
                         handle.cancel(self.core.id(), tag).await?;
                     }
+                    self.core
+                        .give_back(self.channel_prefetch.take_consumer(tag));
                 }
                 Ok(if c.nowait {
                     Outcome::Send(Vec::new())
@@ -800,6 +837,7 @@ impl AmqpChannel {
             ));
         }
         self.core.requeue_unsettled();
+        self.core.give_back(self.channel_prefetch.take_all());
         Ok(())
     }
 
@@ -815,7 +853,7 @@ impl AmqpChannel {
             return Ok(Outcome::Send(Vec::new()));
         }
         self.core.settle(&[settle])?;
-        Ok(Outcome::Send(Vec::new()))
+        Ok(self.reply_and_release(None))
     }
 
     async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
@@ -843,7 +881,8 @@ impl AmqpChannel {
                         }
                     }
                 }
-                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))))
+                let ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
+                Ok(self.reply_and_release(Some(ok)))
             }
             tx::AMQPMethod::Rollback(_) => {
                 self.no_tx("rollback")?;

@@ -10,6 +10,7 @@
 //! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
 //! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
 //! | `channel.rs` | one channel's methods, content assembly, confirms, transactions |
+//! | `prefetch.rs` | `basic.qos global=true`: the channel-wide prefetch and what it holds |
 //! | `listener.rs` | the listener and connections as supervised actors |
 //!
 //! Messages from AMQP and from the client handle meet in the same queues: a channel
@@ -23,6 +24,7 @@ mod connection;
 mod convert;
 pub mod error;
 mod listener;
+mod prefetch;
 
 pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
 pub use listener::{Listener, SUPERVISOR};

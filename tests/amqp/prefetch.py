@@ -1,6 +1,7 @@
 """basic.qos through pika: a consumer with prefetch_count=2 that does not ack holds
 exactly 2 deliveries; each ack lets exactly as many more through; an auto-ack
-consumer is not limited; two limited consumers share a queue.
+consumer is not limited; two limited consumers share a queue; with global=true the
+limit is the channel's, over all its consumers.
 
 "Exactly 2 and no more" is read from the queue itself: the ready count (passive
 declare) stays at total - 2 while the consumer holds 2, which needs no waiting.
@@ -119,6 +120,62 @@ c4.wait(2, "two deliveries before closing")
 settled("pf-close", 1, c4, 2, "before closing")
 ch4.close()
 t.wait_count(probe, "pf-close", 3)
+
+# ----- global=true: one limit for the whole channel (RabbitMQ's channel prefetch) --
+def holds(consumers, n, what):
+    """After a round trip on the connection, the consumers hold exactly n in all."""
+    t.poll(conn, lambda: sum(len(c.got) for c in consumers) >= n, what)
+    probe.queue_declare("g1", passive=True)
+    conn.process_data_events(time_limit=0)
+    got = sum(len(c.got) for c in consumers)
+    assert got == n, "%s: the channel's consumers hold %d, expected %d" % (what, got, n)
+
+
+for q in ("g1", "g2"):
+    probe.queue_declare(q)
+    publish(q, 4, prefix=q)
+ch5 = conn.channel()
+ch5.basic_qos(prefetch_count=3, global_qos=True)
+ga = Consumer(ch5, "g1")
+gb = Consumer(ch5, "g2")
+# Each queue hands the channel 3 (the channel limit bounds each consumer too) ...
+t.wait_count(probe, "g1", 1)
+t.wait_count(probe, "g2", 1)
+# ... and the channel lets 3 out in all, not 3 per consumer.
+holds([ga, gb], 3, "global prefetch 3 over two consumers")
+first = (ga.got + gb.got)[0][0].delivery_tag
+ch5.basic_ack(first)
+holds([ga, gb], 4, "one ack lets exactly one more out")
+last = max(m.delivery_tag for m, _ in ga.got + gb.got)
+ch5.basic_ack(last, multiple=True)
+holds([ga, gb], 7, "acking all three outstanding lets three more out")
+last = max(m.delivery_tag for m, _ in ga.got + gb.got)
+ch5.basic_ack(last, multiple=True)
+holds([ga, gb], 8, "the last one")
+ch5.basic_ack(max(m.delivery_tag for m, _ in ga.got + gb.got), multiple=True)
+bodies = sorted(b for _, b in ga.got + gb.got)
+assert bodies == sorted(b"g%d%d" % (q, i) for q in (1, 2) for i in range(4)), bodies
+tags = [m.delivery_tag for m, _ in ga.got + gb.got]
+assert sorted(tags) == list(range(1, 9)), "tags in sending order: %r" % tags
+assert t.count(probe, "g1") == 0 and t.count(probe, "g2") == 0
+
+# Held deliveries go back to the queue when their consumer is cancelled, or the
+# channel closes, and a raised limit lets them out.
+probe.queue_declare("g3")
+publish("g3", 5, prefix="g3-")
+ch6 = conn.channel()
+ch6.basic_qos(prefetch_count=2, global_qos=True)
+x = Consumer(ch6, "g3")
+y = Consumer(ch6, "g3")
+t.wait_count(probe, "g3", 1)  # 2 per consumer at the channel: 2 out, 2 held
+holds([x, y], 2, "global prefetch 2 over two consumers of one queue")
+ch6.basic_qos(prefetch_count=3, global_qos=True)
+holds([x, y], 3, "a raised channel limit lets one held delivery out")
+ch6.basic_cancel(x.tag)
+ch6.basic_cancel(y.tag)
+t.wait_count(probe, "g3", 2)  # the one still held is back; 3 stay unacked
+ch6.close()
+t.wait_count(probe, "g3", 5)
 
 conn.close()
 t.done()

@@ -12,8 +12,6 @@ use bytes::Bytes;
 use warren_actors::access::{Access, AccessControl, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
-
-use crate::prefetch::ChannelPrefetch;
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
 use warren_actors::queue_actor::ConsumeRequest;
@@ -22,6 +20,7 @@ use warren_actors::vhost::VHost;
 use crate::codec::{write_body, write_frame};
 use crate::convert::{properties_from_wire, properties_to_wire, short, table_from_wire};
 use crate::error::{code, AmqpError, ChannelError, ConnectionError};
+use crate::prefetch::ChannelPrefetch;
 
 /// A publish whose content is still arriving.
 struct Incoming {

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{eventually, free_port, NodeProcess};
-use warren::client::{Client, ConsumeOptions, PublishOptions, PublishResult, QueueOptions};
+use warren::client::{
+    Client, ConsumeOptions, Consumer, PublishOptions, PublishResult, QueueOptions,
+};
 
 /// Well past the default window of 2 048 bodies.
 const BACKLOG: u64 = 6_000;
@@ -39,6 +41,19 @@ async fn fill(client: &Client, queue: &str) {
     }
     for c in confirms {
         assert_eq!(c.await.unwrap(), PublishResult::Confirmed);
+    }
+}
+
+/// Takes the `BACKLOG` messages `fill` published, checking their order, and acks them.
+async fn consume_in_order(consumer: &mut Consumer) {
+    for i in 0..BACKLOG {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the consumer is open")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&d.body), body(i), "delivery {i}");
+        d.ack().unwrap();
     }
 }
 
@@ -78,15 +93,7 @@ async fn a_backlog_pages_to_segments_and_comes_back_in_order() {
         )
         .await
         .unwrap();
-    for i in 0..BACKLOG {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery in time")
-            .expect("the consumer is open")
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&d.body), body(i), "delivery {i}");
-        d.ack().unwrap();
-    }
+    consume_in_order(&mut consumer).await;
     client.flush_settles().await;
     consumer.cancel().await.unwrap();
     eventually("the consumed segments are deleted", || segments(&data) == 0);
@@ -133,15 +140,7 @@ async fn a_backlog_with_a_consumer_stays_in_memory() {
         0,
         "bodies about to be delivered draw on the node's queue memory, not the page file"
     );
-    for i in 0..BACKLOG {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a delivery in time")
-            .expect("the consumer is open")
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&d.body), body(i), "delivery {i}");
-        d.ack().unwrap();
-    }
+    consume_in_order(&mut consumer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,10 +93,6 @@ impl MemoryClaim {
         }
         self.held = bytes;
     }
-
-    pub fn held(&self) -> u64 {
-        self.held
-    }
 }
 
 impl Drop for MemoryClaim {

@@ -199,6 +199,11 @@ fn vhosts() {
     run_script("vhosts");
 }
 
+#[test]
+fn queue_types() {
+    run_script("queue_types");
+}
+
 /// Users and permissions set through the CLI, then exercised by pika.
 #[test]
 fn users_and_permissions() {

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use warren::node::{self, NodeConfig};
 use warren_actors::exchange::{Binding, Destination, RouteResult};
 use warren_actors::message::{FieldTable, Message, PERSISTENT};
-use warren_actors::queue_actor::EnqueueOutcome;
+use warren_actors::queue::{Enqueue, EnqueueOutcome, QueueRef};
 
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+async fn wait_for(what: &str, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
+    while !ok().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -56,21 +56,16 @@ async fn crashed_queue_restarts_with_its_messages() {
             Arc::new(m)
         })
         .collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    queue.publish(messages, Some(tx));
+    let (batch, rx) = Enqueue::confirmed(messages);
+    queue.enqueue(batch);
     let outcomes = rx.await.unwrap();
     assert!(outcomes.iter().all(|o| *o == EnqueueOutcome::Confirmed));
-    assert_eq!(queue.stats().ready, 500);
+    assert_eq!(ready(&queue).await, 500);
 
     // Crash the queue actor: its supervisor restarts it and it recovers from storage.
     queue.crash().unwrap();
-    wait_for("the queue's restart", || {
-        queue
-            .shared
-            .incarnations
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 2
-            && queue.stats().ready == 500
+    wait_for("the queue's restart", async || {
+        queue.status().await.unwrap().restarts == 1 && ready(&queue).await == 500
     })
     .await;
     let restarts = node.root.snapshot(Duration::from_secs(5)).await.unwrap();
@@ -82,7 +77,7 @@ async fn crashed_queue_restarts_with_its_messages() {
     ractor::ActorRef::<warren_actors::vhost::ExchangeMsg>::from(exchange)
         .cast(warren_actors::vhost::ExchangeMsg::Crash)
         .unwrap();
-    wait_for("the exchange's restart", || {
+    wait_for("the exchange's restart", async || {
         ractor::registry::where_is("exchange:/amq.direct")
             .is_some_and(|c| c.get_status() == ractor::ActorStatus::Running)
     })
@@ -100,4 +95,9 @@ async fn crashed_queue_restarts_with_its_messages() {
     }
     assert!(queue.get(7, true).await.unwrap().is_none());
     node.shutdown().await;
+}
+
+/// The queue's ready messages as it reports them.
+async fn ready(queue: &QueueRef) -> u64 {
+    queue.status().await.unwrap().stats.ready
 }

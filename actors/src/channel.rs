@@ -2,11 +2,12 @@
 //! client-handle session and the AMQP channel alike.
 //!
 //! It routes a batch of publishes against the vhost's routing snapshot (no exchange
-//! mailbox on the way), hands each queue its share in one message, and resolves each
-//! publish once every queue it went to holds it as safely as promised. It numbers
-//! deliveries with delivery tags, remembers the unsettled ones, turns acks, nacks and
-//! rejects into per-queue settlements, and when the channel closes gives every
-//! unsettled delivery back to its queue.
+//! mailbox on the way), hands each queue its share in one message, and, when the
+//! publisher wants to know, resolves each publish once every queue it went to holds
+//! it as safely as promised. It numbers deliveries with delivery tags, remembers the
+//! unsettled ones, turns acks, nacks and rejects into per-queue settlements, and when
+//! the channel closes gives every unsettled delivery back to its queue. It reaches
+//! queues through the queue-type seam only ([`crate::queue::Queue`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -18,7 +19,7 @@ use crate::delivery::{ChannelId, QueueDelivery};
 use crate::error::BrokerError;
 use crate::exchange::RouteResult;
 use crate::message::{Message, SharedMessage};
-use crate::queue_actor::EnqueueOutcome;
+use crate::queue::{Enqueue, EnqueueOutcome, InFlight, Settlement};
 use crate::vhost::VHost;
 
 /// What became of one published message.
@@ -98,13 +99,20 @@ impl ChannelState {
         self.unsettled.len()
     }
 
-    /// Routes a batch of `(message, mandatory)` and hands each queue its share now;
-    /// the returned future resolves to one outcome per message, in order, once every
-    /// queue has answered.
+    /// Routes a batch of `(message, mandatory)` and hands each queue its share now,
+    /// with credit from `in_flight` (the connection's credit flow) when given.
+    ///
+    /// Returns the future of one outcome per message, in order, resolving once every
+    /// queue has answered, when somebody needs them: `confirm` (confirm mode, or a
+    /// client handle, which always answers), a mandatory message routed to a queue,
+    /// or a publish that failed or came back unroutable at routing. Otherwise `None`:
+    /// the queues answer nobody, and nothing waits for them.
     pub fn publish(
         &self,
         batch: Vec<(Message, bool)>,
-    ) -> impl Future<Output = Vec<PublishOutcome>> + Send + 'static {
+        confirm: bool,
+        in_flight: Option<&Arc<InFlight>>,
+    ) -> Option<impl Future<Output = Vec<PublishOutcome>> + Send + 'static> {
         let mut results: Vec<Option<PublishOutcome>> = vec![None; batch.len()];
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
@@ -145,16 +153,36 @@ impl ChannelState {
                 shares[idx].2.push(i);
             }
         }
-        let mut waits = Vec::with_capacity(shares.len());
+        let wanted = confirm
+            || results
+                .iter()
+                .any(|r| r.as_ref().is_some_and(|o| *o != PublishOutcome::Confirmed));
+        let mut waits = Vec::with_capacity(if wanted { shares.len() } else { 0 });
         for (queue, messages, indices) in shares {
             // A queue deleted between routing and now: as if it had not been routed there.
-            if let Some(handle) = self.vhost.queue(&queue) {
+            let Some(queue) = self.vhost.queue(&queue) else {
+                continue;
+            };
+            let credit = in_flight.map(|f| f.take(messages.iter().map(|m| m.body_size()).sum()));
+            let (reply, answer) = if wanted {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                handle.publish(messages, Some(tx));
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            queue.enqueue(Enqueue {
+                messages,
+                confirm: reply,
+                credit,
+            });
+            if let Some(rx) = answer {
                 waits.push((rx, indices));
             }
         }
-        async move {
+        if !wanted {
+            return None;
+        }
+        Some(async move {
             for (rx, indices) in waits {
                 let outcomes = rx.await.unwrap_or_else(|_| {
                     vec![
@@ -180,7 +208,7 @@ impl ChannelState {
                 .into_iter()
                 .map(|r| r.unwrap_or(PublishOutcome::Confirmed))
                 .collect()
-        }
+        })
     }
 
     /// Gives a delivery its tag and remembers it unless it needs no ack.
@@ -244,11 +272,13 @@ impl ChannelState {
             }
         }
         for ((queue, kind), seqs) in grouped {
-            if let Some(handle) = self.vhost.queue(&queue) {
-                match kind {
-                    SettleKind::Ack => handle.ack(self.id, seqs),
-                    SettleKind::Reject { requeue } => handle.reject(self.id, seqs, requeue),
-                }
+            if let Some(queue) = self.vhost.queue(&queue) {
+                let settlement = match kind {
+                    SettleKind::Ack => Settlement::Ack,
+                    SettleKind::Reject { requeue: true } => Settlement::Requeue,
+                    SettleKind::Reject { requeue: false } => Settlement::DeadLetter,
+                };
+                queue.settle(self.id, settlement, seqs);
             }
         }
         Ok(())
@@ -262,8 +292,8 @@ impl ChannelState {
             by_queue.entry(d.queue).or_default().push(d.seq);
         }
         for (queue, seqs) in by_queue {
-            if let Some(handle) = self.vhost.queue(&queue) {
-                handle.reject(self.id, seqs, true);
+            if let Some(queue) = self.vhost.queue(&queue) {
+                queue.settle(self.id, Settlement::Requeue, seqs);
             }
         }
     }
@@ -283,9 +313,8 @@ impl ChannelState {
     pub fn close(&mut self) {
         self.unsettled.clear();
         for queue in self.touched.drain() {
-            if let Some(handle) = self.vhost.queue(&queue) {
-                handle.shared.untrace(self.id);
-                handle.channel_down(self.id);
+            if let Some(queue) = self.vhost.queue(&queue) {
+                queue.channel_down(self.id);
             }
         }
     }

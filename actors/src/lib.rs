@@ -4,8 +4,11 @@
 //! - [`message`]: what a published message is (properties, headers, body).
 //! - [`exchange`]: exchange types and routing as pure logic (bindings in, a routing
 //!   snapshot out) plus the actor that owns an exchange's bindings.
-//! - [`queue`]: the queue as a pure state machine (`apply(command) -> effects`) plus the
-//!   actor shell that performs the effects (storage, deliveries, dead-lettering).
+//! - [`queue`]: the queue-type seam: what every kind of queue offers its callers.
+//! - [`classic`]: the classic queue, its pure state machine and its actor shell.
+//! - [`delivery`]: what a queue sends the channels that consume from it.
+//! - [`channel`]: what every front door does for one channel (routing, delivery tags,
+//!   settlements), through the seam.
 //! - [`alarm`]: the memory and disk alarms that hold publishers back.
 //! - [`queue_memory`]: the node's budget for bodies queues keep in memory for their
 //!   consumers beyond their window.
@@ -17,14 +20,16 @@
 pub mod access;
 pub mod alarm;
 pub mod channel;
+pub mod classic;
 pub mod delivery;
 pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod metadata;
 pub mod queue;
-pub mod queue_actor;
 pub mod queue_memory;
-pub mod remote;
 pub mod vhost;
 pub mod vhosts;
+
+/// A boxed future, so that traits with async methods stay object-safe.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

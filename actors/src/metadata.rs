@@ -9,15 +9,12 @@
 //! commands, so every node reaches the same answer. Applying twice is harmless (a node
 //! that crashed between applying and recording it applies the entry again).
 
-use std::future::Future;
-use std::pin::Pin;
-
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Permission, User};
 use crate::error::BrokerError;
 use crate::exchange::{Binding, ExchangeDef};
-use crate::vhost::QueueDef;
+use crate::queue::QueueDef;
 use crate::vhosts::VHostDef;
 
 /// One metadata change.
@@ -113,7 +110,7 @@ impl MetaCommand {
 }
 
 /// A boxed future, so the traits below stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// Where metadata changes go to be replicated; resolves once the change is
 /// committed and applied on this node, with the result of applying it.

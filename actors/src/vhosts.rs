@@ -179,6 +179,11 @@ impl VHosts {
             .expect("the default vhost is never removed")
     }
 
+    /// The queue, in any vhost, whose supervised actor on this node is called `actor`.
+    pub fn queue_by_actor(&self, actor: &str) -> Option<crate::queue::QueueRef> {
+        self.all().iter().find_map(|v| v.queue_by_actor(actor))
+    }
+
     /// Every vhost, by name.
     pub fn all(&self) -> Vec<VHost> {
         self.read().values().map(|(_, v)| v.clone()).collect()
@@ -319,12 +324,7 @@ mod tests {
     use super::*;
 
     fn placement() -> Placement {
-        Placement {
-            node: "n1".into(),
-            in_memory: false,
-            forwarder: None,
-            queue_memory: crate::queue_memory::QueueMemory::new(64 << 20),
-        }
+        Placement::standalone("n1", crate::queue_memory::QueueMemory::new(64 << 20))
     }
 
     #[test]

@@ -14,7 +14,7 @@ use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
-use warren_actors::queue_actor::ConsumeRequest;
+use warren_actors::queue::{ConsumeRequest, InFlight};
 use warren_actors::vhost::VHost;
 
 use crate::codec::{write_body, write_frame};
@@ -79,6 +79,8 @@ pub struct AmqpChannel {
     publish_allowed: Option<(String, u64)>,
     /// The queue last declared on this channel: what an empty queue name means.
     last_queue: Option<String>,
+    /// The connection's publishes not yet answered by their queues (credit flow).
+    in_flight: Arc<InFlight>,
 }
 
 /// The largest message body accepted (RabbitMQ's default `max_message_size`).
@@ -88,17 +90,35 @@ fn method(class: AMQPClass) -> AMQPFrame {
     AMQPFrame::Method(0, class)
 }
 
+/// What a channel takes from its connection.
+pub struct ConnectionPart {
+    /// The vhost the client opened.
+    pub vhost: VHost,
+    /// The connection's id: owner of its exclusive queues.
+    pub connection: ChannelId,
+    pub frame_max: u32,
+    /// The authenticated user.
+    pub user: Arc<str>,
+    pub access: AccessControl,
+    /// The connection's publishes not yet answered by their queues (credit flow).
+    pub in_flight: Arc<InFlight>,
+}
+
 impl AmqpChannel {
     pub fn new(
         number: u16,
-        vhost: VHost,
-        connection: ChannelId,
+        part: ConnectionPart,
         sink_for: impl FnOnce(ChannelId) -> ChannelSink,
-        frame_max: u32,
-        user: Arc<str>,
-        access: AccessControl,
     ) -> Self {
         let id = next_channel_id();
+        let ConnectionPart {
+            vhost,
+            connection,
+            frame_max,
+            user,
+            access,
+            in_flight,
+        } = part;
         AmqpChannel {
             number,
             core: ChannelState::new(vhost, id),
@@ -120,6 +140,7 @@ impl AmqpChannel {
             access,
             publish_allowed: None,
             last_queue: None,
+            in_flight,
         }
     }
 
@@ -320,33 +341,37 @@ impl AmqpChannel {
         }
     }
 
-    /// Routes the publishes completed so far and forgets them. Returns the future of
-    /// their outcomes, what answering each needs (its confirm seq, and for a mandatory
-    /// one the message, to return it if unroutable), and their body bytes.
+    /// Routes the publishes completed so far and forgets them (`None` when there were
+    /// none). Their queues take the connection's credit for them. When somebody needs
+    /// their outcomes (confirm mode, a mandatory publish, a failed one), also returns
+    /// the future of the outcomes and what answering each needs (its confirm seq, and
+    /// for a mandatory one the message, to return it if unroutable).
     #[allow(clippy::type_complexity)]
     pub fn route_ready(
         &mut self,
-    ) -> Option<(
-        impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static,
-        Vec<(Option<u64>, Option<Message>)>,
-        u64,
-    )> {
+    ) -> Option<
+        Option<(
+            impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static,
+            Vec<(Option<u64>, Option<Message>)>,
+        )>,
+    > {
         if self.ready.is_empty() {
             return None;
         }
         let mut batch = Vec::with_capacity(self.ready.len());
         let mut answers = Vec::with_capacity(self.ready.len());
-        let mut bytes = 0u64;
         for r in self.ready.drain(..) {
             if let Some(seq) = r.confirm_seq {
                 self.outstanding.insert(seq);
             }
-            bytes += r.message.body.len() as u64;
             // Only a mandatory message may come back (basic.return): only it is kept.
             answers.push((r.confirm_seq, r.mandatory.then(|| r.message.clone())));
             batch.push((r.message, r.mandatory));
         }
-        Some((self.core.publish(batch), answers, bytes))
+        let outcomes = self
+            .core
+            .publish(batch, self.confirm, Some(&self.in_flight));
+        Some(outcomes.map(|outcomes| (outcomes, answers)))
     }
 
     // ----- deliveries -------------------------------------------------------------
@@ -699,7 +724,7 @@ impl AmqpChannel {
                 let tag = c.consumer_tag.as_str();
                 if let Some(queue) = self.consumers.remove(tag) {
                     if let Some(handle) = vhost.queue(&queue) {
-                        handle.cancel(self.core.id(), tag).await?;
+                        handle.cancel(self.core.id(), tag.into()).await?;
                     }
                     self.core
                         .give_back(self.channel_prefetch.take_consumer(tag));
@@ -872,7 +897,7 @@ impl AmqpChannel {
                 let settles = std::mem::take(&mut self.tx_settles);
                 self.core.settle(&settles)?;
                 self.ready.append(&mut self.tx_publishes);
-                if let Some((routed, _, _)) = self.route_ready() {
+                if let Some(Some((routed, _))) = self.route_ready() {
                     // Commit-ok only once every publish of the transaction is enqueued.
                     for outcome in routed.await {
                         if let PublishOutcome::Failed(e) = outcome {

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,19 +16,19 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::mpsc::{Receiver, Sender};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use warren_actors::access::AccessControl;
 use warren_actors::channel::PublishOutcome;
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::message::Message;
+use warren_actors::queue::InFlight;
 use warren_actors::vhost::VHost;
 use warren_actors::vhosts::VHosts;
 
 use std::os::fd::AsRawFd;
 
 use crate::auth::{self, Credentials};
-use crate::channel::{close_frame, AmqpChannel, Outcome};
+use crate::channel::{close_frame, AmqpChannel, ConnectionPart, Outcome};
 use crate::coalesce;
 use crate::codec::{greeting, read_frame, write_frame, Greeting, PROTOCOL_HEADER};
 use crate::convert::short;
@@ -92,8 +91,7 @@ pub async fn serve_until(
         frame_max: FRAME_MAX,
         heartbeat: 0,
         id: next_channel_id(),
-        in_flight: Arc::new(AtomicU64::new(0)),
-        answered: Arc::new(Notify::new()),
+        in_flight: InFlight::new(),
         user: String::new(),
         vhost: server.vhosts.default_vhost(),
         hears_blocked: false,
@@ -149,10 +147,8 @@ struct Connection {
     heartbeat: u16,
     /// Owner id of this connection's exclusive queues.
     id: ChannelId,
-    /// Body bytes routed and not yet answered by their queues.
-    in_flight: Arc<AtomicU64>,
-    /// Woken each time an answer lowers `in_flight`.
-    answered: Arc<Notify>,
+    /// Body bytes routed and not yet answered by their queues (credit flow).
+    in_flight: Arc<InFlight>,
     user: String,
     /// The vhost the client opened (the default one until `connection.open`).
     vhost: VHost,
@@ -486,7 +482,7 @@ impl Connection {
                         self.event(event);
                     }
                 }
-                _ = self.answered.notified(), if !self.may_read() => {}
+                _ = self.in_flight.answered(), if !self.may_read() => {}
                 _ = ticker.tick() => {
                     if !self.may_read() {
                         // Not reading (blocked, or credit flow): the client's
@@ -534,7 +530,7 @@ impl Connection {
     /// Whether the connection reads its socket (its routed publishes are answered
     /// enough).
     fn may_read(&self) -> bool {
-        !self.blocked && self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT_BYTES
+        !self.blocked && self.in_flight.bytes() < MAX_IN_FLIGHT_BYTES
     }
 
     /// RabbitMQ's resource alarm handling: a connection that publishes while an
@@ -712,15 +708,15 @@ impl Connection {
                     let _ = tx.send(Event::Queue(n, event));
                 })
             };
-            let ch = AmqpChannel::new(
-                n,
-                self.vhost.clone(),
-                self.id,
-                sink_for,
-                self.frame_max,
-                self.user.as_str().into(),
-                self.server.access.clone(),
-            );
+            let part = ConnectionPart {
+                vhost: self.vhost.clone(),
+                connection: self.id,
+                frame_max: self.frame_max,
+                user: self.user.as_str().into(),
+                access: self.server.access.clone(),
+                in_flight: self.in_flight.clone(),
+            };
+            let ch = AmqpChannel::new(n, part, sink_for);
             self.channels.insert(n, ch);
             self.send(&AMQPFrame::Method(
                 n,
@@ -772,18 +768,19 @@ impl Connection {
     /// Routes what each channel completed; outcomes come back as events.
     fn route_ready(&mut self, events: &UnboundedSender<Event>) {
         for (&n, ch) in self.channels.iter_mut() {
-            let Some((routed, meta, bytes)) = ch.route_ready() else {
+            let Some(routed) = ch.route_ready() else {
                 continue;
             };
             self.published = true;
+            // Nobody needs the outcomes: nothing waits for the queues (their credit
+            // comes back by itself).
+            let Some((routed, meta)) = routed else {
+                continue;
+            };
             let confirming = ch.confirm_mode();
             let tx = events.clone();
-            self.in_flight.fetch_add(bytes, Ordering::AcqRel);
-            let (in_flight, answered) = (self.in_flight.clone(), self.answered.clone());
             tokio::spawn(async move {
                 let outcomes = routed.await;
-                in_flight.fetch_sub(bytes, Ordering::AcqRel);
-                answered.notify_one();
                 // Without confirms and returns there is nothing to tell the client,
                 // except a failed publish (it closes the channel).
                 let needed = confirming

@@ -15,9 +15,9 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
-use warren_actors::metadata::BoxFuture;
-use warren_actors::queue_actor::{ConsumeRequest, EnqueueOutcome, QueueHandle};
+use warren_actors::queue::{ConsumeRequest, Enqueue, EnqueueOutcome, QueueRef};
 use warren_actors::vhosts::VHosts;
+use warren_actors::BoxFuture;
 
 use crate::protocol::ErrorReply;
 use crate::queue_wire::{
@@ -102,15 +102,14 @@ impl Actor for QueueEndpoint {
                 Err(why) => tracing::warn!("undecodable deliveries from another node: {why}"),
             },
             EndpointMsg::Stats(vhost, reply) => {
-                let stats = match vhost.into_result() {
-                    Ok(v) => state
-                        .vhosts
-                        .get(&v)
-                        .map(|v| v.local_stats())
-                        .unwrap_or_default(),
-                    Err(_) => Vec::new(),
-                };
-                let _ = reply.send(stats.into());
+                let vhost = vhost.into_result().ok().and_then(|v| state.vhosts.get(&v));
+                tokio::spawn(async move {
+                    let stats = match vhost {
+                        Some(v) => v.local_stats().await,
+                        None => Vec::new(),
+                    };
+                    let _ = reply.send(stats.into());
+                });
             }
         }
         Ok(())
@@ -130,10 +129,10 @@ impl Actor for QueueEndpoint {
 }
 
 impl EndpointState {
-    /// The local queue `name`, or the error a remote caller gets.
-    fn queue(&self, vhost: &str, name: &str) -> Result<QueueHandle, BrokerError> {
+    /// The queue `name` this node runs, or the error a remote caller gets.
+    fn queue(&self, vhost: &str, name: &str) -> Result<QueueRef, BrokerError> {
         match self.vhosts.get(vhost).and_then(|v| v.queue(name)) {
-            Some(h) if h.is_local() => Ok(h),
+            Some(q) if q.def().node == self.node => Ok(q),
             _ => Err(BrokerError::not_found(format!(
                 "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
                 self.node
@@ -141,11 +140,11 @@ impl EndpointState {
         }
     }
 
-    /// This node's channel id for a remote channel (made on first use).
-    fn map(&mut self, address: &QueueAddress) -> ChannelId {
+    /// This node's channel id for `channel` of the asking node (made on first use).
+    fn map(&mut self, address: &QueueAddress, channel: ChannelId) -> ChannelId {
         let mapped = self
             .channels
-            .entry((address.from.as_str().into(), address.channel))
+            .entry((address.from.as_str().into(), channel))
             .or_insert_with(|| Mapped {
                 local: next_channel_id(),
                 queues: HashSet::new(),
@@ -156,21 +155,21 @@ impl EndpointState {
         mapped.local
     }
 
-    fn mapped(&self, address: &QueueAddress) -> Option<ChannelId> {
+    fn mapped(&self, address: &QueueAddress, channel: ChannelId) -> Option<ChannelId> {
         self.channels
-            .get(&(address.from.as_str().into(), address.channel))
+            .get(&(address.from.as_str().into(), channel))
             .map(|m| m.local)
     }
 
     /// Where a remote consumer's deliveries go: the endpoint of its channel's node.
-    fn sink_for(&self, address: &QueueAddress) -> ChannelSink {
+    fn sink_for(&self, address: &QueueAddress, channel: ChannelId) -> ChannelSink {
         let (from, template) = (
             address.from.clone(),
             ChannelEvents {
                 node: self.node.clone(),
                 vhost: address.vhost.clone(),
                 queue: address.queue.clone(),
-                channel: address.channel,
+                channel,
                 event: RemoteEvent::Deliver(Vec::new()),
             },
         );
@@ -194,19 +193,16 @@ impl EndpointState {
         request: QueueRequest,
         reply: RpcReplyPort<Wire<Result<QueueAnswer, ErrorReply>>>,
     ) {
-        let handle = match self.queue(&address.vhost, &address.queue) {
-            Ok(h) => h,
+        let queue = match self.queue(&address.vhost, &address.queue) {
+            Ok(q) => q,
             Err(e) => {
                 let _ = reply.send(Err(e.into()).into());
                 return;
             }
         };
-        let channel = match request {
-            QueueRequest::Consume { .. } | QueueRequest::Get { .. } => self.map(&address),
-            _ => self.mapped(&address).unwrap_or(0),
-        };
         let job: BoxFuture<'static, Result<QueueAnswer, BrokerError>> = match request {
             QueueRequest::Consume {
+                channel,
                 tag,
                 prefetch,
                 no_ack,
@@ -214,41 +210,48 @@ impl EndpointState {
             } => {
                 let request = ConsumeRequest {
                     tag: tag.into(),
-                    channel,
-                    sink: self.sink_for(&address),
+                    channel: self.map(&address, channel),
+                    sink: self.sink_for(&address, channel),
                     prefetch,
                     no_ack,
                     exclusive,
                 };
-                Box::pin(async move { handle.consume(request).await.map(|()| QueueAnswer::Done) })
+                Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }
-            QueueRequest::Cancel { tag } => Box::pin(async move {
-                handle
-                    .cancel(channel, &tag)
-                    .await
-                    .map(|()| QueueAnswer::Done)
-            }),
-            QueueRequest::Get { no_ack } => Box::pin(async move {
-                handle.get(channel, no_ack).await.map(|got| {
-                    QueueAnswer::Got(
-                        got.map(|(d, remaining)| Box::new((RemoteDelivery::of(&d), remaining))),
-                    )
+            QueueRequest::Cancel { channel, tag } => {
+                // A channel never seen here has no consumer to cancel.
+                let local = self.mapped(&address, channel);
+                Box::pin(async move {
+                    if let Some(local) = local {
+                        queue.cancel(local, tag.into()).await?;
+                    }
+                    Ok(QueueAnswer::Done)
                 })
-            }),
+            }
+            QueueRequest::Get { channel, no_ack } => {
+                let local = self.map(&address, channel);
+                Box::pin(async move {
+                    queue.get(local, no_ack).await.map(|got| {
+                        QueueAnswer::Got(
+                            got.map(|(d, remaining)| Box::new((RemoteDelivery::of(&d), remaining))),
+                        )
+                    })
+                })
+            }
             QueueRequest::Purge => {
-                Box::pin(async move { handle.purge().await.map(QueueAnswer::Count) })
+                Box::pin(async move { queue.purge().await.map(QueueAnswer::Count) })
             }
             QueueRequest::Delete {
                 if_unused,
                 if_empty,
             } => Box::pin(async move {
-                handle
+                queue
                     .delete(if_unused, if_empty)
                     .await
                     .map(QueueAnswer::Count)
             }),
             QueueRequest::Consumers => {
-                Box::pin(async move { handle.consumers().await.map(QueueAnswer::Consumers) })
+                Box::pin(async move { queue.consumers().await.map(QueueAnswer::Consumers) })
             }
         };
         tokio::spawn(async move {
@@ -259,8 +262,8 @@ impl EndpointState {
 
     fn publish(&self, share: PublishShare, reply: Option<RpcReplyPort<Wire<Vec<EnqueueOutcome>>>>) {
         let count = share.messages.len();
-        let handle = match self.queue(&share.vhost, &share.queue) {
-            Ok(h) => h,
+        let queue = match self.queue(&share.vhost, &share.queue) {
+            Ok(q) => q,
             // Not known here (yet: a RAM node still taking the log), or deleted: the
             // publisher is told it was not taken, so nothing is confirmed and lost.
             Err(e) => {
@@ -272,10 +275,10 @@ impl EndpointState {
         };
         let messages = share.messages.into_iter().map(Arc::new).collect();
         match reply {
-            None => handle.publish(messages, None),
+            None => queue.enqueue(Enqueue::unconfirmed(messages)),
             Some(reply) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                handle.publish(messages, Some(tx));
+                let (batch, rx) = Enqueue::confirmed(messages);
+                queue.enqueue(batch);
                 tokio::spawn(async move {
                     let outcomes =
                         rx.await.unwrap_or_else(|_| {
@@ -293,28 +296,27 @@ impl EndpointState {
     }
 
     fn note(&mut self, address: QueueAddress, note: QueueNote) {
-        let Ok(handle) = self.queue(&address.vhost, &address.queue) else {
+        let Ok(queue) = self.queue(&address.vhost, &address.queue) else {
             return;
         };
         match note {
-            QueueNote::Touch => handle.touch(),
+            QueueNote::Touch => queue.touch(),
             QueueNote::Crash => {
-                let _ = handle.crash();
+                let _ = queue.crash();
             }
-            QueueNote::Ack(seqs) => {
-                if let Some(local) = self.mapped(&address) {
-                    handle.ack(local, seqs);
+            QueueNote::Settle {
+                channel,
+                settlement,
+                seqs,
+            } => {
+                if let Some(local) = self.mapped(&address, channel) {
+                    queue.settle(local, settlement, seqs);
                 }
             }
-            QueueNote::Reject { seqs, requeue } => {
-                if let Some(local) = self.mapped(&address) {
-                    handle.reject(local, seqs, requeue);
-                }
-            }
-            QueueNote::ChannelDown => {
-                let key = (Arc::<str>::from(address.from.as_str()), address.channel);
+            QueueNote::ChannelDown { channel } => {
+                let key = (Arc::<str>::from(address.from.as_str()), channel);
                 if let Some(mapped) = self.channels.get_mut(&key) {
-                    handle.channel_down(mapped.local);
+                    queue.channel_down(mapped.local);
                     mapped
                         .queues
                         .remove(&(address.vhost.clone(), address.queue.as_str().into()));
@@ -361,9 +363,8 @@ impl EndpointState {
             for key in gone {
                 if let Some(mapped) = self.channels.remove(&key) {
                     for (vhost, queue) in mapped.queues {
-                        let handle = self.vhosts.get(&vhost).and_then(|v| v.queue(&queue));
-                        if let Some(h) = handle.filter(|h| h.is_local()) {
-                            h.channel_down(mapped.local);
+                        if let Ok(q) = self.queue(&vhost, &queue) {
+                            q.channel_down(mapped.local);
                         }
                     }
                 }

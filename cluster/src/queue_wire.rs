@@ -14,9 +14,7 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
 use warren_actors::message::Message;
-use warren_actors::queue::ConsumerSummary;
-use warren_actors::queue_actor::EnqueueOutcome;
-use warren_actors::remote::RemoteQueueStats;
+use warren_actors::queue::{ConsumerSummary, EnqueueOutcome, QueueStatus, Settlement};
 
 use crate::protocol::ErrorReply;
 use crate::wire::Wire;
@@ -34,29 +32,31 @@ pub fn endpoint_name(node: &str) -> String {
     format!("queues@{node}")
 }
 
-/// Which queue, for which channel of which node.
+/// Which queue, asked from which node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueueAddress {
-    /// The client's node (whose channel this is).
+    /// The asking node (whose channels the requests name).
     pub from: String,
     pub vhost: String,
     pub queue: String,
-    pub channel: ChannelId,
 }
 
-/// An operation with an answer.
+/// An operation with an answer. Channel ids are the asking node's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueRequest {
     Consume {
+        channel: ChannelId,
         tag: String,
         prefetch: u32,
         no_ack: bool,
         exclusive: bool,
     },
     Cancel {
+        channel: ChannelId,
         tag: String,
     },
     Get {
+        channel: ChannelId,
         no_ack: bool,
     },
     Purge,
@@ -76,16 +76,18 @@ pub enum QueueAnswer {
     Consumers(Vec<ConsumerSummary>),
 }
 
-/// An operation without an answer.
+/// An operation without an answer. Channel ids are the sending node's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueNote {
-    Ack(Vec<u64>),
-    Reject {
+    Settle {
+        channel: ChannelId,
+        settlement: Settlement,
         seqs: Vec<u64>,
-        requeue: bool,
     },
     /// The channel closed: its unsettled deliveries go back, its consumers end.
-    ChannelDown,
+    ChannelDown {
+        channel: ChannelId,
+    },
     Touch,
     Crash,
 }
@@ -195,9 +197,9 @@ pub enum EndpointMsg {
     Note(Wire<(QueueAddress, QueueNote)>),
     /// From a queue's node to the node of the channel that consumes.
     Events(Wire<ChannelEvents>),
-    /// The counters of the queues of a vhost on this node.
+    /// The counters of the queues of a vhost on this node, by name.
     #[rpc]
-    Stats(Wire<String>, RpcReplyPort<Wire<Vec<RemoteQueueStats>>>),
+    Stats(Wire<String>, RpcReplyPort<Wire<Vec<(String, QueueStatus)>>>),
 }
 
 /// The endpoint of `node`, if it is reachable.

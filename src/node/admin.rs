@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use warren_actors::error::{code, BrokerError};
-use warren_actors::queue_actor::QueueMsg;
 use warren_actors::vhost::{ExchangeMsg, VHost};
 use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
@@ -83,9 +82,10 @@ impl Admin {
                     .find(|q| q.name == queue)
                     .map(queue_info);
                 let consumers = handle.consumers().await.unwrap_or_default();
+                let stats = handle.status().await.unwrap_or_default().stats;
                 details.queue = info.map(|info: QueueInfo| QueueDetails {
                     info,
-                    stats: handle.stats(),
+                    stats,
                     consumers,
                 });
             }
@@ -126,9 +126,10 @@ impl Admin {
     pub async fn crash(&self, name: &str) -> Result<(), BrokerError> {
         let cell = self.target(name).await?;
         let sent = if name.starts_with("queue:") {
-            ActorRef::<QueueMsg>::from(cell)
-                .cast(QueueMsg::Crash)
-                .is_ok()
+            match self.vhosts.queue_by_actor(name) {
+                Some(queue) => queue.crash().is_ok(),
+                None => false,
+            }
         } else if name.starts_with("exchange:") {
             ActorRef::<ExchangeMsg>::from(cell)
                 .cast(ExchangeMsg::Crash)

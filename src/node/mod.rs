@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
+use warren_actors::classic::Classic;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
+use warren_actors::queue::QueueTypes;
 use warren_actors::queue_memory::QueueMemory;
 use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
@@ -134,8 +136,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let placement = Placement {
         node: config.name.clone(),
         in_memory: config.role == Role::Ram,
-        forwarder: Some(Arc::new(remote.clone())),
+        remote: Some(Arc::new(remote.clone())),
         queue_memory,
+        queue_types: QueueTypes::default().with(Arc::new(Classic)),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await

@@ -20,7 +20,7 @@ use warren_actors::error::BrokerError;
 use warren_actors::exchange::ExchangeDef;
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
-use warren_actors::queue_actor::ConsumeRequest;
+use warren_actors::queue::ConsumeRequest;
 use warren_actors::vhost::{QueueSummary, VHost};
 use warren_cluster::protocol::{
     BindTarget, BindingInfo, Delivery, ErrorReply, ExchangeInfo, InboxMsg, LocalOnly, Publish,
@@ -289,7 +289,7 @@ impl SessionState {
             Request::Cancel { tag } => {
                 if let Some(queue) = self.consumers.remove(&tag) {
                     if let Some(handle) = vhost.queue(&queue) {
-                        handle.cancel(self.channel, &tag).await?;
+                        handle.cancel(self.channel, tag.as_str().into()).await?;
                     }
                 }
                 Response::Done
@@ -344,19 +344,9 @@ impl SessionState {
             }
             Request::Trace { queue, on } => {
                 let handle = vhost.queue_for(&queue, self.channel)?;
-                if let Some(node) = handle.shared.home.node() {
-                    return Err(BrokerError::new(
-                        warren_actors::error::code::NOT_ALLOWED,
-                        format!(
-                            "queue '{queue}' lives on node '{node}': attach the shell there to trace it"
-                        ),
-                    ));
-                }
+                handle.trace(self.channel, on.then(|| self.sink.clone()))?;
                 if on {
-                    handle.shared.trace(self.channel, self.sink.clone());
                     self.core.touch(handle.name().clone());
-                } else {
-                    handle.shared.untrace(self.channel);
                 }
                 Response::Done
             }
@@ -415,7 +405,7 @@ impl SessionState {
         batch: Vec<Publish>,
         reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>,
     ) {
-        let batch = batch
+        let batch: Vec<(Message, bool)> = batch
             .into_iter()
             .map(|p| {
                 let message = Message {
@@ -427,10 +417,15 @@ impl SessionState {
                 (message, p.mandatory)
             })
             .collect();
-        let outcomes = self.core.publish(batch);
+        let count = batch.len();
+        // A client handle always hears each publish's outcome.
+        let outcomes = self.core.publish(batch, true, None);
         tokio::spawn(async move {
+            let outcomes = match outcomes {
+                Some(outcomes) => outcomes.await,
+                None => vec![PublishOutcome::Confirmed; count],
+            };
             let results: Vec<PublishResult> = outcomes
-                .await
                 .into_iter()
                 .map(|o| match o {
                     PublishOutcome::Confirmed => PublishResult::Confirmed,

@@ -1,88 +1,11 @@
-//! Counters: the internal [`Tally`], kept exact by construction (every change of an
-//! entry subtracts its old contribution and adds its new one), and the public
-//! [`QueueStats`] snapshot built from it.
+//! What listings and the debug shell show of a queue, whatever its type.
 
-use super::entry::{Entry, Place, Storage};
+use serde::{Deserialize, Serialize};
 
-/// Running totals over all entries, derived from their state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
-    pub ready: u64,
-    pub ready_bytes: u64,
-    pub unacked: u64,
-    pub unacked_bytes: u64,
-    /// Entries waiting for their body to be dead-lettered.
-    pub dead_lettering: u64,
-    /// Entries with the body in memory, whatever their place.
-    pub resident: u64,
-    pub resident_bytes: u64,
-    /// Ready entries with the body in memory (the window's occupancy).
-    pub ready_resident: u64,
-    pub ready_resident_bytes: u64,
-    /// Ready entries without their body (paged out or loading).
-    pub ready_absent: u64,
-    /// Entries without their body, whatever their place.
-    pub absent: u64,
-    /// Entries whose body has been asked for.
-    pub loading: u64,
-    pub loading_bytes: u64,
-    /// Ready entries whose body goes once its write is confirmed.
-    pub page_outs: u64,
-    /// Entries whose write is not yet confirmed.
-    pub writing: u64,
-}
-
-impl Tally {
-    /// Adds an entry's contribution.
-    pub fn add(&mut self, e: &Entry) {
-        self.apply(e, u64::wrapping_add);
-    }
-
-    /// Subtracts an entry's contribution.
-    pub fn sub(&mut self, e: &Entry) {
-        self.apply(e, u64::wrapping_sub);
-    }
-
-    fn apply(&mut self, e: &Entry, op: fn(u64, u64) -> u64) {
-        let one = |field: &mut u64, cond: bool, amount: u64| {
-            if cond {
-                *field = op(*field, amount);
-            }
-        };
-        let ready = matches!(e.place, Place::Ready);
-        let resident = e.body.is_some();
-        one(&mut self.ready, ready, 1);
-        one(&mut self.ready_bytes, ready, e.size);
-        one(
-            &mut self.unacked,
-            matches!(e.place, Place::Unacked { .. }),
-            1,
-        );
-        one(
-            &mut self.unacked_bytes,
-            matches!(e.place, Place::Unacked { .. }),
-            e.size,
-        );
-        one(
-            &mut self.dead_lettering,
-            matches!(e.place, Place::DeadLettering(_)),
-            1,
-        );
-        one(&mut self.resident, resident, 1);
-        one(&mut self.resident_bytes, resident, e.size);
-        one(&mut self.ready_resident, ready && resident, 1);
-        one(&mut self.ready_resident_bytes, ready && resident, e.size);
-        one(&mut self.ready_absent, ready && !resident, 1);
-        one(&mut self.absent, !resident, 1);
-        one(&mut self.loading, e.loading, 1);
-        one(&mut self.loading_bytes, e.loading, e.size);
-        one(&mut self.page_outs, ready && e.page_out, 1);
-        one(&mut self.writing, e.storage == Storage::Writing, 1);
-    }
-}
+use crate::delivery::ChannelId;
 
 /// A snapshot of a queue's counters, for management and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// Messages ready for delivery (what `queue.declare-ok` reports).
     pub ready: u64,
@@ -114,23 +37,26 @@ pub struct QueueStats {
     pub lost: u64,
 }
 
-impl QueueStats {
-    pub(crate) fn from_tally(t: &Tally, consumers: u64, pending_confirms: u64, lost: u64) -> Self {
-        QueueStats {
-            ready: t.ready,
-            unacked: t.unacked,
-            consumers,
-            ready_bytes: t.ready_bytes,
-            unacked_bytes: t.unacked_bytes,
-            bytes_total: t.ready_bytes.saturating_add(t.unacked_bytes),
-            bytes_in_memory: t.resident_bytes,
-            messages_in_memory: t.resident,
-            paged_out: t.absent,
-            loading: t.loading,
-            dead_lettering: t.dead_lettering,
-            writing: t.writing,
-            pending_confirms,
-            lost,
-        }
-    }
+/// A consumer as the debug shell's `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerSummary {
+    pub tag: String,
+    pub channel: ChannelId,
+    /// 0 is unlimited.
+    pub prefetch: u32,
+    /// Delivered and not yet settled; its credit is `prefetch - unacked`.
+    pub unacked: u32,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Receives messages (false for the waiting ones under single-active-consumer).
+    pub active: bool,
+}
+
+/// A queue's counters with how often its actor restarted, as its home node reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// The counters as of the queue's last step.
+    pub stats: QueueStats,
+    /// How often the queue's actor was restarted by its supervisor.
+    pub restarts: u64,
 }

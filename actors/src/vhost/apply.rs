@@ -9,10 +9,11 @@
 use warren_storage::{Batch, MetaTable, Op};
 use warren_supervisor::SupervisorHandle;
 
-use super::{binding_key, key, storage_error, topology_error, QueueDef, VHost};
+use super::{binding_key, key, storage_error, topology_error, VHost};
 use crate::error::BrokerError;
 use crate::exchange::{Binding, Change, ExchangeDef};
 use crate::metadata::MetaCommand;
+use crate::queue::QueueDef;
 
 impl VHost {
     /// Applies a committed change of this vhost's exchanges, queues or bindings.
@@ -134,7 +135,7 @@ impl VHost {
         if self.queue(&def.name).is_some() {
             return Ok(());
         }
-        let handle = self.handle_for(&def)?;
+        let registered = self.open(&def)?;
         self.persist(vec![Op::PutMeta {
             table: MetaTable::Queues,
             key: key(&self.inner.name, &def.name),
@@ -142,17 +143,18 @@ impl VHost {
         }])
         .await?;
         let name = def.name.clone();
-        self.register(def, handle.clone());
+        let child = registered.child.clone();
+        self.register(registered);
         let _ = self
             .inner
             .topology
             .update(|t| Ok(t.declare_queue_name(&name)));
-        if !handle.is_local() {
-            return Ok(());
-        }
+        let Some(child) = child else {
+            return Ok(()); // it runs on its home node
+        };
         let started = match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
             Ok(sup) => sup
-                .start_child(self.queue_spec(&handle))
+                .start_child(child)
                 .await
                 .map(drop)
                 .map_err(|e| BrokerError::internal(format!("queue actor did not start: {e}"))),
@@ -174,15 +176,15 @@ impl VHost {
                 return Ok(()); // declared again since: another queue
             }
         }
-        let handle = self.queue(name);
-        if let Some(handle) = handle.as_ref().filter(|h| h.is_local()) {
+        let hosted = self.hosted().into_iter().find(|q| &**q.name() == name);
+        if let Some(queue) = &hosted {
             // Deleted through another node, or cleaned up: drop messages and
             // consumers here (a queue already deleted answers at once).
-            if let Err(e) = handle.delete(false, false).await {
+            if let Err(e) = queue.delete(false, false).await {
                 tracing::warn!(queue = %name, "queue did not delete its messages: {e}");
             }
         }
-        self.unregister(name);
+        let registered = self.unregister(name);
         let change = self
             .inner
             .topology
@@ -199,9 +201,9 @@ impl VHost {
             });
         }
         self.persist(ops).await?;
-        if let Some(handle) = handle.filter(|h| h.is_local()) {
+        if let Some(child) = registered.and_then(|r| r.child) {
             if let Ok(sup) = SupervisorHandle::lookup(&self.queues_supervisor_name()) {
-                let _ = sup.terminate_child(&handle.shared.actor_name).await;
+                let _ = sup.terminate_child(&child.name).await;
             }
         }
         Ok(())
@@ -214,23 +216,17 @@ impl VHost {
     /// definition. The actors stop with the vhost's supervisors afterwards.
     pub(crate) async fn erase(&self) -> Result<(), BrokerError> {
         let _guard = self.inner.meta.lock().await;
-        let local: Vec<_> = self
-            .queues_read()
-            .values()
-            .filter(|h| h.is_local())
-            .cloned()
-            .collect();
-        for handle in &local {
-            if let Err(e) = handle.delete(false, false).await {
-                tracing::warn!(queue = %handle.name(), "queue of a deleted vhost did not delete its messages: {e}");
+        let local = self.hosted();
+        for queue in &local {
+            if let Err(e) = queue.delete(false, false).await {
+                tracing::warn!(queue = %queue.name(), "queue of a deleted vhost did not delete its messages: {e}");
             }
         }
-        self.queues_write().clear();
-        self.defs_write().clear();
+        self.clear_registry();
         // Messages are stored on RAM nodes too; definitions only on disk nodes.
         let messages: Vec<Op> = local
             .iter()
-            .map(|h| Op::DeleteQueueMessages { queue: h.shared.id })
+            .map(|q| Op::DeleteQueueMessages { queue: q.def().id })
             .collect();
         if !messages.is_empty() {
             self.inner

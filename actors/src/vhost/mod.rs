@@ -3,9 +3,9 @@
 //! The vhost keeps:
 //! - the routing snapshot ([`SharedTopology`]): publishers route against it without a
 //!   mailbox hop; changes swap in a new snapshot;
-//! - the registry of queues (name -> [`QueueHandle`]): every queue of the cluster,
-//!   whose actor runs under the `queues:<vhost>` supervisor of its home node; the
-//!   handle of a queue that lives elsewhere forwards to that node;
+//! - the registry of queues (name -> [`QueueRef`], [`queues`]): every queue of the
+//!   cluster, reached through the queue-type seam; a queue of this node runs under the
+//!   `queues:<vhost>` supervisor, one of another node is reached there;
 //! - the definitions in storage (on a disk node), so that a restart finds them.
 //!
 //! Changes go through the metadata log when there is one (a cluster, even of one
@@ -14,50 +14,29 @@
 //! can, then propose. Messages never take the metadata lock.
 
 mod apply;
+mod dead_letters;
 mod exchange_actor;
 mod operations;
+mod queues;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
 pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
+pub use queues::QueueSummary;
 
-use crate::delivery::ChannelId;
 use crate::error::BrokerError;
 use crate::exchange::{Binding, ExchangeDef, RouteResult, SharedTopology, Topology};
-use crate::message::{FieldTable, SharedMessage};
+use crate::message::FieldTable;
 use crate::metadata::MetadataLog;
-use crate::queue::{QueueConfig, QueueStats};
-use crate::queue_actor::{QueueActor, QueueArgs, QueueHandle, QueueShared};
+use crate::queue::{QueueDef, QueueTypes, RemoteReach};
 use crate::queue_memory::QueueMemory;
-use crate::remote::{Home, QueueForwarder, REMOTE_OWNER};
 
-/// A queue as the metadata log and storage know it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QueueDef {
-    pub name: String,
-    /// Its storage id on its home node (its messages are keyed by it there).
-    pub id: u64,
-    /// The node its actor runs on.
-    pub node: String,
-    pub durable: bool,
-    /// For an exclusive queue: the channel (on the home node) whose connection owns it.
-    pub owner: Option<ChannelId>,
-    pub auto_delete: bool,
-    pub arguments: FieldTable,
-}
-
-impl QueueDef {
-    /// Whether the queue dies with its home node's process: transient or exclusive.
-    pub fn dies_with_node(&self) -> bool {
-        !self.durable || self.owner.is_some()
-    }
-}
+use queues::Registered;
 
 /// What a queue declaration answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,21 +44,6 @@ pub struct QueueDeclareOk {
     pub name: String,
     pub messages: u64,
     pub consumers: u32,
-}
-
-/// A queue as listings show it.
-#[derive(Clone, Debug)]
-pub struct QueueSummary {
-    pub name: String,
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    pub arguments: FieldTable,
-    pub stats: QueueStats,
-    /// How often its actor was restarted.
-    pub restarts: u64,
-    /// The node its actor runs on.
-    pub node: String,
 }
 
 /// Where this vhost runs: the node it belongs to and how it keeps metadata.
@@ -90,9 +54,24 @@ pub struct Placement {
     /// A RAM node: metadata is kept in memory only (the log gives it back at start).
     pub in_memory: bool,
     /// How to reach queues on other nodes; `None` outside a cluster.
-    pub forwarder: Option<Arc<dyn QueueForwarder>>,
+    pub remote: Option<Arc<dyn RemoteReach>>,
     /// The node's budget for bodies its queues keep in memory for their consumers.
     pub queue_memory: Arc<QueueMemory>,
+    /// The queue types this node runs.
+    pub queue_types: QueueTypes,
+}
+
+impl Placement {
+    /// A disk node outside any cluster, running this build's queue types.
+    pub fn standalone(node: &str, queue_memory: Arc<QueueMemory>) -> Placement {
+        Placement {
+            node: node.to_string(),
+            in_memory: false,
+            remote: None,
+            queue_memory,
+            queue_types: QueueTypes::default().with(Arc::new(crate::classic::Classic)),
+        }
+    }
 }
 
 /// A virtual host (cheap to clone).
@@ -106,9 +85,9 @@ struct Inner {
     store: Store,
     placement: Placement,
     topology: SharedTopology,
-    queues: RwLock<HashMap<Arc<str>, QueueHandle>>,
-    /// Queue definitions, by name (what the registry's handles were made from).
-    defs: RwLock<HashMap<Arc<str>, QueueDef>>,
+    /// Every queue of the vhost, by name: those this node runs and those it reaches
+    /// on other nodes.
+    queues: RwLock<HashMap<Arc<str>, Registered>>,
     /// What died with this node's last run, to be deleted through the log.
     stale: std::sync::Mutex<Stale>,
     /// One metadata change applied at a time.
@@ -198,7 +177,6 @@ impl VHost {
                 placement,
                 topology: SharedTopology::new(restored.topology),
                 queues: RwLock::new(HashMap::new()),
-                defs: RwLock::new(HashMap::new()),
                 stale: std::sync::Mutex::new(Stale::default()),
                 meta: Mutex::new(()),
                 log: OnceLock::new(),
@@ -217,8 +195,8 @@ impl VHost {
                 vhost.stale().queues.push(def);
                 continue;
             }
-            match vhost.handle_for(&def) {
-                Ok(handle) => vhost.register(def, handle),
+            match vhost.open(&def) {
+                Ok(registered) => vhost.register(registered),
                 Err(e) => tracing::error!(
                     "stored queue '{}' has arguments this build refuses: {e}",
                     def.name
@@ -226,15 +204,6 @@ impl VHost {
             }
         }
         Ok(vhost)
-    }
-
-    /// The storage ids of the queues that live on this node.
-    pub fn local_queue_ids(&self) -> Vec<u64> {
-        self.queues_read()
-            .values()
-            .filter(|h| h.is_local())
-            .map(|h| h.shared.id)
-            .collect()
     }
 
     /// Marks the vhost deleted: whoever watches [`VHost::deleted`] closes.
@@ -275,82 +244,13 @@ impl VHost {
         format!("queues:{}", self.inner.name)
     }
 
-    fn queues_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, QueueHandle>> {
-        self.inner.queues.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn queues_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, QueueHandle>> {
-        self.inner.queues.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn defs_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, QueueDef>> {
-        self.inner.defs.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn stale(&self) -> std::sync::MutexGuard<'_, Stale> {
         self.inner.stale.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The definition of the queue `name`, if it exists.
-    pub fn queue_def(&self, name: &str) -> Option<QueueDef> {
-        self.inner
-            .defs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
     }
 
     /// The current routing snapshot.
     pub fn topology(&self) -> Arc<Topology> {
         self.inner.topology.load_full()
-    }
-
-    fn is_home(&self, def: &QueueDef) -> bool {
-        def.node == self.inner.placement.node
-    }
-
-    /// A handle for a queue definition: local if it lives here, else forwarding.
-    fn handle_for(&self, def: &QueueDef) -> Result<QueueHandle, BrokerError> {
-        let config = QueueConfig::from_declare(
-            &def.name,
-            &self.inner.name,
-            def.durable,
-            def.owner.is_some(),
-            def.auto_delete,
-            &def.arguments,
-        )
-        .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))?;
-        let (home, owner) = if self.is_home(def) {
-            (Home::Local, def.owner)
-        } else {
-            let forwarder = self.inner.placement.forwarder.clone().ok_or_else(|| {
-                BrokerError::internal(format!(
-                    "queue '{}' lives on node '{}', and this node is not in a cluster",
-                    def.name, def.node
-                ))
-            })?;
-            (
-                Home::Remote {
-                    node: def.node.as_str().into(),
-                    forwarder,
-                },
-                def.owner.map(|_| REMOTE_OWNER),
-            )
-        };
-        Ok(QueueHandle {
-            shared: QueueShared::new(def.id, config, owner, def.arguments.clone(), home),
-        })
-    }
-
-    fn register(&self, def: QueueDef, handle: QueueHandle) {
-        self.defs_write().insert(handle.name().clone(), def);
-        self.queues_write().insert(handle.name().clone(), handle);
-    }
-
-    fn unregister(&self, name: &str) {
-        self.defs_write().remove(name);
-        self.queues_write().remove(name);
     }
 
     // ----- children -------------------------------------------------------------
@@ -379,28 +279,6 @@ impl VHost {
                     },
                 )
             },
-        )
-    }
-
-    fn queue_spec(&self, handle: &QueueHandle) -> ChildSpec {
-        let args = QueueArgs {
-            shared: handle.shared.clone(),
-            store: self.inner.store.clone(),
-            dead_letter: self.dead_letter_fn(),
-            delete_self: self.delete_self_fn(),
-            memory: self.inner.placement.queue_memory.clone(),
-        };
-        // Exclusive queues die with their connection: a restart would outlive it.
-        let restart = if handle.shared.owner.is_some() {
-            Restart::Transient
-        } else {
-            Restart::Permanent
-        };
-        ChildSpec::for_actor(
-            handle.shared.actor_name.clone(),
-            "queue",
-            restart,
-            move || (QueueActor, args.clone()),
         )
     }
 
@@ -456,97 +334,6 @@ impl VHost {
         names.iter().map(|n| self.exchange_spec(n)).collect()
     }
 
-    /// The children of the queues supervisor: one actor per queue that lives here.
-    pub fn queue_children(&self) -> Vec<ChildSpec> {
-        let mut handles: Vec<QueueHandle> = self
-            .queues_read()
-            .values()
-            .filter(|h| h.is_local())
-            .cloned()
-            .collect();
-        handles.sort_by(|a, b| a.name().cmp(b.name()));
-        handles.iter().map(|h| self.queue_spec(h)).collect()
-    }
-
-    fn dead_letter_fn(&self) -> crate::queue_actor::DeadLetterFn {
-        let vhost = Arc::downgrade(&self.inner);
-        Arc::new(
-            move |exchange: &str, routing_key: &str, message: SharedMessage| {
-                let Some(inner) = vhost.upgrade() else { return };
-                let vhost = VHost { inner };
-                let headers = message.properties.headers.as_ref();
-                // A dead-letter exchange that does not exist drops the message, as in RabbitMQ.
-                if let Ok(queues) = vhost.topology().route(exchange, routing_key, headers) {
-                    let mut message = message;
-                    if message.routing_key != routing_key || message.exchange != exchange {
-                        let m = Arc::make_mut(&mut message);
-                        m.exchange = exchange.to_string();
-                        m.routing_key = routing_key.to_string();
-                    }
-                    for q in queues.iter() {
-                        if let Some(handle) = vhost.queue(q) {
-                            handle.publish(vec![message.clone()], None);
-                        }
-                    }
-                }
-            },
-        )
-    }
-
-    fn delete_self_fn(&self) -> crate::queue_actor::DeleteSelfFn {
-        let vhost = Arc::downgrade(&self.inner);
-        Arc::new(move |queue: Arc<str>| {
-            let Some(inner) = vhost.upgrade() else { return };
-            let vhost = VHost { inner };
-            tokio::spawn(async move {
-                if let Err(e) = vhost.remove_queue(&queue, false, false).await {
-                    tracing::warn!(queue = %queue, "automatic delete failed: {e}");
-                }
-            });
-        })
-    }
-
-    // ----- queues ---------------------------------------------------------------
-
-    /// The queue, if it exists.
-    pub fn queue(&self, name: &str) -> Option<QueueHandle> {
-        self.queues_read().get(name).cloned()
-    }
-
-    /// The queue for use by `channel`: 404 if missing, 405 if another connection
-    /// holds it exclusively.
-    pub fn queue_for(&self, name: &str, channel: ChannelId) -> Result<QueueHandle, BrokerError> {
-        let handle = self.queue(name).ok_or_else(|| self.no_queue(name))?;
-        match handle.shared.owner {
-            Some(owner) if owner != channel => Err(BrokerError::resource_locked(format!(
-                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. \
-                 It could be originally declared on another connection or the exclusive property \
-                 value does not match that of the original declaration.",
-                self.inner.name
-            ))),
-            _ => Ok(handle),
-        }
-    }
-
-    fn no_queue(&self, name: &str) -> BrokerError {
-        BrokerError::not_found(format!(
-            "NOT_FOUND - no queue '{name}' in vhost '{}'",
-            self.inner.name
-        ))
-    }
-
-    /// The queues of this vhost that live on `node`.
-    pub fn queues_on(&self, node: &str) -> Vec<QueueDef> {
-        self.inner
-            .defs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|d| d.node == node)
-            .cloned()
-            .collect()
-    }
-
     // ----- publishing -----------------------------------------------------------
 
     /// The queues a client's publish reaches (internal exchanges refuse it), written
@@ -566,76 +353,6 @@ impl VHost {
     }
 
     // ----- listings -------------------------------------------------------------
-
-    /// Every queue with its counters; those of queues on other nodes are asked of
-    /// their nodes (one call per node), and a node that does not answer leaves its
-    /// queues' counters at zero.
-    pub async fn list_queues(&self) -> Vec<QueueSummary> {
-        let handles: Vec<QueueHandle> = self.queues_read().values().cloned().collect();
-        let mut remote: HashMap<String, HashMap<String, crate::remote::RemoteQueueStats>> =
-            HashMap::new();
-        for h in &handles {
-            if let Home::Remote { node, forwarder } = &h.shared.home {
-                if !remote.contains_key(&**node) {
-                    let stats = forwarder
-                        .stats(node, &self.inner.name)
-                        .await
-                        .unwrap_or_default();
-                    remote.insert(
-                        node.to_string(),
-                        stats.into_iter().map(|s| (s.name.clone(), s)).collect(),
-                    );
-                }
-            }
-        }
-        handles
-            .iter()
-            .map(|h| {
-                let (stats, restarts, node) = match &h.shared.home {
-                    Home::Local => (h.stats(), self.restarts(h), self.node().to_string()),
-                    Home::Remote { node, .. } => {
-                        let s = remote.get(&**node).and_then(|m| m.get(&**h.name()));
-                        (
-                            s.map(|s| s.stats).unwrap_or_default(),
-                            s.map(|s| s.restarts).unwrap_or(0),
-                            node.to_string(),
-                        )
-                    }
-                };
-                QueueSummary {
-                    name: h.name().to_string(),
-                    durable: h.shared.config.durable,
-                    exclusive: h.shared.owner.is_some(),
-                    auto_delete: h.shared.config.auto_delete,
-                    arguments: h.shared.arguments.clone(),
-                    stats,
-                    restarts,
-                    node,
-                }
-            })
-            .collect()
-    }
-
-    fn restarts(&self, h: &QueueHandle) -> u64 {
-        h.shared
-            .incarnations
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .saturating_sub(1)
-    }
-
-    /// The counters of the queues that live on this node (what another node's
-    /// listing asks for).
-    pub fn local_stats(&self) -> Vec<crate::remote::RemoteQueueStats> {
-        self.queues_read()
-            .values()
-            .filter(|h| h.is_local())
-            .map(|h| crate::remote::RemoteQueueStats {
-                name: h.name().to_string(),
-                stats: h.stats(),
-                restarts: self.restarts(h),
-            })
-            .collect()
-    }
 
     pub fn list_exchanges(&self) -> Vec<ExchangeDef> {
         self.topology().exchanges().into_iter().cloned().collect()

@@ -8,14 +8,13 @@
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 
-use super::{topology_error, QueueDeclareOk, QueueDef, VHost};
+use super::{topology_error, QueueDeclareOk, VHost};
 use crate::delivery::ChannelId;
 use crate::error::{code, BrokerError};
 use crate::exchange::{Binding, Destination, ExchangeDef, ExchangeKind};
 use crate::message::FieldTable;
 use crate::metadata::MetaCommand;
-use crate::queue::QueueConfig;
-use crate::queue_actor::QueueHandle;
+use crate::queue::{QueueDef, QueueRef, QUEUE_TYPE_ARG};
 
 use super::ExchangeMsg;
 
@@ -216,74 +215,106 @@ impl VHost {
                 "ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        let requested = QueueConfig::from_declare(
-            &name,
-            &self.inner.name,
-            durable,
-            owner.is_some(),
-            auto_delete,
-            &arguments,
-        )
-        .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()));
-        if let Some(existing) = self.queue(&name) {
-            let requested = (!passive).then_some(requested);
-            return self.redeclare(existing, requested, channel).await;
-        }
-        if passive {
-            return Err(self.no_queue(&name));
-        }
-        let requested = requested?;
-        let def = QueueDef {
+        let mut def = QueueDef {
             name: name.clone(),
-            id: self.inner.store.allocate_id(),
+            id: 0, // allocated below, for a queue that is new
             node: self.node().to_string(),
             durable,
             owner,
             auto_delete,
             arguments,
         };
+        // A passive declaration's arguments are ignored, as in RabbitMQ; otherwise the
+        // type (`x-queue-type`) and its arguments are checked first.
+        let checked = (!passive).then(|| self.check_declaration(&def));
+        if let Some(existing) = self.queue(&name) {
+            let requested = checked.map(|c| c.map(|()| def));
+            return self.redeclare(existing, requested, channel).await;
+        }
+        if passive {
+            return Err(self.no_queue(&name));
+        }
+        if let Some(Err(e)) = checked {
+            return Err(e);
+        }
+        def.id = self.inner.store.allocate_id();
         let id = def.id;
         self.change(MetaCommand::DeclareQueue {
             vhost: self.inner.name.clone(),
-            def,
+            def: def.clone(),
         })
         .await?;
         match self.queue(&name) {
-            Some(h) if h.is_local() && h.shared.id == id => Ok(QueueDeclareOk {
+            Some(q) if q.def().node == self.node() && q.def().id == id => Ok(QueueDeclareOk {
                 name,
                 messages: 0,
                 consumers: 0,
             }),
             // Declared meanwhile through another node: that declaration won, and
             // this one is a redeclaration of it (checked against what was asked).
-            Some(h) => self.redeclare(h, Some(Ok(requested)), channel).await,
+            Some(q) => self.redeclare(q, Some(Ok(def)), channel).await,
             None => Err(self.no_queue(&name)),
         }
+    }
+
+    /// Checks a new declaration: its type exists here, and that type accepts its
+    /// flags and arguments.
+    fn check_declaration(&self, def: &QueueDef) -> Result<(), BrokerError> {
+        let vhost = &self.inner.name;
+        self.inner
+            .placement
+            .queue_types
+            .of(def, vhost)?
+            .validate(def, vhost)
     }
 
     /// A declaration of a queue that exists: passive (`requested` is `None`), or
     /// checked for equivalence against what was asked.
     async fn redeclare(
         &self,
-        existing: QueueHandle,
-        requested: Option<Result<QueueConfig, BrokerError>>,
+        existing: QueueRef,
+        requested: Option<Result<QueueDef, BrokerError>>,
         channel: ChannelId,
     ) -> Result<QueueDeclareOk, BrokerError> {
-        let handle = self.queue_for(existing.name(), channel)?;
+        let queue = self.queue_for(existing.name(), channel)?;
         if let Some(requested) = requested {
-            existing
-                .shared
-                .config
-                .check_equivalent(&requested?)
-                .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))?;
+            self.check_equivalent(queue.def(), &requested?)?;
         }
-        handle.touch();
-        let stats = handle.current_stats().await?;
+        queue.touch();
+        let status = queue.status().await?;
         Ok(QueueDeclareOk {
-            name: handle.name().to_string(),
-            messages: stats.ready,
-            consumers: stats.consumers as u32,
+            name: queue.name().to_string(),
+            messages: status.stats.ready,
+            consumers: status.stats.consumers as u32,
         })
+    }
+
+    /// 406 unless `requested` declares the same queue as `current`: the same type,
+    /// and what that type compares.
+    fn check_equivalent(
+        &self,
+        current: &QueueDef,
+        requested: &QueueDef,
+    ) -> Result<(), BrokerError> {
+        let vhost = &self.inner.name;
+        let (is, asked) = (current.kind(), requested.kind());
+        if is != asked {
+            let show = |k: &Result<crate::queue::QueueKind, _>| match k {
+                Ok(k) => format!("'{k}'"),
+                Err(_) => "invalid".to_string(),
+            };
+            return Err(BrokerError::precondition_failed(format!(
+                "inequivalent arg '{QUEUE_TYPE_ARG}' for queue '{}' in vhost '{vhost}': received {} but current is {}",
+                current.name,
+                show(&asked),
+                show(&is)
+            )));
+        }
+        self.inner
+            .placement
+            .queue_types
+            .of(current, vhost)?
+            .check_equivalent(current, requested, vhost)
     }
 
     /// `queue.delete`; returns how many messages the queue held.
@@ -316,10 +347,9 @@ impl VHost {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u64, BrokerError> {
-        let handle = self.queue(name).ok_or_else(|| self.no_queue(name))?;
-        let def = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
-        let count = handle.delete(if_unused, if_empty).await?;
-        self.delete_def(&def).await?;
+        let queue = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        let count = queue.delete(if_unused, if_empty).await?;
+        self.delete_def(queue.def()).await?;
         Ok(count)
     }
 
@@ -342,10 +372,10 @@ impl VHost {
     /// A connection (channel) ended: delete the exclusive queues it owned.
     pub async fn owner_gone(&self, channel: ChannelId) {
         let owned: Vec<std::sync::Arc<str>> = self
-            .queues_read()
-            .values()
-            .filter(|h| h.is_local() && h.shared.owner == Some(channel))
-            .map(|h| h.name().clone())
+            .hosted()
+            .into_iter()
+            .filter(|q| q.def().owner == Some(channel))
+            .map(|q| q.name().clone())
             .collect();
         for name in owned {
             if let Err(e) = self.remove_queue(&name, false, false).await {

@@ -1217,12 +1217,10 @@ impl Harness {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let store = warren_storage::Store::open(dir.path().join("fuzz.redb")).expect("store");
-        let placement = Placement {
-            node: "fuzz".into(),
-            in_memory: false,
-            forwarder: None,
-            queue_memory: warren_actors::queue_memory::QueueMemory::new(64 << 20),
-        };
+        let placement = Placement::standalone(
+            "fuzz",
+            warren_actors::queue_memory::QueueMemory::new(64 << 20),
+        );
         let vhosts = VHosts::load(store.clone(), placement)
             .await
             .expect("vhosts");

@@ -109,12 +109,17 @@ impl WindowLimits {
     }
 
     /// The budget for loading bodies of messages waiting to be dead-lettered: what is
-    /// left of the window after loads in flight, at least one when nothing is loading.
+    /// left of the window after loads in flight and the dead-lettered bodies waiting
+    /// for their targets, at least one when there are none of either.
     pub(crate) fn dead_letter_load_budget(&self, tally: &Tally) -> LoadBudget {
+        let used = tally.loading.saturating_add(tally.dead_lettering_resident);
+        let used_bytes = tally
+            .loading_bytes
+            .saturating_add(tally.dead_lettering_resident_bytes);
         LoadBudget {
-            messages: self.messages.saturating_sub(tally.loading),
-            bytes: self.bytes.saturating_sub(tally.loading_bytes),
-            at_least_one: tally.loading == 0,
+            messages: self.messages.saturating_sub(used),
+            bytes: self.bytes.saturating_sub(used_bytes),
+            at_least_one: used == 0,
         }
     }
 }

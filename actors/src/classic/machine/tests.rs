@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::message::{FieldTable, FieldValue, Message, SharedMessage, PERSISTENT};
 
 use super::*;
+use crate::queue::QueueStats;
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -15,6 +16,9 @@ struct Q {
     s: QueueState,
     now: u64,
     fx: Vec<Effect>,
+    /// Answer dead letters as held by their targets (the common case); off for the
+    /// tests of what happens before they answer.
+    auto_dead_letter: bool,
 }
 
 impl Q {
@@ -23,6 +27,7 @@ impl Q {
             s: QueueState::new(config, T0),
             now: T0,
             fx: Vec::new(),
+            auto_dead_letter: true,
         }
     }
 
@@ -37,7 +42,34 @@ impl Q {
             assert_eq!(self.fx.len(), before, "a refused command pushed effects");
         }
         self.s.check_invariants().unwrap();
+        if self.auto_dead_letter {
+            self.targets_hold(before);
+        }
         r
+    }
+
+    /// The shell's dead-letter router with targets that take everything: each message
+    /// dead-lettered since effect `from` is held by its targets at once.
+    fn targets_hold(&mut self, mut from: usize) {
+        loop {
+            let done: Vec<Seq> = self.fx[from..]
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::DeadLetter { seq: Some(seq), .. } => Some(*seq),
+                    _ => None,
+                })
+                .collect();
+            if done.is_empty() {
+                return;
+            }
+            from = self.fx.len();
+            let command = Command::DeadLettered {
+                done,
+                refused: Vec::new(),
+            };
+            self.s.apply(command, self.now, &mut self.fx).unwrap();
+            self.s.check_invariants().unwrap();
+        }
     }
 
     fn run(&mut self, c: Command) -> Reply {
@@ -1454,7 +1486,12 @@ fn recovery_brings_back_persistent_messages_as_redelivered() {
         ),
         (2, 3, 2, 0)
     );
-    let mut q = Q { s, now: T0, fx };
+    let mut q = Q {
+        s,
+        now: T0,
+        fx,
+        auto_dead_letter: true,
+    };
     q.drain();
     q.consume(1, "a", 0);
     assert_eq!(
@@ -1496,7 +1533,12 @@ fn seqs_are_never_reused_even_at_the_end_of_the_range() {
     };
     let mut fx = Vec::new();
     let s = QueueState::recover(config(&[]), [(Seq::MAX - 2, record)], T0, &mut fx);
-    let mut q = Q { s, now: T0, fx };
+    let mut q = Q {
+        s,
+        now: T0,
+        fx,
+        auto_dead_letter: true,
+    };
     assert_eq!(q.publish(msg("last")), Seq::MAX - 1);
     q.drain();
     let r = q.run(Command::Enqueue {

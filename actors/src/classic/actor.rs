@@ -1,4 +1,5 @@
-//! The queue actor: the thin shell that runs a [`QueueState`] and performs its effects.
+//! The classic queue's actor: the thin shell that runs a [`QueueState`] and performs
+//! its effects.
 //!
 //! The state machine decides; this shell only does I/O and messaging:
 //! - storage writes are gathered while the mailbox has more to say and committed as one
@@ -9,19 +10,20 @@
 //!   ([`warren_storage::paging`]), written once per flush, not to redb;
 //! - bodies paged out of memory are read on a blocking thread and come back as
 //!   `Command::BodiesLoaded`;
-//! - deliveries produced by one message are grouped per channel into one event;
-//! - publish confirms are answered per publish batch once every message in it is
-//!   confirmed or refused;
+//! - deliveries of one step are grouped per channel into one event;
+//! - a publish batch is answered (its confirm, its credit) once every message in it is
+//!   confirmed or refused; a batch nobody waits for costs no bookkeeping;
+//! - dead-lettered messages of one step are routed as one batch, and a message leaves
+//!   the queue only once its targets hold it (`Command::DeadLettered`);
 //! - time comes from the system clock, and the next `Tick` is scheduled exactly at
 //!   the state's next deadline.
 //!
 //! A crash (panic or error) loses nothing stored: the supervisor restarts the actor,
 //! which rebuilds the state from the store's index records and re-attaches the
-//! consumers recorded in the queue's shared handle.
+//! consumers of the queue's journal.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -29,195 +31,62 @@ use tokio::sync::oneshot;
 use warren_storage::paging::{PageFile, PageRead};
 use warren_storage::{Batch, Op, Store};
 
-use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, TracedMessage};
+use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use crate::error::BrokerError;
 use crate::message::{Message, SharedMessage};
 use crate::queue::{
-    Command, ConsumerSummary, DeleteReason, Effect, IndexRecord, PublishId, QueueConfig,
-    QueueError, QueueState, QueueStats, Reply, Seq,
+    ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, DeadLetter, DeadLettered, Enqueue,
+    EnqueueOutcome, Got, HostEnv, Settlement,
 };
-use crate::queue_memory::{MemoryClaim, QueueMemory};
-use crate::remote::Home;
+use crate::queue_memory::MemoryClaim;
 
-/// What became of one message handed to a queue.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum EnqueueOutcome {
-    /// As safe as promised (in memory, or fsynced for persistent on a durable queue).
-    Confirmed,
-    /// The queue refused it (full with reject-publish), with the reason.
-    Rejected(String),
-    /// The queue was deleted before it took the message: as if the message had not
-    /// been routed to it.
-    Gone,
-}
+use super::handle::ClassicShared;
+use super::machine::{
+    Command, DeleteReason, Effect, IndexRecord, PublishId, QueueError, QueueState, Reply, Seq,
+};
 
-/// A consumer as its channel registers it. Kept in the queue's shared handle so a
-/// restarted queue actor re-attaches it.
-#[derive(Clone)]
-pub struct ConsumeRequest {
-    pub tag: Arc<str>,
-    pub channel: ChannelId,
-    pub sink: ChannelSink,
-    pub prefetch: u32,
-    pub no_ack: bool,
-    pub exclusive: bool,
-}
+/// Where a call's answer goes.
+type Answer<T> = oneshot::Sender<Result<T, BrokerError>>;
 
-/// Republishes a dead-lettered message: (exchange, routing key, message).
-pub type DeadLetterFn = Arc<dyn Fn(&str, &str, SharedMessage) + Send + Sync>;
-/// Asks the vhost to delete the queue (it expired, or auto-delete fired).
-pub type DeleteSelfFn = Arc<dyn Fn(Arc<str>) + Send + Sync>;
-
-/// What the queue's actor and the rest of the node share; outlives actor restarts.
-pub struct QueueShared {
-    pub name: Arc<str>,
-    /// The registry name of the actor, e.g. `queue:/orders`.
-    pub actor_name: String,
-    /// The queue's storage id: its messages are keyed by (id, seq).
-    pub id: u64,
-    pub config: QueueConfig,
-    /// The channel whose connection owns an exclusive queue.
-    pub owner: Option<ChannelId>,
-    pub arguments: crate::message::FieldTable,
-    /// Where the queue's actor runs: here, or on another node.
-    pub home: Home,
-    consumers: Mutex<Vec<ConsumeRequest>>,
-    stats: Mutex<QueueStats>,
-    /// Incremented each time the actor starts (restarts are this minus one).
-    pub incarnations: AtomicU64,
-    /// Channels tracing the messages that enter the queue (the shell's `trace`).
-    tracers: Mutex<Vec<(ChannelId, ChannelSink)>>,
-    /// Whether `tracers` is non-empty: the publish path checks this, not the lock.
-    traced: AtomicBool,
-}
-
-impl QueueShared {
-    pub fn new(
-        id: u64,
-        config: QueueConfig,
-        owner: Option<ChannelId>,
-        arguments: crate::message::FieldTable,
-        home: Home,
-    ) -> Arc<Self> {
-        let name: Arc<str> = config.name.as_str().into();
-        Arc::new(QueueShared {
-            actor_name: format!("queue:{}{}", vhost_prefix(&config.vhost), name),
-            name,
-            id,
-            config,
-            owner,
-            arguments,
-            home,
-            consumers: Mutex::new(Vec::new()),
-            stats: Mutex::new(QueueStats::default()),
-            incarnations: AtomicU64::new(0),
-            tracers: Mutex::new(Vec::new()),
-            traced: AtomicBool::new(false),
-        })
-    }
-
-    /// Sends `channel` a [`QueueEvent::Traced`] for every message that enters the
-    /// queue from now on, until [`QueueShared::untrace`] or the channel closes.
-    /// Outlives actor restarts.
-    pub fn trace(&self, channel: ChannelId, sink: ChannelSink) {
-        self.change_tracers(|t| {
-            t.retain(|(c, _)| *c != channel);
-            t.push((channel, sink));
-        });
-    }
-
-    pub fn untrace(&self, channel: ChannelId) {
-        self.change_tracers(|t| t.retain(|(c, _)| *c != channel));
-    }
-
-    fn change_tracers(&self, f: impl FnOnce(&mut Vec<(ChannelId, ChannelSink)>)) {
-        let mut tracers = self.tracers.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut tracers);
-        self.traced.store(!tracers.is_empty(), Ordering::Release);
-    }
-
-    fn emit_trace(&self, messages: &[SharedMessage]) {
-        if !self.traced.load(Ordering::Acquire) {
-            return;
-        }
-        let tracers = self.tracers.lock().unwrap_or_else(|p| p.into_inner());
-        if tracers.is_empty() {
-            return;
-        }
-        let traced: Vec<TracedMessage> = messages
-            .iter()
-            .map(|m| TracedMessage::of(&self.name, m))
-            .collect();
-        for (_, sink) in tracers.iter() {
-            sink(QueueEvent::Traced(traced.clone()));
-        }
-    }
-
-    /// The counters as of the actor's last step.
-    pub fn stats(&self) -> QueueStats {
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn consumers(&self) -> std::sync::MutexGuard<'_, Vec<ConsumeRequest>> {
-        self.consumers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// `/` stays `/`; any other vhost name gets a `/` before the queue name.
-fn vhost_prefix(vhost: &str) -> String {
-    if vhost == "/" {
-        "/".into()
-    } else {
-        format!("{vhost}/")
-    }
-}
-
-/// Messages to a queue actor. Local-only: another node's messages arrive through its
-/// [`QueueForwarder`](crate::remote::QueueForwarder) and this node's queue endpoint.
-pub enum QueueMsg {
-    Publish {
-        messages: Vec<SharedMessage>,
-        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
-    },
+/// Messages to a classic queue's actor (sent by its [`ClassicQueue`](super::ClassicQueue)
+/// handle, and by the actor itself).
+pub(crate) enum QueueMsg {
+    Enqueue(Enqueue),
     Consume {
         request: ConsumeRequest,
-        reply: oneshot::Sender<Result<(), BrokerError>>,
+        reply: Answer<()>,
     },
     Cancel {
         channel: ChannelId,
         tag: Arc<str>,
-        reply: oneshot::Sender<Result<(), BrokerError>>,
+        reply: Answer<()>,
     },
-    Ack {
+    Settle {
         channel: ChannelId,
+        settlement: Settlement,
         seqs: Vec<Seq>,
-    },
-    Reject {
-        channel: ChannelId,
-        seqs: Vec<Seq>,
-        requeue: bool,
     },
     Get {
         channel: ChannelId,
         no_ack: bool,
-        reply: oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>,
+        reply: Answer<Option<Got>>,
     },
     ChannelDown {
         channel: ChannelId,
     },
     Purge {
-        reply: oneshot::Sender<Result<u64, BrokerError>>,
+        reply: Answer<u64>,
     },
     Delete {
         if_unused: bool,
         if_empty: bool,
-        reply: oneshot::Sender<Result<u64, BrokerError>>,
+        reply: Answer<u64>,
     },
     /// A redeclaration: restarts the queue's expiry timer.
     Touch,
     /// The consumers and their credit (the debug shell's `inspect`).
     Consumers {
-        reply: oneshot::Sender<Result<Vec<ConsumerSummary>, BrokerError>>,
+        reply: Answer<Vec<ConsumerSummary>>,
     },
     /// Fail on purpose (the debug shell's `crash`, and tests of recovery).
     Crash,
@@ -230,42 +99,41 @@ pub enum QueueMsg {
         found: Vec<(Seq, SharedMessage)>,
         missing: Vec<Seq>,
     },
+    /// Internal: what became of a dead-letter batch.
+    DeadLettered(DeadLettered),
     /// Internal: a deadline passed.
     Tick,
 }
 
 impl ractor::Message for QueueMsg {}
 
-/// Where the answer to a `basic.get` goes.
-type GetReply = oneshot::Sender<Result<Option<(QueueDelivery, u64)>, BrokerError>>;
-
 /// What a queue actor starts from.
 #[derive(Clone)]
-pub struct QueueArgs {
-    pub shared: Arc<QueueShared>,
-    pub store: Store,
-    pub dead_letter: DeadLetterFn,
-    pub delete_self: DeleteSelfFn,
-    /// The node's budget for bodies kept beyond the window for consumers.
-    pub memory: Arc<QueueMemory>,
+pub(crate) struct QueueArgs {
+    pub shared: Arc<ClassicShared>,
+    pub env: HostEnv,
 }
 
-pub struct QueueActor;
+pub(crate) struct QueueActor;
 
-/// A publish batch waiting for its confirms.
+/// A publish batch waiting for its messages' outcomes.
 struct PendingBatch {
     outcomes: Vec<Option<EnqueueOutcome>>,
     remaining: usize,
-    reply: oneshot::Sender<Vec<EnqueueOutcome>>,
+    reply: Option<ConfirmReply>,
+    /// Given back (dropped) when the batch is done.
+    _credit: Option<Credit>,
 }
 
-pub struct QueueShell {
+pub(crate) struct QueueShell {
     myself: ActorRef<QueueMsg>,
-    args: QueueArgs,
+    shared: Arc<ClassicShared>,
+    env: HostEnv,
     state: QueueState,
     effects: Vec<Effect>,
-    /// Channel -> where its events go and which of its consumers settle nothing.
-    channels: HashMap<ChannelId, (ChannelSink, HashMap<Arc<str>, bool>)>,
+    /// Where each consuming channel's deliveries go (the consumers themselves are in
+    /// the state).
+    sinks: HashMap<ChannelId, ChannelSink>,
     /// Deliveries of the current step, per channel.
     outbox: HashMap<ChannelId, Vec<QueueDelivery>>,
     next_publish: PublishId,
@@ -273,7 +141,9 @@ pub struct QueueShell {
     publishes: HashMap<PublishId, (u64, usize)>,
     batches: HashMap<u64, PendingBatch>,
     next_batch: u64,
-    gets: HashMap<ChannelId, VecDeque<(bool, GetReply)>>,
+    gets: HashMap<ChannelId, VecDeque<Answer<Option<Got>>>>,
+    /// Dead-lettered messages of the current step, routed together after it.
+    dead_letters: Vec<DeadLetter>,
     /// Writes gathered since the last flush, and the seqs whose `Stored` they answer.
     ops: Vec<Op>,
     stored: Vec<Seq>,
@@ -286,7 +156,6 @@ pub struct QueueShell {
     flush_scheduled: bool,
     /// The deadline a `Tick` is already scheduled for.
     tick_at: Option<u64>,
-    deleted: bool,
     /// What the queue holds of the node's queue memory.
     memory: MemoryClaim,
 }
@@ -312,12 +181,10 @@ impl Actor for QueueActor {
         myself: ActorRef<Self::Msg>,
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let shared = args.shared.clone();
-        let shared_memory = args.memory.clone();
-        shared.incarnations.fetch_add(1, Ordering::Relaxed);
+        let QueueArgs { shared, env } = args;
         // Rebuild from the index records only: bodies load when they are delivered.
-        let store = args.store.clone();
-        let id = shared.id;
+        let store = env.store.clone();
+        let id = shared.def.id;
         let (records, pages) = tokio::task::spawn_blocking(move || {
             let pages = PageFile::open(&store.paging_dir(), id);
             let mut records = Vec::new();
@@ -350,18 +217,22 @@ impl Actor for QueueActor {
         if recovered > 0 {
             tracing::info!(queue = %shared.name, "recovered {recovered} stored messages");
         }
+        shared.started(myself.clone());
         let mut shell = QueueShell {
             myself,
-            args,
+            memory: env.memory.claim(),
+            shared: shared.clone(),
+            env,
             state,
             effects: Vec::new(),
-            channels: HashMap::new(),
+            sinks: HashMap::new(),
             outbox: HashMap::new(),
             next_publish: 1,
             publishes: HashMap::new(),
             batches: HashMap::new(),
             next_batch: 1,
             gets: HashMap::new(),
+            dead_letters: Vec::new(),
             ops: Vec::new(),
             stored: Vec::new(),
             durable_batch: false,
@@ -369,17 +240,15 @@ impl Actor for QueueActor {
             paged: Vec::new(),
             flush_scheduled: false,
             tick_at: None,
-            deleted: false,
-            memory: shared_memory.claim(),
         };
         for effect in recovery_effects {
             shell.perform(effect);
         }
         // Re-attach the consumers of a previous incarnation.
-        let consumers = shared.consumers().clone();
-        for c in consumers {
-            if let Err(e) = shell.consume(c.clone(), false) {
+        for c in shared.journal() {
+            if let Err(e) = shell.consume(c.clone()) {
                 tracing::warn!(queue = %shared.name, tag = %c.tag, "consumer not re-attached: {e}");
+                shared.journal_forget(|j| j.channel == c.channel && j.tag == c.tag);
             }
         }
         Ok(shell)
@@ -405,7 +274,7 @@ impl Actor for QueueActor {
                 ops: std::mem::take(&mut shell.ops),
                 durable: shell.durable_batch,
             };
-            let _ = shell.args.store.submit(batch).await;
+            let _ = shell.env.store.submit(batch).await;
         }
         Ok(())
     }
@@ -417,9 +286,13 @@ impl Actor for QueueActor {
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            QueueMsg::Publish { messages, confirm } => shell.publish(messages, confirm),
+            QueueMsg::Enqueue(batch) => shell.enqueue(batch),
             QueueMsg::Consume { request, reply } => {
-                let _ = reply.send(shell.consume(request, true));
+                let result = shell.consume(request.clone());
+                if result.is_ok() {
+                    shell.shared.journal_consume(request);
+                }
+                let _ = reply.send(result);
             }
             QueueMsg::Cancel {
                 channel,
@@ -427,39 +300,33 @@ impl Actor for QueueActor {
                 reply,
             } => {
                 shell
-                    .args
                     .shared
-                    .consumers()
-                    .retain(|c| !(c.channel == channel && c.tag == tag));
-                let result = shell
-                    .apply(Command::Cancel {
-                        channel,
-                        tag: tag.clone(),
-                    })
-                    .map(drop);
-                if let Some((_, tags)) = shell.channels.get_mut(&channel) {
-                    tags.remove(&tag);
-                }
+                    .journal_forget(|c| c.channel == channel && c.tag == tag);
+                let result = shell.apply(Command::Cancel { channel, tag }).map(drop);
                 let _ = reply.send(result);
             }
-            QueueMsg::Ack { channel, seqs } => {
-                // An ack for a message the queue no longer holds as unacked (it was
-                // requeued by a restart, say) is ignored: the message is redelivered.
-                if let Err(e) = shell.apply(Command::Ack { channel, seqs }) {
-                    tracing::debug!(queue = %shell.args.shared.name, "ack ignored: {e}");
-                }
-            }
-            QueueMsg::Reject {
+            QueueMsg::Settle {
                 channel,
+                settlement,
                 seqs,
-                requeue,
             } => {
-                if let Err(e) = shell.apply(Command::Reject {
-                    channel,
-                    seqs,
-                    requeue,
-                }) {
-                    tracing::debug!(queue = %shell.args.shared.name, "reject ignored: {e}");
+                let command = match settlement {
+                    Settlement::Ack => Command::Ack { channel, seqs },
+                    Settlement::Requeue => Command::Reject {
+                        channel,
+                        seqs,
+                        requeue: true,
+                    },
+                    Settlement::DeadLetter => Command::Reject {
+                        channel,
+                        seqs,
+                        requeue: false,
+                    },
+                };
+                // A settlement of a message the queue no longer holds as unacked (it
+                // was requeued by a restart, say) is ignored: the message is redelivered.
+                if let Err(e) = shell.apply(command) {
+                    tracing::debug!(queue = %shell.shared.name, "settlement ignored: {e}");
                 }
             }
             QueueMsg::Get {
@@ -467,27 +334,16 @@ impl Actor for QueueActor {
                 no_ack,
                 reply,
             } => {
-                shell
-                    .gets
-                    .entry(channel)
-                    .or_default()
-                    .push_back((no_ack, reply));
+                shell.gets.entry(channel).or_default().push_back(reply);
                 if let Err(e) = shell.apply(Command::Get { channel, no_ack }) {
-                    if let Some((_, reply)) =
-                        shell.gets.get_mut(&channel).and_then(|q| q.pop_back())
-                    {
+                    if let Some(reply) = shell.gets.get_mut(&channel).and_then(|q| q.pop_back()) {
                         let _ = reply.send(Err(e));
                     }
                 }
             }
             QueueMsg::ChannelDown { channel } => {
-                shell
-                    .args
-                    .shared
-                    .consumers()
-                    .retain(|c| c.channel != channel);
-                shell.args.shared.untrace(channel);
-                shell.channels.remove(&channel);
+                shell.shared.journal_forget(|c| c.channel == channel);
+                shell.sinks.remove(&channel);
                 let _ = shell.apply(Command::ChannelDown { channel });
             }
             QueueMsg::Consumers { reply } => {
@@ -505,40 +361,13 @@ impl Actor for QueueActor {
                 if_empty,
                 reply,
             } => {
-                // A queue that deleted itself (x-expires, auto-delete) has asked the
-                // vhost to remove it, which lands here: the state is already deleted.
-                let result = if shell.state.is_deleted() {
-                    Ok(Reply::Deleted { message_count: 0 })
-                } else {
-                    shell.apply(Command::Delete {
-                        if_unused,
-                        if_empty,
-                    })
-                };
-                let result = match result {
-                    Ok(Reply::Deleted { message_count }) => {
-                        shell.deleted = true;
-                        if let Some(pages) = shell.pages.as_mut() {
-                            pages.clear();
-                        }
-                        shell.ops.push(Op::DeleteQueueMessages {
-                            queue: shell.args.shared.id,
-                        });
-                        shell.durable_batch = true;
-                        shell.flush(&myself).await;
-                        shell.cancel_consumers("the queue was deleted");
-                        Ok(message_count)
-                    }
-                    Ok(_) => Ok(0),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(shell.delete(if_unused, if_empty, &myself).await);
             }
             QueueMsg::Touch => {
                 let _ = shell.apply(Command::Touch);
             }
             QueueMsg::Crash => {
-                return Err(format!("queue {} crashed on request", shell.args.shared.name).into());
+                return Err(format!("queue {} crashed on request", shell.shared.name).into());
             }
             QueueMsg::Flush => {
                 shell.flush_scheduled = false;
@@ -549,12 +378,18 @@ impl Actor for QueueActor {
             }
             QueueMsg::Loaded { found, missing } => {
                 if !missing.is_empty() {
-                    tracing::error!(queue = %shell.args.shared.name, "{} stored bodies are missing", missing.len());
+                    tracing::error!(queue = %shell.shared.name, "{} stored bodies are missing", missing.len());
                     let _ = shell.apply(Command::BodiesMissing(missing));
                 }
                 if !found.is_empty() {
                     let _ = shell.apply(Command::BodiesLoaded(found));
                 }
+            }
+            QueueMsg::DeadLettered(outcome) => {
+                let _ = shell.apply(Command::DeadLettered {
+                    done: outcome.done,
+                    refused: outcome.refused,
+                });
             }
             QueueMsg::Tick => {
                 shell.tick_at = None;
@@ -578,11 +413,12 @@ impl QueueShell {
         reply.map_err(broker_error)
     }
 
-    fn publish(
-        &mut self,
-        messages: Vec<SharedMessage>,
-        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
-    ) {
+    fn enqueue(&mut self, batch: Enqueue) {
+        let Enqueue {
+            messages,
+            confirm,
+            credit,
+        } = batch;
         if self.state.is_deleted() {
             // Deleted here, and not yet removed from the routing tables everywhere.
             if let Some(confirm) = confirm {
@@ -590,22 +426,22 @@ impl QueueShell {
             }
             return;
         }
-        let batch_id = confirm.as_ref().map(|_| {
+        // Only a batch somebody waits for (confirms, or credit) is tracked.
+        let batch_id = (confirm.is_some() || credit.is_some()).then(|| {
             let id = self.next_batch;
             self.next_batch += 1;
-            id
-        });
-        if let (Some(id), Some(reply)) = (batch_id, confirm) {
             self.batches.insert(
                 id,
                 PendingBatch {
                     outcomes: vec![None; messages.len()],
                     remaining: messages.len(),
-                    reply,
+                    reply: confirm,
+                    _credit: credit,
                 },
             );
-        }
-        self.args.shared.emit_trace(&messages);
+            id
+        });
+        self.shared.emit_trace(&messages);
         for (i, message) in messages.into_iter().enumerate() {
             let publish = batch_id.map(|b| {
                 let p = self.next_publish;
@@ -638,7 +474,7 @@ impl QueueShell {
     fn rejected_outcome(&self) -> EnqueueOutcome {
         EnqueueOutcome::Rejected(format!(
             "queue '{}' in vhost '{}' is full (x-overflow: reject-publish)",
-            self.args.shared.name, self.args.shared.config.vhost
+            self.shared.name, self.shared.config.vhost
         ))
     }
 
@@ -656,28 +492,28 @@ impl QueueShell {
     }
 
     fn finish_batch_if_done(&mut self, batch_id: u64) {
-        if self
-            .batches
-            .get(&batch_id)
-            .is_some_and(|b| b.remaining == 0)
-        {
-            if let Some(batch) = self.batches.remove(&batch_id) {
-                let outcomes = batch
-                    .outcomes
-                    .into_iter()
-                    .map(|o| o.unwrap_or(EnqueueOutcome::Confirmed))
-                    .collect();
-                let _ = batch.reply.send(outcomes);
-            }
+        if self.batches.get(&batch_id).is_none_or(|b| b.remaining > 0) {
+            return;
         }
+        let Some(batch) = self.batches.remove(&batch_id) else {
+            return;
+        };
+        if let Some(reply) = batch.reply {
+            let outcomes = batch
+                .outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(EnqueueOutcome::Confirmed))
+                .collect();
+            let _ = reply.send(outcomes);
+        }
+        // The batch's credit goes back as it drops here.
     }
 
-    fn consume(&mut self, request: ConsumeRequest, record: bool) -> Result<(), BrokerError> {
-        let entry = self
-            .channels
-            .entry(request.channel)
-            .or_insert_with(|| (request.sink.clone(), HashMap::new()));
-        entry.1.insert(request.tag.clone(), request.no_ack);
+    fn consume(&mut self, request: ConsumeRequest) -> Result<(), BrokerError> {
+        let added = !self.sinks.contains_key(&request.channel);
+        if added {
+            self.sinks.insert(request.channel, request.sink.clone());
+        }
         let result = self.apply(Command::Consume {
             tag: request.tag.clone(),
             channel: request.channel,
@@ -686,24 +522,46 @@ impl QueueShell {
             exclusive: request.exclusive,
             priority: 0,
         });
-        match result {
-            Ok(_) => {
-                if record {
-                    self.args.shared.consumers().push(request);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if let Some((_, tags)) = self.channels.get_mut(&request.channel) {
-                    tags.remove(&request.tag);
-                }
-                Err(e)
-            }
+        if result.is_err() && added {
+            self.sinks.remove(&request.channel);
         }
+        result.map(drop)
+    }
+
+    /// `queue.delete`: the state checks the conditions; then the stored messages go
+    /// and the consumers are told. A queue that already deleted itself (`x-expires`,
+    /// auto-delete) and asked the vhost to remove it lands here too.
+    async fn delete(
+        &mut self,
+        if_unused: bool,
+        if_empty: bool,
+        myself: &ActorRef<QueueMsg>,
+    ) -> Result<u64, BrokerError> {
+        let message_count = if self.state.is_deleted() {
+            0
+        } else {
+            match self.apply(Command::Delete {
+                if_unused,
+                if_empty,
+            })? {
+                Reply::Deleted { message_count } => message_count,
+                _ => 0,
+            }
+        };
+        if let Some(pages) = self.pages.as_mut() {
+            pages.clear();
+        }
+        self.ops.push(Op::DeleteQueueMessages {
+            queue: self.shared.def.id,
+        });
+        self.durable_batch = true;
+        self.flush(myself).await;
+        self.cancel_consumers("the queue was deleted");
+        Ok(message_count)
     }
 
     fn perform(&mut self, effect: Effect) {
-        let id = self.args.shared.id;
+        let id = self.shared.def.id;
         match effect {
             Effect::Store {
                 seq,
@@ -729,7 +587,7 @@ impl QueueShell {
                         self.durable_batch |= durable;
                     }
                     (Err(e), _) | (_, Err(e)) => {
-                        tracing::error!(queue = %self.args.shared.name, "cannot encode message {seq}: {e}");
+                        tracing::error!(queue = %self.shared.name, "cannot encode message {seq}: {e}");
                     }
                 }
             }
@@ -755,7 +613,7 @@ impl QueueShell {
                     Some(pages) => pages.plan_read(&seqs),
                     None => (PageRead::default(), seqs),
                 };
-                let store = self.args.store.clone();
+                let store = self.env.store.clone();
                 let me = self.myself.clone();
                 tokio::task::spawn_blocking(move || {
                     if !paged.is_empty() {
@@ -774,15 +632,11 @@ impl QueueShell {
                 seq,
                 message,
                 redelivered,
+                no_ack,
                 delivery_count: _,
             } => {
-                let no_ack = self
-                    .channels
-                    .get(&channel)
-                    .and_then(|(_, tags)| tags.get(&tag).copied())
-                    .unwrap_or(false);
                 self.outbox.entry(channel).or_default().push(QueueDelivery {
-                    queue: self.args.shared.name.clone(),
+                    queue: self.shared.name.clone(),
                     consumer_tag: tag,
                     seq,
                     message,
@@ -799,9 +653,9 @@ impl QueueShell {
                 message_count,
                 no_ack,
             } => {
-                if let Some((_, reply)) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
+                if let Some(reply) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
                     let delivery = QueueDelivery {
-                        queue: self.args.shared.name.clone(),
+                        queue: self.shared.name.clone(),
                         consumer_tag: "".into(),
                         seq,
                         message,
@@ -812,7 +666,7 @@ impl QueueShell {
                 }
             }
             Effect::GetEmpty { channel } => {
-                if let Some((_, reply)) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
+                if let Some(reply) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
                     let _ = reply.send(Ok(None));
                 }
             }
@@ -822,20 +676,25 @@ impl QueueShell {
                 self.settle_publish(publish, outcome);
             }
             Effect::DeadLetter {
-                seq: _,
+                seq,
                 message,
                 reason: _,
                 exchange,
                 routing_key,
-            } => (self.args.dead_letter)(&exchange, &routing_key, message),
+            } => self.dead_letters.push(DeadLetter {
+                seq,
+                message,
+                exchange,
+                routing_key,
+            }),
             Effect::ConsumerActive { .. } => {}
             Effect::DeleteQueue { reason } => {
                 let why = match reason {
                     DeleteReason::Expired => "expired (x-expires)",
                     DeleteReason::AutoDelete => "auto-delete: its last consumer left",
                 };
-                tracing::info!(queue = %self.args.shared.name, "queue deleted: {why}");
-                (self.args.delete_self)(self.args.shared.name.clone());
+                tracing::info!(queue = %self.shared.name, "queue deleted: {why}");
+                (self.env.delete_self)(self.shared.name.clone());
             }
         }
     }
@@ -843,31 +702,36 @@ impl QueueShell {
     /// Tells every consumer's channel that the queue ended it (AMQP
     /// `consumer_cancel_notify`), and forgets them.
     fn cancel_consumers(&mut self, reason: &str) {
-        self.args.shared.consumers().clear();
-        for (_, (sink, tags)) in self.channels.drain() {
-            for tag in tags.keys() {
+        self.shared.journal_forget(|_| true);
+        for consumer in self.state.consumer_summaries() {
+            if let Some(sink) = self.sinks.get(&consumer.channel) {
                 sink(QueueEvent::ConsumerCancelled {
-                    tag: tag.clone(),
+                    tag: consumer.tag.as_str().into(),
                     reason: reason.to_string(),
                 });
             }
         }
+        self.sinks.clear();
     }
 
-    /// After each message: send deliveries, schedule the flush and the next tick,
-    /// publish the counters, settle the queue's part of the node's queue memory.
+    /// After each message: send deliveries, route dead letters, schedule the flush and
+    /// the next tick, publish the counters, settle the queue's part of the node's
+    /// queue memory.
     fn after_step(&mut self, myself: &ActorRef<QueueMsg>) {
         self.memory.hold(self.state.memory_beyond_window());
         self.state
             .set_memory_allowance(Some(self.memory.allowance()));
         for (channel, deliveries) in self.outbox.drain() {
-            if let Some((sink, _)) = self.channels.get(&channel) {
+            if let Some(sink) = self.sinks.get(&channel) {
                 sink(QueueEvent::Deliver(deliveries));
             }
         }
+        if !self.dead_letters.is_empty() {
+            self.route_dead_letters();
+        }
         if (!self.ops.is_empty() || !self.paged.is_empty())
             && !self.flush_scheduled
-            && !self.deleted
+            && !self.state.is_deleted()
         {
             self.flush_scheduled = myself.cast(QueueMsg::Flush).is_ok();
         }
@@ -878,12 +742,22 @@ impl QueueShell {
                 self.tick_at = Some(deadline);
             }
         }
-        *self
-            .args
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = self.state.stats();
+        self.shared.publish_stats(&self.state.stats());
+    }
+
+    /// Routes this step's dead letters as one batch; the outcome of those that leave
+    /// the queue comes back as `DeadLettered`.
+    fn route_dead_letters(&mut self) {
+        let batch = std::mem::take(&mut self.dead_letters);
+        let waits = batch.iter().any(|d| d.seq.is_some());
+        let routed = self.env.dead_letters.route(&self.shared.name, batch);
+        let me = self.myself.clone();
+        tokio::spawn(async move {
+            let outcome = routed.await;
+            if waits {
+                let _ = me.cast(QueueMsg::DeadLettered(outcome));
+            }
+        });
     }
 
     /// Appends a body leaving memory to the page file; false if it must go to redb.
@@ -899,7 +773,7 @@ impl QueueShell {
                 true
             }
             Err(e) => {
-                tracing::error!(queue = %self.args.shared.name, "cannot page out message {seq}, writing it to redb: {e}");
+                tracing::error!(queue = %self.shared.name, "cannot page out message {seq}, writing it to redb: {e}");
                 false
             }
         }
@@ -916,9 +790,9 @@ impl QueueShell {
             durable: std::mem::take(&mut self.durable_batch),
         };
         let stored = std::mem::take(&mut self.stored);
-        let commit = self.args.store.submit(batch);
+        let commit = self.env.store.submit(batch);
         let me = myself.clone();
-        let name = self.args.shared.name.clone();
+        let name = self.shared.name.clone();
         tokio::spawn(async move {
             match commit.await {
                 Ok(()) => {
@@ -949,7 +823,7 @@ impl QueueShell {
             .unwrap_or_default();
         let paged = std::mem::take(&mut self.paged);
         let me = myself.clone();
-        let name = self.args.shared.name.clone();
+        let name = self.shared.name.clone();
         tokio::task::spawn_blocking(move || {
             match writes.into_iter().try_for_each(|w| w.perform()) {
                 Ok(()) => {
@@ -1013,149 +887,4 @@ fn load_bodies(store: &Store, queue: u64, seqs: &[Seq]) -> (Vec<(Seq, SharedMess
         }
     }
     (found, missing)
-}
-
-/// A handle on a queue: finds its actor by name, so it stays valid across restarts.
-#[derive(Clone)]
-pub struct QueueHandle {
-    pub shared: Arc<QueueShared>,
-}
-
-impl QueueHandle {
-    pub fn name(&self) -> &Arc<str> {
-        &self.shared.name
-    }
-
-    fn actor(&self) -> Option<ActorRef<QueueMsg>> {
-        ractor::registry::where_is(self.shared.actor_name.clone()).map(ActorRef::from)
-    }
-
-    fn unavailable(&self) -> BrokerError {
-        BrokerError::queue_unavailable(&self.shared.config.vhost, &self.shared.name)
-    }
-
-    fn send(&self, msg: QueueMsg) -> Result<(), BrokerError> {
-        if let Home::Remote { node, forwarder } = &self.shared.home {
-            forwarder.forward(node, &self.shared.config.vhost, &self.shared.name, msg);
-            return Ok(());
-        }
-        match self.actor() {
-            Some(a) => a.cast(msg).map_err(|_| self.unavailable()),
-            None => Err(self.unavailable()),
-        }
-    }
-
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, BrokerError>>) -> QueueMsg,
-    ) -> Result<T, BrokerError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(make(tx))?;
-        rx.await.map_err(|_| self.unavailable())?
-    }
-
-    /// Hands messages to the queue; `confirm` answers once each is safe or refused.
-    pub fn publish(
-        &self,
-        messages: Vec<SharedMessage>,
-        confirm: Option<oneshot::Sender<Vec<EnqueueOutcome>>>,
-    ) {
-        // If the actor is down the confirm sender is dropped: the publisher sees the
-        // messages as not confirmed, which is the truth.
-        let _ = self.send(QueueMsg::Publish { messages, confirm });
-    }
-
-    pub async fn consume(&self, request: ConsumeRequest) -> Result<(), BrokerError> {
-        self.ask(|reply| QueueMsg::Consume { request, reply }).await
-    }
-
-    pub async fn cancel(&self, channel: ChannelId, tag: &str) -> Result<(), BrokerError> {
-        let tag: Arc<str> = tag.into();
-        self.ask(|reply| QueueMsg::Cancel {
-            channel,
-            tag,
-            reply,
-        })
-        .await
-    }
-
-    pub fn ack(&self, channel: ChannelId, seqs: Vec<Seq>) {
-        let _ = self.send(QueueMsg::Ack { channel, seqs });
-    }
-
-    pub fn reject(&self, channel: ChannelId, seqs: Vec<Seq>, requeue: bool) {
-        let _ = self.send(QueueMsg::Reject {
-            channel,
-            seqs,
-            requeue,
-        });
-    }
-
-    pub async fn get(
-        &self,
-        channel: ChannelId,
-        no_ack: bool,
-    ) -> Result<Option<(QueueDelivery, u64)>, BrokerError> {
-        self.ask(|reply| QueueMsg::Get {
-            channel,
-            no_ack,
-            reply,
-        })
-        .await
-    }
-
-    pub fn channel_down(&self, channel: ChannelId) {
-        let _ = self.send(QueueMsg::ChannelDown { channel });
-    }
-
-    pub async fn purge(&self) -> Result<u64, BrokerError> {
-        self.ask(|reply| QueueMsg::Purge { reply }).await
-    }
-
-    pub async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u64, BrokerError> {
-        self.ask(|reply| QueueMsg::Delete {
-            if_unused,
-            if_empty,
-            reply,
-        })
-        .await
-    }
-
-    pub fn touch(&self) {
-        let _ = self.send(QueueMsg::Touch);
-    }
-
-    /// Makes the queue actor fail (its supervisor restarts it).
-    /// The consumers and their credit.
-    pub async fn consumers(&self) -> Result<Vec<ConsumerSummary>, BrokerError> {
-        self.ask(|reply| QueueMsg::Consumers { reply }).await
-    }
-
-    pub fn crash(&self) -> Result<(), BrokerError> {
-        self.send(QueueMsg::Crash)
-    }
-
-    pub fn stats(&self) -> QueueStats {
-        self.shared.stats()
-    }
-
-    /// Whether the queue's actor runs on this node.
-    pub fn is_local(&self) -> bool {
-        matches!(self.shared.home, Home::Local)
-    }
-
-    /// The counters now: read here for a local queue, asked of the home node for a
-    /// remote one.
-    pub async fn current_stats(&self) -> Result<QueueStats, BrokerError> {
-        match &self.shared.home {
-            Home::Local => Ok(self.shared.stats()),
-            Home::Remote { node, forwarder } => forwarder
-                .stats(node, &self.shared.config.vhost)
-                .await?
-                .into_iter()
-                .find(|s| *s.name == *self.shared.name)
-                .map(|s| s.stats)
-                .ok_or_else(|| self.unavailable()),
-        }
-    }
 }

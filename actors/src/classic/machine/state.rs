@@ -22,7 +22,12 @@ use super::errors::QueueError;
 use super::fasthash::{IntMap, IntSet};
 use super::ready::ReadySet;
 use super::seqmap::SeqMap;
-use super::stats::{QueueStats, Tally};
+use super::stats::{queue_stats, Tally};
+use crate::queue::{ConsumerSummary, QueueStats};
+
+/// How long a dead-letter target that refused a message (full, say) is left alone
+/// before the message is republished.
+pub const DEAD_LETTER_RETRY_MS: u64 = 1_000;
 
 /// Which indexes an entry belongs to; derived from its fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +148,12 @@ pub struct QueueState {
     pending_gets: VecDeque<(ChannelId, bool)>,
     /// Entries waiting to be dead-lettered whose body has not been asked for yet.
     dead_letter_waiting: VecDeque<Seq>,
+    /// Entries republished to their dead-letter exchange, waiting for the targets to
+    /// hold them (`Command::DeadLettered`): only then do they leave the queue.
+    dead_letter_sent: IntSet<Seq>,
+    /// Entries a dead-letter target refused, republished again at `dead_letter_retry_at`.
+    dead_letter_retry: VecDeque<Seq>,
+    dead_letter_retry_at: Option<u64>,
     next_seq: Seq,
     /// Last consume, cancel, get or declare: the start of the `x-expires` timer.
     last_used: u64,
@@ -172,6 +183,9 @@ impl QueueState {
             pending_confirms: IntMap::default(),
             pending_gets: VecDeque::new(),
             dead_letter_waiting: VecDeque::new(),
+            dead_letter_sent: IntSet::default(),
+            dead_letter_retry: VecDeque::new(),
+            dead_letter_retry_at: None,
             next_seq: 1,
             last_used: 0,
             had_consumer: false,
@@ -242,7 +256,8 @@ impl QueueState {
         self.consumers.len() as u64
     }
 
-    pub fn consumer_summaries(&self) -> Vec<super::ConsumerSummary> {
+    /// The consumers, oldest first, as `inspect` shows them.
+    pub fn consumer_summaries(&self) -> Vec<ConsumerSummary> {
         self.consumers.summaries()
     }
 
@@ -266,7 +281,7 @@ impl QueueState {
 
     /// Counters for management and metrics.
     pub fn stats(&self) -> QueueStats {
-        QueueStats::from_tally(
+        queue_stats(
             &self.idx.tally,
             self.consumers.len() as u64,
             self.pending_confirms.len() as u64,
@@ -281,11 +296,10 @@ impl QueueState {
             return None;
         }
         let message = self.idx.expiry.first().map(|&(at, _)| at);
-        let queue = self.queue_expiry();
-        match (message, queue) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [message, self.queue_expiry(), self.dead_letter_retry_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn queue_expiry(&self) -> Option<u64> {
@@ -327,6 +341,7 @@ impl QueueState {
                 Command::Stored(_)
                 | Command::BodiesLoaded(_)
                 | Command::BodiesMissing(_)
+                | Command::DeadLettered { .. }
                 | Command::Tick
                 | Command::ChannelDown { .. } => Ok(Reply::Ok),
                 _ => Err(self.not_found()),
@@ -415,6 +430,10 @@ impl QueueState {
             }
             Command::BodiesLoaded(bodies) => {
                 self.bodies_loaded(bodies, now, effects);
+                Reply::Ok
+            }
+            Command::DeadLettered { done, refused } => {
+                self.dead_lettered(&done, &refused, now, effects);
                 Reply::Ok
             }
             Command::BodiesMissing(seqs) => {
@@ -806,10 +825,7 @@ impl QueueState {
                 wanted.then_some(e.place)
             });
             if let Some(Some(Place::DeadLettering(reason))) = place {
-                if let Some(entry) = self.take(seq) {
-                    self.emit_dead_letter(Some(seq), &message, reason, now, effects);
-                    self.finish(seq, &entry, effects);
-                }
+                self.send_dead_letter(seq, &message, reason, now, effects);
             }
         }
     }
@@ -819,6 +835,7 @@ impl QueueState {
     /// What every command ends with: deliver what can be delivered, enforce limits
     /// and deadlines, ask for the bodies that are needed.
     fn settle(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        self.retry_dead_letters(now, effects);
         // Removals first: dropping a head that waits for its body can make the next
         // message deliverable.
         self.enforce_max_length(now, effects);
@@ -928,6 +945,7 @@ impl QueueState {
                     message,
                     redelivered,
                     delivery_count,
+                    no_ack,
                 });
             }
             Handout::Get => effects.push(Effect::GetOk {
@@ -960,10 +978,11 @@ impl QueueState {
         };
         if self.config.dead_letter_exchange.is_some() {
             if let Some(message) = entry.body.clone() {
-                if let Some(entry) = self.take(seq) {
-                    self.emit_dead_letter(Some(seq), &message, reason, now, effects);
-                    self.finish(seq, &entry, effects);
-                }
+                self.modify(seq, |e| {
+                    e.place = Place::DeadLettering(reason);
+                    e.page_out = false;
+                });
+                self.send_dead_letter(seq, &message, reason, now, effects);
             } else {
                 let loading = entry.loading;
                 self.modify(seq, |e| {
@@ -1010,6 +1029,66 @@ impl QueueState {
             exchange,
             routing_key,
         });
+    }
+
+    /// Republishes a message that leaves for its dead-letter exchange (its body in
+    /// hand); it stays until its targets hold it.
+    fn send_dead_letter(
+        &mut self,
+        seq: Seq,
+        message: &Message,
+        reason: DeadLetterReason,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        self.emit_dead_letter(Some(seq), message, reason, now, effects);
+        self.dead_letter_sent.insert(seq);
+    }
+
+    /// The targets of dead-lettered messages answered: those they hold (`done`) leave
+    /// the queue; those refused are republished after [`DEAD_LETTER_RETRY_MS`].
+    fn dead_lettered(
+        &mut self,
+        done: &[Seq],
+        refused: &[Seq],
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) {
+        for &seq in done {
+            if self.dead_letter_sent.remove(&seq) {
+                if let Some(entry) = self.take(seq) {
+                    self.finish(seq, &entry, effects);
+                }
+            }
+        }
+        for &seq in refused {
+            if self.dead_letter_sent.remove(&seq) {
+                self.dead_letter_retry.push_back(seq);
+                let at = now.saturating_add(DEAD_LETTER_RETRY_MS);
+                self.dead_letter_retry_at =
+                    Some(self.dead_letter_retry_at.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+
+    /// Republishes the refused dead letters once their retry time has come.
+    fn retry_dead_letters(&mut self, now: u64, effects: &mut Vec<Effect>) {
+        if self.dead_letter_retry_at.is_none_or(|at| at > now) {
+            return;
+        }
+        self.dead_letter_retry_at = None;
+        for seq in std::mem::take(&mut self.dead_letter_retry) {
+            let waiting = self
+                .entries
+                .get(seq)
+                .and_then(|e| match (e.place, &e.body) {
+                    (Place::DeadLettering(reason), Some(body)) => Some((reason, body.clone())),
+                    _ => None,
+                });
+            if let Some((reason, body)) = waiting {
+                self.send_dead_letter(seq, &body, reason, now, effects);
+            }
+        }
     }
 
     /// Drops (and dead-letters) from the head while the queue is over its limits
@@ -1172,10 +1251,15 @@ impl QueueState {
                     }
                 }
                 Place::DeadLettering(_) => {
-                    if e.body.is_some() {
-                        return Err(format!("{seq}: dead-lettering with its body"));
+                    let sent = self.dead_letter_sent.contains(&seq);
+                    let retried = self.dead_letter_retry.contains(&seq);
+                    if e.body.is_some() != (sent || retried) || (sent && retried) {
+                        return Err(format!(
+                            "{seq}: dead-lettering, body {} but sent {sent} retried {retried}",
+                            e.body.is_some()
+                        ));
                     }
-                    if !e.loading && !self.dead_letter_waiting.contains(&seq) {
+                    if e.body.is_none() && !e.loading && !self.dead_letter_waiting.contains(&seq) {
                         return Err(format!("{seq}: dead-lettering and nobody loads it"));
                     }
                 }
@@ -1214,6 +1298,17 @@ impl QueueState {
             }
         }
         self.consumers.check_invariants()?;
+        for &seq in self.dead_letter_sent.iter().chain(&self.dead_letter_retry) {
+            let held = self
+                .entries
+                .get(seq)
+                .is_some_and(|e| matches!(e.place, Place::DeadLettering(_)) && e.body.is_some());
+            if !held {
+                return Err(format!(
+                    "{seq}: sent or retried as a dead letter, but not held"
+                ));
+            }
+        }
         for seq in self.pending_confirms.keys() {
             if !self
                 .entries

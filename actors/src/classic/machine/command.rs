@@ -76,6 +76,10 @@ pub enum Command {
     Stored(Vec<Seq>),
     /// Bodies asked for by `Effect::LoadBodies`.
     BodiesLoaded(Vec<(Seq, SharedMessage)>),
+    /// What became of dead-lettered messages (`Effect::DeadLetter` with a seq): those
+    /// `done` are held by their targets and leave the queue; those `refused` are
+    /// republished later.
+    DeadLettered { done: Vec<Seq>, refused: Vec<Seq> },
     /// Storage has no body for these seqs: the messages are dropped and counted as
     /// lost (a storage fault; the shell should log it).
     BodiesMissing(Vec<Seq>),

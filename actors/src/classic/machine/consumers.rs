@@ -11,6 +11,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use crate::queue::ConsumerSummary;
+
 use super::command::{ChannelId, ConsumerTag};
 use super::fasthash::IntMap;
 
@@ -35,21 +37,6 @@ impl Consumer {
     pub fn has_credit(&self) -> bool {
         self.prefetch == 0 || self.unacked < self.prefetch
     }
-}
-
-/// A consumer as the debug shell's `inspect` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ConsumerSummary {
-    pub tag: String,
-    pub channel: ChannelId,
-    /// 0 is unlimited.
-    pub prefetch: u32,
-    /// Delivered and not yet settled; its credit is `prefetch - unacked`.
-    pub unacked: u32,
-    pub no_ack: bool,
-    pub exclusive: bool,
-    /// Receives messages (false for the waiting ones under single-active-consumer).
-    pub active: bool,
 }
 
 /// Why a consumer could not be registered.

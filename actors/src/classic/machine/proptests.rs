@@ -69,6 +69,12 @@ enum Op {
     CompleteLoads {
         n: usize,
     },
+    /// The dead-letter targets answer for the oldest `n` dead letters in flight:
+    /// they hold them, or refuse them (full, say).
+    AnswerDeadLetters {
+        n: usize,
+        refuse: bool,
+    },
     Touch,
     Delete {
         if_unused: bool,
@@ -95,6 +101,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..30).prop_map(|ms| Op::Advance { ms }),
         5 => (1usize..6).prop_map(|n| Op::CompleteWrites { n }),
         5 => (1usize..6).prop_map(|n| Op::CompleteLoads { n }),
+        3 => (1usize..4, prop::bool::weighted(0.3)).prop_map(|(n, refuse)| Op::AnswerDeadLetters { n, refuse }),
         1 => Just(Op::Touch),
         1 => (prop::bool::weighted(0.7), prop::bool::weighted(0.7))
             .prop_map(|(if_unused, if_empty)| Op::Delete { if_unused, if_empty }),
@@ -188,6 +195,8 @@ struct Sim {
     /// Returns to the queue per message (requeues and channel closes).
     returns: BTreeMap<Seq, u32>,
     ended: BTreeMap<Seq, &'static str>,
+    /// Dead letters republished and not yet answered by their targets, oldest first.
+    dead_letters: VecDeque<Seq>,
     deleted: bool,
     next_publish: PublishId,
     next_body: u64,
@@ -214,6 +223,7 @@ impl Sim {
             gets_waiting: BTreeMap::new(),
             returns: BTreeMap::new(),
             ended: BTreeMap::new(),
+            dead_letters: VecDeque::new(),
             deleted: false,
             next_publish: 1,
             next_body: 0,
@@ -340,6 +350,7 @@ impl Sim {
             }
             Op::CompleteWrites { n } => self.complete_writes(n),
             Op::CompleteLoads { n } => self.complete_loads(n),
+            Op::AnswerDeadLetters { n, refuse } => self.answer_dead_letters(n, refuse),
             Op::Touch => self.exec(Command::Touch).map(|_| ()),
             Op::Delete {
                 if_unused,
@@ -366,6 +377,21 @@ impl Sim {
             return Ok(());
         }
         self.exec(Command::Stored(seqs)).map(|_| ())
+    }
+
+    fn answer_dead_letters(&mut self, n: usize, refuse: bool) -> Result<(), TestCaseError> {
+        let n = n.min(self.dead_letters.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let seqs: Vec<Seq> = self.dead_letters.drain(..n).collect();
+        let (done, refused) = if refuse {
+            (Vec::new(), seqs)
+        } else {
+            (seqs, Vec::new())
+        };
+        self.exec(Command::DeadLettered { done, refused })
+            .map(|_| ())
     }
 
     fn complete_loads(&mut self, n: usize) -> Result<(), TestCaseError> {
@@ -473,6 +499,7 @@ impl Sim {
             Command::Stored(_)
                 | Command::BodiesLoaded(_)
                 | Command::BodiesMissing(_)
+                | Command::DeadLettered { .. }
                 | Command::Tick
                 | Command::ChannelDown { .. }
         );
@@ -577,6 +604,11 @@ impl Sim {
                 }
             }
             Command::Get { channel, .. } => *self.gets_waiting.entry(*channel).or_default() += 1,
+            Command::DeadLettered { done, .. } if !self.deleted => {
+                for s in done {
+                    self.ended.insert(*s, "dead-lettered");
+                }
+            }
             Command::Delete { .. } => self.deleted = true,
             _ => {}
         }
@@ -636,6 +668,7 @@ impl Sim {
                 message,
                 redelivered,
                 delivery_count,
+                no_ack,
             } => {
                 let returns = self.returns.get(&seq).copied().unwrap_or(0);
                 prop_assert_eq!(delivery_count, returns);
@@ -665,6 +698,7 @@ impl Sim {
                         "delivery to an inactive consumer"
                     );
                 }
+                prop_assert_eq!(no_ack, consumer.no_ack);
                 if consumer.no_ack {
                     prop_assert!(self.ended.insert(seq, "auto-acked").is_none());
                 } else {
@@ -725,6 +759,7 @@ impl Sim {
                 prop_assert!(
                     self.config.dead_letter_exchange.as_deref() == Some(exchange.as_str())
                 );
+                // A refused dead letter goes out again once its retry time came.
                 let expected_key = self
                     .config
                     .dead_letter_routing_key
@@ -746,7 +781,15 @@ impl Sim {
                 if let Some(seq) = seq {
                     prop_assert!(known(seq));
                     prop_assert!(!self.outstanding.contains_key(&seq));
-                    prop_assert!(self.ended.insert(seq, "dead-lettered").is_none());
+                    prop_assert!(
+                        !self.ended.contains_key(&seq),
+                        "{seq} dead-lettered after its end"
+                    );
+                    prop_assert!(
+                        !self.dead_letters.contains(&seq),
+                        "{seq} dead-lettered twice at once"
+                    );
+                    self.dead_letters.push_back(seq);
                 }
             }
             Effect::ConsumerActive { channel, tag } => {
@@ -818,6 +861,8 @@ impl Sim {
             self.complete_writes(writes)?;
             let loads = self.loads.len();
             self.complete_loads(loads)?;
+            let dead_letters = self.dead_letters.len();
+            self.answer_dead_letters(dead_letters, false)?;
             if self.deleted {
                 if self.writes.is_empty() && self.loads.is_empty() {
                     break;
@@ -840,6 +885,10 @@ impl Sim {
                     channel: 99,
                     seqs: held,
                 })?;
+            }
+            if self.q.stats().dead_lettering > 0 && self.dead_letters.is_empty() {
+                // Refused dead letters wait for their retry time.
+                self.now += state::DEAD_LETTER_RETRY_MS;
             }
             self.exec(Command::Tick)?;
             let s = self.q.stats();

@@ -71,6 +71,8 @@ pub enum Effect {
         redelivered: bool,
         /// How many times the message was returned to the queue before.
         delivery_count: u32,
+        /// The consumer settles nothing (it is already settled here).
+        no_ack: bool,
     },
     /// Answer a `basic.get` with a message; `message_count` is what remains ready.
     GetOk {
@@ -91,7 +93,8 @@ pub enum Effect {
     /// Republish the message through `exchange` with `routing_key`. The message
     /// already carries its updated `x-death` and `x-first-death-*` headers and has
     /// no expiration. `seq` is `None` for a publish refused at the door
-    /// (`reject-publish-dlx`).
+    /// (`reject-publish-dlx`), republished at most once; a message with a seq stays in
+    /// the queue until `Command::DeadLettered` says its targets hold it.
     DeadLetter {
         seq: Option<Seq>,
         message: SharedMessage,

@@ -1,0 +1,90 @@
+//! The classic queue: a queue on one node, RabbitMQ's classic queue. The first
+//! implementation of the queue-type seam ([`crate::queue`]).
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `machine/` | the pure, versioned state machine (`apply(command) -> (reply, effects)`) |
+//! | `actor.rs` | the thin actor shell that performs the machine's effects |
+//! | `handle.rs` | [`ClassicQueue`]: the [`Queue`](crate::queue::Queue) callers hold |
+//!
+//! [`Classic`] is the queue type: it validates declarations with the machine's
+//! [`QueueConfig`] and hosts a queue as one supervised actor, `queue:VHOST/NAME`.
+
+mod actor;
+mod handle;
+pub mod machine;
+
+use std::sync::Arc;
+
+use warren_supervisor::{ChildSpec, Restart};
+
+pub use handle::ClassicQueue;
+pub use machine::{QueueConfig, WindowLimits};
+
+use crate::error::BrokerError;
+use crate::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueType};
+
+use actor::{QueueActor, QueueArgs};
+use handle::ClassicShared;
+
+/// The classic queue type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Classic;
+
+impl Classic {
+    /// The machine's configuration of a declaration (406 on a bad argument).
+    pub fn config(def: &QueueDef, vhost: &str) -> Result<QueueConfig, BrokerError> {
+        QueueConfig::from_declare(
+            &def.name,
+            vhost,
+            def.durable,
+            def.owner.is_some(),
+            def.auto_delete,
+            &def.arguments,
+        )
+        .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
+    }
+}
+
+impl QueueType for Classic {
+    fn kind(&self) -> QueueKind {
+        QueueKind::Classic
+    }
+
+    fn validate(&self, def: &QueueDef, vhost: &str) -> Result<(), BrokerError> {
+        Classic::config(def, vhost).map(drop)
+    }
+
+    fn check_equivalent(
+        &self,
+        current: &QueueDef,
+        requested: &QueueDef,
+        vhost: &str,
+    ) -> Result<(), BrokerError> {
+        Classic::config(current, vhost)?
+            .check_equivalent(&Classic::config(requested, vhost)?)
+            .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
+    }
+
+    fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
+        let config = Classic::config(def, &env.vhost)?;
+        let shared = ClassicShared::new(def.clone(), config);
+        let args = QueueArgs {
+            shared: shared.clone(),
+            env: env.clone(),
+        };
+        // Exclusive queues die with their connection: a restart would outlive it.
+        let restart = if def.owner.is_some() {
+            Restart::Transient
+        } else {
+            Restart::Permanent
+        };
+        let child = ChildSpec::for_actor(shared.actor_name.clone(), "queue", restart, move || {
+            (QueueActor, args.clone())
+        });
+        Ok(Hosted {
+            queue: Arc::new(ClassicQueue { shared }),
+            child,
+        })
+    }
+}

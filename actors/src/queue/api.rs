@@ -1,0 +1,315 @@
+//! The two traits of the seam and what crosses them: [`QueueType`] (declare, recover)
+//! and [`Queue`] (everything done to one queue).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+use warren_storage::Store;
+use warren_supervisor::ChildSpec;
+
+use crate::delivery::{ChannelId, ChannelSink, QueueDelivery};
+use crate::error::BrokerError;
+use crate::message::SharedMessage;
+use crate::queue_memory::QueueMemory;
+use crate::BoxFuture;
+
+use super::def::QueueDef;
+use super::kind::QueueKind;
+use super::stats::{ConsumerSummary, QueueStatus};
+
+/// A queue, as every caller holds it.
+pub type QueueRef = Arc<dyn Queue>;
+
+/// What became of one message handed to a queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnqueueOutcome {
+    /// As safe as promised (in memory, or fsynced for persistent on a durable queue).
+    Confirmed,
+    /// The queue refused it (full with reject-publish), with the reason.
+    Rejected(String),
+    /// The queue was deleted before it took the message: as if the message had not
+    /// been routed to it.
+    Gone,
+}
+
+/// Where a publish batch's outcomes go: answered once, one outcome per message, in
+/// order. Dropped unanswered (the queue's actor died), the publisher sees the batch as
+/// not confirmed, which is the truth.
+pub type ConfirmReply = oneshot::Sender<Vec<EnqueueOutcome>>;
+
+/// A connection's publishes that its queues have not answered yet: the upstream half
+/// of credit flow. The connection stops reading its socket while too many bytes are
+/// in flight, and [`Credit`]s give them back.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    bytes: AtomicU64,
+    answered: Notify,
+}
+
+impl InFlight {
+    /// A new, empty account.
+    pub fn new() -> Arc<InFlight> {
+        Arc::new(InFlight::default())
+    }
+
+    /// Body bytes handed to queues and not yet answered.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` of credit for a share of a publish batch; they come back when the
+    /// returned [`Credit`] is dropped.
+    pub fn take(self: &Arc<Self>, bytes: u64) -> Credit {
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        Credit {
+            bytes,
+            account: self.clone(),
+        }
+    }
+
+    /// Completes once some credit came back.
+    pub async fn answered(&self) {
+        self.answered.notified().await
+    }
+}
+
+/// Credit for one share of a publish batch, given back when dropped: the queue keeps
+/// it until every message of the share is as safe as promised. Whatever happens to
+/// the share (confirmed, refused, the queue's actor gone), the drop gives it back, so
+/// a connection never waits for credit that cannot come.
+#[derive(Debug)]
+pub struct Credit {
+    bytes: u64,
+    account: Arc<InFlight>,
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        self.account.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.account.answered.notify_one();
+    }
+}
+
+/// Messages for one queue: one publish batch's share.
+pub struct Enqueue {
+    /// The messages, in publish order.
+    pub messages: Vec<SharedMessage>,
+    /// Set when the publisher wants to know each message's outcome (confirms,
+    /// mandatory returns); without it nobody waits and nothing is spawned for the batch.
+    pub confirm: Option<ConfirmReply>,
+    /// The publishing connection's credit for the share (see [`InFlight`]).
+    pub credit: Option<Credit>,
+}
+
+impl Enqueue {
+    /// A batch nobody waits for (dead-lettering at most once, tests).
+    pub fn unconfirmed(messages: Vec<SharedMessage>) -> Enqueue {
+        Enqueue {
+            messages,
+            confirm: None,
+            credit: None,
+        }
+    }
+
+    /// A batch whose outcomes come back on the returned receiver.
+    pub fn confirmed(
+        messages: Vec<SharedMessage>,
+    ) -> (Enqueue, oneshot::Receiver<Vec<EnqueueOutcome>>) {
+        let (tx, rx) = oneshot::channel();
+        let batch = Enqueue {
+            messages,
+            confirm: Some(tx),
+            credit: None,
+        };
+        (batch, rx)
+    }
+}
+
+/// A consumer as its channel registers it.
+#[derive(Clone)]
+pub struct ConsumeRequest {
+    /// Unique on its channel.
+    pub tag: Arc<str>,
+    /// The channel that consumes (it acks, and its closing returns what it holds).
+    pub channel: ChannelId,
+    /// Where the queue sends the channel's deliveries and consumer events.
+    pub sink: ChannelSink,
+    /// Most unacked deliveries at once; 0 is unlimited.
+    pub prefetch: u32,
+    /// Deliveries are settled when sent (AMQP `no-ack`).
+    pub no_ack: bool,
+    /// No other consumer may use the queue meanwhile.
+    pub exclusive: bool,
+}
+
+/// How a channel settles deliveries it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Settlement {
+    /// Done with: the message leaves the queue (`basic.ack`).
+    Ack,
+    /// Back to the queue, marked redelivered (`basic.nack` / `basic.reject` with requeue).
+    Requeue,
+    /// Out of the queue to its dead-letter exchange, or dropped when it has none
+    /// (`basic.nack` / `basic.reject` without requeue).
+    DeadLetter,
+}
+
+/// A message taken with `basic.get`, and how many remain ready.
+pub type Got = (QueueDelivery, u64);
+
+/// One queue, whatever its type and wherever it runs: what AMQP channels, client
+/// sessions, dead-lettering and other nodes do to it.
+///
+/// Casts (`enqueue`, `settle`, `channel_down`, `touch`) return at once and are lost
+/// with the queue's actor, as a message to a stopped process is; calls answer, with an
+/// error when the queue cannot be reached. Answers name the AMQP reply code.
+pub trait Queue: Send + Sync + 'static {
+    /// The queue as declared.
+    fn def(&self) -> &QueueDef;
+
+    /// Its name (shared: every delivery carries it).
+    fn name(&self) -> &Arc<str>;
+
+    /// Hands the queue a share of a publish batch.
+    fn enqueue(&self, batch: Enqueue);
+
+    /// Starts a consumer. Errors: a tag in use on the channel (530), exclusive use
+    /// (403), the queue gone (404).
+    fn consume(&self, request: ConsumeRequest) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Ends a consumer; its unacked deliveries stay with its channel. An unknown tag is
+    /// not an error (AMQP).
+    fn cancel(&self, channel: ChannelId, tag: Arc<str>) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Settles deliveries of `channel`, named by the seqs their deliveries carried. A
+    /// seq the channel does not hold (any more) is ignored: after a restart of the
+    /// queue its message is redelivered instead.
+    fn settle(&self, channel: ChannelId, settlement: Settlement, seqs: Vec<u64>);
+
+    /// `basic.get`: the next ready message for `channel`, if any.
+    fn get(
+        &self,
+        channel: ChannelId,
+        no_ack: bool,
+    ) -> BoxFuture<'_, Result<Option<Got>, BrokerError>>;
+
+    /// The channel closed: its consumers end, its unacked deliveries return to the
+    /// queue (redelivered), its traces stop.
+    fn channel_down(&self, channel: ChannelId);
+
+    /// `queue.purge`: removes the ready messages; answers how many.
+    fn purge(&self) -> BoxFuture<'_, Result<u64, BrokerError>>;
+
+    /// Drops the queue's messages and consumers (consumers are told). Answers how many
+    /// messages were ready. `if_unused` refuses a queue with consumers, `if_empty` one
+    /// with ready messages (406). The metadata entry is the caller's to remove.
+    fn delete(&self, if_unused: bool, if_empty: bool) -> BoxFuture<'_, Result<u64, BrokerError>>;
+
+    /// The queue was declared again: its `x-expires` timer restarts.
+    fn touch(&self);
+
+    /// Its counters now, and its actor's restarts.
+    fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>>;
+
+    /// Its consumers and their credit (the debug shell's `inspect`).
+    fn consumers(&self) -> BoxFuture<'_, Result<Vec<ConsumerSummary>, BrokerError>>;
+
+    /// Sends `channel` every message that enters the queue from now on (`Some`), or
+    /// stops (`None`): the debug shell's `trace`. Only where the queue runs.
+    fn trace(&self, channel: ChannelId, sink: Option<ChannelSink>) -> Result<(), BrokerError>;
+
+    /// Makes the queue's actor fail, as a bug would (the debug shell, recovery tests);
+    /// its supervisor restarts it.
+    fn crash(&self) -> Result<(), BrokerError>;
+}
+
+/// How this node reaches the queues whose home is another node (`warren-cluster`
+/// implements it over the cluster transport).
+pub trait RemoteReach: Send + Sync + 'static {
+    /// The handle of the queue `def` of `vhost`, which runs on `def.node`.
+    fn queue(&self, vhost: &str, def: &QueueDef) -> QueueRef;
+}
+
+/// What a queue type needs from the node to run a queue on it.
+#[derive(Clone)]
+pub struct HostEnv {
+    /// The vhost the queue is in.
+    pub vhost: String,
+    /// The node's store: the queue's messages and index records.
+    pub store: Store,
+    /// The node's budget for bodies queues keep in memory for their consumers.
+    pub memory: Arc<QueueMemory>,
+    /// Where the queue's dead-lettered messages go.
+    pub dead_letters: Arc<dyn DeadLetterRouter>,
+    /// Asks the vhost to delete the queue (it expired, or auto-delete fired).
+    pub delete_self: Arc<dyn Fn(Arc<str>) + Send + Sync>,
+}
+
+/// A queue run by this node: the handle callers use and its supervised actor, whose
+/// start recovers what the queue stored.
+pub struct Hosted {
+    /// The handle.
+    pub queue: QueueRef,
+    /// The actor's child spec, for the vhost's `queues:` supervisor. Started again on
+    /// every restart, so a restarted actor rebuilds the queue from storage.
+    pub child: ChildSpec,
+}
+
+/// One type of queue (RabbitMQ's `rabbit_queue_type`): it checks declarations and runs
+/// the queues of its type that live on this node.
+pub trait QueueType: Send + Sync + 'static {
+    /// Which type this is.
+    fn kind(&self) -> QueueKind;
+
+    /// Checks a new declaration's flags and arguments (406 with RabbitMQ's text for
+    /// a bad one), before it goes to the metadata log.
+    fn validate(&self, def: &QueueDef, vhost: &str) -> Result<(), BrokerError>;
+
+    /// Checks a redeclaration `requested` against the queue as declared, `current`
+    /// (406 "inequivalent arg" when they differ where it matters).
+    fn check_equivalent(
+        &self,
+        current: &QueueDef,
+        requested: &QueueDef,
+        vhost: &str,
+    ) -> Result<(), BrokerError>;
+
+    /// Runs a queue of this type on this node (its home): at declaration, and at every
+    /// start of the node for the queues it recovers.
+    fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError>;
+}
+
+/// One dead-lettered message on its way: its queue's seq (`None` for a publish the
+/// queue refused at the door) and where it goes.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    /// The message's seq in the queue it leaves.
+    pub seq: Option<u64>,
+    /// The message as republished: with its `x-death` headers, without expiration.
+    pub message: SharedMessage,
+    /// The dead-letter exchange.
+    pub exchange: String,
+    /// The routing key it is republished with.
+    pub routing_key: String,
+}
+
+/// What became of the messages of one dead-letter batch that had a seq.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLettered {
+    /// Held by every queue they were routed to (or routed to none, or to a queue that
+    /// closed a dead-letter cycle): they may leave their queue.
+    pub done: Vec<u64>,
+    /// Refused by a target (full with reject-publish, or its actor restarted): they
+    /// stay and are tried again later.
+    pub refused: Vec<u64>,
+}
+
+/// Routes dead-lettered messages of a vhost's queues: at least once for messages that
+/// leave a queue (the answer says which are held by their targets), at most once for
+/// publishes a queue refused at the door.
+pub trait DeadLetterRouter: Send + Sync + 'static {
+    /// Routes `batch`; the answer comes once every target has answered.
+    fn route(&self, queue: &str, batch: Vec<DeadLetter>) -> BoxFuture<'static, DeadLettered>;
+}

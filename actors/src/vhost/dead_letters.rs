@@ -1,0 +1,127 @@
+//! Routing the vhost's dead-lettered messages: one batch per queue step, routed
+//! against the routing snapshot, one enqueue per target queue, and an answer saying
+//! which messages their targets hold, so that a message leaves its queue only then
+//! (at-least-once dead-lettering).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use super::{Inner, VHost};
+use crate::classic::machine::is_dead_letter_cycle;
+use crate::exchange::RouteResult;
+use crate::queue::{DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome};
+use crate::BoxFuture;
+
+/// The dead-letter router of one vhost's queues.
+pub(super) struct VhostDeadLetters {
+    vhost: Weak<Inner>,
+}
+
+impl VhostDeadLetters {
+    pub fn new(inner: &Arc<Inner>) -> Self {
+        VhostDeadLetters {
+            vhost: Arc::downgrade(inner),
+        }
+    }
+}
+
+/// One target queue's share of a batch: its messages and their seqs.
+#[derive(Default)]
+struct Share {
+    messages: Vec<crate::message::SharedMessage>,
+    seqs: Vec<Option<u64>>,
+}
+
+impl DeadLetterRouter for VhostDeadLetters {
+    fn route(&self, queue: &str, batch: Vec<DeadLetter>) -> BoxFuture<'static, DeadLettered> {
+        let mut outcome = DeadLettered::default();
+        let Some(inner) = self.vhost.upgrade() else {
+            // The vhost is gone, and its queues with it.
+            outcome.done = batch.iter().filter_map(|d| d.seq).collect();
+            return Box::pin(async move { outcome });
+        };
+        let vhost = VHost { inner };
+        let topology = vhost.topology();
+        let mut shares: HashMap<Arc<str>, Share> = HashMap::new();
+        let mut routed = RouteResult::default();
+        // How many targets each seq waits for; those that wait for none are done.
+        let mut waiting: HashMap<u64, usize> = HashMap::new();
+        for dead in batch {
+            let headers = dead.message.properties.headers.as_ref();
+            // A dead-letter exchange that does not exist drops the message, as in
+            // RabbitMQ.
+            if let Err(e) =
+                topology.route_into(&dead.exchange, &dead.routing_key, headers, &mut routed)
+            {
+                tracing::debug!(queue, "dead-lettered message dropped: {e}");
+                routed = RouteResult::default();
+            }
+            let mut targets = 0;
+            for target in routed.iter() {
+                // A cycle no consumer took part in drops the message for that queue.
+                if is_dead_letter_cycle(&dead.message, target) {
+                    continue;
+                }
+                let share = shares.entry(target.clone()).or_default();
+                share.messages.push(dead.message.clone());
+                share.seqs.push(dead.seq);
+                targets += 1;
+            }
+            if let Some(seq) = dead.seq {
+                if targets == 0 {
+                    outcome.done.push(seq);
+                } else {
+                    waiting.insert(seq, targets);
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        for (target, share) in shares {
+            let Some(queue) = vhost.queue(&target) else {
+                // Deleted meanwhile: as if not routed there.
+                for seq in share.seqs.into_iter().flatten() {
+                    answers_none(&mut waiting, &mut outcome, seq);
+                }
+                continue;
+            };
+            if share.seqs.iter().all(Option::is_none) {
+                queue.enqueue(Enqueue::unconfirmed(share.messages));
+                continue;
+            }
+            let (batch, confirmed) = Enqueue::confirmed(share.messages);
+            queue.enqueue(batch);
+            answers.push((confirmed, share.seqs));
+        }
+        Box::pin(async move {
+            let mut refused = std::collections::BTreeSet::new();
+            for (confirmed, seqs) in answers {
+                let outcomes = confirmed.await.unwrap_or_else(|_| {
+                    vec![EnqueueOutcome::Rejected("the queue restarted".into()); seqs.len()]
+                });
+                for (seq, result) in seqs.into_iter().zip(outcomes) {
+                    let Some(seq) = seq else { continue };
+                    if let EnqueueOutcome::Rejected(_) = result {
+                        refused.insert(seq);
+                    }
+                    answers_none(&mut waiting, &mut outcome, seq);
+                }
+            }
+            // A message refused by any target is republished to all of them later
+            // (a target that took it already then holds it twice: at least once).
+            outcome.done.retain(|seq| !refused.contains(seq));
+            outcome.refused = refused.into_iter().collect();
+            outcome
+        })
+    }
+}
+
+/// One of the targets `seq` waited for answered; the last one makes it done.
+fn answers_none(waiting: &mut HashMap<u64, usize>, outcome: &mut DeadLettered, seq: u64) {
+    if let Some(left) = waiting.get_mut(&seq) {
+        *left -= 1;
+        if *left == 0 {
+            waiting.remove(&seq);
+            outcome.done.push(seq);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The vhost's registry of queues: every queue of the cluster, as a [`QueueRef`] of
+//! the queue-type seam. A queue whose home is this node is run by its type (and its
+//! actor supervised under `queues:<vhost>`); one of another node is reached there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use warren_supervisor::ChildSpec;
+
+use super::dead_letters::VhostDeadLetters;
+use super::VHost;
+use crate::delivery::ChannelId;
+use crate::error::BrokerError;
+use crate::message::FieldTable;
+use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus};
+
+/// One queue of the registry.
+#[derive(Clone)]
+pub(super) struct Registered {
+    pub queue: QueueRef,
+    /// The supervised actor of a queue this node runs.
+    pub child: Option<ChildSpec>,
+}
+
+/// A queue as listings show it.
+#[derive(Clone, Debug)]
+pub struct QueueSummary {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub stats: QueueStats,
+    /// How often its actor was restarted.
+    pub restarts: u64,
+    /// The node its actor runs on.
+    pub node: String,
+}
+
+impl VHost {
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Registered>> {
+        self.inner.queues.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Registered>> {
+        self.inner.queues.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node runs the queue `def`.
+    pub(super) fn is_home(&self, def: &QueueDef) -> bool {
+        def.node == self.inner.placement.node
+    }
+
+    /// What a queue type needs to run one of this vhost's queues here.
+    fn host_env(&self) -> HostEnv {
+        let vhost = Arc::downgrade(&self.inner);
+        HostEnv {
+            vhost: self.inner.name.clone(),
+            store: self.inner.store.clone(),
+            memory: self.inner.placement.queue_memory.clone(),
+            dead_letters: Arc::new(VhostDeadLetters::new(&self.inner)),
+            delete_self: Arc::new(move |queue: Arc<str>| {
+                let Some(inner) = vhost.upgrade() else { return };
+                let vhost = VHost { inner };
+                tokio::spawn(async move {
+                    if let Err(e) = vhost.remove_queue(&queue, false, false).await {
+                        tracing::warn!(queue = %queue, "automatic delete failed: {e}");
+                    }
+                });
+            }),
+        }
+    }
+
+    /// The queue `def` through the seam: run by its type if it lives here, reached on
+    /// its node otherwise.
+    pub(super) fn open(&self, def: &QueueDef) -> Result<Registered, BrokerError> {
+        if self.is_home(def) {
+            let queue_type = self.inner.placement.queue_types.of(def, &self.inner.name)?;
+            let hosted = queue_type.host(def, &self.host_env())?;
+            return Ok(Registered {
+                queue: hosted.queue,
+                child: Some(hosted.child),
+            });
+        }
+        let remote = self.inner.placement.remote.as_ref().ok_or_else(|| {
+            BrokerError::internal(format!(
+                "queue '{}' lives on node '{}', and this node is not in a cluster",
+                def.name, def.node
+            ))
+        })?;
+        Ok(Registered {
+            queue: remote.queue(&self.inner.name, def),
+            child: None,
+        })
+    }
+
+    pub(super) fn register(&self, registered: Registered) {
+        let name = registered.queue.name().clone();
+        self.registry_mut().insert(name, registered);
+    }
+
+    pub(super) fn unregister(&self, name: &str) -> Option<Registered> {
+        self.registry_mut().remove(name)
+    }
+
+    /// Forgets every queue (the vhost was deleted).
+    pub(super) fn clear_registry(&self) {
+        self.registry_mut().clear();
+    }
+
+    /// The queue, if it exists.
+    pub fn queue(&self, name: &str) -> Option<QueueRef> {
+        self.registry().get(name).map(|r| r.queue.clone())
+    }
+
+    /// The definition of the queue `name`, if it exists.
+    pub fn queue_def(&self, name: &str) -> Option<QueueDef> {
+        self.registry().get(name).map(|r| r.queue.def().clone())
+    }
+
+    /// The queue for use by `channel` of this node: 404 if missing, 405 if another
+    /// connection holds it exclusively.
+    pub fn queue_for(&self, name: &str, channel: ChannelId) -> Result<QueueRef, BrokerError> {
+        let queue = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        if !queue.def().usable_by(self.node(), channel) {
+            return Err(BrokerError::resource_locked(format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. \
+                 It could be originally declared on another connection or the exclusive property \
+                 value does not match that of the original declaration.",
+                self.inner.name
+            )));
+        }
+        Ok(queue)
+    }
+
+    pub(super) fn no_queue(&self, name: &str) -> BrokerError {
+        BrokerError::not_found(format!(
+            "NOT_FOUND - no queue '{name}' in vhost '{}'",
+            self.inner.name
+        ))
+    }
+
+    /// The queues of this vhost that live on `node`.
+    pub fn queues_on(&self, node: &str) -> Vec<QueueDef> {
+        self.registry()
+            .values()
+            .map(|r| r.queue.def())
+            .filter(|d| d.node == node)
+            .cloned()
+            .collect()
+    }
+
+    /// The queue this node runs whose supervised actor is called `actor`
+    /// (`queue:/orders`), for the debug shell.
+    pub fn queue_by_actor(&self, actor: &str) -> Option<QueueRef> {
+        self.registry()
+            .values()
+            .find(|r| r.child.as_ref().is_some_and(|c| c.name == actor))
+            .map(|r| r.queue.clone())
+    }
+
+    /// The queues this node runs.
+    pub(super) fn hosted(&self) -> Vec<QueueRef> {
+        self.registry()
+            .values()
+            .filter(|r| r.child.is_some())
+            .map(|r| r.queue.clone())
+            .collect()
+    }
+
+    /// The storage ids of the queues that live on this node.
+    pub fn local_queue_ids(&self) -> Vec<u64> {
+        self.hosted().iter().map(|q| q.def().id).collect()
+    }
+
+    /// The children of the queues supervisor: one actor per queue that lives here.
+    pub fn queue_children(&self) -> Vec<ChildSpec> {
+        let mut children: Vec<(Arc<str>, ChildSpec)> = self
+            .registry()
+            .iter()
+            .filter_map(|(name, r)| r.child.clone().map(|c| (name.clone(), c)))
+            .collect();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        children.into_iter().map(|(_, c)| c).collect()
+    }
+
+    // ----- listings -------------------------------------------------------------
+
+    /// Every queue with its counters, asked of every queue at once (a queue on another
+    /// node answers through its node; one that does not answer shows zeros).
+    pub async fn list_queues(&self) -> Vec<QueueSummary> {
+        let queues: Vec<QueueRef> = self.registry().values().map(|r| r.queue.clone()).collect();
+        let mut asked = tokio::task::JoinSet::new();
+        for (i, queue) in queues.iter().cloned().enumerate() {
+            asked.spawn(async move { (i, queue.status().await.unwrap_or_default()) });
+        }
+        let mut statuses = vec![QueueStatus::default(); queues.len()];
+        while let Some(answer) = asked.join_next().await {
+            if let Ok((i, status)) = answer {
+                statuses[i] = status;
+            }
+        }
+        queues
+            .iter()
+            .zip(statuses)
+            .map(|(q, status)| {
+                let def = q.def();
+                QueueSummary {
+                    name: def.name.clone(),
+                    durable: def.durable,
+                    exclusive: def.owner.is_some(),
+                    auto_delete: def.auto_delete,
+                    arguments: def.arguments.clone(),
+                    stats: status.stats,
+                    restarts: status.restarts,
+                    node: def.node.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The counters of the queues that live on this node, by name (what another
+    /// node's listing asks for).
+    pub async fn local_stats(&self) -> Vec<(String, QueueStatus)> {
+        let mut out = Vec::new();
+        for queue in self.hosted() {
+            if let Ok(status) = queue.status().await {
+                out.push((queue.name().to_string(), status));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,70 @@
+"""x-queue-type, answered in one place (the queue-type seam) for every front door.
+
+classic (or no x-queue-type) declares a classic queue; quorum, its Warren name
+mirrored, and stream are known types that this version cannot run yet and answer 406
+PRECONDITION_FAILED saying so; an unknown type answers 406 listing the known ones. A
+redeclaration with another type is inequivalent (406). Each refusal closes only the
+channel, and changes nothing: the queue is not declared.
+"""
+
+import amqp_common as t
+
+conn = t.connect(t.port())
+ch = conn.channel()
+
+# classic, spelled out or not, is one and the same type.
+ok = ch.queue_declare("typed-classic", arguments={"x-queue-type": "classic"})
+assert ok.method.queue == "typed-classic", ok.method
+ch.queue_declare("typed-classic")
+ch.queue_declare("typed-classic", arguments={"x-queue-type": "classic"})
+ch.basic_publish("", "typed-classic", b"hello")
+assert t.get_one(ch, "typed-classic")[2] == b"hello"
+
+
+def refused(queue, queue_type):
+    c = conn.channel()
+    e = t.channel_error(
+        lambda: c.queue_declare(queue, arguments={"x-queue-type": queue_type}),
+        406,
+        "x-queue-type %r" % queue_type,
+    )
+    assert conn.is_open, "a refused type closes the channel, not the connection"
+    return e.reply_text
+
+
+for queue_type in ["quorum", "mirrored", "stream"]:
+    text = refused("typed-" + queue_type, queue_type)
+    assert text.startswith("PRECONDITION_FAILED - invalid arg 'x-queue-type'"), text
+    assert "not available" in text and "not supported yet" in text, text
+    assert "'typed-%s'" % queue_type in text, text
+
+text = refused("typed-fancy", "fancy")
+assert "unknown queue type 'fancy'" in text, text
+assert "known types: classic, quorum (or mirrored), stream" in text, text
+
+# Not a string at all.
+c = conn.channel()
+e = t.channel_error(
+    lambda: c.queue_declare("typed-number", arguments={"x-queue-type": 7}),
+    406,
+    "a numeric x-queue-type",
+)
+assert "x-queue-type" in e.reply_text, e.reply_text
+
+# None of the refused declarations made a queue.
+for name in ["typed-quorum", "typed-mirrored", "typed-stream", "typed-fancy", "typed-number"]:
+    c = conn.channel()
+    t.channel_error(lambda: c.queue_declare(name, passive=True), 404, "passive %s" % name)
+
+# Redeclaring the classic queue as another type: the type is checked first, so a type
+# this version cannot run says so; an existing queue is never turned into another type.
+text = refused("typed-classic", "stream")
+assert "not available" in text, text
+assert t.count(conn.channel(), "typed-classic") == 0
+
+# A passive declaration ignores the arguments, as RabbitMQ does.
+ch = conn.channel()
+ch.queue_declare("typed-classic", passive=True, arguments={"x-queue-type": "stream"})
+
+conn.close()
+t.done()

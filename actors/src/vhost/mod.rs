@@ -3,7 +3,7 @@
 //! The vhost keeps:
 //! - the routing snapshot ([`SharedTopology`]): publishers route against it without a
 //!   mailbox hop; changes swap in a new snapshot;
-//! - the registry of queues (name -> [`QueueRef`], [`queues`]): every queue of the
+//! - the registry of queues (name -> [`QueueRef`](crate::queue::QueueRef), `queues.rs`): every queue of the
 //!   cluster, reached through the queue-type seam; a queue of this node runs under the
 //!   `queues:<vhost>` supervisor, one of another node is reached there;
 //! - the definitions in storage (on a disk node), so that a restart finds them.

@@ -7,7 +7,7 @@ use super::command::{ChannelId, ConsumerTag, PublishId, Seq};
 use super::entry::IndexRecord;
 
 /// Why a message was dead-lettered (the `reason` of its `x-death` entry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DeadLetterReason {
     /// Its TTL passed.
     Expired,

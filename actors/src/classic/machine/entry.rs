@@ -1,5 +1,6 @@
-//! One message in the queue: small metadata, always in memory, and the body, in
-//! memory only inside the window. And [`IndexRecord`], the metadata as stored.
+//! One message in the queue, in two halves: its [`Record`] in the replicated core
+//! (where it is, what it is), and its [`Body`] in the local part (where this node keeps
+//! its bytes). And [`IndexRecord`], the record as stored next to the body.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,36 +11,24 @@ use super::consumers::ConsumerId;
 use super::effects::DeadLetterReason;
 
 /// Where a message is in its life in the queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Place {
     /// Waiting for a consumer, in the ready order.
     Ready,
-    /// Delivered to `channel` (by `consumer`, or by `basic.get` when `None`) and not
-    /// yet acked.
+    /// Given to `channel` (to `consumer`, or to a `basic.get` when `None`) and not yet
+    /// settled. A `no_ack` one is settled as soon as it has gone out.
     Unacked {
         channel: ChannelId,
         consumer: Option<ConsumerId>,
+        no_ack: bool,
     },
-    /// Left the queue; waits for its body to be dead-lettered.
+    /// Left the queue for its dead-letter exchange; stays until its targets hold it.
     DeadLettering(DeadLetterReason),
 }
 
-/// How far the message's write has come.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Storage {
-    /// Only in memory.
-    NotStored,
-    /// `Effect::Store` emitted, `Command::Stored` not yet received.
-    Writing,
-    /// In storage: the body may leave memory.
-    Stored,
-}
-
-/// A message's metadata and, inside the window, its body.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    /// The body; `None` only when `storage == Stored` (paged out).
-    pub body: Option<SharedMessage>,
+/// A message as the replicated core knows it: small, always in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
     /// Body size in bytes (what max-length-bytes and the window count).
     pub size: u64,
     /// When the message expires (ms since the epoch), if it has a TTL.
@@ -53,21 +42,11 @@ pub(crate) struct Entry {
     pub redelivered: bool,
     /// The publisher asked for persistence (delivery mode 2).
     pub persistent: bool,
-    pub storage: Storage,
-    /// `Effect::LoadBodies` asked for its body.
-    pub loading: bool,
-    /// Ready body that leaves memory when its write is confirmed.
-    pub page_out: bool,
 }
 
-impl Entry {
+impl Record {
     pub fn is_ready(&self) -> bool {
         matches!(self.place, Place::Ready)
-    }
-
-    /// Whether it waits in storage for a load to be asked (member of the paged set).
-    pub fn is_paged(&self) -> bool {
-        self.is_ready() && self.body.is_none() && !self.loading
     }
 
     pub fn is_expired(&self, now: u64) -> bool {
@@ -75,7 +54,7 @@ impl Entry {
     }
 
     /// The metadata to store next to the body.
-    pub fn record(&self) -> IndexRecord {
+    pub fn index(&self) -> IndexRecord {
         IndexRecord {
             size: self.size,
             priority: self.priority,
@@ -84,6 +63,57 @@ impl Entry {
             redelivered: self.redelivered,
             persistent: self.persistent,
         }
+    }
+}
+
+/// How far the message's write has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// Only in memory.
+    NotStored,
+    /// `Effect::Store` emitted, `Command::Stored` not yet received.
+    Writing,
+    /// In storage: the body may leave memory.
+    Stored,
+}
+
+/// The local part's mirror of where the core has a message, kept by the core's outs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Ready: counts in the window.
+    Ready,
+    /// Given to a channel (sent, or waiting for its body to be sent).
+    Out,
+    /// Leaving for the dead-letter exchange.
+    Leaving(DeadLetterReason),
+}
+
+/// Where this node keeps a message's bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Body {
+    /// The body; `None` only when `storage == Stored` (paged out).
+    pub message: Option<SharedMessage>,
+    pub size: u64,
+    /// The record's priority (the order of loads ahead).
+    pub priority: u8,
+    pub held: Held,
+    pub storage: Storage,
+    /// `Effect::LoadBodies` asked for it.
+    pub loading: bool,
+    /// A ready body that leaves memory when its write is confirmed.
+    pub page_out: bool,
+    /// Given to a channel and not sent yet: its delivery waits for it.
+    pub awaited: bool,
+}
+
+impl Body {
+    pub fn is_ready(&self) -> bool {
+        self.held == Held::Ready
+    }
+
+    /// Whether it waits in storage for a load ahead (member of the paged set).
+    pub fn is_paged(&self) -> bool {
+        self.is_ready() && self.message.is_none() && !self.loading
     }
 }
 

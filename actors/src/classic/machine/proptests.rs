@@ -15,8 +15,12 @@ use crate::message::{FieldValue, Message, SharedMessage, PERSISTENT};
 use super::entry::Place;
 use super::*;
 
+/// When the simulated queue is declared.
+pub(super) const START: u64 = 1_000;
+
+/// One step of a simulated run: a command of the shell, or the shell's I/O completing.
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum SimOp {
     Publish {
         persistent: bool,
         ttl: Option<u64>,
@@ -82,34 +86,34 @@ enum Op {
     },
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = SimOp> {
     let channel = 1u64..4;
     prop_oneof![
         12 => (any::<bool>(), prop::option::weighted(0.3, 0u64..40), 0u8..5, 0usize..20, any::<bool>())
-            .prop_map(|(persistent, ttl, priority, size, confirm)| Op::Publish { persistent, ttl, priority, size, confirm }),
+            .prop_map(|(persistent, ttl, priority, size, confirm)| SimOp::Publish { persistent, ttl, priority, size, confirm }),
         3 => (channel.clone(), 0u8..2, 0u32..4, prop::bool::weighted(0.2), prop::bool::weighted(0.1), 0i32..2)
-            .prop_map(|(channel, tag, prefetch, no_ack, exclusive, priority)| Op::Consume { channel, tag, prefetch, no_ack, exclusive, priority }),
-        1 => (channel.clone(), 0u8..2).prop_map(|(channel, tag)| Op::Cancel { channel, tag }),
-        1 => channel.clone().prop_map(|channel| Op::ChannelDown { channel }),
+            .prop_map(|(channel, tag, prefetch, no_ack, exclusive, priority)| SimOp::Consume { channel, tag, prefetch, no_ack, exclusive, priority }),
+        1 => (channel.clone(), 0u8..2).prop_map(|(channel, tag)| SimOp::Cancel { channel, tag }),
+        1 => channel.clone().prop_map(|channel| SimOp::ChannelDown { channel }),
         5 => (channel.clone(), any::<usize>(), 1usize..4, prop::bool::weighted(0.05))
-            .prop_map(|(channel, pick, count, bogus)| Op::Ack { channel, pick, count, bogus }),
+            .prop_map(|(channel, pick, count, bogus)| SimOp::Ack { channel, pick, count, bogus }),
         3 => (channel.clone(), any::<usize>(), 1usize..3, any::<bool>())
-            .prop_map(|(channel, pick, count, requeue)| Op::Reject { channel, pick, count, requeue }),
-        2 => (channel.clone(), any::<bool>()).prop_map(|(channel, no_ack)| Op::Get { channel, no_ack }),
-        1 => Just(Op::Purge),
-        1 => prop::option::of(0u64..2_000).prop_map(|allowance| Op::Allow { allowance }),
-        3 => (0u64..30).prop_map(|ms| Op::Advance { ms }),
-        5 => (1usize..6).prop_map(|n| Op::CompleteWrites { n }),
-        5 => (1usize..6).prop_map(|n| Op::CompleteLoads { n }),
-        3 => (1usize..4, prop::bool::weighted(0.3)).prop_map(|(n, refuse)| Op::AnswerDeadLetters { n, refuse }),
-        1 => Just(Op::Touch),
+            .prop_map(|(channel, pick, count, requeue)| SimOp::Reject { channel, pick, count, requeue }),
+        2 => (channel.clone(), any::<bool>()).prop_map(|(channel, no_ack)| SimOp::Get { channel, no_ack }),
+        1 => Just(SimOp::Purge),
+        1 => prop::option::of(0u64..2_000).prop_map(|allowance| SimOp::Allow { allowance }),
+        3 => (0u64..30).prop_map(|ms| SimOp::Advance { ms }),
+        5 => (1usize..6).prop_map(|n| SimOp::CompleteWrites { n }),
+        5 => (1usize..6).prop_map(|n| SimOp::CompleteLoads { n }),
+        3 => (1usize..4, prop::bool::weighted(0.3)).prop_map(|(n, refuse)| SimOp::AnswerDeadLetters { n, refuse }),
+        1 => Just(SimOp::Touch),
         1 => (prop::bool::weighted(0.7), prop::bool::weighted(0.7))
-            .prop_map(|(if_unused, if_empty)| Op::Delete { if_unused, if_empty }),
+            .prop_map(|(if_unused, if_empty)| SimOp::Delete { if_unused, if_empty }),
     ]
 }
 
 #[allow(clippy::type_complexity)]
-fn queue_config() -> impl Strategy<Value = QueueConfig> {
+pub(super) fn queue_config() -> impl Strategy<Value = QueueConfig> {
     (
         (
             any::<bool>(),
@@ -174,8 +178,8 @@ struct ModelConsumer {
 }
 
 /// A model of the shell: storage, channels, publishers, and what happened to each message.
-struct Sim {
-    q: QueueState,
+pub(super) struct Sim {
+    pub(super) q: QueueState,
     config: QueueConfig,
     now: u64,
     originals: BTreeMap<Seq, SharedMessage>,
@@ -203,11 +207,11 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(config: QueueConfig) -> Self {
+    pub(super) fn new(config: QueueConfig) -> Self {
         Sim {
-            q: QueueState::new(config.clone(), 1_000),
+            q: QueueState::new(config.clone(), START),
             config,
-            now: 1_000,
+            now: START,
             originals: BTreeMap::new(),
             expires_at: BTreeMap::new(),
             confirm_of: BTreeMap::new(),
@@ -252,9 +256,9 @@ impl Sim {
         seqs
     }
 
-    fn run(&mut self, op: Op) -> Result<(), TestCaseError> {
+    pub(super) fn run(&mut self, op: SimOp) -> Result<(), TestCaseError> {
         match op {
-            Op::Publish {
+            SimOp::Publish {
                 persistent,
                 ttl,
                 priority,
@@ -286,7 +290,7 @@ impl Sim {
                 }
                 Ok(())
             }
-            Op::Consume {
+            SimOp::Consume {
                 channel,
                 tag,
                 prefetch,
@@ -305,14 +309,16 @@ impl Sim {
                 };
                 self.exec(cmd).map(|_| ())
             }
-            Op::Cancel { channel, tag } => self
+            SimOp::Cancel { channel, tag } => self
                 .exec(Command::Cancel {
                     channel,
                     tag: format!("t{tag}").as_str().into(),
                 })
                 .map(|_| ()),
-            Op::ChannelDown { channel } => self.exec(Command::ChannelDown { channel }).map(|_| ()),
-            Op::Ack {
+            SimOp::ChannelDown { channel } => {
+                self.exec(Command::ChannelDown { channel }).map(|_| ())
+            }
+            SimOp::Ack {
                 channel,
                 pick,
                 count,
@@ -324,7 +330,7 @@ impl Sim {
                 }
                 self.exec(Command::Ack { channel, seqs }).map(|_| ())
             }
-            Op::Reject {
+            SimOp::Reject {
                 channel,
                 pick,
                 count,
@@ -338,21 +344,23 @@ impl Sim {
                 })
                 .map(|_| ())
             }
-            Op::Get { channel, no_ack } => self.exec(Command::Get { channel, no_ack }).map(|_| ()),
-            Op::Purge => self.exec(Command::Purge).map(|_| ()),
-            Op::Allow { allowance } => {
+            SimOp::Get { channel, no_ack } => {
+                self.exec(Command::Get { channel, no_ack }).map(|_| ())
+            }
+            SimOp::Purge => self.exec(Command::Purge).map(|_| ()),
+            SimOp::Allow { allowance } => {
                 self.q.set_memory_allowance(allowance);
                 Ok(())
             }
-            Op::Advance { ms } => {
+            SimOp::Advance { ms } => {
                 self.now += ms;
                 self.exec(Command::Tick).map(|_| ())
             }
-            Op::CompleteWrites { n } => self.complete_writes(n),
-            Op::CompleteLoads { n } => self.complete_loads(n),
-            Op::AnswerDeadLetters { n, refuse } => self.answer_dead_letters(n, refuse),
-            Op::Touch => self.exec(Command::Touch).map(|_| ()),
-            Op::Delete {
+            SimOp::CompleteWrites { n } => self.complete_writes(n),
+            SimOp::CompleteLoads { n } => self.complete_loads(n),
+            SimOp::AnswerDeadLetters { n, refuse } => self.answer_dead_letters(n, refuse),
+            SimOp::Touch => self.exec(Command::Touch).map(|_| ()),
+            SimOp::Delete {
                 if_unused,
                 if_empty,
             } => self
@@ -437,6 +445,7 @@ impl Sim {
             }
         }
         let reply = result.unwrap_or(Reply::Ok);
+        let sent_before: BTreeSet<Seq> = self.outstanding.keys().copied().collect();
         self.model_command(&command, &reply);
         let fresh = match reply {
             Reply::Enqueued { seq } => Some(seq),
@@ -450,7 +459,7 @@ impl Sim {
             if after.contains_key(&seq) || self.ended.contains_key(&seq) {
                 continue;
             }
-            self.check_silent_removal(seq, place, &command)?;
+            self.check_silent_removal(seq, place, &command, &sent_before)?;
             self.ended.insert(seq, "discarded");
         }
         for seq in after.keys() {
@@ -816,10 +825,15 @@ impl Sim {
         seq: Seq,
         place: Place,
         command: &Command,
+        sent_before: &BTreeSet<Seq>,
     ) -> Result<(), TestCaseError> {
         let no_dlx = self.config.dead_letter_exchange.is_none();
         let limited = self.config.max_length.is_some() || self.config.max_length_bytes.is_some();
         let expired = self.expires_at.get(&seq).is_some_and(|&at| at <= self.now);
+        // A message given to a channel that never got it (its body was loading) is, to
+        // the channel, still in the queue.
+        let never_sent = matches!(place, Place::Unacked { .. }) && !sent_before.contains(&seq);
+        let place = if never_sent { Place::Ready } else { place };
         let allowed = match place {
             Place::Ready => matches!(command, Command::Purge) || (no_dlx && (expired || limited)),
             Place::Unacked { channel, .. } => {
@@ -888,7 +902,7 @@ impl Sim {
             }
             if self.q.stats().dead_lettering > 0 && self.dead_letters.is_empty() {
                 // Refused dead letters wait for their retry time.
-                self.now += state::DEAD_LETTER_RETRY_MS;
+                self.now += DEAD_LETTER_RETRY_MS;
             }
             self.exec(Command::Tick)?;
             let s = self.q.stats();
@@ -934,7 +948,7 @@ impl Sim {
 
 proptest! {
     // No regression files: they would land outside this module's directory.
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(512), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random command sequences never panic, keep every invariant, and lose nothing.
     #[test]

@@ -108,6 +108,17 @@ impl WindowLimits {
         })
     }
 
+    /// The budget for loading the bodies of deliveries waiting for them: what is left
+    /// of the window after loads in flight, and at least one when the first in line
+    /// waits for no load (everything behind it waits for it).
+    pub(crate) fn delivery_load_budget(&self, tally: &Tally, front_waits: bool) -> LoadBudget {
+        LoadBudget {
+            messages: self.messages.saturating_sub(tally.loading),
+            bytes: self.bytes.saturating_sub(tally.loading_bytes),
+            at_least_one: front_waits,
+        }
+    }
+
     /// The budget for loading bodies of messages waiting to be dead-lettered: what is
     /// left of the window after loads in flight and the dead-lettered bodies waiting
     /// for their targets, at least one when there are none of either.

@@ -20,7 +20,7 @@
 //! | `options.rs`  | [`StoreOptions`]: cache, group limits, flush interval          | — |
 //! | `tables.rs`   | the tables of the file and their key order                     | — |
 //! | `stats.rs`    | [`StoreStats`]: counters for tests and benchmarks              | — |
-//! | `error.rs`    | one error type per operation                                   | — |
+//! | `error.rs`    | one error enum per operation: [`OpenError`], [`CommitError`], [`ReadError`], [`CompactError`] (the codec and the page files have their own) | — |
 //! | `codec.rs`    | [`codec`]: the versioned value encoding (bincode 2)            | — |
 //! | `paging.rs`   | [`paging::PageFile`]: segment files for bodies that need not survive a restart | — |
 //!
@@ -80,6 +80,8 @@
 //! assert_eq!(store.read_bodies(queue, &[1]).unwrap(), vec![(1, b"hello".to_vec())]);
 //! store.close();
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod codec;
 pub mod paging;

@@ -137,8 +137,8 @@ impl Store {
         reads::queues_with_messages(&txn, self.path())
     }
 
-    /// Every record of replication log `group` (see [`Op::PutLogRecord`]), in index
-    /// order.
+    /// Every record of replication log `group` (see
+    /// [`Op::PutLogRecord`](crate::Op::PutLogRecord)), in index order.
     pub fn read_log(&self, group: u64) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let txn = self.begin_read("replication.log")?;
         reads::log_records(&txn, self.path(), group)

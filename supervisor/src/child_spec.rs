@@ -48,7 +48,7 @@ pub struct ChildSpec {
     pub name: String,
     /// Free-form category, e.g. `"queue"`, `"exchange"`, `"supervisor"`.
     pub kind: String,
-    /// Restart policy.
+    /// Restart policy: whether the child is restarted after it exits.
     pub restart: Restart,
     /// The factory; see [`StartFn`].
     pub start: StartFn,

@@ -85,6 +85,8 @@
 //! * **Shutdown.** Stopping a supervisor stops its children in reverse start
 //!   order, each with its grace period (then killed), and waits for them.
 
+#![deny(missing_docs)]
+
 mod child_spec;
 mod children;
 mod dynamic;

@@ -63,12 +63,16 @@ pub enum Op {
     PutLogRecord {
         /// The Raft group (0: the cluster's metadata).
         group: u64,
+        /// Position in the group's log: 0 for the group's own state, 1.. for
+        /// entries, so that one range scan reads the state and then the log.
         index: u64,
+        /// The encoded state or entry, opaque to the store.
         record: Vec<u8>,
     },
     /// Remove the records of a replication log from `index` on (a leader
     /// overwrote them).
     TruncateLog {
+        /// The Raft group whose log is cut; other groups are untouched.
         group: u64,
         /// The first index removed.
         from: u64,

@@ -6,19 +6,23 @@
 //!
 //! # Layout of this crate
 //!
-//! | file          | concern                                                        |
-//! |---------------|----------------------------------------------------------------|
-//! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        |
-//! | `writer.rs`   | the writer thread: group commit, durability, failure handling  |
-//! | `batch.rs`    | [`Batch`] and [`Op`]: what callers ask to write                |
-//! | `commit.rs`   | [`Commit`]: the answer to a batch, as a future or a wait       |
-//! | `reads.rs`    | recovery and delivery reads in read transactions               |
-//! | `open.rs`     | opening a file: create, validate the format, create the tables |
-//! | `tables.rs`   | the tables of the file and their key order                     |
-//! | `codec.rs`    | [`codec`]: the versioned value encoding (bincode 2)            |
-//! | `paging.rs`   | [`paging::PageFile`]: segment files for bodies that need not survive a restart |
-//! | `stats.rs`    | [`StoreStats`]: counters for tests and benchmarks              |
-//! | `error.rs`    | one error type per operation                                   |
+//! Modules depend downwards only: each one uses only modules listed below it.
+//!
+//! | file          | concern                                                        | uses |
+//! |---------------|----------------------------------------------------------------|------|
+//! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        | all below |
+//! | `writer.rs`   | the writer thread: group commit, durability, failure handling  | `shared`, `options`, `batch`, `tables`, `error` |
+//! | `open.rs`     | opening a file: create, validate the format, create the tables | `options`, `tables`, `error` |
+//! | `reads.rs`    | recovery and delivery reads in read transactions               | `tables`, `error` |
+//! | `shared.rs`   | what the handle and the writer thread share (file, id counter) | `stats` |
+//! | `commit.rs`   | [`Commit`]: the answer to a batch, as a future or a wait       | `error` |
+//! | `batch.rs`    | [`Batch`] and [`Op`]: what callers ask to write                | `tables` |
+//! | `options.rs`  | [`StoreOptions`]: cache, group limits, flush interval          | — |
+//! | `tables.rs`   | the tables of the file and their key order                     | — |
+//! | `stats.rs`    | [`StoreStats`]: counters for tests and benchmarks              | — |
+//! | `error.rs`    | one error enum per operation: [`OpenError`], [`CommitError`], [`ReadError`], [`CompactError`] (the codec and the page files have their own) | — |
+//! | `codec.rs`    | [`codec`]: the versioned value encoding (bincode 2)            | — |
+//! | `paging.rs`   | [`paging::PageFile`]: segment files for bodies that need not survive a restart | — |
 //!
 //! # Layout of the file
 //!
@@ -77,6 +81,8 @@
 //! store.close();
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod codec;
 pub mod paging;
 
@@ -84,7 +90,9 @@ mod batch;
 mod commit;
 mod error;
 mod open;
+mod options;
 mod reads;
+mod shared;
 mod stats;
 mod store;
 mod tables;
@@ -94,6 +102,7 @@ pub use batch::{Batch, Op};
 pub use codec::{DecodeError, EncodeError};
 pub use commit::Commit;
 pub use error::{CommitError, CompactError, OpenError, ReadError};
+pub use options::StoreOptions;
 pub use stats::StoreStats;
-pub use store::{Store, StoreOptions};
+pub use store::Store;
 pub use tables::{MetaTable, FILE_FORMAT_VERSION};

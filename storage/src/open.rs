@@ -10,7 +10,7 @@ use std::path::Path;
 use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError, TableHandle};
 
 use crate::error::OpenError;
-use crate::store::StoreOptions;
+use crate::options::StoreOptions;
 use crate::tables::{
     MetaTable, CONSUMER_OFFSETS, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY, NEXT_ID_KEY,
     PARTITION_LOG, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,

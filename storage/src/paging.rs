@@ -135,6 +135,8 @@ impl PageFile {
         self.live
     }
 
+    /// Whether no body is paged out, i.e. every body of the queue is in memory
+    /// or in redb.
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
@@ -325,22 +327,22 @@ impl PageFile {
 /// Largest single read.
 const MAX_RUN_BYTES: u64 = 4 * 1024 * 1024;
 
-/// An append that failed.
-#[derive(Debug)]
+/// Why [`PageFile::append`] did not take a body. Nothing of the body stays in the
+/// page file, so the caller can store it elsewhere (a queue writes it to redb).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError<E> {
-    Encode(E),
+    /// The caller's `encode` closure failed; its error is passed on as is.
+    #[error("cannot encode the body: {0}")]
+    Encode(#[source] E),
+    /// A body with this seq is already in the page file; taking a second one
+    /// would leave two copies under one seq.
+    #[error("body {0} is already paged out")]
     Duplicate(u64),
-    Io(io::Error),
-}
-
-impl<E: std::fmt::Display> std::fmt::Display for AppendError<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AppendError::Encode(e) => write!(f, "cannot encode the body: {e}"),
-            AppendError::Duplicate(seq) => write!(f, "body {seq} is already paged out"),
-            AppendError::Io(e) => write!(f, "cannot create a page segment: {e}"),
-        }
-    }
+    /// A new segment file could not be created, or the body does not fit in a
+    /// segment (offsets and lengths are 32 bits).
+    #[error("cannot create a page segment: {0}")]
+    Io(#[source] io::Error),
 }
 
 /// Bytes to write at an offset of a segment.
@@ -376,6 +378,8 @@ pub struct PageRead {
 }
 
 impl PageRead {
+    /// Whether there is nothing to read (none of the seqs asked was in the page
+    /// file), so the caller need not hand it to a blocking task.
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }

@@ -8,78 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use redb::{Database, ReadTransaction};
+use redb::ReadTransaction;
 use tokio::sync::oneshot;
 
 use crate::batch::Batch;
 use crate::commit::{block_on, Commit};
 use crate::error::{CommitError, CompactError, OpenError, ReadError};
 use crate::open::{open_file, Opened};
+use crate::options::StoreOptions;
+use crate::paging;
 use crate::reads;
+use crate::shared::Shared;
 use crate::stats::{Counters, StoreStats};
 use crate::tables::MetaTable;
 use crate::writer::{Request, Writer, WriterConfig};
-
-/// Tuning of a [`Store`]. `StoreOptions::default()` suits a broker node; change
-/// fields on the default value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoreOptions {
-    /// Bytes of redb page cache (read cache and write buffer together). Default
-    /// 32 MiB: queue bodies are read back about once, in the order they were
-    /// written, so a larger cache mostly holds pages nobody reads again.
-    pub cache_size: usize,
-    /// Most ops in one group commit (a larger single batch still commits alone).
-    /// Default 50 000.
-    pub max_group_ops: usize,
-    /// Most bytes of keys and values in one group commit. Default 16 MiB.
-    pub max_group_bytes: usize,
-    /// Longest time a non-durable commit waits for an fsync. Default 1 s.
-    pub flush_interval: Duration,
-    /// redb quick repair: each durable commit also saves the allocator state
-    /// (and uses two-phase commit, two fsyncs), so that opening after a crash
-    /// does not walk and checksum the whole file. Default on.
-    ///
-    /// Measured here (`examples/commit_bench.rs`, `examples/recovery_bench.rs`):
-    /// it costs a lone synchronous submitter about 40 % (2.6 k vs 4.6 k durable
-    /// commits/s) but under load group commit hides it (64 submitters: 25 k vs
-    /// 28 k msg/s); after kill -9 with 1 M stored messages (2.1 GiB file) the
-    /// store opens in milliseconds instead of 2.5 s with a warm page cache (far
-    /// more from a cold disk, growing with the file).
-    pub quick_repair: bool,
-    /// Verify the checksum of every page when opening, not only after a crash.
-    /// Reads the whole file. Default off: redb trusts a cleanly closed file, and
-    /// a file damaged behind its back is still reported as
-    /// [`OpenError::Corrupt`] when redb trips over it.
-    pub verify_on_open: bool,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            cache_size: 32 * 1024 * 1024,
-            max_group_ops: 50_000,
-            max_group_bytes: 16 * 1024 * 1024,
-            flush_interval: Duration::from_secs(1),
-            quick_repair: true,
-            verify_on_open: false,
-        }
-    }
-}
-
-/// What the handle and the writer thread share.
-pub(crate) struct Shared {
-    pub(crate) path: Arc<Path>,
-    /// `None` once closed. The writer holds a read guard for the span of one
-    /// transaction, readers only while they begin one; compaction and close
-    /// take it exclusively.
-    pub(crate) db: RwLock<Option<Database>>,
-    /// The next id [`Store::allocate_id`] hands out.
-    pub(crate) next_id: AtomicU64,
-    pub(crate) stats: Counters,
-}
 
 /// The node's store: one redb file, one writer thread. Cheap to clone; all
 /// clones share the file. The last clone dropped closes it.
@@ -117,8 +60,8 @@ impl Store {
         let path: PathBuf = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let opened = open_file(&path, &options)?;
         // Paged-out transient bodies do not survive a restart.
-        let paging = crate::paging::directory_of(&path);
-        if let Err(e) = crate::paging::clear_directory(&paging) {
+        let paging = paging::directory_of(&path);
+        if let Err(e) = paging::clear_directory(&paging) {
             tracing::warn!(dir = %paging.display(), "cannot empty the page file directory: {e}");
         }
         Store::start(path, opened, &options)
@@ -194,8 +137,8 @@ impl Store {
         reads::queues_with_messages(&txn, self.path())
     }
 
-    /// Every record of replication log `group` (see [`Op::PutLogRecord`]), in index
-    /// order.
+    /// Every record of replication log `group` (see
+    /// [`Op::PutLogRecord`](crate::Op::PutLogRecord)), in index order.
     pub fn read_log(&self, group: u64) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let txn = self.begin_read("replication.log")?;
         reads::log_records(&txn, self.path(), group)
@@ -225,7 +168,7 @@ impl Store {
     /// The directory of the queues' page files ([`crate::paging`]), emptied when the
     /// store opens.
     pub fn paging_dir(&self) -> PathBuf {
-        crate::paging::directory_of(&self.handle.shared.path)
+        paging::directory_of(&self.handle.shared.path)
     }
 
     /// Compacts the file, returning redb's answer (`true` if it compacted
@@ -372,7 +315,7 @@ mod tests {
     use crate::batch::Op;
     use crate::open::open_backend;
     use redb::backends::InMemoryBackend;
-    use redb::StorageBackend;
+    use redb::{Database, StorageBackend};
     use std::sync::atomic::AtomicBool;
 
     /// An in-memory disk whose fsync can be made to fail.

@@ -48,7 +48,8 @@ use tokio::sync::oneshot;
 
 use crate::batch::{Batch, Op};
 use crate::error::{CommitError, CompactError};
-use crate::store::{Shared, StoreOptions};
+use crate::options::StoreOptions;
+use crate::shared::Shared;
 use crate::tables::{
     owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
 };

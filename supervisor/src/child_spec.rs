@@ -1,4 +1,9 @@
 //! Child specifications: what a supervisor needs to (re)start one child.
+//!
+//! The constructor for a nested supervisor, [`ChildSpec::supervisor`], lives
+//! with the supervisor actor in `supervisor.rs`: it calls
+//! [`Supervisor::start`](crate::Supervisor::start), and this module stays below
+//! the actor.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,9 +13,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, SpawnErr};
 
 use crate::restart::Restart;
-use crate::spec::SupervisorSpec;
 use crate::strategy::Strategy;
-use crate::supervisor::Supervisor;
 
 /// The future a start function returns.
 pub type StartFuture = Pin<Box<dyn Future<Output = Result<ActorCell, SpawnErr>> + Send>>;
@@ -45,11 +48,11 @@ pub struct ChildSpec {
     pub name: String,
     /// Free-form category, e.g. `"queue"`, `"exchange"`, `"supervisor"`.
     pub kind: String,
-    /// Restart policy.
+    /// Restart policy: whether the child is restarted after it exits.
     pub restart: Restart,
     /// The factory; see [`StartFn`].
     pub start: StartFn,
-    /// Whether the child is a [`Supervisor`]; snapshots recurse into such
+    /// Whether the child is a [`Supervisor`](crate::Supervisor); snapshots recurse into such
     /// children. (It is also checked at run time, so a wrong `true` only
     /// costs the recursion, never a failure.)
     pub is_supervisor: bool,
@@ -129,31 +132,8 @@ impl ChildSpec {
         })
     }
 
-    /// A nested [`Supervisor`] (kind `"supervisor"`), registered under `name`.
-    pub fn supervisor(name: impl Into<String>, restart: Restart, spec: SupervisorSpec) -> Self {
-        let name = name.into();
-        let strategy = spec.strategy;
-        let registered = name.clone();
-        let mut child = Self::new(name, SUPERVISOR_KIND, restart, move |sup| {
-            let registered = registered.clone();
-            let spec = spec.clone();
-            async move {
-                Supervisor::start(registered, None, spec, Some(sup))
-                    .await
-                    .map(|(actor, _join)| actor.get_cell())
-                    .map_err(|e| e.into_spawn_err())
-            }
-        });
-        child.is_supervisor = true;
-        child.strategy_hint = Some(strategy);
-        // A supervisor's own shutdown waits for its children, so give it
-        // longer than a leaf before it is killed.
-        child.shutdown = DEFAULT_SHUTDOWN * 2;
-        child
-    }
-
     /// Marks a hand-written start function as one that starts a
-    /// [`Supervisor`], so that snapshots recurse into it.
+    /// [`Supervisor`](crate::Supervisor), so that snapshots recurse into it.
     pub fn as_supervisor(mut self) -> Self {
         self.is_supervisor = true;
         self

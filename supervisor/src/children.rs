@@ -109,15 +109,17 @@ impl ChildEntry {
 /// A child as listed by `SupervisorHandle::children`.
 #[derive(Debug, Clone)]
 pub struct ChildInfo {
-    /// Readable name.
+    /// Readable name, as given in its [`ChildSpec`]; what `terminate_child`
+    /// takes.
     pub name: String,
-    /// Kind from the spec.
+    /// Kind from the spec (e.g. `"queue"`, `"supervisor"`), for grouping.
     pub kind: String,
-    /// Restart policy.
+    /// Whether and when it is restarted after it exits.
     pub restart: Restart,
-    /// Whether the spec says it is a supervisor.
+    /// Whether the spec says it is a supervisor (snapshots recurse into it).
     pub is_supervisor: bool,
-    /// Current status.
+    /// Current status, corrected by ractor's view of the instance (an exit
+    /// not yet processed shows as `Stopped`).
     pub status: ChildStatus,
     /// Replacement instances started so far.
     pub restarts: u32,

@@ -1,12 +1,12 @@
 //! Dynamic children: `start_child` and `terminate_child`.
 
-use ractor::{ActorCell, ActorRef, ActorStatus};
+use ractor::{ActorCell, ActorStatus};
 
 use crate::child_spec::ChildSpec;
 use crate::children::{spawn_child, stop_child, ChildEntry};
 use crate::error::SupervisorError;
 use crate::snapshot::ChildStatus;
-use crate::supervisor::{SupervisorMsg, SupervisorState};
+use crate::state::SupervisorState;
 
 /// Stop reason given to a child removed with `terminate_child`.
 const TERMINATE_REASON: &str = "terminated by supervisor";
@@ -22,10 +22,11 @@ impl SupervisorState {
     /// the same name, or when a live actor this supervisor does not own
     /// holds the name in ractor's registry. A dead entry of the same name
     /// (a temporary or transient child that will not be restarted) is
-    /// replaced once the new child is running.
+    /// replaced once the new child is running. `supervisor` is this
+    /// supervisor's own cell, which the child is linked to.
     pub(crate) async fn start_child(
         &mut self,
-        myself: &ActorRef<SupervisorMsg>,
+        supervisor: &ActorCell,
         spec: ChildSpec,
     ) -> Result<ActorCell, SupervisorError> {
         if let Some(idx) = self.position(&spec.name) {
@@ -44,7 +45,7 @@ impl SupervisorState {
             return Err(SupervisorError::NameTaken(spec.name));
         }
 
-        let cell = match spawn_child(&spec, &myself.get_cell()).await {
+        let cell = match spawn_child(&spec, supervisor).await {
             Ok(cell) => cell,
             Err(source) => {
                 return Err(SupervisorError::StartFailed {

@@ -10,7 +10,11 @@ use std::time::Duration;
 use ractor::SpawnErr;
 
 /// Why a supervision operation did not happen.
+///
+/// `#[non_exhaustive]`: later versions may add reasons, so a `match` on it
+/// outside this crate needs a catch-all arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SupervisorError {
     /// `start_child` (or a `SupervisorSpec`) named a child twice.
     #[error("supervisor already has a live child named {0:?}")]
@@ -88,8 +92,10 @@ impl SupervisorError {
         }
     }
 
-    /// The reverse of [`SupervisorError::from_spawn`], for start functions
-    /// (which must return `SpawnErr`) that start a nested supervisor.
+    /// The `SpawnErr` a start function must return when the nested
+    /// supervisor it starts fails: a spawn error is passed on as is, any
+    /// other reason travels boxed in `SpawnErr::StartupFailed`, from which it
+    /// can be downcast back to this type.
     pub fn into_spawn_err(self) -> SpawnErr {
         match self {
             SupervisorError::Spawn(inner) => inner,

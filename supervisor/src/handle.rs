@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef, RpcReplyPort};
 
 use crate::child_spec::ChildSpec;
 use crate::children::ChildInfo;
 use crate::error::SupervisorError;
+use crate::message::{display_name, request, SupervisorMsg};
 use crate::snapshot::{ChildLocation, TreeSnapshot};
-use crate::supervisor::SupervisorMsg;
 use crate::tree::snapshot_tree;
 
 /// Default time a [`SupervisorHandle`] waits for an answer. Generous
@@ -128,31 +127,4 @@ impl SupervisorHandle {
     ) -> Result<T, SupervisorError> {
         request(&self.actor, build, self.call_timeout).await
     }
-}
-
-/// One request/reply round trip with a timeout, with ractor's outcomes
-/// mapped onto [`SupervisorError`].
-pub(crate) async fn request<T: Send + 'static>(
-    actor: &ActorRef<SupervisorMsg>,
-    build: impl FnOnce(RpcReplyPort<T>) -> SupervisorMsg,
-    timeout: Duration,
-) -> Result<T, SupervisorError> {
-    match actor.call(build, Some(timeout)).await {
-        Ok(CallResult::Success(value)) => Ok(value),
-        Ok(CallResult::Timeout) => Err(SupervisorError::Timeout {
-            name: display_name(actor),
-            timeout,
-        }),
-        // The send failed or the supervisor dropped the reply port: it is
-        // stopping or gone.
-        Ok(CallResult::SenderError) | Err(_) => {
-            Err(SupervisorError::Unreachable(display_name(actor)))
-        }
-    }
-}
-
-fn display_name(actor: &ActorRef<SupervisorMsg>) -> String {
-    actor
-        .get_name()
-        .unwrap_or_else(|| actor.get_id().to_string())
 }

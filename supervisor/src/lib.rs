@@ -35,21 +35,28 @@
 //!
 //! ## Layout (one concern per file)
 //!
-//! | file | concern |
-//! | --- | --- |
-//! | `error.rs` | [`SupervisorError`], the crate's only error type |
-//! | `restart.rs` | [`Restart`] policies and classifying an exit as normal/abnormal ([`Exit`]) |
-//! | `strategy.rs` | [`Strategy`]: which siblings restart with a child |
-//! | `intensity.rs` | [`RestartIntensity`]: at most R restarts within T |
-//! | `child_spec.rs` | [`ChildSpec`]: name, kind, policy and start factory of a child |
-//! | `spec.rs` | [`SupervisorSpec`]: strategy, intensity, initial children |
-//! | `children.rs` | the child table rows, [`ChildInfo`], start-with-retry and stop-then-kill |
-//! | `supervisor.rs` | the [`Supervisor`] actor, [`SupervisorMsg`], its state and ractor glue |
-//! | `recovery.rs` | reacting to a child's exit: restart, strategy, intensity, retries |
-//! | `dynamic.rs` | `start_child` / `terminate_child` |
-//! | `snapshot.rs` | [`TreeSnapshot`], [`ChildStatus`], [`ChildLocation`] and lookups |
-//! | `tree.rs` | collecting a snapshot across nested supervisors, with timeouts |
-//! | `handle.rs` | [`SupervisorHandle`], the async request API |
+//! Modules depend downwards only: each one uses only modules listed below it
+//! (the actor in `supervisor.rs` calls the `impl SupervisorState` blocks of
+//! `recovery.rs`, `dynamic.rs` and `tree.rs`; none of them knows the actor).
+//!
+//! | file | concern | uses |
+//! | --- | --- | --- |
+//! | `supervisor.rs` | the [`Supervisor`] actor: [`Supervisor::start`], [`SupervisorArgs`], [`ChildSpec::supervisor`], ractor glue | state, message, spec, children, child_spec, intensity, restart, error (and the three below) |
+//! | `handle.rs` | [`SupervisorHandle`], the async request API | tree, message, children, child_spec, snapshot, error |
+//! | `tree.rs` | the `Describe` report; collecting a snapshot across nested supervisors, with timeouts | state, message, snapshot, error |
+//! | `recovery.rs` | reacting to a child's exit: restart, strategy, intensity, retries | state, message, children, restart, strategy, snapshot, error |
+//! | `dynamic.rs` | `start_child` / `terminate_child` | state, children, child_spec, snapshot, error |
+//! | `state.rs` | [`SupervisorState`]: the child table and restart bookkeeping | children, intensity, retry, strategy |
+//! | `message.rs` | [`SupervisorMsg`], [`SupervisorReport`] and one request/reply round trip | children, child_spec, snapshot, error |
+//! | `children.rs` | the child table rows, [`ChildInfo`], start-with-retry and stop-then-kill | child_spec, restart, snapshot |
+//! | `spec.rs` | [`SupervisorSpec`]: strategy, intensity, initial children | child_spec, strategy |
+//! | `child_spec.rs` | [`ChildSpec`]: name, kind, policy and start factory of a child | restart, strategy |
+//! | `retry.rs` | when to retry a failed restart: one tick at a time, doubling delay | — |
+//! | `intensity.rs` | [`RestartIntensity`]: at most R restarts within T | — |
+//! | `strategy.rs` | [`Strategy`]: which siblings restart with a child | — |
+//! | `restart.rs` | [`Restart`] policies and classifying an exit as normal/abnormal ([`Exit`]) | — |
+//! | `snapshot.rs` | [`TreeSnapshot`], [`ChildStatus`], [`ChildLocation`] and lookups | — |
+//! | `error.rs` | [`SupervisorError`], the crate's only error type | — |
 //!
 //! ## Semantics, briefly
 //!
@@ -78,16 +85,21 @@
 //! * **Shutdown.** Stopping a supervisor stops its children in reverse start
 //!   order, each with its grace period (then killed), and waits for them.
 
+#![deny(missing_docs)]
+
 mod child_spec;
 mod children;
 mod dynamic;
 mod error;
 mod handle;
 mod intensity;
+mod message;
 mod recovery;
 mod restart;
+mod retry;
 mod snapshot;
 mod spec;
+mod state;
 mod strategy;
 mod supervisor;
 mod tree;
@@ -97,9 +109,11 @@ pub use children::ChildInfo;
 pub use error::SupervisorError;
 pub use handle::{SupervisorHandle, DEFAULT_CALL_TIMEOUT};
 pub use intensity::RestartIntensity;
+pub use message::{SupervisorMsg, SupervisorReport};
 pub use restart::{Exit, Restart};
 pub use snapshot::{ChildLocation, ChildStatus, TreeSnapshot};
 pub use spec::SupervisorSpec;
+pub use state::SupervisorState;
 pub use strategy::Strategy;
-pub use supervisor::{Supervisor, SupervisorArgs, SupervisorMsg, SupervisorState, SHUTDOWN_REASON};
-pub use tree::{snapshot_tree, SupervisorReport, MAX_SNAPSHOT_DEPTH};
+pub use supervisor::{Supervisor, SupervisorArgs, SHUTDOWN_REASON};
+pub use tree::{snapshot_tree, MAX_SNAPSHOT_DEPTH};

@@ -2,22 +2,16 @@
 //! (restart policy), which siblings go with it (strategy), whether it is
 //! still allowed to (intensity), and retry starts that failed.
 
-use std::time::Duration;
-
 use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
 use crate::children::{spawn_child, stop_all, stop_child};
 use crate::error::SupervisorError;
+use crate::message::SupervisorMsg;
 use crate::restart::{Exit, Restart};
 use crate::snapshot::ChildStatus;
+use crate::state::SupervisorState;
 use crate::strategy::Strategy;
-use crate::supervisor::{SupervisorMsg, SupervisorState};
-
-/// Delay before the first retry of a restart whose start failed.
-pub(crate) const INITIAL_RETRY_BACKOFF: Duration = Duration::from_millis(50);
-/// Cap for the doubling retry delay.
-pub(crate) const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Stop reason given to siblings stopped so they can be restarted.
 const RESTART_REASON: &str = "sibling restart";
@@ -95,7 +89,7 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
     ) -> Result<(), SupervisorError> {
-        self.retry_scheduled = false;
+        self.retry.fired();
         if !self.has_pending() {
             return Ok(());
         }
@@ -135,7 +129,7 @@ impl SupervisorState {
         if self.has_pending() {
             self.schedule_retry(myself);
         } else {
-            self.retry_backoff = INITIAL_RETRY_BACKOFF;
+            self.retry.reset();
         }
     }
 
@@ -146,14 +140,10 @@ impl SupervisorState {
     }
 
     fn schedule_retry(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if self.retry_scheduled {
-            return;
+        if let Some(delay) = self.retry.schedule() {
+            // Detached timer: if we are gone when it fires, the send just fails.
+            drop(myself.send_after(delay, || SupervisorMsg::RetryPending));
         }
-        self.retry_scheduled = true;
-        let delay = self.retry_backoff;
-        self.retry_backoff = (delay * 2).min(MAX_RETRY_BACKOFF);
-        // Detached timer: if we are gone when it fires, the send just fails.
-        drop(myself.send_after(delay, || SupervisorMsg::RetryPending));
     }
 
     /// Records one restart; when that exceeds the intensity, stops all

@@ -1,22 +1,26 @@
-//! The supervisor actor: its messages, its state, and the ractor `Actor`
-//! glue that routes them to the restart logic (`recovery.rs`), the dynamic
-//! child operations (`dynamic.rs`) and the snapshot report (`tree.rs`).
+//! The supervisor actor: starting it (on its own or as a nested child), and
+//! the ractor `Actor` glue that routes its messages (`message.rs`) and its
+//! children's exits to the restart logic (`recovery.rs`), the dynamic child
+//! operations (`dynamic.rs`) and the snapshot report (`tree.rs`), all of which
+//! work on [`SupervisorState`] (`state.rs`). It is the top of the crate: no
+//! other module uses it.
+//!
+//! [`ChildSpec::supervisor`] is defined here rather than in `child_spec.rs`
+//! because its start function is [`Supervisor::start`].
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::time::Instant;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::child_spec::{ChildSpec, SUPERVISOR_KIND};
-use crate::children::{spawn_child, stop_all, ChildEntry, ChildInfo};
+use crate::child_spec::{ChildSpec, DEFAULT_SHUTDOWN, SUPERVISOR_KIND};
+use crate::children::{spawn_child, stop_all, ChildEntry};
 use crate::error::SupervisorError;
 use crate::intensity::RestartIntensity;
-use crate::restart::classify;
+use crate::message::SupervisorMsg;
+use crate::restart::{classify, Restart};
 use crate::spec::SupervisorSpec;
-use crate::strategy::Strategy;
-use crate::tree::SupervisorReport;
+use crate::state::SupervisorState;
 
 /// Stop reason given to children when their supervisor shuts down.
 pub const SHUTDOWN_REASON: &str = "supervisor shutdown";
@@ -26,26 +30,6 @@ pub const SHUTDOWN_REASON: &str = "supervisor shutdown";
 /// [`crate::SupervisorHandle`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Supervisor;
-
-/// Messages a supervisor understands. [`crate::SupervisorHandle`] wraps
-/// them; they are public so that other actors can `call!` a supervisor
-/// directly.
-pub enum SupervisorMsg {
-    /// Start a dynamic child (appended to the start order).
-    StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, SupervisorError>>),
-    /// Stop a child and forget its spec; it is not restarted.
-    TerminateChild(String, RpcReplyPort<Result<(), SupervisorError>>),
-    /// List the children in start order.
-    ListChildren(RpcReplyPort<Vec<ChildInfo>>),
-    /// This supervisor's own node plus the nested supervisors to ask next;
-    /// see [`crate::snapshot_tree`].
-    Describe(RpcReplyPort<SupervisorReport>),
-    /// Internal timer tick: retry starting children whose restart failed.
-    /// Harmless if sent by anyone else (does nothing when none are pending).
-    RetryPending,
-}
-
-impl ractor::Message for SupervisorMsg {}
 
 /// Start-up arguments of the [`Supervisor`] actor.
 pub struct SupervisorArgs {
@@ -64,21 +48,6 @@ impl SupervisorArgs {
             spec,
         }
     }
-}
-
-/// The supervisor's state: its child table in start order and the restart
-/// bookkeeping. Opaque; observe it through snapshots.
-pub struct SupervisorState {
-    pub(crate) name: String,
-    pub(crate) kind: String,
-    pub(crate) strategy: Strategy,
-    pub(crate) intensity: RestartIntensity,
-    pub(crate) children: Vec<ChildEntry>,
-    pub(crate) started_at: Instant,
-    /// A `RetryPending` tick is in flight.
-    pub(crate) retry_scheduled: bool,
-    /// Delay before the next `RetryPending`; doubles up to a cap.
-    pub(crate) retry_backoff: Duration,
 }
 
 impl Supervisor {
@@ -100,6 +69,34 @@ impl Supervisor {
             None => Actor::spawn(name, Supervisor, args).await,
         };
         spawned.map_err(SupervisorError::from_spawn)
+    }
+}
+
+impl ChildSpec {
+    /// A nested [`Supervisor`] (kind `"supervisor"`), registered under `name`:
+    /// every (re)start runs [`Supervisor::start`] with a clone of `spec`,
+    /// linked to the parent. Snapshots recurse into it, and it gets twice
+    /// [`DEFAULT_SHUTDOWN`] to stop, since it first waits for its own children.
+    pub fn supervisor(name: impl Into<String>, restart: Restart, spec: SupervisorSpec) -> Self {
+        let name = name.into();
+        let strategy = spec.strategy;
+        let registered = name.clone();
+        let mut child = Self::new(name, SUPERVISOR_KIND, restart, move |sup| {
+            let registered = registered.clone();
+            let spec = spec.clone();
+            async move {
+                Supervisor::start(registered, None, spec, Some(sup))
+                    .await
+                    .map(|(actor, _join)| actor.get_cell())
+                    .map_err(|e| e.into_spawn_err())
+            }
+        });
+        child.is_supervisor = true;
+        child.strategy_hint = Some(strategy);
+        // A supervisor's own shutdown waits for its children, so give it
+        // longer than a leaf before it is killed.
+        child.shutdown = DEFAULT_SHUTDOWN * 2;
+        child
     }
 }
 
@@ -138,16 +135,13 @@ impl Actor for Supervisor {
         }
         tracing::debug!(supervisor = %name, children = children.len(), "supervisor started");
 
-        Ok(SupervisorState {
+        Ok(SupervisorState::new(
             name,
             kind,
-            strategy: spec.strategy,
-            intensity: RestartIntensity::new(spec.max_restarts, spec.within),
+            spec.strategy,
+            RestartIntensity::new(spec.max_restarts, spec.within),
             children,
-            started_at: Instant::now(),
-            retry_scheduled: false,
-            retry_backoff: crate::recovery::INITIAL_RETRY_BACKOFF,
-        })
+        ))
     }
 
     async fn post_stop(
@@ -171,7 +165,7 @@ impl Actor for Supervisor {
         // then fails, which is nobody's error, hence the ignored results.
         match message {
             SupervisorMsg::StartChild(spec, reply) => {
-                let _ = reply.send(state.start_child(&myself, spec).await);
+                let _ = reply.send(state.start_child(&myself.get_cell(), spec).await);
             }
             SupervisorMsg::TerminateChild(name, reply) => {
                 let _ = reply.send(state.terminate_child(&name).await);

@@ -17,26 +17,16 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::error::SupervisorError;
-use crate::handle::request;
+use crate::message::{request, SupervisorMsg, SupervisorReport};
 use crate::snapshot::{ChildStatus, TreeSnapshot};
-use crate::supervisor::{SupervisorMsg, SupervisorState};
+use crate::state::SupervisorState;
 
 /// Nesting beyond this is not followed (supervision trees are shallow; this
 /// only bounds the work on a pathological tree).
 pub const MAX_SNAPSHOT_DEPTH: usize = 32;
 
-/// One supervisor's answer to `Describe`: its node with its children as
-/// leaves, and the nested supervisors to ask for the level below.
-#[derive(Debug, Clone)]
-pub struct SupervisorReport {
-    /// This supervisor, `children` filled with its own view of each child.
-    pub node: TreeSnapshot,
-    /// `(index into node.children, supervisor)` for each running nested
-    /// supervisor.
-    pub nested: Vec<(usize, ActorRef<SupervisorMsg>)>,
-}
-
 impl SupervisorState {
+    /// This supervisor's answer to `Describe`: its own level only.
     pub(crate) fn report(&self) -> SupervisorReport {
         let now = Instant::now();
         let node = TreeSnapshot {

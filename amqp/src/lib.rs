@@ -9,7 +9,13 @@
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
 //! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
 //! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
-//! | `channel.rs` | one channel's methods, content assembly, confirms, transactions |
+//! | `channel/mod.rs` | one channel: its state, the dispatch of its methods, the channel class (flow, close) |
+//! | `channel/access.rs` | the permission checks of a channel's methods |
+//! | `channel/exchange.rs` | the exchange class: declare, delete, bind, unbind |
+//! | `channel/queue.rs` | the queue class: declare, bind, unbind, purge, delete; the last declared queue |
+//! | `channel/basic.rs` | the basic class: publish and content assembly, qos, consume, cancel, get, settlements, recover, deliveries |
+//! | `channel/confirm.rs` | the confirm class: publisher-confirm mode |
+//! | `channel/tx.rs` | the tx class: select, commit, rollback |
 //! | `prefetch.rs` | `basic.qos global=true`: the channel-wide prefetch and what it holds |
 //! | `listener.rs` | the listener and connections as supervised actors |
 //!

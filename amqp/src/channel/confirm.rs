@@ -1,0 +1,38 @@
+//! The confirm class: confirm.select puts the channel in publisher-confirm mode (its
+//! publishes are numbered as they complete; `connection/published.rs` acks them).
+
+use amq_protocol::protocol::{confirm, AMQPClass};
+
+use super::{AmqpChannel, Outcome};
+use crate::error::{code, AmqpError};
+
+impl AmqpChannel {
+    pub fn confirm_mode(&self) -> bool {
+        self.confirm
+    }
+
+    pub(super) fn confirm(&mut self, m: confirm::AMQPMethod) -> Result<Outcome, AmqpError> {
+        match m {
+            confirm::AMQPMethod::Select(s) => self.confirm_select(s),
+            other => Err(self.unexpected_here(AMQPClass::Confirm(other))),
+        }
+    }
+
+    /// confirm.select (not allowed on a transactional channel).
+    fn confirm_select(&mut self, s: confirm::Select) -> Result<Outcome, AmqpError> {
+        if self.tx {
+            return Err(AmqpError::channel(
+                code::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
+            ));
+        }
+        self.confirm = true;
+        Ok(if s.nowait {
+            Outcome::Send(Vec::new())
+        } else {
+            self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                confirm::SelectOk {},
+            )))
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! One AMQP channel: [`AmqpChannel`], its state and the dispatch of its methods to
+//! the file of their class. The channel class itself (flow, close) is here; the
+//! others are `impl AmqpChannel` blocks in `exchange.rs`, `queue.rs`, `basic.rs`,
+//! `confirm.rs` and `tx.rs`, with the permission checks they share in `access.rs`.
+//! Routing, delivery tags and settlements are [`ChannelState`]'s, shared with the
+//! client-handle session.
+
+mod access;
+mod basic;
+mod confirm;
+mod exchange;
+mod queue;
+mod tx;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{channel, AMQPClass};
+use warren_actors::access::AccessControl;
+use warren_actors::channel::{ChannelState, Settle};
+use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink};
+use warren_actors::vhost::VHost;
+
+use crate::codec::write_frame;
+use crate::convert::short;
+use crate::error::{code, AmqpError, ChannelError};
+use crate::prefetch::ChannelPrefetch;
+
+use basic::{Incoming, Ready};
+
+/// What the connection must do after a method.
+pub enum Outcome {
+    /// Encoded frames to send (maybe none).
+    Send(Vec<u8>),
+    /// The client closed the channel: send close-ok and forget it.
+    Closed,
+}
+
+pub struct AmqpChannel {
+    pub number: u16,
+    core: ChannelState,
+    /// The connection's id: owner of its exclusive queues.
+    connection: ChannelId,
+    sink: ChannelSink,
+    incoming: Option<Incoming>,
+    /// Publishes complete and not yet routed.
+    ready: Vec<Ready>,
+    confirm: bool,
+    next_confirm_seq: u64,
+    /// Confirm seqs sent to queues and not yet acked or nacked.
+    pub outstanding: BTreeSet<u64>,
+    /// Consumer tag -> queue.
+    consumers: HashMap<String, Arc<str>>,
+    /// `basic.qos global=false`: the prefetch of consumers started from now on.
+    prefetch: u32,
+    /// `basic.qos global=true`: the channel-wide limit.
+    channel_prefetch: ChannelPrefetch,
+    /// tx.select: publishes and settlements wait for tx.commit.
+    tx: bool,
+    tx_publishes: Vec<Ready>,
+    tx_settles: Vec<Settle>,
+    frame_max: u32,
+    /// The authenticated user: a publish's `user_id` must be this.
+    user: Arc<str>,
+    access: AccessControl,
+    /// The exchange a publish was last allowed to, and the access generation then.
+    publish_allowed: Option<(String, u64)>,
+    /// The queue last declared on this channel: what an empty queue name means.
+    last_queue: Option<String>,
+}
+
+fn method(class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(0, class)
+}
+
+impl AmqpChannel {
+    pub fn new(
+        number: u16,
+        vhost: VHost,
+        connection: ChannelId,
+        sink_for: impl FnOnce(ChannelId) -> ChannelSink,
+        frame_max: u32,
+        user: Arc<str>,
+        access: AccessControl,
+    ) -> Self {
+        let id = next_channel_id();
+        AmqpChannel {
+            number,
+            core: ChannelState::new(vhost, id),
+            connection,
+            sink: sink_for(id),
+            incoming: None,
+            ready: Vec::new(),
+            confirm: false,
+            next_confirm_seq: 1,
+            outstanding: BTreeSet::new(),
+            consumers: HashMap::new(),
+            prefetch: 0,
+            channel_prefetch: ChannelPrefetch::default(),
+            tx: false,
+            tx_publishes: Vec::new(),
+            tx_settles: Vec::new(),
+            frame_max,
+            user,
+            access,
+            publish_allowed: None,
+            last_queue: None,
+        }
+    }
+
+    /// Sets a frame's channel number to this channel's.
+    fn on_me(&self, frame: AMQPFrame) -> AMQPFrame {
+        match frame {
+            AMQPFrame::Method(_, m) => AMQPFrame::Method(self.number, m),
+            AMQPFrame::Header(_, h) => AMQPFrame::Header(self.number, h),
+            AMQPFrame::Body(_, b) => AMQPFrame::Body(self.number, b),
+            other => other,
+        }
+    }
+
+    /// The method's `-ok`, unless the client asked for `nowait`.
+    fn answer(&self, nowait: bool, class: AMQPClass) -> Outcome {
+        if nowait {
+            Outcome::Send(Vec::new())
+        } else {
+            self.reply(class)
+        }
+    }
+
+    fn reply(&self, class: AMQPClass) -> Outcome {
+        let mut out = Vec::new();
+        write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+        Outcome::Send(out)
+    }
+
+    /// The channel closes (either side): deliveries return to their queues.
+    pub fn close(&mut self) {
+        // Held deliveries are unacked at their queues, which requeue them now.
+        self.channel_prefetch.take_all();
+        self.core.close();
+    }
+
+    // ----- methods ----------------------------------------------------------------
+
+    /// Handles one method on this channel.
+    pub async fn method(&mut self, class: AMQPClass) -> Result<Outcome, AmqpError> {
+        let (class_id, method_id) = (class.get_amqp_class_id(), class.get_amqp_method_id());
+        self.dispatch(class)
+            .await
+            .map_err(|e| e.at(class_id, method_id))
+    }
+
+    async fn dispatch(&mut self, class: AMQPClass) -> Result<Outcome, AmqpError> {
+        let vhost = self.core.vhost().clone();
+        let conn = self.connection;
+        match class {
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => Ok(Outcome::Closed),
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    return Err(AmqpError::connection(
+                        code::NOT_IMPLEMENTED,
+                        "NOT_IMPLEMENTED - active=false is not supported (use basic.qos)",
+                    ));
+                }
+                Ok(self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                    channel::FlowOk { active: true },
+                ))))
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => Err(AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!(
+                    "CHANNEL_ERROR - second 'channel.open' seen on channel {}",
+                    self.number
+                ),
+            )),
+            AMQPClass::Exchange(m) => self.exchange(m, &vhost, conn).await,
+            AMQPClass::Queue(m) => self.queue(m, &vhost, conn).await,
+            AMQPClass::Basic(m) => self.basic(m, &vhost, conn).await,
+            AMQPClass::Confirm(m) => self.confirm(m),
+            AMQPClass::Tx(m) => self.tx(m).await,
+            other => Err(self.unexpected_here(other)),
+        }
+    }
+
+    /// A method that has no place on a channel (a connection method, an `-ok` the
+    /// client may not send).
+    fn unexpected_here(&self, class: AMQPClass) -> AmqpError {
+        AmqpError::connection(
+            code::COMMAND_INVALID,
+            format!(
+                "COMMAND_INVALID - unexpected method {}.{} on channel {}",
+                class.get_amqp_class_id(),
+                class.get_amqp_method_id(),
+                self.number
+            ),
+        )
+    }
+}
+
+fn unexpected_method(class: AMQPClass) -> AmqpError {
+    AmqpError::connection(
+        code::COMMAND_INVALID,
+        format!(
+            "COMMAND_INVALID - method {}.{} is not one a client sends",
+            class.get_amqp_class_id(),
+            class.get_amqp_method_id()
+        ),
+    )
+}
+
+/// A channel error as the frames that close the channel.
+pub fn close_frame(number: u16, e: &ChannelError) -> AMQPFrame {
+    AMQPFrame::Method(
+        number,
+        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: e.code,
+            reply_text: short(&e.text),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })),
+    )
+}

@@ -8,7 +8,12 @@
 //! | `error.rs` | channel and connection errors with RabbitMQ's reply codes |
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
 //! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
-//! | `connection.rs` | handshake, frame dispatch, heartbeats, publish outcomes |
+//! | `connection/mod.rs` | one connection: its state, the frame loop, heartbeats, the writer task |
+//! | `connection/handshake.rs` | the connection class's opening: protocol header, start, tune, open |
+//! | `connection/channels.rs` | channel.open and close-ok; frames handed to their channel |
+//! | `connection/published.rs` | publish outcomes: basic.return, confirm acks and nacks |
+//! | `connection/flow.rs` | when the socket is read: credit flow, `connection.blocked` |
+//! | `connection/close.rs` | `connection.close` either way, channels closed for an error |
 //! | `channel/mod.rs` | one channel: its state, the dispatch of its methods, the channel class (flow, close) |
 //! | `channel/access.rs` | the permission checks of a channel's methods |
 //! | `channel/exchange.rs` | the exchange class: declare, delete, bind, unbind |

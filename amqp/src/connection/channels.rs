@@ -1,0 +1,110 @@
+//! The channels of a connection: channel.open (a new [`AmqpChannel`]) and close-ok,
+//! a channel's methods and content frames handed to it, and the publishes it
+//! completed routed before a method that must follow them.
+
+use std::sync::Arc;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, channel, AMQPClass};
+use tokio::sync::mpsc::UnboundedSender;
+use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
+
+use super::{Connection, Event, CHANNEL_MAX};
+use crate::channel::{AmqpChannel, Outcome};
+use crate::error::{code, AmqpError, ConnectionError};
+
+/// Most publishes of one channel routed together (one read can hold hundreds).
+const ROUTE_BATCH: usize = 32;
+
+impl Connection {
+    pub(super) fn open_channel(&mut self, n: u16) -> Result<&mut AmqpChannel, AmqpError> {
+        self.channels.get_mut(&n).ok_or_else(|| {
+            AmqpError::connection(
+                code::CHANNEL_ERROR,
+                format!("CHANNEL_ERROR - expected 'channel.open' on channel {n}"),
+            )
+        })
+    }
+
+    pub(super) async fn channel_method(
+        &mut self,
+        n: u16,
+        m: AMQPClass,
+        events: &UnboundedSender<Event>,
+    ) -> Result<(), AmqpError> {
+        if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = &m {
+            if self.channels.contains_key(&n) {
+                return Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - second 'channel.open' seen on channel {n}"),
+                ));
+            }
+            if n > CHANNEL_MAX {
+                return Err(AmqpError::connection(
+                    code::CHANNEL_ERROR,
+                    format!("CHANNEL_ERROR - channel {n} is above channel_max {CHANNEL_MAX}"),
+                ));
+            }
+            let tx = events.clone();
+            let sink_for = move |_id: ChannelId| -> ChannelSink {
+                Arc::new(move |event: QueueEvent| {
+                    let _ = tx.send(Event::Queue(n, event));
+                })
+            };
+            let ch = AmqpChannel::new(
+                n,
+                self.vhost.clone(),
+                self.id,
+                sink_for,
+                self.frame_max,
+                self.user.as_str().into(),
+                self.server.access.clone(),
+            );
+            self.channels.insert(n, ch);
+            self.send(&AMQPFrame::Method(
+                n,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+            ));
+            return Ok(());
+        }
+        if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = &m {
+            // We closed it: now it is gone.
+            if let Some(mut ch) = self.channels.remove(&n) {
+                ch.close();
+            }
+            return Ok(());
+        }
+        let ch = self.open_channel(n)?;
+        if ch.expects_content() {
+            return Err(ConnectionError::unexpected(format!(
+                "UNEXPECTED_FRAME - expected content header for class 60, got a method on channel {n}"
+            ))
+            .into());
+        }
+        // Publishes completed before this method go out first (order on a channel). A
+        // run of publishes is routed as one batch (one mailbox message per queue, one
+        // outcome task), capped so the first of a long read is not held up by the rest.
+        let publish = matches!(&m, AMQPClass::Basic(basic::AMQPMethod::Publish(_)));
+        if !publish || ch.ready_len() >= ROUTE_BATCH {
+            self.route_ready(events);
+        }
+        let Some(ch) = self.channels.get_mut(&n) else {
+            return Ok(());
+        };
+        match ch.method(m).await {
+            Ok(Outcome::Send(bytes)) => self.out.extend_from_slice(&bytes),
+            Ok(Outcome::Closed) => {
+                if let Some(mut ch) = self.channels.remove(&n) {
+                    ch.close();
+                }
+                self.send(&AMQPFrame::Method(
+                    n,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                ));
+            }
+            Err(AmqpError::Channel(e)) => self.channel_error(n, &e),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}

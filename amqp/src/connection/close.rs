@@ -1,0 +1,120 @@
+//! Closing: connection.close from the client (close-ok) or from the node (for an
+//! error, then a short wait for the client's close-ok), a channel closed for an
+//! error, and what a connection's end gives back.
+
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{connection, AMQPClass};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+
+use super::{method0, Connection, End, FRAME_MAX};
+use crate::channel::close_frame;
+use crate::codec::read_frame;
+use crate::convert::short;
+use crate::error::{code, AmqpError};
+
+impl Connection {
+    pub(super) fn connection_method(&mut self, m: AMQPClass) -> Result<Option<End>, AmqpError> {
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.send(&method0(AMQPClass::Connection(
+                    connection::AMQPMethod::CloseOk(connection::CloseOk {}),
+                )));
+                Ok(Some(End::ClientClosed))
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::PeerGone)),
+            other => Err(AmqpError::connection(
+                code::COMMAND_INVALID,
+                format!(
+                    "COMMAND_INVALID - unexpected method {}.{} on channel 0",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                ),
+            )),
+        }
+    }
+
+    /// Closes channel `n` for an error: its deliveries go back to their queues, its
+    /// frames are dropped until the client's close-ok.
+    pub(super) fn channel_error(&mut self, n: u16, e: &crate::error::ChannelError) {
+        tracing::debug!(peer = %self.peer, channel = n, "channel error {}: {}", e.code, e.text);
+        if let Some(mut ch) = self.channels.remove(&n) {
+            ch.close();
+        }
+        self.closing.insert(n);
+        self.send(&close_frame(n, e));
+    }
+
+    /// Queues the `connection.close` for an error.
+    pub(super) fn close_with(&mut self, e: AmqpError) {
+        let (code, text, class_id, method_id) = match &e {
+            AmqpError::Connection(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
+            AmqpError::Channel(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
+        };
+        tracing::info!(peer = %self.peer, "closing AMQP connection: {code} {text}");
+        self.send(&method0(AMQPClass::Connection(
+            connection::AMQPMethod::Close(connection::Close {
+                reply_code: code,
+                reply_text: short(&text),
+                class_id,
+                method_id,
+            }),
+        )));
+    }
+
+    /// Sends the connection error and closes (before the writer task exists).
+    pub(super) async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
+        self.close_with(e);
+        let _ = self.flush(socket).await;
+        await_close_ok(socket, std::mem::take(&mut self.in_buf)).await;
+    }
+
+    /// The connection ended: every channel gives its deliveries back, exclusive
+    /// queues go.
+    pub(super) async fn close_all(&mut self) {
+        for (_, mut ch) in self.channels.drain() {
+            ch.close();
+        }
+        self.vhost.owner_gone(self.id).await;
+    }
+}
+
+/// Waits briefly for the client's close-ok (or the end of its stream), as RabbitMQ
+/// does, so that the close reaches it before the socket goes.
+/// `pending` is what was read and not handled yet (frames the client sent before it
+/// saw the close are skipped; its close-ok ends the wait at once).
+pub(super) async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin), mut pending: Vec<u8>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut scratch = [0u8; 4096];
+        // After a frame error the stream cannot be followed: wait for its end.
+        let mut scanning = true;
+        loop {
+            while scanning {
+                match read_frame(&pending, FRAME_MAX) {
+                    Ok(Some((frame, used))) => {
+                        pending.drain(..used);
+                        if matches!(
+                            frame,
+                            AMQPFrame::Method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+                            )
+                        ) {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => scanning = false,
+                }
+            }
+            match socket.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if scanning => pending.extend_from_slice(&scratch[..n]),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `codec.rs` | frames on the wire: size and frame-end checks, `amq-protocol` parsing |
 //! | `convert.rs` | field tables and properties between the wire and the broker |
-//! | `error.rs` | channel and connection errors with RabbitMQ's reply codes |
+//! | `error.rs` | [`AmqpError`](error::AmqpError): what the front door refuses, with RabbitMQ's reply codes and texts |
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
 //! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
 //! | `connection/mod.rs` | one connection: its state, the frame loop, heartbeats, the writer task |

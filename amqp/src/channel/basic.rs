@@ -15,7 +15,7 @@ use warren_actors::vhost::VHost;
 use super::{method, unexpected_method, AmqpChannel, Outcome};
 use crate::codec::{write_body, write_frame};
 use crate::convert::{properties_from_wire, properties_to_wire, short};
-use crate::error::{code, AmqpError, ConnectionError};
+use crate::error::AmqpError;
 
 /// A publish whose content is still arriving.
 pub(super) struct Incoming {
@@ -44,28 +44,22 @@ impl AmqpChannel {
     /// A content header frame arrived.
     pub fn header(&mut self, header: AMQPContentHeader) -> Result<(), AmqpError> {
         if self.incoming.as_ref().is_none_or(|i| i.header.is_some()) {
-            return Err(ConnectionError::unexpected(format!(
-                "UNEXPECTED_FRAME - expected method frame, got non method frame instead (content header on channel {})",
-                self.number
-            ))
-            .into());
+            return Err(AmqpError::ContentWithoutPublish {
+                frame: "content header",
+                channel: self.number,
+            });
         }
         if header.class_id != 60 {
-            return Err(ConnectionError::unexpected(format!(
-                "UNEXPECTED_FRAME - content header for class {} on a basic.publish",
-                header.class_id
-            ))
-            .into());
+            return Err(AmqpError::ContentClass {
+                class_id: header.class_id,
+            });
         }
         if header.body_size > MAX_MESSAGE_BYTES {
             self.incoming = None;
-            return Err(AmqpError::channel(
-                code::PRECONDITION_FAILED,
-                format!(
-                    "PRECONDITION_FAILED - message size {} is larger than configured max size {MAX_MESSAGE_BYTES}",
-                    header.body_size
-                ),
-            )
+            return Err(AmqpError::MessageTooLarge {
+                size: header.body_size,
+                max: MAX_MESSAGE_BYTES,
+            }
             .at(60, 40));
         }
         let properties = properties_from_wire(&header.properties);
@@ -88,21 +82,17 @@ impl AmqpChannel {
     fn check_properties(&self, p: &warren_actors::message::Properties) -> Result<(), AmqpError> {
         if let Some(user_id) = &p.user_id {
             if **user_id != *self.user {
-                return Err(AmqpError::channel(
-                    code::PRECONDITION_FAILED,
-                    format!(
-                        "PRECONDITION_FAILED - user_id property set to '{user_id}' but authenticated user was '{}'",
-                        self.user
-                    ),
-                ));
+                return Err(AmqpError::UserIdMismatch {
+                    user_id: user_id.clone(),
+                    user: self.user.to_string(),
+                });
             }
         }
         if let Some(expiration) = &p.expiration {
             if expiration.parse::<u64>().is_err() {
-                return Err(AmqpError::channel(
-                    code::PRECONDITION_FAILED,
-                    format!("PRECONDITION_FAILED - invalid expiration '{expiration}'"),
-                ));
+                return Err(AmqpError::InvalidExpiration {
+                    expiration: expiration.clone(),
+                });
             }
         }
         Ok(())
@@ -111,23 +101,16 @@ impl AmqpChannel {
     /// A content body frame arrived.
     pub fn body(&mut self, data: Vec<u8>) -> Result<(), AmqpError> {
         let Some(incoming) = self.incoming.as_mut() else {
-            return Err(ConnectionError::unexpected(format!(
-                "UNEXPECTED_FRAME - expected method frame, got non method frame instead (content body on channel {})",
-                self.number
-            ))
-            .into());
+            return Err(AmqpError::ContentWithoutPublish {
+                frame: "content body",
+                channel: self.number,
+            });
         };
         let Some((size, _)) = &incoming.header else {
-            return Err(ConnectionError::unexpected(
-                "UNEXPECTED_FRAME - expected content header, got content body",
-            )
-            .into());
+            return Err(AmqpError::BodyBeforeHeader);
         };
         if incoming.body.len() as u64 + data.len() as u64 > *size {
-            return Err(ConnectionError::frame(format!(
-                "FRAME_ERROR - content body longer than the {size} bytes its header announced"
-            ))
-            .into());
+            return Err(AmqpError::BodyTooLong { announced: *size });
         }
         if incoming.body.is_empty() {
             // The first (usually the only) body frame becomes the body: no copy.
@@ -221,10 +204,9 @@ impl AmqpChannel {
         match m {
             basic::AMQPMethod::Publish(p) => {
                 if p.immediate {
-                    return Err(AmqpError::connection(
-                        code::NOT_IMPLEMENTED,
-                        "NOT_IMPLEMENTED - immediate=true",
-                    ));
+                    return Err(AmqpError::NotImplemented {
+                        what: "immediate=true",
+                    });
                 }
                 self.allow_publish(p.exchange.as_str())?;
                 self.incoming = Some(Incoming {
@@ -257,10 +239,7 @@ impl AmqpChannel {
                     c.consumer_tag.as_str().to_string()
                 };
                 if self.consumers.contains_key(&tag) {
-                    return Err(AmqpError::connection(
-                        code::NOT_ALLOWED,
-                        format!("NOT_ALLOWED - attempt to reuse consumer tag '{tag}'"),
-                    ));
+                    return Err(AmqpError::ConsumerTagInUse { tag });
                 }
                 // Register first so that deliveries that follow find the consumer; the
                 // consume-ok goes out before them because the connection sends this
@@ -362,10 +341,9 @@ impl AmqpChannel {
     }
     fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
-            return Err(AmqpError::connection(
-                code::NOT_IMPLEMENTED,
-                "NOT_IMPLEMENTED - requeue=false",
-            ));
+            return Err(AmqpError::NotImplemented {
+                what: "requeue=false",
+            });
         }
         self.core.requeue_unsettled();
         self.core.give_back(self.channel_prefetch.take_all());

@@ -4,7 +4,7 @@
 use amq_protocol::protocol::{confirm, AMQPClass};
 
 use super::{AmqpChannel, Outcome};
-use crate::error::{code, AmqpError};
+use crate::error::AmqpError;
 
 impl AmqpChannel {
     pub fn confirm_mode(&self) -> bool {
@@ -21,10 +21,10 @@ impl AmqpChannel {
     /// confirm.select (not allowed on a transactional channel).
     fn confirm_select(&mut self, s: confirm::Select) -> Result<Outcome, AmqpError> {
         if self.tx {
-            return Err(AmqpError::channel(
-                code::PRECONDITION_FAILED,
-                "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
-            ));
+            return Err(AmqpError::CannotSwitchMode {
+                from: "tx",
+                to: "confirm",
+            });
         }
         self.confirm = true;
         Ok(if s.nowait {

@@ -23,8 +23,7 @@ use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink};
 use warren_actors::vhost::VHost;
 
 use crate::codec::write_frame;
-use crate::convert::short;
-use crate::error::{code, AmqpError, ChannelError};
+use crate::error::AmqpError;
 use crate::prefetch::ChannelPrefetch;
 
 use basic::{Incoming, Ready};
@@ -158,22 +157,17 @@ impl AmqpChannel {
             AMQPClass::Channel(channel::AMQPMethod::Close(_)) => Ok(Outcome::Closed),
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
                 if !f.active {
-                    return Err(AmqpError::connection(
-                        code::NOT_IMPLEMENTED,
-                        "NOT_IMPLEMENTED - active=false is not supported (use basic.qos)",
-                    ));
+                    return Err(AmqpError::NotImplemented {
+                        what: "active=false is not supported (use basic.qos)",
+                    });
                 }
                 Ok(self.reply(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
                     channel::FlowOk { active: true },
                 ))))
             }
-            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => Err(AmqpError::connection(
-                code::CHANNEL_ERROR,
-                format!(
-                    "CHANNEL_ERROR - second 'channel.open' seen on channel {}",
-                    self.number
-                ),
-            )),
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => Err(AmqpError::SecondChannelOpen {
+                channel: self.number,
+            }),
             AMQPClass::Exchange(m) => self.exchange(m, &vhost, conn).await,
             AMQPClass::Queue(m) => self.queue(m, &vhost, conn).await,
             AMQPClass::Basic(m) => self.basic(m, &vhost, conn).await,
@@ -186,38 +180,18 @@ impl AmqpChannel {
     /// A method that has no place on a channel (a connection method, an `-ok` the
     /// client may not send).
     fn unexpected_here(&self, class: AMQPClass) -> AmqpError {
-        AmqpError::connection(
-            code::COMMAND_INVALID,
-            format!(
-                "COMMAND_INVALID - unexpected method {}.{} on channel {}",
-                class.get_amqp_class_id(),
-                class.get_amqp_method_id(),
-                self.number
-            ),
-        )
+        AmqpError::UnexpectedMethod {
+            class_id: class.get_amqp_class_id(),
+            method_id: class.get_amqp_method_id(),
+            channel: self.number,
+        }
     }
 }
 
+/// A method of the class being handled that only a server sends.
 fn unexpected_method(class: AMQPClass) -> AmqpError {
-    AmqpError::connection(
-        code::COMMAND_INVALID,
-        format!(
-            "COMMAND_INVALID - method {}.{} is not one a client sends",
-            class.get_amqp_class_id(),
-            class.get_amqp_method_id()
-        ),
-    )
-}
-
-/// A channel error as the frames that close the channel.
-pub fn close_frame(number: u16, e: &ChannelError) -> AMQPFrame {
-    AMQPFrame::Method(
-        number,
-        AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-            reply_code: e.code,
-            reply_text: short(&e.text),
-            class_id: e.class_id,
-            method_id: e.method_id,
-        })),
-    )
+    AmqpError::NotAClientMethod {
+        class_id: class.get_amqp_class_id(),
+        method_id: class.get_amqp_method_id(),
+    }
 }

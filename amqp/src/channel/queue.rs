@@ -9,7 +9,7 @@ use warren_actors::vhost::VHost;
 
 use super::{unexpected_method, AmqpChannel, Outcome};
 use crate::convert::{short, table_from_wire};
-use crate::error::{code, AmqpError};
+use crate::error::AmqpError;
 
 impl AmqpChannel {
     pub(super) async fn queue(
@@ -113,8 +113,6 @@ impl AmqpChannel {
         if !name.is_empty() {
             return Ok(name.to_string());
         }
-        self.last_queue.clone().ok_or_else(|| {
-            AmqpError::channel(code::NOT_FOUND, "NOT_FOUND - no previously declared queue")
-        })
+        self.last_queue.clone().ok_or(AmqpError::NoPreviousQueue)
     }
 }

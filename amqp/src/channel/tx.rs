@@ -5,17 +5,17 @@ use amq_protocol::protocol::{tx, AMQPClass};
 use warren_actors::channel::PublishOutcome;
 
 use super::{unexpected_method, AmqpChannel, Outcome};
-use crate::error::{code, AmqpError};
+use crate::error::AmqpError;
 
 impl AmqpChannel {
     pub(super) async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
         match m {
             tx::AMQPMethod::Select(_) => {
                 if self.confirm {
-                    return Err(AmqpError::channel(
-                        code::PRECONDITION_FAILED,
-                        "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
-                    ));
+                    return Err(AmqpError::CannotSwitchMode {
+                        from: "confirm",
+                        to: "tx",
+                    });
                 }
                 self.tx = true;
                 Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {}))))
@@ -46,14 +46,11 @@ impl AmqpChannel {
         }
     }
 
-    fn no_tx(&self, what: &str) -> Result<(), AmqpError> {
+    fn no_tx(&self, method: &'static str) -> Result<(), AmqpError> {
         if self.tx {
             Ok(())
         } else {
-            Err(AmqpError::channel(
-                code::PRECONDITION_FAILED,
-                format!("PRECONDITION_FAILED - channel is not transactional ({what})"),
-            ))
+            Err(AmqpError::NotTransactional { method })
         }
     }
 }

@@ -11,19 +11,16 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 
 use super::{Connection, Event, CHANNEL_MAX};
 use crate::channel::{AmqpChannel, Outcome};
-use crate::error::{code, AmqpError, ConnectionError};
+use crate::error::AmqpError;
 
 /// Most publishes of one channel routed together (one read can hold hundreds).
 const ROUTE_BATCH: usize = 32;
 
 impl Connection {
     pub(super) fn open_channel(&mut self, n: u16) -> Result<&mut AmqpChannel, AmqpError> {
-        self.channels.get_mut(&n).ok_or_else(|| {
-            AmqpError::connection(
-                code::CHANNEL_ERROR,
-                format!("CHANNEL_ERROR - expected 'channel.open' on channel {n}"),
-            )
-        })
+        self.channels
+            .get_mut(&n)
+            .ok_or(AmqpError::ChannelNotOpen { channel: n })
     }
 
     pub(super) async fn channel_method(
@@ -34,16 +31,13 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = &m {
             if self.channels.contains_key(&n) {
-                return Err(AmqpError::connection(
-                    code::CHANNEL_ERROR,
-                    format!("CHANNEL_ERROR - second 'channel.open' seen on channel {n}"),
-                ));
+                return Err(AmqpError::SecondChannelOpen { channel: n });
             }
             if n > CHANNEL_MAX {
-                return Err(AmqpError::connection(
-                    code::CHANNEL_ERROR,
-                    format!("CHANNEL_ERROR - channel {n} is above channel_max {CHANNEL_MAX}"),
-                ));
+                return Err(AmqpError::ChannelAboveMax {
+                    channel: n,
+                    channel_max: CHANNEL_MAX,
+                });
             }
             let tx = events.clone();
             let sink_for = move |_id: ChannelId| -> ChannelSink {
@@ -76,10 +70,7 @@ impl Connection {
         }
         let ch = self.open_channel(n)?;
         if ch.expects_content() {
-            return Err(ConnectionError::unexpected(format!(
-                "UNEXPECTED_FRAME - expected content header for class 60, got a method on channel {n}"
-            ))
-            .into());
+            return Err(AmqpError::MethodInsteadOfContent { channel: n });
         }
         // Publishes completed before this method go out first (order on a channel). A
         // run of publishes is routed as one batch (one mailbox message per queue, one
@@ -102,7 +93,7 @@ impl Connection {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 ));
             }
-            Err(AmqpError::Channel(e)) => self.channel_error(n, &e),
+            Err(e) if !e.closes_connection() => self.channel_error(n, &e),
             Err(e) => return Err(e),
         }
         Ok(())

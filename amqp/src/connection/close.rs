@@ -5,15 +5,14 @@
 use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
-use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::protocol::{channel, connection, AMQPClass};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 use super::{method0, Connection, End, FRAME_MAX};
-use crate::channel::close_frame;
 use crate::codec::read_frame;
 use crate::convert::short;
-use crate::error::{code, AmqpError};
+use crate::error::AmqpError;
 
 impl Connection {
     pub(super) fn connection_method(&mut self, m: AMQPClass) -> Result<Option<End>, AmqpError> {
@@ -25,34 +24,39 @@ impl Connection {
                 Ok(Some(End::ClientClosed))
             }
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::PeerGone)),
-            other => Err(AmqpError::connection(
-                code::COMMAND_INVALID,
-                format!(
-                    "COMMAND_INVALID - unexpected method {}.{} on channel 0",
-                    other.get_amqp_class_id(),
-                    other.get_amqp_method_id()
-                ),
-            )),
+            other => Err(AmqpError::UnexpectedMethod {
+                class_id: other.get_amqp_class_id(),
+                method_id: other.get_amqp_method_id(),
+                channel: 0,
+            }),
         }
     }
 
     /// Closes channel `n` for an error: its deliveries go back to their queues, its
     /// frames are dropped until the client's close-ok.
-    pub(super) fn channel_error(&mut self, n: u16, e: &crate::error::ChannelError) {
-        tracing::debug!(peer = %self.peer, channel = n, "channel error {}: {}", e.code, e.text);
+    pub(super) fn channel_error(&mut self, n: u16, e: &AmqpError) {
+        let (code, text) = (e.reply_code(), e.reply_text());
+        tracing::debug!(peer = %self.peer, channel = n, "channel error {code}: {text}");
         if let Some(mut ch) = self.channels.remove(&n) {
             ch.close();
         }
         self.closing.insert(n);
-        self.send(&close_frame(n, e));
+        let (class_id, method_id) = e.method();
+        self.send(&AMQPFrame::Method(
+            n,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: code,
+                reply_text: short(&text),
+                class_id,
+                method_id,
+            })),
+        ));
     }
 
     /// Queues the `connection.close` for an error.
     pub(super) fn close_with(&mut self, e: AmqpError) {
-        let (code, text, class_id, method_id) = match &e {
-            AmqpError::Connection(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
-            AmqpError::Channel(c) => (c.code, c.text.clone(), c.class_id, c.method_id),
-        };
+        let (code, text) = (e.reply_code(), e.reply_text());
+        let (class_id, method_id) = e.method();
         tracing::info!(peer = %self.peer, "closing AMQP connection: {code} {text}");
         self.send(&method0(AMQPClass::Connection(
             connection::AMQPMethod::Close(connection::Close {

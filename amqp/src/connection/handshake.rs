@@ -11,7 +11,7 @@ use super::{io_error, method0, Connection, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SEC
 use crate::auth::{self, Credentials};
 use crate::codec::{greeting, read_frame, Greeting, PROTOCOL_HEADER};
 use crate::convert::short;
-use crate::error::{code, AmqpError, ConnectionError};
+use crate::error::AmqpError;
 
 impl Connection {
     /// Reads at least one more byte into `in_buf`; `Ok(false)` at end of stream.
@@ -39,7 +39,7 @@ impl Connection {
     async fn expect_method(
         &mut self,
         socket: &mut TcpStream,
-        what: &str,
+        what: &'static str,
     ) -> Result<Option<AMQPClass>, AmqpError> {
         loop {
             match self.next_frame(socket).await? {
@@ -47,10 +47,10 @@ impl Connection {
                 Some(AMQPFrame::Heartbeat) => continue,
                 Some(AMQPFrame::Method(0, m)) => return Ok(Some(m)),
                 Some(other) => {
-                    return Err(ConnectionError::unexpected(format!(
-                        "UNEXPECTED_FRAME - expected {what}, got {other}"
-                    ))
-                    .into())
+                    return Err(AmqpError::HandshakeFrame {
+                        expected: what,
+                        frame: other.to_string(),
+                    })
                 }
             }
         }
@@ -92,12 +92,10 @@ impl Connection {
             return Ok(false);
         };
         let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = m else {
-            return Err(ConnectionError::syntax(format!(
-                "COMMAND_INVALID - expected connection.start-ok, got {}.{}",
-                m.get_amqp_class_id(),
-                m.get_amqp_method_id()
-            ))
-            .into());
+            return Err(AmqpError::HandshakeMethod {
+                expected: "connection.start-ok",
+                got: Some((m.get_amqp_class_id(), m.get_amqp_method_id())),
+            });
         };
         self.hears_blocked = client_capability(&ok.client_properties, "connection.blocked");
         let credentials = Credentials::parse(ok.mechanism.as_str(), ok.response.as_bytes())?;
@@ -117,28 +115,23 @@ impl Connection {
             return Ok(false);
         };
         let AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune)) = m else {
-            return Err(
-                ConnectionError::syntax("COMMAND_INVALID - expected connection.tune-ok").into(),
-            );
+            return Err(AmqpError::HandshakeMethod {
+                expected: "connection.tune-ok",
+                got: None,
+            });
         };
         // The client may lower the limits; 0 means "no limit" and takes ours.
         if tune.frame_max != 0 && tune.frame_max < 4096 {
-            return Err(AmqpError::connection(
-                code::NOT_ALLOWED,
-                format!(
-                    "NOT_ALLOWED - frame_max {} is below the minimum of 4096",
-                    tune.frame_max
-                ),
-            ));
+            return Err(AmqpError::FrameMaxTooSmall {
+                frame_max: tune.frame_max,
+                min: 4096,
+            });
         }
         if tune.frame_max > FRAME_MAX {
-            return Err(AmqpError::connection(
-                code::NOT_ALLOWED,
-                format!(
-                    "NOT_ALLOWED - frame_max {} is above the maximum of {FRAME_MAX}",
-                    tune.frame_max
-                ),
-            ));
+            return Err(AmqpError::FrameMaxTooLarge {
+                frame_max: tune.frame_max,
+                max: FRAME_MAX,
+            });
         }
         self.frame_max = if tune.frame_max == 0 {
             FRAME_MAX
@@ -151,25 +144,22 @@ impl Connection {
             return Ok(false);
         };
         let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = m else {
-            return Err(
-                ConnectionError::syntax("COMMAND_INVALID - expected connection.open").into(),
-            );
+            return Err(AmqpError::HandshakeMethod {
+                expected: "connection.open",
+                got: None,
+            });
         };
         let vhost = open.virtual_host.as_str();
         let Some(found) = self.server.vhosts.get(vhost) else {
-            return Err(AmqpError::connection(
-                code::NOT_ALLOWED,
-                format!("NOT_ALLOWED - vhost {vhost} not found"),
-            ));
+            return Err(AmqpError::VhostNotFound {
+                vhost: vhost.to_string(),
+            });
         };
         if !self.server.access.may_open(&self.user, vhost) {
-            return Err(AmqpError::connection(
-                code::NOT_ALLOWED,
-                format!(
-                    "NOT_ALLOWED - access to vhost '{vhost}' refused for user '{}'",
-                    self.user
-                ),
-            ));
+            return Err(AmqpError::VhostAccessRefused {
+                vhost: vhost.to_string(),
+                user: self.user.clone(),
+            });
         }
         self.vhost = found;
         self.send(&method0(AMQPClass::Connection(

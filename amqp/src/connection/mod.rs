@@ -45,7 +45,7 @@ use std::os::fd::AsRawFd;
 use crate::channel::AmqpChannel;
 use crate::coalesce;
 use crate::codec::{read_frame, write_frame};
-use crate::error::{code, AmqpError, ConnectionError};
+use crate::error::AmqpError;
 
 use close::await_close_ok;
 
@@ -206,7 +206,7 @@ impl Connection {
         writer
             .send(bytes)
             .await
-            .map_err(|_| AmqpError::connection(code::CONNECTION_FORCED, "the socket closed"))
+            .map_err(|_| AmqpError::SocketClosed)
     }
 
     async fn run(
@@ -224,11 +224,8 @@ impl Connection {
             (b / 2).max(Duration::from_millis(500))
         }));
         let mut deleted = self.vhost.deleted();
-        let vhost_gone = |vhost: &VHost| {
-            AmqpError::connection(
-                code::CONNECTION_FORCED,
-                format!("CONNECTION_FORCED - vhost '{}' is deleted", vhost.name()),
-            )
+        let vhost_gone = |vhost: &VHost| AmqpError::VhostDeleted {
+            vhost: vhost.name().to_string(),
         };
         if *deleted.borrow_and_update() {
             return Err(vhost_gone(&self.vhost));
@@ -256,10 +253,7 @@ impl Connection {
                     if changed.is_err() {
                         may_close = false; // nobody can close it from outside any more
                     } else if *close.borrow_and_update() {
-                        return Err(AmqpError::connection(
-                            code::CONNECTION_FORCED,
-                            "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
-                        ));
+                        return Err(AmqpError::Shutdown);
                     }
                 }
                 changed = alarms.changed() => {
@@ -400,18 +394,12 @@ impl Connection {
             AMQPFrame::Method(n, m) => self.channel_method(n, m, events).await,
             AMQPFrame::Header(n, h) => self.open_channel(n)?.header(h),
             AMQPFrame::Body(n, b) => self.open_channel(n)?.body(b),
-            AMQPFrame::ProtocolHeader(_) => Err(ConnectionError::unexpected(
-                "UNEXPECTED_FRAME - protocol header inside the connection",
-            )
-            .into()),
-            AMQPFrame::InvalidHeartbeat(n) => Err(ConnectionError::unexpected(format!(
-                "UNEXPECTED_FRAME - heartbeat on channel {n}"
-            ))
-            .into()),
+            AMQPFrame::ProtocolHeader(_) => Err(AmqpError::ProtocolHeaderInside),
+            AMQPFrame::InvalidHeartbeat(n) => Err(AmqpError::HeartbeatOnChannel { channel: n }),
         };
         match result {
             Ok(()) => Ok(None),
-            Err(AmqpError::Channel(e)) => {
+            Err(e) if !e.closes_connection() => {
                 self.channel_error(n, &e);
                 Ok(None)
             }
@@ -460,5 +448,7 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
 const READ_CHUNK: usize = 64 * 1024;
 
 fn io_error(e: std::io::Error) -> AmqpError {
-    AmqpError::connection(code::CONNECTION_FORCED, format!("socket error: {e}"))
+    AmqpError::Socket {
+        reason: e.to_string(),
+    }
 }

@@ -117,16 +117,7 @@ impl Connection {
         }
         if let Some(e) = failed {
             // As RabbitMQ: publishing to a missing exchange closes the channel (404).
-            let e = match AmqpError::from(e).at(60, 40) {
-                AmqpError::Channel(c) => c,
-                AmqpError::Connection(c) => crate::error::ChannelError {
-                    code: c.code,
-                    text: c.text,
-                    class_id: c.class_id,
-                    method_id: c.method_id,
-                },
-            };
-            self.channel_error(n, &e);
+            self.channel_error(n, &AmqpError::PublishFailed(e).at(60, 40));
         }
     }
 }

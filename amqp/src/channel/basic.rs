@@ -12,7 +12,7 @@ use warren_actors::message::Message;
 use warren_actors::queue_actor::ConsumeRequest;
 use warren_actors::vhost::VHost;
 
-use super::{method, unexpected_method, AmqpChannel, Outcome};
+use super::{unexpected_method, AmqpChannel, Outcome};
 use crate::codec::{write_body, write_frame};
 use crate::convert::{properties_from_wire, properties_to_wire, short};
 use crate::error::AmqpError;
@@ -395,14 +395,13 @@ impl AmqpChannel {
         self.consumers.remove(tag)?;
         self.core
             .give_back(self.channel_prefetch.take_consumer(tag));
-        Some(
-            self.on_me(method(AMQPClass::Basic(basic::AMQPMethod::Cancel(
-                basic::Cancel {
-                    consumer_tag: short(tag),
-                    nowait: true,
-                },
-            )))),
-        )
+        Some(AMQPFrame::Method(
+            self.number,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: short(tag),
+                nowait: true,
+            })),
+        ))
     }
 
     /// The reply, followed by the held deliveries the channel-wide prefetch now admits

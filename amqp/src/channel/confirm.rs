@@ -27,12 +27,9 @@ impl AmqpChannel {
             });
         }
         self.confirm = true;
-        Ok(if s.nowait {
-            Outcome::Send(Vec::new())
-        } else {
-            self.reply(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
-                confirm::SelectOk {},
-            )))
-        })
+        Ok(self.answer(
+            s.nowait,
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+        ))
     }
 }

@@ -69,10 +69,6 @@ pub struct AmqpChannel {
     last_queue: Option<String>,
 }
 
-fn method(class: AMQPClass) -> AMQPFrame {
-    AMQPFrame::Method(0, class)
-}
-
 impl AmqpChannel {
     pub fn new(
         number: u16,
@@ -105,16 +101,6 @@ impl AmqpChannel {
             access,
             publish_allowed: None,
             last_queue: None,
-        }
-    }
-
-    /// Sets a frame's channel number to this channel's.
-    fn on_me(&self, frame: AMQPFrame) -> AMQPFrame {
-        match frame {
-            AMQPFrame::Method(_, m) => AMQPFrame::Method(self.number, m),
-            AMQPFrame::Header(_, h) => AMQPFrame::Header(self.number, h),
-            AMQPFrame::Body(_, b) => AMQPFrame::Body(self.number, b),
-            other => other,
         }
     }
 

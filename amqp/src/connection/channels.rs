@@ -63,9 +63,7 @@ impl Connection {
         }
         if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = &m {
             // We closed it: now it is gone.
-            if let Some(mut ch) = self.channels.remove(&n) {
-                ch.close();
-            }
+            self.forget_channel(n);
             return Ok(());
         }
         let ch = self.open_channel(n)?;
@@ -85,13 +83,8 @@ impl Connection {
         match ch.method(m).await {
             Ok(Outcome::Send(bytes)) => self.out.extend_from_slice(&bytes),
             Ok(Outcome::Closed) => {
-                if let Some(mut ch) = self.channels.remove(&n) {
-                    ch.close();
-                }
-                self.send(&AMQPFrame::Method(
-                    n,
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                ));
+                self.forget_channel(n);
+                self.send_channel_close_ok(n);
             }
             Err(e) if !e.closes_connection() => self.channel_error(n, &e),
             Err(e) => return Err(e),

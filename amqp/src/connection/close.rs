@@ -37,9 +37,7 @@ impl Connection {
     pub(super) fn channel_error(&mut self, n: u16, e: &AmqpError) {
         let (code, text) = (e.reply_code(), e.reply_text());
         tracing::debug!(peer = %self.peer, channel = n, "channel error {code}: {text}");
-        if let Some(mut ch) = self.channels.remove(&n) {
-            ch.close();
-        }
+        self.forget_channel(n);
         self.closing.insert(n);
         let (class_id, method_id) = e.method();
         self.send(&AMQPFrame::Method(
@@ -50,6 +48,21 @@ impl Connection {
                 class_id,
                 method_id,
             })),
+        ));
+    }
+
+    /// Channel `n` is closed (either side): its deliveries go back to their queues.
+    pub(super) fn forget_channel(&mut self, n: u16) {
+        if let Some(mut ch) = self.channels.remove(&n) {
+            ch.close();
+        }
+    }
+
+    /// Answers the client's channel.close.
+    pub(super) fn send_channel_close_ok(&mut self, n: u16) {
+        self.send(&AMQPFrame::Method(
+            n,
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
         ));
     }
 

@@ -36,6 +36,18 @@ impl Connection {
         }
     }
 
+    /// Sends a connection method at once (the handshake writes each step as it goes).
+    async fn send_now(
+        &mut self,
+        socket: &mut TcpStream,
+        method: connection::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        self.send(&method0(AMQPClass::Connection(method)));
+        self.flush(socket).await.map_err(io_error)
+    }
+
+    /// The next method on channel 0 (heartbeats skipped); `Ok(None)` if the peer went
+    /// away.
     async fn expect_method(
         &mut self,
         socket: &mut TcpStream,
@@ -77,7 +89,8 @@ impl Connection {
                 }
             }
         }
-        self.send(&method0(AMQPClass::Connection(
+        self.send_now(
+            socket,
             connection::AMQPMethod::Start(connection::Start {
                 version_major: 0,
                 version_minor: 9,
@@ -85,8 +98,8 @@ impl Connection {
                 mechanisms: LongString::from("PLAIN AMQPLAIN"),
                 locales: LongString::from("en_US"),
             }),
-        )));
-        self.flush(socket).await.map_err(io_error)?;
+        )
+        .await?;
 
         let Some(m) = self.expect_method(socket, "connection.start-ok").await? else {
             return Ok(false);
@@ -102,14 +115,15 @@ impl Connection {
         auth::check(&credentials, self.peer, &self.server.access)?;
         self.user = credentials.user;
 
-        self.send(&method0(AMQPClass::Connection(
+        self.send_now(
+            socket,
             connection::AMQPMethod::Tune(connection::Tune {
                 channel_max: CHANNEL_MAX,
                 frame_max: FRAME_MAX,
                 heartbeat: HEARTBEAT_SECS,
             }),
-        )));
-        self.flush(socket).await.map_err(io_error)?;
+        )
+        .await?;
 
         let Some(m) = self.expect_method(socket, "connection.tune-ok").await? else {
             return Ok(false);
@@ -162,10 +176,11 @@ impl Connection {
             });
         }
         self.vhost = found;
-        self.send(&method0(AMQPClass::Connection(
+        self.send_now(
+            socket,
             connection::AMQPMethod::OpenOk(connection::OpenOk {}),
-        )));
-        self.flush(socket).await.map_err(io_error)?;
+        )
+        .await?;
         Ok(true)
     }
 

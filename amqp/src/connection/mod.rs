@@ -379,10 +379,7 @@ impl Connection {
                 }
                 // Both sides closed at once: answer theirs too.
                 AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.send(&AMQPFrame::Method(
-                        n,
-                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                    ));
+                    self.send_channel_close_ok(n);
                 }
                 _ => {}
             }

@@ -12,8 +12,11 @@ use crate::error::AmqpError;
 /// A user name and password from the client.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credentials {
+    /// `PLAIN` or `AMQPLAIN`: a refusal names it.
     pub mechanism: String,
+    /// The user name.
     pub user: String,
+    /// The password, checked against the node's users.
     pub password: String,
 }
 

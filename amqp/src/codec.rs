@@ -24,6 +24,7 @@ pub enum Greeting {
     Refused,
 }
 
+/// What the first bytes of a connection are.
 pub fn greeting(buf: &[u8]) -> Greeting {
     if buf.len() < PROTOCOL_HEADER.len() {
         // A prefix that cannot become the header is refused at once.

@@ -136,6 +136,7 @@ impl AmqpChannel {
         self.incoming.is_some()
     }
 
+    /// The publish's content is all here: it waits to be routed (or for tx.commit).
     fn complete(&mut self) {
         let Some(incoming) = self.incoming.take() else {
             return;
@@ -195,6 +196,7 @@ impl AmqpChannel {
 
     // ----- methods ----------------------------------------------------------------
 
+    /// One method of the basic class.
     pub(super) async fn basic(
         &mut self,
         m: basic::AMQPMethod,
@@ -339,6 +341,8 @@ impl AmqpChannel {
             other => Err(unexpected_method(AMQPClass::Basic(other))),
         }
     }
+    /// basic.recover: every unsettled delivery goes back to its queue (requeue=true
+    /// only, as in RabbitMQ).
     fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
             return Err(AmqpError::NotImplemented {
@@ -350,6 +354,8 @@ impl AmqpChannel {
         Ok(())
     }
 
+    /// basic.ack, nack or reject: applied now, or at tx.commit on a transactional
+    /// channel.
     pub(super) fn settle(&mut self, settle: Settle) -> Result<Outcome, AmqpError> {
         if self.tx {
             // Checked now (an unknown tag fails at once, counting the acks already
@@ -376,6 +382,7 @@ impl AmqpChannel {
         self.write_deliveries(now, out);
     }
 
+    /// basic.deliver with its content, for each delivery, each with its delivery tag.
     fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
         for d in deliveries {
             let tag = self.core.track(&d, d.no_ack);

@@ -7,10 +7,12 @@ use super::{AmqpChannel, Outcome};
 use crate::error::AmqpError;
 
 impl AmqpChannel {
+    /// Whether confirm.select was sent: every publish is acked or nacked.
     pub fn confirm_mode(&self) -> bool {
         self.confirm
     }
 
+    /// One method of the confirm class.
     pub(super) fn confirm(&mut self, m: confirm::AMQPMethod) -> Result<Outcome, AmqpError> {
         match m {
             confirm::AMQPMethod::Select(s) => self.confirm_select(s),

@@ -11,6 +11,7 @@ use crate::convert::table_from_wire;
 use crate::error::AmqpError;
 
 impl AmqpChannel {
+    /// One method of the exchange class.
     pub(super) async fn exchange(
         &mut self,
         m: exchange::AMQPMethod,

@@ -36,7 +36,11 @@ pub enum Outcome {
     Closed,
 }
 
+/// One open channel of a connection: the broker-side [`ChannelState`] plus what AMQP
+/// adds (content being assembled, confirm and tx modes, consumers, prefetch, the
+/// permission cache).
 pub struct AmqpChannel {
+    /// The channel number the client chose.
     pub number: u16,
     core: ChannelState,
     /// The connection's id: owner of its exclusive queues.
@@ -70,6 +74,8 @@ pub struct AmqpChannel {
 }
 
 impl AmqpChannel {
+    /// A channel just opened: `sink_for` gives the sink its queues deliver to, from
+    /// the channel's id.
     pub fn new(
         number: u16,
         vhost: VHost,
@@ -113,6 +119,7 @@ impl AmqpChannel {
         }
     }
 
+    /// The method's `-ok` (or other answer) on this channel.
     fn reply(&self, class: AMQPClass) -> Outcome {
         let mut out = Vec::new();
         write_frame(&AMQPFrame::Method(self.number, class), &mut out);

@@ -12,6 +12,7 @@ use crate::convert::{short, table_from_wire};
 use crate::error::AmqpError;
 
 impl AmqpChannel {
+    /// One method of the queue class.
     pub(super) async fn queue(
         &mut self,
         m: queue::AMQPMethod,

@@ -8,6 +8,7 @@ use super::{unexpected_method, AmqpChannel, Outcome};
 use crate::error::AmqpError;
 
 impl AmqpChannel {
+    /// One method of the tx class.
     pub(super) async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
         match m {
             tx::AMQPMethod::Select(_) => {
@@ -46,6 +47,7 @@ impl AmqpChannel {
         }
     }
 
+    /// 406 unless tx.select was sent: `method` is what the text names.
     fn no_tx(&self, method: &'static str) -> Result<(), AmqpError> {
         if self.tx {
             Ok(())

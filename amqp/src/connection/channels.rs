@@ -17,12 +17,15 @@ use crate::error::AmqpError;
 const ROUTE_BATCH: usize = 32;
 
 impl Connection {
+    /// Channel `n`, which must be open (504 otherwise).
     pub(super) fn open_channel(&mut self, n: u16) -> Result<&mut AmqpChannel, AmqpError> {
         self.channels
             .get_mut(&n)
             .ok_or(AmqpError::ChannelNotOpen { channel: n })
     }
 
+    /// A method on channel `n`: channel.open and close-ok here, the others by the
+    /// channel. A channel error closes the channel; other errors are returned.
     pub(super) async fn channel_method(
         &mut self,
         n: u16,

@@ -15,6 +15,7 @@ use crate::convert::short;
 use crate::error::AmqpError;
 
 impl Connection {
+    /// A method on channel 0 after the handshake: only connection.close and close-ok.
     pub(super) fn connection_method(&mut self, m: AMQPClass) -> Result<Option<End>, AmqpError> {
         match m {
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {

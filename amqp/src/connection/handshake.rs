@@ -184,6 +184,8 @@ impl Connection {
         Ok(true)
     }
 
+    /// connection.start's server properties: what Warren is and the RabbitMQ
+    /// capabilities it has.
     fn server_properties(&self) -> WireTable {
         let mut capabilities = WireTable::default();
         for cap in [

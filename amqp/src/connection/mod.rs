@@ -51,17 +51,23 @@ use close::await_close_ok;
 
 /// What every connection of a listener shares.
 pub struct Server {
+    /// The node's vhosts: `connection.open` picks one.
     pub vhosts: VHosts,
     /// The node's memory and disk alarms: publishers are blocked while one is up.
     pub alarms: warren_actors::alarm::Alarms,
+    /// Users and permissions: login, vhost access, each method's checks.
     pub access: AccessControl,
+    /// The `version` the server properties announce.
     pub product_version: String,
+    /// The `cluster_name` the server properties announce.
     pub node_name: String,
 }
 
-/// The limits a connection offers in `connection.tune`.
+/// The highest channel number a connection offers in `connection.tune`.
 pub const CHANNEL_MAX: u16 = 2047;
+/// The largest frame a connection offers in `connection.tune` (RabbitMQ's default).
 pub const FRAME_MAX: u32 = 131_072;
+/// The heartbeat interval a connection offers in `connection.tune`, in seconds.
 pub const HEARTBEAT_SECS: u16 = 60;
 /// Buffers the connection may queue for its writer before it waits for it.
 const WRITER_QUEUE: usize = 64;
@@ -70,6 +76,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events that reach the connection from outside its socket.
 enum Event {
+    /// From a queue to one of the channels (deliveries, a consumer cancelled).
     Queue(u16, QueueEvent),
     /// A routed batch's outcomes, in publish order, with what a return needs.
     Published(u16, Vec<(Option<u64>, Option<Message>, PublishOutcome)>),
@@ -144,6 +151,7 @@ pub async fn serve_until(
     tracing::debug!(peer = %peer, "AMQP connection closed");
 }
 
+/// One open connection: its buffers, channels, credit and alarm state.
 struct Connection {
     server: Arc<Server>,
     peer: SocketAddr,
@@ -176,19 +184,24 @@ struct Connection {
 
 /// Why the loop ended without an error.
 enum End {
+    /// The client sent connection.close (and got close-ok).
     ClientClosed,
+    /// The client answered the node's connection.close.
     PeerGone,
 }
 
+/// A method frame on channel 0 (the connection class).
 fn method0(class: AMQPClass) -> AMQPFrame {
     AMQPFrame::Method(0, class)
 }
 
 impl Connection {
+    /// Queues a frame for the next write.
     fn send(&mut self, frame: &AMQPFrame) {
         write_frame(frame, &mut self.out);
     }
 
+    /// Writes what is queued to the socket itself (before the writer task exists).
     async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
         if !self.out.is_empty() {
             socket.write_all(&self.out).await?;
@@ -209,6 +222,8 @@ impl Connection {
             .map_err(|_| AmqpError::SocketClosed)
     }
 
+    /// The open connection's loop, until the client closes or goes (`Ok`) or an
+    /// error closes the connection (`Err`).
     async fn run(
         &mut self,
         socket: &mut OwnedReadHalf,
@@ -366,6 +381,7 @@ impl Connection {
         result
     }
 
+    /// One frame: to the connection, to its channel, or dropped (a closing channel).
     async fn frame(
         &mut self,
         frame: AMQPFrame,
@@ -404,6 +420,7 @@ impl Connection {
         }
     }
 
+    /// What a queue or a publish outcome brings: frames for the client.
     fn event(&mut self, event: Event) {
         match event {
             Event::Queue(n, QueueEvent::Deliver(deliveries)) => {
@@ -444,6 +461,7 @@ async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
 /// Free space the input buffer has before each read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A socket failure: the connection ends.
 fn io_error(e: std::io::Error) -> AmqpError {
     AmqpError::Socket {
         reason: e.to_string(),

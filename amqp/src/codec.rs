@@ -9,9 +9,9 @@ use crate::error::AmqpError;
 /// The protocol header a client opens with.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 /// The octet that ends every frame.
-const FRAME_END: u8 = 0xCE;
+pub(crate) const FRAME_END: u8 = 0xCE;
 /// type (1) + channel (2) + size (4).
-const FRAME_HEADER: usize = 7;
+pub(crate) const FRAME_HEADER: usize = 7;
 
 /// What the start of a connection holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,9 +118,6 @@ pub fn write_body(channel: u16, body: &[u8], frame_max: u32, out: &mut Vec<u8>) 
         out.push(FRAME_END);
     }
 }
-
-#[cfg(test)]
-mod fuzz;
 
 #[cfg(test)]
 mod tests {

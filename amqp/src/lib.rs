@@ -23,6 +23,7 @@
 //! | `codec.rs` | frames on the wire: size and frame-end checks, `amq-protocol` parsing |
 //! | `convert.rs` | field tables and properties between the wire and the broker |
 //! | `error.rs` | [`AmqpError`](error::AmqpError): what the front door refuses, with RabbitMQ's reply codes and texts |
+//! | `fuzz.rs` | (tests) bad input against the frame reader and against whole connections |
 //!
 //! Dependencies point down the table: `listener` uses `connection`, which uses
 //! `channel`, `auth` and `coalesce`; `channel` uses `prefetch`; `codec`, `convert` and
@@ -47,6 +48,9 @@ mod convert;
 pub mod error;
 mod listener;
 mod prefetch;
+
+#[cfg(test)]
+mod fuzz;
 
 pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
 pub use listener::{Listener, SUPERVISOR};

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
 use amq_protocol::types::{FieldTable, LongString};
 use proptest::prelude::*;
@@ -43,9 +43,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::*;
+use crate::codec::{
+    greeting, read_frame, write_frame, Greeting, FRAME_END, FRAME_HEADER, PROTOCOL_HEADER,
+};
 use crate::connection::{serve, Server, FRAME_MAX};
-use crate::error::{code, code_name};
+use crate::error::{code, code_name, AmqpError};
 
 // ----- valid streams -------------------------------------------------------------
 
@@ -1730,7 +1732,7 @@ fn connections_survive_bad_input_and_the_server_serves_on() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "something panicked");
 }
 
-/// Bug in `connection.rs`: the handshake reads the socket into `in_buf`, and the
+/// Bug in `connection/mod.rs`: the handshake reads the socket into `in_buf`, and the
 /// frames that arrived in the same read as connection.open stay there, because
 /// `Connection::run` only looks at `in_buf` after its next socket read. A client that
 /// sends channel.open together with its handshake gets no channel.open-ok until it

@@ -12,28 +12,10 @@ use warren_actors::message::Message;
 use warren_actors::queue_actor::ConsumeRequest;
 use warren_actors::vhost::VHost;
 
-use super::{unexpected_method, AmqpChannel, Outcome};
+use super::{unexpected_method, AmqpChannel, Incoming, Outcome, Ready};
 use crate::codec::{write_body, write_frame};
 use crate::convert::{properties_from_wire, properties_to_wire, short};
 use crate::error::AmqpError;
-
-/// A publish whose content is still arriving.
-pub(super) struct Incoming {
-    exchange: String,
-    routing_key: String,
-    mandatory: bool,
-    /// Set once the content header arrived.
-    header: Option<(u64, warren_actors::message::Properties)>,
-    body: Vec<u8>,
-}
-
-/// A complete publish waiting to be routed with the others of its batch.
-pub(super) struct Ready {
-    message: Message,
-    mandatory: bool,
-    /// Its publisher-confirm sequence number (confirm mode only).
-    confirm_seq: Option<u64>,
-}
 
 /// The largest message body accepted (RabbitMQ's default `max_message_size`).
 pub const MAX_MESSAGE_BYTES: u64 = 128 * 1024 * 1024;

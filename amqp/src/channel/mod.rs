@@ -20,13 +20,30 @@ use amq_protocol::protocol::{channel, AMQPClass};
 use warren_actors::access::AccessControl;
 use warren_actors::channel::{ChannelState, Settle};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink};
+use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
 
 use crate::codec::write_frame;
 use crate::error::AmqpError;
 use crate::prefetch::ChannelPrefetch;
 
-use basic::{Incoming, Ready};
+/// A publish whose content is still arriving.
+struct Incoming {
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    /// Set once the content header arrived.
+    header: Option<(u64, warren_actors::message::Properties)>,
+    body: Vec<u8>,
+}
+
+/// A complete publish waiting to be routed with the others of its batch.
+struct Ready {
+    message: Message,
+    mandatory: bool,
+    /// Its publisher-confirm sequence number (confirm mode only).
+    confirm_seq: Option<u64>,
+}
 
 /// What the connection must do after a method.
 pub enum Outcome {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc::Sender;
 
 use super::{method0, Connection, End, FRAME_MAX};
 use crate::codec::read_frame;
@@ -89,6 +91,19 @@ impl Connection {
         await_close_ok(socket, std::mem::take(&mut self.in_buf)).await;
     }
 
+    /// Sends the connection error and closes, once the writer task owns the socket's
+    /// write half.
+    pub(super) async fn fail_after_open(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        writer: &Sender<Vec<u8>>,
+        e: AmqpError,
+    ) {
+        self.close_with(e);
+        let _ = self.hand_off(writer).await;
+        await_close_ok(reader, std::mem::take(&mut self.in_buf)).await;
+    }
+
     /// The connection ended: every channel gives its deliveries back, exclusive
     /// queues go.
     pub(super) async fn close_all(&mut self) {
@@ -103,7 +118,7 @@ impl Connection {
 /// does, so that the close reaches it before the socket goes.
 /// `pending` is what was read and not handled yet (frames the client sent before it
 /// saw the close are skipped; its close-ok ends the wait at once).
-pub(super) async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin), mut pending: Vec<u8>) {
+async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin), mut pending: Vec<u8>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let mut scratch = [0u8; 4096];
         // After a frame error the stream cannot be followed: wait for its end.

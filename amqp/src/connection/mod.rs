@@ -20,6 +20,7 @@ mod published;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +41,10 @@ use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
 use warren_actors::vhosts::VHosts;
 
-use std::os::fd::AsRawFd;
-
 use crate::channel::AmqpChannel;
 use crate::coalesce;
 use crate::codec::{read_frame, write_frame};
 use crate::error::AmqpError;
-
-use close::await_close_ok;
 
 /// What every connection of a listener shares.
 pub struct Server {
@@ -141,9 +138,7 @@ pub async fn serve_until(
         .run(&mut reader, &writer, events_tx, events_rx, close)
         .await
     {
-        conn.close_with(e);
-        let _ = conn.hand_off(&writer).await;
-        await_close_ok(&mut reader, std::mem::take(&mut conn.in_buf)).await;
+        conn.fail_after_open(&mut reader, &writer, e).await;
     }
     drop(writer);
     let _ = writer_task.await;

@@ -12,7 +12,7 @@
 //!
 //! The run is deterministic: one seed (`WARREN_FUZZ_SEED` picks another), no property
 //! test machinery, so a failure names the stream number and its bytes. The same kinds
-//! of streams are fuzzed in process, with shrinking, in `amqp/src/codec/fuzz.rs`.
+//! of streams are fuzzed in process, with shrinking, in `amqp/src/fuzz.rs`.
 
 mod common;
 
@@ -583,7 +583,7 @@ async fn connect(node: &NodeProcess) -> (OwnedReadHalf, OwnedWriteHalf) {
 /// Sends `handshake`, then `rest` once the node has answered connection.open, and
 /// returns whether the rest went. (A client that sends both at once finds the rest
 /// unread until it sends more: `frames_sent_with_the_handshake_are_answered` in
-/// `amqp/src/codec/fuzz.rs`.)
+/// `amqp/src/fuzz.rs`.)
 async fn send(
     reader: &mut OwnedReadHalf,
     writer: &mut OwnedWriteHalf,

@@ -7,23 +7,23 @@ use std::net::SocketAddr;
 use amq_protocol::types::AMQPValue;
 use warren_actors::access::{AccessControl, DEFAULT_USER};
 
-use crate::error::{code, AmqpError};
+use crate::error::AmqpError;
 
 /// A user name and password from the client.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Credentials {
+    /// `PLAIN` or `AMQPLAIN`: a refusal names it.
     pub mechanism: String,
+    /// The user name.
     pub user: String,
+    /// The password, checked against the node's users.
     pub password: String,
 }
 
 fn refused(mechanism: &str) -> AmqpError {
-    AmqpError::connection(
-        code::ACCESS_REFUSED,
-        format!(
-            "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-        ),
-    )
+    AmqpError::LoginRefused {
+        mechanism: mechanism.to_string(),
+    }
 }
 
 impl Credentials {
@@ -33,10 +33,11 @@ impl Credentials {
             "PLAIN" => {
                 // authzid NUL authcid NUL password
                 let mut parts = response.split(|b| *b == 0);
-                let (_, user, password) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some(a), Some(u), Some(p), None) => (a, u, p),
-                    _ => return Err(refused(mechanism)),
-                };
+                let (_, user, password) =
+                    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(u), Some(p), None) => (a, u, p),
+                        _ => return Err(refused(mechanism)),
+                    };
                 Ok(Credentials {
                     mechanism: mechanism.into(),
                     user: String::from_utf8_lossy(user).into_owned(),
@@ -51,7 +52,9 @@ impl Credentials {
                     .map(|(_, t)| t)
                     .map_err(|_| refused(mechanism))?;
                 let text = |key: &str| match table.inner().get(key) {
-                    Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                    Some(AMQPValue::LongString(s)) => {
+                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    }
                     Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_string()),
                     _ => None,
                 };
@@ -64,10 +67,9 @@ impl Credentials {
                     _ => Err(refused(mechanism)),
                 }
             }
-            other => Err(AmqpError::connection(
-                code::ACCESS_REFUSED,
-                format!("ACCESS_REFUSED - unsupported authentication mechanism '{other}': use PLAIN or AMQPLAIN"),
-            )),
+            other => Err(AmqpError::UnsupportedMechanism {
+                mechanism: other.to_string(),
+            }),
         }
     }
 }
@@ -94,10 +96,17 @@ mod tests {
         let c = Credentials::parse("PLAIN", b"\0guest\0guest").unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("guest", "guest"));
         assert_eq!(
-            Credentials::parse("PLAIN", b"guest").unwrap_err().code(),
+            Credentials::parse("PLAIN", b"guest")
+                .unwrap_err()
+                .reply_code(),
             403
         );
-        assert_eq!(Credentials::parse("EXTERNAL", b"").unwrap_err().code(), 403);
+        assert_eq!(
+            Credentials::parse("EXTERNAL", b"")
+                .unwrap_err()
+                .reply_code(),
+            403
+        );
 
         let mut table = amq_protocol::types::FieldTable::default();
         table.insert("LOGIN".into(), AMQPValue::LongString("guest".into()));
@@ -119,7 +128,7 @@ mod tests {
         let guest = Credentials::parse("PLAIN", b"\0guest\0guest").unwrap();
         assert!(check(&guest, "127.0.0.1:5000".parse().unwrap(), &access).is_ok());
         let far = check(&guest, "10.1.2.3:5000".parse().unwrap(), &access);
-        assert_eq!(far.unwrap_err().code(), 403);
+        assert_eq!(far.unwrap_err().reply_code(), 403);
         let wrong = Credentials::parse("PLAIN", b"\0guest\0nope").unwrap();
         assert!(check(&wrong, "127.0.0.1:5000".parse().unwrap(), &access).is_err());
     }

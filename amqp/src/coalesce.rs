@@ -29,6 +29,8 @@ const MIN_RATE: u64 = 30_000_000;
 /// A raised mark is given up when nothing was read for this long.
 pub const FALLBACK: Duration = Duration::from_millis(1);
 
+/// The receive low-water mark of one connection's socket and the input rate it
+/// follows.
 pub struct Coalescing {
     fd: RawFd,
     mark: u64,
@@ -46,6 +48,7 @@ fn mark_for(bytes_per_sec: u64) -> u64 {
 }
 
 impl Coalescing {
+    /// Starts with the mark at one byte (off) for the socket `fd`.
     pub fn new(fd: RawFd) -> Self {
         Coalescing {
             fd,

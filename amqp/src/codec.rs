@@ -4,14 +4,14 @@
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame};
 
-use crate::error::{AmqpError, ConnectionError};
+use crate::error::AmqpError;
 
 /// The protocol header a client opens with.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 /// The octet that ends every frame.
-const FRAME_END: u8 = 0xCE;
+pub(crate) const FRAME_END: u8 = 0xCE;
 /// type (1) + channel (2) + size (4).
-const FRAME_HEADER: usize = 7;
+pub(crate) const FRAME_HEADER: usize = 7;
 
 /// What the start of a connection holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +24,7 @@ pub enum Greeting {
     Refused,
 }
 
+/// What the first bytes of a connection are.
 pub fn greeting(buf: &[u8]) -> Greeting {
     if buf.len() < PROTOCOL_HEADER.len() {
         // A prefix that cannot become the header is refused at once.
@@ -49,54 +50,44 @@ pub fn read_frame(buf: &[u8], frame_max: u32) -> Result<Option<(AMQPFrame, usize
     // 0-9-1 has four frame types (4 to 7 were 0-8's out-of-band and trace frames,
     // which `amq-protocol` does not parse either).
     if !matches!(kind, 1..=3 | 8) {
-        return Err(
-            ConnectionError::frame(format!("FRAME_ERROR - unknown frame type {kind}")).into(),
-        );
+        return Err(AmqpError::UnknownFrameType { kind });
     }
     let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
     // frame_max counts the whole frame (header and end octet included).
     if u64::from(size) + FRAME_HEADER as u64 + 1 > u64::from(frame_max) {
-        return Err(ConnectionError::frame(format!(
-            "FRAME_ERROR - type {kind}, all octets = <<>>: {{frame_too_large,{size},{}}}",
-            frame_max.saturating_sub(FRAME_HEADER as u32 + 1)
-        ))
-        .into());
+        return Err(AmqpError::FrameTooLarge {
+            kind,
+            size,
+            max_payload: frame_max.saturating_sub(FRAME_HEADER as u32 + 1),
+        });
     }
     let total = FRAME_HEADER + size as usize + 1;
     if buf.len() < total {
         return Ok(None);
     }
     if buf[total - 1] != FRAME_END {
-        return Err(ConnectionError::frame(format!(
-            "FRAME_ERROR - frame end octet {:#04x} instead of 0xce",
-            buf[total - 1]
-        ))
-        .into());
+        return Err(AmqpError::BadFrameEnd {
+            octet: buf[total - 1],
+        });
     }
     match parse_frame(&buf[..total]) {
         Ok((_, frame)) => Ok(Some((frame, total))),
         Err(_) => {
             // The reply code must be the one the text names (clients show both).
-            let error = match kind {
-                1 => {
-                    let class = u16::from_be_bytes([
+            Err(match kind {
+                1 => AmqpError::UndecodableMethod {
+                    class_id: u16::from_be_bytes([
                         buf.get(7).copied().unwrap_or(0),
                         buf.get(8).copied().unwrap_or(0),
-                    ]);
-                    let method = u16::from_be_bytes([
+                    ]),
+                    method_id: u16::from_be_bytes([
                         buf.get(9).copied().unwrap_or(0),
                         buf.get(10).copied().unwrap_or(0),
-                    ]);
-                    ConnectionError::syntax(format!(
-                        "COMMAND_INVALID - cannot decode method {class}.{method}"
-                    ))
-                }
-                2 => ConnectionError::frame("FRAME_ERROR - cannot decode the content header"),
-                _ => ConnectionError::frame(format!(
-                    "FRAME_ERROR - cannot decode a frame of type {kind}"
-                )),
-            };
-            Err(error.into())
+                    ]),
+                },
+                2 => AmqpError::UndecodableHeader,
+                _ => AmqpError::UndecodableFrame { kind },
+            })
         }
     }
 }
@@ -127,9 +118,6 @@ pub fn write_body(channel: u16, body: &[u8], frame_max: u32, out: &mut Vec<u8>) 
         out.push(FRAME_END);
     }
 }
-
-#[cfg(test)]
-mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -166,29 +154,31 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] = 0x00;
         let e = read_frame(&bytes, 131_072).unwrap_err();
-        assert_eq!(e.code(), 501);
+        assert_eq!(e.reply_code(), 501);
 
         let huge = [1u8, 0, 1, 0x7f, 0xff, 0xff, 0xff];
-        assert_eq!(read_frame(&huge, 131_072).unwrap_err().code(), 501);
+        assert_eq!(read_frame(&huge, 131_072).unwrap_err().reply_code(), 501);
         assert_eq!(
-            read_frame(&[9, 0, 0, 0, 0, 0, 0], 4096).unwrap_err().code(),
+            read_frame(&[9, 0, 0, 0, 0, 0, 0], 4096)
+                .unwrap_err()
+                .reply_code(),
             501
         );
         // Type 4 is not a 0-9-1 frame type either (0-8's out-of-band method).
         assert_eq!(
             read_frame(&[4, 0, 1, 0, 0, 0, 0, FRAME_END], 4096)
                 .unwrap_err()
-                .code(),
+                .reply_code(),
             501
         );
         // A content header that does not decode: 501, as its text says.
         let e = read_frame(&[2, 0, 1, 0, 0, 0, 2, 0, 60, FRAME_END], 4096).unwrap_err();
-        assert_eq!(e.code(), 501, "{e}");
+        assert_eq!(e.reply_code(), 501, "{e}");
 
         // Unknown class and method ids.
         let bogus = [1u8, 0, 1, 0, 0, 0, 4, 0x12, 0x34, 0x56, 0x78, FRAME_END];
         let e = read_frame(&bogus, 4096).unwrap_err();
-        assert_eq!(e.code(), 503, "{e}");
+        assert_eq!(e.reply_code(), 503, "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn short(s: &str) -> ShortString {
     ShortString::try_new(&s[..end]).unwrap_or_default()
 }
 
+/// A field value from the wire (the broker has no short strings: they become long ones).
 pub fn value_from_wire(v: &AMQPValue) -> FieldValue {
     match v {
         AMQPValue::Boolean(b) => FieldValue::Bool(*b),
@@ -43,6 +44,7 @@ pub fn value_from_wire(v: &AMQPValue) -> FieldValue {
     }
 }
 
+/// A field value for the wire.
 pub fn value_to_wire(v: &FieldValue) -> AMQPValue {
     match v {
         FieldValue::Bool(b) => AMQPValue::Boolean(*b),
@@ -70,6 +72,7 @@ pub fn value_to_wire(v: &FieldValue) -> AMQPValue {
     }
 }
 
+/// A field table (arguments, headers) from the wire.
 pub fn table_from_wire(t: &WireTable) -> FieldTable {
     t.inner()
         .iter()
@@ -77,6 +80,7 @@ pub fn table_from_wire(t: &WireTable) -> FieldTable {
         .collect()
 }
 
+/// A field table for the wire.
 pub fn table_to_wire(t: &FieldTable) -> WireTable {
     let mut out = WireTable::default();
     for (k, v) in t {
@@ -89,6 +93,7 @@ fn text(s: &Option<ShortString>) -> Option<String> {
     s.as_ref().map(|s| s.as_str().to_string())
 }
 
+/// A content header's properties as the broker keeps them.
 pub fn properties_from_wire(p: &AMQPProperties) -> Properties {
     Properties {
         content_type: text(p.content_type()),
@@ -107,6 +112,7 @@ pub fn properties_from_wire(p: &AMQPProperties) -> Properties {
     }
 }
 
+/// A message's properties for a content header.
 pub fn properties_to_wire(p: &Properties) -> AMQPProperties {
     let mut out = AMQPProperties::default();
     if let Some(v) = &p.content_type {

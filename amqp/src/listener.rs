@@ -37,6 +37,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// A bound AMQP socket, not yet accepting.
 pub struct Listener {
+    /// The address bound (with the port the system chose, if it was 0).
     pub addr: SocketAddr,
     socket: Arc<TcpListener>,
     server: Arc<Server>,

@@ -27,6 +27,7 @@ pub struct ChannelPrefetch {
 }
 
 impl ChannelPrefetch {
+    /// `basic.qos global=true`: the new limit (0: none).
     pub fn set_limit(&mut self, limit: u32) {
         self.limit = limit;
     }

@@ -1,0 +1,424 @@
+//! The basic class: a publish and the content frames that complete it, routing the
+//! completed publishes of a channel as one batch; qos (per consumer and channel-wide),
+//! consume, cancel, get, ack, nack, reject and recover; deliveries to consumers.
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, AMQPClass};
+use bytes::Bytes;
+use warren_actors::access::{Access, Resource};
+use warren_actors::channel::{PublishOutcome, Settle, SettleKind};
+use warren_actors::delivery::{ChannelId, QueueDelivery};
+use warren_actors::message::Message;
+use warren_actors::queue::ConsumeRequest;
+use warren_actors::vhost::VHost;
+
+use super::{unexpected_method, AmqpChannel, Incoming, Outcome, Ready};
+use crate::codec::{write_body, write_frame};
+use crate::convert::{properties_from_wire, properties_to_wire, short};
+use crate::error::AmqpError;
+
+/// The largest message body accepted (RabbitMQ's default `max_message_size`).
+pub const MAX_MESSAGE_BYTES: u64 = 128 * 1024 * 1024;
+
+impl AmqpChannel {
+    // ----- basic.publish and its content ------------------------------------------
+
+    /// A content header frame arrived.
+    pub fn header(&mut self, header: AMQPContentHeader) -> Result<(), AmqpError> {
+        if self.incoming.as_ref().is_none_or(|i| i.header.is_some()) {
+            return Err(AmqpError::ContentWithoutPublish {
+                frame: "content header",
+                channel: self.number,
+            });
+        }
+        if header.class_id != 60 {
+            return Err(AmqpError::ContentClass {
+                class_id: header.class_id,
+            });
+        }
+        if header.body_size > MAX_MESSAGE_BYTES {
+            self.incoming = None;
+            return Err(AmqpError::MessageTooLarge {
+                size: header.body_size,
+                max: MAX_MESSAGE_BYTES,
+            }
+            .at(60, 40));
+        }
+        let properties = properties_from_wire(&header.properties);
+        if let Err(e) = self.check_properties(&properties) {
+            // The publish is dropped with the channel.
+            self.incoming = None;
+            return Err(e.at(60, 40));
+        }
+        if let Some(incoming) = self.incoming.as_mut() {
+            incoming.header = Some((header.body_size, properties));
+        }
+        if header.body_size == 0 {
+            self.complete();
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ's checks of a publish's properties: `user_id` must be the
+    /// authenticated user, `expiration` a whole number of milliseconds.
+    fn check_properties(&self, p: &warren_actors::message::Properties) -> Result<(), AmqpError> {
+        if let Some(user_id) = &p.user_id {
+            if **user_id != *self.user {
+                return Err(AmqpError::UserIdMismatch {
+                    user_id: user_id.clone(),
+                    user: self.user.to_string(),
+                });
+            }
+        }
+        if let Some(expiration) = &p.expiration {
+            if expiration.parse::<u64>().is_err() {
+                return Err(AmqpError::InvalidExpiration {
+                    expiration: expiration.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A content body frame arrived.
+    pub fn body(&mut self, data: Vec<u8>) -> Result<(), AmqpError> {
+        let Some(incoming) = self.incoming.as_mut() else {
+            return Err(AmqpError::ContentWithoutPublish {
+                frame: "content body",
+                channel: self.number,
+            });
+        };
+        let Some((size, _)) = &incoming.header else {
+            return Err(AmqpError::BodyBeforeHeader);
+        };
+        if incoming.body.len() as u64 + data.len() as u64 > *size {
+            return Err(AmqpError::BodyTooLong { announced: *size });
+        }
+        if incoming.body.is_empty() {
+            // The first (usually the only) body frame becomes the body: no copy.
+            incoming.body = data;
+            // Grown as frames come (bounded), not by what the header claims.
+            let rest = size.saturating_sub(incoming.body.len() as u64).min(1 << 20);
+            incoming.body.reserve(rest as usize);
+        } else {
+            incoming.body.extend_from_slice(&data);
+        }
+        if incoming.body.len() as u64 == *size {
+            self.complete();
+        }
+        Ok(())
+    }
+    /// How many complete publishes wait to be routed.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether a publish waits for its header or body (a method now is an error).
+    pub fn expects_content(&self) -> bool {
+        self.incoming.is_some()
+    }
+
+    /// The publish's content is all here: it waits to be routed (or for tx.commit).
+    fn complete(&mut self) {
+        let Some(incoming) = self.incoming.take() else {
+            return;
+        };
+        let (_, properties) = incoming.header.unwrap_or_default();
+        let message = Message {
+            exchange: incoming.exchange,
+            routing_key: incoming.routing_key,
+            properties,
+            body: Bytes::from(incoming.body),
+        };
+        let confirm_seq = self.confirm.then(|| {
+            let seq = self.next_confirm_seq;
+            self.next_confirm_seq += 1;
+            seq
+        });
+        let ready = Ready {
+            message,
+            mandatory: incoming.mandatory,
+            confirm_seq,
+        };
+        if self.tx {
+            self.tx_publishes.push(ready);
+        } else {
+            self.ready.push(ready);
+        }
+    }
+
+    /// Routes the publishes completed so far and forgets them (`None` when there were
+    /// none). Their queues take the connection's credit for them. When somebody needs
+    /// their outcomes (confirm mode, a mandatory publish, a failed one), also returns
+    /// the future of the outcomes and what answering each needs (its confirm seq, and
+    /// for a mandatory one the message, to return it if unroutable).
+    #[allow(clippy::type_complexity)]
+    pub fn route_ready(
+        &mut self,
+    ) -> Option<
+        Option<(
+            impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static,
+            Vec<(Option<u64>, Option<Message>)>,
+        )>,
+    > {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let mut batch = Vec::with_capacity(self.ready.len());
+        let mut answers = Vec::with_capacity(self.ready.len());
+        for r in self.ready.drain(..) {
+            if let Some(seq) = r.confirm_seq {
+                self.outstanding.insert(seq);
+            }
+            // Only a mandatory message may come back (basic.return): only it is kept.
+            answers.push((r.confirm_seq, r.mandatory.then(|| r.message.clone())));
+            batch.push((r.message, r.mandatory));
+        }
+        let outcomes = self
+            .core
+            .publish(batch, self.confirm, Some(&self.in_flight));
+        Some(outcomes.map(|outcomes| (outcomes, answers)))
+    }
+
+    // ----- methods ----------------------------------------------------------------
+
+    /// One method of the basic class.
+    pub(super) async fn basic(
+        &mut self,
+        m: basic::AMQPMethod,
+        vhost: &VHost,
+        conn: ChannelId,
+    ) -> Result<Outcome, AmqpError> {
+        match m {
+            basic::AMQPMethod::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::NotImplemented {
+                        what: "immediate=true",
+                    });
+                }
+                self.allow_publish(p.exchange.as_str())?;
+                self.incoming = Some(Incoming {
+                    exchange: p.exchange.as_str().to_string(),
+                    routing_key: p.routing_key.as_str().to_string(),
+                    mandatory: p.mandatory,
+                    header: None,
+                    body: Vec::new(),
+                });
+                Ok(Outcome::Send(Vec::new()))
+            }
+            basic::AMQPMethod::Qos(q) => {
+                // prefetch_size is not supported by RabbitMQ either (ignored).
+                let count = u32::from(q.prefetch_count);
+                if q.global {
+                    self.channel_prefetch.set_limit(count);
+                } else {
+                    self.prefetch = count;
+                }
+                let ok = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
+                Ok(self.reply_and_release(Some(ok)))
+            }
+            basic::AMQPMethod::Consume(c) => {
+                let queue = self.queue_name(c.queue.as_str())?;
+                self.allow(Access::Read, Resource::Queue(&queue))?;
+                let handle = vhost.queue_for(&queue, conn)?;
+                let tag = if c.consumer_tag.as_str().is_empty() {
+                    format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
+                } else {
+                    c.consumer_tag.as_str().to_string()
+                };
+                if self.consumers.contains_key(&tag) {
+                    return Err(AmqpError::ConsumerTagInUse { tag });
+                }
+                // Register first so that deliveries that follow find the consumer; the
+                // consume-ok goes out before them because the connection sends this
+                // method's frames before it looks at queue events again.
+                self.consumers.insert(tag.clone(), handle.name().clone());
+                self.core.touch(handle.name().clone());
+                let request = ConsumeRequest {
+                    tag: tag.as_str().into(),
+                    channel: self.core.id(),
+                    sink: self.sink.clone(),
+                    prefetch: self.channel_prefetch.for_consumer(self.prefetch),
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                };
+                if let Err(e) = handle.consume(request).await {
+                    self.consumers.remove(&tag);
+                    return Err(e.into());
+                }
+                Ok(if c.nowait {
+                    Outcome::Send(Vec::new())
+                } else {
+                    self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                        basic::ConsumeOk {
+                            consumer_tag: short(&tag),
+                        },
+                    )))
+                })
+            }
+            basic::AMQPMethod::Cancel(c) => {
+                let tag = c.consumer_tag.as_str();
+                if let Some(queue) = self.consumers.remove(tag) {
+                    if let Some(handle) = vhost.queue(&queue) {
+                        handle.cancel(self.core.id(), tag.into()).await?;
+                    }
+                    self.core
+                        .give_back(self.channel_prefetch.take_consumer(tag));
+                }
+                Ok(if c.nowait {
+                    Outcome::Send(Vec::new())
+                } else {
+                    self.reply(AMQPClass::Basic(basic::AMQPMethod::CancelOk(
+                        basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        },
+                    )))
+                })
+            }
+            basic::AMQPMethod::Get(g) => {
+                let queue = self.queue_name(g.queue.as_str())?;
+                self.allow(Access::Read, Resource::Queue(&queue))?;
+                let handle = vhost.queue_for(&queue, conn)?;
+                self.core.touch(handle.name().clone());
+                match handle.get(self.core.id(), g.no_ack).await? {
+                    None => Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(
+                        basic::GetEmpty {},
+                    )))),
+                    Some((d, remaining)) => {
+                        let tag = self.core.track(&d, g.no_ack);
+                        let head = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                            delivery_tag: tag,
+                            redelivered: d.redelivered,
+                            exchange: short(&d.message.exchange),
+                            routing_key: short(&d.message.routing_key),
+                            message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
+                        }));
+                        let mut out = Vec::new();
+                        self.content_frames(head, &d.message, &mut out);
+                        Ok(Outcome::Send(out))
+                    }
+                }
+            }
+            basic::AMQPMethod::Ack(a) => self.settle(Settle {
+                delivery_tag: a.delivery_tag,
+                multiple: a.multiple,
+                kind: SettleKind::Ack,
+            }),
+            basic::AMQPMethod::Nack(n) => self.settle(Settle {
+                delivery_tag: n.delivery_tag,
+                multiple: n.multiple,
+                kind: SettleKind::Reject { requeue: n.requeue },
+            }),
+            basic::AMQPMethod::Reject(r) => self.settle(Settle {
+                delivery_tag: r.delivery_tag,
+                multiple: false,
+                kind: SettleKind::Reject { requeue: r.requeue },
+            }),
+            basic::AMQPMethod::Recover(r) => {
+                self.recover(r.requeue)?;
+                Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::RecoverOk(
+                    basic::RecoverOk {},
+                ))))
+            }
+            basic::AMQPMethod::RecoverAsync(r) => {
+                self.recover(r.requeue)?;
+                Ok(Outcome::Send(Vec::new()))
+            }
+            other => Err(unexpected_method(AMQPClass::Basic(other))),
+        }
+    }
+    /// basic.recover: every unsettled delivery goes back to its queue (requeue=true
+    /// only, as in RabbitMQ).
+    fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::NotImplemented {
+                what: "requeue=false",
+            });
+        }
+        self.core.requeue_unsettled();
+        self.core.give_back(self.channel_prefetch.take_all());
+        Ok(())
+    }
+
+    /// basic.ack, nack or reject: applied now, or at tx.commit on a transactional
+    /// channel.
+    pub(super) fn settle(&mut self, settle: Settle) -> Result<Outcome, AmqpError> {
+        if self.tx {
+            // Checked now (an unknown tag fails at once, counting the acks already
+            // in the transaction), applied at commit.
+            self.tx_settles.push(settle);
+            if let Err(e) = self.core.check_settle(&self.tx_settles) {
+                self.tx_settles.pop();
+                return Err(e.into());
+            }
+            return Ok(Outcome::Send(Vec::new()));
+        }
+        self.core.settle(&[settle])?;
+        Ok(self.reply_and_release(None))
+    }
+
+    // ----- deliveries -------------------------------------------------------------
+
+    /// Frames for deliveries from a queue (those the channel-wide prefetch admits now;
+    /// it holds the others).
+    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+        let now = self
+            .channel_prefetch
+            .admit(deliveries, self.core.unsettled());
+        self.write_deliveries(now, out);
+    }
+
+    /// basic.deliver with its content, for each delivery, each with its delivery tag.
+    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+        for d in deliveries {
+            let tag = self.core.track(&d, d.no_ack);
+            let head = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: short(&d.consumer_tag),
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: short(&d.message.exchange),
+                routing_key: short(&d.message.routing_key),
+            }));
+            self.content_frames(head, &d.message, out);
+        }
+    }
+
+    /// The node ended a consumer: tell the client (consumer_cancel_notify).
+    pub fn consumer_cancelled(&mut self, tag: &str) -> Option<AMQPFrame> {
+        self.consumers.remove(tag)?;
+        self.core
+            .give_back(self.channel_prefetch.take_consumer(tag));
+        Some(AMQPFrame::Method(
+            self.number,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: short(tag),
+                nowait: true,
+            })),
+        ))
+    }
+
+    /// The reply, followed by the held deliveries the channel-wide prefetch now admits
+    /// (after settlements, or a raised limit).
+    pub(super) fn reply_and_release(&mut self, reply: Option<AMQPClass>) -> Outcome {
+        let mut out = Vec::new();
+        if let Some(class) = reply {
+            write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+        }
+        let released = self.channel_prefetch.release(self.core.unsettled());
+        self.write_deliveries(released, &mut out);
+        Outcome::Send(out)
+    }
+
+    /// Encodes one message: the method, the content header, the body in frames that
+    /// fit frame_max.
+    pub fn content_frames(&self, head: AMQPClass, message: &Message, out: &mut Vec<u8>) {
+        write_frame(&AMQPFrame::Method(self.number, head), out);
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: message.body.len() as u64,
+            properties: properties_to_wire(&message.properties),
+        };
+        write_frame(&AMQPFrame::Header(self.number, header), out);
+        write_body(self.number, &message.body, self.frame_max, out);
+    }
+}

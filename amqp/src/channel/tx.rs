@@ -1,0 +1,58 @@
+//! The tx class: tx.select, commit and rollback. A transactional channel keeps its
+//! publishes and settlements until commit.
+
+use amq_protocol::protocol::{tx, AMQPClass};
+use warren_actors::channel::PublishOutcome;
+
+use super::{unexpected_method, AmqpChannel, Outcome};
+use crate::error::AmqpError;
+
+impl AmqpChannel {
+    /// One method of the tx class.
+    pub(super) async fn tx(&mut self, m: tx::AMQPMethod) -> Result<Outcome, AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirm {
+                    return Err(AmqpError::CannotSwitchMode {
+                        from: "confirm",
+                        to: "tx",
+                    });
+                }
+                self.tx = true;
+                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {}))))
+            }
+            tx::AMQPMethod::Commit(_) => {
+                self.no_tx("commit")?;
+                let settles = std::mem::take(&mut self.tx_settles);
+                self.core.settle(&settles)?;
+                self.ready.append(&mut self.tx_publishes);
+                if let Some(Some((routed, _))) = self.route_ready() {
+                    // Commit-ok only once every publish of the transaction is enqueued.
+                    for outcome in routed.await {
+                        if let PublishOutcome::Failed(e) = outcome {
+                            return Err(e.into());
+                        }
+                    }
+                }
+                let ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
+                Ok(self.reply_and_release(Some(ok)))
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                self.no_tx("rollback")?;
+                self.tx_settles.clear();
+                self.tx_publishes.clear();
+                Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {}))))
+            }
+            other => Err(unexpected_method(AMQPClass::Tx(other))),
+        }
+    }
+
+    /// 406 unless tx.select was sent: `method` is what the text names.
+    fn no_tx(&self, method: &'static str) -> Result<(), AmqpError> {
+        if self.tx {
+            Ok(())
+        } else {
+            Err(AmqpError::NotTransactional { method })
+        }
+    }
+}

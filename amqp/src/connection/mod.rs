@@ -1,0 +1,460 @@
+//! One AMQP connection: [`serve_until`] runs the handshake (`handshake.rs`), then a
+//! loop over socket input, queue events and publish outcomes, and heartbeats. Frames
+//! that arrive together are handled together: their publishes are routed as one batch
+//! per channel, their replies written in one write.
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `mod.rs` | [`Server`], the limits, the `Connection` state, the frame loop, the writer task |
+//! | `handshake.rs` | protocol header, start / start-ok (PLAIN, AMQPLAIN), tune, open |
+//! | `channels.rs` | channel.open and close-ok, a channel's methods and content frames |
+//! | `published.rs` | routing completed publishes; their outcomes: basic.return, confirm acks and nacks |
+//! | `flow.rs` | when the socket is read: credit (bytes in flight) and resource alarms (connection.blocked) |
+//! | `close.rs` | connection.close either way, a channel closed for an error, the end of a connection |
+
+mod channels;
+mod close;
+mod flow;
+mod handshake;
+mod published;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{channel, AMQPClass};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, Sender};
+use tokio::time::Instant;
+use warren_actors::access::AccessControl;
+use warren_actors::channel::PublishOutcome;
+use warren_actors::delivery::{next_channel_id, ChannelId, QueueEvent};
+use warren_actors::message::Message;
+use warren_actors::queue::InFlight;
+use warren_actors::vhost::VHost;
+use warren_actors::vhosts::VHosts;
+
+use crate::channel::AmqpChannel;
+use crate::coalesce;
+use crate::codec::{read_frame, write_frame};
+use crate::error::AmqpError;
+
+/// What every connection of a listener shares.
+pub struct Server {
+    /// The node's vhosts: `connection.open` picks one.
+    pub vhosts: VHosts,
+    /// The node's memory and disk alarms: publishers are blocked while one is up.
+    pub alarms: warren_actors::alarm::Alarms,
+    /// Users and permissions: login, vhost access, each method's checks.
+    pub access: AccessControl,
+    /// The `version` the server properties announce.
+    pub product_version: String,
+    /// The `cluster_name` the server properties announce.
+    pub node_name: String,
+}
+
+/// The highest channel number a connection offers in `connection.tune`.
+pub const CHANNEL_MAX: u16 = 2047;
+/// The largest frame a connection offers in `connection.tune` (RabbitMQ's default).
+pub const FRAME_MAX: u32 = 131_072;
+/// The heartbeat interval a connection offers in `connection.tune`, in seconds.
+pub const HEARTBEAT_SECS: u16 = 60;
+/// Buffers the connection may queue for its writer before it waits for it.
+const WRITER_QUEUE: usize = 64;
+/// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events that reach the connection from outside its socket.
+enum Event {
+    /// From a queue to one of the channels (deliveries, a consumer cancelled).
+    Queue(u16, QueueEvent),
+    /// A routed batch's outcomes, in publish order, with what a return needs.
+    Published(u16, Vec<(Option<u64>, Option<Message>, PublishOutcome)>),
+}
+
+/// Serves one TCP connection until it closes (the in-process fuzz test's entry).
+#[cfg(test)]
+pub async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
+    let (_never, closed) = tokio::sync::watch::channel(false);
+    serve_until(socket, peer, server, closed).await
+}
+
+/// Serves one TCP connection until it closes, or until `close` turns true: then the
+/// client gets `connection.close` 320 and its channels' deliveries are requeued.
+pub async fn serve_until(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    close: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let mut conn = Connection {
+        peer,
+        in_buf: Vec::with_capacity(64 * 1024),
+        out: Vec::with_capacity(64 * 1024),
+        channels: HashMap::new(),
+        closing: HashSet::new(),
+        frame_max: FRAME_MAX,
+        heartbeat: 0,
+        id: next_channel_id(),
+        in_flight: InFlight::new(),
+        user: String::new(),
+        vhost: server.vhosts.default_vhost(),
+        hears_blocked: false,
+        published: false,
+        blocked: false,
+        told_blocked: false,
+        server,
+    };
+    let (events_tx, events_rx) = unbounded_channel();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake(&mut socket)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return,
+        Ok(Err(e)) => {
+            conn.fail(&mut socket, e).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "AMQP handshake timed out");
+            return;
+        }
+    }
+    tracing::debug!(peer = %peer, user = %conn.user, "AMQP connection open");
+    // From here on a writer task owns the socket's write half: bytes handed to it
+    // while it is writing go out together in its next write, so a busy connection
+    // makes few large writes instead of one per delivery.
+    let (mut reader, writer_half) = socket.into_split();
+    let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+    let writer_task = tokio::spawn(write_loop(writer_half, writes));
+    if let Err(e) = conn
+        .run(&mut reader, &writer, events_tx, events_rx, close)
+        .await
+    {
+        conn.fail_after_open(&mut reader, &writer, e).await;
+    }
+    drop(writer);
+    let _ = writer_task.await;
+    conn.close_all().await;
+    tracing::debug!(peer = %peer, "AMQP connection closed");
+}
+
+/// One open connection: its buffers, channels, credit and alarm state.
+struct Connection {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    in_buf: Vec<u8>,
+    out: Vec<u8>,
+    channels: HashMap<u16, AmqpChannel>,
+    /// Channels the node closed and whose close-ok has not come yet: their other
+    /// frames are dropped (the client may have sent them before it saw the close).
+    closing: HashSet<u16>,
+    frame_max: u32,
+    heartbeat: u16,
+    /// Owner id of this connection's exclusive queues.
+    id: ChannelId,
+    /// Body bytes routed and not yet answered by their queues (credit flow).
+    in_flight: Arc<InFlight>,
+    user: String,
+    /// The vhost the client opened (the default one until `connection.open`).
+    vhost: VHost,
+    /// The client said it understands `connection.blocked` (its capabilities).
+    hears_blocked: bool,
+    /// Publishes were routed since the alarms were last looked at.
+    published: bool,
+    /// Stopped reading because it published while an alarm was up.
+    blocked: bool,
+    /// The client was sent `connection.blocked` (and is owed `unblocked`).
+    told_blocked: bool,
+}
+
+/// Why the loop ended without an error.
+enum End {
+    /// The client sent connection.close (and got close-ok).
+    ClientClosed,
+    /// The client answered the node's connection.close.
+    PeerGone,
+}
+
+/// A method frame on channel 0 (the connection class).
+fn method0(class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(0, class)
+}
+
+impl Connection {
+    /// Queues a frame for the next write.
+    fn send(&mut self, frame: &AMQPFrame) {
+        write_frame(frame, &mut self.out);
+    }
+
+    /// Writes what is queued to the socket itself (before the writer task exists).
+    async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            socket.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Hands what is to be sent to the writer task (waits while it is far behind).
+    async fn hand_off(&mut self, writer: &Sender<Vec<u8>>) -> Result<(), AmqpError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(64 * 1024));
+        writer
+            .send(bytes)
+            .await
+            .map_err(|_| AmqpError::SocketClosed)
+    }
+
+    /// The open connection's loop, until the client closes or goes (`Ok`) or an
+    /// error closes the connection (`Err`).
+    async fn run(
+        &mut self,
+        socket: &mut OwnedReadHalf,
+        writer: &Sender<Vec<u8>>,
+        events_tx: UnboundedSender<Event>,
+        mut events_rx: UnboundedReceiver<Event>,
+        mut close: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), AmqpError> {
+        let beat = (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)));
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let mut ticker = tokio::time::interval(beat.map_or(Duration::from_secs(3600), |b| {
+            (b / 2).max(Duration::from_millis(500))
+        }));
+        let mut deleted = self.vhost.deleted();
+        let vhost_gone = |vhost: &VHost| AmqpError::VhostDeleted {
+            vhost: vhost.name().to_string(),
+        };
+        if *deleted.borrow_and_update() {
+            return Err(vhost_gone(&self.vhost));
+        }
+        // Frames the client sent right behind connection.open were read with it.
+        if !self.in_buf.is_empty() {
+            let end = self.process_input(&events_tx).await?;
+            self.hand_off(writer).await?;
+            if end.is_some() {
+                return Ok(());
+            }
+        }
+        let mut alarms = self.server.alarms.watch();
+        let mut may_close = true;
+        let mut coalescing = coalesce::Coalescing::new(socket.as_ref().as_raw_fd());
+        let mut last_input = Instant::now();
+        let mut got: Option<usize> = None;
+        loop {
+            // Read straight into the input buffer (no copy from a scratch chunk).
+            if self.in_buf.capacity() - self.in_buf.len() < READ_CHUNK / 4 {
+                self.in_buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                changed = close.changed(), if may_close => {
+                    if changed.is_err() {
+                        may_close = false; // nobody can close it from outside any more
+                    } else if *close.borrow_and_update() {
+                        return Err(AmqpError::Shutdown);
+                    }
+                }
+                changed = alarms.changed() => {
+                    if changed.is_ok() {
+                        let state = *alarms.borrow_and_update();
+                        self.on_alarm(state);
+                    }
+                }
+                changed = deleted.changed() => {
+                    if changed.is_err() || *deleted.borrow_and_update() {
+                        return Err(vhost_gone(&self.vhost));
+                    }
+                }
+                read = socket.read_buf(&mut self.in_buf), if self.may_read() => {
+                    got = Some(read.map_err(io_error)?);
+                }
+                _ = tokio::time::sleep_until(last_input + coalesce::FALLBACK),
+                    if coalescing.active() && self.may_read() =>
+                {
+                    // Input slowed below the raised mark: take what is there, and
+                    // wake for every byte again until the rate is measured anew.
+                    coalescing.off(Instant::now());
+                    match coalescing.read_now(&mut self.in_buf) {
+                        Ok(n) => got = Some(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(io_error(e)),
+                    }
+                    last_input = Instant::now();
+                }
+                Some(event) = events_rx.recv() => {
+                    self.event(event);
+                    while let Ok(event) = events_rx.try_recv() {
+                        self.event(event);
+                    }
+                }
+                _ = self.in_flight.answered(), if !self.may_read() => {}
+                _ = ticker.tick() => {
+                    if !self.may_read() {
+                        // Not reading (blocked, or credit flow): the client's
+                        // heartbeats wait in the socket, they are not missing.
+                        last_read = Instant::now();
+                    }
+                    if let Some(b) = beat {
+                        if last_read.elapsed() > b * 2 {
+                            tracing::info!(peer = %self.peer, "missed heartbeats from the client: closing");
+                            return Ok(());
+                        }
+                        if last_write.elapsed() >= b / 2 {
+                            self.send(&AMQPFrame::Heartbeat);
+                        }
+                    }
+                }
+            }
+            if let Some(n) = got.take() {
+                if n == 0 {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                (last_read, last_input) = (now, now);
+                coalescing.on_read(n, now);
+                match self.process_input(&events_tx).await? {
+                    Some(End::ClientClosed) | Some(End::PeerGone) => {
+                        self.hand_off(writer).await?;
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                if self.published {
+                    let state = *alarms.borrow();
+                    self.on_alarm(state);
+                    self.published = false;
+                }
+            }
+            if !self.out.is_empty() {
+                self.hand_off(writer).await?;
+                last_write = Instant::now();
+            }
+        }
+    }
+
+    /// Handles every complete frame in the input buffer, then routes the publishes
+    /// they completed.
+    async fn process_input(
+        &mut self,
+        events: &UnboundedSender<Event>,
+    ) -> Result<Option<End>, AmqpError> {
+        // Frames are taken off with a cursor and the buffer shifted once: draining
+        // per frame would move the rest of a 64 KiB read for every frame in it.
+        let mut at = 0;
+        let result = loop {
+            let frame = match read_frame(&self.in_buf[at..], self.frame_max) {
+                Ok(Some((frame, used))) => {
+                    at += used;
+                    frame
+                }
+                Ok(None) => break Ok(None),
+                Err(e) => break Err(e),
+            };
+            match self.frame(frame, events).await {
+                Ok(Some(end)) => break Ok(Some(end)),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.in_buf.drain(..at);
+        // Publishes completed before whatever ended the input are routed even when it
+        // ended the connection (a client may publish and close in one write; a bad
+        // frame does not undo the valid publishes before it).
+        self.route_ready(events);
+        result
+    }
+
+    /// One frame: to the connection, to its channel, or dropped (a closing channel).
+    async fn frame(
+        &mut self,
+        frame: AMQPFrame,
+        events: &UnboundedSender<Event>,
+    ) -> Result<Option<End>, AmqpError> {
+        let n = frame.channel_id();
+        if n != 0 && self.closing.contains(&n) {
+            match frame {
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                    self.closing.remove(&n);
+                }
+                // Both sides closed at once: answer theirs too.
+                AMQPFrame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                    self.send_channel_close_ok(n);
+                }
+                _ => {}
+            }
+            return Ok(None);
+        }
+        let result = match frame {
+            AMQPFrame::Heartbeat => Ok(()),
+            AMQPFrame::Method(0, m) => return self.connection_method(m),
+            AMQPFrame::Method(n, m) => self.channel_method(n, m, events).await,
+            AMQPFrame::Header(n, h) => self.open_channel(n)?.header(h),
+            AMQPFrame::Body(n, b) => self.open_channel(n)?.body(b),
+            AMQPFrame::ProtocolHeader(_) => Err(AmqpError::ProtocolHeaderInside),
+            AMQPFrame::InvalidHeartbeat(n) => Err(AmqpError::HeartbeatOnChannel { channel: n }),
+        };
+        match result {
+            Ok(()) => Ok(None),
+            Err(e) if !e.closes_connection() => {
+                self.channel_error(n, &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a queue or a publish outcome brings: frames for the client.
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Queue(n, QueueEvent::Deliver(deliveries)) => {
+                // Encoded straight into the output buffer: a body is copied once.
+                if let Some(ch) = self.channels.get_mut(&n) {
+                    ch.deliver(deliveries, &mut self.out);
+                }
+            }
+            Event::Queue(n, QueueEvent::ConsumerCancelled { tag, .. }) => {
+                if let Some(frame) = self
+                    .channels
+                    .get_mut(&n)
+                    .and_then(|ch| ch.consumer_cancelled(&tag))
+                {
+                    self.send(&frame);
+                }
+            }
+            Event::Queue(_, QueueEvent::Traced(_)) => {}
+            Event::Published(n, results) => self.published(n, results),
+        }
+    }
+}
+
+/// The writer task: writes what the connection hands it, several buffers per write
+/// when they queue up, until the connection drops its sender or the socket fails.
+async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
+    while let Some(mut bytes) = writes.recv().await {
+        while let Ok(more) = writes.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        if socket.write_all(&bytes).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+/// Free space the input buffer has before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A socket failure: the connection ends.
+fn io_error(e: std::io::Error) -> AmqpError {
+    AmqpError::Socket {
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,123 @@
+//! Publish outcomes: routing the publishes each channel completed (their bytes count
+//! against the connection's credit until their queues answer, see `InFlight`), then
+//! what the client
+//! is told of them: basic.return for an unroutable mandatory message, confirm acks
+//! and nacks, and the channel's close for a publish that failed.
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, AMQPClass};
+use tokio::sync::mpsc::UnboundedSender;
+use warren_actors::channel::PublishOutcome;
+use warren_actors::message::Message;
+
+use super::{Connection, Event};
+use crate::codec::write_frame;
+use crate::convert::short;
+use crate::error::AmqpError;
+
+impl Connection {
+    /// Routes what each channel completed; outcomes come back as events.
+    pub(super) fn route_ready(&mut self, events: &UnboundedSender<Event>) {
+        for (&n, ch) in self.channels.iter_mut() {
+            let Some(routed) = ch.route_ready() else {
+                continue;
+            };
+            self.published = true;
+            // Nobody needs the outcomes: nothing waits for the queues (their credit
+            // comes back by itself).
+            let Some((routed, meta)) = routed else {
+                continue;
+            };
+            let confirming = ch.confirm_mode();
+            let tx = events.clone();
+            tokio::spawn(async move {
+                let outcomes = routed.await;
+                // Without confirms and returns there is nothing to tell the client,
+                // except a failed publish (it closes the channel).
+                let needed = confirming
+                    || outcomes.iter().any(|o| {
+                        !matches!(o, PublishOutcome::Confirmed | PublishOutcome::Rejected(_))
+                    });
+                if needed {
+                    let results = meta
+                        .into_iter()
+                        .zip(outcomes)
+                        .map(|((seq, message), outcome)| (seq, message, outcome))
+                        .collect();
+                    let _ = tx.send(Event::Published(n, results));
+                }
+            });
+        }
+    }
+
+    /// Returns unroutable mandatory messages, then acks or nacks confirms.
+    pub(super) fn published(
+        &mut self,
+        n: u16,
+        results: Vec<(Option<u64>, Option<Message>, PublishOutcome)>,
+    ) {
+        let Some(ch) = self.channels.get_mut(&n) else {
+            return;
+        };
+        let out = &mut self.out;
+        let mut failed = None;
+        let mut acked = Vec::new();
+        for (seq, message, outcome) in results {
+            match &outcome {
+                PublishOutcome::Unroutable => {
+                    if let Some(m) = &message {
+                        let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                            reply_code: 312,
+                            reply_text: short("NO_ROUTE"),
+                            exchange: short(&m.exchange),
+                            routing_key: short(&m.routing_key),
+                        }));
+                        ch.content_frames(head, m, out);
+                    }
+                }
+                PublishOutcome::Failed(e) => {
+                    failed.get_or_insert_with(|| e.clone());
+                }
+                _ => {}
+            }
+            if let Some(seq) = seq {
+                ch.outstanding.remove(&seq);
+                // A publish that failed (no such exchange) gets neither ack nor nack:
+                // the channel closes, which fails it at the client, as in RabbitMQ.
+                if matches!(outcome, PublishOutcome::Failed(_)) {
+                    continue;
+                }
+                if matches!(outcome, PublishOutcome::Rejected(_)) {
+                    let nack = basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    });
+                    write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(nack)), out);
+                } else {
+                    acked.push(seq);
+                }
+            }
+        }
+        // As RabbitMQ: one `multiple` ack when it settles exactly these (nothing lower
+        // is still unconfirmed), one ack each otherwise.
+        let top = acked.iter().max().copied();
+        let acks: Vec<(u64, bool)> = match top {
+            Some(t) if acked.len() > 1 && ch.outstanding.range(..t).next().is_none() => {
+                vec![(t, true)]
+            }
+            _ => acked.into_iter().map(|seq| (seq, false)).collect(),
+        };
+        for (delivery_tag, multiple) in acks {
+            let ack = basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple,
+            });
+            write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(ack)), out);
+        }
+        if let Some(e) = failed {
+            // As RabbitMQ: publishing to a missing exchange closes the channel (404).
+            self.channel_error(n, &AmqpError::PublishFailed(e).at(60, 40));
+        }
+    }
+}

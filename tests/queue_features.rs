@@ -729,3 +729,96 @@ async fn alternate_exchange_takes_unroutable_messages() {
     assert_eq!(d.routing_key, "unknown");
     assert_eq!(get_body(c, "unrouted").await, None);
 }
+
+/// A queue's counters as listed (ready, unacked) by name.
+async fn counts(client: &Client, queue: &str) -> (u64, u64) {
+    let q = client
+        .queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|q| q.name == queue)
+        .unwrap_or_else(|| panic!("no queue {queue}"));
+    (q.ready, q.unacked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_cycle_without_rejection_is_cut() {
+    let b = broker().await;
+    let c = &b.client;
+    // `loop` dead-letters to `dlx`, which routes back to `loop` itself and to `audit`.
+    dead_letter_target(c).await;
+    declare(
+        c,
+        "loop",
+        args(&[
+            ("x-message-ttl", FieldValue::I32(20)),
+            ("x-dead-letter-exchange", text("dlx")),
+        ]),
+    )
+    .await;
+    c.bind_queue("loop", "dlx", "", FieldTable::new())
+        .await
+        .unwrap();
+    publish(c, "loop", "round").await;
+    // The copy for `dead` arrives once; the one back into `loop` closes a cycle that no
+    // consumer took part in and is dropped there (as RabbitMQ does), so it never
+    // expires again and nothing more reaches `dead`.
+    let d = get_eventually(c, "dead").await;
+    assert_died(&d, "expired", "loop");
+    d.ack().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while counts(c, "loop").await != (0, 0) {
+        assert!(Instant::now() < deadline, "the message keeps going round");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get_body(c, "dead").await, None, "only one copy was made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_leaves_only_once_its_target_holds_it() {
+    let b = broker().await;
+    let c = &b.client;
+    // The target takes one message and refuses more (reject-publish).
+    c.declare_exchange("dlx", "fanout", ExchangeOptions::default())
+        .await
+        .unwrap();
+    declare(
+        c,
+        "narrow",
+        args(&[
+            ("x-max-length", FieldValue::I32(1)),
+            ("x-overflow", text("reject-publish")),
+        ]),
+    )
+    .await;
+    c.bind_queue("narrow", "dlx", "", FieldTable::new())
+        .await
+        .unwrap();
+    declare(c, "work", args(&[("x-dead-letter-exchange", text("dlx"))])).await;
+    publish(c, "work", "first").await;
+    publish(c, "work", "second").await;
+    let first = get_eventually(c, "work").await;
+    let second = get_eventually(c, "work").await;
+    first.reject(false).unwrap();
+    second.reject(false).unwrap();
+    // `narrow` holds the first; the second stays with `work` (dead-lettering) while
+    // `narrow` is full, instead of being lost.
+    let held = get_eventually(c, "narrow").await;
+    assert_eq!(body(&held), "first");
+    // Room again: the retry puts the second there, and only then does it leave `work`.
+    held.ack().unwrap();
+    let later = get_eventually(c, "narrow").await;
+    assert_eq!(body(&later), "second");
+    assert_died(&later, "rejected", "work");
+    later.ack().unwrap();
+    // `work` lets it go once `narrow`'s confirm has come back to it.
+    let deadline = Instant::now() + WAIT;
+    while counts(c, "work").await != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "work still holds the dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

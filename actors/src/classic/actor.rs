@@ -292,7 +292,7 @@ impl Actor for QueueActor {
                 if result.is_ok() {
                     shell.shared.journal_consume(request);
                 }
-                let _ = reply.send(result);
+                shell.answer(reply, result);
             }
             QueueMsg::Cancel {
                 channel,
@@ -303,7 +303,7 @@ impl Actor for QueueActor {
                     .shared
                     .journal_forget(|c| c.channel == channel && c.tag == tag);
                 let result = shell.apply(Command::Cancel { channel, tag }).map(drop);
-                let _ = reply.send(result);
+                shell.answer(reply, result);
             }
             QueueMsg::Settle {
                 channel,
@@ -337,13 +337,15 @@ impl Actor for QueueActor {
                 shell.gets.entry(channel).or_default().push_back(reply);
                 if let Err(e) = shell.apply(Command::Get { channel, no_ack }) {
                     if let Some(reply) = shell.gets.get_mut(&channel).and_then(|q| q.pop_back()) {
-                        let _ = reply.send(Err(e));
+                        shell.answer(reply, Err(e));
                     }
                 }
             }
             QueueMsg::ChannelDown { channel } => {
                 shell.shared.journal_forget(|c| c.channel == channel);
                 shell.sinks.remove(&channel);
+                // Nobody is left to answer the channel's gets.
+                shell.gets.remove(&channel);
                 let _ = shell.apply(Command::ChannelDown { channel });
             }
             QueueMsg::Consumers { reply } => {
@@ -354,14 +356,15 @@ impl Actor for QueueActor {
                     Reply::Purged { count } => count,
                     _ => 0,
                 });
-                let _ = reply.send(result);
+                shell.answer(reply, result);
             }
             QueueMsg::Delete {
                 if_unused,
                 if_empty,
                 reply,
             } => {
-                let _ = reply.send(shell.delete(if_unused, if_empty, &myself).await);
+                let result = shell.delete(if_unused, if_empty, &myself).await;
+                shell.answer(reply, result);
             }
             QueueMsg::Touch => {
                 let _ = shell.apply(Command::Touch);
@@ -402,6 +405,13 @@ impl Actor for QueueActor {
 }
 
 impl QueueShell {
+    /// Answers a call, with the counters published first: whoever asked sees them as
+    /// of its own call (a declare right after a purge counts what the purge left).
+    fn answer<T>(&self, reply: Answer<T>, result: Result<T, BrokerError>) {
+        self.shared.publish_stats(&self.state.stats());
+        let _ = reply.send(result);
+    }
+
     /// Applies one command and performs its effects.
     fn apply(&mut self, command: Command) -> Result<Reply, BrokerError> {
         let mut effects = std::mem::take(&mut self.effects);
@@ -662,12 +672,12 @@ impl QueueShell {
                         redelivered,
                         no_ack,
                     };
-                    let _ = reply.send(Ok(Some((delivery, message_count))));
+                    self.answer(reply, Ok(Some((delivery, message_count))));
                 }
             }
             Effect::GetEmpty { channel } => {
                 if let Some(reply) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
-                    let _ = reply.send(Ok(None));
+                    self.answer(reply, Ok(None));
                 }
             }
             Effect::Confirm { publish } => self.settle_publish(publish, EnqueueOutcome::Confirmed),

@@ -88,3 +88,50 @@ impl QueueType for Classic {
         })
     }
 }
+
+#[cfg(test)]
+mod conformance_tests {
+    use std::sync::Arc;
+
+    use warren_storage::Store;
+
+    use super::Classic;
+    use crate::queue::conformance::{run_all, Subject};
+    use crate::queue::{DeadLetterRouter, HostEnv, QueueType};
+    use crate::queue_memory::QueueMemory;
+
+    struct ClassicQueues {
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Subject for ClassicQueues {
+        fn queue_type(&self) -> Arc<dyn QueueType> {
+            Arc::new(Classic)
+        }
+
+        fn env(&self, vhost: &str, dead_letters: Arc<dyn DeadLetterRouter>) -> HostEnv {
+            HostEnv {
+                vhost: vhost.to_string(),
+                store: self.store.clone(),
+                memory: QueueMemory::new(64 << 20),
+                dead_letters,
+                delete_self: Arc::new(|_| {}),
+            }
+        }
+
+        fn node(&self) -> &str {
+            "conformance"
+        }
+    }
+
+    /// The classic queue passes the queue-type conformance suite.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_classic_queue_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store.redb")).unwrap();
+        let subject = ClassicQueues { store, _dir: dir };
+        run_all(&subject).await;
+        subject.store.close();
+    }
+}

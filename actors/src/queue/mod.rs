@@ -23,6 +23,8 @@
 //! | `conformance.rs` | the suite every queue type passes (feature `conformance`) |
 
 mod api;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod def;
 mod kind;
 mod stats;

@@ -60,6 +60,9 @@ pub(crate) struct Local {
     pending_confirms: IntMap<Seq, PublishId>,
     /// Deliveries and get answers waiting behind a body that is loading, in order.
     pending: VecDeque<Pending>,
+    /// The pending deliveries whose body has not been asked for yet, in the same order
+    /// (so that asking costs what is asked, not the length of the line).
+    to_load: VecDeque<Seq>,
     /// Dead letters whose body has not been asked for yet.
     dead_letter_waiting: VecDeque<Seq>,
     /// Dead letters republished, waiting for their targets to hold them.
@@ -206,6 +209,9 @@ impl Local {
                 } else {
                     self.modify(seq, |b| b.awaited = true);
                     self.pending.push_back(pending);
+                    if resident == Some(false) {
+                        self.to_load.push_back(seq);
+                    }
                 }
             }
             Out::GetEmpty { channel } => {
@@ -270,6 +276,7 @@ impl Local {
         if body.awaited {
             self.pending
                 .retain(|p| !matches!(p, Pending::Delivery { seq: s, .. } if *s == seq));
+            self.to_load.retain(|&s| s != seq);
         }
         if matches!(body.held, Held::Leaving(_)) {
             self.dead_letter_sent.remove(&seq);
@@ -294,6 +301,7 @@ impl Local {
                 .into_iter()
                 .map(|(_, publish)| Effect::Confirm { publish }),
         );
+        self.to_load.clear();
         for pending in std::mem::take(&mut self.pending) {
             match pending {
                 Pending::Delivery {
@@ -337,6 +345,11 @@ impl Local {
                 b.held = Held::Ready;
                 b.awaited = false;
             });
+        }
+        // Taken again later, they queue again at the back, in the new order.
+        if !unsent.is_empty() {
+            let gone: IntSet<Seq> = unsent.iter().copied().collect();
+            self.to_load.retain(|s| !gone.contains(s));
         }
         unsent
     }
@@ -626,27 +639,33 @@ impl Local {
     /// ready ones when consumers will want them, then those of dead letters.
     pub fn pump_loads(&mut self, core: &Core, effects: &mut Vec<Effect>) {
         let window = core.config().window;
-        if self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Delivery { seq, .. } if self.is_absent(*seq)))
-        {
+        // Those the pending line waits for no longer need a load once their body is
+        // here or asked for, or they left the line.
+        while let Some(&seq) = self.to_load.front() {
+            let needed = self
+                .bodies
+                .get(seq)
+                .is_some_and(|b| b.awaited && b.message.is_none() && !b.loading);
+            if needed {
+                break;
+            }
+            self.to_load.pop_front();
+        }
+        if !self.to_load.is_empty() {
             let front_waits = matches!(
                 self.pending.front(),
                 Some(Pending::Delivery { seq, .. }) if self.is_absent(*seq)
             );
             let budget = window.delivery_load_budget(&self.tally, front_waits);
             let (mut n, mut bytes, mut seqs) = (0, 0, Vec::new());
-            for p in &self.pending {
-                let Pending::Delivery { seq, .. } = p else {
-                    continue;
-                };
+            while let Some(&seq) = self.to_load.front() {
                 let Some(size) = self
                     .bodies
-                    .get(*seq)
-                    .filter(|b| b.message.is_none() && !b.loading)
+                    .get(seq)
+                    .filter(|b| b.awaited && b.message.is_none() && !b.loading)
                     .map(|b| b.size)
                 else {
+                    self.to_load.pop_front();
                     continue;
                 };
                 if !budget.admits(n, bytes, size) {
@@ -654,7 +673,8 @@ impl Local {
                 }
                 n += 1;
                 bytes = u64::saturating_add(bytes, size);
-                seqs.push(*seq);
+                seqs.push(seq);
+                self.to_load.pop_front();
             }
             self.issue_load(seqs, effects);
         }
@@ -862,6 +882,17 @@ impl Local {
             }
             if matches!(self.pending.front(), Some(Pending::GetEmpty { .. })) {
                 return Err("a get answer waits for nothing".into());
+            }
+        }
+        let mut line = self.pending.iter().filter_map(|p| match p {
+            Pending::Delivery { seq, .. } => Some(*seq),
+            Pending::GetEmpty { .. } => None,
+        });
+        for seq in &self.to_load {
+            if !line.any(|s| s == *seq) {
+                return Err(format!(
+                    "{seq} waits for a load out of the pending line's order"
+                ));
             }
         }
         if !self.sent.is_empty() || !self.proposed.is_empty() {

@@ -29,6 +29,9 @@ use super::stats::queue_stats;
 pub struct QueueState {
     core: Core,
     local: Local,
+    /// The core's decisions of one op, kept between ops so that the hot path does not
+    /// allocate for them.
+    outs: Vec<Out>,
     /// Every op the core applied, with its time (tests: replaying it must give the
     /// same core).
     #[cfg(test)]
@@ -41,6 +44,7 @@ impl QueueState {
         QueueState {
             core: Core::new(config, now),
             local: Local::default(),
+            outs: Vec::new(),
             #[cfg(test)]
             journal: Vec::new(),
         }
@@ -266,17 +270,19 @@ impl QueueState {
         now: u64,
         effects: &mut Vec<Effect>,
     ) -> Result<Reply, QueueError> {
-        let mut outs = Vec::new();
+        let mut outs = std::mem::take(&mut self.outs);
         let op = Op::Enqueue {
             message: message.clone(),
         };
-        let reply = self.apply_op(op, now, &mut outs)?;
-        if reply == Reply::PublishRejected {
+        let reply = self.apply_op(op, now, &mut outs);
+        if reply == Ok(Reply::PublishRejected) {
             if let Some(publish) = confirm {
                 effects.push(Effect::Reject { publish });
             }
         }
-        self.carry_out(outs, Some(message), now, effects);
+        self.carry_out(&mut outs, Some(message), now, effects);
+        self.outs = outs;
+        let reply = reply?;
         self.run_proposals(now, effects);
         if let Reply::Enqueued { seq } = reply {
             self.local.after_enqueue(seq, confirm, &self.core, effects);
@@ -286,9 +292,11 @@ impl QueueState {
 
     /// Applies a core op and carries out what it decided, then what that proposed.
     fn run(&mut self, op: Op, now: u64, effects: &mut Vec<Effect>) -> Result<Reply, QueueError> {
-        let mut outs = Vec::new();
-        let reply = self.apply_op(op, now, &mut outs)?;
-        self.carry_out(outs, None, now, effects);
+        let mut outs = std::mem::take(&mut self.outs);
+        let reply = self.apply_op(op, now, &mut outs);
+        self.carry_out(&mut outs, None, now, effects);
+        self.outs = outs;
+        let reply = reply?;
         self.run_proposals(now, effects);
         Ok(reply)
     }
@@ -299,14 +307,15 @@ impl QueueState {
         self.core.apply(op, now, outs)
     }
 
+    /// Carries out the core's decisions (leaving `outs` empty).
     fn carry_out(
         &mut self,
-        outs: Vec<Out>,
+        outs: &mut Vec<Out>,
         mut enqueued: Option<SharedMessage>,
         now: u64,
         effects: &mut Vec<Effect>,
     ) {
-        for out in outs {
+        for out in outs.drain(..) {
             if let Out::Enqueued { seq } = out {
                 if let Some(message) = enqueued.take() {
                     self.local.enqueued(seq, message, &self.core);
@@ -326,10 +335,11 @@ impl QueueState {
             }
             for op in proposals {
                 // Proposals are answers for what the core did: never refused.
-                let mut outs = Vec::new();
+                let mut outs = std::mem::take(&mut self.outs);
                 if self.apply_op(op, now, &mut outs).is_ok() {
-                    self.carry_out(outs, None, now, effects);
+                    self.carry_out(&mut outs, None, now, effects);
                 }
+                self.outs = outs;
             }
         }
     }

@@ -8,8 +8,9 @@
 //! - `main.rs` and [`cli`]: the `warren` command.
 //!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
-//! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
-//! (transport, membership, roles).
+//! `warren-storage` (redb), `warren-resources` (alarms, the queues' memory budget),
+//! `warren-actors` (exchanges and queues) and `warren-cluster` (transport, membership,
+//! roles).
 
 pub mod bench;
 mod bench_amqp;

@@ -9,16 +9,12 @@
 //! - [`delivery`]: what a queue sends the channels that consume from it.
 //! - [`channel`]: what every front door does for one channel (routing, delivery tags,
 //!   settlements), through the seam.
-//! - [`alarm`]: the memory and disk alarms that hold publishers back.
-//! - [`queue_memory`]: the node's budget for bodies queues keep in memory for their
-//!   consumers beyond their window.
 //! - [`vhost`]: one virtual host's exchanges, queues and bindings; [`vhosts`]: the
 //!   node's vhosts, added and deleted through the metadata log.
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
 pub mod access;
-pub mod alarm;
 pub mod channel;
 pub mod classic;
 pub mod delivery;
@@ -27,9 +23,12 @@ pub mod exchange;
 pub mod message;
 pub mod metadata;
 pub mod queue;
-pub mod queue_memory;
 pub mod vhost;
 pub mod vhosts;
+
+// The queues' memory budget lives in warren-resources; imported at the root so the
+// queues reach it as `crate::queue_memory`.
+use warren_resources::queue_memory;
 
 /// A boxed future, so that traits with async methods stay object-safe.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

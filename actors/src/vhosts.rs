@@ -324,7 +324,10 @@ mod tests {
     use super::*;
 
     fn placement() -> Placement {
-        Placement::standalone("n1", crate::queue_memory::QueueMemory::new(64 << 20))
+        Placement::standalone(
+            "n1",
+            warren_resources::queue_memory::QueueMemory::new(64 << 20),
+        )
     }
 
     #[test]

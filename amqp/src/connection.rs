@@ -38,7 +38,7 @@ use crate::error::{code, AmqpError, ConnectionError};
 pub struct Server {
     pub vhosts: VHosts,
     /// The node's memory and disk alarms: publishers are blocked while one is up.
-    pub alarms: warren_actors::alarm::Alarms,
+    pub alarms: warren_resources::alarm::Alarms,
     pub access: AccessControl,
     pub product_version: String,
     pub node_name: String,
@@ -538,7 +538,7 @@ impl Connection {
     /// understands it); once every alarm cleared it is read again and told
     /// `connection.unblocked`. A connection that does not publish (a consumer) is
     /// not held back: consuming is what frees memory and disk.
-    fn on_alarm(&mut self, state: warren_actors::alarm::AlarmState) {
+    fn on_alarm(&mut self, state: warren_resources::alarm::AlarmState) {
         if !state.raised() {
             self.blocked = false;
             if self.told_blocked {

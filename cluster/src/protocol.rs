@@ -196,7 +196,7 @@ pub enum Request {
     /// Shows (and with values, changes until restart) the memory high watermark and
     /// the disk free limit.
     Limits {
-        memory: Option<warren_actors::alarm::MemoryLimit>,
+        memory: Option<warren_resources::alarm::MemoryLimit>,
         disk_free: Option<u64>,
     },
 }

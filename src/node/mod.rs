@@ -35,7 +35,6 @@ use ractor_cluster::NodeServerMessage;
 use warren_actors::classic::Classic;
 use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
 use warren_actors::queue::QueueTypes;
-use warren_actors::queue_memory::QueueMemory;
 use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
 use warren_cluster::members::{MemberAddress, Role, Timing};
@@ -46,6 +45,7 @@ use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
 use warren_cluster::queue_wire::endpoint_name;
 use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaHandle};
+use warren_resources::queue_memory::QueueMemory;
 use warren_storage::Store;
 use warren_supervisor::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec,
@@ -121,7 +121,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let store = Store::open_with(config.store_path(), config.store_options())?;
     let remote = RemoteQueues::new(&config.name);
     // Resources first: the memory high watermark sizes the queues' memory budget.
-    let alarms = warren_actors::alarm::Alarms::default();
+    let alarms = warren_resources::alarm::Alarms::default();
     let queue_memory = QueueMemory::new(0);
     let resources = resources::Resources::new(
         alarms.clone(),

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use tokio::sync::Mutex;
+use warren_resources::queue_memory::QueueMemory;
 use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
@@ -34,7 +35,6 @@ use crate::exchange::{Binding, ExchangeDef, RouteResult, SharedTopology, Topolog
 use crate::message::FieldTable;
 use crate::metadata::MetadataLog;
 use crate::queue::{QueueDef, QueueTypes, RemoteReach};
-use crate::queue_memory::QueueMemory;
 
 use queues::Registered;
 

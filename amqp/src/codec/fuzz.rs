@@ -1219,7 +1219,7 @@ impl Harness {
         let store = warren_storage::Store::open(dir.path().join("fuzz.redb")).expect("store");
         let placement = Placement::standalone(
             "fuzz",
-            warren_actors::queue_memory::QueueMemory::new(64 << 20),
+            warren_resources::queue_memory::QueueMemory::new(64 << 20),
         );
         let vhosts = VHosts::load(store.clone(), placement)
             .await

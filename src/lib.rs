@@ -9,7 +9,8 @@
 //!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
 //! `warren-storage` (redb), `warren-resources` (alarms, the queues' memory budget),
-//! `warren-actors` (exchanges and queues) and `warren-cluster` (transport, membership,
+//! `warren-access` (users, permissions, vhost records), `warren-actors` (exchanges,
+//! queues, vhosts) and `warren-cluster` (transport, membership,
 //! roles).
 
 pub mod bench;

@@ -24,6 +24,13 @@ pub struct BrokerError {
     pub text: String,
 }
 
+/// A refusal of users, permissions or vhost records keeps its reply code and text.
+impl From<warren_access::AccessError> for BrokerError {
+    fn from(e: warren_access::AccessError) -> Self {
+        BrokerError::new(e.reply_code(), e.to_string())
+    }
+}
+
 impl BrokerError {
     pub fn new(code: u16, text: impl Into<String>) -> Self {
         BrokerError {

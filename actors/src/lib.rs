@@ -14,7 +14,6 @@
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
-pub mod access;
 pub mod channel;
 pub mod classic;
 pub mod delivery;

@@ -11,11 +11,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::{Permission, User};
+use warren_access::{AccessChange, Permission, User, VHostDef};
+
 use crate::error::BrokerError;
 use crate::exchange::{Binding, ExchangeDef};
 use crate::queue::QueueDef;
-use crate::vhosts::VHostDef;
 
 /// One metadata change.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,7 +70,33 @@ pub enum MetaCommand {
     },
 }
 
+impl From<AccessChange> for MetaCommand {
+    fn from(change: AccessChange) -> Self {
+        match change {
+            AccessChange::AddUser(user) => MetaCommand::AddUser(user),
+            AccessChange::DeleteUser { name } => MetaCommand::DeleteUser { name },
+            AccessChange::SetPermissions(p) => MetaCommand::SetPermissions(p),
+            AccessChange::ClearPermissions { user, vhost } => {
+                MetaCommand::ClearPermissions { user, vhost }
+            }
+        }
+    }
+}
+
 impl MetaCommand {
+    /// The change of users or permissions this command is, if it is one.
+    pub fn into_access_change(self) -> Result<AccessChange, Box<MetaCommand>> {
+        match self {
+            MetaCommand::AddUser(user) => Ok(AccessChange::AddUser(user)),
+            MetaCommand::DeleteUser { name } => Ok(AccessChange::DeleteUser { name }),
+            MetaCommand::SetPermissions(p) => Ok(AccessChange::SetPermissions(p)),
+            MetaCommand::ClearPermissions { user, vhost } => {
+                Ok(AccessChange::ClearPermissions { user, vhost })
+            }
+            other => Err(Box::new(other)),
+        }
+    }
+
     /// A short description for logs and errors.
     pub fn describe(&self) -> String {
         match self {

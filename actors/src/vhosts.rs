@@ -12,26 +12,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use warren_access::{check_vhost_name, VHostDef, DEFAULT_VHOST};
 use warren_storage::{Batch, MetaTable, Op, Store};
 
 use crate::error::BrokerError;
 use crate::metadata::{BoxFuture, MetaCommand, MetadataLog};
 use crate::vhost::{Placement, VHost};
-
-/// The vhost every node has.
-pub const DEFAULT_VHOST: &str = "/";
-/// Longest vhost name accepted (RabbitMQ's limit for names is 255 bytes).
-const MAX_NAME: usize = 255;
-
-/// A vhost as the metadata log and storage know it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VHostDef {
-    pub name: String,
-    /// Free text for operators.
-    pub description: String,
-}
 
 /// Starts and stops the actors of a vhost (the node's supervision tree).
 pub trait VHostSupervision: Send + Sync + 'static {
@@ -64,25 +51,6 @@ fn storage_error(e: impl std::fmt::Display) -> BrokerError {
 /// The 404 for a vhost that does not exist.
 pub fn no_vhost(name: &str) -> BrokerError {
     BrokerError::not_found(format!("NOT_FOUND - vhost '{name}' not found"))
-}
-
-/// Checks a name for a new vhost.
-fn check_name(name: &str) -> Result<(), BrokerError> {
-    let bad = |why: &str| {
-        Err(BrokerError::precondition_failed(format!(
-            "PRECONDITION_FAILED - invalid vhost name '{name}': {why}"
-        )))
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.len() > MAX_NAME {
-        return bad("it is longer than 255 bytes");
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return bad("it contains control characters");
-    }
-    Ok(())
 }
 
 impl VHosts {
@@ -216,7 +184,7 @@ impl VHosts {
 
     /// Adds a vhost. Errors: an invalid name (406), an existing vhost (406).
     pub async fn add(&self, name: &str, description: &str) -> Result<(), BrokerError> {
-        check_name(name)?;
+        check_vhost_name(name)?;
         if self.get(name).is_some() {
             return Err(BrokerError::precondition_failed(format!(
                 "PRECONDITION_FAILED - vhost '{name}' already exists"
@@ -322,6 +290,11 @@ impl VHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The name check (warren-access's), as this registry answers it.
+    fn check_name(name: &str) -> Result<(), BrokerError> {
+        Ok(check_vhost_name(name)?)
+    }
 
     fn placement() -> Placement {
         Placement::standalone(

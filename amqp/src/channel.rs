@@ -9,7 +9,7 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use amq_protocol::types::{FieldTable as WireTable, ShortString};
 use bytes::Bytes;
-use warren_actors::access::{Access, AccessControl, Resource};
+use warren_access::{Access, AccessControl, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueDelivery};
 use warren_actors::exchange::{Binding, Destination};

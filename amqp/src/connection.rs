@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::time::Instant;
-use warren_actors::access::AccessControl;
+use warren_access::AccessControl;
 use warren_actors::channel::PublishOutcome;
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::message::Message;

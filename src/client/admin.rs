@@ -166,7 +166,7 @@ impl Client {
     }
 
     /// Every vhost.
-    pub async fn vhosts(&self) -> Result<Vec<warren_actors::vhosts::VHostDef>, ClientError> {
+    pub async fn vhosts(&self) -> Result<Vec<warren_access::VHostDef>, ClientError> {
         match self.call(Request::ListVhosts).await? {
             Response::Vhosts(v) => Ok(v),
             other => Err(unexpected(other)),

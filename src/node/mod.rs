@@ -143,7 +143,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let vhosts = VHosts::load(store.clone(), placement)
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
-    let access = warren_actors::access::AccessControl::load(store.clone())
+    let access = warren_access::AccessControl::load(store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
 
@@ -258,7 +258,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let log = Arc::new(ReplicaHandle {
         node: config.name.clone(),
     });
-    access.set_metadata_log(log.clone());
     vhosts.set_metadata_log(log);
     // Alone (no seeds): the group forms at once, so this node's dead transient queues
     // and exchanges are gone before it serves. With seeds, the janitor finishes it.
@@ -351,7 +350,7 @@ impl RunningNode {
 
 /// Applies committed metadata commands to this node's state.
 struct NodeApplier {
-    access: warren_actors::access::AccessControl,
+    access: warren_access::AccessControl,
     vhosts: VHosts,
 }
 
@@ -366,10 +365,18 @@ impl MetadataApplier for NodeApplier {
                 let name = name.clone();
                 Box::pin(async move {
                     self.vhosts.apply(command).await?;
-                    self.access.forget_vhost(&name).await
+                    Ok(self.access.forget_vhost(&name).await?)
                 })
             }
-            (_, None) => Box::pin(self.access.apply(command)),
+            (_, None) => match command.into_access_change() {
+                Ok(change) => Box::pin(async move { Ok(self.access.apply(change).await?) }),
+                Err(other) => Box::pin(async move {
+                    Err(warren_actors::error::BrokerError::internal(format!(
+                        "{} is not a change of users or permissions",
+                        other.describe()
+                    )))
+                }),
+            },
             (_, Some(v)) => match self.vhosts.find(v) {
                 Ok(vhost) => Box::pin(async move { vhost.apply(command).await }),
                 Err(e) => Box::pin(async move { Err(e) }),

@@ -1210,7 +1210,7 @@ impl Harness {
     /// `actors`: with the vhost's exchange and queue supervisors (registered by name,
     /// so one such harness per process).
     async fn start(actors: bool) -> Harness {
-        use warren_actors::access::AccessControl;
+        use warren_access::AccessControl;
         use warren_actors::vhost::Placement;
         use warren_actors::vhosts::VHosts;
         use warren_supervisor::{Strategy, Supervisor, SupervisorSpec};

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use regex::Regex;
 use warren_storage::{Batch, MetaTable, Op, Store};
 
 use crate::error::AccessError;
-use crate::permission::{Access, Compiled, Permission, Resource};
+use crate::permission::{Access, Permission, Resource};
 use crate::user::{User, DEFAULT_USER};
 use crate::vhost::DEFAULT_VHOST;
 
@@ -40,6 +41,46 @@ pub enum AccessChange {
         /// The vhost.
         vhost: String,
     },
+}
+
+/// Compiled permissions of one (user, vhost).
+struct Compiled {
+    /// What was given, for listings and storage.
+    source: Permission,
+    configure: Regex,
+    write: Regex,
+    read: Regex,
+}
+
+fn compile(pattern: &str) -> Result<Regex, AccessError> {
+    // Anchored: RabbitMQ matches the whole name.
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| AccessError::InvalidPattern {
+        pattern: pattern.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Compiled {
+    /// Compiles the three patterns; the first that is not a regular expression is
+    /// refused.
+    fn new(p: Permission) -> Result<Compiled, AccessError> {
+        Ok(Compiled {
+            configure: compile(&p.configure)?,
+            write: compile(&p.write)?,
+            read: compile(&p.read)?,
+            source: p,
+        })
+    }
+
+    /// Whether `access` to a resource called `name` is allowed.
+    fn allows(&self, access: Access, name: &str) -> bool {
+        let re = match access {
+            Access::Configure => &self.configure,
+            Access::Write => &self.write,
+            Access::Read => &self.read,
+        };
+        re.is_match(name)
+    }
 }
 
 #[derive(Default)]

@@ -4,8 +4,9 @@
 //! Each variant names what went wrong and carries the AMQP reply code RabbitMQ uses
 //! for it ([`AccessError::reply_code`]); its text is what clients are told.
 
+use std::fmt;
+
 use crate::permission::{Access, ResourceKind};
-use crate::vhost::VhostNameProblem;
 
 /// A refusal of warren-access, with the AMQP reply code it is answered with.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +91,27 @@ impl AccessError {
     /// A failure of the store, its text kept.
     pub(crate) fn storage(e: impl std::fmt::Display) -> AccessError {
         AccessError::Storage(e.to_string())
+    }
+}
+
+/// What is wrong with a vhost name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VhostNameProblem {
+    /// The name is empty.
+    Empty,
+    /// The name is longer than [`MAX_VHOST_NAME`](crate::MAX_VHOST_NAME) bytes.
+    TooLong,
+    /// The name contains control characters (they do not survive listings and URLs).
+    ControlCharacters,
+}
+
+impl fmt::Display for VhostNameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VhostNameProblem::Empty => "it is empty",
+            VhostNameProblem::TooLong => "it is longer than 255 bytes",
+            VhostNameProblem::ControlCharacters => "it contains control characters",
+        })
     }
 }
 

@@ -7,9 +7,13 @@
 //!   and what they are checked against ([`Access`], [`Resource`]).
 //! - `vhost`: a vhost's record and the rules for its name ([`VHostDef`],
 //!   [`check_vhost_name`]).
-//! - `control`: the node's registry of users and permissions ([`AccessControl`]) and
-//!   the changes it applies ([`AccessChange`]).
+//! - `control`: the node's registry of users and permissions ([`AccessControl`], with
+//!   the permissions compiled for checks) and the changes it applies
+//!   ([`AccessChange`]).
 //! - `error`: why a check or a change was refused ([`AccessError`]).
+//!
+//! Dependencies inside the crate point one way: `control` uses every other module,
+//! `vhost` uses `error`, `error` uses `permission`.
 //!
 //! The registry keeps its records in the node's store but has no log: a change is
 //! first prepared against what this node knows (`prepare_*`, which checks the request
@@ -26,7 +30,7 @@ mod user;
 mod vhost;
 
 pub use control::{AccessChange, AccessControl};
-pub use error::AccessError;
+pub use error::{AccessError, VhostNameProblem};
 pub use permission::{Access, Permission, Resource, ResourceKind};
 pub use user::{User, DEFAULT_USER};
-pub use vhost::{check_vhost_name, VHostDef, VhostNameProblem, DEFAULT_VHOST, MAX_VHOST_NAME};
+pub use vhost::{check_vhost_name, VHostDef, DEFAULT_VHOST, MAX_VHOST_NAME};

@@ -7,10 +7,7 @@
 
 use std::fmt;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
-
-use crate::error::AccessError;
 
 /// One user's permissions in one vhost, as stored and replicated (the patterns as
 /// written; they are compiled anchored when applied).
@@ -90,45 +87,5 @@ impl Resource<'_> {
             Resource::Queue(_) => ResourceKind::Queue,
             Resource::Exchange(_) => ResourceKind::Exchange,
         }
-    }
-}
-
-/// Compiled permissions of one (user, vhost).
-pub(crate) struct Compiled {
-    /// What was given, for listings and storage.
-    pub(crate) source: Permission,
-    configure: Regex,
-    write: Regex,
-    read: Regex,
-}
-
-fn compile(pattern: &str) -> Result<Regex, AccessError> {
-    // Anchored: RabbitMQ matches the whole name.
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| AccessError::InvalidPattern {
-        pattern: pattern.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-impl Compiled {
-    /// Compiles the three patterns; the first that is not a regular expression is
-    /// refused.
-    pub(crate) fn new(p: Permission) -> Result<Compiled, AccessError> {
-        Ok(Compiled {
-            configure: compile(&p.configure)?,
-            write: compile(&p.write)?,
-            read: compile(&p.read)?,
-            source: p,
-        })
-    }
-
-    /// Whether `access` to a resource called `name` is allowed.
-    pub(crate) fn allows(&self, access: Access, name: &str) -> bool {
-        let re = match access {
-            Access::Configure => &self.configure,
-            Access::Write => &self.write,
-            Access::Read => &self.read,
-        };
-        re.is_match(name)
     }
 }

@@ -3,11 +3,9 @@
 //! A vhost is a namespace of exchanges, queues, bindings and permissions: the record
 //! is what storage and the metadata log know of it; running it is warren-actors'.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
-use crate::error::AccessError;
+use crate::error::{AccessError, VhostNameProblem};
 
 /// The vhost every node has (it cannot be deleted).
 pub const DEFAULT_VHOST: &str = "/";
@@ -21,27 +19,6 @@ pub struct VHostDef {
     pub name: String,
     /// Free text for operators.
     pub description: String,
-}
-
-/// What is wrong with a vhost name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VhostNameProblem {
-    /// The name is empty.
-    Empty,
-    /// The name is longer than [`MAX_VHOST_NAME`] bytes.
-    TooLong,
-    /// The name contains control characters (they do not survive listings and URLs).
-    ControlCharacters,
-}
-
-impl fmt::Display for VhostNameProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VhostNameProblem::Empty => "it is empty",
-            VhostNameProblem::TooLong => "it is longer than 255 bytes",
-            VhostNameProblem::ControlCharacters => "it contains control characters",
-        })
-    }
 }
 
 /// Checks a name for a new vhost.

@@ -59,6 +59,11 @@ impl BrokerError {
         Self::new(code::INTERNAL_ERROR, text)
     }
 
+    /// The node's store failed (541: the client cannot fix it).
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        Self::internal(format!("storage failed: {e}"))
+    }
+
     /// The queue's actor is gone (being restarted by its supervisor, or deleted).
     pub fn queue_unavailable(vhost: &str, queue: &str) -> Self {
         Self::new(

@@ -1,4 +1,5 @@
-//! warren-actors: the broker's objects.
+//! warren-actors: the broker's objects: exchanges, queues and the vhosts that hold
+//! them.
 //!
 //! Layout (one concern per module):
 //! - [`message`]: what a published message is (properties, headers, body).
@@ -10,17 +11,25 @@
 //! - [`channel`]: what every front door does for one channel (routing, delivery tags,
 //!   settlements), through the seam.
 //! - [`vhost`]: one virtual host's exchanges, queues and bindings; [`vhosts`]: the
-//!   node's vhosts, added and deleted through the metadata log.
+//!   node's vhosts, added and deleted like any other change.
+//! - [`changes`]: those changes in the broker's words ([`changes::BrokerChange`]) and
+//!   the log they go through when the node has one ([`changes::ChangeLog`]).
+//! - [`error`]: the refusal every operation returns ([`error::BrokerError`]).
+//!
+//! Below this crate: users, permissions and vhost records (`warren-access`), the
+//! alarms and the queues' memory budget (`warren-resources`), storage and
+//! supervision. Above it: the cluster, which replicates [`changes::BrokerChange`]s
+//! through its metadata log, and the front doors.
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
+pub mod changes;
 pub mod channel;
 pub mod classic;
 pub mod delivery;
 pub mod error;
 pub mod exchange;
 pub mod message;
-pub mod metadata;
 pub mod queue;
 pub mod vhost;
 pub mod vhosts;

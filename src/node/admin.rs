@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 use warren_access::{AccessChange, Permission};
 use warren_actors::error::{code, BrokerError};
-use warren_actors::metadata::MetadataLog;
 use warren_actors::vhost::{ExchangeMsg, VHost};
 use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
@@ -243,7 +242,7 @@ impl Admin {
     /// Commits a prepared change to the metadata log; resolves once this node has
     /// applied it, with the result of applying it (every node applies it alike).
     async fn commit(&self, change: AccessChange) -> Result<(), BrokerError> {
-        self.replica().commit(change.into()).await
+        self.replica().propose(change.into()).await
     }
 
     /// This node tells the members it leaves, then stops (shortly, so that the

@@ -32,13 +32,16 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
+use warren_actors::changes::BrokerChange;
 use warren_actors::classic::Classic;
-use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
+use warren_actors::error::BrokerError;
 use warren_actors::queue::QueueTypes;
 use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
+use warren_actors::BoxFuture;
 use warren_cluster::members::{MemberAddress, Role, Timing};
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
+use warren_cluster::metadata::{MetaChange, MetaCommand, MetadataApplier};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
 use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
@@ -258,7 +261,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let log = Arc::new(ReplicaHandle {
         node: config.name.clone(),
     });
-    vhosts.set_metadata_log(log);
+    vhosts.set_change_log(log);
     // Alone (no seeds): the group forms at once, so this node's dead transient queues
     // and exchanges are gone before it serves. With seeds, the janitor finishes it.
     let alone = config.seeds.is_empty();
@@ -348,40 +351,27 @@ impl RunningNode {
     }
 }
 
-/// Applies committed metadata commands to this node's state.
+/// Applies committed metadata commands to this node's state: users and permissions
+/// to the access registry, the rest to the vhosts (which hand a vhost its own).
 struct NodeApplier {
     access: warren_access::AccessControl,
     vhosts: VHosts,
 }
 
 impl MetadataApplier for NodeApplier {
-    fn apply(
-        &self,
-        command: MetaCommand,
-    ) -> BoxFuture<'_, Result<(), warren_actors::error::BrokerError>> {
-        match (&command, command.vhost()) {
-            (MetaCommand::AddVhost(_), _) => Box::pin(self.vhosts.apply(command)),
-            (MetaCommand::DeleteVhost { name }, _) => {
-                let name = name.clone();
-                Box::pin(async move {
-                    self.vhosts.apply(command).await?;
+    fn apply(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            match MetaChange::from(command) {
+                MetaChange::Access(change) => Ok(self.access.apply(change).await?),
+                // The vhost's permissions go with it, as part of the same change.
+                MetaChange::Broker(BrokerChange::DeleteVhost { name }) => {
+                    let delete = BrokerChange::DeleteVhost { name: name.clone() };
+                    self.vhosts.apply(delete).await?;
                     Ok(self.access.forget_vhost(&name).await?)
-                })
+                }
+                MetaChange::Broker(change) => self.vhosts.apply(change).await,
             }
-            (_, None) => match command.into_access_change() {
-                Ok(change) => Box::pin(async move { Ok(self.access.apply(change).await?) }),
-                Err(other) => Box::pin(async move {
-                    Err(warren_actors::error::BrokerError::internal(format!(
-                        "{} is not a change of users or permissions",
-                        other.describe()
-                    )))
-                }),
-            },
-            (_, Some(v)) => match self.vhosts.find(v) {
-                Ok(vhost) => Box::pin(async move { vhost.apply(command).await }),
-                Err(e) => Box::pin(async move { Err(e) }),
-            },
-        }
+        })
     }
 }
 

@@ -10,8 +10,8 @@
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
 //! `warren-storage` (redb), `warren-resources` (alarms, the queues' memory budget),
 //! `warren-access` (users, permissions, vhost records), `warren-actors` (exchanges,
-//! queues, vhosts) and `warren-cluster` (transport, membership,
-//! roles).
+//! queues, vhosts) and `warren-cluster` (transport, membership, roles, the metadata
+//! log).
 
 pub mod bench;
 mod bench_amqp;

@@ -121,8 +121,6 @@ impl From<ChannelError> for AmqpError {
     }
 }
 
-/// A broker error closes the channel, except the codes AMQP makes connection errors
-/// (320, 402, 501-506, 530, 540, 541).
 /// A refusal of users or permissions, answered like any broker refusal.
 impl From<warren_access::AccessError> for AmqpError {
     fn from(e: warren_access::AccessError) -> Self {
@@ -130,6 +128,8 @@ impl From<warren_access::AccessError> for AmqpError {
     }
 }
 
+/// A broker error closes the channel, except the codes AMQP makes connection errors
+/// (320, 402, 501-506, 530, 540, 541).
 impl From<BrokerError> for AmqpError {
     fn from(e: BrokerError) -> Self {
         let text = with_constant(e.code, e.text);

@@ -774,6 +774,20 @@ impl ReplicaHandle {
         Ok(rx)
     }
 
+    /// Proposes `command`; resolves once it is committed and applied on this node,
+    /// with the result of applying it.
+    pub async fn propose(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        let what = command.describe();
+        let rx = self.ask(|tx| LocalReplica::Propose(command, tx))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(broker_error(format!(
+                "{what}: the metadata replica restarted before the change was applied; check and retry"
+            ))),
+            Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
+        }
+    }
+
     pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
         self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
     }
@@ -789,22 +803,6 @@ impl ReplicaHandle {
 
 fn stopped() -> BrokerError {
     broker_error("the metadata replica stopped".into())
-}
-
-impl ReplicaHandle {
-    /// Proposes `command`; resolves once it is committed and applied on this node,
-    /// with the result of applying it.
-    pub async fn propose(&self, command: MetaCommand) -> Result<(), BrokerError> {
-        let what = command.describe();
-        let rx = self.ask(|tx| LocalReplica::Propose(command, tx))?;
-        match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(broker_error(format!(
-                "{what}: the metadata replica restarted before the change was applied; check and retry"
-            ))),
-            Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
-        }
-    }
 }
 
 impl ChangeLog for ReplicaHandle {

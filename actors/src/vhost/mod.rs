@@ -9,11 +9,10 @@
 //! - the definitions in storage (on a disk node), so that a restart finds them.
 //!
 //! Changes ([`VhostChange`](crate::changes::VhostChange)) go through the node's
-//! [`ChangeLog`](crate::changes::ChangeLog) when there is one (a
-//! cluster, even of one node) and are applied on every node in log order ([`apply`]);
-//! without a log they are applied at once. The operations clients call
-//! ([`operations`]) check what they can, then propose. Messages never take the
-//! metadata lock.
+//! [`ChangeLog`](crate::changes::ChangeLog) when there is one (a cluster, even of one
+//! node) and are applied on every node in log order ([`apply`]); without a log they
+//! are applied at once. The operations clients call ([`operations`]) check what they
+//! can, then propose. Messages never take the metadata lock.
 
 mod apply;
 mod dead_letters;

@@ -2,7 +2,7 @@
 //! publishers are blocked (RabbitMQ's memory high watermark and disk free limit).
 
 use clap::Args;
-use warren_actors::alarm::{parse_size, show_size, MemoryLimit};
+use warren_resources::alarm::{parse_size, show_size, MemoryLimit};
 
 use crate::cli::Conn;
 

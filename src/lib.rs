@@ -8,8 +8,10 @@
 //! - `main.rs` and [`cli`]: the `warren` command.
 //!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
-//! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
-//! (transport, membership, roles).
+//! `warren-storage` (redb), `warren-resources` (alarms, the queues' memory budget),
+//! `warren-access` (users, permissions, vhost records), `warren-actors` (exchanges,
+//! queues, vhosts) and `warren-cluster` (transport, membership, roles, the metadata
+//! log).
 
 pub mod bench;
 mod bench_amqp;

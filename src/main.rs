@@ -84,7 +84,7 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
         config.seeds = warren::node::config::parse_seeds(v);
     }
     if let Some(v) = &args.memory_high_watermark {
-        config.memory_high_watermark = warren_actors::alarm::MemoryLimit::parse(v)?;
+        config.memory_high_watermark = warren_resources::alarm::MemoryLimit::parse(v)?;
     }
     if let Some(v) = &args.disk_free_limit {
         config.disk_free_limit =

@@ -24,6 +24,13 @@ pub struct BrokerError {
     pub text: String,
 }
 
+/// A refusal of users, permissions or vhost records keeps its reply code and text.
+impl From<warren_access::AccessError> for BrokerError {
+    fn from(e: warren_access::AccessError) -> Self {
+        BrokerError::new(e.reply_code(), e.to_string())
+    }
+}
+
 impl BrokerError {
     pub fn new(code: u16, text: impl Into<String>) -> Self {
         BrokerError {
@@ -50,6 +57,11 @@ impl BrokerError {
 
     pub fn internal(text: impl Into<String>) -> Self {
         Self::new(code::INTERNAL_ERROR, text)
+    }
+
+    /// The node's store failed (541: the client cannot fix it).
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        Self::internal(format!("storage failed: {e}"))
     }
 
     /// The queue's actor is gone (being restarted by its supervisor, or deleted).

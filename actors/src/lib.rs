@@ -1,4 +1,5 @@
-//! warren-actors: the broker's objects.
+//! warren-actors: the broker's objects: exchanges, queues and the vhosts that hold
+//! them.
 //!
 //! Layout (one concern per module):
 //! - [`message`]: what a published message is (properties, headers, body).
@@ -9,27 +10,33 @@
 //! - [`delivery`]: what a queue sends the channels that consume from it.
 //! - [`channel`]: what every front door does for one channel (routing, delivery tags,
 //!   settlements), through the seam.
-//! - [`alarm`]: the memory and disk alarms that hold publishers back.
-//! - [`queue_memory`]: the node's budget for bodies queues keep in memory for their
-//!   consumers beyond their window.
 //! - [`vhost`]: one virtual host's exchanges, queues and bindings; [`vhosts`]: the
-//!   node's vhosts, added and deleted through the metadata log.
+//!   node's vhosts, added and deleted like any other change.
+//! - [`changes`]: those changes in the broker's words ([`changes::BrokerChange`]) and
+//!   the log they go through when the node has one ([`changes::ChangeLog`]).
+//! - [`error`]: the refusal every operation returns ([`error::BrokerError`]).
+//!
+//! Below this crate: users, permissions and vhost records (`warren-access`), the
+//! alarms and the queues' memory budget (`warren-resources`), storage and
+//! supervision. Above it: the cluster, which replicates [`changes::BrokerChange`]s
+//! through its metadata log, and the front doors.
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
-pub mod access;
-pub mod alarm;
+pub mod changes;
 pub mod channel;
 pub mod classic;
 pub mod delivery;
 pub mod error;
 pub mod exchange;
 pub mod message;
-pub mod metadata;
 pub mod queue;
-pub mod queue_memory;
 pub mod vhost;
 pub mod vhosts;
+
+// The queues' memory budget lives in warren-resources; imported at the root so the
+// queues reach it as `crate::queue_memory`.
+use warren_resources::queue_memory;
 
 /// A boxed future, so that traits with async methods stay object-safe.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

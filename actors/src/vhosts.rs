@@ -4,7 +4,8 @@
 //! model): the same queue name in two vhosts is two queues, and a user reaches only
 //! the vhosts they have permissions in. The default vhost `/` exists on every node
 //! from the start and cannot be deleted; others are added and deleted through the
-//! metadata log like any other change, so every node of a cluster has the same ones.
+//! node's change log like any other change, so every node of a cluster has the same
+//! ones. The registry also applies the changes inside a vhost, by its name.
 //!
 //! Running a vhost means running its exchange and queue supervisors: the node
 //! assembly provides that ([`VHostSupervision`]), this registry decides when.
@@ -12,26 +13,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
+use warren_access::{check_vhost_name, VHostDef, DEFAULT_VHOST};
 use warren_storage::{Batch, MetaTable, Op, Store};
 
+use crate::changes::{BrokerChange, ChangeLog, LogSlot};
 use crate::error::BrokerError;
-use crate::metadata::{BoxFuture, MetaCommand, MetadataLog};
 use crate::vhost::{Placement, VHost};
-
-/// The vhost every node has.
-pub const DEFAULT_VHOST: &str = "/";
-/// Longest vhost name accepted (RabbitMQ's limit for names is 255 bytes).
-const MAX_NAME: usize = 255;
-
-/// A vhost as the metadata log and storage know it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VHostDef {
-    pub name: String,
-    /// Free text for operators.
-    pub description: String,
-}
+use crate::BoxFuture;
 
 /// Starts and stops the actors of a vhost (the node's supervision tree).
 pub trait VHostSupervision: Send + Sync + 'static {
@@ -53,36 +42,14 @@ struct Inner {
     vhosts: RwLock<BTreeMap<String, (VHostDef, VHost)>>,
     /// One add or delete applied at a time.
     changes: Mutex<()>,
-    log: OnceLock<Arc<dyn MetadataLog>>,
+    /// The node's log, shared with every vhost.
+    log: LogSlot,
     supervision: OnceLock<Arc<dyn VHostSupervision>>,
-}
-
-fn storage_error(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::internal(format!("storage failed: {e}"))
 }
 
 /// The 404 for a vhost that does not exist.
 pub fn no_vhost(name: &str) -> BrokerError {
     BrokerError::not_found(format!("NOT_FOUND - vhost '{name}' not found"))
-}
-
-/// Checks a name for a new vhost.
-fn check_name(name: &str) -> Result<(), BrokerError> {
-    let bad = |why: &str| {
-        Err(BrokerError::precondition_failed(format!(
-            "PRECONDITION_FAILED - invalid vhost name '{name}': {why}"
-        )))
-    };
-    if name.is_empty() {
-        return bad("it is empty");
-    }
-    if name.len() > MAX_NAME {
-        return bad("it is longer than 255 bytes");
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return bad("it contains control characters");
-    }
-    Ok(())
 }
 
 impl VHosts {
@@ -94,7 +61,10 @@ impl VHosts {
             description: "Default virtual host".into(),
         }];
         if !placement.in_memory {
-            for (_, value) in store.read_meta(MetaTable::Vhosts).map_err(storage_error)? {
+            for (_, value) in store
+                .read_meta(MetaTable::Vhosts)
+                .map_err(BrokerError::storage)?
+            {
                 match warren_storage::codec::decode::<VHostDef>(&value) {
                     Ok(def) if def.name != DEFAULT_VHOST => defs.push(def),
                     Ok(_) => {}
@@ -102,9 +72,11 @@ impl VHosts {
                 }
             }
         }
+        let log = LogSlot::default();
         let mut vhosts = BTreeMap::new();
         for def in defs {
-            let vhost = VHost::load(&def.name, store.clone(), placement.clone()).await?;
+            let vhost =
+                VHost::load(&def.name, store.clone(), placement.clone(), log.clone()).await?;
             vhosts.insert(def.name.clone(), (def, vhost));
         }
         let registry = VHosts {
@@ -113,7 +85,7 @@ impl VHosts {
                 placement,
                 vhosts: RwLock::new(vhosts),
                 changes: Mutex::new(()),
-                log: OnceLock::new(),
+                log,
                 supervision: OnceLock::new(),
             }),
         };
@@ -136,7 +108,7 @@ impl VHosts {
             .inner
             .store
             .queues_with_messages()
-            .map_err(storage_error)?
+            .map_err(BrokerError::storage)?
             .into_iter()
             .filter(|id| !live.contains(id))
             .map(|queue| Op::DeleteQueueMessages { queue })
@@ -150,7 +122,7 @@ impl VHosts {
                 .store
                 .submit(Batch::durable(orphans))
                 .await
-                .map_err(storage_error)?;
+                .map_err(BrokerError::storage)?;
         }
         Ok(())
     }
@@ -195,11 +167,8 @@ impl VHosts {
     }
 
     /// From now on, changes go through `log`, for these vhosts and later ones.
-    pub fn set_metadata_log(&self, log: Arc<dyn MetadataLog>) {
-        for vhost in self.all() {
-            vhost.set_metadata_log(log.clone());
-        }
-        let _ = self.inner.log.set(log);
+    pub fn set_change_log(&self, log: Arc<dyn ChangeLog>) {
+        self.inner.log.set(log);
     }
 
     /// Who starts and stops the actors of vhosts added and deleted from now on.
@@ -207,26 +176,22 @@ impl VHosts {
         let _ = self.inner.supervision.set(supervision);
     }
 
-    async fn change(&self, command: MetaCommand) -> Result<(), BrokerError> {
-        match self.inner.log.get() {
-            Some(log) => log.commit(command).await,
-            None => self.apply(command).await,
-        }
-    }
-
     /// Adds a vhost. Errors: an invalid name (406), an existing vhost (406).
     pub async fn add(&self, name: &str, description: &str) -> Result<(), BrokerError> {
-        check_name(name)?;
+        check_vhost_name(name)?;
         if self.get(name).is_some() {
             return Err(BrokerError::precondition_failed(format!(
                 "PRECONDITION_FAILED - vhost '{name}' already exists"
             )));
         }
-        self.change(MetaCommand::AddVhost(VHostDef {
+        let def = VHostDef {
             name: name.to_string(),
             description: description.to_string(),
-        }))
-        .await
+        };
+        self.inner
+            .log
+            .change(BrokerChange::AddVhost(def), |c| c, |c| self.apply(c))
+            .await
     }
 
     /// Deletes a vhost with everything in it. Errors: the default vhost (403), a
@@ -238,23 +203,29 @@ impl VHosts {
             ));
         }
         self.find(name)?;
-        self.change(MetaCommand::DeleteVhost {
+        let delete = BrokerChange::DeleteVhost {
             name: name.to_string(),
-        })
-        .await
+        };
+        self.inner
+            .log
+            .change(delete, |c| c, |c| self.apply(c))
+            .await
     }
 
-    /// Applies a committed add or delete of a vhost. Applying twice changes nothing
-    /// the second time.
-    pub async fn apply(&self, command: MetaCommand) -> Result<(), BrokerError> {
-        let _guard = self.inner.changes.lock().await;
-        match command {
-            MetaCommand::AddVhost(def) => self.apply_add(def).await,
-            MetaCommand::DeleteVhost { name } => self.apply_delete(&name).await,
-            other => Err(BrokerError::internal(format!(
-                "{} is not a change of vhosts",
-                other.describe()
-            ))),
+    /// Applies a committed change: an add or delete of a vhost (one at a time), or a
+    /// change inside one (by that vhost). Applying twice changes nothing the second
+    /// time.
+    pub async fn apply(&self, change: BrokerChange) -> Result<(), BrokerError> {
+        match change {
+            BrokerChange::AddVhost(def) => {
+                let _guard = self.inner.changes.lock().await;
+                self.apply_add(def).await
+            }
+            BrokerChange::DeleteVhost { name } => {
+                let _guard = self.inner.changes.lock().await;
+                self.apply_delete(&name).await
+            }
+            BrokerChange::Vhost { vhost, change } => self.find(&vhost)?.apply(change).await,
         }
     }
 
@@ -266,7 +237,7 @@ impl VHosts {
             .store
             .submit(Batch::durable(vec![op]))
             .await
-            .map_err(storage_error)
+            .map_err(BrokerError::storage)
     }
 
     async fn apply_add(&self, def: VHostDef) -> Result<(), BrokerError> {
@@ -276,18 +247,16 @@ impl VHosts {
         self.persist(Op::PutMeta {
             table: MetaTable::Vhosts,
             key: def.name.clone(),
-            value: warren_storage::codec::encode(&def).map_err(storage_error)?,
+            value: warren_storage::codec::encode(&def).map_err(BrokerError::storage)?,
         })
         .await?;
         let vhost = VHost::load(
             &def.name,
             self.inner.store.clone(),
             self.inner.placement.clone(),
+            self.inner.log.clone(),
         )
         .await?;
-        if let Some(log) = self.inner.log.get() {
-            vhost.set_metadata_log(log.clone());
-        }
         if let Some(supervision) = self.inner.supervision.get() {
             supervision.start(&vhost).await?;
         }
@@ -323,8 +292,16 @@ impl VHosts {
 mod tests {
     use super::*;
 
+    /// The name check (warren-access's), as this registry answers it.
+    fn check_name(name: &str) -> Result<(), BrokerError> {
+        Ok(check_vhost_name(name)?)
+    }
+
     fn placement() -> Placement {
-        Placement::standalone("n1", crate::queue_memory::QueueMemory::new(64 << 20))
+        Placement::standalone(
+            "n1",
+            warren_resources::queue_memory::QueueMemory::new(64 << 20),
+        )
     }
 
     #[test]

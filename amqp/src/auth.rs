@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use amq_protocol::types::AMQPValue;
-use warren_actors::access::{AccessControl, DEFAULT_USER};
+use warren_access::{AccessControl, DEFAULT_USER};
 
 use crate::error::AmqpError;
 

@@ -410,6 +410,13 @@ impl AmqpError {
     }
 }
 
+/// A refusal of users or permissions, answered like any broker refusal.
+impl From<warren_access::AccessError> for AmqpError {
+    fn from(e: warren_access::AccessError) -> Self {
+        AmqpError::from(BrokerError::from(e))
+    }
+}
+
 impl From<BrokerError> for AmqpError {
     fn from(e: BrokerError) -> Self {
         AmqpError::Broker(e)

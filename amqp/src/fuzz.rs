@@ -1208,7 +1208,7 @@ impl Harness {
     /// `actors`: with the vhost's exchange and queue supervisors (registered by name,
     /// so one such harness per process).
     async fn start(actors: bool) -> Harness {
-        use warren_actors::access::AccessControl;
+        use warren_access::AccessControl;
         use warren_actors::vhost::Placement;
         use warren_actors::vhosts::VHosts;
         use warren_supervisor::{Strategy, Supervisor, SupervisorSpec};
@@ -1217,7 +1217,7 @@ impl Harness {
         let store = warren_storage::Store::open(dir.path().join("fuzz.redb")).expect("store");
         let placement = Placement::standalone(
             "fuzz",
-            warren_actors::queue_memory::QueueMemory::new(64 << 20),
+            warren_resources::queue_memory::QueueMemory::new(64 << 20),
         );
         let vhosts = VHosts::load(store.clone(), placement)
             .await

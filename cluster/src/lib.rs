@@ -11,9 +11,13 @@
 //!   by heartbeat silence, whom to dial and when).
 //! - [`membership`]: the actor around it: seeds, hellos (the heartbeats), redials with
 //!   backoff, `cluster status`, leave and forget.
+//! - [`metadata`]: the metadata log's command ([`metadata::MetaCommand`]: changes of
+//!   users, permissions, vhosts, exchanges, queues and bindings, in the encoding the
+//!   logs on disk hold) and who applies it on a node.
 //! - [`raft_log`]: the metadata Raft log in redb.
 //! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
-//!   forms or joins the group, replicates metadata commands and applies them.
+//!   forms or joins the group, replicates metadata commands and applies them; the
+//!   broker's change log.
 //! - [`queue_wire`]: what nodes say to each other about queues (publish, consume,
 //!   settle, deliveries back).
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.
@@ -23,6 +27,7 @@ pub mod connect;
 pub mod cookie;
 pub mod members;
 pub mod membership;
+pub mod metadata;
 pub mod node_server;
 pub mod protocol;
 pub mod queue_endpoint;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ractor::{BytesConvertable, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-pub use warren_actors::access::Permission;
+pub use warren_access::Permission;
 pub use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::{QueueEvent, TracedMessage};
 use warren_actors::message::{FieldTable, Properties};
@@ -196,7 +196,7 @@ pub enum Request {
     /// Shows (and with values, changes until restart) the memory high watermark and
     /// the disk free limit.
     Limits {
-        memory: Option<warren_actors::alarm::MemoryLimit>,
+        memory: Option<warren_resources::alarm::MemoryLimit>,
         disk_free: Option<u64>,
     },
 }
@@ -232,7 +232,7 @@ pub enum Response {
     /// (name, tags) of every user.
     Users(Vec<(String, Vec<String>)>),
     Permissions(Vec<Permission>),
-    Vhosts(Vec<warren_actors::vhosts::VHostDef>),
+    Vhosts(Vec<warren_access::VHostDef>),
     Limits(LimitsInfo),
     Error(ErrorReply),
 }

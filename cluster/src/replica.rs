@@ -30,12 +30,14 @@ use raft::storage::MemStorage;
 use raft::{Config, RawNode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use warren_actors::changes::{BrokerChange, ChangeLog};
 use warren_actors::error::{code, BrokerError};
-use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier, MetadataLog};
+use warren_actors::BoxFuture;
 use warren_storage::Store;
 
 use crate::members::{Health, Role};
 use crate::membership::MembershipHandle;
+use crate::metadata::{MetaCommand, MetadataApplier};
 use crate::protocol::{ErrorReply, LocalOnly};
 use crate::raft_log::{self, raft_id, RaftRecord};
 use crate::wire::Wire;
@@ -745,7 +747,8 @@ fn replica_of(name: &str) -> Option<ActorRef<ReplicaMsg>> {
         .map(ActorRef::from)
 }
 
-/// This node's replica, as the broker's [`MetadataLog`].
+/// This node's replica: where the node proposes metadata commands (the broker's
+/// [`ChangeLog`], and the node assembly's for users and permissions).
 #[derive(Clone)]
 pub struct ReplicaHandle {
     pub node: String,
@@ -771,6 +774,20 @@ impl ReplicaHandle {
         Ok(rx)
     }
 
+    /// Proposes `command`; resolves once it is committed and applied on this node,
+    /// with the result of applying it.
+    pub async fn propose(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        let what = command.describe();
+        let rx = self.ask(|tx| LocalReplica::Propose(command, tx))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(broker_error(format!(
+                "{what}: the metadata replica restarted before the change was applied; check and retry"
+            ))),
+            Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
+        }
+    }
+
     pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
         self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
     }
@@ -788,18 +805,8 @@ fn stopped() -> BrokerError {
     broker_error("the metadata replica stopped".into())
 }
 
-impl MetadataLog for ReplicaHandle {
-    fn commit(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let what = command.describe();
-            let rx = self.ask(|tx| LocalReplica::Propose(command, tx))?;
-            match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(broker_error(format!(
-                    "{what}: the metadata replica restarted before the change was applied; check and retry"
-                ))),
-                Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
-            }
-        })
+impl ChangeLog for ReplicaHandle {
+    fn commit(&self, change: BrokerChange) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(self.propose(change.into()))
     }
 }

@@ -166,7 +166,7 @@ impl Client {
     }
 
     /// Every vhost.
-    pub async fn vhosts(&self) -> Result<Vec<warren_actors::vhosts::VHostDef>, ClientError> {
+    pub async fn vhosts(&self) -> Result<Vec<warren_access::VHostDef>, ClientError> {
         match self.call(Request::ListVhosts).await? {
             Response::Vhosts(v) => Ok(v),
             other => Err(unexpected(other)),
@@ -192,7 +192,7 @@ impl Client {
     /// limits (until the node restarts).
     pub async fn limits(
         &self,
-        memory: Option<warren_actors::alarm::MemoryLimit>,
+        memory: Option<warren_resources::alarm::MemoryLimit>,
         disk_free: Option<u64>,
     ) -> Result<warren_cluster::protocol::LimitsInfo, ClientError> {
         match self.call(Request::Limits { memory, disk_free }).await? {

@@ -1,11 +1,13 @@
-//! What the debug shell asks of a node: its supervision tree, an actor's state, stop
-//! and crash an actor, its recent log, its cluster members. Sessions call these for
-//! the shell's requests (`warren shell`).
+//! What the debug shell and the CLI ask of a node: its supervision tree, an actor's
+//! state, stop and crash an actor, its recent log, its cluster members, and changes
+//! of users and permissions. Sessions call these for the shell's requests (`warren
+//! shell`) and the CLI's (`warren user ...`, `warren permissions ...`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
+use warren_access::{AccessChange, Permission};
 use warren_actors::error::{code, BrokerError};
 use warren_actors::vhost::{ExchangeMsg, VHost};
 use warren_cluster::membership::{MembershipError, MembershipHandle};
@@ -26,7 +28,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The node facts the shell shows, shared by every session.
 pub struct Admin {
     pub node_name: String,
-    pub access: warren_actors::access::AccessControl,
+    pub access: warren_access::AccessControl,
     pub address: String,
     pub started: Instant,
     pub log: Arc<LogRing>,
@@ -204,6 +206,43 @@ impl Admin {
         ReplicaHandle {
             node: self.node_name.clone(),
         }
+    }
+
+    // ----- users and permissions -----------------------------------------------
+
+    /// Adds a user (`warren user add`).
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        tags: Vec<String>,
+    ) -> Result<(), BrokerError> {
+        let change = self.access.prepare_add_user(name, password, tags)?;
+        self.commit(change).await
+    }
+
+    /// Deletes a user and all their permissions.
+    pub async fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
+        let change = self.access.prepare_delete_user(name)?;
+        self.commit(change).await
+    }
+
+    /// Sets (replaces) a user's permissions in a vhost.
+    pub async fn set_permissions(&self, p: Permission) -> Result<(), BrokerError> {
+        let change = self.access.prepare_set_permissions(p)?;
+        self.commit(change).await
+    }
+
+    /// Removes a user's permissions in a vhost.
+    pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let change = self.access.prepare_clear_permissions(user, vhost)?;
+        self.commit(change).await
+    }
+
+    /// Commits a prepared change to the metadata log; resolves once this node has
+    /// applied it, with the result of applying it (every node applies it alike).
+    async fn commit(&self, change: AccessChange) -> Result<(), BrokerError> {
+        self.replica().propose(change.into()).await
     }
 
     /// This node tells the members it leaves, then stops (shortly, so that the

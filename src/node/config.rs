@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use warren_actors::alarm::{parse_size, MemoryLimit, DEFAULT_DISK_FREE_LIMIT};
 pub use warren_cluster::members::Role;
+use warren_resources::alarm::{parse_size, MemoryLimit, DEFAULT_DISK_FREE_LIMIT};
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq)]

@@ -32,20 +32,23 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
+use warren_actors::changes::BrokerChange;
 use warren_actors::classic::Classic;
-use warren_actors::metadata::{BoxFuture, MetaCommand, MetadataApplier};
+use warren_actors::error::BrokerError;
 use warren_actors::queue::QueueTypes;
-use warren_actors::queue_memory::QueueMemory;
 use warren_actors::vhost::Placement;
 use warren_actors::vhosts::VHosts;
+use warren_actors::BoxFuture;
 use warren_cluster::members::{MemberAddress, Role, Timing};
 use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
+use warren_cluster::metadata::{MetaChange, MetaCommand, MetadataApplier};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
 use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
 use warren_cluster::queue_wire::endpoint_name;
 use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaHandle};
+use warren_resources::queue_memory::QueueMemory;
 use warren_storage::Store;
 use warren_supervisor::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorHandle, SupervisorSpec,
@@ -121,7 +124,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let store = Store::open_with(config.store_path(), config.store_options())?;
     let remote = RemoteQueues::new(&config.name);
     // Resources first: the memory high watermark sizes the queues' memory budget.
-    let alarms = warren_actors::alarm::Alarms::default();
+    let alarms = warren_resources::alarm::Alarms::default();
     let queue_memory = QueueMemory::new(0);
     let resources = resources::Resources::new(
         alarms.clone(),
@@ -143,7 +146,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let vhosts = VHosts::load(store.clone(), placement)
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
-    let access = warren_actors::access::AccessControl::load(store.clone())
+    let access = warren_access::AccessControl::load(store.clone())
         .await
         .map_err(|e| NodeError::Recovery(e.to_string()))?;
 
@@ -258,8 +261,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let log = Arc::new(ReplicaHandle {
         node: config.name.clone(),
     });
-    access.set_metadata_log(log.clone());
-    vhosts.set_metadata_log(log);
+    vhosts.set_change_log(log);
     // Alone (no seeds): the group forms at once, so this node's dead transient queues
     // and exchanges are gone before it serves. With seeds, the janitor finishes it.
     let alone = config.seeds.is_empty();
@@ -349,32 +351,27 @@ impl RunningNode {
     }
 }
 
-/// Applies committed metadata commands to this node's state.
+/// Applies committed metadata commands to this node's state: users and permissions
+/// to the access registry, the rest to the vhosts (which hand a vhost its own).
 struct NodeApplier {
-    access: warren_actors::access::AccessControl,
+    access: warren_access::AccessControl,
     vhosts: VHosts,
 }
 
 impl MetadataApplier for NodeApplier {
-    fn apply(
-        &self,
-        command: MetaCommand,
-    ) -> BoxFuture<'_, Result<(), warren_actors::error::BrokerError>> {
-        match (&command, command.vhost()) {
-            (MetaCommand::AddVhost(_), _) => Box::pin(self.vhosts.apply(command)),
-            (MetaCommand::DeleteVhost { name }, _) => {
-                let name = name.clone();
-                Box::pin(async move {
-                    self.vhosts.apply(command).await?;
-                    self.access.forget_vhost(&name).await
-                })
+    fn apply(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            match MetaChange::from(command) {
+                MetaChange::Access(change) => Ok(self.access.apply(change).await?),
+                // The vhost's permissions go with it, as part of the same change.
+                MetaChange::Broker(BrokerChange::DeleteVhost { name }) => {
+                    let delete = BrokerChange::DeleteVhost { name: name.clone() };
+                    self.vhosts.apply(delete).await?;
+                    Ok(self.access.forget_vhost(&name).await?)
+                }
+                MetaChange::Broker(change) => self.vhosts.apply(change).await,
             }
-            (_, None) => Box::pin(self.access.apply(command)),
-            (_, Some(v)) => match self.vhosts.find(v) {
-                Ok(vhost) => Box::pin(async move { vhost.apply(command).await }),
-                Err(e) => Box::pin(async move { Err(e) }),
-            },
-        }
+        })
     }
 }
 

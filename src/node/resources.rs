@@ -1,5 +1,5 @@
 //! Watches the node's memory and disk and raises or clears the resource alarms
-//! ([`warren_actors::alarm`]) once a second.
+//! ([`warren_resources::alarm`]) once a second.
 //!
 //! Memory is the process's resident set (what the kernel would reclaim the machine
 //! for), against the high watermark: a fraction of the machine's RAM (default 0.4, as
@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use warren_actors::alarm::{evaluate, AlarmState, Alarms, MemoryLimit};
-use warren_actors::queue_memory::QueueMemory;
 use warren_cluster::protocol::LimitsInfo;
+use warren_resources::alarm::{evaluate, AlarmState, Alarms, MemoryLimit};
+use warren_resources::queue_memory::QueueMemory;
 
 /// How often memory and disk are measured.
 const EVERY: Duration = Duration::from_secs(1);
@@ -121,7 +121,7 @@ fn log_change(
     disk_free: u64,
     disk_limit: u64,
 ) {
-    use warren_actors::alarm::show_size;
+    use warren_resources::alarm::show_size;
     if now.memory != before.memory {
         if now.memory {
             tracing::warn!(

@@ -365,21 +365,21 @@ impl SessionState {
                 password,
                 tags,
             } => {
-                self.admin.access.add_user(&name, &password, tags).await?;
+                self.admin.add_user(&name, &password, tags).await?;
                 Response::Done
             }
             Request::DeleteUser { name } => {
-                self.admin.access.delete_user(&name).await?;
+                self.admin.delete_user(&name).await?;
                 Response::Done
             }
             Request::ListUsers => Response::Users(self.admin.access.list_users()),
             Request::SetPermissions(p) => {
                 self.admin.vhosts.find(&p.vhost)?;
-                self.admin.access.set_permissions(p).await?;
+                self.admin.set_permissions(p).await?;
                 Response::Done
             }
             Request::ClearPermissions { user, vhost } => {
-                self.admin.access.clear_permissions(&user, &vhost).await?;
+                self.admin.clear_permissions(&user, &vhost).await?;
                 Response::Done
             }
             Request::ListPermissions => Response::Permissions(self.admin.access.list_permissions()),

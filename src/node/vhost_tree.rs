@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use warren_actors::error::BrokerError;
-use warren_actors::metadata::BoxFuture;
 use warren_actors::vhost::VHost;
 use warren_actors::vhosts::VHostSupervision;
+use warren_actors::BoxFuture;
 use warren_supervisor::SupervisorHandle;
 
 /// Starts and stops vhosts added and deleted while the node runs, under its root.

@@ -9,21 +9,19 @@
 use warren_storage::{Batch, MetaTable, Op};
 use warren_supervisor::SupervisorHandle;
 
-use super::{binding_key, key, storage_error, topology_error, VHost};
+use super::{binding_key, key, topology_error, VHost};
+use crate::changes::VhostChange;
 use crate::error::BrokerError;
 use crate::exchange::{Binding, Change, ExchangeDef};
-use crate::metadata::MetaCommand;
 use crate::queue::QueueDef;
 
 impl VHost {
     /// Applies a committed change of this vhost's exchanges, queues or bindings.
-    pub async fn apply(&self, command: MetaCommand) -> Result<(), BrokerError> {
+    pub async fn apply(&self, change: VhostChange) -> Result<(), BrokerError> {
         let _guard = self.inner.meta.lock().await;
-        match command {
-            MetaCommand::DeclareExchange { def, .. } => self.apply_declare_exchange(def).await,
-            MetaCommand::DeleteExchange {
-                name, if_unused, ..
-            } => {
+        match change {
+            VhostChange::DeclareExchange { def } => self.apply_declare_exchange(def).await,
+            VhostChange::DeleteExchange { name, if_unused } => {
                 let change = self
                     .inner
                     .topology
@@ -31,16 +29,12 @@ impl VHost {
                     .map_err(topology_error)?;
                 self.persist_change(&change).await
             }
-            MetaCommand::Bind { binding, .. } => self.apply_binding(binding, true).await,
-            MetaCommand::Unbind { binding, .. } => self.apply_binding(binding, false).await,
-            MetaCommand::DeclareQueue { def, .. } => self.apply_declare_queue(def).await,
-            MetaCommand::DeleteQueue { name, node, id, .. } => {
+            VhostChange::Bind { binding } => self.apply_binding(binding, true).await,
+            VhostChange::Unbind { binding } => self.apply_binding(binding, false).await,
+            VhostChange::DeclareQueue { def } => self.apply_declare_queue(def).await,
+            VhostChange::DeleteQueue { name, node, id } => {
                 self.apply_delete_queue(&name, &node, id).await
             }
-            other => Err(BrokerError::internal(format!(
-                "{} is not a change of a vhost",
-                other.describe()
-            ))),
         }
     }
 
@@ -50,19 +44,23 @@ impl VHost {
         if ops.is_empty() || self.inner.placement.in_memory {
             return Ok(());
         }
-        let batch = if self.inner.log.get().is_some() {
+        let batch = if self.inner.log.is_set() {
             Batch::non_durable(ops)
         } else {
             Batch::durable(ops)
         };
-        self.inner.store.submit(batch).await.map_err(storage_error)
+        self.inner
+            .store
+            .submit(batch)
+            .await
+            .map_err(BrokerError::storage)
     }
 
     fn put_exchange(&self, def: &ExchangeDef) -> Result<Op, BrokerError> {
         Ok(Op::PutMeta {
             table: MetaTable::Exchanges,
             key: key(&self.inner.name, &def.name),
-            value: warren_storage::codec::encode(def).map_err(storage_error)?,
+            value: warren_storage::codec::encode(def).map_err(BrokerError::storage)?,
         })
     }
 
@@ -101,7 +99,7 @@ impl VHost {
             ops.push(Op::PutMeta {
                 table: MetaTable::Bindings,
                 key: binding_key(vhost, b),
-                value: warren_storage::codec::encode(b).map_err(storage_error)?,
+                value: warren_storage::codec::encode(b).map_err(BrokerError::storage)?,
             });
         }
         for b in &change.removed_bindings {
@@ -139,7 +137,7 @@ impl VHost {
         self.persist(vec![Op::PutMeta {
             table: MetaTable::Queues,
             key: key(&self.inner.name, &def.name),
-            value: warren_storage::codec::encode(&def).map_err(storage_error)?,
+            value: warren_storage::codec::encode(&def).map_err(BrokerError::storage)?,
         }])
         .await?;
         let name = def.name.clone();
@@ -233,13 +231,17 @@ impl VHost {
                 .store
                 .submit(Batch::durable(messages))
                 .await
-                .map_err(storage_error)?;
+                .map_err(BrokerError::storage)?;
         }
         let mut ops = Vec::new();
         if !self.inner.placement.in_memory {
             let prefix = format!("{}\u{0}", self.inner.name);
             for table in [MetaTable::Exchanges, MetaTable::Queues, MetaTable::Bindings] {
-                let rows = self.inner.store.read_meta(table).map_err(storage_error)?;
+                let rows = self
+                    .inner
+                    .store
+                    .read_meta(table)
+                    .map_err(BrokerError::storage)?;
                 ops.extend(
                     rows.into_iter()
                         .filter(|(k, _)| k.starts_with(&prefix))

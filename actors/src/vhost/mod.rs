@@ -8,7 +8,8 @@
 //!   `queues:<vhost>` supervisor, one of another node is reached there;
 //! - the definitions in storage (on a disk node), so that a restart finds them.
 //!
-//! Changes go through the metadata log when there is one (a cluster, even of one
+//! Changes ([`VhostChange`](crate::changes::VhostChange)) go through the node's
+//! [`ChangeLog`](crate::changes::ChangeLog) when there is one (a cluster, even of one
 //! node) and are applied on every node in log order ([`apply`]); without a log they
 //! are applied at once. The operations clients call ([`operations`]) check what they
 //! can, then propose. Messages never take the metadata lock.
@@ -20,21 +21,21 @@ mod operations;
 mod queues;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
+use warren_resources::queue_memory::QueueMemory;
 use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
 pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
 pub use queues::QueueSummary;
 
+use crate::changes::LogSlot;
 use crate::error::BrokerError;
 use crate::exchange::{Binding, ExchangeDef, RouteResult, SharedTopology, Topology};
 use crate::message::FieldTable;
-use crate::metadata::MetadataLog;
 use crate::queue::{QueueDef, QueueTypes, RemoteReach};
-use crate::queue_memory::QueueMemory;
 
 use queues::Registered;
 
@@ -92,8 +93,9 @@ struct Inner {
     stale: std::sync::Mutex<Stale>,
     /// One metadata change applied at a time.
     meta: Mutex<()>,
-    /// Where changes go to be replicated; none: applied at once.
-    log: OnceLock<Arc<dyn MetadataLog>>,
+    /// Where changes go to be replicated (the node's, shared by its vhosts); none:
+    /// applied at once.
+    log: LogSlot,
     /// Becomes true when the vhost is deleted: its connections and sessions close.
     deleted: tokio::sync::watch::Sender<bool>,
 }
@@ -128,17 +130,15 @@ fn topology_error(e: crate::exchange::TopologyError) -> BrokerError {
     BrokerError::new(e.reply_code(), e.to_string())
 }
 
-fn storage_error(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::internal(format!("storage failed: {e}"))
-}
-
 impl VHost {
     /// Loads a vhost's definitions from storage (starting no actors: the supervisors
     /// start them from [`VHost::exchange_children`] and [`VHost::queue_children`]).
-    pub async fn load(
+    /// Its changes go through `log` once the node has one.
+    pub(crate) async fn load(
         name: &str,
         store: Store,
         placement: Placement,
+        log: LogSlot,
     ) -> Result<VHost, BrokerError> {
         let prefix = format!("{name}\u{0}");
         let read = |table| -> Result<Vec<Vec<u8>>, BrokerError> {
@@ -147,7 +147,7 @@ impl VHost {
             }
             Ok(store
                 .read_meta(table)
-                .map_err(storage_error)?
+                .map_err(BrokerError::storage)?
                 .into_iter()
                 .filter(|(k, _)| k.starts_with(&prefix))
                 .map(|(_, v)| v)
@@ -179,7 +179,7 @@ impl VHost {
                 queues: RwLock::new(HashMap::new()),
                 stale: std::sync::Mutex::new(Stale::default()),
                 meta: Mutex::new(()),
-                log: OnceLock::new(),
+                log,
                 deleted: tokio::sync::watch::Sender::new(false),
             }),
         };
@@ -224,11 +224,6 @@ impl VHost {
     /// The node this vhost runs on.
     pub fn node(&self) -> &str {
         &self.inner.placement.node
-    }
-
-    /// From now on, changes go through `log` (the cluster's metadata log).
-    pub fn set_metadata_log(&self, log: Arc<dyn MetadataLog>) {
-        let _ = self.inner.log.set(log);
     }
 
     /// The name of this vhost's supervisor in the node's tree.

@@ -1,7 +1,7 @@
 //! What clients ask of a vhost: declare, delete, bind, unbind, purge.
 //!
 //! Each operation checks what it can against this node's view (so that most errors
-//! cost no log entry), then proposes a [`MetaCommand`] and returns once this node has
+//! cost no log entry), then proposes a [`VhostChange`] and returns once this node has
 //! applied it, with the result of applying it. The check is advisory: applying decides,
 //! in log order, on every node alike.
 
@@ -9,22 +9,27 @@ use ractor::ActorRef;
 use tokio::sync::oneshot;
 
 use super::{topology_error, QueueDeclareOk, VHost};
+use crate::changes::{BrokerChange, VhostChange};
 use crate::delivery::ChannelId;
 use crate::error::{code, BrokerError};
 use crate::exchange::{Binding, Destination, ExchangeDef, ExchangeKind};
 use crate::message::FieldTable;
-use crate::metadata::MetaCommand;
 use crate::queue::{QueueDef, QueueRef, QUEUE_TYPE_ARG};
 
 use super::ExchangeMsg;
 
 impl VHost {
-    /// Proposes a change (or applies it at once when there is no log).
-    pub(super) async fn change(&self, command: MetaCommand) -> Result<(), BrokerError> {
-        match self.inner.log.get() {
-            Some(log) => log.commit(command).await,
-            None => self.apply(command).await,
-        }
+    /// Proposes a change of this vhost (or applies it at once when there is no log).
+    pub(super) async fn change(&self, change: VhostChange) -> Result<(), BrokerError> {
+        let vhost = self.inner.name.clone();
+        self.inner
+            .log
+            .change(
+                change,
+                |change| BrokerChange::Vhost { vhost, change },
+                |change| self.apply(change),
+            )
+            .await
     }
 
     // ----- exchanges ------------------------------------------------------------
@@ -67,11 +72,7 @@ impl VHost {
         if check.declared_exchange.is_none() {
             return Ok(()); // an equivalent exchange exists
         }
-        self.change(MetaCommand::DeclareExchange {
-            vhost: self.inner.name.clone(),
-            def,
-        })
-        .await
+        self.change(VhostChange::DeclareExchange { def }).await
     }
 
     /// `exchange.delete`.
@@ -83,8 +84,7 @@ impl VHost {
         if check.topology.is_none() {
             return Ok(()); // nothing to delete
         }
-        self.change(MetaCommand::DeleteExchange {
-            vhost: self.inner.name.clone(),
+        self.change(VhostChange::DeleteExchange {
             name: name.to_string(),
             if_unused,
         })
@@ -177,11 +177,10 @@ impl VHost {
         if check.topology.is_none() {
             return Ok(()); // already bound, or not bound
         }
-        let vhost = self.inner.name.clone();
         self.change(if add {
-            MetaCommand::Bind { vhost, binding }
+            VhostChange::Bind { binding }
         } else {
-            MetaCommand::Unbind { vhost, binding }
+            VhostChange::Unbind { binding }
         })
         .await
     }
@@ -239,11 +238,8 @@ impl VHost {
         }
         def.id = self.inner.store.allocate_id();
         let id = def.id;
-        self.change(MetaCommand::DeclareQueue {
-            vhost: self.inner.name.clone(),
-            def: def.clone(),
-        })
-        .await?;
+        self.change(VhostChange::DeclareQueue { def: def.clone() })
+            .await?;
         match self.queue(&name) {
             Some(q) if q.def().node == self.node() && q.def().id == id => Ok(QueueDeclareOk {
                 name,
@@ -355,8 +351,7 @@ impl VHost {
 
     /// Removes the queue `def` everywhere, through the log.
     async fn delete_def(&self, def: &QueueDef) -> Result<(), BrokerError> {
-        self.change(MetaCommand::DeleteQueue {
-            vhost: self.inner.name.clone(),
+        self.change(VhostChange::DeleteQueue {
             name: def.name.clone(),
             node: def.node.clone(),
             id: def.id,

@@ -2,7 +2,7 @@
 //! acts (configure, write, read on exchanges and queues in the channel's vhost).
 
 use amq_protocol::types::{FieldTable as WireTable, ShortString};
-use warren_actors::access::{Access, Resource};
+use warren_access::{Access, Resource};
 use warren_actors::exchange::{Binding, Destination};
 
 use super::AmqpChannel;

@@ -5,7 +5,7 @@
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
-use warren_actors::access::{Access, Resource};
+use warren_access::{Access, Resource};
 use warren_actors::channel::{PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{ChannelId, QueueDelivery};
 use warren_actors::message::Message;

@@ -1,7 +1,7 @@
 //! The exchange class: exchange.declare, delete, bind and unbind.
 
 use amq_protocol::protocol::{exchange, AMQPClass};
-use warren_actors::access::{Access, Resource};
+use warren_access::{Access, Resource};
 use warren_actors::delivery::ChannelId;
 use warren_actors::exchange::Destination;
 use warren_actors::vhost::VHost;

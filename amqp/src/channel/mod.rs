@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, AMQPClass};
-use warren_actors::access::AccessControl;
+use warren_access::AccessControl;
 use warren_actors::channel::{ChannelState, Settle};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink};
 use warren_actors::message::Message;

@@ -2,7 +2,7 @@
 //! empty name means (the one last declared on the channel).
 
 use amq_protocol::protocol::{queue, AMQPClass};
-use warren_actors::access::{Access, Resource};
+use warren_access::{Access, Resource};
 use warren_actors::delivery::ChannelId;
 use warren_actors::exchange::Destination;
 use warren_actors::vhost::VHost;

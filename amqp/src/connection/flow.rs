@@ -24,7 +24,7 @@ impl Connection {
     /// understands it); once every alarm cleared it is read again and told
     /// `connection.unblocked`. A connection that does not publish (a consumer) is
     /// not held back: consuming is what frees memory and disk.
-    pub(super) fn on_alarm(&mut self, state: warren_actors::alarm::AlarmState) {
+    pub(super) fn on_alarm(&mut self, state: warren_resources::alarm::AlarmState) {
         if !state.raised() {
             self.blocked = false;
             if self.told_blocked {

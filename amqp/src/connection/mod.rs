@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::time::Instant;
-use warren_actors::access::AccessControl;
+use warren_access::AccessControl;
 use warren_actors::channel::PublishOutcome;
 use warren_actors::delivery::{next_channel_id, ChannelId, QueueEvent};
 use warren_actors::message::Message;
@@ -50,7 +50,7 @@ pub struct Server {
     /// The node's vhosts: `connection.open` picks one.
     pub vhosts: VHosts,
     /// The node's memory and disk alarms: publishers are blocked while one is up.
-    pub alarms: warren_actors::alarm::Alarms,
+    pub alarms: warren_resources::alarm::Alarms,
     /// Users and permissions: login, vhost access, each method's checks.
     pub access: AccessControl,
     /// The `version` the server properties announce.

@@ -24,11 +24,14 @@ pub const PAGING_RATIO: f64 = 0.5;
 /// The node's budget (cheap to share: `Arc`).
 #[derive(Debug, Default)]
 pub struct QueueMemory {
+    /// What the queues may hold together (changes with the watermark).
     limit: AtomicU64,
+    /// What their claims hold now.
     used: AtomicU64,
 }
 
 impl QueueMemory {
+    /// A budget of `limit` bytes, nothing held yet.
     pub fn new(limit: u64) -> Arc<QueueMemory> {
         Arc::new(QueueMemory {
             limit: AtomicU64::new(limit),
@@ -47,6 +50,7 @@ impl QueueMemory {
         self.limit.store(limit, Ordering::Relaxed);
     }
 
+    /// The budget in bytes.
     pub fn limit(&self) -> u64 {
         self.limit.load(Ordering::Relaxed)
     }
@@ -69,7 +73,9 @@ impl QueueMemory {
 /// stopped or crashed).
 #[derive(Debug)]
 pub struct MemoryClaim {
+    /// The budget the claim is part of.
     memory: Arc<QueueMemory>,
+    /// What this queue last recorded it holds (given back on drop).
     held: u64,
 }
 

@@ -18,11 +18,14 @@ use tokio::sync::watch;
 /// Which alarms are up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlarmState {
+    /// The node's resident memory is at or above the high watermark.
     pub memory: bool,
+    /// The data directory's file system has less free space than the limit.
     pub disk: bool,
 }
 
 impl AlarmState {
+    /// Whether any alarm is up (publishers are held back).
     pub fn raised(&self) -> bool {
         self.memory || self.disk
     }
@@ -63,10 +66,12 @@ impl Alarms {
         });
     }
 
+    /// The alarms up right now.
     pub fn current(&self) -> AlarmState {
         *self.state.borrow()
     }
 
+    /// A receiver that wakes whenever the alarms change (a connection's publisher gate).
     pub fn watch(&self) -> watch::Receiver<AlarmState> {
         self.state.subscribe()
     }
@@ -75,7 +80,10 @@ impl Alarms {
 /// The memory high watermark: a fraction of the machine's RAM, or an absolute size.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MemoryLimit {
+    /// A fraction of the machine's RAM (above 0, at most 1), so that one setting fits
+    /// machines of every size.
     Fraction(f64),
+    /// An absolute size in bytes.
     Bytes(u64),
 }
 

@@ -7,13 +7,13 @@
 //!   sessions that serve client handles.
 //! - `main.rs` and [`cli`]: the `warren` command.
 //!
+//! The benchmark programs are not here: they are the `warren-bench` binary of the
+//! workspace crate `bench/`, which drives a node through [`client`] or over AMQP.
+//!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
 //! `warren-storage` (redb), `warren-actors` (exchanges and queues) and `warren-cluster`
 //! (transport, membership, roles).
 
-pub mod bench;
-mod bench_amqp;
-mod bench_declare;
 pub mod cli;
 mod cli_access;
 mod cli_cluster;

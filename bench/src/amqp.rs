@@ -4,7 +4,7 @@
 //! scenarios and the same exactly-once and latency accounting as the client handle;
 //! against any AMQP 0-9-1 broker (Warren or RabbitMQ).
 //!
-//! amqprs rather than lapin: it needs 2.3-3.2 times less of the bench's CPU per
+//! amqprs rather than lapin: it needs 2.0-3.4 times less of the bench's CPU per
 //! message, so one bench core drives a broker harder
 //! (`docs/2026-12-04-bench-tool.md`).
 

@@ -79,8 +79,8 @@ pub struct BenchArgs {
     /// through the amqprs client library.
     #[arg(long, value_name = "URI")]
     pub amqp: Option<String>,
-    /// With --amqp: the bench's own raw-frame AMQP client instead of amqprs (a third
-    /// of amqprs's CPU per message; not what an application's client sends).
+    /// With --amqp: the bench's own raw-frame AMQP client instead of amqprs (about a
+    /// seventh of amqprs's CPU per message; not what an application's client sends).
     #[arg(long, requires = "amqp")]
     pub raw_frames: bool,
 }

@@ -73,8 +73,6 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Measure throughput and latency against a node.
-    Bench(crate::bench::BenchArgs),
     /// Attach a debug shell to a running node: its supervision tree, actors, log.
     Shell(crate::shell::ShellArgs),
     /// Manage the users AMQP clients log in as.
@@ -333,7 +331,7 @@ fn table(args: Vec<(String, FieldValue)>) -> FieldTable {
 pub async fn run_client(command: Command) -> Result<(), String> {
     let e = |e: ClientError| e.to_string();
     match command {
-        Command::Node(_) | Command::Bench(_) | Command::Shell(_) => {
+        Command::Node(_) | Command::Shell(_) => {
             unreachable!("handled by main")
         }
         Command::Declare(Declare::Queue {

@@ -7,15 +7,15 @@
 //!   sessions that serve client handles.
 //! - `main.rs` and [`cli`]: the `warren` command.
 //!
+//! The benchmark programs are not here: they are the `warren-bench` binary of the
+//! workspace crate `bench/`, which drives a node through [`client`] or over AMQP.
+//!
 //! The broker's parts live in the workspace crates: `warren-supervisor` (supervision),
 //! `warren-storage` (redb), `warren-resources` (alarms, the queues' memory budget),
 //! `warren-access` (users, permissions, vhost records), `warren-actors` (exchanges,
 //! queues, vhosts) and `warren-cluster` (transport, membership, roles, the metadata
 //! log).
 
-pub mod bench;
-mod bench_amqp;
-mod bench_declare;
 pub mod cli;
 mod cli_access;
 mod cli_cluster;

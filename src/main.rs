@@ -29,7 +29,6 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => run_node(args).await,
-            Command::Bench(args) => warren::bench::run(args).await,
             Command::Shell(args) => warren::shell::run(args).await,
             other => warren::cli::run_client(other).await,
         }

@@ -89,6 +89,11 @@ async fn cli_commands_and_their_errors() {
         "fanciful",
     );
     fails(&["consume", "nope", "--count", "1"], "no queue 'nope'");
+    // The benchmarks are the warren-bench binary's, not the server's.
+    fails(
+        &["bench", "--count", "1"],
+        "unrecognized subcommand 'bench'",
+    );
     fails(
         &[
             "declare",

@@ -1,4 +1,4 @@
-//! `warren bench --declarations N`: how fast the cluster takes metadata changes.
+//! `warren-bench --declarations N`: how fast the cluster takes metadata changes.
 //!
 //! N transient queues are declared through the given nodes at once (one client per
 //! node, each declaring its share one after another, as N/nodes applications would),
@@ -8,8 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::client::{ClientError, ConnectOptions, QueueOptions};
+use warren::client::{Client, ClientError, ConnectOptions, QueueOptions};
 
+/// Declares `count` queues named PREFIX-0, PREFIX-1, ... through `nodes`, reports the
+/// time, and deletes them.
 pub async fn run(
     nodes: &[SocketAddr],
     cookie_file: &std::path::Path,
@@ -21,7 +23,7 @@ pub async fn run(
     for node in nodes {
         let mut options = ConnectOptions::new(*node, cookie_file).map_err(e)?;
         options.client_name = "warren-bench".into();
-        clients.push(crate::client::Client::connect(options).await.map_err(e)?);
+        clients.push(Client::connect(options).await.map_err(e)?);
     }
     let names = |i: usize| -> Vec<String> {
         (i as u64..count)

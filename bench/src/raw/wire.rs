@@ -1,11 +1,11 @@
 //! The bench's AMQP 0-9-1 frames, by hand: the few client methods it sends, the
 //! server methods it reads, a pre-encoded basic.publish, and the reading side (frames
 //! off a byte buffer, deliveries assembled from deliver + header + body frames,
-//! publisher confirms). Pure: no I/O, every bad input is an `Err` with a text.
+//! publisher confirms as methods). Pure: no I/O, every bad input is an `Err` with a text.
 
 use bytes::{Buf, BytesMut};
 
-use crate::bench::HEADER;
+use crate::message::HEADER;
 
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 const FRAME_METHOD: u8 = 1;
@@ -438,10 +438,10 @@ impl Publication {
     }
 
     /// Appends one message: its body starts with publisher, seq and send time (as
-    /// `crate::bench::body` lays them out), then padding.
+    /// `crate::message::body` lays them out), then padding.
     pub fn put(&self, out: &mut Vec<u8>, publisher: u32, seq: u64, now_nanos: u64) {
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&crate::bench::header(publisher, seq, now_nanos));
+        out.extend_from_slice(&crate::message::header(publisher, seq, now_nanos));
         out.extend_from_slice(&self.tail);
     }
 }
@@ -607,62 +607,6 @@ impl Content {
             (FRAME_HEADER, _) => Err("the broker sent a content header out of place".into()),
             _ => Err("the broker sent a body frame out of place".into()),
         }
-    }
-}
-
-/// Publisher confirms: which delivery tags (1, 2, ... in publishing order) the broker
-/// has settled, and how many of them it refused.
-#[derive(Debug, Default)]
-pub struct Confirms {
-    /// Every tag up to this one is settled.
-    settled: u64,
-    /// Tags above `settled` settled one by one (out of order).
-    above: std::collections::BTreeSet<u64>,
-    /// Settled with basic.nack.
-    pub nacked: u64,
-}
-
-impl Confirms {
-    /// Settles `tag` (and with `multiple` every tag below it; tag 0 with `multiple`:
-    /// all of the `published`).
-    pub fn settle(
-        &mut self,
-        tag: u64,
-        multiple: bool,
-        nack: bool,
-        published: u64,
-    ) -> Result<(), String> {
-        let upto = if multiple && tag == 0 { published } else { tag };
-        if upto > published || (tag == 0 && !multiple) {
-            return Err(format!(
-                "the broker confirmed delivery tag {tag}, but {published} messages were published"
-            ));
-        }
-        if multiple {
-            if upto > self.settled {
-                if nack {
-                    let individually = self.above.range(..=upto).count() as u64;
-                    self.nacked += upto - self.settled - individually;
-                }
-                self.settled = upto;
-                self.above = self.above.split_off(&(upto + 1));
-            }
-        } else if upto == self.settled + 1 {
-            self.nacked += u64::from(nack);
-            self.settled = upto;
-        } else if upto > self.settled && self.above.insert(upto) {
-            self.nacked += u64::from(nack);
-        }
-        while self.above.first() == Some(&(self.settled + 1)) {
-            self.above.pop_first();
-            self.settled += 1;
-        }
-        Ok(())
-    }
-
-    /// Messages published and not settled yet.
-    pub fn outstanding(&self, published: u64) -> u64 {
-        published.saturating_sub(self.settled + self.above.len() as u64)
     }
 }
 
@@ -923,7 +867,7 @@ mod tests {
                 assert!(b.len() + FRAME_OVERHEAD <= frame_max as usize);
                 body.extend(b);
             }
-            let expected = crate::bench::body(3, 7, &vec![b'w'; size - HEADER]);
+            let expected = crate::message::body(3, 7, &vec![b'w'; size - HEADER]);
             assert_eq!(body.len(), size);
             assert_eq!(body[..16], expected[..16]);
             assert_eq!(body[16..24], 123u64.to_be_bytes());
@@ -993,26 +937,5 @@ mod tests {
             one(bytes);
         }
         assert!(connection_open(&"v".repeat(300)).is_err());
-    }
-
-    #[test]
-    fn confirms_settle_multiple_single_out_of_order_and_count_nacks() {
-        let mut c = Confirms::default();
-        c.settle(3, true, false, 10).unwrap();
-        assert_eq!(c.outstanding(10), 7);
-        c.settle(5, false, true, 10).unwrap(); // out of order
-        c.settle(5, false, true, 10).unwrap(); // repeated: counted once
-        assert_eq!((c.outstanding(10), c.nacked), (6, 1));
-        c.settle(4, false, false, 10).unwrap();
-        assert_eq!((c.settled, c.above.len()), (5, 0));
-        c.settle(7, false, false, 10).unwrap();
-        c.settle(8, true, true, 10).unwrap(); // nacks 6 and 8, not 7
-        assert_eq!((c.outstanding(10), c.nacked), (2, 3));
-        c.settle(2, true, true, 10).unwrap(); // behind: nothing
-        assert_eq!(c.nacked, 3);
-        c.settle(0, true, false, 10).unwrap(); // all
-        assert_eq!((c.outstanding(10), c.nacked), (0, 3));
-        assert!(c.settle(11, false, false, 10).is_err());
-        assert!(c.settle(0, false, false, 10).is_err());
     }
 }

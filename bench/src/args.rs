@@ -1,0 +1,127 @@
+//! The flags of `warren-bench`: the scenario (publishers, consumers, count, size,
+//! persistence, confirms, prefetch, rate, queues) and which client drives the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use warren::client::{Client, ClientError, ConnectOptions};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "warren-bench",
+    version,
+    about = "Measure a broker's throughput and latency: a Warren node through the client \
+             handle, or any AMQP 0-9-1 broker (Warren or RabbitMQ) with --amqp URI",
+    long_about = "Measure a broker's throughput and latency, and check that every message \
+                  arrived exactly once.\n\n\
+                  Clients:\n  \
+                  (default)            Warren's Rust client handle, over the cluster transport\n  \
+                  --amqp URI           AMQP 0-9-1 through amqprs, a maintained client \
+                  library: what an application's client costs the broker\n  \
+                  --amqp URI --raw-frames\n                       the bench's own raw-frame \
+                  AMQP client (pre-encoded publishes, hand-parsed deliveries): what the broker \
+                  costs with a minimal client"
+)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Publishing tasks (each with its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Consuming tasks (each with its own connection); 0: fill the queue only.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: u32,
+    /// Messages per publisher.
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// Body size in bytes (at least 24: the bench's own header).
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Persistent messages on a durable queue.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Wait for confirms (at most --window unconfirmed per publisher).
+    #[arg(long)]
+    pub confirm: bool,
+    /// With --confirm: how many messages a publisher may have unconfirmed.
+    #[arg(long, default_value_t = 2000)]
+    pub window: usize,
+    /// How many unacked deliveries a consumer may hold (basic.qos).
+    #[arg(long, default_value_t = 1000)]
+    pub prefetch: u32,
+    /// Publish at this many msg/s per publisher (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// The queue to use (declared, purged first unless --drain-only).
+    #[arg(long, default_value = "warren-bench")]
+    pub queue: String,
+    /// Only consume what is in the queue (--count messages per consumer in total).
+    #[arg(long)]
+    pub drain_only: bool,
+    /// Spread publishers and consumers over this many queues (QUEUE-0, QUEUE-1, ...);
+    /// publisher i and consumer i use queue i mod N.
+    #[arg(long, default_value_t = 1)]
+    pub queues: u32,
+    /// Consumers connect to this node instead of --node (the cross-node benchmark:
+    /// publisher on one node, consumer on another, queue declared on a third).
+    #[arg(long, value_name = "ADDR")]
+    pub consume_node: Option<SocketAddr>,
+    /// Measure metadata instead: declare this many transient queues through the
+    /// nodes of --nodes at once, report the time, delete them.
+    #[arg(long, value_name = "N")]
+    pub declarations: Option<u64>,
+    /// The nodes --declarations goes through (comma-separated; default: --node).
+    #[arg(long, value_name = "ADDR,ADDR", value_delimiter = ',')]
+    pub nodes: Vec<SocketAddr>,
+    /// Drive an AMQP 0-9-1 broker instead of the client handle, e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (Warren's AMQP port, or RabbitMQ's),
+    /// through the amqprs client library.
+    #[arg(long, value_name = "URI")]
+    pub amqp: Option<String>,
+    /// With --amqp: the bench's own raw-frame AMQP client instead of amqprs (about a
+    /// seventh of amqprs's CPU per message; not what an application's client sends).
+    #[arg(long, requires = "amqp")]
+    pub raw_frames: bool,
+}
+
+impl BenchArgs {
+    /// The queue publisher or consumer `i` uses.
+    pub fn queue_of(&self, i: u32) -> String {
+        if self.queues <= 1 {
+            self.queue.clone()
+        } else {
+            format!("{}-{}", self.queue, i % self.queues)
+        }
+    }
+
+    /// Every queue of the run.
+    pub fn queue_names(&self) -> Vec<String> {
+        (0..self.queues.max(1)).map(|i| self.queue_of(i)).collect()
+    }
+}
+
+/// How the client handle reaches a node (the same flags and variables as `warren`'s
+/// client commands).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Conn {
+    /// The node's cluster address.
+    #[arg(long, env = "WARREN_NODE", default_value = warren::client::DEFAULT_NODE_ADDR)]
+    pub node: SocketAddr,
+    /// The node's cookie file.
+    #[arg(long, env = "WARREN_COOKIE_FILE", default_value = warren::client::DEFAULT_COOKIE_FILE)]
+    pub cookie_file: PathBuf,
+    /// The vhost the bench works in (client handle only; with --amqp, the URI's).
+    #[arg(long, env = "WARREN_VHOST", default_value = "/")]
+    pub vhost: String,
+}
+
+impl Conn {
+    /// A client handle to `node` (or to --node).
+    pub async fn connect_to(&self, node: Option<SocketAddr>) -> Result<Client, ClientError> {
+        let mut options = ConnectOptions::new(node.unwrap_or(self.node), &self.cookie_file)?;
+        options.client_name = "warren-bench".into();
+        options.vhost = self.vhost.clone();
+        Client::connect(options).await
+    }
+}

@@ -1,0 +1,387 @@
+//! One benchmark run: check the flags, prepare the queues, start the consumers and
+//! publishers through the chosen client, and report msg/s, latency percentiles, the
+//! bench's own CPU per message, and whether every message arrived exactly once.
+//!
+//! The consumers check off each (publisher, seq) once in [`Received`] and measure
+//! publish-to-delivery latency from the header every body starts with
+//! ([`crate::message`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::args::BenchArgs;
+use crate::message::HEADER;
+
+/// How long the broker may say nothing while the bench waits for it: a refused or
+/// lost message leaves a consumer short of its quota, which must end in an error, not
+/// a hang.
+pub const SILENCE: Duration = Duration::from_secs(30);
+
+/// Awaits `f`, or fails once the broker has been silent for [`SILENCE`].
+pub async fn within<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(SILENCE, f).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{what}: the broker sent nothing for {} s",
+            SILENCE.as_secs()
+        )),
+    }
+}
+
+/// Which client drives the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Driver {
+    /// Warren's client handle over the cluster transport.
+    Handle,
+    /// AMQP 0-9-1 through the client library.
+    Library(String),
+    /// AMQP 0-9-1 through the bench's own raw-frame client.
+    RawFrames(String),
+}
+
+impl Driver {
+    fn of(args: &BenchArgs) -> Driver {
+        match (&args.amqp, args.raw_frames) {
+            (None, _) => Driver::Handle,
+            (Some(uri), false) => Driver::Library(uri.clone()),
+            (Some(uri), true) => Driver::RawFrames(uri.clone()),
+        }
+    }
+
+    /// The first line of the report.
+    fn label(&self) -> &'static str {
+        match self {
+            Driver::Handle => "client: Warren's client handle (cluster transport)",
+            Driver::Library(_) => crate::amqp::LABEL,
+            Driver::RawFrames(_) => {
+                "client: raw frames (the bench's own AMQP client, not a client library)"
+            }
+        }
+    }
+}
+
+/// Results the consumers share.
+pub struct Received {
+    /// One bit per (publisher, seq): seen once.
+    seen: Vec<Vec<u64>>,
+    duplicates: u64,
+    foreign: u64,
+    latencies_us: Vec<u32>,
+}
+
+impl Received {
+    fn new(publishers: u32, count: u64, expected: u64) -> Received {
+        Received {
+            seen: (0..publishers.max(1))
+                .map(|_| vec![0u64; count.div_ceil(64) as usize])
+                .collect(),
+            duplicates: 0,
+            foreign: 0,
+            latencies_us: Vec::with_capacity(expected.min(50_000_000) as usize),
+        }
+    }
+}
+
+/// Checks off a batch of arrivals (publisher, seq, latency in ns).
+pub fn record(received: &Mutex<Received>, batch: &mut Vec<(u64, u64, u64)>, drain_only: bool) {
+    let mut r = received.lock().unwrap_or_else(|p| p.into_inner());
+    for (publisher, seq, latency_ns) in batch.drain(..) {
+        if drain_only {
+            continue;
+        }
+        let Some(bits) = r.seen.get_mut(publisher as usize) else {
+            r.foreign += 1;
+            continue;
+        };
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        match bits.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => r.duplicates += 1,
+            Some(w) => {
+                *w |= 1 << bit;
+                let us = latency_ns / 1000;
+                r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+            None => r.foreign += 1,
+        }
+    }
+}
+
+/// When publish number `seq` is due at `--rate` (`None`: as fast as possible).
+pub fn due(args: &BenchArgs, start: Instant, seq: u64) -> Option<Instant> {
+    (args.rate > 0).then(|| start + Duration::from_secs_f64(seq as f64 / args.rate as f64))
+}
+
+/// Waits until publish number `seq` is due at `--rate`.
+pub async fn pace(args: &BenchArgs, start: Instant, seq: u64) {
+    if let Some(due) = due(args, start, seq) {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// The CPU time (user + system) this process has used so far.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Duration::ZERO;
+        }
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+fn check(args: &BenchArgs) -> Result<(), String> {
+    if args.size < HEADER {
+        return Err(format!(
+            "--size must be at least {HEADER} bytes (the bench's header)"
+        ));
+    }
+    if args.publishers == 0 && !args.drain_only {
+        return Err("--publishers must be at least 1 (or use --drain-only)".into());
+    }
+    if args.queues == 0 {
+        return Err("--queues must be at least 1".into());
+    }
+    if args.queue.is_empty() || args.queue.len() > 200 {
+        return Err("--queue must be 1 to 200 bytes (AMQP names are at most 255)".into());
+    }
+    if args.amqp.is_some() && args.consume_node.is_some() {
+        return Err("--consume-node is for the client handle, not --amqp".into());
+    }
+    Ok(())
+}
+
+/// Runs the benchmark the flags describe; the error is the one line to print.
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    if let Some(count) = args.declarations {
+        let nodes = if args.nodes.is_empty() {
+            vec![args.conn.node]
+        } else {
+            args.nodes.clone()
+        };
+        return crate::declare::run(&nodes, &args.conn.cookie_file, count, &args.queue).await;
+    }
+    check(&args)?;
+    let driver = Driver::of(&args);
+    println!("{}", driver.label());
+    match &driver {
+        Driver::Handle => crate::handle::prepare(&args).await?,
+        Driver::Library(uri) => crate::amqp::prepare(uri, &args).await?,
+        Driver::RawFrames(uri) => crate::raw::prepare(uri, &args).await?,
+    }
+    let total = if args.drain_only {
+        args.count
+    } else {
+        args.count * u64::from(args.publishers)
+    };
+    let received = Arc::new(Mutex::new(Received::new(
+        args.publishers,
+        args.count,
+        total,
+    )));
+    let cpu_before = own_cpu();
+    let start = Instant::now();
+
+    let mut consumer_tasks = Vec::new();
+    if args.consumers > 0 {
+        let per = total / u64::from(args.consumers);
+        for c in 0..args.consumers {
+            let quota = if c == args.consumers - 1 {
+                total - per * u64::from(c)
+            } else {
+                per
+            };
+            let (args, received) = (args.clone(), received.clone());
+            let queue = args.queue_of(c);
+            consumer_tasks.push(match &driver {
+                Driver::Handle => {
+                    let client = crate::handle::connect(&args, args.consume_node).await?;
+                    tokio::spawn(async move {
+                        crate::handle::consume(client, &args, &queue, quota, received).await
+                    })
+                }
+                Driver::Library(uri) => {
+                    let connection = crate::amqp::open(uri).await?;
+                    tokio::spawn(async move {
+                        crate::amqp::consume(connection, &args, &queue, quota, received).await
+                    })
+                }
+                Driver::RawFrames(uri) => {
+                    let link = crate::raw::Link::open(uri).await?;
+                    tokio::spawn(async move {
+                        crate::raw::consume(link, &args, &queue, quota, received).await
+                    })
+                }
+            });
+        }
+    }
+    let mut publisher_tasks = Vec::new();
+    if !args.drain_only {
+        for p in 0..args.publishers {
+            let args = args.clone();
+            let queue = args.queue_of(p);
+            publisher_tasks.push(match &driver {
+                Driver::Handle => {
+                    let client = crate::handle::connect(&args, None).await?;
+                    tokio::spawn(
+                        async move { crate::handle::publish(client, &args, &queue, p).await },
+                    )
+                }
+                Driver::Library(uri) => {
+                    let connection = crate::amqp::open(uri).await?;
+                    tokio::spawn(
+                        async move { crate::amqp::publish(connection, &args, &queue, p).await },
+                    )
+                }
+                Driver::RawFrames(uri) => {
+                    let link = crate::raw::Link::open(uri).await?;
+                    tokio::spawn(async move { crate::raw::publish(link, &args, &queue, p).await })
+                }
+            });
+        }
+    }
+    let mut refused = 0u64;
+    for t in publisher_tasks {
+        refused += t.await.map_err(|err| err.to_string())??;
+    }
+    let published_in = start.elapsed();
+    for t in consumer_tasks {
+        t.await.map_err(|err| err.to_string())??;
+    }
+    let consumed_in = start.elapsed();
+    let cpu = own_cpu().saturating_sub(cpu_before);
+
+    let r = received.lock().unwrap_or_else(|p| p.into_inner());
+    let missing = if args.drain_only || args.consumers == 0 {
+        0
+    } else {
+        let seen: u64 = r
+            .seen
+            .iter()
+            .flatten()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        total - seen.min(total)
+    };
+    let mut lat = r.latencies_us.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> String {
+        if lat.is_empty() {
+            "-".into()
+        } else {
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            format!("{:.3} ms", f64::from(lat[i]) / 1000.0)
+        }
+    };
+    if !args.drain_only {
+        println!(
+            "published {} msgs of {} B in {:.2} s: {:.0} msg/s{}",
+            total,
+            args.size,
+            published_in.as_secs_f64(),
+            total as f64 / published_in.as_secs_f64(),
+            if args.confirm { " (confirmed)" } else { "" }
+        );
+    }
+    if args.consumers > 0 {
+        println!(
+            "consumed {} msgs in {:.2} s: {:.0} msg/s",
+            total, // every consumer returned only once it had its whole quota
+            consumed_in.as_secs_f64(),
+            total as f64 / consumed_in.as_secs_f64()
+        );
+        if !args.drain_only {
+            println!(
+                "latency p50 {} p99 {} p999 {} max {}",
+                pct(0.5),
+                pct(0.99),
+                pct(0.999),
+                pct(1.0)
+            );
+        }
+    }
+    // Each message is published once and consumed once (a fill: published only).
+    println!(
+        "bench CPU {:.2} s: {:.2} µs/msg",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / total.max(1) as f64
+    );
+    println!(
+        "exactly-once check: missing {missing}, duplicates {}, refused {refused}, foreign {}",
+        r.duplicates, r.foreign
+    );
+    if missing > 0 || r.duplicates > 0 || refused > 0 {
+        return Err("the bench lost, duplicated or had messages refused".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(flags: &[&str]) -> BenchArgs {
+        BenchArgs::try_parse_from([&["warren-bench"], flags].concat()).unwrap()
+    }
+
+    #[test]
+    fn the_flags_choose_the_client() {
+        assert_eq!(Driver::of(&args(&[])), Driver::Handle);
+        let uri = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        assert_eq!(
+            Driver::of(&args(&["--amqp", uri])),
+            Driver::Library(uri.into())
+        );
+        assert_eq!(
+            Driver::of(&args(&["--amqp", uri, "--raw-frames"])),
+            Driver::RawFrames(uri.into())
+        );
+        assert!(Driver::RawFrames(uri.into()).label().contains("raw frames"));
+        // Raw frames are an AMQP client: without a broker's URI they mean nothing.
+        assert!(BenchArgs::try_parse_from(["warren-bench", "--raw-frames"]).is_err());
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_before_connecting() {
+        assert!(check(&args(&["--size", "23"])).is_err());
+        assert!(check(&args(&["--publishers", "0"])).is_err());
+        assert!(check(&args(&["--publishers", "0", "--drain-only"])).is_ok());
+        assert!(check(&args(&["--queues", "0"])).is_err());
+        assert!(check(&args(&["--queue", ""])).is_err());
+        assert!(check(&args(&[
+            "--amqp",
+            "amqp://h",
+            "--consume-node",
+            "127.0.0.1:1"
+        ]))
+        .is_err());
+        assert!(check(&args(&[])).is_ok());
+    }
+
+    #[test]
+    fn every_message_is_checked_off_once() {
+        let received = Mutex::new(Received::new(2, 100, 200));
+        let mut batch = vec![
+            (0, 0, 5_000),
+            (1, 99, 7_000),
+            (0, 0, 1_000),
+            (2, 0, 0),
+            (0, 128, 0),
+        ];
+        record(&received, &mut batch, false);
+        assert!(batch.is_empty());
+        let r = received.lock().unwrap();
+        assert_eq!((r.duplicates, r.foreign), (1, 2));
+        assert_eq!(r.latencies_us, vec![5, 7]);
+        let seen: u32 = r.seen.iter().flatten().map(|w| w.count_ones()).sum();
+        assert_eq!(seen, 2);
+    }
+}

@@ -5,7 +5,9 @@
 //!   consume with acks) that talks to a node over the cluster transport.
 //! - [`node`]: one node: its configuration, its root supervisor, its gateway and the
 //!   sessions that serve client handles.
-//! - `main.rs` and [`cli`]: the `warren` command.
+//! - `main.rs` and [`cli`]: the `warren` command; [`conn`]: the flags its client
+//!   commands and the shell take to reach a node.
+//! - [`shell`]: the debug shell; [`listing`]: listings as text and JSON.
 //!
 //! The benchmark programs are not here: they are the `warren-bench` binary of the
 //! workspace crate `bench/`, which drives a node through [`client`] or over AMQP.
@@ -17,10 +19,8 @@
 //! log).
 
 pub mod cli;
-mod cli_access;
-mod cli_cluster;
-mod cli_limits;
 pub mod client;
+pub mod conn;
 pub mod listing;
 pub mod node;
 pub mod shell;

@@ -21,10 +21,10 @@ use amqprs::error::Error;
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return, DELIVERY_MODE_PERSISTENT};
 use tokio::sync::mpsc;
 
+use crate::account::{pace, record, within, Received};
 use crate::args::BenchArgs;
 use crate::confirms::Confirms;
 use crate::message::{arrival, body, HEADER};
-use crate::run::{pace, record, within, Received};
 
 /// The first line of a report in this mode.
 pub const LABEL: &str = "client: amqprs 2.1 (AMQP client library)";

@@ -9,9 +9,9 @@ use warren::client::{
     Client, ClientError, ConsumeOptions, PublishOptions, PublishResult, QueueOptions,
 };
 
+use crate::account::{pace, record, Received};
 use crate::args::BenchArgs;
 use crate::message::{arrival, body, HEADER};
-use crate::run::{pace, record, Received};
 
 fn e(e: ClientError) -> String {
     e.to_string()

@@ -7,7 +7,8 @@
 //! | file | concern |
 //! | --- | --- |
 //! | `args.rs` | the flags |
-//! | `run.rs` | one run: queues, consumers and publishers, the exactly-once check, the report |
+//! | `run.rs` | one run: queues, consumers and publishers, the report |
+//! | `account.rs` | what every client shares: the exactly-once record, pacing, the silence limit |
 //! | `message.rs` | the bench's header in every body: publisher, seq, send time |
 //! | `handle.rs` | the client-handle client (`warren::client`) |
 //! | `amqp.rs` | the AMQP client through amqprs (`--amqp URI`) |
@@ -16,6 +17,7 @@
 //! | `raw.rs`, `raw/` | the raw-frame AMQP client (`--amqp URI --raw-frames`) |
 //! | `declare.rs` | `--declarations N`: metadata throughput of a cluster |
 
+mod account;
 mod amqp;
 mod args;
 mod confirms;

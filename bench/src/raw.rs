@@ -20,10 +20,10 @@ mod wire;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::account::{due, pace, record, Received};
 use crate::args::BenchArgs;
 use crate::confirms::Confirms;
 use crate::message::{arrival, now_nanos};
-use crate::run::{due, pace, record, Received};
 use link::describe;
 pub use link::Link;
 use wire::{Incoming, Method, Publication};

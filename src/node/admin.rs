@@ -17,8 +17,8 @@ use warren_cluster::protocol::{
 use warren_cluster::replica::ReplicaHandle;
 use warren_supervisor::{SupervisorHandle, TreeSnapshot};
 
+use super::info::{binding_info, exchange_info, queue_info};
 use super::log_ring::{parse_level, LogRing};
-use super::session::{binding_info, exchange_info, queue_info};
 
 /// The registry name of the node's root supervisor.
 pub const ROOT: &str = "node";

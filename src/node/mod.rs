@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod config;
 mod gateway;
+mod info;
 mod janitor;
 pub mod log_ring;
 mod resources;

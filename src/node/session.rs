@@ -12,19 +12,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::admin::Admin;
+use super::info::{binding_info, exchange_info, queue_info};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use warren_actors::channel::{ChannelState, PublishOutcome};
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
-use warren_actors::exchange::ExchangeDef;
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
 use warren_actors::queue::ConsumeRequest;
-use warren_actors::vhost::{QueueSummary, VHost};
+use warren_actors::vhost::VHost;
 use warren_cluster::protocol::{
-    BindTarget, BindingInfo, Delivery, ErrorReply, ExchangeInfo, InboxMsg, LocalOnly, Publish,
-    PublishResult, Push, QueueInfo, Request, Response, SessionMsg, Settle,
+    BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Request,
+    Response, SessionMsg, Settle,
 };
 
 /// What a session starts from.
@@ -482,45 +482,6 @@ impl SessionState {
     /// Turns the client's settlements into per-queue acks and rejects.
     fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
         self.core.settle(settles)
-    }
-}
-
-pub(crate) fn queue_info(q: QueueSummary) -> QueueInfo {
-    QueueInfo {
-        name: q.name,
-        durable: q.durable,
-        exclusive: q.exclusive,
-        auto_delete: q.auto_delete,
-        messages: q.stats.ready + q.stats.unacked,
-        ready: q.stats.ready,
-        unacked: q.stats.unacked,
-        consumers: q.stats.consumers as u32,
-        bytes_in_memory: q.stats.bytes_in_memory,
-        arguments: q.arguments,
-        node: q.node,
-    }
-}
-
-pub(crate) fn exchange_info(x: ExchangeDef) -> ExchangeInfo {
-    ExchangeInfo {
-        name: x.name,
-        kind: x.kind.as_str().to_string(),
-        durable: x.durable,
-        auto_delete: x.auto_delete,
-        internal: x.internal,
-        arguments: x.arguments,
-    }
-}
-
-pub(crate) fn binding_info(b: Binding) -> BindingInfo {
-    BindingInfo {
-        source: b.source,
-        target: match b.destination {
-            Destination::Queue(q) => BindTarget::Queue(q),
-            Destination::Exchange(x) => BindTarget::Exchange(x),
-        },
-        routing_key: b.routing_key,
-        arguments: b.arguments,
     }
 }
 

@@ -21,8 +21,8 @@ use serde_json::json;
 
 pub use command::{parse, ShellCommand, COMMANDS};
 
-use crate::cli::Conn;
 use crate::client::{Client, ClientError};
+use crate::conn::Conn;
 use crate::listing;
 
 #[derive(Args, Debug, Clone)]

@@ -1,22 +1,28 @@
 //! The exchange actor: one per exchange, under the vhost's `exchanges:<vhost>`
 //! supervisor.
 //!
-//! Binding changes of an exchange made through this node pass through its actor: it
-//! checks them and proposes them to the metadata log, which orders them. Its routing state
-//! lives in the vhost's snapshot (and in storage), which every node builds by applying
-//! the log, so a restarted exchange actor has nothing to lose.
+//! Binding changes of an exchange made through this node pass through its actor, which
+//! checks them one at a time against the routing snapshot and answers at once with the
+//! change to propose; the caller proposes it to the metadata log, which orders them (the
+//! wait for the log is the caller's, so the actor neither blocks nor spawns a task per
+//! bind). Its routing state lives in the vhost's snapshot (and in storage), which every
+//! node builds by applying the log, so a restarted exchange actor has nothing to lose.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use super::VHost;
+use crate::changes::VhostChange;
 use crate::error::BrokerError;
 use crate::exchange::Binding;
 
+/// The answer to a binding change: what to propose, or nothing to do.
+pub type BindingCheck = oneshot::Sender<Result<Option<VhostChange>, BrokerError>>;
+
 /// Messages to an exchange actor: changes of the bindings it is the source of.
 pub enum ExchangeMsg {
-    Bind(Binding, oneshot::Sender<Result<(), BrokerError>>),
-    Unbind(Binding, oneshot::Sender<Result<(), BrokerError>>),
+    Bind(Binding, BindingCheck),
+    Unbind(Binding, BindingCheck),
     /// Fail on purpose (debug shell, tests).
     Crash,
 }
@@ -50,19 +56,11 @@ impl Actor for ExchangeActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            // The wait for the log runs beside the mailbox: deleting this exchange
-            // (applied from the log) stops this actor, and must not wait for it.
             ExchangeMsg::Bind(b, reply) => {
-                let vhost = state.vhost.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(vhost.propose_binding(b, true).await);
-                });
+                let _ = reply.send(state.vhost.check_binding(b, true));
             }
             ExchangeMsg::Unbind(b, reply) => {
-                let vhost = state.vhost.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(vhost.propose_binding(b, false).await);
-                });
+                let _ = reply.send(state.vhost.check_binding(b, false));
             }
             ExchangeMsg::Crash => {
                 return Err(format!("exchange {} crashed on request", state.name).into());

@@ -140,7 +140,13 @@ impl VHost {
                 if actor.cast(msg).is_err() {
                     return Err(self.exchange_unavailable());
                 }
-                rx.await.map_err(|_| self.exchange_unavailable())?
+                // The exchange's actor checks (changes of one exchange are checked one
+                // at a time); the log orders and applies, and that wait is ours, not the
+                // actor's mailbox's.
+                match rx.await.map_err(|_| self.exchange_unavailable())?? {
+                    Some(change) => self.change(change).await,
+                    None => Ok(()),
+                }
             }
             // No actor: either no such exchange (the topology says 404) or it is
             // restarting right now.
@@ -161,12 +167,14 @@ impl VHost {
         )
     }
 
-    /// Checks a binding change and proposes it (run by the source exchange's actor).
-    pub(super) async fn propose_binding(
+    /// Checks a binding change against the current topology: the change to propose,
+    /// or `None` when there is nothing to do (already bound, or not bound). Run by the
+    /// source exchange's actor, which answers at once.
+    pub(super) fn check_binding(
         &self,
         binding: Binding,
         add: bool,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Option<VhostChange>, BrokerError> {
         let topology = self.topology();
         let check = if add {
             topology.bind(binding.clone())
@@ -175,14 +183,13 @@ impl VHost {
         }
         .map_err(topology_error)?;
         if check.topology.is_none() {
-            return Ok(()); // already bound, or not bound
+            return Ok(None); // already bound, or not bound
         }
-        self.change(if add {
+        Ok(Some(if add {
             VhostChange::Bind { binding }
         } else {
             VhostChange::Unbind { binding }
-        })
-        .await
+        }))
     }
 
     // ----- queues ---------------------------------------------------------------

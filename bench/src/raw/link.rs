@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::wire::{self, Incoming, Method, Reader};
-use crate::run::SILENCE;
+use crate::account::SILENCE;
 
 /// Bytes read at once (and the reader's starting capacity).
 const READ_CHUNK: usize = 256 * 1024;

@@ -7,15 +7,19 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod access;
+mod cluster;
+mod limits;
+
 use crate::listing;
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use warren_actors::message::{FieldTable, FieldValue};
 
 use crate::client::{
-    Client, ClientError, ConnectOptions, ConsumeOptions, ExchangeOptions, PublishOptions,
-    PublishResult, QueueOptions,
+    ClientError, ConsumeOptions, ExchangeOptions, PublishOptions, PublishResult, QueueOptions,
 };
+pub use crate::conn::Conn;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,19 +81,19 @@ pub enum Command {
     Shell(crate::shell::ShellArgs),
     /// Manage the users AMQP clients log in as.
     #[command(subcommand)]
-    User(crate::cli_access::UserCmd),
+    User(access::UserCmd),
     /// Manage users' per-vhost permissions.
     #[command(subcommand)]
-    Permissions(crate::cli_access::PermissionsCmd),
+    Permissions(access::PermissionsCmd),
     /// Manage virtual hosts.
     #[command(subcommand)]
-    Vhost(crate::cli_access::VhostCmd),
+    Vhost(access::VhostCmd),
     /// Show the node's memory and disk against their limits and its alarms; with
     /// flags, change the limits until the node restarts.
-    Limits(crate::cli_limits::LimitsArgs),
+    Limits(limits::LimitsArgs),
     /// See and manage the cluster's members.
     #[command(subcommand)]
-    Cluster(crate::cli_cluster::ClusterCmd),
+    Cluster(cluster::ClusterCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,29 +136,6 @@ pub struct NodeArgs {
     /// Log filter, e.g. `info` or `warren=debug`.
     #[arg(long, env = "WARREN_LOG")]
     pub log: Option<String>,
-}
-
-/// How a client command reaches a node.
-#[derive(Args, Debug, Clone)]
-pub struct Conn {
-    /// The node's cluster address.
-    #[arg(long, env = "WARREN_NODE", default_value = crate::client::DEFAULT_NODE_ADDR)]
-    pub node: SocketAddr,
-    /// The node's cookie file.
-    #[arg(long, env = "WARREN_COOKIE_FILE", default_value = crate::client::DEFAULT_COOKIE_FILE)]
-    pub cookie_file: PathBuf,
-    /// The vhost the command acts in.
-    #[arg(long, env = "WARREN_VHOST", default_value = "/")]
-    pub vhost: String,
-}
-
-impl Conn {
-    pub async fn connect(&self) -> Result<Client, ClientError> {
-        let mut options = ConnectOptions::new(self.node, &self.cookie_file)?;
-        options.client_name = "warren-cli".into();
-        options.vhost = self.vhost.clone();
-        Client::connect(options).await
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -413,11 +394,11 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Unbind(b) => bind(b, false).await?,
         Command::Publish(p) => publish(p).await?,
         Command::Consume(c) => consume(c).await?,
-        Command::User(cmd) => crate::cli_access::user(cmd).await?,
-        Command::Permissions(cmd) => crate::cli_access::permissions(cmd).await?,
-        Command::Vhost(cmd) => crate::cli_access::vhost(cmd).await?,
-        Command::Limits(args) => crate::cli_limits::limits(args).await?,
-        Command::Cluster(cmd) => crate::cli_cluster::cluster(cmd).await?,
+        Command::User(cmd) => access::user(cmd).await?,
+        Command::Permissions(cmd) => access::permissions(cmd).await?,
+        Command::Vhost(cmd) => access::vhost(cmd).await?,
+        Command::Limits(args) => limits::limits(args).await?,
+        Command::Cluster(cmd) => cluster::cluster(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let n = client.purge(&queue).await.map_err(e)?;

@@ -4,7 +4,7 @@
 use clap::Args;
 use warren_resources::alarm::{parse_size, show_size, MemoryLimit};
 
-use crate::cli::Conn;
+use crate::conn::Conn;
 
 #[derive(Args, Debug)]
 pub struct LimitsArgs {

@@ -2,8 +2,8 @@
 
 use clap::Subcommand;
 
-use crate::cli::Conn;
 use crate::client::ClientError;
+use crate::conn::Conn;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {

@@ -6,8 +6,8 @@ use std::io::BufRead;
 
 use clap::Subcommand;
 
-use crate::cli::Conn;
 use crate::client::{ClientError, Permission};
+use crate::conn::Conn;
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {

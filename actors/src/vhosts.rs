@@ -308,9 +308,9 @@ mod tests {
     fn names_are_checked() {
         assert!(check_name("prod").is_ok());
         assert!(check_name("a/b c").is_ok());
-        assert_eq!(check_name("").unwrap_err().code, 406);
-        assert_eq!(check_name("a\nb").unwrap_err().code, 406);
-        assert_eq!(check_name(&"x".repeat(256)).unwrap_err().code, 406);
+        assert_eq!(check_name("").unwrap_err().code(), 406);
+        assert_eq!(check_name("a\nb").unwrap_err().code(), 406);
+        assert_eq!(check_name(&"x".repeat(256)).unwrap_err().code(), 406);
     }
 
     #[tokio::test]
@@ -322,9 +322,9 @@ mod tests {
             let vhosts = VHosts::load(store.clone(), placement()).await.unwrap();
             assert_eq!(vhosts.list().len(), 1);
             vhosts.add("prod", "production").await.unwrap();
-            assert_eq!(vhosts.add("prod", "").await.unwrap_err().code, 406);
-            assert_eq!(vhosts.delete("/").await.unwrap_err().code, 403);
-            assert_eq!(vhosts.delete("nope").await.unwrap_err().code, 404);
+            assert_eq!(vhosts.add("prod", "").await.unwrap_err().code(), 406);
+            assert_eq!(vhosts.delete("/").await.unwrap_err().code(), 403);
+            assert_eq!(vhosts.delete("nope").await.unwrap_err().code(), 404);
             let prod = vhosts.find("prod").unwrap();
             prod.declare_exchange(
                 "orders",

@@ -357,7 +357,7 @@ impl AmqpError {
             | NotTransactional { .. } => code::PRECONDITION_FAILED,
             NotImplemented { .. } => code::NOT_IMPLEMENTED,
             NoPreviousQueue => code::NOT_FOUND,
-            PublishFailed(e) | Broker(e) => e.code,
+            PublishFailed(e) | Broker(e) => e.code(),
             InMethod { error, .. } => error.reply_code(),
         }
     }
@@ -378,7 +378,7 @@ impl AmqpError {
             | NoPreviousQueue
             | CannotSwitchMode { .. }
             | NotTransactional { .. } => false,
-            Broker(e) => matches!(e.code, 320 | 402 | 501..=506 | 530 | 540 | 541),
+            Broker(e) => matches!(e.code(), 320 | 402 | 501..=506 | 530 | 540 | 541),
             InMethod { error, .. } => error.closes_connection(),
             _ => true,
         }
@@ -448,9 +448,10 @@ pub(crate) fn code_name(code: u16) -> Option<&'static str> {
 /// A broker error's text as RabbitMQ's texts go, starting with the reply code's name
 /// (`NOT_FOUND - no queue 'x' ...`); a text that does not gets it.
 fn broker_text(e: &BrokerError) -> Cow<'_, str> {
-    match code_name(e.code) {
-        Some(name) if !e.text.starts_with(name) => Cow::Owned(format!("{name} - {}", e.text)),
-        _ => Cow::Borrowed(&e.text),
+    let text = e.text();
+    match code_name(e.code()) {
+        Some(name) if !text.starts_with(name) => Cow::Owned(format!("{name} - {text}")),
+        _ => text,
     }
 }
 

@@ -40,8 +40,8 @@ pub struct ErrorReply {
 impl From<warren_actors::error::BrokerError> for ErrorReply {
     fn from(e: warren_actors::error::BrokerError) -> Self {
         ErrorReply {
-            code: e.code,
-            text: e.text,
+            code: e.code(),
+            text: e.to_string(),
         }
     }
 }

@@ -268,7 +268,7 @@ impl EndpointState {
             // publisher is told it was not taken, so nothing is confirmed and lost.
             Err(e) => {
                 if let Some(reply) = reply {
-                    let _ = reply.send(vec![EnqueueOutcome::Rejected(e.text); count].into());
+                    let _ = reply.send(vec![EnqueueOutcome::Rejected(e.to_string()); count].into());
                 }
                 return;
             }

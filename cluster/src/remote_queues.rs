@@ -314,7 +314,7 @@ impl Queue for RemoteQueue {
         }
         let Some(endpoint) = endpoint else {
             if let Some(confirm) = confirm {
-                let _ = confirm.send(refused(self.down().text));
+                let _ = confirm.send(refused(self.down().to_string()));
             }
             return;
         };
@@ -332,7 +332,7 @@ impl Queue for RemoteQueue {
                 Ok(CallResult::Success(w)) => w
                     .into_result()
                     .unwrap_or_else(|why| refused(format!("undecodable confirm: {why}"))),
-                _ => refused(down.text),
+                _ => refused(down.to_string()),
             };
             if let Some(confirm) = confirm {
                 let _ = confirm.send(outcomes);

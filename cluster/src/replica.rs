@@ -462,7 +462,7 @@ impl ReplicaState {
                                 let _ = me.cast(ReplicaMsg::local(LocalReplica::JoinAccepted));
                             }
                             Ok(Err(e)) => {
-                                tracing::info!("joining {target} refused for now: {}", e.text)
+                                tracing::info!("joining {target} refused for now: {}", e)
                             }
                             Err(e) => tracing::info!("joining {target}: {e}"),
                         },

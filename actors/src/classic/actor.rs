@@ -168,7 +168,7 @@ fn now_ms() -> u64 {
 }
 
 fn broker_error(e: QueueError) -> BrokerError {
-    BrokerError::new(e.reply_code(), e.to_string())
+    BrokerError::from(e)
 }
 
 impl Actor for QueueActor {
@@ -471,7 +471,7 @@ impl QueueShell {
                 Ok(_) => {}
                 Err(e) => {
                     if let Some(p) = publish {
-                        self.settle_publish(p, EnqueueOutcome::Rejected(e.text));
+                        self.settle_publish(p, EnqueueOutcome::Rejected(e.to_string()));
                     }
                 }
             }

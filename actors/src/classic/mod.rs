@@ -42,7 +42,7 @@ impl Classic {
             def.auto_delete,
             &def.arguments,
         )
-        .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
+        .map_err(BrokerError::from)
     }
 }
 
@@ -63,7 +63,7 @@ impl QueueType for Classic {
     ) -> Result<(), BrokerError> {
         Classic::config(current, vhost)?
             .check_equivalent(&Classic::config(requested, vhost)?)
-            .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
+            .map_err(BrokerError::from)
     }
 
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {

@@ -148,26 +148,8 @@ impl RouteError {
     }
 }
 
-impl From<UnknownExchangeKind> for BrokerError {
-    fn from(e: UnknownExchangeKind) -> Self {
-        BrokerError::new(e.reply_code(), e.to_string())
-    }
-}
-
 impl From<InvalidBinding> for BrokerError {
     fn from(e: InvalidBinding) -> Self {
-        BrokerError::new(e.reply_code(), e.to_string())
-    }
-}
-
-impl From<TopologyError> for BrokerError {
-    fn from(e: TopologyError) -> Self {
-        BrokerError::new(e.reply_code(), e.to_string())
-    }
-}
-
-impl From<RouteError> for BrokerError {
-    fn from(e: RouteError) -> Self {
         BrokerError::new(e.reply_code(), e.to_string())
     }
 }

@@ -86,7 +86,7 @@ fn routing_to_an_unknown_exchange_is_404() {
     assert_eq!(err.reply_code(), code::NOT_FOUND);
     assert_eq!(err.to_string(), "no exchange 'nope' in vhost '/'");
     let broker: BrokerError = err.into();
-    assert_eq!(broker.code, 404);
+    assert_eq!(broker.code(), 404);
 }
 
 #[test]
@@ -158,7 +158,8 @@ fn redeclaring_with_another_type_is_406_like_rabbitmq() {
         err.to_string(),
         "inequivalent arg 'type' for exchange 'x' in vhost '/': received 'fanout' but current is 'direct'"
     );
-    let BrokerError { code, text } = err.into();
+    let err: BrokerError = err.into();
+    let (code, text) = (err.code(), err.text());
     assert_eq!(code, 406);
     assert!(text.starts_with("inequivalent arg 'type'"));
 }

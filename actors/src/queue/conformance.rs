@@ -534,12 +534,12 @@ async fn consumer_rules(s: &dyn Subject) -> Result<(), String> {
     let ch = Channel::new();
     ch.consume(&h.queue, "c", 0).await?;
     match h.queue.consume(ch.request("c", 0, false)).await {
-        Err(e) if e.code == 530 => {}
+        Err(e) if e.code() == 530 => {}
         other => return Err(format!("a reused tag answers 530, got {other:?}")),
     }
     let other = Channel::new();
     match h.queue.consume(other.request("x", 0, true)).await {
-        Err(e) if e.code == 403 => {}
+        Err(e) if e.code() == 403 => {}
         other => return Err(format!("exclusive with others answers 403, got {other:?}")),
     }
     h.queue
@@ -551,7 +551,7 @@ async fn consumer_rules(s: &dyn Subject) -> Result<(), String> {
         .await
         .map_err(|e| format!("exclusive alone: {e}"))?;
     match h.queue.consume(ch.request("y", 0, false)).await {
-        Err(e) if e.code == 403 => Ok(()),
+        Err(e) if e.code() == 403 => Ok(()),
         other => Err(format!(
             "beside an exclusive consumer answers 403, got {other:?}"
         )),
@@ -566,7 +566,7 @@ async fn purge_and_delete(s: &dyn Subject) -> Result<(), String> {
     )
     .await?;
     match h.queue.delete(false, true).await {
-        Err(e) if e.code == 406 => {}
+        Err(e) if e.code() == 406 => {}
         other => {
             return Err(format!(
                 "if-empty on a full queue answers 406, got {other:?}"
@@ -580,7 +580,7 @@ async fn purge_and_delete(s: &dyn Subject) -> Result<(), String> {
     let ch = Channel::new();
     ch.consume(&h.queue, "c", 0).await?;
     match h.queue.delete(true, false).await {
-        Err(e) if e.code == 406 => {}
+        Err(e) if e.code() == 406 => {}
         other => {
             return Err(format!(
                 "if-unused with a consumer answers 406, got {other:?}"
@@ -629,7 +629,7 @@ async fn deleted_queue(s: &dyn Subject) -> Result<(), String> {
         return Err("a deleted queue does not take publishes".into());
     }
     match h.queue.consume(ch.request("d", 0, false)).await {
-        Err(e) if e.code == 404 => Ok(()),
+        Err(e) if e.code() == 404 => Ok(()),
         other => Err(format!(
             "consuming from a deleted queue answers 404, got {other:?}"
         )),
@@ -694,7 +694,7 @@ async fn declarations(s: &dyn Subject) -> Result<(), String> {
         FieldTable::from([("x-max-length".to_string(), FieldValue::I64(-1))]),
     );
     match t.validate(&bad, "/") {
-        Err(e) if e.code == 406 => {}
+        Err(e) if e.code() == 406 => {}
         other => {
             return Err(format!(
                 "a negative x-max-length answers 406, got {other:?}"
@@ -708,7 +708,7 @@ async fn declarations(s: &dyn Subject) -> Result<(), String> {
         ..good.clone()
     };
     match t.check_equivalent(&good, &transient, "/") {
-        Err(e) if e.code == 406 && e.text.contains("durable") => Ok(()),
+        Err(e) if e.code() == 406 && e.text().contains("durable") => Ok(()),
         other => Err(format!(
             "another durability answers 406 naming it, got {other:?}"
         )),

@@ -127,7 +127,7 @@ fn binding_key(vhost: &str, b: &Binding) -> String {
 }
 
 fn topology_error(e: crate::exchange::TopologyError) -> BrokerError {
-    BrokerError::new(e.reply_code(), e.to_string())
+    BrokerError::from(e)
 }
 
 impl VHost {
@@ -344,7 +344,7 @@ impl VHost {
             .topology
             .load()
             .route_publish(exchange, routing_key, headers, result)
-            .map_err(|e| BrokerError::new(e.reply_code(), e.to_string()))
+            .map_err(BrokerError::from)
     }
 
     // ----- listings -------------------------------------------------------------

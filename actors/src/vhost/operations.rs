@@ -52,11 +52,7 @@ impl VHost {
                 None => Err(self.no_exchange(name)),
             };
         }
-        let kind: ExchangeKind =
-            kind.parse()
-                .map_err(|e: crate::exchange::UnknownExchangeKind| {
-                    BrokerError::new(e.reply_code(), e.to_string())
-                })?;
+        let kind: ExchangeKind = kind.parse().map_err(BrokerError::from)?;
         let def = ExchangeDef {
             name: name.to_string(),
             kind,
@@ -336,7 +332,7 @@ impl VHost {
         self.queue_for(name, channel)?;
         match self.remove_queue(name, if_unused, if_empty).await {
             // Deleted by someone else meanwhile.
-            Err(e) if e.code == code::NOT_FOUND && self.queue(name).is_none() => Ok(0),
+            Err(e) if e.code() == code::NOT_FOUND && self.queue(name).is_none() => Ok(0),
             other => other,
         }
     }

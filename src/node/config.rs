@@ -104,6 +104,7 @@ pub struct ConfigFile {
 
 /// Why a config file was not usable.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {

@@ -438,15 +438,55 @@ impl Connection {
 /// The writer task: writes what the connection hands it, several buffers per write
 /// when they queue up, until the connection drops its sender or the socket fails.
 async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
-    while let Some(mut bytes) = writes.recv().await {
-        while let Ok(more) = writes.try_recv() {
-            bytes.extend_from_slice(&more);
+    let mut queued: Vec<Vec<u8>> = Vec::with_capacity(WRITEV_BUFFERS);
+    while let Some(first) = writes.recv().await {
+        queued.push(first);
+        while queued.len() < WRITEV_BUFFERS {
+            match writes.try_recv() {
+                Ok(more) => queued.push(more),
+                Err(_) => break,
+            }
         }
-        if socket.write_all(&bytes).await.is_err() {
+        if write_all_vectored(&mut socket, &queued).await.is_err() {
             break;
         }
+        queued.clear();
     }
     let _ = socket.shutdown().await;
+}
+
+/// Most buffers one vectored write takes (well under the kernel's IOV_MAX).
+const WRITEV_BUFFERS: usize = 64;
+
+/// Writes every buffer, in order, with vectored writes: buffers that queued up while
+/// the socket was busy go out together without being copied into one.
+async fn write_all_vectored(
+    socket: &mut OwnedWriteHalf,
+    buffers: &[Vec<u8>],
+) -> std::io::Result<()> {
+    let (mut index, mut offset) = (0, 0);
+    while index < buffers.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&buffers[index][offset..])
+            .chain(buffers[index + 1..].iter().map(Vec::as_slice))
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        // Advance past what went out.
+        while index < buffers.len() {
+            let left = buffers[index].len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            index += 1;
+            offset = 0;
+        }
+    }
+    Ok(())
 }
 
 /// Free space the input buffer has before each read.

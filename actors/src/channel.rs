@@ -39,9 +39,12 @@ pub enum PublishOutcome {
 /// The client's half of a settlement (what AMQP calls ack, nack and reject).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SettleKind {
+    /// Ack: the queue forgets the message.
     Ack,
     /// Nack or reject: back to the queue (`requeue`), or dead-lettered / dropped.
     Reject {
+        /// Back to the queue; otherwise dead-lettered when the queue has a
+        /// dead-letter exchange, dropped when not.
         requeue: bool,
     },
 }
@@ -49,8 +52,12 @@ pub enum SettleKind {
 /// A settlement of one delivery tag, or of every tag up to it (`multiple`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settle {
+    /// The channel's delivery tag (from [`ChannelState::track`]); 0 with `multiple`
+    /// means every unsettled delivery.
     pub delivery_tag: u64,
+    /// Settles every unsettled tag up to and including `delivery_tag`.
     pub multiple: bool,
+    /// Ack, or reject with or without requeue.
     pub kind: SettleKind,
 }
 
@@ -71,6 +78,8 @@ pub struct ChannelState {
 }
 
 impl ChannelState {
+    /// A channel of `vhost` with no delivery yet; `id` names it to the queues (acks,
+    /// requeue when it closes).
     pub fn new(vhost: VHost, id: ChannelId) -> Self {
         ChannelState {
             vhost,
@@ -81,10 +90,12 @@ impl ChannelState {
         }
     }
 
+    /// The id the queues know this channel by.
     pub fn id(&self) -> ChannelId {
         self.id
     }
 
+    /// The vhost the channel works in.
     pub fn vhost(&self) -> &VHost {
         &self.vhost
     }

@@ -14,11 +14,16 @@ use crate::message::{Message, SharedMessage};
 /// A message handed to a consumer, identified in its queue by `seq`.
 #[derive(Clone, Debug)]
 pub struct QueueDelivery {
+    /// The queue's name: where the settlement of this delivery goes.
     pub queue: Arc<str>,
+    /// The consumer it is for, as the channel named it when it started consuming.
     pub consumer_tag: Arc<str>,
     /// The message's position in its queue: what the channel acks or rejects.
     pub seq: u64,
+    /// The message, shared with every other queue it was routed to.
     pub message: SharedMessage,
+    /// AMQP's redelivered flag: the message may have been delivered before (it was
+    /// requeued, or recovered after a restart).
     pub redelivered: bool,
     /// The consumer settles nothing: the channel need not remember the delivery.
     pub no_ack: bool,
@@ -30,7 +35,12 @@ pub enum QueueEvent {
     /// Deliveries for consumers of this channel, in queue order.
     Deliver(Vec<QueueDelivery>),
     /// The queue ended a consumer (the queue was deleted, say).
-    ConsumerCancelled { tag: Arc<str>, reason: String },
+    ConsumerCancelled {
+        /// The consumer's tag.
+        tag: Arc<str>,
+        /// Why, in words the client handle passes on to its consumer.
+        reason: String,
+    },
     /// Messages that entered a queue this channel traces (the shell's `trace`).
     Traced(Vec<TracedMessage>),
 }
@@ -38,8 +48,11 @@ pub enum QueueEvent {
 /// What `trace` shows of a message entering a queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TracedMessage {
+    /// The queue the message entered.
     pub queue: String,
+    /// The exchange it was published to (`""` for the default exchange).
     pub exchange: String,
+    /// The routing key it was published with.
     pub routing_key: String,
     /// Body size in bytes.
     pub size: u64,
@@ -51,6 +64,7 @@ impl TracedMessage {
     /// Body bytes a preview shows at most.
     pub const PREVIEW: usize = 48;
 
+    /// What `trace` shows of `message` entering `queue`.
     pub fn of(queue: &str, message: &Message) -> Self {
         let body = &message.body[..message.body.len().min(Self::PREVIEW)];
         TracedMessage {

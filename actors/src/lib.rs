@@ -23,6 +23,8 @@
 //!
 //! Pure logic never touches actors, I/O or the clock: time comes in as an argument.
 
+#![deny(missing_docs)]
+
 pub mod changes;
 pub mod channel;
 pub mod classic;

@@ -18,26 +18,40 @@ pub type FieldTable = BTreeMap<String, FieldValue>;
 /// A value in a field table (AMQP 0-9-1 with RabbitMQ's type tags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FieldValue {
+    /// A boolean (`t`).
     Bool(bool),
+    /// A signed 8-bit integer (`b`).
     I8(i8),
+    /// An unsigned 8-bit integer (`B`).
     U8(u8),
+    /// A signed 16-bit integer (`s`).
     I16(i16),
+    /// An unsigned 16-bit integer (`u`).
     U16(u16),
+    /// A signed 32-bit integer (`I`).
     I32(i32),
+    /// An unsigned 32-bit integer (`i`).
     U32(u32),
+    /// A signed 64-bit integer (`l`).
     I64(i64),
+    /// A 32-bit float (`f`).
     F32(f32),
+    /// A 64-bit float (`d`).
     F64(f64),
     /// Decimal: scale (number of decimal digits) and unscaled value.
     Decimal(u8, u32),
     /// A long string (`S`): AMQP strings are byte strings, usually UTF-8.
     LongString(Vec<u8>),
+    /// A field array (`A`), such as the `x-death` header's list of deaths.
     Array(Vec<FieldValue>),
-    /// Seconds since the Unix epoch.
+    /// A timestamp (`T`): seconds since the Unix epoch.
     Timestamp(u64),
+    /// A nested field table (`F`).
     Table(FieldTable),
     /// A byte array (`x`).
     Bytes(Vec<u8>),
+    /// No value (`V`); as a headers binding's argument it matches any header of that
+    /// name.
     Void,
 }
 
@@ -102,22 +116,34 @@ pub const TRANSIENT: u8 = 1;
 /// The basic properties of a message (AMQP `basic` content header).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Properties {
+    /// The body's MIME type (`application/json`...); the broker never reads it.
     pub content_type: Option<String>,
+    /// The body's encoding (`gzip`...); the broker never reads it.
     pub content_encoding: Option<String>,
+    /// The application headers: what headers exchanges match and where dead
+    /// lettering records `x-death`.
     pub headers: Option<FieldTable>,
     /// 1 = transient, 2 = persistent; `None` means transient.
     pub delivery_mode: Option<u8>,
+    /// The message's priority, capped at the queue's `x-max-priority`; ignored by a
+    /// queue without one. `None` counts as 0.
     pub priority: Option<u8>,
+    /// Application use (matches a reply to its request); carried, never read.
     pub correlation_id: Option<String>,
+    /// The queue a reply should go to (application use); carried, never read.
     pub reply_to: Option<String>,
     /// Per-message TTL in milliseconds, as a decimal string (AMQP's convention).
     pub expiration: Option<String>,
+    /// Application use; carried, never read.
     pub message_id: Option<String>,
     /// Seconds since the Unix epoch.
     pub timestamp: Option<u64>,
     /// The AMQP `type` property.
     pub kind: Option<String>,
+    /// The publishing user, when the publisher sets it; AMQP refuses a publish whose
+    /// `user_id` is not the authenticated user.
     pub user_id: Option<String>,
+    /// The publishing application (application use); carried, never read.
     pub app_id: Option<String>,
 }
 
@@ -147,12 +173,16 @@ impl Properties {
 pub struct Message {
     /// The exchange it was published to (`""` for the default exchange).
     pub exchange: String,
+    /// The routing key the publisher gave, which the exchange's bindings match.
     pub routing_key: String,
+    /// The basic properties (headers, delivery mode, TTL...).
     pub properties: Properties,
+    /// The payload, shared (never copied) between the queues the message went to.
     pub body: Bytes,
 }
 
 impl Message {
+    /// A message with default properties (transient, no headers).
     pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, body: Bytes) -> Self {
         Message {
             exchange: exchange.into(),

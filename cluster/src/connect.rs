@@ -21,16 +21,36 @@ use crate::GATEWAY_GROUP;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// The TCP connection to the node failed (nothing listens there, say).
     #[error("cannot reach a Warren node at {addr}: {reason}; is `warren node` running there? (--node ADDR)")]
-    Unreachable { addr: SocketAddr, reason: String },
+    Unreachable {
+        /// The node's cluster address.
+        addr: SocketAddr,
+        /// The transport's error.
+        reason: String,
+    },
+    /// The node closed the session during the handshake, or it opened and never
+    /// authenticated: what a cookie mismatch looks like.
     #[error("the node at {addr} did not accept the handshake: the cookie does not match (--cookie-file must name the node's cookie file), or it is not a Warren node")]
-    Refused { addr: SocketAddr },
+    Refused {
+        /// The node's cluster address.
+        addr: SocketAddr,
+    },
+    /// No session appeared, or the node's gateway did not, within the handshake
+    /// timeout.
     #[error(
         "the node at {addr} did not finish the handshake within {secs} s: the cookie does not match (--cookie-file must name the node's cookie file), or it is not a Warren node"
     )]
-    Timeout { addr: SocketAddr, secs: u64 },
+    Timeout {
+        /// The node's cluster address.
+        addr: SocketAddr,
+        /// The timeout, in seconds.
+        secs: u64,
+    },
+    /// This process's own node server could not be started or asked for its sessions.
     #[error("cannot start the client's transport: {0}")]
     Local(String),
+    /// The process already has a client transport with a different cookie.
     #[error("this process already talks to Warren nodes with another cookie: one process uses one cookie (ractor_cluster numbers the peers of each local transport from 0, so two transports would mix up their nodes)")]
     OtherCookie,
 }
@@ -38,9 +58,11 @@ pub enum ConnectError {
 /// A ready connection to one node: its gateway and the session's node id.
 #[derive(Clone)]
 pub struct NodeLink {
+    /// The node's gateway, which opens client sessions.
     pub gateway: ActorRef<GatewayMsg>,
     /// The node id ractor_cluster gave this node-pair session in this process.
     pub node_id: u64,
+    /// The node's cluster address.
     pub addr: SocketAddr,
 }
 

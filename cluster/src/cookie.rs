@@ -15,20 +15,30 @@ use rand::Rng;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CookieError {
+    /// The cookie file cannot be read (a client finds none, say).
     #[error(
         "cannot read cookie file {path}: {source}; pass --cookie-file with the node's cookie file"
     )]
     Read {
+        /// The cookie file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The cookie file (or its directory) cannot be created or written.
     #[error("cannot create cookie file {path}: {source}")]
     Create {
+        /// The cookie file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The cookie file holds nothing but whitespace.
     #[error("cookie file {path} is empty; delete it to have a new cookie made, or write the cluster's cookie into it")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The cookie file.
+        path: PathBuf,
+    },
 }
 
 /// Reads the cookie from `path`, or creates the file with a fresh random cookie.

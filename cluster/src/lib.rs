@@ -23,6 +23,8 @@
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.
 //! - [`queue_endpoint`]: where other nodes reach this node's queues.
 
+#![deny(missing_docs)]
+
 pub mod connect;
 pub mod cookie;
 pub mod members;

@@ -30,6 +30,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// `disk` or `ram`, as `warren cluster status` shows it and `--role` takes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Disk => "disk",
@@ -59,12 +60,16 @@ impl std::str::FromStr for Role {
 /// How a member is doing, as this node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Health {
+    /// A hello arrived within [`Timing::suspect_after`].
     Up,
+    /// Silent for longer than that, but its session is still open.
     Suspect,
+    /// Silent for [`Timing::down_after`], its session closed, or never heard from.
     Down,
 }
 
 impl Health {
+    /// `up`, `suspect` or `down`, as `warren cluster status` shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Up => "up",
@@ -77,16 +82,20 @@ impl Health {
 /// A member as nodes tell each other about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddress {
+    /// The node's name, which it keeps across restarts.
     pub name: String,
     /// Its cluster address (`IP:PORT`).
     pub address: String,
+    /// Whether it keeps the metadata on disk or in memory.
     pub role: Role,
 }
 
 /// One member in the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// Its name, address and role, as last heard.
     pub id: MemberAddress,
+    /// How it is doing, as this node sees it.
     pub health: Health,
     /// Whether a session to it is open (a hello arrived since the last one closed).
     pub connected: bool,
@@ -104,6 +113,7 @@ pub struct Timing {
     pub down_after: Duration,
     /// First wait before redialling; doubles up to `max_backoff`.
     pub min_backoff: Duration,
+    /// The longest wait between two dials of one address.
     pub max_backoff: Duration,
 }
 
@@ -122,8 +132,11 @@ impl Default for Timing {
 /// A change of a member's health, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
+    /// The member's name.
     pub name: String,
+    /// Its health before; `None` the first time this node hears from it.
     pub from: Option<Health>,
+    /// Its health now.
     pub to: Health,
 }
 
@@ -148,6 +161,8 @@ pub struct MemberTable {
 }
 
 impl MemberTable {
+    /// The table of node `me`, knowing no member yet; `seeds` are addresses to dial
+    /// while no live member answers on them (`me`'s own address is dropped).
     pub fn new(me: MemberAddress, seeds: Vec<String>, timing: Timing) -> MemberTable {
         let seeds = seeds.into_iter().filter(|s| *s != me.address).collect();
         MemberTable {
@@ -160,6 +175,7 @@ impl MemberTable {
         }
     }
 
+    /// This node's own entry.
     pub fn me(&self) -> &MemberAddress {
         &self.me
     }
@@ -169,6 +185,7 @@ impl MemberTable {
         self.members.values()
     }
 
+    /// The member called `name` (never this node).
     pub fn get(&self, name: &str) -> Option<&Member> {
         self.members.get(name)
     }

@@ -38,20 +38,30 @@ pub fn membership_name(node: &str) -> String {
 /// A heartbeat: who I am and whom I know.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hello {
+    /// The sender's name, address and role.
     pub from: MemberAddress,
+    /// Every member the sender knows, itself included: how a node learns of members
+    /// it has not dialled yet.
     pub known: Vec<MemberAddress>,
-    /// How long the sender has been running.
+    /// How long the sender has been running, in milliseconds.
     pub uptime_ms: u64,
 }
 
 /// A member as `warren cluster status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
+    /// The node's name.
     pub name: String,
+    /// Its cluster address (`IP:PORT`).
     pub address: String,
+    /// Disk or RAM node.
     pub role: Role,
+    /// How it is doing, as this node sees it (this node is always up).
     pub health: Health,
+    /// This is the node that answered.
     pub this_node: bool,
+    /// How long it has been running, in milliseconds; 0 for a member that is down or
+    /// not heard from yet.
     pub uptime_ms: u64,
 }
 
@@ -59,26 +69,41 @@ pub struct MemberView {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MembershipError {
+    /// `forget` names a node this one does not know.
     #[error("no member '{name}' in this cluster (members: {members})")]
-    NoSuchMember { name: String, members: String },
+    NoSuchMember {
+        /// The name given.
+        name: String,
+        /// The known members, comma-separated, for the message.
+        members: String,
+    },
+    /// `forget` names a member that is up or suspect: only a down member is forgotten.
     #[error("node '{0}' is up: stop it first, or run `warren cluster leave` on it")]
     StillUp(String),
+    /// `forget` names this node.
     #[error("a node cannot forget itself: run `warren cluster leave` on it instead")]
     Myself,
+    /// The membership actor is not running (or stopped before it answered).
     #[error("the membership actor is not running")]
     Unavailable,
 }
 
 /// Node-internal requests and events.
 pub enum Local {
+    /// The heartbeat: update health, close silent members' sessions, redial, and say
+    /// hello to every peer.
     Tick,
+    /// A cluster session opened, authenticated or closed.
     Session(SessionEvent),
+    /// `warren cluster status`: every member, this node first.
     Status(oneshot::Sender<Vec<MemberView>>),
+    /// `warren cluster forget NAME`: remove a down member and tell the others.
     Forget(String, oneshot::Sender<Result<(), MembershipError>>),
     /// This node leaves: tell every member, then answer.
     Leave(oneshot::Sender<()>),
     /// A session a dial opened, to check on later (authenticated or refused?).
     Dialled {
+        /// The address dialled.
         address: String,
     },
 }
@@ -86,27 +111,38 @@ pub enum Local {
 /// Messages to a membership actor.
 #[derive(RactorClusterMessage)]
 pub enum MembershipMsg {
+    /// A peer's heartbeat.
     Hello(Wire<Hello>),
     /// A member left, or an operator forgot it: remove it.
     Removed(Wire<String>),
+    /// Node-internal requests and events; never sent over the wire.
     Local(LocalOnly<Local>),
 }
 
 impl MembershipMsg {
+    /// Wraps a node-internal request or event.
     pub fn local(l: Local) -> MembershipMsg {
         MembershipMsg::Local(LocalOnly::new(l))
     }
 }
 
+/// The membership actor (see the module documentation).
 pub struct Membership;
 
+/// What a membership actor starts with.
 pub struct MembershipArgs {
+    /// This node's name, address and role.
     pub me: MemberAddress,
+    /// Cluster addresses to dial until a live member answers there.
     pub seeds: Vec<String>,
+    /// Heartbeat, health and backoff timing.
     pub timing: Timing,
+    /// This node's ractor_cluster node server: its sessions are watched, dialled
+    /// through and closed.
     pub node_server: ActorRef<NodeServerMessage>,
 }
 
+/// The membership actor's state: the member table and what it knows of sessions.
 pub struct MembershipState {
     table: MemberTable,
     started: Instant,
@@ -497,6 +533,7 @@ const HANDSHAKE_CHECK: Duration = Duration::from_secs(3);
 pub struct MembershipHandle(pub ActorRef<MembershipMsg>);
 
 impl MembershipHandle {
+    /// The membership actor of `node`, when it runs in this process.
     pub fn lookup(node: &str) -> Option<MembershipHandle> {
         ractor::registry::where_is(membership_name(node))
             .map(|c| MembershipHandle(ActorRef::from(c)))
@@ -513,14 +550,17 @@ impl MembershipHandle {
         rx.await.map_err(|_| MembershipError::Unavailable)
     }
 
+    /// Every member as this node sees it, this node first.
     pub async fn status(&self) -> Result<Vec<MemberView>, MembershipError> {
         self.ask(Local::Status).await
     }
 
+    /// Removes down member `name` from the cluster and tells every member.
     pub async fn forget(&self, name: &str) -> Result<(), MembershipError> {
         self.ask(|tx| Local::Forget(name.to_string(), tx)).await?
     }
 
+    /// Tells every member that this node leaves (the caller then stops it).
     pub async fn leave(&self) -> Result<(), MembershipError> {
         self.ask(Local::Leave).await
     }

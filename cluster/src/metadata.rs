@@ -27,38 +27,76 @@ pub enum MetaCommand {
     /// node that took the request), so every node stores the same record.
     AddUser(User),
     /// Deletes a user with all their permissions.
-    DeleteUser { name: String },
+    DeleteUser {
+        /// The user's name.
+        name: String,
+    },
     /// Sets (replaces) a user's permissions in a vhost.
     SetPermissions(Permission),
     /// Removes a user's permissions in a vhost.
-    ClearPermissions { user: String, vhost: String },
+    ClearPermissions {
+        /// The user's name.
+        user: String,
+        /// The vhost.
+        vhost: String,
+    },
     /// A new vhost (empty but for the default exchanges).
     AddVhost(VHostDef),
     /// Deletes a vhost with its exchanges, queues (and their messages), bindings and
     /// permissions.
-    DeleteVhost { name: String },
+    DeleteVhost {
+        /// The vhost's name.
+        name: String,
+    },
     /// A new exchange in `vhost`.
-    DeclareExchange { vhost: String, def: ExchangeDef },
+    DeclareExchange {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The exchange's declaration.
+        def: ExchangeDef,
+    },
     /// Deletes an exchange (refused while it has bindings if `if_unused`).
     DeleteExchange {
+        /// The vhost it happens in.
         vhost: String,
+        /// The exchange's name.
         name: String,
+        /// Refuse (406) while the exchange is the source of bindings.
         if_unused: bool,
     },
     /// A new queue; its home node runs its actor, the others route to it.
-    DeclareQueue { vhost: String, def: QueueDef },
+    DeclareQueue {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The queue's declaration, with its home node and storage id.
+        def: QueueDef,
+    },
     /// Deletes the queue `name` if it is still the one with storage id `id` on
     /// `node` (a queue declared again since is another queue).
     DeleteQueue {
+        /// The vhost it happens in.
         vhost: String,
+        /// The queue's name.
         name: String,
+        /// Its home node.
         node: String,
+        /// Its storage id on that node.
         id: u64,
     },
     /// Adds a binding.
-    Bind { vhost: String, binding: Binding },
+    Bind {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The binding.
+        binding: Binding,
+    },
     /// Removes a binding.
-    Unbind { vhost: String, binding: Binding },
+    Unbind {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The binding.
+        binding: Binding,
+    },
 }
 
 /// A committed command in the words of the registry that applies it.

@@ -19,8 +19,14 @@ pub const MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// The node server could not start listening on the address (it is taken, say).
     #[error("cannot listen for cluster connections on {addr}: {reason}; pick a free address with --cluster-listen")]
-    Listen { addr: SocketAddr, reason: String },
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The error ractor_cluster gave.
+        reason: String,
+    },
 }
 
 /// Starts a node server named `name` that listens on `listen` (port 0: any free port).
@@ -54,14 +60,23 @@ pub async fn start(
 /// What a watched session did.
 #[derive(Clone, Debug)]
 pub enum SessionEvent {
+    /// The session passed the cookie challenge.
     Authenticated {
+        /// ractor_cluster's id of the session (per node server).
         node_id: u64,
+        /// The peer's address as the session sees it.
         peer_addr: String,
+        /// The peer's name (`NAME@HOST`), once it has told it.
         peer_name: Option<String>,
     },
+    /// The session closed; one that never authenticated almost always means the
+    /// cookies differ.
     Disconnected {
+        /// ractor_cluster's id of the session (per node server).
         node_id: u64,
+        /// The peer's address as the session sees it.
         peer_addr: String,
+        /// The peer's name (`NAME@HOST`), once it has told it.
         peer_name: Option<String>,
     },
 }

@@ -33,7 +33,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// object (e.g. 404, "no queue 'orders' in vhost '/'").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReply {
+    /// The AMQP reply code (404, 406...).
     pub code: u16,
+    /// What was refused and why, naming the object.
     pub text: String,
 }
 
@@ -61,142 +63,225 @@ impl std::fmt::Display for ErrorReply {
 /// Where a binding leads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BindTarget {
+    /// A queue, by name.
     Queue(String),
+    /// Another exchange, by name (exchange-to-exchange binding).
     Exchange(String),
 }
 
 /// A request that has one reply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
+    /// `exchange.declare`; answered with `Done`.
     DeclareExchange {
+        /// The exchange's name.
         name: String,
+        /// Its type: `direct`, `fanout`, `topic` or `headers`.
         kind: String,
+        /// Survives a broker restart.
         durable: bool,
+        /// Deleted when its last binding (as a source) goes.
         auto_delete: bool,
+        /// Clients cannot publish to it, only other exchanges.
         internal: bool,
+        /// Only check that it exists (404 when not); create nothing.
         passive: bool,
+        /// Declaration arguments (`alternate-exchange`).
         arguments: FieldTable,
     },
+    /// `exchange.delete`; answered with `Done`.
     DeleteExchange {
+        /// The exchange's name.
         name: String,
+        /// Refuse (406) while the exchange is the source of bindings.
         if_unused: bool,
     },
-    /// An empty name asks the node to make one up (a server-named queue).
+    /// `queue.declare`, answered with `QueueDeclared`. An empty name asks the node to
+    /// make one up (a server-named queue).
     DeclareQueue {
+        /// The queue's name, or empty.
         name: String,
+        /// Survives a restart of its node.
         durable: bool,
+        /// Owned by this session, and deleted when it closes.
         exclusive: bool,
+        /// Deleted when its last consumer goes.
         auto_delete: bool,
+        /// Only check that it exists (404 when not); create nothing.
         passive: bool,
+        /// Declare arguments (`x-queue-type`, `x-max-length`, `x-message-ttl`...).
         arguments: FieldTable,
     },
+    /// `queue.delete`, answered with `Removed` (the ready messages it held).
     DeleteQueue {
+        /// The queue's name.
         name: String,
+        /// Refuse (406) while the queue has consumers.
         if_unused: bool,
+        /// Refuse (406) while the queue has ready messages.
         if_empty: bool,
     },
+    /// `queue.purge`, answered with `Removed` (the ready messages dropped).
     PurgeQueue {
+        /// The queue's name.
         name: String,
     },
+    /// `queue.bind` / `exchange.bind`; answered with `Done`, also when the binding
+    /// already exists.
     Bind {
+        /// The exchange the binding routes from.
         source: String,
+        /// The queue or exchange it routes to.
         target: BindTarget,
+        /// The binding key.
         routing_key: String,
+        /// Binding arguments (what a headers exchange matches).
         arguments: FieldTable,
     },
+    /// `queue.unbind` / `exchange.unbind`: removes the binding with exactly this key
+    /// and these arguments; answered with `Done`, also when there was none.
     Unbind {
+        /// The exchange the binding routes from.
         source: String,
+        /// The queue or exchange it routes to.
         target: BindTarget,
+        /// The binding key.
         routing_key: String,
+        /// Binding arguments, compared as typed values.
         arguments: FieldTable,
     },
-    /// Start a consumer; an empty tag asks the node to make one up.
+    /// Start a consumer, answered with `ConsumeStarted`; an empty tag asks the node
+    /// to make one up. Deliveries come as [`Push::Deliveries`].
     Consume {
+        /// The queue to consume from.
         queue: String,
+        /// The consumer tag, unique in the session, or empty.
         tag: String,
+        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
         prefetch: u32,
+        /// Deliveries are settled as they go out: the client never acks them.
         no_ack: bool,
+        /// Have the queue to itself: refused (403) while it has other consumers.
         exclusive: bool,
+        /// Consumer arguments; the node ignores them for now.
         arguments: FieldTable,
     },
+    /// `basic.cancel`; answered with `Done`, also for an unknown tag.
     Cancel {
+        /// The consumer's tag.
         tag: String,
     },
+    /// `basic.get`, answered with `Got`.
     Get {
+        /// The queue to take a message from.
         queue: String,
+        /// The message is settled as it goes out: the client never acks it.
         no_ack: bool,
     },
+    /// The vhost's queues, answered with `Queues`.
     ListQueues,
+    /// The vhost's exchanges, answered with `Exchanges`.
     ListExchanges,
+    /// The vhost's bindings (the default exchange's implicit ones first), answered
+    /// with `Bindings`.
     ListBindings,
     /// Answers `Done` once everything the client sent before it was handled.
     Ping,
     // ----- the debug shell -----
     /// The node's supervision tree, or the subtree of the actor `name`.
     Tree {
+        /// The actor whose subtree to show; `None` for the whole tree.
         name: Option<String>,
     },
     /// An actor's place in the tree and, for a queue or exchange, its state.
     Inspect {
+        /// The actor's name in the tree (`queue:/orders`, `exchange:/amq.topic`...).
         name: String,
     },
     /// Stops an actor normally; its supervisor decides whether to restart it.
     StopActor {
+        /// The actor's name in the tree.
         name: String,
     },
     /// Makes an actor fail (queues and exchanges fail in their handler, other
     /// actors are killed), so that its supervisor restarts it.
     CrashActor {
+        /// The actor's name in the tree.
         name: String,
     },
     /// Starts (`on`) or stops pushing [`Push::Traced`] for messages entering `queue`.
     Trace {
+        /// The queue to trace.
         queue: String,
+        /// Start (true) or stop (false).
         on: bool,
     },
     /// The node's recent log lines at `level` or more severe, at most `lines`.
     Log {
+        /// `error`, `warn`, `info`, `debug` or `trace`.
         level: String,
+        /// The most lines to answer.
         lines: u32,
     },
     /// The cluster's members as this node sees them.
     Nodes,
     /// Removes a member that is down (`warren cluster forget NAME`).
     ForgetNode {
+        /// The member's node name.
         name: String,
     },
     /// This node leaves the cluster and stops (`warren cluster leave`).
     LeaveCluster,
     // ----- users and permissions (the cookie holder is the administrator) -----
+    /// Adds a user; answered with `Done`.
     AddUser {
+        /// The user's name.
         name: String,
+        /// The password in clear (the node stores a salted hash).
         password: String,
+        /// RabbitMQ's user tags (`administrator`...).
         tags: Vec<String>,
     },
+    /// Deletes a user and their permissions; answered with `Done`.
     DeleteUser {
+        /// The user's name.
         name: String,
     },
+    /// Every user, answered with `Users`.
     ListUsers,
+    /// Sets a user's permissions in one vhost (which must exist); answered with `Done`.
     SetPermissions(Permission),
+    /// Removes a user's permissions in one vhost; answered with `Done`.
     ClearPermissions {
+        /// The user's name.
         user: String,
+        /// The vhost.
         vhost: String,
     },
+    /// Every user's permissions, answered with `Permissions`.
     ListPermissions,
     // ----- vhosts -----
+    /// Adds a vhost; answered with `Done`.
     AddVhost {
+        /// The vhost's name.
         name: String,
+        /// Free text shown by listings.
         description: String,
     },
+    /// Deletes a vhost with everything in it; answered with `Done`.
     DeleteVhost {
+        /// The vhost's name.
         name: String,
     },
+    /// Every vhost, answered with `Vhosts`.
     ListVhosts,
     // ----- resource limits -----
     /// Shows (and with values, changes until restart) the memory high watermark and
     /// the disk free limit.
     Limits {
+        /// A new memory high watermark; `None` keeps the current one.
         memory: Option<warren_resources::alarm::MemoryLimit>,
+        /// A new disk free limit in bytes; `None` keeps the current one.
         disk_free: Option<u64>,
     },
 }
@@ -204,36 +289,57 @@ pub enum Request {
 /// The reply to a [`Request`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
+    /// The request was carried out; nothing to tell.
     Done,
+    /// The queue exists now (or did already).
     QueueDeclared {
+        /// Its name: the one made up for a server-named queue.
         name: String,
+        /// Ready messages (0 for a new queue).
         messages: u64,
+        /// Consumers (0 for a new queue).
         consumers: u32,
     },
     /// How many messages a delete or purge removed.
     Removed {
+        /// Ready messages removed.
         messages: u64,
     },
+    /// The consumer started.
     ConsumeStarted {
+        /// Its tag: the one made up when the request's was empty.
         tag: String,
     },
     /// The result of a get: a delivery and how many messages remain, or nothing.
     Got {
+        /// The message, `None` when the queue was empty.
         delivery: Option<Box<Delivery>>,
+        /// Ready messages left in the queue (0 when it was empty).
         remaining: u64,
     },
+    /// The answer to `ListQueues`.
     Queues(Vec<QueueInfo>),
+    /// The answer to `ListExchanges`.
     Exchanges(Vec<ExchangeInfo>),
+    /// The answer to `ListBindings`.
     Bindings(Vec<BindingInfo>),
+    /// The answer to `Tree`.
     Tree(TreeSnapshot),
+    /// The answer to `Inspect`.
     Inspected(Box<ActorDetails>),
+    /// The answer to `Log`, oldest line first.
     Log(Vec<LogLine>),
+    /// The answer to `Nodes`.
     Nodes(Vec<NodeInfo>),
     /// (name, tags) of every user.
     Users(Vec<(String, Vec<String>)>),
+    /// The answer to `ListPermissions`.
     Permissions(Vec<Permission>),
+    /// The answer to `ListVhosts`.
     Vhosts(Vec<warren_access::VHostDef>),
+    /// The answer to `Limits`: the limits and measurements after any change.
     Limits(LimitsInfo),
+    /// The request was refused.
     Error(ErrorReply),
 }
 
@@ -248,12 +354,16 @@ pub struct LimitsInfo {
     pub memory_limit_setting: String,
     /// Free space of the data directory's file system, bytes.
     pub disk_free: u64,
+    /// The disk alarm goes up when free space falls below this, bytes.
     pub disk_free_limit: u64,
+    /// Memory used is at or above the watermark: publishers are held back.
     pub memory_alarm: bool,
+    /// Free disk is below its limit: publishers are held back.
     pub disk_alarm: bool,
     /// Bytes queues keep in memory for their consumers beyond their windows, and the
     /// most they may (half the watermark).
     pub queue_memory_used: u64,
+    /// See `queue_memory_used`.
     pub queue_memory_limit: u64,
 }
 
@@ -262,21 +372,27 @@ pub struct LimitsInfo {
 pub struct ActorDetails {
     /// Where it sits in the supervision tree, with its supervisor and strategy.
     pub location: ChildLocation,
+    /// Its queue's state, when the actor is a queue.
     pub queue: Option<QueueDetails>,
+    /// Its exchange's state, when the actor is an exchange.
     pub exchange: Option<ExchangeDetails>,
 }
 
 /// A queue's state summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueueDetails {
+    /// Its row of `warren queues`.
     pub info: QueueInfo,
+    /// Every counter it keeps (memory, paging, writes, confirms...).
     pub stats: QueueStats,
+    /// Its consumers with their credit.
     pub consumers: Vec<ConsumerSummary>,
 }
 
 /// An exchange's state summary.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExchangeDetails {
+    /// Its row of `warren exchanges`.
     pub info: ExchangeInfo,
     /// Bindings it is the source of.
     pub bindings: Vec<BindingInfo>,
@@ -289,12 +405,14 @@ pub struct LogLine {
     pub time: String,
     /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
     pub level: String,
+    /// The message and its fields (`key=value`).
     pub text: String,
 }
 
 /// A cluster member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
+    /// The node's name.
     pub name: String,
     /// Its cluster address.
     pub address: String,
@@ -306,17 +424,23 @@ pub struct NodeInfo {
     pub leader: bool,
     /// This is the node that answered.
     pub this_node: bool,
+    /// How long the node has been running, in milliseconds; 0 for a member that is
+    /// down or not heard from yet.
     pub uptime_ms: u64,
 }
 
 /// One message to publish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Publish {
+    /// The exchange to publish to (`""` for the default exchange).
     pub exchange: String,
+    /// The routing key the exchange's bindings match.
     pub routing_key: String,
     /// Return the message (as unroutable) when no queue takes it.
     pub mandatory: bool,
+    /// The basic properties (headers, delivery mode, TTL...).
     pub properties: Properties,
+    /// The payload.
     pub body: Bytes,
 }
 
@@ -338,22 +462,32 @@ pub enum PublishResult {
 pub struct Delivery {
     /// Unique within the session; settle with it.
     pub delivery_tag: u64,
+    /// The consumer it is for; empty for a `Get`.
     pub consumer_tag: String,
+    /// The queue it came from.
     pub queue: String,
+    /// The exchange it was published to.
     pub exchange: String,
+    /// The routing key it was published with.
     pub routing_key: String,
+    /// It may have been delivered before (requeued, or recovered after a restart).
     pub redelivered: bool,
+    /// The basic properties as published (with `x-death` when dead-lettered).
     pub properties: Properties,
+    /// The payload.
     pub body: Bytes,
 }
 
 /// Something the node tells the client without being asked.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Push {
+    /// Deliveries to the session's consumers, in queue order.
     Deliveries(Vec<Delivery>),
     /// The node ended a consumer (its queue was deleted, say).
     ConsumerCancelled {
+        /// The consumer's tag.
         tag: String,
+        /// Why, for the consumer.
         reason: String,
     },
     /// The node closed the session (an error that ends it, or the node stopping).
@@ -365,15 +499,25 @@ pub enum Push {
 /// A row of `warren queues`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueueInfo {
+    /// The queue's name.
     pub name: String,
+    /// Survives a restart of its node.
     pub durable: bool,
+    /// Owned by one connection or session, and deleted with it.
     pub exclusive: bool,
+    /// Deleted when its last consumer goes.
     pub auto_delete: bool,
+    /// Ready and unacked messages.
     pub messages: u64,
+    /// Messages waiting for a consumer.
     pub ready: u64,
+    /// Messages delivered and not yet acked.
     pub unacked: u64,
+    /// Consumers.
     pub consumers: u32,
+    /// Body bytes the queue holds in memory.
     pub bytes_in_memory: u64,
+    /// The declare arguments.
     pub arguments: FieldTable,
     /// The node the queue lives on.
     pub node: String,
@@ -382,31 +526,43 @@ pub struct QueueInfo {
 /// A row of `warren exchanges`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeInfo {
+    /// The exchange's name (`""` for the default exchange).
     pub name: String,
+    /// Its type: `direct`, `fanout`, `topic` or `headers`.
     pub kind: String,
+    /// Survives a broker restart.
     pub durable: bool,
+    /// Deleted when its last binding (as a source) goes.
     pub auto_delete: bool,
+    /// Clients cannot publish to it, only other exchanges.
     pub internal: bool,
+    /// The declaration arguments.
     pub arguments: FieldTable,
 }
 
 /// A row of `warren bindings`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BindingInfo {
+    /// The exchange it routes from.
     pub source: String,
+    /// The queue or exchange it routes to.
     pub target: BindTarget,
+    /// The binding key.
     pub routing_key: String,
+    /// The binding arguments.
     pub arguments: FieldTable,
 }
 
 /// What a client asks for when it opens a session.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpenSession {
+    /// The client's [`PROTOCOL_VERSION`]; another one than the node's is refused.
     pub protocol_version: u32,
     /// A name for logs (the client's program, say).
     pub client_name: String,
     /// The process group the client's inbox joined; the session pushes to it.
     pub inbox_group: String,
+    /// The vhost the session works in; an unknown one is refused (530).
     pub vhost: String,
 }
 
@@ -415,27 +571,37 @@ pub struct OpenSession {
 pub enum SessionOpened {
     /// The process group the new session joined.
     Opened {
+        /// The group's name.
         session_group: String,
     },
+    /// No session: another protocol version, an unknown vhost, or an inbox that
+    /// did not appear on the node.
     Refused(ErrorReply),
 }
 
 /// Messages to a node's gateway.
 #[derive(RactorClusterMessage)]
 pub enum GatewayMsg {
+    /// Open a session for a client; answered with where it is, or why not.
     #[rpc]
     Open(Wire<OpenSession>, RpcReplyPort<Wire<SessionOpened>>),
-    /// Node-internal: a client process's transport went away.
+    /// Node-internal: a client process's transport went away (its ractor_cluster
+    /// node id): its sessions stop.
     ClientGone(LocalOnly<u64>),
 }
 
 /// Messages to a session on the node: the client's requests and node-internal events.
 #[derive(RactorClusterMessage)]
 pub enum SessionMsg {
+    /// A request, answered with its response.
     #[rpc]
     Call(Wire<Request>, RpcReplyPort<Wire<Response>>),
+    /// A batch of publishes, answered with one result per message, in order, once
+    /// every one is resolved.
     #[rpc]
     Publish(Wire<Vec<Publish>>, RpcReplyPort<Wire<Vec<PublishResult>>>),
+    /// Acks and rejects by delivery tag; no answer. An unknown tag closes the
+    /// session (406), as RabbitMQ closes the channel.
     Settle(Wire<Vec<Settle>>),
     /// The client closes the session: unacked deliveries go back to their queues.
     Close(Wire<()>),
@@ -446,6 +612,7 @@ pub enum SessionMsg {
 /// Messages to a client's inbox.
 #[derive(RactorClusterMessage)]
 pub enum InboxMsg {
+    /// Something the session tells the client.
     Push(Wire<Push>),
 }
 
@@ -457,6 +624,7 @@ pub enum InboxMsg {
 pub struct LocalOnly<T>(Option<T>);
 
 impl<T> LocalOnly<T> {
+    /// Wraps a value sent inside this process.
     pub fn new(value: T) -> Self {
         LocalOnly(Some(value))
     }

@@ -27,11 +27,16 @@ use crate::queue_wire::{
 use crate::remote_queues::{RelayKey, RemoteQueues};
 use crate::wire::Wire;
 
+/// The queue endpoint actor (see the module documentation).
 pub struct QueueEndpoint;
 
+/// What a queue endpoint starts with.
 pub struct EndpointArgs {
+    /// This node's name: the endpoint serves the queues whose home it is.
     pub node: String,
+    /// The node's vhosts, where it finds those queues.
     pub vhosts: VHosts,
+    /// This node's relays to remote queues, where deliveries that come back go.
     pub remote: RemoteQueues,
 }
 
@@ -42,6 +47,7 @@ struct Mapped {
     queues: HashSet<(String, Arc<str>)>,
 }
 
+/// The queue endpoint's state: the channels of other nodes it mapped to its own.
 pub struct EndpointState {
     node: String,
     vhosts: VHosts,

@@ -37,80 +37,120 @@ pub fn endpoint_name(node: &str) -> String {
 pub struct QueueAddress {
     /// The asking node (whose channels the requests name).
     pub from: String,
+    /// The queue's vhost.
     pub vhost: String,
+    /// The queue's name.
     pub queue: String,
 }
 
 /// An operation with an answer. Channel ids are the asking node's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueRequest {
+    /// `basic.consume`; answered with `Done`. Deliveries come back as
+    /// [`EndpointMsg::Events`].
     Consume {
+        /// The consuming channel.
         channel: ChannelId,
+        /// The consumer tag, unique on that channel.
         tag: String,
+        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
         prefetch: u32,
+        /// Deliveries are settled as they go out.
         no_ack: bool,
+        /// Have the queue to itself: refused (403) while it has other consumers.
         exclusive: bool,
     },
+    /// `basic.cancel`; answered with `Done`, also for an unknown consumer.
     Cancel {
+        /// The consumer's channel.
         channel: ChannelId,
+        /// The consumer's tag.
         tag: String,
     },
+    /// `basic.get`; answered with `Got`.
     Get {
+        /// The channel that asks.
         channel: ChannelId,
+        /// The message is settled as it goes out.
         no_ack: bool,
     },
+    /// `queue.purge`; answered with `Count`, the ready messages dropped.
     Purge,
+    /// `queue.delete`; answered with `Count`, the ready messages the queue held.
     Delete {
+        /// Refuse (406) while the queue has consumers.
         if_unused: bool,
+        /// Refuse (406) while the queue has ready messages.
         if_empty: bool,
     },
+    /// The queue's consumers, for `inspect`; answered with `Consumers`.
     Consumers,
 }
 
 /// The answer to a [`QueueRequest`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueAnswer {
+    /// Done; nothing to tell.
     Done,
+    /// How many messages a purge or delete removed.
     Count(u64),
+    /// A got message and the ready messages left, or `None` when the queue was empty.
     Got(Option<Box<(RemoteDelivery, u64)>>),
+    /// The queue's consumers.
     Consumers(Vec<ConsumerSummary>),
 }
 
 /// An operation without an answer. Channel ids are the sending node's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueNote {
+    /// Acks or rejects of deliveries the channel holds.
     Settle {
+        /// The channel that holds the deliveries.
         channel: ChannelId,
+        /// Ack, requeue or dead-letter.
         settlement: Settlement,
+        /// The messages, by their seq in the queue.
         seqs: Vec<u64>,
     },
     /// The channel closed: its unsettled deliveries go back, its consumers end.
     ChannelDown {
+        /// The channel that closed.
         channel: ChannelId,
     },
+    /// The queue was declared again: its `x-expires` timer restarts.
     Touch,
+    /// Make the queue's actor fail so that its supervisor restarts it (debug shell).
     Crash,
 }
 
 /// Messages for one queue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PublishShare {
+    /// The queue's vhost.
     pub vhost: String,
+    /// The queue's name.
     pub queue: String,
+    /// The messages routed to it, in publish order.
     pub messages: Vec<Message>,
 }
 
 /// A delivery on its way to the consuming channel's node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RemoteDelivery {
+    /// The consumer it is for; empty for a get.
     pub consumer_tag: String,
+    /// The message's position in its queue: what the channel settles.
     pub seq: u64,
+    /// The message (copied onto the wire).
     pub message: Message,
+    /// AMQP's redelivered flag: it may have been delivered before.
     pub redelivered: bool,
+    /// The consumer settles nothing.
     pub no_ack: bool,
 }
 
 impl RemoteDelivery {
+    /// A queue's delivery, for the wire.
     pub fn of(d: &QueueDelivery) -> Self {
         RemoteDelivery {
             consumer_tag: d.consumer_tag.to_string(),
@@ -121,6 +161,7 @@ impl RemoteDelivery {
         }
     }
 
+    /// Back into a queue's delivery, from `queue`, for the consuming channel.
     pub fn into_delivery(self, queue: Arc<str>) -> QueueDelivery {
         QueueDelivery {
             queue,
@@ -138,16 +179,29 @@ impl RemoteDelivery {
 pub struct ChannelEvents {
     /// The queue's node.
     pub node: String,
+    /// The queue's vhost.
     pub vhost: String,
+    /// The queue's name.
     pub queue: String,
+    /// The receiving node's channel (its own id, as it named it in its request).
     pub channel: ChannelId,
+    /// What happened.
     pub event: RemoteEvent,
 }
 
+/// A queue's event for a channel of another node: a [`QueueEvent`] that can cross
+/// the wire.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RemoteEvent {
+    /// Deliveries for the channel's consumers, in queue order.
     Deliver(Vec<RemoteDelivery>),
-    ConsumerCancelled { tag: String, reason: String },
+    /// The queue ended a consumer (it was deleted, say).
+    ConsumerCancelled {
+        /// The consumer's tag.
+        tag: String,
+        /// Why, for the consumer.
+        reason: String,
+    },
 }
 
 impl RemoteEvent {
@@ -166,6 +220,7 @@ impl RemoteEvent {
         }
     }
 
+    /// Back into a queue's event, from `queue`.
     pub fn into_event(self, queue: &Arc<str>) -> QueueEvent {
         match self {
             RemoteEvent::Deliver(ds) => QueueEvent::Deliver(
@@ -184,6 +239,8 @@ impl RemoteEvent {
 /// Messages to a node's queue endpoint.
 #[derive(RactorClusterMessage)]
 pub enum EndpointMsg {
+    /// A request to one of this node's queues, answered with its answer or the
+    /// refusal (404 when the queue is not on this node).
     #[rpc]
     Call(
         Wire<(QueueAddress, QueueRequest)>,
@@ -194,6 +251,7 @@ pub enum EndpointMsg {
     Publish(Wire<PublishShare>, RpcReplyPort<Wire<Vec<EnqueueOutcome>>>),
     /// Publishes nobody waits for (dead-lettering, say).
     Send(Wire<PublishShare>),
+    /// An operation on one of this node's queues that has no answer.
     Note(Wire<(QueueAddress, QueueNote)>),
     /// From a queue's node to the node of the channel that consumes.
     Events(Wire<ChannelEvents>),

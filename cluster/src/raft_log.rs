@@ -45,9 +45,13 @@ pub struct RaftRecord {
 
 /// The metadata log as it was stored.
 pub struct Loaded {
+    /// Index 0 as stored (the default when nothing was).
     pub record: RaftRecord,
+    /// The record's hard state, decoded.
     pub hard_state: HardState,
+    /// The record's members, decoded.
     pub conf_state: ConfState,
+    /// The entries from index 1, in order.
     pub entries: Vec<Entry>,
 }
 

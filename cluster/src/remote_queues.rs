@@ -33,9 +33,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A channel of this node consuming from a queue on another node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RelayKey {
+    /// The queue's home node.
     pub node: Arc<str>,
+    /// The queue's vhost.
     pub vhost: String,
+    /// The queue's name.
     pub queue: Arc<str>,
+    /// The consuming channel, as this node numbers it.
     pub channel: ChannelId,
 }
 
@@ -64,6 +68,7 @@ struct Inner {
 }
 
 impl RemoteQueues {
+    /// The remote queues of node `node` (this one), with no relay yet.
     pub fn new(node: &str) -> Self {
         RemoteQueues {
             inner: Arc::new(Inner {

@@ -81,8 +81,11 @@ struct Joiner {
 /// What a replica says of itself to a node looking for a cluster.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ReplicaStatus {
+    /// The replica's node.
     pub name: String,
+    /// It knows a group: it formed one, or starts from one it joins.
     pub initialized: bool,
+    /// The group's leader, by node name, when this replica knows one.
     pub leader: Option<String>,
     /// Raft id -> name of every member the log names.
     pub names: Vec<(u64, String)>,
@@ -92,8 +95,12 @@ pub struct ReplicaStatus {
 
 /// Node-internal requests.
 pub enum LocalReplica {
+    /// Time passed: Raft's tick, expiry of proposals not committed in time, and a
+    /// discovery round while this node is not in a group.
     Tick,
+    /// Propose a command; answered once it is applied on this node, with the result.
     Propose(MetaCommand, oneshot::Sender<Result<(), BrokerError>>),
+    /// What the replica says of itself.
     Status(oneshot::Sender<ReplicaStatus>),
     /// What a discovery round found: each up peer's status.
     Discovered(Vec<ReplicaStatus>),
@@ -115,8 +122,10 @@ pub enum ReplicaMsg {
         Wire<(String, Role, u64)>,
         RpcReplyPort<Wire<Result<(), ErrorReply>>>,
     ),
+    /// What the replica says of itself (discovery by a node looking for a cluster).
     #[rpc]
     Status(Wire<()>, RpcReplyPort<Wire<ReplicaStatus>>),
+    /// Node-internal requests; never sent over the wire.
     Local(LocalOnly<LocalReplica>),
 }
 
@@ -126,17 +135,25 @@ impl ReplicaMsg {
     }
 }
 
+/// The metadata replica actor (see the module documentation).
 pub struct Replica;
 
+/// What a replica starts with.
 pub struct ReplicaArgs {
+    /// This node's name (its Raft id is derived from it).
     pub name: String,
+    /// A disk node joins as a voter, a RAM node as a learner.
     pub role: Role,
+    /// The node's store, which holds the metadata log.
     pub store: Store,
+    /// Applies committed commands to this node's broker state.
     pub applier: Arc<dyn MetadataApplier>,
     /// Whether seeds were given (without them a disk node forms its group at once).
     pub has_seeds: bool,
 }
 
+/// The replica's state: its Raft node, the stored record and the proposals waiting
+/// to be applied.
 pub struct ReplicaState {
     name: String,
     id: u64,
@@ -751,6 +768,7 @@ fn replica_of(name: &str) -> Option<ActorRef<ReplicaMsg>> {
 /// [`ChangeLog`], and the node assembly's for users and permissions).
 #[derive(Clone)]
 pub struct ReplicaHandle {
+    /// This node's name (the replica is registered under it).
     pub node: String,
 }
 
@@ -788,6 +806,7 @@ impl ReplicaHandle {
         }
     }
 
+    /// What this node's replica says of itself (its leader, say).
     pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
         self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
     }

@@ -15,7 +15,9 @@ use serde::Serialize;
 /// A payload on the wire: the value, or why it could not be decoded.
 #[derive(Debug, Clone)]
 pub enum Wire<T> {
+    /// The payload.
     Value(T),
+    /// The bytes did not decode; why, for the error the receiver answers with.
     Undecodable(String),
 }
 

@@ -16,11 +16,14 @@ pub const MAX_KEY_LEN: usize = 255;
 /// What a binding routes to: a queue or another exchange, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Destination {
+    /// A queue of the same vhost.
     Queue(String),
+    /// Another exchange of the same vhost (exchange-to-exchange binding).
     Exchange(String),
 }
 
 impl Destination {
+    /// The queue's or exchange's name.
     pub fn name(&self) -> &str {
         match self {
             Destination::Queue(n) | Destination::Exchange(n) => n,
@@ -51,13 +54,20 @@ impl fmt::Display for Destination {
 /// arguments by bit pattern so that they stay lawful (see [`super::field`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Binding {
+    /// The exchange the binding routes from.
     pub source: String,
+    /// The queue or exchange it routes to.
     pub destination: Destination,
+    /// The binding key: matched against a message's routing key by direct and topic
+    /// exchanges, ignored by fanout and headers ones.
     pub routing_key: String,
+    /// The binding arguments: what a headers exchange matches (with `x-match`);
+    /// part of the binding's identity for every type.
     pub arguments: FieldTable,
 }
 
 impl Binding {
+    /// A binding of `source` to `destination` under `routing_key`, without arguments.
     pub fn new(
         source: impl Into<String>,
         destination: Destination,

@@ -19,7 +19,9 @@ pub const ALTERNATE_EXCHANGE_ARG: &str = "alternate-exchange";
 /// An exchange declaration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeDef {
+    /// The exchange's name, unique in its vhost.
     pub name: String,
+    /// Its type: how it matches bindings (direct, fanout, topic, headers).
     pub kind: ExchangeKind,
     /// Survives a broker restart.
     pub durable: bool,
@@ -27,6 +29,7 @@ pub struct ExchangeDef {
     pub auto_delete: bool,
     /// Clients cannot publish to it; only other exchanges (and dead-lettering) can.
     pub internal: bool,
+    /// The declaration's arguments; the broker reads `alternate-exchange`.
     pub arguments: FieldTable,
 }
 

@@ -14,10 +14,12 @@ use crate::error::{code, BrokerError};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown exchange type '{kind}'")]
 pub struct UnknownExchangeKind {
+    /// The type name the client sent.
     pub kind: String,
 }
 
 impl UnknownExchangeKind {
+    /// 503 COMMAND_INVALID.
     pub fn reply_code(&self) -> u16 {
         code::COMMAND_INVALID
     }
@@ -28,21 +30,32 @@ impl UnknownExchangeKind {
 pub enum InvalidBinding {
     /// A headers binding whose `x-match` is a string other than the four known modes.
     #[error("Invalid x-match field value '{value}'; expected all, any, all-with-x, or any-with-x")]
-    XMatchValue { value: String },
+    XMatchValue {
+        /// The `x-match` string given.
+        value: String,
+    },
     /// A headers binding whose `x-match` is not a string at all.
     #[error("Invalid x-match field type '{type_name}' (value {value}); expected longstr")]
     XMatchType {
+        /// The AMQP type of the value given, as RabbitMQ names it (`signedint`...).
         type_name: &'static str,
+        /// The value given, as RabbitMQ prints it.
         value: String,
     },
     /// A binding key longer than an AMQP short string can carry. Over AMQP such a key
     /// cannot even be sent; other front doors must not be able to build topic tries
     /// deep enough to exhaust the stack either.
     #[error("binding key of {len} bytes is longer than the {max} bytes a routing key may have")]
-    KeyTooLong { len: usize, max: usize },
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The longest a routing key may be, in bytes (255).
+        max: usize,
+    },
 }
 
 impl InvalidBinding {
+    /// 406 PRECONDITION_FAILED.
     pub fn reply_code(&self) -> u16 {
         code::PRECONDITION_FAILED
     }
@@ -54,14 +67,18 @@ impl InvalidBinding {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("inequivalent arg '{field}' for exchange '{exchange}': received {received} but current is {current}")]
 pub struct Inequivalence {
+    /// The exchange's name.
     pub exchange: String,
     /// `type`, `durable`, `auto_delete`, `internal` or `alternate-exchange`.
     pub field: String,
+    /// The value in the redeclaration.
     pub received: String,
+    /// The value on the existing exchange.
     pub current: String,
 }
 
 impl Inequivalence {
+    /// 406 PRECONDITION_FAILED.
     pub fn reply_code(&self) -> u16 {
         code::PRECONDITION_FAILED
     }
@@ -75,15 +92,25 @@ pub enum TopologyError {
     DefaultExchange,
     /// Creating an exchange whose name starts with `amq.` (403).
     #[error("exchange name '{name}' contains reserved prefix 'amq.*'")]
-    ReservedName { name: String },
+    ReservedName {
+        /// The name asked for.
+        name: String,
+    },
     /// Deleting one of the `amq.*` exchanges (403).
     #[error("deletion of system exchange '{name}' in vhost '{vhost}' not allowed")]
-    SystemExchange { name: String, vhost: String },
+    SystemExchange {
+        /// The exchange's name.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// A redeclaration that differs from the existing exchange (406).
     #[error("inequivalent arg '{}' for exchange '{}' in vhost '{vhost}': received {} but current is {}",
         .detail.field, .detail.exchange, .detail.received, .detail.current)]
     Inequivalent {
+        /// The exchange's vhost.
         vhost: String,
+        /// What differs.
         detail: Inequivalence,
     },
     /// An argument of the wrong AMQP type, e.g. a numeric `alternate-exchange` (406).
@@ -91,20 +118,39 @@ pub enum TopologyError {
         "invalid type '{type_name}' for arg '{arg}' in exchange '{exchange}' in vhost '{vhost}'"
     )]
     InvalidArgType {
+        /// The exchange's name.
         exchange: String,
+        /// Its vhost.
         vhost: String,
+        /// The argument, e.g. `alternate-exchange`.
         arg: String,
+        /// The AMQP type given, as RabbitMQ names it.
         type_name: &'static str,
     },
     /// `exchange.delete` with `if-unused` on an exchange that is the source of bindings (406).
     #[error("exchange '{name}' in vhost '{vhost}' in use")]
-    InUse { name: String, vhost: String },
+    InUse {
+        /// The exchange's name.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// The exchange a binding names does not exist (404).
     #[error("no exchange '{name}' in vhost '{vhost}'")]
-    ExchangeNotFound { name: String, vhost: String },
+    ExchangeNotFound {
+        /// The exchange named.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// The queue a binding names does not exist (404).
     #[error("no queue '{name}' in vhost '{vhost}'")]
-    QueueNotFound { name: String, vhost: String },
+    QueueNotFound {
+        /// The queue named.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// The source exchange's type rejects the binding (406).
     #[error(transparent)]
     InvalidBinding(#[from] InvalidBinding),
@@ -133,13 +179,24 @@ impl TopologyError {
 pub enum RouteError {
     /// Publishing to an exchange that does not exist (404).
     #[error("no exchange '{name}' in vhost '{vhost}'")]
-    ExchangeNotFound { name: String, vhost: String },
+    ExchangeNotFound {
+        /// The exchange published to.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// Publishing directly to an internal exchange (403).
     #[error("cannot publish to internal exchange '{name}' in vhost '{vhost}'")]
-    InternalExchange { name: String, vhost: String },
+    InternalExchange {
+        /// The exchange published to.
+        name: String,
+        /// Its vhost.
+        vhost: String,
+    },
 }
 
 impl RouteError {
+    /// The AMQP reply code RabbitMQ answers with.
     pub fn reply_code(&self) -> u16 {
         match self {
             RouteError::ExchangeNotFound { .. } => code::NOT_FOUND,

@@ -28,9 +28,14 @@ pub const X_MATCH: &str = "x-match";
 /// How a headers binding combines its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XMatch {
+    /// `all` (also when `x-match` is absent): every argument must match; `x-`
+    /// arguments are ignored.
     All,
+    /// `any`: at least one argument must match; `x-` arguments are ignored.
     Any,
+    /// `all-with-x`: as `all`, and `x-` arguments (but `x-match`) take part too.
     AllWithX,
+    /// `any-with-x`: as `any`, and `x-` arguments (but `x-match`) take part too.
     AnyWithX,
 }
 
@@ -81,6 +86,7 @@ impl HeadersPattern {
         Ok(HeadersPattern { mode, fields })
     }
 
+    /// The matching mode `x-match` selected.
     pub fn mode(&self) -> XMatch {
         self.mode
     }

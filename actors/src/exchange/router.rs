@@ -68,6 +68,7 @@ impl Router {
         Ok(router)
     }
 
+    /// The type of the exchange it routes for.
     pub fn kind(&self) -> ExchangeKind {
         self.kind
     }
@@ -161,6 +162,7 @@ impl Router {
         doomed
     }
 
+    /// Whether it holds exactly this binding (arguments included).
     pub fn contains(&self, binding: &Binding) -> bool {
         self.bindings.contains(binding)
     }
@@ -180,6 +182,7 @@ impl Router {
         self.bindings.len()
     }
 
+    /// Whether the exchange is the source of no binding.
     pub fn is_empty(&self) -> bool {
         self.bindings.is_empty()
     }

@@ -20,6 +20,7 @@ pub struct SharedTopology {
 }
 
 impl SharedTopology {
+    /// Starts from `topology` (the vhost's recovered or initial one).
     pub fn new(topology: Topology) -> Self {
         SharedTopology {
             current: ArcSwap::from_pointee(topology),

@@ -67,6 +67,7 @@ pub struct TopicTrie {
 }
 
 impl TopicTrie {
+    /// A trie without patterns.
     pub fn new() -> Self {
         TopicTrie::default()
     }
@@ -93,6 +94,7 @@ impl TopicTrie {
         remove_at(&mut self.root, &pattern_words(pattern), dest)
     }
 
+    /// Whether it holds no binding.
     pub fn is_empty(&self) -> bool {
         self.root.is_empty()
     }

@@ -40,6 +40,7 @@ pub struct ExchangeEntry {
 }
 
 impl ExchangeEntry {
+    /// The exchange's declaration.
     pub fn def(&self) -> &ExchangeDef {
         &self.def
     }
@@ -57,14 +58,17 @@ pub struct RouteResult {
 }
 
 impl RouteResult {
+    /// The queues, sorted by name.
     pub fn queues(&self) -> &[Arc<str>] {
         &self.queues
     }
 
+    /// The queues, sorted by name, owned.
     pub fn into_queues(self) -> Vec<Arc<str>> {
         self.queues
     }
 
+    /// How many queues the message reaches.
     pub fn len(&self) -> usize {
         self.queues.len()
     }
@@ -74,12 +78,14 @@ impl RouteResult {
         self.queues.is_empty()
     }
 
+    /// Whether the message reaches `queue`.
     pub fn contains(&self, queue: &str) -> bool {
         self.queues
             .binary_search_by(|q| q.as_ref().cmp(queue))
             .is_ok()
     }
 
+    /// The queues, sorted by name.
     pub fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
         self.queues.iter()
     }
@@ -117,6 +123,7 @@ pub struct Change {
     /// Exchanges deleted: the one asked for and, after it, auto-delete exchanges that
     /// lost their last binding as a result.
     pub deleted_exchanges: Vec<ExchangeDef>,
+    /// Bindings this mutation created (`bind` of a new binding adds one).
     pub added_bindings: Vec<Binding>,
     /// Bindings removed, including those that went with a deleted queue or exchange.
     pub removed_bindings: Vec<Binding>,
@@ -142,6 +149,7 @@ impl Change {
 /// A topology rebuilt from stored definitions, and the bindings it could not take.
 #[derive(Debug)]
 pub struct Restored {
+    /// The vhost as rebuilt, without the refused bindings.
     pub topology: Topology,
     /// Stored bindings refused, with why (their source or destination is gone, say).
     pub rejected: Vec<(Binding, TopologyError)>,
@@ -223,12 +231,14 @@ impl Topology {
         Restored { topology, rejected }
     }
 
+    /// The name of the vhost it describes.
     pub fn vhost(&self) -> &str {
         &self.vhost
     }
 
     // ----- reading -------------------------------------------------------------
 
+    /// The declaration of exchange `name`, the predeclared ones included.
     pub fn exchange(&self, name: &str) -> Option<&ExchangeDef> {
         self.exchanges.get(name).map(|e| &e.def)
     }
@@ -245,6 +255,7 @@ impl Topology {
         defs
     }
 
+    /// Whether the vhost has a queue named `name`.
     pub fn has_queue(&self, name: &str) -> bool {
         self.queues.contains(name)
     }

@@ -40,13 +40,17 @@ pub struct QueueStats {
 /// A consumer as the debug shell's `inspect` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerSummary {
+    /// The consumer tag.
     pub tag: String,
+    /// The channel its deliveries go to.
     pub channel: ChannelId,
     /// 0 is unlimited.
     pub prefetch: u32,
     /// Delivered and not yet settled; its credit is `prefetch - unacked`.
     pub unacked: u32,
+    /// Deliveries are settled as they go out.
     pub no_ack: bool,
+    /// It has the queue to itself (other consumers are refused).
     pub exclusive: bool,
     /// Receives messages (false for the waiting ones under single-active-consumer).
     pub active: bool,

@@ -21,7 +21,11 @@ pub type BindingCheck = oneshot::Sender<Result<Option<VhostChange>, BrokerError>
 
 /// Messages to an exchange actor: changes of the bindings it is the source of.
 pub enum ExchangeMsg {
+    /// Check a new binding from this exchange; answers the change to propose, or
+    /// `None` when it is already bound.
     Bind(Binding, BindingCheck),
+    /// Check the removal of a binding from this exchange; answers the change to
+    /// propose, or `None` when it is not bound.
     Unbind(Binding, BindingCheck),
     /// Fail on purpose (debug shell, tests).
     Crash,
@@ -29,10 +33,14 @@ pub enum ExchangeMsg {
 
 impl ractor::Message for ExchangeMsg {}
 
+/// The actor of one exchange (see the module documentation).
 pub struct ExchangeActor;
 
+/// What an exchange actor starts with, and keeps as its state.
 pub struct ExchangeArgs {
+    /// The vhost whose routing snapshot it checks binding changes against.
     pub vhost: VHost,
+    /// The exchange's name (`""` for the default exchange).
     pub name: String,
 }
 

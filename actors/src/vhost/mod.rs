@@ -42,8 +42,11 @@ use queues::Registered;
 /// What a queue declaration answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueDeclareOk {
+    /// The queue's name: the one generated (`amq.gen-...`) when the client gave none.
     pub name: String,
+    /// Ready messages (0 for a new queue).
     pub messages: u64,
+    /// Consumers (0 for a new queue).
     pub consumers: u32,
 }
 
@@ -217,6 +220,7 @@ impl VHost {
         self.inner.deleted.subscribe()
     }
 
+    /// The vhost's name.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -231,10 +235,12 @@ impl VHost {
         format!("vhost:{}", self.inner.name)
     }
 
+    /// The name of the supervisor of this vhost's exchange actors.
     pub fn exchanges_supervisor_name(&self) -> String {
         format!("exchanges:{}", self.inner.name)
     }
 
+    /// The name of the supervisor of the queue actors this node runs for this vhost.
     pub fn queues_supervisor_name(&self) -> String {
         format!("queues:{}", self.inner.name)
     }
@@ -349,10 +355,13 @@ impl VHost {
 
     // ----- listings -------------------------------------------------------------
 
+    /// Every exchange, sorted by name (the default exchange first).
     pub fn list_exchanges(&self) -> Vec<ExchangeDef> {
         self.topology().exchanges().into_iter().cloned().collect()
     }
 
+    /// Every binding as RabbitMQ lists them: the default exchange's implicit ones
+    /// first, then the declared ones, sorted.
     pub fn list_bindings(&self) -> Vec<Binding> {
         self.topology().bindings()
     }

@@ -25,11 +25,17 @@ pub(super) struct Registered {
 /// A queue as listings show it.
 #[derive(Clone, Debug)]
 pub struct QueueSummary {
+    /// The queue's name.
     pub name: String,
+    /// Survives a restart of its node.
     pub durable: bool,
+    /// Owned by one connection, and deleted with it.
     pub exclusive: bool,
+    /// Deleted when its last consumer goes.
     pub auto_delete: bool,
+    /// The declare arguments (`x-queue-type`, `x-max-length`...).
     pub arguments: FieldTable,
+    /// Its counters (ready, unacked, consumers, bytes...).
     pub stats: QueueStats,
     /// How often its actor was restarted.
     pub restarts: u64,

@@ -27,44 +27,77 @@ pub enum Command {
     /// confirm: it is answered with `Effect::Confirm` (or `Effect::Reject` when the
     /// queue refuses the message).
     Enqueue {
+        /// The message, shared with the other queues it was routed to.
         message: SharedMessage,
+        /// The publish to confirm or reject; `None` when nobody waits for it.
         confirm: Option<PublishId>,
     },
     /// `basic.consume`. `prefetch` 0 is unlimited; `priority` is the consumer's
     /// `x-priority` argument (0 when absent).
     Consume {
+        /// The consumer's tag, unique on its channel.
         tag: ConsumerTag,
+        /// The channel the deliveries go to.
         channel: ChannelId,
+        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
         prefetch: u32,
+        /// Deliveries are settled as they go out: the consumer never acks.
         no_ack: bool,
+        /// The consumer wants the queue to itself: refused (403) while other
+        /// consumers exist, and others are refused while it exists.
         exclusive: bool,
+        /// Higher-priority consumers get messages first (`x-priority`).
         priority: i32,
     },
     /// `basic.cancel`. The consumer's unacked messages stay unacked on its channel.
     Cancel {
+        /// The consumer's channel.
         channel: ChannelId,
+        /// The consumer's tag on that channel.
         tag: ConsumerTag,
     },
     /// The channel closed: its consumers go, its unacked messages return to the
     /// queue, redelivered, in their original place.
-    ChannelDown { channel: ChannelId },
+    ChannelDown {
+        /// The channel that closed.
+        channel: ChannelId,
+    },
     /// `basic.ack`: the channel expands `multiple` into the seqs it covers.
-    Ack { channel: ChannelId, seqs: Vec<Seq> },
+    Ack {
+        /// The channel that holds the messages.
+        channel: ChannelId,
+        /// The acked messages.
+        seqs: Vec<Seq>,
+    },
     /// `basic.reject` / `basic.nack`: requeue, or dead-letter (discard without a
     /// dead-letter exchange).
     Reject {
+        /// The channel that holds the messages.
         channel: ChannelId,
+        /// The rejected messages.
         seqs: Vec<Seq>,
+        /// Back to the queue (redelivered, in their original place); otherwise
+        /// dead-lettered, or dropped when the queue has no dead-letter exchange.
         requeue: bool,
     },
     /// `basic.get`, answered with `Effect::GetOk` or `Effect::GetEmpty` (possibly
     /// after the head's body is loaded).
-    Get { channel: ChannelId, no_ack: bool },
+    Get {
+        /// The channel that asked.
+        channel: ChannelId,
+        /// The message is settled as it goes out: the channel never acks it.
+        no_ack: bool,
+    },
     /// `queue.purge`: removes the ready messages.
     Purge,
     /// `queue.delete`; afterwards every command but the storage answers fails with
     /// 404. The shell removes the queue's stored messages (one range delete).
-    Delete { if_unused: bool, if_empty: bool },
+    Delete {
+        /// Refuse (406) while the queue has consumers.
+        if_unused: bool,
+        /// Refuse (406) while the queue has ready messages.
+        if_empty: bool,
+    },
     /// The queue was (re)declared, actively or passively: restarts the `x-expires`
     /// timer. Check equivalence first with
     /// [`QueueConfig::check_equivalent`](super::config::QueueConfig::check_equivalent).
@@ -79,7 +112,12 @@ pub enum Command {
     /// What became of dead-lettered messages (`Effect::DeadLetter` with a seq): those
     /// `done` are held by their targets and leave the queue; those `refused` are
     /// republished later.
-    DeadLettered { done: Vec<Seq>, refused: Vec<Seq> },
+    DeadLettered {
+        /// Held by every target: these leave the queue.
+        done: Vec<Seq>,
+        /// Refused by a target: these stay and are republished later.
+        refused: Vec<Seq>,
+    },
     /// Storage has no body for these seqs: the messages are dropped and counted as
     /// lost (a storage fault; the shell should log it).
     BodiesMissing(Vec<Seq>),
@@ -92,13 +130,25 @@ pub enum Reply {
     Ok,
     /// The message was accepted under this seq (it may already have been delivered,
     /// dropped or expired: see the effects).
-    Enqueued { seq: Seq },
+    Enqueued {
+        /// The message's number in the queue.
+        seq: Seq,
+    },
     /// The queue is full and refuses publishes (`x-overflow: reject-publish[-dlx]`).
     PublishRejected,
     /// `basic.cancel` done; `existed` is false for an unknown tag (not an error in AMQP).
-    Cancelled { existed: bool },
+    Cancelled {
+        /// Whether the queue had a consumer with that tag on that channel.
+        existed: bool,
+    },
     /// `queue.purge` removed this many ready messages.
-    Purged { count: u64 },
+    Purged {
+        /// Ready messages removed.
+        count: u64,
+    },
     /// `queue.delete` done; the queue held this many ready messages.
-    Deleted { message_count: u64 },
+    Deleted {
+        /// Ready messages the queue held when deleted (AMQP's `queue.delete-ok`).
+        message_count: u64,
+    },
 }

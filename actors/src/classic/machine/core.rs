@@ -43,52 +43,93 @@ pub const MACHINE_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A message routed to the queue.
-    Enqueue { message: SharedMessage },
+    Enqueue {
+        /// The message, shared with the other queues it was routed to.
+        message: SharedMessage,
+    },
     /// `basic.consume`.
     Consume {
+        /// The consumer's tag, unique on its channel.
         tag: ConsumerTag,
+        /// The channel the deliveries go to.
         channel: ChannelId,
+        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
         prefetch: u32,
+        /// Deliveries are settled as they go out.
         no_ack: bool,
+        /// The consumer wants the queue to itself.
         exclusive: bool,
+        /// The consumer's `x-priority` (higher gets messages first).
         priority: i32,
     },
     /// `basic.cancel`; `unsent` are the consumer's assignments that never reached its
     /// channel, which return to the queue as if never taken.
     Cancel {
+        /// The consumer's channel.
         channel: ChannelId,
+        /// The consumer's tag on that channel.
         tag: ConsumerTag,
+        /// Assignments that never reached the channel.
         unsent: Vec<Seq>,
     },
     /// The channel closed; `unsent` as for `Cancel`.
     ChannelDown {
+        /// The channel that closed.
         channel: ChannelId,
+        /// Assignments that never reached the channel.
         unsent: Vec<Seq>,
     },
     /// `basic.ack`.
-    Ack { channel: ChannelId, seqs: Vec<Seq> },
+    Ack {
+        /// The channel that holds the messages.
+        channel: ChannelId,
+        /// The acked messages.
+        seqs: Vec<Seq>,
+    },
     /// `basic.reject` / `basic.nack`.
     Reject {
+        /// The channel that holds the messages.
         channel: ChannelId,
+        /// The rejected messages.
         seqs: Vec<Seq>,
+        /// Back to the queue; otherwise dead-lettered or dropped.
         requeue: bool,
     },
     /// `basic.get`.
-    Get { channel: ChannelId, no_ack: bool },
+    Get {
+        /// The channel that asked.
+        channel: ChannelId,
+        /// The message is settled as it goes out.
+        no_ack: bool,
+    },
     /// `queue.purge`.
     Purge,
     /// `queue.delete`.
-    Delete { if_unused: bool, if_empty: bool },
+    Delete {
+        /// Refuse (406) while the queue has consumers.
+        if_unused: bool,
+        /// Refuse (406) while the queue has ready messages.
+        if_empty: bool,
+    },
     /// A redeclaration: restarts the `x-expires` timer.
     Touch,
     /// Time passed.
     Tick,
     /// No-ack deliveries went out: they are settled.
-    Sent { seqs: Vec<Seq> },
+    Sent {
+        /// The no-ack deliveries that went out.
+        seqs: Vec<Seq>,
+    },
     /// Dead-lettered messages are held by their targets: they leave.
-    DeadLettered { seqs: Vec<Seq> },
+    DeadLettered {
+        /// The messages every target holds.
+        seqs: Vec<Seq>,
+    },
     /// Their bodies are lost (a storage fault): they are dropped.
-    Lost { seqs: Vec<Seq> },
+    Lost {
+        /// The messages whose bodies storage does not have.
+        seqs: Vec<Seq>,
+    },
 }
 
 /// What the core decided, for the local part to carry out, in order.

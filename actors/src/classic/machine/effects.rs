@@ -47,27 +47,47 @@ pub enum Effect {
     /// answering; otherwise the write may be lost in a crash (it only moves a body
     /// out of memory). Answer with `Command::Stored` once written.
     Store {
+        /// The message's number in the queue: its storage key.
         seq: Seq,
+        /// The message, body and all.
         message: SharedMessage,
+        /// The metadata recovery reads back for it.
         record: IndexRecord,
+        /// Fsync before answering (a durable queue's persistent message).
         durable: bool,
     },
     /// Replace the index record of a stored message (a requeue changed its delivery
     /// count). No answer.
-    UpdateIndex { seq: Seq, record: IndexRecord },
+    UpdateIndex {
+        /// The stored message.
+        seq: Seq,
+        /// Its new record.
+        record: IndexRecord,
+    },
     /// Delete the stored message (it left the queue). No answer. Ordered after the
     /// `Store` of the same seq, which may still be in flight.
-    Remove { seq: Seq },
+    Remove {
+        /// The message that left.
+        seq: Seq,
+    },
     /// Read these bodies; answer with `Command::BodiesLoaded` (in any grouping) or
     /// `Command::BodiesMissing`.
-    LoadBodies { seqs: Vec<Seq> },
+    LoadBodies {
+        /// The messages whose bodies are wanted.
+        seqs: Vec<Seq>,
+    },
     /// Send the message to a consumer (`basic.deliver`). The channel assigns the
     /// delivery tag and remembers its seq for the ack.
     Deliver {
+        /// The consumer's channel.
         channel: ChannelId,
+        /// The consumer's tag.
         tag: ConsumerTag,
+        /// What the channel acks or rejects.
         seq: Seq,
+        /// The message to deliver.
         message: SharedMessage,
+        /// AMQP's redelivered flag: it may have been delivered before.
         redelivered: bool,
         /// How many times the message was returned to the queue before.
         delivery_count: u32,
@@ -76,37 +96,64 @@ pub enum Effect {
     },
     /// Answer a `basic.get` with a message; `message_count` is what remains ready.
     GetOk {
+        /// The channel that asked.
         channel: ChannelId,
+        /// What the channel acks or rejects.
         seq: Seq,
+        /// The message got.
         message: SharedMessage,
+        /// AMQP's redelivered flag: it may have been delivered before.
         redelivered: bool,
+        /// How many times the message was returned to the queue before.
         delivery_count: u32,
+        /// Ready messages left in the queue after this one.
         message_count: u64,
+        /// The channel settles nothing (it is already settled here).
         no_ack: bool,
     },
     /// Answer a `basic.get` on an empty queue.
-    GetEmpty { channel: ChannelId },
+    GetEmpty {
+        /// The channel that asked.
+        channel: ChannelId,
+    },
     /// Confirm the publish (`basic.ack` to the publisher).
-    Confirm { publish: PublishId },
+    Confirm {
+        /// The publish, as the shell named it in `Command::Enqueue`.
+        publish: PublishId,
+    },
     /// Refuse the publish (`basic.nack` to the publisher).
-    Reject { publish: PublishId },
+    Reject {
+        /// The publish, as the shell named it in `Command::Enqueue`.
+        publish: PublishId,
+    },
     /// Republish the message through `exchange` with `routing_key`. The message
     /// already carries its updated `x-death` and `x-first-death-*` headers and has
     /// no expiration. `seq` is `None` for a publish refused at the door
     /// (`reject-publish-dlx`), republished at most once; a message with a seq stays in
     /// the queue until `Command::DeadLettered` says its targets hold it.
     DeadLetter {
+        /// The message's number in the queue; `None` for a publish refused at the door.
         seq: Option<Seq>,
+        /// The message as republished (its `x-death` headers updated).
         message: SharedMessage,
+        /// Why it was dead-lettered.
         reason: DeadLetterReason,
+        /// The queue's dead-letter exchange (`x-dead-letter-exchange`).
         exchange: String,
+        /// The queue's `x-dead-letter-routing-key`, or the message's own routing key
+        /// when it has none.
         routing_key: String,
     },
     /// A single-active-consumer queue made this consumer the active one.
     ConsumerActive {
+        /// The consumer's channel.
         channel: ChannelId,
+        /// The consumer's tag.
         tag: ConsumerTag,
     },
     /// Delete this queue (and its stored messages). The state answers 404 from now on.
-    DeleteQueue { reason: DeleteReason },
+    DeleteQueue {
+        /// Why the queue deletes itself.
+        reason: DeleteReason,
+    },
 }

@@ -133,6 +133,8 @@ pub struct IndexRecord {
     /// Returns to the queue so far (kept current by `Effect::UpdateIndex` on queues
     /// with a delivery limit).
     pub delivery_count: u32,
+    /// AMQP's redelivered flag as it was when stored (everything recovered is
+    /// delivered redelivered anyway).
     pub redelivered: bool,
     /// Delivery mode 2: recovered after a restart. Transient messages are written only
     /// to leave memory and are dropped at recovery.

@@ -27,8 +27,11 @@ pub enum QueueError {
     /// A declare argument has the wrong type or value (406).
     #[error("invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {problem}")]
     InvalidArg {
+        /// The queue's name.
         queue: String,
+        /// Its vhost.
         vhost: String,
+        /// The argument, e.g. `x-max-length`.
         arg: String,
         /// What is wrong, in RabbitMQ's words, e.g. `{value_negative,-1}`.
         problem: String,
@@ -39,33 +42,64 @@ pub enum QueueError {
          received {received} but current is {current}"
     )]
     Inequivalent {
+        /// The queue's name.
         queue: String,
+        /// Its vhost.
         vhost: String,
+        /// The property or argument that differs (`durable`, `x-message-ttl`...).
         arg: String,
+        /// Its value in the redeclaration, as RabbitMQ prints it.
         received: String,
+        /// Its value on the existing queue.
         current: String,
     },
     /// An exclusive consumer exists, or one was asked for while others exist (403).
     #[error("queue '{queue}' in vhost '{vhost}' in exclusive use")]
-    ExclusiveUse { queue: String, vhost: String },
+    ExclusiveUse {
+        /// The queue's name.
+        queue: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// The channel already has a consumer with this tag (530).
     #[error("attempt to reuse consumer tag '{tag}'")]
-    ConsumerTagInUse { tag: String },
+    ConsumerTagInUse {
+        /// The consumer tag asked for.
+        tag: String,
+    },
     /// The channel acked, rejected or nacked a message it does not hold (406).
     ///
     /// The queue only knows seqs; the channel, which assigned the delivery tag,
     /// rewrites the text with the tag ("unknown delivery tag 7").
     #[error("unknown delivery tag (message {seq} is not unacked on this channel)")]
-    UnknownDeliveryTag { seq: Seq },
+    UnknownDeliveryTag {
+        /// The message the settlement named.
+        seq: Seq,
+    },
     /// `queue.delete` with `if-unused` on a queue with consumers (406).
     #[error("queue '{queue}' in vhost '{vhost}' in use")]
-    InUse { queue: String, vhost: String },
+    InUse {
+        /// The queue's name.
+        queue: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// `queue.delete` with `if-empty` on a queue with ready messages (406).
     #[error("queue '{queue}' in vhost '{vhost}' not empty")]
-    NotEmpty { queue: String, vhost: String },
+    NotEmpty {
+        /// The queue's name.
+        queue: String,
+        /// Its vhost.
+        vhost: String,
+    },
     /// The queue was deleted (explicitly, by expiry or by auto-delete) (404).
     #[error("no queue '{queue}' in vhost '{vhost}'")]
-    NotFound { queue: String, vhost: String },
+    NotFound {
+        /// The queue's name.
+        queue: String,
+        /// Its vhost.
+        vhost: String,
+    },
 }
 
 impl QueueError {

@@ -142,6 +142,8 @@ pub(crate) struct QueueShell {
     batches: HashMap<u64, PendingBatch>,
     next_batch: u64,
     gets: HashMap<ChannelId, VecDeque<Answer<Option<Got>>>>,
+    /// Publish batches answered during the current step, sent after it.
+    confirmed: Vec<(ConfirmReply, Vec<EnqueueOutcome>)>,
     /// Dead-lettered messages of the current step, routed together after it.
     dead_letters: Vec<DeadLetter>,
     /// Writes gathered since the last flush, and the seqs whose `Stored` they answer.
@@ -232,6 +234,7 @@ impl Actor for QueueActor {
             batches: HashMap::new(),
             next_batch: 1,
             gets: HashMap::new(),
+            confirmed: Vec::new(),
             dead_letters: Vec::new(),
             ops: Vec::new(),
             stored: Vec::new(),
@@ -514,7 +517,9 @@ impl QueueShell {
                 .into_iter()
                 .map(|o| o.unwrap_or(EnqueueOutcome::Confirmed))
                 .collect();
-            let _ = reply.send(outcomes);
+            // Sent after the step, once the counters are published: a publisher that
+            // has its confirm sees its messages counted.
+            self.confirmed.push((reply, outcomes));
         }
         // The batch's credit goes back as it drops here.
     }
@@ -753,6 +758,9 @@ impl QueueShell {
             }
         }
         self.shared.publish_stats(&self.state.stats());
+        for (reply, outcomes) in self.confirmed.drain(..) {
+            let _ = reply.send(outcomes);
+        }
     }
 
     /// Routes this step's dead letters as one batch; the outcome of those that leave

@@ -209,22 +209,18 @@ pub(crate) struct CoreTally {
 }
 
 impl CoreTally {
-    fn apply(&mut self, r: &Record, op: fn(u64, u64) -> u64) {
-        let one = |field: &mut u64, cond: bool, amount: u64| {
-            if cond {
-                *field = op(*field, amount);
-            }
+    /// Adds (`sign` 1) or subtracts (`sign` -1) a record's contribution: one place
+    /// counts, so one pair of counters changes.
+    fn apply(&mut self, r: &Record, sign: i64) {
+        let (count, bytes) = match r.place {
+            Place::Ready => (&mut self.ready, Some(&mut self.ready_bytes)),
+            Place::Unacked { .. } => (&mut self.unacked, Some(&mut self.unacked_bytes)),
+            Place::DeadLettering(_) => (&mut self.dead_lettering, None),
         };
-        let (ready, unacked) = (r.is_ready(), matches!(r.place, Place::Unacked { .. }));
-        one(&mut self.ready, ready, 1);
-        one(&mut self.ready_bytes, ready, r.size);
-        one(&mut self.unacked, unacked, 1);
-        one(&mut self.unacked_bytes, unacked, r.size);
-        one(
-            &mut self.dead_lettering,
-            matches!(r.place, Place::DeadLettering(_)),
-            1,
-        );
+        *count = count.wrapping_add_signed(sign);
+        if let Some(bytes) = bytes {
+            *bytes = bytes.wrapping_add_signed(sign.wrapping_mul(r.size as i64));
+        }
     }
 }
 
@@ -561,7 +557,7 @@ impl Core {
     // ----- record bookkeeping: the only places that change records -----------------
 
     fn insert(&mut self, seq: Seq, record: Record) {
-        self.idx.tally.apply(&record, u64::wrapping_add);
+        self.idx.tally.apply(&record, 1);
         self.idx.update(
             seq,
             record.priority,
@@ -574,7 +570,7 @@ impl Core {
 
     fn take(&mut self, seq: Seq) -> Option<Record> {
         let record = self.records.remove(seq)?;
-        self.idx.tally.apply(&record, u64::wrapping_sub);
+        self.idx.tally.apply(&record, -1);
         self.idx.update(
             seq,
             record.priority,
@@ -588,9 +584,9 @@ impl Core {
     fn modify<R>(&mut self, seq: Seq, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
         let record = self.records.get_mut(seq)?;
         let before = Membership::of(record);
-        self.idx.tally.apply(record, u64::wrapping_sub);
+        self.idx.tally.apply(record, -1);
         let r = f(record);
-        self.idx.tally.apply(record, u64::wrapping_add);
+        self.idx.tally.apply(record, 1);
         let after = Membership::of(record);
         if before != after {
             self.idx
@@ -1011,7 +1007,7 @@ impl Core {
         let mut unacked: std::collections::BTreeMap<ChannelId, BTreeSet<Seq>> = Default::default();
         let mut per_consumer: std::collections::BTreeMap<ConsumerId, u32> = Default::default();
         for (seq, r) in self.records.iter() {
-            tally.apply(r, u64::wrapping_add);
+            tally.apply(r, 1);
             if seq >= self.next_seq && self.next_seq != Seq::MAX {
                 return Err(format!("seq {seq} not below next_seq {}", self.next_seq));
             }

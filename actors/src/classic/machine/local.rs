@@ -199,19 +199,30 @@ impl Local {
                     redelivered,
                     delivery_count,
                 };
-                let resident = self.modify(seq, |b| {
+                // The common case in one change of the body: here, and nothing waits
+                // before it, so it goes out now.
+                let first_in_line = self.pending.is_empty();
+                let taken = self.modify(seq, |b| {
                     b.held = Held::Out;
                     b.page_out = false;
-                    b.message.is_some()
-                });
-                if resident == Some(true) && self.pending.is_empty() {
-                    self.send(pending, core, effects);
-                } else {
-                    self.modify(seq, |b| b.awaited = true);
-                    self.pending.push_back(pending);
-                    if resident == Some(false) {
-                        self.to_load.push_back(seq);
+                    match &b.message {
+                        Some(_) if first_in_line => take_for_delivery(b, no_ack),
+                        _ => {
+                            b.awaited = true;
+                            None
+                        }
                     }
+                });
+                match taken {
+                    Some(Some(message)) => self.emit(pending, message, core, effects),
+                    Some(None) => {
+                        let absent = self.bodies.get(seq).is_some_and(|b| b.message.is_none());
+                        self.pending.push_back(pending);
+                        if absent {
+                            self.to_load.push_back(seq);
+                        }
+                    }
+                    None => {}
                 }
             }
             Out::GetEmpty { channel } => {
@@ -354,58 +365,64 @@ impl Local {
         unsent
     }
 
-    /// Hands a delivery whose body is here to the shell. A `basic.get` answer counts
-    /// what remains ready now.
+    /// Hands a delivery whose body is here to the shell.
     fn send(&mut self, pending: Pending, core: &Core, effects: &mut Vec<Effect>) {
         match pending {
             Pending::GetEmpty { channel } => effects.push(Effect::GetEmpty { channel }),
-            Pending::Delivery {
-                seq,
-                channel,
-                tag,
-                no_ack,
-                redelivered,
-                delivery_count,
-            } => {
-                // An acked delivery's body stays only until it is stored: the consumer
-                // has it, and a requeue loads it again.
-                let Some(message) = self.modify(seq, |b| {
+            Pending::Delivery { seq, no_ack, .. } => {
+                let taken = self.modify(seq, |b| {
                     b.awaited = false;
-                    let message = b.message.clone();
-                    if !no_ack && b.storage == Storage::Stored {
-                        b.message = None;
-                    }
-                    message
-                }) else {
-                    return;
-                };
-                let Some(message) = message else {
-                    return;
-                };
-                effects.push(match tag {
-                    Some(tag) => Effect::Deliver {
-                        channel,
-                        tag,
-                        seq,
-                        message,
-                        redelivered,
-                        delivery_count,
-                        no_ack,
-                    },
-                    None => Effect::GetOk {
-                        channel,
-                        seq,
-                        message,
-                        redelivered,
-                        delivery_count,
-                        message_count: core.tally().ready,
-                        no_ack,
-                    },
+                    take_for_delivery(b, no_ack)
                 });
-                if no_ack {
-                    self.sent.push(seq);
+                if let Some(Some(message)) = taken {
+                    self.emit(pending, message, core, effects);
                 }
             }
+        }
+    }
+
+    /// The delivery effect of `pending` with its body. A `basic.get` answer counts what
+    /// remains ready now; a no-ack delivery is settled once it has gone.
+    fn emit(
+        &mut self,
+        pending: Pending,
+        message: SharedMessage,
+        core: &Core,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Pending::Delivery {
+            seq,
+            channel,
+            tag,
+            no_ack,
+            redelivered,
+            delivery_count,
+        } = pending
+        else {
+            return;
+        };
+        effects.push(match tag {
+            Some(tag) => Effect::Deliver {
+                channel,
+                tag,
+                seq,
+                message,
+                redelivered,
+                delivery_count,
+                no_ack,
+            },
+            None => Effect::GetOk {
+                channel,
+                seq,
+                message,
+                redelivered,
+                delivery_count,
+                message_count: core.tally().ready,
+                no_ack,
+            },
+        });
+        if no_ack {
+            self.sent.push(seq);
         }
     }
 
@@ -737,6 +754,17 @@ impl Local {
         }
         effects.push(Effect::LoadBodies { seqs });
     }
+}
+
+/// A body that goes out to a channel: the message for the delivery. An acked
+/// delivery's body stays only until it is stored (the consumer has it, and a requeue
+/// loads it again); a no-ack one's until the message has left.
+fn take_for_delivery(b: &mut Body, no_ack: bool) -> Option<SharedMessage> {
+    let message = b.message.clone()?;
+    if !no_ack && b.storage == Storage::Stored {
+        b.message = None;
+    }
+    Some(message)
 }
 
 /// Pushes the republication of `message` through the queue's dead-letter exchange:

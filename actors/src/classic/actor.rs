@@ -210,12 +210,13 @@ impl Actor for QueueActor {
         }
         let recovered = records.len();
         let mut recovery_effects = Vec::new();
-        let state = QueueState::recover(
+        let mut state = QueueState::recover(
             shared.config.clone(),
             records,
             now_ms(),
             &mut recovery_effects,
         );
+        state.continue_from(shared.next_seq());
         if recovered > 0 {
             tracing::info!(queue = %shared.name, "recovered {recovered} stored messages");
         }
@@ -311,8 +312,12 @@ impl Actor for QueueActor {
             QueueMsg::Settle {
                 channel,
                 settlement,
-                seqs,
+                mut seqs,
             } => {
+                // The channel checked its delivery tags; one the queue no longer holds
+                // as unacked to it is from before a restart (the message went back to
+                // ready and is redelivered). The rest are settled.
+                seqs.retain(|&seq| shell.state.is_unacked_by(channel, seq));
                 let command = match settlement {
                     Settlement::Ack => Command::Ack { channel, seqs },
                     Settlement::Requeue => Command::Reject {
@@ -326,8 +331,6 @@ impl Actor for QueueActor {
                         requeue: false,
                     },
                 };
-                // A settlement of a message the queue no longer holds as unacked (it
-                // was requeued by a restart, say) is ignored: the message is redelivered.
                 if let Err(e) = shell.apply(command) {
                     tracing::debug!(queue = %shell.shared.name, "settlement ignored: {e}");
                 }
@@ -462,21 +465,22 @@ impl QueueShell {
                 self.publishes.insert(p, (b, i));
                 p
             });
-            match self.apply(Command::Enqueue {
-                message,
-                confirm: publish,
-            }) {
-                Ok(Reply::PublishRejected) => {
-                    if let Some(p) = publish {
-                        self.settle_publish(p, self.rejected_outcome());
-                    }
+            // A refusal because the queue is full comes back as `Effect::Reject`.
+            let outcome = if self.state.is_deleted() {
+                // By an earlier message of the batch (see `Reply::Gone`).
+                Some(EnqueueOutcome::Gone)
+            } else {
+                match self.apply(Command::Enqueue {
+                    message,
+                    confirm: publish,
+                }) {
+                    Ok(Reply::Gone) => Some(EnqueueOutcome::Gone),
+                    Ok(_) => None,
+                    Err(e) => Some(EnqueueOutcome::Rejected(e.to_string())),
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    if let Some(p) = publish {
-                        self.settle_publish(p, EnqueueOutcome::Rejected(e.to_string()));
-                    }
-                }
+            };
+            if let (Some(outcome), Some(p)) = (outcome, publish) {
+                self.settle_publish(p, outcome);
             }
         }
         if let Some(id) = batch_id {
@@ -733,6 +737,7 @@ impl QueueShell {
     /// the next tick, publish the counters, settle the queue's part of the node's
     /// queue memory.
     fn after_step(&mut self, myself: &ActorRef<QueueMsg>) {
+        self.shared.note_next_seq(self.state.next_seq());
         self.memory.hold(self.state.memory_beyond_window());
         self.state
             .set_memory_allowance(Some(self.memory.allowance()));

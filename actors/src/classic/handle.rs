@@ -34,6 +34,10 @@ pub(crate) struct ClassicShared {
     stats: StatsCell,
     /// Incremented each time the actor starts (restarts are this minus one).
     pub incarnations: AtomicU64,
+    /// The seq the running incarnation hands out next, as of its last step: a
+    /// restarted one continues from here, so a channel's delivery tag from before the
+    /// restart never names a different message.
+    next_seq: AtomicU64,
     /// The consumers to re-attach when a crashed actor restarts: the classic queue's
     /// stand-in for the consumer entries a replicated queue's log holds. Written on
     /// consume, cancel and channel close only; the running state machine holds the
@@ -56,6 +60,7 @@ impl ClassicShared {
             actor: ArcSwapOption::empty(),
             stats: StatsCell::default(),
             incarnations: AtomicU64::new(0),
+            next_seq: AtomicU64::new(1),
             journal: Mutex::new(Vec::new()),
             tracers: Mutex::new(Vec::new()),
             traced: AtomicBool::new(false),
@@ -70,6 +75,16 @@ impl ClassicShared {
 
     pub fn restarts(&self) -> u64 {
         self.incarnations.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    /// Notes the seq the actor hands out next (before its deliveries go out).
+    pub fn note_next_seq(&self, seq: u64) {
+        self.next_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// The seq a restarted actor continues from.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed)
     }
 
     pub fn publish_stats(&self, stats: &QueueStats) {
@@ -197,6 +212,9 @@ impl Queue for ClassicQueue {
     }
 
     fn cancel(&self, channel: ChannelId, tag: Arc<str>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        // Forgotten here too: a restart under way would otherwise re-attach it.
+        self.shared
+            .journal_forget(|c| c.channel == channel && c.tag == tag);
         Box::pin(self.shared.ask(move |reply| QueueMsg::Cancel {
             channel,
             tag,
@@ -226,6 +244,9 @@ impl Queue for ClassicQueue {
 
     fn channel_down(&self, channel: ChannelId) {
         self.shared.untrace(channel);
+        // Forgotten here too: if the actor is restarting, the message below is lost and
+        // the next incarnation would re-attach the channel's consumers.
+        self.shared.journal_forget(|c| c.channel == channel);
         let _ = self.shared.send(QueueMsg::ChannelDown { channel });
     }
 

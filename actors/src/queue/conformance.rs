@@ -105,6 +105,14 @@ fn cases() -> Vec<(&'static str, Case)> {
             "a crashed queue comes back with its persistent messages",
             |s| Box::pin(crash_recovers(s)),
         ),
+        (
+            "a settlement from before a restart settles no other message",
+            |s| Box::pin(stale_settlement(s)),
+        ),
+        (
+            "a channel closed while its queue restarts leaves no consumer",
+            |s| Box::pin(channel_down_during_restart(s)),
+        ),
     ]
 }
 
@@ -755,4 +763,104 @@ async fn crash_recovers(s: &dyn Subject) -> Result<(), String> {
         return Err(format!("recovered {bodies:?}"));
     }
     Ok(())
+}
+
+/// Crashes the queue and waits until its next incarnation runs.
+async fn restart(queue: &QueueRef) -> Result<(), String> {
+    let before = queue.status().await.map_err(|e| e.to_string())?.restarts;
+    queue.crash().map_err(|e| e.to_string())?;
+    within("the restart", async {
+        loop {
+            if let Ok(st) = queue.status().await {
+                if st.restarts > before {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// The counters once everything sent to the queue so far was handled.
+async fn settled_stats(queue: &QueueRef) -> Result<super::QueueStats, String> {
+    queue.consumers().await.map_err(|e| e.to_string())?;
+    Ok(queue.status().await.map_err(|e| e.to_string())?.stats)
+}
+
+async fn stale_settlement(s: &dyn Subject) -> Result<(), String> {
+    // Nothing of a transient queue is stored: the next incarnation starts empty.
+    let h = plain(s, "stale").await?;
+    let mut ch = Channel::new();
+    ch.consume(&h.queue, "c", 0).await?;
+    publish(&h.queue, vec![message("a")]).await?;
+    let old = ch.take(1).await?;
+    restart(&h.queue).await?;
+    // The consumer is still there for new messages.
+    publish(&h.queue, vec![message("b"), message("c")]).await?;
+    let new = ch.take(2).await?;
+    let bodies: Vec<String> = new.iter().map(body).collect();
+    if bodies != ["b", "c"] {
+        return Err(format!("after the restart the consumer got {bodies:?}"));
+    }
+    ch.settle(&h.queue, Settlement::Ack, &old);
+    let st = settled_stats(&h.queue).await?;
+    if st.unacked != 2 {
+        return Err(format!(
+            "the ack of a delivery from before the restart changed what is held: {} unacked, 2 expected",
+            st.unacked
+        ));
+    }
+    // Together with a current one: the current one is settled.
+    ch.settle(&h.queue, Settlement::Ack, &[old[0].clone(), new[0].clone()]);
+    let st = settled_stats(&h.queue).await?;
+    if st.unacked != 1 {
+        return Err(format!(
+            "an ack of a stale and a current delivery left {} unacked, 1 expected",
+            st.unacked
+        ));
+    }
+    ch.settle(&h.queue, Settlement::Ack, &new[1..]);
+    until_stats(&h.queue, "everything acked", |st| {
+        st.unacked == 0 && st.ready == 0
+    })
+    .await
+}
+
+async fn channel_down_during_restart(s: &dyn Subject) -> Result<(), String> {
+    let h = plain(s, "downrestart").await?;
+    let mut ch = Channel::new();
+    ch.consume(&h.queue, "c", 0).await?;
+    // Closed right behind the crash: it reaches the queue while it restarts.
+    h.queue.crash().map_err(|e| e.to_string())?;
+    h.queue.channel_down(ch.id);
+    within("the restart", async {
+        while h.queue.status().await.map_or(true, |st| st.restarts == 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    let consumers = within("the consumer list", async {
+        loop {
+            if let Ok(list) = h.queue.consumers().await {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    if !consumers.is_empty() {
+        return Err(format!(
+            "the closed channel's consumer came back: {consumers:?}"
+        ));
+    }
+    publish(&h.queue, vec![message("a")]).await?;
+    let st = settled_stats(&h.queue).await?;
+    if st.ready != 1 || st.unacked != 0 {
+        return Err(format!(
+            "a message published after the restart: {} ready, {} unacked (1 and 0 expected)",
+            st.ready, st.unacked
+        ));
+    }
+    ch.nothing_more(&h.queue).await
 }

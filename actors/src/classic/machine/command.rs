@@ -136,6 +136,10 @@ pub enum Reply {
     },
     /// The queue is full and refuses publishes (`x-overflow: reject-publish[-dlx]`).
     PublishRejected,
+    /// The queue's `x-expires` deadline had passed when the message came (its `Tick`
+    /// was still on the way): the queue deleted itself and did not take the message,
+    /// as if it had not been routed to it.
+    Gone,
     /// `basic.cancel` done; `existed` is false for an unknown tag (not an error in AMQP).
     Cancelled {
         /// Whether the queue had a consumer with that tag on that channel.

@@ -319,6 +319,18 @@ impl Core {
         }
     }
 
+    /// The seq the next message will get.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// At recovery: seqs continue from `seq` at least, so that none handed out by an
+    /// earlier incarnation (of a message that was not stored) is handed out again
+    /// while a channel may still settle it.
+    pub fn continue_from(&mut self, seq: Seq) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
     /// Takes in a stored record at recovery (ready and redelivered: it may have been
     /// delivered before the restart). False for one that does not survive a restart
     /// (transient, or of a non-durable queue).
@@ -400,6 +412,12 @@ impl Core {
             .then(|| self.last_used.saturating_add(expires))
     }
 
+    /// Whether the queue's `x-expires` deadline has passed (its `Tick` may still be on
+    /// the way).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.queue_expiry().is_some_and(|at| at <= now)
+    }
+
     /// The `queue.delete` checks: `if_unused` refuses a queue with consumers,
     /// `if_empty` one with ready messages.
     pub fn can_delete(&self, if_unused: bool, if_empty: bool) -> Result<(), QueueError> {
@@ -435,6 +453,8 @@ impl Core {
             };
         }
         let reply = match op {
+            // Expired already: `settle` below deletes the queue.
+            Op::Enqueue { .. } if self.is_expired(now) => Reply::Gone,
             Op::Enqueue { message } => self.enqueue(message, now, out),
             Op::Consume {
                 tag,
@@ -743,18 +763,20 @@ impl Core {
         }
     }
 
-    /// Fails unless every seq is out to `channel` to be acked (a no-ack delivery on its
-    /// way is not the client's to settle).
+    /// Fails unless every seq is out to `channel` to be acked.
     fn check_unacked(&self, channel: ChannelId, seqs: &[Seq]) -> Result<(), QueueError> {
-        for &seq in seqs {
-            let held = self.records.get(seq).is_some_and(|r| {
-                matches!(r.place, Place::Unacked { channel: c, no_ack: false, .. } if c == channel)
-            });
-            if !held {
-                return Err(QueueError::UnknownDeliveryTag { seq });
-            }
+        match seqs.iter().find(|&&seq| !self.is_unacked_by(channel, seq)) {
+            Some(&seq) => Err(QueueError::UnknownDeliveryTag { seq }),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether `seq` is out to `channel` to be acked (a no-ack delivery on its way is
+    /// not the client's to settle).
+    pub fn is_unacked_by(&self, channel: ChannelId, seq: Seq) -> bool {
+        self.records.get(seq).is_some_and(
+            |r| matches!(r.place, Place::Unacked { channel: c, no_ack: false, .. } if c == channel),
+        )
     }
 
     /// Returns an unacked message to its place in the ready order, or dead-letters it
@@ -816,7 +838,7 @@ impl Core {
         self.enforce_max_length(out);
         self.expire_due(now, out);
         self.dispatch(now, None, out);
-        if self.queue_expiry().is_some_and(|at| at <= now) {
+        if self.is_expired(now) {
             out.push(Out::DeleteQueue {
                 reason: DeleteReason::Expired,
             });

@@ -233,10 +233,13 @@ impl Local {
                 }
             }
             Out::Returned { seq, recounted } => {
-                self.modify(seq, |b| {
+                let awaited = self.modify(seq, |b| {
                     b.held = Held::Ready;
-                    b.awaited = false;
+                    std::mem::take(&mut b.awaited)
                 });
+                if awaited == Some(true) {
+                    self.leave_line(seq);
+                }
                 let stored = self
                     .bodies
                     .get(seq)
@@ -255,14 +258,17 @@ impl Local {
                 let resident = self.modify(seq, |b| {
                     b.held = Held::Leaving(reason);
                     b.page_out = false;
-                    b.awaited = false;
-                    (b.message.clone(), b.loading)
+                    let awaited = std::mem::take(&mut b.awaited);
+                    (b.message.clone(), b.loading, awaited)
                 });
+                if resident.as_ref().is_some_and(|r| r.2) {
+                    self.leave_line(seq);
+                }
                 match resident {
-                    Some((Some(message), _)) => {
+                    Some((Some(message), _, _)) => {
                         self.send_dead_letter(seq, &message, reason, core, now, effects)
                     }
-                    Some((None, false)) => self.dead_letter_waiting.push_back(seq),
+                    Some((None, false, _)) => self.dead_letter_waiting.push_back(seq),
                     _ => {}
                 }
             }
@@ -285,9 +291,7 @@ impl Local {
             return;
         };
         if body.awaited {
-            self.pending
-                .retain(|p| !matches!(p, Pending::Delivery { seq: s, .. } if *s == seq));
-            self.to_load.retain(|&s| s != seq);
+            self.leave_line(seq);
         }
         if matches!(body.held, Held::Leaving(_)) {
             self.dead_letter_sent.remove(&seq);
@@ -330,6 +334,14 @@ impl Local {
                 Pending::GetEmpty { channel } => effects.push(Effect::GetEmpty { channel }),
             }
         }
+    }
+
+    /// A delivery waiting for its body is no longer to be sent: the message left the
+    /// queue, went back to ready, or is being dead-lettered.
+    fn leave_line(&mut self, seq: Seq) {
+        self.pending
+            .retain(|p| !matches!(p, Pending::Delivery { seq: s, .. } if *s == seq));
+        self.to_load.retain(|&s| s != seq);
     }
 
     /// The assignments of `channel` (of its consumer `tag` only, when given) that never

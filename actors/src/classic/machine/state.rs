@@ -15,7 +15,7 @@
 use crate::message::SharedMessage;
 use crate::queue::{ConsumerSummary, QueueStats};
 
-use super::command::{Command, PublishId, Reply, Seq};
+use super::command::{ChannelId, Command, PublishId, Reply, Seq};
 use super::config::QueueConfig;
 use super::core::{Core, Op, Out};
 use super::effects::Effect;
@@ -83,6 +83,23 @@ impl QueueState {
             );
         }
         state
+    }
+
+    /// Whether `seq` is out to `channel` to be acked.
+    pub fn is_unacked_by(&self, channel: ChannelId, seq: Seq) -> bool {
+        self.core.is_unacked_by(channel, seq)
+    }
+
+    /// The seq the next message will get.
+    pub fn next_seq(&self) -> Seq {
+        self.core.next_seq()
+    }
+
+    /// At recovery, after [`recover`](Self::recover): seqs continue from `seq` at
+    /// least (the next seq of the incarnation before, which may have handed out seqs
+    /// of messages that were never stored).
+    pub fn continue_from(&mut self, seq: Seq) {
+        self.core.continue_from(seq);
     }
 
     /// The queue's configuration.

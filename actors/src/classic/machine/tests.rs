@@ -1196,6 +1196,27 @@ fn unused_queue_expires() {
 }
 
 #[test]
+fn a_publish_after_the_expiry_deadline_finds_the_queue_gone() {
+    let mut q = Q::with_args(&[("x-expires", long(1000))]);
+    // The deadline passed; its tick is still on the way.
+    q.now += 1000;
+    let reply = q.run(Command::Enqueue {
+        message: Arc::new(persistent("late")),
+        confirm: Some(7),
+    });
+    assert_eq!(reply, Reply::Gone);
+    assert_eq!(
+        q.drain(),
+        vec![Effect::DeleteQueue {
+            reason: DeleteReason::Expired
+        }],
+        "deleted, and nothing written or held for a confirm"
+    );
+    assert!(q.s.is_deleted());
+    assert_eq!(q.s.stats().pending_confirms, 0);
+}
+
+#[test]
 fn auto_delete_queue_goes_with_its_last_consumer() {
     let mut c = config(&[]);
     c.auto_delete = true;
@@ -1519,6 +1540,43 @@ fn recovery_brings_back_persistent_messages_as_redelivered() {
     assert_eq!(d, vec![(9, true, 2), (5, true, 2)]);
     // New messages continue after the highest recovered seq.
     assert_eq!(q.publish(msg("new")), 10);
+}
+
+#[test]
+fn a_requeued_delivery_waiting_for_its_body_goes_out_once() {
+    let record = IndexRecord {
+        size: 1,
+        priority: 0,
+        expires_at: None,
+        delivery_count: 0,
+        redelivered: false,
+        persistent: true,
+    };
+    let mut fx = Vec::new();
+    let s = QueueState::recover(config(&[]), [(5, record)], T0, &mut fx);
+    let mut q = Q {
+        s,
+        now: T0,
+        fx,
+        auto_dead_letter: true,
+    };
+    q.consume(1, "a", 0);
+    assert_eq!(q.drain(), vec![Effect::LoadBodies { seqs: vec![5] }]);
+    // Settled with a delivery tag from before the restart, which named seq 5 too:
+    // back to ready, and out to the consumer again, still waiting for its body.
+    q.run(Command::Reject {
+        channel: 1,
+        seqs: vec![5],
+        requeue: true,
+    });
+    q.run(Command::BodiesLoaded(vec![(5, Arc::new(persistent("x")))]));
+    let delivered = q
+        .drain()
+        .iter()
+        .filter(|e| matches!(e, Effect::Deliver { seq: 5, .. }))
+        .count();
+    assert_eq!(delivered, 1);
+    assert_eq!(q.s.stats().unacked, 1);
 }
 
 #[test]

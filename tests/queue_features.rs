@@ -822,3 +822,69 @@ async fn a_dead_letter_leaves_only_once_its_target_holds_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A dead letter one of its targets refuses is retried to that target only: the
+/// targets that took it do not get another copy at each retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_retry_skips_the_targets_that_hold_it() {
+    let b = broker().await;
+    let c = &b.client;
+    c.declare_exchange("dlx", "fanout", ExchangeOptions::default())
+        .await
+        .unwrap();
+    // What `narrow` refuses is dead-lettered (at most once) into `refusals`: one
+    // message there per try.
+    c.declare_exchange("narrow-dlx", "fanout", ExchangeOptions::default())
+        .await
+        .unwrap();
+    declare(c, "refusals", FieldTable::new()).await;
+    c.bind_queue("refusals", "narrow-dlx", "", FieldTable::new())
+        .await
+        .unwrap();
+    declare(
+        c,
+        "narrow",
+        args(&[
+            ("x-max-length", FieldValue::I32(1)),
+            ("x-overflow", text("reject-publish-dlx")),
+            ("x-dead-letter-exchange", text("narrow-dlx")),
+        ]),
+    )
+    .await;
+    declare(c, "wide", FieldTable::new()).await;
+    for q in ["narrow", "wide"] {
+        c.bind_queue(q, "dlx", "", FieldTable::new()).await.unwrap();
+    }
+    declare(c, "work", args(&[("x-dead-letter-exchange", text("dlx"))])).await;
+    publish(c, "work", "first").await;
+    publish(c, "work", "second").await;
+    let first = get_eventually(c, "work").await;
+    let second = get_eventually(c, "work").await;
+    first.reject(false).unwrap();
+    second.reject(false).unwrap();
+    // `narrow` holds the first and refuses the second, at the first try and again at
+    // a retry.
+    let deadline = Instant::now() + WAIT;
+    while counts(c, "refusals").await.0 < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no retry of the refused dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held = get_eventually(c, "narrow").await;
+    assert_eq!(body(&held), "first");
+    held.ack().unwrap();
+    let later = get_eventually(c, "narrow").await;
+    assert_eq!(body(&later), "second");
+    later.ack().unwrap();
+    while counts(c, "work").await != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "work still holds the dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // `wide` took each message once, however often `narrow` was retried.
+    assert_eq!(counts(c, "wide").await, (2, 0));
+}

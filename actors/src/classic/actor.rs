@@ -146,6 +146,9 @@ pub(crate) struct QueueShell {
     confirmed: Vec<(ConfirmReply, Vec<EnqueueOutcome>)>,
     /// Dead-lettered messages of the current step, routed together after it.
     dead_letters: Vec<DeadLetter>,
+    /// The queues that hold a dead letter one of its targets refused: its retry
+    /// skips them (removed once all its targets hold it).
+    dead_letter_holders: HashMap<u64, Vec<Arc<str>>>,
     /// Writes gathered since the last flush, and the seqs whose `Stored` they answer.
     ops: Vec<Op>,
     stored: Vec<Seq>,
@@ -237,6 +240,7 @@ impl Actor for QueueActor {
             gets: HashMap::new(),
             confirmed: Vec::new(),
             dead_letters: Vec::new(),
+            dead_letter_holders: HashMap::new(),
             ops: Vec::new(),
             stored: Vec::new(),
             durable_batch: false,
@@ -395,6 +399,16 @@ impl Actor for QueueActor {
                 }
             }
             QueueMsg::DeadLettered(outcome) => {
+                for seq in &outcome.done {
+                    shell.dead_letter_holders.remove(seq);
+                }
+                for (seq, target) in outcome.held_by {
+                    shell
+                        .dead_letter_holders
+                        .entry(seq)
+                        .or_default()
+                        .push(target);
+                }
                 let _ = shell.apply(Command::DeadLettered {
                     done: outcome.done,
                     refused: outcome.refused,
@@ -700,12 +714,18 @@ impl QueueShell {
                 reason: _,
                 exchange,
                 routing_key,
-            } => self.dead_letters.push(DeadLetter {
-                seq,
-                message,
-                exchange,
-                routing_key,
-            }),
+            } => {
+                let held_by = seq
+                    .and_then(|seq| self.dead_letter_holders.get(&seq).cloned())
+                    .unwrap_or_default();
+                self.dead_letters.push(DeadLetter {
+                    seq,
+                    message,
+                    exchange,
+                    routing_key,
+                    held_by,
+                })
+            }
             Effect::ConsumerActive { .. } => {}
             Effect::DeleteQueue { reason } => {
                 let why = match reason {

@@ -293,6 +293,9 @@ pub struct DeadLetter {
     pub exchange: String,
     /// The routing key it is republished with.
     pub routing_key: String,
+    /// The queues that took it on an earlier try (of a message one target refused):
+    /// it is not enqueued to them again.
+    pub held_by: Vec<Arc<str>>,
 }
 
 /// What became of the messages of one dead-letter batch that had a seq.
@@ -304,6 +307,9 @@ pub struct DeadLettered {
     /// Refused by a target (full with reject-publish, or its actor restarted): they
     /// stay and are tried again later.
     pub refused: Vec<u64>,
+    /// The targets that took a refused message (seq, queue): the retry skips them,
+    /// so a message is not copied again to a queue that holds it.
+    pub held_by: Vec<(u64, Arc<str>)>,
 }
 
 /// Routes dead-lettered messages of a vhost's queues: at least once for messages that

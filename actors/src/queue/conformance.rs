@@ -371,11 +371,13 @@ impl DeadLetterRouter for Recorder {
             DeadLettered {
                 done: Vec::new(),
                 refused: seqs,
+                held_by: Vec::new(),
             }
         } else {
             DeadLettered {
                 done: seqs,
                 refused: Vec::new(),
+                held_by: Vec::new(),
             }
         };
         Box::pin(async move { outcome })

@@ -58,8 +58,9 @@ impl DeadLetterRouter for VhostDeadLetters {
             }
             let mut targets = 0;
             for target in routed.iter() {
-                // A cycle no consumer took part in drops the message for that queue.
-                if is_dead_letter_cycle(&dead.message, target) {
+                // A cycle no consumer took part in drops the message for that queue; a
+                // queue that took it on an earlier try has it.
+                if is_dead_letter_cycle(&dead.message, target) || dead.held_by.contains(target) {
                     continue;
                 }
                 let share = shares.entry(target.clone()).or_default();
@@ -90,26 +91,33 @@ impl DeadLetterRouter for VhostDeadLetters {
             }
             let (batch, confirmed) = Enqueue::confirmed(share.messages);
             queue.enqueue(batch);
-            answers.push((confirmed, share.seqs));
+            answers.push((confirmed, target, share.seqs));
         }
         Box::pin(async move {
             let mut refused = std::collections::BTreeSet::new();
-            for (confirmed, seqs) in answers {
+            let mut held_by = Vec::new();
+            for (confirmed, target, seqs) in answers {
                 let outcomes = confirmed.await.unwrap_or_else(|_| {
                     vec![EnqueueOutcome::Rejected("the queue restarted".into()); seqs.len()]
                 });
                 for (seq, result) in seqs.into_iter().zip(outcomes) {
                     let Some(seq) = seq else { continue };
-                    if let EnqueueOutcome::Rejected(_) = result {
-                        refused.insert(seq);
+                    match result {
+                        EnqueueOutcome::Rejected(_) => {
+                            refused.insert(seq);
+                        }
+                        EnqueueOutcome::Confirmed => held_by.push((seq, target.clone())),
+                        EnqueueOutcome::Gone => {}
                     }
                     answers_none(&mut waiting, &mut outcome, seq);
                 }
             }
-            // A message refused by any target is republished to all of them later
-            // (a target that took it already then holds it twice: at least once).
+            // A message refused by any target is republished later, to the targets
+            // that do not hold it yet.
             outcome.done.retain(|seq| !refused.contains(seq));
+            held_by.retain(|(seq, _)| refused.contains(seq));
             outcome.refused = refused.into_iter().collect();
+            outcome.held_by = held_by;
             outcome
         })
     }

@@ -141,28 +141,28 @@ impl VHost {
         }])
         .await?;
         let name = def.name.clone();
-        let child = registered.child.clone();
+        // Its actor runs before the queue is routable: a publish routed to it in
+        // between would find no actor and be dropped.
+        let started =
+            match registered.child.clone() {
+                None => Ok(()), // it runs on its home node
+                Some(child) => match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+                    Ok(sup) => sup.start_child(child).await.map(drop).map_err(|e| {
+                        BrokerError::internal(format!("queue actor did not start: {e}"))
+                    }),
+                    Err(e) => Err(BrokerError::internal(format!(
+                        "queues supervisor unavailable: {e}"
+                    ))),
+                },
+            };
+        if let Err(e) = &started {
+            tracing::error!(queue = %name, "{e}");
+        }
         self.register(registered);
         let _ = self
             .inner
             .topology
             .update(|t| Ok(t.declare_queue_name(&name)));
-        let Some(child) = child else {
-            return Ok(()); // it runs on its home node
-        };
-        let started = match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
-            Ok(sup) => sup
-                .start_child(child)
-                .await
-                .map(drop)
-                .map_err(|e| BrokerError::internal(format!("queue actor did not start: {e}"))),
-            Err(e) => Err(BrokerError::internal(format!(
-                "queues supervisor unavailable: {e}"
-            ))),
-        };
-        if let Err(e) = &started {
-            tracing::error!(queue = %name, "{e}");
-        }
         started
     }
 

@@ -41,6 +41,7 @@ use crate::queue::{
 use crate::queue_memory::MemoryClaim;
 
 use super::handle::ClassicShared;
+use super::machine::fasthash::IntMap;
 use super::machine::{
     Command, DeleteReason, Effect, IndexRecord, PublishId, QueueError, QueueState, Reply, Seq,
 };
@@ -117,7 +118,11 @@ pub(crate) struct QueueArgs {
 pub(crate) struct QueueActor;
 
 /// A publish batch waiting for its messages' outcomes.
+/// A publish batch somebody waits for. Its publishes are named `batch id << 32 |
+/// index in the batch` (see [`publish_id`]), so settling one is a lookup of its batch.
 struct PendingBatch {
+    /// One per message while somebody waits for the outcomes (empty when only credit
+    /// waits).
     outcomes: Vec<Option<EnqueueOutcome>>,
     remaining: usize,
     reply: Option<ConfirmReply>,
@@ -136,10 +141,7 @@ pub(crate) struct QueueShell {
     sinks: HashMap<ChannelId, ChannelSink>,
     /// Deliveries of the current step, per channel.
     outbox: HashMap<ChannelId, Vec<QueueDelivery>>,
-    next_publish: PublishId,
-    /// Publish id -> (batch id, index in batch).
-    publishes: HashMap<PublishId, (u64, usize)>,
-    batches: HashMap<u64, PendingBatch>,
+    batches: IntMap<u64, PendingBatch>,
     next_batch: u64,
     gets: HashMap<ChannelId, VecDeque<Answer<Option<Got>>>>,
     /// Publish batches answered during the current step, sent after it.
@@ -163,6 +165,11 @@ pub(crate) struct QueueShell {
     tick_at: Option<u64>,
     /// What the queue holds of the node's queue memory.
     memory: MemoryClaim,
+}
+
+/// The name of message `index` of batch `batch` in its `Command::Enqueue`.
+fn publish_id(batch: u64, index: usize) -> PublishId {
+    (batch << 32) | index as u64
 }
 
 fn now_ms() -> u64 {
@@ -233,9 +240,7 @@ impl Actor for QueueActor {
             effects: Vec::new(),
             sinks: HashMap::new(),
             outbox: HashMap::new(),
-            next_publish: 1,
-            publishes: HashMap::new(),
-            batches: HashMap::new(),
+            batches: IntMap::default(),
             next_batch: 1,
             gets: HashMap::new(),
             confirmed: Vec::new(),
@@ -458,12 +463,17 @@ impl QueueShell {
         }
         // Only a batch somebody waits for (confirms, or credit) is tracked.
         let batch_id = (confirm.is_some() || credit.is_some()).then(|| {
-            let id = self.next_batch;
+            // Wraps after 2^32 batches: by then the batch of that id is long done.
+            let id = self.next_batch & u64::from(u32::MAX);
             self.next_batch += 1;
+            let outcomes = match confirm {
+                Some(_) => vec![None; messages.len()],
+                None => Vec::new(),
+            };
             self.batches.insert(
                 id,
                 PendingBatch {
-                    outcomes: vec![None; messages.len()],
+                    outcomes,
                     remaining: messages.len(),
                     reply: confirm,
                     _credit: credit,
@@ -473,12 +483,7 @@ impl QueueShell {
         });
         self.shared.emit_trace(&messages);
         for (i, message) in messages.into_iter().enumerate() {
-            let publish = batch_id.map(|b| {
-                let p = self.next_publish;
-                self.next_publish += 1;
-                self.publishes.insert(p, (b, i));
-                p
-            });
+            let publish = batch_id.map(|b| publish_id(b, i));
             // A refusal because the queue is full comes back as `Effect::Reject`.
             let outcome = if self.state.is_deleted() {
                 // By an earlier message of the batch (see `Reply::Gone`).
@@ -510,15 +515,16 @@ impl QueueShell {
     }
 
     fn settle_publish(&mut self, publish: PublishId, outcome: EnqueueOutcome) {
-        let Some((batch_id, index)) = self.publishes.remove(&publish) else {
+        let (batch_id, index) = (publish >> 32, (publish & u64::from(u32::MAX)) as usize);
+        let Some(batch) = self.batches.get_mut(&batch_id) else {
             return;
         };
-        if let Some(batch) = self.batches.get_mut(&batch_id) {
-            if batch.outcomes[index].is_none() {
-                batch.outcomes[index] = Some(outcome);
-                batch.remaining -= 1;
-            }
+        match batch.outcomes.get_mut(index) {
+            Some(slot @ None) => *slot = Some(outcome),
+            Some(Some(_)) => return, // answered already
+            None => {}               // nobody waits for the outcome, only the credit
         }
+        batch.remaining = batch.remaining.saturating_sub(1);
         self.finish_batch_if_done(batch_id);
     }
 

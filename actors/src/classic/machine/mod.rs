@@ -133,7 +133,7 @@ mod deadletter;
 mod effects;
 mod entry;
 mod errors;
-mod fasthash;
+pub(crate) mod fasthash;
 mod local;
 mod ready;
 mod seqmap;

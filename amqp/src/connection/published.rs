@@ -12,7 +12,6 @@ use warren_actors::message::Message;
 
 use super::{Connection, Event};
 use crate::codec::write_frame;
-use crate::convert::short;
 use crate::error::AmqpError;
 
 impl Connection {
@@ -66,13 +65,7 @@ impl Connection {
             match &outcome {
                 PublishOutcome::Unroutable => {
                     if let Some(m) = &message {
-                        let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                            reply_code: 312,
-                            reply_text: short("NO_ROUTE"),
-                            exchange: short(&m.exchange),
-                            routing_key: short(&m.routing_key),
-                        }));
-                        ch.content_frames(head, m, out);
+                        ch.write_return(m, out);
                     }
                 }
                 PublishOutcome::Failed(e) => {

@@ -8,9 +8,10 @@ use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
 use tokio::sync::mpsc::UnboundedSender;
 use warren_actors::channel::PublishOutcome;
+use warren_actors::delivery::ChannelId;
 use warren_actors::message::Message;
 
-use super::{Connection, Event};
+use super::{channel_of, Connection, Event};
 use crate::codec::write_frame;
 use crate::error::AmqpError;
 
@@ -28,6 +29,7 @@ impl Connection {
                 continue;
             };
             let confirming = ch.confirm_mode();
+            let id = ch.id();
             let tx = events.clone();
             tokio::spawn(async move {
                 let outcomes = routed.await;
@@ -43,19 +45,21 @@ impl Connection {
                         .zip(outcomes)
                         .map(|((seq, message), outcome)| (seq, message, outcome))
                         .collect();
-                    let _ = tx.send(Event::Published(n, results));
+                    let _ = tx.send(Event::Published(n, id, results));
                 }
             });
         }
     }
 
-    /// Returns unroutable mandatory messages, then acks or nacks confirms.
+    /// Returns unroutable mandatory messages, then acks or nacks confirms, on channel
+    /// `n` if it is still the channel `id` that published them.
     pub(super) fn published(
         &mut self,
         n: u16,
+        id: ChannelId,
         results: Vec<(Option<u64>, Option<Message>, PublishOutcome)>,
     ) {
-        let Some(ch) = self.channels.get_mut(&n) else {
+        let Some(ch) = channel_of(&mut self.channels, n, id) else {
             return;
         };
         let out = &mut self.out;

@@ -62,12 +62,18 @@ fn run_script(name: &str) {
 
 /// Runs `tests/amqp/<name>.py` against a running node; `dir` holds its output files.
 fn run_script_on(node: &NodeProcess, dir: &Path, name: &str) {
+    run_script_with(node, dir, name, &[]);
+}
+
+/// Runs `tests/amqp/<name>.py <amqp port> <args>...` against a running node.
+fn run_script_with(node: &NodeProcess, dir: &Path, name: &str, args: &[&str]) {
     let script = script_path(name);
     assert!(script.exists(), "no script {}", script.display());
     let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = Command::new("python3")
         .arg(&script)
         .arg(node.amqp_addr.port().to_string())
+        .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("WARREN", env!("CARGO_BIN_EXE_warren"))
         .env("WARREN_NODE", node.addr.to_string())
@@ -153,6 +159,23 @@ fn queue_lifetimes() {
 #[test]
 fn closing_channel() {
     run_script("closing_channel");
+}
+
+/// tx.commit-ok comes after the transaction's basic.returns, with its messages counted
+/// in their queues, and persistent ones on disk: the script kills the node the moment
+/// commit-ok arrives, and after a restart every committed message is there.
+#[test]
+fn tx_commit() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "tx_commit", &["commit"]);
+    common::eventually("the script killed the node", || node.exited());
+    drop(node);
+    let node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "tx_commit", &["restarted"]);
 }
 
 #[test]

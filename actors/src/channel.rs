@@ -114,10 +114,10 @@ impl ChannelState {
     /// with credit from `in_flight` (the connection's credit flow) when given.
     ///
     /// Returns the future of one outcome per message, in order, resolving once every
-    /// queue has answered, when somebody needs them: `confirm` (confirm mode, or a
-    /// client handle, which always answers), a mandatory message routed to a queue,
-    /// or a publish that failed or came back unroutable at routing. Otherwise `None`:
-    /// the queues answer nobody, and nothing waits for them.
+    /// queue has answered, when somebody needs them: `confirm` (confirm mode, an AMQP
+    /// transaction's commit, or a client handle, which always answers), a mandatory
+    /// message routed to a queue, or a publish that failed or came back unroutable at
+    /// routing. Otherwise `None`: the queues answer nobody, and nothing waits for them.
     pub fn publish(
         &self,
         batch: Vec<(Message, bool)>,

@@ -54,6 +54,29 @@ assert "read access to exchange 'amq.topic'" in e.reply_text, e.reply_text
 ch = conn.channel()
 t.channel_error(lambda: ch.basic_get("amq.gen-unreadable"), 403, "read outside app-.*")
 
+# ----- exchange.delete needs configure access ---------------------------------------------
+g = t.connect(P)
+gch = g.channel()
+gch.exchange_declare("ops-logs", "fanout")
+ch = conn.channel()
+e = t.channel_error(lambda: ch.exchange_delete("ops-logs"), 403, "delete an exchange outside app-.*")
+assert e.reply_text == (
+    "ACCESS_REFUSED - configure access to exchange 'ops-logs' in vhost '/' refused for user 'app'"
+), e.reply_text
+t.succeeds(lambda: gch.exchange_declare("ops-logs", passive=True), "ops-logs is still there")
+ch = conn.channel()
+e = t.channel_error(lambda: ch.exchange_delete("ops-missing"), 403, "delete a missing exchange outside app-.*")
+assert "configure access to exchange 'ops-missing'" in e.reply_text, e.reply_text
+# The default and amq.* exchanges are refused for what they are, as in RabbitMQ.
+ch = conn.channel()
+e = t.channel_error(lambda: ch.exchange_delete("amq.fanout"), 403, "delete amq.fanout")
+assert "configure access" not in e.reply_text, e.reply_text
+ch = conn.channel()
+t.succeeds(lambda: ch.exchange_declare("app-events", "fanout"), "configure app-events")
+t.succeeds(lambda: ch.exchange_delete("app-events"), "delete app-events")
+t.channel_error(lambda: gch.exchange_declare("app-events", passive=True), 404, "app-events is gone")
+g.close()
+
 # ----- a permission change reaches a channel that already published ----------------------
 ch = conn.channel()
 ch.basic_publish("", "app-orders", b"before")

@@ -161,6 +161,21 @@ impl AmqpChannel {
             Vec<(Option<u64>, Option<Message>)>,
         )>,
     > {
+        self.route(false)
+    }
+
+    /// [`Self::route_ready`]; `committing` (tx.commit) wants the outcomes whatever
+    /// the publishes are, as confirm mode does: commit-ok waits for them.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn route(
+        &mut self,
+        committing: bool,
+    ) -> Option<
+        Option<(
+            impl std::future::Future<Output = Vec<PublishOutcome>> + Send + 'static,
+            Vec<(Option<u64>, Option<Message>)>,
+        )>,
+    > {
         if self.ready.is_empty() {
             return None;
         }
@@ -174,9 +189,10 @@ impl AmqpChannel {
             answers.push((r.confirm_seq, r.mandatory.then(|| r.message.clone())));
             batch.push((r.message, r.mandatory));
         }
+        let want_outcomes = self.confirm || committing;
         let outcomes = self
             .core
-            .publish(batch, self.confirm, Some(&self.in_flight));
+            .publish(batch, want_outcomes, Some(&self.in_flight));
         Some(outcomes.map(|outcomes| (outcomes, answers)))
     }
 
@@ -401,12 +417,29 @@ impl AmqpChannel {
     /// (after settlements, or a raised limit).
     pub(super) fn reply_and_release(&mut self, reply: Option<AMQPClass>) -> Outcome {
         let mut out = Vec::new();
+        self.write_reply_and_release(reply, &mut out);
+        Outcome::Send(out)
+    }
+
+    /// [`Self::reply_and_release`], appended to `out`.
+    pub(super) fn write_reply_and_release(&mut self, reply: Option<AMQPClass>, out: &mut Vec<u8>) {
         if let Some(class) = reply {
-            write_frame(&AMQPFrame::Method(self.number, class), &mut out);
+            write_frame(&AMQPFrame::Method(self.number, class), out);
         }
         let released = self.channel_prefetch.release(self.core.unsettled());
-        self.write_deliveries(released, &mut out);
-        Outcome::Send(out)
+        self.write_deliveries(released, out);
+    }
+
+    /// basic.return of a mandatory message no queue took (312 NO_ROUTE), with its
+    /// content.
+    pub fn write_return(&self, message: &Message, out: &mut Vec<u8>) {
+        let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+            reply_code: 312,
+            reply_text: short("NO_ROUTE"),
+            exchange: short(&message.exchange),
+            routing_key: short(&message.routing_key),
+        }));
+        self.content_frames(head, message, out);
     }
 
     /// Encodes one message: the method, the content header, the body in frames that

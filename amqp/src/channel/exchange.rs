@@ -3,7 +3,7 @@
 use amq_protocol::protocol::{exchange, AMQPClass};
 use warren_access::{Access, Resource};
 use warren_actors::delivery::ChannelId;
-use warren_actors::exchange::Destination;
+use warren_actors::exchange::{Destination, DEFAULT_EXCHANGE, RESERVED_PREFIX};
 use warren_actors::vhost::VHost;
 
 use super::{unexpected_method, AmqpChannel, Outcome};
@@ -40,9 +40,14 @@ impl AmqpChannel {
                 ))
             }
             exchange::AMQPMethod::Delete(d) => {
-                vhost
-                    .delete_exchange(d.exchange.as_str(), d.if_unused)
-                    .await?;
+                let name = d.exchange.as_str();
+                // Configure access, as RabbitMQ, checked after its refusal of the
+                // default and `amq.*` exchanges (which the vhost makes) and before
+                // anything else: deleting a missing exchange is refused too.
+                if name != DEFAULT_EXCHANGE && !name.starts_with(RESERVED_PREFIX) {
+                    self.allow(Access::Configure, Resource::Exchange(name))?;
+                }
+                vhost.delete_exchange(name, d.if_unused).await?;
                 Ok(self.answer(
                     d.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),

@@ -151,6 +151,24 @@ impl AmqpChannel {
         }
     }
 
+    /// The id its queues know it by, unique to this channel's life: a channel opened
+    /// again on the same number has another.
+    pub fn id(&self) -> ChannelId {
+        self.core.id()
+    }
+
+    /// The sink its queues deliver to (tests play a queue with it).
+    #[cfg(test)]
+    pub fn sink(&self) -> ChannelSink {
+        self.sink.clone()
+    }
+
+    /// Records a consumer as basic.consume does, without a queue (tests).
+    #[cfg(test)]
+    pub fn add_consumer(&mut self, tag: &str, queue: &str) {
+        self.consumers.insert(tag.to_string(), queue.into());
+    }
+
     /// The method's `-ok`, unless the client asked for `nowait`.
     fn answer(&self, nowait: bool, class: AMQPClass) -> Outcome {
         if nowait {

@@ -26,16 +26,29 @@ impl AmqpChannel {
                 let settles = std::mem::take(&mut self.tx_settles);
                 self.core.settle(&settles)?;
                 self.ready.append(&mut self.tx_publishes);
-                if let Some(Some((routed, _))) = self.route_ready() {
-                    // Commit-ok only once every publish of the transaction is enqueued.
-                    for outcome in routed.await {
-                        if let PublishOutcome::Failed(e) = outcome {
-                            return Err(e.into());
+                // Commit-ok only once every queue holds the transaction's publishes as
+                // safely as it promises (a persistent message in a durable queue: on
+                // disk), after the basic.return of each mandatory one that no queue
+                // took, as in RabbitMQ. The outcomes are wanted even for plain routed
+                // publishes, which outside confirm mode nothing would wait for.
+                let mut out = Vec::new();
+                if let Some(Some((routed, answers))) = self.route(true) {
+                    let outcomes = routed.await;
+                    if let Some(PublishOutcome::Failed(e)) = outcomes
+                        .iter()
+                        .find(|o| matches!(o, PublishOutcome::Failed(_)))
+                    {
+                        return Err(e.clone().into());
+                    }
+                    for ((_, message), outcome) in answers.into_iter().zip(outcomes) {
+                        if let (PublishOutcome::Unroutable, Some(m)) = (outcome, message) {
+                            self.write_return(&m, &mut out);
                         }
                     }
                 }
                 let ok = AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}));
-                Ok(self.reply_and_release(Some(ok)))
+                self.write_reply_and_release(Some(ok), &mut out);
+                Ok(Outcome::Send(out))
             }
             tx::AMQPMethod::Rollback(_) => {
                 self.no_tx("rollback")?;

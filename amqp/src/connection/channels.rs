@@ -43,9 +43,9 @@ impl Connection {
                 });
             }
             let tx = events.clone();
-            let sink_for = move |_id: ChannelId| -> ChannelSink {
+            let sink_for = move |id: ChannelId| -> ChannelSink {
                 Arc::new(move |event: QueueEvent| {
-                    let _ = tx.send(Event::Queue(n, event));
+                    let _ = tx.send(Event::Queue(n, id, event));
                 })
             };
             let part = ConnectionPart {

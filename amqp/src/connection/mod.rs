@@ -11,12 +11,15 @@
 //! | `published.rs` | routing completed publishes; their outcomes: basic.return, confirm acks and nacks |
 //! | `flow.rs` | when the socket is read: credit (bytes in flight) and resource alarms (connection.blocked) |
 //! | `close.rs` | connection.close either way, a channel closed for an error, the end of a connection |
+//! | `tests.rs` | (tests) channels and their events driven in this process, without a socket |
 
 mod channels;
 mod close;
 mod flow;
 mod handshake;
 mod published;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -70,12 +73,19 @@ const WRITER_QUEUE: usize = 64;
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Events that reach the connection from outside its socket.
+/// Events that reach the connection from outside its socket. Each names its channel
+/// by number and by id (the [`AmqpChannel::id`] of that channel's life): a client may
+/// close a channel and open its number again while events of the old one are on
+/// their way, and those are dropped.
 enum Event {
     /// From a queue to one of the channels (deliveries, a consumer cancelled).
-    Queue(u16, QueueEvent),
+    Queue(u16, ChannelId, QueueEvent),
     /// A routed batch's outcomes, in publish order, with what a return needs.
-    Published(u16, Vec<(Option<u64>, Option<Message>, PublishOutcome)>),
+    Published(
+        u16,
+        ChannelId,
+        Vec<(Option<u64>, Option<Message>, PublishOutcome)>,
+    ),
 }
 
 /// Serves one TCP connection until it closes (the in-process fuzz test's entry).
@@ -94,24 +104,7 @@ pub async fn serve_until(
     close: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
-    let mut conn = Connection {
-        peer,
-        in_buf: Vec::with_capacity(64 * 1024),
-        out: Vec::with_capacity(64 * 1024),
-        channels: HashMap::new(),
-        closing: HashSet::new(),
-        frame_max: FRAME_MAX,
-        heartbeat: 0,
-        id: next_channel_id(),
-        in_flight: InFlight::new(),
-        user: String::new(),
-        vhost: server.vhosts.default_vhost(),
-        hears_blocked: false,
-        published: false,
-        blocked: false,
-        told_blocked: false,
-        server,
-    };
+    let mut conn = Connection::new(peer, server);
     let (events_tx, events_rx) = unbounded_channel();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake(&mut socket)).await {
         Ok(Ok(true)) => {}
@@ -187,6 +180,28 @@ fn method0(class: AMQPClass) -> AMQPFrame {
 }
 
 impl Connection {
+    /// A connection from `peer` before its handshake: no user, the default vhost.
+    fn new(peer: SocketAddr, server: Arc<Server>) -> Connection {
+        Connection {
+            peer,
+            in_buf: Vec::with_capacity(64 * 1024),
+            out: Vec::with_capacity(64 * 1024),
+            channels: HashMap::new(),
+            closing: HashSet::new(),
+            frame_max: FRAME_MAX,
+            heartbeat: 0,
+            id: next_channel_id(),
+            in_flight: InFlight::new(),
+            user: String::new(),
+            vhost: server.vhosts.default_vhost(),
+            hears_blocked: false,
+            published: false,
+            blocked: false,
+            told_blocked: false,
+            server,
+        }
+    }
+
     /// Queues a frame for the next write.
     fn send(&mut self, frame: &AMQPFrame) {
         write_frame(frame, &mut self.out);
@@ -411,28 +426,37 @@ impl Connection {
         }
     }
 
-    /// What a queue or a publish outcome brings: frames for the client.
+    /// What a queue or a publish outcome brings: frames for the client. Events of a
+    /// channel that closed are dropped (its queues requeued what it had).
     fn event(&mut self, event: Event) {
         match event {
-            Event::Queue(n, QueueEvent::Deliver(deliveries)) => {
+            Event::Queue(n, id, QueueEvent::Deliver(deliveries)) => {
                 // Encoded straight into the output buffer: a body is copied once.
-                if let Some(ch) = self.channels.get_mut(&n) {
+                if let Some(ch) = channel_of(&mut self.channels, n, id) {
                     ch.deliver(deliveries, &mut self.out);
                 }
             }
-            Event::Queue(n, QueueEvent::ConsumerCancelled { tag, .. }) => {
-                if let Some(frame) = self
-                    .channels
-                    .get_mut(&n)
-                    .and_then(|ch| ch.consumer_cancelled(&tag))
+            Event::Queue(n, id, QueueEvent::ConsumerCancelled { tag, .. }) => {
+                if let Some(frame) =
+                    channel_of(&mut self.channels, n, id).and_then(|ch| ch.consumer_cancelled(&tag))
                 {
                     self.send(&frame);
                 }
             }
-            Event::Queue(_, QueueEvent::Traced(_)) => {}
-            Event::Published(n, results) => self.published(n, results),
+            Event::Queue(_, _, QueueEvent::Traced(_)) => {}
+            Event::Published(n, id, results) => self.published(n, id, results),
         }
     }
+}
+
+/// Channel `n` if it is open and is the channel `id`, not a later one that reuses its
+/// number (one integer compared).
+fn channel_of(
+    channels: &mut HashMap<u16, AmqpChannel>,
+    n: u16,
+    id: ChannelId,
+) -> Option<&mut AmqpChannel> {
+    channels.get_mut(&n).filter(|ch| ch.id() == id)
 }
 
 /// The writer task: writes what the connection hands it, several buffers per write

@@ -8,11 +8,11 @@ use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
 use tokio::sync::mpsc::UnboundedSender;
 use warren_actors::channel::PublishOutcome;
+use warren_actors::delivery::ChannelId;
 use warren_actors::message::Message;
 
-use super::{Connection, Event};
+use super::{channel_of, Connection, Event};
 use crate::codec::write_frame;
-use crate::convert::short;
 use crate::error::AmqpError;
 
 impl Connection {
@@ -29,6 +29,7 @@ impl Connection {
                 continue;
             };
             let confirming = ch.confirm_mode();
+            let id = ch.id();
             let tx = events.clone();
             tokio::spawn(async move {
                 let outcomes = routed.await;
@@ -44,19 +45,21 @@ impl Connection {
                         .zip(outcomes)
                         .map(|((seq, message), outcome)| (seq, message, outcome))
                         .collect();
-                    let _ = tx.send(Event::Published(n, results));
+                    let _ = tx.send(Event::Published(n, id, results));
                 }
             });
         }
     }
 
-    /// Returns unroutable mandatory messages, then acks or nacks confirms.
+    /// Returns unroutable mandatory messages, then acks or nacks confirms, on channel
+    /// `n` if it is still the channel `id` that published them.
     pub(super) fn published(
         &mut self,
         n: u16,
+        id: ChannelId,
         results: Vec<(Option<u64>, Option<Message>, PublishOutcome)>,
     ) {
-        let Some(ch) = self.channels.get_mut(&n) else {
+        let Some(ch) = channel_of(&mut self.channels, n, id) else {
             return;
         };
         let out = &mut self.out;
@@ -66,13 +69,7 @@ impl Connection {
             match &outcome {
                 PublishOutcome::Unroutable => {
                     if let Some(m) = &message {
-                        let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                            reply_code: 312,
-                            reply_text: short("NO_ROUTE"),
-                            exchange: short(&m.exchange),
-                            routing_key: short(&m.routing_key),
-                        }));
-                        ch.content_frames(head, m, out);
+                        ch.write_return(m, out);
                     }
                 }
                 PublishOutcome::Failed(e) => {

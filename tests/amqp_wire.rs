@@ -4,45 +4,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::raw_amqp::{
+    connect, expect_method, frame, method_frame, method_of, open_channel, publish_frames,
+    read_frame, short_str, HEADER,
+};
 use common::{free_port, NodeProcess};
-
-const HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
-
-fn connect(node: &NodeProcess) -> TcpStream {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match TcpStream::connect(node.amqp_addr) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-                return s;
-            }
-            Err(e) if Instant::now() > deadline => panic!("no AMQP listener: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// Reads one frame: (type, channel, payload).
-fn read_frame(s: &mut TcpStream) -> Option<(u8, u16, Vec<u8>)> {
-    let mut head = [0u8; 7];
-    s.read_exact(&mut head).ok()?;
-    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
-    let mut payload = vec![0u8; size + 1];
-    s.read_exact(&mut payload).ok()?;
-    assert_eq!(payload.pop(), Some(0xCE), "frame end");
-    Some((head[0], u16::from_be_bytes([head[1], head[2]]), payload))
-}
-
-/// (class, method) of a method frame's payload.
-fn method_of(payload: &[u8]) -> (u16, u16) {
-    (
-        u16::from_be_bytes([payload[0], payload[1]]),
-        u16::from_be_bytes([payload[2], payload[3]]),
-    )
-}
 
 /// Opens the connection as far as connection.start, then sends `bytes` and returns
 /// the reply code of the connection.close the node answers with.
@@ -127,85 +95,6 @@ fn bad_bytes_close_the_connection_with_the_right_code() {
         let _ = s.read_to_end(&mut sink);
     }
     serves(&node);
-}
-
-/// A method frame: class, method, then the arguments already encoded.
-fn method_frame(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    payload.extend_from_slice(&class.to_be_bytes());
-    payload.extend_from_slice(&method.to_be_bytes());
-    payload.extend_from_slice(args);
-    frame(1, channel, &payload)
-}
-
-fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    f
-}
-
-fn short_str(s: &str) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-/// Reads frames until a method (class, method) arrives; returns its payload.
-fn expect_method(s: &mut TcpStream, want: (u16, u16)) -> Vec<u8> {
-    loop {
-        let (kind, _, payload) = read_frame(s).expect("the node answers");
-        if kind == 1 && method_of(&payload) == want {
-            return payload;
-        }
-    }
-}
-
-/// A connection as guest to "/" with channel 1 open.
-fn open_channel(node: &NodeProcess) -> TcpStream {
-    let mut s = connect(node);
-    s.write_all(HEADER).unwrap();
-    expect_method(&mut s, (10, 10));
-    let mut start_ok = vec![0, 0, 0, 0]; // client properties: an empty table
-    start_ok.extend(short_str("PLAIN"));
-    let response = b"\0guest\0guest";
-    start_ok.extend((response.len() as u32).to_be_bytes());
-    start_ok.extend(response);
-    start_ok.extend(short_str("en_US"));
-    s.write_all(&method_frame(0, 10, 11, &start_ok)).unwrap();
-    expect_method(&mut s, (10, 30));
-    let mut tune_ok = 0u16.to_be_bytes().to_vec();
-    tune_ok.extend(131_072u32.to_be_bytes());
-    tune_ok.extend(0u16.to_be_bytes());
-    s.write_all(&method_frame(0, 10, 31, &tune_ok)).unwrap();
-    let mut open = short_str("/");
-    open.extend(short_str(""));
-    open.push(0);
-    s.write_all(&method_frame(0, 10, 40, &open)).unwrap();
-    expect_method(&mut s, (10, 41));
-    s.write_all(&method_frame(1, 20, 10, &short_str("")))
-        .unwrap();
-    expect_method(&mut s, (20, 11));
-    s
-}
-
-/// basic.publish of `body` to the default exchange with routing key `queue`: method,
-/// header (no properties), body.
-fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
-    let mut publish = 0u16.to_be_bytes().to_vec();
-    publish.extend(short_str(""));
-    publish.extend(short_str(queue));
-    publish.push(0);
-    let mut header = 60u16.to_be_bytes().to_vec();
-    header.extend(0u16.to_be_bytes());
-    header.extend((body.len() as u64).to_be_bytes());
-    header.extend(0u16.to_be_bytes());
-    let mut out = method_frame(1, 60, 40, &publish);
-    out.extend(frame(2, 1, &header));
-    out.extend(frame(3, 1, body));
-    out
 }
 
 /// queue.declare on channel 1 (`passive`: only ask about it), no arguments.

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, free_port, NodeProcess};
+use common::{eventually, free_port, leader, NodeProcess};
 
 /// (name, state) of every member, as `node` sees them.
 fn members(node: &NodeProcess) -> Vec<(String, String)> {
@@ -169,17 +169,6 @@ fn users(node: &NodeProcess) -> Vec<String> {
     rows.iter()
         .filter_map(|r| r["name"].as_str().map(str::to_string))
         .collect()
-}
-
-fn leader(node: &NodeProcess) -> Option<String> {
-    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
-    if !ok {
-        return None;
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    rows.iter()
-        .find(|r| r["leader"].as_bool() == Some(true))
-        .and_then(|r| r["name"].as_str().map(str::to_string))
 }
 
 #[test]

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw_amqp;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -164,4 +166,16 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The metadata leader as `node` sees it (`warren cluster status`), if it knows one.
+pub fn leader(node: &NodeProcess) -> Option<String> {
+    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
+    if !ok {
+        return None;
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    rows.iter()
+        .find(|r| r["leader"].as_bool() == Some(true))
+        .and_then(|r| r["name"].as_str().map(str::to_string))
 }

@@ -1,0 +1,126 @@
+//! A client of AMQP 0-9-1 frames encoded by hand (independently of the node's codec),
+//! on a blocking socket: for tests that need exact control of what the node reads.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::NodeProcess;
+
+/// The protocol header a client opens with.
+pub const HEADER: &[u8] = b"AMQP\x00\x00\x09\x01";
+
+/// A socket to `node`'s AMQP listener (retried for a minute while it starts).
+pub fn connect(node: &NodeProcess) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match TcpStream::connect(node.amqp_addr) {
+            Ok(s) => {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                return s;
+            }
+            Err(e) if Instant::now() > deadline => panic!("no AMQP listener: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Reads one frame: (type, channel, payload).
+pub fn read_frame(s: &mut TcpStream) -> Option<(u8, u16, Vec<u8>)> {
+    let mut head = [0u8; 7];
+    s.read_exact(&mut head).ok()?;
+    let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
+    let mut payload = vec![0u8; size + 1];
+    s.read_exact(&mut payload).ok()?;
+    assert_eq!(payload.pop(), Some(0xCE), "frame end");
+    Some((head[0], u16::from_be_bytes([head[1], head[2]]), payload))
+}
+
+/// (class, method) of a method frame's payload.
+pub fn method_of(payload: &[u8]) -> (u16, u16) {
+    (
+        u16::from_be_bytes([payload[0], payload[1]]),
+        u16::from_be_bytes([payload[2], payload[3]]),
+    )
+}
+
+/// A method frame: class, method, then the arguments already encoded.
+pub fn method_frame(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&class.to_be_bytes());
+    payload.extend_from_slice(&method.to_be_bytes());
+    payload.extend_from_slice(args);
+    frame(1, channel, &payload)
+}
+
+/// A frame of `kind` on `channel` around `payload`.
+pub fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+/// A short string: its length, then its bytes.
+pub fn short_str(s: &str) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Reads frames until a method (class, method) arrives; returns its payload.
+pub fn expect_method(s: &mut TcpStream, want: (u16, u16)) -> Vec<u8> {
+    loop {
+        let (kind, _, payload) = read_frame(s).expect("the node answers");
+        if kind == 1 && method_of(&payload) == want {
+            return payload;
+        }
+    }
+}
+
+/// A connection as guest to "/" with channel 1 open.
+pub fn open_channel(node: &NodeProcess) -> TcpStream {
+    let mut s = connect(node);
+    s.write_all(HEADER).unwrap();
+    expect_method(&mut s, (10, 10));
+    let mut start_ok = vec![0, 0, 0, 0]; // client properties: an empty table
+    start_ok.extend(short_str("PLAIN"));
+    let response = b"\0guest\0guest";
+    start_ok.extend((response.len() as u32).to_be_bytes());
+    start_ok.extend(response);
+    start_ok.extend(short_str("en_US"));
+    s.write_all(&method_frame(0, 10, 11, &start_ok)).unwrap();
+    expect_method(&mut s, (10, 30));
+    let mut tune_ok = 0u16.to_be_bytes().to_vec();
+    tune_ok.extend(131_072u32.to_be_bytes());
+    tune_ok.extend(0u16.to_be_bytes());
+    s.write_all(&method_frame(0, 10, 31, &tune_ok)).unwrap();
+    let mut open = short_str("/");
+    open.extend(short_str(""));
+    open.push(0);
+    s.write_all(&method_frame(0, 10, 40, &open)).unwrap();
+    expect_method(&mut s, (10, 41));
+    s.write_all(&method_frame(1, 20, 10, &short_str("")))
+        .unwrap();
+    expect_method(&mut s, (20, 11));
+    s
+}
+
+/// basic.publish of `body` to the default exchange with routing key `queue`: method,
+/// header (no properties), body.
+pub fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
+    let mut publish = 0u16.to_be_bytes().to_vec();
+    publish.extend(short_str(""));
+    publish.extend(short_str(queue));
+    publish.push(0);
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend(0u16.to_be_bytes());
+    header.extend((body.len() as u64).to_be_bytes());
+    header.extend(0u16.to_be_bytes());
+    let mut out = method_frame(1, 60, 40, &publish);
+    out.extend(frame(2, 1, &header));
+    out.extend(frame(3, 1, body));
+    out
+}

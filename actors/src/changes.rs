@@ -87,6 +87,12 @@ pub trait ChangeLog: Send + Sync {
     /// Proposes `change`; resolves once it is committed and applied on this node, with
     /// the result of applying it.
     fn commit(&self, change: BrokerChange) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Resolves once this node has applied every change committed (through any node)
+    /// before the call, as far as it can tell in a bounded time: called before the
+    /// node answers "not found" or routes a message to nothing, so that what another
+    /// node acknowledged is seen here.
+    fn caught_up(&self) -> BoxFuture<'_, ()>;
 }
 
 /// The node's log once it has one, shared by the vhost registry and every vhost.
@@ -97,6 +103,14 @@ impl LogSlot {
     /// From now on, changes go through `log` (set once; later calls change nothing).
     pub(crate) fn set(&self, log: Arc<dyn ChangeLog>) {
         let _ = self.0.set(log);
+    }
+
+    /// Resolves once this node has applied every change committed before the call
+    /// (at once without a log: then every change is applied where it is made).
+    pub(crate) async fn caught_up(&self) {
+        if let Some(log) = self.0.get() {
+            log.caught_up().await;
+        }
     }
 
     /// Whether changes go through a log (which is then what makes them durable).

@@ -36,6 +36,16 @@ pub enum PublishOutcome {
     Failed(BrokerError),
 }
 
+/// What [`ChannelState::publish`] did with a batch.
+pub enum Routed<F> {
+    /// Handed to its queues; the future of the outcomes when somebody needs them.
+    Sent(Option<F>),
+    /// Not handed to anyone: a message of it went nowhere (no such exchange, no queue
+    /// bound) and this node may merely be behind the cluster's metadata. The caller
+    /// catches up ([`VHost::catch_up`]) and publishes the batch again, in order.
+    Behind(Vec<(Message, bool)>),
+}
+
 /// The client's half of a settlement (what AMQP calls ack, nack and reject).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SettleKind {
@@ -118,26 +128,52 @@ impl ChannelState {
     /// transaction's commit, or a client handle, which always answers), a mandatory
     /// message routed to a queue, or a publish that failed or came back unroutable at
     /// routing. Otherwise `None`: the queues answer nobody, and nothing waits for them.
+    ///
+    /// In a cluster, a message that would go nowhere first sends the whole batch back
+    /// ([`Routed::Behind`]) unless `caught_up` (the caller caught up since the batch
+    /// came): the cost of read-your-writes is paid on a miss only.
     pub fn publish(
         &self,
         batch: Vec<(Message, bool)>,
         confirm: bool,
         in_flight: Option<&Arc<InFlight>>,
-    ) -> Option<impl Future<Output = Vec<PublishOutcome>> + Send + 'static> {
+        caught_up: bool,
+    ) -> Routed<impl Future<Output = Vec<PublishOutcome>> + Send + 'static> {
         let mut results: Vec<Option<PublishOutcome>> = vec![None; batch.len()];
+        // In a cluster, until this node is known to be caught up: the batch so far, to
+        // give it back whole on a miss.
+        let may_be_behind = !caught_up && self.vhost.logged();
+        let mut so_far: Vec<(SharedMessage, bool)> = Vec::new();
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
         // One routing buffer for the whole batch: no allocation per message.
         let mut routed = RouteResult::default();
-        for (i, (message, mandatory)) in batch.into_iter().enumerate() {
+        let mut batch = batch.into_iter().enumerate();
+        while let Some((i, (message, mandatory))) = batch.next() {
             let headers = message.properties.headers.as_ref();
-            if let Err(e) = self.vhost.route(
+            let found = self.vhost.route(
                 &message.exchange,
                 &message.routing_key,
                 headers,
                 &mut routed,
-            ) {
+            );
+            if may_be_behind && (found.is_err() || routed.is_empty()) {
+                drop((shares, share_of));
+                let mut whole: Vec<(Message, bool)> = so_far
+                    .into_iter()
+                    .map(|(m, mandatory)| {
+                        (
+                            Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone()),
+                            mandatory,
+                        )
+                    })
+                    .collect();
+                whole.push((message, mandatory));
+                whole.extend(batch.map(|(_, p)| p));
+                return Routed::Behind(whole);
+            }
+            if let Err(e) = found {
                 results[i] = Some(PublishOutcome::Failed(e));
                 continue;
             }
@@ -155,6 +191,9 @@ impl ChannelState {
                 results[i] = Some(PublishOutcome::Unroutable);
             }
             let message: SharedMessage = Arc::new(message);
+            if may_be_behind {
+                so_far.push((message.clone(), mandatory));
+            }
             for queue in routed.iter() {
                 let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
                     shares.push((queue.clone(), Vec::new(), Vec::new()));
@@ -191,9 +230,9 @@ impl ChannelState {
             }
         }
         if !wanted {
-            return None;
+            return Routed::Sent(None);
         }
-        Some(async move {
+        Routed::Sent(Some(async move {
             for (rx, indices) in waits {
                 let outcomes = rx.await.unwrap_or_else(|_| {
                     vec![
@@ -219,7 +258,29 @@ impl ChannelState {
                 .into_iter()
                 .map(|r| r.unwrap_or(PublishOutcome::Confirmed))
                 .collect()
-        })
+        }))
+    }
+
+    /// [`Self::publish`], catching up with the cluster's metadata first when a
+    /// message of the batch would go nowhere (at most once per batch): the batch is
+    /// handed to its queues whole and in order either way.
+    pub async fn publish_in_order(
+        &self,
+        mut batch: Vec<(Message, bool)>,
+        confirm: bool,
+        in_flight: Option<&Arc<InFlight>>,
+    ) -> Option<impl Future<Output = Vec<PublishOutcome>> + Send + 'static> {
+        let mut caught_up = false;
+        loop {
+            match self.publish(batch, confirm, in_flight, caught_up) {
+                Routed::Sent(outcomes) => return outcomes,
+                Routed::Behind(whole) => {
+                    self.vhost.catch_up().await;
+                    batch = whole;
+                    caught_up = true;
+                }
+            }
+        }
     }
 
     /// Gives a delivery its tag and remembers it unless it needs no ack.

@@ -10,6 +10,7 @@ use ractor::ActorRef;
 use warren_access::{AccessChange, Permission};
 use warren_actors::error::{code, BrokerError};
 use warren_actors::vhost::{ExchangeMsg, VHost};
+use warren_cluster::members::Health;
 use warren_cluster::membership::{MembershipError, MembershipHandle};
 use warren_cluster::protocol::{
     ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
@@ -183,14 +184,21 @@ impl Admin {
             .await
             .map_err(membership_error)?;
         let leader = self.replica().status().await.ok().and_then(|s| s.leader);
+        // Up, but not in the metadata group yet (as far as this node has applied):
+        // joining.
+        let group = self.replica().members().await.unwrap_or_default();
         Ok(members
             .into_iter()
             .map(|m| NodeInfo {
                 leader: leader.as_deref() == Some(m.name.as_str()),
+                health: if m.health == Health::Up && !group.contains(&m.name) {
+                    "joining".to_string()
+                } else {
+                    m.health.as_str().to_string()
+                },
                 name: m.name,
                 address: m.address,
                 role: m.role.to_string(),
-                health: m.health.as_str().to_string(),
                 this_node: m.this_node,
                 uptime_ms: m.uptime_ms,
             })

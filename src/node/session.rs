@@ -123,7 +123,7 @@ impl Actor for Session {
                 let _ = reply.send(response.into());
             }
             SessionMsg::Publish(batch, reply) => match batch.into_result() {
-                Ok(batch) => state.publish(batch, reply),
+                Ok(batch) => state.publish(batch, reply).await,
                 Err(why) => {
                     tracing::warn!(client = %state.client_name, "undecodable publish batch: {why}");
                     drop(reply);
@@ -260,7 +260,7 @@ impl SessionState {
                 exclusive,
                 arguments: _,
             } => {
-                let handle = vhost.queue_for(&queue, self.channel)?;
+                let handle = vhost.find_queue(&queue, self.channel).await?;
                 let tag = if tag.is_empty() {
                     format!("ctag-{}.{}", self.channel, self.consumers.len() + 1)
                 } else {
@@ -295,7 +295,7 @@ impl SessionState {
                 Response::Done
             }
             Request::Get { queue, no_ack } => {
-                let handle = vhost.queue_for(&queue, self.channel)?;
+                let handle = vhost.find_queue(&queue, self.channel).await?;
                 self.core.touch(handle.name().clone());
                 match handle.get(self.channel, no_ack).await? {
                     Some((delivery, remaining)) => Response::Got {
@@ -400,7 +400,7 @@ impl SessionState {
     }
 
     /// Routes a batch, hands each queue its share, and answers once all confirmed.
-    fn publish(
+    async fn publish(
         &mut self,
         batch: Vec<Publish>,
         reply: RpcReplyPort<warren_cluster::wire::Wire<Vec<PublishResult>>>,
@@ -419,7 +419,7 @@ impl SessionState {
             .collect();
         let count = batch.len();
         // A client handle always hears each publish's outcome.
-        let outcomes = self.core.publish(batch, true, None);
+        let outcomes = self.core.publish_in_order(batch, true, None).await;
         tokio::spawn(async move {
             let outcomes = match outcomes {
                 Some(outcomes) => outcomes.await,

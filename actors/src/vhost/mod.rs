@@ -249,6 +249,19 @@ impl VHost {
         self.inner.stale.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Resolves once this node has applied every metadata change committed through
+    /// any node before the call (at once on a node without a cluster). Called on a
+    /// miss only: before answering "no such queue / exchange" or routing a message to
+    /// nothing.
+    pub async fn catch_up(&self) {
+        self.inner.log.caught_up().await;
+    }
+
+    /// Whether changes go through the cluster's log (so this node may be behind it).
+    pub(crate) fn logged(&self) -> bool {
+        self.inner.log.is_set()
+    }
+
     /// The current routing snapshot.
     pub fn topology(&self) -> Arc<Topology> {
         self.inner.topology.load_full()

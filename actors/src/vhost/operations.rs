@@ -47,6 +47,9 @@ impl VHost {
         arguments: FieldTable,
     ) -> Result<(), BrokerError> {
         if passive {
+            if self.topology().exchange(name).is_none() {
+                self.catch_up().await;
+            }
             return match self.topology().exchange(name) {
                 Some(_) => Ok(()),
                 None => Err(self.no_exchange(name)),
@@ -78,7 +81,19 @@ impl VHost {
             .delete_exchange(name, if_unused)
             .map_err(topology_error)?;
         if check.topology.is_none() {
-            return Ok(()); // nothing to delete
+            if self.topology().exchange(name).is_some() {
+                return Ok(()); // nothing to delete (a default exchange, say)
+            }
+            // Not known here: it may have been declared through another node a moment
+            // ago.
+            self.catch_up().await;
+            let check = self
+                .topology()
+                .delete_exchange(name, if_unused)
+                .map_err(topology_error)?;
+            if check.topology.is_none() {
+                return Ok(()); // nothing to delete
+            }
         }
         self.change(VhostChange::DeleteExchange {
             name: name.to_string(),
@@ -98,17 +113,28 @@ impl VHost {
 
     /// `queue.bind` / `exchange.bind`, through the source exchange's actor.
     pub async fn bind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
-        self.check_destination(&binding, channel)?;
+        self.binding_known(&binding, channel).await?;
         self.via_exchange(binding, true).await
     }
 
     /// `queue.unbind` / `exchange.unbind`.
     pub async fn unbind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
-        self.check_destination(&binding, channel)?;
+        self.binding_known(&binding, channel).await?;
         self.via_exchange(binding, false).await
     }
 
-    fn check_destination(&self, b: &Binding, channel: ChannelId) -> Result<(), BrokerError> {
+    /// Catches up with the cluster's metadata when the binding's source or
+    /// destination is not known here, then checks that its queue is usable.
+    async fn binding_known(&self, b: &Binding, channel: ChannelId) -> Result<(), BrokerError> {
+        let topology = self.topology();
+        let known = |exchange: &str| exchange.is_empty() || topology.exchange(exchange).is_some();
+        let destination_known = match &b.destination {
+            Destination::Queue(q) => self.queue(q).is_some(),
+            Destination::Exchange(e) => known(e),
+        };
+        if !known(&b.source) || !destination_known {
+            self.catch_up().await;
+        }
         if let Destination::Queue(q) = &b.destination {
             self.queue_for(q, channel)?;
         }
@@ -229,7 +255,11 @@ impl VHost {
         // A passive declaration's arguments are ignored, as in RabbitMQ; otherwise the
         // type (`x-queue-type`) and its arguments are checked first.
         let checked = (!passive).then(|| self.check_declaration(&def));
-        if let Some(existing) = self.queue(&name) {
+        let existing = match self.queue(&name) {
+            None if passive => self.find_queue_any(&name).await,
+            known => known,
+        };
+        if let Some(existing) = existing {
             let requested = checked.map(|c| c.map(|()| def));
             return self.redeclare(existing, requested, channel).await;
         }
@@ -326,7 +356,7 @@ impl VHost {
     ) -> Result<u64, BrokerError> {
         // Deleting a queue that is not there succeeds, as in RabbitMQ (queue.delete is
         // idempotent, like exchange.delete).
-        if self.queue(name).is_none() {
+        if self.find_queue_any(name).await.is_none() {
             return Ok(0);
         }
         self.queue_for(name, channel)?;
@@ -364,7 +394,7 @@ impl VHost {
 
     /// `queue.purge`.
     pub async fn purge_queue(&self, name: &str, channel: ChannelId) -> Result<u64, BrokerError> {
-        self.queue_for(name, channel)?.purge().await
+        self.find_queue(name, channel).await?.purge().await
     }
 
     /// A connection (channel) ended: delete the exclusive queues it owned.

@@ -139,6 +139,29 @@ impl VHost {
         Ok(queue)
     }
 
+    /// [`Self::queue_for`], after catching up with the cluster's metadata when the
+    /// queue is not known here (declared through another node a moment ago): what
+    /// callers use before they answer 404.
+    pub async fn find_queue(
+        &self,
+        name: &str,
+        channel: ChannelId,
+    ) -> Result<QueueRef, BrokerError> {
+        if self.queue(name).is_none() {
+            self.catch_up().await;
+        }
+        self.queue_for(name, channel)
+    }
+
+    /// [`Self::queue`], after catching up with the cluster's metadata on a miss.
+    pub async fn find_queue_any(&self, name: &str) -> Option<QueueRef> {
+        if let Some(queue) = self.queue(name) {
+            return Some(queue);
+        }
+        self.catch_up().await;
+        self.queue(name)
+    }
+
     pub(super) fn no_queue(&self, name: &str) -> BrokerError {
         BrokerError::not_found(format!(
             "NOT_FOUND - no queue '{name}' in vhost '{}'",

@@ -152,8 +152,11 @@ impl AmqpChannel {
     /// their outcomes (confirm mode, a mandatory publish, a failed one), also returns
     /// the future of the outcomes and what answering each needs (its confirm seq, and
     /// for a mandatory one the message, to return it if unroutable).
+    ///
+    /// In a cluster, a batch with a message that would go nowhere waits until this
+    /// node has caught up with the cluster's metadata, then is routed whole.
     #[allow(clippy::type_complexity)]
-    pub fn route_ready(
+    pub async fn route_ready(
         &mut self,
     ) -> Option<
         Option<(
@@ -161,13 +164,13 @@ impl AmqpChannel {
             Vec<(Option<u64>, Option<Message>)>,
         )>,
     > {
-        self.route(false)
+        self.route(false).await
     }
 
     /// [`Self::route_ready`]; `committing` (tx.commit) wants the outcomes whatever
     /// the publishes are, as confirm mode does: commit-ok waits for them.
     #[allow(clippy::type_complexity)]
-    pub(super) fn route(
+    pub(super) async fn route(
         &mut self,
         committing: bool,
     ) -> Option<
@@ -192,7 +195,8 @@ impl AmqpChannel {
         let want_outcomes = self.confirm || committing;
         let outcomes = self
             .core
-            .publish(batch, want_outcomes, Some(&self.in_flight));
+            .publish_in_order(batch, want_outcomes, Some(&self.in_flight))
+            .await;
         Some(outcomes.map(|outcomes| (outcomes, answers)))
     }
 
@@ -236,7 +240,7 @@ impl AmqpChannel {
             basic::AMQPMethod::Consume(c) => {
                 let queue = self.queue_name(c.queue.as_str())?;
                 self.allow(Access::Read, Resource::Queue(&queue))?;
-                let handle = vhost.queue_for(&queue, conn)?;
+                let handle = vhost.find_queue(&queue, conn).await?;
                 let tag = if c.consumer_tag.as_str().is_empty() {
                     format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
                 } else {
@@ -294,7 +298,7 @@ impl AmqpChannel {
             basic::AMQPMethod::Get(g) => {
                 let queue = self.queue_name(g.queue.as_str())?;
                 self.allow(Access::Read, Resource::Queue(&queue))?;
-                let handle = vhost.queue_for(&queue, conn)?;
+                let handle = vhost.find_queue(&queue, conn).await?;
                 self.core.touch(handle.name().clone());
                 match handle.get(self.core.id(), g.no_ack).await? {
                     None => Ok(self.reply(AMQPClass::Basic(basic::AMQPMethod::GetEmpty(

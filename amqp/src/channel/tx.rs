@@ -32,7 +32,7 @@ impl AmqpChannel {
                 // took, as in RabbitMQ. The outcomes are wanted even for plain routed
                 // publishes, which outside confirm mode nothing would wait for.
                 let mut out = Vec::new();
-                if let Some(Some((routed, answers))) = self.route(true) {
+                if let Some(Some((routed, answers))) = self.route(true).await {
                     let outcomes = routed.await;
                     if let Some(PublishOutcome::Failed(e)) = outcomes
                         .iter()

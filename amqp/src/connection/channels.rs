@@ -78,7 +78,7 @@ impl Connection {
         // outcome task), capped so the first of a long read is not held up by the rest.
         let publish = matches!(&m, AMQPClass::Basic(basic::AMQPMethod::Publish(_)));
         if !publish || ch.ready_len() >= ROUTE_BATCH {
-            self.route_ready(events);
+            self.route_ready(events).await;
         }
         let Some(ch) = self.channels.get_mut(&n) else {
             return Ok(());

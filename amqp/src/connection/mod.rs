@@ -383,7 +383,7 @@ impl Connection {
         // Publishes completed before whatever ended the input are routed even when it
         // ended the connection (a client may publish and close in one write; a bad
         // frame does not undo the valid publishes before it).
-        self.route_ready(events);
+        self.route_ready(events).await;
         result
     }
 

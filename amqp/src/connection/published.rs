@@ -17,9 +17,9 @@ use crate::error::AmqpError;
 
 impl Connection {
     /// Routes what each channel completed; outcomes come back as events.
-    pub(super) fn route_ready(&mut self, events: &UnboundedSender<Event>) {
+    pub(super) async fn route_ready(&mut self, events: &UnboundedSender<Event>) {
         for (&n, ch) in self.channels.iter_mut() {
-            let Some(routed) = ch.route_ready() else {
+            let Some(routed) = ch.route_ready().await else {
                 continue;
             };
             self.published = true;

@@ -162,7 +162,7 @@ async fn events_of_a_closed_channel_do_not_reach_its_number_reopened() {
     feed(&mut conn, &tx, open(1)).await;
     feed(&mut conn, &tx, confirm_select(1)).await;
     feed(&mut conn, &tx, publish(1, b"old")).await;
-    conn.route_ready(&tx);
+    conn.route_ready(&tx).await;
     let old_sink: ChannelSink = conn.channels[&1].sink();
     let old_outcome = next_event(&mut rx).await;
     feed(&mut conn, &tx, close(1)).await;
@@ -200,7 +200,7 @@ async fn events_of_a_closed_channel_do_not_reach_its_number_reopened() {
     );
 
     // The new channel's own events do reach it.
-    conn.route_ready(&tx);
+    conn.route_ready(&tx).await;
     let new_outcome = next_event(&mut rx).await;
     conn.event(new_outcome);
     conn.channels[&1].sink()(delivery("ctag", b"new delivery"));

@@ -7,10 +7,13 @@
 //! ([`crate::raft_log`]), in memory on RAM nodes, which take the whole log from the
 //! leader when they (re)join.
 //!
-//! A change is proposed on the node that took the request (a follower's proposal is
-//! forwarded to the leader by Raft itself) and answered when that node has applied it.
-//! With no leader reachable (a minority side, an election) proposals fail at once
-//! with a clear error; reads keep being served from what the node has.
+//! A change is proposed on the node that took the request and answered when that node
+//! has applied it. A proposal waits while no leader is known (an election, a node still
+//! joining) and is handed to Raft again when it may have been lost ([`proposals`]);
+//! after [`COMMIT_TIMEOUT`] it fails with a clear error (a minority side of a
+//! partition). Before a node answers "no such queue" or routes a message to nothing it
+//! catches up with the leader's commit index ([`barrier`]); reads keep being served
+//! from what the node has when no leader can be reached.
 //!
 //! Forming the cluster: a fresh disk node whose seeds are all down (or that has none)
 //! starts a group of its own after [`DISCOVERY_WINDOW`]; fresh disk nodes that see
@@ -18,7 +21,10 @@
 //! initialised member asks it to add it (voter for disk, learner for RAM). A RAM node
 //! never forms a group.
 
-use std::collections::{BTreeMap, HashMap};
+mod barrier;
+mod proposals;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,8 @@ use crate::metadata::{MetaCommand, MetadataApplier};
 use crate::protocol::{ErrorReply, LocalOnly};
 use crate::raft_log::{self, raft_id, RaftRecord};
 use crate::wire::Wire;
+use barrier::Barrier;
+use proposals::{Proposals, Recent};
 
 /// How often Raft ticks. Elections after 10 silent ticks, heartbeats every 2.
 const TICK: Duration = Duration::from_millis(100);
@@ -52,6 +60,9 @@ pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
 const DISCOVERY_EVERY: Duration = Duration::from_millis(500);
 /// How long a proposal may take to be committed and applied here.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node waits to catch up with the leader before it answers from what it
+/// has (an election takes 1-2 s); a node without a leader for longer answers at once.
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
 /// The process group of node `node`'s replica.
 pub fn replica_group(node: &str) -> String {
@@ -100,8 +111,13 @@ pub enum LocalReplica {
     Tick,
     /// Propose a command; answered once it is applied on this node, with the result.
     Propose(MetaCommand, oneshot::Sender<Result<(), BrokerError>>),
+    /// Answered once this node has applied everything the leader had committed when
+    /// it was asked (or after [`CATCH_UP_WAIT`]).
+    CatchUp(oneshot::Sender<()>),
     /// What the replica says of itself.
     Status(oneshot::Sender<ReplicaStatus>),
+    /// The names of the group's members (voters and learners) as this node knows them.
+    Members(oneshot::Sender<Vec<String>>),
     /// What a discovery round found: each up peer's status.
     Discovered(Vec<ReplicaStatus>),
     /// A join request was accepted by a member.
@@ -167,8 +183,16 @@ pub struct ReplicaState {
     last_discovery: Option<Instant>,
     discovering: bool,
     last_complaint: Option<Instant>,
-    next_proposal: u64,
-    pending: HashMap<u64, (oneshot::Sender<Result<(), BrokerError>>, Instant)>,
+    /// This node's proposals not applied yet.
+    proposals: Proposals,
+    /// The proposals applied lately (an entry proposed twice is applied once).
+    recent: Recent,
+    /// Who waits to catch up with the leader.
+    barrier: Barrier,
+    /// Since when this node has known no leader.
+    leaderless_since: Option<Instant>,
+    /// The (term, leader) the proposals and the barrier last saw.
+    seen_leader: (u64, u64),
 }
 
 fn raft_config(id: u64, applied: u64) -> Config {
@@ -216,6 +240,7 @@ impl Actor for Replica {
         };
         let storage = MemStorage::new();
         let mut record = RaftRecord::default();
+        let mut recent = Recent::default();
         if let Some(loaded) = loaded {
             let mut core = storage.wl();
             core.set_conf_state(loaded.conf_state);
@@ -226,6 +251,19 @@ impl Actor for Replica {
             core.set_hardstate(loaded.hard_state);
             drop(core);
             record = record_loaded;
+            // The filter of proposals applied twice, as it stood at the last applied
+            // entry.
+            let from = record.applied.saturating_sub(proposals::DEDUPE_WINDOW);
+            for entry in loaded
+                .entries
+                .iter()
+                .filter(|e| e.index > from && e.index <= record.applied)
+                .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
+            {
+                if let Ok(p) = warren_storage::codec::decode::<Proposal>(&entry.data) {
+                    recent.first_time(&p.origin, p.id, entry.index);
+                }
+            }
         }
         record.names.insert(id, args.name.clone());
         let node = RawNode::new(&raft_config(id, record.applied), storage, &logger())?;
@@ -244,8 +282,11 @@ impl Actor for Replica {
             last_discovery: None,
             discovering: false,
             last_complaint: None,
-            next_proposal: 1,
-            pending: HashMap::new(),
+            proposals: Proposals::default(),
+            recent,
+            barrier: Barrier::default(),
+            leaderless_since: None,
+            seen_leader: (0, 0),
         };
         if !state.initialized() && state.role == Role::Disk && !state.has_seeds {
             state.bootstrap().await?;
@@ -308,14 +349,26 @@ impl Actor for Replica {
                 match local {
                     LocalReplica::Tick => {
                         state.node.tick();
-                        state.expire_pending();
+                        let now = Instant::now();
+                        state.expire_pending(now);
+                        state.barrier.tick(now);
+                        if state.node.raft.leader_id == 0 {
+                            state.leaderless_since.get_or_insert(now);
+                        } else {
+                            state.leaderless_since = None;
+                        }
+                        state.hand_over(now);
                         if !state.joined() {
                             state.discover(&myself);
                         }
                     }
                     LocalReplica::Propose(command, reply) => state.propose(command, reply),
+                    LocalReplica::CatchUp(ready) => state.catch_up(ready),
                     LocalReplica::Status(reply) => {
                         let _ = reply.send(state.status());
+                    }
+                    LocalReplica::Members(reply) => {
+                        let _ = reply.send(state.member_names());
                     }
                     LocalReplica::Discovered(peers) => {
                         state.discovering = false;
@@ -331,6 +384,13 @@ impl Actor for Replica {
                     }
                 }
             }
+        }
+        let leader = (state.node.raft.term, state.node.raft.leader_id);
+        if leader != state.seen_leader {
+            // A new leader (or term): what waits may go now, and what was handed to
+            // the old leader may be lost.
+            state.seen_leader = leader;
+            state.hand_over(Instant::now());
         }
         state.on_ready().await?;
         Ok(())
@@ -587,23 +647,11 @@ impl ReplicaState {
         self.change_members(name, id, ConfChangeType::RemoveNode)
     }
 
+    /// Takes a proposal; it is handed to Raft as soon as a leader is known.
     fn propose(&mut self, command: MetaCommand, reply: oneshot::Sender<Result<(), BrokerError>>) {
-        if !self.joined() {
-            let _ = reply.send(Err(broker_error(format!(
-                "metadata change refused: node '{}' has not joined a cluster yet (see `warren cluster status`)",
-                self.name
-            ))));
-            return;
-        }
-        if self.node.raft.leader_id == 0 {
-            let _ = reply.send(Err(no_leader(&self.name)));
-            return;
-        }
-        let id = self.next_proposal;
-        self.next_proposal += 1;
         let proposal = Proposal {
             origin: self.name.clone(),
-            id,
+            id: proposals::nonce(),
             command,
         };
         let data = match warren_storage::codec::encode(&proposal) {
@@ -613,32 +661,90 @@ impl ReplicaState {
                 return;
             }
         };
-        match self.node.propose(Vec::new(), data) {
-            Ok(()) => {
-                self.pending.insert(id, (reply, Instant::now()));
+        let now = Instant::now();
+        self.proposals.add(proposal.id, data, reply, now);
+        if self.alone(now) {
+            self.expire_pending(now);
+            return;
+        }
+        self.hand_over(now);
+    }
+
+    /// Hands Raft the proposals that are due (see [`Proposals::due`]) and asks the
+    /// leader's commit index for whoever waits to catch up, once this node is in its
+    /// group and knows a leader.
+    fn hand_over(&mut self, now: Instant) {
+        if !self.joined() || self.node.raft.leader_id == 0 {
+            return;
+        }
+        if !self.proposals.is_empty() {
+            for data in self.proposals.due(self.node.raft.term, now) {
+                if self.node.propose(Vec::new(), data).is_err() {
+                    // No leader after all (it stepped down): due again with the next.
+                    self.proposals.unsent();
+                    break;
+                }
             }
-            Err(_) => {
-                let _ = reply.send(Err(no_leader(&self.name)));
-            }
+        }
+        if let Some(ctx) = self.barrier.question(now) {
+            self.node.read_index(ctx);
         }
     }
 
-    fn expire_pending(&mut self) {
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, at))| at.elapsed() >= COMMIT_TIMEOUT)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some((reply, _)) = self.pending.remove(&id) {
-                let _ = reply.send(Err(broker_error(format!(
-                    "metadata change not committed within {} s: no majority of disk nodes reachable from '{}' (see `warren cluster status`)",
-                    COMMIT_TIMEOUT.as_secs(),
-                    self.name
-                ))));
-            }
+    /// `ready` is told once this node has applied what the leader had committed by
+    /// now; at once when, a member of the group, it has been without a leader for
+    /// longer than an election takes (a node still joining waits to join).
+    fn catch_up(&mut self, ready: oneshot::Sender<()>) {
+        let now = Instant::now();
+        if self.alone(now) {
+            let _ = ready.send(());
+            return;
         }
+        self.barrier.wait(ready, now + CATCH_UP_WAIT);
+        self.hand_over(now);
+    }
+
+    /// A member of the group without a leader for longer than an election takes: on
+    /// the minority side of a partition, or the other disk nodes are down.
+    fn alone(&self, now: Instant) -> bool {
+        self.joined()
+            && self
+                .leaderless_since
+                .is_some_and(|since| now.duration_since(since) >= CATCH_UP_WAIT)
+    }
+
+    /// Fails the proposals that waited [`COMMIT_TIMEOUT`], and every one at once when
+    /// this node is [alone](Self::alone).
+    fn expire_pending(&mut self, now: Instant) {
+        let (name, joined) = (self.name.clone(), self.joined());
+        let leader = self.node.raft.leader_id != 0;
+        let alone = self.alone(now);
+        let limit = if alone {
+            Duration::ZERO
+        } else {
+            COMMIT_TIMEOUT
+        };
+        self.proposals.expire(now, limit, |handed_over| {
+            let secs = COMMIT_TIMEOUT.as_secs();
+            broker_error(if alone {
+                format!(
+                    "metadata change refused: no metadata leader reachable from '{name}' for {} s (a minority side of a partition, or the other disk nodes are down; see `warren cluster status`); reads are still served",
+                    CATCH_UP_WAIT.as_secs()
+                )
+            } else if !joined {
+                format!(
+                    "metadata change refused: node '{name}' has not joined a cluster within {secs} s (see `warren cluster status`)"
+                )
+            } else if handed_over && leader {
+                format!(
+                    "metadata change not confirmed within {secs} s: no majority of disk nodes reachable from '{name}' (see `warren cluster status`); it takes effect if the metadata group commits it later"
+                )
+            } else {
+                format!(
+                    "metadata change refused: no metadata leader reachable from '{name}' within {secs} s (a minority side of a partition, or the disk nodes are down; see `warren cluster status`)"
+                )
+            })
+        });
     }
 
     fn send(&self, messages: Vec<Message>) {
@@ -675,6 +781,9 @@ impl ReplicaState {
     async fn ready_once(&mut self) -> Result<(), ActorProcessingErr> {
         let mut ready = self.node.ready();
         self.send(ready.take_messages());
+        for read in ready.take_read_states() {
+            self.barrier.answered(&read.request_ctx, read.index);
+        }
         let committed = ready.take_committed_entries();
         let mut ops = Vec::new();
         if !ready.entries().is_empty() {
@@ -701,6 +810,7 @@ impl ReplicaState {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries()).await?;
         self.node.advance_apply();
+        self.barrier.applied(self.record.applied);
         Ok(())
     }
 
@@ -725,10 +835,11 @@ impl ReplicaState {
             } else {
                 match warren_storage::codec::decode::<Proposal>(&entry.data) {
                     Ok(p) => {
-                        let result = self.applier.apply(p.command).await;
-                        if p.origin == self.name {
-                            if let Some((reply, _)) = self.pending.remove(&p.id) {
-                                let _ = reply.send(result);
+                        // Handed to Raft twice and in the log twice: applied once.
+                        if self.recent.first_time(&p.origin, p.id, entry.index) {
+                            let result = self.applier.apply(p.command).await;
+                            if p.origin == self.name {
+                                self.proposals.answer(p.id, result);
                             }
                         }
                     }
@@ -748,12 +859,6 @@ impl ReplicaState {
         }
         Ok(())
     }
-}
-
-fn no_leader(node: &str) -> BrokerError {
-    broker_error(format!(
-        "metadata change refused: no metadata leader is reachable from '{node}' (a minority side of a partition, or an election in progress); reads are still served"
-    ))
 }
 
 /// The replica of member `name`, wherever it runs.
@@ -806,9 +911,29 @@ impl ReplicaHandle {
         }
     }
 
+    /// Resolves once this node has applied everything the metadata leader had
+    /// committed when it was called: what any node acknowledged before is visible here
+    /// then. Without a leader it resolves after [`CATCH_UP_WAIT`] at most (at once when
+    /// the node has been without one for longer), and the node answers from what it
+    /// has.
+    pub async fn catch_up(&self) {
+        let Ok(rx) = self.ask(LocalReplica::CatchUp) else {
+            return;
+        };
+        let _ = tokio::time::timeout(CATCH_UP_WAIT + Duration::from_secs(1), rx).await;
+    }
+
     /// What this node's replica says of itself (its leader, say).
     pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
         self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
+    }
+
+    /// The names of the metadata group's members as this node knows them: a node that
+    /// is up but not among them is still joining.
+    pub async fn members(&self) -> Result<Vec<String>, BrokerError> {
+        self.ask(LocalReplica::Members)?
+            .await
+            .map_err(|_| stopped())
     }
 
     /// Removes a member from the metadata group (leave, forget).
@@ -827,5 +952,9 @@ fn stopped() -> BrokerError {
 impl ChangeLog for ReplicaHandle {
     fn commit(&self, change: BrokerChange) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(self.propose(change.into()))
+    }
+
+    fn caught_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.catch_up())
     }
 }

@@ -1,0 +1,308 @@
+//! Cluster metadata as a user sees it, without pauses between steps: three disk nodes
+//! and a RAM node, real `warren node` processes on 127.0.0.1.
+//!
+//! - A declaration acknowledged through one node is seen at once through every other:
+//!   a mandatory publish through n2 right after `queue.declare` through n1 is routed,
+//!   and `basic.get` / a passive declare through n3 and n4 find the queue.
+//! - After SIGKILL of the metadata leader, the first declaration through each survivor
+//!   succeeds: it waits for the election instead of failing.
+//! - Once `cluster status` shows every member up, a declaration through each of them
+//!   succeeds on its first try.
+//!
+//! Nothing here waits a fixed time; every wait is bounded and polls the cluster.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port, leader, NodeProcess};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+const NAMES: [&str; 4] = ["n1", "n2", "n3", "n4"];
+
+/// Four members (n4 a RAM node), each with every other as a seed.
+struct Cluster {
+    nodes: Vec<NodeProcess>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, node) in self.nodes.iter().enumerate() {
+                eprintln!("----- {} log -----\n{}", NAMES[i], node.log());
+            }
+        }
+    }
+}
+
+/// (name, health) of every member as `node` sees them, sorted.
+fn health(node: &NodeProcess) -> Vec<(String, String)> {
+    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
+    if !ok {
+        return Vec::new();
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let mut rows: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn all_up(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| (n.to_string(), "up".to_string()))
+        .collect()
+}
+
+/// Starts the four members; returns as soon as they are started (not formed).
+fn start(dir: &Path) -> Cluster {
+    let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+    let nodes = NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let seeds: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+            let role = if i == 3 { "ram" } else { "disk" };
+            NodeProcess::start_member(&dir.join(name), ports[i], name, &seeds, role)
+        })
+        .collect();
+    Cluster { nodes }
+}
+
+/// Started, and every member sees every member up.
+fn formed(dir: &Path) -> Cluster {
+    let cluster = start(dir);
+    for node in &cluster.nodes {
+        eventually("every member sees four up", || {
+            health(node) == all_up(&NAMES)
+        });
+    }
+    cluster
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An AMQP connection to `node` and a channel on it (retried while the node starts).
+async fn channel(node: &NodeProcess) -> (Connection, Channel) {
+    let uri = format!("amqp://guest:guest@{}/%2f", node.amqp_addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let connection = loop {
+        match Connection::connect(&uri, ConnectionProperties::default()).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("{} never served AMQP: {e}", uri),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let channel = connection.create_channel().await.expect("a channel");
+    (connection, channel)
+}
+
+async fn declare(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+}
+
+#[test]
+fn a_declaration_through_one_node_is_seen_at_once_through_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = formed(dir.path());
+    let rt = runtime();
+    rt.block_on(async {
+        let mut open = Vec::new();
+        for node in &cluster.nodes {
+            open.push(channel(node).await);
+        }
+        let publisher = &open[1].1;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm.select");
+        const ROUNDS: usize = 20;
+        const MESSAGES: usize = 50;
+        for round in 0..ROUNDS {
+            let queue = format!("ryw-{round}");
+            // Through n1 ...
+            declare(&open[0].1, &queue)
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: declare through n1: {e}"));
+            // ... then at once, mandatory and persistent, through n2.
+            let mut confirms = Vec::with_capacity(MESSAGES);
+            for i in 0..MESSAGES {
+                let confirm = publisher
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        format!("{round}:{i}").as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .expect("basic.publish");
+                confirms.push(confirm);
+            }
+            let mut returned = 0;
+            for confirm in confirms {
+                let confirmation = confirm.await.expect("a confirm");
+                assert!(confirmation.is_ack(), "round {round}: a nack");
+                if confirmation.take_message().is_some() {
+                    returned += 1;
+                }
+            }
+            assert_eq!(
+                returned, 0,
+                "round {round}: {returned} of {MESSAGES} mandatory publishes through n2 came back unroutable"
+            );
+            // Through n3 and the RAM node n4: the queue is there.
+            open[2]
+                .1
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: basic.get through n3: {e}"));
+            open[3]
+                .1
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: passive declare through n4: {e}"));
+        }
+    });
+}
+
+#[test]
+fn after_the_leader_is_killed_the_first_declaration_through_each_survivor_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = formed(dir.path());
+    let rt = runtime();
+    for round in 0..2 {
+        let mut lead = String::new();
+        eventually("the members agree on a leader", || {
+            let seen: Vec<Option<String>> = cluster.nodes.iter().map(leader).collect();
+            match seen.first() {
+                Some(Some(l)) if seen.iter().all(|s| s.as_deref() == Some(l)) => {
+                    lead = l.clone();
+                    true
+                }
+                _ => false,
+            }
+        });
+        let killed = NAMES.iter().position(|n| *n == lead).unwrap();
+        let survivors: Vec<usize> = (0..NAMES.len()).filter(|i| *i != killed).collect();
+        rt.block_on(async {
+            let mut open = Vec::new();
+            for i in &survivors {
+                open.push((*i, channel(&cluster.nodes[*i]).await));
+            }
+            cluster.nodes[killed].kill();
+            let killed_at = Instant::now();
+            for (i, (_connection, ch)) in &open {
+                let queue = format!("after-kill-{round}-{}", NAMES[*i]);
+                declare(ch, &queue).await.unwrap_or_else(|e| {
+                    panic!(
+                        "round {round}: the first declaration through {} after SIGKILL of the leader {lead} failed after {:?}: {e}",
+                        NAMES[*i],
+                        killed_at.elapsed()
+                    )
+                });
+                eprintln!(
+                    "round {round}: leader {lead} killed; first declaration through {} accepted after {:?}",
+                    NAMES[*i],
+                    killed_at.elapsed()
+                );
+            }
+        });
+        if round == 0 {
+            // The killed disk node comes back; the next round kills the next leader.
+            cluster.nodes[killed] = restart(dir.path(), &cluster, killed);
+            for node in &cluster.nodes {
+                eventually("every member sees four up again", || {
+                    health(node) == all_up(&NAMES)
+                });
+            }
+        }
+    }
+}
+
+/// Member `i` started again with its data dir, port and seeds.
+fn restart(dir: &Path, cluster: &Cluster, i: usize) -> NodeProcess {
+    let seeds: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, n)| n.addr.port())
+        .collect();
+    let role = if i == 3 { "ram" } else { "disk" };
+    NodeProcess::start_member(
+        &dir.join(NAMES[i]),
+        cluster.nodes[i].addr.port(),
+        NAMES[i],
+        &seeds,
+        role,
+    )
+}
+
+#[test]
+fn once_status_shows_every_member_up_each_of_them_takes_declarations() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = start(dir.path());
+        let rt = runtime();
+        rt.block_on(async {
+            let mut open = Vec::new();
+            for node in &cluster.nodes {
+                open.push(channel(node).await);
+            }
+            // The first moment status through n1 shows four up: no pause after it.
+            eventually("n1 shows four members up", || {
+                health(&cluster.nodes[0]) == all_up(&NAMES)
+            });
+            for (i, (_connection, ch)) in open.iter().enumerate() {
+                declare(ch, &format!("formed-{}", NAMES[i]))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "round {round}: declaration through {} right after status showed all up: {e}",
+                            NAMES[i]
+                        )
+                    });
+            }
+        });
+    }
+}

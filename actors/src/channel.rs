@@ -140,10 +140,9 @@ impl ChannelState {
         caught_up: bool,
     ) -> Routed<impl Future<Output = Vec<PublishOutcome>> + Send + 'static> {
         let mut results: Vec<Option<PublishOutcome>> = vec![None; batch.len()];
-        // In a cluster, until this node is known to be caught up: the batch so far, to
-        // give it back whole on a miss.
+        // In a cluster, until this node is known to be caught up, a miss gives the
+        // batch back whole.
         let may_be_behind = !caught_up && self.vhost.logged();
-        let mut so_far: Vec<(SharedMessage, bool)> = Vec::new();
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
@@ -159,16 +158,25 @@ impl ChannelState {
                 &mut routed,
             );
             if may_be_behind && (found.is_err() || routed.is_empty()) {
-                drop((shares, share_of));
-                let mut whole: Vec<(Message, bool)> = so_far
-                    .into_iter()
-                    .map(|(m, mandatory)| {
-                        (
+                // Every message before this one was routed (a miss before it would
+                // have come here), so each stands in at least one share.
+                let mut earlier: Vec<Option<SharedMessage>> = vec![None; i];
+                for (_, messages, indices) in shares {
+                    for (m, j) in messages.into_iter().zip(indices) {
+                        earlier[j].get_or_insert(m);
+                    }
+                }
+                let mut whole: Vec<(Message, bool)> = Vec::with_capacity(results.len());
+                for (j, m) in earlier.into_iter().enumerate() {
+                    if let Some(m) = m {
+                        // Routed and mandatory: marked unroutable until a queue takes it.
+                        let mandatory = results[j] == Some(PublishOutcome::Unroutable);
+                        whole.push((
                             Arc::try_unwrap(m).unwrap_or_else(|m| (*m).clone()),
                             mandatory,
-                        )
-                    })
-                    .collect();
+                        ));
+                    }
+                }
                 whole.push((message, mandatory));
                 whole.extend(batch.map(|(_, p)| p));
                 return Routed::Behind(whole);
@@ -191,9 +199,6 @@ impl ChannelState {
                 results[i] = Some(PublishOutcome::Unroutable);
             }
             let message: SharedMessage = Arc::new(message);
-            if may_be_behind {
-                so_far.push((message.clone(), mandatory));
-            }
             for queue in routed.iter() {
                 let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
                     shares.push((queue.clone(), Vec::new(), Vec::new()));

@@ -352,7 +352,9 @@ impl Actor for Replica {
                         let now = Instant::now();
                         state.expire_pending(now);
                         state.barrier.tick(now);
-                        if state.node.raft.leader_id == 0 {
+                        // Counted from when the node is in its group: a node still
+                        // joining has no leader to lose.
+                        if state.node.raft.leader_id == 0 && state.joined() {
                             state.leaderless_since.get_or_insert(now);
                         } else {
                             state.leaderless_since = None;

@@ -418,10 +418,13 @@ pub struct NodeInfo {
     pub address: String,
     /// `disk` or `ram`.
     pub role: String,
-    /// `up`, `suspect` or `down`.
+    /// `up`, `joining` (up, not in the metadata group yet), `suspect` or `down`.
     pub health: String,
     /// Leads the cluster's metadata.
     pub leader: bool,
+    /// The metadata group's term as the answering node knows it (Raft: at most one
+    /// leader per term).
+    pub term: u64,
     /// This is the node that answered.
     pub this_node: bool,
     /// How long the node has been running, in milliseconds; 0 for a member that is

@@ -183,15 +183,15 @@ impl Admin {
             .status()
             .await
             .map_err(membership_error)?;
-        let leader = self.replica().status().await.ok().and_then(|s| s.leader);
-        // Up, but not in the metadata group yet (as far as this node has applied):
-        // joining.
-        let group = self.replica().members().await.unwrap_or_default();
+        let group = self.replica().group().await.unwrap_or_default();
         Ok(members
             .into_iter()
             .map(|m| NodeInfo {
-                leader: leader.as_deref() == Some(m.name.as_str()),
-                health: if m.health == Health::Up && !group.contains(&m.name) {
+                leader: group.leader.as_deref() == Some(m.name.as_str()),
+                term: group.term,
+                // Up, but not in the metadata group yet (as far as this node has
+                // applied): joining.
+                health: if m.health == Health::Up && !group.members.contains(&m.name) {
                     "joining".to_string()
                 } else {
                     m.health.as_str().to_string()

@@ -58,6 +58,37 @@ impl NodeProcess {
     pub fn start_with(data_dir: &Path, port: u16, args: &[&str]) -> NodeProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let amqp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        NodeProcess::spawn(None, addr, amqp_addr, data_dir, args)
+    }
+
+    /// A cluster member inside network namespace `netns`, listening on `ip` (an
+    /// address that exists only there): its name, its seeds, its role.
+    pub fn start_in_netns(
+        netns: &str,
+        ip: std::net::Ipv4Addr,
+        data_dir: &Path,
+        name: &str,
+        seeds: &[SocketAddr],
+        role: &str,
+    ) -> NodeProcess {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        let seeds = seeds.join(",");
+        NodeProcess::spawn(
+            Some(netns),
+            (ip, 4370).into(),
+            (ip, 5672).into(),
+            data_dir,
+            &["--name", name, "--seeds", &seeds, "--role", role],
+        )
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        addr: SocketAddr,
+        amqp_addr: SocketAddr,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> NodeProcess {
         let cookie = data_dir.join("cookie");
         if !cookie.exists() {
             std::fs::create_dir_all(data_dir).expect("data dir");
@@ -69,7 +100,18 @@ impl NodeProcess {
             .append(true)
             .open(data_dir.with_extension("log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        let binary = env!("CARGO_BIN_EXE_warren");
+        // `ip netns exec` enters the namespace and then runs the node in its place
+        // (the same process: killing it kills the node).
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, binary]);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["node", "--log", "warn"])
             .args(args)
             .arg("--data-dir")
@@ -136,20 +178,25 @@ impl NodeProcess {
 
     /// The CLI against this node: (exit success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(args)
-            .arg("--node")
-            .arg(self.addr.to_string())
-            .arg("--cookie-file")
-            .arg(self.cookie_file())
-            .output()
-            .expect("warren runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli_at(self.addr, &self.cookie_file(), args)
     }
+}
+
+/// The CLI against the node at `addr`: (exit success, stdout, stderr).
+pub fn cli_at(addr: SocketAddr, cookie_file: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .arg("--node")
+        .arg(addr.to_string())
+        .arg("--cookie-file")
+        .arg(cookie_file)
+        .output()
+        .expect("warren runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl Drop for NodeProcess {

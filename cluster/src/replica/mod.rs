@@ -104,6 +104,18 @@ pub struct ReplicaStatus {
     pub base_voters: Vec<u64>,
 }
 
+/// The metadata group as one node knows it (`cluster status`).
+#[derive(Clone, Debug, Default)]
+pub struct GroupView {
+    /// The names of its members (voters and learners): a node that is up but not
+    /// among them is still joining.
+    pub members: Vec<String>,
+    /// The current term.
+    pub term: u64,
+    /// The leader in that term, when this node knows one.
+    pub leader: Option<String>,
+}
+
 /// Node-internal requests.
 pub enum LocalReplica {
     /// Time passed: Raft's tick, expiry of proposals not committed in time, and a
@@ -116,8 +128,8 @@ pub enum LocalReplica {
     CatchUp(oneshot::Sender<()>),
     /// What the replica says of itself.
     Status(oneshot::Sender<ReplicaStatus>),
-    /// The names of the group's members (voters and learners) as this node knows them.
-    Members(oneshot::Sender<Vec<String>>),
+    /// The group as this node knows it.
+    Group(oneshot::Sender<GroupView>),
     /// What a discovery round found: each up peer's status.
     Discovered(Vec<ReplicaStatus>),
     /// A join request was accepted by a member.
@@ -369,8 +381,12 @@ impl Actor for Replica {
                     LocalReplica::Status(reply) => {
                         let _ = reply.send(state.status());
                     }
-                    LocalReplica::Members(reply) => {
-                        let _ = reply.send(state.member_names());
+                    LocalReplica::Group(reply) => {
+                        let _ = reply.send(GroupView {
+                            members: state.member_names(),
+                            term: state.node.raft.term,
+                            leader: state.leader(),
+                        });
                     }
                     LocalReplica::Discovered(peers) => {
                         state.discovering = false;
@@ -930,12 +946,9 @@ impl ReplicaHandle {
         self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
     }
 
-    /// The names of the metadata group's members as this node knows them: a node that
-    /// is up but not among them is still joining.
-    pub async fn members(&self) -> Result<Vec<String>, BrokerError> {
-        self.ask(LocalReplica::Members)?
-            .await
-            .map_err(|_| stopped())
+    /// The metadata group as this node knows it.
+    pub async fn group(&self) -> Result<GroupView, BrokerError> {
+        self.ask(LocalReplica::Group)?.await.map_err(|_| stopped())
     }
 
     /// Removes a member from the metadata group (leave, forget).

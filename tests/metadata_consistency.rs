@@ -306,3 +306,98 @@ fn once_status_shows_every_member_up_each_of_them_takes_declarations() {
         });
     }
 }
+
+#[test]
+fn a_dead_letter_target_bound_through_one_node_takes_what_another_dead_letters_at_once() {
+    use lapin::options::{BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions};
+    use lapin::types::AMQPValue;
+    use lapin::ExchangeKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = formed(dir.path());
+    let rt = runtime();
+    rt.block_on(async {
+        let (_c1, n1) = channel(&cluster.nodes[0]).await;
+        let (_c2, n2) = channel(&cluster.nodes[1]).await;
+        for round in 0..10 {
+            let (dlx, source, dead) = (
+                format!("dlx-{round}"),
+                format!("source-{round}"),
+                format!("dead-{round}"),
+            );
+            // The source queue lives on n2 and dead-letters to an exchange that does
+            // not exist yet.
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(dlx.as_str().into()),
+            );
+            n2.queue_declare(
+                source.as_str().into(),
+                QueueDeclareOptions::default(),
+                arguments,
+            )
+            .await
+            .expect("source queue through n2");
+            n2.basic_publish(
+                "".into(),
+                source.as_str().into(),
+                BasicPublishOptions::default(),
+                b"to be dead-lettered",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+            // Through n1: the exchange, its queue and the binding ...
+            n1.exchange_declare(
+                dlx.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange through n1");
+            declare(&n1, &dead)
+                .await
+                .expect("dead-letter queue through n1");
+            n1.queue_bind(
+                dead.as_str().into(),
+                dlx.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind through n1");
+            // ... then at once, through n2, the message is rejected: n2 dead-letters it.
+            let got = loop {
+                if let Some(m) = n2
+                    .basic_get(source.as_str().into(), BasicGetOptions::default())
+                    .await
+                    .expect("basic.get through n2")
+                {
+                    break m;
+                }
+            };
+            got.reject(BasicRejectOptions { requeue: false })
+                .await
+                .expect("reject");
+            // It is in the dead-letter queue (read through n1, where it lives).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let m = n1
+                    .basic_get(dead.as_str().into(), BasicGetOptions::default())
+                    .await
+                    .expect("basic.get through n1");
+                if m.is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: the dead-lettered message never reached '{dead}'"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+}

@@ -401,3 +401,71 @@ fn a_dead_letter_target_bound_through_one_node_takes_what_another_dead_letters_a
         }
     });
 }
+
+#[test]
+fn a_batch_naming_a_queue_declared_through_another_node_a_moment_ago_arrives_whole_and_in_order() {
+    use common::raw_amqp::{open_channel, publish_frames_with};
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = formed(dir.path());
+    let rt = runtime();
+    const ROUNDS: usize = 10;
+    let (_connection, n1) = rt.block_on(channel(&cluster.nodes[0]));
+    rt.block_on(declare(&n1, "steady"))
+        .expect("declare through n1");
+    let mut publisher = open_channel(&cluster.nodes[1]);
+    for round in 0..ROUNDS {
+        let late = format!("late-{round}");
+        rt.block_on(declare(&n1, &late))
+            .expect("declare through n1");
+        // One write, so that n2 routes the three as one batch: the middle one names
+        // the queue n1 has just declared.
+        let mut frames = publish_frames_with("steady", format!("{round}:a").as_bytes(), true);
+        frames.extend(publish_frames_with(
+            &late,
+            format!("{round}:b").as_bytes(),
+            true,
+        ));
+        frames.extend(publish_frames_with(
+            "steady",
+            format!("{round}:c").as_bytes(),
+            true,
+        ));
+        publisher.write_all(&frames).expect("publish through n2");
+    }
+    rt.block_on(async {
+        let get = |queue: String| {
+            let n1 = n1.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Some(m) = n1
+                        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                        .await
+                        .expect("basic.get through n1")
+                    {
+                        return String::from_utf8_lossy(&m.delivery.data).into_owned();
+                    }
+                    assert!(Instant::now() < deadline, "nothing more in '{queue}'");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut steady = Vec::new();
+        for _ in 0..ROUNDS * 2 {
+            steady.push(get("steady".to_string()).await);
+        }
+        let expected: Vec<String> = (0..ROUNDS)
+            .flat_map(|r| [format!("{r}:a"), format!("{r}:c")])
+            .collect();
+        assert_eq!(steady, expected, "'steady' in the order n2 took them");
+        for round in 0..ROUNDS {
+            assert_eq!(
+                get(format!("late-{round}")).await,
+                format!("{round}:b"),
+                "round {round}: the message for the queue declared a moment before"
+            );
+        }
+    });
+}

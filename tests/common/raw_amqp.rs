@@ -111,10 +111,15 @@ pub fn open_channel(node: &NodeProcess) -> TcpStream {
 /// basic.publish of `body` to the default exchange with routing key `queue`: method,
 /// header (no properties), body.
 pub fn publish_frames(queue: &str, body: &[u8]) -> Vec<u8> {
+    publish_frames_with(queue, body, false)
+}
+
+/// [`publish_frames`], `mandatory` or not.
+pub fn publish_frames_with(queue: &str, body: &[u8], mandatory: bool) -> Vec<u8> {
     let mut publish = 0u16.to_be_bytes().to_vec();
     publish.extend(short_str(""));
     publish.extend(short_str(queue));
-    publish.push(0);
+    publish.push(u8::from(mandatory));
     let mut header = 60u16.to_be_bytes().to_vec();
     header.extend(0u16.to_be_bytes());
     header.extend((body.len() as u64).to_be_bytes());

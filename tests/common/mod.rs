@@ -20,12 +20,20 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
 }
 
-/// A port that was free a moment ago on loopback.
+/// A port that was free a moment ago on loopback, below the kernel's ephemeral range
+/// (32768 and up): a port the kernel hands out for port 0 may be taken, before the node
+/// binds it, as the local port of some process's outgoing connection.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let draw = RandomState::new().hash_one(DRAWN.fetch_add(1, Ordering::Relaxed));
+        let port = 10_000 + (draw % 22_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The cookie every test node gets: a test process talks to all its nodes through one

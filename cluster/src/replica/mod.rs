@@ -714,12 +714,21 @@ impl ReplicaState {
     /// longer than an election takes (a node still joining waits to join).
     fn catch_up(&mut self, ready: oneshot::Sender<()>) {
         let now = Instant::now();
-        if self.alone(now) {
+        if self.alone(now) || self.sole_voter_caught_up() {
             let _ = ready.send(());
             return;
         }
         self.barrier.wait(ready, now + CATCH_UP_WAIT);
         self.hand_over(now);
+    }
+
+    /// The group's only voter, which has applied everything it committed: nobody else
+    /// can have committed anything (a single node, or RAM nodes only besides it).
+    fn sole_voter_caught_up(&self) -> bool {
+        let raft = &self.node.raft;
+        raft.state == raft::StateRole::Leader
+            && raft.prs().conf().voters().ids().iter().eq([self.id])
+            && self.record.applied >= raft.raft_log.committed
     }
 
     /// A member of the group without a leader for longer than an election takes: on

@@ -5,27 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, free_port, leader, NodeProcess};
-
-/// (name, state) of every member, as `node` sees them.
-fn members(node: &NodeProcess) -> Vec<(String, String)> {
-    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
-    if !ok {
-        return Vec::new();
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    let mut members: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or_default().to_string(),
-                r["health"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    members.sort();
-    members
-}
+use common::{eventually, free_port, leader, members, NodeProcess};
 
 fn states(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

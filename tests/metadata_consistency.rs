@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, leader, NodeProcess};
+use common::{eventually, free_port, leader, members, NodeProcess};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
@@ -38,26 +38,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// (name, health) of every member as `node` sees them, sorted.
-fn health(node: &NodeProcess) -> Vec<(String, String)> {
-    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
-    if !ok {
-        return Vec::new();
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    let mut rows: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap_or_default().to_string(),
-                r["health"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
 }
 
 fn all_up(names: &[&str]) -> Vec<(String, String)> {
@@ -87,7 +67,7 @@ fn formed(dir: &Path) -> Cluster {
     let cluster = start(dir);
     for node in &cluster.nodes {
         eventually("every member sees four up", || {
-            health(node) == all_up(&NAMES)
+            members(node) == all_up(&NAMES)
         });
     }
     cluster
@@ -252,7 +232,7 @@ fn after_the_leader_is_killed_the_first_declaration_through_each_survivor_succee
             cluster.nodes[killed] = restart(dir.path(), &cluster, killed);
             for node in &cluster.nodes {
                 eventually("every member sees four up again", || {
-                    health(node) == all_up(&NAMES)
+                    members(node) == all_up(&NAMES)
                 });
             }
         }
@@ -291,7 +271,7 @@ fn once_status_shows_every_member_up_each_of_them_takes_declarations() {
             }
             // The first moment status through n1 shows four up: no pause after it.
             eventually("n1 shows four members up", || {
-                health(&cluster.nodes[0]) == all_up(&NAMES)
+                members(&cluster.nodes[0]) == all_up(&NAMES)
             });
             for (i, (_connection, ch)) in open.iter().enumerate() {
                 declare(ch, &format!("formed-{}", NAMES[i]))

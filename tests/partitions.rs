@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{cli_at, eventually, NodeProcess};
+use common::{cli_at, eventually, members, status_rows, NodeProcess};
 
 const NAMES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 const ROLES: [&str; 4] = ["disk", "disk", "disk", "ram"];
@@ -297,19 +297,14 @@ fn cluster(test: &str) -> Option<Cluster> {
         _dir: dir,
     };
     for node in &cluster.nodes {
-        eventually("every member sees four up", || health(node) == all_up());
+        eventually("every member sees four up", || members(node) == all_up());
     }
     Some(cluster)
 }
 
 /// (name, health, leader) of every member as `node` sees them, sorted by name.
 fn status(node: &NodeProcess) -> Vec<(String, String, bool)> {
-    let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
-    if !ok {
-        return Vec::new();
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    let mut rows: Vec<(String, String, bool)> = rows
+    let mut rows: Vec<(String, String, bool)> = status_rows(node)
         .iter()
         .map(|r| {
             (
@@ -321,10 +316,6 @@ fn status(node: &NodeProcess) -> Vec<(String, String, bool)> {
         .collect();
     rows.sort();
     rows
-}
-
-fn health(node: &NodeProcess) -> Vec<(String, String)> {
-    status(node).into_iter().map(|(n, h, _)| (n, h)).collect()
 }
 
 fn all_up() -> Vec<(String, String)> {
@@ -382,7 +373,7 @@ fn heal_all(c: &Cluster) {
 /// lists the same queues, which include `expected`.
 fn converged(c: &Cluster, expected: &BTreeSet<String>) {
     for node in &c.nodes {
-        eventually("every member up again", || health(node) == all_up());
+        eventually("every member up again", || members(node) == all_up());
     }
     eventually("every node names the same leader", || {
         let seen: Vec<Option<usize>> = c.nodes.iter().map(leader_of).collect();

@@ -223,14 +223,34 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// The metadata leader as `node` sees it (`warren cluster status`), if it knows one.
-pub fn leader(node: &NodeProcess) -> Option<String> {
+/// The rows of `warren cluster status --json` through `node` (none if it fails).
+pub fn status_rows(node: &NodeProcess) -> Vec<serde_json::Value> {
     let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);
     if !ok {
-        return None;
+        return Vec::new();
     }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    rows.iter()
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// (name, health) of every member as `node` sees them, sorted by name.
+pub fn members(node: &NodeProcess) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = status_rows(node)
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["health"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The metadata leader as `node` sees it (`warren cluster status`), if it knows one.
+pub fn leader(node: &NodeProcess) -> Option<String> {
+    status_rows(node)
+        .iter()
         .find(|r| r["leader"].as_bool() == Some(true))
         .and_then(|r| r["name"].as_str().map(str::to_string))
 }

@@ -51,7 +51,7 @@ use barrier::Barrier;
 use proposals::{Proposals, Recent};
 
 /// How often Raft ticks. Elections after 10 silent ticks, heartbeats every 2.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 /// How long a fresh disk node looks for a cluster before starting its own.
@@ -207,7 +207,8 @@ pub struct ReplicaState {
     seen_leader: (u64, u64),
 }
 
-fn raft_config(id: u64, applied: u64) -> Config {
+/// The Raft configuration of every metadata replica (the simulation runs the same).
+pub(crate) fn raft_config(id: u64, applied: u64) -> Config {
     Config {
         id,
         election_tick: ELECTION_TICKS,

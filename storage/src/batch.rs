@@ -77,6 +77,21 @@ pub enum Op {
         /// The first index removed.
         from: u64,
     },
+    /// Remove the entries of a replication log before `before` (a snapshot stands
+    /// for them); the group's state record (index 0) stays.
+    CompactLog {
+        /// The Raft group whose log is compacted; other groups are untouched.
+        group: u64,
+        /// The first index kept.
+        before: u64,
+    },
+    /// Store (replace) the latest snapshot of a replication log.
+    PutLogSnapshot {
+        /// The Raft group.
+        group: u64,
+        /// The encoded snapshot, opaque to the store.
+        snapshot: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -90,7 +105,8 @@ impl Op {
             Op::UpdateIndex { index, .. } => 16 + index.len(),
             Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 16,
             Op::PutLogRecord { record, .. } => 16 + record.len(),
-            Op::TruncateLog { .. } => 16,
+            Op::TruncateLog { .. } | Op::CompactLog { .. } => 16,
+            Op::PutLogSnapshot { snapshot, .. } => 8 + snapshot.len(),
         }
     }
 
@@ -103,7 +119,11 @@ impl Op {
             Op::PutMessage { index, body, .. } => index.len().max(body.len()),
             Op::UpdateIndex { index, .. } => index.len(),
             Op::PutLogRecord { record, .. } => record.len(),
-            Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } | Op::TruncateLog { .. } => 0,
+            Op::PutLogSnapshot { snapshot, .. } => snapshot.len(),
+            Op::DeleteMessage { .. }
+            | Op::DeleteQueueMessages { .. }
+            | Op::TruncateLog { .. }
+            | Op::CompactLog { .. } => 0,
         }
     }
 }

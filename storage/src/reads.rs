@@ -11,7 +11,9 @@ use std::path::Path;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableError};
 
 use crate::error::ReadError;
-use crate::tables::{owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG};
+use crate::tables::{
+    owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+};
 
 /// Maps a redb error to a [`ReadError`] naming the table.
 struct ReadContext<'a> {
@@ -192,4 +194,23 @@ pub(crate) fn log_records(
         records.push((key.value().1, value.value().to_vec()));
     }
     Ok(records)
+}
+
+/// The latest snapshot of replication log `group`, if one was stored.
+pub(crate) fn log_snapshot(
+    txn: &ReadTransaction,
+    path: &Path,
+    group: u64,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "replication.snapshot",
+    };
+    let table = match txn.open_table(REPLICATION_SNAPSHOT) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let value = table.get(group).map_err(|err| cx.storage(err))?;
+    Ok(value.map(|v| v.value().to_vec()))
 }

@@ -144,6 +144,13 @@ impl Store {
         reads::log_records(&txn, self.path(), group)
     }
 
+    /// The latest snapshot of replication log `group` (see
+    /// [`Op::PutLogSnapshot`](crate::Op::PutLogSnapshot)), if one was stored.
+    pub fn read_log_snapshot(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let txn = self.begin_read("replication.snapshot")?;
+        reads::log_snapshot(&txn, self.path(), group)
+    }
+
     /// A fresh id, unique in this file forever (queue ids). Never 0.
     ///
     /// The counter is persisted by the writer in the same transaction as any
@@ -398,6 +405,49 @@ mod tests {
         assert_eq!(log[2].1, vec![2; 3]);
         assert_eq!(store.read_log(1).expect("read").len(), 1);
         assert!(store.read_log(7).expect("read").is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_record_and_the_tail_and_snapshots_replace() {
+        let (store, _) = flaky_store();
+        let record = |group, index| Op::PutLogRecord {
+            group,
+            index,
+            record: vec![index as u8; 3],
+        };
+        let ops = (0..10)
+            .map(|i| record(0, i))
+            .chain([record(1, 2)])
+            .collect();
+        store.submit(Batch::durable(ops)).wait().expect("commit");
+        assert_eq!(store.read_log_snapshot(0).expect("read"), None);
+        let snapshot = |bytes: &[u8]| Op::PutLogSnapshot {
+            group: 0,
+            snapshot: bytes.to_vec(),
+        };
+        let compact = Op::CompactLog {
+            group: 0,
+            before: 7,
+        };
+        store
+            .submit(Batch::durable(vec![snapshot(b"first"), compact]))
+            .wait()
+            .expect("commit");
+        store
+            .submit(Batch::durable(vec![snapshot(b"second")]))
+            .wait()
+            .expect("commit");
+        let log = store.read_log(0).expect("read");
+        assert_eq!(
+            log.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 7, 8, 9]
+        );
+        assert_eq!(store.read_log(1).expect("read").len(), 1);
+        assert_eq!(
+            store.read_log_snapshot(0).expect("read").as_deref(),
+            Some(&b"second"[..])
+        );
+        assert_eq!(store.read_log_snapshot(1).expect("read"), None);
     }
 
     #[test]

@@ -55,6 +55,11 @@ pub(crate) const CONSUMER_OFFSETS: TableDefinition<&str, u64> =
 pub(crate) const REPLICATION_LOG: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("replication.log");
 
+/// `replication.snapshot`: `raft group -> snapshot`: the latest snapshot of each
+/// Raft group, which stands for the log entries compacted behind it.
+pub(crate) const REPLICATION_SNAPSHOT: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("replication.snapshot");
+
 /// The metadata tables, one per kind of broker object, each `string key ->
 /// encoded value`. The caller builds the key (e.g. `"/\u{0}orders"` for queue
 /// `orders` in vhost `/`), so that related keys sort together.
@@ -139,7 +144,11 @@ mod tests {
     fn table_names_are_distinct() {
         let mut names: Vec<&str> = MetaTable::ALL.iter().map(|t| t.table_name()).collect();
         names.extend(["format", "queue.index", "queue.body", "partition.log"]);
-        names.extend(["consumer.offsets", "replication.log"]);
+        names.extend([
+            "consumer.offsets",
+            "replication.log",
+            "replication.snapshot",
+        ]);
         let count = names.len();
         names.sort_unstable();
         names.dedup();

@@ -52,6 +52,7 @@ use crate::options::StoreOptions;
 use crate::shared::Shared;
 use crate::tables::{
     owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+    REPLICATION_SNAPSHOT,
 };
 
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
@@ -478,6 +479,18 @@ impl<'t> GroupTables<'t> {
                 self.txn
                     .open_table(REPLICATION_LOG)?
                     .retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
+            }
+            Op::CompactLog { group, before } => {
+                if *before > 1 {
+                    self.txn
+                        .open_table(REPLICATION_LOG)?
+                        .retain_in((*group, 1)..(*group, *before), |_, _| false)?;
+                }
+            }
+            Op::PutLogSnapshot { group, snapshot } => {
+                self.txn
+                    .open_table(REPLICATION_SNAPSHOT)?
+                    .insert(*group, snapshot.as_slice())?;
             }
         }
         Ok(())

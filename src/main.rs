@@ -89,6 +89,9 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
         config.disk_free_limit =
             warren::node::config::parse_disk_free_limit(v).map_err(|e| e.to_string())?;
     }
+    if let Some(v) = args.metadata_snapshot_every {
+        config.metadata_snapshot_every = v;
+    }
     if let Some(v) = &args.role {
         config.role = warren::node::config::parse_role(v).map_err(|e| e.to_string())?;
     }

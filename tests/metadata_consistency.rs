@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, leader, members, NodeProcess};
+use common::{eventually, eventually_or, free_port, leader, members, NodeProcess};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
@@ -231,8 +231,22 @@ fn after_the_leader_is_killed_the_first_declaration_through_each_survivor_succee
             // The killed disk node comes back; the next round kills the next leader.
             cluster.nodes[killed] = restart(dir.path(), &cluster, killed);
             for node in &cluster.nodes {
-                eventually("every member sees four up again", || {
-                    members(node) == all_up(&NAMES)
+                eventually_or("every member sees four up again", || {
+                    let seen = members(node);
+                    if seen == all_up(&NAMES) {
+                        Ok(())
+                    } else {
+                        let views: Vec<String> = cluster
+                            .nodes
+                            .iter()
+                            .map(|n| format!("{:?}", common::status_rows(n)))
+                            .collect();
+                        Err(format!(
+                            "{} sees {seen:?}; every member's view:\n{}",
+                            node.addr,
+                            views.join("\n")
+                        ))
+                    }
                 });
             }
         }

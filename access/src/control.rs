@@ -252,6 +252,12 @@ impl AccessControl {
             .collect()
     }
 
+    /// Every user's complete record (credentials included), by name: what a
+    /// snapshot of the metadata carries.
+    pub fn user_records(&self) -> Vec<User> {
+        self.read().users.values().cloned().collect()
+    }
+
     /// Every user's permissions, by user and vhost.
     pub fn list_permissions(&self) -> Vec<Permission> {
         self.read()

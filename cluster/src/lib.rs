@@ -14,6 +14,8 @@
 //! - [`metadata`]: the metadata log's command ([`metadata::MetaCommand`]: changes of
 //!   users, permissions, vhosts, exchanges, queues and bindings, in the encoding the
 //!   logs on disk hold) and who applies it on a node.
+//! - [`image`]: the metadata as a whole (what a snapshot carries) and how a node
+//!   turns its state into an image's.
 //! - [`raft_log`]: the metadata Raft log in redb.
 //! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
 //!   forms or joins the group, replicates metadata commands and applies them; the
@@ -27,6 +29,7 @@
 
 pub mod connect;
 pub mod cookie;
+pub mod image;
 pub mod members;
 pub mod membership;
 pub mod metadata;

@@ -217,6 +217,10 @@ impl MetaCommand {
 pub trait MetadataApplier: Send + Sync + 'static {
     /// Applies one command; the result goes back to whoever proposed it on this node.
     fn apply(&self, command: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// The whole replicated metadata as this node has applied it, as the commands
+    /// that build it (see [`crate::image`]): what a snapshot of the log carries.
+    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>>;
 }
 
 #[cfg(test)]

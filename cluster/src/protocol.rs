@@ -430,6 +430,23 @@ pub struct NodeInfo {
     /// How long the node has been running, in milliseconds; 0 for a member that is
     /// down or not heard from yet.
     pub uptime_ms: u64,
+    /// The answering node's metadata log (on its own row only).
+    pub metadata_log: Option<MetadataLog>,
+}
+
+/// A node's metadata log: how far it has applied and what it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataLog {
+    /// The last entry applied to this node's broker state.
+    pub applied: u64,
+    /// The last entry known committed.
+    pub committed: u64,
+    /// The first entry held (the ones before are compacted behind the snapshot).
+    pub first: u64,
+    /// The last entry held.
+    pub last: u64,
+    /// The index of the latest snapshot (0: none yet).
+    pub snapshot: u64,
 }
 
 /// One message to publish.

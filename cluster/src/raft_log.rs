@@ -3,12 +3,15 @@
 //! Group 0 of the `replication.log` table holds the metadata log: index 0 is a
 //! [`RaftRecord`] (hard state, members, the last applied index and who is who), the
 //! indices from 1 are the entries, each a protobuf-encoded `eraftpb::Entry` (Raft's own
-//! format, so the log reads back exactly as Raft wrote it).
+//! format, so the log reads back exactly as Raft wrote it). Group 0 of the
+//! `replication.snapshot` table holds the latest snapshot (an `eraftpb::Snapshot`);
+//! the entries it stands for are removed in the transaction that stores it, but for
+//! a tail kept for followers a little behind.
 
 use std::collections::BTreeMap;
 
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use serde::{Deserialize, Serialize};
 use warren_storage::{Batch, Op, Store};
 
@@ -51,8 +54,10 @@ pub struct Loaded {
     pub hard_state: HardState,
     /// The record's members, decoded.
     pub conf_state: ConfState,
-    /// The entries from index 1, in order.
+    /// The entries kept (after the compaction point), in order.
     pub entries: Vec<Entry>,
+    /// The latest snapshot, if one was taken or received.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// Why the stored log could not be read.
@@ -89,11 +94,18 @@ pub fn load(store: &Store) -> Result<Loaded, LogError> {
         ConfState::parse_from_bytes(&record.conf_state)
             .map_err(|e| LogError(format!("its members: {e}")))?
     };
+    let snapshot = store
+        .read_log_snapshot(METADATA_GROUP)
+        .map_err(|e| LogError(e.to_string()))?
+        .map(|bytes| Snapshot::parse_from_bytes(&bytes))
+        .transpose()
+        .map_err(|e| LogError(format!("its snapshot: {e}")))?;
     Ok(Loaded {
         record,
         hard_state,
         conf_state,
         entries,
+        snapshot,
     })
 }
 
@@ -112,6 +124,36 @@ pub fn append_ops(entries: &[Entry]) -> Vec<Op> {
         record: e.write_to_bytes().unwrap_or_default(),
     }));
     ops
+}
+
+/// The ops that store `snapshot` and drop the entries before `keep_from` (a
+/// snapshot this node took).
+pub fn compact_ops(snapshot: &Snapshot, keep_from: u64) -> Vec<Op> {
+    vec![
+        Op::PutLogSnapshot {
+            group: METADATA_GROUP,
+            snapshot: snapshot.write_to_bytes().unwrap_or_default(),
+        },
+        Op::CompactLog {
+            group: METADATA_GROUP,
+            before: keep_from,
+        },
+    ]
+}
+
+/// The ops that store `snapshot` in place of the whole log (a snapshot from the
+/// leader).
+pub fn install_ops(snapshot: &Snapshot) -> Vec<Op> {
+    vec![
+        Op::PutLogSnapshot {
+            group: METADATA_GROUP,
+            snapshot: snapshot.write_to_bytes().unwrap_or_default(),
+        },
+        Op::TruncateLog {
+            group: METADATA_GROUP,
+            from: 1,
+        },
+    ]
 }
 
 /// The op that stores the state record.
@@ -183,5 +225,25 @@ mod tests {
         assert_eq!(loaded.hard_state.term, 3);
         assert_eq!(loaded.record.applied, 2);
         assert_eq!(loaded.record.names[&raft_id("n1")], "n1");
+        assert!(loaded.snapshot.is_none());
+        // A snapshot at 2 compacts entry 1 and reads back with the tail.
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 2;
+        snap.mut_metadata().term = 1;
+        snap.data = vec![9].into();
+        write(&store, compact_ops(&snap, 2), true).await.unwrap();
+        let loaded = load(&store).unwrap();
+        assert_eq!(
+            loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 2);
+        // A snapshot from the leader replaces the whole log.
+        snap.mut_metadata().index = 10;
+        write(&store, install_ops(&snap), true).await.unwrap();
+        let loaded = load(&store).unwrap();
+        assert!(loaded.entries.is_empty());
+        assert_eq!(loaded.record.applied, 2, "the state record stays");
+        assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 10);
     }
 }

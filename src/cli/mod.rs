@@ -130,6 +130,10 @@ pub struct NodeArgs {
     /// Free disk space below which publishers are blocked (default 50MB).
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", value_name = "SIZE")]
     pub disk_free_limit: Option<String>,
+    /// Metadata log entries applied between two snapshots; the log is compacted
+    /// behind each (default 8192).
+    #[arg(long, env = "WARREN_METADATA_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub metadata_snapshot_every: Option<u64>,
     /// A TOML config file; flags override it.
     #[arg(long, env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,

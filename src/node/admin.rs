@@ -199,6 +199,7 @@ impl Admin {
                 name: m.name,
                 address: m.address,
                 role: m.role.to_string(),
+                metadata_log: m.this_node.then(|| group.log.clone()),
                 this_node: m.this_node,
                 uptime_ms: m.uptime_ms,
             })

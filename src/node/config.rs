@@ -12,6 +12,7 @@
 //! role = "disk"                      # or "ram"
 //! memory_high_watermark = "0.4"      # of RAM, or a size: "2GiB"
 //! disk_free_limit = "50MB"
+//! metadata_snapshot_every = 8192    # metadata log entries between snapshots
 //! ```
 
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct NodeConfig {
     pub memory_high_watermark: MemoryLimit,
     /// Free disk space (of the data directory) below which publishers are blocked.
     pub disk_free_limit: u64,
+    /// Metadata log entries applied between two snapshots (the log is compacted
+    /// behind each).
+    pub metadata_snapshot_every: u64,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +72,7 @@ impl Default for NodeConfig {
             role: Role::Disk,
             memory_high_watermark: MemoryLimit::DEFAULT,
             disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
+            metadata_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct ConfigFile {
     pub role: Option<String>,
     pub memory_high_watermark: Option<String>,
     pub disk_free_limit: Option<String>,
+    pub metadata_snapshot_every: Option<u64>,
 }
 
 /// Why a config file was not usable.
@@ -121,6 +127,8 @@ pub enum ConfigError {
     AmqpListen(String),
     #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
     CacheSize(u32),
+    #[error("metadata_snapshot_every = {0} is not valid: give 16 to 10000000 (log entries)")]
+    SnapshotEvery(u64),
     #[error("{0}")]
     Role(String),
     #[error("{0}")]
@@ -199,6 +207,9 @@ impl NodeConfig {
         if let Some(v) = file.disk_free_limit {
             self.disk_free_limit = parse_disk_free_limit(&v)?;
         }
+        if let Some(v) = file.metadata_snapshot_every {
+            self.metadata_snapshot_every = v;
+        }
         Ok(())
     }
 
@@ -231,6 +242,9 @@ impl NodeConfig {
         }
         if !(1..=65536).contains(&self.storage_cache_mib) {
             return Err(ConfigError::CacheSize(self.storage_cache_mib));
+        }
+        if !(16..=10_000_000).contains(&self.metadata_snapshot_every) {
+            return Err(ConfigError::SnapshotEvery(self.metadata_snapshot_every));
         }
         for seed in &self.seeds {
             let ok = seed

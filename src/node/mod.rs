@@ -204,11 +204,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             access: access.clone(),
             vhosts: vhosts.clone(),
         });
-        let (name, role, store, has_seeds) = (
+        let (name, role, store, has_seeds, snapshot_every) = (
             config.name.clone(),
             config.role,
             store.clone(),
             !config.seeds.is_empty(),
+            config.metadata_snapshot_every,
         );
         ChildSpec::for_actor(
             replica_name(&config.name),
@@ -223,6 +224,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                         store: store.clone(),
                         applier: applier.clone(),
                         has_seeds,
+                        snapshot_every,
                     },
                 )
             },
@@ -372,6 +374,64 @@ impl MetadataApplier for NodeApplier {
                 }
                 MetaChange::Broker(change) => self.vhosts.apply(change).await,
             }
+        })
+    }
+
+    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
+        Box::pin(async move {
+            let mut image: Vec<MetaCommand> = self
+                .vhosts
+                .list()
+                .into_iter()
+                .map(MetaCommand::AddVhost)
+                .collect();
+            image.extend(
+                self.access
+                    .user_records()
+                    .into_iter()
+                    .map(MetaCommand::AddUser),
+            );
+            image.extend(
+                self.access
+                    .list_permissions()
+                    .into_iter()
+                    .map(MetaCommand::SetPermissions),
+            );
+            for vhost in self.vhosts.all() {
+                let name = vhost.name().to_string();
+                // The built-in exchanges and the default exchange's implicit
+                // bindings come with every vhost.
+                image.extend(
+                    vhost
+                        .list_exchanges()
+                        .into_iter()
+                        .filter(|def| !def.name.is_empty() && !def.name.starts_with("amq."))
+                        .map(|def| MetaCommand::DeclareExchange {
+                            vhost: name.clone(),
+                            def,
+                        }),
+                );
+                image.extend(
+                    vhost
+                        .queue_defs()
+                        .into_iter()
+                        .map(|def| MetaCommand::DeclareQueue {
+                            vhost: name.clone(),
+                            def,
+                        }),
+                );
+                image.extend(
+                    vhost
+                        .list_bindings()
+                        .into_iter()
+                        .filter(|b| !b.source.is_empty())
+                        .map(|binding| MetaCommand::Bind {
+                            vhost: name.clone(),
+                            binding,
+                        }),
+                );
+            }
+            image
         })
     }
 }

@@ -163,6 +163,20 @@ pub fn nodes(nodes: &[NodeInfo]) -> String {
             if n.this_node { "  (this node)" } else { "" }
         );
     }
+    if let Some(log) = nodes.iter().find_map(|n| n.metadata_log.as_ref()) {
+        out += &format!(
+            "metadata log here: applied {}, committed {}, entries {}..{}, snapshot at {}\n",
+            log.applied,
+            log.committed,
+            log.first,
+            log.last,
+            if log.snapshot == 0 {
+                "none yet".to_string()
+            } else {
+                log.snapshot.to_string()
+            }
+        );
+    }
     out
 }
 

@@ -223,6 +223,18 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// [`eventually`], with `check` saying what it saw when it never happens.
+pub fn eventually_or(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(seen) if Instant::now() >= deadline => panic!("never happened: {what}; {seen}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// The rows of `warren cluster status --json` through `node` (none if it fails).
 pub fn status_rows(node: &NodeProcess) -> Vec<serde_json::Value> {
     let (ok, out, _) = node.cli(&["cluster", "status", "--json"]);

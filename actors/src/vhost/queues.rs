@@ -169,6 +169,17 @@ impl VHost {
         ))
     }
 
+    /// Every queue of this vhost, wherever it lives, sorted by name.
+    pub fn queue_defs(&self) -> Vec<QueueDef> {
+        let mut defs: Vec<QueueDef> = self
+            .registry()
+            .values()
+            .map(|r| r.queue.def().clone())
+            .collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
+    }
+
     /// The queues of this vhost that live on `node`.
     pub fn queues_on(&self, node: &str) -> Vec<QueueDef> {
         self.registry()

@@ -3,9 +3,13 @@
 //! Metadata changes are Raft log entries (TiKV's `raft` crate: elections, log
 //! matching, commit rules; nothing hand-made). Disk nodes vote; RAM nodes are
 //! learners. Raft messages travel as actor messages between the replicas (process
-//! group `warren.metadata.NODE`); the log and hard state live in redb on disk nodes
-//! ([`crate::raft_log`]), in memory on RAM nodes, which take the whole log from the
-//! leader when they (re)join.
+//! group `warren.metadata.NODE`, big ones in parts: [`transport`]); the log and hard
+//! state live in redb on disk nodes ([`crate::raft_log`]), in memory on RAM nodes,
+//! which take the log from the leader when they (re)join. Readies are pipelined
+//! ([`ready`]): writes go to the group-commit writer without waiting, committed
+//! entries to an applier task ([`applying`]). Every [`snapshot::SNAPSHOT_EVERY`]
+//! entries a replica snapshots the metadata and compacts its log ([`log_store`]); a
+//! node far behind, or new, gets the snapshot from the leader.
 //!
 //! A change is proposed on the node that took the request and answered when that node
 //! has applied it. A proposal waits while no leader is known (an election, a node still
@@ -21,18 +25,25 @@
 //! initialised member asks it to add it (voter for disk, learner for RAM). A RAM node
 //! never forms a group.
 
+mod applying;
 mod barrier;
+mod log_store;
 mod proposals;
+mod ready;
+mod snapshot;
+mod transport;
 
-use std::collections::BTreeMap;
+pub use applying::Applied;
+pub use snapshot::SNAPSHOT_EVERY;
+pub use transport::Part;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
-use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message};
-use raft::storage::MemStorage;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, EntryType, HardState, Message};
 use raft::{Config, RawNode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -47,8 +58,13 @@ use crate::metadata::{MetaCommand, MetadataApplier};
 use crate::protocol::{ErrorReply, LocalOnly};
 use crate::raft_log::{self, raft_id, RaftRecord};
 use crate::wire::Wire;
+use applying::ApplyJob;
 use barrier::Barrier;
+use log_store::LogStore;
 use proposals::{Proposals, Recent};
+use ready::Pipeline;
+use snapshot::SnapshotData;
+use transport::Assembly;
 
 /// How often Raft ticks. Elections after 10 silent ticks, heartbeats every 2.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -114,6 +130,8 @@ pub struct GroupView {
     pub term: u64,
     /// The leader in that term, when this node knows one.
     pub leader: Option<String>,
+    /// This node's log.
+    pub log: crate::protocol::MetadataLog,
 }
 
 /// Node-internal requests.
@@ -136,13 +154,19 @@ pub enum LocalReplica {
     JoinAccepted,
     /// Remove a member from the group (it left, or was forgotten).
     Remove(String, oneshot::Sender<Result<(), BrokerError>>),
+    /// The applier's report.
+    Applied(Applied),
+    /// The write of a ready (by number) completed, or failed.
+    Persisted(u64, Result<(), String>),
 }
 
 /// Messages to a replica.
 #[derive(RactorClusterMessage)]
 pub enum ReplicaMsg {
-    /// Raft messages, protobuf-encoded.
-    Raft(Wire<Vec<Vec<u8>>>),
+    /// Raft messages, protobuf-encoded, with the name of the node that sent them (a
+    /// member may hear from one whose joining it has not applied yet, and must be
+    /// able to answer).
+    Raft(Wire<(String, Vec<Vec<u8>>)>),
     /// A fresh node asks to be added (as a voter for `disk`, a learner for `ram`),
     /// with its Raft id.
     #[rpc]
@@ -155,6 +179,8 @@ pub enum ReplicaMsg {
     Status(Wire<()>, RpcReplyPort<Wire<ReplicaStatus>>),
     /// Node-internal requests; never sent over the wire.
     Local(LocalOnly<LocalReplica>),
+    /// A piece of a Raft message too big for one cast (a snapshot).
+    RaftPart(Wire<Part>),
 }
 
 impl ReplicaMsg {
@@ -178,6 +204,8 @@ pub struct ReplicaArgs {
     pub applier: Arc<dyn MetadataApplier>,
     /// Whether seeds were given (without them a disk node forms its group at once).
     pub has_seeds: bool,
+    /// Entries applied between two snapshots ([`SNAPSHOT_EVERY`] by default).
+    pub snapshot_every: u64,
 }
 
 /// The replica's state: its Raft node, the stored record and the proposals waiting
@@ -187,9 +215,10 @@ pub struct ReplicaState {
     id: u64,
     role: Role,
     store: Store,
-    applier: Arc<dyn MetadataApplier>,
     has_seeds: bool,
-    node: RawNode<MemStorage>,
+    snapshot_every: u64,
+    myself: ActorRef<ReplicaMsg>,
+    node: RawNode<LogStore>,
     record: RaftRecord,
     started: Instant,
     last_discovery: Option<Instant>,
@@ -197,8 +226,19 @@ pub struct ReplicaState {
     last_complaint: Option<Instant>,
     /// This node's proposals not applied yet.
     proposals: Proposals,
-    /// The proposals applied lately (an entry proposed twice is applied once).
-    recent: Recent,
+    /// Where committed entries go to be applied.
+    apply_tx: tokio::sync::mpsc::UnboundedSender<ApplyJob>,
+    /// The readies not on disk yet.
+    pipeline: Pipeline,
+    /// A snapshot is being taken.
+    snapshotting: bool,
+    /// Big messages sent (numbers their parts) and being received.
+    big_seq: u64,
+    assembly: Assembly,
+    /// Snapshots sent in the ready being handled, reported to Raft after it.
+    sent_snapshots: Vec<u64>,
+    /// The commit index this leader last told its followers.
+    pinged_commit: u64,
     /// Who waits to catch up with the leader.
     barrier: Barrier,
     /// Since when this node has known no leader.
@@ -251,22 +291,33 @@ impl Actor for Replica {
             Role::Disk => Some(raft_log::load(&args.store)?),
             Role::Ram => None,
         };
-        let storage = MemStorage::new();
+        let mut log = LogStore::default();
         let mut record = RaftRecord::default();
         let mut recent = Recent::default();
         if let Some(loaded) = loaded {
-            let mut core = storage.wl();
-            core.set_conf_state(loaded.conf_state);
-            core.append(&loaded.entries)?;
+            record = loaded.record;
             // Applied never passes commit (a crash between the two writes).
-            let mut record_loaded = loaded.record;
-            record_loaded.applied = record_loaded.applied.min(loaded.hard_state.commit);
-            core.set_hardstate(loaded.hard_state);
-            drop(core);
-            record = record_loaded;
+            record.applied = record.applied.min(loaded.hard_state.commit);
+            let snap_index = loaded
+                .snapshot
+                .as_ref()
+                .map_or(0, |s| s.get_metadata().index);
+            if let Some(snapshot) = &loaded.snapshot {
+                let data = SnapshotData::decode(&snapshot.data)?;
+                for (id, name) in &data.names {
+                    record.names.entry(*id).or_insert_with(|| name.clone());
+                }
+                recent = Recent::import(data.recent.clone());
+                if record.applied < snap_index {
+                    // A snapshot from the leader, stored but not applied here yet (a
+                    // crash in between).
+                    applying::restore(args.applier.as_ref(), &data.image).await;
+                    record.applied = snap_index;
+                }
+            }
             // The filter of proposals applied twice, as it stood at the last applied
-            // entry.
-            let from = record.applied.saturating_sub(proposals::DEDUPE_WINDOW);
+            // entry: the snapshot's, then the entries after it.
+            let from = snap_index.max(record.applied.saturating_sub(proposals::DEDUPE_WINDOW));
             for entry in loaded
                 .entries
                 .iter()
@@ -277,9 +328,28 @@ impl Actor for Replica {
                     recent.first_time(&p.origin, p.id, entry.index);
                 }
             }
+            tracing::debug!(
+                snapshot = snap_index,
+                entries = loaded.entries.len(),
+                applied = record.applied,
+                "read the metadata log"
+            );
+            log = LogStore::restored(
+                loaded.hard_state,
+                loaded.conf_state,
+                loaded.snapshot,
+                loaded.entries,
+            );
         }
         record.names.insert(id, args.name.clone());
-        let node = RawNode::new(&raft_config(id, record.applied), storage, &logger())?;
+        let node = RawNode::new(&raft_config(id, record.applied), log, &logger())?;
+        let apply_tx = applying::start(
+            args.name.clone(),
+            args.applier.clone(),
+            record.applied,
+            recent,
+            myself.clone(),
+        );
         ractor::pg::join(replica_group(&args.name), vec![myself.get_cell()]);
         myself.send_interval(TICK, || ReplicaMsg::local(LocalReplica::Tick));
         let mut state = ReplicaState {
@@ -287,8 +357,9 @@ impl Actor for Replica {
             id,
             role: args.role,
             store: args.store,
-            applier: args.applier,
             has_seeds: args.has_seeds,
+            snapshot_every: args.snapshot_every.max(1),
+            myself: myself.clone(),
             node,
             record,
             started: Instant::now(),
@@ -296,7 +367,13 @@ impl Actor for Replica {
             discovering: false,
             last_complaint: None,
             proposals: Proposals::default(),
-            recent,
+            apply_tx,
+            pipeline: Pipeline::default(),
+            snapshotting: false,
+            big_seq: 0,
+            assembly: Assembly::default(),
+            sent_snapshots: Vec::new(),
+            pinged_commit: 0,
             barrier: Barrier::default(),
             leaderless_since: None,
             seen_leader: (0, 0),
@@ -322,21 +399,18 @@ impl Actor for Replica {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ReplicaMsg::Raft(batch) => {
-                let Ok(batch) = batch.into_result() else {
+                let Ok((sender, batch)) = batch.into_result() else {
                     return Ok(());
                 };
                 for bytes in batch {
-                    match Message::parse_from_bytes(&bytes) {
-                        // For an earlier incarnation of this (RAM) node.
-                        Ok(m) if m.to != state.id => {}
-                        Ok(m) => {
-                            // A message from a member not yet named (a fresh joiner
-                            // hears from the leader first): names come with the log.
-                            if let Err(e) = state.node.step(m) {
-                                tracing::debug!("raft step: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("a raft message did not decode: {e}"),
+                    state.step(&sender, &bytes);
+                }
+            }
+            ReplicaMsg::RaftPart(part) => {
+                if let Ok(part) = part.into_result() {
+                    let sender = part.sender.clone();
+                    if let Some(bytes) = state.assembly.add(part) {
+                        state.step(&sender, &bytes);
                     }
                 }
             }
@@ -387,6 +461,7 @@ impl Actor for Replica {
                             members: state.member_names(),
                             term: state.node.raft.term,
                             leader: state.leader(),
+                            log: state.log_info(),
                         });
                     }
                     LocalReplica::Discovered(peers) => {
@@ -401,6 +476,8 @@ impl Actor for Replica {
                     LocalReplica::Remove(name, reply) => {
                         let _ = reply.send(state.remove_member(&name));
                     }
+                    LocalReplica::Applied(report) => state.applied(report)?,
+                    LocalReplica::Persisted(number, result) => state.persisted(number, result)?,
                 }
             }
         }
@@ -411,12 +488,44 @@ impl Actor for Replica {
             state.seen_leader = leader;
             state.hand_over(Instant::now());
         }
-        state.on_ready().await?;
+        state.on_ready()?;
         Ok(())
     }
 }
 
 impl ReplicaState {
+    /// Hands Raft a message from the peer on node `sender`.
+    fn step(&mut self, sender: &str, bytes: &[u8]) {
+        match Message::parse_from_bytes(bytes) {
+            // For an earlier incarnation of this (RAM) node.
+            Ok(m) if m.to != self.id => {}
+            Ok(m) => {
+                // A member this node has not seen join yet (its entry is not applied
+                // here, or not even here): known by name from now on, so that the
+                // answer reaches it.
+                self.record
+                    .names
+                    .entry(m.from)
+                    .or_insert_with(|| sender.to_string());
+                if let Err(e) = self.node.step(m) {
+                    tracing::debug!("raft step: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("a raft message did not decode: {e}"),
+        }
+    }
+
+    fn log_info(&self) -> crate::protocol::MetadataLog {
+        let store = self.node.store();
+        crate::protocol::MetadataLog {
+            applied: self.record.applied,
+            committed: self.node.raft.raft_log.committed,
+            first: store.first(),
+            last: store.last(),
+            snapshot: store.latest_snapshot().get_metadata().index,
+        }
+    }
+
     fn conf_state(&self) -> ConfState {
         self.node.raft.prs().conf().to_conf_state()
     }
@@ -440,8 +549,8 @@ impl ReplicaState {
             voters,
             ..ConfState::default()
         };
-        let storage = MemStorage::new_with_conf_state(cs.clone());
-        self.node = RawNode::new(&raft_config(self.id, 0), storage, &logger())?;
+        let log = LogStore::restored(HardState::default(), cs.clone(), None, Vec::new());
+        self.node = RawNode::new(&raft_config(self.id, 0), log, &logger())?;
         self.record.conf_state = cs.write_to_bytes()?;
         Ok(())
     }
@@ -773,119 +882,6 @@ impl ReplicaState {
                 )
             })
         });
-    }
-
-    fn send(&self, messages: Vec<Message>) {
-        let mut by_peer: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-        for m in messages {
-            if let Ok(bytes) = m.write_to_bytes() {
-                by_peer.entry(m.to).or_default().push(bytes);
-            }
-        }
-        for (to, batch) in by_peer {
-            let Some(name) = self.record.names.get(&to) else {
-                continue;
-            };
-            if let Some(peer) = replica_of(name) {
-                let _ = peer.cast(ReplicaMsg::Raft(batch.into()));
-            }
-        }
-    }
-
-    /// Handles every ready Raft has. A leader that committed entries tells the
-    /// followers at once (a heartbeat carries the commit index), so that every node
-    /// applies a change within a round trip rather than at the next heartbeat.
-    async fn on_ready(&mut self) -> Result<(), ActorProcessingErr> {
-        while self.node.has_ready() {
-            let applied = self.record.applied;
-            self.ready_once().await?;
-            if self.record.applied != applied && self.node.raft.state == raft::StateRole::Leader {
-                self.node.ping();
-            }
-        }
-        Ok(())
-    }
-
-    async fn ready_once(&mut self) -> Result<(), ActorProcessingErr> {
-        let mut ready = self.node.ready();
-        self.send(ready.take_messages());
-        for read in ready.take_read_states() {
-            self.barrier.answered(&read.request_ctx, read.index);
-        }
-        let committed = ready.take_committed_entries();
-        let mut ops = Vec::new();
-        if !ready.entries().is_empty() {
-            ops.extend(raft_log::append_ops(ready.entries()));
-            self.node.mut_store().wl().append(ready.entries())?;
-        }
-        if let Some(hs) = ready.hs() {
-            self.node.mut_store().wl().set_hardstate(hs.clone());
-            self.record.hard_state = hs.write_to_bytes()?;
-            ops.push(raft_log::record_op(&self.record));
-        }
-        if self.role == Role::Disk {
-            raft_log::write(&self.store, ops, true).await?;
-        }
-        self.send(ready.take_persisted_messages());
-        self.apply(committed).await?;
-        let mut light = self.node.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            let mut store = self.node.mut_store().wl();
-            store.mut_hard_state().commit = commit;
-            // Stored with the applied index below: applied never passes commit.
-            self.record.hard_state = store.hard_state().write_to_bytes()?;
-        }
-        self.send(light.take_messages());
-        self.apply(light.take_committed_entries()).await?;
-        self.node.advance_apply();
-        self.barrier.applied(self.record.applied);
-        Ok(())
-    }
-
-    async fn apply(&mut self, entries: Vec<Entry>) -> Result<(), ActorProcessingErr> {
-        for entry in entries {
-            if entry.data.is_empty() {
-                // A new leader's empty entry.
-            } else if entry.get_entry_type() == EntryType::EntryConfChange {
-                let cc = ConfChange::parse_from_bytes(&entry.data)?;
-                if let Ok(joiner) = warren_storage::codec::decode::<Joiner>(&entry.context) {
-                    self.record.names.insert(cc.node_id, joiner.name.clone());
-                    let what = match cc.get_change_type() {
-                        ConfChangeType::AddNode => "joined the metadata group as a voter",
-                        ConfChangeType::AddLearnerNode => "joined the metadata group as a learner",
-                        ConfChangeType::RemoveNode => "left the metadata group",
-                    };
-                    tracing::info!(member = %joiner.name, "{what}");
-                }
-                let cs = self.node.apply_conf_change(&cc)?;
-                self.node.mut_store().wl().set_conf_state(cs.clone());
-                self.record.conf_state = cs.write_to_bytes()?;
-            } else {
-                match warren_storage::codec::decode::<Proposal>(&entry.data) {
-                    Ok(p) => {
-                        // Handed to Raft twice and in the log twice: applied once.
-                        if self.recent.first_time(&p.origin, p.id, entry.index) {
-                            let result = self.applier.apply(p.command).await;
-                            if p.origin == self.name {
-                                self.proposals.answer(p.id, result);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(
-                        index = entry.index,
-                        "a metadata entry did not decode and is skipped: {e}"
-                    ),
-                }
-            }
-            self.record.applied = entry.index;
-            if self.role == Role::Disk {
-                // Not fsynced: the next durable write carries it; at worst the last
-                // entry is applied again after a crash, and applying is idempotent.
-                raft_log::write(&self.store, vec![raft_log::record_op(&self.record)], false)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -127,6 +127,26 @@ pub(super) struct Recent {
 }
 
 impl Recent {
+    /// The proposals remembered, as (index, origin, id) in log order: what a snapshot
+    /// carries, so that a node starting from it filters as the others do.
+    pub(super) fn export(&self) -> Vec<(u64, String, u64)> {
+        self.order
+            .iter()
+            .filter(|(i, key)| self.at.get(key) == Some(i))
+            .map(|(i, (origin, id))| (*i, origin.clone(), *id))
+            .collect()
+    }
+
+    /// The filter a snapshot carried (see [`Recent::export`]).
+    pub(super) fn import(entries: Vec<(u64, String, u64)>) -> Recent {
+        let mut recent = Recent::default();
+        for (index, origin, id) in entries {
+            recent.at.insert((origin.clone(), id), index);
+            recent.order.push_back((index, (origin, id)));
+        }
+        recent
+    }
+
     /// Whether the entry at `index`, proposed by `origin` as `id`, is applied: false
     /// when the same proposal stands within [`DEDUPE_WINDOW`] entries before it. Call
     /// it for every entry in log order.
@@ -175,6 +195,20 @@ mod tests {
         // Ids without the nonce bit (written by older Warren) are never filtered.
         assert!(recent.first_time("n1", 3, 20));
         assert!(recent.first_time("n1", 3, 21));
+    }
+
+    #[test]
+    fn the_filter_survives_a_snapshot() {
+        let mut recent = Recent::default();
+        let id = 9 | NONCE_BIT;
+        assert!(recent.first_time("n1", id, 10));
+        assert!(recent.first_time("n2", 3 | NONCE_BIT, 11));
+        let mut back = Recent::import(recent.export());
+        assert_eq!(back.export(), recent.export());
+        assert!(
+            !back.first_time("n1", id, 12),
+            "filtered after the snapshot too"
+        );
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! Raft messages between replicas as actor messages: the messages of one ready to
+//! one peer travel as one cast, a cast carries at most [`MAX_CAST`] bytes (a node
+//! pair's session dies on a frame over 16 MiB), and a message bigger than that (a
+//! snapshot for a node far behind or new) is cut into [`Part`]s that the receiver
+//! puts back together ([`Assembly`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The most bytes of Raft messages one cast carries.
+pub(super) const MAX_CAST: usize = 4 << 20;
+
+/// A piece of one big Raft message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Part {
+    /// The sender's Raft id.
+    pub from: u64,
+    /// The sender's node name.
+    pub sender: String,
+    /// Which of the sender's big messages it belongs to.
+    pub seq: u64,
+    /// Its place among the message's parts.
+    pub index: u32,
+    /// How many parts the message has.
+    pub count: u32,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// What goes to a peer in one cast.
+#[derive(Debug)]
+pub(super) enum Cast {
+    /// Whole messages.
+    Batch(Vec<Vec<u8>>),
+    /// A piece of a big one.
+    Part(Part),
+}
+
+/// The casts that carry `messages` (encoded, to one peer, in order) from `from`;
+/// `seq` numbers big messages.
+pub(super) fn casts(
+    messages: Vec<Vec<u8>>,
+    (from, sender): (u64, &str),
+    seq: &mut u64,
+) -> Vec<Cast> {
+    let mut out = Vec::new();
+    let (mut batch, mut size) = (Vec::new(), 0);
+    for message in messages {
+        if message.len() > MAX_CAST {
+            if !batch.is_empty() {
+                out.push(Cast::Batch(std::mem::take(&mut batch)));
+                size = 0;
+            }
+            *seq += 1;
+            let count = message.len().div_ceil(MAX_CAST) as u32;
+            for (index, piece) in message.chunks(MAX_CAST).enumerate() {
+                out.push(Cast::Part(Part {
+                    from,
+                    sender: sender.to_string(),
+                    seq: *seq,
+                    index: index as u32,
+                    count,
+                    bytes: piece.to_vec(),
+                }));
+            }
+            continue;
+        }
+        if size + message.len() > MAX_CAST && !batch.is_empty() {
+            out.push(Cast::Batch(std::mem::take(&mut batch)));
+            size = 0;
+        }
+        size += message.len();
+        batch.push(message);
+    }
+    if !batch.is_empty() {
+        out.push(Cast::Batch(batch));
+    }
+    out
+}
+
+/// Big messages being put back together, one per sender (a newer one replaces an
+/// unfinished older one: Raft sends a snapshot again if one is lost).
+#[derive(Default)]
+pub(super) struct Assembly {
+    /// By sender: the message's number and its parts so far.
+    pending: BTreeMap<u64, (u64, Pieces)>,
+}
+
+/// The parts of one message, by place; `None` until it arrives.
+type Pieces = Vec<Option<Vec<u8>>>;
+
+impl Assembly {
+    /// Takes a part; returns the whole message once every part arrived.
+    pub(super) fn add(&mut self, part: Part) -> Option<Vec<u8>> {
+        if part.count == 0 || part.index >= part.count {
+            return None;
+        }
+        let slot = self
+            .pending
+            .entry(part.from)
+            .or_insert_with(|| (part.seq, Vec::new()));
+        if slot.0 != part.seq || slot.1.len() != part.count as usize {
+            if part.seq < slot.0 {
+                return None;
+            }
+            *slot = (part.seq, vec![None; part.count as usize]);
+        }
+        slot.1[part.index as usize] = Some(part.bytes);
+        if slot.1.iter().any(Option::is_none) {
+            return None;
+        }
+        let (_, pieces) = self.pending.remove(&part.from)?;
+        Some(pieces.into_iter().flatten().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_messages_share_casts_and_big_ones_are_cut_and_put_back() {
+        let small = vec![1u8; 1000];
+        let big: Vec<u8> = (0..(2 * MAX_CAST + 5)).map(|i| i as u8).collect();
+        let mut seq = 0;
+        let out = casts(
+            vec![small.clone(), small.clone(), big.clone(), small.clone()],
+            (7, "n7"),
+            &mut seq,
+        );
+        let kinds: Vec<&str> = out
+            .iter()
+            .map(|c| match c {
+                Cast::Batch(_) => "batch",
+                Cast::Part(_) => "part",
+            })
+            .collect();
+        assert_eq!(kinds, ["batch", "part", "part", "part", "batch"]);
+        let mut assembly = Assembly::default();
+        let mut whole = None;
+        // Parts arrive in any order.
+        let mut parts: Vec<Part> = out
+            .into_iter()
+            .filter_map(|c| match c {
+                Cast::Part(p) => Some(p),
+                Cast::Batch(_) => None,
+            })
+            .collect();
+        parts.reverse();
+        for p in parts {
+            assert!(whole.is_none());
+            whole = assembly.add(p);
+        }
+        assert_eq!(whole.unwrap(), big);
+    }
+
+    #[test]
+    fn casts_stay_under_the_limit() {
+        let message = vec![0u8; MAX_CAST / 3 + 1];
+        let mut seq = 0;
+        for cast in casts(vec![message; 10], (1, "n1"), &mut seq) {
+            match cast {
+                Cast::Batch(b) => assert!(b.iter().map(Vec::len).sum::<usize>() <= MAX_CAST),
+                Cast::Part(_) => panic!("no message is big"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_newer_big_message_replaces_an_unfinished_one() {
+        let mut assembly = Assembly::default();
+        let part = |seq, index, count| Part {
+            from: 1,
+            sender: "n1".into(),
+            seq,
+            index,
+            count,
+            bytes: vec![seq as u8],
+        };
+        assert!(assembly.add(part(1, 0, 2)).is_none());
+        assert!(assembly.add(part(2, 0, 2)).is_none());
+        assert!(assembly.add(part(1, 1, 2)).is_none(), "the old one is gone");
+        assert_eq!(assembly.add(part(2, 1, 2)).unwrap(), vec![2, 2]);
+        assert!(assembly.add(part(3, 5, 2)).is_none(), "a part out of range");
+    }
+}

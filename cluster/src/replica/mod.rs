@@ -380,6 +380,10 @@ impl Actor for Replica {
         };
         if !state.initialized() && state.role == Role::Disk && !state.has_seeds {
             state.bootstrap().await?;
+        } else if state.conf_state().voters == [state.id] {
+            // The group's only voter, started again: nobody else can lead, so it
+            // need not wait an election timeout (1-2 s) to find that out.
+            state.node.campaign()?;
         }
         if state.initialized() {
             tracing::info!(

@@ -16,6 +16,9 @@
 //!   logs on disk hold) and who applies it on a node.
 //! - [`image`]: the metadata as a whole (what a snapshot carries) and how a node
 //!   turns its state into an image's.
+//! - [`raft_group`]: one Raft group's driver without I/O (pipelined readies,
+//!   snapshots, compaction), whose effects a shell performs; [`log_store`]: its log
+//!   in memory.
 //! - [`raft_log`]: the metadata Raft log in redb.
 //! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
 //!   forms or joins the group, replicates metadata commands and applies them; the
@@ -30,6 +33,7 @@
 pub mod connect;
 pub mod cookie;
 pub mod image;
+pub mod log_store;
 pub mod members;
 pub mod membership;
 pub mod metadata;
@@ -37,6 +41,7 @@ pub mod node_server;
 pub mod protocol;
 pub mod queue_endpoint;
 pub mod queue_wire;
+pub mod raft_group;
 pub mod raft_log;
 pub mod remote_queues;
 pub mod replica;

@@ -1,4 +1,5 @@
-//! The metadata Raft log in the node's redb, and the ids Raft knows members by.
+//! Raft logs in the node's redb (the metadata's, group 0, and later other groups'),
+//! and the ids Raft knows members by.
 //!
 //! Group 0 of the `replication.log` table holds the metadata log: index 0 is a
 //! [`RaftRecord`] (hard state, members, the last applied index and who is who), the
@@ -65,11 +66,9 @@ pub struct Loaded {
 #[error("cannot read the metadata log: {0}")]
 pub struct LogError(pub String);
 
-/// Reads the metadata log (nothing stored: an empty log).
-pub fn load(store: &Store) -> Result<Loaded, LogError> {
-    let rows = store
-        .read_log(METADATA_GROUP)
-        .map_err(|e| LogError(e.to_string()))?;
+/// Reads the log of `group` (nothing stored: an empty log).
+pub fn load(store: &Store, group: u64) -> Result<Loaded, LogError> {
+    let rows = store.read_log(group).map_err(|e| LogError(e.to_string()))?;
     let mut record = RaftRecord::default();
     let mut entries = Vec::new();
     for (index, bytes) in rows {
@@ -95,7 +94,7 @@ pub fn load(store: &Store) -> Result<Loaded, LogError> {
             .map_err(|e| LogError(format!("its members: {e}")))?
     };
     let snapshot = store
-        .read_log_snapshot(METADATA_GROUP)
+        .read_log_snapshot(group)
         .map_err(|e| LogError(e.to_string()))?
         .map(|bytes| Snapshot::parse_from_bytes(&bytes))
         .transpose()
@@ -109,17 +108,18 @@ pub fn load(store: &Store) -> Result<Loaded, LogError> {
     })
 }
 
-/// The ops that store new entries (replacing any from the first one's index on).
-pub fn append_ops(entries: &[Entry]) -> Vec<Op> {
+/// The ops that store new entries of `group` (replacing any from the first one's
+/// index on).
+pub fn append_ops(group: u64, entries: &[Entry]) -> Vec<Op> {
     let Some(first) = entries.first() else {
         return Vec::new();
     };
     let mut ops = vec![Op::TruncateLog {
-        group: METADATA_GROUP,
+        group,
         from: first.index,
     }];
     ops.extend(entries.iter().map(|e| Op::PutLogRecord {
-        group: METADATA_GROUP,
+        group,
         index: e.index,
         record: e.write_to_bytes().unwrap_or_default(),
     }));
@@ -128,14 +128,14 @@ pub fn append_ops(entries: &[Entry]) -> Vec<Op> {
 
 /// The ops that store `snapshot` and drop the entries before `keep_from` (a
 /// snapshot this node took).
-pub fn compact_ops(snapshot: &Snapshot, keep_from: u64) -> Vec<Op> {
+pub fn compact_ops(group: u64, snapshot: &Snapshot, keep_from: u64) -> Vec<Op> {
     vec![
         Op::PutLogSnapshot {
-            group: METADATA_GROUP,
+            group,
             snapshot: snapshot.write_to_bytes().unwrap_or_default(),
         },
         Op::CompactLog {
-            group: METADATA_GROUP,
+            group,
             before: keep_from,
         },
     ]
@@ -143,23 +143,20 @@ pub fn compact_ops(snapshot: &Snapshot, keep_from: u64) -> Vec<Op> {
 
 /// The ops that store `snapshot` in place of the whole log (a snapshot from the
 /// leader).
-pub fn install_ops(snapshot: &Snapshot) -> Vec<Op> {
+pub fn install_ops(group: u64, snapshot: &Snapshot) -> Vec<Op> {
     vec![
         Op::PutLogSnapshot {
-            group: METADATA_GROUP,
+            group,
             snapshot: snapshot.write_to_bytes().unwrap_or_default(),
         },
-        Op::TruncateLog {
-            group: METADATA_GROUP,
-            from: 1,
-        },
+        Op::TruncateLog { group, from: 1 },
     ]
 }
 
-/// The op that stores the state record.
-pub fn record_op(record: &RaftRecord) -> Op {
+/// The op that stores the state record of `group`.
+pub fn record_op(group: u64, record: &RaftRecord) -> Op {
     Op::PutLogRecord {
-        group: METADATA_GROUP,
+        group,
         index: 0,
         record: warren_storage::codec::encode(record).unwrap_or_default(),
     }
@@ -212,14 +209,14 @@ mod tests {
             ..HardState::default()
         };
         record.hard_state = hs.write_to_bytes().unwrap();
-        let mut ops = append_ops(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        ops.push(record_op(&record));
+        let mut ops = append_ops(0, &[entry(1, 1), entry(2, 1), entry(3, 1)]);
+        ops.push(record_op(0, &record));
         write(&store, ops, true).await.unwrap();
         // A new leader overwrites entry 3 on.
-        write(&store, append_ops(&[entry(3, 2)]), true)
+        write(&store, append_ops(0, &[entry(3, 2)]), true)
             .await
             .unwrap();
-        let loaded = load(&store).unwrap();
+        let loaded = load(&store, 0).unwrap();
         assert_eq!(loaded.entries.len(), 3);
         assert_eq!(loaded.entries[2].term, 2);
         assert_eq!(loaded.hard_state.term, 3);
@@ -231,8 +228,8 @@ mod tests {
         snap.mut_metadata().index = 2;
         snap.mut_metadata().term = 1;
         snap.data = vec![9].into();
-        write(&store, compact_ops(&snap, 2), true).await.unwrap();
-        let loaded = load(&store).unwrap();
+        write(&store, compact_ops(0, &snap, 2), true).await.unwrap();
+        let loaded = load(&store, 0).unwrap();
         assert_eq!(
             loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             [2, 3]
@@ -240,8 +237,8 @@ mod tests {
         assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 2);
         // A snapshot from the leader replaces the whole log.
         snap.mut_metadata().index = 10;
-        write(&store, install_ops(&snap), true).await.unwrap();
-        let loaded = load(&store).unwrap();
+        write(&store, install_ops(0, &snap), true).await.unwrap();
+        let loaded = load(&store, 0).unwrap();
         assert!(loaded.entries.is_empty());
         assert_eq!(loaded.record.applied, 2, "the state record stays");
         assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 10);

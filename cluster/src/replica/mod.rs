@@ -27,7 +27,6 @@
 
 mod applying;
 mod barrier;
-mod log_store;
 mod proposals;
 mod ready;
 mod snapshot;
@@ -35,7 +34,7 @@ mod transport;
 
 pub use applying::Applied;
 pub use snapshot::SNAPSHOT_EVERY;
-pub use transport::Part;
+pub use transport::{Part, RaftBatch};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,17 +51,17 @@ use warren_actors::error::{code, BrokerError};
 use warren_actors::BoxFuture;
 use warren_storage::Store;
 
+use crate::log_store::LogStore;
 use crate::members::{Health, Role};
 use crate::membership::MembershipHandle;
 use crate::metadata::{MetaCommand, MetadataApplier};
 use crate::protocol::{ErrorReply, LocalOnly};
-use crate::raft_log::{self, raft_id, RaftRecord};
+use crate::raft_group::{GroupId, Joiner, RaftGroup};
+use crate::raft_log::{self, raft_id, RaftRecord, METADATA_GROUP};
 use crate::wire::Wire;
 use applying::ApplyJob;
 use barrier::Barrier;
-use log_store::LogStore;
 use proposals::{Proposals, Recent};
-use ready::Pipeline;
 use snapshot::SnapshotData;
 use transport::Assembly;
 
@@ -97,12 +96,6 @@ struct Proposal {
     origin: String,
     id: u64,
     command: MetaCommand,
-}
-
-/// Who joins (the context of a conf change entry).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Joiner {
-    name: String,
 }
 
 /// What a replica says of itself to a node looking for a cluster.
@@ -163,10 +156,8 @@ pub enum LocalReplica {
 /// Messages to a replica.
 #[derive(RactorClusterMessage)]
 pub enum ReplicaMsg {
-    /// Raft messages, protobuf-encoded, with the name of the node that sent them (a
-    /// member may hear from one whose joining it has not applied yet, and must be
-    /// able to answer).
-    Raft(Wire<(String, Vec<Vec<u8>>)>),
+    /// Raft messages, protobuf-encoded, each with its group.
+    Raft(Wire<RaftBatch>),
     /// A fresh node asks to be added (as a voter for `disk`, a learner for `ram`),
     /// with its Raft id.
     #[rpc]
@@ -218,8 +209,8 @@ pub struct ReplicaState {
     has_seeds: bool,
     snapshot_every: u64,
     myself: ActorRef<ReplicaMsg>,
-    node: RawNode<LogStore>,
-    record: RaftRecord,
+    /// The metadata group's driver: Raft, the log, the state record.
+    group: RaftGroup,
     started: Instant,
     last_discovery: Option<Instant>,
     discovering: bool,
@@ -228,17 +219,11 @@ pub struct ReplicaState {
     proposals: Proposals,
     /// Where committed entries go to be applied.
     apply_tx: tokio::sync::mpsc::UnboundedSender<ApplyJob>,
-    /// The readies not on disk yet.
-    pipeline: Pipeline,
     /// A snapshot is being taken.
     snapshotting: bool,
     /// Big messages sent (numbers their parts) and being received.
     big_seq: u64,
     assembly: Assembly,
-    /// Snapshots sent in the ready being handled, reported to Raft after it.
-    sent_snapshots: Vec<u64>,
-    /// The commit index this leader last told its followers.
-    pinged_commit: u64,
     /// Who waits to catch up with the leader.
     barrier: Barrier,
     /// Since when this node has known no leader.
@@ -288,7 +273,7 @@ impl Actor for Replica {
             Role::Ram => raft_id(&format!("{}#{:016x}", args.name, rand::random::<u64>())),
         };
         let loaded = match args.role {
-            Role::Disk => Some(raft_log::load(&args.store)?),
+            Role::Disk => Some(raft_log::load(&args.store, METADATA_GROUP)?),
             Role::Ram => None,
         };
         let mut log = LogStore::default();
@@ -360,20 +345,16 @@ impl Actor for Replica {
             has_seeds: args.has_seeds,
             snapshot_every: args.snapshot_every.max(1),
             myself: myself.clone(),
-            node,
-            record,
+            group: RaftGroup::new(METADATA_GROUP, node, record, args.role == Role::Disk),
             started: Instant::now(),
             last_discovery: None,
             discovering: false,
             last_complaint: None,
             proposals: Proposals::default(),
             apply_tx,
-            pipeline: Pipeline::default(),
             snapshotting: false,
             big_seq: 0,
             assembly: Assembly::default(),
-            sent_snapshots: Vec::new(),
-            pinged_commit: 0,
             barrier: Barrier::default(),
             leaderless_since: None,
             seen_leader: (0, 0),
@@ -383,11 +364,11 @@ impl Actor for Replica {
         } else if state.conf_state().voters == [state.id] {
             // The group's only voter, started again: nobody else can lead, so it
             // need not wait an election timeout (1-2 s) to find that out.
-            state.node.campaign()?;
+            state.group.node.campaign()?;
         }
         if state.initialized() {
             tracing::info!(
-                applied = state.record.applied,
+                applied = state.group.record.applied,
                 "metadata replica ready (members: {})",
                 state.member_names().join(", ")
             );
@@ -403,18 +384,18 @@ impl Actor for Replica {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ReplicaMsg::Raft(batch) => {
-                let Ok((sender, batch)) = batch.into_result() else {
+                let Ok(batch) = batch.into_result() else {
                     return Ok(());
                 };
-                for bytes in batch {
-                    state.step(&sender, &bytes);
+                for (group, bytes) in batch.messages {
+                    state.step(&batch.sender, group, &bytes);
                 }
             }
             ReplicaMsg::RaftPart(part) => {
                 if let Ok(part) = part.into_result() {
-                    let sender = part.sender.clone();
+                    let (sender, group) = (part.sender.clone(), part.group);
                     if let Some(bytes) = state.assembly.add(part) {
-                        state.step(&sender, &bytes);
+                        state.step(&sender, group, &bytes);
                     }
                 }
             }
@@ -439,13 +420,13 @@ impl Actor for Replica {
                 };
                 match local {
                     LocalReplica::Tick => {
-                        state.node.tick();
+                        state.group.node.tick();
                         let now = Instant::now();
                         state.expire_pending(now);
                         state.barrier.tick(now);
                         // Counted from when the node is in its group: a node still
                         // joining has no leader to lose.
-                        if state.node.raft.leader_id == 0 && state.joined() {
+                        if state.group.node.raft.leader_id == 0 && state.joined() {
                             state.leaderless_since.get_or_insert(now);
                         } else {
                             state.leaderless_since = None;
@@ -463,7 +444,7 @@ impl Actor for Replica {
                     LocalReplica::Group(reply) => {
                         let _ = reply.send(GroupView {
                             members: state.member_names(),
-                            term: state.node.raft.term,
+                            term: state.group.node.raft.term,
                             leader: state.leader(),
                             log: state.log_info(),
                         });
@@ -485,7 +466,7 @@ impl Actor for Replica {
                 }
             }
         }
-        let leader = (state.node.raft.term, state.node.raft.leader_id);
+        let leader = (state.group.node.raft.term, state.group.node.raft.leader_id);
         if leader != state.seen_leader {
             // A new leader (or term): what waits may go now, and what was handed to
             // the old leader may be lost.
@@ -499,7 +480,11 @@ impl Actor for Replica {
 
 impl ReplicaState {
     /// Hands Raft a message from the peer on node `sender`.
-    fn step(&mut self, sender: &str, bytes: &[u8]) {
+    fn step(&mut self, sender: &str, group: GroupId, bytes: &[u8]) {
+        if group != self.group.id {
+            tracing::debug!(group, "a raft message for a group this node does not run");
+            return;
+        }
         match Message::parse_from_bytes(bytes) {
             // For an earlier incarnation of this (RAM) node.
             Ok(m) if m.to != self.id => {}
@@ -507,11 +492,12 @@ impl ReplicaState {
                 // A member this node has not seen join yet (its entry is not applied
                 // here, or not even here): known by name from now on, so that the
                 // answer reaches it.
-                self.record
+                self.group
+                    .record
                     .names
                     .entry(m.from)
                     .or_insert_with(|| sender.to_string());
-                if let Err(e) = self.node.step(m) {
+                if let Err(e) = self.group.node.step(m) {
                     tracing::debug!("raft step: {e}");
                 }
             }
@@ -520,10 +506,10 @@ impl ReplicaState {
     }
 
     fn log_info(&self) -> crate::protocol::MetadataLog {
-        let store = self.node.store();
+        let store = self.group.node.store();
         crate::protocol::MetadataLog {
-            applied: self.record.applied,
-            committed: self.node.raft.raft_log.committed,
+            applied: self.group.record.applied,
+            committed: self.group.node.raft.raft_log.committed,
             first: store.first(),
             last: store.last(),
             snapshot: store.latest_snapshot().get_metadata().index,
@@ -531,7 +517,7 @@ impl ReplicaState {
     }
 
     fn conf_state(&self) -> ConfState {
-        self.node.raft.prs().conf().to_conf_state()
+        self.group.node.raft.prs().conf().to_conf_state()
     }
 
     /// Whether this node knows a group (formed one, or starts from one it joins).
@@ -554,13 +540,16 @@ impl ReplicaState {
             ..ConfState::default()
         };
         let log = LogStore::restored(HardState::default(), cs.clone(), None, Vec::new());
-        self.node = RawNode::new(&raft_config(self.id, 0), log, &logger())?;
-        self.record.conf_state = cs.write_to_bytes()?;
+        let node = RawNode::new(&raft_config(self.id, 0), log, &logger())?;
+        let mut record = std::mem::take(&mut self.group.record);
+        record.conf_state = cs.write_to_bytes()?;
+        self.group = RaftGroup::new(self.group.id, node, record, self.role == Role::Disk);
         Ok(())
     }
 
     fn name_of(&self, id: u64) -> String {
-        self.record
+        self.group
+            .record
             .names
             .get(&id)
             .cloned()
@@ -577,7 +566,7 @@ impl ReplicaState {
     }
 
     fn leader(&self) -> Option<String> {
-        let lead = self.node.raft.leader_id;
+        let lead = self.group.node.raft.leader_id;
         (lead != 0).then(|| self.name_of(lead))
     }
 
@@ -587,21 +576,23 @@ impl ReplicaState {
             initialized: self.initialized(),
             leader: self.leader(),
             names: self
+                .group
                 .record
                 .names
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
-            base_voters: self.record.base_voters.clone(),
+            base_voters: self.group.record.base_voters.clone(),
         }
     }
 
     /// Starts a group of one voter: this node.
     async fn bootstrap(&mut self) -> Result<(), ActorProcessingErr> {
         self.restart_raft(vec![self.id])?;
-        self.record.base_voters = vec![self.id];
-        raft_log::write(&self.store, vec![raft_log::record_op(&self.record)], true).await?;
-        self.node.campaign()?;
+        self.group.record.base_voters = vec![self.id];
+        let record = raft_log::record_op(self.group.id, &self.group.record);
+        raft_log::write(&self.store, vec![record], true).await?;
+        self.group.node.campaign()?;
         tracing::info!("formed a new cluster with this node as its first metadata member");
         Ok(())
     }
@@ -653,12 +644,12 @@ impl ReplicaState {
         }
         if let Some(member) = peers.iter().find(|p| p.initialized && p.leader.is_some()) {
             for (id, name) in &member.names {
-                self.record.names.insert(*id, name.clone());
+                self.group.record.names.insert(*id, name.clone());
             }
             // A fresh node starts from the voters the group was formed with; the log
             // it receives then carries every change since.
             if !self.initialized() && !member.base_voters.is_empty() {
-                self.record.base_voters = member.base_voters.clone();
+                self.group.record.base_voters = member.base_voters.clone();
                 self.restart_raft(member.base_voters.clone())?;
             }
             let target = member.leader.clone().unwrap_or_else(|| member.name.clone());
@@ -722,10 +713,9 @@ impl ReplicaState {
         }
         // An earlier incarnation of a RAM node goes first (one change at a time; the
         // node asks again).
-        let earlier = cs
-            .learners
-            .iter()
-            .find(|l| **l != id && self.record.names.get(l).map(String::as_str) == Some(name));
+        let earlier = cs.learners.iter().find(|l| {
+            **l != id && self.group.record.names.get(l).map(String::as_str) == Some(name)
+        });
         if let Some(earlier) = earlier.copied() {
             self.change_members(name, earlier, ConfChangeType::RemoveNode)?;
             return Err(broker_error(format!(
@@ -754,14 +744,15 @@ impl ReplicaState {
             name: name.to_string(),
         })
         .map_err(|e| broker_error(e.to_string()))?;
-        self.node
+        self.group
+            .node
             .propose_conf_change(context, cc)
             .map_err(|e| broker_error(format!("cannot change members for {name} now ({e})")))
     }
 
     fn remove_member(&mut self, name: &str) -> Result<(), BrokerError> {
         let cs = self.conf_state();
-        let named = |id: &&u64| self.record.names.get(id).map(String::as_str) == Some(name);
+        let named = |id: &&u64| self.group.record.names.get(id).map(String::as_str) == Some(name);
         let Some(id) = cs
             .voters
             .iter()
@@ -806,12 +797,12 @@ impl ReplicaState {
     /// leader's commit index for whoever waits to catch up, once this node is in its
     /// group and knows a leader.
     fn hand_over(&mut self, now: Instant) {
-        if !self.joined() || self.node.raft.leader_id == 0 {
+        if !self.joined() || self.group.node.raft.leader_id == 0 {
             return;
         }
         if !self.proposals.is_empty() {
-            for data in self.proposals.due(self.node.raft.term, now) {
-                if self.node.propose(Vec::new(), data).is_err() {
+            for data in self.proposals.due(self.group.node.raft.term, now) {
+                if self.group.node.propose(Vec::new(), data).is_err() {
                     // No leader after all (it stepped down): due again with the next.
                     self.proposals.unsent();
                     break;
@@ -819,7 +810,7 @@ impl ReplicaState {
             }
         }
         if let Some(ctx) = self.barrier.question(now) {
-            self.node.read_index(ctx);
+            self.group.node.read_index(ctx);
         }
     }
 
@@ -839,10 +830,10 @@ impl ReplicaState {
     /// The group's only voter, which has applied everything it committed: nobody else
     /// can have committed anything (a single node, or RAM nodes only besides it).
     fn sole_voter_caught_up(&self) -> bool {
-        let raft = &self.node.raft;
+        let raft = &self.group.node.raft;
         raft.state == raft::StateRole::Leader
             && raft.prs().conf().voters().ids().iter().eq([self.id])
-            && self.record.applied >= raft.raft_log.committed
+            && self.group.record.applied >= raft.raft_log.committed
     }
 
     /// A member of the group without a leader for longer than an election takes: on
@@ -858,7 +849,7 @@ impl ReplicaState {
     /// this node is [alone](Self::alone).
     fn expire_pending(&mut self, now: Instant) {
         let (name, joined) = (self.name.clone(), self.joined());
-        let leader = self.node.raft.leader_id != 0;
+        let leader = self.group.node.raft.leader_id != 0;
         let alone = self.alone(now);
         let limit = if alone {
             Duration::ZERO

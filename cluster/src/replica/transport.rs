@@ -1,8 +1,8 @@
-//! Raft messages between replicas as actor messages: the messages of one ready to
-//! one peer travel as one cast, a cast carries at most [`MAX_CAST`] bytes (a node
-//! pair's session dies on a frame over 16 MiB), and a message bigger than that (a
-//! snapshot for a node far behind or new) is cut into [`Part`]s that the receiver
-//! puts back together ([`Assembly`]).
+//! Raft messages between nodes as actor messages: each names its group, the messages
+//! of one handling to one node travel as one cast (whatever their groups), a cast
+//! carries at most [`MAX_CAST`] bytes (a node pair's session dies on a frame over
+//! 16 MiB), and a message bigger than that (a snapshot for a node far behind or new) is
+//! cut into [`Part`]s that the receiver puts back together ([`Assembly`]).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 /// The most bytes of Raft messages one cast carries.
 pub(super) const MAX_CAST: usize = 4 << 20;
 
+/// Raft messages from one node, each with its group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RaftBatch {
+    /// The sending node's name (a member may hear from one whose joining it has not
+    /// applied yet, and must be able to answer).
+    pub sender: String,
+    /// (group, protobuf-encoded message), in the order sent.
+    pub messages: Vec<(u64, Vec<u8>)>,
+}
+
 /// A piece of one big Raft message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Part {
@@ -18,6 +28,8 @@ pub struct Part {
     pub from: u64,
     /// The sender's node name.
     pub sender: String,
+    /// The Raft group the message belongs to.
+    pub group: u64,
     /// Which of the sender's big messages it belongs to.
     pub seq: u64,
     /// Its place among the message's parts.
@@ -31,22 +43,22 @@ pub struct Part {
 /// What goes to a peer in one cast.
 #[derive(Debug)]
 pub(super) enum Cast {
-    /// Whole messages.
-    Batch(Vec<Vec<u8>>),
+    /// Whole messages, each with its group.
+    Batch(Vec<(u64, Vec<u8>)>),
     /// A piece of a big one.
     Part(Part),
 }
 
-/// The casts that carry `messages` (encoded, to one peer, in order) from `from`;
-/// `seq` numbers big messages.
+/// The casts that carry `messages` (encoded, each with its group, to one node, in
+/// order) from `from`; `seq` numbers big messages.
 pub(super) fn casts(
-    messages: Vec<Vec<u8>>,
+    messages: Vec<(u64, Vec<u8>)>,
     (from, sender): (u64, &str),
     seq: &mut u64,
 ) -> Vec<Cast> {
     let mut out = Vec::new();
     let (mut batch, mut size) = (Vec::new(), 0);
-    for message in messages {
+    for (group, message) in messages {
         if message.len() > MAX_CAST {
             if !batch.is_empty() {
                 out.push(Cast::Batch(std::mem::take(&mut batch)));
@@ -58,6 +70,7 @@ pub(super) fn casts(
                 out.push(Cast::Part(Part {
                     from,
                     sender: sender.to_string(),
+                    group,
                     seq: *seq,
                     index: index as u32,
                     count,
@@ -71,7 +84,7 @@ pub(super) fn casts(
             size = 0;
         }
         size += message.len();
-        batch.push(message);
+        batch.push((group, message));
     }
     if !batch.is_empty() {
         out.push(Cast::Batch(batch));
@@ -79,12 +92,12 @@ pub(super) fn casts(
     out
 }
 
-/// Big messages being put back together, one per sender (a newer one replaces an
-/// unfinished older one: Raft sends a snapshot again if one is lost).
+/// Big messages being put back together, one per sender and group (a newer one
+/// replaces an unfinished older one: Raft sends a snapshot again if one is lost).
 #[derive(Default)]
 pub(super) struct Assembly {
-    /// By sender: the message's number and its parts so far.
-    pending: BTreeMap<u64, (u64, Pieces)>,
+    /// By sender and group: the message's number and its parts so far.
+    pending: BTreeMap<(u64, u64), (u64, Pieces)>,
 }
 
 /// The parts of one message, by place; `None` until it arrives.
@@ -96,9 +109,10 @@ impl Assembly {
         if part.count == 0 || part.index >= part.count {
             return None;
         }
+        let key = (part.from, part.group);
         let slot = self
             .pending
-            .entry(part.from)
+            .entry(key)
             .or_insert_with(|| (part.seq, Vec::new()));
         if slot.0 != part.seq || slot.1.len() != part.count as usize {
             if part.seq < slot.0 {
@@ -110,7 +124,7 @@ impl Assembly {
         if slot.1.iter().any(Option::is_none) {
             return None;
         }
-        let (_, pieces) = self.pending.remove(&part.from)?;
+        let (_, pieces) = self.pending.remove(&key)?;
         Some(pieces.into_iter().flatten().flatten().collect())
     }
 }
@@ -121,8 +135,9 @@ mod tests {
 
     #[test]
     fn small_messages_share_casts_and_big_ones_are_cut_and_put_back() {
-        let small = vec![1u8; 1000];
+        let small = (0, vec![1u8; 1000]);
         let big: Vec<u8> = (0..(2 * MAX_CAST + 5)).map(|i| i as u8).collect();
+        let big = (3, big);
         let mut seq = 0;
         let out = casts(
             vec![small.clone(), small.clone(), big.clone(), small.clone()],
@@ -152,16 +167,18 @@ mod tests {
             assert!(whole.is_none());
             whole = assembly.add(p);
         }
-        assert_eq!(whole.unwrap(), big);
+        assert_eq!(whole.unwrap(), big.1);
     }
 
     #[test]
     fn casts_stay_under_the_limit() {
-        let message = vec![0u8; MAX_CAST / 3 + 1];
+        let message = (0, vec![0u8; MAX_CAST / 3 + 1]);
         let mut seq = 0;
         for cast in casts(vec![message; 10], (1, "n1"), &mut seq) {
             match cast {
-                Cast::Batch(b) => assert!(b.iter().map(Vec::len).sum::<usize>() <= MAX_CAST),
+                Cast::Batch(b) => {
+                    assert!(b.iter().map(|(_, m)| m.len()).sum::<usize>() <= MAX_CAST)
+                }
                 Cast::Part(_) => panic!("no message is big"),
             }
         }
@@ -173,6 +190,7 @@ mod tests {
         let part = |seq, index, count| Part {
             from: 1,
             sender: "n1".into(),
+            group: 0,
             seq,
             index,
             count,

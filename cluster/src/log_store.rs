@@ -1,7 +1,7 @@
-//! The metadata log as Raft reads it ([`raft::Storage`]): hard state, members, the
-//! latest snapshot and the entries after the compaction point, in memory. The
-//! replica writes the same to redb ([`crate::raft_log`]) and reads it back at start:
-//! the snapshot's metadata and the tail, never the whole history.
+//! A Raft group's log as Raft reads it ([`raft::Storage`]): hard state, members, the
+//! latest snapshot and the entries after the compaction point, in memory. The group's
+//! shell writes the same to redb ([`crate::raft_log`]) and reads it back at start: the
+//! snapshot and the tail, never the whole history.
 //!
 //! Compaction keeps a tail of entries behind the snapshot (an eighth of the snapshot
 //! interval), so that a follower a little behind catches up with entries rather than
@@ -15,7 +15,7 @@ const KEEP_BEHIND: u64 = 1024;
 
 /// The log in memory (see the module documentation).
 #[derive(Default)]
-pub(crate) struct LogStore {
+pub struct LogStore {
     hard_state: HardState,
     conf_state: ConfState,
     /// The latest snapshot (index 0 when there is none yet).

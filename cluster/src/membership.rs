@@ -157,10 +157,19 @@ pub struct MembershipState {
     /// When a cookie refusal was last logged (by dialled address, or `inbound`): a
     /// refused peer redials every few seconds and must not flood the log.
     refusals: HashMap<String, Instant>,
+    /// Sessions of named members that closed before they authenticated, by member:
+    /// when, and the peer's address. Two nodes that dial each other at once lose one
+    /// of the two sessions that way (ractor_cluster keeps one per pair); only when no
+    /// session with that member authenticates within [`REFUSAL_GRACE`] is it a refusal.
+    unauthenticated: HashMap<String, (Instant, String)>,
 }
 
 /// How often one cookie refusal is logged again.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// How long a named member's unauthenticated session waits for another session with
+/// that member to authenticate before it counts as a cookie refusal.
+const REFUSAL_GRACE: Duration = Duration::from_secs(3);
 
 impl Actor for Membership {
     type Msg = MembershipMsg;
@@ -189,6 +198,7 @@ impl Actor for Membership {
             uptimes: HashMap::new(),
             unreachable: BTreeSet::new(),
             refusals: HashMap::new(),
+            unauthenticated: HashMap::new(),
         })
     }
 
@@ -336,11 +346,22 @@ impl MembershipState {
             } => {
                 if !self.authenticated.remove(&node_id) {
                     // A node we dialled, or one that dialled us, never passed the
-                    // challenge: almost always two different cookies.
+                    // challenge: two different cookies, or the one of two sessions a
+                    // pair dialled at once that ractor_cluster dropped (then the other
+                    // authenticates: see `check_refusals`).
                     let client = peer_name
                         .as_deref()
                         .is_some_and(|n| n.starts_with("warren-client-"));
-                    if !client && self.should_log_refusal(&peer_addr) {
+                    if client {
+                        return;
+                    }
+                    if let Some(name) = member_name(peer_name) {
+                        self.unauthenticated
+                            .entry(name)
+                            .or_insert((Instant::now(), peer_addr));
+                        return;
+                    }
+                    if self.should_log_refusal(&peer_addr) {
                         tracing::error!(
                             peer = %peer_addr,
                             "a cluster session closed before it authenticated: the peer's cookie does not match this node's (every node of a cluster needs the same cookie file)"
@@ -367,8 +388,31 @@ impl MembershipState {
         }
     }
 
+    /// Logs the refusals: named members whose session closed unauthenticated and with
+    /// which no session authenticated since.
+    fn check_refusals(&mut self, now: Instant) {
+        let due: Vec<(String, String)> = self
+            .unauthenticated
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) >= REFUSAL_GRACE)
+            .map(|(name, (_, addr))| (name.clone(), addr.clone()))
+            .collect();
+        for (name, addr) in due {
+            self.unauthenticated.remove(&name);
+            let connected = self.sessions.get(&name).is_some_and(|ids| !ids.is_empty());
+            if !connected && self.should_log_refusal(&addr) {
+                tracing::error!(
+                    peer = %addr,
+                    member = %name,
+                    "a cluster session closed before it authenticated: the peer's cookie does not match this node's (every node of a cluster needs the same cookie file)"
+                );
+            }
+        }
+    }
+
     async fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         let now = Instant::now();
+        self.check_refusals(now);
         let changes = self.table.tick(now);
         self.report(changes);
         for name in self.table.stale_sessions() {

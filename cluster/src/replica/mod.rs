@@ -22,7 +22,7 @@
 //! never forms a group.
 
 mod barrier;
-mod proposals;
+pub(crate) mod proposals;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

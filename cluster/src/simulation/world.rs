@@ -4,9 +4,9 @@
 //! (every ~100 ms, `replica::TICK`, each node's clock a little off), a message's
 //! delivery, a node handling its Ready (after a short disk latency), a snapshot
 //! transfer's report. Each step is one of: the next due event, a client command at a
-//! random node, a fault (a partition, a heal, a crash, a restart), or a compaction.
-//! Every choice comes from the run's one seeded generator; after every step the
-//! invariants are checked ([`super::invariants`]).
+//! random node, a fault (a partition, a heal, a crash, a restart, a reboot), or a
+//! compaction. Every choice comes from the run's one seeded generator; after every
+//! step the invariants are checked ([`super::invariants`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -43,7 +43,7 @@ pub(super) struct Plan {
     pub(super) p_propose: f64,
     pub(super) p_fault: f64,
     pub(super) p_compact: f64,
-    /// Per Ready: the node crashes once it is on disk.
+    /// Per Ready: the node crashes in the middle of it (before or after its write).
     pub(super) p_crash_in_ready: f64,
     pub(super) disk_latency: Millis,
 }

@@ -47,5 +47,8 @@ pub mod remote_queues;
 pub mod replica;
 pub mod wire;
 
+#[cfg(test)]
+mod simulation;
+
 /// The process group every node's client gateway joins; a client finds it there.
 pub const GATEWAY_GROUP: &str = "warren.gateway";

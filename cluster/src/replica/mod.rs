@@ -27,7 +27,7 @@
 
 mod applying;
 mod barrier;
-mod proposals;
+pub(crate) mod proposals;
 mod ready;
 mod snapshot;
 mod transport;

@@ -18,9 +18,9 @@ use warren_actors::error::BrokerError;
 
 /// Marks a proposal id as a nonce (older Warren numbered proposals 1, 2, 3… from every
 /// start; those are never filtered).
-pub(super) const NONCE_BIT: u64 = 1 << 63;
+pub(crate) const NONCE_BIT: u64 = 1 << 63;
 /// A proposal with no answer for this long is handed to Raft again.
-pub(super) const RESEND_AFTER: Duration = Duration::from_secs(2);
+pub(crate) const RESEND_AFTER: Duration = Duration::from_secs(2);
 /// How many entries back an entry's (origin, nonce) is looked for.
 pub(super) const DEDUPE_WINDOW: u64 = 65_536;
 
@@ -121,7 +121,7 @@ impl Proposals {
 
 /// The (origin, nonce) of the entries applied lately, to skip an entry proposed twice.
 #[derive(Default)]
-pub(super) struct Recent {
+pub(crate) struct Recent {
     at: HashMap<(String, u64), u64>,
     order: VecDeque<(u64, (String, u64))>,
 }
@@ -150,7 +150,7 @@ impl Recent {
     /// Whether the entry at `index`, proposed by `origin` as `id`, is applied: false
     /// when the same proposal stands within [`DEDUPE_WINDOW`] entries before it. Call
     /// it for every entry in log order.
-    pub(super) fn first_time(&mut self, origin: &str, id: u64, index: u64) -> bool {
+    pub(crate) fn first_time(&mut self, origin: &str, id: u64, index: u64) -> bool {
         while let Some((i, _)) = self.order.front() {
             if i + DEDUPE_WINDOW >= index {
                 break;

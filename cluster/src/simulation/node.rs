@@ -418,7 +418,7 @@ impl SimNode {
     pub(super) fn term(&self) -> u64 {
         match self.running() {
             Some(r) => r.group.node.raft.term,
-            None => self.disk.load(GROUP).hard_state.term,
+            None => self.disk.hard_state(GROUP).term,
         }
     }
 

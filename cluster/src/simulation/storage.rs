@@ -164,6 +164,19 @@ impl SimDisk {
             .apply(&crate::raft_log::record_op(group, &loaded.record));
     }
 
+    /// The durable hard state of `group` (its state record's, decoded).
+    pub(super) fn hard_state(&self, group: u64) -> HardState {
+        let Some(bytes) = self.synced.log.get(&(group, 0)) else {
+            return HardState::default();
+        };
+        let record: RaftRecord =
+            warren_storage::codec::decode(bytes).expect("the state record decodes");
+        if record.hard_state.is_empty() {
+            return HardState::default();
+        }
+        HardState::parse_from_bytes(&record.hard_state).expect("the hard state decodes")
+    }
+
     /// Reads the log of `group` back, as `raft_log::load` reads redb: the record at
     /// index 0 (`warren_storage::codec`), the entries (protobuf `Entry`), the
     /// snapshot (protobuf `Snapshot`). Only what is durable.

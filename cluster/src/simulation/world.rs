@@ -2,8 +2,8 @@
 //!
 //! Time is simulated milliseconds and moves only when an event is due: a node's tick
 //! (every ~100 ms, `replica::TICK`, each node's clock a little off), a message's
-//! delivery, a node handling its Ready (after a short disk latency), a snapshot
-//! transfer's report. Each step is one of: the next due event, a client command at a
+//! delivery, a node's writes completing (then its driver hears they are persisted).
+//! Each step is one of: the next due event, a client command at a
 //! random node, a fault (a partition, a heal, a crash, a restart, a reboot), or a
 //! compaction. Every choice comes from the run's one seeded generator; after every
 //! step the invariants are checked ([`super::invariants`]).

@@ -187,6 +187,8 @@ fn simulation_holds_for_many_seeds() {
                 total.duplicates_skipped += s.duplicates_skipped;
                 total.snapshots_installed += s.snapshots_installed;
                 total.compactions += s.compactions;
+                total.snapshots_taken += s.snapshots_taken;
+                total.lost_unsynced += s.lost_unsynced;
                 total.crashes += s.crashes;
                 total.crashes_in_ready += s.crashes_in_ready;
                 total.partitions += s.partitions;
@@ -228,6 +230,11 @@ fn simulation_holds_for_many_seeds() {
             ("duplicate entries skipped", total.duplicates_skipped),
             ("crashes", total.crashes),
             ("crashes with writes under way", total.crashes_in_ready),
+            ("snapshots taken", total.snapshots_taken),
+            (
+                "crashes that lost completed non-durable writes",
+                total.lost_unsynced,
+            ),
             ("partitions", total.partitions),
             ("commands answered committed", total.answered),
         ] {

@@ -19,7 +19,7 @@ use super::client::{Millis, Waiters};
 use super::invariants::LogView;
 use super::rng::{hash_bytes, timeout_for, SimRng};
 use super::state_machine::{Applied, Command, StateMachine};
-use super::storage::SimDisk;
+use super::storage::{Lost, SimDisk};
 use crate::log_store::LogStore;
 use crate::raft_group::{Effects, RaftGroup, ToApply};
 use crate::replica::raft_config;
@@ -99,6 +99,8 @@ pub(super) struct SimNode {
     pub(super) disk_latency: Millis,
     /// Snapshots this node took.
     pub(super) snapshots_taken: u64,
+    /// Crashes that lost completed non-durable writes.
+    pub(super) lost_unsynced: u64,
 }
 
 fn logger() -> slog::Logger {
@@ -154,6 +156,7 @@ impl SimNode {
             policy,
             disk_latency,
             snapshots_taken: 0,
+            lost_unsynced: 0,
         }
     }
 
@@ -208,13 +211,15 @@ impl SimNode {
     }
 
     /// Crashes the node: all but its disk is lost, and of the disk what was not
-    /// durable. Whether writes were lost (a crash in the middle of the pipeline).
-    pub(super) fn crash(&mut self) -> bool {
+    /// durable (what, for the stats).
+    pub(super) fn crash(&mut self) -> Lost {
         if self.running.take().is_none() {
-            return false;
+            return Lost::default();
         }
         self.writes_due.clear();
-        self.disk.crash() > 0
+        let lost = self.disk.crash();
+        self.lost_unsynced += u64::from(lost.unsynced > 0);
+        lost
     }
 
     /// Raft's tick, the expiry of old proposals, and proposals handed over again.

@@ -77,6 +77,15 @@ struct Pending {
     done_at: Millis,
 }
 
+/// What a crash took from a disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Lost {
+    /// Writes submitted and not completed.
+    pub(super) pending: usize,
+    /// Ops of completed non-durable writes not followed by a durable one.
+    pub(super) unsynced: usize,
+}
+
 /// The log of a group as stored (what `raft_log::load` returns).
 pub(super) struct Loaded {
     pub(super) record: RaftRecord,
@@ -147,9 +156,12 @@ impl SimDisk {
         last
     }
 
-    /// A crash: what was not durable is gone. How many writes were lost.
-    pub(super) fn crash(&mut self) -> usize {
-        let lost = self.pending.len() + usize::from(!self.unsynced.is_empty());
+    /// A crash: what was not durable is gone. What was lost.
+    pub(super) fn crash(&mut self) -> Lost {
+        let lost = Lost {
+            pending: self.pending.len(),
+            unsynced: self.unsynced.len(),
+        };
         self.pending.clear();
         self.unsynced.clear();
         lost
@@ -256,7 +268,13 @@ mod tests {
         disk.submit(write(None, compact_ops(0, &snap, 2), false), 6);
         disk.complete_due(6);
         // Entry 3 and the compaction completed without fsync: a crash loses them.
-        assert_eq!(disk.crash(), 1);
+        assert_eq!(
+            disk.crash(),
+            Lost {
+                pending: 0,
+                unsynced: 4
+            }
+        );
         let loaded = disk.load(0);
         assert_eq!(loaded.entries.len(), 2);
         assert!(loaded.snapshot.is_none());
@@ -268,7 +286,14 @@ mod tests {
         );
         disk.submit(write(Some(4), append_ops(0, &[entry(3, 2)]), true), 9);
         assert_eq!(disk.complete_due(8), Some(3));
-        assert_eq!(disk.crash(), 1, "the write not completed");
+        assert_eq!(
+            disk.crash(),
+            Lost {
+                pending: 1,
+                unsynced: 0
+            },
+            "the write not completed"
+        );
         let loaded = disk.load(0);
         assert_eq!(
             loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),

@@ -95,6 +95,11 @@ pub(super) struct Stats {
     pub(super) duplicates_skipped: u64,
     pub(super) snapshots_installed: u64,
     pub(super) compactions: u64,
+    /// Snapshots the nodes took (every so many entries, when Raft wanted one, and the
+    /// compactions at random steps).
+    pub(super) snapshots_taken: u64,
+    /// Crashes that lost completed non-durable writes.
+    pub(super) lost_unsynced: u64,
     pub(super) crashes: u64,
     pub(super) crashes_in_ready: u64,
     pub(super) partitions: u64,
@@ -230,7 +235,7 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
-        if self.nodes[i].crash() {
+        if self.nodes[i].crash().pending > 0 {
             // Writes were under way: the crash came in the middle of the pipeline.
             self.stats.crashes_in_ready += 1;
         }
@@ -619,6 +624,8 @@ impl World {
     pub(super) fn stats(&self) -> Stats {
         Stats {
             trace: self.trace.finish(),
+            snapshots_taken: self.nodes.iter().map(|n| n.snapshots_taken).sum(),
+            lost_unsynced: self.nodes.iter().map(|n| n.lost_unsynced).sum(),
             ..self.stats.clone()
         }
     }

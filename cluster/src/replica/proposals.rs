@@ -129,7 +129,7 @@ pub(crate) struct Recent {
 impl Recent {
     /// The proposals remembered, as (index, origin, id) in log order: what a snapshot
     /// carries, so that a node starting from it filters as the others do.
-    pub(super) fn export(&self) -> Vec<(u64, String, u64)> {
+    pub(crate) fn export(&self) -> Vec<(u64, String, u64)> {
         self.order
             .iter()
             .filter(|(i, key)| self.at.get(key) == Some(i))
@@ -138,7 +138,7 @@ impl Recent {
     }
 
     /// The filter a snapshot carried (see [`Recent::export`]).
-    pub(super) fn import(entries: Vec<(u64, String, u64)>) -> Recent {
+    pub(crate) fn import(entries: Vec<(u64, String, u64)>) -> Recent {
         let mut recent = Recent::default();
         for (index, origin, id) in entries {
             recent.at.insert((origin.clone(), id), index);

@@ -1,38 +1,57 @@
 //! A seeded, deterministic simulation of the metadata Raft group.
 //!
-//! **What it models.** N members (3 or 5 voters, sometimes a learner) running the
-//! production Raft configuration (`replica::raft_config`: pre-vote, check-quorum,
-//! elections after 10 ticks, heartbeats every 2) on raft-rs's `RawNode`, each over a
-//! disk of its own ([`storage`]) and a state machine modelling the metadata
+//! **What it models.** N members (3 or 5 voters, sometimes a learner), each running
+//! the production driver of the metadata group ([`crate::raft_group::RaftGroup`],
+//! group 0, durable) over the production [`crate::log_store::LogStore`], with raft-rs's
+//! `RawNode` in the production configuration (`replica::raft_config`: pre-vote,
+//! check-quorum, elections after 10 ticks, heartbeats every 2). Each node is the
+//! driver's shell as the real replica is (`replica/ready.rs`, [`node`]): readies are
+//! pipelined (a ready's messages go out at once; its writes go to the disk and the
+//! messages that need them wait for `persisted`), committed entries and snapshots
+//! from the leader are applied to a state machine modelling the metadata
 //! ([`state_machine`]: the commands applied, in order, and the map they change,
 //! through the real replica's `Recent` filter so that a command in the log twice is
-//! applied once). A node handles a Ready as the real replica does (disk first, then
-//! the messages that need it, then apply, then advance). Clients propose at random
+//! applied once), then reported with `applied`. The disk ([`storage`]) holds the
+//! store's rows as the driver's `Op`s leave them (the log's records by (group, index),
+//! the snapshot row); writes complete in submission order after a seeded delay of up
+//! to 10 ms; a crash loses every write not completed, and the completed non-durable
+//! ones not followed by a completed durable one (as redb). A node restarts as the
+//! real replica does: the rows read back and decoded as `raft_log::load` decodes
+//! them, `LogStore::restored`, `RawNode::new`, `RaftGroup::new`. Nodes take a snapshot
+//! of their state machine (its image and the `Recent` export) every 20 to 50 applied
+//! entries, when Raft wants one (`snapshot_wanted`), and at random steps, and compact
+//! their log behind it keeping a tail of 0 to 8 entries; a follower far behind, or
+//! restarted, gets the leader's snapshot and installs it. Clients propose at random
 //! nodes, which hand proposals to Raft when a leader is known and again after a term
-//! change or a silence ([`client`]). The network delays, reorders, loses and duplicates
-//! messages and cuts links one way or both ([`network`]). Nodes crash (losing all but
-//! their disk, sometimes in the middle of a Ready: a leader's messages sent but its
-//! entries not written, or the Ready written but its messages not sent) and restart
-//! from their disk. Nodes compact their logs behind a snapshot of their state machine,
-//! so that a follower far behind, or restarted, gets the leader's snapshot. Everything
-//! runs in one thread on a logical clock ([`world`]), driven by one generator seeded
-//! from the run's seed ([`rng`]); raft-rs's own election timeouts (from
-//! `thread_rng`) are overwritten by seeded ones. The same seed gives the same run.
+//! change or a silence ([`client`]). The network delays, reorders, loses and
+//! duplicates messages and cuts links one way or both ([`network`]). Nodes crash
+//! (losing all but their disk), sometimes with writes under way: their readies'
+//! messages sent but the writes never on disk, or the writes on disk but the driver
+//! never told (the messages that needed them unsent). Everything runs in one thread on
+//! a logical clock ([`world`]), driven by one generator seeded from the run's seed
+//! ([`rng`]); raft-rs's own election timeouts (from `thread_rng`) are overwritten by
+//! seeded ones. The same seed gives the same run.
 //!
 //! After every step the safety invariants are checked ([`invariants`]: election
-//! safety, log matching, leader completeness, state-machine safety). At the end of a
-//! run every link is healed, every node restarted and the loss stopped; within a
-//! bounded simulated time the group must have a leader, every node must have applied
-//! its whole log, every command answered "committed" must be applied everywhere, and
-//! the state machines must be equal.
+//! safety, log matching over the entries each node's `LogStore` holds (its disk's,
+//! read back, while it is down), leader completeness, state-machine safety). At the
+//! end of a run every link is healed, every node restarted and the loss stopped;
+//! within a bounded simulated time the group must have a leader, every node must have
+//! applied its whole log, every command answered "committed" must be applied
+//! everywhere, and the state machines must be equal.
 //!
 //! **What it does not model.** Membership changes (the members are fixed from the
-//! start; the real group grows from one node by conf changes), RAM nodes' fresh
-//! incarnations (the learner keeps its disk like a voter), read-index catch-up
-//! (`barrier`), disk faults (a write either happens whole or the crash comes before
-//! it; nothing is torn or corrupted), the actor runtime, transport batching and the
-//! encoding of messages. The commit index a LightReady announces is written durably
-//! here (the real replica writes it without fsync; Raft does not need it durable).
+//! start, written in each disk's state record; the real group grows from one node by
+//! conf changes, so `apply_conf_change` is wired but never called), RAM nodes
+//! (non-durable groups; the learner keeps its disk like a voter), read-index catch-up
+//! (`barrier`; read states are ignored), disk faults (a write completes whole or is
+//! lost whole; nothing is torn or corrupted, and no write fails), a durable state
+//! machine (the real broker state is on disk; here it is rebuilt from the latest
+//! snapshot and the log, so a node restarts at its snapshot's index and the stored
+//! applied index is not used), an applier that lags (entries are applied as soon as
+//! the driver hands them over, and snapshots are taken at once), the actor runtime,
+//! the group-commit writer's batching, transport batching and the encoding of
+//! messages.
 //!
 //! **Running it.** `cargo test -p warren-cluster simulation` runs
 //! `simulation_holds_for_many_seeds` (300 seeds, 10 000 steps each, on every core).
@@ -168,6 +187,8 @@ fn simulation_holds_for_many_seeds() {
                 total.duplicates_skipped += s.duplicates_skipped;
                 total.snapshots_installed += s.snapshots_installed;
                 total.compactions += s.compactions;
+                total.snapshots_taken += s.snapshots_taken;
+                total.lost_unsynced += s.lost_unsynced;
                 total.crashes += s.crashes;
                 total.crashes_in_ready += s.crashes_in_ready;
                 total.partitions += s.partitions;
@@ -208,7 +229,12 @@ fn simulation_holds_for_many_seeds() {
             ("snapshots installed", total.snapshots_installed),
             ("duplicate entries skipped", total.duplicates_skipped),
             ("crashes", total.crashes),
-            ("crashes in the middle of a Ready", total.crashes_in_ready),
+            ("crashes with writes under way", total.crashes_in_ready),
+            ("snapshots taken", total.snapshots_taken),
+            (
+                "crashes that lost completed non-durable writes",
+                total.lost_unsynced,
+            ),
             ("partitions", total.partitions),
             ("commands answered committed", total.answered),
         ] {

@@ -1,21 +1,31 @@
-//! One simulated member of the metadata group: raft-rs's `RawNode` with the production
-//! configuration over its [`DiskStorage`], the state machine, and its clients' waiting
-//! proposals; handled as the real replica handles its node (ticks, messages, proposals
-//! handed over when a leader is known, one Ready at a time).
+//! One simulated member of the metadata group: the production driver
+//! ([`RaftGroup`], group 0, durable) over its [`LogStore`], with raft-rs's `RawNode`
+//! in the production configuration, the node's [`SimDisk`], the state machine, and its
+//! clients' waiting proposals. The node is the driver's shell, as the real replica
+//! (`replica/ready.rs`) is: after every event it lets the driver handle its readies and
+//! performs the [`Effects`]: messages go out at once, writes go to the disk (their
+//! completion, later, is reported with `persisted`), committed entries and snapshots
+//! from the leader are applied (then `applied`), a snapshot is taken every so many
+//! applied entries or when Raft wants one (`compact`, keeping a short tail).
 //!
-//! A Ready is handled in the real replica's order: the leader's messages go out at
-//! once; the snapshot, entries and hard state are written to disk; then the messages
-//! that needed them are sent, committed entries applied, and Raft advanced.
+//! The state machine is not on disk: a node restarts from its latest snapshot and
+//! applies the committed entries after it again (the real broker state is durable;
+//! the applied index it starts from is then the snapshot's here).
 
-use raft::prelude::{Entry, Message, Snapshot};
-use raft::{RawNode, SnapshotStatus, StateRole, Storage as _};
+use raft::prelude::{Entry, EntryType, Message};
+use raft::{GetEntriesContext, RawNode, StateRole, Storage as _};
 
 use super::client::{Millis, Waiters};
 use super::invariants::LogView;
-use super::rng::{hash_bytes, timeout_for};
+use super::rng::{hash_bytes, timeout_for, SimRng};
 use super::state_machine::{Applied, Command, StateMachine};
-use super::storage::DiskStorage;
+use super::storage::{Lost, SimDisk};
+use crate::log_store::LogStore;
+use crate::raft_group::{Effects, RaftGroup, ToApply};
 use crate::replica::raft_config;
+
+/// The metadata group's id.
+const GROUP: u64 = crate::raft_log::METADATA_GROUP;
 
 /// What the checks are told about a node's step.
 #[derive(Clone, Debug)]
@@ -35,7 +45,7 @@ pub(super) enum Seen {
 
 /// A node that runs.
 pub(super) struct Running {
-    pub(super) raft: RawNode<DiskStorage>,
+    pub(super) group: RaftGroup,
     pub(super) sm: StateMachine,
     waiters: Waiters,
     /// The (term, leader) proposals were last handed over with.
@@ -43,22 +53,28 @@ pub(super) struct Running {
     /// Seeds this incarnation's election timeouts.
     salt: u64,
     election_ticks: (usize, usize),
+    /// Draws this incarnation's write latencies.
+    rng: SimRng,
 }
 
-/// Up or down (then only the disk is left).
-pub(super) enum Life {
-    Up(Box<Running>),
-    Down(Box<DiskStorage>),
-}
-
-/// Where a node crashes while it handles a Ready.
+/// Where a node crashes while writes are under way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum CrashPoint {
-    /// A leader's messages are out; nothing is on disk.
+    /// Writes are pending (their readies' leader messages are out): nothing of them
+    /// reaches the disk.
     BeforeWrite,
-    /// The Ready is on disk; the messages that needed it are not sent, nothing is
-    /// applied.
+    /// The writes due are on disk, but the driver never hears it: the messages that
+    /// needed them are not sent, nothing more is applied.
     AfterWrite,
+}
+
+/// How a node takes snapshots (drawn per run).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SnapshotPolicy {
+    /// A snapshot once this many entries were applied since the latest.
+    pub(super) every: u64,
+    /// Entries kept behind it.
+    pub(super) keep: u64,
 }
 
 /// A simulated node.
@@ -66,14 +82,25 @@ pub(super) struct SimNode {
     pub(super) index: usize,
     pub(super) id: u64,
     pub(super) incarnation: u64,
-    pub(super) life: Life,
+    /// The disk (all that survives a crash).
+    pub(super) disk: SimDisk,
+    running: Option<Box<Running>>,
     /// Raft messages to send (the world takes them after each step).
     pub(super) outbox: Vec<Message>,
     /// What the checks look at (the world takes it after each step).
     pub(super) seen: Vec<Seen>,
+    /// When writes submitted in this step complete (the world schedules them).
+    pub(super) writes_due: Vec<Millis>,
     /// Test-only damage: this node applies a command again when it is in the log
     /// twice (`Sabotage::ApplyDuplicates`).
     pub(super) no_dedupe: bool,
+    pub(super) policy: SnapshotPolicy,
+    /// The most a write takes to complete (simulated ms).
+    pub(super) disk_latency: Millis,
+    /// Snapshots this node took.
+    pub(super) snapshots_taken: u64,
+    /// Crashes that lost completed non-durable writes.
+    pub(super) lost_unsynced: u64,
 }
 
 fn logger() -> slog::Logger {
@@ -89,285 +116,322 @@ fn role_code(role: StateRole) -> u64 {
     }
 }
 
+/// A log as the checks compare it.
+fn view_of(store: &LogStore) -> LogView {
+    let (first, last) = (store.first(), store.last());
+    let entries = if last >= first {
+        store
+            .entries(first, last + 1, None, GetEntriesContext::empty(false))
+            .expect("the entries held")
+    } else {
+        Vec::new()
+    };
+    LogView {
+        first,
+        entries: entries
+            .iter()
+            .map(|e| (e.term, hash_bytes(&e.data)))
+            .collect(),
+    }
+}
+
 impl SimNode {
     /// A node that never ran, down until started.
-    pub(super) fn new(index: usize, disk: DiskStorage) -> SimNode {
+    pub(super) fn new(
+        index: usize,
+        disk: SimDisk,
+        policy: SnapshotPolicy,
+        disk_latency: Millis,
+    ) -> SimNode {
         SimNode {
             index,
             id: index as u64 + 1,
             incarnation: 0,
-            life: Life::Down(Box::new(disk)),
+            disk,
+            running: None,
             outbox: Vec::new(),
             seen: Vec::new(),
+            writes_due: Vec::new(),
             no_dedupe: false,
+            policy,
+            disk_latency,
+            snapshots_taken: 0,
+            lost_unsynced: 0,
         }
     }
 
     pub(super) fn is_up(&self) -> bool {
-        matches!(self.life, Life::Up(_))
+        self.running.is_some()
     }
 
     pub(super) fn running(&self) -> Option<&Running> {
-        match &self.life {
-            Life::Up(r) => Some(r),
-            Life::Down(_) => None,
-        }
+        self.running.as_deref()
     }
 
-    fn running_mut(&mut self) -> Option<&mut Running> {
-        match &mut self.life {
-            Life::Up(r) => Some(r),
-            Life::Down(_) => None,
-        }
-    }
-
-    /// Starts the node from its disk: the state machine from the stored snapshot, Raft
-    /// from the hard state and log (it applies the committed entries after the
-    /// snapshot again).
-    pub(super) fn start(&mut self, salt: u64, forget_vote: bool) {
-        let Life::Down(disk) = &mut self.life else {
+    /// Starts the node from its disk as the real replica starts (`pre_start`): the
+    /// rows read back, the state machine and its filter from the stored snapshot, the
+    /// `LogStore` restored, Raft started at the snapshot's index (it hands the
+    /// committed entries after it over again).
+    pub(super) fn start(&mut self, salt: u64, forget_vote: bool, now: Millis) {
+        if self.running.is_some() {
             return;
-        };
-        let mut disk = std::mem::take(&mut **disk);
-        if forget_vote {
-            disk.forget_vote();
         }
-        let snapshot = disk.stored_snapshot();
-        let sm = if snapshot.get_metadata().index == 0 {
-            StateMachine::default()
-        } else {
-            StateMachine::restore(&snapshot.data).expect("a stored snapshot holds an image")
+        if forget_vote {
+            self.disk.forget_vote(GROUP);
+        }
+        let loaded = self.disk.load(GROUP);
+        let sm = match &loaded.snapshot {
+            Some(s) => StateMachine::from_snapshot(&s.data).expect("a stored snapshot decodes"),
+            None => StateMachine::default(),
         };
-        let config = raft_config(self.id, sm.applied_index());
+        let mut record = loaded.record;
+        record.applied = sm.applied_index();
+        let log = LogStore::restored(
+            loaded.hard_state,
+            loaded.conf_state,
+            loaded.snapshot,
+            loaded.entries,
+        );
+        let config = raft_config(self.id, record.applied);
         let election_ticks = (config.min_election_tick(), config.max_election_tick());
-        let raft = RawNode::new(&config, disk, &logger()).expect("raft starts from its disk");
+        let node = RawNode::new(&config, log, &logger()).expect("raft starts from its disk");
         self.incarnation += 1;
         let mut running = Running {
-            raft,
+            group: RaftGroup::new(GROUP, node, record, true),
             sm,
             waiters: Waiters::default(),
             seen_leader: (0, 0),
             salt,
             election_ticks,
+            rng: SimRng::new(salt ^ 0x5bd1_e995),
         };
         running.pin_timeout();
-        self.life = Life::Up(Box::new(running));
+        self.running = Some(Box::new(running));
+        self.pump(now);
     }
 
-    /// Crashes the node: all but its disk is lost.
-    pub(super) fn crash(&mut self) {
-        if let Life::Up(r) = &mut self.life {
-            let disk = std::mem::take(r.raft.mut_store());
-            self.life = Life::Down(Box::new(disk));
+    /// Crashes the node: all but its disk is lost, and of the disk what was not
+    /// durable (what, for the stats).
+    pub(super) fn crash(&mut self) -> Lost {
+        if self.running.take().is_none() {
+            return Lost::default();
         }
+        self.writes_due.clear();
+        let lost = self.disk.crash();
+        self.lost_unsynced += u64::from(lost.unsynced > 0);
+        lost
     }
 
     /// Raft's tick, the expiry of old proposals, and proposals handed over again.
     pub(super) fn tick(&mut self, now: Millis) {
-        let Some(r) = self.running_mut() else { return };
-        r.raft.tick();
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
+        r.group.node.tick();
         r.waiters.expire(now);
         r.hand_over(now);
-        self.after(now);
+        self.pump(now);
     }
 
     /// A Raft message arrives.
     pub(super) fn deliver(&mut self, message: Message, now: Millis) {
-        let Some(r) = self.running_mut() else { return };
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
         // Errors are messages Raft does not take (from a member it does not know).
-        let _ = r.raft.step(message);
-        self.after(now);
+        let _ = r.group.node.step(message);
+        self.pump(now);
     }
 
     /// A client asks this node to commit `command`.
     pub(super) fn propose(&mut self, command: Command, now: Millis) {
-        let Some(r) = self.running_mut() else { return };
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
         r.waiters.add(command.id, command.encode(), now);
         r.hand_over(now);
+        self.pump(now);
+    }
+
+    /// The writes due by `now` complete, and the driver hears it; with `crash`, the
+    /// node crashes there instead (then it is down).
+    pub(super) fn writes_done(&mut self, now: Millis, crash: Option<CrashPoint>) {
+        if self.running.is_none() {
+            return;
+        }
+        match crash {
+            Some(CrashPoint::BeforeWrite) => {
+                self.crash();
+                return;
+            }
+            Some(CrashPoint::AfterWrite) => {
+                self.disk.complete_due(now);
+                self.crash();
+                return;
+            }
+            None => {}
+        }
+        let Some(number) = self.disk.complete_due(now) else {
+            return;
+        };
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
+        let mut out = Effects::default();
+        if let Err(e) = r.group.persisted(number, &mut out) {
+            panic!("{e}");
+        }
+        self.perform(out, now);
         self.after(now);
     }
 
-    /// The transport says how a snapshot sent to `to` went.
-    pub(super) fn report_snapshot(&mut self, to: u64, delivered: bool, now: Millis) {
-        let Some(r) = self.running_mut() else { return };
-        let status = if delivered {
-            SnapshotStatus::Finish
-        } else {
-            SnapshotStatus::Failure
+    /// Takes a snapshot of the state machine at its applied index and compacts the
+    /// log behind it, keeping `keep` entries. Whether it did.
+    pub(super) fn compact(&mut self, keep: u64, now: Millis) -> bool {
+        let Some(r) = self.running.as_deref_mut() else {
+            return false;
         };
-        r.raft.report_snapshot(to, status);
+        let mut out = Effects::default();
+        if !r.snapshot(keep, &mut out) {
+            return false;
+        }
+        self.snapshots_taken += 1;
+        self.perform(out, now);
+        true
+    }
+
+    /// The driver handles every ready; its effects are performed.
+    fn pump(&mut self, now: Millis) {
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
+        let mut out = Effects::default();
+        if let Err(e) = r.group.advance(&mut out) {
+            panic!("{e}");
+        }
+        self.perform(out, now);
         self.after(now);
+    }
+
+    /// Performs what the driver asked for, as `replica/ready.rs` does: messages
+    /// sent, writes submitted, then the applier's work and what it reports (more
+    /// writes, a snapshot); until the driver has nothing more.
+    fn perform(&mut self, mut out: Effects, now: Millis) {
+        let (index, no_dedupe, policy, latency) = (
+            self.index as u64,
+            self.no_dedupe,
+            self.policy,
+            self.disk_latency,
+        );
+        loop {
+            let Some(r) = self.running.as_deref_mut() else {
+                return;
+            };
+            self.outbox.append(&mut out.messages);
+            for write in out.writes.drain(..) {
+                let at = now + r.rng.below(0, latency + 1);
+                self.writes_due.push(self.disk.submit(write, at));
+            }
+            let mut more = Effects::default();
+            let applied_before = r.sm.applied_index();
+            for job in out.apply.drain(..) {
+                match job {
+                    ToApply::Snapshot(snapshot) => {
+                        let sm = StateMachine::from_snapshot(&snapshot.data)
+                            .expect("a snapshot from the leader decodes");
+                        r.sm = sm;
+                        self.seen.push(Seen::Restored);
+                        // A command of this node's that came with the snapshot is
+                        // committed.
+                        for (_, c) in r.sm.commands() {
+                            if c.origin == index && r.waiters.answer(c.id) {
+                                self.seen.push(Seen::Answered(*c));
+                            }
+                        }
+                        r.group.applied(r.sm.applied_index(), &mut more);
+                    }
+                    ToApply::Entries(entries) => {
+                        r.apply(&entries, index, no_dedupe, &mut self.seen);
+                    }
+                }
+            }
+            if r.sm.applied_index() > applied_before {
+                r.group.applied(r.sm.applied_index(), &mut more);
+                if r.sm.applied_index() >= r.group.snapshot_index() + policy.every
+                    && r.snapshot(policy.keep, &mut more)
+                {
+                    self.snapshots_taken += 1;
+                }
+            }
+            if out.snapshot_wanted && r.snapshot(policy.keep, &mut more) {
+                self.snapshots_taken += 1;
+            }
+            if let Err(e) = r.group.advance(&mut more) {
+                panic!("{e}");
+            }
+            if more.messages.is_empty()
+                && more.writes.is_empty()
+                && more.apply.is_empty()
+                && !more.snapshot_wanted
+            {
+                return;
+            }
+            out = more;
+        }
     }
 
     /// After anything Raft did: proposals go to a new leader, and the election
     /// timeout is the seed's.
     fn after(&mut self, now: Millis) {
-        let Some(r) = self.running_mut() else { return };
-        let leader = (r.raft.raft.term, r.raft.raft.leader_id);
+        let Some(r) = self.running.as_deref_mut() else {
+            return;
+        };
+        let node = &r.group.node.raft;
+        let leader = (node.term, node.leader_id);
         if leader != r.seen_leader {
             r.seen_leader = leader;
             r.hand_over(now);
-        }
-        r.pin_timeout();
-    }
-
-    pub(super) fn has_ready(&self) -> bool {
-        self.running().is_some_and(|r| r.raft.has_ready())
-    }
-
-    /// Handles one Ready (see the module documentation); with `crash`, the node
-    /// crashes there (then it is down).
-    pub(super) fn handle_ready(&mut self, now: Millis, crash: Option<CrashPoint>) {
-        let no_dedupe = self.no_dedupe;
-        let index = self.index as u64;
-        let Some(r) = self.running_mut() else {
-            return;
-        };
-        if !r.raft.has_ready() {
-            return;
-        }
-        let mut out = Vec::new();
-        let mut seen = Vec::new();
-        let mut ready = r.raft.ready();
-        // A leader's messages go out before it writes (they do not depend on it).
-        out.extend(ready.take_messages());
-        if crash == Some(CrashPoint::BeforeWrite) {
-            self.outbox.extend(out);
-            self.crash();
-            return;
-        }
-        if !ready.snapshot().is_empty() {
-            let snapshot: Snapshot = ready.snapshot().clone();
-            let sm = StateMachine::restore(&snapshot.data).expect("a snapshot holds an image");
-            r.raft.mut_store().apply_snapshot(snapshot);
-            r.sm = sm;
-            seen.push(Seen::Restored);
-            // A command of this node's that came with the snapshot is committed.
-            for (_, c) in r.sm.commands() {
-                if c.origin == index && r.waiters.answer(c.id) {
-                    seen.push(Seen::Answered(*c));
-                }
+            let mut out = Effects::default();
+            if let Err(e) = r.group.advance(&mut out) {
+                panic!("{e}");
             }
+            self.perform(out, now);
         }
-        if !ready.entries().is_empty() {
-            r.raft.mut_store().append(ready.entries());
+        if let Some(r) = self.running.as_deref_mut() {
+            r.pin_timeout();
         }
-        if let Some(hs) = ready.hs() {
-            r.raft.mut_store().set_hard_state(hs.clone());
-        }
-        if crash == Some(CrashPoint::AfterWrite) {
-            self.outbox.extend(out);
-            self.seen.extend(seen);
-            self.crash();
-            return;
-        }
-        out.extend(ready.take_persisted_messages());
-        let applied_before = r.sm.applied_index();
-        let committed = ready.take_committed_entries();
-        r.apply(&committed, index, no_dedupe, &mut seen);
-        let mut light = r.raft.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            r.raft.mut_store().set_commit(commit);
-        }
-        out.extend(light.take_messages());
-        let committed = light.take_committed_entries();
-        r.apply(&committed, index, no_dedupe, &mut seen);
-        r.raft.advance_apply();
-        // As the real replica: a leader that applied something tells the followers at
-        // once.
-        if r.sm.applied_index() != applied_before && r.raft.raft.state == StateRole::Leader {
-            r.raft.ping();
-        }
-        self.outbox.extend(out);
-        self.seen.extend(seen);
-        self.after(now);
     }
 
-    /// Takes a snapshot of the state machine at its applied index and drops the log
-    /// before it but for the last `keep` entries. Whether it did.
-    pub(super) fn compact(&mut self, keep: u64) -> bool {
-        let Some(r) = self.running_mut() else {
-            return false;
-        };
-        if r.raft.raft.raft_log.unstable_snapshot().is_some() {
-            return false;
-        }
-        let applied = r.sm.applied_index();
-        let store = r.raft.store();
-        if applied == 0 || applied <= store.stored_snapshot().get_metadata().index {
-            return false;
-        }
-        let mut snapshot = Snapshot::default();
-        let meta = snapshot.mut_metadata();
-        meta.index = applied;
-        meta.term = r.sm.applied_term();
-        meta.set_conf_state(store.conf_state().clone());
-        assert_eq!(
-            store.term(applied).ok(),
-            Some(meta.term),
-            "the applied entry is on disk"
-        );
-        snapshot.data = r.sm.image().into();
-        let keep_from = (applied + 1)
-            .saturating_sub(keep)
-            .max(store.compacted_index() + 1);
-        r.raft.mut_store().compact(snapshot, keep_from);
-        true
-    }
-
-    /// Whether Raft asked this node's disk for a newer snapshot than it holds.
-    pub(super) fn snapshot_wanted(&self) -> bool {
-        self.running()
-            .is_some_and(|r| r.raft.store().take_snapshot_wanted())
-    }
-
-    /// The node's log as the checks compare it: Raft's log (disk and unstable
-    /// entries) while up, the disk while down.
+    /// The node's log as the checks compare it: its `LogStore` while up (what Raft
+    /// reads, written or not yet), its disk read back while down.
     pub(super) fn log_view(&self) -> LogView {
-        let entry_view = |e: &Entry| (e.term, hash_bytes(&e.data));
-        match &self.life {
-            Life::Down(disk) => LogView {
-                first: disk.compacted_index() + 1,
-                entries: disk.held().iter().map(entry_view).collect(),
-            },
-            Life::Up(r) => {
-                let log = &r.raft.raft.raft_log;
-                let unstable = log.unstable();
-                if let Some(snapshot) = &unstable.snapshot {
-                    return LogView {
-                        first: snapshot.get_metadata().index + 1,
-                        entries: unstable.entries.iter().map(entry_view).collect(),
-                    };
-                }
-                let disk = log.store();
-                let mut entries: Vec<(u64, u64)> = disk
-                    .held()
-                    .iter()
-                    .take_while(|e| e.index < unstable.offset)
-                    .map(entry_view)
-                    .collect();
-                entries.extend(unstable.entries.iter().map(entry_view));
-                LogView {
-                    first: disk.compacted_index() + 1,
-                    entries,
-                }
+        match self.running() {
+            Some(r) => view_of(r.group.node.store()),
+            None => {
+                let loaded = self.disk.load(GROUP);
+                view_of(&LogStore::restored(
+                    loaded.hard_state,
+                    loaded.conf_state,
+                    loaded.snapshot,
+                    loaded.entries,
+                ))
             }
         }
     }
 
     /// The node's term: Raft's while up, the disk's while down.
     pub(super) fn term(&self) -> u64 {
-        match &self.life {
-            Life::Up(r) => r.raft.raft.term,
-            Life::Down(d) => d.hard_state().term,
+        match self.running() {
+            Some(r) => r.group.node.raft.term,
+            None => self.disk.hard_state(GROUP).term,
         }
     }
 
     /// The term it leads in, if it is a leader.
     pub(super) fn leading(&self) -> Option<u64> {
         self.running()
-            .filter(|r| r.raft.raft.state == StateRole::Leader)
-            .map(|r| r.raft.raft.term)
+            .filter(|r| r.group.node.raft.state == StateRole::Leader)
+            .map(|r| r.group.node.raft.term)
     }
 }
 
@@ -375,21 +439,31 @@ impl Running {
     /// Hands Raft the due proposals once a leader is known (as `hand_over` in the real
     /// replica).
     fn hand_over(&mut self, now: Millis) {
-        if self.raft.raft.leader_id == 0 {
+        let raft = &mut self.group.node;
+        if raft.raft.leader_id == 0 {
             return;
         }
-        for data in self.waiters.due(self.raft.raft.term, now) {
-            if self.raft.propose(Vec::new(), data).is_err() {
+        for data in self.waiters.due(raft.raft.term, now) {
+            if raft.propose(Vec::new(), data).is_err() {
                 self.waiters.unsent();
                 break;
             }
         }
     }
 
-    /// Applies committed entries to the state machine; the client of a command this
-    /// node proposed is answered.
+    /// Applies committed entries to the state machine, skipping those it applied
+    /// already (before a snapshot it restored); a membership change goes to Raft; the
+    /// client of a command this node proposed is answered.
     fn apply(&mut self, entries: &[Entry], origin: u64, no_dedupe: bool, seen: &mut Vec<Seen>) {
         for entry in entries {
+            if entry.index <= self.sm.applied_index() {
+                continue;
+            }
+            if entry.get_entry_type() == EntryType::EntryConfChange {
+                if let Err(e) = self.group.apply_conf_change(entry) {
+                    panic!("{e}");
+                }
+            }
             let outcome = self.sm.apply(entry, !no_dedupe);
             seen.push(Seen::Applied {
                 index: entry.index,
@@ -405,11 +479,28 @@ impl Running {
         }
     }
 
+    /// A snapshot of the state machine at its applied index, the log compacted
+    /// behind it (`keep` entries kept). Whether one was taken.
+    fn snapshot(&mut self, keep: u64, out: &mut Effects) -> bool {
+        let applied = self.sm.applied_index();
+        if applied == 0 || applied <= self.group.snapshot_index() {
+            return false;
+        }
+        assert_eq!(
+            self.group.node.store().term_of(applied),
+            Some(self.sm.applied_term()),
+            "the applied entry is in the log"
+        );
+        self.group
+            .compact(applied, self.sm.snapshot_data(), keep, out);
+        self.group.snapshot_index() == applied
+    }
+
     /// Overwrites raft-rs's election timeout (drawn from `thread_rng`, which no seed
     /// reaches) with one drawn from the seed, redrawn whenever the term, role or
     /// leader changes (where raft-rs redraws it).
     fn pin_timeout(&mut self) {
-        let raft = &mut self.raft.raft;
+        let raft = &mut self.group.node.raft;
         let key = [raft.term, role_code(raft.state), raft.leader_id];
         let (min, max) = self.election_ticks;
         raft.set_randomized_election_timeout(timeout_for(self.salt, key, min, max));

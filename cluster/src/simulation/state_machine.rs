@@ -191,6 +191,23 @@ impl StateMachine {
         out
     }
 
+    /// A snapshot's data: the image and the dedupe filter's export (as the real
+    /// snapshot carries `Recent::export`).
+    pub(super) fn snapshot_data(&self) -> Vec<u8> {
+        warren_storage::codec::encode(&(self.image(), self.recent.export()))
+            .expect("a snapshot encodes")
+    }
+
+    /// The state machine a snapshot's data describes: the image's commands and map,
+    /// the filter imported from the snapshot (`Recent::import`).
+    pub(super) fn from_snapshot(data: &[u8]) -> Option<StateMachine> {
+        type Data = (Vec<u8>, Vec<(u64, String, u64)>);
+        let (image, recent): Data = warren_storage::codec::decode(data).ok()?;
+        let mut sm = StateMachine::restore(&image)?;
+        sm.recent = Recent::import(recent);
+        Some(sm)
+    }
+
     /// The state machine an image describes (its map and filter rebuilt by replaying
     /// its commands); `None` if the bytes are not an image.
     pub(super) fn restore(image: &[u8]) -> Option<StateMachine> {
@@ -241,7 +258,7 @@ mod tests {
             ),
             Applied::Nothing
         );
-        let mut restored = StateMachine::restore(&sm.image()).unwrap();
+        let mut restored = StateMachine::from_snapshot(&sm.snapshot_data()).unwrap();
         assert_eq!(restored.applied_index(), 2);
         assert_eq!(restored.chain(), sm.chain());
         assert_eq!(restored.apply(&entry(3, &c), true), Applied::Duplicate(c));

@@ -1,217 +1,236 @@
-//! What a simulated node keeps on disk, and all it starts from after a crash: the hard
-//! state, the members, the latest snapshot and the log entries after the compacted
-//! prefix.
+//! A simulated node's disk, at the level of the store's [`Op`]s: the rows of the
+//! replication log, (group, index) -> bytes (index 0 the group's state record, 1.. its
+//! entries), and the snapshot row per group; what a node restarts from after a crash.
 //!
-//! Raft reads its log through this [`Storage`]; a node writes to it while it handles a
-//! Ready, before it sends the messages that depend on what it wrote (as the real
-//! replica writes to redb). Every write here counts as durable once made: a crash loses
-//! the node's in-memory Raft state (unstable entries, progress, votes received), its
-//! state machine and its waiting proposals, never what is here.
+//! The node submits the [`Write`]s its `RaftGroup` asks for; they complete in
+//! submission order, each at a time the node drew when it submitted it (as the
+//! group-commit writer commits in order). A completed durable write is on disk; a
+//! completed non-durable one (`durable: false`) only becomes durable with the next
+//! completed durable write (as a redb commit without fsync does). A crash loses every
+//! write not completed, and the completed non-durable ones since the last durable one.
 
-use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
-use raft::{Error, GetEntriesContext, RaftState, Storage, StorageError};
+use warren_storage::Op;
 
-/// A node's durable Raft storage.
+use super::client::Millis;
+use crate::raft_group::Write;
+use crate::raft_log::RaftRecord;
+
+/// What survives a crash.
 #[derive(Clone, Default)]
-pub(super) struct DiskStorage {
-    hard_state: HardState,
-    conf_state: ConfState,
-    /// The latest snapshot (a state machine image at its index); empty before the
-    /// first.
-    snapshot: Snapshot,
-    /// Index and term of the entry just before `entries`: compacted away, covered by
-    /// the snapshot (whose index may be later: the log keeps a tail before it).
-    compacted: (u64, u64),
-    entries: Vec<Entry>,
-    /// Raft asked for a snapshot newer than the stored one: the node takes one.
-    snapshot_wanted: Cell<bool>,
+struct Rows {
+    /// The replication log, (group, index) -> bytes.
+    log: BTreeMap<(u64, u64), Vec<u8>>,
+    /// The latest snapshot of each group.
+    snapshots: BTreeMap<u64, Vec<u8>>,
 }
 
-impl DiskStorage {
-    /// A fresh node's storage: members known, nothing else.
-    pub(super) fn new(conf_state: ConfState) -> DiskStorage {
-        DiskStorage {
-            conf_state,
-            ..DiskStorage::default()
+impl Rows {
+    /// What the store's writer does with `op` (storage/src/writer.rs).
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::PutLogRecord {
+                group,
+                index,
+                record,
+            } => {
+                self.log.insert((*group, *index), record.clone());
+            }
+            Op::TruncateLog { group, from } => {
+                let gone: Vec<_> = self
+                    .log
+                    .range((*group, *from)..=(*group, u64::MAX))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in gone {
+                    self.log.remove(&k);
+                }
+            }
+            Op::CompactLog { group, before } => {
+                if *before > 1 {
+                    let gone: Vec<_> = self
+                        .log
+                        .range((*group, 1)..(*group, *before))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in gone {
+                        self.log.remove(&k);
+                    }
+                }
+            }
+            Op::PutLogSnapshot { group, snapshot } => {
+                self.snapshots.insert(*group, snapshot.clone());
+            }
+            other => panic!("the metadata group wrote a non-log op: {other:?}"),
         }
     }
+}
 
-    pub(super) fn hard_state(&self) -> &HardState {
-        &self.hard_state
-    }
+/// A write submitted and not completed yet.
+struct Pending {
+    ready: Option<u64>,
+    ops: Vec<Op>,
+    durable: bool,
+    done_at: Millis,
+}
 
-    pub(super) fn conf_state(&self) -> &ConfState {
-        &self.conf_state
-    }
+/// What a crash took from a disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Lost {
+    /// Writes submitted and not completed.
+    pub(super) pending: usize,
+    /// Ops of completed non-durable writes not followed by a durable one.
+    pub(super) unsynced: usize,
+}
 
-    pub(super) fn stored_snapshot(&self) -> &Snapshot {
-        &self.snapshot
-    }
+/// The log of a group as stored (what `raft_log::load` returns).
+pub(super) struct Loaded {
+    pub(super) record: RaftRecord,
+    pub(super) hard_state: HardState,
+    pub(super) conf_state: ConfState,
+    pub(super) entries: Vec<Entry>,
+    pub(super) snapshot: Option<Snapshot>,
+}
 
-    /// The index before the first entry held.
-    pub(super) fn compacted_index(&self) -> u64 {
-        self.compacted.0
-    }
+/// A node's disk (see the module documentation).
+#[derive(Default)]
+pub(super) struct SimDisk {
+    /// Durable.
+    synced: Rows,
+    /// Completed without fsync since the last durable write: lost in a crash.
+    unsynced: Vec<Op>,
+    /// Submitted, not completed: lost in a crash.
+    pending: VecDeque<Pending>,
+}
 
-    /// The entries held, in order.
-    pub(super) fn held(&self) -> &[Entry] {
-        &self.entries
-    }
-
-    pub(super) fn take_snapshot_wanted(&self) -> bool {
-        self.snapshot_wanted.replace(false)
-    }
-
-    fn first(&self) -> u64 {
-        self.compacted.0 + 1
-    }
-
-    fn last(&self) -> u64 {
-        self.entries.last().map_or(self.compacted.0, |e| e.index)
-    }
-
-    /// Writes `entries`, replacing any from the first one's index on.
-    pub(super) fn append(&mut self, entries: &[Entry]) {
-        let Some(first) = entries.first() else {
-            return;
+impl SimDisk {
+    /// A fresh node's disk: its state record names the members, nothing else.
+    pub(super) fn new(group: u64, conf_state: &ConfState) -> SimDisk {
+        let record = RaftRecord {
+            conf_state: conf_state.write_to_bytes().expect("a conf state encodes"),
+            base_voters: conf_state.voters.clone(),
+            ..RaftRecord::default()
         };
-        assert!(
-            first.index > self.compacted.0,
-            "raft rewrites compacted entry {} (compacted to {})",
-            first.index,
-            self.compacted.0
-        );
-        assert!(
-            first.index <= self.last() + 1,
-            "a gap in the log: last {}, appending {}",
-            self.last(),
-            first.index
-        );
-        let keep = (first.index - self.first()) as usize;
-        self.entries.truncate(keep);
-        self.entries.extend_from_slice(entries);
+        let mut disk = SimDisk::default();
+        disk.synced
+            .apply(&crate::raft_log::record_op(group, &record));
+        disk
     }
 
-    pub(super) fn set_hard_state(&mut self, hs: HardState) {
-        self.hard_state = hs;
+    /// Submits `write`, to complete at `done_at` (not before the writes before it).
+    /// When it completes.
+    pub(super) fn submit(&mut self, write: Write, done_at: Millis) -> Millis {
+        let done_at = self
+            .pending
+            .back()
+            .map_or(done_at, |p| p.done_at.max(done_at));
+        self.pending.push_back(Pending {
+            ready: write.ready,
+            ops: write.ops,
+            durable: write.durable,
+            done_at,
+        });
+        done_at
     }
 
-    /// The commit index a LightReady announced.
-    pub(super) fn set_commit(&mut self, commit: u64) {
-        self.hard_state.commit = self.hard_state.commit.max(commit);
-    }
-
-    /// Replaces the whole log with `snapshot` (one from the leader).
-    pub(super) fn apply_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.get_metadata();
-        let (index, term) = (meta.index, meta.term);
-        self.hard_state.commit = self.hard_state.commit.max(index);
-        self.hard_state.term = self.hard_state.term.max(term);
-        self.conf_state = meta.get_conf_state().clone();
-        self.entries.clear();
-        self.compacted = (index, term);
-        self.snapshot = snapshot;
-    }
-
-    /// Stores `snapshot` (this node's state machine image at an applied index) and
-    /// drops the entries before `keep_from` (at most the snapshot's index + 1).
-    pub(super) fn compact(&mut self, snapshot: Snapshot, keep_from: u64) {
-        let index = snapshot.get_metadata().index;
-        assert!(keep_from <= index + 1 && index <= self.last());
-        self.hard_state.commit = self.hard_state.commit.max(index);
-        self.snapshot = snapshot;
-        if keep_from > self.first() {
-            let term = self
-                .term(keep_from - 1)
-                .expect("the entry before those kept");
-            let drop = (keep_from - self.first()) as usize;
-            self.entries.drain(..drop);
-            self.compacted = (keep_from - 1, term);
+    /// Completes the writes due by `now`, in order; the last ready number among them.
+    pub(super) fn complete_due(&mut self, now: Millis) -> Option<u64> {
+        let mut last = None;
+        while self.pending.front().is_some_and(|p| p.done_at <= now) {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            self.unsynced.extend(p.ops);
+            if p.durable {
+                for op in self.unsynced.drain(..) {
+                    self.synced.apply(&op);
+                }
+            }
+            if p.ready.is_some() {
+                last = p.ready;
+            }
         }
+        last
+    }
+
+    /// A crash: what was not durable is gone. What was lost.
+    pub(super) fn crash(&mut self) -> Lost {
+        let lost = Lost {
+            pending: self.pending.len(),
+            unsynced: self.unsynced.len(),
+        };
+        self.pending.clear();
+        self.unsynced.clear();
+        lost
     }
 
     /// Test-only damage: the node forgets whom it voted for (see `Sabotage`).
-    pub(super) fn forget_vote(&mut self) {
-        self.hard_state.vote = 0;
-    }
-}
-
-impl Storage for DiskStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState::new(
-            self.hard_state.clone(),
-            self.conf_state.clone(),
-        ))
+    pub(super) fn forget_vote(&mut self, group: u64) {
+        let mut loaded = self.load(group);
+        loaded.hard_state.vote = 0;
+        loaded.record.hard_state = loaded.hard_state.write_to_bytes().unwrap_or_default();
+        self.synced
+            .apply(&crate::raft_log::record_op(group, &loaded.record));
     }
 
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        if low < self.first() {
-            return Err(Error::Store(StorageError::Compacted));
+    /// The durable hard state of `group` (its state record's, decoded).
+    pub(super) fn hard_state(&self, group: u64) -> HardState {
+        let Some(bytes) = self.synced.log.get(&(group, 0)) else {
+            return HardState::default();
+        };
+        let record: RaftRecord =
+            warren_storage::codec::decode(bytes).expect("the state record decodes");
+        if record.hard_state.is_empty() {
+            return HardState::default();
         }
-        assert!(
-            high <= self.last() + 1,
-            "entries up to {high} asked, the log ends at {}",
-            self.last()
-        );
-        let from = (low - self.first()) as usize;
-        let to = (high - self.first()) as usize;
-        let max_size = max_size.into().unwrap_or(u64::MAX);
-        let mut out = Vec::new();
-        let mut size = 0u64;
-        for e in &self.entries[from..to] {
-            size += u64::from(e.compute_size());
-            // At least one entry, whatever its size.
-            if !out.is_empty() && size > max_size {
-                break;
+        HardState::parse_from_bytes(&record.hard_state).expect("the hard state decodes")
+    }
+
+    /// Reads the log of `group` back, as `raft_log::load` reads redb: the record at
+    /// index 0 (`warren_storage::codec`), the entries (protobuf `Entry`), the
+    /// snapshot (protobuf `Snapshot`). Only what is durable.
+    pub(super) fn load(&self, group: u64) -> Loaded {
+        let mut record = RaftRecord::default();
+        let mut entries = Vec::new();
+        for ((_, index), bytes) in self.synced.log.range((group, 0)..=(group, u64::MAX)) {
+            if *index == 0 {
+                record = warren_storage::codec::decode(bytes).expect("the state record decodes");
+            } else {
+                entries.push(Entry::parse_from_bytes(bytes).expect("an entry decodes"));
             }
-            out.push(e.clone());
         }
-        Ok(out)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == self.compacted.0 {
-            return Ok(self.compacted.1);
+        let hard_state = if record.hard_state.is_empty() {
+            HardState::default()
+        } else {
+            HardState::parse_from_bytes(&record.hard_state).expect("the hard state decodes")
+        };
+        let conf_state = if record.conf_state.is_empty() {
+            ConfState::default()
+        } else {
+            ConfState::parse_from_bytes(&record.conf_state).expect("the members decode")
+        };
+        let snapshot = self
+            .synced
+            .snapshots
+            .get(&group)
+            .map(|b| Snapshot::parse_from_bytes(b).expect("the snapshot decodes"));
+        Loaded {
+            record,
+            hard_state,
+            conf_state,
+            entries,
+            snapshot,
         }
-        if idx < self.first() {
-            return Err(Error::Store(StorageError::Compacted));
-        }
-        if idx > self.last() {
-            return Err(Error::Store(StorageError::Unavailable));
-        }
-        Ok(self.entries[(idx - self.first()) as usize].term)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.first())
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last())
-    }
-
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let index = self.snapshot.get_metadata().index;
-        if index == 0 || index < request_index || index < self.compacted.0 {
-            self.snapshot_wanted.set(true);
-            return Err(Error::Store(StorageError::SnapshotTemporarilyUnavailable));
-        }
-        Ok(self.snapshot.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft_log::{append_ops, compact_ops, record_op};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
@@ -221,25 +240,65 @@ mod tests {
         }
     }
 
+    fn write(ready: Option<u64>, ops: Vec<Op>, durable: bool) -> Write {
+        Write {
+            ready,
+            ops,
+            durable,
+        }
+    }
+
     #[test]
-    fn appends_replace_the_tail_and_compaction_keeps_the_terms_raft_asks_for() {
-        let mut s = DiskStorage::new(ConfState::default());
-        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)]);
-        s.append(&[entry(3, 2), entry(4, 2)]);
-        assert_eq!(s.last_index().unwrap(), 4);
-        assert_eq!(s.term(3).unwrap(), 2);
-        let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 3;
-        snap.mut_metadata().term = 2;
-        s.compact(snap, 3);
-        assert_eq!(s.first_index().unwrap(), 3);
-        assert_eq!(s.term(2).unwrap(), 1, "the term before the first entry");
-        assert_eq!(
-            s.entries(2, 4, None, GetEntriesContext::empty(false)),
-            Err(Error::Store(StorageError::Compacted))
+    fn writes_complete_in_order_and_a_crash_loses_what_is_not_durable() {
+        let mut disk = SimDisk::new(0, &ConfState::default());
+        disk.submit(
+            write(Some(1), append_ops(0, &[entry(1, 1), entry(2, 1)]), true),
+            5,
         );
-        assert_eq!(s.snapshot(0, 2).unwrap().get_metadata().index, 3);
-        assert!(s.snapshot(4, 2).is_err(), "older than asked");
-        assert!(s.take_snapshot_wanted());
+        // Submitted later with an earlier time: it still completes after the first.
+        assert_eq!(
+            disk.submit(write(Some(2), append_ops(0, &[entry(3, 1)]), false), 2),
+            5
+        );
+        assert_eq!(disk.complete_due(4), None);
+        assert_eq!(disk.complete_due(5), Some(2));
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 2;
+        snap.mut_metadata().term = 1;
+        disk.submit(write(None, compact_ops(0, &snap, 2), false), 6);
+        disk.complete_due(6);
+        // Entry 3 and the compaction completed without fsync: a crash loses them.
+        assert_eq!(
+            disk.crash(),
+            Lost {
+                pending: 0,
+                unsynced: 4
+            }
+        );
+        let loaded = disk.load(0);
+        assert_eq!(loaded.entries.len(), 2);
+        assert!(loaded.snapshot.is_none());
+        // A later durable write makes the non-durable ones before it durable.
+        disk.submit(write(None, compact_ops(0, &snap, 2), false), 7);
+        disk.submit(
+            write(Some(3), vec![record_op(0, &RaftRecord::default())], true),
+            7,
+        );
+        disk.submit(write(Some(4), append_ops(0, &[entry(3, 2)]), true), 9);
+        assert_eq!(disk.complete_due(8), Some(3));
+        assert_eq!(
+            disk.crash(),
+            Lost {
+                pending: 1,
+                unsynced: 0
+            },
+            "the write not completed"
+        );
+        let loaded = disk.load(0);
+        assert_eq!(
+            loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 2);
     }
 }

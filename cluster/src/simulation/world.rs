@@ -2,8 +2,8 @@
 //!
 //! Time is simulated milliseconds and moves only when an event is due: a node's tick
 //! (every ~100 ms, `replica::TICK`, each node's clock a little off), a message's
-//! delivery, a node handling its Ready (after a short disk latency), a snapshot
-//! transfer's report. Each step is one of: the next due event, a client command at a
+//! delivery, a node's writes completing (then its driver hears they are persisted).
+//! Each step is one of: the next due event, a client command at a
 //! random node, a fault (a partition, a heal, a crash, a restart, a reboot), or a
 //! compaction. Every choice comes from the run's one seeded generator; after every
 //! step the invariants are checked ([`super::invariants`]).
@@ -16,10 +16,10 @@ use raft::prelude::{ConfState, Message, MessageType};
 use super::client::Millis;
 use super::invariants::{log_matching, Checker, LogView};
 use super::network::{Network, Sent, Weather};
-use super::node::{CrashPoint, Seen, SimNode};
+use super::node::{CrashPoint, Seen, SimNode, SnapshotPolicy};
 use super::rng::{Fnv, SimRng};
 use super::state_machine::{Applied, Command, Op};
-use super::storage::DiskStorage;
+use super::storage::SimDisk;
 use crate::replica::TICK;
 
 /// A deliberately broken behaviour, to show the checks catch it (tests only).
@@ -43,9 +43,13 @@ pub(super) struct Plan {
     pub(super) p_propose: f64,
     pub(super) p_fault: f64,
     pub(super) p_compact: f64,
-    /// Per Ready: the node crashes in the middle of it (before or after its write).
+    /// Per completion of writes: the node crashes there instead (before or after
+    /// the writes reach the disk).
     pub(super) p_crash_in_ready: f64,
+    /// The most a write takes to complete.
     pub(super) disk_latency: Millis,
+    /// When nodes take snapshots, and the tail they keep.
+    pub(super) snapshots: SnapshotPolicy,
 }
 
 impl Plan {
@@ -73,7 +77,11 @@ impl Plan {
             } else {
                 0.0
             },
-            disk_latency: rng.below(0, 4),
+            disk_latency: rng.below(0, 11),
+            snapshots: SnapshotPolicy {
+                every: rng.below(20, 51),
+                keep: rng.below(0, 9),
+            },
         }
     }
 }
@@ -87,6 +95,11 @@ pub(super) struct Stats {
     pub(super) duplicates_skipped: u64,
     pub(super) snapshots_installed: u64,
     pub(super) compactions: u64,
+    /// Snapshots the nodes took (every so many entries, when Raft wanted one, and the
+    /// compactions at random steps).
+    pub(super) snapshots_taken: u64,
+    /// Crashes that lost completed non-durable writes.
+    pub(super) lost_unsynced: u64,
     pub(super) crashes: u64,
     pub(super) crashes_in_ready: u64,
     pub(super) partitions: u64,
@@ -100,8 +113,8 @@ pub(super) struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
     Tick,
-    Ready,
-    SnapshotReport { to: u64, delivered: bool },
+    /// Writes of the node complete.
+    WritesDone,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -124,8 +137,6 @@ pub(super) struct World {
     network: Network,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
-    /// A Ready is scheduled for the node's current incarnation.
-    ready_due: Vec<bool>,
     /// Each node's tick period (clocks differ a little).
     tick_every: Vec<Millis>,
     checker: Checker,
@@ -161,7 +172,14 @@ impl World {
             .map(|_| rng.below(tick * 95 / 100, tick * 105 / 100 + 1))
             .collect();
         let mut nodes: Vec<SimNode> = (0..n)
-            .map(|i| SimNode::new(i, DiskStorage::new(conf_state.clone())))
+            .map(|i| {
+                SimNode::new(
+                    i,
+                    SimDisk::new(0, &conf_state),
+                    plan.snapshots,
+                    plan.disk_latency,
+                )
+            })
             .collect();
         if sabotage == Sabotage::ApplyDuplicates {
             nodes[0].no_dedupe = true;
@@ -175,7 +193,6 @@ impl World {
             nodes,
             timers: BinaryHeap::new(),
             timer_seq: 0,
-            ready_due: vec![false; n],
             tick_every,
             checker: Checker::default(),
             views: vec![
@@ -211,16 +228,17 @@ impl World {
 
     fn start(&mut self, i: usize) {
         let salt = self.rng.next_u64();
-        self.nodes[i].start(salt, self.sabotage == Sabotage::ForgetVote);
-        self.ready_due[i] = false;
+        self.nodes[i].start(salt, self.sabotage == Sabotage::ForgetVote, self.now);
         self.commit_seen[i] = 0;
         let first_tick = self.now + self.rng.below(1, self.tick_every[i] + 1);
         self.schedule(first_tick, i, TimerKind::Tick);
     }
 
     fn crash(&mut self, i: usize) {
-        self.nodes[i].crash();
-        self.ready_due[i] = false;
+        if self.nodes[i].crash().pending > 0 {
+            // Writes were under way: the crash came in the middle of the pipeline.
+            self.stats.crashes_in_ready += 1;
+        }
         self.stats.crashes += 1;
     }
 
@@ -257,7 +275,7 @@ impl World {
 
     fn compact(&mut self, i: usize, touched: &mut Vec<usize>) {
         let keep = self.rng.below(0, 8);
-        if self.nodes[i].compact(keep) {
+        if self.nodes[i].compact(keep, self.now) {
             self.stats.compactions += 1;
             self.note(&[10, i as u64, keep]);
             touched.push(i);
@@ -397,8 +415,7 @@ impl World {
                     let next = self.now + self.tick_every[i];
                     self.schedule(next, i, TimerKind::Tick);
                 }
-                TimerKind::Ready => {
-                    self.ready_due[i] = false;
+                TimerKind::WritesDone => {
                     let crash = if self.rng.chance(self.plan.p_crash_in_ready) {
                         Some(if self.rng.chance(0.5) {
                             CrashPoint::BeforeWrite
@@ -409,15 +426,11 @@ impl World {
                         None
                     };
                     self.note(&[21, self.now, i as u64, crash.map_or(0, |c| c as u64 + 1)]);
-                    self.nodes[i].handle_ready(self.now, crash);
+                    self.nodes[i].writes_done(self.now, crash);
                     if crash.is_some() {
+                        self.stats.crashes += 1;
                         self.stats.crashes_in_ready += 1;
-                        self.crash(i);
                     }
-                }
-                TimerKind::SnapshotReport { to, delivered } => {
-                    self.note(&[22, self.now, i as u64, to, u64::from(delivered)]);
-                    self.nodes[i].report_snapshot(to, delivered, self.now);
                 }
             }
         } else {
@@ -441,18 +454,6 @@ impl World {
                 u64::from(m.reject),
                 u64::from(arrives),
             ]);
-            if is_snapshot(&m) {
-                // The sender's transport learns how the transfer went (as TiKV's
-                // reports it); without it the leader waits for that follower forever.
-                self.schedule(
-                    self.now,
-                    from,
-                    TimerKind::SnapshotReport {
-                        to: m.to,
-                        delivered: arrives,
-                    },
-                );
-            }
             if arrives {
                 self.stats.messages_delivered += 1;
                 if is_snapshot(&m) {
@@ -479,32 +480,15 @@ impl World {
             }
         }
         for &i in &touched {
-            if self.nodes[i].snapshot_wanted() {
-                // Raft asked this node's disk for a newer snapshot than it holds.
-                self.compact(i, &mut Vec::new());
-            }
             for m in std::mem::take(&mut self.nodes[i].outbox) {
-                let snapshot = is_snapshot(&m);
-                let from = m.from as usize - 1;
-                let to = m.to;
                 if let Sent::Lost = self.network.send(m, self.now, &mut self.rng) {
                     self.stats.messages_lost += 1;
-                    if snapshot {
-                        self.schedule(
-                            self.now,
-                            from,
-                            TimerKind::SnapshotReport {
-                                to,
-                                delivered: false,
-                            },
-                        );
-                    }
                 }
             }
-            if self.nodes[i].has_ready() && !self.ready_due[i] {
-                let at = self.now + self.rng.below(0, self.plan.disk_latency + 1);
-                self.schedule(at, i, TimerKind::Ready);
-                self.ready_due[i] = true;
+            let mut due = std::mem::take(&mut self.nodes[i].writes_due);
+            due.dedup();
+            for at in due {
+                self.schedule(at, i, TimerKind::WritesDone);
             }
             let id = self.nodes[i].id;
             for seen in std::mem::take(&mut self.nodes[i].seen) {
@@ -530,7 +514,7 @@ impl World {
             }
             self.views[i] = self.nodes[i].log_view();
             if let Some(r) = self.nodes[i].running() {
-                let committed = r.raft.raft.raft_log.committed;
+                let committed = r.group.node.raft.raft_log.committed;
                 for index in self.commit_seen[i] + 1..=committed {
                     if let Some((term, data)) = self.views[i].get(index) {
                         self.checker.committed(id, index, term, data, max_term)?;
@@ -591,15 +575,16 @@ impl World {
             .nodes
             .iter()
             .filter_map(|n| n.running())
-            .find(|r| r.raft.raft.state == raft::StateRole::Leader)
+            .find(|r| r.group.node.raft.state == raft::StateRole::Leader)
         else {
             return false;
         };
-        let last = leader.raft.raft.raft_log.last_index();
-        leader.raft.raft.raft_log.committed == last
+        let last = leader.group.node.raft.raft_log.last_index();
+        leader.group.node.raft.raft_log.committed == last
             && self.nodes.iter().all(|n| {
                 n.running().is_some_and(|r| {
-                    r.sm.applied_index() == last && r.raft.raft.leader_id == leader.raft.raft.id
+                    r.sm.applied_index() == last
+                        && r.group.node.raft.leader_id == leader.group.node.raft.id
                 })
             })
     }
@@ -639,6 +624,8 @@ impl World {
     pub(super) fn stats(&self) -> Stats {
         Stats {
             trace: self.trace.finish(),
+            snapshots_taken: self.nodes.iter().map(|n| n.snapshots_taken).sum(),
+            lost_unsynced: self.nodes.iter().map(|n| n.lost_unsynced).sum(),
             ..self.stats.clone()
         }
     }
@@ -653,11 +640,11 @@ impl World {
                 Some(r) => format!(
                     "n{}: {:?} term {} leader {} last {} commit {} applied {}",
                     n.id,
-                    r.raft.raft.state,
-                    r.raft.raft.term,
-                    r.raft.raft.leader_id,
-                    r.raft.raft.raft_log.last_index(),
-                    r.raft.raft.raft_log.committed,
+                    r.group.node.raft.state,
+                    r.group.node.raft.term,
+                    r.group.node.raft.leader_id,
+                    r.group.node.raft.raft_log.last_index(),
+                    r.group.node.raft.raft_log.committed,
                     r.sm.applied_index()
                 ),
             })

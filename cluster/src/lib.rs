@@ -19,7 +19,7 @@
 //! - [`raft_group`]: one Raft group's driver without I/O (pipelined readies,
 //!   snapshots, compaction), whose effects a shell performs; [`log_store`]: its log
 //!   in memory.
-//! - [`raft_log`]: the metadata Raft log in redb.
+//! - [`raft_log`]: Raft logs in redb (the metadata's is group 0), snapshots included.
 //! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
 //!   forms or joins the group, replicates metadata commands and applies them; the
 //!   broker's change log.
@@ -27,6 +27,9 @@
 //!   settle, deliveries back).
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.
 //! - [`queue_endpoint`]: where other nodes reach this node's queues.
+//! - `simulation` (tests only): a seeded deterministic simulation of the metadata
+//!   group running the production driver, with Raft's safety invariants after every
+//!   step.
 
 #![deny(missing_docs)]
 

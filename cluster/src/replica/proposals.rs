@@ -10,7 +10,7 @@
 //! log within [`DEDUPE_WINDOW`] entries before it is not applied again. That rule reads
 //! the log only, so every replica skips the same entries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -30,7 +30,7 @@ pub(super) fn nonce() -> u64 {
 }
 
 /// Who waits for a proposal.
-pub(super) type Reply = oneshot::Sender<Result<(), BrokerError>>;
+pub(crate) type Reply = oneshot::Sender<Result<(), BrokerError>>;
 
 struct Waiting {
     reply: Reply,
@@ -41,15 +41,16 @@ struct Waiting {
     sent: Option<(u64, Instant)>,
 }
 
-/// Proposals of this node not applied yet, by id.
+/// Proposals of this node not applied yet, by id (ordered, so that they are handed
+/// over in the same order every time: the simulation replays a seed exactly).
 #[derive(Default)]
-pub(super) struct Proposals {
-    waiting: HashMap<u64, Waiting>,
+pub(crate) struct Proposals {
+    waiting: BTreeMap<u64, Waiting>,
 }
 
 impl Proposals {
     /// A proposal to hand to Raft (see [`Self::due`]).
-    pub(super) fn add(&mut self, id: u64, data: Vec<u8>, reply: Reply, now: Instant) {
+    pub(crate) fn add(&mut self, id: u64, data: Vec<u8>, reply: Reply, now: Instant) {
         self.waiting.insert(
             id,
             Waiting {
@@ -69,7 +70,7 @@ impl Proposals {
     /// The proposals to hand to Raft now, with a leader in `term`: those never handed
     /// over, handed over in an earlier term, or unanswered for [`RESEND_AFTER`]. They
     /// count as handed over from now.
-    pub(super) fn due(&mut self, term: u64, now: Instant) -> Vec<Vec<u8>> {
+    pub(crate) fn due(&mut self, term: u64, now: Instant) -> Vec<Vec<u8>> {
         self.waiting
             .values_mut()
             .filter(|w| match w.sent {
@@ -84,22 +85,24 @@ impl Proposals {
     }
 
     /// A proposal that Raft refused to take (no leader after all): due again.
-    pub(super) fn unsent(&mut self) {
+    pub(crate) fn unsent(&mut self) {
         for w in self.waiting.values_mut() {
             w.sent = None;
         }
     }
 
-    /// Proposal `id` was applied here with `result`.
-    pub(super) fn answer(&mut self, id: u64, result: Result<(), BrokerError>) {
-        if let Some(w) = self.waiting.remove(&id) {
-            let _ = w.reply.send(result);
-        }
+    /// Proposal `id` was applied here with `result`. Whether it waited here.
+    pub(crate) fn answer(&mut self, id: u64, result: Result<(), BrokerError>) -> bool {
+        let Some(w) = self.waiting.remove(&id) else {
+            return false;
+        };
+        let _ = w.reply.send(result);
+        true
     }
 
     /// Fails every proposal asked `limit` ago or earlier with `why(it was handed to
     /// Raft)`.
-    pub(super) fn expire(
+    pub(crate) fn expire(
         &mut self,
         now: Instant,
         limit: Duration,

@@ -19,10 +19,13 @@
 //! - [`raft_group`]: one Raft group's driver without I/O (pipelined readies,
 //!   snapshots, compaction), whose effects a shell performs; [`log_store`]: its log
 //!   in memory.
-//! - [`raft_log`]: Raft logs in redb (the metadata's is group 0), snapshots included.
-//! - [`replica`]: this node's member of the metadata Raft group (TiKV's `raft`): it
-//!   forms or joins the group, replicates metadata commands and applies them; the
-//!   broker's change log.
+//! - [`raft_log`]: every group's Raft log in redb (the metadata's is group 0),
+//!   snapshots included.
+//! - [`replica`]: this node's member of every Raft group it runs (TiKV's `raft`),
+//!   under one actor and one ticker, their messages batched per peer node: the
+//!   metadata group (group 0: it forms or joins it, replicates metadata commands and
+//!   applies them; the broker's change log) and any other group a state machine
+//!   ([`replica::Machine`]) is opened for.
 //! - [`queue_wire`]: what nodes say to each other about queues (publish, consume,
 //!   settle, deliveries back).
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.

@@ -153,6 +153,11 @@ pub fn install_ops(group: u64, snapshot: &Snapshot) -> Vec<Op> {
     ]
 }
 
+/// The op that removes the log of `group` whole (record, entries, snapshot).
+pub fn drop_op(group: u64) -> Op {
+    Op::DropLog { group }
+}
+
 /// The op that stores the state record of `group`.
 pub fn record_op(group: u64, record: &RaftRecord) -> Op {
     Op::PutLogRecord {

@@ -9,7 +9,7 @@
 //! │   └── queues:/     one_for_one, one actor per queue (queue:/orders)
 //! ├── cluster          one_for_one
 //! │   ├── membership@NODE  seeds, heartbeats, redials, the member list
-//! │   └── metadata@NODE    this node's member of the metadata Raft group
+//! │   └── raft@NODE        this node's member of every Raft group (metadata: group 0)
 //! ├── gateway@NODE     where client handles open sessions (session actors below it)
 //! └── amqp             one_for_one: amqp-acceptor, one amqp-connection:PEER per client
 //! ```

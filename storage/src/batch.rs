@@ -92,6 +92,12 @@ pub enum Op {
         /// The encoded snapshot, opaque to the store.
         snapshot: Vec<u8>,
     },
+    /// Remove a replication log whole: its state record, entries and snapshot (the
+    /// group is gone from this node).
+    DropLog {
+        /// The Raft group.
+        group: u64,
+    },
 }
 
 impl Op {
@@ -105,7 +111,7 @@ impl Op {
             Op::UpdateIndex { index, .. } => 16 + index.len(),
             Op::DeleteMessage { .. } | Op::DeleteQueueMessages { .. } => 16,
             Op::PutLogRecord { record, .. } => 16 + record.len(),
-            Op::TruncateLog { .. } | Op::CompactLog { .. } => 16,
+            Op::TruncateLog { .. } | Op::CompactLog { .. } | Op::DropLog { .. } => 16,
             Op::PutLogSnapshot { snapshot, .. } => 8 + snapshot.len(),
         }
     }
@@ -123,7 +129,8 @@ impl Op {
             Op::DeleteMessage { .. }
             | Op::DeleteQueueMessages { .. }
             | Op::TruncateLog { .. }
-            | Op::CompactLog { .. } => 0,
+            | Op::CompactLog { .. }
+            | Op::DropLog { .. } => 0,
         }
     }
 }

@@ -451,6 +451,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_log_is_gone_whole_and_other_groups_stay() {
+        let (store, _) = flaky_store();
+        let record = |group, index| Op::PutLogRecord {
+            group,
+            index,
+            record: vec![index as u8; 3],
+        };
+        let ops = (0..5)
+            .map(|i| record(4, i))
+            .chain((0..3).map(|i| record(5, i)))
+            .chain([Op::PutLogSnapshot {
+                group: 4,
+                snapshot: b"s".to_vec(),
+            }])
+            .collect();
+        store.submit(Batch::durable(ops)).wait().expect("commit");
+        store
+            .submit(Batch::durable(vec![Op::DropLog { group: 4 }]))
+            .wait()
+            .expect("commit");
+        assert!(store.read_log(4).expect("read").is_empty());
+        assert_eq!(store.read_log_snapshot(4).expect("read"), None);
+        assert_eq!(store.read_log(5).expect("read").len(), 3);
+    }
+
+    #[test]
     fn requests_queued_during_a_commit_share_the_next_one() {
         let (store, _) = flaky_store();
         let before = store.stats();

@@ -492,6 +492,12 @@ impl<'t> GroupTables<'t> {
                     .open_table(REPLICATION_SNAPSHOT)?
                     .insert(*group, snapshot.as_slice())?;
             }
+            Op::DropLog { group } => {
+                self.txn
+                    .open_table(REPLICATION_LOG)?
+                    .retain_in((*group, 0)..=(*group, u64::MAX), |_, _| false)?;
+                self.txn.open_table(REPLICATION_SNAPSHOT)?.remove(*group)?;
+            }
         }
         Ok(())
     }

@@ -1,32 +1,31 @@
-//! Applying committed entries, off the replica's loop: one task per replica takes
-//! committed entries, snapshots to restore and requests for a snapshot in log order,
-//! applies them to the node's broker state and reports back ([`Applied`]), so that
-//! a slow apply (a queue actor starting, a store write) never delays Raft's
-//! heartbeats or the next append.
+//! Applying committed entries, off the replica's loop: one task per group takes the
+//! group's committed entries, snapshots to restore and requests for a snapshot in log
+//! order, hands the commands to the group's [`Machine`] and reports back
+//! ([`Applied`]), so that a slow apply (a queue actor starting, a store write) never
+//! delays Raft's heartbeats or the next append of any group.
 //!
 //! The task owns the filter of proposals applied twice ([`Recent`]): an entry
 //! proposed twice is applied once, on every node alike.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use ractor::ActorRef;
 use raft::prelude::{Entry, EntryType};
 use tokio::sync::mpsc;
-use warren_actors::error::BrokerError;
 
-use super::proposals::Recent;
+use super::entry;
+use super::machine::{Answer, Machine};
+use super::proposals::{Recent, DEDUPE_WINDOW};
 use super::snapshot::{SnapshotData, SNAPSHOT_FORMAT};
-use super::{LocalReplica, Proposal, ReplicaMsg};
-use crate::image;
-use crate::metadata::{MetaCommand, MetadataApplier};
+use super::{LocalReplica, ReplicaMsg};
+use crate::raft_group::GroupId;
 
-/// What the replica asks of its applier, in log order.
+/// What the replica asks of a group's applier, in log order.
 pub(super) enum ApplyJob {
     /// Committed entries (membership changes are reported back, for the replica to
     /// apply to Raft at their place in the log).
     Entries(Vec<Entry>),
-    /// Make the broker state the snapshot's (a snapshot from the leader).
+    /// Make the machine's state the snapshot's (a snapshot from the leader).
     Restore {
         /// The snapshot's index.
         index: u64,
@@ -42,14 +41,14 @@ pub(super) enum ApplyJob {
     },
 }
 
-/// What a replica's applier reports back to it.
+/// What a group's applier reports back to the replica.
 pub enum Applied {
     /// Everything up to `index` is applied.
     Upto {
         /// The last index applied.
         index: u64,
-        /// The results of this node's proposals among them, by proposal id.
-        answers: Vec<(u64, Result<(), BrokerError>)>,
+        /// The answers to this node's proposals among them, by proposal id.
+        answers: Vec<(u64, Answer)>,
         /// The membership changes among them, in order, for Raft.
         conf_changes: Vec<Entry>,
     },
@@ -62,27 +61,44 @@ pub enum Applied {
     },
 }
 
-/// Starts the applier of the replica `replica` on node `origin`, from `applied` with
-/// the filter `recent`.
-pub(super) fn start(
-    origin: String,
-    applier: Arc<dyn MetadataApplier>,
-    applied: u64,
-    recent: Recent,
+/// Where a group's applier starts.
+pub(super) struct Start {
+    /// This node's name (the origin of its own proposals).
+    pub origin: String,
+    /// The group.
+    pub group: GroupId,
+    /// The last entry applied.
+    pub applied: u64,
+    /// The latest snapshot stored, if any: its filter of proposals applied twice, and
+    /// its state when it is ahead of `applied` (stored, but not applied before a crash).
+    pub snapshot: Option<(u64, SnapshotData)>,
+    /// The stored entries after the snapshot, to rebuild the filter up to `applied`.
+    pub entries: Vec<Entry>,
+}
+
+/// Starts the applier of a group, feeding `machine`; reports go to `replica`.
+pub(super) fn start<M: Machine>(
+    start: Start,
+    machine: M,
     replica: ActorRef<ReplicaMsg>,
 ) -> mpsc::UnboundedSender<ApplyJob> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let group = start.group;
         let mut task = Applier {
-            origin,
-            applier,
-            applied,
-            recent,
+            origin: start.origin,
+            group,
+            machine,
+            applied: start.applied,
+            recent: Recent::default(),
         };
+        if let Some(report) = task.begin(start.snapshot, start.entries).await {
+            let _ = replica.cast(ReplicaMsg::local(LocalReplica::Applied(group, report)));
+        }
         while let Some(job) = rx.recv().await {
             let report = task.run(job).await;
             if replica
-                .cast(ReplicaMsg::local(LocalReplica::Applied(report)))
+                .cast(ReplicaMsg::local(LocalReplica::Applied(group, report)))
                 .is_err()
             {
                 // The replica stopped; its successor starts its own applier.
@@ -93,71 +109,115 @@ pub(super) fn start(
     tx
 }
 
-struct Applier {
+struct Applier<M> {
     origin: String,
-    applier: Arc<dyn MetadataApplier>,
+    group: GroupId,
+    machine: M,
     applied: u64,
     recent: Recent,
 }
 
-impl Applier {
+impl<M: Machine> Applier<M> {
+    /// Rebuilds the filter as it stood at the last applied entry (the snapshot's, then
+    /// the entries after it), and restores a snapshot stored but not applied.
+    async fn begin(
+        &mut self,
+        snapshot: Option<(u64, SnapshotData)>,
+        entries: Vec<Entry>,
+    ) -> Option<Applied> {
+        let mut report = None;
+        let mut snap_index = 0;
+        if let Some((index, data)) = snapshot {
+            snap_index = index;
+            self.recent = Recent::import(data.recent.clone());
+            if self.applied < index {
+                report = Some(self.restore(index, data).await);
+            }
+        }
+        let from = snap_index.max(self.applied.saturating_sub(DEDUPE_WINDOW));
+        for e in entries
+            .iter()
+            .filter(|e| e.index > from && e.index <= self.applied)
+            .filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty())
+        {
+            if let Ok(p) = entry::decode::<M::Command>(&e.data) {
+                self.recent.first_time(&p.origin, p.id, e.index);
+            }
+        }
+        report
+    }
+
     async fn run(&mut self, job: ApplyJob) -> Applied {
         match job {
             ApplyJob::Entries(entries) => self.entries(entries).await,
-            ApplyJob::Restore { index, data } => {
-                restore(self.applier.as_ref(), &data.image).await;
-                self.recent = Recent::import(data.recent);
-                self.applied = index;
-                Applied::Upto {
-                    index,
-                    answers: Vec::new(),
-                    conf_changes: Vec::new(),
-                }
-            }
+            ApplyJob::Restore { index, data } => self.restore(index, data).await,
             ApplyJob::Snapshot { names, base_voters } => {
-                let data = SnapshotData {
-                    format: SNAPSHOT_FORMAT,
-                    names,
-                    base_voters,
-                    recent: self.recent.export(),
-                    image: self.applier.image().await,
-                };
+                let image = self.machine.image().await;
+                let data = entry::command(&image).and_then(|state| {
+                    SnapshotData {
+                        format: SNAPSHOT_FORMAT,
+                        names,
+                        base_voters,
+                        recent: self.recent.export(),
+                        state,
+                    }
+                    .encode()
+                });
                 Applied::Snapshot {
                     index: self.applied,
-                    data: data.encode(),
+                    data,
                 }
             }
         }
     }
 
+    async fn restore(&mut self, index: u64, data: SnapshotData) -> Applied {
+        match warren_storage::codec::decode::<M::Image>(&data.state) {
+            Ok(image) => self.machine.restore(image).await,
+            Err(e) => tracing::error!(
+                group = self.group,
+                index,
+                "a snapshot's state does not decode and is not restored: {e}"
+            ),
+        }
+        self.recent = Recent::import(data.recent);
+        self.applied = index;
+        Applied::Upto {
+            index,
+            answers: Vec::new(),
+            conf_changes: Vec::new(),
+        }
+    }
+
     async fn entries(&mut self, entries: Vec<Entry>) -> Applied {
         let (mut answers, mut conf_changes) = (Vec::new(), Vec::new());
-        for entry in entries {
-            if entry.index <= self.applied {
+        for e in entries {
+            if e.index <= self.applied {
                 // Handed over again after a snapshot was restored past it.
                 continue;
             }
-            if entry.get_entry_type() == EntryType::EntryConfChange {
-                conf_changes.push(entry.clone());
-            } else if !entry.data.is_empty() {
+            if e.get_entry_type() == EntryType::EntryConfChange {
+                conf_changes.push(e.clone());
+            } else if !e.data.is_empty() {
                 // (Empty: a new leader's first entry.)
-                match warren_storage::codec::decode::<Proposal>(&entry.data) {
+                match entry::decode::<M::Command>(&e.data) {
                     Ok(p) => {
                         // Handed to Raft twice and in the log twice: applied once.
-                        if self.recent.first_time(&p.origin, p.id, entry.index) {
-                            let result = self.applier.apply(p.command).await;
+                        if self.recent.first_time(&p.origin, p.id, e.index) {
+                            let answer = self.machine.apply(p.command).await;
                             if p.origin == self.origin {
-                                answers.push((p.id, result));
+                                answers.push((p.id, answer));
                             }
                         }
                     }
-                    Err(e) => tracing::error!(
-                        index = entry.index,
-                        "a metadata entry did not decode and is skipped: {e}"
+                    Err(why) => tracing::error!(
+                        group = self.group,
+                        index = e.index,
+                        "an entry did not decode and is skipped: {why}"
                     ),
                 }
             }
-            self.applied = entry.index;
+            self.applied = e.index;
         }
         Applied::Upto {
             index: self.applied,
@@ -165,25 +225,4 @@ impl Applier {
             conf_changes,
         }
     }
-}
-
-/// Makes the broker state the one `target` describes: removes what it does not
-/// hold, then adds what it holds and the node lacks.
-pub(super) async fn restore(applier: &dyn MetadataApplier, target: &[MetaCommand]) {
-    let current = applier.image().await;
-    let deletions = image::deletions(&current, target);
-    for command in deletions {
-        if let Err(e) = applier.apply(command.clone()).await {
-            tracing::warn!("restoring a metadata snapshot: {}: {e}", command.describe());
-        }
-    }
-    let current = applier.image().await;
-    let additions = image::additions(&current, target);
-    let count = additions.len();
-    for command in additions {
-        if let Err(e) = applier.apply(command.clone()).await {
-            tracing::warn!("restoring a metadata snapshot: {}: {e}", command.describe());
-        }
-    }
-    tracing::info!(added = count, "restored the metadata from a snapshot");
 }

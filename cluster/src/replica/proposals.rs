@@ -1,4 +1,4 @@
-//! Metadata changes proposed on this node and not applied yet, and the log's filter of
+//! Changes proposed on this node and not applied yet, and the log's filter of
 //! changes proposed twice.
 //!
 //! A proposal handed to Raft on a follower travels to the leader as a message; if the
@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use warren_actors::error::BrokerError;
 
+use super::machine::Answer;
+
 /// Marks a proposal id as a nonce (older Warren numbered proposals 1, 2, 3… from every
 /// start; those are never filtered).
 pub(crate) const NONCE_BIT: u64 = 1 << 63;
 /// A proposal with no answer for this long is handed to Raft again.
 pub(crate) const RESEND_AFTER: Duration = Duration::from_secs(2);
 /// How many entries back an entry's (origin, nonce) is looked for.
-pub(super) const DEDUPE_WINDOW: u64 = 65_536;
+pub(crate) const DEDUPE_WINDOW: u64 = 65_536;
 
 /// A fresh proposal id.
 pub(super) fn nonce() -> u64 {
@@ -30,7 +32,7 @@ pub(super) fn nonce() -> u64 {
 }
 
 /// Who waits for a proposal.
-pub(crate) type Reply = oneshot::Sender<Result<(), BrokerError>>;
+pub(crate) type Reply = oneshot::Sender<Answer>;
 
 struct Waiting {
     reply: Reply,
@@ -92,12 +94,17 @@ impl Proposals {
     }
 
     /// Proposal `id` was applied here with `result`. Whether it waited here.
-    pub(crate) fn answer(&mut self, id: u64, result: Result<(), BrokerError>) -> bool {
+    pub(crate) fn answer(&mut self, id: u64, result: Answer) -> bool {
         let Some(w) = self.waiting.remove(&id) else {
             return false;
         };
         let _ = w.reply.send(result);
         true
+    }
+
+    /// Who waits, for whoever stops the group.
+    pub(crate) fn into_replies(self) -> impl Iterator<Item = Reply> {
+        self.waiting.into_values().map(|w| w.reply)
     }
 
     /// Fails every proposal asked `limit` ago or earlier with `why(it was handed to

@@ -24,8 +24,8 @@ pub struct RaftBatch {
 /// A piece of one big Raft message.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Part {
-    /// The sender's Raft id.
-    pub from: u64,
+    /// The sending replica's incarnation (a number it picks when it starts).
+    pub incarnation: u64,
     /// The sender's node name.
     pub sender: String,
     /// The Raft group the message belongs to.
@@ -50,10 +50,10 @@ pub(super) enum Cast {
 }
 
 /// The casts that carry `messages` (encoded, each with its group, to one node, in
-/// order) from `from`; `seq` numbers big messages.
+/// order) from the replica `sender` in its `incarnation`; `seq` numbers big messages.
 pub(super) fn casts(
     messages: Vec<(u64, Vec<u8>)>,
-    (from, sender): (u64, &str),
+    (incarnation, sender): (u64, &str),
     seq: &mut u64,
 ) -> Vec<Cast> {
     let mut out = Vec::new();
@@ -68,7 +68,7 @@ pub(super) fn casts(
             let count = message.len().div_ceil(MAX_CAST) as u32;
             for (index, piece) in message.chunks(MAX_CAST).enumerate() {
                 out.push(Cast::Part(Part {
-                    from,
+                    incarnation,
                     sender: sender.to_string(),
                     group,
                     seq: *seq,
@@ -92,12 +92,14 @@ pub(super) fn casts(
     out
 }
 
-/// Big messages being put back together, one per sender and group (a newer one
-/// replaces an unfinished older one: Raft sends a snapshot again if one is lost).
+/// Big messages being put back together, one per sender and group (a newer one, or
+/// one from a new incarnation of the sender, replaces an unfinished older one: Raft
+/// sends a snapshot again if one is lost).
 #[derive(Default)]
 pub(super) struct Assembly {
-    /// By sender and group: the message's number and its parts so far.
-    pending: BTreeMap<(u64, u64), (u64, Pieces)>,
+    /// By sender and group: the sender's incarnation, the message's number and its
+    /// parts so far.
+    pending: BTreeMap<(String, u64), (u64, u64, Pieces)>,
 }
 
 /// The parts of one message, by place; `None` until it arrives.
@@ -109,22 +111,23 @@ impl Assembly {
         if part.count == 0 || part.index >= part.count {
             return None;
         }
-        let key = (part.from, part.group);
+        let key = (part.sender.clone(), part.group);
         let slot = self
             .pending
-            .entry(key)
-            .or_insert_with(|| (part.seq, Vec::new()));
-        if slot.0 != part.seq || slot.1.len() != part.count as usize {
-            if part.seq < slot.0 {
+            .entry(key.clone())
+            .or_insert_with(|| (part.incarnation, part.seq, Vec::new()));
+        let same = slot.0 == part.incarnation && slot.1 == part.seq;
+        if !same || slot.2.len() != part.count as usize {
+            if slot.0 == part.incarnation && part.seq < slot.1 {
                 return None;
             }
-            *slot = (part.seq, vec![None; part.count as usize]);
+            *slot = (part.incarnation, part.seq, vec![None; part.count as usize]);
         }
-        slot.1[part.index as usize] = Some(part.bytes);
-        if slot.1.iter().any(Option::is_none) {
+        slot.2[part.index as usize] = Some(part.bytes);
+        if slot.2.iter().any(Option::is_none) {
             return None;
         }
-        let (_, pieces) = self.pending.remove(&key)?;
+        let (_, _, pieces) = self.pending.remove(&key)?;
         Some(pieces.into_iter().flatten().flatten().collect())
     }
 }
@@ -188,7 +191,7 @@ mod tests {
     fn a_newer_big_message_replaces_an_unfinished_one() {
         let mut assembly = Assembly::default();
         let part = |seq, index, count| Part {
-            from: 1,
+            incarnation: 1,
             sender: "n1".into(),
             group: 0,
             seq,
@@ -201,5 +204,18 @@ mod tests {
         assert!(assembly.add(part(1, 1, 2)).is_none(), "the old one is gone");
         assert_eq!(assembly.add(part(2, 1, 2)).unwrap(), vec![2, 2]);
         assert!(assembly.add(part(3, 5, 2)).is_none(), "a part out of range");
+        // The sender started again: its numbers start again too.
+        assert!(assembly.add(part(9, 0, 2)).is_none());
+        let again = Part {
+            incarnation: 2,
+            ..part(1, 0, 2)
+        };
+        assert!(assembly.add(again.clone()).is_none());
+        let last = Part {
+            index: 1,
+            bytes: vec![5],
+            ..again
+        };
+        assert_eq!(assembly.add(last).unwrap(), vec![1, 5]);
     }
 }

@@ -59,7 +59,7 @@ impl Waiters {
 
     /// Proposal `id` was applied here: its client is answered. Whether it waited.
     pub(super) fn answer(&mut self, id: u64) -> bool {
-        self.proposals.answer(id, Ok(()))
+        self.proposals.answer(id, Ok(Box::new(())))
     }
 
     /// Fails the proposals asked [`COMMIT_TIMEOUT`] ago or earlier (they may still be

@@ -64,6 +64,10 @@ impl Rows {
             Op::PutLogSnapshot { group, snapshot } => {
                 self.snapshots.insert(*group, snapshot.clone());
             }
+            Op::DropLog { group } => {
+                self.log.retain(|(g, _), _| g != group);
+                self.snapshots.remove(group);
+            }
             other => panic!("the metadata group wrote a non-log op: {other:?}"),
         }
     }

@@ -1,0 +1,188 @@
+//! [`ReplicaHandle`]: how the rest of the node talks to its replica: metadata
+//! changes (the broker's [`ChangeLog`]), the metadata group's view, and running other
+//! groups ([`ReplicaHandle::open`], [`ReplicaHandle::propose_to`]).
+
+use std::time::Duration;
+
+use ractor::ActorRef;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use warren_actors::changes::{BrokerChange, ChangeLog};
+use warren_actors::error::BrokerError;
+use warren_actors::BoxFuture;
+
+use super::machine::{Answer, Machine};
+use super::{
+    applying, broker_error, entry, replica_name, GroupView, LocalReplica, Opening, ReplicaMsg,
+    ReplicaStats, ReplicaStatus, CATCH_UP_WAIT, COMMIT_TIMEOUT, SNAPSHOT_EVERY,
+};
+use crate::metadata::MetaCommand;
+use crate::raft_group::GroupId;
+use crate::raft_log::METADATA_GROUP;
+
+/// A group to run on this node.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    /// The group's id (never 0, the metadata's).
+    pub group: GroupId,
+    /// What errors and logs call it ("queue 'orders' in vhost '/'").
+    pub label: String,
+    /// Its members by node name, all voters, when it is new (every member must be
+    /// opened with the same list); a group with a stored log starts from the log.
+    pub members: Vec<String>,
+    /// Entries applied between two snapshots.
+    pub snapshot_every: u64,
+}
+
+impl GroupSpec {
+    /// Group `group` of `members`, snapshotting every [`SNAPSHOT_EVERY`] entries.
+    pub fn new(group: GroupId, label: impl Into<String>, members: Vec<String>) -> GroupSpec {
+        GroupSpec {
+            group,
+            label: label.into(),
+            members,
+            snapshot_every: SNAPSHOT_EVERY,
+        }
+    }
+}
+
+/// This node's replica: where the node proposes metadata commands (the broker's
+/// [`ChangeLog`], and the node assembly's for users and permissions) and runs other
+/// groups.
+#[derive(Clone)]
+pub struct ReplicaHandle {
+    /// This node's name (the replica is registered under it).
+    pub node: String,
+}
+
+impl ReplicaHandle {
+    fn local(&self) -> Result<ActorRef<ReplicaMsg>, BrokerError> {
+        ractor::registry::where_is(replica_name(&self.node))
+            .map(ActorRef::from)
+            .ok_or_else(|| broker_error("the raft replica is restarting; retry".into()))
+    }
+
+    /// Sends the request `make` builds; the receiver resolves with the answer (or
+    /// fails if the replica stopped first).
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LocalReplica,
+    ) -> Result<oneshot::Receiver<T>, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.local()?
+            .cast(ReplicaMsg::local(make(tx)))
+            .map_err(|e| broker_error(e.to_string()))?;
+        Ok(rx)
+    }
+
+    /// Proposes a metadata `command`; resolves once it is committed and applied on
+    /// this node, with the result of applying it.
+    pub async fn propose(&self, command: MetaCommand) -> Result<(), BrokerError> {
+        let what = command.describe();
+        self.propose_as(METADATA_GROUP, &command, &what)
+            .await
+            .map(|_| ())
+    }
+
+    /// Proposes `command` to group `group`; resolves once it is committed and
+    /// applied on this node, with the machine's answer.
+    pub async fn propose_to<C: Serialize>(&self, group: GroupId, command: &C) -> Answer {
+        self.propose_as(group, command, &format!("raft group {group}"))
+            .await
+    }
+
+    /// [`Self::propose_to`], with errors of its own saying `what` was proposed.
+    async fn propose_as<C: Serialize>(&self, group: GroupId, command: &C, what: &str) -> Answer {
+        let data = entry::command(command).map_err(broker_error)?;
+        let rx = self.ask(|tx| LocalReplica::Propose(group, data, tx))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(broker_error(format!(
+                "{what}: the raft replica restarted before the change was applied; check and retry"
+            ))),
+            Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
+        }
+    }
+
+    /// Resolves once this node has applied everything the metadata leader had
+    /// committed when it was called: what any node acknowledged before is visible here
+    /// then. Without a leader it resolves after [`CATCH_UP_WAIT`] at most (at once when
+    /// the node has been without one for longer), and the node answers from what it
+    /// has.
+    pub async fn catch_up(&self) {
+        self.catch_up_with(METADATA_GROUP).await
+    }
+
+    /// [`Self::catch_up`] for group `group`.
+    pub async fn catch_up_with(&self, group: GroupId) {
+        let Ok(rx) = self.ask(|tx| LocalReplica::CatchUp(group, tx)) else {
+            return;
+        };
+        let _ = tokio::time::timeout(CATCH_UP_WAIT + Duration::from_secs(1), rx).await;
+    }
+
+    /// What this node's replica says of itself (its leader, say).
+    pub async fn status(&self) -> Result<ReplicaStatus, BrokerError> {
+        self.ask(LocalReplica::Status)?.await.map_err(|_| stopped())
+    }
+
+    /// The metadata group as this node knows it.
+    pub async fn group(&self) -> Result<GroupView, BrokerError> {
+        Ok(self.view(METADATA_GROUP).await?.unwrap_or_default())
+    }
+
+    /// Group `group` as this node knows it; none when it does not run here.
+    pub async fn view(&self, group: GroupId) -> Result<Option<GroupView>, BrokerError> {
+        self.ask(|tx| LocalReplica::View(group, tx))?
+            .await
+            .map_err(|_| stopped())
+    }
+
+    /// What the replica did since it started.
+    pub async fn stats(&self) -> Result<ReplicaStats, BrokerError> {
+        self.ask(LocalReplica::Stats)?.await.map_err(|_| stopped())
+    }
+
+    /// Removes a member from the metadata group (leave, forget).
+    pub async fn remove(&self, name: &str) -> Result<(), BrokerError> {
+        let name = name.to_string();
+        self.ask(|tx| LocalReplica::Remove(name, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+
+    /// Runs group `spec.group` on this node, applying its entries to `machine` (in a
+    /// task of its own). Nothing happens if it runs here already.
+    pub async fn open<M: Machine>(&self, spec: GroupSpec, machine: M) -> Result<(), BrokerError> {
+        let opening = Opening {
+            spec,
+            keeps_state: M::KEEPS_STATE,
+            start: Box::new(move |start, replica| applying::start(start, machine, replica)),
+        };
+        self.ask(|tx| LocalReplica::Open(opening, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+
+    /// Stops running group `group` here; with `remove`, its log is removed too (the
+    /// group is gone for good).
+    pub async fn close(&self, group: GroupId, remove: bool) -> Result<(), BrokerError> {
+        self.ask(|tx| LocalReplica::Close(group, remove, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> BrokerError {
+    broker_error("the raft replica stopped".into())
+}
+
+impl ChangeLog for ReplicaHandle {
+    fn commit(&self, change: BrokerChange) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(self.propose(change.into()))
+    }
+
+    fn caught_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.catch_up())
+    }
+}

@@ -1,0 +1,340 @@
+//! Three replicas in one process running many groups besides their own metadata
+//! group: every group applies the same entries on every node, the messages of all
+//! groups between two nodes share casts, a stopped node's groups elect new leaders,
+//! and a restarted node rebuilds its machines from its log and snapshots.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use warren_actors::error::BrokerError;
+use warren_actors::BoxFuture;
+use warren_storage::Store;
+
+use super::*;
+use crate::metadata::MetaCommand;
+
+#[derive(Serialize, Deserialize)]
+enum KvCommand {
+    Put(String, u64),
+}
+
+type Map = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// A machine holding a map in memory (its state is rebuilt from the log).
+struct Kv(Map);
+
+impl Machine for Kv {
+    type Command = KvCommand;
+    type Image = BTreeMap<String, u64>;
+
+    fn apply(&mut self, command: KvCommand) -> BoxFuture<'_, Answer> {
+        let KvCommand::Put(key, value) = command;
+        let before = self.0.lock().unwrap().insert(key, value);
+        Box::pin(async move { Ok(Box::new(before) as Box<dyn Any + Send>) })
+    }
+
+    fn image(&mut self) -> BoxFuture<'_, BTreeMap<String, u64>> {
+        let image = self.0.lock().unwrap().clone();
+        Box::pin(async move { image })
+    }
+
+    fn restore(&mut self, image: BTreeMap<String, u64>) -> BoxFuture<'_, ()> {
+        *self.0.lock().unwrap() = image;
+        Box::pin(async {})
+    }
+}
+
+/// No metadata: each node is a cluster of its own as far as group 0 goes.
+struct NoMetadata;
+
+impl MetadataApplier for NoMetadata {
+    fn apply(&self, _: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+struct Node {
+    name: String,
+    store: Store,
+    actor: ActorRef<ReplicaMsg>,
+    handle: ReplicaHandle,
+    /// Each group's map on this node.
+    maps: BTreeMap<GroupId, Map>,
+}
+
+async fn start(name: &str, store: Store) -> ActorRef<ReplicaMsg> {
+    let args = ReplicaArgs {
+        name: name.to_string(),
+        role: Role::Disk,
+        store,
+        applier: Arc::new(NoMetadata),
+        has_seeds: false,
+        snapshot_every: SNAPSHOT_EVERY,
+    };
+    Actor::spawn(Some(replica_name(name)), Replica, args)
+        .await
+        .expect("replica starts")
+        .0
+}
+
+async fn nodes(prefix: &str, dirs: &[tempfile::TempDir]) -> Vec<Node> {
+    let mut out = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let name = format!("{prefix}{i}");
+        let store = Store::open(dir.path().join("w.redb")).unwrap();
+        let actor = start(&name, store.clone()).await;
+        out.push(Node {
+            handle: ReplicaHandle { node: name.clone() },
+            name,
+            store,
+            actor,
+            maps: BTreeMap::new(),
+        });
+    }
+    out
+}
+
+fn names(nodes: &[Node]) -> Vec<String> {
+    nodes.iter().map(|n| n.name.clone()).collect()
+}
+
+async fn open(node: &mut Node, group: GroupId, members: &[String], snapshot_every: u64) {
+    let map = Map::default();
+    let spec = GroupSpec {
+        snapshot_every,
+        ..GroupSpec::new(group, format!("test group {group}"), members.to_vec())
+    };
+    node.handle
+        .open(spec, Kv(map.clone()))
+        .await
+        .expect("group opens");
+    node.maps.insert(group, map);
+}
+
+/// Proposes `key = value` to `group` through `node`, in a task.
+fn put(tasks: &mut JoinSet<Result<(), BrokerError>>, node: &Node, group: GroupId, key: String) {
+    let handle = node.handle.clone();
+    let value = group * 1000 + key.len() as u64;
+    tasks.spawn(async move {
+        handle
+            .propose_to(group, &KvCommand::Put(key, value))
+            .await
+            .map(|_| ())
+    });
+}
+
+async fn all_ok(mut tasks: JoinSet<Result<(), BrokerError>>) {
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().expect("proposal applied");
+    }
+}
+
+/// Waits (bounded) until every node's map of every group equals the first node's,
+/// and the first node's holds `keys` keys per group.
+async fn converged(nodes: &[&Node], groups: impl Iterator<Item = GroupId> + Clone, keys: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut behind = Vec::new();
+        for g in groups.clone() {
+            let first = nodes[0].maps[&g].lock().unwrap().clone();
+            if first.len() != keys {
+                behind.push(format!(
+                    "{} holds {} keys of group {g}",
+                    nodes[0].name,
+                    first.len()
+                ));
+            }
+            for n in &nodes[1..] {
+                if *n.maps[&g].lock().unwrap() != first {
+                    behind.push(format!("{} differs in group {g}", n.name));
+                }
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not converged: {behind:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops `node`'s replica (if it runs), starts it again from its store and opens its
+/// groups with empty machines.
+async fn restart(node: Node, members: &[String]) -> Node {
+    // (It may have stopped already.)
+    let _ = node.actor.stop_and_wait(None, None).await;
+    let actor = start(&node.name, node.store.clone()).await;
+    let groups: Vec<GroupId> = node.maps.keys().copied().collect();
+    let mut back = Node {
+        actor,
+        maps: BTreeMap::new(),
+        ..node
+    };
+    for g in groups {
+        open(&mut back, g, members, 8).await;
+    }
+    back
+}
+
+async fn total_stats(nodes: &[Node]) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for n in nodes {
+        let s = n.handle.stats().await.unwrap();
+        sum.0 += s.messages;
+        sum.1 += s.casts;
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_groups_replicate_through_one_replica_per_node_and_share_casts() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = nodes("many-", &dirs).await;
+    let members = names(&nodes);
+    const GROUPS: u64 = 40;
+    for g in 1..=GROUPS {
+        for n in nodes.iter_mut() {
+            open(n, g, &members, SNAPSHOT_EVERY).await;
+        }
+    }
+    assert_eq!(
+        nodes[0].handle.stats().await.unwrap().groups,
+        GROUPS as usize + 1
+    );
+    // Five keys per group, each through another node, all at once (many go through
+    // followers, and some arrive before the group has elected its first leader).
+    let mut tasks = JoinSet::new();
+    for g in 1..=GROUPS {
+        for i in 0..5 {
+            put(&mut tasks, &nodes[(g as usize + i) % 3], g, format!("k{i}"));
+        }
+    }
+    all_ok(tasks).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    converged(&all, 1..=GROUPS, 5).await;
+    for g in 1..=GROUPS {
+        let view = nodes[1].handle.view(g).await.unwrap().expect("runs there");
+        assert_eq!(view.members.len(), 3);
+        assert!(view.log.applied >= 5, "{view:?}");
+    }
+    assert!(nodes[0].handle.view(GROUPS + 1).await.unwrap().is_none());
+    // Idle now: heartbeats of 40 groups. Between two nodes they travel together.
+    let before = total_stats(&nodes).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = total_stats(&nodes).await;
+        if now.0 - before.0 >= 1_000 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeats: {before:?} {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (messages, casts) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        casts * 4 <= messages,
+        "{messages} raft messages in {casts} casts: not batched per node pair"
+    );
+    for n in &nodes {
+        n.actor.stop(None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_fail_over_and_a_restarted_node_rebuilds_its_machines_from_log_and_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = nodes("restart-", &dirs).await;
+    let members = names(&nodes);
+    const GROUPS: u64 = 12;
+    // Snapshots every 8 entries: a restart reads a snapshot and the tail after it.
+    for g in 1..=GROUPS {
+        for n in nodes.iter_mut() {
+            open(n, g, &members, 8).await;
+        }
+    }
+    let mut tasks = JoinSet::new();
+    for g in 1..=GROUPS {
+        for i in 0..20 {
+            put(&mut tasks, &nodes[i % 3], g, format!("k{i}"));
+        }
+    }
+    all_ok(tasks).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    converged(&all, 1..=GROUPS, 20).await;
+    let view = nodes[2].handle.view(1).await.unwrap().unwrap();
+    assert!(view.log.snapshot >= 8, "a snapshot was taken: {view:?}");
+
+    // Node 1 starts again from its store: each group's machine is rebuilt from the
+    // latest snapshot and the entries after it.
+    let node = restart(nodes.remove(1), &members).await;
+    nodes.push(node);
+    let all: Vec<&Node> = nodes.iter().collect();
+    converged(&all, 1..=GROUPS, 20).await;
+
+    // It stops again: the groups it led elect another leader and changes go on
+    // through the other two; back, it catches up with what it missed (a snapshot
+    // from the leader, which kept a tail of one entry).
+    let stopped = nodes.pop().unwrap();
+    stopped
+        .actor
+        .stop_and_wait(None, None)
+        .await
+        .expect("stops");
+    let mut tasks = JoinSet::new();
+    for g in 1..=GROUPS {
+        for i in 20..30 {
+            put(&mut tasks, &nodes[i % 2], g, format!("k{i}"));
+        }
+    }
+    all_ok(tasks).await;
+    let node = restart(stopped, &members).await;
+    nodes.push(node);
+    let all: Vec<&Node> = nodes.iter().collect();
+    converged(&all, 1..=GROUPS, 30).await;
+
+    // A group closed for good leaves no log behind.
+    for n in &nodes {
+        n.handle.close(GROUPS, true).await.expect("closes");
+        assert!(n.handle.view(GROUPS).await.unwrap().is_none());
+        let log = crate::raft_log::load(&n.store, GROUPS).unwrap();
+        assert!(log.entries.is_empty() && log.snapshot.is_none());
+        assert!(log.record.conf_state.is_empty());
+    }
+    let refused = nodes[0]
+        .handle
+        .propose_to(GROUPS, &KvCommand::Put("x".into(), 1))
+        .await
+        .expect_err("a closed group takes no proposals");
+    assert!(
+        refused.text().contains("does not run"),
+        "{}",
+        refused.text()
+    );
+    let refused = nodes[0]
+        .handle
+        .open(
+            GroupSpec::new(7_000, "elsewhere", vec!["n9".into()]),
+            Kv(Map::default()),
+        )
+        .await
+        .expect_err("not a member");
+    assert!(
+        refused.text().contains("not among its replicas"),
+        "{}",
+        refused.text()
+    );
+    for n in &nodes {
+        n.actor.stop(None);
+    }
+}

@@ -125,13 +125,21 @@ async fn run(count: u64, round: usize) {
     // Idle.
     let window = Duration::from_secs(10);
     let stats = |hs: Vec<ReplicaHandle>| async move {
-        let mut sum = (0, 0);
+        let mut sum = (0, 0, 0);
         for h in hs {
             let s = h.stats().await.unwrap();
-            sum = (sum.0 + s.messages, sum.1 + s.casts);
+            sum = (sum.0 + s.messages, sum.1 + s.casts, sum.2 + s.quiet);
         }
         sum
     };
+    // Settled groups go quiet; the idle cost is measured once they all are.
+    let quiet_from = Instant::now();
+    while stats(handles.clone()).await.2 < 3 * count as usize
+        && quiet_from.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quiet_after = quiet_from.elapsed();
     let (cpu0, s0) = (cpu(), stats(handles.clone()).await);
     tokio::time::sleep(window).await;
     let (cpu1, s1) = (cpu(), stats(handles.clone()).await);
@@ -161,8 +169,12 @@ async fn run(count: u64, round: usize) {
     }
     let rate = appends as f64 / started.elapsed().as_secs_f64();
     println!(
-        "{count:>6} idle groups: ready in {:>6.2} s; {core:>5.1} % of a core; {:>8.0} raft messages/s in {:>6.0} casts/s; {:>6.1} KiB per group (3 replicas); busy group: {rate:>7.0} appends/s",
+        "{count:>6} idle groups: ready in {:>6.2} s, all quiet {:>5.2} s later ({}..{} of {}); {core:>5.1} % of a core; {:>8.0} raft messages/s in {:>6.0} casts/s; {:>6.1} KiB per group (3 replicas); busy group: {rate:>7.0} appends/s",
         ready.as_secs_f64(),
+        quiet_after.as_secs_f64(),
+        s0.2,
+        s1.2,
+        3 * count,
         (s1.0 - s0.0) as f64 / secs,
         (s1.1 - s0.1) as f64 / secs,
         rss as f64 / count as f64,

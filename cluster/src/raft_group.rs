@@ -325,6 +325,27 @@ impl RaftGroup {
         }
     }
 
+    /// A leader with nothing in flight: every entry is on its disk, committed,
+    /// applied here and matched by every member; no membership change, leader
+    /// transfer or read-index question is pending; the followers were told the commit
+    /// index. Such a group can stop ticking until something happens (see the
+    /// replica's quiescence).
+    pub fn settled(&self) -> bool {
+        let raft = &self.node.raft;
+        let log = &raft.raft_log;
+        let last = log.last_index();
+        raft.state == raft::StateRole::Leader
+            && self.pipeline.is_empty()
+            && log.persisted == last
+            && log.committed == last
+            && self.record.applied == last
+            && self.pinged_commit >= last
+            && raft.pending_conf_index <= last
+            && raft.lead_transferee.is_none()
+            && raft.pending_read_count() == 0
+            && raft.prs().iter().all(|(_, p)| p.matched == last)
+    }
+
     /// The index of the latest snapshot (0: none yet).
     pub fn snapshot_index(&self) -> u64 {
         self.node.store().latest_snapshot().get_metadata().index

@@ -42,6 +42,11 @@ pub(super) struct Barrier {
 }
 
 impl Barrier {
+    /// Whether nobody waits.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.asked.is_none() && self.reached.is_empty()
+    }
+
     /// `ready` is told once this node has caught up, or at `until`.
     pub(super) fn wait(&mut self, ready: oneshot::Sender<()>, until: Instant) {
         self.queued.push(Waiter { ready, until });

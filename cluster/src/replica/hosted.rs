@@ -18,6 +18,7 @@ use super::barrier::Barrier;
 use super::outbox::Outbox;
 use super::proposals::{self, Proposals, Reply};
 use super::snapshot::SnapshotData;
+use super::transport::Quiet;
 use super::{broker_error, entry, LocalReplica, ReplicaMsg, CATCH_UP_WAIT, COMMIT_TIMEOUT};
 use crate::raft_group::{Effects, GroupError, RaftGroup, ToApply, Write};
 
@@ -53,7 +54,17 @@ pub(super) struct Hosted {
     pub leaderless_since: Option<Instant>,
     /// The (term, leader) the proposals and the barrier last saw.
     pub seen_leader: (u64, u64),
+    /// May stop ticking when settled (every group but the metadata's).
+    pub may_quiesce: bool,
+    /// Not ticking: settled, until anything happens in the group.
+    pub quiet: bool,
+    /// Ticks in a row this leader found the group settled.
+    settled_ticks: u32,
 }
+
+/// Ticks in a row a leader finds its group settled before it goes quiet (the
+/// followers have heard the commit index by then).
+const SETTLED_TICKS: u32 = 3;
 
 impl Hosted {
     /// A group driven by `group`, applied by the task behind `apply_tx`.
@@ -76,6 +87,82 @@ impl Hosted {
             snapshotting: false,
             leaderless_since: None,
             seen_leader: (0, 0),
+            may_quiesce: false,
+            quiet: false,
+            settled_ticks: 0,
+        }
+    }
+
+    /// Something happens in the group: it ticks again.
+    pub fn wake(&mut self) {
+        self.quiet = false;
+        self.settled_ticks = 0;
+    }
+
+    /// The leader's node is down: this follower ticks again and campaigns at its next
+    /// tick, without waiting out an election timeout (it heard nothing for as long as
+    /// it was quiet).
+    pub fn leader_lost(&mut self) {
+        self.wake();
+        let raft = &mut self.group.node.raft;
+        if raft.state != raft::StateRole::Leader {
+            raft.election_elapsed = raft.randomized_election_timeout();
+        }
+    }
+
+    /// After a tick: a leader whose group stayed settled goes quiet, and returns the
+    /// word for its followers.
+    pub fn try_quiesce(&mut self) -> Option<Quiet> {
+        if !self.may_quiesce || self.quiet {
+            return None;
+        }
+        let idle = self.proposals.is_empty() && self.barrier.is_idle() && !self.snapshotting;
+        if !(idle && self.group.settled()) {
+            self.settled_ticks = 0;
+            return None;
+        }
+        self.settled_ticks += 1;
+        if self.settled_ticks < SETTLED_TICKS {
+            return None;
+        }
+        self.quiet = true;
+        let raft = &self.group.node.raft;
+        Some(Quiet {
+            group: self.group.id,
+            term: raft.term,
+            leader: raft.id,
+            index: raft.raft_log.last_index(),
+        })
+    }
+
+    /// The followers of the group (their Raft ids).
+    pub fn followers(&self) -> Vec<u64> {
+        let me = self.id();
+        self.group
+            .node
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != me)
+            .collect()
+    }
+
+    /// The leader's word that the group is settled: this follower goes quiet if it
+    /// holds the same.
+    pub fn hear_quiet(&mut self, word: Quiet) {
+        let raft = &self.group.node.raft;
+        let log = &raft.raft_log;
+        let same = self.may_quiesce
+            && raft.state == raft::StateRole::Follower
+            && raft.term == word.term
+            && raft.leader_id == word.leader
+            && log.last_index() == word.index
+            && log.committed == word.index
+            && self.proposals.is_empty()
+            && self.barrier.is_idle();
+        if same {
+            self.quiet = true;
         }
     }
 
@@ -95,15 +182,12 @@ impl Hosted {
 
     /// Whether this node knows the group's members.
     pub fn initialized(&self) -> bool {
-        let cs = self.conf_state();
-        !cs.voters.is_empty() || !cs.learners.is_empty()
+        self.group.node.raft.prs().iter().len() > 0
     }
 
     /// Whether this node is a member of the group.
     pub fn joined(&self) -> bool {
-        let cs = self.conf_state();
-        let id = self.id();
-        cs.voters.contains(&id) || cs.learners.contains(&id)
+        self.group.node.raft.prs().get(self.id()).is_some()
     }
 
     pub fn name_of(&self, id: u64) -> String {
@@ -148,6 +232,11 @@ impl Hosted {
             // For an earlier incarnation of this (RAM) node.
             Ok(m) if m.to != self.id() => {}
             Ok(m) => {
+                // Anything but the answer to a heartbeat is news: a quiet group ticks
+                // again.
+                if m.get_msg_type() != raft::prelude::MessageType::MsgHeartbeatResponse {
+                    self.wake();
+                }
                 // A member this node has not seen join yet (its entry is not applied
                 // here, or not even here): known by name from now on, so that the
                 // answer reaches it.
@@ -192,6 +281,7 @@ impl Hosted {
     /// Takes a proposal of `command` (encoded) from a client on node `origin`; it is
     /// handed to Raft as soon as a leader is known.
     pub fn propose(&mut self, origin: &str, command: &[u8], reply: Reply) {
+        self.wake();
         let id = proposals::nonce();
         let now = Instant::now();
         self.proposals
@@ -228,6 +318,7 @@ impl Hosted {
     /// now; at once when, a member of the group, it has been without a leader for
     /// longer than an election takes (a node still joining waits to join).
     pub fn catch_up(&mut self, ready: oneshot::Sender<()>) {
+        self.wake();
         let now = Instant::now();
         if self.alone(now) || self.sole_voter_caught_up() {
             let _ = ready.send(());
@@ -318,7 +409,8 @@ impl Hosted {
     }
 
     fn perform(&mut self, out: Effects, io: &mut Io<'_>) -> Result<(), GroupError> {
-        io.outbox.add(&self.group, out.messages);
+        io.outbox
+            .add(self.group.id, &self.group.record.names, out.messages);
         for read in out.reads {
             self.barrier.answered(&read.request_ctx, read.index);
         }

@@ -116,11 +116,19 @@ pub struct GroupView {
 pub struct ReplicaStats {
     /// The groups it runs, the metadata's included.
     pub groups: usize,
+    /// Of them, the groups settled and not ticking (quiet).
+    pub quiet: usize,
+    /// Ticks since it started.
+    pub ticks: u64,
     /// Raft messages it sent.
     pub messages: u64,
     /// The casts that carried them.
     pub casts: u64,
 }
+
+/// Every so many ticks, while groups are quiet, the replica asks the member list which
+/// nodes are down: a quiet follower whose leader's node is down campaigns.
+const DOWN_CHECK_TICKS: u64 = 3;
 
 /// How a group's applier task is started (the group's machine goes with it).
 type Starter = Box<
@@ -154,6 +162,8 @@ pub enum LocalReplica {
     Stats(oneshot::Sender<ReplicaStats>),
     /// What a discovery round found: each up peer's status.
     Discovered(Vec<ReplicaStatus>),
+    /// The nodes the member list holds down.
+    Down(Vec<String>),
     /// A join request was accepted by a member.
     JoinAccepted,
     /// Remove a member from the metadata group (it left, or was forgotten).
@@ -238,6 +248,9 @@ pub struct ReplicaState {
     outbox: Outbox,
     /// Big messages being received.
     assembly: Assembly,
+    ticks: u64,
+    /// Asking the member list which nodes are down.
+    checking_down: bool,
     started: Instant,
     last_discovery: Option<Instant>,
     discovering: bool,
@@ -386,6 +399,8 @@ impl Actor for Replica {
             dirty: BTreeSet::new(),
             outbox: Outbox::default(),
             assembly: Assembly::default(),
+            ticks: 0,
+            checking_down: false,
             started: Instant::now(),
             last_discovery: None,
             discovering: false,
@@ -423,6 +438,11 @@ impl Actor for Replica {
                 };
                 for (group, bytes) in batch.messages {
                     state.step(&batch.sender, group, &bytes);
+                }
+                for word in batch.quiet {
+                    if let Some(hosted) = state.groups.get_mut(&word.group) {
+                        hosted.hear_quiet(word);
+                    }
                 }
             }
             ReplicaMsg::RaftPart(part) => {
@@ -468,15 +488,44 @@ impl ReplicaState {
         match local {
             LocalReplica::Tick => {
                 let now = Instant::now();
+                self.ticks += 1;
                 let name = self.name.clone();
                 self.meta.tick(&name, now);
-                for hosted in self.groups.values_mut() {
-                    hosted.tick(&name, now);
-                }
                 self.dirty.insert(METADATA_GROUP);
-                self.dirty.extend(self.groups.keys().copied());
+                let mut quiet = 0;
+                for (id, hosted) in self.groups.iter_mut() {
+                    if hosted.quiet {
+                        quiet += 1;
+                        continue;
+                    }
+                    hosted.tick(&name, now);
+                    self.dirty.insert(*id);
+                    if let Some(word) = hosted.try_quiesce() {
+                        for follower in hosted.followers() {
+                            if let Some(to) = hosted.group.record.names.get(&follower) {
+                                self.outbox.quiet(to, word);
+                            }
+                        }
+                    }
+                }
+                if quiet > 0 && self.ticks.is_multiple_of(DOWN_CHECK_TICKS) {
+                    self.check_down(myself);
+                }
                 if !self.meta.joined() {
                     self.discover(myself);
+                }
+            }
+            LocalReplica::Down(down) => {
+                self.checking_down = false;
+                for (id, hosted) in self.groups.iter_mut() {
+                    let leader = hosted.leader_id();
+                    if leader == 0 || leader == hosted.id() {
+                        continue;
+                    }
+                    if down.contains(&hosted.name_of(leader)) {
+                        hosted.leader_lost();
+                        self.dirty.insert(*id);
+                    }
                 }
             }
             LocalReplica::Propose(group, command, reply) => {
@@ -508,6 +557,8 @@ impl ReplicaState {
             LocalReplica::Stats(reply) => {
                 let _ = reply.send(ReplicaStats {
                     groups: 1 + self.groups.len(),
+                    quiet: self.groups.values().filter(|h| h.quiet).count(),
+                    ticks: self.ticks,
                     messages: self.outbox.messages,
                     casts: self.outbox.casts,
                 });
@@ -571,6 +622,29 @@ impl ReplicaState {
             }
         }
         Ok(())
+    }
+
+    /// Asks the member list which nodes are down, in a task.
+    fn check_down(&mut self, myself: &ActorRef<ReplicaMsg>) {
+        if self.checking_down {
+            return;
+        }
+        let Some(membership) = crate::membership::MembershipHandle::lookup(&self.name) else {
+            return;
+        };
+        self.checking_down = true;
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let down = match membership.status().await {
+                Ok(members) => members
+                    .into_iter()
+                    .filter(|m| m.health == crate::members::Health::Down)
+                    .map(|m| m.name)
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            let _ = me.cast(ReplicaMsg::local(LocalReplica::Down(down)));
+        });
     }
 
     fn hosted(&self, group: GroupId) -> Option<&Hosted> {
@@ -724,6 +798,7 @@ impl ReplicaState {
             spec.snapshot_every,
             apply_tx,
         );
+        hosted.may_quiesce = true;
         if hosted.conf_state().voters == [id] {
             let _ = hosted.group.node.campaign();
         }

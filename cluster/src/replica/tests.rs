@@ -185,6 +185,25 @@ async fn restart(node: Node, members: &[String]) -> Node {
     back
 }
 
+/// Waits (bounded) until `count` groups are quiet on every node.
+async fn all_quiet(nodes: &[Node], count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut quiet = Vec::new();
+        for n in nodes {
+            quiet.push(n.handle.stats().await.unwrap().quiet);
+        }
+        if quiet.iter().all(|q| *q == count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quiet groups per node: {quiet:?} of {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn total_stats(nodes: &[Node]) -> (u64, u64) {
     let mut sum = (0, 0);
     for n in nodes {
@@ -196,7 +215,7 @@ async fn total_stats(nodes: &[Node]) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_groups_replicate_through_one_replica_per_node_and_share_casts() {
+async fn many_groups_replicate_through_one_replica_per_node_and_go_quiet_when_settled() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = nodes("many-", &dirs).await;
     let members = names(&nodes);
@@ -227,25 +246,35 @@ async fn many_groups_replicate_through_one_replica_per_node_and_share_casts() {
         assert!(view.log.applied >= 5, "{view:?}");
     }
     assert!(nodes[0].handle.view(GROUPS + 1).await.unwrap().is_none());
-    // Idle now: heartbeats of 40 groups. Between two nodes they travel together.
+    // Settled, every group goes quiet on every node: no ticks, no heartbeats.
+    let (messages, casts) = total_stats(&nodes).await;
+    eprintln!("{messages} raft messages in {casts} casts so far");
+    all_quiet(&nodes, GROUPS as usize).await;
     let before = total_stats(&nodes).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let now = total_stats(&nodes).await;
-        if now.0 - before.0 >= 1_000 {
-            break now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeats: {before:?} {now:?}"
-        );
+    let ticks = nodes[0].handle.stats().await.unwrap().ticks;
+    while nodes[0].handle.stats().await.unwrap().ticks < ticks + 30 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let (messages, casts) = (after.0 - before.0, after.1 - before.1);
-    assert!(
-        casts * 4 <= messages,
-        "{messages} raft messages in {casts} casts: not batched per node pair"
+    }
+    assert_eq!(
+        total_stats(&nodes).await.0,
+        before.0,
+        "quiet groups sent raft messages over 30 ticks"
     );
+    // A change to a quiet group through a follower wakes it, and it settles again.
+    let leader = nodes[0]
+        .handle
+        .view(7)
+        .await
+        .unwrap()
+        .unwrap()
+        .leader
+        .unwrap();
+    let follower = nodes.iter().find(|n| n.name != leader).unwrap();
+    let mut tasks = JoinSet::new();
+    put(&mut tasks, follower, 7, "k-late".into());
+    all_ok(tasks).await;
+    converged(&all, 7..=7, 6).await;
+    all_quiet(&nodes, GROUPS as usize).await;
     for n in &nodes {
         n.actor.stop(None);
     }

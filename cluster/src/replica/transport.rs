@@ -19,6 +19,25 @@ pub struct RaftBatch {
     pub sender: String,
     /// (group, protobuf-encoded message), in the order sent.
     pub messages: Vec<(u64, Vec<u8>)>,
+    /// Groups whose leader on the sending node stops ticking, and asks its follower
+    /// here to do the same (see [`Quiet`]).
+    pub quiet: Vec<Quiet>,
+}
+
+/// A leader's word that its group is settled (every member holds and has committed
+/// every entry, nothing is in flight): the follower may stop ticking until anything
+/// happens in the group. It does only if it holds the same: same term, same leader,
+/// last and committed index both at `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quiet {
+    /// The group.
+    pub group: u64,
+    /// The leader's term.
+    pub term: u64,
+    /// The leader's Raft id.
+    pub leader: u64,
+    /// The last (and committed) index.
+    pub index: u64,
 }
 
 /// A piece of one big Raft message.

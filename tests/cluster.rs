@@ -490,6 +490,42 @@ fn amqp_clients_use_any_queue_through_any_node() {
     );
 }
 
+/// One channel's publishes through one node reach a consumer of a queue on another
+/// node in the order they were published (AMQP 0-9-1 keeps it; issue 23 found 14
+/// inversions in 50 000 persistent messages published through n2 to a queue on n1):
+/// transient and persistent, with and without confirms, the consumer on the queue's
+/// node and on a third one (tests/amqp/cross_node_order.py). On the build before
+/// 6a0f8d2 (which made a channel's batches to a remote queue leave in order) every run
+/// without confirms fails, 6 to 19 messages out of order in 2 000.
+#[test]
+fn publishes_through_another_node_reach_consumers_in_publish_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = three(dir.path());
+    formed(&c);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/cross_node_order.py");
+    let mut args: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| n.amqp_addr.port().to_string())
+        .collect();
+    args.push("2000".to_string());
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(&args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs (./scripts/test installs pika)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "tests/amqp/cross_node_order.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+}
+
 #[test]
 fn the_shell_shows_another_members_tree() {
     let dir = tempfile::tempdir().unwrap();

@@ -167,6 +167,10 @@ pub struct MembershipState {
 /// How often one cookie refusal is logged again.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Marks a key of [`MembershipState::unauthenticated`] that is a dialled address
+/// whose member's name is not known yet.
+const UNNAMED: &str = "@";
+
 /// How long a named member's unauthenticated session waits for another session with
 /// that member to authenticate before it counts as a cookie refusal.
 const REFUSAL_GRACE: Duration = Duration::from_secs(3);
@@ -355,7 +359,24 @@ impl MembershipState {
                     if client {
                         return;
                     }
-                    if let Some(name) = member_name(peer_name) {
+                    // A session this node dialled may close before the names are
+                    // exchanged (the peer restarting, or keeping its own session of
+                    // the pair): known by the address it dialled.
+                    let name = member_name(peer_name).or_else(|| {
+                        let member = self
+                            .table
+                            .known()
+                            .into_iter()
+                            .find(|m| m.address == peer_addr);
+                        match member {
+                            Some(m) => Some(m.name),
+                            None if self.unreachable.contains(&peer_addr) => {
+                                Some(format!("{UNNAMED}{peer_addr}"))
+                            }
+                            None => None,
+                        }
+                    });
+                    if let Some(name) = name {
                         self.unauthenticated
                             .entry(name)
                             .or_insert((Instant::now(), peer_addr));
@@ -397,8 +418,18 @@ impl MembershipState {
             .filter(|(_, (at, _))| now.duration_since(*at) >= REFUSAL_GRACE)
             .map(|(name, (_, addr))| (name.clone(), addr.clone()))
             .collect();
-        for (name, addr) in due {
-            self.unauthenticated.remove(&name);
+        for (key, addr) in due {
+            self.unauthenticated.remove(&key);
+            // A seed dialled before its name was known: it may be known by now.
+            let name = match key.strip_prefix(UNNAMED) {
+                Some(address) => self
+                    .table
+                    .members()
+                    .find(|m| m.id.address == address)
+                    .map(|m| m.id.name.clone())
+                    .unwrap_or(key),
+                None => key,
+            };
             let connected = self.sessions.get(&name).is_some_and(|ids| !ids.is_empty());
             if !connected && self.should_log_refusal(&addr) {
                 tracing::error!(

@@ -289,3 +289,13 @@ fn users_and_permissions() {
     cli(&["user", "delete", "app"]);
     assert!(!cli(&["user", "list"]).contains("app"));
 }
+
+#[test]
+fn idempotent_unbind() {
+    run_script("idempotent_unbind");
+}
+
+#[test]
+fn update_secret() {
+    run_script("update_secret");
+}

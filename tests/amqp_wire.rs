@@ -206,3 +206,39 @@ fn publishes_before_a_connection_error_are_kept() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// After `connection.close` from the client the node answers `close-ok`, half-closes
+/// and keeps reading until the client closes its socket (as RabbitMQ does): a client
+/// whose frames were still on their way (a burst of publishes right before the close)
+/// must not have its writes fail with a reset (EPIPE), or its close never completes.
+#[test]
+fn a_client_close_is_graceful_frames_still_on_their_way_meet_an_open_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = open_channel(&node);
+    // connection.close 200, then (as a client with buffered frames would) more frames.
+    let mut close = 200u16.to_be_bytes().to_vec();
+    close.extend(short_str("bye"));
+    close.extend([0, 0, 0, 0]);
+    s.write_all(&method_frame(0, 10, 50, &close)).unwrap();
+    expect_method(&mut s, (10, 51));
+    let heartbeat = frame(8, 0, &[]);
+    let publishes = publish_frames("nowhere", b"late");
+    // For a second, a write every 10 ms: every one finds the socket open. Without the
+    // grace the node's close turns the first ones into a reset and a later write fails.
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut writes = 0;
+    while Instant::now() < until {
+        s.write_all(&heartbeat)
+            .and_then(|()| s.write_all(&publishes))
+            .unwrap_or_else(|e| panic!("write {writes} after close-ok failed: {e}"));
+        writes += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The node sent everything it had: the next read is the end of its stream.
+    let mut rest = Vec::new();
+    let read = s.read_to_end(&mut rest);
+    assert!(matches!(read, Ok(0)), "after close-ok: {read:?} {rest:?}");
+    drop(s);
+    serves(&node);
+}

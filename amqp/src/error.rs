@@ -144,6 +144,13 @@ pub enum AmqpError {
         user: String,
     },
 
+    /// connection.update-secret with a secret the user's credentials refuse.
+    #[error("NOT_ALLOWED - Secret update was refused for user '{user}': wrong password")]
+    SecretUpdateRefused {
+        /// The connection's user.
+        user: String,
+    },
+
     // ----- the connection's life -------------------------------------------------
     /// The connection's vhost was deleted.
     #[error("CONNECTION_FORCED - vhost '{vhost}' is deleted")]
@@ -343,6 +350,7 @@ impl AmqpError {
             | FrameMaxTooLarge { .. }
             | VhostNotFound { .. }
             | VhostAccessRefused { .. }
+            | SecretUpdateRefused { .. }
             | ConsumerTagInUse { .. } => code::NOT_ALLOWED,
             VhostDeleted { .. } | Shutdown | Socket { .. } | SocketClosed => {
                 code::CONNECTION_FORCED

@@ -23,6 +23,12 @@ pub struct NodeProcess {
 /// A port that was free a moment ago on loopback, below the kernel's ephemeral range
 /// (32768 and up): a port the kernel hands out for port 0 may be taken, before the node
 /// binds it, as the local port of some process's outgoing connection.
+///
+/// The port stays this test process's for as long as it runs: tests run in parallel
+/// processes, and a node stopped and started again on its port (a restart test) must
+/// not find it taken by another test that drew it while it was free. A file per port
+/// under the temp dir names the process that drew it; a port of a live process is
+/// never drawn again.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, RandomState};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +36,41 @@ pub fn free_port() -> u16 {
     loop {
         let draw = RandomState::new().hash_one(DRAWN.fetch_add(1, Ordering::Relaxed));
         let port = 10_000 + (draw % 22_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve(port) {
             return port;
         }
     }
+}
+
+/// Marks `port` as this process's; false when a live process holds it.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("warren-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(port.to_string());
+    let me = std::process::id().to_string();
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+        {
+            Ok(mut f) => {
+                use std::io::Write as _;
+                return f.write_all(me.as_bytes()).is_ok();
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(&file).unwrap_or_default();
+                // (Empty: being written by another process right now.)
+                let alive = Path::new("/proc").join(holder.trim()).exists();
+                if holder.is_empty() || holder == me || alive {
+                    return false;
+                }
+                // Left by a process that ended: taken over.
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+    false
 }
 
 /// The cookie every test node gets: a test process talks to all its nodes through one

@@ -117,28 +117,52 @@ impl VHost {
         self.via_exchange(binding, true).await
     }
 
-    /// `queue.unbind` / `exchange.unbind`.
+    /// `queue.unbind` / `exchange.unbind`. Idempotent, as RabbitMQ's: unbinding from
+    /// an exchange or a queue that is gone (an auto-delete one that went first, as
+    /// client libraries meet when they clean up) answers ok.
     pub async fn unbind(&self, binding: Binding, channel: ChannelId) -> Result<(), BrokerError> {
-        self.binding_known(&binding, channel).await?;
-        self.via_exchange(binding, false).await
+        if !binding.source.is_empty() && !self.binding_ends_known(&binding).await {
+            return Ok(());
+        }
+        if let Destination::Queue(q) = &binding.destination {
+            self.queue_for(q, channel)?;
+        }
+        let source = binding.source.clone();
+        match self.via_exchange(binding, false).await {
+            // The source went meanwhile.
+            Err(_) if !source.is_empty() && self.topology().exchange(&source).is_none() => Ok(()),
+            other => other,
+        }
     }
 
     /// Catches up with the cluster's metadata when the binding's source or
     /// destination is not known here, then checks that its queue is usable.
     async fn binding_known(&self, b: &Binding, channel: ChannelId) -> Result<(), BrokerError> {
-        let topology = self.topology();
-        let known = |exchange: &str| exchange.is_empty() || topology.exchange(exchange).is_some();
-        let destination_known = match &b.destination {
-            Destination::Queue(q) => self.queue(q).is_some(),
-            Destination::Exchange(e) => known(e),
-        };
-        if !known(&b.source) || !destination_known {
-            self.catch_up().await;
-        }
+        self.binding_ends_known(b).await;
         if let Destination::Queue(q) = &b.destination {
             self.queue_for(q, channel)?;
         }
         Ok(())
+    }
+
+    /// Whether the binding's source and destination exist, after catching up with
+    /// the cluster's metadata when one of them is not known here.
+    async fn binding_ends_known(&self, b: &Binding) -> bool {
+        let ends = |vhost: &Self| {
+            let topology = vhost.topology();
+            let known =
+                |exchange: &str| exchange.is_empty() || topology.exchange(exchange).is_some();
+            let destination = match &b.destination {
+                Destination::Queue(q) => vhost.queue(q).is_some(),
+                Destination::Exchange(e) => known(e),
+            };
+            known(&b.source) && destination
+        };
+        if ends(self) {
+            return true;
+        }
+        self.catch_up().await;
+        ends(self)
     }
 
     async fn via_exchange(&self, binding: Binding, add: bool) -> Result<(), BrokerError> {

@@ -17,13 +17,36 @@ use crate::convert::short;
 use crate::error::AmqpError;
 
 impl Connection {
-    /// A method on channel 0 after the handshake: only connection.close and close-ok.
+    /// A method on channel 0 after the handshake: connection.close and close-ok, and
+    /// connection.update-secret (a client refreshing its credentials: a rotated
+    /// password is checked as the user's password; a wrong one closes with 530, as
+    /// RabbitMQ does).
     pub(super) fn connection_method(&mut self, m: AMQPClass) -> Result<Option<End>, AmqpError> {
         match m {
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                let secret = String::from_utf8_lossy(update.new_secret.as_bytes());
+                if !self.server.access.authenticate(&self.user, &secret) {
+                    return Err(AmqpError::SecretUpdateRefused {
+                        user: self.user.clone(),
+                    }
+                    .at(10, 70));
+                }
+                tracing::info!(
+                    peer = %self.peer,
+                    user = %self.user,
+                    reason = %update.reason.as_str(),
+                    "the client updated its secret"
+                );
+                self.send(&method0(AMQPClass::Connection(
+                    connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {}),
+                )));
+                Ok(None)
+            }
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
                 self.send(&method0(AMQPClass::Connection(
                     connection::AMQPMethod::CloseOk(connection::CloseOk {}),
                 )));
+                self.client_closed = true;
                 Ok(Some(End::ClientClosed))
             }
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::PeerGone)),

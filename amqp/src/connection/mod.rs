@@ -134,6 +134,13 @@ pub async fn serve_until(
     drop(writer);
     let _ = writer_task.await;
     conn.close_all().await;
+    if conn.client_closed {
+        // As RabbitMQ: after close-ok the node reads (and drops) what the client still
+        // sends until it closes its socket, so that frames it had buffered (a burst of
+        // publishes right before the close) do not meet a closed socket: a reset
+        // would fail its writes (EPIPE) and its close would never complete.
+        drain_until_closed(&mut reader).await;
+    }
     tracing::debug!(peer = %peer, "AMQP connection closed");
 }
 
@@ -164,6 +171,8 @@ struct Connection {
     blocked: bool,
     /// The client was sent `connection.blocked` (and is owed `unblocked`).
     told_blocked: bool,
+    /// The client sent `connection.close` and was answered.
+    client_closed: bool,
 }
 
 /// Why the loop ended without an error.
@@ -198,6 +207,7 @@ impl Connection {
             published: false,
             blocked: false,
             told_blocked: false,
+            client_closed: false,
             server,
         }
     }
@@ -511,6 +521,23 @@ async fn write_all_vectored(
         }
     }
     Ok(())
+}
+
+/// How long a client that was answered `close-ok` has to close its socket.
+const CLOSE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Reads and drops what comes until the client closes its socket, for
+/// [`CLOSE_DRAIN`] at most.
+async fn drain_until_closed(reader: &mut OwnedReadHalf) {
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        let mut scratch = vec![0u8; 16 * 1024];
+        while let Ok(n) = reader.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Free space the input buffer has before each read.

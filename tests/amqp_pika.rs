@@ -299,3 +299,8 @@ fn idempotent_unbind() {
 fn update_secret() {
     run_script("update_secret");
 }
+
+#[test]
+fn auto_delete_race() {
+    run_script("auto_delete_race");
+}

@@ -85,6 +85,10 @@ pub(crate) enum QueueMsg {
     },
     /// A redeclaration: restarts the queue's expiry timer.
     Touch,
+    /// A redeclaration that waits for the answer: alive, or deleted (404).
+    Redeclared {
+        reply: Answer<()>,
+    },
     /// The consumers and their credit (the debug shell's `inspect`).
     Consumers {
         reply: Answer<Vec<ConsumerSummary>>,
@@ -383,6 +387,10 @@ impl Actor for QueueActor {
             }
             QueueMsg::Touch => {
                 let _ = shell.apply(Command::Touch);
+            }
+            QueueMsg::Redeclared { reply } => {
+                let result = shell.apply(Command::Touch).map(drop);
+                shell.answer(reply, result);
             }
             QueueMsg::Crash => {
                 return Err(format!("queue {} crashed on request", shell.shared.name).into());

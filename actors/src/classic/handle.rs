@@ -266,6 +266,10 @@ impl Queue for ClassicQueue {
         let _ = self.shared.send(QueueMsg::Touch);
     }
 
+    fn redeclared(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(self.shared.ask(|reply| QueueMsg::Redeclared { reply }))
+    }
+
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
         let status = QueueStatus {
             stats: self.shared.stats(),

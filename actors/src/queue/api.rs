@@ -210,6 +210,16 @@ pub trait Queue: Send + Sync + 'static {
     /// The queue was declared again: its `x-expires` timer restarts.
     fn touch(&self);
 
+    /// A declaration of the queue as it exists: its `x-expires` timer restarts, and
+    /// the answer says whether the queue is still alive once everything sent to it
+    /// before was handled (404 when it deleted itself meanwhile: an auto-delete queue
+    /// whose last consumer's connection just closed). The default touches and answers
+    /// alive.
+    fn redeclared(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.touch();
+        Box::pin(async { Ok(()) })
+    }
+
     /// Its counters now, and its actor's restarts.
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>>;
 

@@ -18,6 +18,10 @@ use crate::queue::{QueueDef, QueueRef, QUEUE_TYPE_ARG};
 
 use super::ExchangeMsg;
 
+/// How long a declaration waits for a queue that deleted itself to leave the
+/// registry before it creates the queue anew.
+const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl VHost {
     /// Proposes a change of this vhost (or applies it at once when there is no log).
     pub(super) async fn change(&self, change: VhostChange) -> Result<(), BrokerError> {
@@ -284,8 +288,16 @@ impl VHost {
             known => known,
         };
         if let Some(existing) = existing {
-            let requested = checked.map(|c| c.map(|()| def));
-            return self.redeclare(existing, requested, channel).await;
+            let requested = checked.clone().map(|c| c.map(|()| def.clone()));
+            match self.redeclare(existing.clone(), requested, channel).await {
+                // It deleted itself meanwhile (auto-delete, expiry): once it is gone
+                // from the registry, this declaration creates the queue anew. A
+                // declaration never answers ok for a queue that is gone.
+                Err(e) if e.code() == code::NOT_FOUND && !passive => {
+                    self.until_removed(&existing).await?;
+                }
+                other => return other,
+            }
         }
         if passive {
             return Err(self.no_queue(&name));
@@ -333,13 +345,37 @@ impl VHost {
         if let Some(requested) = requested {
             self.check_equivalent(queue.def(), &requested?)?;
         }
-        queue.touch();
+        queue.redeclared().await?;
         let status = queue.status().await?;
         Ok(QueueDeclareOk {
             name: queue.name().to_string(),
             messages: status.stats.ready,
             consumers: status.stats.consumers as u32,
         })
+    }
+
+    /// Waits (bounded) until the registry no longer holds `queue` (its deletion is
+    /// applied through the metadata log).
+    async fn until_removed(&self, queue: &QueueRef) -> Result<(), BrokerError> {
+        let id = queue.def().id;
+        let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+        loop {
+            match self.queue(queue.name()) {
+                Some(q) if q.def().id == id => {}
+                _ => return Ok(()),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrokerError::new(
+                    code::RESOURCE_LOCKED,
+                    format!(
+                        "RESOURCE_LOCKED - queue '{}' in vhost '{}' is being deleted; declare it again",
+                        queue.name(),
+                        self.inner.name
+                    ),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// 406 unless `requested` declares the same queue as `current`: the same type,

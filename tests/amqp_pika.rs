@@ -304,3 +304,8 @@ fn update_secret() {
 fn auto_delete_race() {
     run_script("auto_delete_race");
 }
+
+#[test]
+fn direct_reply_to() {
+    run_script("direct_reply_to");
+}

@@ -151,12 +151,20 @@ impl ChannelState {
         let mut batch = batch.into_iter().enumerate();
         while let Some((i, (message, mandatory))) = batch.next() {
             let headers = message.properties.headers.as_ref();
-            let found = self.vhost.route(
-                &message.exchange,
-                &message.routing_key,
-                headers,
-                &mut routed,
-            );
+            let found = if message.exchange.is_empty()
+                && crate::vhost::is_reply_address(&message.routing_key)
+            {
+                // A direct reply: to the consumer's channel, wherever it is.
+                routed.only(message.routing_key.as_str().into());
+                Ok(())
+            } else {
+                self.vhost.route(
+                    &message.exchange,
+                    &message.routing_key,
+                    headers,
+                    &mut routed,
+                )
+            };
             if may_be_behind && (found.is_err() || routed.is_empty()) {
                 // Every message before this one was routed (a miss before it would
                 // have come here), so each stands in at least one share.
@@ -215,7 +223,11 @@ impl ChannelState {
         let mut waits = Vec::with_capacity(if wanted { shares.len() } else { 0 });
         for (queue, messages, indices) in shares {
             // A queue deleted between routing and now: as if it had not been routed there.
-            let Some(queue) = self.vhost.queue(&queue) else {
+            let Some(queue) = self
+                .vhost
+                .queue(&queue)
+                .or_else(|| self.vhost.direct_reply(&queue))
+            else {
                 continue;
             };
             let credit = in_flight.map(|f| f.take(messages.iter().map(|m| m.body_size()).sum()));
@@ -389,6 +401,7 @@ impl ChannelState {
     /// (marked redelivered) and forgets its consumers and traces.
     pub fn close(&mut self) {
         self.unsettled.clear();
+        self.vhost.end_reply_consumers_of(self.id);
         for queue in self.touched.drain() {
             if let Some(queue) = self.vhost.queue(&queue) {
                 queue.channel_down(self.id);

@@ -137,7 +137,12 @@ impl Actor for QueueEndpoint {
 impl EndpointState {
     /// The queue `name` this node runs, or the error a remote caller gets.
     fn queue(&self, vhost: &str, name: &str) -> Result<QueueRef, BrokerError> {
-        match self.vhosts.get(vhost).and_then(|v| v.queue(name)) {
+        // (A direct reply to a consumer of this node comes as a publish to its address.)
+        let queue = self
+            .vhosts
+            .get(vhost)
+            .and_then(|v| v.queue(name).or_else(|| v.direct_reply(name)));
+        match queue {
             Some(q) if q.def().node == self.node => Ok(q),
             _ => Err(BrokerError::not_found(format!(
                 "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
@@ -213,6 +218,7 @@ impl EndpointState {
                 prefetch,
                 no_ack,
                 exclusive,
+                priority,
             } => {
                 let request = ConsumeRequest {
                     tag: tag.into(),
@@ -221,6 +227,7 @@ impl EndpointState {
                     prefetch,
                     no_ack,
                     exclusive,
+                    priority,
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }

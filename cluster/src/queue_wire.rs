@@ -59,6 +59,8 @@ pub enum QueueRequest {
         no_ack: bool,
         /// Have the queue to itself: refused (403) while it has other consumers.
         exclusive: bool,
+        /// Its `x-priority`.
+        priority: i32,
     },
     /// `basic.cancel`; answered with `Done`, also for an unknown consumer.
     Cancel {

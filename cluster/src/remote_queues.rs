@@ -458,6 +458,7 @@ impl Queue for RemoteQueue {
             prefetch: request.prefetch,
             no_ack: request.no_ack,
             exclusive: request.exclusive,
+            priority: request.priority,
         };
         Box::pin(async move {
             let answer = done(self.ask(asked).await);

@@ -280,6 +280,7 @@ impl SessionState {
                         prefetch,
                         no_ack,
                         exclusive,
+                        priority: 0,
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());

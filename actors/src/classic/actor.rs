@@ -567,7 +567,7 @@ impl QueueShell {
             prefetch: request.prefetch,
             no_ack: request.no_ack,
             exclusive: request.exclusive,
-            priority: 0,
+            priority: request.priority,
         });
         if result.is_err() && added {
             self.sinks.remove(&request.channel);

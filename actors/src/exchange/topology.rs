@@ -68,6 +68,12 @@ impl RouteResult {
         self.queues
     }
 
+    /// Routes to `queue` alone (a direct reply, whose address is not in the topology).
+    pub fn only(&mut self, queue: Arc<str>) {
+        self.queues.clear();
+        self.queues.push(queue);
+    }
+
     /// How many queues the message reaches.
     pub fn len(&self) -> usize {
         self.queues.len()

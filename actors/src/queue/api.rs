@@ -142,6 +142,9 @@ pub struct ConsumeRequest {
     pub no_ack: bool,
     /// No other consumer may use the queue meanwhile.
     pub exclusive: bool,
+    /// Its `x-priority`: consumers of a higher priority get messages first; those
+    /// of a lower one only while the higher ones have no credit (0 when absent).
+    pub priority: i32,
 }
 
 /// How a channel settles deliveries it holds.

@@ -276,6 +276,7 @@ impl Channel {
             prefetch,
             no_ack: false,
             exclusive,
+            priority: 0,
         }
     }
 

@@ -16,6 +16,7 @@
 
 mod apply;
 mod dead_letters;
+mod direct_reply;
 mod exchange_actor;
 mod operations;
 mod queues;
@@ -28,6 +29,7 @@ use warren_resources::queue_memory::QueueMemory;
 use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
+pub use direct_reply::{is_address as is_reply_address, REPLY_TO};
 pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
 pub use queues::QueueSummary;
 
@@ -101,6 +103,8 @@ struct Inner {
     log: LogSlot,
     /// Becomes true when the vhost is deleted: its connections and sessions close.
     deleted: tokio::sync::watch::Sender<bool>,
+    /// Direct reply-to consumers of this node.
+    direct_replies: direct_reply::DirectReplies,
 }
 
 /// What a node's last run left in the metadata that died with it.
@@ -184,6 +188,7 @@ impl VHost {
                 meta: Mutex::new(()),
                 log,
                 deleted: tokio::sync::watch::Sender::new(false),
+                direct_replies: Default::default(),
             }),
         };
         vhost.stale().exchanges = vhost

@@ -261,6 +261,17 @@ impl VHost {
         if server_named && passive {
             return Err(self.no_queue(name));
         }
+        // Direct reply-to: the pseudo-queue is there (clients check for the feature
+        // so), and so is the address of a consumer this node has.
+        let reply = name == super::REPLY_TO
+            || (super::is_reply_address(name) && self.reply_consumer_exists(name));
+        if passive && reply {
+            return Ok(QueueDeclareOk {
+                name: name.to_string(),
+                messages: 0,
+                consumers: 0,
+            });
+        }
         let name = if server_named {
             format!("amq.gen-{:016x}{:08x}", rand_u64(), channel)
         } else {

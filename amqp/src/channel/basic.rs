@@ -8,9 +8,10 @@ use bytes::Bytes;
 use warren_access::{Access, Resource};
 use warren_actors::channel::{PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{ChannelId, QueueDelivery};
+use warren_actors::error::BrokerError;
 use warren_actors::message::Message;
 use warren_actors::queue::ConsumeRequest;
-use warren_actors::vhost::VHost;
+use warren_actors::vhost::{VHost, REPLY_TO};
 
 use super::{unexpected_method, AmqpChannel, Incoming, Outcome, Ready};
 use crate::codec::{write_body, write_frame};
@@ -44,11 +45,24 @@ impl AmqpChannel {
             }
             .at(60, 40));
         }
-        let properties = properties_from_wire(&header.properties);
+        let mut properties = properties_from_wire(&header.properties);
         if let Err(e) = self.check_properties(&properties) {
             // The publish is dropped with the channel.
             self.incoming = None;
             return Err(e.at(60, 40));
+        }
+        if properties.reply_to.as_deref() == Some(REPLY_TO) {
+            // Direct reply-to: the answer comes to this channel's reply consumer.
+            match &self.reply {
+                Some((_, address)) => properties.reply_to = Some(address.clone()),
+                None => {
+                    self.incoming = None;
+                    return Err(AmqpError::Broker(BrokerError::precondition_failed(
+                        "PRECONDITION_FAILED - fast reply consumer does not exist",
+                    ))
+                    .at(60, 40));
+                }
+            }
         }
         if let Some(incoming) = self.incoming.as_mut() {
             incoming.header = Some((header.body_size, properties));
@@ -237,6 +251,9 @@ impl AmqpChannel {
                 let ok = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
                 Ok(self.reply_and_release(Some(ok)))
             }
+            basic::AMQPMethod::Consume(c) if c.queue.as_str() == REPLY_TO => {
+                self.consume_replies(c, vhost)
+            }
             basic::AMQPMethod::Consume(c) => {
                 let queue = self.queue_name(c.queue.as_str())?;
                 self.allow(Access::Read, Resource::Queue(&queue))?;
@@ -261,6 +278,7 @@ impl AmqpChannel {
                     prefetch: self.channel_prefetch.for_consumer(self.prefetch),
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
+                    priority: consumer_priority(&c.arguments, &queue, vhost.name())?,
                 };
                 if let Err(e) = handle.consume(request).await {
                     self.consumers.remove(&tag);
@@ -279,7 +297,9 @@ impl AmqpChannel {
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.as_str();
                 if let Some(queue) = self.consumers.remove(tag) {
-                    if let Some(handle) = vhost.queue(&queue) {
+                    if let Some((_, address)) = self.reply.take_if(|(t, _)| t == tag) {
+                        vhost.end_reply_consumer(&address);
+                    } else if let Some(handle) = vhost.queue(&queue) {
                         handle.cancel(self.core.id(), tag.into()).await?;
                     }
                     self.core
@@ -347,6 +367,43 @@ impl AmqpChannel {
             other => Err(unexpected_method(AMQPClass::Basic(other))),
         }
     }
+    /// basic.consume from `amq.rabbitmq.reply-to`: the channel's direct-reply
+    /// consumer (one per channel, no-ack, as on RabbitMQ).
+    fn consume_replies(&mut self, c: basic::Consume, vhost: &VHost) -> Result<Outcome, AmqpError> {
+        let refuse = |text: &str| {
+            Err(AmqpError::Broker(BrokerError::precondition_failed(
+                format!("PRECONDITION_FAILED - {text}"),
+            )))
+        };
+        if !c.no_ack {
+            return refuse("reply consumer cannot acknowledge");
+        }
+        if self.reply.is_some() {
+            return refuse("reply consumer already set");
+        }
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
+        } else {
+            c.consumer_tag.as_str().to_string()
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::ConsumerTagInUse { tag });
+        }
+        let address =
+            vhost.add_reply_consumer(self.core.id(), tag.as_str().into(), self.sink.clone());
+        self.consumers.insert(tag.clone(), REPLY_TO.into());
+        self.reply = Some((tag.clone(), address));
+        Ok(if c.nowait {
+            Outcome::Send(Vec::new())
+        } else {
+            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+                basic::ConsumeOk {
+                    consumer_tag: short(&tag),
+                },
+            )))
+        })
+    }
+
     /// basic.recover: every unsettled delivery goes back to its queue (requeue=true
     /// only, as in RabbitMQ).
     fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
@@ -457,5 +514,35 @@ impl AmqpChannel {
         };
         write_frame(&AMQPFrame::Header(self.number, header), out);
         write_body(self.number, &message.body, self.frame_max, out);
+    }
+}
+
+/// A consumer's `x-priority` (0 when absent): an integer, else 406 as RabbitMQ.
+fn consumer_priority(
+    arguments: &amq_protocol::types::FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> Result<i32, AmqpError> {
+    use amq_protocol::types::AMQPValue;
+    let value = match arguments.inner().get(&short("x-priority")) {
+        None => return Ok(0),
+        Some(v) => v,
+    };
+    let priority = match value {
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        _ => None,
+    };
+    match priority.and_then(|p| i32::try_from(p).ok()) {
+        Some(p) => Ok(p),
+        None => Err(AmqpError::Broker(BrokerError::precondition_failed(format!(
+            "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': an integer is expected, not {:?}",
+            value.get_type()
+        )))),
     }
 }

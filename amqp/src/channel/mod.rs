@@ -91,6 +91,8 @@ pub struct AmqpChannel {
     last_queue: Option<String>,
     /// The connection's publishes not yet answered by their queues (credit flow).
     in_flight: Arc<InFlight>,
+    /// The direct reply-to consumer: its tag and its reply address.
+    reply: Option<(String, String)>,
 }
 
 /// What a channel takes from its connection.
@@ -148,6 +150,7 @@ impl AmqpChannel {
             publish_allowed: None,
             last_queue: None,
             in_flight,
+            reply: None,
         }
     }
 

@@ -196,6 +196,8 @@ impl Connection {
             "authentication_failure_close",
             "per_consumer_qos",
             "connection.blocked",
+            "consumer_priorities",
+            "direct_reply_to",
         ] {
             capabilities.insert(short(cap), AMQPValue::Boolean(true));
         }

@@ -43,13 +43,8 @@ impl Connection {
                 Ok(None)
             }
             AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                // Its channels close first, as on RabbitMQ: their consumers are gone
-                // and their unacked messages back in their queues before the client
-                // hears close-ok (a client that reconnects at once and declares an
-                // auto-delete queue again must find it either alive or gone).
-                for (_, mut ch) in self.channels.drain() {
-                    ch.close();
-                }
+                // Queued, not sent yet: the channels close before it goes out (see
+                // `process_input`).
                 self.send(&method0(AMQPClass::Connection(
                     connection::AMQPMethod::CloseOk(connection::CloseOk {}),
                 )));

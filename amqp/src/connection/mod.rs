@@ -394,6 +394,15 @@ impl Connection {
         // ended the connection (a client may publish and close in one write; a bad
         // frame does not undo the valid publishes before it).
         self.route_ready(events).await;
+        if matches!(result, Ok(Some(End::ClientClosed))) {
+            // Then the channels close, before the close-ok goes out, as on RabbitMQ:
+            // their consumers are gone and their unacked messages back in their
+            // queues by the time the client can reconnect (and declare an
+            // auto-delete queue again: it finds it either alive or gone).
+            for (_, mut ch) in self.channels.drain() {
+                ch.close();
+            }
+        }
         result
     }
 

@@ -420,7 +420,7 @@ fn fault(rng: &mut Rng) -> (&'static str, Vec<u8>, u16) {
             }
             let rest = announced - first + 1 + rng.below(64);
             bytes.extend(frame(3, 1, &vec![b'b'; rest]));
-            ("a body longer than its header said", bytes, 501)
+            ("a body longer than its header said", bytes, 505)
         }
         6 => {
             let mut bytes = nowhere();

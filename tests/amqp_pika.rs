@@ -309,3 +309,8 @@ fn auto_delete_race() {
 fn direct_reply_to() {
     run_script("direct_reply_to");
 }
+
+#[test]
+fn rabbitmq_fidelity() {
+    run_script("rabbitmq_fidelity");
+}

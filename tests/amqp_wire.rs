@@ -242,3 +242,41 @@ fn a_client_close_is_graceful_frames_still_on_their_way_meet_an_open_socket() {
     drop(s);
     serves(&node);
 }
+
+/// As RabbitMQ: body frames longer than their content header announced close the
+/// connection with 505 UNEXPECTED_FRAME; a known method whose arguments do not decode
+/// with 501 FRAME_ERROR (unknown method ids stay 503 COMMAND_INVALID).
+#[test]
+fn a_long_body_is_an_unexpected_frame_and_bad_arguments_a_frame_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let close_code = |s: &mut std::net::TcpStream| {
+        let close = expect_method(s, (10, 50));
+        u16::from_be_bytes([close[4], close[5]])
+    };
+
+    let mut s = open_channel(&node);
+    let mut publish = 0u16.to_be_bytes().to_vec();
+    publish.extend(short_str(""));
+    publish.extend(short_str("q"));
+    publish.push(0);
+    s.write_all(&method_frame(1, 60, 40, &publish)).unwrap();
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend(0u16.to_be_bytes());
+    header.extend(3u64.to_be_bytes());
+    header.extend(0u16.to_be_bytes());
+    s.write_all(&frame(2, 1, &header)).unwrap();
+    s.write_all(&frame(3, 1, b"12345")).unwrap();
+    assert_eq!(close_code(&mut s), 505);
+
+    // queue.declare cut after its first argument byte.
+    let mut s = open_channel(&node);
+    s.write_all(&method_frame(1, 50, 10, &[0])).unwrap();
+    assert_eq!(close_code(&mut s), 501);
+
+    let mut s = open_channel(&node);
+    s.write_all(&method_frame(1, 50, 99, &[0, 0, 0, 0]))
+        .unwrap();
+    assert_eq!(close_code(&mut s), 503);
+    serves(&node);
+}

@@ -13,6 +13,25 @@ pub(crate) const FRAME_END: u8 = 0xCE;
 /// type (1) + channel (2) + size (4).
 pub(crate) const FRAME_HEADER: usize = 7;
 
+/// Whether (`class_id`, `method_id`) is a method of AMQP 0-9-1 (with RabbitMQ's
+/// extensions: confirm, update-secret, blocked).
+fn known_method(class_id: u16, method_id: u16) -> bool {
+    let methods: &[u16] = match class_id {
+        10 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61, 70, 71],
+        20 => &[10, 11, 20, 21, 40, 41],
+        // (exchange.unbind-ok is 51: RabbitMQ's extension.)
+        40 => &[10, 11, 20, 21, 30, 31, 40, 51],
+        50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
+        60 => &[
+            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+        ],
+        85 => &[10, 11],
+        90 => &[10, 11, 20, 21, 30, 31],
+        _ => &[],
+    };
+    methods.contains(&method_id)
+}
+
 /// What the start of a connection holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Greeting {
@@ -78,20 +97,47 @@ pub fn read_frame(buf: &[u8], frame_max: u32) -> Result<Option<(AMQPFrame, usize
         return Ok(Some((AMQPFrame::Body(channel, body), total)));
     }
     match parse_frame(&buf[..total]) {
+        // basic.qos with a prefetch_size (which the parser drops): RabbitMQ refuses
+        // it with 540, as Warren does.
+        Ok(_)
+            if kind == 1 && buf.get(7..11) == Some(&[0, 60, 0, 10]) && {
+                buf.get(11..15).is_some_and(|size| size != [0, 0, 0, 0])
+            } =>
+        {
+            Err(AmqpError::NotImplemented {
+                what: "prefetch_size!=0",
+            }
+            .at(60, 10))
+        }
         Ok((_, frame)) => Ok(Some((frame, total))),
         Err(_) => {
             // The reply code must be the one the text names (clients show both).
             Err(match kind {
-                1 => AmqpError::UndecodableMethod {
-                    class_id: u16::from_be_bytes([
+                // Too short to name its class and method.
+                1 if total < FRAME_HEADER + 4 + 1 => AmqpError::UndecodableFrame { kind },
+                1 => {
+                    let class_id = u16::from_be_bytes([
                         buf.get(7).copied().unwrap_or(0),
                         buf.get(8).copied().unwrap_or(0),
-                    ]),
-                    method_id: u16::from_be_bytes([
+                    ]);
+                    let method_id = u16::from_be_bytes([
                         buf.get(9).copied().unwrap_or(0),
                         buf.get(10).copied().unwrap_or(0),
-                    ]),
-                },
+                    ]);
+                    // A method AMQP has, whose arguments are wrong: a frame error (as
+                    // RabbitMQ); ids AMQP does not have: an invalid command.
+                    if known_method(class_id, method_id) {
+                        AmqpError::BadMethodArguments {
+                            class_id,
+                            method_id,
+                        }
+                    } else {
+                        AmqpError::UndecodableMethod {
+                            class_id,
+                            method_id,
+                        }
+                    }
+                }
                 2 => AmqpError::UndecodableHeader,
                 _ => AmqpError::UndecodableFrame { kind },
             })

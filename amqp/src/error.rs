@@ -54,7 +54,15 @@ pub enum AmqpError {
         /// The octet found instead.
         octet: u8,
     },
-    /// A method frame whose class and method ids, or arguments, do not decode.
+    /// The arguments of a known method do not decode (RabbitMQ: 501).
+    #[error("FRAME_ERROR - cannot decode the arguments of method {class_id}.{method_id}")]
+    BadMethodArguments {
+        /// The method's class.
+        class_id: u16,
+        /// The method.
+        method_id: u16,
+    },
+    /// A method frame whose class and method ids are not AMQP 0-9-1's.
     #[error("COMMAND_INVALID - cannot decode method {class_id}.{method_id}")]
     UndecodableMethod {
         /// The class id the frame names.
@@ -179,11 +187,11 @@ pub enum AmqpError {
         channel: u16,
     },
     /// channel.open above the `channel_max` the broker offered.
-    #[error("CHANNEL_ERROR - channel {channel} is above channel_max {channel_max}")]
+    #[error("NOT_ALLOWED - channel {channel} is above the negotiated channel_max {channel_max}")]
     ChannelAboveMax {
         /// The channel number.
         channel: u16,
-        /// The broker's `channel_max`.
+        /// The `channel_max` the handshake settled on.
         channel_max: u16,
     },
     /// A frame on a channel that was not opened.
@@ -231,7 +239,9 @@ pub enum AmqpError {
     #[error("UNEXPECTED_FRAME - expected content header, got content body")]
     BodyBeforeHeader,
     /// Content bodies longer than their header announced.
-    #[error("FRAME_ERROR - content body longer than the {announced} bytes its header announced")]
+    #[error(
+        "UNEXPECTED_FRAME - content body longer than the {announced} bytes its header announced"
+    )]
     BodyTooLong {
         /// The body size the header announced.
         announced: u64,
@@ -333,7 +343,7 @@ impl AmqpError {
             | BadFrameEnd { .. }
             | UndecodableHeader
             | UndecodableFrame { .. }
-            | BodyTooLong { .. } => code::FRAME_ERROR,
+            | BadMethodArguments { .. } => code::FRAME_ERROR,
             UndecodableMethod { .. }
             | HandshakeMethod { .. }
             | UnexpectedMethod { .. }
@@ -344,20 +354,20 @@ impl AmqpError {
             | ContentWithoutPublish { .. }
             | ContentClass { .. }
             | BodyBeforeHeader
+            | BodyTooLong { .. }
             | MethodInsteadOfContent { .. } => code::UNEXPECTED_FRAME,
             UnsupportedMechanism { .. } | LoginRefused { .. } => code::ACCESS_REFUSED,
             FrameMaxTooSmall { .. }
             | FrameMaxTooLarge { .. }
             | VhostNotFound { .. }
             | VhostAccessRefused { .. }
+            | ChannelAboveMax { .. }
             | SecretUpdateRefused { .. }
             | ConsumerTagInUse { .. } => code::NOT_ALLOWED,
             VhostDeleted { .. } | Shutdown | Socket { .. } | SocketClosed => {
                 code::CONNECTION_FORCED
             }
-            SecondChannelOpen { .. } | ChannelAboveMax { .. } | ChannelNotOpen { .. } => {
-                code::CHANNEL_ERROR
-            }
+            SecondChannelOpen { .. } | ChannelNotOpen { .. } => code::CHANNEL_ERROR,
             MessageTooLarge { .. }
             | UserIdMismatch { .. }
             | InvalidExpiration { .. }
@@ -592,6 +602,10 @@ mod tests {
             AmqpError::ContentClass { class_id: 50 },
             AmqpError::BodyBeforeHeader,
             AmqpError::BodyTooLong { announced: 3 },
+            AmqpError::BadMethodArguments {
+                class_id: 50,
+                method_id: 10,
+            },
             AmqpError::MethodInsteadOfContent { channel: 1 },
             AmqpError::MessageTooLarge { size: 2, max: 1 },
             AmqpError::UserIdMismatch {

@@ -675,11 +675,12 @@ enum Fault {
     UnknownClass { ch: u16, class: u16, method: u16 },
     /// A known class, a method id that does not exist: 503.
     UnknownMethod { ch: u16, class: u16, method: u16 },
-    /// A known method whose arguments are cut short: 503.
+    /// A known method whose arguments are cut short: 501 (as RabbitMQ).
     CutArguments { cut: Index },
     /// A content header frame whose payload does not decode: 501.
     BadContentHeader { payload: Vec<u8> },
-    /// Body frames adding up to more than the content header announced: 501.
+    /// Body frames adding up to more than the content header announced: 505 (as
+    /// RabbitMQ).
     LongerBody {
         announced: u64,
         first: Index,
@@ -826,11 +827,10 @@ impl Fault {
             | Fault::Oversized { .. }
             | Fault::UnknownType { .. }
             | Fault::BadContentHeader { .. }
-            | Fault::LongerBody { .. } => Some(code::FRAME_ERROR),
-            Fault::UnknownClass { .. }
-            | Fault::UnknownMethod { .. }
-            | Fault::CutArguments { .. } => Some(code::COMMAND_INVALID),
-            Fault::BodyWithoutPublish
+            | Fault::CutArguments { .. } => Some(code::FRAME_ERROR),
+            Fault::UnknownClass { .. } | Fault::UnknownMethod { .. } => Some(code::COMMAND_INVALID),
+            Fault::LongerBody { .. }
+            | Fault::BodyWithoutPublish
             | Fault::HeaderWithoutPublish
             | Fault::MethodInsteadOfHeader
             | Fault::HeartbeatOnChannel(_) => Some(code::UNEXPECTED_FRAME),

@@ -105,6 +105,9 @@ struct Inner {
     deleted: tokio::sync::watch::Sender<bool>,
     /// Direct reply-to consumers of this node.
     direct_replies: direct_reply::DirectReplies,
+    /// Connections of this node that ended and whose exclusive queues are being
+    /// deleted: those queues are gone for everybody else already.
+    departed_owners: std::sync::Mutex<std::collections::HashSet<crate::delivery::ChannelId>>,
 }
 
 /// What a node's last run left in the metadata that died with it.
@@ -189,6 +192,7 @@ impl VHost {
                 log,
                 deleted: tokio::sync::watch::Sender::new(false),
                 direct_replies: Default::default(),
+                departed_owners: Default::default(),
             }),
         };
         vhost.stale().exchanges = vhost

@@ -51,6 +51,14 @@ impl VHost {
         arguments: FieldTable,
     ) -> Result<(), BrokerError> {
         if passive {
+            if name.is_empty() {
+                // As RabbitMQ: the default exchange cannot be declared, passively
+                // either.
+                return Err(BrokerError::access_refused(format!(
+                    "ACCESS_REFUSED - operation not permitted on the default exchange in vhost '{}'",
+                    self.inner.name
+                )));
+            }
             if self.topology().exchange(name).is_none() {
                 self.catch_up().await;
             }
@@ -353,10 +361,12 @@ impl VHost {
         channel: ChannelId,
     ) -> Result<QueueDeclareOk, BrokerError> {
         let queue = self.queue_for(existing.name(), channel)?;
+        // Alive first (a queue that deleted itself is declared anew, whatever its
+        // arguments were), then equivalent.
+        queue.redeclared().await?;
         if let Some(requested) = requested {
             self.check_equivalent(queue.def(), &requested?)?;
         }
-        queue.redeclared().await?;
         let status = queue.status().await?;
         Ok(QueueDeclareOk {
             name: queue.name().to_string(),
@@ -468,8 +478,20 @@ impl VHost {
         self.find_queue(name, channel).await?.purge().await
     }
 
+    /// The connection `channel` is ending: its exclusive queues are gone for
+    /// everybody from now on (404), before [`Self::owner_gone`] deletes them.
+    pub fn owner_leaving(&self, channel: ChannelId) {
+        lock(&self.inner.departed_owners).insert(channel);
+    }
+
+    /// Whether the connection `channel` of this node ended.
+    pub(super) fn departed(&self, channel: ChannelId) -> bool {
+        lock(&self.inner.departed_owners).contains(&channel)
+    }
+
     /// A connection (channel) ended: delete the exclusive queues it owned.
     pub async fn owner_gone(&self, channel: ChannelId) {
+        self.owner_leaving(channel);
         let owned: Vec<std::sync::Arc<str>> = self
             .hosted()
             .into_iter()
@@ -481,6 +503,7 @@ impl VHost {
                 tracing::warn!(queue = %name, "exclusive queue not deleted: {e}");
             }
         }
+        lock(&self.inner.departed_owners).remove(&channel);
     }
 
     // ----- cleanup after a node's process ended ----------------------------------
@@ -543,4 +566,8 @@ fn rand_u64() -> u64 {
             .unwrap_or(0),
     );
     h.finish()
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

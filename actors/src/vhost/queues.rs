@@ -128,6 +128,10 @@ impl VHost {
     /// connection holds it exclusively.
     pub fn queue_for(&self, name: &str, channel: ChannelId) -> Result<QueueRef, BrokerError> {
         let queue = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        if queue.def().node == self.node() && queue.def().owner.is_some_and(|o| self.departed(o)) {
+            // Its connection ended: gone, though its deletion is still under way.
+            return Err(self.no_queue(name));
+        }
         if !queue.def().usable_by(self.node(), channel) {
             return Err(BrokerError::resource_locked(format!(
                 "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. \

@@ -241,7 +241,6 @@ impl AmqpChannel {
                 Ok(Outcome::Send(Vec::new()))
             }
             basic::AMQPMethod::Qos(q) => {
-                // prefetch_size is not supported by RabbitMQ either (ignored).
                 let count = u32::from(q.prefetch_count);
                 if q.global {
                     self.channel_prefetch.set_limit(count);

@@ -9,7 +9,7 @@ use amq_protocol::protocol::{basic, channel, AMQPClass};
 use tokio::sync::mpsc::UnboundedSender;
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 
-use super::{Connection, Event, CHANNEL_MAX};
+use super::{Connection, Event};
 use crate::channel::{AmqpChannel, ConnectionPart, Outcome};
 use crate::error::AmqpError;
 
@@ -36,10 +36,10 @@ impl Connection {
             if self.channels.contains_key(&n) {
                 return Err(AmqpError::SecondChannelOpen { channel: n });
             }
-            if n > CHANNEL_MAX {
+            if n > self.channel_max {
                 return Err(AmqpError::ChannelAboveMax {
                     channel: n,
-                    channel_max: CHANNEL_MAX,
+                    channel_max: self.channel_max,
                 });
             }
             let tx = events.clone();

@@ -153,6 +153,10 @@ impl Connection {
             tune.frame_max
         };
         self.heartbeat = tune.heartbeat;
+        // 0: no limit of the client's, ours holds.
+        if tune.channel_max != 0 {
+            self.channel_max = tune.channel_max.min(CHANNEL_MAX);
+        }
 
         let Some(m) = self.expect_method(socket, "connection.open").await? else {
             return Ok(false);

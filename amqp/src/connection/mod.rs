@@ -125,10 +125,12 @@ pub async fn serve_until(
     let (mut reader, writer_half) = socket.into_split();
     let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
     let writer_task = tokio::spawn(write_loop(writer_half, writes));
-    if let Err(e) = conn
+    let ended = conn
         .run(&mut reader, &writer, events_tx, events_rx, close)
-        .await
-    {
+        .await;
+    // Whatever ended it, its exclusive queues are gone for everybody else now.
+    conn.vhost.owner_leaving(conn.id);
+    if let Err(e) = ended {
         conn.fail_after_open(&mut reader, &writer, e).await;
     }
     drop(writer);
@@ -155,6 +157,8 @@ struct Connection {
     /// frames are dropped (the client may have sent them before it saw the close).
     closing: HashSet<u16>,
     frame_max: u32,
+    /// The highest channel number the handshake settled on.
+    channel_max: u16,
     heartbeat: u16,
     /// Owner id of this connection's exclusive queues.
     id: ChannelId,
@@ -198,6 +202,7 @@ impl Connection {
             channels: HashMap::new(),
             closing: HashSet::new(),
             frame_max: FRAME_MAX,
+            channel_max: CHANNEL_MAX,
             heartbeat: 0,
             id: next_channel_id(),
             in_flight: InFlight::new(),
@@ -395,6 +400,8 @@ impl Connection {
         // frame does not undo the valid publishes before it).
         self.route_ready(events).await;
         if matches!(result, Ok(Some(End::ClientClosed))) {
+            // Its exclusive queues are gone for everybody else from now on.
+            self.vhost.owner_leaving(self.id);
             // Then the channels close, before the close-ok goes out, as on RabbitMQ:
             // their consumers are gone and their unacked messages back in their
             // queues by the time the client can reconnect (and declare an

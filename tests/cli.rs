@@ -30,6 +30,44 @@ async fn cli_commands_and_their_errors() {
         );
     };
 
+    // A publish that reaches no queue says so: a warning, or with --mandatory an error
+    // (with or without --confirm).
+    let (success, out, err) = node.cli(&[
+        "publish",
+        "--routing-key",
+        "nowhere",
+        "--body",
+        "x",
+        "--count",
+        "3",
+    ]);
+    assert!(success, "{err}");
+    assert!(out.contains("published 3 messages"), "{out}");
+    assert!(err.contains("3 of 3 messages reached no queue"), "{err}");
+    fails(
+        &[
+            "publish",
+            "--routing-key",
+            "nowhere",
+            "--body",
+            "x",
+            "--mandatory",
+        ],
+        "1 of 1 messages reached no queue",
+    );
+    fails(
+        &[
+            "publish",
+            "--routing-key",
+            "nowhere",
+            "--body",
+            "x",
+            "--mandatory",
+            "--confirm",
+        ],
+        "1 of 1 messages reached no queue",
+    );
+
     ok(&[
         "declare",
         "exchange",

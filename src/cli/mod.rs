@@ -238,7 +238,7 @@ pub struct PublishArgs {
     /// Wait for every confirm; exit non-zero unless all were confirmed.
     #[arg(long)]
     pub confirm: bool,
-    /// Fail (with --confirm) when a message reaches no queue.
+    /// Fail when a message reaches no queue (without it, the count is a warning).
     #[arg(long)]
     pub mandatory: bool,
     /// How many messages (with --body or --size); default 1.
@@ -499,9 +499,11 @@ async fn publish(p: PublishArgs) -> Result<(), String> {
     if !p.headers.is_empty() {
         properties.headers = Some(table(p.headers));
     }
+    // Always mandatory at the node, so that the CLI can say how many reached no queue;
+    // `--mandatory` makes that a failure.
     let options = PublishOptions {
         persistent: p.persistent,
-        mandatory: p.mandatory,
+        mandatory: true,
         properties,
     };
     let mut confirms = Vec::new();
@@ -534,8 +536,12 @@ async fn publish(p: PublishArgs) -> Result<(), String> {
         }
         eprintln!("warning: {msg}");
     }
-    if unroutable > 0 && p.confirm && p.mandatory {
-        return Err(format!("{unroutable} of {total} messages reached no queue"));
+    if unroutable > 0 {
+        let msg = format!("{unroutable} of {total} messages reached no queue");
+        if p.mandatory {
+            return Err(format!("{msg} (returned: --mandatory)"));
+        }
+        eprintln!("warning: {msg} (dropped; --mandatory makes that an error)");
     }
     if p.confirm {
         println!("published {total} messages, {confirmed} confirmed");

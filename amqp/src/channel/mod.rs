@@ -71,6 +71,9 @@ pub struct AmqpChannel {
     next_confirm_seq: u64,
     /// Confirm seqs sent to queues and not yet acked or nacked.
     pub outstanding: BTreeSet<u64>,
+    /// Confirm seqs settled (true: ack, false: nack) and not yet told to the client:
+    /// confirms go out in tag order.
+    pub settled: std::collections::BTreeMap<u64, bool>,
     /// Consumer tag -> queue.
     consumers: HashMap<String, Arc<str>>,
     /// `basic.qos global=false`: the prefetch of consumers started from now on.
@@ -138,6 +141,7 @@ impl AmqpChannel {
             confirm: false,
             next_confirm_seq: 1,
             outstanding: BTreeSet::new(),
+            settled: Default::default(),
             consumers: HashMap::new(),
             prefetch: 0,
             channel_prefetch: ChannelPrefetch::default(),

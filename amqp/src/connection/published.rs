@@ -64,7 +64,6 @@ impl Connection {
         };
         let out = &mut self.out;
         let mut failed = None;
-        let mut acked = Vec::new();
         for (seq, message, outcome) in results {
             match &outcome {
                 PublishOutcome::Unroutable => {
@@ -84,33 +83,44 @@ impl Connection {
                 if matches!(outcome, PublishOutcome::Failed(_)) {
                     continue;
                 }
-                if matches!(outcome, PublishOutcome::Rejected(_)) {
-                    let nack = basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
-                        requeue: false,
-                    });
-                    write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(nack)), out);
-                } else {
-                    acked.push(seq);
-                }
+                let ack = !matches!(outcome, PublishOutcome::Rejected(_));
+                ch.settled.insert(seq, ack);
             }
         }
-        // As RabbitMQ: one `multiple` ack when it settles exactly these (nothing lower
-        // is still unconfirmed), one ack each otherwise.
-        let top = acked.iter().max().copied();
-        let acks: Vec<(u64, bool)> = match top {
-            Some(t) if acked.len() > 1 && ch.outstanding.range(..t).next().is_none() => {
-                vec![(t, true)]
-            }
-            _ => acked.into_iter().map(|seq| (seq, false)).collect(),
-        };
-        for (delivery_tag, multiple) in acks {
+        // Confirms go out in tag order, as RabbitMQ's: those below the lowest tag
+        // still unconfirmed, a run of acks as one `multiple` ack (everything lower is
+        // settled and sent by then), a nack alone. Outcomes of different batches may
+        // come back in any order; the client never sees a tag go backwards.
+        let low = ch.outstanding.first().copied().unwrap_or(u64::MAX);
+        let mut run: Option<(u64, u64)> = None; // (first, last) of a run of acks
+        let ack_run = |run: (u64, u64), out: &mut Vec<u8>| {
             let ack = basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag,
-                multiple,
+                delivery_tag: run.1,
+                multiple: run.1 > run.0,
             });
             write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(ack)), out);
+        };
+        while let Some(entry) = ch.settled.first_entry() {
+            if *entry.key() >= low {
+                break;
+            }
+            let (seq, ack) = entry.remove_entry();
+            if ack {
+                run = Some(run.map_or((seq, seq), |(first, _)| (first, seq)));
+                continue;
+            }
+            if let Some(r) = run.take() {
+                ack_run(r, out);
+            }
+            let nack = basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            });
+            write_frame(&AMQPFrame::Method(n, AMQPClass::Basic(nack)), out);
+        }
+        if let Some(r) = run {
+            ack_run(r, out);
         }
         if let Some(e) = failed {
             // As RabbitMQ: publishing to a missing exchange closes the channel (404).

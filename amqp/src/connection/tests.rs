@@ -251,3 +251,42 @@ async fn events_of_a_closed_channel_do_not_reach_its_number_reopened() {
         "the new channel's consumer cancelled: {frames:?}"
     );
 }
+
+/// Outcomes of three publish batches come back in the order 3, 1, 2 (their queues
+/// answer at different speeds): the client gets the confirms in tag order, never a tag
+/// lower than one it already got, and a `multiple` ack only over tags all confirmed.
+#[tokio::test]
+async fn confirms_go_out_in_tag_order_whatever_order_outcomes_come_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = connection(&dir).await;
+    let (tx, mut rx) = unbounded_channel();
+    feed(&mut conn, &tx, open(1)).await;
+    feed(&mut conn, &tx, confirm_select(1)).await;
+    let mut outcomes = Vec::new();
+    for body in [&b"one"[..], b"two", b"three"] {
+        feed(&mut conn, &tx, publish(1, body)).await;
+        conn.route_ready(&tx).await;
+        outcomes.push(next_event(&mut rx).await);
+    }
+    sent(&mut conn);
+    let acks = |conn: &mut Connection| -> Vec<(u64, bool)> {
+        sent(conn)
+            .iter()
+            .filter_map(|f| match f {
+                AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a))) => {
+                    Some((a.delivery_tag, a.multiple))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let third = outcomes.pop().expect("three");
+    let second = outcomes.pop().expect("two");
+    let first = outcomes.pop().expect("one");
+    conn.event(third);
+    assert_eq!(acks(&mut conn), vec![], "3 waits for 1 and 2");
+    conn.event(first);
+    assert_eq!(acks(&mut conn), vec![(1, false)]);
+    conn.event(second);
+    assert_eq!(acks(&mut conn), vec![(3, true)], "2 and 3 at once");
+}

@@ -19,7 +19,7 @@ use super::fasthash::IntMap;
 /// The queue's own number for a consumer, in registration order, never reused.
 pub(crate) type ConsumerId = u64;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Consumer {
     pub channel: ChannelId,
     pub tag: ConsumerTag,
@@ -46,7 +46,9 @@ pub(crate) enum Refusal {
     ExclusiveUse,
 }
 
-#[derive(Clone, Debug, Default)]
+/// (Serialized whole, rotation order included, in a core's image: who gets the next
+/// message must come out the same on a replica restored from it.)
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Consumers {
     by_id: BTreeMap<ConsumerId, Consumer>,
     by_channel: IntMap<ChannelId, HashMap<ConsumerTag, ConsumerId>>,

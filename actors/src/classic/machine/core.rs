@@ -283,6 +283,22 @@ impl Indexes {
     }
 }
 
+/// A core as a whole (see [`Core::image`]): what a snapshot of a replicated queue
+/// carries, besides its declaration. (Taken and restored by the mirrored queue type,
+/// issue 17's next step; until then by the replay tests only.)
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CoreImage {
+    version: u32,
+    /// The records, by seq.
+    records: Vec<(Seq, Record)>,
+    consumers: Consumers,
+    next_seq: Seq,
+    last_used: u64,
+    had_consumer: bool,
+    deleted: bool,
+}
+
 /// The queue's replicated part. Pure: no I/O, no clock.
 #[derive(Clone, Debug)]
 pub(crate) struct Core {
@@ -987,6 +1003,58 @@ impl Core {
             let _ = core.apply(op, now, &mut out);
             out.clear();
         }
+        Ok(core)
+    }
+
+    /// The core as a whole, for a snapshot: a core rebuilt from it
+    /// ([`Core::from_image`]) with the same configuration makes every later decision
+    /// as this one does.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn image(&self) -> CoreImage {
+        let mut records: Vec<(Seq, Record)> =
+            self.records.iter().map(|(s, r)| (s, r.clone())).collect();
+        records.sort_unstable_by_key(|(s, _)| *s);
+        CoreImage {
+            version: self.version,
+            records,
+            consumers: self.consumers.clone(),
+            next_seq: self.next_seq,
+            last_used: self.last_used,
+            had_consumer: self.had_consumer,
+            deleted: self.deleted,
+        }
+    }
+
+    /// The core an [`image`](Core::image) describes, under `config` (the queue's
+    /// declaration, which every replica has). Refuses an image of a newer machine.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn from_image(config: QueueConfig, image: CoreImage) -> Result<Core, String> {
+        if image.version > MACHINE_VERSION {
+            return Err(format!(
+                "the image was written by machine version {}; this Warren reads up to {MACHINE_VERSION}",
+                image.version
+            ));
+        }
+        let mut core = Core::new(config, image.last_used);
+        core.version = image.version;
+        // The indexes are rebuilt from the records; the consumers come whole (their
+        // credit and rotation as they were), so the rebuild charges nobody.
+        let mut nobody = Consumers::default();
+        for (seq, record) in image.records {
+            core.idx.tally.apply(&record, 1);
+            core.idx.update(
+                seq,
+                record.priority,
+                Membership::NONE,
+                Membership::of(&record),
+                &mut nobody,
+            );
+            core.records.insert(seq, record);
+        }
+        core.consumers = image.consumers;
+        core.next_seq = image.next_seq;
+        core.had_consumer = image.had_consumer;
+        core.deleted = image.deleted;
         Ok(core)
     }
 

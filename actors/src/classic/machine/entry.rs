@@ -27,7 +27,7 @@ pub(crate) enum Place {
 }
 
 /// A message as the replicated core knows it: small, always in memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Record {
     /// Body size in bytes (what max-length-bytes and the window count).
     pub size: u64,

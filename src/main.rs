@@ -120,6 +120,7 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
             .init();
     }
 
+    raise_file_limit();
     let node = warren::node::start(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -154,5 +155,38 @@ async fn wait_for_stop_signal() {
             _ = tokio::signal::ctrl_c() => {}
             _ = warren::node::stop_requested() => {}
         }
+    }
+}
+
+/// Every AMQP connection and cluster session holds a file descriptor: the soft limit
+/// of open files goes up to the hard limit at start (often 1 024 -> 524 288), and the
+/// log says what it is.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = before;
+        }
+    }
+    if limit.rlim_cur > before {
+        tracing::info!(
+            "open file limit raised from {before} to {} (the hard limit): one per connection",
+            limit.rlim_cur
+        );
+    } else {
+        tracing::info!(
+            "open file limit {} (one per connection; raise the hard limit, `ulimit -Hn`, for more)",
+            limit.rlim_cur
+        );
     }
 }

@@ -73,6 +73,15 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
         config.amqp_listen =
             warren::node::config::parse_amqp_listen(v).map_err(|e| e.to_string())?;
     }
+    if let Some(v) = &args.amqps_listen {
+        config.amqps_listen =
+            warren::node::config::parse_amqp_listen(v).map_err(|e| e.to_string())?;
+    }
+    config.set_tls(
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.tls_client_ca.clone(),
+    );
     if args.cookie_file.is_some() {
         config.cookie_file = args.cookie_file;
     }

@@ -48,9 +48,12 @@ mod convert;
 pub mod error;
 mod listener;
 mod prefetch;
+mod socket;
+mod tls;
 
 #[cfg(test)]
 mod fuzz;
 
 pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
-pub use listener::{Listener, SUPERVISOR};
+pub use listener::{Listener, SUPERVISOR, TLS_SUPERVISOR};
+pub use tls::TlsSettings;

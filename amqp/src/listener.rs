@@ -1,4 +1,5 @@
-//! The AMQP 0-9-1 front door in the node's supervision tree:
+//! The AMQP 0-9-1 front door in the node's supervision tree (and the AMQPS one,
+//! `amqps`, `amqps-acceptor`, `amqps-connection:…`, when TLS is on):
 //!
 //! ```text
 //! amqp                              one_for_one
@@ -6,6 +7,9 @@
 //! ├── amqp-connection:127.0.0.1:53124   temporary, one per client connection
 //! └── ...
 //! ```
+//!
+//! An AMQPS connection does its TLS handshake in its own task (bounded by the AMQP
+//! handshake timeout), then runs as any other.
 //!
 //! The socket is bound before the tree starts (so a port in use is a clear start-up
 //! error) and shared with the acceptor: a restarted acceptor accepts on the same
@@ -25,12 +29,23 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_supervisor::{ChildSpec, Restart, Strategy, SupervisorHandle, SupervisorSpec};
 
-use crate::connection::{serve_until, Server};
+use tokio_rustls::TlsAcceptor;
+
+use crate::connection::{serve_until, Server, HANDSHAKE_TIMEOUT};
 
 /// The name of the AMQP supervisor in the node's tree.
 pub const SUPERVISOR: &str = "amqp";
-/// The name of the acceptor.
-const ACCEPTOR: &str = "amqp-acceptor";
+/// The name of the AMQPS supervisor.
+pub const TLS_SUPERVISOR: &str = "amqps";
+
+/// One front door: its names in the tree and, for AMQPS, its TLS acceptor.
+#[derive(Clone)]
+struct Door {
+    supervisor: &'static str,
+    acceptor: &'static str,
+    connection: &'static str,
+    tls: Option<TlsAcceptor>,
+}
 /// How long a connection told to close (node shutdown, `stop` in the shell) gets to
 /// send its close and requeue its deliveries.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -41,36 +56,68 @@ pub struct Listener {
     pub addr: SocketAddr,
     socket: Arc<TcpListener>,
     server: Arc<Server>,
+    door: Door,
 }
 
 impl Listener {
-    /// Binds `addr`.
+    /// Binds `addr` for AMQP.
     pub async fn bind(addr: SocketAddr, server: Server) -> std::io::Result<Listener> {
+        let door = Door {
+            supervisor: SUPERVISOR,
+            acceptor: "amqp-acceptor",
+            connection: "amqp-connection",
+            tls: None,
+        };
+        Listener::bind_door(addr, Arc::new(server), door).await
+    }
+
+    /// Binds `addr` for AMQP over TLS, with `tls`, serving as `server` does.
+    pub async fn bind_tls(
+        addr: SocketAddr,
+        server: Server,
+        tls: TlsAcceptor,
+    ) -> std::io::Result<Listener> {
+        let door = Door {
+            supervisor: TLS_SUPERVISOR,
+            acceptor: "amqps-acceptor",
+            connection: "amqps-connection",
+            tls: Some(tls),
+        };
+        Listener::bind_door(addr, Arc::new(server), door).await
+    }
+
+    async fn bind_door(
+        addr: SocketAddr,
+        server: Arc<Server>,
+        door: Door,
+    ) -> std::io::Result<Listener> {
         let socket = TcpListener::bind(addr).await?;
         Ok(Listener {
             addr: socket.local_addr()?,
             socket: Arc::new(socket),
-            server: Arc::new(server),
+            server,
+            door,
         })
     }
 
-    /// The `amqp` supervisor with its acceptor, for the node's root supervisor.
+    /// The supervisor with its acceptor, for the node's root supervisor.
     pub fn child_spec(&self, max_restarts: u32, window: Duration) -> ChildSpec {
-        let (socket, server) = (self.socket.clone(), self.server.clone());
-        let acceptor =
-            ChildSpec::for_actor(ACCEPTOR, "amqp acceptor", Restart::Permanent, move || {
-                (
-                    Acceptor,
-                    AcceptorArgs {
-                        socket: socket.clone(),
-                        server: server.clone(),
-                    },
-                )
-            });
+        let (socket, server, door) = (self.socket.clone(), self.server.clone(), self.door.clone());
+        let name = self.door.acceptor;
+        let acceptor = ChildSpec::for_actor(name, "amqp acceptor", Restart::Permanent, move || {
+            (
+                Acceptor,
+                AcceptorArgs {
+                    socket: socket.clone(),
+                    server: server.clone(),
+                    door: door.clone(),
+                },
+            )
+        });
         let spec = SupervisorSpec::new(Strategy::OneForOne)
             .with_intensity(max_restarts, window)
             .child(acceptor);
-        ChildSpec::supervisor(SUPERVISOR, Restart::Permanent, spec)
+        ChildSpec::supervisor(self.door.supervisor, Restart::Permanent, spec)
     }
 }
 
@@ -79,6 +126,7 @@ struct Acceptor;
 struct AcceptorArgs {
     socket: Arc<TcpListener>,
     server: Arc<Server>,
+    door: Door,
 }
 
 /// A local-only message: a connection to hand to the supervisor.
@@ -88,7 +136,7 @@ impl ractor::Message for Accepted {}
 
 impl Actor for Acceptor {
     type Msg = Accepted;
-    type State = (Arc<Server>, JoinHandle<()>);
+    type State = (Arc<Server>, JoinHandle<()>, Door);
     type Arguments = AcceptorArgs;
 
     async fn pre_start(
@@ -113,8 +161,11 @@ impl Actor for Acceptor {
                 }
             }
         });
-        tracing::info!("AMQP 0-9-1 listener ready");
-        Ok((args.server, task))
+        match args.door.tls {
+            Some(_) => tracing::info!("AMQP 0-9-1 over TLS listener ready"),
+            None => tracing::info!("AMQP 0-9-1 listener ready"),
+        }
+        Ok((args.server, task, args.door))
     }
 
     async fn post_stop(
@@ -132,18 +183,18 @@ impl Actor for Acceptor {
         Accepted(stream, peer): Accepted,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let server = state.0.clone();
+        let (server, door) = (state.0.clone(), state.2.clone());
         // The supervisor answers start_child only after the child started: do not
         // hold up the next accept for it.
         tokio::spawn(async move {
-            let supervisor = match SupervisorHandle::lookup(SUPERVISOR) {
+            let supervisor = match SupervisorHandle::lookup(door.supervisor) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(peer = %peer, "AMQP connection refused: {e}");
                     return;
                 }
             };
-            let name = format!("amqp-connection:{peer}");
+            let name = format!("{}:{peer}", door.connection);
             let socket = Arc::new(Mutex::new(Some(stream)));
             let spec = ChildSpec::for_actor(
                 name.clone(),
@@ -157,6 +208,7 @@ impl Actor for Acceptor {
                             peer,
                             server: server.clone(),
                             name: name.clone(),
+                            door: door.clone(),
                         },
                     )
                 },
@@ -178,6 +230,7 @@ struct ConnectionArgs {
     peer: SocketAddr,
     server: Arc<Server>,
     name: String,
+    door: Door,
 }
 
 struct ConnectionState {
@@ -207,12 +260,25 @@ impl Actor for ConnectionActor {
             .take()
             .ok_or("an AMQP connection cannot be restarted")?;
         let (close, closed) = watch::channel(false);
-        let name = args.name;
+        let (name, door) = (args.name, args.door);
         let task = tokio::spawn(async move {
-            serve_until(socket, args.peer, args.server, closed).await;
+            match &door.tls {
+                None => serve_until(socket, args.peer, args.server, closed).await,
+                Some(tls) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+                        Ok(Ok(stream)) => serve_until(stream, args.peer, args.server, closed).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %args.peer, "AMQPS: TLS handshake failed: {e}")
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %args.peer, "AMQPS: TLS handshake timed out")
+                        }
+                    }
+                }
+            }
             // Done: leave the tree (a temporary child would stay listed as stopped).
             tokio::spawn(async move {
-                if let Ok(supervisor) = SupervisorHandle::lookup(SUPERVISOR) {
+                if let Ok(supervisor) = SupervisorHandle::lookup(door.supervisor) {
                     let _ = supervisor.terminate_child(&name).await;
                 }
             });

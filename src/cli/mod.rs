@@ -110,6 +110,19 @@ pub struct NodeArgs {
     /// Address for AMQP 0-9-1 clients (default 127.0.0.1:5672), or `off`.
     #[arg(long, env = "WARREN_AMQP_LISTEN", value_name = "ADDR|off")]
     pub amqp_listen: Option<String>,
+    /// Address for AMQP 0-9-1 over TLS (AMQPS, e.g. 127.0.0.1:5671); off by default.
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, env = "WARREN_AMQPS_LISTEN", value_name = "ADDR|off")]
+    pub amqps_listen: Option<String>,
+    /// The AMQPS certificate chain (PEM, leaf first).
+    #[arg(long, env = "WARREN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The AMQPS private key (PEM).
+    #[arg(long, env = "WARREN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): AMQPS clients must present a certificate signed by one.
+    #[arg(long, env = "WARREN_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// The cookie file (created on first start); default DATA_DIR/cookie.
     #[arg(long, env = "WARREN_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,

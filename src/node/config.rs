@@ -13,6 +13,10 @@
 //! memory_high_watermark = "0.4"      # of RAM, or a size: "2GiB"
 //! disk_free_limit = "50MB"
 //! metadata_snapshot_every = 8192    # metadata log entries between snapshots
+//! amqps_listen = "127.0.0.1:5671"    # AMQP over TLS; needs tls_cert and tls_key
+//! tls_cert = "/etc/warren/cert.pem"  # the certificate chain, PEM
+//! tls_key = "/etc/warren/key.pem"    # its private key, PEM
+//! tls_client_ca = "/etc/warren/ca.pem"  # optional: clients must show a certificate it signed
 //! ```
 
 use std::net::SocketAddr;
@@ -50,6 +54,10 @@ pub struct NodeConfig {
     /// Metadata log entries applied between two snapshots (the log is compacted
     /// behind each).
     pub metadata_snapshot_every: u64,
+    /// The AMQP-over-TLS listener's address; `None`: no AMQPS.
+    pub amqps_listen: Option<SocketAddr>,
+    /// The AMQPS listener's certificate, key and optional client CA.
+    pub tls: Option<warren_amqp::TlsSettings>,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +81,8 @@ impl Default for NodeConfig {
             memory_high_watermark: MemoryLimit::DEFAULT,
             disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
             metadata_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
+            amqps_listen: None,
+            tls: None,
         }
     }
 }
@@ -106,6 +116,10 @@ pub struct ConfigFile {
     pub memory_high_watermark: Option<String>,
     pub disk_free_limit: Option<String>,
     pub metadata_snapshot_every: Option<u64>,
+    pub amqps_listen: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Why a config file was not usable.
@@ -172,6 +186,47 @@ impl ConfigFile {
 }
 
 impl NodeConfig {
+    /// Sets what of the TLS settings is given (the rest stays).
+    pub fn set_tls(
+        &mut self,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        client_ca: Option<PathBuf>,
+    ) {
+        if cert.is_none() && key.is_none() && client_ca.is_none() {
+            return;
+        }
+        let tls = self.tls.get_or_insert(warren_amqp::TlsSettings {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: None,
+        });
+        if let Some(c) = cert {
+            tls.cert = c;
+        }
+        if let Some(k) = key {
+            tls.key = k;
+        }
+        if client_ca.is_some() {
+            tls.client_ca = client_ca;
+        }
+    }
+
+    /// The AMQPS settings, checked: a listener needs a certificate and a key.
+    pub fn amqps(&self) -> Result<Option<(SocketAddr, warren_amqp::TlsSettings)>, String> {
+        let Some(addr) = self.amqps_listen else {
+            return Ok(None);
+        };
+        match &self.tls {
+            Some(tls) if !tls.cert.as_os_str().is_empty() && !tls.key.as_os_str().is_empty() => {
+                Ok(Some((addr, tls.clone())))
+            }
+            _ => Err(format!(
+                "--amqps-listen {addr} needs --tls-cert and --tls-key (PEM files)"
+            )),
+        }
+    }
+
     /// Lays a config file over this configuration.
     pub fn apply(&mut self, file: ConfigFile) -> Result<(), ConfigError> {
         if let Some(v) = file.name {
@@ -186,6 +241,10 @@ impl NodeConfig {
         if let Some(v) = file.amqp_listen {
             self.amqp_listen = parse_amqp_listen(&v)?;
         }
+        if let Some(v) = file.amqps_listen {
+            self.amqps_listen = parse_amqp_listen(&v)?;
+        }
+        self.set_tls(file.tls_cert, file.tls_key, file.tls_client_ca);
         if file.cookie_file.is_some() {
             self.cookie_file = file.cookie_file;
         }

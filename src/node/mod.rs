@@ -84,6 +84,8 @@ pub enum NodeError {
     },
     #[error("cannot start the supervision tree: {0}")]
     Supervision(#[from] warren_supervisor::SupervisorError),
+    #[error("AMQPS: {0}")]
+    Tls(String),
 }
 
 /// A started node.
@@ -94,6 +96,8 @@ pub struct RunningNode {
     pub store: Store,
     /// The AMQP listener's address, unless turned off.
     pub amqp: Option<std::net::SocketAddr>,
+    /// The AMQPS listener's address, when on.
+    pub amqps: Option<std::net::SocketAddr>,
     node_server: ActorRef<NodeServerMessage>,
 }
 
@@ -304,16 +308,28 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             "cannot watch client sessions: {e}"
         )));
     }
+    let amqp_server = || warren_amqp::Server {
+        vhosts: vhosts.clone(),
+        access: access.clone(),
+        alarms: alarms.clone(),
+        product_version: env!("CARGO_PKG_VERSION").to_string(),
+        node_name: config.name.clone(),
+    };
     let amqp = match config.amqp_listen {
         Some(addr) => {
-            let server = warren_amqp::Server {
-                vhosts: vhosts.clone(),
-                access: access.clone(),
-                alarms: alarms.clone(),
-                product_version: env!("CARGO_PKG_VERSION").to_string(),
-                node_name: config.name.clone(),
-            };
-            let listener = warren_amqp::Listener::bind(addr, server)
+            let listener = warren_amqp::Listener::bind(addr, amqp_server())
+                .await
+                .map_err(|source| NodeError::AmqpListen { addr, source })?;
+            root.start_child(listener.child_spec(MAX_RESTARTS, RESTART_WINDOW))
+                .await?;
+            Some(listener.addr)
+        }
+        None => None,
+    };
+    let amqps = match config.amqps().map_err(NodeError::Tls)? {
+        Some((addr, tls)) => {
+            let acceptor = tls.acceptor().map_err(NodeError::Tls)?;
+            let listener = warren_amqp::Listener::bind_tls(addr, amqp_server(), acceptor)
                 .await
                 .map_err(|source| NodeError::AmqpListen { addr, source })?;
             root.start_child(listener.child_spec(MAX_RESTARTS, RESTART_WINDOW))
@@ -335,6 +351,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         vhosts,
         store,
         amqp,
+        amqps,
         node_server,
     })
 }

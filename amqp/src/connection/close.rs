@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc::Sender;
 
 use super::{method0, Connection, End, FRAME_MAX};
@@ -110,7 +108,11 @@ impl Connection {
     }
 
     /// Sends the connection error and closes (before the writer task exists).
-    pub(super) async fn fail(&mut self, socket: &mut TcpStream, e: AmqpError) {
+    pub(super) async fn fail<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        e: AmqpError,
+    ) {
         self.close_with(e);
         let _ = self.flush(socket).await;
         await_close_ok(socket, std::mem::take(&mut self.in_buf)).await;
@@ -120,7 +122,7 @@ impl Connection {
     /// write half.
     pub(super) async fn fail_after_open(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut (impl AsyncRead + Unpin),
         writer: &Sender<Vec<u8>>,
         e: AmqpError,
     ) {

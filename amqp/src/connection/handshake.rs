@@ -4,8 +4,8 @@
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::{io_error, method0, Connection, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
 use crate::auth::{self, Credentials};
@@ -15,7 +15,7 @@ use crate::error::AmqpError;
 
 impl Connection {
     /// Reads at least one more byte into `in_buf`; `Ok(false)` at end of stream.
-    async fn fill(&mut self, socket: &mut TcpStream) -> std::io::Result<bool> {
+    async fn fill<S: AsyncRead + Unpin>(&mut self, socket: &mut S) -> std::io::Result<bool> {
         let mut chunk = [0u8; 64 * 1024];
         let n = socket.read(&mut chunk).await?;
         self.in_buf.extend_from_slice(&chunk[..n]);
@@ -23,7 +23,10 @@ impl Connection {
     }
 
     /// The next frame during the handshake.
-    async fn next_frame(&mut self, socket: &mut TcpStream) -> Result<Option<AMQPFrame>, AmqpError> {
+    async fn next_frame<S: AsyncRead + Unpin>(
+        &mut self,
+        socket: &mut S,
+    ) -> Result<Option<AMQPFrame>, AmqpError> {
         loop {
             if let Some((frame, used)) = read_frame(&self.in_buf, self.frame_max)? {
                 self.in_buf.drain(..used);
@@ -37,9 +40,9 @@ impl Connection {
     }
 
     /// Sends a connection method at once (the handshake writes each step as it goes).
-    async fn send_now(
+    async fn send_now<S: AsyncWrite + Unpin>(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut S,
         method: connection::AMQPMethod,
     ) -> Result<(), AmqpError> {
         self.send(&method0(AMQPClass::Connection(method)));
@@ -48,9 +51,9 @@ impl Connection {
 
     /// The next method on channel 0 (heartbeats skipped); `Ok(None)` if the peer went
     /// away.
-    async fn expect_method(
+    async fn expect_method<S: AsyncRead + Unpin>(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut S,
         what: &'static str,
     ) -> Result<Option<AMQPClass>, AmqpError> {
         loop {
@@ -70,7 +73,10 @@ impl Connection {
 
     /// `Ok(true)` once the connection is open; `Ok(false)` if the peer went away or
     /// was not an AMQP 0-9-1 client.
-    pub(super) async fn handshake(&mut self, socket: &mut TcpStream) -> Result<bool, AmqpError> {
+    pub(super) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+    ) -> Result<bool, AmqpError> {
         loop {
             match greeting(&self.in_buf) {
                 Greeting::Accepted => {

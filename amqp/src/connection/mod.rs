@@ -23,14 +23,13 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, AMQPClass};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+#[cfg(test)]
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -47,6 +46,7 @@ use crate::channel::AmqpChannel;
 use crate::coalesce;
 use crate::codec::{read_frame, write_frame};
 use crate::error::AmqpError;
+use crate::socket::Socket;
 
 /// What every connection of a listener shares.
 pub struct Server {
@@ -71,7 +71,7 @@ pub const HEARTBEAT_SECS: u16 = 60;
 /// Buffers the connection may queue for its writer before it waits for it.
 const WRITER_QUEUE: usize = 64;
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events that reach the connection from outside its socket. Each names its channel
 /// by number and by id (the [`AmqpChannel::id`] of that channel's life): a client may
@@ -97,13 +97,13 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<Server>) {
 
 /// Serves one TCP connection until it closes, or until `close` turns true: then the
 /// client gets `connection.close` 320 and its channels' deliveries are requeued.
-pub async fn serve_until(
-    mut socket: TcpStream,
+pub async fn serve_until<S: Socket>(
+    mut socket: S,
     peer: SocketAddr,
     server: Arc<Server>,
     close: tokio::sync::watch::Receiver<bool>,
 ) {
-    let _ = socket.set_nodelay(true);
+    socket.set_nodelay();
     let mut conn = Connection::new(peer, server);
     let (events_tx, events_rx) = unbounded_channel();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.handshake(&mut socket)).await {
@@ -122,11 +122,12 @@ pub async fn serve_until(
     // From here on a writer task owns the socket's write half: bytes handed to it
     // while it is writing go out together in its next write, so a busy connection
     // makes few large writes instead of one per delivery.
-    let (mut reader, writer_half) = socket.into_split();
+    let fd = socket.coalescible_fd();
+    let (mut reader, writer_half) = socket.split();
     let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
     let writer_task = tokio::spawn(write_loop(writer_half, writes));
     let ended = conn
-        .run(&mut reader, &writer, events_tx, events_rx, close)
+        .run(&mut reader, fd, &writer, events_tx, events_rx, close)
         .await;
     // Whatever ended it, its exclusive queues are gone for everybody else now.
     conn.vhost.owner_leaving(conn.id);
@@ -223,7 +224,7 @@ impl Connection {
     }
 
     /// Writes what is queued to the socket itself (before the writer task exists).
-    async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
+    async fn flush(&mut self, socket: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
         if !self.out.is_empty() {
             socket.write_all(&self.out).await?;
             self.out.clear();
@@ -245,9 +246,11 @@ impl Connection {
 
     /// The open connection's loop, until the client closes or goes (`Ok`) or an
     /// error closes the connection (`Err`).
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
-        socket: &mut OwnedReadHalf,
+        socket: &mut (impl AsyncRead + Unpin),
+        fd: Option<std::os::fd::RawFd>,
         writer: &Sender<Vec<u8>>,
         events_tx: UnboundedSender<Event>,
         mut events_rx: UnboundedReceiver<Event>,
@@ -276,7 +279,8 @@ impl Connection {
         }
         let mut alarms = self.server.alarms.watch();
         let mut may_close = true;
-        let mut coalescing = coalesce::Coalescing::new(socket.as_ref().as_raw_fd());
+        // Plain TCP only: coalescing reads the socket itself.
+        let mut coalescing = fd.map(coalesce::Coalescing::new);
         let mut last_input = Instant::now();
         let mut got: Option<usize> = None;
         loop {
@@ -307,15 +311,17 @@ impl Connection {
                     got = Some(read.map_err(io_error)?);
                 }
                 _ = tokio::time::sleep_until(last_input + coalesce::FALLBACK),
-                    if coalescing.active() && self.may_read() =>
+                    if coalescing.as_ref().is_some_and(|c| c.active()) && self.may_read() =>
                 {
                     // Input slowed below the raised mark: take what is there, and
                     // wake for every byte again until the rate is measured anew.
-                    coalescing.off(Instant::now());
-                    match coalescing.read_now(&mut self.in_buf) {
-                        Ok(n) => got = Some(n),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(io_error(e)),
+                    if let Some(c) = coalescing.as_mut() {
+                        c.off(Instant::now());
+                        match c.read_now(&mut self.in_buf) {
+                            Ok(n) => got = Some(n),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(io_error(e)),
+                        }
                     }
                     last_input = Instant::now();
                 }
@@ -349,7 +355,9 @@ impl Connection {
                 }
                 let now = Instant::now();
                 (last_read, last_input) = (now, now);
-                coalescing.on_read(n, now);
+                if let Some(c) = coalescing.as_mut() {
+                    c.on_read(n, now);
+                }
                 match self.process_input(&events_tx).await? {
                     Some(End::ClientClosed) | Some(End::PeerGone) => {
                         self.hand_off(writer).await?;
@@ -487,7 +495,7 @@ fn channel_of(
 
 /// The writer task: writes what the connection hands it, several buffers per write
 /// when they queue up, until the connection drops its sender or the socket fails.
-async fn write_loop(mut socket: OwnedWriteHalf, mut writes: Receiver<Vec<u8>>) {
+async fn write_loop(mut socket: impl AsyncWrite + Unpin, mut writes: Receiver<Vec<u8>>) {
     let mut queued: Vec<Vec<u8>> = Vec::with_capacity(WRITEV_BUFFERS);
     while let Some(first) = writes.recv().await {
         queued.push(first);
@@ -511,7 +519,7 @@ const WRITEV_BUFFERS: usize = 64;
 /// Writes every buffer, in order, with vectored writes: buffers that queued up while
 /// the socket was busy go out together without being copied into one.
 async fn write_all_vectored(
-    socket: &mut OwnedWriteHalf,
+    socket: &mut (impl AsyncWrite + Unpin),
     buffers: &[Vec<u8>],
 ) -> std::io::Result<()> {
     let (mut index, mut offset) = (0, 0);
@@ -544,7 +552,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(10);
 
 /// Reads and drops what comes until the client closes its socket, for
 /// [`CLOSE_DRAIN`] at most.
-async fn drain_until_closed(reader: &mut OwnedReadHalf) {
+async fn drain_until_closed(reader: &mut (impl AsyncRead + Unpin)) {
     let _ = tokio::time::timeout(CLOSE_DRAIN, async {
         let mut scratch = vec![0u8; 16 * 1024];
         while let Ok(n) = reader.read(&mut scratch).await {

@@ -49,6 +49,75 @@ fn certificates(dir: &Path) -> [String; 5] {
     })
 }
 
+/// lapin (Rust) over TLS: trusts the test CA, declares, publishes with a confirm and
+/// gets the message back.
+fn lapin_over_tls(port: u16, ca: &str) {
+    use lapin::options::{
+        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    };
+    use lapin::tcp::OwnedTLSConfig;
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(std::fs::read_to_string(ca).unwrap()),
+        };
+        let uri = format!("amqps://guest:guest@localhost:{port}/%2f");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let conn = loop {
+            match Connection::connect_with_config(
+                &uri,
+                ConnectionProperties::default(),
+                tls.clone(),
+                lapin::runtime::default_runtime().unwrap(),
+            )
+            .await
+            {
+                Ok(c) => break c,
+                Err(e) if std::time::Instant::now() > deadline => panic!("lapin over TLS: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        };
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            "lapin-tls".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "lapin-tls".into(),
+                BasicPublishOptions::default(),
+                b"over tls",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "{confirm:?}");
+        let got = ch
+            .basic_get("lapin-tls".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("the message");
+        assert_eq!(got.delivery.data, b"over tls");
+        conn.close(200, "bye".into()).await.unwrap();
+    });
+}
+
 fn pika(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/tls.py");
     let out = Command::new("python3")
@@ -87,6 +156,7 @@ fn pika_connects_over_tls_and_client_certificates_are_checked() {
         ],
     );
     pika(&[&port.to_string(), &ca]);
+    lapin_over_tls(port, &ca);
     drop(node);
 
     let port = free_port();

@@ -227,6 +227,7 @@ impl Connection {
     async fn flush(&mut self, socket: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
         if !self.out.is_empty() {
             socket.write_all(&self.out).await?;
+            socket.flush().await?;
             self.out.clear();
         }
         Ok(())
@@ -505,7 +506,10 @@ async fn write_loop(mut socket: impl AsyncWrite + Unpin, mut writes: Receiver<Ve
                 Err(_) => break,
             }
         }
-        if write_all_vectored(&mut socket, &queued).await.is_err() {
+        // A flush after each write: TLS (rustls) may hold written bytes in its own
+        // buffer until flushed (a no-op on plain TCP).
+        if write_all_vectored(&mut socket, &queued).await.is_err() || socket.flush().await.is_err()
+        {
             break;
         }
         queued.clear();

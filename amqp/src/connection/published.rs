@@ -106,6 +106,12 @@ impl Connection {
             }
             let (seq, ack) = entry.remove_entry();
             if ack {
+                // A run is contiguous: a gap (a publish that failed, which gets no
+                // confirm) ends it, so a multiple ack never covers it.
+                if let Some(r) = run.filter(|r| r.1 + 1 != seq) {
+                    ack_run(r, out);
+                    run = None;
+                }
                 run = Some(run.map_or((seq, seq), |(first, _)| (first, seq)));
                 continue;
             }

@@ -257,11 +257,7 @@ impl AmqpChannel {
                 let queue = self.queue_name(c.queue.as_str())?;
                 self.allow(Access::Read, Resource::Queue(&queue))?;
                 let handle = vhost.find_queue(&queue, conn).await?;
-                let tag = if c.consumer_tag.as_str().is_empty() {
-                    format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
-                } else {
-                    c.consumer_tag.as_str().to_string()
-                };
+                let tag = self.consumer_tag(c.consumer_tag.as_str());
                 if self.consumers.contains_key(&tag) {
                     return Err(AmqpError::ConsumerTagInUse { tag });
                 }
@@ -366,6 +362,16 @@ impl AmqpChannel {
             other => Err(unexpected_method(AMQPClass::Basic(other))),
         }
     }
+    /// The consumer tag asked for, or one the node makes (never made twice on a
+    /// channel: a count, not the number of consumers, which falls after a cancel).
+    fn consumer_tag(&mut self, asked: &str) -> String {
+        if !asked.is_empty() {
+            return asked.to_string();
+        }
+        self.tags_made += 1;
+        format!("amq.ctag-{}-{}", self.core.id(), self.tags_made)
+    }
+
     /// basic.consume from `amq.rabbitmq.reply-to`: the channel's direct-reply
     /// consumer (one per channel, no-ack, as on RabbitMQ).
     fn consume_replies(&mut self, c: basic::Consume, vhost: &VHost) -> Result<Outcome, AmqpError> {
@@ -380,11 +386,7 @@ impl AmqpChannel {
         if self.reply.is_some() {
             return refuse("reply consumer already set");
         }
-        let tag = if c.consumer_tag.as_str().is_empty() {
-            format!("amq.ctag-{}-{}", self.core.id(), self.consumers.len() + 1)
-        } else {
-            c.consumer_tag.as_str().to_string()
-        };
+        let tag = self.consumer_tag(c.consumer_tag.as_str());
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::ConsumerTagInUse { tag });
         }

@@ -96,6 +96,8 @@ pub struct AmqpChannel {
     in_flight: Arc<InFlight>,
     /// The direct reply-to consumer: its tag and its reply address.
     reply: Option<(String, String)>,
+    /// Consumer tags the node made for this channel.
+    tags_made: u64,
 }
 
 /// What a channel takes from its connection.
@@ -155,6 +157,7 @@ impl AmqpChannel {
             last_queue: None,
             in_flight,
             reply: None,
+            tags_made: 0,
         }
     }
 

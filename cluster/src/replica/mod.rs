@@ -589,36 +589,10 @@ impl ReplicaState {
                 let _ = reply.send(result);
             }
             LocalReplica::Applied(group, report) => {
-                let mut io = Io {
-                    store: &self.store,
-                    myself: &self.myself,
-                    outbox: &mut self.outbox,
-                };
-                let hosted = match group {
-                    METADATA_GROUP => Some(&mut self.meta),
-                    g => self.groups.get_mut(&g),
-                };
-                if let Some(hosted) = hosted {
-                    let result = hosted.applied(report, &mut io);
-                    self.dirty.insert(group);
-                    self.failed(group, result)?;
-                }
+                self.with_io(group, |hosted, io| hosted.applied(report, io))?;
             }
             LocalReplica::Persisted(group, number, result) => {
-                let mut io = Io {
-                    store: &self.store,
-                    myself: &self.myself,
-                    outbox: &mut self.outbox,
-                };
-                let hosted = match group {
-                    METADATA_GROUP => Some(&mut self.meta),
-                    g => self.groups.get_mut(&g),
-                };
-                if let Some(hosted) = hosted {
-                    let result = hosted.persisted(number, result, &mut io);
-                    self.dirty.insert(group);
-                    self.failed(group, result)?;
-                }
+                self.with_io(group, |hosted, io| hosted.persisted(number, result, io))?;
             }
         }
         Ok(())
@@ -672,25 +646,41 @@ impl ReplicaState {
         }
     }
 
+    /// Runs `f` on group `group` (if it runs here) with the node's shared I/O, marks
+    /// it touched, and handles a driver failure.
+    fn with_io(
+        &mut self,
+        group: GroupId,
+        f: impl FnOnce(&mut Hosted, &mut Io<'_>) -> Result<(), crate::raft_group::GroupError>,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut io = Io {
+            store: &self.store,
+            myself: &self.myself,
+            outbox: &mut self.outbox,
+        };
+        let hosted = match group {
+            METADATA_GROUP => Some(&mut self.meta),
+            g => self.groups.get_mut(&g),
+        };
+        let Some(hosted) = hosted else {
+            return Ok(());
+        };
+        let result = f(hosted, &mut io);
+        self.dirty.insert(group);
+        self.failed(group, result)
+    }
+
     /// Handles the readies of every group touched, then sends what they say to send.
     fn end_of_handling(&mut self) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         for group in std::mem::take(&mut self.dirty) {
-            let mut io = Io {
-                store: &self.store,
-                myself: &self.myself,
-                outbox: &mut self.outbox,
-            };
-            let hosted = match group {
-                METADATA_GROUP => Some(&mut self.meta),
-                g => self.groups.get_mut(&g),
-            };
-            if let Some(hosted) = hosted {
+            self.with_io(group, |hosted, io| {
                 hosted.check_leader(now);
-                let result = hosted.advance(&mut io);
-                self.failed(group, result)?;
-            }
+                hosted.advance(io)
+            })?;
         }
+        // (with_io marked them touched again: they were just handled.)
+        self.dirty.clear();
         self.outbox.flush(&self.name, self.incarnation);
         Ok(())
     }

@@ -72,6 +72,22 @@ async fn crashed_queue_restarts_with_its_messages() {
     let entry = restarts.find("queue:/jobs").expect("queue in the tree");
     assert_eq!(entry.restarts, 1);
 
+    // Declared again right after a crash, while the actor restarts: the declaration
+    // waits for the queue to answer and sees it as it stands (not a 405 after a wait
+    // for a deletion that never comes).
+    for round in 0..5u64 {
+        queue.crash().unwrap();
+        let ok = vhost
+            .declare_queue("jobs", true, None, false, false, FieldTable::new(), 1)
+            .await
+            .expect("redeclared while restarting");
+        assert_eq!(ok.messages, 500);
+        wait_for("the queue's restart", async || {
+            queue.status().await.unwrap().restarts == 2 + round
+        })
+        .await;
+    }
+
     // Crash the exchange actor: routing still works and new bindings still apply.
     let exchange = ractor::registry::where_is("exchange:/amq.direct").unwrap();
     ractor::ActorRef::<warren_actors::vhost::ExchangeMsg>::from(exchange)

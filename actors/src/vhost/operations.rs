@@ -308,12 +308,18 @@ impl VHost {
         };
         if let Some(existing) = existing {
             let requested = checked.clone().map(|c| c.map(|()| def.clone()));
-            match self.redeclare(existing.clone(), requested, channel).await {
-                // It deleted itself meanwhile (auto-delete, expiry): once it is gone
-                // from the registry, this declaration creates the queue anew. A
-                // declaration never answers ok for a queue that is gone.
-                Err(e) if e.code() == code::NOT_FOUND && !passive => {
-                    self.until_removed(&existing).await?;
+            match self
+                .redeclare(existing.clone(), requested.clone(), channel)
+                .await
+            {
+                // It deleted itself meanwhile (auto-delete, expiry), or its actor is
+                // restarting: once it is gone from the registry, this declaration
+                // creates the queue anew; once it answers again, it is declared as it
+                // stands. A declaration never answers ok for a queue that is gone.
+                Err(e) if e.code() == code::NOT_FOUND => {
+                    if self.until_removed_or_back(&existing).await? {
+                        return self.redeclare(existing, requested, channel).await;
+                    }
                 }
                 other => return other,
             }
@@ -376,20 +382,27 @@ impl VHost {
     }
 
     /// Waits (bounded) until the registry no longer holds `queue` (its deletion is
-    /// applied through the metadata log).
-    async fn until_removed(&self, queue: &QueueRef) -> Result<(), BrokerError> {
+    /// applied through the metadata log: `false`) or the queue answers again (its
+    /// actor restarted: `true`).
+    async fn until_removed_or_back(&self, queue: &QueueRef) -> Result<bool, BrokerError> {
         let id = queue.def().id;
         let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+        let mut round = 0u32;
         loop {
+            round += 1;
             match self.queue(queue.name()) {
                 Some(q) if q.def().id == id => {}
-                _ => return Ok(()),
+                _ => return Ok(false),
+            }
+            // Asked again every 50 ms: a restart takes that long at least.
+            if round.is_multiple_of(10) && queue.redeclared().await.is_ok() {
+                return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(BrokerError::new(
                     code::RESOURCE_LOCKED,
                     format!(
-                        "RESOURCE_LOCKED - queue '{}' in vhost '{}' is being deleted; declare it again",
+                        "RESOURCE_LOCKED - queue '{}' in vhost '{}' is being deleted or restarted; declare it again",
                         queue.name(),
                         self.inner.name
                     ),

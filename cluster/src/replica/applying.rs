@@ -17,7 +17,7 @@ use super::entry;
 use super::machine::{Answer, Machine};
 use super::proposals::{Recent, DEDUPE_WINDOW};
 use super::snapshot::{SnapshotData, SNAPSHOT_FORMAT};
-use super::{LocalReplica, ReplicaMsg};
+use super::{GroupRun, LocalReplica, ReplicaMsg};
 use crate::raft_group::GroupId;
 
 /// What the replica asks of a group's applier, in log order.
@@ -65,8 +65,8 @@ pub enum Applied {
 pub(super) struct Start {
     /// This node's name (the origin of its own proposals).
     pub origin: String,
-    /// The group.
-    pub group: GroupId,
+    /// The group, and which run of it.
+    pub run: GroupRun,
     /// The last entry applied.
     pub applied: u64,
     /// The latest snapshot stored, if any: its filter of proposals applied twice, and
@@ -84,7 +84,8 @@ pub(super) fn start<M: Machine>(
 ) -> mpsc::UnboundedSender<ApplyJob> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let group = start.group;
+        let run = start.run;
+        let group = run.group;
         let mut task = Applier {
             origin: start.origin,
             group,
@@ -93,12 +94,12 @@ pub(super) fn start<M: Machine>(
             recent: Recent::default(),
         };
         if let Some(report) = task.begin(start.snapshot, start.entries).await {
-            let _ = replica.cast(ReplicaMsg::local(LocalReplica::Applied(group, report)));
+            let _ = replica.cast(ReplicaMsg::local(LocalReplica::Applied(run, report)));
         }
         while let Some(job) = rx.recv().await {
             let report = task.run(job).await;
             if replica
-                .cast(ReplicaMsg::local(LocalReplica::Applied(group, report)))
+                .cast(ReplicaMsg::local(LocalReplica::Applied(run, report)))
                 .is_err()
             {
                 // The replica stopped; its successor starts its own applier.

@@ -19,7 +19,9 @@ use super::outbox::Outbox;
 use super::proposals::{self, Proposals, Reply};
 use super::snapshot::SnapshotData;
 use super::transport::Quiet;
-use super::{broker_error, entry, LocalReplica, ReplicaMsg, CATCH_UP_WAIT, COMMIT_TIMEOUT};
+use super::{
+    broker_error, entry, GroupRun, LocalReplica, ReplicaMsg, CATCH_UP_WAIT, COMMIT_TIMEOUT,
+};
 use crate::raft_group::{Effects, GroupError, RaftGroup, ToApply, Write};
 
 /// What the shell of every group on the node shares: the store, the replica itself
@@ -34,6 +36,8 @@ pub(super) struct Io<'a> {
 pub(super) struct Hosted {
     /// The group's driver: Raft, the log, the state record.
     pub group: RaftGroup,
+    /// Which run of the group this is ([`super::GroupRun`]).
+    pub run: u64,
     /// What the group is called in errors and logs ("metadata", "queue 'q' …").
     pub label: String,
     /// Who its voters are, in errors ("disk nodes", "replicas").
@@ -70,6 +74,7 @@ impl Hosted {
     /// A group driven by `group`, applied by the task behind `apply_tx`.
     pub fn new(
         group: RaftGroup,
+        run: u64,
         (label, voters): (String, String),
         durable: bool,
         snapshot_every: u64,
@@ -77,6 +82,7 @@ impl Hosted {
     ) -> Hosted {
         Hosted {
             group,
+            run,
             label,
             voters,
             durable,
@@ -442,11 +448,15 @@ impl Hosted {
         };
         let commit = io.store.submit(batch);
         if let Some(number) = write.ready {
-            let (me, group) = (io.myself.clone(), self.group.id);
+            let me = io.myself.clone();
+            let run = GroupRun {
+                group: self.group.id,
+                run: self.run,
+            };
             tokio::spawn(async move {
                 let result = commit.await.map_err(|e| e.to_string());
                 let _ = me.cast(ReplicaMsg::local(LocalReplica::Persisted(
-                    group, number, result,
+                    run, number, result,
                 )));
             });
         }

@@ -97,6 +97,17 @@ pub fn replica_name(node: &str) -> String {
     format!("raft@{node}")
 }
 
+/// One run of a group on this node: from its opening to its closing (the metadata
+/// group's is 0, for as long as the replica runs). Reports of the applier and the
+/// writer carry it, so that those of a closed run are told from the current one's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupRun {
+    /// The group.
+    pub group: GroupId,
+    /// Which opening of it.
+    pub run: u64,
+}
+
 /// A group as one node knows it (`cluster status` shows the metadata group's).
 #[derive(Clone, Debug, Default)]
 pub struct GroupView {
@@ -173,10 +184,10 @@ pub enum LocalReplica {
     /// Stop running a group here; with `true`, its log is removed too (the group is
     /// gone).
     Close(GroupId, bool, oneshot::Sender<Result<(), BrokerError>>),
-    /// A group's applier's report.
-    Applied(GroupId, Applied),
+    /// A group's applier's report, with the run of the group it belongs to.
+    Applied(GroupRun, Applied),
     /// The write of a group's ready (by number) completed, or failed.
-    Persisted(GroupId, u64, Result<(), String>),
+    Persisted(GroupRun, u64, Result<(), String>),
 }
 
 /// Messages to a replica.
@@ -243,6 +254,8 @@ pub struct ReplicaState {
     meta: Hosted,
     /// Every other group run here.
     groups: HashMap<GroupId, Hosted>,
+    /// Groups opened since the replica started (each opening is a run of its own).
+    runs: u64,
     /// The groups touched in this handling: their readies are handled at its end.
     dirty: BTreeSet<GroupId>,
     outbox: Outbox,
@@ -368,7 +381,10 @@ impl Actor for Replica {
         let apply_tx = applying::start(
             applying::Start {
                 origin: args.name.clone(),
-                group: METADATA_GROUP,
+                run: GroupRun {
+                    group: METADATA_GROUP,
+                    run: 0,
+                },
                 applied,
                 snapshot,
                 entries,
@@ -379,6 +395,7 @@ impl Actor for Replica {
         let durable = args.role == Role::Disk;
         let meta = Hosted::new(
             RaftGroup::new(METADATA_GROUP, node, record, durable),
+            0,
             ("metadata".into(), "disk nodes".into()),
             durable,
             args.snapshot_every,
@@ -396,6 +413,7 @@ impl Actor for Replica {
             incarnation: rand::random(),
             meta,
             groups: HashMap::new(),
+            runs: 0,
             dirty: BTreeSet::new(),
             outbox: Outbox::default(),
             assembly: Assembly::default(),
@@ -588,11 +606,15 @@ impl ReplicaState {
                 };
                 let _ = reply.send(result);
             }
-            LocalReplica::Applied(group, report) => {
-                self.with_io(group, |hosted, io| hosted.applied(report, io))?;
+            LocalReplica::Applied(run, report) => {
+                if self.runs(run) {
+                    self.with_io(run.group, |hosted, io| hosted.applied(report, io))?;
+                }
             }
-            LocalReplica::Persisted(group, number, result) => {
-                self.with_io(group, |hosted, io| hosted.persisted(number, result, io))?;
+            LocalReplica::Persisted(run, number, result) => {
+                if self.runs(run) {
+                    self.with_io(run.group, |hosted, io| hosted.persisted(number, result, io))?;
+                }
             }
         }
         Ok(())
@@ -619,6 +641,12 @@ impl ReplicaState {
             };
             let _ = me.cast(ReplicaMsg::local(LocalReplica::Down(down)));
         });
+    }
+
+    /// Whether `run` is the group's current run here: a report of a run closed since
+    /// (the group closed and opened again) must not reach the new one.
+    fn runs(&self, run: GroupRun) -> bool {
+        self.hosted(run.group).is_some_and(|h| h.run == run.run)
     }
 
     fn hosted(&self, group: GroupId) -> Option<&Hosted> {
@@ -771,10 +799,15 @@ impl ReplicaState {
         record.names.insert(id, self.name.clone());
         let node = RawNode::new(&raft_config(id, record.applied), log, &logger())
             .map_err(|e| fail(e.to_string()))?;
+        self.runs += 1;
+        let run = GroupRun {
+            group: spec.group,
+            run: self.runs,
+        };
         let apply_tx = (opening.start)(
             applying::Start {
                 origin: self.name.clone(),
-                group: spec.group,
+                run,
                 applied,
                 snapshot,
                 entries,
@@ -783,6 +816,7 @@ impl ReplicaState {
         );
         let mut hosted = Hosted::new(
             RaftGroup::new(spec.group, node, record, true),
+            run.run,
             (spec.label, "replicas".into()),
             true,
             spec.snapshot_every,

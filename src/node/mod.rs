@@ -146,7 +146,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         in_memory: config.role == Role::Ram,
         remote: Some(Arc::new(remote.clone())),
         queue_memory,
-        queue_types: QueueTypes::default().with(Arc::new(Classic)),
+        queue_types: QueueTypes::default()
+            .with(Arc::new(Classic))
+            .with(Arc::new(warren_mirrored::Mirrored::new(&config.name))),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await

@@ -1,10 +1,12 @@
 """x-queue-type, answered in one place (the queue-type seam) for every front door.
 
-classic (or no x-queue-type) declares a classic queue; quorum, its Warren name
-mirrored, and stream are known types that this version cannot run yet and answer 406
-PRECONDITION_FAILED saying so; an unknown type answers 406 listing the known ones. A
-redeclaration with another type is inequivalent (406). Each refusal closes only the
-channel, and changes nothing: the queue is not declared.
+classic (or no x-queue-type) declares a classic queue; quorum, or its Warren name
+mirrored, declares a mirrored queue, which must be durable, shared and kept when
+unused (406 with RabbitMQ's "invalid property" otherwise); stream is a known type this
+version cannot run yet and answers 406 PRECONDITION_FAILED saying so; an unknown type
+answers 406 listing the known ones. A redeclaration with another type is inequivalent
+(406). Each refusal closes only the channel, and changes nothing: the queue is not
+declared.
 """
 
 import amqp_common as t
@@ -32,11 +34,34 @@ def refused(queue, queue_type):
     return e.reply_text
 
 
-for queue_type in ["quorum", "mirrored", "stream"]:
-    text = refused("typed-" + queue_type, queue_type)
-    assert text.startswith("PRECONDITION_FAILED - invalid arg 'x-queue-type'"), text
-    assert "not available" in text and "not supported yet" in text, text
-    assert "'typed-%s'" % queue_type in text, text
+text = refused("typed-stream", "stream")
+assert text.startswith("PRECONDITION_FAILED - invalid arg 'x-queue-type'"), text
+assert "not available" in text and "not supported yet" in text, text
+assert "'typed-stream'" in text, text
+
+# quorum and mirrored are one type: durable, shared, kept when unused.
+for queue_type in ["quorum", "mirrored"]:
+    name = "typed-" + queue_type
+    for flags, prop in [
+        (dict(durable=False), "non-durable"),
+        (dict(durable=True, exclusive=True), "exclusive-owner"),
+        (dict(durable=True, auto_delete=True), "auto-delete"),
+    ]:
+        c = conn.channel()
+        e = t.channel_error(
+            lambda: c.queue_declare(name, arguments={"x-queue-type": queue_type}, **flags),
+            406,
+            "%s queue with %s" % (queue_type, prop),
+        )
+        assert e.reply_text.startswith(
+            "PRECONDITION_FAILED - invalid property '%s' for queue '%s'" % (prop, name)
+        ), e.reply_text
+    c = conn.channel()
+    c.confirm_delivery()
+    c.queue_declare(name, durable=True, arguments={"x-queue-type": queue_type})
+    c.basic_publish("", name, b"replicated")
+    assert t.get_one(c, name)[2] == b"replicated"
+    c.queue_delete(name)
 
 text = refused("typed-fancy", "fancy")
 assert "unknown queue type 'fancy'" in text, text

@@ -45,6 +45,7 @@ use super::machine::fasthash::IntMap;
 use super::machine::{
     Command, DeleteReason, Effect, IndexRecord, PublishId, QueueError, QueueState, Reply, Seq,
 };
+use super::replication::QueueLog;
 
 /// Where a call's answer goes.
 type Answer<T> = oneshot::Sender<Result<T, BrokerError>>;
@@ -108,6 +109,14 @@ pub(crate) enum QueueMsg {
     DeadLettered(DeadLettered),
     /// Internal: a deadline passed.
     Tick,
+    /// Internal: the log committed an append (a replicated queue): the writes it
+    /// carried are done, the confirms held for it go.
+    Committed {
+        stored: Vec<Seq>,
+        confirmed: Vec<(ConfirmReply, Vec<EnqueueOutcome>)>,
+    },
+    /// Internal: an append to the log failed (a replicated queue).
+    LogFailed(String),
 }
 
 impl ractor::Message for QueueMsg {}
@@ -117,6 +126,8 @@ impl ractor::Message for QueueMsg {}
 pub(crate) struct QueueArgs {
     pub shared: Arc<ClassicShared>,
     pub env: HostEnv,
+    /// A replicated queue's log ([`QueueLog`]); `None` for a classic queue.
+    pub log: Option<Arc<dyn QueueLog>>,
 }
 
 pub(crate) struct QueueActor;
@@ -169,6 +180,13 @@ pub(crate) struct QueueShell {
     tick_at: Option<u64>,
     /// What the queue holds of the node's queue memory.
     memory: MemoryClaim,
+    /// A replicated queue's log: its state and messages are there.
+    log: Option<Arc<dyn QueueLog>>,
+    /// The messages whose write is the next append to the log.
+    appended: Vec<Seq>,
+    /// This step's confirms wait for its append (publishes answered before their
+    /// enqueue is committed: gone, refused, or delivered at once without an ack).
+    hold_confirms: bool,
 }
 
 /// The name of message `index` of batch `batch` in its `Command::Enqueue`.
@@ -197,7 +215,15 @@ impl Actor for QueueActor {
         myself: ActorRef<Self::Msg>,
         args: QueueArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let QueueArgs { shared, env } = args;
+        let QueueArgs { shared, env, log } = args;
+        if let Some(log) = log {
+            // A replicated queue: its state is in its log, taken in `post_start` (the
+            // log may wait for its group; the supervisor does not wait meanwhile, and
+            // what comes in waits in the mailbox).
+            let state = QueueState::new(shared.config.clone(), now_ms());
+            shared.started(myself.clone());
+            return Ok(QueueShell::new(myself, shared, env, state, None, Some(log)));
+        }
         // Rebuild from the index records only: bodies load when they are delivered.
         let store = env.store.clone();
         let id = shared.def.id;
@@ -235,39 +261,11 @@ impl Actor for QueueActor {
             tracing::info!(queue = %shared.name, "recovered {recovered} stored messages");
         }
         shared.started(myself.clone());
-        let mut shell = QueueShell {
-            myself,
-            memory: env.memory.claim(),
-            shared: shared.clone(),
-            env,
-            state,
-            effects: Vec::new(),
-            sinks: HashMap::new(),
-            outbox: HashMap::new(),
-            batches: IntMap::default(),
-            next_batch: 1,
-            gets: HashMap::new(),
-            confirmed: Vec::new(),
-            dead_letters: Vec::new(),
-            dead_letter_holders: HashMap::new(),
-            ops: Vec::new(),
-            stored: Vec::new(),
-            durable_batch: false,
-            pages,
-            paged: Vec::new(),
-            flush_scheduled: false,
-            tick_at: None,
-        };
+        let mut shell = QueueShell::new(myself, shared, env, state, pages, None);
         for effect in recovery_effects {
             shell.perform(effect);
         }
-        // Re-attach the consumers of a previous incarnation.
-        for c in shared.journal() {
-            if let Err(e) = shell.consume(c.clone()) {
-                tracing::warn!(queue = %shared.name, tag = %c.tag, "consumer not re-attached: {e}");
-                shared.journal_forget(|j| j.channel == c.channel && j.tag == c.tag);
-            }
-        }
+        shell.attach_journal();
         Ok(shell)
     }
 
@@ -276,6 +274,10 @@ impl Actor for QueueActor {
         myself: ActorRef<Self::Msg>,
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(log) = shell.log.clone() {
+            shell.state = log.lead(now_ms()).await?;
+            shell.attach_journal();
+        }
         shell.after_step(&myself);
         Ok(())
     }
@@ -431,6 +433,19 @@ impl Actor for QueueActor {
                 shell.tick_at = None;
                 let _ = shell.apply(Command::Tick);
             }
+            QueueMsg::Committed { stored, confirmed } => {
+                if !stored.is_empty() {
+                    let _ = shell.apply(Command::Stored(stored));
+                }
+                shell.confirmed.extend(confirmed);
+            }
+            QueueMsg::LogFailed(why) => {
+                return Err(format!(
+                    "queue {} cannot log what it does ({why}); starting again from its log",
+                    shell.shared.name
+                )
+                .into());
+            }
         }
         shell.after_step(&myself);
         Ok(())
@@ -438,6 +453,53 @@ impl Actor for QueueActor {
 }
 
 impl QueueShell {
+    fn new(
+        myself: ActorRef<QueueMsg>,
+        shared: Arc<ClassicShared>,
+        env: HostEnv,
+        state: QueueState,
+        pages: Option<PageFile>,
+        log: Option<Arc<dyn QueueLog>>,
+    ) -> QueueShell {
+        QueueShell {
+            myself,
+            memory: env.memory.claim(),
+            shared,
+            env,
+            state,
+            effects: Vec::new(),
+            sinks: HashMap::new(),
+            outbox: HashMap::new(),
+            batches: IntMap::default(),
+            next_batch: 1,
+            gets: HashMap::new(),
+            confirmed: Vec::new(),
+            dead_letters: Vec::new(),
+            dead_letter_holders: HashMap::new(),
+            ops: Vec::new(),
+            stored: Vec::new(),
+            durable_batch: false,
+            pages,
+            paged: Vec::new(),
+            flush_scheduled: false,
+            tick_at: None,
+            log,
+            appended: Vec::new(),
+            hold_confirms: false,
+        }
+    }
+
+    /// Re-attaches the consumers of a previous incarnation.
+    fn attach_journal(&mut self) {
+        let shared = self.shared.clone();
+        for c in shared.journal() {
+            if let Err(e) = self.consume(c.clone()) {
+                tracing::warn!(queue = %shared.name, tag = %c.tag, "consumer not re-attached: {e}");
+                shared.journal_forget(|j| j.channel == c.channel && j.tag == c.tag);
+            }
+        }
+    }
+
     /// Answers a call, with the counters published first: whoever asked sees them as
     /// of its own call (a declare right after a purge counts what the purge left).
     fn answer<T>(&self, reply: Answer<T>, result: Result<T, BrokerError>) {
@@ -462,6 +524,7 @@ impl QueueShell {
             confirm,
             credit,
         } = batch;
+        self.hold_confirms = self.log.is_some();
         if self.state.is_deleted() {
             // Deleted here, and not yet removed from the routing tables everywhere.
             if let Some(confirm) = confirm {
@@ -598,16 +661,21 @@ impl QueueShell {
         if let Some(pages) = self.pages.as_mut() {
             pages.clear();
         }
-        self.ops.push(Op::DeleteQueueMessages {
-            queue: self.shared.def.id,
-        });
-        self.durable_batch = true;
-        self.flush(myself).await;
+        if self.log.is_none() {
+            self.ops.push(Op::DeleteQueueMessages {
+                queue: self.shared.def.id,
+            });
+            self.durable_batch = true;
+            self.flush(myself).await;
+        }
         self.cancel_consumers("the queue was deleted");
         Ok(message_count)
     }
 
     fn perform(&mut self, effect: Effect) {
+        if self.log.is_some() && self.perform_logged(&effect) {
+            return;
+        }
         let id = self.shared.def.id;
         match effect {
             Effect::Store {
@@ -752,6 +820,52 @@ impl QueueShell {
         }
     }
 
+    /// The storage effects of a replicated queue, whose messages are in its log:
+    /// a write is the next append, a body is read from the log, the rest is the log's.
+    /// False for the effects every queue performs alike.
+    fn perform_logged(&mut self, effect: &Effect) -> bool {
+        let Some(log) = &self.log else {
+            return false;
+        };
+        match effect {
+            Effect::Store { seq, .. } => self.appended.push(*seq),
+            Effect::UpdateIndex { .. } | Effect::Remove { .. } => {}
+            Effect::LoadBodies { seqs } => {
+                let (found, missing) = log.bodies(seqs);
+                let _ = self.myself.cast(QueueMsg::Loaded { found, missing });
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A replicated queue's step ends with an append of the ops it applied; the
+    /// writes it carries are answered once the log has committed it.
+    fn append(&mut self) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        let ops = self.state.take_logged();
+        let hold = std::mem::take(&mut self.hold_confirms);
+        if ops.is_empty() {
+            return;
+        }
+        let stored = std::mem::take(&mut self.appended);
+        let confirmed = if hold {
+            std::mem::take(&mut self.confirmed)
+        } else {
+            Vec::new()
+        };
+        let committed = log.append(ops);
+        let me = self.myself.clone();
+        tokio::spawn(async move {
+            let _ = match committed.await {
+                Ok(()) => me.cast(QueueMsg::Committed { stored, confirmed }),
+                Err(e) => me.cast(QueueMsg::LogFailed(e.to_string())),
+            };
+        });
+    }
+
     /// Tells every consumer's channel that the queue ended it (AMQP
     /// `consumer_cancel_notify`), and forgets them.
     fn cancel_consumers(&mut self, reason: &str) {
@@ -796,6 +910,7 @@ impl QueueShell {
                 self.tick_at = Some(deadline);
             }
         }
+        self.append();
         self.shared.publish_stats(&self.state.stats());
         for (reply, outcomes) in self.confirmed.drain(..) {
             let _ = reply.send(outcomes);

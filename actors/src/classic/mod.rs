@@ -6,6 +6,7 @@
 //! | `machine/` | the pure, versioned state machine (`apply(command) -> (reply, effects)`) |
 //! | `actor.rs` | the thin actor shell that performs the machine's effects |
 //! | `handle.rs` | [`ClassicQueue`]: the [`Queue`](crate::queue::Queue) callers hold |
+//! | `replication.rs` | [`QueueLog`]: the shell as a replicated queue's leader, its messages in a log |
 //!
 //! [`Classic`] is the queue type: it validates declarations with the machine's
 //! [`QueueConfig`] and hosts a queue as one supervised actor, `queue:VHOST/NAME`.
@@ -13,6 +14,7 @@
 mod actor;
 mod handle;
 pub mod machine;
+mod replication;
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use warren_supervisor::{ChildSpec, Restart};
 
 pub use handle::ClassicQueue;
 pub use machine::{QueueConfig, WindowLimits};
+pub use replication::QueueLog;
 
 use crate::error::BrokerError;
 use crate::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueType};
@@ -68,10 +71,25 @@ impl QueueType for Classic {
 
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
         let config = Classic::config(def, &env.vhost)?;
+        Ok(Classic::host_with(def, config, env, None))
+    }
+}
+
+impl Classic {
+    /// Runs queue `def` of `config` here as a supervised actor (`queue:VHOST/NAME`):
+    /// from the node's queue tables, or, with `log`, as a replicated queue's leader
+    /// whose state and messages are in that log.
+    pub fn host_with(
+        def: &QueueDef,
+        config: QueueConfig,
+        env: &HostEnv,
+        log: Option<Arc<dyn QueueLog>>,
+    ) -> Hosted {
         let shared = ClassicShared::new(def.clone(), config);
         let args = QueueArgs {
             shared: shared.clone(),
             env: env.clone(),
+            log,
         };
         // Exclusive queues die with their connection: a restart would outlive it.
         let restart = if def.owner.is_some() {
@@ -82,10 +100,10 @@ impl QueueType for Classic {
         let child = ChildSpec::for_actor(shared.actor_name.clone(), "queue", restart, move || {
             (QueueActor, args.clone())
         });
-        Ok(Hosted {
+        Hosted {
             queue: Arc::new(ClassicQueue { shared }),
             child,
-        })
+        }
     }
 }
 

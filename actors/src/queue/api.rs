@@ -292,6 +292,26 @@ pub trait QueueType: Send + Sync + 'static {
     /// Runs a queue of this type on this node (its home): at declaration, and at every
     /// start of the node for the queues it recovers.
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError>;
+
+    /// Completes a new declaration before it goes to the metadata log: a replicated
+    /// type picks the nodes that hold its replicas ([`QueueDef::replicas`]). The
+    /// default leaves it as it is.
+    fn place<'a>(&'a self, _def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// On a node that holds a replica of the queue but is not its home: the
+    /// supervised child that runs the replica (at declaration and at every start of
+    /// the node). None by default.
+    fn replica(&self, _def: &QueueDef, _env: &HostEnv) -> Result<Option<ChildSpec>, BrokerError> {
+        Ok(None)
+    }
+
+    /// The queue was deleted (on every node, after its actors stopped): what this node
+    /// keeps of it goes (a replica's log). Nothing by default.
+    fn removed(&self, _def: &QueueDef, _vhost: &str) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// One dead-lettered message on its way: its queue's seq (`None` for a publish the

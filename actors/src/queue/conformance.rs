@@ -145,6 +145,7 @@ fn def(subject: &dyn Subject, name: &str, durable: bool, arguments: FieldTable) 
         owner: None,
         auto_delete: false,
         arguments,
+        replicas: Vec::new(),
     }
 }
 

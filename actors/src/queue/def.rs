@@ -10,7 +10,8 @@ use super::kind::{KindError, QueueKind};
 /// A queue as declared: what every node knows of it. Its type is in `arguments`
 /// (`x-queue-type`); its home node runs it, the others reach it there.
 ///
-/// The stored and replicated form: new fields go at the end, with serde defaults.
+/// The stored and replicated form: new fields go at the end, and the stored form
+/// of the version before reads through [`QueueDef::decode_stored`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueueDef {
     /// The queue's name, unique in its vhost.
@@ -30,9 +31,41 @@ pub struct QueueDef {
     pub auto_delete: bool,
     /// The declare arguments, as declared (`x-` arguments and `x-queue-type`).
     pub arguments: FieldTable,
+    /// For a replicated queue (quorum / mirrored): the nodes that hold a replica,
+    /// picked at declaration, its home node first. Empty for the other types.
+    pub replicas: Vec<String>,
+}
+
+/// A queue definition as Warren stored it before [`QueueDef::replicas`] existed.
+#[derive(Deserialize)]
+struct QueueDefV1 {
+    name: String,
+    id: u64,
+    node: String,
+    durable: bool,
+    owner: Option<ChannelId>,
+    auto_delete: bool,
+    arguments: FieldTable,
 }
 
 impl QueueDef {
+    /// A stored definition, in this version's form or the one before.
+    pub fn decode_stored(bytes: &[u8]) -> Result<QueueDef, warren_storage::codec::DecodeError> {
+        warren_storage::codec::decode::<QueueDef>(bytes).or_else(|e| {
+            let v1 = warren_storage::codec::decode::<QueueDefV1>(bytes).map_err(|_| e)?;
+            Ok(QueueDef {
+                name: v1.name,
+                id: v1.id,
+                node: v1.node,
+                durable: v1.durable,
+                owner: v1.owner,
+                auto_delete: v1.auto_delete,
+                arguments: v1.arguments,
+                replicas: Vec::new(),
+            })
+        })
+    }
+
     /// The queue's type (`x-queue-type`; classic when absent).
     pub fn kind(&self) -> Result<QueueKind, KindError> {
         QueueKind::of(&self.arguments)
@@ -51,5 +84,41 @@ impl QueueDef {
             None => true,
             Some(owner) => owner == channel && node == self.node,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definition_stored_before_replicas_existed_still_reads() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            name: &'a str,
+            id: u64,
+            node: &'a str,
+            durable: bool,
+            owner: Option<ChannelId>,
+            auto_delete: bool,
+            arguments: FieldTable,
+        }
+        let old = Old {
+            name: "q",
+            id: 7,
+            node: "n1",
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+        };
+        let bytes = warren_storage::codec::encode(&old).unwrap();
+        let def = QueueDef::decode_stored(&bytes).unwrap();
+        assert_eq!((def.name.as_str(), def.id, def.durable), ("q", 7, true));
+        assert!(def.replicas.is_empty());
+        let mut new = def.clone();
+        new.replicas = vec!["n1".into(), "n2".into()];
+        let bytes = warren_storage::codec::encode(&new).unwrap();
+        assert_eq!(QueueDef::decode_stored(&bytes).unwrap(), new);
     }
 }

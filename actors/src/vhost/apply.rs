@@ -199,9 +199,15 @@ impl VHost {
             });
         }
         self.persist(ops).await?;
+        let def = registered.as_ref().map(|r| r.queue.def().clone());
         if let Some(child) = registered.and_then(|r| r.child) {
             if let Ok(sup) = SupervisorHandle::lookup(&self.queues_supervisor_name()) {
                 let _ = sup.terminate_child(&child.name).await;
+            }
+        }
+        if let Some(def) = def {
+            if let Ok(queue_type) = self.inner.placement.queue_types.of(&def, &self.inner.name) {
+                queue_type.removed(&def, &self.inner.name).await;
             }
         }
         Ok(())

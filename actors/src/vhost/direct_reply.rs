@@ -123,6 +123,7 @@ impl VHost {
             owner: None,
             auto_delete: false,
             arguments: FieldTable::new(),
+            replicas: Vec::new(),
         };
         if node == self.node() {
             return Some(Arc::new(ReplyQueue {

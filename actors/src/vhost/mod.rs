@@ -164,7 +164,16 @@ impl VHost {
                 .collect())
         };
         let exchanges: Vec<ExchangeDef> = decode_all(read(MetaTable::Exchanges)?, "exchange");
-        let queues: Vec<QueueDef> = decode_all(read(MetaTable::Queues)?, "queue");
+        let queues: Vec<QueueDef> = read(MetaTable::Queues)?
+            .iter()
+            .filter_map(|v| match QueueDef::decode_stored(v) {
+                Ok(def) => Some(def),
+                Err(e) => {
+                    tracing::error!("a stored queue did not decode and is skipped: {e}");
+                    None
+                }
+            })
+            .collect();
         let bindings: Vec<Binding> = decode_all(read(MetaTable::Bindings)?, "binding");
 
         let restored = Topology::restore(

@@ -298,6 +298,7 @@ impl VHost {
             owner,
             auto_delete,
             arguments,
+            replicas: Vec::new(),
         };
         // A passive declaration's arguments are ignored, as in RabbitMQ; otherwise the
         // type (`x-queue-type`) and its arguments are checked first.
@@ -330,6 +331,12 @@ impl VHost {
         if let Some(Err(e)) = checked {
             return Err(e);
         }
+        self.inner
+            .placement
+            .queue_types
+            .of(&def, &self.inner.name)?
+            .place(&mut def)
+            .await?;
         def.id = self.inner.store.allocate_id();
         let id = def.id;
         self.change(VhostChange::DeclareQueue { def: def.clone() })

@@ -94,9 +94,16 @@ impl VHost {
                 def.name, def.node
             ))
         })?;
+        // A replica of a replicated queue runs here too.
+        let child = if def.replicas.iter().any(|r| r == self.node()) {
+            let queue_type = self.inner.placement.queue_types.of(def, &self.inner.name)?;
+            queue_type.replica(def, &self.host_env())?
+        } else {
+            None
+        };
         Ok(Registered {
             queue: remote.queue(&self.inner.name, def),
-            child: None,
+            child,
         })
     }
 

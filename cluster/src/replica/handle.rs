@@ -91,17 +91,40 @@ impl ReplicaHandle {
             .await
     }
 
+    /// [`Self::propose_to`], handed to the replica before it returns (so proposals
+    /// made one after another by one caller keep their order); the future resolves
+    /// with the machine's answer.
+    pub fn submit_to<C: Serialize>(
+        &self,
+        group: GroupId,
+        command: &C,
+    ) -> BoxFuture<'static, Answer> {
+        self.submit_as(group, command, format!("raft group {group}"))
+    }
+
     /// [`Self::propose_to`], with errors of its own saying `what` was proposed.
     async fn propose_as<C: Serialize>(&self, group: GroupId, command: &C, what: &str) -> Answer {
-        let data = entry::command(command).map_err(broker_error)?;
-        let rx = self.ask(|tx| LocalReplica::Propose(group, data, tx))?;
-        match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(broker_error(format!(
-                "{what}: the raft replica restarted before the change was applied; check and retry"
-            ))),
-            Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
-        }
+        self.submit_as(group, command, what.to_string()).await
+    }
+
+    fn submit_as<C: Serialize>(
+        &self,
+        group: GroupId,
+        command: &C,
+        what: String,
+    ) -> BoxFuture<'static, Answer> {
+        let rx = entry::command(command)
+            .map_err(broker_error)
+            .and_then(|data| self.ask(|tx| LocalReplica::Propose(group, data, tx)));
+        Box::pin(async move {
+            match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx?).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(broker_error(format!(
+                    "{what}: the raft replica restarted before the change was applied; check and retry"
+                ))),
+                Err(_) => Err(broker_error(format!("{what}: not committed in time"))),
+            }
+        })
     }
 
     /// Resolves once this node has applied everything the metadata leader had

@@ -76,6 +76,9 @@ pub struct QueueConfig {
     /// How many bodies the queue keeps in memory. Node configuration, not a
     /// declare argument: not part of equivalence.
     pub window: WindowLimits,
+    /// Every message is written, persistent or not, and confirmed once written: a
+    /// replicated queue's log holds them all. Set by the queue type, not declared.
+    pub write_all: bool,
 }
 
 impl QueueConfig {
@@ -98,6 +101,7 @@ impl QueueConfig {
             single_active_consumer: None,
             delivery_limit: None,
             window: WindowLimits::default(),
+            write_all: false,
         }
     }
 
@@ -159,21 +163,8 @@ impl QueueConfig {
         };
         let single_active_consumer = p.boolean("x-single-active-consumer")?;
         let delivery_limit = p.non_negative("x-delivery-limit")?;
-        match p.string("x-queue-type")?.as_deref() {
-            None | Some("classic") => {}
-            Some(t @ ("quorum" | "stream")) => {
-                return Err(p.invalid(
-                    "x-queue-type",
-                    format!("queue type '{t}' is not supported yet: only 'classic' queues are"),
-                ))
-            }
-            Some(t) => {
-                return Err(p.invalid(
-                    "x-queue-type",
-                    format!("{{unknown_queue_type,<<\"{t}\">>}}"),
-                ))
-            }
-        }
+        // The type is the seam's to pick (`QueueKind`); here it must only be a string.
+        p.string("x-queue-type")?;
         // Accepted and ignored, as RabbitMQ 3.12+ does: every classic queue pages.
         match p.string("x-queue-mode")?.as_deref() {
             None | Some("default" | "lazy") => {}

@@ -91,6 +91,11 @@ impl Consumers {
         self.by_id.is_empty()
     }
 
+    /// The channels with a consumer.
+    pub fn channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.by_channel.keys().copied()
+    }
+
     pub fn get(&self, id: ConsumerId) -> Option<&Consumer> {
         self.by_id.get(&id)
     }

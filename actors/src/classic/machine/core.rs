@@ -284,9 +284,7 @@ impl Indexes {
 }
 
 /// A core as a whole (see [`Core::image`]): what a snapshot of a replicated queue
-/// carries, besides its declaration. (Taken and restored by the mirrored queue type,
-/// issue 17's next step; until then by the replay tests only.)
-#[cfg_attr(not(test), allow(dead_code))]
+/// carries, besides its declaration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct CoreImage {
     version: u32,
@@ -384,6 +382,24 @@ impl Core {
 
     pub fn record(&self, seq: Seq) -> Option<&Record> {
         self.records.get(seq)
+    }
+
+    /// Every record, by seq.
+    pub fn records_by_seq(&self) -> Vec<(Seq, Record)> {
+        let mut records: Vec<(Seq, Record)> =
+            self.records.iter().map(|(s, r)| (s, r.clone())).collect();
+        records.sort_unstable_by_key(|(s, _)| *s);
+        records
+    }
+
+    /// The channels that hold unacked messages or have consumers.
+    pub fn channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.idx
+            .unacked
+            .iter()
+            .filter(|(_, seqs)| !seqs.is_empty())
+            .map(|(c, _)| *c)
+            .chain(self.consumers.channels())
     }
 
     /// Every record, in no particular order (tests).
@@ -978,13 +994,13 @@ impl Core {
     }
 }
 
-/// Replaying a log of ops written by a queue's core (tests, for now: the replicated
-/// queue types will replay their logs this way).
-#[cfg(test)]
+/// A core as a whole: its image (snapshots of a replicated queue), its fingerprint
+/// (comparing replicas), replaying a log of ops (tests).
 impl Core {
     /// Applies `log` (ops with the time each was taken at) to a new core of `config`
     /// declared at `declared`, as a replica joining late would. A log written by a newer
     /// machine version is refused: its ops may mean what this version cannot know.
+    #[cfg(test)]
     pub fn replay(
         config: QueueConfig,
         declared: u64,
@@ -1009,14 +1025,10 @@ impl Core {
     /// The core as a whole, for a snapshot: a core rebuilt from it
     /// ([`Core::from_image`]) with the same configuration makes every later decision
     /// as this one does.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn image(&self) -> CoreImage {
-        let mut records: Vec<(Seq, Record)> =
-            self.records.iter().map(|(s, r)| (s, r.clone())).collect();
-        records.sort_unstable_by_key(|(s, _)| *s);
         CoreImage {
             version: self.version,
-            records,
+            records: self.records_by_seq(),
             consumers: self.consumers.clone(),
             next_seq: self.next_seq,
             last_used: self.last_used,
@@ -1027,7 +1039,6 @@ impl Core {
 
     /// The core an [`image`](Core::image) describes, under `config` (the queue's
     /// declaration, which every replica has). Refuses an image of a newer machine.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn from_image(config: QueueConfig, image: CoreImage) -> Result<Core, String> {
         if image.version > MACHINE_VERSION {
             return Err(format!(
@@ -1089,6 +1100,7 @@ impl Core {
         order
     }
 
+    #[cfg(test)]
     /// Recomputes every index from the records and compares (tests).
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut tally = CoreTally::default();

@@ -122,6 +122,12 @@ impl Local {
         ops
     }
 
+    /// Dead letters whose bodies are not in memory (a new leader's): loaded and
+    /// republished.
+    pub fn dead_letters_to_load(&mut self, seqs: Vec<Seq>) {
+        self.dead_letter_waiting.extend(seqs);
+    }
+
     // ----- body bookkeeping: the only places that change bodies ----------------------
 
     pub fn insert(&mut self, seq: Seq, body: Body) {
@@ -477,7 +483,7 @@ impl Local {
         };
         let resident_ready = body.is_ready() && body.message.is_some();
         let persistent = core.record(seq).is_some_and(|r| r.persistent);
-        if core.config().durable && persistent {
+        if core.config().durable && (persistent || core.config().write_all) {
             self.write(seq, true, core, effects);
         }
         let allowance = self

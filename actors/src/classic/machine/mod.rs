@@ -43,6 +43,7 @@
 //! | `deadletter.rs` | `x-death` headers and the dead-letter cycle check |
 //! | `stats.rs` | the local counters and the [`QueueStats`](crate::queue::QueueStats) built from both parts |
 //! | `state.rs` | [`QueueState`]: the two parts together, `apply` |
+//! | `replicated.rs` | [`ReplicatedQueue`]: a replica's core fed the leader's logged ops; a new leader's state |
 //!
 //! # Messages, seqs and bodies
 //!
@@ -136,6 +137,7 @@ mod errors;
 pub(crate) mod fasthash;
 mod local;
 mod ready;
+mod replicated;
 mod seqmap;
 mod state;
 mod stats;
@@ -156,5 +158,6 @@ pub use effects::{DeadLetterReason, DeleteReason, Effect};
 pub use entry::IndexRecord;
 pub use errors::{reply_code, QueueError};
 pub use local::DEAD_LETTER_RETRY_MS;
+pub use replicated::{ReplicatedImage, ReplicatedQueue};
 pub use state::QueueState;
 pub use window::WindowLimits;

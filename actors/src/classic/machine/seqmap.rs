@@ -115,7 +115,6 @@ impl<V> SeqMap<V> {
     }
 
     /// Every entry, in no particular order.
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (Seq, &V)> {
         let base = self.base;
         self.stragglers.iter().map(|(&s, v)| (s, v)).chain(

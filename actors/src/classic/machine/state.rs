@@ -36,6 +36,9 @@ pub struct QueueState {
     /// same core).
     #[cfg(test)]
     pub(crate) journal: Vec<(Op, u64)>,
+    /// The ops the core applied since they were last taken, with their time, when the
+    /// queue is replicated (see [`QueueState::log_ops`]).
+    logged: Option<Vec<(Op, u64)>>,
 }
 
 impl QueueState {
@@ -47,7 +50,35 @@ impl QueueState {
             outs: Vec::new(),
             #[cfg(test)]
             journal: Vec::new(),
+            logged: None,
         }
+    }
+
+    /// From now on, keeps every op the core applies (with its time) for
+    /// [`take_logged`](Self::take_logged): a replicated queue's leader appends them
+    /// to the queue's log, and its replicas apply them to their cores in that order.
+    pub fn log_ops(&mut self) {
+        self.logged.get_or_insert_with(Vec::new);
+    }
+
+    /// Logs an op applied outside [`apply`](Self::apply) (a new leader's).
+    pub(super) fn logged_push(&mut self, op: Op, now: u64) {
+        if let Some(logged) = &mut self.logged {
+            logged.push((op, now));
+        }
+    }
+
+    pub(super) fn local_mut(&mut self) -> &mut Local {
+        &mut self.local
+    }
+
+    pub(super) fn set_core(&mut self, core: Core) {
+        self.core = core;
+    }
+
+    /// The ops applied since the last call (see [`log_ops`](Self::log_ops)).
+    pub fn take_logged(&mut self) -> Vec<(Op, u64)> {
+        self.logged.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Rebuilds a durable queue from its stored index records (no bodies: they load
@@ -321,6 +352,9 @@ impl QueueState {
     fn apply_op(&mut self, op: Op, now: u64, outs: &mut Vec<Out>) -> Result<Reply, QueueError> {
         #[cfg(test)]
         self.journal.push((op.clone(), now));
+        if let Some(logged) = &mut self.logged {
+            logged.push((op.clone(), now));
+        }
         self.core.apply(op, now, outs)
     }
 

@@ -1,0 +1,28 @@
+//! Mirrored queues (RabbitMQ's quorum queues): a queue replicated by a Raft group of
+//! its own on the node's replica (`warren-cluster`'s multi-group layer).
+//!
+//! The queue's home node runs the whole queue: the classic queue's shell and state as
+//! a replicated queue's leader ([`warren_actors::classic::QueueLog`]). Every op its
+//! core applies goes to the group's log; a message's write is the entry that carries
+//! its enqueue, so a publish is confirmed once a majority of the replicas has fsynced
+//! it. Every replica applies the committed entries to its copy of the core (the
+//! classic core is deterministic), with the bodies: the log is the queue's storage.
+//! A restarted leader serves from that copy. Entries carry the epoch of the leader
+//! that made them: once a new leader has started, a late entry of the one before is
+//! refused on every replica alike.
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | `machine.rs` | [`MirrorCommand`]: the log's entries; the group's machine over the copy |
+//! | `log.rs` | [`RaftLog`]: the leader's log, on the queue's group |
+//! | `member.rs` | the supervised actor of a replica on the other nodes |
+//! | `queue_type.rs` | [`Mirrored`]: the queue type: validation, placement, hosting |
+
+mod log;
+mod machine;
+mod member;
+mod queue_type;
+
+pub use log::RaftLog;
+pub use machine::{MirrorCommand, Mirrors};
+pub use queue_type::{group_of, Mirrored, DEFAULT_GROUP_SIZE, GROUP_SIZE_ARG};

@@ -1,0 +1,201 @@
+//! [`Mirrored`]: the mirrored (quorum) queue type.
+
+use std::sync::Arc;
+
+use warren_actors::classic::machine::QueueConfig;
+use warren_actors::classic::Classic;
+use warren_actors::error::BrokerError;
+use warren_actors::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueType};
+use warren_actors::BoxFuture;
+use warren_cluster::members::Health;
+use warren_cluster::membership::MembershipHandle;
+use warren_cluster::raft_group::GroupId;
+use warren_cluster::raft_log::raft_id;
+use warren_cluster::replica::{GroupSpec, ReplicaHandle};
+use warren_supervisor::ChildSpec;
+
+use crate::log::{Group, RaftLog};
+use crate::machine::Mirrors;
+use crate::member;
+
+/// The declare argument that sets the number of replicas (RabbitMQ's name).
+pub const GROUP_SIZE_ARG: &str = "x-quorum-initial-group-size";
+
+/// Replicas of a queue declared without [`GROUP_SIZE_ARG`] (fewer when the cluster
+/// has fewer nodes).
+pub const DEFAULT_GROUP_SIZE: usize = 3;
+
+/// The Raft group of queue `def` of `vhost`: one per declaration (a queue declared
+/// again under the same name is another group).
+pub fn group_of(vhost: &str, def: &QueueDef) -> GroupId {
+    raft_id(&format!("{vhost}/{}@{}#{}", def.name, def.node, def.id))
+}
+
+/// The mirrored queue type (`x-queue-type: quorum` or `mirrored`).
+#[derive(Clone)]
+pub struct Mirrored {
+    replica: ReplicaHandle,
+    mirrors: Mirrors,
+}
+
+impl Mirrored {
+    /// The type on node `node`.
+    pub fn new(node: &str) -> Mirrored {
+        Mirrored {
+            replica: ReplicaHandle {
+                node: node.to_string(),
+            },
+            mirrors: Mirrors::default(),
+        }
+    }
+
+    /// The copies of the queues whose groups run here (tests, the debug shell).
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+
+    /// The machine's configuration of a declaration: a classic queue's, every
+    /// message written to the log.
+    fn config(def: &QueueDef, vhost: &str) -> Result<QueueConfig, BrokerError> {
+        let refuse = |property: &str| {
+            BrokerError::precondition_failed(format!(
+                "invalid property '{property}' for queue '{}' in vhost '{vhost}': a {} queue is durable, shared and kept when unused",
+                def.name,
+                QueueKind::Quorum
+            ))
+        };
+        if !def.durable {
+            return Err(refuse("non-durable"));
+        }
+        if def.owner.is_some() {
+            return Err(refuse("exclusive-owner"));
+        }
+        if def.auto_delete {
+            return Err(refuse("auto-delete"));
+        }
+        group_size(def, vhost)?;
+        let mut config = Classic::config(def, vhost)?;
+        config.write_all = true;
+        Ok(config)
+    }
+
+    fn group(&self, def: &QueueDef, vhost: &str) -> Result<Group, BrokerError> {
+        let config = Mirrored::config(def, vhost)?;
+        let members = if def.replicas.is_empty() {
+            vec![def.node.clone()]
+        } else {
+            def.replicas.clone()
+        };
+        let label = format!("queue '{}' in vhost '{vhost}'", def.name);
+        Ok(Group {
+            replica: self.replica.clone(),
+            spec: GroupSpec::new(group_of(vhost, def), label, members),
+            config,
+            mirrors: self.mirrors.clone(),
+        })
+    }
+
+    /// The nodes a new queue may have replicas on: the cluster's members not down,
+    /// this node first.
+    async fn candidates(&self) -> Vec<String> {
+        let me = self.replica.node.clone();
+        let mut nodes = match self.replica.group().await {
+            Ok(view) if !view.members.is_empty() => view.members,
+            _ => vec![me.clone()],
+        };
+        if let Some(membership) = MembershipHandle::lookup(&me) {
+            if let Ok(status) = membership.status().await {
+                let down: Vec<String> = status
+                    .into_iter()
+                    .filter(|m| m.health == Health::Down)
+                    .map(|m| m.name)
+                    .collect();
+                nodes.retain(|n| !down.contains(n));
+            }
+        }
+        nodes.retain(|n| *n != me);
+        nodes.sort();
+        nodes.dedup();
+        nodes.insert(0, me);
+        nodes
+    }
+}
+
+/// `x-quorum-initial-group-size`, checked (406 unless a positive integer).
+fn group_size(def: &QueueDef, vhost: &str) -> Result<Option<usize>, BrokerError> {
+    let Some(value) = def.arguments.get(GROUP_SIZE_ARG) else {
+        return Ok(None);
+    };
+    match value.as_i64() {
+        Some(n) if n >= 1 => Ok(Some(n as usize)),
+        _ => Err(BrokerError::precondition_failed(format!(
+            "invalid arg '{GROUP_SIZE_ARG}' for queue '{}' in vhost '{vhost}': it must be a positive integer",
+            def.name
+        ))),
+    }
+}
+
+impl QueueType for Mirrored {
+    fn kind(&self) -> QueueKind {
+        QueueKind::Quorum
+    }
+
+    fn validate(&self, def: &QueueDef, vhost: &str) -> Result<(), BrokerError> {
+        Mirrored::config(def, vhost).map(drop)
+    }
+
+    fn check_equivalent(
+        &self,
+        current: &QueueDef,
+        requested: &QueueDef,
+        vhost: &str,
+    ) -> Result<(), BrokerError> {
+        Mirrored::config(current, vhost)?
+            .check_equivalent(&Mirrored::config(requested, vhost)?)
+            .map_err(BrokerError::from)
+    }
+
+    fn place<'a>(&'a self, def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let size = group_size(def, "")?.unwrap_or(DEFAULT_GROUP_SIZE);
+            let mut nodes = self.candidates().await;
+            // Spread: the others in an order that depends on the queue's name.
+            if nodes.len() > 2 {
+                let turn = (raft_id(&def.name) as usize) % (nodes.len() - 1);
+                nodes[1..].rotate_left(turn);
+            }
+            nodes.truncate(size.max(1));
+            def.replicas = nodes;
+            Ok(())
+        })
+    }
+
+    fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
+        let group = self.group(def, &env.vhost)?;
+        let config = group.config.clone();
+        let log = RaftLog::new(group);
+        Ok(Classic::host_with(def, config, env, Some(Arc::new(log))))
+    }
+
+    fn replica(&self, def: &QueueDef, env: &HostEnv) -> Result<Option<ChildSpec>, BrokerError> {
+        let group = self.group(def, &env.vhost)?;
+        let name = if env.vhost == "/" {
+            format!("queue:/{}", def.name)
+        } else {
+            format!("queue:{}/{}", env.vhost, def.name)
+        };
+        Ok(Some(member::child(name, group)))
+    }
+
+    fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
+        let group = group_of(vhost, def);
+        let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
+        let name = def.name.clone();
+        Box::pin(async move {
+            if let Err(e) = replica.close(group, true).await {
+                tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
+            }
+            mirrors.remove(group);
+        })
+    }
+}

@@ -17,6 +17,11 @@ use crate::machine::{lock, MirrorCommand, MirrorMachine, Mirrors};
 /// queues at a node's start).
 const OPEN_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a leader that could not start waits before it tries again.
+const LEAD_RETRY: Duration = Duration::from_secs(1);
+/// Tries between two warnings of a leader that cannot start.
+const LEAD_COMPLAINT_EVERY: u64 = 30;
+
 /// What opening a queue's group takes.
 #[derive(Clone)]
 pub(crate) struct Group {
@@ -71,14 +76,32 @@ impl QueueLog for RaftLog {
     fn lead(&self, now: u64) -> BoxFuture<'static, Result<QueueState, BrokerError>> {
         let (group, epoch_slot) = (self.group.clone(), self.epoch.clone());
         Box::pin(async move {
-            group.open().await?;
             let epoch = rand::random::<u64>().max(1);
-            // Applied here once everything committed before it is: the copy then holds
-            // all the earlier leaders logged.
-            group
-                .replica
-                .propose_to(group.spec.group, &MirrorCommand::Lead { epoch })
-                .await?;
+            // Until the group takes it (a minority side waits for the majority): the
+            // actor serves nothing meanwhile, and what comes in waits in its mailbox.
+            // Failing instead would restart the actor again and again, until its
+            // supervisors gave up.
+            for attempt in 0u64.. {
+                // Applied here once everything committed before it is: the copy then
+                // holds all the earlier leaders logged.
+                let led = match group.open().await {
+                    Ok(()) => group
+                        .replica
+                        .propose_to(group.spec.group, &MirrorCommand::Lead { epoch })
+                        .await
+                        .map(drop),
+                    Err(e) => Err(e),
+                };
+                match led {
+                    Ok(()) => break,
+                    Err(e) => {
+                        if attempt % LEAD_COMPLAINT_EVERY == 0 {
+                            tracing::warn!(queue = %group.spec.label, "cannot lead the mirrored queue yet, trying again: {e}");
+                        }
+                        tokio::time::sleep(LEAD_RETRY).await;
+                    }
+                }
+            }
             epoch_slot.store(epoch, Ordering::Release);
             let state = group.mirrors.get(group.spec.group).ok_or_else(|| {
                 BrokerError::internal(format!("{}: its group closed", group.spec.label))

@@ -119,21 +119,25 @@ fn lapin_over_tls(port: u16, ca: &str) {
 }
 
 fn pika(args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/amqp/tls.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("python3 runs (./scripts/test installs pika)");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "tests/amqp/tls.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
-    );
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    common::python_script("tls", &args);
+}
+
+/// A node with an AMQPS listener on a port of its own (returned) and `extra` TLS
+/// settings.
+fn tls_node(data: &Path, cert: &str, key: &str, extra: &[&str]) -> (NodeProcess, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "--amqps-listen",
+        &listen,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ];
+    args.extend_from_slice(extra);
+    (NodeProcess::start_with(data, free_port(), &args), port)
 }
 
 #[test]
@@ -141,39 +145,16 @@ fn pika_connects_over_tls_and_client_certificates_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let [ca, cert, key, client_cert, client_key] = certificates(dir.path());
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let node = NodeProcess::start_with(
-        &dir.path().join("tls"),
-        free_port(),
-        &[
-            "--amqps-listen",
-            &listen,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    );
+    let (node, port) = tls_node(&dir.path().join("tls"), &cert, &key, &[]);
     pika(&[&port.to_string(), &ca]);
     lapin_over_tls(port, &ca);
     drop(node);
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let node = NodeProcess::start_with(
+    let (node, port) = tls_node(
         &dir.path().join("mtls"),
-        free_port(),
-        &[
-            "--amqps-listen",
-            &listen,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-client-ca",
-            &ca,
-        ],
+        &cert,
+        &key,
+        &["--tls-client-ca", &ca],
     );
     pika(&[&port.to_string(), &ca, &client_cert, &client_key]);
     drop(node);

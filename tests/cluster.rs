@@ -474,29 +474,13 @@ fn amqp_clients_use_any_queue_through_any_node() {
 /// Runs `tests/amqp/<name>.py` with the three nodes' AMQP ports and `extra`
 /// arguments; fails with its output unless it prints "ok" and exits 0.
 fn run_python(c: &Cluster, name: &str, extra: &[&str]) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/amqp")
-        .join(format!("{name}.py"));
     let mut args: Vec<String> = c
         .nodes
         .iter()
         .map(|n| n.amqp_addr.port().to_string())
         .collect();
     args.extend(extra.iter().map(|a| a.to_string()));
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .args(&args)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("python3 runs (./scripts/test installs pika)");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.trim_end().ends_with("ok"),
-        "tests/amqp/{name}.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
-    );
+    common::python_script(name, &args);
 }
 
 /// Direct reply-to across nodes: the RPC client on n1, the server taking requests on

@@ -23,6 +23,5 @@ mod machine;
 mod member;
 mod queue_type;
 
-pub use log::RaftLog;
-pub use machine::{MirrorCommand, Mirrors};
+pub use machine::MirrorCommand;
 pub use queue_type::{group_of, Mirrored, DEFAULT_GROUP_SIZE, GROUP_SIZE_ARG};

@@ -49,11 +49,6 @@ impl Mirrored {
         }
     }
 
-    /// The copies of the queues whose groups run here (tests, the debug shell).
-    pub fn mirrors(&self) -> &Mirrors {
-        &self.mirrors
-    }
-
     /// The machine's configuration of a declaration: a classic queue's, every
     /// message written to the log.
     fn config(def: &QueueDef, vhost: &str) -> Result<QueueConfig, BrokerError> {
@@ -73,7 +68,12 @@ impl Mirrored {
         if def.auto_delete {
             return Err(refuse("auto-delete"));
         }
-        group_size(def, vhost)?;
+        group_size(def).map_err(|why| {
+            BrokerError::precondition_failed(format!(
+                "invalid arg '{GROUP_SIZE_ARG}' for queue '{}' in vhost '{vhost}': {why}",
+                def.name
+            ))
+        })?;
         let mut config = Classic::config(def, vhost)?;
         config.write_all = true;
         Ok(config)
@@ -121,17 +121,14 @@ impl Mirrored {
     }
 }
 
-/// `x-quorum-initial-group-size`, checked (406 unless a positive integer).
-fn group_size(def: &QueueDef, vhost: &str) -> Result<Option<usize>, BrokerError> {
+/// `x-quorum-initial-group-size`, if given: a positive integer, or why not.
+fn group_size(def: &QueueDef) -> Result<Option<usize>, &'static str> {
     let Some(value) = def.arguments.get(GROUP_SIZE_ARG) else {
         return Ok(None);
     };
     match value.as_i64() {
         Some(n) if n >= 1 => Ok(Some(n as usize)),
-        _ => Err(BrokerError::precondition_failed(format!(
-            "invalid arg '{GROUP_SIZE_ARG}' for queue '{}' in vhost '{vhost}': it must be a positive integer",
-            def.name
-        ))),
+        _ => Err("it must be a positive integer"),
     }
 }
 
@@ -157,7 +154,8 @@ impl QueueType for Mirrored {
 
     fn place<'a>(&'a self, def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move {
-            let size = group_size(def, "")?.unwrap_or(DEFAULT_GROUP_SIZE);
+            // (Validated before: a bad size was refused with 406.)
+            let size = group_size(def).ok().flatten().unwrap_or(DEFAULT_GROUP_SIZE);
             let mut nodes = self.candidates().await;
             // Spread: the others in an order that depends on the queue's name.
             if nodes.len() > 2 {

@@ -11,6 +11,28 @@ use std::time::{Duration, Instant};
 
 use warren::client::{Client, ConnectOptions};
 
+/// Runs `tests/amqp/<name>.py` with `args`; fails with its output unless it prints
+/// "ok" last and exits 0.
+pub fn python_script(name: &str, args: &[String]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/amqp")
+        .join(format!("{name}.py"));
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs (./scripts/test installs pika)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "tests/amqp/{name}.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
+    );
+}
+
 /// A `warren node` child process; killed when dropped, so no test leaves one behind.
 pub struct NodeProcess {
     child: Option<Child>,

@@ -279,15 +279,7 @@ impl AmqpChannel {
                     self.consumers.remove(&tag);
                     return Err(e.into());
                 }
-                Ok(if c.nowait {
-                    Outcome::Send(Vec::new())
-                } else {
-                    self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
-                        basic::ConsumeOk {
-                            consumer_tag: short(&tag),
-                        },
-                    )))
-                })
+                Ok(self.consume_ok(&tag, c.nowait))
             }
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.as_str();
@@ -394,19 +386,23 @@ impl AmqpChannel {
             vhost.add_reply_consumer(self.core.id(), tag.as_str().into(), self.sink.clone());
         self.consumers.insert(tag.clone(), REPLY_TO.into());
         self.reply = Some((tag.clone(), address));
-        Ok(if c.nowait {
-            Outcome::Send(Vec::new())
-        } else {
-            self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
-                basic::ConsumeOk {
-                    consumer_tag: short(&tag),
-                },
-            )))
-        })
+        Ok(self.consume_ok(&tag, c.nowait))
     }
 
     /// basic.recover: every unsettled delivery goes back to its queue (requeue=true
     /// only, as in RabbitMQ).
+    /// The answer to a `basic.consume` that started consumer `tag`.
+    fn consume_ok(&self, tag: &str, nowait: bool) -> Outcome {
+        if nowait {
+            return Outcome::Send(Vec::new());
+        }
+        self.reply(AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(
+            basic::ConsumeOk {
+                consumer_tag: short(tag),
+            },
+        )))
+    }
+
     fn recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
         if !requeue {
             return Err(AmqpError::NotImplemented {

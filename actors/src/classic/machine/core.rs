@@ -1048,19 +1048,11 @@ impl Core {
         }
         let mut core = Core::new(config, image.last_used);
         core.version = image.version;
-        // The indexes are rebuilt from the records; the consumers come whole (their
-        // credit and rotation as they were), so the rebuild charges nobody.
-        let mut nobody = Consumers::default();
+        // The indexes are rebuilt from the records while the core has no consumers
+        // (charging nobody); the consumers come whole, their credit and rotation as
+        // they were.
         for (seq, record) in image.records {
-            core.idx.tally.apply(&record, 1);
-            core.idx.update(
-                seq,
-                record.priority,
-                Membership::NONE,
-                Membership::of(&record),
-                &mut nobody,
-            );
-            core.records.insert(seq, record);
+            core.insert(seq, record);
         }
         core.consumers = image.consumers;
         core.next_seq = image.next_seq;

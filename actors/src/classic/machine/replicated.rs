@@ -93,11 +93,6 @@ impl ReplicatedQueue {
         self.bodies.is_empty()
     }
 
-    /// Whether the queue was deleted.
-    pub fn is_deleted(&self) -> bool {
-        self.core.is_deleted()
-    }
-
     /// Everything the core holds, in a form two copies can be compared by.
     pub fn fingerprint(&self) -> String {
         self.core.fingerprint()

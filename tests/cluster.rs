@@ -508,6 +508,31 @@ fn publishes_through_another_node_reach_consumers_in_publish_order() {
     run_python(&c, "cross_node_order", &["2000"]);
 }
 
+/// Mirrored (quorum) queues on three nodes (tests/amqp/mirrored_cluster.py): used
+/// through any node right after their declaration through another; each replica in
+/// its node's tree; without a majority of replicas a publish is nacked, and once a
+/// majority is back every confirmed message is there, in order.
+#[test]
+fn mirrored_queues_replicate_and_lose_nothing_confirmed_without_a_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    formed(&c);
+    run_python(&c, "mirrored_cluster", &["replicate"]);
+    for node in &c.nodes[1..] {
+        let tree = ok(node, &["shell", "--eval", "tree"]);
+        assert!(
+            tree.lines()
+                .any(|l| l.contains("queue:/mq ") && l.contains("[mirror]")),
+            "{tree}"
+        );
+    }
+    c.nodes[1].kill();
+    c.nodes[2].kill();
+    run_python(&c, "mirrored_cluster", &["minority"]);
+    c.nodes[1] = member(dir.path(), c.ports, 1);
+    run_python(&c, "mirrored_cluster", &["recovered"]);
+}
+
 #[test]
 fn the_shell_shows_another_members_tree() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,113 @@
+"""Mirrored (quorum) queues on three nodes (argv: the three AMQP ports, then a phase).
+
+replicate: queues declared through one node are used at once through the others,
+    without a pause between steps: publishes with confirms through a second node,
+    counts and gets through the third, repeated for several queues. Queue "mq" is
+    left with 490 confirmed messages m10..m499 for the later phases.
+minority:  run with the two other nodes killed: a publish through node 1 is not
+    confirmed (basic.nack), within a bound.
+recovered: run with node 2 back (a majority again): every confirmed message is
+    still in "mq", none lost; a new publish is confirmed; consuming takes them all,
+    in order.
+"""
+
+import sys
+import time
+
+import pika
+
+import amqp_common as t
+
+assert len(sys.argv) == 5, "usage: mirrored_cluster.py PORT1 PORT2 PORT3 PHASE"
+P1, P2, P3 = (int(p) for p in sys.argv[1:4])
+PHASE = sys.argv[4]
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def confirming(port):
+    conn = t.connect(port)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    return conn, ch
+
+
+def persistent():
+    return pika.BasicProperties(delivery_mode=2)
+
+
+if PHASE == "replicate":
+    c1, ch1 = confirming(P1)
+    c2, ch2 = confirming(P2)
+    c3, ch3 = confirming(P3)
+    # Declared through one node, used through another at once; five times, each
+    # queue's home another node.
+    for i in range(5):
+        name = "mq-%d" % i
+        homes = [(ch1, ch2, ch3), (ch2, ch3, ch1), (ch3, ch1, ch2)][i % 3]
+        declare, publish, read = homes
+        declare.queue_declare(name, durable=True, arguments=QUORUM)
+        for j in range(50):
+            publish.basic_publish("", name, b"%d" % j, persistent())
+        assert t.count(read, name) == 50, (name, t.count(read, name))
+        assert t.get_one(read, name)[2] == b"0"
+        assert t.count(declare, name) == 49
+        declare.queue_delete(name)
+
+    ch1.queue_declare("mq", durable=True, arguments=QUORUM)
+    for j in range(500):
+        ch2.basic_publish("", "mq", b"m%d" % j)
+    assert t.count(ch3, "mq") == 500, t.count(ch3, "mq")
+    for j in range(10):
+        method, _, body = t.get_one(ch3, "mq", no_ack=False)
+        assert body == b"m%d" % j, body
+        ch3.basic_ack(method.delivery_tag)
+    # The acks are handled before the channel's next call to the queue.
+    assert t.count(ch3, "mq") == 490
+    # Declared again through another node: the same queue, with its count.
+    assert ch2.queue_declare("mq", durable=True, arguments=QUORUM).method.message_count == 490
+    for c in (c1, c2, c3):
+        c.close()
+
+elif PHASE == "minority":
+    conn, ch = confirming(P1)
+    started = time.monotonic()
+    try:
+        ch.basic_publish("", "mq", b"lonely")
+        raise AssertionError("confirmed without a majority of the replicas")
+    except pika.exceptions.NackError:
+        pass
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, "the nack took %.1f s" % elapsed
+    conn.close()
+
+elif PHASE == "recovered":
+    conn, ch = confirming(P2)
+    deadline = time.monotonic() + 60
+    while True:
+        # The queue's leader takes its place again once a majority is back.
+        try:
+            held = t.count(ch, "mq")
+            if held >= 490:
+                break
+        except pika.exceptions.ChannelClosedByBroker:
+            ch = conn.channel()
+            ch.confirm_delivery()
+        assert time.monotonic() < deadline, "mq never came back"
+        conn.process_data_events(time_limit=0.2)
+    ch.basic_publish("", "mq", b"after")
+    bodies = []
+    while True:
+        method, _, body = ch.basic_get("mq", auto_ack=True)
+        if method is None:
+            break
+        bodies.append(body)
+    # Every confirmed message, in order; the unconfirmed one may or may not be there.
+    expected = [b"m%d" % j for j in range(10, 500)]
+    kept = [b for b in bodies if b != b"lonely"]
+    assert kept == expected + [b"after"], (len(kept), kept[:3], kept[-3:])
+    conn.close()
+
+else:
+    raise AssertionError("unknown phase %r" % PHASE)
+
+t.done()

@@ -149,6 +149,7 @@ mod tests {
                 owner: None,
                 auto_delete: false,
                 arguments: Default::default(),
+                replicas: Vec::new(),
             },
         }
     }

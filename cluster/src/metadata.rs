@@ -412,6 +412,7 @@ mod tests {
                         owner: Some(70_000),
                         auto_delete: false,
                         arguments: args,
+                        replicas: Vec::new(),
                     },
                 },
                 "01080470726f64027131fb2c01026e310101fc7011010000020c782d6d61782d6c656e67746805140c782d71756575652d747970650b07636c6173736963",

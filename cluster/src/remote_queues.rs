@@ -710,6 +710,7 @@ mod tests {
             owner: None,
             auto_delete: false,
             arguments: Default::default(),
+            replicas: Vec::new(),
         };
         let remote = RemoteQueues::new("here");
         let queue = remote.queue("/", &def);

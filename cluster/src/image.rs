@@ -34,7 +34,10 @@ fn key(command: &MetaCommand) -> Option<Key> {
         MetaCommand::AddUser(user) => (Kind::User, user.name.clone()),
         MetaCommand::SetPermissions(p) => (Kind::Permission, join(&[&p.user, &p.vhost])),
         MetaCommand::DeclareExchange { vhost, def } => (Kind::Exchange, join(&[vhost, &def.name])),
-        MetaCommand::DeclareQueue { vhost, def } => (Kind::Queue, join(&[vhost, &def.name])),
+        MetaCommand::DeclareQueue { vhost, def }
+        | MetaCommand::DeclareReplicatedQueue { vhost, def, .. } => {
+            (Kind::Queue, join(&[vhost, &def.name]))
+        }
         MetaCommand::Bind { vhost, binding } => {
             // A binding is its whole content (arguments included).
             let bytes = warren_storage::codec::encode(binding).unwrap_or_default();
@@ -63,7 +66,8 @@ fn undo(command: &MetaCommand) -> Option<MetaCommand> {
             name: def.name.clone(),
             if_unused: false,
         },
-        MetaCommand::DeclareQueue { vhost, def } => MetaCommand::DeleteQueue {
+        MetaCommand::DeclareQueue { vhost, def }
+        | MetaCommand::DeclareReplicatedQueue { vhost, def, .. } => MetaCommand::DeleteQueue {
             vhost: vhost.clone(),
             name: def.name.clone(),
             node: def.node.clone(),

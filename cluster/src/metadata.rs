@@ -97,6 +97,17 @@ pub enum MetaCommand {
         /// The binding.
         binding: Binding,
     },
+    /// A new replicated queue (quorum / mirrored): [`MetaCommand::DeclareQueue`] and
+    /// the nodes that hold its replicas, which a `QueueDef`'s serde form (the one
+    /// every earlier log holds) does not carry.
+    DeclareReplicatedQueue {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The queue's declaration.
+        def: QueueDef,
+        /// [`QueueDef::replicas`].
+        replicas: Vec<String>,
+    },
 }
 
 /// A committed command in the words of the registry that applies it.
@@ -135,7 +146,7 @@ impl From<BrokerChange> for MetaCommand {
                 name,
                 if_unused,
             },
-            VhostChange::DeclareQueue { def } => MetaCommand::DeclareQueue { vhost, def },
+            VhostChange::DeclareQueue { def } => MetaCommand::declare_queue(vhost, def),
             VhostChange::DeleteQueue { name, node, id } => MetaCommand::DeleteQueue {
                 vhost,
                 name,
@@ -176,6 +187,16 @@ impl From<MetaCommand> for MetaChange {
             MetaCommand::DeclareQueue { vhost, def } => {
                 vhost_change(vhost, VhostChange::DeclareQueue { def })
             }
+            MetaCommand::DeclareReplicatedQueue {
+                vhost,
+                def,
+                replicas,
+            } => vhost_change(
+                vhost,
+                VhostChange::DeclareQueue {
+                    def: QueueDef { replicas, ..def },
+                },
+            ),
             MetaCommand::DeleteQueue {
                 vhost,
                 name,
@@ -193,6 +214,21 @@ impl From<MetaCommand> for MetaChange {
 }
 
 impl MetaCommand {
+    /// The declaration of queue `def` in `vhost`: with its replicas for a replicated
+    /// queue.
+    pub fn declare_queue(vhost: String, def: QueueDef) -> MetaCommand {
+        if def.replicas.is_empty() {
+            MetaCommand::DeclareQueue { vhost, def }
+        } else {
+            let replicas = def.replicas.clone();
+            MetaCommand::DeclareReplicatedQueue {
+                vhost,
+                def,
+                replicas,
+            }
+        }
+    }
+
     /// A short description for logs and errors.
     pub fn describe(&self) -> String {
         match self {
@@ -204,7 +240,10 @@ impl MetaCommand {
             MetaCommand::DeleteVhost { name } => format!("delete vhost '{name}'"),
             MetaCommand::DeclareExchange { def, .. } => format!("declare exchange '{}'", def.name),
             MetaCommand::DeleteExchange { name, .. } => format!("delete exchange '{name}'"),
-            MetaCommand::DeclareQueue { def, .. } => format!("declare queue '{}'", def.name),
+            MetaCommand::DeclareQueue { def, .. }
+            | MetaCommand::DeclareReplicatedQueue { def, .. } => {
+                format!("declare queue '{}'", def.name)
+            }
             MetaCommand::DeleteQueue { name, .. } => format!("delete queue '{name}'"),
             MetaCommand::Bind { binding, .. } => format!("bind '{}'", binding.source),
             MetaCommand::Unbind { binding, .. } => format!("unbind '{}'", binding.source),
@@ -275,6 +314,11 @@ mod tests {
             vhost: String,
             binding: Binding,
         },
+        DeclareReplicatedQueue {
+            vhost: String,
+            def: QueueDef,
+            replicas: Vec<String>,
+        },
     }
 
     /// The same command in the shape it was written in (by name: a variant moved in
@@ -313,6 +357,15 @@ mod tests {
             },
             MetaCommand::Bind { vhost, binding } => Written::Bind { vhost, binding },
             MetaCommand::Unbind { vhost, binding } => Written::Unbind { vhost, binding },
+            MetaCommand::DeclareReplicatedQueue {
+                vhost,
+                def,
+                replicas,
+            } => Written::DeclareReplicatedQueue {
+                vhost,
+                def,
+                replicas,
+            },
         }
     }
 
@@ -439,6 +492,23 @@ mod tests {
                     binding,
                 },
                 "010b0470726f64066f7264657273000271310465752e23020c782d6d61782d6c656e67746805140c782d71756575652d747970650b07636c6173736963",
+            ),
+            (
+                MetaCommand::DeclareReplicatedQueue {
+                    vhost: prod(),
+                    def: QueueDef {
+                        name: "q2".into(),
+                        id: 301,
+                        node: "n1".into(),
+                        durable: true,
+                        owner: None,
+                        auto_delete: false,
+                        arguments: FieldTable::new(),
+                        replicas: vec!["n1".into(), "n2".into()],
+                    },
+                    replicas: vec!["n1".into(), "n2".into()],
+                },
+                "010c0470726f64027132fb2d01026e310100000002026e31026e32",
             ),
         ]
     }

@@ -138,12 +138,17 @@ impl EndpointState {
     /// The queue `name` this node runs, or the error a remote caller gets.
     fn queue(&self, vhost: &str, name: &str) -> Result<QueueRef, BrokerError> {
         // (A direct reply to a consumer of this node comes as a publish to its address.)
-        let queue = self
-            .vhosts
-            .get(vhost)
+        let vhost_of = self.vhosts.get(vhost);
+        let queue = vhost_of
+            .as_ref()
             .and_then(|v| v.queue(name).or_else(|| v.direct_reply(name)));
+        // Runs here: its home, or a replica of a replicated queue (which sends it on
+        // to wherever the queue is served).
+        let runs_here = |q: &QueueRef| {
+            q.def().node == self.node || vhost_of.as_ref().is_some_and(|v| v.runs_here(q.def()))
+        };
         match queue {
-            Some(q) if q.def().node == self.node => Ok(q),
+            Some(q) if runs_here(&q) => Ok(q),
             _ => Err(BrokerError::not_found(format!(
                 "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
                 self.node

@@ -1,7 +1,7 @@
 //! [`RaftLog`]: a mirrored queue leader's log, on the queue's Raft group.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use warren_actors::classic::machine::{Op, QueueConfig, QueueState, Seq};
@@ -11,16 +11,22 @@ use warren_actors::message::SharedMessage;
 use warren_actors::BoxFuture;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
 
-use crate::machine::{lock, MirrorCommand, MirrorMachine, Mirrors};
+use crate::machine::{lock, MirrorCommand, MirrorMachine, MirrorState, Mirrors, Serving};
 
 /// How long opening a group waits for the node's replica (it starts after the
 /// queues at a node's start).
 const OPEN_WAIT: Duration = Duration::from_secs(60);
 
 /// How long a leader that could not start waits before it tries again.
-const LEAD_RETRY: Duration = Duration::from_secs(1);
-/// Tries between two warnings of a leader that cannot start.
-const LEAD_COMPLAINT_EVERY: u64 = 30;
+const LEAD_RETRY: Duration = Duration::from_millis(250);
+
+/// Why this node did not start leading.
+enum Refused {
+    /// Another node serves the queue, and is up.
+    ServedElsewhere(String),
+    /// Not now (no majority, another leader started first); maybe later.
+    NotYet(BrokerError),
+}
 
 /// What opening a queue's group takes.
 #[derive(Clone)]
@@ -29,9 +35,42 @@ pub(crate) struct Group {
     pub spec: GroupSpec,
     pub config: QueueConfig,
     pub mirrors: Mirrors,
+    /// Where the queue is served, as the group's log says.
+    pub serving: Serving,
 }
 
 impl Group {
+    /// Starts leading here, unless another live node serves the queue: a `Lead` in
+    /// place of the leader this node's copy knows.
+    async fn try_lead(&self, me: &str) -> Result<(u64, Arc<Mutex<MirrorState>>), Refused> {
+        self.open().await.map_err(Refused::NotYet)?;
+        let state = self.mirrors.get(self.spec.group).ok_or_else(|| {
+            Refused::NotYet(BrokerError::internal(format!(
+                "{}: its group closed",
+                self.spec.label
+            )))
+        })?;
+        if let Some(node) = self.serving.load_full() {
+            if *node != me && !crate::member::down(me, &node).await {
+                return Err(Refused::ServedElsewhere(node.to_string()));
+            }
+        }
+        let replaces = lock(&state).epoch;
+        let epoch = rand::random::<u64>().max(1);
+        let lead = MirrorCommand::Lead {
+            epoch,
+            node: me.to_string(),
+            replaces,
+        };
+        // Applied here once everything committed before it is: the copy then holds
+        // all the earlier leaders logged.
+        self.replica
+            .propose_to(self.spec.group, &lead)
+            .await
+            .map_err(Refused::NotYet)?;
+        Ok((epoch, state))
+    }
+
     /// Runs the group on this node, with a fresh copy, unless it runs already;
     /// waits (bounded) for the node's replica.
     pub async fn open(&self) -> Result<(), BrokerError> {
@@ -43,6 +82,7 @@ impl Group {
                     let state = self.mirrors.fresh(self.spec.group, self.config.clone());
                     let machine = MirrorMachine {
                         state,
+                        serving: self.serving.clone(),
                         config: self.config.clone(),
                         label: self.spec.label.clone(),
                     };
@@ -76,43 +116,38 @@ impl QueueLog for RaftLog {
     fn lead(&self, now: u64) -> BoxFuture<'static, Result<QueueState, BrokerError>> {
         let (group, epoch_slot) = (self.group.clone(), self.epoch.clone());
         Box::pin(async move {
-            let epoch = rand::random::<u64>().max(1);
-            // Until the group takes it (a minority side waits for the majority): the
-            // actor serves nothing meanwhile, and what comes in waits in its mailbox.
-            // Failing instead would restart the actor again and again, until its
-            // supervisors gave up.
-            for attempt in 0u64.. {
-                // Applied here once everything committed before it is: the copy then
-                // holds all the earlier leaders logged.
-                let led = match group.open().await {
-                    Ok(()) => group
-                        .replica
-                        .propose_to(group.spec.group, &MirrorCommand::Lead { epoch })
-                        .await
-                        .map(drop),
-                    Err(e) => Err(e),
-                };
-                match led {
-                    Ok(()) => break,
-                    Err(e) => {
-                        if attempt % LEAD_COMPLAINT_EVERY == 0 {
+            let me = group.replica.node.clone();
+            let mut complained = false;
+            loop {
+                match group.try_lead(&me).await {
+                    Ok((epoch, state)) => {
+                        epoch_slot.store(epoch, Ordering::Release);
+                        let copy = lock(&state);
+                        tracing::info!(
+                            queue = %group.spec.label,
+                            messages = copy.queue.len(),
+                            "leading the mirrored queue"
+                        );
+                        return Ok(QueueState::led(&copy.queue, now));
+                    }
+                    Err(Refused::ServedElsewhere(node)) => {
+                        return Err(BrokerError::internal(format!(
+                            "{}: served on node '{node}'",
+                            group.spec.label
+                        )))
+                    }
+                    // No majority, or another leader started first: tried again (what
+                    // comes in meanwhile waits in the leader's mailbox).
+                    Err(Refused::NotYet(e)) => {
+                        if !complained {
                             tracing::warn!(queue = %group.spec.label, "cannot lead the mirrored queue yet, trying again: {e}");
+                            complained = true;
                         }
                         tokio::time::sleep(LEAD_RETRY).await;
+                        group.replica.catch_up_with(group.spec.group).await;
                     }
                 }
             }
-            epoch_slot.store(epoch, Ordering::Release);
-            let state = group.mirrors.get(group.spec.group).ok_or_else(|| {
-                BrokerError::internal(format!("{}: its group closed", group.spec.label))
-            })?;
-            let copy = lock(&state);
-            tracing::info!(
-                queue = %group.spec.label,
-                messages = copy.queue.len(),
-                "leading the mirrored queue"
-            );
-            Ok(QueueState::led(&copy.queue, now))
         })
     }
 

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use warren_actors::classic::machine::{Op, QueueConfig, ReplicatedImage, ReplicatedQueue};
 use warren_actors::error::BrokerError;
@@ -15,11 +16,17 @@ use warren_cluster::replica::{Answer, Machine};
 /// An entry of a mirrored queue's log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum MirrorCommand {
-    /// A leader starts (picked at random, never 0): from here on only its entries
-    /// are applied.
+    /// A leader starts on node `node` (its epoch picked at random, never 0) in place
+    /// of the leader of epoch `replaces`: from here on only its entries are applied.
+    /// Refused if another leader has started since `replaces` (a late `Lead`, proposed
+    /// before an election and committed after a newer one, changes nothing).
     Lead {
         /// The leader's epoch.
         epoch: u64,
+        /// Its node: where every node sends what is for the queue.
+        node: String,
+        /// The epoch of the leader it takes over from (0: the first).
+        replaces: u64,
     },
     /// Ops the leader's core applied, with their time.
     Ops {
@@ -29,6 +36,10 @@ pub enum MirrorCommand {
         ops: Vec<(Op, u64)>,
     },
 }
+
+/// The node that serves a mirrored queue, as its latest applied `Lead` says (none
+/// before the first); read on every request that reaches the queue, so lock-free.
+pub type Serving = Arc<ArcSwapOption<String>>;
 
 /// A replica's copy of the queue and the epoch of its current leader.
 pub struct MirrorState {
@@ -75,6 +86,7 @@ pub(crate) fn lock(state: &Mutex<MirrorState>) -> MutexGuard<'_, MirrorState> {
 /// The group's machine: applies committed entries to the copy.
 pub(crate) struct MirrorMachine {
     pub state: Arc<Mutex<MirrorState>>,
+    pub serving: Serving,
     pub config: QueueConfig,
     pub label: String,
 }
@@ -83,6 +95,7 @@ pub(crate) struct MirrorMachine {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct MirrorImage {
     epoch: u64,
+    serving: Option<String>,
     queue: ReplicatedImage,
 }
 
@@ -93,10 +106,19 @@ impl Machine for MirrorMachine {
     fn apply(&mut self, command: MirrorCommand) -> BoxFuture<'_, Answer> {
         let mut state = lock(&self.state);
         let answer = match command {
-            MirrorCommand::Lead { epoch } => {
+            MirrorCommand::Lead {
+                epoch,
+                node,
+                replaces,
+            } if replaces == state.epoch => {
                 state.epoch = epoch;
+                self.serving.store(Some(Arc::new(node)));
                 Ok(())
             }
+            MirrorCommand::Lead { .. } => Err(BrokerError::internal(format!(
+                "{}: another leader started first",
+                self.label
+            ))),
             MirrorCommand::Ops { epoch, ops } if epoch == state.epoch => {
                 for (op, now) in ops {
                     state.queue.apply(op, now);
@@ -116,6 +138,7 @@ impl Machine for MirrorMachine {
         let state = lock(&self.state);
         let image = MirrorImage {
             epoch: state.epoch,
+            serving: self.serving.load().as_deref().cloned(),
             queue: state.queue.image(),
         };
         drop(state);
@@ -128,6 +151,7 @@ impl Machine for MirrorMachine {
                 let mut state = lock(&self.state);
                 state.queue = queue;
                 state.epoch = image.epoch;
+                self.serving.store(image.serving.map(Arc::new));
             }
             Err(e) => tracing::error!(queue = %self.label, "a snapshot was not restored: {e}"),
         }

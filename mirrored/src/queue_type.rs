@@ -12,10 +12,10 @@ use warren_cluster::membership::MembershipHandle;
 use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
-use warren_supervisor::ChildSpec;
 
+use crate::handle::MirroredQueue;
 use crate::log::{Group, RaftLog};
-use crate::machine::Mirrors;
+use crate::machine::{Mirrors, Serving};
 use crate::member;
 
 /// The declare argument that sets the number of replicas (RabbitMQ's name).
@@ -81,17 +81,14 @@ impl Mirrored {
 
     fn group(&self, def: &QueueDef, vhost: &str) -> Result<Group, BrokerError> {
         let config = Mirrored::config(def, vhost)?;
-        let members = if def.replicas.is_empty() {
-            vec![def.node.clone()]
-        } else {
-            def.replicas.clone()
-        };
+        let members = members(def);
         let label = format!("queue '{}' in vhost '{vhost}'", def.name);
         Ok(Group {
             replica: self.replica.clone(),
             spec: GroupSpec::new(group_of(vhost, def), label, members),
             config,
             mirrors: self.mirrors.clone(),
+            serving: Serving::default(),
         })
     }
 
@@ -118,6 +115,16 @@ impl Mirrored {
         nodes.dedup();
         nodes.insert(0, me);
         nodes
+    }
+}
+
+/// The nodes that hold a replica of `def` (its home alone for a definition from
+/// before replicas were recorded).
+fn members(def: &QueueDef) -> Vec<String> {
+    if def.replicas.is_empty() {
+        vec![def.node.clone()]
+    } else {
+        def.replicas.clone()
     }
 }
 
@@ -168,21 +175,36 @@ impl QueueType for Mirrored {
         })
     }
 
-    fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
-        let group = self.group(def, &env.vhost)?;
-        let config = group.config.clone();
-        let log = RaftLog::new(group);
-        Ok(Classic::host_with(def, config, env, Some(Arc::new(log))))
+    fn runs_here(&self, def: &QueueDef, node: &str) -> bool {
+        members(def).iter().any(|m| m == node)
     }
 
-    fn replica(&self, def: &QueueDef, env: &HostEnv) -> Result<Option<ChildSpec>, BrokerError> {
+    /// On each node that holds a replica: the replica's actor (`mirror:/NAME`), which
+    /// runs the queue's leader (`queue:/NAME`) while this node leads the group, and the
+    /// handle that sends everything to wherever the queue is served.
+    fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
         let group = self.group(def, &env.vhost)?;
-        let name = if env.vhost == "/" {
-            format!("queue:/{}", def.name)
-        } else {
-            format!("queue:{}/{}", env.vhost, def.name)
+        let log = RaftLog::new(group.clone());
+        let leader = Classic::host_with(def, group.config.clone(), env, Some(Arc::new(log)));
+        let queue = MirroredQueue {
+            def: def.clone(),
+            name: def.name.as_str().into(),
+            vhost: env.vhost.clone(),
+            me: self.replica.node.clone(),
+            local: leader.queue,
+            serving: group.serving.clone(),
+            remote: env.remote.clone(),
+            elsewhere: Default::default(),
         };
-        Ok(Some(member::child(name, group)))
+        let name = if env.vhost == "/" {
+            format!("mirror:/{}", def.name)
+        } else {
+            format!("mirror:{}/{}", env.vhost, def.name)
+        };
+        Ok(Hosted {
+            queue: Arc::new(queue),
+            child: member::child(name, group, leader.child),
+        })
     }
 
     fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {

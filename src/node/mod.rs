@@ -434,10 +434,7 @@ impl MetadataApplier for NodeApplier {
                     vhost
                         .queue_defs()
                         .into_iter()
-                        .map(|def| MetaCommand::DeclareQueue {
-                            vhost: name.clone(),
-                            def,
-                        }),
+                        .map(|def| MetaCommand::declare_queue(name.clone(), def)),
                 );
                 image.extend(
                     vhost

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use warren::client::{Client, ConnectOptions};
 
 /// Runs `tests/amqp/<name>.py` with `args`; fails with its output unless it prints
-/// "ok" last and exits 0.
-pub fn python_script(name: &str, args: &[String]) {
+/// "ok" last and exits 0. Returns what it printed.
+pub fn python_script(name: &str, args: &[String]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/amqp")
         .join(format!("{name}.py"));
@@ -31,6 +31,7 @@ pub fn python_script(name: &str, args: &[String]) {
         out.status.success() && stdout.trim_end().ends_with("ok"),
         "tests/amqp/{name}.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
     );
+    stdout.into_owned()
 }
 
 /// A `warren node` child process; killed when dropped, so no test leaves one behind.

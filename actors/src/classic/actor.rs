@@ -112,11 +112,15 @@ pub(crate) enum QueueMsg {
     /// Internal: the log committed an append (a replicated queue): the writes it
     /// carried are done, the confirms held for it go.
     Committed {
+        led: u64,
         stored: Vec<Seq>,
         confirmed: Vec<(ConfirmReply, Vec<EnqueueOutcome>)>,
     },
     /// Internal: an append to the log failed (a replicated queue).
-    LogFailed(String),
+    LogFailed {
+        led: u64,
+        why: String,
+    },
 }
 
 impl ractor::Message for QueueMsg {}
@@ -187,6 +191,9 @@ pub(crate) struct QueueShell {
     /// This step's confirms wait for its append (publishes answered before their
     /// enqueue is committed: gone, refused, or delivered at once without an ack).
     hold_confirms: bool,
+    /// How often this actor started leading (a replicated queue): what the log
+    /// answers for appends of an earlier time concerns a state that is gone.
+    led: u64,
 }
 
 /// The name of message `index` of batch `batch` in its `Command::Enqueue`.
@@ -275,8 +282,9 @@ impl Actor for QueueActor {
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(log) = shell.log.clone() {
+            // (Consumers attach again by themselves: a leader that stopped told them.)
             shell.state = log.lead(now_ms()).await?;
-            shell.attach_journal();
+            shell.led = 1;
         }
         shell.after_step(&myself);
         Ok(())
@@ -287,6 +295,10 @@ impl Actor for QueueActor {
         _myself: ActorRef<Self::Msg>,
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if shell.log.is_some() {
+            // Another leader takes over: the consumers consume again, from it.
+            shell.cancel_consumers("the queue's leader moved to another node; consume again");
+        }
         // Whatever was gathered still goes to disk (a graceful stop loses nothing).
         if !shell.ops.is_empty() {
             let batch = Batch {
@@ -433,19 +445,21 @@ impl Actor for QueueActor {
                 shell.tick_at = None;
                 let _ = shell.apply(Command::Tick);
             }
-            QueueMsg::Committed { stored, confirmed } => {
-                if !stored.is_empty() {
+            QueueMsg::Committed {
+                led,
+                stored,
+                confirmed,
+            } => {
+                if led == shell.led && !stored.is_empty() {
                     let _ = shell.apply(Command::Stored(stored));
                 }
+                // Committed, whatever happened since.
                 shell.confirmed.extend(confirmed);
             }
-            QueueMsg::LogFailed(why) => {
-                return Err(format!(
-                    "queue {} cannot log what it does ({why}); starting again from its log",
-                    shell.shared.name
-                )
-                .into());
+            QueueMsg::LogFailed { led, why } if led == shell.led => {
+                shell.lead_again(&why).await?;
             }
+            QueueMsg::LogFailed { .. } => {}
         }
         shell.after_step(&myself);
         Ok(())
@@ -486,7 +500,34 @@ impl QueueShell {
             log,
             appended: Vec::new(),
             hold_confirms: false,
+            led: 0,
         }
+    }
+
+    /// An append failed (no majority within the bound, or another leader started):
+    /// what was not committed is gone with this state (its publishers get no confirm,
+    /// its consumers are told), and the queue leads again from its log, unless
+    /// another node serves it now (then the actor stops). What comes in meanwhile
+    /// waits in the mailbox.
+    async fn lead_again(&mut self, why: &str) -> Result<(), ActorProcessingErr> {
+        let Some(log) = self.log.clone() else {
+            return Ok(());
+        };
+        tracing::warn!(queue = %self.shared.name, "cannot log what the queue does ({why}); leading again from its log");
+        self.cancel_consumers("the queue's leader stopped; consume again");
+        let led = self.led + 1;
+        let state = QueueState::new(self.shared.config.clone(), now_ms());
+        *self = QueueShell::new(
+            self.myself.clone(),
+            self.shared.clone(),
+            self.env.clone(),
+            state,
+            None,
+            Some(log.clone()),
+        );
+        self.state = log.lead(now_ms()).await?;
+        self.led = led;
+        Ok(())
     }
 
     /// Re-attaches the consumers of a previous incarnation.
@@ -857,11 +898,18 @@ impl QueueShell {
             Vec::new()
         };
         let committed = log.append(ops);
-        let me = self.myself.clone();
+        let (me, led) = (self.myself.clone(), self.led);
         tokio::spawn(async move {
             let _ = match committed.await {
-                Ok(()) => me.cast(QueueMsg::Committed { stored, confirmed }),
-                Err(e) => me.cast(QueueMsg::LogFailed(e.to_string())),
+                Ok(()) => me.cast(QueueMsg::Committed {
+                    led,
+                    stored,
+                    confirmed,
+                }),
+                Err(e) => me.cast(QueueMsg::LogFailed {
+                    led,
+                    why: e.to_string(),
+                }),
             };
         });
     }

@@ -134,6 +134,7 @@ mod conformance_tests {
                 store: self.store.clone(),
                 memory: QueueMemory::new(64 << 20),
                 dead_letters,
+                remote: None,
                 delete_self: Arc::new(|_| {}),
             }
         }

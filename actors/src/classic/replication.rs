@@ -8,8 +8,11 @@
 //!   over in step order; a message's write is the append that carries its enqueue,
 //!   answered (`Command::Stored`, then its confirm) once the log has committed it;
 //! - bodies not in memory are read back from the log ([`QueueLog::bodies`]);
-//! - an append that fails (no majority, another leader) fails the actor: its
-//!   supervisor starts it again, from the log.
+//! - an append that fails (no majority, another leader) fails the actor, and a
+//!   leader that stops tells its consumers (consumer cancel notification): the queue
+//!   type starts a leader again where the log's group is led, from the log, and the
+//!   consumers consume again there; a new leader starts with every channel of the
+//!   last one closed (what they held is redelivered).
 
 use crate::error::BrokerError;
 use crate::message::SharedMessage;

@@ -233,6 +233,12 @@ pub trait Queue: Send + Sync + 'static {
     /// stops (`None`): the debug shell's `trace`. Only where the queue runs.
     fn trace(&self, channel: ChannelId, sink: Option<ChannelSink>) -> Result<(), BrokerError>;
 
+    /// The node that serves the queue now, when that is not its home node (a
+    /// replicated queue whose leader moved); `None` by default.
+    fn serving_node(&self) -> Option<String> {
+        None
+    }
+
     /// Makes the queue's actor fail, as a bug would (the debug shell, recovery tests);
     /// its supervisor restarts it.
     fn crash(&self) -> Result<(), BrokerError>;
@@ -256,6 +262,8 @@ pub struct HostEnv {
     pub memory: Arc<QueueMemory>,
     /// Where the queue's dead-lettered messages go.
     pub dead_letters: Arc<dyn DeadLetterRouter>,
+    /// How this node reaches queues on other nodes (`None` outside a cluster).
+    pub remote: Option<Arc<dyn RemoteReach>>,
     /// Asks the vhost to delete the queue (it expired, or auto-delete fired).
     pub delete_self: Arc<dyn Fn(Arc<str>) + Send + Sync>,
 }
@@ -289,22 +297,24 @@ pub trait QueueType: Send + Sync + 'static {
         vhost: &str,
     ) -> Result<(), BrokerError>;
 
-    /// Runs a queue of this type on this node (its home): at declaration, and at every
-    /// start of the node for the queues it recovers.
+    /// Runs a queue of this type on this node: at declaration, and at every start of
+    /// the node for the queues it recovers (on every node [`runs_here`] says).
+    ///
+    /// [`runs_here`]: QueueType::runs_here
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError>;
+
+    /// Whether node `node` runs queue `def` ([`host`](QueueType::host)); the others
+    /// reach it on its home node. By default only its home node runs it; a replicated
+    /// type runs it on each node that holds a replica.
+    fn runs_here(&self, def: &QueueDef, node: &str) -> bool {
+        def.node == node
+    }
 
     /// Completes a new declaration before it goes to the metadata log: a replicated
     /// type picks the nodes that hold its replicas ([`QueueDef::replicas`]). The
     /// default leaves it as it is.
     fn place<'a>(&'a self, _def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async { Ok(()) })
-    }
-
-    /// On a node that holds a replica of the queue but is not its home: the
-    /// supervised child that runs the replica (at declaration and at every start of
-    /// the node). None by default.
-    fn replica(&self, _def: &QueueDef, _env: &HostEnv) -> Result<Option<ChildSpec>, BrokerError> {
-        Ok(None)
     }
 
     /// The queue was deleted (on every node, after its actors stopped): what this node

@@ -10,8 +10,10 @@ use super::kind::{KindError, QueueKind};
 /// A queue as declared: what every node knows of it. Its type is in `arguments`
 /// (`x-queue-type`); its home node runs it, the others reach it there.
 ///
-/// The stored and replicated form: new fields go at the end, and the stored form
-/// of the version before reads through [`QueueDef::decode_stored`].
+/// Its serde form is the one every earlier Warren wrote (the metadata log, snapshots,
+/// the wire): [`QueueDef::replicas`] is not part of it, and travels beside it (the
+/// metadata log's command for a replicated queue; [`QueueDef::encode_stored`]).
+/// New fields go the same way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueueDef {
     /// The queue's name, unique in its vhost.
@@ -33,37 +35,24 @@ pub struct QueueDef {
     pub arguments: FieldTable,
     /// For a replicated queue (quorum / mirrored): the nodes that hold a replica,
     /// picked at declaration, its home node first. Empty for the other types.
+    #[serde(skip)]
     pub replicas: Vec<String>,
 }
 
-/// A queue definition as Warren stored it before [`QueueDef::replicas`] existed.
-#[derive(Deserialize)]
-struct QueueDefV1 {
-    name: String,
-    id: u64,
-    node: String,
-    durable: bool,
-    owner: Option<ChannelId>,
-    auto_delete: bool,
-    arguments: FieldTable,
-}
-
 impl QueueDef {
-    /// A stored definition, in this version's form or the one before.
+    /// The definition as the node's queue table stores it: the serde form, then its
+    /// replicas.
+    pub fn encode_stored(&self) -> Result<Vec<u8>, warren_storage::codec::EncodeError> {
+        warren_storage::codec::encode(&(self, &self.replicas))
+    }
+
+    /// A stored definition: [`encode_stored`](Self::encode_stored)'s form, or the
+    /// serde form alone (written before replicas existed).
     pub fn decode_stored(bytes: &[u8]) -> Result<QueueDef, warren_storage::codec::DecodeError> {
-        warren_storage::codec::decode::<QueueDef>(bytes).or_else(|e| {
-            let v1 = warren_storage::codec::decode::<QueueDefV1>(bytes).map_err(|_| e)?;
-            Ok(QueueDef {
-                name: v1.name,
-                id: v1.id,
-                node: v1.node,
-                durable: v1.durable,
-                owner: v1.owner,
-                auto_delete: v1.auto_delete,
-                arguments: v1.arguments,
-                replicas: Vec::new(),
-            })
-        })
+        match warren_storage::codec::decode::<(QueueDef, Vec<String>)>(bytes) {
+            Ok((def, replicas)) => Ok(QueueDef { replicas, ..def }),
+            Err(e) => warren_storage::codec::decode::<QueueDef>(bytes).map_err(|_| e),
+        }
     }
 
     /// The queue's type (`x-queue-type`; classic when absent).
@@ -116,9 +105,11 @@ mod tests {
         let def = QueueDef::decode_stored(&bytes).unwrap();
         assert_eq!((def.name.as_str(), def.id, def.durable), ("q", 7, true));
         assert!(def.replicas.is_empty());
+        // The serde form is still the old one.
+        assert_eq!(warren_storage::codec::encode(&def).unwrap(), bytes);
         let mut new = def.clone();
         new.replicas = vec!["n1".into(), "n2".into()];
-        let bytes = warren_storage::codec::encode(&new).unwrap();
+        let bytes = new.encode_stored().unwrap();
         assert_eq!(QueueDef::decode_stored(&bytes).unwrap(), new);
     }
 }

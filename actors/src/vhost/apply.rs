@@ -15,6 +15,10 @@ use crate::error::BrokerError;
 use crate::exchange::{Binding, Change, ExchangeDef};
 use crate::queue::QueueDef;
 
+/// How long applying a queue's deletion waits for the queue to drop what it holds
+/// here (stored messages it left behind go at the node's next start).
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl VHost {
     /// Applies a committed change of this vhost's exchanges, queues or bindings.
     pub async fn apply(&self, change: VhostChange) -> Result<(), BrokerError> {
@@ -137,7 +141,7 @@ impl VHost {
         self.persist(vec![Op::PutMeta {
             table: MetaTable::Queues,
             key: key(&self.inner.name, &def.name),
-            value: warren_storage::codec::encode(&def).map_err(BrokerError::storage)?,
+            value: def.encode_stored().map_err(BrokerError::storage)?,
         }])
         .await?;
         let name = def.name.clone();
@@ -178,8 +182,18 @@ impl VHost {
         if let Some(queue) = &hosted {
             // Deleted through another node, or cleaned up: drop messages and
             // consumers here (a queue already deleted answers at once).
-            if let Err(e) = queue.delete(false, false).await {
-                tracing::warn!(queue = %name, "queue did not delete its messages: {e}");
+            // Bounded: the metadata log is applied in order, and waits for nothing that
+            // may not come.
+            match tokio::time::timeout(DELETE_WAIT, queue.delete(false, false)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(queue = %name, "queue did not delete its messages: {e}")
+                }
+                Err(_) => tracing::warn!(
+                    queue = %name,
+                    "queue did not answer its deletion within {} s; removed anyway",
+                    DELETE_WAIT.as_secs()
+                ),
             }
         }
         let registered = self.unregister(name);

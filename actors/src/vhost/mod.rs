@@ -212,7 +212,7 @@ impl VHost {
             .map(|x| x.name.clone())
             .collect();
         for def in queues {
-            if vhost.is_home(&def) && def.dies_with_node() {
+            if vhost.runs_here(&def) && def.dies_with_node() {
                 vhost.stale().queues.push(def);
                 continue;
             }

@@ -39,7 +39,7 @@ pub struct QueueSummary {
     pub stats: QueueStats,
     /// How often its actor was restarted.
     pub restarts: u64,
-    /// The node its actor runs on.
+    /// The node its actor runs on (a replicated queue's: where it is served now).
     pub node: String,
 }
 
@@ -52,9 +52,13 @@ impl VHost {
         self.inner.queues.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this node runs the queue `def`.
-    pub(super) fn is_home(&self, def: &QueueDef) -> bool {
-        def.node == self.inner.placement.node
+    /// Whether this node runs the queue `def` (its home, or a replica of it).
+    pub fn runs_here(&self, def: &QueueDef) -> bool {
+        let node = &self.inner.placement.node;
+        match self.inner.placement.queue_types.of(def, &self.inner.name) {
+            Ok(queue_type) => queue_type.runs_here(def, node),
+            Err(_) => def.node == *node,
+        }
     }
 
     /// What a queue type needs to run one of this vhost's queues here.
@@ -65,6 +69,7 @@ impl VHost {
             store: self.inner.store.clone(),
             memory: self.inner.placement.queue_memory.clone(),
             dead_letters: Arc::new(VhostDeadLetters::new(&self.inner)),
+            remote: self.inner.placement.remote.clone(),
             delete_self: Arc::new(move |queue: Arc<str>| {
                 let Some(inner) = vhost.upgrade() else { return };
                 let vhost = VHost { inner };
@@ -80,7 +85,7 @@ impl VHost {
     /// The queue `def` through the seam: run by its type if it lives here, reached on
     /// its node otherwise.
     pub(super) fn open(&self, def: &QueueDef) -> Result<Registered, BrokerError> {
-        if self.is_home(def) {
+        if self.runs_here(def) {
             let queue_type = self.inner.placement.queue_types.of(def, &self.inner.name)?;
             let hosted = queue_type.host(def, &self.host_env())?;
             return Ok(Registered {
@@ -94,16 +99,9 @@ impl VHost {
                 def.name, def.node
             ))
         })?;
-        // A replica of a replicated queue runs here too.
-        let child = if def.replicas.iter().any(|r| r == self.node()) {
-            let queue_type = self.inner.placement.queue_types.of(def, &self.inner.name)?;
-            queue_type.replica(def, &self.host_env())?
-        } else {
-            None
-        };
         Ok(Registered {
             queue: remote.queue(&self.inner.name, def),
-            child,
+            child: None,
         })
     }
 
@@ -264,7 +262,7 @@ impl VHost {
                     arguments: def.arguments.clone(),
                     stats: status.stats,
                     restarts: status.restarts,
-                    node: def.node.clone(),
+                    node: q.serving_node().unwrap_or_else(|| def.node.clone()),
                 }
             })
             .collect()

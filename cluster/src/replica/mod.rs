@@ -137,6 +137,15 @@ pub struct ReplicaStats {
     pub casts: u64,
 }
 
+/// Raft messages for a group not opened here: since when, and each with its sender.
+type Early = (Instant, Vec<(String, Vec<u8>)>);
+
+/// How long messages for a group not opened here are kept.
+const EARLY_KEPT: Duration = Duration::from_secs(2);
+/// At most so many such messages per group, and groups.
+const EARLY_MESSAGES: usize = 32;
+const EARLY_GROUPS: usize = 4096;
+
 /// Every so many ticks, while groups are quiet, the replica asks the member list which
 /// nodes are down: a quiet follower whose leader's node is down campaigns.
 const DOWN_CHECK_TICKS: u64 = 3;
@@ -261,6 +270,10 @@ pub struct ReplicaState {
     outbox: Outbox,
     /// Big messages being received.
     assembly: Assembly,
+    /// Raft messages for groups not opened here yet (a new queue's first election
+    /// reaches a node before it has applied the queue's declaration), stepped when
+    /// the group opens; dropped after [`EARLY_KEPT`].
+    early: HashMap<GroupId, Early>,
     ticks: u64,
     /// Asking the member list which nodes are down.
     checking_down: bool,
@@ -417,6 +430,7 @@ impl Actor for Replica {
             dirty: BTreeSet::new(),
             outbox: Outbox::default(),
             assembly: Assembly::default(),
+            early: HashMap::new(),
             ticks: 0,
             checking_down: false,
             started: Instant::now(),
@@ -532,6 +546,8 @@ impl ReplicaState {
                 if !self.meta.joined() {
                     self.discover(myself);
                 }
+                self.early
+                    .retain(|_, (since, _)| now.duration_since(*since) < EARLY_KEPT);
             }
             LocalReplica::Down(down) => {
                 self.checking_down = false;
@@ -541,6 +557,7 @@ impl ReplicaState {
                         continue;
                     }
                     if down.contains(&hosted.name_of(leader)) {
+                        tracing::debug!(group = %hosted.label, "the leader's node is down: this replica campaigns");
                         hosted.leader_lost();
                         self.dirty.insert(*id);
                     }
@@ -668,9 +685,20 @@ impl ReplicaState {
     fn step(&mut self, sender: &str, group: GroupId, bytes: &[u8]) {
         match self.hosted_mut(group) {
             Some(hosted) => hosted.step(sender, bytes),
-            // Not opened here yet (its owner has not applied its creation), or
-            // closed: the sender tries again.
-            None => tracing::trace!(group, "a raft message for a group this node does not run"),
+            // Not opened here yet (its owner has not applied its creation): kept a
+            // moment; or closed: the sender tries again.
+            None => {
+                if self.early.len() >= EARLY_GROUPS && !self.early.contains_key(&group) {
+                    return;
+                }
+                let (_, messages) = self
+                    .early
+                    .entry(group)
+                    .or_insert_with(|| (Instant::now(), Vec::new()));
+                if messages.len() < EARLY_MESSAGES {
+                    messages.push((sender.to_string(), bytes.to_vec()));
+                }
+            }
         }
     }
 
@@ -823,8 +851,16 @@ impl ReplicaState {
             apply_tx,
         );
         hosted.may_quiesce = true;
-        if hosted.conf_state().voters == [id] {
+        // The only voter need not wait out an election timeout; nor does a new
+        // group's first member (its owner: it most likely leads, and at once).
+        if hosted.conf_state().voters == [id] || (fresh && spec.members.first() == Some(&self.name))
+        {
             let _ = hosted.group.node.campaign();
+        }
+        if let Some((_, early)) = self.early.remove(&spec.group) {
+            for (sender, bytes) in early {
+                hosted.step(&sender, &bytes);
+            }
         }
         self.groups.insert(spec.group, hosted);
         self.dirty.insert(spec.group);

@@ -8,11 +8,12 @@
 //!   over in step order; a message's write is the append that carries its enqueue,
 //!   answered (`Command::Stored`, then its confirm) once the log has committed it;
 //! - bodies not in memory are read back from the log ([`QueueLog::bodies`]);
-//! - an append that fails (no majority, another leader) fails the actor, and a
-//!   leader that stops tells its consumers (consumer cancel notification): the queue
-//!   type starts a leader again where the log's group is led, from the log, and the
-//!   consumers consume again there; a new leader starts with every channel of the
-//!   last one closed (what they held is redelivered).
+//! - an append that fails (no majority within the bound, another leader started)
+//!   ends this state: its publishers get no confirm, its consumers a consumer cancel
+//!   notification, and the queue leads again from its log ([`QueueLog::lead`]), or
+//!   stops if another node serves it now;
+//! - a new leader starts with every channel of the last one closed (what they held
+//!   is redelivered).
 
 use crate::error::BrokerError;
 use crate::message::SharedMessage;

@@ -149,9 +149,20 @@ pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
     let (ch, mut events) = channel(&connection).await?;
     for queue in args.queue_names() {
         let what = format!("queue.declare {queue}");
-        let arguments = QueueDeclareArguments::new(&queue)
+        let mut arguments = QueueDeclareArguments::new(&queue)
             .durable(args.persistent)
             .finish();
+        if let Some(kind) = &args.queue_type {
+            let mut table = amqprs::FieldTable::new();
+            let (key, value) = ("x-queue-type".try_into(), kind.clone().try_into());
+            match (key, value) {
+                (Ok(key), Ok(value)) => {
+                    table.insert(key, amqprs::FieldValue::S(value));
+                }
+                _ => return Err(format!("--queue-type {kind}: not a valid queue type")),
+            }
+            arguments.arguments(table);
+        }
         let declared = within(&what, async {
             ch.queue_declare(arguments).await.map_err(e(&what))
         })

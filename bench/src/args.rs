@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Persistent messages on a durable queue.
     #[arg(long)]
     pub persistent: bool,
+    /// The queues' type, declared as `x-queue-type` (`quorum`: a durable queue
+    /// replicated by a Raft group; needs --persistent). AMQP (--amqp) only.
+    #[arg(long, value_name = "TYPE")]
+    pub queue_type: Option<String>,
     /// Wait for confirms (at most --window unconfirmed per publisher).
     #[arg(long)]
     pub confirm: bool,

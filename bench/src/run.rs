@@ -76,6 +76,12 @@ fn check(args: &BenchArgs) -> Result<(), String> {
     if args.queue.is_empty() || args.queue.len() > 200 {
         return Err("--queue must be 1 to 200 bytes (AMQP names are at most 255)".into());
     }
+    if args.queue_type.is_some() && (args.amqp.is_none() || args.raw_frames) {
+        return Err(
+            "--queue-type is for --amqp through amqprs (not the client handle or --raw-frames)"
+                .into(),
+        );
+    }
     if args.amqp.is_some() && args.consume_node.is_some() {
         return Err("--consume-node is for the client handle, not --amqp".into());
     }

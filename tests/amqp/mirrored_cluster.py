@@ -35,6 +35,16 @@ def confirming(port):
     return conn, ch
 
 
+def take_all(ch, queue):
+    """Every message ready in `queue` now, by basic.get: their bodies, in order."""
+    bodies = []
+    while True:
+        method, _, body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            return bodies
+        bodies.append(body)
+
+
 def persistent():
     return pika.BasicProperties(delivery_mode=2)
 
@@ -99,12 +109,7 @@ elif PHASE == "recovered":
         assert time.monotonic() < deadline, "mq never came back"
         conn.process_data_events(time_limit=0.2)
     ch.basic_publish("", "mq", b"after")
-    bodies = []
-    while True:
-        method, _, body = ch.basic_get("mq", auto_ack=True)
-        if method is None:
-            break
-        bodies.append(body)
+    bodies = take_all(ch, "mq")
     # Every confirmed message, in order; the unconfirmed one may or may not be there.
     expected = [b"m%d" % j for j in range(10, 500)]
     kept = [b for b in bodies if b != b"lonely"]
@@ -136,12 +141,7 @@ elif PHASE == "failover":
         assert time.monotonic() - started < 60, "no leader serves mq after 60 s"
         conn.process_data_events(time_limit=0.05)  # retry pacing, not a wait for a result
     print("first confirm through a survivor %.2f s after the kill" % (time.monotonic() - started))
-    bodies = []
-    while True:
-        method, _, body = ch.basic_get("mq", auto_ack=True)
-        if method is None:
-            break
-        bodies.append(body)
+    bodies = take_all(ch, "mq")
     expected = [b"f%d" % j for j in range(1000)]
     kept = [b for b in bodies if b != b"after failover"]
     assert kept == expected, (len(kept), kept[:3], kept[-3:])

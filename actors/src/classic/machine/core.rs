@@ -34,8 +34,8 @@ use super::seqmap::SeqMap;
 
 /// The version of the core's ops and their meaning. A log of ops written by a Warren
 /// whose version is at most this one replays here; one written by a newer one is
-/// refused (see `Core::replay`).
-pub const MACHINE_VERSION: u32 = 1;
+/// refused (see `Core::replay`). Version 2 added [`Op::Continue`].
+pub const MACHINE_VERSION: u32 = 2;
 
 /// One replicated command: what a replicated queue would append to its log (with the
 /// time it was taken at). The local part makes them from the shell's commands, adding
@@ -129,6 +129,13 @@ pub enum Op {
     Lost {
         /// The messages whose bodies storage does not have.
         seqs: Vec<Seq>,
+    },
+    /// Seqs continue from `from` at least (a replicated queue's new leader: its
+    /// predecessor may have handed out seqs it never committed, which channels may
+    /// still settle). Since version 2.
+    Continue {
+        /// The next seq, at least.
+        from: Seq,
     },
 }
 
@@ -569,6 +576,10 @@ impl Core {
                 Reply::Ok
             }
             Op::Tick => Reply::Ok,
+            Op::Continue { from } => {
+                self.continue_from(from);
+                Reply::Ok
+            }
             Op::Sent { seqs } => {
                 for seq in seqs {
                     let no_ack = self
@@ -1013,6 +1024,8 @@ impl Core {
             ));
         }
         let mut core = Core::new(config, declared);
+        // The ops mean what they meant in their version (as an image's do).
+        core.version = version;
         let mut out = Vec::new();
         for (op, now) in log {
             // A refused op changed nothing when it was first applied either.

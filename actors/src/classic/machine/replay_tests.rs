@@ -139,7 +139,9 @@ fn replay((version, ops): Log) -> Result<Core, String> {
 
 #[test]
 fn the_golden_log_of_version_1_replays_to_its_core() {
-    let log: Log = (MACHINE_VERSION, scenario());
+    // (Written by version 1; version 2 only added an op, so the scenario encodes the
+    // same.)
+    let log: Log = (1, scenario());
     let bytes = encode(&log);
     let core = replay(log).unwrap();
     core.check_invariants().unwrap();
@@ -170,7 +172,10 @@ fn the_golden_log_of_version_1_replays_to_its_core() {
 #[test]
 fn a_log_from_a_newer_machine_is_refused() {
     let e = replay((MACHINE_VERSION + 1, scenario())).unwrap_err();
-    assert!(e.contains("machine version 2"), "{e}");
+    assert!(
+        e.contains(&format!("machine version {}", MACHINE_VERSION + 1)),
+        "{e}"
+    );
 }
 
 #[test]

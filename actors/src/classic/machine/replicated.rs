@@ -127,6 +127,11 @@ impl ReplicatedQueue {
     }
 }
 
+/// How far a new leader's seqs jump past the last committed one: more than a leader
+/// can hand out before its appends fail (2^32 messages; a u64 has room for 2^32
+/// leader changes).
+const SEQS_SKIPPED: Seq = 1 << 32;
+
 impl QueueState {
     /// The state a new leader serves from, at `now`: the replica's core, every
     /// channel of the leader before closed (its consumers are gone with it, and what
@@ -150,6 +155,12 @@ impl QueueState {
             let _ = core.apply(op, now, &mut outs);
             outs.clear();
         }
+        // Past every seq the leader before may have handed out without committing it.
+        let skip = Op::Continue {
+            from: core.next_seq().saturating_add(SEQS_SKIPPED),
+        };
+        state.logged_push(skip.clone(), now);
+        let _ = core.apply(skip, now, &mut outs);
         let mut leaving = Vec::new();
         for (seq, record) in core.records_by_seq() {
             let held = match record.place {
@@ -273,8 +284,10 @@ mod tests {
         let first = next.take_logged();
         assert!(matches!(
             first.as_slice(),
-            [(Op::ChannelDown { channel: 7, .. }, _)]
+            [(Op::ChannelDown { channel: 7, .. }, _), (Op::Continue { from }, _)]
+                if *from == 21 + SEQS_SKIPPED
         ));
+        assert_eq!(next.next_seq(), 21 + SEQS_SKIPPED);
         for (op, at) in first {
             replica.apply(op, at);
         }

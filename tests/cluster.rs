@@ -529,7 +529,8 @@ fn mirrored_queues_replicate_fail_over_and_lose_nothing_confirmed() {
     }
     c.nodes[1].kill();
     c.nodes[2].kill();
-    run_python(&c, "mirrored_cluster", &["minority"]);
+    let out = run_python(&c, "mirrored_cluster", &["minority"]);
+    eprintln!("{}", out.trim_end());
     c.nodes[1] = member(dir.path(), c.ports, 1);
     run_python(&c, "mirrored_cluster", &["recovered"]);
 

@@ -92,6 +92,7 @@ elif PHASE == "minority":
         pass
     elapsed = time.monotonic() - started
     assert elapsed < 30, "the nack took %.1f s" % elapsed
+    print("nacked without a majority after %.2f s" % elapsed)
     conn.close()
 
 elif PHASE == "recovered":

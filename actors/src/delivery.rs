@@ -40,6 +40,10 @@ pub enum QueueEvent {
         tag: Arc<str>,
         /// Why, in words the client handle passes on to its consumer.
         reason: String,
+        /// The queue goes on, served elsewhere (its leader stopped, or the node that
+        /// served it went away): a handle that can reach it there consumes again
+        /// instead of passing this on. A deleted queue's cancel is not resumable.
+        resumable: bool,
     },
     /// Messages that entered a queue this channel traces (the shell's `trace`).
     Traced(Vec<TracedMessage>),

@@ -233,6 +233,7 @@ impl EndpointState {
                     no_ack,
                     exclusive,
                     priority,
+                    origin: Some(address.from.as_str().into()),
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }

@@ -203,6 +203,8 @@ pub enum RemoteEvent {
         tag: String,
         /// Why, for the consumer.
         reason: String,
+        /// The queue goes on, served elsewhere (see [`QueueEvent::ConsumerCancelled`]).
+        resumable: bool,
     },
 }
 
@@ -214,9 +216,14 @@ impl RemoteEvent {
             QueueEvent::Deliver(ds) => Some(RemoteEvent::Deliver(
                 ds.iter().map(RemoteDelivery::of).collect(),
             )),
-            QueueEvent::ConsumerCancelled { tag, reason } => Some(RemoteEvent::ConsumerCancelled {
+            QueueEvent::ConsumerCancelled {
+                tag,
+                reason,
+                resumable,
+            } => Some(RemoteEvent::ConsumerCancelled {
                 tag: tag.to_string(),
                 reason: reason.clone(),
+                resumable: *resumable,
             }),
             QueueEvent::Traced(_) => None,
         }
@@ -230,9 +237,14 @@ impl RemoteEvent {
                     .map(|d| d.into_delivery(queue.clone()))
                     .collect(),
             ),
-            RemoteEvent::ConsumerCancelled { tag, reason } => QueueEvent::ConsumerCancelled {
+            RemoteEvent::ConsumerCancelled {
+                tag,
+                reason,
+                resumable,
+            } => QueueEvent::ConsumerCancelled {
                 tag: tag.into(),
                 reason,
+                resumable,
             },
         }
     }

@@ -168,6 +168,8 @@ impl RemoteQueues {
                         "home node '{node}' of queue '{}' in vhost '{}' went down",
                         key.queue, key.vhost
                     ),
+                    // A mirrored queue goes on on another node.
+                    resumable: true,
                 });
             }
         }

@@ -28,5 +28,8 @@ mod machine;
 mod member;
 mod queue_type;
 
+#[cfg(test)]
+mod conformance_tests;
+
 pub use machine::MirrorCommand;
 pub use queue_type::{group_of, Mirrored, DEFAULT_GROUP_SIZE, GROUP_SIZE_ARG};

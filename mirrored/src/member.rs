@@ -5,7 +5,7 @@
 //! the node that leads the group in Raft (elected among the others: pre-vote,
 //! check-quorum) takes over, from its copy.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use warren_cluster::members::Health;
@@ -16,6 +16,9 @@ use crate::log::Group;
 
 /// How often a replica looks at who leads its group.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// How soon a leader that failed is started again, at the most.
+const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether this node's member list holds node `node` down.
 pub(crate) async fn down(me: &str, node: &str) -> bool {
@@ -44,12 +47,16 @@ pub(crate) struct MemberState {
     args: MemberArgs,
     /// The leader, while it runs here.
     running: Option<ActorCell>,
+    /// When the leader last failed.
+    failed_at: Option<Instant>,
 }
 
 /// What a replica's actor is told.
 pub(crate) enum MemberMsg {
     /// Time to look at who leads the group.
     Check,
+    /// Start the leader that failed, unless it runs again.
+    Restart,
 }
 
 impl Actor for Member {
@@ -65,6 +72,7 @@ impl Actor for Member {
         let mut state = MemberState {
             args,
             running: None,
+            failed_at: None,
         };
         // A queue just declared (the replica runs, the group's log is empty): where it
         // was declared, its leader runs before the declaration is answered, so that
@@ -92,10 +100,13 @@ impl Actor for Member {
     async fn handle(
         &self,
         myself: ActorRef<MemberMsg>,
-        MemberMsg::Check: MemberMsg,
+        message: MemberMsg,
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
-        state.check(&myself).await
+        match message {
+            MemberMsg::Check => state.check(&myself).await,
+            MemberMsg::Restart => state.restart(&myself).await,
+        }
     }
 
     async fn post_stop(
@@ -113,25 +124,50 @@ impl Actor for Member {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<MemberMsg>,
+        myself: ActorRef<MemberMsg>,
         event: SupervisionEvent,
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
-        // The leader stopped (another leader started, or it failed): the next check
-        // starts it again if this node serves.
-        let ended = match &event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => Some(cell.get_id()),
-            SupervisionEvent::ActorFailed(cell, _) => Some(cell.get_id()),
-            _ => None,
+        // The leader stopped (another leader started): the next check starts it again
+        // if this node serves. It failed: started again at once, to lead again or to
+        // tell its consumers that the queue is served elsewhere (a failed actor told
+        // nobody; its next incarnation does).
+        let (ended, failed) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => (Some(cell.get_id()), false),
+            SupervisionEvent::ActorFailed(cell, e) => {
+                tracing::warn!(group = %state.args.group.spec.label, "the queue's leader failed: {e}");
+                (Some(cell.get_id()), true)
+            }
+            _ => (None, false),
         };
         if ended.is_some() && state.running.as_ref().map(|c| c.get_id()) == ended {
             state.running = None;
+            if failed {
+                // (One that keeps failing is started once a second, not in a loop.)
+                let recently = state.failed_at.is_some_and(|t| t.elapsed() < RESTART_EVERY);
+                state.failed_at = Some(Instant::now());
+                if recently {
+                    myself.send_after(RESTART_EVERY, || MemberMsg::Restart);
+                } else {
+                    state.restart(&myself).await?;
+                }
+            }
         }
         Ok(())
     }
 }
 
 impl MemberState {
+    /// Starts the leader that failed (unless it runs again): it leads again, or tells
+    /// the consumers of the one that failed that the queue is served elsewhere.
+    async fn restart(&mut self, myself: &ActorRef<MemberMsg>) -> Result<(), ActorProcessingErr> {
+        if self.running.is_none() {
+            let cell = (self.args.leader.start)(myself.get_cell()).await?;
+            self.running = Some(cell);
+        }
+        Ok(())
+    }
+
     /// Starts the queue's leader here if this node is to serve it, stops it if another
     /// node has taken over.
     async fn check(&mut self, myself: &ActorRef<MemberMsg>) -> Result<(), ActorProcessingErr> {

@@ -13,7 +13,7 @@ use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
 
-use crate::handle::MirroredQueue;
+use crate::handle::{MirroredQueue, Route};
 use crate::log::{Group, RaftLog};
 use crate::machine::{Mirrors, Serving};
 use crate::member;
@@ -79,7 +79,7 @@ impl Mirrored {
         Ok(config)
     }
 
-    fn group(&self, def: &QueueDef, vhost: &str) -> Result<Group, BrokerError> {
+    pub(crate) fn group(&self, def: &QueueDef, vhost: &str) -> Result<Group, BrokerError> {
         let config = Mirrored::config(def, vhost)?;
         let members = members(def);
         let label = format!("queue '{}' in vhost '{vhost}'", def.name);
@@ -187,14 +187,17 @@ impl QueueType for Mirrored {
         let log = RaftLog::new(group.clone());
         let leader = Classic::host_with(def, group.config.clone(), env, Some(Arc::new(log)));
         let queue = MirroredQueue {
-            def: def.clone(),
-            name: def.name.as_str().into(),
-            vhost: env.vhost.clone(),
-            me: self.replica.node.clone(),
-            local: leader.queue,
-            serving: group.serving.clone(),
-            remote: env.remote.clone(),
-            elsewhere: Default::default(),
+            route: Arc::new(Route {
+                def: def.clone(),
+                name: def.name.as_str().into(),
+                vhost: env.vhost.clone(),
+                me: self.replica.node.clone(),
+                local: leader.queue,
+                serving: group.serving.clone(),
+                remote: env.remote.clone(),
+                elsewhere: Default::default(),
+                attached: Default::default(),
+            }),
         };
         let name = if env.vhost == "/" {
             format!("mirror:/{}", def.name)

@@ -281,6 +281,7 @@ impl SessionState {
                         no_ack,
                         exclusive,
                         priority: 0,
+                        origin: None,
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());
@@ -469,7 +470,7 @@ impl SessionState {
                 }
                 self.push(Push::Deliveries(out));
             }
-            QueueEvent::ConsumerCancelled { tag, reason } => {
+            QueueEvent::ConsumerCancelled { tag, reason, .. } => {
                 self.consumers.remove(&*tag);
                 self.push(Push::ConsumerCancelled {
                     tag: tag.to_string(),

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod raw_amqp;
 
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +33,109 @@ pub fn python_script(name: &str, args: &[String]) -> String {
         "tests/amqp/{name}.py failed\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}"
     );
     stdout.into_owned()
+}
+
+/// A `tests/amqp/<name>.py` run in the background, for a test that acts while the
+/// script runs (kills a node under a consumer, say); killed when dropped.
+pub struct PythonRun {
+    name: String,
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// What it printed so far.
+    printed: String,
+}
+
+impl PythonRun {
+    /// Starts `tests/amqp/<name>.py` with `args`.
+    pub fn start(name: &str, args: &[String]) -> PythonRun {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/amqp")
+            .join(format!("{name}.py"));
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (./scripts/test installs pika)");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        PythonRun {
+            name: name.to_string(),
+            child,
+            stdout,
+            printed: String::new(),
+        }
+    }
+
+    /// Reads what the script prints until a line that starts with `prefix`; fails
+    /// with its output if it ends first.
+    pub fn until_line(&mut self, prefix: &str) -> String {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            let read = self.stdout.read_line(&mut line).unwrap_or(0);
+            self.printed.push_str(&line);
+            if read == 0 {
+                let rest = self.finish_output();
+                panic!(
+                    "tests/amqp/{}.py ended before printing {prefix:?}\n{rest}",
+                    self.name
+                );
+            }
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Writes `line` to the script's standard input.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        writeln!(stdin, "{line}").expect("the script reads its input");
+        stdin.flush().expect("the script reads its input");
+    }
+
+    /// Waits for the script to end; fails with its output unless it prints "ok" last
+    /// and exits 0. Returns what it printed.
+    pub fn finish(mut self) -> String {
+        use std::io::Read;
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        self.printed.push_str(&rest);
+        let status = self.child.wait().expect("the script ends");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(
+            status.success() && self.printed.trim_end().ends_with("ok"),
+            "tests/amqp/{}.py failed\n--- stdout:\n{}\n--- stderr:\n{stderr}",
+            self.name,
+            self.printed
+        );
+        std::mem::take(&mut self.printed)
+    }
+
+    fn finish_output(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.wait();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        format!("--- stdout:\n{}\n--- stderr:\n{stderr}", self.printed)
+    }
+}
+
+impl Drop for PythonRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A `warren node` child process; killed when dropped, so no test leaves one behind.
@@ -180,7 +284,9 @@ impl NodeProcess {
             None => Command::new(binary),
         };
         let child = command
-            .args(["node", "--log", "warn"])
+            // WARREN_TEST_LOG sets the nodes' log filter (`warn` when unset).
+            .args(["node", "--log"])
+            .arg(std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)

@@ -282,9 +282,22 @@ impl Actor for QueueActor {
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(log) = shell.log.clone() {
-            // (Consumers attach again by themselves: a leader that stopped told them.)
-            shell.state = log.lead(now_ms()).await?;
-            shell.led = 1;
+            // The consumers of an incarnation that failed (nobody told them) attach
+            // again once this one leads; those of one that stopped were told, and
+            // consume again by themselves.
+            match log.lead(now_ms()).await {
+                Ok(state) => {
+                    shell.state = state;
+                    shell.led = 1;
+                    shell.attach_journal();
+                }
+                Err(e) => {
+                    // Served elsewhere now: they consume again there.
+                    shell.cancel_journal(&format!("{e}; consume again"));
+                    myself.stop(Some(format!("not leading: {e}")));
+                    return Ok(());
+                }
+            }
         }
         shell.after_step(&myself);
         Ok(())
@@ -297,7 +310,10 @@ impl Actor for QueueActor {
     ) -> Result<(), ActorProcessingErr> {
         if shell.log.is_some() {
             // Another leader takes over: the consumers consume again, from it.
-            shell.cancel_consumers("the queue's leader moved to another node; consume again");
+            shell.cancel_consumers(
+                "the queue's leader moved to another node; consume again",
+                true,
+            );
         }
         // Whatever was gathered still goes to disk (a graceful stop loses nothing).
         if !shell.ops.is_empty() {
@@ -514,7 +530,7 @@ impl QueueShell {
             return Ok(());
         };
         tracing::warn!(queue = %self.shared.name, "cannot log what the queue does ({why}); leading again from its log");
-        self.cancel_consumers("the queue's leader stopped; consume again");
+        self.cancel_consumers("the queue's leader stopped; consume again", true);
         let led = self.led + 1;
         let state = QueueState::new(self.shared.config.clone(), now_ms());
         *self = QueueShell::new(
@@ -709,7 +725,7 @@ impl QueueShell {
             self.durable_batch = true;
             self.flush(myself).await;
         }
-        self.cancel_consumers("the queue was deleted");
+        self.cancel_consumers("the queue was deleted", false);
         Ok(message_count)
     }
 
@@ -915,18 +931,33 @@ impl QueueShell {
     }
 
     /// Tells every consumer's channel that the queue ended it (AMQP
-    /// `consumer_cancel_notify`), and forgets them.
-    fn cancel_consumers(&mut self, reason: &str) {
+    /// `consumer_cancel_notify`; `resumable` if the queue goes on elsewhere), and
+    /// forgets them.
+    fn cancel_consumers(&mut self, reason: &str, resumable: bool) {
         self.shared.journal_forget(|_| true);
         for consumer in self.state.consumer_summaries() {
             if let Some(sink) = self.sinks.get(&consumer.channel) {
                 sink(QueueEvent::ConsumerCancelled {
                     tag: consumer.tag.as_str().into(),
                     reason: reason.to_string(),
+                    resumable,
                 });
             }
         }
         self.sinks.clear();
+    }
+
+    /// Tells the consumers of earlier incarnations, not attached to this one, that
+    /// the queue goes on elsewhere, and forgets them.
+    fn cancel_journal(&mut self, reason: &str) {
+        for c in self.shared.journal() {
+            (c.sink)(QueueEvent::ConsumerCancelled {
+                tag: c.tag.clone(),
+                reason: reason.to_string(),
+                resumable: true,
+            });
+        }
+        self.shared.journal_forget(|_| true);
     }
 
     /// After each message: send deliveries, route dead letters, schedule the flush and

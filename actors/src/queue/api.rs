@@ -145,6 +145,9 @@ pub struct ConsumeRequest {
     /// Its `x-priority`: consumers of a higher priority get messages first; those
     /// of a lower one only while the higher ones have no credit (0 when absent).
     pub priority: i32,
+    /// The consuming channel's node, when the request came through the cluster from
+    /// another node (`None` for a channel of this node).
+    pub origin: Option<Arc<str>>,
 }
 
 /// How a channel settles deliveries it holds.

@@ -38,6 +38,23 @@ pub trait Subject: Send + Sync {
     fn env(&self, vhost: &str, dead_letters: Arc<dyn DeadLetterRouter>) -> HostEnv;
     /// The node this test process plays.
     fn node(&self) -> &str;
+    /// Whether the type keeps every queue and message, transient or not, with their
+    /// delivery state (a mirrored queue writes everything to its log): its queues are
+    /// declared durable, a restart keeps the messages a transient queue would lose,
+    /// and marks redelivered only those that were delivered.
+    fn keeps_everything(&self) -> bool {
+        false
+    }
+    /// Places a new queue as its declaration through a vhost would (the type's
+    /// [`QueueType::place`] by default).
+    fn place<'a>(&'a self, def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.queue_type()
+                .place(def)
+                .await
+                .map_err(|e| format!("place: {e}"))
+        })
+    }
 }
 
 /// Runs every case; panics with the list of those that failed.
@@ -141,7 +158,7 @@ fn def(subject: &dyn Subject, name: &str, durable: bool, arguments: FieldTable) 
         name: name.to_string(),
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         node: subject.node().to_string(),
-        durable,
+        durable: durable || subject.keeps_everything(),
         owner: None,
         auto_delete: false,
         arguments,
@@ -157,9 +174,11 @@ async fn host(
     dead_letters: Arc<dyn DeadLetterRouter>,
 ) -> Result<Hosted, String> {
     let env = subject.env("/", dead_letters);
+    let mut def = def.clone();
+    subject.place(&mut def).await?;
     let hosted = subject
         .queue_type()
-        .host(def, &env)
+        .host(&def, &env)
         .map_err(|e| format!("host: {e}"))?;
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .with_intensity(10, Duration::from_secs(10))
@@ -278,6 +297,7 @@ impl Channel {
             no_ack: false,
             exclusive,
             priority: 0,
+            origin: None,
         }
     }
 
@@ -763,8 +783,16 @@ async fn crash_recovers(s: &dyn Subject) -> Result<(), String> {
     let got = ch.take(10).await?;
     let bodies: Vec<String> = got.iter().map(body).collect();
     let expected: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
-    if bodies != expected || !got.iter().all(|d| d.redelivered) {
+    if bodies != expected {
         return Err(format!("recovered {bodies:?}"));
+    }
+    // Never delivered: a type that keeps the delivery state knows it; one that
+    // rebuilds from storage cannot, and marks them all redelivered.
+    let marked = got.iter().filter(|d| d.redelivered).count();
+    if marked != if s.keeps_everything() { 0 } else { 10 } {
+        return Err(format!(
+            "{marked} of 10 recovered messages marked redelivered"
+        ));
     }
     Ok(())
 }
@@ -793,7 +821,9 @@ async fn settled_stats(queue: &QueueRef) -> Result<super::QueueStats, String> {
 }
 
 async fn stale_settlement(s: &dyn Subject) -> Result<(), String> {
-    // Nothing of a transient queue is stored: the next incarnation starts empty.
+    // Nothing of a transient queue is stored: the next incarnation starts empty (and
+    // its seqs may start again where the last ones did). A type that keeps everything
+    // hands the unacked message out again, redelivered, first.
     let h = plain(s, "stale").await?;
     let mut ch = Channel::new();
     ch.consume(&h.queue, "c", 0).await?;
@@ -802,29 +832,47 @@ async fn stale_settlement(s: &dyn Subject) -> Result<(), String> {
     restart(&h.queue).await?;
     // The consumer is still there for new messages.
     publish(&h.queue, vec![message("b"), message("c")]).await?;
-    let new = ch.take(2).await?;
+    let expected: &[&str] = if s.keeps_everything() {
+        &["a", "b", "c"]
+    } else {
+        &["b", "c"]
+    };
+    let new = ch.take(expected.len()).await?;
     let bodies: Vec<String> = new.iter().map(body).collect();
-    if bodies != ["b", "c"] {
+    if bodies != expected {
         return Err(format!("after the restart the consumer got {bodies:?}"));
     }
+    if s.keeps_everything() && !new[0].redelivered {
+        return Err("the message unacked before the restart comes back redelivered".into());
+    }
+    // A stale tag of a transient queue's message may name a new message: it settles
+    // nothing. One of a type that keeps everything names the same message,
+    // redelivered: it settles that one, and no other.
+    let stale = usize::from(s.keeps_everything());
+    let held = (expected.len() - stale) as u64;
     ch.settle(&h.queue, Settlement::Ack, &old);
     let st = settled_stats(&h.queue).await?;
-    if st.unacked != 2 {
+    if st.unacked != held {
         return Err(format!(
-            "the ack of a delivery from before the restart changed what is held: {} unacked, 2 expected",
+            "the ack of a delivery from before the restart: {} unacked, {held} expected",
             st.unacked
         ));
     }
     // Together with a current one: the current one is settled.
-    ch.settle(&h.queue, Settlement::Ack, &[old[0].clone(), new[0].clone()]);
+    ch.settle(
+        &h.queue,
+        Settlement::Ack,
+        &[old[0].clone(), new[stale].clone()],
+    );
     let st = settled_stats(&h.queue).await?;
-    if st.unacked != 1 {
+    if st.unacked != held - 1 {
         return Err(format!(
-            "an ack of a stale and a current delivery left {} unacked, 1 expected",
-            st.unacked
+            "an ack of a stale and a current delivery left {} unacked, {} expected",
+            st.unacked,
+            held - 1
         ));
     }
-    ch.settle(&h.queue, Settlement::Ack, &new[1..]);
+    ch.settle(&h.queue, Settlement::Ack, &new[stale + 1..]);
     until_stats(&h.queue, "everything acked", |st| {
         st.unacked == 0 && st.ready == 0
     })

@@ -274,6 +274,7 @@ impl AmqpChannel {
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     priority: consumer_priority(&c.arguments, &queue, vhost.name())?,
+                    origin: None,
                 };
                 if let Err(e) = handle.consume(request).await {
                     self.consumers.remove(&tag);

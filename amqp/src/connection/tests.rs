@@ -186,6 +186,7 @@ async fn events_of_a_closed_channel_do_not_reach_its_number_reopened() {
     old_sink(QueueEvent::ConsumerCancelled {
         tag: "ctag".into(),
         reason: "queue deleted".into(),
+        resumable: false,
     });
     conn.event(next_event(&mut rx).await);
     let leaked = sent(&mut conn);
@@ -239,6 +240,7 @@ async fn events_of_a_closed_channel_do_not_reach_its_number_reopened() {
     conn.channels[&1].sink()(QueueEvent::ConsumerCancelled {
         tag: "ctag".into(),
         reason: "queue deleted".into(),
+        resumable: false,
     });
     conn.event(next_event(&mut rx).await);
     let frames = sent(&mut conn);

@@ -30,15 +30,15 @@ impl MetadataApplier for NoMetadata {
 }
 
 /// A node of the test: its store and its replica.
-struct Node {
-    name: String,
+pub(crate) struct Node {
+    pub(crate) name: String,
     store: Store,
     replica: ActorRef<ReplicaMsg>,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
-    async fn start(name: &str) -> Node {
+    pub(crate) async fn start(name: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store.redb")).unwrap();
         let args = ReplicaArgs {
@@ -60,7 +60,7 @@ impl Node {
         }
     }
 
-    fn env(&self, vhost: &str, dead_letters: Arc<dyn DeadLetterRouter>) -> HostEnv {
+    pub(crate) fn env(&self, vhost: &str, dead_letters: Arc<dyn DeadLetterRouter>) -> HostEnv {
         HostEnv {
             vhost: vhost.to_string(),
             store: self.store.clone(),
@@ -71,7 +71,7 @@ impl Node {
         }
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         self.replica.stop(None);
         self.store.close();
     }

@@ -30,6 +30,11 @@ mod queue_type;
 
 #[cfg(test)]
 mod conformance_tests;
+#[cfg(test)]
+mod quorum_tests;
 
 pub use machine::MirrorCommand;
-pub use queue_type::{group_of, Mirrored, DEFAULT_GROUP_SIZE, GROUP_SIZE_ARG};
+pub use queue_type::{
+    group_of, Mirrored, DEAD_LETTER_STRATEGY_ARG, DEFAULT_DELIVERY_LIMIT, DEFAULT_GROUP_SIZE,
+    DELIVERY_LIMIT_ARG, GROUP_SIZE_ARG,
+};

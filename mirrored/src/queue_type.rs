@@ -25,6 +25,18 @@ pub const GROUP_SIZE_ARG: &str = "x-quorum-initial-group-size";
 /// has fewer nodes).
 pub const DEFAULT_GROUP_SIZE: usize = 3;
 
+/// The declare argument that bounds how often a message may be returned before it is
+/// dead-lettered (or dropped); `-1` for no bound.
+pub const DELIVERY_LIMIT_ARG: &str = "x-delivery-limit";
+
+/// Returns a message of a queue declared without [`DELIVERY_LIMIT_ARG`] may have (as
+/// RabbitMQ 4's quorum queues).
+pub const DEFAULT_DELIVERY_LIMIT: u64 = 20;
+
+/// `at-most-once` or `at-least-once` (RabbitMQ's); dead-lettering is at least once
+/// either way.
+pub const DEAD_LETTER_STRATEGY_ARG: &str = "x-dead-letter-strategy";
+
 /// The Raft group of queue `def` of `vhost`: one per declaration (a queue declared
 /// again under the same name is another group).
 pub fn group_of(vhost: &str, def: &QueueDef) -> GroupId {
@@ -51,7 +63,7 @@ impl Mirrored {
 
     /// The machine's configuration of a declaration: a classic queue's, every
     /// message written to the log.
-    fn config(def: &QueueDef, vhost: &str) -> Result<QueueConfig, BrokerError> {
+    pub(crate) fn config(def: &QueueDef, vhost: &str) -> Result<QueueConfig, BrokerError> {
         let refuse = |property: &str| {
             BrokerError::precondition_failed(format!(
                 "invalid property '{property}' for queue '{}' in vhost '{vhost}': a {} queue is durable, shared and kept when unused",
@@ -68,14 +80,40 @@ impl Mirrored {
         if def.auto_delete {
             return Err(refuse("auto-delete"));
         }
-        group_size(def).map_err(|why| {
+        let invalid = |arg: &str, why: &str| {
             BrokerError::precondition_failed(format!(
-                "invalid arg '{GROUP_SIZE_ARG}' for queue '{}' in vhost '{vhost}': {why}",
+                "invalid arg '{arg}' for queue '{}' in vhost '{vhost}': {why}",
                 def.name
             ))
-        })?;
-        let mut config = Classic::config(def, vhost)?;
+        };
+        group_size(def).map_err(|why| invalid(GROUP_SIZE_ARG, why))?;
+        // Every dead letter leaves only once its targets hold it (at least once), so
+        // both strategies are accepted and behave alike.
+        match def.arguments.get(DEAD_LETTER_STRATEGY_ARG) {
+            None => {}
+            Some(v) if matches!(v.as_str(), Some("at-most-once" | "at-least-once")) => {}
+            Some(_) => {
+                return Err(invalid(
+                    DEAD_LETTER_STRATEGY_ARG,
+                    "it must be 'at-most-once' or 'at-least-once'",
+                ))
+            }
+        }
+        // RabbitMQ's quorum queues: 20 returns by default, -1 for no limit.
+        let limit = def.arguments.get(DELIVERY_LIMIT_ARG);
+        let unlimited = limit.and_then(|v| v.as_i64()) == Some(-1);
+        let mut config = if unlimited {
+            let mut without = def.clone();
+            without.arguments.remove(DELIVERY_LIMIT_ARG);
+            Classic::config(&without, vhost)?
+        } else {
+            Classic::config(def, vhost)?
+        };
+        if limit.is_none() {
+            config.delivery_limit = Some(DEFAULT_DELIVERY_LIMIT);
+        }
         config.write_all = true;
+        config.delivery_count_header = true;
         Ok(config)
     }
 

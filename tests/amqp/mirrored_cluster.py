@@ -4,8 +4,8 @@ replicate: queues declared through one node are used at once through the others,
     without a pause between steps: publishes with confirms through a second node,
     counts and gets through the third, repeated for several queues. Queue "mq" is
     left with 490 confirmed messages m10..m499 for the later phases.
-minority:  run with the two other nodes killed: a publish through node 1 is not
-    confirmed (basic.nack), within a bound.
+minority:  run with the two other nodes killed: a consumer through node 1 gets
+    nothing, and a publish through it is not confirmed (basic.nack), within a bound.
 recovered: run with node 2 back (a majority again): every confirmed message is
     still in "mq", none lost; a new publish is confirmed; consuming takes them all,
     in order.
@@ -87,6 +87,14 @@ if PHASE == "replicate":
 
 elif PHASE == "minority":
     conn, ch = confirming(P1)
+    # Nothing is handed out without a majority: "mq" holds 490 messages, and a
+    # consumer through the node left alone gets none of them.
+    got = []
+    consumer = conn.channel()
+    consumer.basic_qos(prefetch_count=10)
+    consumer.basic_consume("mq", lambda c, m, p, b: got.append(b))
+    conn.process_data_events(time_limit=2)
+    assert got == [], "handed out without a majority: %r" % got[:3]
     started = time.monotonic()
     try:
         ch.basic_publish("", "mq", b"lonely")

@@ -33,7 +33,7 @@ use warren_storage::{Batch, Op, Store};
 
 use crate::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use crate::error::BrokerError;
-use crate::message::{Message, SharedMessage};
+use crate::message::{FieldValue, Message, SharedMessage};
 use crate::queue::{
     ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, DeadLetter, DeadLettered, Enqueue,
     EnqueueOutcome, Got, HostEnv, Settlement,
@@ -49,6 +49,10 @@ use super::replication::QueueLog;
 
 /// Where a call's answer goes.
 type Answer<T> = oneshot::Sender<Result<T, BrokerError>>;
+
+/// How long a replicated queue's requests wait for it to lead (a new queue's first
+/// lead, an election) before they are refused: publishes nacked, gets refused.
+const LEAD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Messages to a classic queue's actor (sent by its [`ClassicQueue`](super::ClassicQueue)
 /// handle, and by the actor itself).
@@ -113,6 +117,8 @@ pub(crate) enum QueueMsg {
     /// carried are done, the confirms held for it go.
     Committed {
         led: u64,
+        /// Which append of that time (they count from 1).
+        append: u64,
         stored: Vec<Seq>,
         confirmed: Vec<(ConfirmReply, Vec<EnqueueOutcome>)>,
     },
@@ -120,6 +126,16 @@ pub(crate) enum QueueMsg {
     LogFailed {
         led: u64,
         why: String,
+    },
+    /// Internal: a replicated queue has waited [`LEAD_PATIENCE`] to lead (time `led`).
+    LeadOverdue {
+        led: u64,
+    },
+    /// Internal: the log answered a `lead` (a replicated queue): the state to serve
+    /// from, or why this node does not serve the queue.
+    Led {
+        led: u64,
+        outcome: Result<Box<QueueState>, String>,
     },
 }
 
@@ -194,6 +210,28 @@ pub(crate) struct QueueShell {
     /// How often this actor started leading (a replicated queue): what the log
     /// answers for appends of an earlier time concerns a state that is gone.
     led: u64,
+    /// Appends made since this actor last started leading, and how many of them the
+    /// log has committed (it commits them in order).
+    appends: u64,
+    committed_appends: u64,
+    /// What a replicated queue hands out waits for the append that logs it: a leader
+    /// cut off from its replicas hands nothing out, and a new leader knows everything
+    /// a client got (its redelivered flag is exact). With the append it waits for.
+    held: VecDeque<(u64, Held)>,
+    /// `basic.get` answers of the current step (a replicated queue).
+    step_gets: Vec<(Answer<Option<Got>>, Got)>,
+    /// A replicated queue asked its log to lead and waits for the answer.
+    waiting_to_lead: bool,
+    /// Requests that came while it waits, served once it leads.
+    stash: Vec<QueueMsg>,
+    /// It has waited longer than [`LEAD_PATIENCE`]: requests are refused.
+    overdue: bool,
+}
+
+/// What a replicated queue's step hands out, held until its append is committed.
+enum Held {
+    Deliveries(ChannelId, Vec<QueueDelivery>),
+    Got(Answer<Option<Got>>, Got),
 }
 
 /// The name of message `index` of batch `batch` in its `Command::Enqueue`.
@@ -281,23 +319,12 @@ impl Actor for QueueActor {
         myself: ActorRef<Self::Msg>,
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(log) = shell.log.clone() {
+        if shell.log.is_some() {
             // The consumers of an incarnation that failed (nobody told them) attach
             // again once this one leads; those of one that stopped were told, and
             // consume again by themselves.
-            match log.lead(now_ms()).await {
-                Ok(state) => {
-                    shell.state = state;
-                    shell.led = 1;
-                    shell.attach_journal();
-                }
-                Err(e) => {
-                    // Served elsewhere now: they consume again there.
-                    shell.cancel_journal(&format!("{e}; consume again"));
-                    myself.stop(Some(format!("not leading: {e}")));
-                    return Ok(());
-                }
-            }
+            shell.start_leading(1);
+            return Ok(());
         }
         shell.after_step(&myself);
         Ok(())
@@ -309,11 +336,14 @@ impl Actor for QueueActor {
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if shell.log.is_some() {
-            // Another leader takes over: the consumers consume again, from it.
-            shell.cancel_consumers(
-                "the queue's leader moved to another node; consume again",
-                true,
-            );
+            // Another leader takes over: the consumers consume again, from it (those
+            // kept while waiting to lead too).
+            let why = "the queue's leader moved to another node; consume again";
+            if shell.waiting_to_lead {
+                shell.cancel_journal(why);
+            } else {
+                shell.cancel_consumers(why, true);
+            }
         }
         // Whatever was gathered still goes to disk (a graceful stop loses nothing).
         if !shell.ops.is_empty() {
@@ -332,25 +362,45 @@ impl Actor for QueueActor {
         message: Self::Msg,
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if !shell.waiting_to_lead {
+            return shell.serve(&myself, message).await;
+        }
+        if !shell.while_waiting(&myself, message)? {
+            return Ok(());
+        }
+        // Leading now: what waited is served, in the order it came.
+        for message in std::mem::take(&mut shell.stash) {
+            shell.serve(&myself, message).await?;
+        }
+        Ok(())
+    }
+}
+
+impl QueueShell {
+    /// Serves one message (the actor's `handle`, once the queue serves).
+    async fn serve(
+        &mut self,
+        myself: &ActorRef<QueueMsg>,
+        message: QueueMsg,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
-            QueueMsg::Enqueue(batch) => shell.enqueue(batch),
+            QueueMsg::Enqueue(batch) => self.enqueue(batch),
             QueueMsg::Consume { request, reply } => {
-                let result = shell.consume(request.clone());
+                let result = self.consume(request.clone());
                 if result.is_ok() {
-                    shell.shared.journal_consume(request);
+                    self.shared.journal_consume(request);
                 }
-                shell.answer(reply, result);
+                self.answer(reply, result);
             }
             QueueMsg::Cancel {
                 channel,
                 tag,
                 reply,
             } => {
-                shell
-                    .shared
+                self.shared
                     .journal_forget(|c| c.channel == channel && c.tag == tag);
-                let result = shell.apply(Command::Cancel { channel, tag }).map(drop);
-                shell.answer(reply, result);
+                let result = self.apply(Command::Cancel { channel, tag }).map(drop);
+                self.answer(reply, result);
             }
             QueueMsg::Settle {
                 channel,
@@ -360,7 +410,7 @@ impl Actor for QueueActor {
                 // The channel checked its delivery tags; one the queue no longer holds
                 // as unacked to it is from before a restart (the message went back to
                 // ready and is redelivered). The rest are settled.
-                seqs.retain(|&seq| shell.state.is_unacked_by(channel, seq));
+                seqs.retain(|&seq| self.state.is_unacked_by(channel, seq));
                 let command = match settlement {
                     Settlement::Ack => Command::Ack { channel, seqs },
                     Settlement::Requeue => Command::Reject {
@@ -374,8 +424,8 @@ impl Actor for QueueActor {
                         requeue: false,
                     },
                 };
-                if let Err(e) = shell.apply(command) {
-                    tracing::debug!(queue = %shell.shared.name, "settlement ignored: {e}");
+                if let Err(e) = self.apply(command) {
+                    tracing::debug!(queue = %self.shared.name, "settlement ignored: {e}");
                 }
             }
             QueueMsg::Get {
@@ -383,106 +433,109 @@ impl Actor for QueueActor {
                 no_ack,
                 reply,
             } => {
-                shell.gets.entry(channel).or_default().push_back(reply);
-                if let Err(e) = shell.apply(Command::Get { channel, no_ack }) {
-                    if let Some(reply) = shell.gets.get_mut(&channel).and_then(|q| q.pop_back()) {
-                        shell.answer(reply, Err(e));
+                self.gets.entry(channel).or_default().push_back(reply);
+                if let Err(e) = self.apply(Command::Get { channel, no_ack }) {
+                    if let Some(reply) = self.gets.get_mut(&channel).and_then(|q| q.pop_back()) {
+                        self.answer(reply, Err(e));
                     }
                 }
             }
             QueueMsg::ChannelDown { channel } => {
-                shell.shared.journal_forget(|c| c.channel == channel);
-                shell.sinks.remove(&channel);
+                self.shared.journal_forget(|c| c.channel == channel);
+                self.sinks.remove(&channel);
                 // Nobody is left to answer the channel's gets.
-                shell.gets.remove(&channel);
-                let _ = shell.apply(Command::ChannelDown { channel });
+                self.gets.remove(&channel);
+                let _ = self.apply(Command::ChannelDown { channel });
             }
             QueueMsg::Consumers { reply } => {
-                let _ = reply.send(Ok(shell.state.consumer_summaries()));
+                let _ = reply.send(Ok(self.state.consumer_summaries()));
             }
             QueueMsg::Purge { reply } => {
-                let result = shell.apply(Command::Purge).map(|r| match r {
+                let result = self.apply(Command::Purge).map(|r| match r {
                     Reply::Purged { count } => count,
                     _ => 0,
                 });
-                shell.answer(reply, result);
+                self.answer(reply, result);
             }
             QueueMsg::Delete {
                 if_unused,
                 if_empty,
                 reply,
             } => {
-                let result = shell.delete(if_unused, if_empty, &myself).await;
-                shell.answer(reply, result);
+                let result = self.delete(if_unused, if_empty, myself).await;
+                self.answer(reply, result);
             }
             QueueMsg::Touch => {
-                let _ = shell.apply(Command::Touch);
+                let _ = self.apply(Command::Touch);
             }
             QueueMsg::Redeclared { reply } => {
-                let result = shell.apply(Command::Touch).map(drop);
-                shell.answer(reply, result);
+                let result = self.apply(Command::Touch).map(drop);
+                self.answer(reply, result);
             }
             QueueMsg::Crash => {
-                return Err(format!("queue {} crashed on request", shell.shared.name).into());
+                return Err(format!("queue {} crashed on request", self.shared.name).into());
             }
             QueueMsg::Flush => {
-                shell.flush_scheduled = false;
-                shell.flush(&myself).await;
+                self.flush_scheduled = false;
+                self.flush(myself).await;
             }
             QueueMsg::Stored(seqs) => {
-                let _ = shell.apply(Command::Stored(seqs));
+                let _ = self.apply(Command::Stored(seqs));
             }
             QueueMsg::Loaded { found, missing } => {
                 if !missing.is_empty() {
-                    tracing::error!(queue = %shell.shared.name, "{} stored bodies are missing", missing.len());
-                    let _ = shell.apply(Command::BodiesMissing(missing));
+                    tracing::error!(queue = %self.shared.name, "{} stored bodies are missing", missing.len());
+                    let _ = self.apply(Command::BodiesMissing(missing));
                 }
                 if !found.is_empty() {
-                    let _ = shell.apply(Command::BodiesLoaded(found));
+                    let _ = self.apply(Command::BodiesLoaded(found));
                 }
             }
             QueueMsg::DeadLettered(outcome) => {
                 for seq in &outcome.done {
-                    shell.dead_letter_holders.remove(seq);
+                    self.dead_letter_holders.remove(seq);
                 }
                 for (seq, target) in outcome.held_by {
-                    shell
-                        .dead_letter_holders
+                    self.dead_letter_holders
                         .entry(seq)
                         .or_default()
                         .push(target);
                 }
-                let _ = shell.apply(Command::DeadLettered {
+                let _ = self.apply(Command::DeadLettered {
                     done: outcome.done,
                     refused: outcome.refused,
                 });
             }
             QueueMsg::Tick => {
-                shell.tick_at = None;
-                let _ = shell.apply(Command::Tick);
+                self.tick_at = None;
+                let _ = self.apply(Command::Tick);
             }
             QueueMsg::Committed {
                 led,
+                append,
                 stored,
                 confirmed,
             } => {
-                if led == shell.led && !stored.is_empty() {
-                    let _ = shell.apply(Command::Stored(stored));
+                if led == self.led {
+                    if !stored.is_empty() {
+                        let _ = self.apply(Command::Stored(stored));
+                    }
+                    self.committed_appends = self.committed_appends.max(append);
+                    self.release_held();
                 }
                 // Committed, whatever happened since.
-                shell.confirmed.extend(confirmed);
+                self.confirmed.extend(confirmed);
             }
-            QueueMsg::LogFailed { led, why } if led == shell.led => {
-                shell.lead_again(&why).await?;
+            QueueMsg::LogFailed { led, why } if led == self.led => {
+                self.lead_again(&why);
+                return Ok(());
             }
-            QueueMsg::LogFailed { .. } => {}
+            QueueMsg::LogFailed { .. } | QueueMsg::Led { .. } | QueueMsg::LeadOverdue { .. } => {}
         }
-        shell.after_step(&myself);
+        self.after_step(myself);
         Ok(())
     }
-}
 
-impl QueueShell {
     fn new(
         myself: ActorRef<QueueMsg>,
         shared: Arc<ClassicShared>,
@@ -517,18 +570,24 @@ impl QueueShell {
             appended: Vec::new(),
             hold_confirms: false,
             led: 0,
+            appends: 0,
+            committed_appends: 0,
+            held: VecDeque::new(),
+            step_gets: Vec::new(),
+            waiting_to_lead: false,
+            stash: Vec::new(),
+            overdue: false,
         }
     }
 
     /// An append failed (no majority within the bound, or another leader started):
     /// what was not committed is gone with this state (its publishers get no confirm,
-    /// its consumers are told), and the queue leads again from its log, unless
-    /// another node serves it now (then the actor stops). What comes in meanwhile
-    /// waits in the mailbox.
-    async fn lead_again(&mut self, why: &str) -> Result<(), ActorProcessingErr> {
-        let Some(log) = self.log.clone() else {
-            return Ok(());
-        };
+    /// its consumers are told, and consume again), and the queue leads again from its
+    /// log, unless another node serves it now (then the actor stops).
+    fn lead_again(&mut self, why: &str) {
+        if self.log.is_none() {
+            return;
+        }
         tracing::warn!(queue = %self.shared.name, "cannot log what the queue does ({why}); leading again from its log");
         self.cancel_consumers("the queue's leader stopped; consume again", true);
         let led = self.led + 1;
@@ -539,11 +598,136 @@ impl QueueShell {
             self.env.clone(),
             state,
             None,
-            Some(log.clone()),
+            self.log.clone(),
         );
-        self.state = log.lead(now_ms()).await?;
+        self.start_leading(led);
+    }
+
+    /// Asks the log to lead (time `led`) in a task of its own: until it answers
+    /// (`Led`), the actor serves nothing and answers at once (`while_waiting`), so a
+    /// queue without a majority of its replicas refuses publishes instead of leaving
+    /// them unanswered.
+    fn start_leading(&mut self, led: u64) {
+        let Some(log) = self.log.clone() else {
+            return;
+        };
         self.led = led;
-        Ok(())
+        self.waiting_to_lead = true;
+        self.overdue = false;
+        self.myself
+            .send_after(LEAD_PATIENCE, move || QueueMsg::LeadOverdue { led });
+        let me = self.myself.clone();
+        let lead = log.lead(now_ms());
+        tokio::spawn(async move {
+            let outcome = lead.await.map(Box::new).map_err(|e| e.to_string());
+            let _ = me.cast(QueueMsg::Led { led, outcome });
+        });
+    }
+
+    /// A replicated queue waiting to lead. Its answer starts serving (true: what
+    /// waited in the stash is served next) or stops the actor (another node serves).
+    /// Meanwhile requests wait in the stash for up to [`LEAD_PATIENCE`] (a new queue's
+    /// first lead, an election elsewhere); after that, and for what comes later, they
+    /// are answered at once as by a queue that cannot serve now: publishes nacked,
+    /// gets refused, consumers kept for when it leads.
+    fn while_waiting(
+        &mut self,
+        myself: &ActorRef<QueueMsg>,
+        message: QueueMsg,
+    ) -> Result<bool, ActorProcessingErr> {
+        match message {
+            QueueMsg::Led { led, outcome } if led == self.led => match outcome {
+                Ok(state) => {
+                    self.state = *state;
+                    self.waiting_to_lead = false;
+                    self.attach_journal();
+                    self.after_step(myself);
+                    return Ok(true);
+                }
+                Err(e) => {
+                    // Served elsewhere now: its consumers consume again there.
+                    for message in std::mem::take(&mut self.stash) {
+                        self.refuse(message);
+                    }
+                    self.cancel_journal(&format!("{e}; consume again"));
+                    myself.stop(Some(format!("not leading: {e}")));
+                }
+            },
+            QueueMsg::LeadOverdue { led } if led == self.led => {
+                self.overdue = true;
+                tracing::warn!(queue = %self.shared.name, "not leading after {LEAD_PATIENCE:?}: refusing publishes and gets until it leads");
+                for message in std::mem::take(&mut self.stash) {
+                    self.refuse(message);
+                }
+            }
+            QueueMsg::Crash => {
+                return Err(format!("queue {} crashed on request", self.shared.name).into());
+            }
+            // Of a state that is gone.
+            QueueMsg::Touch
+            | QueueMsg::Flush
+            | QueueMsg::Stored(_)
+            | QueueMsg::Loaded { .. }
+            | QueueMsg::DeadLettered(_)
+            | QueueMsg::Tick
+            | QueueMsg::Committed { .. }
+            | QueueMsg::LogFailed { .. }
+            | QueueMsg::LeadOverdue { .. }
+            | QueueMsg::Led { .. } => {}
+            request if self.overdue => self.refuse(request),
+            request => self.stash.push(request),
+        }
+        Ok(false)
+    }
+
+    /// Answers a request as a queue that cannot serve now (it has no majority of its
+    /// replicas): publishes nacked, gets and purges refused, consumers kept (attached
+    /// once it leads).
+    fn refuse(&mut self, message: QueueMsg) {
+        let unavailable =
+            || BrokerError::queue_unavailable(&self.shared.config.vhost, &self.shared.name);
+        match message {
+            QueueMsg::Enqueue(batch) => {
+                if let Some(confirm) = batch.confirm {
+                    let why = format!(
+                        "queue '{}' in vhost '{}' cannot reach a majority of its replicas now",
+                        self.shared.name, self.shared.config.vhost
+                    );
+                    let _ = confirm.send(vec![EnqueueOutcome::Rejected(why); batch.messages.len()]);
+                }
+            }
+            QueueMsg::Consume { request, reply } => {
+                self.shared.journal_consume(request);
+                let _ = reply.send(Ok(()));
+            }
+            QueueMsg::Cancel {
+                channel,
+                tag,
+                reply,
+            } => {
+                self.shared
+                    .journal_forget(|c| c.channel == channel && c.tag == tag);
+                let _ = reply.send(Ok(()));
+            }
+            QueueMsg::ChannelDown { channel } => {
+                self.shared.journal_forget(|c| c.channel == channel);
+            }
+            QueueMsg::Get { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            QueueMsg::Purge { reply } | QueueMsg::Delete { reply, .. } => {
+                let _ = reply.send(Err(unavailable()));
+            }
+            QueueMsg::Redeclared { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+            QueueMsg::Consumers { reply } => {
+                let _ = reply.send(Ok(Vec::new()));
+            }
+            // Settlements name deliveries of an earlier leader: their messages are
+            // handed out again.
+            _ => {}
+        }
     }
 
     /// Re-attaches the consumers of a previous incarnation.
@@ -805,8 +989,9 @@ impl QueueShell {
                 message,
                 redelivered,
                 no_ack,
-                delivery_count: _,
+                delivery_count,
             } => {
+                let message = self.counted(message, delivery_count);
                 self.outbox.entry(channel).or_default().push(QueueDelivery {
                     queue: self.shared.name.clone(),
                     consumer_tag: tag,
@@ -821,11 +1006,12 @@ impl QueueShell {
                 seq,
                 message,
                 redelivered,
-                delivery_count: _,
+                delivery_count,
                 message_count,
                 no_ack,
             } => {
                 if let Some(reply) = self.gets.get_mut(&channel).and_then(|q| q.pop_front()) {
+                    let message = self.counted(message, delivery_count);
                     let delivery = QueueDelivery {
                         queue: self.shared.name.clone(),
                         consumer_tag: "".into(),
@@ -834,7 +1020,11 @@ impl QueueShell {
                         redelivered,
                         no_ack,
                     };
-                    self.answer(reply, Ok(Some((delivery, message_count))));
+                    if self.log.is_some() {
+                        self.step_gets.push((reply, (delivery, message_count)));
+                    } else {
+                        self.answer(reply, Ok(Some((delivery, message_count))));
+                    }
                 }
             }
             Effect::GetEmpty { channel } => {
@@ -914,11 +1104,13 @@ impl QueueShell {
             Vec::new()
         };
         let committed = log.append(ops);
-        let (me, led) = (self.myself.clone(), self.led);
+        self.appends += 1;
+        let (me, led, append) = (self.myself.clone(), self.led, self.appends);
         tokio::spawn(async move {
             let _ = match committed.await {
                 Ok(()) => me.cast(QueueMsg::Committed {
                     led,
+                    append,
                     stored,
                     confirmed,
                 }),
@@ -928,6 +1120,59 @@ impl QueueShell {
                 }),
             };
         });
+    }
+
+    /// A replicated queue's step: what it handed out waits for the last append (this
+    /// step's, or the one before that logged it), unless that is committed already.
+    fn hold_handed_out(&mut self) {
+        let wait = self.appends;
+        for (channel, deliveries) in self.outbox.drain() {
+            self.held
+                .push_back((wait, Held::Deliveries(channel, deliveries)));
+        }
+        for (reply, got) in self.step_gets.drain(..) {
+            self.held.push_back((wait, Held::Got(reply, got)));
+        }
+        self.release_held();
+    }
+
+    /// Hands out what waited for appends the log has committed, in order.
+    fn release_held(&mut self) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(wait, _)| *wait <= self.committed_appends)
+        {
+            let Some((_, held)) = self.held.pop_front() else {
+                break;
+            };
+            match held {
+                Held::Deliveries(channel, deliveries) => {
+                    if let Some(sink) = self.sinks.get(&channel) {
+                        sink(QueueEvent::Deliver(deliveries));
+                    }
+                }
+                Held::Got(reply, got) => self.answer(reply, Ok(Some(got))),
+            }
+        }
+    }
+
+    /// The message as delivered: with `x-delivery-count` when the queue type says so
+    /// and it was returned before (a copy of its properties; the body is shared).
+    fn counted(&self, message: SharedMessage, delivery_count: u32) -> SharedMessage {
+        if !self.shared.config.delivery_count_header || delivery_count == 0 {
+            return message;
+        }
+        let mut counted = Message::clone(&message);
+        counted
+            .properties
+            .headers
+            .get_or_insert_with(Default::default)
+            .insert(
+                "x-delivery-count".into(),
+                FieldValue::I64(i64::from(delivery_count)),
+            );
+        Arc::new(counted)
     }
 
     /// Tells every consumer's channel that the queue ended it (AMQP
@@ -968,9 +1213,11 @@ impl QueueShell {
         self.memory.hold(self.state.memory_beyond_window());
         self.state
             .set_memory_allowance(Some(self.memory.allowance()));
-        for (channel, deliveries) in self.outbox.drain() {
-            if let Some(sink) = self.sinks.get(&channel) {
-                sink(QueueEvent::Deliver(deliveries));
+        if self.log.is_none() {
+            for (channel, deliveries) in self.outbox.drain() {
+                if let Some(sink) = self.sinks.get(&channel) {
+                    sink(QueueEvent::Deliver(deliveries));
+                }
             }
         }
         if !self.dead_letters.is_empty() {
@@ -990,6 +1237,9 @@ impl QueueShell {
             }
         }
         self.append();
+        if self.log.is_some() {
+            self.hold_handed_out();
+        }
         self.shared.publish_stats(&self.state.stats());
         for (reply, outcomes) in self.confirmed.drain(..) {
             let _ = reply.send(outcomes);

@@ -79,6 +79,9 @@ pub struct QueueConfig {
     /// Every message is written, persistent or not, and confirmed once written: a
     /// replicated queue's log holds them all. Set by the queue type, not declared.
     pub write_all: bool,
+    /// Deliveries of a message returned before carry `x-delivery-count` (how often it
+    /// was returned), as RabbitMQ's quorum queues do. Set by the queue type.
+    pub delivery_count_header: bool,
 }
 
 impl QueueConfig {
@@ -102,6 +105,7 @@ impl QueueConfig {
             delivery_limit: None,
             window: WindowLimits::default(),
             write_all: false,
+            delivery_count_header: false,
         }
     }
 

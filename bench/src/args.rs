@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// seventh of amqprs's CPU per message; not what an application's client sends).
     #[arg(long, requires = "amqp")]
     pub raw_frames: bool,
+    /// With --amqp: consumers connect here instead (another node of the same cluster:
+    /// publisher through one node, consumer through another).
+    #[arg(long, value_name = "URI", requires = "amqp")]
+    pub consume_amqp: Option<String>,
 }
 
 impl BenchArgs {

@@ -138,12 +138,14 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
                     })
                 }
                 Driver::Library(uri) => {
+                    let uri = args.consume_amqp.as_ref().unwrap_or(uri);
                     let connection = crate::amqp::open(uri).await?;
                     tokio::spawn(async move {
                         crate::amqp::consume(connection, &args, &queue, quota, received).await
                     })
                 }
                 Driver::RawFrames(uri) => {
+                    let uri = args.consume_amqp.as_ref().unwrap_or(uri);
                     let link = crate::raw::Link::open(uri).await?;
                     tokio::spawn(async move {
                         crate::raw::consume(link, &args, &queue, quota, received).await

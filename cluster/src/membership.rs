@@ -159,9 +159,11 @@ pub struct MembershipState {
     refusals: HashMap<String, Instant>,
     /// Sessions of named members that closed before they authenticated, by member:
     /// when, and the peer's address. Two nodes that dial each other at once lose one
-    /// of the two sessions that way (ractor_cluster keeps one per pair); only when no
-    /// session with that member authenticates within [`REFUSAL_GRACE`] is it a refusal.
-    unauthenticated: HashMap<String, (Instant, String)>,
+    /// of the two sessions that way (ractor_cluster keeps one per pair), and a node
+    /// killed while a session with it opens loses it too: only when another session
+    /// with that member closed the same way and none authenticated within
+    /// [`REFUSAL_GRACE`] of the first is it a refusal. With how many closed so far.
+    unauthenticated: HashMap<String, (Instant, String, u32)>,
 }
 
 /// How often one cookie refusal is logged again.
@@ -174,6 +176,10 @@ const UNNAMED: &str = "@";
 /// How long a named member's unauthenticated session waits for another session with
 /// that member to authenticate before it counts as a cookie refusal.
 const REFUSAL_GRACE: Duration = Duration::from_secs(3);
+
+/// How long one unauthenticated session of a member is remembered, waiting for a
+/// second one (a refusing peer is dialled again well within it).
+const REFUSAL_FORGET: Duration = Duration::from_secs(60);
 
 impl Actor for Membership {
     type Msg = MembershipMsg;
@@ -379,7 +385,8 @@ impl MembershipState {
                     if let Some(name) = name {
                         self.unauthenticated
                             .entry(name)
-                            .or_insert((Instant::now(), peer_addr));
+                            .or_insert((Instant::now(), peer_addr, 0))
+                            .2 += 1;
                         return;
                     }
                     if self.should_log_refusal(&peer_addr) {
@@ -412,14 +419,27 @@ impl MembershipState {
     /// Logs the refusals: named members whose session closed unauthenticated and with
     /// which no session authenticated since.
     fn check_refusals(&mut self, now: Instant) {
-        let due: Vec<(String, String)> = self
+        let due: Vec<(String, String, u32, Duration)> = self
             .unauthenticated
             .iter()
-            .filter(|(_, (at, _))| now.duration_since(*at) >= REFUSAL_GRACE)
-            .map(|(name, (_, addr))| (name.clone(), addr.clone()))
+            .filter(|(_, (at, _, _))| now.duration_since(*at) >= REFUSAL_GRACE)
+            .map(|(name, (at, addr, closed))| {
+                (name.clone(), addr.clone(), *closed, now.duration_since(*at))
+            })
             .collect();
-        for (key, addr) in due {
+        for (key, addr, closed, waited) in due {
+            // One close alone may be a node killed as the session opened: wait for a
+            // second (kept until it comes, a session authenticates, or it is old).
+            if closed < 2 && waited < REFUSAL_FORGET {
+                let connected = self.sessions.get(&key).is_some_and(|ids| !ids.is_empty());
+                if !connected {
+                    continue;
+                }
+            }
             self.unauthenticated.remove(&key);
+            if closed < 2 {
+                continue;
+            }
             // A seed dialled before its name was known: it may be known by now.
             let name = match key.strip_prefix(UNNAMED) {
                 Some(address) => self

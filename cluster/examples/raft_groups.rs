@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use ractor::Actor;
 use serde::{Deserialize, Serialize};
-use warren_actors::error::BrokerError;
 use warren_actors::BoxFuture;
 use warren_cluster::members::Role;
-use warren_cluster::metadata::{MetaCommand, MetadataApplier};
+use warren_cluster::metadata::NoMetadata;
 use warren_cluster::replica::{
     replica_name, Answer, GroupSpec, Machine, Replica, ReplicaArgs, ReplicaHandle, SNAPSHOT_EVERY,
 };
@@ -46,18 +45,6 @@ impl Machine for Counter {
     fn restore(&mut self, image: u64) -> BoxFuture<'_, ()> {
         self.0 = image;
         Box::pin(async {})
-    }
-}
-
-struct NoMetadata;
-
-impl MetadataApplier for NoMetadata {
-    fn apply(&self, _: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
-        Box::pin(async { Vec::new() })
     }
 }
 

@@ -262,6 +262,20 @@ pub trait MetadataApplier: Send + Sync + 'static {
     fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>>;
 }
 
+/// An applier that keeps no metadata: a replica that runs only groups of its own
+/// (tests, and tools such as `examples/raft_groups.rs`).
+pub struct NoMetadata;
+
+impl MetadataApplier for NoMetadata {
+    fn apply(&self, _: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

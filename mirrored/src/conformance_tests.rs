@@ -6,28 +6,14 @@ use std::sync::Arc;
 
 use crate::Mirrored;
 use ractor::{Actor, ActorRef};
-use warren_actors::error::BrokerError;
 use warren_actors::queue::conformance::{run_all, Subject};
 use warren_actors::queue::{DeadLetterRouter, HostEnv, QueueDef, QueueType};
 use warren_actors::BoxFuture;
 use warren_cluster::members::Role;
-use warren_cluster::metadata::{MetaCommand, MetadataApplier};
+use warren_cluster::metadata::NoMetadata;
 use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaMsg, SNAPSHOT_EVERY};
 use warren_resources::queue_memory::QueueMemory;
 use warren_storage::Store;
-
-/// No cluster metadata: the queues are hosted by the test itself.
-struct NoMetadata;
-
-impl MetadataApplier for NoMetadata {
-    fn apply(&self, _: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
-        Box::pin(async { Vec::new() })
-    }
-}
 
 /// A node of the test: its store and its replica.
 pub(crate) struct Node {

@@ -136,8 +136,8 @@ impl QueueLog for RaftLog {
                             group.spec.label
                         )))
                     }
-                    // No majority, or another leader started first: tried again (what
-                    // comes in meanwhile waits in the leader's mailbox).
+                    // No majority, or another leader started first: tried again (the
+                    // queue's actor holds, then refuses, what comes in meanwhile).
                     Err(Refused::NotYet(e)) => {
                         if !complained {
                             tracing::warn!(queue = %group.spec.label, "cannot lead the mirrored queue yet, trying again: {e}");

@@ -60,6 +60,15 @@ def params(host, port):
     )
 
 
+def close_quietly(conn):
+    """Closes a connection that may be broken already."""
+    try:
+        if conn is not None and conn.is_open:
+            conn.close()
+    except Exception:
+        pass
+
+
 def publisher(idx, host, port):
     seq = 0
     while not stop_publishing.is_set():
@@ -86,11 +95,7 @@ def publisher(idx, host, port):
             reconnects["publisher %d" % idx] += 1
             time.sleep(0.2)
         finally:
-            try:
-                if conn is not None and conn.is_open:
-                    conn.close()
-            except Exception:
-                pass
+            close_quietly(conn)
 
 
 def consumer(idx, host, port):
@@ -120,11 +125,7 @@ def consumer(idx, host, port):
             reconnects["consumer %d" % idx] += 1
             time.sleep(0.2)
         finally:
-            try:
-                if conn is not None and conn.is_open:
-                    conn.close()
-            except Exception:
-                pass
+            close_quietly(conn)
 
 
 def left_over():

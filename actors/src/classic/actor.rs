@@ -220,9 +220,14 @@ pub(crate) struct QueueShell {
     held: VecDeque<(u64, Held)>,
     /// `basic.get` answers of the current step (a replicated queue).
     step_gets: Vec<(Answer<Option<Got>>, Got)>,
-    /// A replicated queue asked its log to lead and waits for the answer.
-    waiting_to_lead: bool,
-    /// Requests that came while it waits, served once it leads.
+    /// A replicated queue that asked its log to lead and waits for the answer.
+    waiting: Option<Waiting>,
+}
+
+/// A replicated queue waiting to lead.
+#[derive(Default)]
+struct Waiting {
+    /// Requests that came meanwhile, served once it leads.
     stash: Vec<QueueMsg>,
     /// It has waited longer than [`LEAD_PATIENCE`]: requests are refused.
     overdue: bool,
@@ -339,7 +344,7 @@ impl Actor for QueueActor {
             // Another leader takes over: the consumers consume again, from it (those
             // kept while waiting to lead too).
             let why = "the queue's leader moved to another node; consume again";
-            if shell.waiting_to_lead {
+            if shell.waiting.is_some() {
                 shell.cancel_journal(why);
             } else {
                 shell.cancel_consumers(why, true);
@@ -362,14 +367,11 @@ impl Actor for QueueActor {
         message: Self::Msg,
         shell: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if !shell.waiting_to_lead {
+        if shell.waiting.is_none() {
             return shell.serve(&myself, message).await;
         }
-        if !shell.while_waiting(&myself, message)? {
-            return Ok(());
-        }
         // Leading now: what waited is served, in the order it came.
-        for message in std::mem::take(&mut shell.stash) {
+        for message in shell.while_waiting(&myself, message)? {
             shell.serve(&myself, message).await?;
         }
         Ok(())
@@ -574,9 +576,7 @@ impl QueueShell {
             committed_appends: 0,
             held: VecDeque::new(),
             step_gets: Vec::new(),
-            waiting_to_lead: false,
-            stash: Vec::new(),
-            overdue: false,
+            waiting: None,
         }
     }
 
@@ -612,8 +612,7 @@ impl QueueShell {
             return;
         };
         self.led = led;
-        self.waiting_to_lead = true;
-        self.overdue = false;
+        self.waiting = Some(Waiting::default());
         self.myself
             .send_after(LEAD_PATIENCE, move || QueueMsg::LeadOverdue { led });
         let me = self.myself.clone();
@@ -624,39 +623,46 @@ impl QueueShell {
         });
     }
 
-    /// A replicated queue waiting to lead. Its answer starts serving (true: what
-    /// waited in the stash is served next) or stops the actor (another node serves).
-    /// Meanwhile requests wait in the stash for up to [`LEAD_PATIENCE`] (a new queue's
-    /// first lead, an election elsewhere); after that, and for what comes later, they
-    /// are answered at once as by a queue that cannot serve now: publishes nacked,
-    /// gets refused, consumers kept for when it leads.
+    /// A replicated queue waiting to lead. Its answer starts serving (what waited
+    /// is returned, to be served next) or stops the actor (another node serves).
+    /// Meanwhile requests wait for up to [`LEAD_PATIENCE`] (a new queue's first lead,
+    /// an election elsewhere); after that, and for what comes later, they are
+    /// answered at once as by a queue that cannot serve now: publishes nacked, gets
+    /// refused, consumers kept for when it leads.
     fn while_waiting(
         &mut self,
         myself: &ActorRef<QueueMsg>,
         message: QueueMsg,
-    ) -> Result<bool, ActorProcessingErr> {
+    ) -> Result<Vec<QueueMsg>, ActorProcessingErr> {
+        let Some(waiting) = self.waiting.as_mut() else {
+            return Ok(vec![message]);
+        };
         match message {
-            QueueMsg::Led { led, outcome } if led == self.led => match outcome {
-                Ok(state) => {
-                    self.state = *state;
-                    self.waiting_to_lead = false;
-                    self.attach_journal();
-                    self.after_step(myself);
-                    return Ok(true);
-                }
-                Err(e) => {
-                    // Served elsewhere now: its consumers consume again there.
-                    for message in std::mem::take(&mut self.stash) {
-                        self.refuse(message);
+            QueueMsg::Led { led, outcome } if led == self.led => {
+                let stash = std::mem::take(&mut waiting.stash);
+                self.waiting = None;
+                match outcome {
+                    Ok(state) => {
+                        self.state = *state;
+                        self.attach_journal();
+                        self.after_step(myself);
+                        return Ok(stash);
                     }
-                    self.cancel_journal(&format!("{e}; consume again"));
-                    myself.stop(Some(format!("not leading: {e}")));
+                    Err(e) => {
+                        // Served elsewhere now: its consumers consume again there.
+                        for message in stash {
+                            self.refuse(message);
+                        }
+                        self.cancel_journal(&format!("{e}; consume again"));
+                        myself.stop(Some(format!("not leading: {e}")));
+                    }
                 }
-            },
+            }
             QueueMsg::LeadOverdue { led } if led == self.led => {
-                self.overdue = true;
+                waiting.overdue = true;
+                let stash = std::mem::take(&mut waiting.stash);
                 tracing::warn!(queue = %self.shared.name, "not leading after {LEAD_PATIENCE:?}: refusing publishes and gets until it leads");
-                for message in std::mem::take(&mut self.stash) {
+                for message in stash {
                     self.refuse(message);
                 }
             }
@@ -674,10 +680,10 @@ impl QueueShell {
             | QueueMsg::LogFailed { .. }
             | QueueMsg::LeadOverdue { .. }
             | QueueMsg::Led { .. } => {}
-            request if self.overdue => self.refuse(request),
-            request => self.stash.push(request),
+            request if waiting.overdue => self.refuse(request),
+            request => waiting.stash.push(request),
         }
-        Ok(false)
+        Ok(Vec::new())
     }
 
     /// Answers a request as a queue that cannot serve now (it has no majority of its

@@ -16,7 +16,7 @@ use warren_actors::BoxFuture;
 use warren_storage::Store;
 
 use super::*;
-use crate::metadata::MetaCommand;
+use crate::metadata::NoMetadata;
 
 #[derive(Serialize, Deserialize)]
 enum KvCommand {
@@ -46,19 +46,6 @@ impl Machine for Kv {
     fn restore(&mut self, image: BTreeMap<String, u64>) -> BoxFuture<'_, ()> {
         *self.0.lock().unwrap() = image;
         Box::pin(async {})
-    }
-}
-
-/// No metadata: each node is a cluster of its own as far as group 0 goes.
-struct NoMetadata;
-
-impl MetadataApplier for NoMetadata {
-    fn apply(&self, _: MetaCommand) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn image(&self) -> BoxFuture<'_, Vec<MetaCommand>> {
-        Box::pin(async { Vec::new() })
     }
 }
 

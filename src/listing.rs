@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use warren_actors::message::{FieldTable, FieldValue};
+use warren_actors::queue::Replication;
 use warren_cluster::protocol::{BindTarget, BindingInfo, ExchangeInfo, QueueInfo};
 
 /// A field value as JSON.
@@ -58,6 +59,8 @@ pub fn queues_json(queues: &[QueueInfo]) -> Value {
                     "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
                     "bytes_in_memory": q.bytes_in_memory,
                     "arguments": table_to_json(&q.arguments), "node": q.node,
+                    "members": q.members,
+                    "replication": q.replication.as_ref().map(replication_json),
                 })
             })
             .collect(),
@@ -66,12 +69,12 @@ pub fn queues_json(queues: &[QueueInfo]) -> Value {
 
 pub fn queues_text(queues: &[QueueInfo]) -> String {
     let mut out = format!(
-        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {}\n",
-        "name", "durable", "messages", "ready", "unacked", "consumers", "memory", "node"
+        "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {:<12} {}\n",
+        "name", "durable", "messages", "ready", "unacked", "consumers", "memory", "node", "members"
     );
     for q in queues {
         out += &format!(
-            "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {}\n",
+            "{:<32} {:>8} {:>10} {:>8} {:>8} {:>9} {:>10}  {:<12} {}\n",
             q.name,
             q.durable,
             q.messages,
@@ -79,8 +82,91 @@ pub fn queues_text(queues: &[QueueInfo]) -> String {
             q.unacked,
             q.consumers,
             human_bytes(q.bytes_in_memory),
-            q.node
+            q.node,
+            members_text(q)
         );
+    }
+    out
+}
+
+/// A replicated queue's members in one line: `*` marks the Raft leader; a member
+/// that does not hold everything committed is `(behind)`, one not in the group yet
+/// `(joining)`, one the group still has but the queue no longer `(leaving)`. Without
+/// the leader's report (no node that answered leads the group), the names alone.
+pub fn members_text(q: &QueueInfo) -> String {
+    let Some(r) = &q.replication else {
+        return q.members.join(",");
+    };
+    let mut parts: Vec<String> = q
+        .members
+        .iter()
+        .map(|m| {
+            let lead = if *m == r.leader { "*" } else { "" };
+            let state = match r.members.iter().find(|p| p.node == *m) {
+                Some(p) if p.voter && p.matched >= r.committed => "",
+                Some(p) if p.voter => "(behind)",
+                _ => "(joining)",
+            };
+            format!("{m}{lead}{state}")
+        })
+        .collect();
+    for p in r.members.iter().filter(|p| !q.members.contains(&p.node)) {
+        parts.push(format!("{}(leaving)", p.node));
+    }
+    parts.join(",")
+}
+
+fn replication_json(r: &Replication) -> Value {
+    json!({
+        "leader": r.leader, "term": r.term, "commit_index": r.committed,
+        "members": r.members.iter().map(|m| json!({
+            "node": m.node, "match_index": m.matched, "voter": m.voter,
+            "in_sync": r.in_sync(&m.node),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `warren queue status`: a replicated queue's Raft group, member by member.
+pub fn replication_text(q: &QueueInfo) -> String {
+    let Some(r) = &q.replication else {
+        return format!(
+            "queue '{}': members {}; no node that answered leads its Raft group now \
+             (an election, or no majority of its members is up)\n",
+            q.name,
+            q.members.join(", ")
+        );
+    };
+    let mut out = format!(
+        "queue '{}': served on {}, Raft leader {}, term {}, commit index {}\n",
+        q.name, q.node, r.leader, r.term, r.committed
+    );
+    out += &format!(
+        "{:<16} {:<10} {:>12}  {}\n",
+        "member", "role", "match index", "in sync"
+    );
+    for m in &r.members {
+        let role = match (m.node == r.leader, m.voter) {
+            (true, _) => "leader",
+            (false, true) => "follower",
+            (false, false) => "learner",
+        };
+        let in_sync = if r.in_sync(&m.node) { "yes" } else { "no" };
+        let leaving = if q.members.contains(&m.node) {
+            ""
+        } else {
+            " (leaving)"
+        };
+        out += &format!(
+            "{:<16} {:<10} {:>12}  {in_sync}{leaving}\n",
+            m.node, role, m.matched
+        );
+    }
+    for m in q
+        .members
+        .iter()
+        .filter(|m| !r.members.iter().any(|p| p.node == **m))
+    {
+        out += &format!("{m:<16} {:<10} {:>12}  no (joining)\n", "-", "-");
     }
     out
 }

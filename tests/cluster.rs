@@ -567,6 +567,126 @@ fn mirrored_queues_replicate_fail_over_and_lose_nothing_confirmed() {
     eprintln!("failover of mq from {serving}: {}", out.trim_end());
 }
 
+/// The members of `queue` (`warren queues --json`) as `node` sees them.
+fn queue_members(node: &NodeProcess, queue: &str) -> Vec<String> {
+    let row = queue_row(node, queue).unwrap_or_default();
+    let names = row["members"].as_array().cloned().unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|m| m.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Whether `queue`'s Raft group, as its leader reports it through `node`, has
+/// `member` as a voter holding everything committed.
+fn in_sync(node: &NodeProcess, queue: &str, member: &str) -> bool {
+    let (ok, out, _) = node.cli(&["queue", "status", queue, "--json"]);
+    let row: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    ok && row["replication"]["members"]
+        .as_array()
+        .is_some_and(|members| {
+            members
+                .iter()
+                .any(|m| m["node"] == member && m["voter"] == true && m["in_sync"] == true)
+        })
+}
+
+#[test]
+fn mirrored_queue_members_are_added_and_removed_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = three(dir.path());
+    formed(&c);
+    run_python(&c, "mirrored_cluster", &["members-fill"]);
+    let names = ["n1", "n2", "n3"];
+    let before = queue_members(&c.nodes[0], "mm");
+    assert_eq!(before.len(), 2, "{before:?}");
+    let joiner = *names
+        .iter()
+        .find(|n| !before.iter().any(|m| m == *n))
+        .unwrap();
+
+    // A new member: it takes the log from the others, then votes.
+    let out = ok(&c.nodes[0], &["queue", "add-member", "mm", joiner]);
+    assert!(out.contains(joiner), "{out}");
+    assert_eq!(queue_members(&c.nodes[1], "mm").len(), 3);
+    eventually("the new member is in sync", || {
+        in_sync(&c.nodes[2], "mm", joiner)
+    });
+    let status = ok(&c.nodes[1], &["queue", "status", "mm"]);
+    assert!(status.contains("commit index"), "{status}");
+
+    // The node that serves the queue leaves it: another member takes over, and the new
+    // member's copy has every confirmed message.
+    let serving = queue_row(&c.nodes[0], "mm").unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&c.nodes[1], &["queue", "delete-member", "mm", &serving]);
+    eventually("another member serves the queue", || {
+        queue_row(&c.nodes[0], "mm").is_some_and(|r| r["node"] != serving.as_str())
+    });
+    eventually("the group has left the old member out", || {
+        let (ok, out, _) = c.nodes[0].cli(&["queue", "status", "mm"]);
+        ok && !out.contains(&serving) && out.contains(joiner)
+    });
+    let tree = ok(
+        &c.nodes[0],
+        &["shell", "--eval", &format!("tree --node {serving}")],
+    );
+    assert!(!tree.contains("mirror:/mm "), "{tree}");
+    let through = names.iter().position(|n| *n == joiner).unwrap();
+    let port = c.nodes[through].amqp_addr.port().to_string();
+    run_python(&c, "mirrored_cluster", &["members-drain", &port]);
+
+    // Refusals name what to fix.
+    let refused = |args: &[&str], text: &str| {
+        let (fine, _, err) = c.nodes[0].cli(args);
+        assert!(!fine, "warren {args:?} succeeded");
+        assert!(err.contains(text), "warren {args:?}: {err}");
+    };
+    refused(
+        &["queue", "add-member", "mm", joiner],
+        "a member of queue 'mm' already",
+    );
+    refused(
+        &["queue", "add-member", "mm", "n9"],
+        "no node 'n9' in the cluster",
+    );
+    refused(
+        &["queue", "delete-member", "mm", &serving],
+        "not a member of queue 'mm'",
+    );
+    refused(
+        &["queue", "add-member", "nosuch", "n1"],
+        "no queue 'nosuch'",
+    );
+    ok(&c.nodes[0], &["declare", "queue", "plain"]);
+    refused(&["queue", "add-member", "plain", "n2"], "only quorum");
+    let solo = queue_members(&c.nodes[0], "solo");
+    refused(
+        &["queue", "delete-member", "solo", &solo[0]],
+        "the last member",
+    );
+
+    // Shrink and grow a node across the vhost's quorum queues.
+    let other = *names
+        .iter()
+        .find(|n| **n != solo[0] && queue_members(&c.nodes[0], "mm").iter().any(|m| m == *n))
+        .expect("a member of mm that does not hold solo");
+    let out = ok(&c.nodes[2], &["queue", "shrink", other]);
+    assert!(out.contains("queue mm: members"), "{out}");
+    assert!(!queue_members(&c.nodes[2], "mm").iter().any(|m| m == other));
+    let out = ok(&c.nodes[2], &["queue", "grow", other]);
+    assert!(
+        out.contains("queue mm: members") && out.contains("queue solo: members"),
+        "{out}"
+    );
+    eventually("the grown member is in sync", || {
+        in_sync(&c.nodes[0], "mm", other)
+    });
+    assert_eq!(queue_members(&c.nodes[1], "solo").len(), 2);
+}
+
 #[test]
 fn the_shell_shows_another_members_tree() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,17 @@ pub enum VhostChange {
         /// The binding.
         binding: Binding,
     },
+    /// The nodes that hold replicas of replicated queue `name` (if it is still the one
+    /// with storage id `id`) are now `replicas`: nodes added start a replica, which
+    /// catches up from the others; nodes left out stop theirs and remove its log.
+    SetReplicas {
+        /// The queue's name.
+        name: String,
+        /// Its storage id.
+        id: u64,
+        /// Its members from now on, the first one its home.
+        replicas: Vec<String>,
+    },
 }
 
 /// Where changes go to be replicated.

@@ -20,6 +20,7 @@ enum Kind {
     Permission,
     Exchange,
     Queue,
+    QueueMembers,
     Binding,
 }
 
@@ -37,6 +38,10 @@ fn key(command: &MetaCommand) -> Option<Key> {
         MetaCommand::DeclareQueue { vhost, def }
         | MetaCommand::DeclareReplicatedQueue { vhost, def, .. } => {
             (Kind::Queue, join(&[vhost, &def.name]))
+        }
+        // After its queue's declaration (a later kind); undone with it.
+        MetaCommand::SetQueueReplicas { vhost, name, .. } => {
+            (Kind::QueueMembers, join(&[vhost, name]))
         }
         MetaCommand::Bind { vhost, binding } => {
             // A binding is its whole content (arguments included).
@@ -154,6 +159,7 @@ mod tests {
                 auto_delete: false,
                 arguments: Default::default(),
                 replicas: Vec::new(),
+                founders: Vec::new(),
             },
         }
     }

@@ -20,7 +20,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use ractor_cluster::{NodeServerMessage, RactorClusterMessage};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::members::{Health, MemberAddress, MemberTable, Role, Timing, Transition};
 use crate::node_server::SessionEvent;
@@ -97,6 +97,8 @@ pub enum Local {
     Session(SessionEvent),
     /// `warren cluster status`: every member, this node first.
     Status(oneshot::Sender<Vec<MemberView>>),
+    /// The members held down, now and at every change.
+    WatchDown(oneshot::Sender<watch::Receiver<DownSet>>),
     /// `warren cluster forget NAME`: remove a down member and tell the others.
     Forget(String, oneshot::Sender<Result<(), MembershipError>>),
     /// This node leaves: tell every member, then answer.
@@ -107,6 +109,9 @@ pub enum Local {
         address: String,
     },
 }
+
+/// The names of the members held down.
+pub type DownSet = std::sync::Arc<BTreeSet<String>>;
 
 /// Messages to a membership actor.
 #[derive(RactorClusterMessage)]
@@ -164,6 +169,8 @@ pub struct MembershipState {
     /// with that member closed the same way and none authenticated within
     /// [`REFUSAL_GRACE`] of the first is it a refusal. With how many closed so far.
     unauthenticated: HashMap<String, (Instant, String, u32)>,
+    /// The members held down, for whoever watches them on this node.
+    down: watch::Sender<DownSet>,
 }
 
 /// How often one cookie refusal is logged again.
@@ -209,6 +216,7 @@ impl Actor for Membership {
             unreachable: BTreeSet::new(),
             refusals: HashMap::new(),
             unauthenticated: HashMap::new(),
+            down: watch::Sender::new(DownSet::default()),
         })
     }
 
@@ -256,9 +264,13 @@ impl Actor for Membership {
                         let _ = reply.send(());
                     }
                     Local::Dialled { address } => state.check_dial(&address).await,
+                    Local::WatchDown(reply) => {
+                        let _ = reply.send(state.down.subscribe());
+                    }
                 }
             }
         }
+        state.publish_down();
         Ok(())
     }
 
@@ -282,6 +294,23 @@ impl Actor for Membership {
 }
 
 impl MembershipState {
+    /// Tells the watchers which members are down, when that changed.
+    fn publish_down(&self) {
+        let down: BTreeSet<String> = self
+            .table
+            .members()
+            .filter(|m| m.health == Health::Down)
+            .map(|m| m.id.name.clone())
+            .collect();
+        self.down.send_if_modified(|now| {
+            let changed = **now != down;
+            if changed {
+                *now = DownSet::new(down);
+            }
+            changed
+        });
+    }
+
     fn hello(&self) -> Hello {
         Hello {
             from: self.table.me().clone(),
@@ -648,6 +677,11 @@ impl MembershipHandle {
     /// Every member as this node sees it, this node first.
     pub async fn status(&self) -> Result<Vec<MemberView>, MembershipError> {
         self.ask(Local::Status).await
+    }
+
+    /// The members this node holds down, now and at every change.
+    pub async fn watch_down(&self) -> Result<watch::Receiver<DownSet>, MembershipError> {
+        self.ask(Local::WatchDown).await
     }
 
     /// Removes down member `name` from the cluster and tells every member.

@@ -108,6 +108,17 @@ pub enum MetaCommand {
         /// [`QueueDef::replicas`].
         replicas: Vec<String>,
     },
+    /// New members for a replicated queue ([`VhostChange::SetReplicas`]).
+    SetQueueReplicas {
+        /// The vhost it happens in.
+        vhost: String,
+        /// The queue's name.
+        name: String,
+        /// Its storage id.
+        id: u64,
+        /// Its members from now on.
+        replicas: Vec<String>,
+    },
 }
 
 /// A committed command in the words of the registry that applies it.
@@ -155,6 +166,12 @@ impl From<BrokerChange> for MetaCommand {
             },
             VhostChange::Bind { binding } => MetaCommand::Bind { vhost, binding },
             VhostChange::Unbind { binding } => MetaCommand::Unbind { vhost, binding },
+            VhostChange::SetReplicas { name, id, replicas } => MetaCommand::SetQueueReplicas {
+                vhost,
+                name,
+                id,
+                replicas,
+            },
         }
     }
 }
@@ -209,6 +226,12 @@ impl From<MetaCommand> for MetaChange {
             MetaCommand::Unbind { vhost, binding } => {
                 vhost_change(vhost, VhostChange::Unbind { binding })
             }
+            MetaCommand::SetQueueReplicas {
+                vhost,
+                name,
+                id,
+                replicas,
+            } => vhost_change(vhost, VhostChange::SetReplicas { name, id, replicas }),
         }
     }
 }
@@ -229,6 +252,27 @@ impl MetaCommand {
         }
     }
 
+    /// The commands that build queue `def` of `vhost` as it is now: its declaration,
+    /// and for a replicated queue whose members changed since, its first members in
+    /// the declaration and the current ones after it.
+    pub fn build_queue(vhost: String, def: QueueDef) -> Vec<MetaCommand> {
+        if def.founders.is_empty() {
+            return vec![MetaCommand::declare_queue(vhost, def)];
+        }
+        let set = MetaCommand::SetQueueReplicas {
+            vhost: vhost.clone(),
+            name: def.name.clone(),
+            id: def.id,
+            replicas: def.replicas.clone(),
+        };
+        let declared = QueueDef {
+            replicas: def.founders.clone(),
+            founders: Vec::new(),
+            ..def
+        };
+        vec![MetaCommand::declare_queue(vhost, declared), set]
+    }
+
     /// A short description for logs and errors.
     pub fn describe(&self) -> String {
         match self {
@@ -247,6 +291,12 @@ impl MetaCommand {
             MetaCommand::DeleteQueue { name, .. } => format!("delete queue '{name}'"),
             MetaCommand::Bind { binding, .. } => format!("bind '{}'", binding.source),
             MetaCommand::Unbind { binding, .. } => format!("unbind '{}'", binding.source),
+            MetaCommand::SetQueueReplicas { name, replicas, .. } => {
+                format!(
+                    "set the replicas of queue '{name}' to {}",
+                    replicas.join(", ")
+                )
+            }
         }
     }
 }
@@ -333,6 +383,12 @@ mod tests {
             def: QueueDef,
             replicas: Vec<String>,
         },
+        SetQueueReplicas {
+            vhost: String,
+            name: String,
+            id: u64,
+            replicas: Vec<String>,
+        },
     }
 
     /// The same command in the shape it was written in (by name: a variant moved in
@@ -378,6 +434,17 @@ mod tests {
             } => Written::DeclareReplicatedQueue {
                 vhost,
                 def,
+                replicas,
+            },
+            MetaCommand::SetQueueReplicas {
+                vhost,
+                name,
+                id,
+                replicas,
+            } => Written::SetQueueReplicas {
+                vhost,
+                name,
+                id,
                 replicas,
             },
         }
@@ -480,6 +547,7 @@ mod tests {
                         auto_delete: false,
                         arguments: args,
                         replicas: Vec::new(),
+                        founders: Vec::new(),
                     },
                 },
                 "01080470726f64027131fb2c01026e310101fc7011010000020c782d6d61782d6c656e67746805140c782d71756575652d747970650b07636c6173736963",
@@ -519,10 +587,20 @@ mod tests {
                         auto_delete: false,
                         arguments: FieldTable::new(),
                         replicas: vec!["n1".into(), "n2".into()],
+                        founders: Vec::new(),
                     },
                     replicas: vec!["n1".into(), "n2".into()],
                 },
                 "010c0470726f64027132fb2d01026e310100000002026e31026e32",
+            ),
+            (
+                MetaCommand::SetQueueReplicas {
+                    vhost: prod(),
+                    name: "q2".into(),
+                    id: 301,
+                    replicas: vec!["n2".into(), "n3".into()],
+                },
+                "010d0470726f64027132fb2d0102026e32026e33",
             ),
         ]
     }

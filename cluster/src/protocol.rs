@@ -284,6 +284,28 @@ pub enum Request {
         /// A new disk free limit in bytes; `None` keeps the current one.
         disk_free: Option<u64>,
     },
+    // ----- members of replicated queues -----
+    /// Adds or removes a member of replicated queues (`warren queue add-member`,
+    /// `delete-member`, `grow`, `shrink`); answered with `MembersChanged` (for one
+    /// queue, a refusal is an `Error`).
+    ChangeMembers {
+        /// One queue; `None`: every quorum queue of the vhost that lacks (add) or has
+        /// (remove) a replica on `node`.
+        queue: Option<String>,
+        /// The node.
+        node: String,
+        /// Add a replica there (else remove it).
+        add: bool,
+    },
+}
+
+/// What changing the members of one queue came to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MembersChanged {
+    /// The queue's name.
+    pub queue: String,
+    /// Its members from now on, or why they did not change.
+    pub outcome: Result<Vec<String>, ErrorReply>,
 }
 
 /// The reply to a [`Request`].
@@ -341,6 +363,8 @@ pub enum Response {
     Limits(LimitsInfo),
     /// The request was refused.
     Error(ErrorReply),
+    /// The answer to `ChangeMembers`.
+    MembersChanged(Vec<MembersChanged>),
 }
 
 /// A node's memory and disk against their limits, and its alarms.
@@ -541,6 +565,10 @@ pub struct QueueInfo {
     pub arguments: FieldTable,
     /// The node the queue lives on.
     pub node: String,
+    /// A replicated queue's members (nodes), as the metadata says.
+    pub members: Vec<String>,
+    /// A replicated queue's Raft group, as its leader reports it.
+    pub replication: Option<warren_actors::queue::Replication>,
 }
 
 /// A row of `warren exchanges`.

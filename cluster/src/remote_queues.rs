@@ -671,7 +671,7 @@ mod tests {
                                     ready: 7,
                                     ..QueueStats::default()
                                 },
-                                restarts: 0,
+                                ..QueueStatus::default()
                             };
                             let _ = reply.send(vec![("q".to_string(), status)].into());
                         }
@@ -713,6 +713,7 @@ mod tests {
             auto_delete: false,
             arguments: Default::default(),
             replicas: Vec::new(),
+            founders: Vec::new(),
         };
         let remote = RemoteQueues::new("here");
         let queue = remote.queue("/", &def);

@@ -21,10 +21,11 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::{code, BrokerError};
 use warren_actors::queue::{
     ConsumeRequest, ConsumerSummary, Enqueue, Got, Queue, QueueDef, QueueRef, QueueStatus,
-    RemoteReach, Settlement,
+    RemoteReach, ReplicaProgress, Replication, Settlement,
 };
 use warren_actors::BoxFuture;
 
+use crate::log::Group;
 use crate::machine::Serving;
 
 /// How long a consumer whose leader stopped is tried again before its channel is told
@@ -51,6 +52,8 @@ pub(crate) struct Route {
     /// This node's leader of the queue (running while this node leads).
     pub local: QueueRef,
     pub serving: Serving,
+    /// The queue's group here: its members, and its replication for listings.
+    pub group: Group,
     pub remote: Option<Arc<dyn RemoteReach>>,
     /// The handle of the serving node, when that is another one.
     pub elsewhere: ArcSwapOption<(String, QueueRef)>,
@@ -84,6 +87,29 @@ impl Route {
         queue
     }
 
+    /// The group's replication, when this node leads it in Raft.
+    async fn replication(&self) -> Option<Replication> {
+        let group = &self.group;
+        let view = group.replica.view(group.spec.group).await.ok().flatten()?;
+        if view.progress.is_empty() {
+            return None;
+        }
+        Some(Replication {
+            leader: self.me.clone(),
+            term: view.term,
+            committed: view.log.committed,
+            members: view
+                .progress
+                .into_iter()
+                .map(|p| ReplicaProgress {
+                    node: p.name,
+                    matched: p.matched,
+                    voter: p.voter,
+                })
+                .collect(),
+        })
+    }
+
     fn attached(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(ChannelId, Arc<str>), ConsumeRequest>> {
@@ -95,7 +121,7 @@ impl Route {
     fn resumes(&self, request: &ConsumeRequest) -> bool {
         match &request.origin {
             None => true,
-            Some(node) => !self.def.replicas.iter().any(|r| **r == **node),
+            Some(node) => !self.group.has_member(node),
         }
     }
 
@@ -290,7 +316,14 @@ impl Queue for MirroredQueue {
 
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
         let target = self.route.target();
-        Box::pin(async move { target.status().await })
+        Box::pin(async move {
+            let mut status = target.status().await?;
+            if status.replication.is_none() {
+                status.replication = self.route.replication().await;
+            }
+            status.serving = self.serving_node();
+            Ok(status)
+        })
     }
 
     fn consumers(&self) -> BoxFuture<'_, Result<Vec<ConsumerSummary>, BrokerError>> {

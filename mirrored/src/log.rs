@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{watch, Notify};
 use warren_actors::classic::machine::{Op, QueueConfig, QueueState, Seq};
 use warren_actors::classic::QueueLog;
 use warren_actors::error::BrokerError;
@@ -37,6 +38,22 @@ pub(crate) struct Group {
     pub mirrors: Mirrors,
     /// Where the queue is served, as the group's log says.
     pub serving: Serving,
+    /// Notified when that changes (a `Lead` applied, a snapshot restored): the
+    /// replica's actor looks again at who serves.
+    pub led: Arc<Notify>,
+    /// The queue's members as the metadata says, now and at every change: the
+    /// group's leader brings the group's Raft members to them.
+    pub members: Members,
+}
+
+/// A mirrored queue's members (nodes) as the metadata says, watched.
+pub(crate) type Members = Arc<watch::Sender<Arc<Vec<String>>>>;
+
+impl Group {
+    /// Whether node `node` is one of the queue's members now.
+    pub fn has_member(&self, node: &str) -> bool {
+        self.members.borrow().iter().any(|m| m == node)
+    }
 }
 
 impl Group {
@@ -51,7 +68,8 @@ impl Group {
             )))
         })?;
         if let Some(node) = self.serving.load_full() {
-            if *node != me && !crate::member::down(me, &node).await {
+            // (A node that is no longer a member serves no more.)
+            if *node != me && self.has_member(&node) && !crate::member::down(me, &node).await {
                 return Err(Refused::ServedElsewhere(node.to_string()));
             }
         }
@@ -83,6 +101,7 @@ impl Group {
                     let machine = MirrorMachine {
                         state,
                         serving: self.serving.clone(),
+                        led: self.led.clone(),
                         config: self.config.clone(),
                         label: self.spec.label.clone(),
                     };

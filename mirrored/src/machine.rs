@@ -87,6 +87,8 @@ pub(crate) fn lock(state: &Mutex<MirrorState>) -> MutexGuard<'_, MirrorState> {
 pub(crate) struct MirrorMachine {
     pub state: Arc<Mutex<MirrorState>>,
     pub serving: Serving,
+    /// Notified when `serving` changes.
+    pub led: Arc<tokio::sync::Notify>,
     pub config: QueueConfig,
     pub label: String,
 }
@@ -113,6 +115,7 @@ impl Machine for MirrorMachine {
             } if replaces == state.epoch => {
                 state.epoch = epoch;
                 self.serving.store(Some(Arc::new(node)));
+                self.led.notify_one();
                 Ok(())
             }
             MirrorCommand::Lead { .. } => Err(BrokerError::internal(format!(
@@ -152,6 +155,8 @@ impl Machine for MirrorMachine {
                 state.queue = queue;
                 state.epoch = image.epoch;
                 self.serving.store(image.serving.map(Arc::new));
+                drop(state);
+                self.led.notify_one();
             }
             Err(e) => tracing::error!(queue = %self.label, "a snapshot was not restored: {e}"),
         }

@@ -4,18 +4,42 @@
 //! a new queue is served where it was declared; when the node that serves it is down,
 //! the node that leads the group in Raft (elected among the others: pre-vote,
 //! check-quorum) takes over, from its copy.
+//!
+//! It looks again at who serves when something that decides it changes: the group's
+//! Raft leader or term (the replica's [`Seat`] watch), a `Lead` applied here, the set of
+//! nodes held down (the membership's watch), the queue's members (the metadata's);
+//! and, as a safety net, every [`SAFETY_NET`] or so. An idle queue costs nothing
+//! between those.
+//!
+//! While this node leads the group in Raft, it also brings the group's Raft members
+//! to the queue's members ([`ReplicaHandle::reconcile`]), one change at a time.
+//!
+//! [`ReplicaHandle::reconcile`]: warren_cluster::replica::ReplicaHandle::reconcile
 
+use std::future::pending;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use warren_cluster::members::Health;
-use warren_cluster::membership::MembershipHandle;
+use warren_cluster::membership::{DownSet, MembershipHandle};
+use warren_cluster::replica::{Reconciled, Seat};
 use warren_supervisor::{ChildSpec, Restart};
 
 use crate::log::Group;
 
-/// How often a replica looks at who leads its group.
-const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How often a replica looks at who serves when nothing told it to (at least; each
+/// waits up to as long again, at random, so that a node's replicas do not look all at
+/// once).
+const SAFETY_NET: Duration = Duration::from_secs(20);
+
+/// How soon a replica looks again while its node leads the group but has not applied
+/// what the group committed yet.
+const CATCHING_UP: Duration = Duration::from_millis(100);
+
+/// How soon the group's leader looks again while the group's members change.
+const CHANGING: Duration = Duration::from_millis(250);
 
 /// How soon a leader that failed is started again, at the most.
 const RESTART_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +73,10 @@ pub(crate) struct MemberState {
     running: Option<ActorCell>,
     /// When the leader last failed.
     failed_at: Option<Instant>,
+    /// Which members this node holds down (none: the node has no membership actor).
+    down: Option<watch::Receiver<DownSet>>,
+    /// The task that says when to look again at who serves.
+    watcher: Option<JoinHandle<()>>,
 }
 
 /// What a replica's actor is told.
@@ -73,7 +101,13 @@ impl Actor for Member {
             args,
             running: None,
             failed_at: None,
+            down: None,
+            watcher: None,
         };
+        let me = state.args.group.replica.node.clone();
+        if let Some(membership) = MembershipHandle::lookup(&me) {
+            state.down = membership.watch_down().await.ok();
+        }
         // A queue just declared (the replica runs, the group's log is empty): where it
         // was declared, its leader runs before the declaration is answered, so that
         // what the client sends next finds it (and waits in its mailbox until it
@@ -93,7 +127,22 @@ impl Actor for Member {
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
         state.args.group.open().await?;
-        myself.send_interval(CHECK_EVERY, || MemberMsg::Check);
+        let seat = state
+            .args
+            .group
+            .replica
+            .watch(state.args.group.spec.group)
+            .await
+            .ok()
+            .flatten();
+        state.watcher = Some(tokio::spawn(watch(
+            myself.clone(),
+            state.args.group.clone(),
+            seat,
+            state.down.clone(),
+        )));
+        // (What changed while the watches were set up.)
+        myself.send_message(MemberMsg::Check)?;
         Ok(())
     }
 
@@ -114,6 +163,9 @@ impl Actor for Member {
         _myself: ActorRef<MemberMsg>,
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(watcher) = state.watcher.take() {
+            watcher.abort();
+        }
         // The queue's leader goes with its replica (deleted, or the node stops), even
         // while it waits to lead.
         if let Some(cell) = state.running.take() {
@@ -177,17 +229,51 @@ impl MemberState {
             return Ok(());
         };
         let leads = view.leader.as_deref() == Some(me);
+        // A leader whose node is no longer a member closed its group there: the
+        // others elect another one (quiet, they would wait for it forever).
+        if let Some(leader) = view.leader.as_deref() {
+            if leader != me && !group.has_member(leader) {
+                group.replica.leader_gone(group.spec.group);
+                myself.send_after(CHANGING, || MemberMsg::Check);
+            }
+        }
         let serving = group.serving.load_full();
         let serve = match serving.as_deref() {
             // A new queue (nothing logged yet): where it was declared. One whose log
             // holds no leader yet (caught up with it): where the group is led.
             None if view.log.last == 0 => group.spec.members.first().is_some_and(|m| m == me),
-            None => leads && view.log.applied >= view.log.committed,
+            None if leads && view.log.applied < view.log.committed => {
+                myself.send_after(CATCHING_UP, || MemberMsg::Check);
+                false
+            }
+            None => leads,
             Some(node) if node == me => true,
-            // Another node serves: taken over only when that node is down and this
-            // one leads the group (a live leader is not disturbed).
-            Some(node) => leads && down(me, node).await,
+            // Another node serves: taken over only when that node is down, or no
+            // longer a member, and this one leads the group (a live leader is not
+            // disturbed).
+            Some(node) => {
+                leads
+                    && (!group.has_member(node)
+                        || match &self.down {
+                            Some(down) => down.borrow().contains(node),
+                            None => down(me, node).await,
+                        })
+            }
         };
+        if leads {
+            let desired = group.members.borrow().to_vec();
+            match group.replica.reconcile(group.spec.group, desired).await {
+                Ok(Reconciled::Changing(what)) => {
+                    tracing::debug!(group = %group.spec.label, "members changing: {what}");
+                    myself.send_after(CHANGING, || MemberMsg::Check);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(group = %group.spec.label, "the members did not change: {e}");
+                    myself.send_after(CHANGING * 4, || MemberMsg::Check);
+                }
+            }
+        }
         tracing::trace!(
             group = %group.spec.label,
             leads,
@@ -217,6 +303,48 @@ impl MemberState {
 }
 
 impl ractor::Message for MemberMsg {}
+
+/// Tells replica `myself` to look at who serves each time something that decides it
+/// changes (see the module documentation); ends with the replica.
+async fn watch(
+    myself: ActorRef<MemberMsg>,
+    group: Group,
+    mut seat: Option<watch::Receiver<Seat>>,
+    mut down: Option<watch::Receiver<DownSet>>,
+) {
+    let mut members = group.members.subscribe();
+    loop {
+        let wait = SAFETY_NET.mul_f64(1.0 + rand::random::<f64>());
+        tokio::select! {
+            changed = changed(&mut seat) => if changed.is_err() {
+                // The group was closed here and opened again: its new watch.
+                seat = group.replica.watch(group.spec.group).await.ok().flatten();
+            },
+            changed = changed(&mut down) => if changed.is_err() {
+                down = None;
+            },
+            // (The sender lives as long as the group does.)
+            _ = members.changed() => {}
+            () = group.led.notified() => {}
+            () = tokio::time::sleep(wait) => {
+                if seat.is_none() {
+                    seat = group.replica.watch(group.spec.group).await.ok().flatten();
+                }
+            }
+        }
+        if myself.cast(MemberMsg::Check).is_err() {
+            return;
+        }
+    }
+}
+
+/// The next change `watch` tells of; never, without a watch.
+async fn changed<T>(watch: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match watch {
+        Some(watch) => watch.changed().await,
+        None => pending().await,
+    }
+}
 
 /// The child spec of the replica actor `name` of the queue whose group `group` is,
 /// which starts the queue's leader `leader` while this node leads.

@@ -1,6 +1,9 @@
 //! [`Mirrored`]: the mirrored (quorum) queue type.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
 
 use warren_actors::classic::machine::QueueConfig;
 use warren_actors::classic::Classic;
@@ -14,7 +17,7 @@ use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
 
 use crate::handle::{MirroredQueue, Route};
-use crate::log::{Group, RaftLog};
+use crate::log::{Group, Members, RaftLog};
 use crate::machine::{Mirrors, Serving};
 use crate::member;
 
@@ -48,6 +51,8 @@ pub fn group_of(vhost: &str, def: &QueueDef) -> GroupId {
 pub struct Mirrored {
     replica: ReplicaHandle,
     mirrors: Mirrors,
+    /// The members of each queue run here, by group.
+    members: Arc<Mutex<HashMap<GroupId, Members>>>,
 }
 
 impl Mirrored {
@@ -58,7 +63,12 @@ impl Mirrored {
                 node: node.to_string(),
             },
             mirrors: Mirrors::default(),
+            members: Default::default(),
         }
+    }
+
+    fn members(&self) -> MutexGuard<'_, HashMap<GroupId, Members>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The machine's configuration of a declaration: a classic queue's, every
@@ -119,14 +129,28 @@ impl Mirrored {
 
     pub(crate) fn group(&self, def: &QueueDef, vhost: &str) -> Result<Group, BrokerError> {
         let config = Mirrored::config(def, vhost)?;
-        let members = members(def);
         let label = format!("queue '{}' in vhost '{vhost}'", def.name);
+        let id = group_of(vhost, def);
+        let now = Arc::new(members(def));
+        let members = self
+            .members()
+            .entry(id)
+            .or_insert_with(|| Arc::new(watch::Sender::new(now.clone())))
+            .clone();
+        members.send_replace(now);
+        let founders = founders(def);
+        let joining = !founders.contains(&self.replica.node);
         Ok(Group {
             replica: self.replica.clone(),
-            spec: GroupSpec::new(group_of(vhost, def), label, members),
+            spec: GroupSpec {
+                joining,
+                ..GroupSpec::new(id, label, founders)
+            },
             config,
             mirrors: self.mirrors.clone(),
             serving: Serving::default(),
+            led: Default::default(),
+            members,
         })
     }
 
@@ -163,6 +187,15 @@ fn members(def: &QueueDef) -> Vec<String> {
         vec![def.node.clone()]
     } else {
         def.replicas.clone()
+    }
+}
+
+/// The first members of `def`'s group (see [`QueueDef::founders`]).
+fn founders(def: &QueueDef) -> Vec<String> {
+    if def.founders().is_empty() {
+        vec![def.node.clone()]
+    } else {
+        def.founders().to_vec()
     }
 }
 
@@ -232,6 +265,7 @@ impl QueueType for Mirrored {
                 me: self.replica.node.clone(),
                 local: leader.queue,
                 serving: group.serving.clone(),
+                group: group.clone(),
                 remote: env.remote.clone(),
                 elsewhere: Default::default(),
                 attached: Default::default(),
@@ -248,8 +282,15 @@ impl QueueType for Mirrored {
         })
     }
 
+    fn redefined(&self, def: &QueueDef, vhost: &str) {
+        if let Some(members) = self.members().get(&group_of(vhost, def)) {
+            members.send_replace(Arc::new(self::members(def)));
+        }
+    }
+
     fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
         let group = group_of(vhost, def);
+        self.members().remove(&group);
         let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
         let name = def.name.clone();
         Box::pin(async move {

@@ -45,6 +45,7 @@ fn def(node: &str, name: &str, arguments: FieldTable) -> QueueDef {
         auto_delete: false,
         arguments,
         replicas: Vec::new(),
+        founders: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 mod access;
 mod cluster;
 mod limits;
+mod queue;
 
 use crate::listing;
 use bytes::Bytes;
@@ -94,6 +95,9 @@ pub enum Command {
     /// See and manage the cluster's members.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// See and manage the members (replicas) of quorum queues.
+    #[command(subcommand)]
+    Queue(queue::QueueCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -416,6 +420,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Vhost(cmd) => access::vhost(cmd).await?,
         Command::Limits(args) => limits::limits(args).await?,
         Command::Cluster(cmd) => cluster::cluster(cmd).await?,
+        Command::Queue(cmd) => queue::queue(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let n = client.purge(&queue).await.map_err(e)?;

@@ -190,6 +190,25 @@ impl Client {
 
     /// The node's memory and disk against their limits; `Some` values change the
     /// limits (until the node restarts).
+    /// Adds (or removes) a replica on `node` to replicated queue `queue`, or with
+    /// `None` to every quorum queue of the vhost that lacks (has) one there.
+    pub async fn change_members(
+        &self,
+        queue: Option<&str>,
+        node: &str,
+        add: bool,
+    ) -> Result<Vec<warren_cluster::protocol::MembersChanged>, ClientError> {
+        let request = Request::ChangeMembers {
+            queue: queue.map(str::to_string),
+            node: node.to_string(),
+            add,
+        };
+        match self.call(request).await? {
+            Response::MembersChanged(changes) => Ok(changes),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub async fn limits(
         &self,
         memory: Option<warren_resources::alarm::MemoryLimit>,

@@ -206,12 +206,12 @@ impl Admin {
             .collect())
     }
 
-    fn membership(&self) -> Result<MembershipHandle, BrokerError> {
+    pub(super) fn membership(&self) -> Result<MembershipHandle, BrokerError> {
         MembershipHandle::lookup(&self.node_name)
             .ok_or_else(|| membership_error(MembershipError::Unavailable))
     }
 
-    fn replica(&self) -> ReplicaHandle {
+    pub(super) fn replica(&self) -> ReplicaHandle {
         ReplicaHandle {
             node: self.node_name.clone(),
         }
@@ -275,7 +275,9 @@ impl Admin {
             .forget(name)
             .await
             .map_err(membership_error)?;
-        self.replica().remove(name).await
+        self.replica().remove(name).await?;
+        self.replace_replicas_of(name).await;
+        Ok(())
     }
 }
 

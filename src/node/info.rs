@@ -17,6 +17,8 @@ pub(crate) fn queue_info(q: QueueSummary) -> QueueInfo {
         bytes_in_memory: q.stats.bytes_in_memory,
         arguments: q.arguments,
         node: q.node,
+        members: q.members,
+        replication: q.replication,
     }
 }
 

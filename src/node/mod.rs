@@ -24,6 +24,7 @@ mod gateway;
 mod info;
 mod janitor;
 pub mod log_ring;
+mod queue_members;
 mod resources;
 mod session;
 mod vhost_tree;
@@ -434,7 +435,7 @@ impl MetadataApplier for NodeApplier {
                     vhost
                         .queue_defs()
                         .into_iter()
-                        .map(|def| MetaCommand::declare_queue(name.clone(), def)),
+                        .flat_map(|def| MetaCommand::build_queue(name.clone(), def)),
                 );
                 image.extend(
                     vhost

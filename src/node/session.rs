@@ -397,6 +397,11 @@ impl SessionState {
             Request::Limits { memory, disk_free } => {
                 Response::Limits(self.admin.resources.set(memory, disk_free))
             }
+            Request::ChangeMembers { queue, node, add } => Response::MembersChanged(
+                self.admin
+                    .change_members(vhost, queue.as_deref(), &node, add)
+                    .await?,
+            ),
             Request::Ping => Response::Done,
         })
     }

@@ -16,6 +16,11 @@ failover:  a consumer (prefetch 100, through a node that survives) holds f0..f99
     redelivered and the rest once, in order (printed: how soon after the kill); a
     publish with confirms through the third node reaches it. Argv: one more, the
     ports of the consumer's and of the publisher's node.
+members-fill:  "mm" declared through node 1 with two replicas, "solo" with one; 300
+    confirmed messages mm0..mm299 into "mm" through node 2.
+members-drain: every confirmed message of "mm", once and in order, taken through
+    the node whose port is the next argument (its members changed meanwhile); a
+    publish with confirms through it is confirmed.
 """
 
 import sys
@@ -196,6 +201,25 @@ elif PHASE == "failover":
         conn.process_data_events(time_limit=0.05)
     assert not cancelled, "the consumer was cancelled: %r" % cancelled
     pconn.close()
+    conn.close()
+
+elif PHASE == "members-fill":
+    c1, ch1 = confirming(P1)
+    ch1.queue_declare("mm", durable=True, arguments=dict(QUORUM, **{"x-quorum-initial-group-size": 2}))
+    ch1.queue_declare("solo", durable=True, arguments=dict(QUORUM, **{"x-quorum-initial-group-size": 1}))
+    c2, ch2 = confirming(P2)
+    for j in range(300):
+        ch2.basic_publish("", "mm", b"mm%d" % j, persistent())
+    c1.close()
+    c2.close()
+
+elif PHASE == "members-drain":
+    conn, ch = confirming(int(sys.argv[5]))
+    bodies = take_all(ch, "mm")
+    expected = [b"mm%d" % j for j in range(300)]
+    assert bodies == expected, (len(bodies), bodies[:3], bodies[-3:])
+    ch.basic_publish("", "mm", b"after", persistent())
+    assert t.get_one(ch, "mm")[2] == b"after"
     conn.close()
 
 else:

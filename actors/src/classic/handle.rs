@@ -274,6 +274,8 @@ impl Queue for ClassicQueue {
         let status = QueueStatus {
             stats: self.shared.stats(),
             restarts: self.shared.restarts(),
+            replication: None,
+            serving: None,
         };
         Box::pin(async move { Ok(status) })
     }

@@ -320,6 +320,10 @@ pub trait QueueType: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// A replicated queue this node keeps running got other members
+    /// ([`QueueDef::replicas`] of `def`). Nothing by default.
+    fn redefined(&self, _def: &QueueDef, _vhost: &str) {}
+
     /// The queue was deleted (on every node, after its actors stopped): what this node
     /// keeps of it goes (a replica's log). Nothing by default.
     fn removed(&self, _def: &QueueDef, _vhost: &str) -> BoxFuture<'static, ()> {

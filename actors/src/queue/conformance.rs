@@ -163,6 +163,7 @@ fn def(subject: &dyn Subject, name: &str, durable: bool, arguments: FieldTable) 
         auto_delete: false,
         arguments,
         replicas: Vec::new(),
+        founders: Vec::new(),
     }
 }
 

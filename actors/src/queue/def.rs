@@ -37,21 +37,49 @@ pub struct QueueDef {
     /// picked at declaration, its home node first. Empty for the other types.
     #[serde(skip)]
     pub replicas: Vec<String>,
+    /// For a replicated queue whose members changed since its declaration
+    /// (`warren queue add-member`...): the replicas it was declared with, its Raft
+    /// group's first members (a new member starts from them and replays the changes).
+    /// Empty while the members are the first ones.
+    #[serde(skip)]
+    pub founders: Vec<String>,
 }
 
 impl QueueDef {
     /// The definition as the node's queue table stores it: the serde form, then its
-    /// replicas.
+    /// replicas, then (when its members changed) its founders.
     pub fn encode_stored(&self) -> Result<Vec<u8>, warren_storage::codec::EncodeError> {
-        warren_storage::codec::encode(&(self, &self.replicas))
+        if self.founders.is_empty() {
+            warren_storage::codec::encode(&(self, &self.replicas))
+        } else {
+            warren_storage::codec::encode(&(self, &self.replicas, &self.founders))
+        }
     }
 
-    /// A stored definition: [`encode_stored`](Self::encode_stored)'s form, or the
+    /// A stored definition: [`encode_stored`](Self::encode_stored)'s forms, or the
     /// serde form alone (written before replicas existed).
     pub fn decode_stored(bytes: &[u8]) -> Result<QueueDef, warren_storage::codec::DecodeError> {
-        match warren_storage::codec::decode::<(QueueDef, Vec<String>)>(bytes) {
+        use warren_storage::codec::decode;
+        if let Ok((def, replicas, founders)) = decode::<(QueueDef, Vec<String>, Vec<String>)>(bytes)
+        {
+            return Ok(QueueDef {
+                replicas,
+                founders,
+                ..def
+            });
+        }
+        match decode::<(QueueDef, Vec<String>)>(bytes) {
             Ok((def, replicas)) => Ok(QueueDef { replicas, ..def }),
-            Err(e) => warren_storage::codec::decode::<QueueDef>(bytes).map_err(|_| e),
+            Err(e) => decode::<QueueDef>(bytes).map_err(|_| e),
+        }
+    }
+
+    /// A replicated queue's Raft group's first members.
+    pub fn founders(&self) -> &[String] {
+        if self.founders.is_empty() {
+            &self.replicas
+        } else {
+            &self.founders
         }
     }
 
@@ -109,6 +137,9 @@ mod tests {
         assert_eq!(warren_storage::codec::encode(&def).unwrap(), bytes);
         let mut new = def.clone();
         new.replicas = vec!["n1".into(), "n2".into()];
+        let bytes = new.encode_stored().unwrap();
+        assert_eq!(QueueDef::decode_stored(&bytes).unwrap(), new);
+        new.founders = vec!["n1".into(), "n3".into()];
         let bytes = new.encode_stored().unwrap();
         assert_eq!(QueueDef::decode_stored(&bytes).unwrap(), new);
     }

@@ -38,7 +38,7 @@ pub use api::{
 };
 pub use def::QueueDef;
 pub use kind::{KindError, QueueKind, KNOWN_QUEUE_TYPES, QUEUE_TYPE_ARG};
-pub use stats::{ConsumerSummary, QueueStats, QueueStatus};
+pub use stats::{ConsumerSummary, QueueStats, QueueStatus, ReplicaProgress, Replication};
 
 use crate::error::BrokerError;
 

@@ -63,4 +63,42 @@ pub struct QueueStatus {
     pub stats: QueueStats,
     /// How often the queue's actor was restarted by its supervisor.
     pub restarts: u64,
+    /// A replicated queue's group, as its Raft leader reports it (none for other
+    /// types, or when no node that answered leads the group).
+    pub replication: Option<Replication>,
+    /// The node that serves a replicated queue, as the node that answered knows it.
+    pub serving: Option<String>,
+}
+
+/// A replicated queue's Raft group, as its leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// The node that leads the group in Raft.
+    pub leader: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader's commit index.
+    pub committed: u64,
+    /// Each member of the group, by node name.
+    pub members: Vec<ReplicaProgress>,
+}
+
+/// One member of a replicated queue's group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaProgress {
+    /// Its node.
+    pub node: String,
+    /// The last log index the leader knows it holds.
+    pub matched: u64,
+    /// A voter; else a learner that is still catching up to become one.
+    pub voter: bool,
+}
+
+impl Replication {
+    /// Whether member `node` holds everything the group committed.
+    pub fn in_sync(&self, node: &str) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.node == node && m.voter && m.matched >= self.committed)
+    }
 }

@@ -9,6 +9,7 @@
 use warren_storage::{Batch, MetaTable, Op};
 use warren_supervisor::SupervisorHandle;
 
+use super::queues::Registered;
 use super::{binding_key, key, topology_error, VHost};
 use crate::changes::VhostChange;
 use crate::error::BrokerError;
@@ -38,6 +39,9 @@ impl VHost {
             VhostChange::DeclareQueue { def } => self.apply_declare_queue(def).await,
             VhostChange::DeleteQueue { name, node, id } => {
                 self.apply_delete_queue(&name, &node, id).await
+            }
+            VhostChange::SetReplicas { name, id, replicas } => {
+                self.apply_set_replicas(&name, id, replicas).await
             }
         }
     }
@@ -138,35 +142,105 @@ impl VHost {
             return Ok(());
         }
         let registered = self.open(&def)?;
-        self.persist(vec![Op::PutMeta {
-            table: MetaTable::Queues,
-            key: key(&self.inner.name, &def.name),
-            value: def.encode_stored().map_err(BrokerError::storage)?,
-        }])
-        .await?;
+        self.persist(vec![self.put_queue(&def)?]).await?;
         let name = def.name.clone();
         // Its actor runs before the queue is routable: a publish routed to it in
         // between would find no actor and be dropped.
-        let started =
-            match registered.child.clone() {
-                None => Ok(()), // it runs on its home node
-                Some(child) => match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
-                    Ok(sup) => sup.start_child(child).await.map(drop).map_err(|e| {
-                        BrokerError::internal(format!("queue actor did not start: {e}"))
-                    }),
-                    Err(e) => Err(BrokerError::internal(format!(
-                        "queues supervisor unavailable: {e}"
-                    ))),
-                },
-            };
-        if let Err(e) = &started {
-            tracing::error!(queue = %name, "{e}");
-        }
+        let started = self.start_queue(&registered).await;
         self.register(registered);
         let _ = self
             .inner
             .topology
             .update(|t| Ok(t.declare_queue_name(&name)));
+        started
+    }
+
+    fn put_queue(&self, def: &QueueDef) -> Result<Op, BrokerError> {
+        Ok(Op::PutMeta {
+            table: MetaTable::Queues,
+            key: key(&self.inner.name, &def.name),
+            value: def.encode_stored().map_err(BrokerError::storage)?,
+        })
+    }
+
+    /// Starts the supervised actor of a queue this node runs (none for one it reaches
+    /// on another node).
+    async fn start_queue(&self, registered: &Registered) -> Result<(), BrokerError> {
+        let Some(child) = registered.child.clone() else {
+            return Ok(());
+        };
+        let started = match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+            Ok(sup) => sup
+                .start_child(child)
+                .await
+                .map(drop)
+                .map_err(|e| BrokerError::internal(format!("queue actor did not start: {e}"))),
+            Err(e) => Err(BrokerError::internal(format!(
+                "queues supervisor unavailable: {e}"
+            ))),
+        };
+        if let Err(e) = &started {
+            tracing::error!(queue = %registered.def.name, "{e}");
+        }
+        started
+    }
+
+    /// Stops the supervised actor of a queue this node ran.
+    async fn stop_queue(&self, registered: &Registered) {
+        if let Some(child) = &registered.child {
+            if let Ok(sup) = SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+                let _ = sup.terminate_child(&child.name).await;
+            }
+        }
+    }
+
+    /// Replicated queue `name` (if still the one with storage id `id`) has the members
+    /// `replicas` from now on: a node added starts its replica (which catches up from
+    /// the others), a node left out stops its own and removes its log, the others keep
+    /// theirs (the group's leader changes the group's Raft members to match). Its home
+    /// node stays what it was (it names the queue's group), in the list or not.
+    async fn apply_set_replicas(
+        &self,
+        name: &str,
+        id: u64,
+        replicas: Vec<String>,
+    ) -> Result<(), BrokerError> {
+        let Some(current) = self.queue_def(name) else {
+            return Ok(());
+        };
+        if current.id != id || current.replicas.is_empty() || replicas.is_empty() {
+            return Ok(());
+        }
+        if current.replicas == replicas {
+            return Ok(());
+        }
+        let mut def = current.clone();
+        if def.founders.is_empty() {
+            def.founders = current.replicas.clone();
+        }
+        def.replicas = replicas;
+        let (was, now) = (self.runs_here(&current), self.runs_here(&def));
+        self.persist(vec![self.put_queue(&def)?]).await?;
+        let queue_type = self
+            .inner
+            .placement
+            .queue_types
+            .of(&def, &self.inner.name)?;
+        if was && now {
+            queue_type.redefined(&def, &self.inner.name);
+            self.redefine(def);
+            return Ok(());
+        }
+        if was {
+            // Its actors stop before its log goes.
+            if let Some(registered) = self.unregister(name) {
+                self.stop_queue(&registered).await;
+            }
+            queue_type.removed(&current, &self.inner.name).await;
+        }
+        let registered = self.open(&def)?;
+        let started = self.start_queue(&registered).await;
+        self.register(registered);
         started
     }
 
@@ -213,11 +287,9 @@ impl VHost {
             });
         }
         self.persist(ops).await?;
-        let def = registered.as_ref().map(|r| r.queue.def().clone());
-        if let Some(child) = registered.and_then(|r| r.child) {
-            if let Ok(sup) = SupervisorHandle::lookup(&self.queues_supervisor_name()) {
-                let _ = sup.terminate_child(&child.name).await;
-            }
+        let def = registered.as_ref().map(|r| r.def.clone());
+        if let Some(registered) = &registered {
+            self.stop_queue(registered).await;
         }
         if let Some(def) = def {
             if let Ok(queue_type) = self.inner.placement.queue_types.of(&def, &self.inner.name) {

@@ -124,6 +124,7 @@ impl VHost {
             auto_delete: false,
             arguments: FieldTable::new(),
             replicas: Vec::new(),
+            founders: Vec::new(),
         };
         if node == self.node() {
             return Some(Arc::new(ReplyQueue {

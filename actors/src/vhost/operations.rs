@@ -299,6 +299,7 @@ impl VHost {
             auto_delete,
             arguments,
             replicas: Vec::new(),
+            founders: Vec::new(),
         };
         // A passive declaration's arguments are ignored, as in RabbitMQ; otherwise the
         // type (`x-queue-type`) and its arguments are checked first.
@@ -352,6 +353,39 @@ impl VHost {
             Some(q) => self.redeclare(q, Some(Ok(def)), channel).await,
             None => Err(self.no_queue(&name)),
         }
+    }
+
+    /// Makes `replicas` the members of replicated queue `name` (`warren queue
+    /// add-member`...), answered once this node has applied it, with the queue's
+    /// definition as it is then: 404 when there is no such queue, 406 for a queue
+    /// that is not replicated or an empty list. The group's Raft members follow (its
+    /// leader changes them one at a time; a new member catches up first).
+    pub async fn set_replicas(
+        &self,
+        name: &str,
+        replicas: Vec<String>,
+    ) -> Result<QueueDef, BrokerError> {
+        let def = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
+        if def.replicas.is_empty() {
+            return Err(BrokerError::precondition_failed(format!(
+                "queue '{name}' in vhost '{}' is a {} queue: only quorum (mirrored) queues have members",
+                self.inner.name,
+                def.kind().map(|k| k.to_string()).unwrap_or_else(|_| "classic".into())
+            )));
+        }
+        if replicas.is_empty() {
+            return Err(BrokerError::precondition_failed(format!(
+                "queue '{name}' in vhost '{}' needs at least one member: delete the queue instead",
+                self.inner.name
+            )));
+        }
+        self.change(VhostChange::SetReplicas {
+            name: name.to_string(),
+            id: def.id,
+            replicas,
+        })
+        .await?;
+        self.queue_def(name).ok_or_else(|| self.no_queue(name))
     }
 
     /// Checks a new declaration: its type exists here, and that type accepts its

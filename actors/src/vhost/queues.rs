@@ -12,12 +12,15 @@ use super::VHost;
 use crate::delivery::ChannelId;
 use crate::error::BrokerError;
 use crate::message::FieldTable;
-use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus};
+use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus, Replication};
 
 /// One queue of the registry.
 #[derive(Clone)]
 pub(super) struct Registered {
     pub queue: QueueRef,
+    /// Its definition as applied here (a replicated queue's members change; its
+    /// handle keeps the one it was made with).
+    pub def: QueueDef,
     /// The supervised actor of a queue this node runs.
     pub child: Option<ChildSpec>,
 }
@@ -41,6 +44,10 @@ pub struct QueueSummary {
     pub restarts: u64,
     /// The node its actor runs on (a replicated queue's: where it is served now).
     pub node: String,
+    /// A replicated queue's members (nodes), as the metadata says.
+    pub members: Vec<String>,
+    /// A replicated queue's Raft group, as its leader reports it.
+    pub replication: Option<Replication>,
 }
 
 impl VHost {
@@ -89,6 +96,7 @@ impl VHost {
             let queue_type = self.inner.placement.queue_types.of(def, &self.inner.name)?;
             let hosted = queue_type.host(def, &self.host_env())?;
             return Ok(Registered {
+                def: def.clone(),
                 queue: hosted.queue,
                 child: Some(hosted.child),
             });
@@ -99,8 +107,18 @@ impl VHost {
                 def.name, def.node
             ))
         })?;
+        // A replicated queue is reached through a node that holds a replica: its home,
+        // unless that one's replica was moved away.
+        let through = match def.replicas.first() {
+            Some(first) if !def.replicas.contains(&def.node) => QueueDef {
+                node: first.clone(),
+                ..def.clone()
+            },
+            _ => def.clone(),
+        };
         Ok(Registered {
-            queue: remote.queue(&self.inner.name, def),
+            def: def.clone(),
+            queue: remote.queue(&self.inner.name, &through),
             child: None,
         })
     }
@@ -108,6 +126,13 @@ impl VHost {
     pub(super) fn register(&self, registered: Registered) {
         let name = registered.queue.name().clone();
         self.registry_mut().insert(name, registered);
+    }
+
+    /// Keeps `def` as the definition of the queue it names (its handle stays).
+    pub(super) fn redefine(&self, def: QueueDef) {
+        if let Some(registered) = self.registry_mut().get_mut(def.name.as_str()) {
+            registered.def = def;
+        }
     }
 
     pub(super) fn unregister(&self, name: &str) -> Option<Registered> {
@@ -126,7 +151,7 @@ impl VHost {
 
     /// The definition of the queue `name`, if it exists.
     pub fn queue_def(&self, name: &str) -> Option<QueueDef> {
-        self.registry().get(name).map(|r| r.queue.def().clone())
+        self.registry().get(name).map(|r| r.def.clone())
     }
 
     /// The queue for use by `channel` of this node: 404 if missing, 405 if another
@@ -180,11 +205,7 @@ impl VHost {
 
     /// Every queue of this vhost, wherever it lives, sorted by name.
     pub fn queue_defs(&self) -> Vec<QueueDef> {
-        let mut defs: Vec<QueueDef> = self
-            .registry()
-            .values()
-            .map(|r| r.queue.def().clone())
-            .collect();
+        let mut defs: Vec<QueueDef> = self.registry().values().map(|r| r.def.clone()).collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
         defs
     }
@@ -238,7 +259,11 @@ impl VHost {
     /// Every queue with its counters, asked of every queue at once (a queue on another
     /// node answers through its node; one that does not answer shows zeros).
     pub async fn list_queues(&self) -> Vec<QueueSummary> {
-        let queues: Vec<QueueRef> = self.registry().values().map(|r| r.queue.clone()).collect();
+        let (queues, defs): (Vec<QueueRef>, Vec<QueueDef>) = self
+            .registry()
+            .values()
+            .map(|r| (r.queue.clone(), r.def.clone()))
+            .unzip();
         let mut asked = tokio::task::JoinSet::new();
         for (i, queue) in queues.iter().cloned().enumerate() {
             asked.spawn(async move { (i, queue.status().await.unwrap_or_default()) });
@@ -251,19 +276,22 @@ impl VHost {
         }
         queues
             .iter()
+            .zip(defs)
             .zip(statuses)
-            .map(|(q, status)| {
-                let def = q.def();
-                QueueSummary {
-                    name: def.name.clone(),
-                    durable: def.durable,
-                    exclusive: def.owner.is_some(),
-                    auto_delete: def.auto_delete,
-                    arguments: def.arguments.clone(),
-                    stats: status.stats,
-                    restarts: status.restarts,
-                    node: q.serving_node().unwrap_or_else(|| def.node.clone()),
-                }
+            .map(|((q, def), status)| QueueSummary {
+                name: def.name.clone(),
+                durable: def.durable,
+                exclusive: def.owner.is_some(),
+                auto_delete: def.auto_delete,
+                arguments: def.arguments.clone(),
+                stats: status.stats,
+                restarts: status.restarts,
+                node: q
+                    .serving_node()
+                    .or(status.serving)
+                    .unwrap_or_else(|| def.node.clone()),
+                members: def.replicas,
+                replication: status.replication,
             })
             .collect()
     }

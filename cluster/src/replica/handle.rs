@@ -32,6 +32,10 @@ pub struct GroupSpec {
     pub members: Vec<String>,
     /// Entries applied between two snapshots.
     pub snapshot_every: u64,
+    /// This node joins the group after its start (it is not among `members`, the
+    /// group's first members): it starts from them without a vote, and takes the log
+    /// (or a snapshot) from the leader, whose membership changes make it a member.
+    pub joining: bool,
 }
 
 impl GroupSpec {
@@ -42,6 +46,7 @@ impl GroupSpec {
             label: label.into(),
             members,
             snapshot_every: SNAPSHOT_EVERY,
+            joining: false,
         }
     }
 }
@@ -159,6 +164,37 @@ impl ReplicaHandle {
         self.ask(|tx| LocalReplica::View(group, tx))?
             .await
             .map_err(|_| stopped())
+    }
+
+    /// Who leads group `group`, now and at every change, while it runs here (the
+    /// receiver ends when the group is closed here); none when it does not run here.
+    pub async fn watch(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<tokio::sync::watch::Receiver<super::Seat>>, BrokerError> {
+        self.ask(|tx| LocalReplica::Watch(group, tx))?
+            .await
+            .map_err(|_| stopped())
+    }
+
+    /// One step towards group `group`'s members being `desired`, when this node leads
+    /// it (call again while it answers [`Reconciled::Changing`]).
+    pub async fn reconcile(
+        &self,
+        group: GroupId,
+        desired: Vec<String>,
+    ) -> Result<super::Reconciled, BrokerError> {
+        self.ask(|tx| LocalReplica::Reconcile(group, desired, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+
+    /// Group `group`'s leader is no longer a member: this node's member campaigns at
+    /// its next tick (a quiet follower would wait for a heartbeat that never comes).
+    pub fn leader_gone(&self, group: GroupId) {
+        if let Ok(replica) = self.local() {
+            let _ = replica.cast(ReplicaMsg::local(LocalReplica::LeaderGone(group)));
+        }
     }
 
     /// What the replica did since it started.

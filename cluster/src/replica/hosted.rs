@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use raft::prelude::{ConfChangeType, ConfState, Snapshot};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use warren_storage::{Batch, Store};
 
 use super::applying::{Applied, ApplyJob};
@@ -20,7 +20,7 @@ use super::proposals::{self, Proposals, Reply};
 use super::snapshot::SnapshotData;
 use super::transport::Quiet;
 use super::{
-    broker_error, entry, GroupRun, LocalReplica, ReplicaMsg, CATCH_UP_WAIT, COMMIT_TIMEOUT,
+    broker_error, entry, GroupRun, LocalReplica, ReplicaMsg, Seat, CATCH_UP_WAIT, COMMIT_TIMEOUT,
 };
 use crate::raft_group::{Effects, GroupError, RaftGroup, ToApply, Write};
 
@@ -64,6 +64,9 @@ pub(super) struct Hosted {
     pub quiet: bool,
     /// Ticks in a row this leader found the group settled.
     settled_ticks: u32,
+    /// The group's term and leader, for whoever watches them on this node
+    /// ([`super::ReplicaHandle::watch`]).
+    pub seat: watch::Sender<Seat>,
 }
 
 /// Ticks in a row a leader finds its group settled before it goes quiet (the
@@ -96,6 +99,7 @@ impl Hosted {
             may_quiesce: false,
             quiet: false,
             settled_ticks: 0,
+            seat: watch::Sender::new(Seat::default()),
         }
     }
 
@@ -237,7 +241,19 @@ impl Hosted {
         match <raft::prelude::Message as protobuf::Message>::parse_from_bytes(bytes) {
             // For an earlier incarnation of this (RAM) node.
             Ok(m) if m.to != self.id() => {}
-            Ok(m) => {
+            Ok(mut m) => {
+                // A heartbeat's commit index is the most the leader knows this member
+                // holds; beyond its log only when the member lost it since (its
+                // replica was removed from the queue and added again before its
+                // removal took effect). Raft would panic; the member instead answers,
+                // and the leader's next append, refused, sends the log again.
+                if m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat {
+                    let last = self.group.node.raft.raft_log.last_index();
+                    if m.commit > last {
+                        tracing::warn!(group = %self.label, commit = m.commit, last, "the leader believes this member holds more than its log: it takes the log again");
+                        m.commit = last;
+                    }
+                }
                 // Anything but the answer to a heartbeat is news: a quiet group ticks
                 // again.
                 if m.get_msg_type() != raft::prelude::MessageType::MsgHeartbeatResponse {
@@ -281,6 +297,10 @@ impl Hosted {
         if leader != self.seen_leader {
             self.seen_leader = leader;
             self.hand_over(now);
+            self.seat.send_replace(Seat {
+                term: leader.0,
+                leader: self.leader(),
+            });
         }
     }
 

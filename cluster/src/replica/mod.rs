@@ -35,6 +35,7 @@ mod hosted;
 pub mod machine;
 mod outbox;
 pub(crate) mod proposals;
+mod reconcile;
 mod snapshot;
 mod transport;
 
@@ -45,6 +46,7 @@ pub use applying::Applied;
 pub use formation::ReplicaStatus;
 pub use handle::{GroupSpec, ReplicaHandle};
 pub use machine::{Answer, Machine, MetadataMachine};
+pub use reconcile::{MemberProgress, Reconciled};
 pub use snapshot::SNAPSHOT_EVERY;
 pub use transport::{Part, RaftBatch};
 
@@ -120,6 +122,18 @@ pub struct GroupView {
     pub leader: Option<String>,
     /// This node's log.
     pub log: crate::protocol::MetadataLog,
+    /// Each member's replication, when this node leads the group (else empty).
+    pub progress: Vec<MemberProgress>,
+}
+
+/// Who leads a group in which term, as this node knows it: what
+/// [`ReplicaHandle::watch`] tells of a group each time it changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seat {
+    /// The current term.
+    pub term: u64,
+    /// The leader in that term, when this node knows one.
+    pub leader: Option<String>,
 }
 
 /// What the replica did since it started.
@@ -178,6 +192,21 @@ pub enum LocalReplica {
     Status(oneshot::Sender<ReplicaStatus>),
     /// A group as this node knows it (none: not run here).
     View(GroupId, oneshot::Sender<Option<GroupView>>),
+    /// One step towards a group's members being the list given (see
+    /// [`reconcile`]).
+    Reconcile(
+        GroupId,
+        Vec<String>,
+        oneshot::Sender<Result<Reconciled, BrokerError>>,
+    ),
+    /// Group `group`'s leader left it (its node no longer holds a member): this
+    /// follower campaigns at its next tick.
+    LeaderGone(GroupId),
+    /// Who leads a group, now and at every change (none: not run here).
+    Watch(
+        GroupId,
+        oneshot::Sender<Option<tokio::sync::watch::Receiver<Seat>>>,
+    ),
     /// What the replica did so far.
     Stats(oneshot::Sender<ReplicaStats>),
     /// What a discovery round found: each up peer's status.
@@ -586,8 +615,24 @@ impl ReplicaState {
                     term: h.group.node.raft.term,
                     leader: h.leader(),
                     log: h.log_info(),
+                    progress: h.progress(),
                 });
                 let _ = reply.send(view);
+            }
+            LocalReplica::Reconcile(group, desired, reply) => {
+                let _ = reply.send(self.reconcile(group, &desired));
+            }
+            LocalReplica::LeaderGone(group) => {
+                if let Some(hosted) = self.groups.get_mut(&group) {
+                    if hosted.leader_id() != hosted.id() {
+                        tracing::debug!(group = %hosted.label, "the leader left the group: this replica campaigns");
+                        hosted.leader_lost();
+                        self.dirty.insert(group);
+                    }
+                }
+            }
+            LocalReplica::Watch(group, reply) => {
+                let _ = reply.send(self.hosted(group).map(|h| h.seat.subscribe()));
             }
             LocalReplica::Stats(reply) => {
                 let _ = reply.send(ReplicaStats {
@@ -785,7 +830,7 @@ impl ReplicaState {
             .conf_state;
         let fresh = members.voters.is_empty() && members.learners.is_empty();
         let log = if fresh {
-            if !spec.members.contains(&self.name) {
+            if !spec.members.contains(&self.name) && !spec.joining {
                 return Err(BrokerError::precondition_failed(format!(
                     "{}: node '{}' is not among its replicas ({})",
                     spec.label,

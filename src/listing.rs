@@ -49,22 +49,28 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 pub fn queues_json(queues: &[QueueInfo]) -> Value {
-    Value::Array(
-        queues
-            .iter()
-            .map(|q| {
-                json!({
-                    "name": q.name, "durable": q.durable, "exclusive": q.exclusive,
-                    "auto_delete": q.auto_delete, "messages": q.messages,
-                    "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
-                    "bytes_in_memory": q.bytes_in_memory,
-                    "arguments": table_to_json(&q.arguments), "node": q.node,
-                    "members": q.members,
-                    "replication": q.replication.as_ref().map(replication_json),
-                })
-            })
-            .collect(),
-    )
+    Value::Array(queues.iter().map(queue_json).collect())
+}
+
+/// One row of [`queues_json`].
+pub fn queue_json(q: &QueueInfo) -> Value {
+    json!({
+        "name": q.name, "durable": q.durable, "exclusive": q.exclusive,
+        "auto_delete": q.auto_delete, "messages": q.messages,
+        "ready": q.ready, "unacked": q.unacked, "consumers": q.consumers,
+        "bytes_in_memory": q.bytes_in_memory,
+        "arguments": table_to_json(&q.arguments), "node": q.node,
+        "members": q.members,
+        "replication": q.replication.as_ref().map(replication_json),
+    })
+}
+
+/// Queue `name` of a listing, or what to do about its absence.
+pub fn queue_named<'a>(queues: &'a [QueueInfo], name: &str) -> Result<&'a QueueInfo, String> {
+    queues
+        .iter()
+        .find(|q| q.name == name)
+        .ok_or_else(|| format!("no queue '{name}' in the vhost (see `warren queues`)"))
 }
 
 pub fn queues_text(queues: &[QueueInfo]) -> String {

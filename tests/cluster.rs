@@ -614,6 +614,11 @@ fn mirrored_queue_members_are_added_and_removed_without_loss() {
     });
     let status = ok(&c.nodes[1], &["queue", "status", "mm"]);
     assert!(status.contains("commit index"), "{status}");
+    let raft = ok(&c.nodes[2], &["shell", "--eval", "raft mm"]);
+    assert!(
+        raft.contains("match index") && raft.contains(joiner),
+        "{raft}"
+    );
 
     // The node that serves the queue leaves it: another member takes over, and the new
     // member's copy has every confirmed message.
@@ -685,6 +690,49 @@ fn mirrored_queue_members_are_added_and_removed_without_loss() {
         in_sync(&c.nodes[0], "mm", other)
     });
     assert_eq!(queue_members(&c.nodes[1], "solo").len(), 2);
+}
+
+/// A node the cluster forgets takes its replicas with it: each quorum queue that had
+/// one there gets one on another node, which catches up, and nothing confirmed is lost.
+#[test]
+fn a_forgotten_nodes_replicas_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    formed(&c);
+    // "fq" has a replica on each of the three nodes; then a fourth node joins.
+    run_python(&c, "mirrored_cluster", &["members-fill"]);
+    assert_eq!(queue_members(&c.nodes[0], "fq").len(), 3);
+    let n4 = NodeProcess::start_member(&dir.path().join("n4"), free_port(), "n4", &c.ports, "disk");
+    c.nodes.push(n4);
+    eventually("n1 sees n4 up", || {
+        members(&c.nodes[0]).contains(&("n4".to_string(), "up".to_string()))
+    });
+    // n2 goes away for good: forgotten, its replica of "fq" moves to n4.
+    c.nodes[1].kill();
+    eventually("n1 sees n2 down", || {
+        members(&c.nodes[0]).contains(&("n2".to_string(), "down".to_string()))
+    });
+    ok(&c.nodes[0], &["cluster", "forget", "n2"]);
+    let after = queue_members(&c.nodes[0], "fq");
+    assert_eq!(after, ["n1", "n3", "n4"], "{after:?}");
+    eventually("the replacement is in sync", || {
+        in_sync(&c.nodes[0], "fq", "n4")
+    });
+    eventually("the forgotten member left the group", || {
+        let (ok, out, _) = c.nodes[0].cli(&["queue", "status", "fq"]);
+        ok && !out.contains("n2")
+    });
+    // Every confirmed message, taken through the new member's node.
+    let port = |i: usize| c.nodes[i].amqp_addr.port().to_string();
+    let args = [
+        port(0),
+        port(2),
+        port(3),
+        "members-drain".into(),
+        port(3),
+        "fq".into(),
+    ];
+    common::python_script("mirrored_cluster", &args);
 }
 
 #[test]

@@ -64,13 +64,9 @@ pub async fn queue(cmd: QueueCmd) -> Result<(), String> {
         QueueCmd::Status { queue, json, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let queues = client.queues().await.map_err(e)?;
-            let q = queues
-                .iter()
-                .find(|q| q.name == queue)
-                .ok_or_else(|| format!("no queue '{queue}' in the vhost"))?;
+            let q = crate::listing::queue_named(&queues, &queue)?;
             if json {
-                let value = crate::listing::queues_json(std::slice::from_ref(q));
-                println!("{}", value[0]);
+                println!("{}", crate::listing::queue_json(q));
             } else {
                 print!("{}", crate::listing::replication_text(q));
             }

@@ -14,6 +14,9 @@ pub enum ShellCommand {
     Inspect {
         name: String,
     },
+    Raft {
+        queue: String,
+    },
     Stop {
         name: String,
     },
@@ -67,6 +70,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "inspect NAME",
         "an actor's state: for a queue its counts, consumers and their credit, bytes in \
          memory and on disk; its supervisor and strategy",
+    ),
+    (
+        "raft",
+        "raft QUEUE",
+        "a quorum queue's Raft group: the node serving it, its Raft leader, term and \
+         commit index, and each member's role, match index and whether it is in sync",
     ),
     (
         "stop",
@@ -179,6 +188,9 @@ pub fn parse(line: &str) -> Result<Option<ShellCommand>, String> {
         "bindings" => ShellCommand::Bindings,
         "inspect" => ShellCommand::Inspect {
             name: args.positional("NAME")?,
+        },
+        "raft" => ShellCommand::Raft {
+            queue: args.positional("QUEUE")?,
         },
         "stop" => ShellCommand::Stop {
             name: args.positional("NAME")?,

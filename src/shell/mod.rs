@@ -177,6 +177,15 @@ pub async fn execute(
                 emit(out, &render::inspect(&details))?;
             }
         }
+        ShellCommand::Raft { queue } => {
+            let queues = client.queues().await.map_err(e)?;
+            let q = listing::queue_named(&queues, &queue)?;
+            if json {
+                emit_json(out, &listing::queue_json(q))?;
+            } else {
+                emit(out, &listing::replication_text(q))?;
+            }
+        }
         ShellCommand::Stop { name } => {
             client.stop_actor(&name).await.map_err(e)?;
             emit(out, &format!("stopped {name}\n"))?;

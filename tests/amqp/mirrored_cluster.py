@@ -16,11 +16,12 @@ failover:  a consumer (prefetch 100, through a node that survives) holds f0..f99
     redelivered and the rest once, in order (printed: how soon after the kill); a
     publish with confirms through the third node reaches it. Argv: one more, the
     ports of the consumer's and of the publisher's node.
-members-fill:  "mm" declared through node 1 with two replicas, "solo" with one; 300
-    confirmed messages mm0..mm299 into "mm" through node 2.
-members-drain: every confirmed message of "mm", once and in order, taken through
-    the node whose port is the next argument (its members changed meanwhile); a
-    publish with confirms through it is confirmed.
+members-fill:  "mm" declared through node 1 with two replicas, "solo" with one, "fq"
+    with three; 300 confirmed messages mm0..mm299 into "mm" and "fq" through node 2.
+members-drain: every confirmed message of the queue named by the last argument
+    ("mm" without one), once and in order, taken through the node whose port is the
+    next argument (its members changed meanwhile); a publish with confirms through it
+    is confirmed.
 """
 
 import sys
@@ -207,19 +208,22 @@ elif PHASE == "members-fill":
     c1, ch1 = confirming(P1)
     ch1.queue_declare("mm", durable=True, arguments=dict(QUORUM, **{"x-quorum-initial-group-size": 2}))
     ch1.queue_declare("solo", durable=True, arguments=dict(QUORUM, **{"x-quorum-initial-group-size": 1}))
+    ch1.queue_declare("fq", durable=True, arguments=dict(QUORUM, **{"x-quorum-initial-group-size": 3}))
     c2, ch2 = confirming(P2)
     for j in range(300):
         ch2.basic_publish("", "mm", b"mm%d" % j, persistent())
+        ch2.basic_publish("", "fq", b"mm%d" % j, persistent())
     c1.close()
     c2.close()
 
 elif PHASE == "members-drain":
     conn, ch = confirming(int(sys.argv[5]))
-    bodies = take_all(ch, "mm")
+    queue = sys.argv[6] if len(sys.argv) > 6 else "mm"
+    bodies = take_all(ch, queue)
     expected = [b"mm%d" % j for j in range(300)]
     assert bodies == expected, (len(bodies), bodies[:3], bodies[-3:])
-    ch.basic_publish("", "mm", b"after", persistent())
-    assert t.get_one(ch, "mm")[2] == b"after"
+    ch.basic_publish("", queue, b"after", persistent())
+    assert t.get_one(ch, queue)[2] == b"after"
     conn.close()
 
 else:

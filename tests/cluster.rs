@@ -735,6 +735,51 @@ fn a_forgotten_nodes_replicas_are_replaced() {
     common::python_script("mirrored_cluster", &args);
 }
 
+/// A consumer through a node that holds no replica goes through a member; when that
+/// member (here also the serving node) dies, the consumer keeps its subscription
+/// through another and gets what it held again, redelivered.
+#[test]
+fn a_consumer_through_a_node_without_a_replica_survives_its_members_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = three(dir.path());
+    formed(&c);
+    ok(
+        &c.nodes[0],
+        &[
+            "declare",
+            "queue",
+            "oq",
+            "--durable",
+            "--arg",
+            "x-queue-type=quorum",
+            "--arg",
+            "x-quorum-initial-group-size=3",
+        ],
+    );
+    let n4 = NodeProcess::start_member(&dir.path().join("n4"), free_port(), "n4", &c.ports, "disk");
+    c.nodes.push(n4);
+    eventually("n4 sees every member up and knows the queue", || {
+        let up = members(&c.nodes[3]);
+        ["n1", "n2", "n3"]
+            .iter()
+            .all(|n| up.contains(&(n.to_string(), "up".to_string())))
+            && queue_row(&c.nodes[3], "oq").is_some()
+    });
+    let members = queue_members(&c.nodes[3], "oq");
+    assert!(members.len() == 3 && members[0] == "n1", "{members:?}");
+    let port = |i: usize| c.nodes[i].amqp_addr.port().to_string();
+    let prefill = [port(0), port(1), port(2), "prefill".into(), "oq".into()];
+    common::python_script("mirrored_cluster", &prefill);
+    let mut args: Vec<String> = (0..3).map(port).collect();
+    args.extend(["failover".to_string(), port(3), port(1), "oq".to_string()]);
+    let mut consumer = common::PythonRun::start("mirrored_cluster", &args);
+    consumer.until_line("consuming");
+    // n1: the queue's first member (n4 goes through it) and where it was declared.
+    c.nodes[0].kill();
+    let out = consumer.finish();
+    eprintln!("through n4 after n1's loss: {}", out.trim_end());
+}
+
 #[test]
 fn the_shell_shows_another_members_tree() {
     let dir = tempfile::tempdir().unwrap();

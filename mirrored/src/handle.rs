@@ -13,10 +13,11 @@
 //! channel.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::{code, BrokerError};
 use warren_actors::queue::{
@@ -24,8 +25,9 @@ use warren_actors::queue::{
     RemoteReach, ReplicaProgress, Replication, Settlement,
 };
 use warren_actors::BoxFuture;
+use warren_cluster::membership::DownSet;
 
-use crate::log::Group;
+use crate::log::{Group, Members};
 use crate::machine::Serving;
 
 /// How long a consumer whose leader stopped is tried again before its channel is told
@@ -49,11 +51,8 @@ pub(crate) struct Route {
     pub vhost: String,
     /// This node's name.
     pub me: String,
-    /// This node's leader of the queue (running while this node leads).
-    pub local: QueueRef,
-    pub serving: Serving,
-    /// The queue's group here: its members, and its replication for listings.
-    pub group: Group,
+    /// Whether this node holds a replica.
+    pub place: Place,
     pub remote: Option<Arc<dyn RemoteReach>>,
     /// The handle of the serving node, when that is another one.
     pub elsewhere: ArcSwapOption<(String, QueueRef)>,
@@ -61,19 +60,62 @@ pub(crate) struct Route {
     pub attached: Mutex<HashMap<(ChannelId, Arc<str>), ConsumeRequest>>,
 }
 
+/// Where a node stands to a mirrored queue.
+pub(crate) enum Place {
+    /// It holds a replica: requests go to the node the group's latest `Lead` names.
+    Member {
+        /// This node's leader of the queue (running while this node serves it).
+        local: QueueRef,
+        /// The node that serves it, as the group's log says.
+        serving: Serving,
+        /// The queue's group here: its members, and its replication for listings.
+        group: Box<Group>,
+    },
+    /// It holds none: requests go to a member that is up (the first in the list),
+    /// which passes them on to the serving node and resumes this node's consumers
+    /// there; when that member goes down, they are resumed through another.
+    Outside {
+        /// The queue's members.
+        members: Members,
+        /// The nodes this node holds down (set once the membership answered).
+        down: Arc<OnceLock<watch::Receiver<DownSet>>>,
+    },
+}
+
+impl Place {
+    /// Whether node `node` holds a replica.
+    fn has_member(&self, node: &str) -> bool {
+        match self {
+            Place::Member { group, .. } => group.has_member(node),
+            Place::Outside { members, .. } => members.borrow().iter().any(|m| m == node),
+        }
+    }
+}
+
 impl Route {
     /// Where requests go now.
     fn target(&self) -> QueueRef {
-        let serving = self.serving.load();
-        let node = serving.as_deref().unwrap_or(&self.def.node);
-        if *node == self.me {
-            return self.local.clone();
-        }
-        let Some(remote) = &self.remote else {
-            return self.local.clone();
+        let node = match &self.place {
+            Place::Member { local, serving, .. } => {
+                let serving = serving.load();
+                let node = serving.as_deref().unwrap_or(&self.def.node);
+                if *node == self.me || self.remote.is_none() {
+                    return local.clone();
+                }
+                node.clone()
+            }
+            Place::Outside { members, down } => {
+                let members = members.borrow();
+                let down = down.get().map(|d| d.borrow().clone());
+                let up = |m: &&String| down.as_ref().is_none_or(|d| !d.contains(*m));
+                match members.iter().find(up).or(members.first()) {
+                    Some(node) => node.clone(),
+                    None => self.def.node.clone(),
+                }
+            }
         };
         if let Some(known) = &*self.elsewhere.load() {
-            if known.0 == *node {
+            if known.0 == node {
                 return known.1.clone();
             }
         }
@@ -81,15 +123,27 @@ impl Route {
             node: node.clone(),
             ..self.def.clone()
         };
-        let queue = remote.queue(&self.vhost, &def);
-        self.elsewhere
-            .store(Some(Arc::new((node.clone(), queue.clone()))));
+        let queue = match &self.remote {
+            Some(remote) => remote.queue(&self.vhost, &def),
+            None => unreachable!("a node outside a cluster holds every replica"),
+        };
+        self.elsewhere.store(Some(Arc::new((node, queue.clone()))));
         queue
+    }
+
+    /// The node that serves the queue, as this node knows it.
+    fn serving_node(&self) -> Option<String> {
+        match &self.place {
+            Place::Member { serving, .. } => serving.load().as_deref().cloned(),
+            Place::Outside { .. } => None,
+        }
     }
 
     /// The group's replication, when this node leads it in Raft.
     async fn replication(&self) -> Option<Replication> {
-        let group = &self.group;
+        let Place::Member { group, .. } = &self.place else {
+            return None;
+        };
         let view = group.replica.view(group.spec.group).await.ok().flatten()?;
         if view.progress.is_empty() {
             return None;
@@ -121,7 +175,7 @@ impl Route {
     fn resumes(&self, request: &ConsumeRequest) -> bool {
         match &request.origin {
             None => true,
-            Some(node) => !self.group.has_member(node),
+            Some(node) => !self.place.has_member(node),
         }
     }
 
@@ -298,7 +352,7 @@ impl Queue for MirroredQueue {
     fn delete(&self, if_unused: bool, if_empty: bool) -> BoxFuture<'_, Result<u64, BrokerError>> {
         // Never led (just declared, or declared and deleted in a log a node replays):
         // nothing to delete, and no leader to wait for.
-        if self.route.serving.load().is_none() {
+        if matches!(self.route.place, Place::Member { .. }) && self.route.serving_node().is_none() {
             return Box::pin(async { Ok(0) });
         }
         let target = self.route.target();
@@ -321,7 +375,7 @@ impl Queue for MirroredQueue {
             if status.replication.is_none() {
                 status.replication = self.route.replication().await;
             }
-            status.serving = self.serving_node();
+            status.serving = status.serving.or(self.route.serving_node());
             Ok(status)
         })
     }
@@ -336,7 +390,7 @@ impl Queue for MirroredQueue {
     }
 
     fn serving_node(&self) -> Option<String> {
-        self.route.serving.load().as_deref().cloned()
+        self.route.serving_node()
     }
 
     fn crash(&self) -> Result<(), BrokerError> {

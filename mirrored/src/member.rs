@@ -32,7 +32,7 @@ use crate::log::Group;
 /// How often a replica looks at who serves when nothing told it to (at least; each
 /// waits up to as long again, at random, so that a node's replicas do not look all at
 /// once).
-const SAFETY_NET: Duration = Duration::from_secs(20);
+const SAFETY_NET: Duration = Duration::from_secs(60);
 
 /// How soon a replica looks again while its node leads the group but has not applied
 /// what the group committed yet.

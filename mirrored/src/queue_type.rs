@@ -1,14 +1,14 @@
 //! [`Mirrored`]: the mirrored (quorum) queue type.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::watch;
 
 use warren_actors::classic::machine::QueueConfig;
 use warren_actors::classic::Classic;
 use warren_actors::error::BrokerError;
-use warren_actors::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueType};
+use warren_actors::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueRef, QueueType};
 use warren_actors::BoxFuture;
 use warren_cluster::members::Health;
 use warren_cluster::membership::MembershipHandle;
@@ -16,7 +16,7 @@ use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
 
-use crate::handle::{MirroredQueue, Route};
+use crate::handle::{MirroredQueue, Place, Route};
 use crate::log::{Group, Members, RaftLog};
 use crate::machine::{Mirrors, Serving};
 use crate::member;
@@ -69,6 +69,18 @@ impl Mirrored {
 
     fn members(&self) -> MutexGuard<'_, HashMap<GroupId, Members>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The watched members of queue `def` (group `id`), as `def` has them.
+    fn watched_members(&self, id: GroupId, def: &QueueDef) -> Members {
+        let now = Arc::new(members(def));
+        let members = self
+            .members()
+            .entry(id)
+            .or_insert_with(|| Arc::new(watch::Sender::new(now.clone())))
+            .clone();
+        members.send_replace(now);
+        members
     }
 
     /// The machine's configuration of a declaration: a classic queue's, every
@@ -131,13 +143,7 @@ impl Mirrored {
         let config = Mirrored::config(def, vhost)?;
         let label = format!("queue '{}' in vhost '{vhost}'", def.name);
         let id = group_of(vhost, def);
-        let now = Arc::new(members(def));
-        let members = self
-            .members()
-            .entry(id)
-            .or_insert_with(|| Arc::new(watch::Sender::new(now.clone())))
-            .clone();
-        members.send_replace(now);
+        let members = self.watched_members(id, def);
         let founders = founders(def);
         let joining = !founders.contains(&self.replica.node);
         Ok(Group {
@@ -263,9 +269,11 @@ impl QueueType for Mirrored {
                 name: def.name.as_str().into(),
                 vhost: env.vhost.clone(),
                 me: self.replica.node.clone(),
-                local: leader.queue,
-                serving: group.serving.clone(),
-                group: group.clone(),
+                place: Place::Member {
+                    local: leader.queue,
+                    serving: group.serving.clone(),
+                    group: Box::new(group.clone()),
+                },
                 remote: env.remote.clone(),
                 elsewhere: Default::default(),
                 attached: Default::default(),
@@ -280,6 +288,34 @@ impl QueueType for Mirrored {
             queue: Arc::new(queue),
             child: member::child(name, group, leader.child),
         })
+    }
+
+    /// On a node that holds no replica: a handle that goes through a member that is
+    /// up, and resumes this node's consumers through another when that one goes down.
+    fn reach(&self, def: &QueueDef, env: &HostEnv) -> Option<QueueRef> {
+        env.remote.as_ref()?;
+        let members = self.watched_members(group_of(&env.vhost, def), def);
+        let down = Arc::new(OnceLock::new());
+        if let Some(membership) = MembershipHandle::lookup(&self.replica.node) {
+            let slot = down.clone();
+            tokio::spawn(async move {
+                if let Ok(watch) = membership.watch_down().await {
+                    let _ = slot.set(watch);
+                }
+            });
+        }
+        Some(Arc::new(MirroredQueue {
+            route: Arc::new(Route {
+                def: def.clone(),
+                name: def.name.as_str().into(),
+                vhost: env.vhost.clone(),
+                me: self.replica.node.clone(),
+                place: Place::Outside { members, down },
+                remote: env.remote.clone(),
+                elsewhere: Default::default(),
+                attached: Default::default(),
+            }),
+        }))
     }
 
     fn redefined(&self, def: &QueueDef, vhost: &str) {

@@ -9,13 +9,14 @@ minority:  run with the two other nodes killed: a consumer through node 1 gets
 recovered: run with node 2 back (a majority again): every confirmed message is
     still in "mq", none lost; a new publish is confirmed; consuming takes them all,
     in order.
-prefill:   1000 confirmed messages f0..f999 into "mq" (empty), through node 1.
+prefill:   1000 confirmed messages f0..f999 into "mq" (empty; or the queue named by
+    the next argument), through node 1.
 failover:  a consumer (prefetch 100, through a node that survives) holds f0..f99
     unacked and prints "consuming"; the test then kills the node that serves "mq".
     The consumer keeps its subscription (no basic.cancel), gets f0..f99 again
     redelivered and the rest once, in order (printed: how soon after the kill); a
     publish with confirms through the third node reaches it. Argv: one more, the
-    ports of the consumer's and of the publisher's node.
+    ports of the consumer's and of the publisher's node (then another queue's name).
 members-fill:  "mm" declared through node 1 with two replicas, "solo" with one, "fq"
     with three; 300 confirmed messages mm0..mm299 into "mm" and "fq" through node 2.
 members-drain: every confirmed message of the queue named by the last argument
@@ -135,16 +136,18 @@ elif PHASE == "recovered":
     conn.close()
 
 elif PHASE == "prefill":
+    queue = sys.argv[5] if len(sys.argv) > 5 else "mq"
     conn, ch = confirming(P1)
-    assert t.count(ch, "mq") == 0
+    assert t.count(ch, queue) == 0
     for j in range(1000):
-        ch.basic_publish("", "mq", b"f%d" % j)
+        ch.basic_publish("", queue, b"f%d" % j)
     conn.close()
 
 elif PHASE == "failover":
     # argv: the port of the node the consumer uses, then of the one the publisher uses
     # (both survive the kill).
     through, publish_port = int(sys.argv[5]), int(sys.argv[6])
+    queue = sys.argv[7] if len(sys.argv) > 7 else "mq"
     conn = t.connect(through)
     ch = conn.channel()
     ch.basic_qos(prefetch_count=100)
@@ -155,7 +158,7 @@ elif PHASE == "failover":
     def on_message(channel, method, properties, body):
         got.append((body, method.redelivered, method.delivery_tag))
 
-    ch.basic_consume("mq", on_message)
+    ch.basic_consume(queue, on_message)
     deadline = time.monotonic() + 60
     while len(got) < 100:
         assert time.monotonic() < deadline, "only %d deliveries before the kill" % len(got)
@@ -188,7 +191,7 @@ elif PHASE == "failover":
     pconn, pch = confirming(publish_port)
     while True:
         try:
-            pch.basic_publish("", "mq", b"after failover")
+            pch.basic_publish("", queue, b"after failover")
             break
         except pika.exceptions.NackError:
             pass

@@ -320,7 +320,15 @@ pub trait QueueType: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// A replicated queue this node keeps running got other members
+    /// The handle of queue `def` on a node that does not run it ([`runs_here`] says
+    /// no); `None` (the default): the cluster's remote handle to its home node.
+    ///
+    /// [`runs_here`]: QueueType::runs_here
+    fn reach(&self, _def: &QueueDef, _env: &HostEnv) -> Option<QueueRef> {
+        None
+    }
+
+    /// A replicated queue this node runs, or reaches, got other members
     /// ([`QueueDef::replicas`] of `def`). Nothing by default.
     fn redefined(&self, _def: &QueueDef, _vhost: &str) {}
 

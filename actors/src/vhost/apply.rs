@@ -226,7 +226,7 @@ impl VHost {
             .placement
             .queue_types
             .of(&def, &self.inner.name)?;
-        if was && now {
+        if was == now {
             queue_type.redefined(&def, &self.inner.name);
             self.redefine(def);
             return Ok(());

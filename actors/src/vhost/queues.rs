@@ -101,6 +101,15 @@ impl VHost {
                 child: Some(hosted.child),
             });
         }
+        if let Ok(queue_type) = self.inner.placement.queue_types.of(def, &self.inner.name) {
+            if let Some(queue) = queue_type.reach(def, &self.host_env()) {
+                return Ok(Registered {
+                    def: def.clone(),
+                    queue,
+                    child: None,
+                });
+            }
+        }
         let remote = self.inner.placement.remote.as_ref().ok_or_else(|| {
             BrokerError::internal(format!(
                 "queue '{}' lives on node '{}', and this node is not in a cluster",

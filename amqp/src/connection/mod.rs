@@ -238,7 +238,11 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(64 * 1024));
+        // The next buffer is sized by this one (a connection that sends confirms
+        // needs a few KiB, one that delivers up to 64 KiB): a fresh 64 KiB buffer
+        // each time cost a busy node page faults.
+        let next = self.out.len().next_power_of_two().clamp(4 << 10, 64 << 10);
+        let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(next));
         writer
             .send(bytes)
             .await

@@ -18,6 +18,7 @@ pub struct RaftBatch {
     /// applied yet, and must be able to answer).
     pub sender: String,
     /// (group, protobuf-encoded message), in the order sent.
+    #[serde(with = "message_bytes")]
     pub messages: Vec<(u64, Vec<u8>)>,
     /// Groups whose leader on the sending node stops ticking, and asks its follower
     /// here to do the same (see [`Quiet`]).
@@ -56,7 +57,28 @@ pub struct Part {
     /// How many parts the message has.
     pub count: u32,
     /// Its bytes.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
+}
+
+/// Raft messages as byte strings, not sequences of bytes: the same encoding (a length,
+/// then the bytes), written and read in one copy instead of byte by byte (which cost a
+/// tenth of a busy mirrored queue's CPU on each node).
+mod message_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(messages: &[(u64, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(messages.iter().map(|(g, m)| (g, Bytes::new(m))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, Vec<u8>)>, D::Error> {
+        let messages: Vec<(u64, ByteBuf)> = Deserialize::deserialize(d)?;
+        Ok(messages
+            .into_iter()
+            .map(|(g, m)| (g, m.into_vec()))
+            .collect())
+    }
 }
 
 /// What goes to a peer in one cast.
@@ -154,6 +176,74 @@ impl Assembly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_encode_as_before_as_byte_strings() {
+        // The shapes before: byte vectors as sequences of bytes.
+        #[derive(Serialize)]
+        struct BatchBefore {
+            sender: String,
+            messages: Vec<(u64, Vec<u8>)>,
+            quiet: Vec<Quiet>,
+        }
+        #[derive(Serialize)]
+        struct PartBefore {
+            incarnation: u64,
+            sender: String,
+            group: u64,
+            seq: u64,
+            index: u32,
+            count: u32,
+            bytes: Vec<u8>,
+        }
+        let messages = vec![
+            (3, vec![1u8, 2, 250, 255]),
+            (9, Vec::new()),
+            (1, vec![7; 300]),
+        ];
+        let quiet = vec![Quiet {
+            group: 3,
+            term: 2,
+            leader: 5,
+            index: 40,
+        }];
+        let batch = RaftBatch {
+            sender: "n1".into(),
+            messages: messages.clone(),
+            quiet: quiet.clone(),
+        };
+        let before = BatchBefore {
+            sender: "n1".into(),
+            messages,
+            quiet,
+        };
+        fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+            warren_storage::codec::encode(v).unwrap()
+        }
+        let bytes = encode(&batch);
+        assert_eq!(bytes, encode(&before));
+        let back: RaftBatch = warren_storage::codec::decode(&bytes).unwrap();
+        assert_eq!(back.messages, batch.messages);
+        let part = Part {
+            incarnation: 1,
+            sender: "n2".into(),
+            group: 4,
+            seq: 5,
+            index: 0,
+            count: 2,
+            bytes: vec![0, 1, 2, 255],
+        };
+        let part_before = PartBefore {
+            incarnation: 1,
+            sender: "n2".into(),
+            group: 4,
+            seq: 5,
+            index: 0,
+            count: 2,
+            bytes: vec![0, 1, 2, 255],
+        };
+        assert_eq!(encode(&part), encode(&part_before));
+    }
 
     #[test]
     fn small_messages_share_casts_and_big_ones_are_cut_and_put_back() {

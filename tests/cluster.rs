@@ -681,6 +681,12 @@ fn mirrored_queue_members_are_added_and_removed_without_loss() {
     let out = ok(&c.nodes[2], &["queue", "shrink", other]);
     assert!(out.contains("queue mm: members"), "{out}");
     assert!(!queue_members(&c.nodes[2], "mm").iter().any(|m| m == other));
+    // Down to one member: the leaving one runs on until the group no longer counts
+    // it (a two-member group needs its vote to remove it).
+    eventually("the group of one has left the shrunk member out", || {
+        let (ok, out, _) = c.nodes[0].cli(&["queue", "status", "mm"]);
+        ok && !out.contains(other) && out.contains("in sync")
+    });
     let out = ok(&c.nodes[2], &["queue", "grow", other]);
     assert!(
         out.contains("queue mm: members") && out.contains("queue solo: members"),

@@ -81,13 +81,16 @@ pub enum VhostChange {
         binding: Binding,
     },
     /// The nodes that hold replicas of replicated queue `name` (if it is still the one
-    /// with storage id `id`) are now `replicas`: nodes added start a replica, which
-    /// catches up from the others; nodes left out stop theirs and remove its log.
+    /// with storage id `id`, and its members are still `from`) are now `replicas`:
+    /// nodes added start a replica, which catches up from the others; nodes left out
+    /// stop theirs and remove its log once the others no longer count on it.
     SetReplicas {
         /// The queue's name.
         name: String,
         /// Its storage id.
         id: u64,
+        /// Its members this change was made from (another change first: none).
+        from: Vec<String>,
         /// Its members from now on, the first one its home.
         replicas: Vec<String>,
     },

@@ -97,8 +97,6 @@ pub enum Local {
     Session(SessionEvent),
     /// `warren cluster status`: every member, this node first.
     Status(oneshot::Sender<Vec<MemberView>>),
-    /// The members held down, now and at every change.
-    WatchDown(oneshot::Sender<watch::Receiver<DownSet>>),
     /// `warren cluster forget NAME`: remove a down member and tell the others.
     Forget(String, oneshot::Sender<Result<(), MembershipError>>),
     /// This node leaves: tell every member, then answer.
@@ -112,6 +110,27 @@ pub enum Local {
 
 /// The names of the members held down.
 pub type DownSet = std::sync::Arc<BTreeSet<String>>;
+
+/// Each node's down set in this process, made on first use: whatever starts before the
+/// node's membership actor (queues recovered at start) watches it already, and it
+/// outlives a restart of that actor.
+fn down_sender(node: &str) -> watch::Sender<DownSet> {
+    static SENDERS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, watch::Sender<DownSet>>>> =
+        std::sync::OnceLock::new();
+    SENDERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(node.to_string())
+        .or_insert_with(|| watch::Sender::new(DownSet::default()))
+        .clone()
+}
+
+/// The members node `node` holds down, now and at every change (empty until its
+/// membership actor runs).
+pub fn watch_down(node: &str) -> watch::Receiver<DownSet> {
+    down_sender(node).subscribe()
+}
 
 /// Messages to a membership actor.
 #[derive(RactorClusterMessage)]
@@ -206,6 +225,7 @@ impl Actor for Membership {
         })?;
         myself.send_interval(args.timing.heartbeat, || MembershipMsg::local(Local::Tick));
         let _ = myself.cast(MembershipMsg::local(Local::Tick));
+        let down = down_sender(&args.me.name);
         Ok(MembershipState {
             table: MemberTable::new(args.me, args.seeds, args.timing),
             started: Instant::now(),
@@ -216,7 +236,7 @@ impl Actor for Membership {
             unreachable: BTreeSet::new(),
             refusals: HashMap::new(),
             unauthenticated: HashMap::new(),
-            down: watch::Sender::new(DownSet::default()),
+            down,
         })
     }
 
@@ -264,9 +284,6 @@ impl Actor for Membership {
                         let _ = reply.send(());
                     }
                     Local::Dialled { address } => state.check_dial(&address).await,
-                    Local::WatchDown(reply) => {
-                        let _ = reply.send(state.down.subscribe());
-                    }
                 }
             }
         }
@@ -677,11 +694,6 @@ impl MembershipHandle {
     /// Every member as this node sees it, this node first.
     pub async fn status(&self) -> Result<Vec<MemberView>, MembershipError> {
         self.ask(Local::Status).await
-    }
-
-    /// The members this node holds down, now and at every change.
-    pub async fn watch_down(&self) -> Result<watch::Receiver<DownSet>, MembershipError> {
-        self.ask(Local::WatchDown).await
     }
 
     /// Removes down member `name` from the cluster and tells every member.

@@ -116,6 +116,8 @@ pub enum MetaCommand {
         name: String,
         /// Its storage id.
         id: u64,
+        /// Its members the change was made from.
+        from: Vec<String>,
         /// Its members from now on.
         replicas: Vec<String>,
     },
@@ -166,10 +168,16 @@ impl From<BrokerChange> for MetaCommand {
             },
             VhostChange::Bind { binding } => MetaCommand::Bind { vhost, binding },
             VhostChange::Unbind { binding } => MetaCommand::Unbind { vhost, binding },
-            VhostChange::SetReplicas { name, id, replicas } => MetaCommand::SetQueueReplicas {
+            VhostChange::SetReplicas {
+                name,
+                id,
+                from,
+                replicas,
+            } => MetaCommand::SetQueueReplicas {
                 vhost,
                 name,
                 id,
+                from,
                 replicas,
             },
         }
@@ -230,8 +238,17 @@ impl From<MetaCommand> for MetaChange {
                 vhost,
                 name,
                 id,
+                from,
                 replicas,
-            } => vhost_change(vhost, VhostChange::SetReplicas { name, id, replicas }),
+            } => vhost_change(
+                vhost,
+                VhostChange::SetReplicas {
+                    name,
+                    id,
+                    from,
+                    replicas,
+                },
+            ),
         }
     }
 }
@@ -263,6 +280,7 @@ impl MetaCommand {
             vhost: vhost.clone(),
             name: def.name.clone(),
             id: def.id,
+            from: def.founders.clone(),
             replicas: def.replicas.clone(),
         };
         let declared = QueueDef {
@@ -387,6 +405,7 @@ mod tests {
             vhost: String,
             name: String,
             id: u64,
+            from: Vec<String>,
             replicas: Vec<String>,
         },
     }
@@ -440,11 +459,13 @@ mod tests {
                 vhost,
                 name,
                 id,
+                from,
                 replicas,
             } => Written::SetQueueReplicas {
                 vhost,
                 name,
                 id,
+                from,
                 replicas,
             },
         }
@@ -598,9 +619,10 @@ mod tests {
                     vhost: prod(),
                     name: "q2".into(),
                     id: 301,
+                    from: vec!["n1".into(), "n2".into()],
                     replicas: vec!["n2".into(), "n3".into()],
                 },
-                "010d0470726f64027132fb2d0102026e32026e33",
+                "010d0470726f64027132fb2d0102026e31026e3202026e32026e33",
             ),
         ]
     }

@@ -13,7 +13,7 @@
 //! channel.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -77,8 +77,8 @@ pub(crate) enum Place {
     Outside {
         /// The queue's members.
         members: Members,
-        /// The nodes this node holds down (set once the membership answered).
-        down: Arc<OnceLock<watch::Receiver<DownSet>>>,
+        /// The nodes this node holds down.
+        down: watch::Receiver<DownSet>,
     },
 }
 
@@ -96,9 +96,20 @@ impl Route {
     /// Where requests go now.
     fn target(&self) -> QueueRef {
         let node = match &self.place {
-            Place::Member { local, serving, .. } => {
+            Place::Member {
+                local,
+                serving,
+                group,
+            } => {
                 let serving = serving.load();
-                let node = serving.as_deref().unwrap_or(&self.def.node);
+                // Not led yet: where it was declared. Served by a node that is no
+                // longer a member: nowhere until a member leads (this node's leader
+                // answers meanwhile), rather than a round trip through that node.
+                let node = match serving.as_deref() {
+                    None => &self.def.node,
+                    Some(node) if group.has_member(node) => node,
+                    Some(_) => return local.clone(),
+                };
                 if *node == self.me || self.remote.is_none() {
                     return local.clone();
                 }
@@ -106,8 +117,8 @@ impl Route {
             }
             Place::Outside { members, down } => {
                 let members = members.borrow();
-                let down = down.get().map(|d| d.borrow().clone());
-                let up = |m: &&String| down.as_ref().is_none_or(|d| !d.contains(*m));
+                let down = down.borrow().clone();
+                let up = |m: &&String| !down.contains(*m);
                 match members.iter().find(up).or(members.first()) {
                     Some(node) => node.clone(),
                     None => self.def.node.clone(),
@@ -350,13 +361,21 @@ impl Queue for MirroredQueue {
     }
 
     fn delete(&self, if_unused: bool, if_empty: bool) -> BoxFuture<'_, Result<u64, BrokerError>> {
-        // Never led (just declared, or declared and deleted in a log a node replays):
-        // nothing to delete, and no leader to wait for.
-        if matches!(self.route.place, Place::Member { .. }) && self.route.serving_node().is_none() {
-            return Box::pin(async { Ok(0) });
-        }
         let target = self.route.target();
-        Box::pin(async move { target.delete(if_unused, if_empty).await })
+        Box::pin(async move {
+            // Never led (just declared, or declared and deleted in a log a node
+            // replays): nothing to delete, and no leader to wait for. (A member that
+            // has not caught up with the log yet knows no leader either: it asks.)
+            if let Place::Member { group, serving, .. } = &self.route.place {
+                if serving.load().is_none() {
+                    let view = group.replica.view(group.spec.group).await.ok().flatten();
+                    if view.is_none_or(|v| v.log.last == 0) {
+                        return Ok(0);
+                    }
+                }
+            }
+            target.delete(if_unused, if_empty).await
+        })
     }
 
     fn touch(&self) {

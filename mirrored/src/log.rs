@@ -69,7 +69,7 @@ impl Group {
         })?;
         if let Some(node) = self.serving.load_full() {
             // (A node that is no longer a member serves no more.)
-            if *node != me && self.has_member(&node) && !crate::member::down(me, &node).await {
+            if *node != me && self.has_member(&node) && !crate::member::down(me, &node) {
                 return Err(Refused::ServedElsewhere(node.to_string()));
             }
         }

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use warren_cluster::members::Health;
-use warren_cluster::membership::{DownSet, MembershipHandle};
+use warren_cluster::membership::{watch_down, DownSet};
 use warren_cluster::replica::{Reconciled, Seat};
 use warren_supervisor::{ChildSpec, Restart};
 
@@ -45,15 +44,8 @@ const CHANGING: Duration = Duration::from_millis(250);
 const RESTART_EVERY: Duration = Duration::from_secs(1);
 
 /// Whether this node's member list holds node `node` down.
-pub(crate) async fn down(me: &str, node: &str) -> bool {
-    let Some(membership) = MembershipHandle::lookup(me) else {
-        return false;
-    };
-    membership.status().await.is_ok_and(|members| {
-        members
-            .iter()
-            .any(|m| m.name == node && m.health == Health::Down)
-    })
+pub(crate) fn down(me: &str, node: &str) -> bool {
+    watch_down(me).borrow().contains(node)
 }
 
 /// A replica's actor.
@@ -73,8 +65,8 @@ pub(crate) struct MemberState {
     running: Option<ActorCell>,
     /// When the leader last failed.
     failed_at: Option<Instant>,
-    /// Which members this node holds down (none: the node has no membership actor).
-    down: Option<watch::Receiver<DownSet>>,
+    /// Which members this node holds down.
+    down: watch::Receiver<DownSet>,
     /// The task that says when to look again at who serves.
     watcher: Option<JoinHandle<()>>,
 }
@@ -97,17 +89,15 @@ impl Actor for Member {
         myself: ActorRef<MemberMsg>,
         args: MemberArgs,
     ) -> Result<MemberState, ActorProcessingErr> {
+        let down = watch_down(&args.group.replica.node);
         let mut state = MemberState {
             args,
             running: None,
             failed_at: None,
-            down: None,
+            down,
             watcher: None,
         };
-        let me = state.args.group.replica.node.clone();
-        if let Some(membership) = MembershipHandle::lookup(&me) {
-            state.down = membership.watch_down().await.ok();
-        }
+
         // A queue just declared (the replica runs, the group's log is empty): where it
         // was declared, its leader runs before the declaration is answered, so that
         // what the client sends next finds it (and waits in its mailbox until it
@@ -139,7 +129,7 @@ impl Actor for Member {
             myself.clone(),
             state.args.group.clone(),
             seat,
-            state.down.clone(),
+            Some(state.down.clone()),
         )));
         // (What changed while the watches were set up.)
         myself.send_message(MemberMsg::Check)?;
@@ -241,7 +231,9 @@ impl MemberState {
         let serve = match serving.as_deref() {
             // A new queue (nothing logged yet): where it was declared. One whose log
             // holds no leader yet (caught up with it): where the group is led.
-            None if view.log.last == 0 => group.spec.members.first().is_some_and(|m| m == me),
+            None if view.log.last == 0 => {
+                !group.spec.joining && group.spec.members.first().is_some_and(|m| m == me)
+            }
             None if leads && view.log.applied < view.log.committed => {
                 myself.send_after(CATCHING_UP, || MemberMsg::Check);
                 false
@@ -251,14 +243,7 @@ impl MemberState {
             // Another node serves: taken over only when that node is down, or no
             // longer a member, and this one leads the group (a live leader is not
             // disturbed).
-            Some(node) => {
-                leads
-                    && (!group.has_member(node)
-                        || match &self.down {
-                            Some(down) => down.borrow().contains(node),
-                            None => down(me, node).await,
-                        })
-            }
+            Some(node) => leads && (!group.has_member(node) || self.down.borrow().contains(node)),
         };
         if leads {
             let desired = group.members.borrow().to_vec();

@@ -1,7 +1,8 @@
 //! [`Mirrored`]: the mirrored (quorum) queue type.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -11,7 +12,7 @@ use warren_actors::error::BrokerError;
 use warren_actors::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueRef, QueueType};
 use warren_actors::BoxFuture;
 use warren_cluster::members::Health;
-use warren_cluster::membership::MembershipHandle;
+use warren_cluster::membership::{watch_down, MembershipHandle};
 use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
@@ -20,6 +21,11 @@ use crate::handle::{MirroredQueue, Place, Route};
 use crate::log::{Group, Members, RaftLog};
 use crate::machine::{Mirrors, Serving};
 use crate::member;
+
+/// How often a replica that left its queue looks whether its group still counts it,
+/// and how long it keeps running for it at most.
+const LEAVE_CHECK: Duration = Duration::from_millis(250);
+const LEAVE_WITHIN: Duration = Duration::from_secs(600);
 
 /// The declare argument that sets the number of replicas (RabbitMQ's name).
 pub const GROUP_SIZE_ARG: &str = "x-quorum-initial-group-size";
@@ -145,7 +151,9 @@ impl Mirrored {
         let id = group_of(vhost, def);
         let members = self.watched_members(id, def);
         let founders = founders(def);
-        let joining = !founders.contains(&self.replica.node);
+        // Once its members changed, a replica opened with an empty log joins (a
+        // founder's log may have gone with an earlier removal).
+        let joining = !founders.contains(&self.replica.node) || !def.founders.is_empty();
         Ok(Group {
             replica: self.replica.clone(),
             spec: GroupSpec {
@@ -295,15 +303,7 @@ impl QueueType for Mirrored {
     fn reach(&self, def: &QueueDef, env: &HostEnv) -> Option<QueueRef> {
         env.remote.as_ref()?;
         let members = self.watched_members(group_of(&env.vhost, def), def);
-        let down = Arc::new(OnceLock::new());
-        if let Some(membership) = MembershipHandle::lookup(&self.replica.node) {
-            let slot = down.clone();
-            tokio::spawn(async move {
-                if let Ok(watch) = membership.watch_down().await {
-                    let _ = slot.set(watch);
-                }
-            });
-        }
+        let down = watch_down(&self.replica.node);
         Some(Arc::new(MirroredQueue {
             route: Arc::new(Route {
                 def: def.clone(),
@@ -322,6 +322,45 @@ impl QueueType for Mirrored {
         if let Some(members) = self.members().get(&group_of(vhost, def)) {
             members.send_replace(Arc::new(self::members(def)));
         }
+    }
+
+    /// The group keeps running here, a member that serves nothing, until its Raft
+    /// members no longer count this node (handing the leadership over first while it
+    /// leads): its log goes only then, so that a removal never leaves a voter without
+    /// its log, nor a group short of a majority it still needs.
+    fn left(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
+        let group = group_of(vhost, def);
+        let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
+        let (name, members) = (def.name.clone(), self::members(def));
+        tokio::spawn(async move {
+            let me = replica.node.clone();
+            let deadline = Instant::now() + LEAVE_WITHIN;
+            loop {
+                let view = match replica.view(group).await {
+                    Ok(Some(view)) => view,
+                    // Closed meanwhile (the queue was deleted).
+                    _ => return,
+                };
+                if !view.members.contains(&me) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(queue = %name, "the queue's group still counts this node after {LEAVE_WITHIN:?}: it stops running here and keeps its log");
+                    let _ = replica.close(group, false).await;
+                    mirrors.remove(group);
+                    return;
+                }
+                if view.leader.as_deref() == Some(me.as_str()) {
+                    let _ = replica.reconcile(group, members.clone()).await;
+                }
+                tokio::time::sleep(LEAVE_CHECK).await;
+            }
+            if let Err(e) = replica.close(group, true).await {
+                tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
+            }
+            mirrors.remove(group);
+        });
+        Box::pin(async {})
     }
 
     fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {

@@ -332,6 +332,13 @@ pub trait QueueType: Send + Sync + 'static {
     /// ([`QueueDef::replicas`] of `def`). Nothing by default.
     fn redefined(&self, _def: &QueueDef, _vhost: &str) {}
 
+    /// This node no longer holds a replica of queue `def` (its members changed; `def`
+    /// has the new ones), and its actors stopped. By default what it kept goes at
+    /// once ([`removed`](QueueType::removed)).
+    fn left(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
+        self.removed(def, vhost)
+    }
+
     /// The queue was deleted (on every node, after its actors stopped): what this node
     /// keeps of it goes (a replica's log). Nothing by default.
     fn removed(&self, _def: &QueueDef, _vhost: &str) -> BoxFuture<'static, ()> {

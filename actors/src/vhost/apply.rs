@@ -40,9 +40,12 @@ impl VHost {
             VhostChange::DeleteQueue { name, node, id } => {
                 self.apply_delete_queue(&name, &node, id).await
             }
-            VhostChange::SetReplicas { name, id, replicas } => {
-                self.apply_set_replicas(&name, id, replicas).await
-            }
+            VhostChange::SetReplicas {
+                name,
+                id,
+                from,
+                replicas,
+            } => self.apply_set_replicas(&name, id, &from, replicas).await,
         }
     }
 
@@ -194,8 +197,8 @@ impl VHost {
         }
     }
 
-    /// Replicated queue `name` (if still the one with storage id `id`) has the members
-    /// `replicas` from now on: a node added starts its replica (which catches up from
+    /// Replicated queue `name` (if still the one with storage id `id`, and its members
+    /// still `from`) has the members `replicas` from now on: a node added starts its replica (which catches up from
     /// the others), a node left out stops its own and removes its log, the others keep
     /// theirs (the group's leader changes the group's Raft members to match). Its home
     /// node stays what it was (it names the queue's group), in the list or not.
@@ -203,12 +206,14 @@ impl VHost {
         &self,
         name: &str,
         id: u64,
+        from: &[String],
         replicas: Vec<String>,
     ) -> Result<(), BrokerError> {
         let Some(current) = self.queue_def(name) else {
             return Ok(());
         };
-        if current.id != id || current.replicas.is_empty() || replicas.is_empty() {
+        // (Another change came first: this one, made from what it changed, is void.)
+        if current.id != id || current.replicas != from || replicas.is_empty() {
             return Ok(());
         }
         if current.replicas == replicas {
@@ -232,11 +237,11 @@ impl VHost {
             return Ok(());
         }
         if was {
-            // Its actors stop before its log goes.
+            // Its actors stop; its replica goes once the others no longer count on it.
             if let Some(registered) = self.unregister(name) {
                 self.stop_queue(&registered).await;
             }
-            queue_type.removed(&current, &self.inner.name).await;
+            queue_type.left(&def, &self.inner.name).await;
         }
         let registered = self.open(&def)?;
         let started = self.start_queue(&registered).await;

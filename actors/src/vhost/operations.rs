@@ -382,10 +382,19 @@ impl VHost {
         self.change(VhostChange::SetReplicas {
             name: name.to_string(),
             id: def.id,
-            replicas,
+            from: def.replicas.clone(),
+            replicas: replicas.clone(),
         })
         .await?;
-        self.queue_def(name).ok_or_else(|| self.no_queue(name))
+        let now = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
+        if now.replicas != replicas {
+            return Err(BrokerError::precondition_failed(format!(
+                "the members of queue '{name}' in vhost '{}' changed meanwhile (now {}): look again and repeat",
+                self.inner.name,
+                now.replicas.join(", ")
+            )));
+        }
+        Ok(now)
     }
 
     /// Checks a new declaration: its type exists here, and that type accepts its

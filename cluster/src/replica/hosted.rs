@@ -67,6 +67,8 @@ pub(super) struct Hosted {
     /// The group's term and leader, for whoever watches them on this node
     /// ([`super::ReplicaHandle::watch`]).
     pub seat: watch::Sender<Seat>,
+    /// Opened with an empty log as a new member, not yet following a leader.
+    pub joining: bool,
 }
 
 /// Ticks in a row a leader finds its group settled before it goes quiet (the
@@ -100,6 +102,7 @@ impl Hosted {
             quiet: false,
             settled_ticks: 0,
             seat: watch::Sender::new(Seat::default()),
+            joining: false,
         }
     }
 
@@ -248,10 +251,12 @@ impl Hosted {
                 // removal took effect). Raft would panic; the member instead answers,
                 // and the leader's next append, refused, sends the log again.
                 if m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat {
-                    let last = self.group.node.raft.raft_log.last_index();
-                    if m.commit > last {
-                        tracing::warn!(group = %self.label, commit = m.commit, last, "the leader believes this member holds more than its log: it takes the log again");
-                        m.commit = last;
+                    let log = &self.group.node.raft.raft_log;
+                    if m.commit > log.last_index() {
+                        tracing::warn!(group = %self.label, commit = m.commit, last = log.last_index(), "the leader believes this member holds more than its log: it takes the log again");
+                        // (Never more than this member knows committed: a clamp to
+                        // its last index would commit entries it may not share.)
+                        m.commit = log.committed;
                     }
                 }
                 // Anything but the answer to a heartbeat is news: a quiet group ticks
@@ -277,7 +282,15 @@ impl Hosted {
 
     /// Time passed: Raft's tick, expiry of proposals and of waits.
     pub fn tick(&mut self, node: &str, now: Instant) {
-        self.group.node.tick();
+        // A member that joined with an empty log counts from the group's first
+        // members, which may name it a voter (it was one before, and its log went):
+        // it must not elect itself on that word, only follow a leader it hears from.
+        if self.joining && self.leader_id() != 0 {
+            self.joining = false;
+        }
+        if !self.joining {
+            self.group.node.tick();
+        }
         self.expire_pending(node, now);
         self.barrier.tick(now);
         // Counted from when the node is in its group: a node still joining has no

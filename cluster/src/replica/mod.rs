@@ -896,9 +896,13 @@ impl ReplicaState {
             apply_tx,
         );
         hosted.may_quiesce = true;
+        hosted.joining = fresh && spec.joining;
         // The only voter need not wait out an election timeout; nor does a new
-        // group's first member (its owner: it most likely leads, and at once).
-        if hosted.conf_state().voters == [id] || (fresh && spec.members.first() == Some(&self.name))
+        // group's first member (its owner: it most likely leads, and at once). A
+        // member joining with an empty log waits to hear from the leader.
+        if !hosted.joining
+            && (hosted.conf_state().voters == [id]
+                || (fresh && spec.members.first() == Some(&self.name)))
         {
             let _ = hosted.group.node.campaign();
         }

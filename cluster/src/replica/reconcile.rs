@@ -13,6 +13,9 @@ use super::{broker_error, not_here, ReplicaState};
 use crate::raft_group::{GroupId, Joiner};
 use crate::raft_log::{raft_id, METADATA_GROUP};
 
+/// How far behind the commit index a learner may be to become a voter.
+const CAUGHT_UP_WITHIN: u64 = 64;
+
 /// Where a group's members stand against the list they should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -69,6 +72,8 @@ impl ReplicaState {
         let committed = raft.raft_log.committed;
         let cs = hosted.conf_state();
         let wanted = |id: u64| desired.iter().any(|n| raft_id(n) == id);
+        // (Within a few entries of the commit index: under a steady load a learner is
+        // always a little behind.)
         let caught_up = |hosted: &super::Hosted, id: u64| {
             hosted
                 .group
@@ -76,7 +81,7 @@ impl ReplicaState {
                 .raft
                 .prs()
                 .get(id)
-                .is_some_and(|p| p.matched >= committed)
+                .is_some_and(|p| p.matched + CAUGHT_UP_WITHIN >= committed)
         };
         // A leader left out hands over to a member that has everything first.
         if !wanted(me) {
@@ -86,6 +91,8 @@ impl ReplicaState {
                 .copied()
                 .find(|id| *id != me && wanted(*id) && caught_up(hosted, *id))
             {
+                // (A quiet group ticks again, so that a lost transfer times out.)
+                hosted.wake();
                 hosted.group.node.transfer_leader(to);
                 return Ok(Reconciled::Changing(format!(
                     "handing the leadership to {}",
@@ -93,6 +100,9 @@ impl ReplicaState {
                 )));
             }
         }
+        // New members first as learners; a learner that caught up votes; one that has
+        // not does not hold up the steps after (a member's removal above all).
+        let mut catching_up = None;
         for name in desired {
             let id = raft_id(name);
             if cs.voters.contains(&id) {
@@ -104,7 +114,8 @@ impl ReplicaState {
             }
             let hosted = &self.groups[&group];
             if !caught_up(hosted, id) {
-                return Ok(Reconciled::Changing(format!("{name} is catching up")));
+                catching_up.get_or_insert_with(|| name.clone());
+                continue;
             }
             self.change(group, name, id, ConfChangeType::AddNode)?;
             return Ok(Reconciled::Changing(format!("making {name} a voter")));
@@ -120,6 +131,9 @@ impl ReplicaState {
             let name = hosted.name_of(id);
             self.change(group, &name, id, ConfChangeType::RemoveNode)?;
             return Ok(Reconciled::Changing(format!("removing {name}")));
+        }
+        if let Some(name) = catching_up {
+            return Ok(Reconciled::Changing(format!("{name} is catching up")));
         }
         if !wanted(me) {
             return Ok(Reconciled::Changing(

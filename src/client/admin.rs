@@ -188,8 +188,6 @@ impl Client {
         }
     }
 
-    /// The node's memory and disk against their limits; `Some` values change the
-    /// limits (until the node restarts).
     /// Adds (or removes) a replica on `node` to replicated queue `queue`, or with
     /// `None` to every quorum queue of the vhost that lacks (has) one there.
     pub async fn change_members(
@@ -209,6 +207,8 @@ impl Client {
         }
     }
 
+    /// The node's memory and disk against their limits; `Some` values change the
+    /// limits (until the node restarts).
     pub async fn limits(
         &self,
         memory: Option<warren_resources::alarm::MemoryLimit>,

@@ -29,7 +29,8 @@ impl Admin {
             let mut changes = Vec::new();
             for def in vhost.queue_defs() {
                 let has = def.replicas.iter().any(|r| r == node);
-                if def.replicas.is_empty() || has == add {
+                // (A queue's last replica stays where it is: `shrink` leaves it.)
+                if def.replicas.is_empty() || has == add || (!add && def.replicas.len() == 1) {
                     continue;
                 }
                 let outcome = self.change_member(vhost, &def, node, add).await;

@@ -14,7 +14,7 @@ use crate::delivery::ChannelId;
 use crate::error::{code, BrokerError};
 use crate::exchange::{Binding, Destination, ExchangeDef, ExchangeKind};
 use crate::message::FieldTable;
-use crate::queue::{QueueDef, QueueRef, QUEUE_TYPE_ARG};
+use crate::queue::{QueueDef, QueueKind, QueueRef, QUEUE_TYPE_ARG};
 
 use super::ExchangeMsg;
 
@@ -366,6 +366,12 @@ impl VHost {
         replicas: Vec<String>,
     ) -> Result<QueueDef, BrokerError> {
         let def = self.queue_def(name).ok_or_else(|| self.no_queue(name))?;
+        if def.replicas.is_empty() && def.kind().is_ok_and(|k| k == QueueKind::Quorum) {
+            return Err(BrokerError::precondition_failed(format!(
+                "queue '{name}' in vhost '{}' was declared before Warren recorded replicas: its one replica on '{}' cannot change; declare a new quorum queue to have several",
+                self.inner.name, def.node
+            )));
+        }
         if def.replicas.is_empty() {
             return Err(BrokerError::precondition_failed(format!(
                 "queue '{name}' in vhost '{}' is a {} queue: only quorum (mirrored) queues have members",

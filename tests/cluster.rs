@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, free_port, leader, members, NodeProcess};
+use common::{eventually, free_port, leader, members, ok, queue_row, NodeProcess};
 
 fn states(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -228,23 +228,6 @@ fn formed(c: &Cluster) {
             leader(node).is_some()
         });
     }
-}
-
-/// `args` through `node`'s CLI, which must succeed; its standard output.
-fn ok(node: &NodeProcess, args: &[&str]) -> String {
-    let (ok, out, err) = node.cli(args);
-    assert!(ok, "warren {args:?} failed: {err}");
-    out
-}
-
-/// The `warren queues --json` row of `queue` as `node` sees it.
-fn queue_row(node: &NodeProcess, queue: &str) -> Option<serde_json::Value> {
-    let (ok, out, _) = node.cli(&["queues", "--json"]);
-    if !ok {
-        return None;
-    }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    rows.into_iter().find(|r| r["name"] == queue)
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! | file          | concern                                                        | uses |
 //! |---------------|----------------------------------------------------------------|------|
 //! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        | all below |
-//! | `writer.rs`   | the writer thread: group commit, durability, failure handling  | `shared`, `options`, `batch`, `tables`, `error` |
+//! | `writer.rs`   | the writer thread: group commit, durability, failure handling, the crash-test hook ([`FAULT_ABORT_IN_COMMIT_ENV`]) | `shared`, `options`, `batch`, `tables`, `error` |
 //! | `open.rs`     | opening a file: create, validate the format, create the tables | `options`, `tables`, `error` |
 //! | `reads.rs`    | recovery and delivery reads in read transactions               | `tables`, `error` |
 //! | `shared.rs`   | what the handle and the writer thread share (file, id counter) | `stats` |
@@ -50,6 +50,10 @@
 //! A [`Batch`] marked `durable` resolves its [`Commit`] only after redb's fsync.
 //! Many batches share one commit and one fsync (`writer.rs` describes the loop,
 //! and how non-durable batches reach the disk and what a crash loses).
+//!
+//! Crash tests can make the writer abort its process in the middle of a chosen
+//! durable commit with [`FAULT_ABORT_IN_COMMIT_ENV`] (`writer.rs` describes the
+//! hook).
 //!
 //! After a [`CommitError::Storage`] redb refuses further writes until the file is
 //! reopened: the store's owner (the node's `store` supervisor child) should
@@ -106,3 +110,4 @@ pub use options::StoreOptions;
 pub use stats::StoreStats;
 pub use store::Store;
 pub use tables::{MetaTable, FILE_FORMAT_VERSION};
+pub use writer::FAULT_ABORT_IN_COMMIT_ENV;

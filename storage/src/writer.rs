@@ -35,6 +35,23 @@
 //! after a failed commit until the file is reopened, so in practice the later
 //! groups fail too, with an error that names the first failure; the node must
 //! restart, and redb repairs the file on open.
+//!
+//! # Fault injection for crash tests
+//!
+//! With [`FAULT_ABORT_IN_COMMIT_ENV`] (`WARREN_FAULT_ABORT_IN_COMMIT`) set to `N`
+//! when the writer starts, the writer kills its own process with
+//! [`std::process::abort`] in the middle of its `N`-th durable commit that writes
+//! something (counted from 1 since the writer started; the empty commits that
+//! only flush earlier non-durable ones are not counted): after the first half of
+//! the group's ops (at least one) went into the write transaction, before the
+//! rest and before `commit()`. An abort is as abrupt as kill -9 (no destructors,
+//! no flush, no final commit), so a test gets the file a crash during a group
+//! commit leaves behind, at a point it chooses: `tests/mirrored_crash.rs` kills a
+//! replica of a mirrored queue that way and checks that it catches up from the
+//! others. Unset, the hook costs one branch per commit on a value read once. It
+//! is a hook for tests only: a node started with it says so at start, and logs an
+//! error before it aborts, so that whoever set it by mistake sees why the node
+//! died.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -54,6 +71,11 @@ use crate::tables::{
     owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
     REPLICATION_SNAPSHOT,
 };
+
+/// The environment variable of the fault-injection hook (see the module doc):
+/// the writer aborts the process in the middle of its N-th durable commit.
+/// For tests only.
+pub const FAULT_ABORT_IN_COMMIT_ENV: &str = "WARREN_FAULT_ABORT_IN_COMMIT";
 
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
@@ -121,6 +143,55 @@ pub(crate) struct Writer {
     /// The first failed commit, named in later errors (redb refuses writes
     /// after it).
     failure: Option<String>,
+    /// The fault-injection hook, when [`FAULT_ABORT_IN_COMMIT_ENV`] is set.
+    abort_in_commit: Option<AbortInCommit>,
+}
+
+/// The fault-injection hook: which durable commit to abort in, and how many
+/// have been made.
+#[derive(Debug)]
+struct AbortInCommit {
+    /// The durable commit (that writes something) to abort in, from 1.
+    at: u64,
+    /// Such commits begun so far.
+    begun: u64,
+}
+
+impl AbortInCommit {
+    /// The hook as [`FAULT_ABORT_IN_COMMIT_ENV`] sets it, read once when the
+    /// writer starts; `None` when unset, or set to something other than a
+    /// positive number (said in the log, so that a typo does not go unnoticed).
+    fn from_env(path: &Path) -> Option<AbortInCommit> {
+        let value = std::env::var_os(FAULT_ABORT_IN_COMMIT_ENV)?;
+        match value.to_str().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(at) if at > 0 => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "{FAULT_ABORT_IN_COMMIT_ENV}={at}: this process will abort in the middle of \
+                     durable commit {at} of its store, on purpose (a fault-injection hook for \
+                     tests)"
+                );
+                Some(AbortInCommit { at, begun: 0 })
+            }
+            _ => {
+                tracing::error!(
+                    "{FAULT_ABORT_IN_COMMIT_ENV}={value:?} ignored: the fault-injection hook \
+                     takes the number (from 1) of the durable commit to abort in"
+                );
+                None
+            }
+        }
+    }
+
+    /// Counts a durable commit of `group` that is about to be applied; true if
+    /// it is the one to abort in. Commits that write nothing are not counted.
+    fn due(&mut self, group: &[Pending]) -> bool {
+        if group.iter().all(|pending| pending.ops.is_empty()) {
+            return false;
+        }
+        self.begun += 1;
+        self.begun == self.at
+    }
 }
 
 impl Writer {
@@ -131,6 +202,7 @@ impl Writer {
         config: WriterConfig,
         persisted_next_id: u64,
     ) -> std::io::Result<JoinHandle<()>> {
+        let abort_in_commit = AbortInCommit::from_env(&shared.path);
         let writer = Writer {
             shared,
             requests,
@@ -139,6 +211,7 @@ impl Writer {
             persisted_next_id,
             unflushed_since: None,
             failure: None,
+            abort_in_commit,
         };
         thread::Builder::new()
             .name("warren-store-writer".to_string())
@@ -310,6 +383,14 @@ impl Writer {
         // Loaded after the whole group was received: every id handed out before
         // a batch of this group was submitted is covered by this value.
         let next_id = self.shared.next_id.load(Ordering::SeqCst);
+        if durable
+            && self
+                .abort_in_commit
+                .as_mut()
+                .is_some_and(|hook| hook.due(group))
+        {
+            abort_in_commit(&txn, group, self.path());
+        }
         let applied = apply_group(
             &txn,
             group,
@@ -501,6 +582,31 @@ impl<'t> GroupTables<'t> {
         }
         Ok(())
     }
+}
+
+/// The fault-injection hook's crash: applies the first half of the group's ops
+/// (at least one) to `txn`, so that the transaction holds part of the group, and
+/// aborts the process before the rest and before the commit.
+fn abort_in_commit(txn: &WriteTransaction, group: &[Pending], path: &Path) -> ! {
+    let total: usize = group.iter().map(|pending| pending.ops.len()).sum();
+    let half = total.div_ceil(2);
+    let mut tables = GroupTables::new(txn);
+    let applied = group
+        .iter()
+        .flat_map(|pending| &pending.ops)
+        .take(half)
+        .map(|op| tables.apply(op))
+        .take_while(Result::is_ok)
+        .count();
+    tracing::error!(
+        path = %path.display(),
+        batches = group.len(),
+        ops = total,
+        applied,
+        "aborting the process in the middle of a durable commit, on purpose: \
+         {FAULT_ABORT_IN_COMMIT_ENV} is set (a fault-injection hook for tests)"
+    );
+    std::process::abort()
 }
 
 /// Applies every op of the group in order, and the id counter if it moved.

@@ -6,8 +6,9 @@ pub mod netns;
 pub mod raw_amqp;
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use warren::client::{Client, ConnectOptions};
@@ -217,20 +218,44 @@ impl NodeProcess {
         seeds: &[u16],
         role: &str,
     ) -> NodeProcess {
+        NodeProcess::start_member_with_env(data_dir, port, name, seeds, role, &[])
+    }
+
+    /// [`NodeProcess::start_member`] with `env` added to the node's environment (a
+    /// fault-injection hook, say).
+    pub fn start_member_with_env(
+        data_dir: &Path,
+        port: u16,
+        name: &str,
+        seeds: &[u16],
+        role: &str,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let seeds = seeds.join(",");
-        NodeProcess::start_with(
+        NodeProcess::start_with_env(
             data_dir,
             port,
             &["--name", name, "--seeds", &seeds, "--role", role],
+            env,
         )
     }
 
     /// A node with `args` added to the usual test flags.
     pub fn start_with(data_dir: &Path, port: u16, args: &[&str]) -> NodeProcess {
+        NodeProcess::start_with_env(data_dir, port, args, &[])
+    }
+
+    /// [`NodeProcess::start_with`] with `env` added to the node's environment.
+    pub fn start_with_env(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let amqp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        NodeProcess::spawn(None, addr, amqp_addr, data_dir, args)
+        NodeProcess::spawn(None, addr, amqp_addr, data_dir, args, env)
     }
 
     /// A cluster member inside network namespace `netns`, listening on `ip` (an
@@ -251,6 +276,7 @@ impl NodeProcess {
             (ip, 5672).into(),
             data_dir,
             &["--name", name, "--seeds", &seeds, "--role", role],
+            &[],
         )
     }
 
@@ -260,6 +286,7 @@ impl NodeProcess {
         amqp_addr: SocketAddr,
         data_dir: &Path,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> NodeProcess {
         let cookie = data_dir.join("cookie");
         if !cookie.exists() {
@@ -283,7 +310,25 @@ impl NodeProcess {
             }
             None => Command::new(binary),
         };
+        // A node that aborts (a crash test's fault-injection hook makes it, on
+        // purpose) leaves no core file in the working directory, which is the
+        // repository's.
+        // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork
+        // and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
+            .envs(env.iter().copied())
             // WARREN_TEST_LOG sets the nodes' log filter (`warn` when unset).
             .args(["node", "--log"])
             .arg(std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -342,6 +387,12 @@ impl NodeProcess {
         }
     }
 
+    /// How the process ended, once it has (`None` while it runs, or once killed by
+    /// [`NodeProcess::kill`]).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: the node gets no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -381,8 +432,13 @@ impl Drop for NodeProcess {
 
 /// Waits (bounded, 30 s) until `check` holds; a test that needs something to happen
 /// eventually does not depend on how fast it happens.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(30), check)
+}
+
+/// [`eventually`], for something that may take longer than 30 s on a slow machine.
+pub fn eventually_within(what: &str, bound: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
     while !check() {
         assert!(Instant::now() < deadline, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(50));
@@ -431,4 +487,21 @@ pub fn leader(node: &NodeProcess) -> Option<String> {
         .iter()
         .find(|r| r["leader"].as_bool() == Some(true))
         .and_then(|r| r["name"].as_str().map(str::to_string))
+}
+
+/// `args` through `node`'s CLI, which must succeed; its standard output.
+pub fn ok(node: &NodeProcess, args: &[&str]) -> String {
+    let (ok, out, err) = node.cli(args);
+    assert!(ok, "warren {args:?} failed: {err}");
+    out
+}
+
+/// The `warren queues --json` row of `queue` as `node` sees it.
+pub fn queue_row(node: &NodeProcess, queue: &str) -> Option<serde_json::Value> {
+    let (ok, out, _) = node.cli(&["queues", "--json"]);
+    if !ok {
+        return None;
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    rows.into_iter().find(|r| r["name"] == queue)
 }

@@ -129,23 +129,34 @@ def consumer(idx, host, port):
 
 
 def left_over():
-    """What is still in the queue, taken by basic.get through any node that answers."""
-    errors = []
+    """What is still in the queue, taken by basic.get through any node that answers
+    (tried again for a while: right after the heal the queue may still be electing)."""
+    errors, taken = [], []
+    deadline = time.monotonic() + DRAIN_MAX
+    while time.monotonic() < deadline:
+        if left_over_once(taken, errors):
+            return taken
+        time.sleep(0.5)
+    raise AssertionError("no node answered basic.get for the left-over messages: %s" % errors[-6:])
+
+
+def left_over_once(taken, errors):
+    """One round of `left_over` through each node, into `taken` (what one node handed
+    out before it failed counts too); whether a node answered until the queue was empty."""
     for host, port in NODES:
         try:
             conn = pika.BlockingConnection(params(host, port))
             ch = conn.channel()
-            out = []
             while True:
                 method, _, body = ch.basic_get(QUEUE, auto_ack=True)
                 if method is None:
                     conn.close()
-                    return out
+                    return True
                 pub, seq = body.split(b"-")
-                out.append((int(pub), int(seq)))
+                taken.append((int(pub), int(seq)))
         except Exception as e:
             errors.append("%s:%d: %r" % (host, port, e))
-    raise AssertionError("no node answered basic.get for the left-over messages: %s" % errors)
+    return False
 
 
 publishers = [

@@ -93,52 +93,61 @@ impl Place {
 }
 
 impl Route {
-    /// Where requests go now.
+    /// Where requests go now (on every publish: no allocation unless the node it goes
+    /// through changed).
     fn target(&self) -> QueueRef {
-        let node = match &self.place {
+        match &self.place {
             Place::Member {
                 local,
                 serving,
                 group,
             } => {
                 let serving = serving.load();
-                // Not led yet: where it was declared. Served by a node that is no
-                // longer a member: nowhere until a member leads (this node's leader
-                // answers meanwhile), rather than a round trip through that node.
-                let node = match serving.as_deref() {
-                    None => &self.def.node,
-                    Some(node) if group.has_member(node) => node,
-                    Some(_) => return local.clone(),
-                };
-                if *node == self.me || self.remote.is_none() {
-                    return local.clone();
+                match serving.as_deref() {
+                    // This node serves (the commonest case: no look at the members).
+                    Some(node) if *node == self.me => local.clone(),
+                    // (Outside a cluster every request is this node's.)
+                    _ if self.remote.is_none() => local.clone(),
+                    // Not led yet: where it was declared.
+                    None if self.def.node != self.me => self.through(&self.def.node),
+                    Some(node) if group.has_member(node) => self.through(node),
+                    // Declared here; or served by a node that is no longer a member:
+                    // nowhere until a member leads (this node's leader answers
+                    // meanwhile), rather than a round trip through that node.
+                    _ => local.clone(),
                 }
-                node.clone()
             }
             Place::Outside { members, down } => {
-                let members = members.borrow();
-                let down = down.borrow().clone();
-                let up = |m: &&String| !down.contains(*m);
-                match members.iter().find(up).or(members.first()) {
-                    Some(node) => node.clone(),
-                    None => self.def.node.clone(),
+                let (members, down) = (members.borrow(), down.borrow());
+                match members
+                    .iter()
+                    .find(|m| !down.contains(*m))
+                    .or(members.first())
+                {
+                    Some(node) => self.through(node),
+                    None => self.through(&self.def.node),
                 }
             }
-        };
+        }
+    }
+
+    /// The handle of this queue on node `node` (another one), made once per node.
+    fn through(&self, node: &str) -> QueueRef {
         if let Some(known) = &*self.elsewhere.load() {
             if known.0 == node {
                 return known.1.clone();
             }
         }
         let def = QueueDef {
-            node: node.clone(),
+            node: node.to_string(),
             ..self.def.clone()
         };
         let queue = match &self.remote {
             Some(remote) => remote.queue(&self.vhost, &def),
             None => unreachable!("a node outside a cluster holds every replica"),
         };
-        self.elsewhere.store(Some(Arc::new((node, queue.clone()))));
+        self.elsewhere
+            .store(Some(Arc::new((node.to_string(), queue.clone()))));
         queue
     }
 

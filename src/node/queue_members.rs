@@ -7,7 +7,7 @@
 use warren_actors::error::{code, BrokerError};
 use warren_actors::queue::QueueDef;
 use warren_actors::vhost::VHost;
-use warren_cluster::members::Health;
+use warren_cluster::membership::watch_down;
 use warren_cluster::protocol::MembersChanged;
 
 use super::admin::Admin;
@@ -94,7 +94,7 @@ impl Admin {
                 members.join(", ")
             )));
         }
-        if self.down_nodes().await.iter().any(|d| d == node) {
+        if self.down_nodes().iter().any(|d| d == node) {
             return Err(BrokerError::new(
                 code::RESOURCE_LOCKED,
                 format!("node '{node}' is down: a new replica needs a node that is up"),
@@ -104,21 +104,12 @@ impl Admin {
     }
 
     /// The nodes this node's member list holds down.
-    async fn down_nodes(&self) -> Vec<String> {
-        match self.membership() {
-            Ok(m) => m
-                .status()
-                .await
-                .map(|members| {
-                    members
-                        .into_iter()
-                        .filter(|m| m.health == Health::Down)
-                        .map(|m| m.name)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+    fn down_nodes(&self) -> Vec<String> {
+        watch_down(&self.node_name)
+            .borrow()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// After node `gone` was forgotten: each replicated queue that had a replica there
@@ -128,7 +119,7 @@ impl Admin {
         let Ok(group) = self.replica().group().await else {
             return;
         };
-        let down = self.down_nodes().await;
+        let down = self.down_nodes();
         let mut load: Vec<(usize, String)> = group
             .members
             .iter()

@@ -266,11 +266,8 @@ impl VHost {
     // ----- listings -------------------------------------------------------------
 
     /// Every queue with its counters, asked of every queue at once (a queue on another
-    /// node answers through its node; one that does not answer shows zeros). What any
-    /// node acknowledged before is listed (a listing catches up with the metadata
-    /// first: `warren queues` right after a change through another node shows it).
+    /// node answers through its node; one that does not answer shows zeros).
     pub async fn list_queues(&self) -> Vec<QueueSummary> {
-        self.catch_up().await;
         let (queues, defs): (Vec<QueueRef>, Vec<QueueDef>) = self
             .registry()
             .values()

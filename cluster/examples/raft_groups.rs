@@ -31,7 +31,7 @@ impl Machine for Counter {
     type Command = Bump;
     type Image = u64;
 
-    fn apply(&mut self, _: Bump) -> BoxFuture<'_, Answer> {
+    fn apply(&mut self, _: u64, _: Bump) -> BoxFuture<'_, Answer> {
         self.0 += 1;
         let n = self.0;
         Box::pin(async move { Ok(Box::new(n) as Box<dyn Any + Send>) })

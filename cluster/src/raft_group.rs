@@ -163,11 +163,15 @@ impl RaftGroup {
         out.reads.extend(ready.take_read_states());
         let mut ops = Vec::new();
         if !ready.snapshot().is_empty() {
-            let snapshot = ready.snapshot().clone();
+            let mut snapshot = ready.snapshot().clone();
+            // The entries its state needs came with it: stored as the log behind it.
+            let (data, kept) =
+                crate::replica::take_entries(&snapshot.data).map_err(|e| self.error(e))?;
+            snapshot.data = data.into();
             let cs = snapshot.get_metadata().get_conf_state();
             self.record.conf_state = cs.write_to_bytes().map_err(|e| self.error(e))?;
-            self.node.mut_store().install(snapshot.clone());
-            ops.extend(raft_log::install_ops(self.id, &snapshot));
+            ops.extend(raft_log::install_ops(self.id, &snapshot, &kept));
+            self.node.mut_store().install(snapshot.clone(), kept);
             out.apply.push(ToApply::Snapshot(snapshot));
         }
         let committed = ready.take_committed_entries();
@@ -231,6 +235,8 @@ impl RaftGroup {
         }
         if let Some(number) = last {
             self.node.on_persist_ready(number);
+            let persisted = self.node.raft.raft_log.persisted;
+            self.node.mut_store().written(persisted);
             self.sending(out, messages);
             self.advance_applied();
         }
@@ -299,7 +305,15 @@ impl RaftGroup {
     /// and compacts the log behind it, keeping `keep` entries. The members are the
     /// group's now: the shell took it when its applier had reported everything up to
     /// `index` (membership changes included) and nothing after it yet.
-    pub fn compact(&mut self, index: u64, data: Vec<u8>, keep: u64, out: &mut Effects) {
+    /// None of the entries from `needed_from` on are dropped (the state needs them).
+    pub fn compact(
+        &mut self,
+        index: u64,
+        data: Vec<u8>,
+        keep: u64,
+        needed_from: Option<u64>,
+        out: &mut Effects,
+    ) {
         let store = self.node.store();
         let Some(term) = store.term_of(index) else {
             return;
@@ -315,7 +329,10 @@ impl RaftGroup {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
-        let keep_from = self.node.mut_store().compact(snapshot.clone(), keep);
+        let keep_from = self
+            .node
+            .mut_store()
+            .compact(snapshot.clone(), keep, needed_from);
         if self.durable {
             out.writes.push(Write {
                 ready: None,

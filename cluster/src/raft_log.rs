@@ -16,6 +16,8 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use serde::{Deserialize, Serialize};
 use warren_storage::{Batch, Op, Store};
 
+use crate::log_store::{Tail, HELD_BYTES, HELD_ENTRIES};
+
 /// The replication-log group of the cluster's metadata.
 pub const METADATA_GROUP: u64 = 0;
 
@@ -47,7 +49,7 @@ pub struct RaftRecord {
     pub base_voters: Vec<u64>,
 }
 
-/// The metadata log as it was stored.
+/// A group's log as it was stored.
 pub struct Loaded {
     /// Index 0 as stored (the default when nothing was).
     pub record: RaftRecord,
@@ -55,32 +57,73 @@ pub struct Loaded {
     pub hard_state: HardState,
     /// The record's members, decoded.
     pub conf_state: ConfState,
-    /// The entries kept (after the compaction point), in order.
-    pub entries: Vec<Entry>,
+    /// The entries kept (after the compaction point): their terms and the last ones.
+    pub(crate) tail: Tail,
+    /// The entries up to the last applied one from `window` entries before it on
+    /// (the applier rebuilds its filter of proposals applied twice from them).
+    pub window: Vec<Entry>,
     /// The latest snapshot, if one was taken or received.
     pub snapshot: Option<Snapshot>,
 }
 
 /// Why the stored log could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the metadata log: {0}")]
+#[error("cannot read the raft log: {0}")]
 pub struct LogError(pub String);
 
-/// Reads the log of `group` (nothing stored: an empty log).
-pub fn load(store: &Store, group: u64) -> Result<Loaded, LogError> {
-    let rows = store.read_log(group).map_err(|e| LogError(e.to_string()))?;
-    let mut record = RaftRecord::default();
-    let mut entries = Vec::new();
-    for (index, bytes) in rows {
-        if index == 0 {
-            record = warren_storage::codec::decode(&bytes)
-                .map_err(|e| LogError(format!("its state record: {e}")))?;
-        } else {
-            let entry = Entry::parse_from_bytes(&bytes)
-                .map_err(|e| LogError(format!("entry {index}: {e}")))?;
-            entries.push(entry);
-        }
+/// Reads the log of `group` (nothing stored: an empty log), holding the last
+/// entries only (see [`Tail`]) and the `window` entries up to the last applied one.
+pub fn load(store: &Store, group: u64, window: u64) -> Result<Loaded, LogError> {
+    let mut record = None;
+    let mut tail = Tail::default();
+    let mut held = std::collections::VecDeque::new();
+    let mut held_bytes = 0;
+    let mut window_entries = Vec::new();
+    let mut failed = None;
+    store
+        .for_each_log_record(group, 0, u64::MAX, |index, bytes| {
+            if index == 0 {
+                match warren_storage::codec::decode::<RaftRecord>(bytes) {
+                    Ok(r) => record = Some(r),
+                    Err(e) => failed = Some(format!("its state record: {e}")),
+                }
+                return failed.is_none();
+            }
+            let entry = match Entry::parse_from_bytes(bytes) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    failed = Some(format!("entry {index}: {e}"));
+                    return false;
+                }
+            };
+            if tail
+                .runs
+                .last()
+                .is_none_or(|r: &(u64, u64)| r.1 != entry.term)
+            {
+                tail.runs.push((entry.index, entry.term));
+            }
+            tail.last = entry.index;
+            let applied = record.as_ref().map_or(0, |r| r.applied);
+            if window > 0 && index <= applied && index + window > applied {
+                window_entries.push(entry.clone());
+            }
+            held_bytes += entry.data.len();
+            held.push_back(entry);
+            while held.len() > HELD_ENTRIES || held_bytes > HELD_BYTES {
+                match held.pop_front() {
+                    Some(e) => held_bytes -= e.data.len(),
+                    None => break,
+                }
+            }
+            true
+        })
+        .map_err(|e| LogError(e.to_string()))?;
+    if let Some(e) = failed {
+        return Err(LogError(e));
     }
+    tail.held = held.into();
+    let record = record.unwrap_or_default();
     let hard_state = if record.hard_state.is_empty() {
         HardState::default()
     } else {
@@ -103,7 +146,8 @@ pub fn load(store: &Store, group: u64) -> Result<Loaded, LogError> {
         record,
         hard_state,
         conf_state,
-        entries,
+        tail,
+        window: window_entries,
         snapshot,
     })
 }
@@ -142,15 +186,21 @@ pub fn compact_ops(group: u64, snapshot: &Snapshot, keep_from: u64) -> Vec<Op> {
 }
 
 /// The ops that store `snapshot` in place of the whole log (a snapshot from the
-/// leader).
-pub fn install_ops(group: u64, snapshot: &Snapshot) -> Vec<Op> {
-    vec![
+/// leader), with the entries its state needs (`kept`) as the log behind it.
+pub fn install_ops(group: u64, snapshot: &Snapshot, kept: &[Entry]) -> Vec<Op> {
+    let mut ops = vec![
         Op::PutLogSnapshot {
             group,
             snapshot: snapshot.write_to_bytes().unwrap_or_default(),
         },
         Op::TruncateLog { group, from: 1 },
-    ]
+    ];
+    ops.extend(kept.iter().map(|e| Op::PutLogRecord {
+        group,
+        index: e.index,
+        record: e.write_to_bytes().unwrap_or_default(),
+    }));
+    ops
 }
 
 /// The op that removes the log of `group` whole (record, entries, snapshot).
@@ -221,9 +271,15 @@ mod tests {
         write(&store, append_ops(0, &[entry(3, 2)]), true)
             .await
             .unwrap();
-        let loaded = load(&store, 0).unwrap();
-        assert_eq!(loaded.entries.len(), 3);
-        assert_eq!(loaded.entries[2].term, 2);
+        let loaded = load(&store, 0, 10).unwrap();
+        assert_eq!(loaded.tail.held.len(), 3);
+        assert_eq!(loaded.tail.held[2].term, 2);
+        assert_eq!(loaded.tail.runs, [(1, 1), (3, 2)]);
+        assert_eq!(
+            loaded.window.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [1, 2],
+            "up to the applied one"
+        );
         assert_eq!(loaded.hard_state.term, 3);
         assert_eq!(loaded.record.applied, 2);
         assert_eq!(loaded.record.names[&raft_id("n1")], "n1");
@@ -234,17 +290,28 @@ mod tests {
         snap.mut_metadata().term = 1;
         snap.data = vec![9].into();
         write(&store, compact_ops(0, &snap, 2), true).await.unwrap();
-        let loaded = load(&store, 0).unwrap();
+        let loaded = load(&store, 0, 0).unwrap();
         assert_eq!(
-            loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            loaded.tail.held.iter().map(|e| e.index).collect::<Vec<_>>(),
             [2, 3]
         );
+        assert!(loaded.window.is_empty());
         assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 2);
         // A snapshot from the leader replaces the whole log.
         snap.mut_metadata().index = 10;
-        write(&store, install_ops(0, &snap), true).await.unwrap();
-        let loaded = load(&store, 0).unwrap();
-        assert!(loaded.entries.is_empty());
+        write(
+            &store,
+            install_ops(0, &snap, &[entry(9, 1), entry(10, 1)]),
+            true,
+        )
+        .await
+        .unwrap();
+        let loaded = load(&store, 0, 0).unwrap();
+        assert_eq!(
+            loaded.tail.held.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [9, 10],
+            "the entries that came with it"
+        );
         assert_eq!(loaded.record.applied, 2, "the state record stays");
         assert_eq!(loaded.snapshot.unwrap().get_metadata().index, 10);
     }

@@ -12,7 +12,9 @@ use warren_actors::message::SharedMessage;
 use warren_actors::BoxFuture;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle};
 
-use crate::machine::{lock, MirrorCommand, MirrorMachine, MirrorState, Mirrors, Serving};
+use crate::machine::{
+    lock, read_bodies, MirrorCommand, MirrorMachine, MirrorState, Mirrors, Serving,
+};
 
 /// How long opening a group waits for the node's replica (it starts after the
 /// queues at a node's start).
@@ -105,7 +107,11 @@ impl Group {
                         config: self.config.clone(),
                         label: self.spec.label.clone(),
                     };
-                    return self.replica.open(self.spec.clone(), machine).await;
+                    let reader = self.replica.open(self.spec.clone(), machine).await?;
+                    if let Some(state) = self.mirrors.get(self.spec.group) {
+                        lock(&state).reader = Some(reader);
+                    }
+                    return Ok(());
                 }
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -183,8 +189,12 @@ impl QueueLog for RaftLog {
     }
 
     fn bodies(&self, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
-        match self.group.mirrors.get(self.group.spec.group) {
-            Some(state) => lock(&state).queue.bodies(seqs),
+        let Some(state) = self.group.mirrors.get(self.group.spec.group) else {
+            return (Vec::new(), seqs.to_vec());
+        };
+        let (found, missing, reader) = lock(&state).locate(seqs);
+        match reader {
+            Some(reader) => read_bodies(&reader, found, missing, &self.group.spec.label),
             None => (Vec::new(), seqs.to_vec()),
         }
     }

@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
-use warren_actors::classic::machine::{Op, QueueConfig, ReplicatedImage, ReplicatedQueue};
+use warren_actors::classic::machine::{
+    Locator, Op, QueueConfig, ReplicatedImage, ReplicatedQueue, Seq,
+};
 use warren_actors::error::BrokerError;
+use warren_actors::message::SharedMessage;
 use warren_actors::BoxFuture;
 use warren_cluster::raft_group::GroupId;
-use warren_cluster::replica::{Answer, Machine};
+use warren_cluster::replica::{Answer, LogReader, Machine};
 
 /// An entry of a mirrored queue's log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +50,51 @@ pub struct MirrorState {
     pub queue: ReplicatedQueue,
     /// The current leader's epoch (0: none yet).
     pub epoch: u64,
+    /// Where the group's log is read back (the messages' bodies), once it runs.
+    pub reader: Option<LogReader>,
+}
+
+impl MirrorState {
+    /// Where the bodies of `seqs` are stored, and the reader of the log they are in.
+    pub fn locate(&self, seqs: &[Seq]) -> (Vec<(Seq, Locator)>, Vec<Seq>, Option<LogReader>) {
+        let (found, missing) = self.queue.locate(seqs);
+        (found, missing, self.reader.clone())
+    }
+}
+
+/// The bodies stored at `found`, read from the group's log with `reader` (on the
+/// calling thread), and the seqs whose body was not there.
+pub(crate) fn read_bodies(
+    reader: &LogReader,
+    found: Vec<(Seq, Locator)>,
+    mut missing: Vec<Seq>,
+    label: &str,
+) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
+    let indexes: Vec<u64> = found.iter().map(|(_, at)| at.index).collect();
+    let entries = match reader.commands::<MirrorCommand>(&indexes) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::error!(queue = %label, "reading bodies from the log: {e}");
+            missing.extend(found.iter().map(|(seq, _)| *seq));
+            return (Vec::new(), missing);
+        }
+    };
+    let entries: HashMap<u64, MirrorCommand> = entries.into_iter().collect();
+    let mut bodies = Vec::with_capacity(found.len());
+    for (seq, at) in found {
+        let body = match entries.get(&at.index) {
+            Some(MirrorCommand::Ops { ops, .. }) => match ops.get(at.op as usize) {
+                Some((Op::Enqueue { message }, _)) => Some(message.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match body {
+            Some(message) => bodies.push((seq, message)),
+            None => missing.push(seq),
+        }
+    }
+    (bodies, missing)
 }
 
 /// The copies of the mirrored queues whose groups run on this node, by group.
@@ -64,6 +112,7 @@ impl Mirrors {
         let state = Arc::new(Mutex::new(MirrorState {
             queue: ReplicatedQueue::new(config, 0),
             epoch: 0,
+            reader: None,
         }));
         self.lock().insert(group, state.clone());
         state
@@ -93,7 +142,8 @@ pub(crate) struct MirrorMachine {
     pub label: String,
 }
 
-/// A snapshot of the copy.
+/// A snapshot of the copy (no bodies: they stay in the log entries it names, which
+/// travel with a snapshot sent to a member).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct MirrorImage {
     epoch: u64,
@@ -105,7 +155,7 @@ impl Machine for MirrorMachine {
     type Command = MirrorCommand;
     type Image = MirrorImage;
 
-    fn apply(&mut self, command: MirrorCommand) -> BoxFuture<'_, Answer> {
+    fn apply(&mut self, index: u64, command: MirrorCommand) -> BoxFuture<'_, Answer> {
         let mut state = lock(&self.state);
         let answer = match command {
             MirrorCommand::Lead {
@@ -123,8 +173,12 @@ impl Machine for MirrorMachine {
                 self.label
             ))),
             MirrorCommand::Ops { epoch, ops } if epoch == state.epoch => {
-                for (op, now) in ops {
-                    state.queue.apply(op, now);
+                for (i, (op, now)) in ops.into_iter().enumerate() {
+                    let at = Locator {
+                        index,
+                        op: i as u32,
+                    };
+                    state.queue.apply(op, now, at);
                 }
                 Ok(())
             }
@@ -135,6 +189,10 @@ impl Machine for MirrorMachine {
         };
         drop(state);
         Box::pin(async move { answer.map(|()| Box::new(()) as Box<dyn Any + Send>) })
+    }
+
+    fn needed_from(&self) -> Option<u64> {
+        lock(&self.state).queue.needed_from()
     }
 
     fn image(&mut self) -> BoxFuture<'_, MirrorImage> {

@@ -170,30 +170,37 @@ pub(crate) fn queues_with_messages(
     Ok(queues)
 }
 
-/// Every record of replication log `group`, in index order.
+/// Calls `f(index, record)` for the records of replication log `group` with
+/// indices in `from..=to`, in index order, until `f` returns false.
 pub(crate) fn log_records(
     txn: &ReadTransaction,
     path: &Path,
     group: u64,
-) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+    (from, to): (u64, u64),
+    mut f: impl FnMut(u64, &[u8]) -> bool,
+) -> Result<(), ReadError> {
     let cx = ReadContext {
         path,
         table: "replication.log",
     };
     let table = match txn.open_table(REPLICATION_LOG) {
         Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(err) => return Err(cx.table(err)),
     };
-    let mut records = Vec::new();
+    if from > to {
+        return Ok(());
+    }
     for entry in table
-        .range((group, 0)..=(group, u64::MAX))
+        .range((group, from)..=(group, to))
         .map_err(|err| cx.storage(err))?
     {
         let (key, value) = entry.map_err(|err| cx.storage(err))?;
-        records.push((key.value().1, value.value().to_vec()));
+        if !f(key.value().1, value.value()) {
+            break;
+        }
     }
-    Ok(records)
+    Ok(())
 }
 
 /// The latest snapshot of replication log `group`, if one was stored.

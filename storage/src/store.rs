@@ -140,8 +140,26 @@ impl Store {
     /// Every record of replication log `group` (see
     /// [`Op::PutLogRecord`](crate::Op::PutLogRecord)), in index order.
     pub fn read_log(&self, group: u64) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
+        let mut records = Vec::new();
+        self.for_each_log_record(group, 0, u64::MAX, |index, record| {
+            records.push((index, record.to_vec()));
+            true
+        })?;
+        Ok(records)
+    }
+
+    /// Calls `f(index, record)` for the records of replication log `group` with
+    /// indices in `from..=to`, in index order, until `f` returns false; one read
+    /// transaction, nothing held beyond the record `f` sees.
+    pub fn for_each_log_record(
+        &self,
+        group: u64,
+        from: u64,
+        to: u64,
+        f: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), ReadError> {
         let txn = self.begin_read("replication.log")?;
-        reads::log_records(&txn, self.path(), group)
+        reads::log_records(&txn, self.path(), group, (from, to), f)
     }
 
     /// The latest snapshot of replication log `group` (see

@@ -1084,8 +1084,12 @@ impl QueueShell {
             Effect::Store { seq, .. } => self.appended.push(*seq),
             Effect::UpdateIndex { .. } | Effect::Remove { .. } => {}
             Effect::LoadBodies { seqs } => {
-                let (found, missing) = log.bodies(seqs);
-                let _ = self.myself.cast(QueueMsg::Loaded { found, missing });
+                // Read from the node's store: off the actor's thread.
+                let (log, me, seqs) = (log.clone(), self.myself.clone(), seqs.clone());
+                tokio::task::spawn_blocking(move || {
+                    let (found, missing) = log.bodies(&seqs);
+                    let _ = me.cast(QueueMsg::Loaded { found, missing });
+                });
             }
             _ => return false,
         }

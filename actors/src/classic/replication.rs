@@ -34,5 +34,6 @@ pub trait QueueLog: Send + Sync + 'static {
     fn append(&self, ops: Vec<(Op, u64)>) -> BoxFuture<'static, Result<(), BrokerError>>;
 
     /// The bodies of messages in the queue, from the log, and the seqs it lacks.
+    /// Reads the node's store: called on a blocking thread.
     fn bodies(&self, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>);
 }

@@ -58,6 +58,8 @@ pub enum Applied {
         index: u64,
         /// [`SnapshotData`], encoded.
         data: Result<Vec<u8>, String>,
+        /// The first log entry the state still needs (see [`Machine::needed_from`]).
+        needed_from: Option<u64>,
     },
 }
 
@@ -161,12 +163,14 @@ impl<M: Machine> Applier<M> {
                         base_voters,
                         recent: self.recent.export(),
                         state,
+                        log: Vec::new(),
                     }
                     .encode()
                 });
                 Applied::Snapshot {
                     index: self.applied,
                     data,
+                    needed_from: self.machine.needed_from(),
                 }
             }
         }
@@ -205,7 +209,7 @@ impl<M: Machine> Applier<M> {
                     Ok(p) => {
                         // Handed to Raft twice and in the log twice: applied once.
                         if self.recent.first_time(&p.origin, p.id, e.index) {
-                            let answer = self.machine.apply(p.command).await;
+                            let answer = self.machine.apply(e.index, p.command).await;
                             if p.origin == self.origin {
                                 answers.push((p.id, answer));
                             }

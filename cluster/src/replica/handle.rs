@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use ractor::ActorRef;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use warren_actors::changes::{BrokerChange, ChangeLog};
@@ -16,6 +17,7 @@ use super::{
     applying, broker_error, entry, replica_name, GroupView, LocalReplica, Opening, ReplicaMsg,
     ReplicaStats, ReplicaStatus, CATCH_UP_WAIT, COMMIT_TIMEOUT, SNAPSHOT_EVERY,
 };
+use crate::log_store::DiskLog;
 use crate::metadata::MetaCommand;
 use crate::raft_group::GroupId;
 use crate::raft_log::METADATA_GROUP;
@@ -211,8 +213,13 @@ impl ReplicaHandle {
     }
 
     /// Runs group `spec.group` on this node, applying its entries to `machine` (in a
-    /// task of its own). Nothing happens if it runs here already.
-    pub async fn open<M: Machine>(&self, spec: GroupSpec, machine: M) -> Result<(), BrokerError> {
+    /// task of its own). Nothing happens if it runs here already. Returns where the
+    /// group's entries are read back.
+    pub async fn open<M: Machine>(
+        &self,
+        spec: GroupSpec,
+        machine: M,
+    ) -> Result<LogReader, BrokerError> {
         let opening = Opening {
             spec,
             keeps_state: M::KEEPS_STATE,
@@ -229,6 +236,46 @@ impl ReplicaHandle {
         self.ask(|tx| LocalReplica::Close(group, remove, tx))?
             .await
             .map_err(|_| stopped())?
+    }
+}
+
+/// Reads a group's committed entries back from this node's log (a mirrored queue's
+/// bodies are stored in the entries that enqueued them).
+#[derive(Clone)]
+pub struct LogReader(pub(super) DiskLog);
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogReader(group {})", self.0.group)
+    }
+}
+
+impl LogReader {
+    /// The commands of the entries `indexes` (applied on this node, so on its disk),
+    /// in index order; reads the store on the calling thread.
+    pub fn commands<C: DeserializeOwned>(&self, indexes: &[u64]) -> Result<Vec<(u64, C)>, String> {
+        let mut wanted = indexes.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut rest = wanted.as_slice();
+        while let Some(&from) = rest.first() {
+            // A run of consecutive indexes in one read.
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|(i, index)| **index == from + *i as u64)
+                .count();
+            let to = from + run as u64 - 1;
+            for e in self.0.read(from, to, u64::MAX)? {
+                let command = entry::decode::<C>(&e.data)
+                    .map_err(|why| format!("entry {} does not decode: {why}", e.index))?
+                    .command;
+                out.push((e.index, command));
+            }
+            rest = &rest[run..];
+        }
+        Ok(out)
     }
 }
 

@@ -44,8 +44,13 @@ pub(super) struct Hosted {
     pub voters: String,
     /// Whether its log is kept on disk (the metadata's on a RAM node is not).
     pub durable: bool,
-    /// Entries applied between two snapshots.
+    /// Entries applied between two snapshots (at least).
     pub snapshot_every: u64,
+    /// Entries applied before the next snapshot.
+    snapshot_gap: u64,
+    /// The next snapshot waits longer the bigger the last (every group but the
+    /// metadata's, whose restart time is bounded by its snapshots).
+    pub grows_with_state: bool,
     /// This node's proposals not applied yet.
     pub proposals: Proposals,
     /// Who waits to catch up with the leader.
@@ -92,6 +97,8 @@ impl Hosted {
             voters,
             durable,
             snapshot_every: snapshot_every.max(1),
+            snapshot_gap: snapshot_every.max(1),
+            grows_with_state: false,
             proposals: Proposals::default(),
             barrier: Barrier::default(),
             apply_tx,
@@ -519,18 +526,29 @@ impl Hosted {
                 }
                 self.group.applied(index, &mut out);
                 self.barrier.applied(self.group.record.applied);
-                if self.group.record.applied >= self.group.snapshot_index() + self.snapshot_every {
+                if self.group.record.applied >= self.group.snapshot_index() + self.snapshot_gap {
                     self.take_snapshot();
                 }
             }
-            Applied::Snapshot { index, data } => {
+            Applied::Snapshot {
+                index,
+                data,
+                needed_from,
+            } => {
                 self.snapshotting = false;
                 match data {
                     Ok(data) => {
                         // A tail behind the snapshot for followers a little behind: an
                         // eighth of the interval (1 024 entries by default).
                         let keep = self.snapshot_every / 8;
-                        self.group.compact(index, data, keep, &mut out);
+                        if self.grows_with_state {
+                            // The next one once at least as many entries as the
+                            // snapshot's bytes / 32 were applied: taking snapshots
+                            // costs no more than 32 bytes per entry however big the
+                            // state (a queue with a long backlog).
+                            self.snapshot_gap = self.snapshot_every.max(data.len() as u64 / 32);
+                        }
+                        self.group.compact(index, data, keep, needed_from, &mut out);
                         tracing::debug!(
                             group = %self.label,
                             index,

@@ -34,8 +34,16 @@ pub trait Machine: Send + 'static {
     /// restores the group's latest snapshot and applies every entry after it again.
     const KEEPS_STATE: bool = false;
 
-    /// Applies a committed command.
-    fn apply(&mut self, command: Self::Command) -> BoxFuture<'_, Answer>;
+    /// Applies the committed command of log entry `index`.
+    fn apply(&mut self, index: u64, command: Self::Command) -> BoxFuture<'_, Answer>;
+
+    /// The first log entry the state still needs besides a snapshot (a mirrored
+    /// queue's messages are stored in the entries that enqueued them): the log is not
+    /// compacted past it, and a snapshot sent to a member carries the entries from it
+    /// on. None (the default): a snapshot stands alone.
+    fn needed_from(&self) -> Option<u64> {
+        None
+    }
 
     /// The state now, for a snapshot.
     fn image(&mut self) -> BoxFuture<'_, Self::Image>;
@@ -54,7 +62,7 @@ impl Machine for MetadataMachine {
     type Image = Vec<MetaCommand>;
     const KEEPS_STATE: bool = true;
 
-    fn apply(&mut self, command: MetaCommand) -> BoxFuture<'_, Answer> {
+    fn apply(&mut self, _index: u64, command: MetaCommand) -> BoxFuture<'_, Answer> {
         Box::pin(async move {
             self.0
                 .apply(command)

@@ -44,10 +44,13 @@ mod tests;
 
 pub use applying::Applied;
 pub use formation::ReplicaStatus;
-pub use handle::{GroupSpec, ReplicaHandle};
+pub use handle::{GroupSpec, LogReader, ReplicaHandle};
 pub use machine::{Answer, Machine, MetadataMachine};
 pub use reconcile::{MemberProgress, Reconciled};
 pub use snapshot::SNAPSHOT_EVERY;
+pub(crate) use snapshot::{take_entries, with_entries, SnapshotData};
+#[cfg(test)]
+pub(crate) use snapshot::SNAPSHOT_FORMAT;
 pub use transport::{Part, RaftBatch};
 
 use std::collections::{BTreeSet, HashMap};
@@ -62,7 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 use warren_actors::error::{code, BrokerError};
 use warren_storage::Store;
 
-use crate::log_store::LogStore;
+use crate::log_store::{DiskLog, LogStore};
 use crate::members::Role;
 use crate::metadata::MetadataApplier;
 use crate::protocol::{ErrorReply, LocalOnly};
@@ -72,7 +75,6 @@ use crate::wire::Wire;
 use applying::ApplyJob;
 use hosted::{Hosted, Io};
 use outbox::Outbox;
-use snapshot::SnapshotData;
 use transport::Assembly;
 
 /// How often Raft ticks. Elections after 10 silent ticks, heartbeats every 2.
@@ -218,7 +220,7 @@ pub enum LocalReplica {
     /// Remove a member from the metadata group (it left, or was forgotten).
     Remove(String, oneshot::Sender<Result<(), BrokerError>>),
     /// Run a group on this node (nothing if it runs already).
-    Open(Opening, oneshot::Sender<Result<(), BrokerError>>),
+    Open(Opening, oneshot::Sender<Result<LogReader, BrokerError>>),
     /// Stop running a group here; with `true`, its log is removed too (the group is
     /// gone).
     Close(GroupId, bool, oneshot::Sender<Result<(), BrokerError>>),
@@ -323,6 +325,8 @@ pub(crate) fn raft_config(id: u64, applied: u64) -> Config {
         pre_vote: true,
         max_size_per_msg: 1024 * 1024,
         max_inflight_msgs: 256,
+        // A restart applies a long log again in pieces, not in one ready.
+        max_committed_size_per_ready: 8 << 20,
         ..Config::default()
     }
 }
@@ -343,9 +347,16 @@ struct Stored {
     entries: Vec<Entry>,
 }
 
-/// Reads group `group`'s log from `store`.
-fn load(store: &Store, group: GroupId) -> Result<Stored, ActorProcessingErr> {
-    let loaded = raft_log::load(store, group)?;
+/// Reads group `group`'s log from `store`; `keeps_state`: the machine's state is
+/// kept across restarts (the applier needs the entries before the last applied one
+/// for its filter of proposals applied twice).
+fn load(store: &Store, group: GroupId, keeps_state: bool) -> Result<Stored, ActorProcessingErr> {
+    let window = if keeps_state {
+        proposals::DEDUPE_WINDOW
+    } else {
+        0
+    };
+    let loaded = raft_log::load(store, group, window)?;
     let mut record = loaded.record;
     // Applied never passes commit (a crash between the two writes).
     record.applied = record.applied.min(loaded.hard_state.commit);
@@ -361,22 +372,26 @@ fn load(store: &Store, group: GroupId) -> Result<Stored, ActorProcessingErr> {
     tracing::debug!(
         group,
         snapshot = snapshot.as_ref().map_or(0, |(i, _)| *i),
-        entries = loaded.entries.len(),
+        last = loaded.tail.last,
+        held = loaded.tail.held.len(),
         applied = record.applied,
         "read a raft log"
     );
-    let entries = loaded.entries.clone();
-    let log = LogStore::restored(
+    let log = LogStore::restored_paged(
         loaded.hard_state,
         loaded.conf_state,
         loaded.snapshot,
-        loaded.entries,
+        loaded.tail,
+        Some(DiskLog {
+            store: store.clone(),
+            group,
+        }),
     );
     Ok(Stored {
         log,
         record,
         snapshot,
-        entries,
+        entries: loaded.window,
     })
 }
 
@@ -398,7 +413,7 @@ impl Actor for Replica {
             Role::Ram => raft_id(&format!("{}#{:016x}", args.name, rand::random::<u64>())),
         };
         let stored = match args.role {
-            Role::Disk => load(&args.store, METADATA_GROUP)?,
+            Role::Disk => load(&args.store, METADATA_GROUP, true)?,
             Role::Ram => Stored {
                 log: LogStore::default(),
                 record: RaftRecord::default(),
@@ -806,16 +821,20 @@ impl ReplicaState {
     }
 
     /// Starts running a group here: from its stored log if it has one, else as a
-    /// new group of the members the spec names.
-    fn open(&mut self, opening: Opening) -> Result<(), BrokerError> {
+    /// new group of the members the spec names. Returns where its entries are read.
+    fn open(&mut self, opening: Opening) -> Result<LogReader, BrokerError> {
         let spec = opening.spec;
         if spec.group == METADATA_GROUP {
             return Err(BrokerError::precondition_failed(
                 "group 0 is the metadata group; pick another id".to_string(),
             ));
         }
+        let reader = LogReader(DiskLog {
+            store: self.store.clone(),
+            group: spec.group,
+        });
         if self.groups.contains_key(&spec.group) {
-            return Ok(());
+            return Ok(reader);
         }
         let id = raft_id(&self.name);
         let fail = |what: String| broker_error(format!("opening {}: {what}", spec.label));
@@ -824,7 +843,7 @@ impl ReplicaState {
             mut record,
             snapshot,
             entries,
-        } = load(&self.store, spec.group).map_err(|e| fail(e.to_string()))?;
+        } = load(&self.store, spec.group, opening.keeps_state).map_err(|e| fail(e.to_string()))?;
         let members = raft::Storage::initial_state(&log)
             .map_err(|e| fail(e.to_string()))?
             .conf_state;
@@ -857,7 +876,10 @@ impl ReplicaState {
                         spec.group, &record,
                     )])),
             );
-            LogStore::restored(Default::default(), cs, None, Vec::new())
+            LogStore::restored(Default::default(), cs, None, Vec::new()).with_disk(DiskLog {
+                store: self.store.clone(),
+                group: spec.group,
+            })
         } else {
             log
         };
@@ -896,6 +918,7 @@ impl ReplicaState {
             apply_tx,
         );
         hosted.may_quiesce = true;
+        hosted.grows_with_state = true;
         hosted.joining = fresh && spec.joining;
         // The only voter need not wait out an election timeout; nor does a new
         // group's first member (its owner: it most likely leads, and at once). A
@@ -913,7 +936,7 @@ impl ReplicaState {
         }
         self.groups.insert(spec.group, hosted);
         self.dirty.insert(spec.group);
-        Ok(())
+        Ok(reader)
     }
 
     /// Stops running a group here; `remove` also removes its log (done when the

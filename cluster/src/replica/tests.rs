@@ -32,7 +32,7 @@ impl Machine for Kv {
     type Command = KvCommand;
     type Image = BTreeMap<String, u64>;
 
-    fn apply(&mut self, command: KvCommand) -> BoxFuture<'_, Answer> {
+    fn apply(&mut self, _index: u64, command: KvCommand) -> BoxFuture<'_, Answer> {
         let KvCommand::Put(key, value) = command;
         let before = self.0.lock().unwrap().insert(key, value);
         Box::pin(async move { Ok(Box::new(before) as Box<dyn Any + Send>) })
@@ -331,8 +331,8 @@ async fn groups_fail_over_and_a_restarted_node_rebuilds_its_machines_from_log_an
     for n in &nodes {
         n.handle.close(GROUPS, true).await.expect("closes");
         assert!(n.handle.view(GROUPS).await.unwrap().is_none());
-        let log = crate::raft_log::load(&n.store, GROUPS).unwrap();
-        assert!(log.entries.is_empty() && log.snapshot.is_none());
+        let log = crate::raft_log::load(&n.store, GROUPS, 0).unwrap();
+        assert!(log.tail.last == 0 && log.snapshot.is_none());
         assert!(log.record.conf_state.is_empty());
     }
     let refused = nodes[0]
@@ -553,6 +553,176 @@ async fn a_member_that_lost_its_log_takes_it_again_without_a_panic() {
     let all: Vec<&Node> = nodes.iter().collect();
     converged(&all, [1].into_iter(), 30).await;
     assert!(nodes[at].actor.get_status() == ractor::ActorStatus::Running);
+    for n in &nodes {
+        n.actor.stop(None);
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+enum KeptCommand {
+    Put(String),
+    Take(String),
+}
+
+/// Key -> the index of the entry that put it.
+type KeptMap = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// A machine whose state needs the entries that put its keys (as a mirrored queue
+/// needs the entries that hold its messages' bodies).
+struct Kept(KeptMap);
+
+impl Machine for Kept {
+    type Command = KeptCommand;
+    type Image = BTreeMap<String, u64>;
+
+    fn apply(&mut self, index: u64, command: KeptCommand) -> BoxFuture<'_, Answer> {
+        let mut map = self.0.lock().unwrap();
+        match command {
+            KeptCommand::Put(key) => map.insert(key, index),
+            KeptCommand::Take(key) => map.remove(&key),
+        };
+        Box::pin(async { Ok(Box::new(()) as Box<dyn Any + Send>) })
+    }
+
+    fn needed_from(&self) -> Option<u64> {
+        self.0.lock().unwrap().values().min().copied()
+    }
+
+    fn image(&mut self) -> BoxFuture<'_, BTreeMap<String, u64>> {
+        let image = self.0.lock().unwrap().clone();
+        Box::pin(async move { image })
+    }
+
+    fn restore(&mut self, image: BTreeMap<String, u64>) -> BoxFuture<'_, ()> {
+        *self.0.lock().unwrap() = image;
+        Box::pin(async {})
+    }
+}
+
+/// Proposes `command` to `group` through `node`, again while it is not confirmed.
+async fn keep(node: &Node, group: GroupId, command: KeptCommand) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match node.handle.propose_to(group, &command).await {
+            Err(e) if Instant::now() < deadline && e.text().contains("not confirmed") => {}
+            other => {
+                other.expect("applied");
+                return;
+            }
+        }
+    }
+}
+
+/// Every key of `map` reads back from `reader` as the command that put it.
+fn reads_back(reader: &LogReader, map: &KeptMap, who: &str) {
+    let map = map.lock().unwrap().clone();
+    let indexes: Vec<u64> = map.values().copied().collect();
+    let read = reader
+        .commands::<KeptCommand>(&indexes)
+        .unwrap_or_else(|e| panic!("{who}: {e}"));
+    let by_index: BTreeMap<u64, KeptCommand> = read.into_iter().collect();
+    for (key, index) in map {
+        assert_eq!(
+            by_index.get(&index),
+            Some(&KeptCommand::Put(key.clone())),
+            "{who}: entry {index} of key {key}"
+        );
+    }
+}
+
+/// A machine that needs the entries behind its snapshot keeps them through
+/// compactions; a member that joins after they were compacted gets them with the
+/// snapshot and stores them, and reads them back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_snapshot_needs_are_kept_and_travel_with_it() {
+    const G: GroupId = 5;
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = nodes("kept-", &dirs).await;
+    let all_names = names(&nodes);
+    let founders = all_names[..3].to_vec();
+    let spec = |joining| GroupSpec {
+        snapshot_every: 8,
+        joining,
+        ..GroupSpec::new(G, "kept group", founders.clone())
+    };
+    let mut maps = Vec::new();
+    let mut readers = Vec::new();
+    for n in &nodes[..3] {
+        let map = KeptMap::default();
+        readers.push(n.handle.open(spec(false), Kept(map.clone())).await.unwrap());
+        maps.push(map);
+    }
+    // Ten keys put and taken (their entries are not needed), five kept, then many
+    // more put and taken: snapshots every 8 entries, each needing the five's.
+    for i in 0..10 {
+        keep(&nodes[i % 3], G, KeptCommand::Put(format!("gone{i}"))).await;
+        keep(&nodes[i % 3], G, KeptCommand::Take(format!("gone{i}"))).await;
+    }
+    for i in 0..5 {
+        keep(&nodes[i % 3], G, KeptCommand::Put(format!("kept{i}"))).await;
+    }
+    for i in 0..40 {
+        keep(&nodes[i % 3], G, KeptCommand::Put(format!("t{i}"))).await;
+        keep(&nodes[i % 3], G, KeptCommand::Take(format!("t{i}"))).await;
+    }
+    let view = nodes[0].handle.view(G).await.unwrap().unwrap();
+    let needed = *maps[0].lock().unwrap().values().min().unwrap();
+    assert!(
+        needed > 20,
+        "the five come after the first twenty entries: {needed}"
+    );
+    for (i, n) in nodes[..3].iter().enumerate() {
+        let log = n.handle.view(G).await.unwrap().unwrap().log;
+        assert!(log.snapshot > needed, "{}: {log:?}", n.name);
+        assert!(
+            log.first <= needed,
+            "{} compacted what is needed: {log:?}",
+            n.name
+        );
+        assert!(log.first > 1, "{} compacted nothing: {log:?}", n.name);
+        reads_back(&readers[i], &maps[i], &n.name);
+    }
+    drop(view);
+
+    // A fourth member joins: the entries before the five are gone everywhere, so
+    // it takes a snapshot, and the five's entries with it.
+    let joined = KeptMap::default();
+    let reader = nodes[3]
+        .handle
+        .open(spec(true), Kept(joined.clone()))
+        .await
+        .unwrap();
+    let all: Vec<&Node> = nodes.iter().collect();
+    reconciled(&all, G, &all_names).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while *joined.lock().unwrap() != *maps[0].lock().unwrap() {
+        assert!(Instant::now() < deadline, "the new member never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = nodes[3].handle.view(G).await.unwrap().unwrap().log;
+    assert!(log.snapshot > 0, "it took a snapshot: {log:?}");
+    reads_back(&reader, &joined, "the new member");
+
+    // Restarted, it reads its snapshot and the entries from its store again.
+    let node = nodes.pop().unwrap();
+    let _ = node.actor.stop_and_wait(None, None).await;
+    let actor = start(&node.name, node.store.clone()).await;
+    let again = KeptMap::default();
+    let reader = node
+        .handle
+        .open(spec(true), Kept(again.clone()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while *again.lock().unwrap() != *maps[0].lock().unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reads_back(&reader, &again, "the restarted member");
+    actor.stop(None);
     for n in &nodes {
         n.actor.stop(None);
     }

@@ -492,7 +492,7 @@ impl Running {
             "the applied entry is in the log"
         );
         self.group
-            .compact(applied, self.sm.snapshot_data(), keep, out);
+            .compact(applied, self.sm.snapshot_data(), keep, None, out);
         self.group.snapshot_index() == applied
     }
 

@@ -14,6 +14,7 @@ use raft::prelude::Entry;
 
 use super::rng::Fnv;
 use crate::replica::proposals::{Recent, NONCE_BIT};
+use crate::replica::{SnapshotData, SNAPSHOT_FORMAT};
 
 /// What a command does to the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,20 +192,27 @@ impl StateMachine {
         out
     }
 
-    /// A snapshot's data: the image and the dedupe filter's export (as the real
-    /// snapshot carries `Recent::export`).
+    /// A snapshot's data: the image and the dedupe filter's export, as the real
+    /// snapshot carries them ([`SnapshotData`]).
     pub(super) fn snapshot_data(&self) -> Vec<u8> {
-        warren_storage::codec::encode(&(self.image(), self.recent.export()))
-            .expect("a snapshot encodes")
+        SnapshotData {
+            format: SNAPSHOT_FORMAT,
+            names: Default::default(),
+            base_voters: Vec::new(),
+            recent: self.recent.export(),
+            state: self.image(),
+            log: Vec::new(),
+        }
+        .encode()
+        .expect("a snapshot encodes")
     }
 
     /// The state machine a snapshot's data describes: the image's commands and map,
     /// the filter imported from the snapshot (`Recent::import`).
     pub(super) fn from_snapshot(data: &[u8]) -> Option<StateMachine> {
-        type Data = (Vec<u8>, Vec<(u64, String, u64)>);
-        let (image, recent): Data = warren_storage::codec::decode(data).ok()?;
-        let mut sm = StateMachine::restore(&image)?;
-        sm.recent = Recent::import(recent);
+        let data = SnapshotData::decode(data).ok()?;
+        let mut sm = StateMachine::restore(&data.state)?;
+        sm.recent = Recent::import(data.recent);
         Some(sm)
     }
 

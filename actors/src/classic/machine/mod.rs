@@ -158,6 +158,6 @@ pub use effects::{DeadLetterReason, DeleteReason, Effect};
 pub use entry::IndexRecord;
 pub use errors::{reply_code, QueueError};
 pub use local::DEAD_LETTER_RETRY_MS;
-pub use replicated::{ReplicatedImage, ReplicatedQueue};
+pub use replicated::{Locator, ReplicatedImage, ReplicatedQueue};
 pub use state::QueueState;
 pub use window::WindowLimits;

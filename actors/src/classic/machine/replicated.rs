@@ -1,38 +1,51 @@
 //! [`ReplicatedQueue`]: a replica's copy of a replicated queue — the core, fed the ops
-//! its leader applied, in log order, and the bodies of the messages it holds (the log
-//! is where they are stored). And [`QueueState::led`]: the state a new leader serves
-//! from, made of that copy.
+//! its leader applied, in log order, and where the body of each message it holds is
+//! stored (the log entry that enqueued it: bodies are stored once, in the log). And
+//! [`QueueState::led`]: the state a new leader serves from, made of that copy.
 //!
 //! The leader runs the whole queue ([`QueueState`], core and local part) and logs
 //! every op its core applies ([`QueueState::log_ops`]); every replica applies the
 //! committed ones here. The core is deterministic, so every replica's copy equals the
 //! leader's core as of the last committed op, whatever each node holds in memory.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::message::{Message, SharedMessage};
+use serde::{Deserialize, Serialize};
 
 use super::command::Seq;
 use super::config::QueueConfig;
 use super::core::{Core, CoreImage, Op, Out};
 use super::entry::{Body, Held, Place, Storage};
-use super::fasthash::IntMap;
 use super::state::QueueState;
+
+/// Where a message's body is stored: the log entry that enqueued it, and the op's
+/// place in the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locator {
+    /// The log entry's index.
+    pub index: u64,
+    /// The op's place among the entry's ops.
+    pub op: u32,
+}
 
 /// A replica's copy of a replicated queue (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct ReplicatedQueue {
     core: Core,
-    bodies: IntMap<Seq, SharedMessage>,
+    /// Where the body of each message in the queue is stored, by seq. Seqs grow in
+    /// log order (a new leader's continue past its predecessor's), so the first is
+    /// the oldest entry still needed.
+    stored: BTreeMap<Seq, Locator>,
     /// The core's decisions of one op (dropped: the leader carries them out).
     outs: Vec<Out>,
 }
 
-/// A [`ReplicatedQueue`] as a whole, for a snapshot of the queue's log.
+/// A [`ReplicatedQueue`] as a whole, for a snapshot of the queue's log (no bodies:
+/// they stay in the log entries it names).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplicatedImage {
     core: CoreImage,
-    bodies: Vec<(Seq, Message)>,
+    stored: Vec<(Seq, Locator)>,
 }
 
 impl ReplicatedQueue {
@@ -40,29 +53,23 @@ impl ReplicatedQueue {
     pub fn new(config: QueueConfig, now: u64) -> ReplicatedQueue {
         ReplicatedQueue {
             core: Core::new(config, now),
-            bodies: IntMap::default(),
+            stored: BTreeMap::new(),
             outs: Vec::new(),
         }
     }
 
-    /// Applies one logged op with the leader's time. An op the core refuses changed
-    /// nothing on the leader either.
-    pub fn apply(&mut self, op: Op, now: u64) {
-        let enqueued = match &op {
-            Op::Enqueue { message } => Some(message.clone()),
-            _ => None,
-        };
+    /// Applies one logged op with the leader's time; `at` is where the op is in the
+    /// log. An op the core refuses changed nothing on the leader either.
+    pub fn apply(&mut self, op: Op, now: u64, at: Locator) {
         let mut outs = std::mem::take(&mut self.outs);
         let _ = self.core.apply(op, now, &mut outs);
         for out in outs.drain(..) {
             match out {
                 Out::Enqueued { seq } => {
-                    if let Some(message) = enqueued.clone() {
-                        self.bodies.insert(seq, message);
-                    }
+                    self.stored.insert(seq, at);
                 }
                 Out::Left { seq } => {
-                    self.bodies.remove(&seq);
+                    self.stored.remove(&seq);
                 }
                 _ => {}
             }
@@ -70,27 +77,33 @@ impl ReplicatedQueue {
         self.outs = outs;
     }
 
-    /// The bodies of `seqs` it holds, and the seqs it does not hold.
-    pub fn bodies(&self, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
+    /// Where the bodies of `seqs` are stored, and the seqs it does not hold.
+    pub fn locate(&self, seqs: &[Seq]) -> (Vec<(Seq, Locator)>, Vec<Seq>) {
         let mut found = Vec::with_capacity(seqs.len());
         let mut missing = Vec::new();
         for &seq in seqs {
-            match self.bodies.get(&seq) {
-                Some(m) => found.push((seq, m.clone())),
+            match self.stored.get(&seq) {
+                Some(at) => found.push((seq, *at)),
                 None => missing.push(seq),
             }
         }
         (found, missing)
     }
 
+    /// The first log entry a message in the queue is stored in: the log is needed
+    /// from there on. None when the queue is empty.
+    pub fn needed_from(&self) -> Option<u64> {
+        self.stored.first_key_value().map(|(_, at)| at.index)
+    }
+
     /// Messages in the queue (ready, out to a channel, or leaving).
     pub fn len(&self) -> usize {
-        self.bodies.len()
+        self.stored.len()
     }
 
     /// Whether it holds no message.
     pub fn is_empty(&self) -> bool {
-        self.bodies.is_empty()
+        self.stored.is_empty()
     }
 
     /// Everything the core holds, in a form two copies can be compared by.
@@ -100,15 +113,9 @@ impl ReplicatedQueue {
 
     /// The whole copy, for a snapshot.
     pub fn image(&self) -> ReplicatedImage {
-        let mut bodies: Vec<(Seq, Message)> = self
-            .bodies
-            .iter()
-            .map(|(s, m)| (*s, Message::clone(m)))
-            .collect();
-        bodies.sort_unstable_by_key(|(s, _)| *s);
         ReplicatedImage {
             core: self.core.image(),
-            bodies,
+            stored: self.stored.iter().map(|(s, at)| (*s, *at)).collect(),
         }
     }
 
@@ -117,11 +124,7 @@ impl ReplicatedQueue {
     pub fn from_image(config: QueueConfig, image: ReplicatedImage) -> Result<Self, String> {
         Ok(ReplicatedQueue {
             core: Core::from_image(config, image.core)?,
-            bodies: image
-                .bodies
-                .into_iter()
-                .map(|(s, m)| (s, SharedMessage::new(m)))
-                .collect(),
+            stored: image.stored.into_iter().collect(),
             outs: Vec::new(),
         })
     }
@@ -199,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::classic::machine::{Command, Effect};
-    use crate::message::Message;
+    use crate::message::{Message, SharedMessage};
 
     fn message(i: u32) -> SharedMessage {
         Arc::new(Message::new("", "q", Bytes::from(format!("m{i}"))))
@@ -264,14 +267,29 @@ mod tests {
             },
             now + 2,
         );
-        for (op, at) in leader.take_logged() {
-            replica.apply(op, at);
+        for (i, (op, at)) in leader.take_logged().into_iter().enumerate() {
+            replica.apply(
+                op,
+                at,
+                Locator {
+                    index: 10,
+                    op: i as u32,
+                },
+            );
         }
         assert_eq!(replica.fingerprint(), leader.core().fingerprint());
         assert_eq!(replica.len(), 18, "two acked, the rest held");
-        let (found, missing) = replica.bodies(&[1, 4, 20]);
+        let (found, missing) = replica.locate(&[1, 4, 20]);
         assert_eq!(missing, vec![1]);
-        assert_eq!(found.len(), 2);
+        assert_eq!(
+            found,
+            [
+                (4, Locator { index: 10, op: 3 }),
+                (20, Locator { index: 10, op: 19 })
+            ],
+            "the ops that enqueued them"
+        );
+        assert_eq!(replica.needed_from(), Some(10));
 
         // A snapshot of the copy is the copy.
         let restored = ReplicatedQueue::from_image(config.clone(), replica.image()).unwrap();
@@ -289,7 +307,7 @@ mod tests {
         ));
         assert_eq!(next.next_seq(), 21 + SEQS_SKIPPED);
         for (op, at) in first {
-            replica.apply(op, at);
+            replica.apply(op, at, Locator { index: 11, op: 0 });
         }
         assert_eq!(replica.fingerprint(), next.core().fingerprint());
         next.check_invariants().unwrap();

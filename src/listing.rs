@@ -125,6 +125,7 @@ pub fn members_text(q: &QueueInfo) -> String {
 fn replication_json(r: &Replication) -> Value {
     json!({
         "leader": r.leader, "term": r.term, "commit_index": r.committed,
+        "log": json!({"first": r.log_first, "last": r.log_last, "snapshot": r.snapshot}),
         "members": r.members.iter().map(|m| json!({
             "node": m.node, "match_index": m.matched, "voter": m.voter,
             "in_sync": r.in_sync(&m.node),
@@ -142,9 +143,15 @@ pub fn replication_text(q: &QueueInfo) -> String {
             q.members.join(", ")
         );
     };
+    let log = if r.log_first <= r.log_last {
+        format!("entries {} to {}", r.log_first, r.log_last)
+    } else {
+        "no entry after its snapshot".to_string()
+    };
     let mut out = format!(
-        "queue '{}': served on {}, Raft leader {}, term {}, commit index {}\n",
-        q.name, q.node, r.leader, r.term, r.committed
+        "queue '{}': served on {}, Raft leader {}, term {}, commit index {}\n\
+         leader's log: {log}, snapshot at {}\n",
+        q.name, q.node, r.leader, r.term, r.committed, r.snapshot
     );
     out += &format!(
         "{:<16} {:<10} {:>12}  {}\n",

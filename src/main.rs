@@ -115,6 +115,9 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = args.metadata_snapshot_every {
         config.metadata_snapshot_every = v;
     }
+    if let Some(v) = args.queue_snapshot_every {
+        config.queue_snapshot_every = v;
+    }
     if let Some(v) = &args.role {
         config.role = warren::node::config::parse_role(v).map_err(|e| e.to_string())?;
     }

@@ -31,14 +31,19 @@ impl Drop for Cluster {
 }
 
 fn member(dir: &Path, ports: [u16; 3], i: usize) -> NodeProcess {
+    member_with_env(dir, ports, i, &[])
+}
+
+fn member_with_env(dir: &Path, ports: [u16; 3], i: usize, env: &[(&str, &str)]) -> NodeProcess {
     let seeds: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
     let role = if i == 2 { "ram" } else { "disk" };
-    NodeProcess::start_member(
+    NodeProcess::start_member_with_env(
         &dir.join(format!("n{}", i + 1)),
         ports[i],
         &format!("n{}", i + 1),
         &seeds,
         role,
+        env,
     )
 }
 
@@ -48,8 +53,15 @@ fn all_up() -> Vec<(String, String)> {
 
 /// Three members (n3 a RAM node), each a seed of the others, once all see all up.
 fn three(dir: &Path) -> Cluster {
+    three_with_env(dir, &[])
+}
+
+/// [`three`], with `env` added to every node's environment.
+fn three_with_env(dir: &Path, env: &[(&str, &str)]) -> Cluster {
     let ports = [free_port(), free_port(), free_port()];
-    let nodes = (0..3).map(|i| member(dir, ports, i)).collect();
+    let nodes = (0..3)
+        .map(|i| member_with_env(dir, ports, i, env))
+        .collect();
     let cluster = Cluster { ports, nodes };
     for node in &cluster.nodes {
         eventually("every node sees three members up", || {
@@ -577,7 +589,9 @@ fn in_sync(node: &NodeProcess, queue: &str, member: &str) -> bool {
 #[test]
 fn mirrored_queue_members_are_added_and_removed_without_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let c = three(dir.path());
+    // Snapshots every 16 entries: a new member takes one (with the entries that hold
+    // the bodies of what the queue holds) rather than the whole log.
+    let c = three_with_env(dir.path(), &[("WARREN_QUEUE_SNAPSHOT_EVERY", "16")]);
     formed(&c);
     run_python(&c, "mirrored_cluster", &["members-fill"]);
     let names = ["n1", "n2", "n3"];
@@ -672,6 +686,7 @@ fn mirrored_queue_members_are_added_and_removed_without_loss() {
         let (ok, out, _) = c.nodes[0].cli(&["queue", "status", "mm"]);
         ok && !out.contains(other) && out.contains("in sync")
     });
+    run_python(&c, "mirrored_cluster", &["members-churn"]);
     let out = ok(&c.nodes[2], &["queue", "grow", other]);
     assert!(
         out.contains("queue mm: members") && out.contains("queue solo: members"),
@@ -681,6 +696,41 @@ fn mirrored_queue_members_are_added_and_removed_without_loss() {
         in_sync(&c.nodes[0], "mm", other)
     });
     assert_eq!(queue_members(&c.nodes[2], "solo").len(), 2);
+
+    // "fq" still holds its 300 messages; `other` left it and came back with an
+    // empty log, so it holds them from the snapshot it took (every 16 entries at
+    // least; the churn makes sure one is due: the log before it is gone everywhere)
+    // and the entries that came with it. The two other members leave: `other`
+    // serves every message from its own log.
+    eventually("the grown member is in sync in fq", || {
+        in_sync(&c.nodes[0], "fq", other)
+    });
+    let at = names.iter().position(|n| *n == other).unwrap();
+    let log = (0..3)
+        .find_map(|i| {
+            queue_row(&c.nodes[i], "fq").and_then(|r| r["replication"].get("log").cloned())
+        })
+        .expect("a node leads fq's group");
+    let (first, snapshot) = (
+        log["first"].as_u64().unwrap(),
+        log["snapshot"].as_u64().unwrap(),
+    );
+    assert!(
+        snapshot > 0 && first > 1,
+        "the leader's log is compacted, so the member took a snapshot: {log}"
+    );
+    for leaving in names.iter().filter(|n| **n != other) {
+        ok(&c.nodes[at], &["queue", "delete-member", "fq", leaving]);
+        eventually("the group has left the member out", || {
+            let (ok, out, _) = c.nodes[at].cli(&["queue", "status", "fq"]);
+            ok && !out.contains(leaving)
+        });
+    }
+    eventually("the grown member serves fq", || {
+        queue_row(&c.nodes[at], "fq").is_some_and(|r| r["node"] == other)
+    });
+    let port = c.nodes[at].amqp_addr.port().to_string();
+    run_python(&c, "mirrored_cluster", &["members-drain", &port, "fq"]);
 }
 
 /// A node the cluster forgets takes its replicas with it: each quorum queue that had

@@ -172,6 +172,9 @@ impl Route {
             leader: self.me.clone(),
             term: view.term,
             committed: view.log.committed,
+            log_first: view.log.first,
+            log_last: view.log.last,
+            snapshot: view.log.snapshot,
             members: view
                 .progress
                 .into_iter()

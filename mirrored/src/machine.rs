@@ -195,6 +195,11 @@ impl Machine for MirrorMachine {
         lock(&self.state).queue.needed_from()
     }
 
+    fn image_size(&self) -> u64 {
+        // A message's record in the core and where its body is stored.
+        lock(&self.state).queue.len() as u64 * 96
+    }
+
     fn image(&mut self) -> BoxFuture<'_, MirrorImage> {
         let state = lock(&self.state);
         let image = MirrorImage {

@@ -15,7 +15,7 @@ use warren_cluster::members::Health;
 use warren_cluster::membership::{watch_down, MembershipHandle};
 use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
-use warren_cluster::replica::{GroupSpec, ReplicaHandle};
+use warren_cluster::replica::{GroupSpec, ReplicaHandle, SNAPSHOT_EVERY};
 
 use crate::handle::{MirroredQueue, Place, Route};
 use crate::log::{Group, Members, RaftLog};
@@ -59,6 +59,8 @@ pub struct Mirrored {
     mirrors: Mirrors,
     /// The members of each queue run here, by group.
     members: Arc<Mutex<HashMap<GroupId, Members>>>,
+    /// Entries applied between two snapshots of a queue's group, at least.
+    snapshot_every: u64,
 }
 
 impl Mirrored {
@@ -70,7 +72,14 @@ impl Mirrored {
             },
             mirrors: Mirrors::default(),
             members: Default::default(),
+            snapshot_every: SNAPSHOT_EVERY,
         }
+    }
+
+    /// Its queues' groups take a snapshot every `every` entries at least.
+    pub fn snapshot_every(mut self, every: u64) -> Mirrored {
+        self.snapshot_every = every;
+        self
     }
 
     fn members(&self) -> MutexGuard<'_, HashMap<GroupId, Members>> {
@@ -158,6 +167,7 @@ impl Mirrored {
             replica: self.replica.clone(),
             spec: GroupSpec {
                 joining,
+                snapshot_every: self.snapshot_every,
                 ..GroupSpec::new(id, label, founders)
             },
             config,

@@ -151,6 +151,10 @@ pub struct NodeArgs {
     /// behind each (default 8192).
     #[arg(long, env = "WARREN_METADATA_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub metadata_snapshot_every: Option<u64>,
+    /// A quorum queue's log entries applied between two snapshots, at least (a
+    /// queue holding many messages takes them further apart; default 8192).
+    #[arg(long, env = "WARREN_QUEUE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    pub queue_snapshot_every: Option<u64>,
     /// A TOML config file; flags override it.
     #[arg(long, env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,

@@ -13,6 +13,7 @@
 //! memory_high_watermark = "0.4"      # of RAM, or a size: "2GiB"
 //! disk_free_limit = "50MB"
 //! metadata_snapshot_every = 8192    # metadata log entries between snapshots
+//! queue_snapshot_every = 8192       # a quorum queue's log entries between snapshots (at least)
 //! amqps_listen = "127.0.0.1:5671"    # AMQP over TLS; needs tls_cert and tls_key
 //! tls_cert = "/etc/warren/cert.pem"  # the certificate chain, PEM
 //! tls_key = "/etc/warren/key.pem"    # its private key, PEM
@@ -54,6 +55,9 @@ pub struct NodeConfig {
     /// Metadata log entries applied between two snapshots (the log is compacted
     /// behind each).
     pub metadata_snapshot_every: u64,
+    /// A quorum queue's log entries applied between two snapshots, at least (more
+    /// for a queue holding many messages).
+    pub queue_snapshot_every: u64,
     /// The AMQP-over-TLS listener's address; `None`: no AMQPS.
     pub amqps_listen: Option<SocketAddr>,
     /// The AMQPS listener's certificate, key and optional client CA.
@@ -81,6 +85,7 @@ impl Default for NodeConfig {
             memory_high_watermark: MemoryLimit::DEFAULT,
             disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
             metadata_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
+            queue_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
             amqps_listen: None,
             tls: None,
         }
@@ -116,6 +121,7 @@ pub struct ConfigFile {
     pub memory_high_watermark: Option<String>,
     pub disk_free_limit: Option<String>,
     pub metadata_snapshot_every: Option<u64>,
+    pub queue_snapshot_every: Option<u64>,
     pub amqps_listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -141,8 +147,8 @@ pub enum ConfigError {
     AmqpListen(String),
     #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
     CacheSize(u32),
-    #[error("metadata_snapshot_every = {0} is not valid: give 16 to 10000000 (log entries)")]
-    SnapshotEvery(u64),
+    #[error("{0} = {1} is not valid: give 16 to 10000000 (log entries)")]
+    SnapshotEvery(&'static str, u64),
     #[error("{0}")]
     Role(String),
     #[error("{0}")]
@@ -269,6 +275,9 @@ impl NodeConfig {
         if let Some(v) = file.metadata_snapshot_every {
             self.metadata_snapshot_every = v;
         }
+        if let Some(v) = file.queue_snapshot_every {
+            self.queue_snapshot_every = v;
+        }
         Ok(())
     }
 
@@ -302,8 +311,13 @@ impl NodeConfig {
         if !(1..=65536).contains(&self.storage_cache_mib) {
             return Err(ConfigError::CacheSize(self.storage_cache_mib));
         }
-        if !(16..=10_000_000).contains(&self.metadata_snapshot_every) {
-            return Err(ConfigError::SnapshotEvery(self.metadata_snapshot_every));
+        for (key, every) in [
+            ("metadata_snapshot_every", self.metadata_snapshot_every),
+            ("queue_snapshot_every", self.queue_snapshot_every),
+        ] {
+            if !(16..=10_000_000).contains(&every) {
+                return Err(ConfigError::SnapshotEvery(key, every));
+            }
         }
         for seed in &self.seeds {
             let ok = seed

@@ -147,9 +147,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         in_memory: config.role == Role::Ram,
         remote: Some(Arc::new(remote.clone())),
         queue_memory,
-        queue_types: QueueTypes::default()
-            .with(Arc::new(Classic))
-            .with(Arc::new(warren_mirrored::Mirrored::new(&config.name))),
+        queue_types: QueueTypes::default().with(Arc::new(Classic)).with(Arc::new(
+            warren_mirrored::Mirrored::new(&config.name)
+                .snapshot_every(config.queue_snapshot_every),
+        )),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await

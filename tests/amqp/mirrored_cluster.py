@@ -19,6 +19,8 @@ failover:  a consumer (prefetch 100, through a node that survives) holds f0..f99
     ports of the consumer's and of the publisher's node (then another queue's name).
 members-fill:  "mm" declared through node 1 with two replicas, "solo" with one, "fq"
     with three; 300 confirmed messages mm0..mm299 into "mm" and "fq" through node 2.
+members-churn: 300 messages published into "fq" through node 2 and taken again,
+    acknowledged, the 300 it held put back (its log grows, what it holds stays).
 members-drain: every confirmed message of the queue named by the last argument
     ("mm" without one), once and in order, taken through the node whose port is the
     next argument (its members changed meanwhile); a publish with confirms through it
@@ -218,6 +220,19 @@ elif PHASE == "members-fill":
         ch2.basic_publish("", "fq", b"mm%d" % j, persistent())
     c1.close()
     c2.close()
+
+elif PHASE == "members-churn":
+    conn, ch = confirming(P2)
+    for j in range(300):
+        ch.basic_publish("", "fq", b"churn%d" % j, persistent())
+    # All 600 taken: the churn acknowledged, the 300 held put back (in their order).
+    got = [t.get_one(ch, "fq", no_ack=False) for _ in range(600)]
+    for method, _, body in got:
+        if body.startswith(b"churn"):
+            ch.basic_ack(method.delivery_tag)
+        else:
+            ch.basic_nack(method.delivery_tag, requeue=True)
+    conn.close()
 
 elif PHASE == "members-drain":
     conn, ch = confirming(int(sys.argv[5]))

@@ -81,6 +81,13 @@ pub struct Replication {
     pub committed: u64,
     /// Each member of the group, by node name.
     pub members: Vec<ReplicaProgress>,
+    /// The leader's log: the first entry it keeps (those before are compacted;
+    /// it keeps every entry a message in the queue is stored in)...
+    pub log_first: u64,
+    /// ... its last entry...
+    pub log_last: u64,
+    /// ... and the index of its latest snapshot (0: none yet).
+    pub snapshot: u64,
 }
 
 /// One member of a replicated queue's group.

@@ -51,6 +51,9 @@ pub enum Applied {
         answers: Vec<(u64, Answer)>,
         /// The membership changes among them, in order, for Raft.
         conf_changes: Vec<Entry>,
+        /// About how many bytes a snapshot of the state would take now
+        /// ([`Machine::image_size`]).
+        image_size: u64,
     },
     /// A snapshot of everything up to `index`, encoded.
     Snapshot {
@@ -191,6 +194,7 @@ impl<M: Machine> Applier<M> {
             index,
             answers: Vec::new(),
             conf_changes: Vec::new(),
+            image_size: self.machine.image_size(),
         }
     }
 
@@ -228,6 +232,7 @@ impl<M: Machine> Applier<M> {
             index: self.applied,
             answers,
             conf_changes,
+            image_size: self.machine.image_size(),
         }
     }
 }

@@ -46,11 +46,6 @@ pub(super) struct Hosted {
     pub durable: bool,
     /// Entries applied between two snapshots (at least).
     pub snapshot_every: u64,
-    /// Entries applied before the next snapshot.
-    snapshot_gap: u64,
-    /// The next snapshot waits longer the bigger the last (every group but the
-    /// metadata's, whose restart time is bounded by its snapshots).
-    pub grows_with_state: bool,
     /// This node's proposals not applied yet.
     pub proposals: Proposals,
     /// Who waits to catch up with the leader.
@@ -97,8 +92,6 @@ impl Hosted {
             voters,
             durable,
             snapshot_every: snapshot_every.max(1),
-            snapshot_gap: snapshot_every.max(1),
-            grows_with_state: false,
             proposals: Proposals::default(),
             barrier: Barrier::default(),
             apply_tx,
@@ -510,6 +503,7 @@ impl Hosted {
                 index,
                 answers,
                 conf_changes,
+                image_size,
             } => {
                 for entry in conf_changes {
                     if let Some((member, change)) = self.group.apply_conf_change(&entry)? {
@@ -526,7 +520,10 @@ impl Hosted {
                 }
                 self.group.applied(index, &mut out);
                 self.barrier.applied(self.group.record.applied);
-                if self.group.record.applied >= self.group.snapshot_index() + self.snapshot_gap {
+                // Snapshots cost no more than 64 bytes per entry applied, however
+                // big the state (a queue with a long backlog).
+                let gap = self.snapshot_every.max(image_size / 64);
+                if self.group.record.applied >= self.group.snapshot_index() + gap {
                     self.take_snapshot();
                 }
             }
@@ -541,13 +538,6 @@ impl Hosted {
                         // A tail behind the snapshot for followers a little behind: an
                         // eighth of the interval (1 024 entries by default).
                         let keep = self.snapshot_every / 8;
-                        if self.grows_with_state {
-                            // The next one once at least as many entries as the
-                            // snapshot's bytes / 32 were applied: taking snapshots
-                            // costs no more than 32 bytes per entry however big the
-                            // state (a queue with a long backlog).
-                            self.snapshot_gap = self.snapshot_every.max(data.len() as u64 / 32);
-                        }
                         self.group.compact(index, data, keep, needed_from, &mut out);
                         tracing::debug!(
                             group = %self.label,

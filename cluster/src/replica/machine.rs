@@ -45,6 +45,14 @@ pub trait Machine: Send + 'static {
         None
     }
 
+    /// About how many bytes a snapshot of the state would take now: a group whose
+    /// machine says so takes its snapshots further apart (never more than 64 bytes
+    /// of snapshot per entry applied), so that a big state is not imaged every few
+    /// thousand entries. 0 (the default): every `snapshot_every` entries.
+    fn image_size(&self) -> u64 {
+        0
+    }
+
     /// The state now, for a snapshot.
     fn image(&mut self) -> BoxFuture<'_, Self::Image>;
 

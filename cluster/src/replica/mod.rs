@@ -48,9 +48,9 @@ pub use handle::{GroupSpec, LogReader, ReplicaHandle};
 pub use machine::{Answer, Machine, MetadataMachine};
 pub use reconcile::{MemberProgress, Reconciled};
 pub use snapshot::SNAPSHOT_EVERY;
-pub(crate) use snapshot::{take_entries, with_entries, SnapshotData};
 #[cfg(test)]
 pub(crate) use snapshot::SNAPSHOT_FORMAT;
+pub(crate) use snapshot::{take_entries, with_entries, SnapshotData};
 pub use transport::{Part, RaftBatch};
 
 use std::collections::{BTreeSet, HashMap};
@@ -918,7 +918,6 @@ impl ReplicaState {
             apply_tx,
         );
         hosted.may_quiesce = true;
-        hosted.grows_with_state = true;
         hosted.joining = fresh && spec.joining;
         // The only voter need not wait out an election timeout; nor does a new
         // group's first member (its owner: it most likely leads, and at once). A

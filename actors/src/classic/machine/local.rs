@@ -343,10 +343,22 @@ impl Local {
     }
 
     /// A delivery waiting for its body is no longer to be sent: the message left the
-    /// queue, went back to ready, or is being dead-lettered.
+    /// queue (its body lost, say), went back to ready, or is being dead-lettered. A
+    /// `basic.get` waiting for it is answered empty in its place in the line.
     fn leave_line(&mut self, seq: Seq) {
-        self.pending
-            .retain(|p| !matches!(p, Pending::Delivery { seq: s, .. } if *s == seq));
+        self.pending.retain_mut(|p| match p {
+            Pending::Delivery {
+                seq: s,
+                tag: None,
+                channel,
+                ..
+            } if *s == seq => {
+                *p = Pending::GetEmpty { channel: *channel };
+                true
+            }
+            Pending::Delivery { seq: s, .. } => *s != seq,
+            Pending::GetEmpty { .. } => true,
+        });
         self.to_load.retain(|&s| s != seq);
     }
 

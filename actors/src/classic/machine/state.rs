@@ -378,12 +378,15 @@ impl QueueState {
     }
 
     /// Applies what the local part proposed until it proposes nothing more.
-    fn run_proposals(&mut self, now: u64, effects: &mut Vec<Effect>) {
+    /// Returns whether there were any.
+    fn run_proposals(&mut self, now: u64, effects: &mut Vec<Effect>) -> bool {
+        let mut any = false;
         loop {
             let proposals = self.local.take_proposals();
             if proposals.is_empty() {
-                return;
+                return any;
             }
+            any = true;
             for op in proposals {
                 // Proposals are answers for what the core did: never refused.
                 let mut outs = std::mem::take(&mut self.outs);
@@ -403,8 +406,14 @@ impl QueueState {
             return;
         }
         self.local.retry_dead_letters(&self.core, now, effects);
-        self.local.flush_pending(&self.core, effects);
-        self.run_proposals(now, effects);
+        // (What the proposals change may free the line again: a get waiting for a
+        // body that was lost is answered.)
+        loop {
+            self.local.flush_pending(&self.core, effects);
+            if !self.run_proposals(now, effects) {
+                break;
+            }
+        }
         self.local.pump_loads(&self.core, effects);
     }
 }

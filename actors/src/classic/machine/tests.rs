@@ -1646,3 +1646,23 @@ fn a_seq_listed_twice_is_settled_once() {
         }
     );
 }
+
+#[test]
+fn a_get_whose_body_is_missing_answers_with_the_next_or_empty() {
+    let mut q = small_window(&[], 0);
+    let a = q.publish(msg("a"));
+    q.run(Command::Stored(vec![a]));
+    q.drain();
+    q.run(Command::Get {
+        channel: 1,
+        no_ack: true,
+    });
+    assert_eq!(q.drain(), vec![Effect::LoadBodies { seqs: vec![a] }]);
+    q.run(Command::BodiesMissing(vec![a]));
+    let fx = q.drain();
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::GetEmpty { channel: 1 })),
+        "the get is answered: {fx:?}"
+    );
+}

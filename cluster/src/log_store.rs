@@ -177,7 +177,9 @@ impl LogStore {
             held: tail.held.into(),
             held_bytes,
             disk,
-            needed_from: None,
+            // Which of the entries kept behind the snapshot its state needs is not
+            // stored: all of them travel with it (compaction kept every one needed).
+            needed_from: (base < snap_index).then_some(base + 1),
             wanted: Default::default(),
         }
     }

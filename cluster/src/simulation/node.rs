@@ -18,7 +18,7 @@ use raft::{GetEntriesContext, RawNode, StateRole, Storage as _};
 use super::client::{Millis, Waiters};
 use super::invariants::LogView;
 use super::rng::{hash_bytes, timeout_for, SimRng};
-use super::state_machine::{Applied, Command, StateMachine};
+use super::state_machine::{Applied, Command, Op, StateMachine};
 use super::storage::{Lost, SimDisk};
 use crate::log_store::LogStore;
 use crate::raft_group::{Effects, RaftGroup, ToApply};
@@ -419,6 +419,35 @@ impl SimNode {
         }
     }
 
+    /// Every entry its state machine still needs (the puts of its live keys) is in
+    /// its log, with that put: compaction kept it, or it came with a snapshot.
+    pub(super) fn needed_held(&self) -> Result<(), String> {
+        let Some(r) = self.running() else {
+            return Ok(());
+        };
+        let store = r.group.node.store();
+        for (key, index) in r.sm.puts() {
+            let held = store
+                .entries(*index, index + 1, None, GetEntriesContext::empty(false))
+                .ok()
+                .and_then(|e| e.first().and_then(|e| Command::decode(&e.data)));
+            match held {
+                Some(Command {
+                    op: Op::Put { key: k, .. },
+                    ..
+                }) if k == *key => {}
+                other => {
+                    return Err(format!(
+                        "node {}: key {key} was put by entry {index}, which its log (from {}) holds as {other:?}",
+                        self.id,
+                        store.first()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The node's term: Raft's while up, the disk's while down.
     pub(super) fn term(&self) -> u64 {
         match self.running() {
@@ -491,8 +520,13 @@ impl Running {
             Some(self.sm.applied_term()),
             "the applied entry is in the log"
         );
-        self.group
-            .compact(applied, self.sm.snapshot_data(), keep, None, out);
+        self.group.compact(
+            applied,
+            self.sm.snapshot_data(),
+            keep,
+            self.sm.needed_from(),
+            out,
+        );
         self.group.snapshot_index() == applied
     }
 

@@ -110,6 +110,9 @@ pub(super) struct StateMachine {
     /// `chain[k]`: the hash of `log[..=k]`.
     chain: Vec<u64>,
     map: BTreeMap<u8, u32>,
+    /// Key -> the index of the entry that put its value: the state needs those
+    /// entries (as a mirrored queue needs the entries that hold its messages).
+    puts: BTreeMap<u8, u64>,
     recent: Recent,
 }
 
@@ -132,6 +135,16 @@ impl StateMachine {
 
     pub(super) fn map(&self) -> &BTreeMap<u8, u32> {
         &self.map
+    }
+
+    /// Key -> the index of the entry that put its value.
+    pub(super) fn puts(&self) -> &BTreeMap<u8, u64> {
+        &self.puts
+    }
+
+    /// The first entry the state needs besides a snapshot (`Machine::needed_from`).
+    pub(super) fn needed_from(&self) -> Option<u64> {
+        self.puts.values().min().copied()
     }
 
     /// Whether the command `(origin, id)` was applied here.
@@ -168,9 +181,11 @@ impl StateMachine {
         match command.op {
             Op::Put { key, value } => {
                 self.map.insert(key, value);
+                self.puts.insert(key, index);
             }
             Op::Delete { key } => {
                 self.map.remove(&key);
+                self.puts.remove(&key);
             }
         }
         let prev = self.chain.last().copied().unwrap_or(0);

@@ -523,6 +523,7 @@ impl World {
                 self.commit_seen[i] = self.commit_seen[i].max(committed);
                 self.checker.state_machine(id, r.sm.chain())?;
             }
+            self.nodes[i].needed_held()?;
             for j in 0..self.nodes.len() {
                 if j != i {
                     log_matching(id, &self.views[i], self.nodes[j].id, &self.views[j])?;

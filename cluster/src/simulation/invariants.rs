@@ -10,7 +10,10 @@
 //! 4. state-machine safety: no two nodes commit or apply different entries at one
 //!    index; each node's applied commands are a prefix of the longest sequence any
 //!    node applied; a command is applied at most once per node (at one index, however
-//!    often the node replays it after a restart).
+//!    often the node replays it after a restart);
+//! 5. needed entries held: every entry a node's state still needs (the put of each
+//!    live key, as a mirrored queue needs the entries of its messages) is in its log
+//!    (`SimNode::needed_held`): compaction kept it, or it came with a snapshot.
 //!
 //! The checker only records and compares; the world feeds it (`world.rs`), and the
 //! tests below feed it made-up histories to show that each check can fail.

@@ -177,6 +177,14 @@ impl QueueLog for RaftLog {
     }
 
     fn append(&self, ops: Vec<(Op, u64)>) -> BoxFuture<'static, Result<(), BrokerError>> {
+        // What the entry carries: the bodies, and a little for each op.
+        let size: usize = ops
+            .iter()
+            .map(|(op, _)| match op {
+                Op::Enqueue { message } => message.body.len() + 128,
+                _ => 32,
+            })
+            .sum();
         let command = MirrorCommand::Ops {
             epoch: self.epoch.load(Ordering::Acquire),
             ops,
@@ -184,7 +192,7 @@ impl QueueLog for RaftLog {
         let committed = self
             .group
             .replica
-            .submit_to(self.group.spec.group, &command);
+            .submit_sized(self.group.spec.group, &command, size);
         Box::pin(async move { committed.await.map(drop) })
     }
 

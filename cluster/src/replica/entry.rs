@@ -35,6 +35,7 @@ struct Legacy<C> {
 }
 
 /// The entry for `command` (encoded already) proposed by `origin` as `id`.
+#[cfg(test)]
 pub(crate) fn encode(origin: &str, id: u64, command: &[u8]) -> Vec<u8> {
     let name = &origin.as_bytes()[..origin.len().min(u16::MAX as usize)];
     let mut out = Vec::with_capacity(11 + name.len() + command.len());
@@ -44,6 +45,25 @@ pub(crate) fn encode(origin: &str, id: u64, command: &[u8]) -> Vec<u8> {
     out.extend_from_slice(name);
     out.extend_from_slice(command);
     out
+}
+
+/// The entry for `command` proposed by `origin` as `id`, encoded once into a buffer
+/// of about `size_hint` bytes (what the command carries: a mirrored queue's bodies),
+/// so that it is not copied or grown on the way.
+pub(crate) fn build<C: Serialize>(
+    origin: &str,
+    id: u64,
+    command: &C,
+    size_hint: usize,
+) -> Result<Vec<u8>, String> {
+    let name = &origin.as_bytes()[..origin.len().min(u16::MAX as usize)];
+    let mut out = Vec::with_capacity(11 + name.len() + 64 + size_hint);
+    out.push(TAG);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    out.extend_from_slice(name);
+    warren_storage::codec::encode_into(command, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// Encodes a machine command for [`encode`].
@@ -94,6 +114,11 @@ mod tests {
         let back: Entry<Cmd> = decode(&data).unwrap();
         assert_eq!((back.origin.as_str(), back.id), ("n1", 42));
         assert_eq!(back.command, cmd);
+        assert_eq!(
+            build("n1", 42, &cmd, 100).unwrap(),
+            data,
+            "built at once, the same"
+        );
 
         #[derive(Serialize)]
         struct Before<'a> {

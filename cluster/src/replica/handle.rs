@@ -14,8 +14,8 @@ use warren_actors::BoxFuture;
 
 use super::machine::{Answer, Machine};
 use super::{
-    applying, broker_error, entry, replica_name, GroupView, LocalReplica, Opening, ReplicaMsg,
-    ReplicaStats, ReplicaStatus, CATCH_UP_WAIT, COMMIT_TIMEOUT, SNAPSHOT_EVERY,
+    applying, broker_error, entry, proposals, replica_name, GroupView, LocalReplica, Opening,
+    ReplicaMsg, ReplicaStats, ReplicaStatus, CATCH_UP_WAIT, COMMIT_TIMEOUT, SNAPSHOT_EVERY,
 };
 use crate::log_store::DiskLog;
 use crate::metadata::MetaCommand;
@@ -106,12 +106,23 @@ impl ReplicaHandle {
         group: GroupId,
         command: &C,
     ) -> BoxFuture<'static, Answer> {
-        self.submit_as(group, command, format!("raft group {group}"))
+        self.submit_as(group, command, format!("raft group {group}"), 0)
     }
 
     /// [`Self::propose_to`], with errors of its own saying `what` was proposed.
     async fn propose_as<C: Serialize>(&self, group: GroupId, command: &C, what: &str) -> Answer {
-        self.submit_as(group, command, what.to_string()).await
+        self.submit_as(group, command, what.to_string(), 0).await
+    }
+
+    /// [`Self::submit_to`] for a command that carries about `size_hint` bytes (a
+    /// mirrored queue's bodies): its entry is encoded once, into a buffer that size.
+    pub fn submit_sized<C: Serialize>(
+        &self,
+        group: GroupId,
+        command: &C,
+        size_hint: usize,
+    ) -> BoxFuture<'static, Answer> {
+        self.submit_as(group, command, format!("raft group {group}"), size_hint)
     }
 
     fn submit_as<C: Serialize>(
@@ -119,10 +130,12 @@ impl ReplicaHandle {
         group: GroupId,
         command: &C,
         what: String,
+        size_hint: usize,
     ) -> BoxFuture<'static, Answer> {
-        let rx = entry::command(command)
+        let id = proposals::nonce();
+        let rx = entry::build(&self.node, id, command, size_hint)
             .map_err(broker_error)
-            .and_then(|data| self.ask(|tx| LocalReplica::Propose(group, data, tx)));
+            .and_then(|data| self.ask(|tx| LocalReplica::Propose(group, id, data, tx)));
         Box::pin(async move {
             match tokio::time::timeout(COMMIT_TIMEOUT + Duration::from_secs(1), rx?).await {
                 Ok(Ok(answer)) => answer,

@@ -16,11 +16,11 @@ use warren_storage::{Batch, Store};
 use super::applying::{Applied, ApplyJob};
 use super::barrier::Barrier;
 use super::outbox::Outbox;
-use super::proposals::{self, Proposals, Reply};
+use super::proposals::{Proposals, Reply};
 use super::snapshot::SnapshotData;
 use super::transport::Quiet;
 use super::{
-    broker_error, entry, GroupRun, LocalReplica, ReplicaMsg, Seat, CATCH_UP_WAIT, COMMIT_TIMEOUT,
+    broker_error, GroupRun, LocalReplica, ReplicaMsg, Seat, CATCH_UP_WAIT, COMMIT_TIMEOUT,
 };
 use crate::raft_group::{Effects, GroupError, RaftGroup, ToApply, Write};
 
@@ -317,14 +317,12 @@ impl Hosted {
         }
     }
 
-    /// Takes a proposal of `command` (encoded) from a client on node `origin`; it is
-    /// handed to Raft as soon as a leader is known.
-    pub fn propose(&mut self, origin: &str, command: &[u8], reply: Reply) {
+    /// Takes proposal `id` (its log entry built by [`entry::build`]) from a client on
+    /// node `origin`; it is handed to Raft as soon as a leader is known.
+    pub fn propose(&mut self, origin: &str, id: u64, entry: Vec<u8>, reply: Reply) {
         self.wake();
-        let id = proposals::nonce();
         let now = Instant::now();
-        self.proposals
-            .add(id, entry::encode(origin, id, command), reply, now);
+        self.proposals.add(id, entry, reply, now);
         if self.alone(now) {
             self.expire_pending(origin, now);
             return;

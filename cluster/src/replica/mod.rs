@@ -186,7 +186,8 @@ pub enum LocalReplica {
     Tick,
     /// Propose a command (encoded) to a group; answered once it is applied on this
     /// node, with the machine's answer.
-    Propose(GroupId, Vec<u8>, oneshot::Sender<Answer>),
+    /// A proposal: its group, its id and its entry ([`entry::build`]).
+    Propose(GroupId, u64, Vec<u8>, oneshot::Sender<Answer>),
     /// Answered once this node has applied everything the group's leader had
     /// committed when it was asked (or after [`CATCH_UP_WAIT`]).
     CatchUp(GroupId, oneshot::Sender<()>),
@@ -607,10 +608,10 @@ impl ReplicaState {
                     }
                 }
             }
-            LocalReplica::Propose(group, command, reply) => {
+            LocalReplica::Propose(group, id, entry, reply) => {
                 let name = self.name.clone();
                 match self.hosted_mut(group) {
-                    Some(hosted) => hosted.propose(&name, &command, reply),
+                    Some(hosted) => hosted.propose(&name, id, entry, reply),
                     None => {
                         let _ = reply.send(Err(not_here(group)));
                     }

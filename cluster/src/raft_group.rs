@@ -91,6 +91,9 @@ pub struct RaftGroup {
     pub record: RaftRecord,
     /// Whether the log is written to the store (disk nodes) or kept in memory only.
     durable: bool,
+    /// Whether the applied index is stored as it moves (not for a machine that starts
+    /// empty at every start and applies its log again: its applied index is not read).
+    pub store_applied: bool,
     pipeline: VecDeque<Unpersisted>,
     /// Snapshots sent in the ready being handled, reported to Raft after it.
     sent_snapshots: Vec<u64>,
@@ -116,6 +119,7 @@ impl RaftGroup {
             node,
             record,
             durable,
+            store_applied: true,
             pipeline: VecDeque::new(),
             sent_snapshots: Vec::new(),
             pinged_commit: 0,
@@ -261,7 +265,7 @@ impl RaftGroup {
         }
         self.record.applied = index;
         self.advance_applied();
-        if self.durable {
+        if self.durable && self.store_applied {
             out.writes.push(Write {
                 ready: None,
                 ops: vec![raft_log::record_op(self.id, &self.record)],

@@ -919,6 +919,8 @@ impl ReplicaState {
             apply_tx,
         );
         hosted.may_quiesce = true;
+        // (Its machine starts empty and applies the log again at every start.)
+        hosted.group.store_applied = opening.keeps_state;
         hosted.joining = fresh && spec.joining;
         // The only voter need not wait out an election timeout; nor does a new
         // group's first member (its owner: it most likely leads, and at once). A

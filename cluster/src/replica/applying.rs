@@ -97,12 +97,21 @@ pub(super) fn start<M: Machine>(
             machine,
             applied: start.applied,
             recent: Recent::default(),
+            stopped: false,
         };
         if let Some(report) = task.begin(start.snapshot, start.entries).await {
+            if task.stopped {
+                return;
+            }
             let _ = replica.cast(ReplicaMsg::local(LocalReplica::Applied(run, report)));
         }
         while let Some(job) = rx.recv().await {
             let report = task.run(job).await;
+            if task.stopped {
+                // Nothing more is applied here: Raft hears of nothing applied past
+                // this point, so this node never serves from a state it lacks.
+                break;
+            }
             if replica
                 .cast(ReplicaMsg::local(LocalReplica::Applied(run, report)))
                 .is_err()
@@ -121,6 +130,8 @@ struct Applier<M> {
     machine: M,
     applied: u64,
     recent: Recent,
+    /// A snapshot's state did not decode: this node stops applying the group.
+    stopped: bool,
 }
 
 impl<M: Machine> Applier<M> {
@@ -182,11 +193,16 @@ impl<M: Machine> Applier<M> {
     async fn restore(&mut self, index: u64, data: SnapshotData) -> Applied {
         match warren_storage::codec::decode::<M::Image>(&data.state) {
             Ok(image) => self.machine.restore(image).await,
-            Err(e) => tracing::error!(
-                group = self.group,
-                index,
-                "a snapshot's state does not decode and is not restored: {e}"
-            ),
+            Err(e) => {
+                // Going on would apply what follows to a state it does not follow:
+                // this node stops applying the group (the others serve it).
+                tracing::error!(
+                    group = self.group,
+                    index,
+                    "a snapshot's state does not decode (written by another build?): this node stops applying the group; remove the group's replica here (`warren queue delete-member`) and add it again: {e}"
+                );
+                self.stopped = true;
+            }
         }
         self.recent = Recent::import(data.recent);
         self.applied = index;
@@ -234,5 +250,69 @@ impl<M: Machine> Applier<M> {
             conf_changes,
             image_size: self.machine.image_size(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::collections::BTreeMap;
+
+    use warren_actors::BoxFuture;
+
+    use super::*;
+
+    /// A machine holding one number.
+    struct Number(u64);
+
+    impl Machine for Number {
+        type Command = u64;
+        type Image = u64;
+
+        fn apply(&mut self, _index: u64, command: u64) -> BoxFuture<'_, Answer> {
+            self.0 = command;
+            Box::pin(async { Ok(Box::new(()) as Box<dyn Any + Send>) })
+        }
+
+        fn image(&mut self) -> BoxFuture<'_, u64> {
+            let n = self.0;
+            Box::pin(async move { n })
+        }
+
+        fn restore(&mut self, image: u64) -> BoxFuture<'_, ()> {
+            self.0 = image;
+            Box::pin(async {})
+        }
+    }
+
+    fn snapshot(state: Vec<u8>) -> SnapshotData {
+        SnapshotData {
+            format: SNAPSHOT_FORMAT,
+            names: BTreeMap::new(),
+            base_voters: Vec::new(),
+            recent: Vec::new(),
+            state,
+            log: Vec::new(),
+        }
+    }
+
+    /// A snapshot whose state does not decode stops the applier rather than leave
+    /// the machine as it was and go on as if it were restored.
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_decode_stops_applying() {
+        let mut task = Applier {
+            origin: "n1".into(),
+            group: 3,
+            machine: Number(0),
+            applied: 0,
+            recent: Recent::default(),
+            stopped: false,
+        };
+        let good = warren_storage::codec::encode(&7u64).unwrap();
+        task.restore(10, snapshot(good)).await;
+        assert_eq!((task.machine.0, task.applied, task.stopped), (7, 10, false));
+        task.restore(20, snapshot(vec![0xff, 0xff])).await;
+        assert!(task.stopped, "it stops");
+        assert_eq!(task.machine.0, 7, "the state stays as it was");
     }
 }

@@ -171,6 +171,17 @@ impl RaftGroup {
             // The entries its state needs came with it: stored as the log behind it.
             let (data, kept) =
                 crate::replica::take_entries(&snapshot.data).map_err(|e| self.error(e))?;
+            let index = snapshot.get_metadata().index;
+            let contiguous = kept
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index + (kept.len() - 1 - i) as u64 == index);
+            if !contiguous {
+                // Never stored: the entries would not be the log behind the snapshot.
+                return Err(self.error(format!(
+                    "a snapshot at {index} came with entries that do not lead up to it"
+                )));
+            }
             snapshot.data = data.into();
             let cs = snapshot.get_metadata().get_conf_state();
             self.record.conf_state = cs.write_to_bytes().map_err(|e| self.error(e))?;

@@ -200,9 +200,9 @@ impl QueueLog for RaftLog {
         let Some(state) = self.group.mirrors.get(self.group.spec.group) else {
             return (Vec::new(), seqs.to_vec());
         };
-        let (found, missing, reader) = lock(&state).locate(seqs);
+        let reader = lock(&state).reader.clone();
         match reader {
-            Some(reader) => read_bodies(&reader, found, missing, &self.group.spec.label),
+            Some(reader) => read_bodies(&state, &reader, seqs, &self.group.spec.label),
             None => (Vec::new(), seqs.to_vec()),
         }
     }

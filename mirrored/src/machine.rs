@@ -54,45 +54,53 @@ pub struct MirrorState {
     pub reader: Option<LogReader>,
 }
 
-impl MirrorState {
-    /// Where the bodies of `seqs` are stored, and the reader of the log they are in.
-    pub fn locate(&self, seqs: &[Seq]) -> (Vec<(Seq, Locator)>, Vec<Seq>, Option<LogReader>) {
-        let (found, missing) = self.queue.locate(seqs);
-        (found, missing, self.reader.clone())
-    }
-}
-
 /// The bodies stored at `found`, read from the group's log with `reader` (on the
-/// calling thread), and the seqs whose body was not there.
+/// calling thread), and the seqs whose body was not there. A body that cannot be read
+/// is read again a few times first (a message the queue no longer holds, whose entry
+/// went with a compaction, is simply not asked for again): what is reported missing is
+/// counted lost by the queue.
 pub(crate) fn read_bodies(
+    state: &Mutex<MirrorState>,
     reader: &LogReader,
-    found: Vec<(Seq, Locator)>,
-    mut missing: Vec<Seq>,
+    seqs: &[Seq],
     label: &str,
 ) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
-    let indexes: Vec<u64> = found.iter().map(|(_, at)| at.index).collect();
-    let entries = match reader.commands::<MirrorCommand>(&indexes) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::error!(queue = %label, "reading bodies from the log: {e}");
-            missing.extend(found.iter().map(|(seq, _)| *seq));
-            return (Vec::new(), missing);
-        }
-    };
-    let entries: HashMap<u64, MirrorCommand> = entries.into_iter().collect();
-    let mut bodies = Vec::with_capacity(found.len());
-    for (seq, at) in found {
-        let body = match entries.get(&at.index) {
-            Some(MirrorCommand::Ops { ops, .. }) => match ops.get(at.op as usize) {
-                Some((Op::Enqueue { message }, _)) => Some(message.clone()),
+    const ATTEMPTS: u32 = 5;
+    let mut bodies = Vec::with_capacity(seqs.len());
+    let mut wanted = seqs.to_vec();
+    let mut missing = Vec::new();
+    for attempt in 1..=ATTEMPTS {
+        // Where they are now (those that left the queue meanwhile are not asked for).
+        let (found, gone) = lock(state).queue.locate(&wanted);
+        missing.extend(gone);
+        let indexes: Vec<u64> = found.iter().map(|(_, at)| at.index).collect();
+        let (entries, failed) = reader.commands::<MirrorCommand>(&indexes);
+        let entries: HashMap<u64, MirrorCommand> = entries.into_iter().collect();
+        let mut again = Vec::new();
+        for (seq, at) in found {
+            let body = match entries.get(&at.index) {
+                Some(MirrorCommand::Ops { ops, .. }) => match ops.get(at.op as usize) {
+                    Some((Op::Enqueue { message }, _)) => Some(message.clone()),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        };
-        match body {
-            Some(message) => bodies.push((seq, message)),
-            None => missing.push(seq),
+            };
+            match body {
+                Some(message) => bodies.push((seq, message)),
+                None => again.push(seq),
+            }
         }
+        if again.is_empty() {
+            break;
+        }
+        if attempt == ATTEMPTS {
+            tracing::error!(queue = %label, "{} bodies could not be read from the log: {failed:?}", again.len());
+            missing.extend(again);
+            break;
+        }
+        tracing::warn!(queue = %label, "reading bodies from the log, trying again: {failed:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+        wanted = again;
     }
     (bodies, missing)
 }

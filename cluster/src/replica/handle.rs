@@ -265,30 +265,49 @@ impl std::fmt::Debug for LogReader {
 
 impl LogReader {
     /// The commands of the entries `indexes` (applied on this node, so on its disk),
-    /// in index order; reads the store on the calling thread.
-    pub fn commands<C: DeserializeOwned>(&self, indexes: &[u64]) -> Result<Vec<(u64, C)>, String> {
+    /// in index order, and what went wrong with those that could not be read (not on
+    /// disk, or not decodable): one failed entry never hides the others. Reads the
+    /// store on the calling thread.
+    pub fn commands<C: DeserializeOwned>(&self, indexes: &[u64]) -> (Vec<(u64, C)>, Vec<String>) {
         let mut wanted = indexes.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
         let mut out = Vec::with_capacity(wanted.len());
+        let mut failed = Vec::new();
         let mut rest = wanted.as_slice();
         while let Some(&from) = rest.first() {
-            // A run of consecutive indexes in one read.
+            // A run of consecutive indexes in one read; one by one if that fails.
             let run = rest
                 .iter()
                 .enumerate()
                 .take_while(|(i, index)| **index == from + *i as u64)
                 .count();
             let to = from + run as u64 - 1;
-            for e in self.0.read(from, to, u64::MAX)? {
-                let command = entry::decode::<C>(&e.data)
-                    .map_err(|why| format!("entry {} does not decode: {why}", e.index))?
-                    .command;
-                out.push((e.index, command));
+            let entries = match self.0.read(from, to, u64::MAX) {
+                Ok(entries) => entries,
+                Err(_) if run > 1 => (from..=to)
+                    .filter_map(|i| match self.0.read(i, i, u64::MAX) {
+                        Ok(mut one) => one.pop(),
+                        Err(e) => {
+                            failed.push(e);
+                            None
+                        }
+                    })
+                    .collect(),
+                Err(e) => {
+                    failed.push(e);
+                    Vec::new()
+                }
+            };
+            for e in entries {
+                match entry::decode::<C>(&e.data) {
+                    Ok(p) => out.push((e.index, p.command)),
+                    Err(why) => failed.push(format!("entry {} does not decode: {why}", e.index)),
+                }
             }
             rest = &rest[run..];
         }
-        Ok(out)
+        (out, failed)
     }
 }
 

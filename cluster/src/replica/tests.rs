@@ -617,9 +617,8 @@ async fn keep(node: &Node, group: GroupId, command: KeptCommand) {
 fn reads_back(reader: &LogReader, map: &KeptMap, who: &str) {
     let map = map.lock().unwrap().clone();
     let indexes: Vec<u64> = map.values().copied().collect();
-    let read = reader
-        .commands::<KeptCommand>(&indexes)
-        .unwrap_or_else(|e| panic!("{who}: {e}"));
+    let (read, failed) = reader.commands::<KeptCommand>(&indexes);
+    assert!(failed.is_empty(), "{who}: {failed:?}");
     let by_index: BTreeMap<u64, KeptCommand> = read.into_iter().collect();
     for (key, index) in map {
         assert_eq!(

@@ -79,6 +79,13 @@ impl DiskLog {
     }
 }
 
+/// Whether `entries` are contiguous and end at `index`: the log behind a snapshot at
+/// `index` (none: there is none).
+pub(crate) fn leads_up_to(entries: &[Entry], index: u64) -> bool {
+    entries.last().is_some_and(|e| e.index == index)
+        && entries.windows(2).all(|w| w[1].index == w[0].index + 1)
+}
+
 /// A log as stored on disk, read back at start without holding every entry: the
 /// terms of all (as runs), the last entries themselves.
 #[derive(Default)]
@@ -88,7 +95,18 @@ pub(crate) struct Tail {
     /// The last index stored (0: none).
     pub last: u64,
     /// The last entries, contiguous up to `last`.
-    pub held: Vec<Entry>,
+    pub held: VecDeque<Entry>,
+}
+
+impl Tail {
+    /// Adds the next stored entry: its term, and the entry itself.
+    pub(crate) fn push(&mut self, e: Entry) {
+        if self.runs.last().is_none_or(|r| r.1 != e.term) {
+            self.runs.push((e.index, e.term));
+        }
+        self.last = e.index;
+        self.held.push_back(e);
+    }
 }
 
 /// The log in memory (see the module documentation).
@@ -129,24 +147,11 @@ impl LogStore {
         snapshot: Option<Snapshot>,
         entries: Vec<Entry>,
     ) -> LogStore {
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for e in &entries {
-            if runs.last().is_none_or(|r| r.1 != e.term) {
-                runs.push((e.index, e.term));
-            }
+        let mut tail = Tail::default();
+        for e in entries {
+            tail.push(e);
         }
-        let last = entries.last().map_or(0, |e| e.index);
-        LogStore::restored_paged(
-            hard_state,
-            conf_state,
-            snapshot,
-            Tail {
-                runs,
-                last,
-                held: entries,
-            },
-            None,
-        )
+        LogStore::restored_paged(hard_state, conf_state, snapshot, tail, None)
     }
 
     /// The log as it was stored, its entries on `disk` (none: held in memory) of
@@ -174,7 +179,7 @@ impl LogStore {
             base,
             runs: tail.runs,
             last: tail.last.max(base),
-            held: tail.held.into(),
+            held: tail.held,
             held_bytes,
             disk,
             // Which of the entries kept behind the snapshot its state needs is not
@@ -246,14 +251,19 @@ impl LogStore {
         }
         self.truncate_from(first.index);
         for e in entries {
-            if self.runs.last().is_none_or(|r| r.1 != e.term) {
-                self.runs.push((e.index, e.term));
-            }
-            self.held_bytes += e.data.len();
-            self.held.push_back(e.clone());
+            self.hold(e.clone());
         }
-        self.last = entries.last().map_or(self.last, |e| e.index);
         Ok(())
+    }
+
+    /// Holds `e`, the next entry, in memory.
+    fn hold(&mut self, e: Entry) {
+        if self.runs.last().is_none_or(|r| r.1 != e.term) {
+            self.runs.push((e.index, e.term));
+        }
+        self.last = e.index;
+        self.held_bytes += e.data.len();
+        self.held.push_back(e);
     }
 
     /// Forgets the entries from `index` on.
@@ -345,7 +355,7 @@ impl LogStore {
         self.held.clear();
         self.held_bytes = 0;
         self.runs.clear();
-        let contiguous = kept.last().is_some_and(|e| e.index == index);
+        let contiguous = leads_up_to(&kept, index);
         self.base = match kept.first() {
             Some(first) if contiguous => first.index - 1,
             _ => index,
@@ -355,11 +365,7 @@ impl LogStore {
         self.snapshot = snapshot;
         if contiguous {
             for e in kept {
-                if self.runs.last().is_none_or(|r| r.1 != e.term) {
-                    self.runs.push((e.index, e.term));
-                }
-                self.held_bytes += e.data.len();
-                self.held.push_back(e);
+                self.hold(e);
             }
             self.needed_from = Some(self.base + 1);
         }

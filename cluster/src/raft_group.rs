@@ -172,11 +172,7 @@ impl RaftGroup {
             let (data, kept) =
                 crate::replica::take_entries(&snapshot.data).map_err(|e| self.error(e))?;
             let index = snapshot.get_metadata().index;
-            let contiguous = kept
-                .iter()
-                .enumerate()
-                .all(|(i, e)| e.index + (kept.len() - 1 - i) as u64 == index);
-            if !contiguous {
+            if !kept.is_empty() && !crate::log_store::leads_up_to(&kept, index) {
                 // Never stored: the entries would not be the log behind the snapshot.
                 return Err(self.error(format!(
                     "a snapshot at {index} came with entries that do not lead up to it"

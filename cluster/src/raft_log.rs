@@ -76,7 +76,6 @@ pub struct LogError(pub String);
 pub fn load(store: &Store, group: u64, window: u64) -> Result<Loaded, LogError> {
     let mut record = None;
     let mut tail = Tail::default();
-    let mut held = std::collections::VecDeque::new();
     let mut held_bytes = 0;
     let mut window_entries = Vec::new();
     let mut failed = None;
@@ -96,22 +95,15 @@ pub fn load(store: &Store, group: u64, window: u64) -> Result<Loaded, LogError> 
                     return false;
                 }
             };
-            if tail
-                .runs
-                .last()
-                .is_none_or(|r: &(u64, u64)| r.1 != entry.term)
-            {
-                tail.runs.push((entry.index, entry.term));
-            }
-            tail.last = entry.index;
             let applied = record.as_ref().map_or(0, |r| r.applied);
             if window > 0 && index <= applied && index + window > applied {
                 window_entries.push(entry.clone());
             }
             held_bytes += entry.data.len();
-            held.push_back(entry);
-            while held.len() > HELD_ENTRIES || held_bytes > HELD_BYTES {
-                match held.pop_front() {
+            tail.push(entry);
+            // Only the last ones stay (the others are read back when asked for).
+            while tail.held.len() > HELD_ENTRIES || held_bytes > HELD_BYTES {
+                match tail.held.pop_front() {
                     Some(e) => held_bytes -= e.data.len(),
                     None => break,
                 }
@@ -122,7 +114,6 @@ pub fn load(store: &Store, group: u64, window: u64) -> Result<Loaded, LogError> 
     if let Some(e) = failed {
         return Err(LogError(e));
     }
-    tail.held = held.into();
     let record = record.unwrap_or_default();
     let hard_state = if record.hard_state.is_empty() {
         HardState::default()

@@ -14,6 +14,9 @@
 //! is always up) until the restarted node serves the queue, and everything is
 //! consumed through it: every confirmed id exactly once, nothing that was never
 //! published, nothing left. 0 lost and 0 duplicated is the only pass.
+//!
+//! And a node that went down while a quorum queue was being deleted, before its
+//! replica's log was removed, removes that log once back (and nothing else).
 
 mod common;
 
@@ -350,4 +353,82 @@ fn a_replica_killed_in_a_group_commit_catches_up_and_loses_or_duplicates_nothing
         "consumed ids that were never published: {unknown:?}"
     );
     assert_eq!(left, 0, "messages left in the queue after it was drained");
+}
+
+/// A node that went down between a quorum queue's deletion and the removal of its
+/// replica's log (here: a log written into its data file while it was down, for a
+/// group no queue has) removes that log once it is back and caught up, and keeps the
+/// logs of the queues that exist, with their messages.
+#[test]
+fn a_log_left_by_a_deleted_queue_is_removed_at_start_and_live_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n1");
+    let port = free_port();
+    let mut node = NodeProcess::start(&data, port);
+    eventually("the node serves", || node.cli(&["queues"]).0);
+    ok(
+        &node,
+        &[
+            "declare",
+            "queue",
+            "kept",
+            "--durable",
+            "--arg",
+            "x-queue-type=quorum",
+        ],
+    );
+    ok(
+        &node,
+        &[
+            "publish",
+            "--routing-key",
+            "kept",
+            "--confirm",
+            "--body",
+            "still here",
+        ],
+    );
+    node.kill();
+
+    const ORPHAN: u64 = 0xdead_beef;
+    let stored = {
+        let store = warren_storage::Store::open(data.join("warren.redb")).unwrap();
+        let record = |index| warren_storage::Op::PutLogRecord {
+            group: ORPHAN,
+            index,
+            record: vec![7; 16],
+        };
+        let mut ops: Vec<_> = (0..4).map(record).collect();
+        ops.push(warren_storage::Op::PutLogSnapshot {
+            group: ORPHAN,
+            snapshot: vec![7; 16],
+        });
+        store
+            .submit(warren_storage::Batch::durable(ops))
+            .wait()
+            .unwrap();
+        let stored = store.log_groups().unwrap();
+        store.close();
+        stored
+    };
+    assert_eq!(
+        stored.len(),
+        3,
+        "metadata, the queue's and the orphan: {stored:?}"
+    );
+
+    let mut node = NodeProcess::start(&data, port);
+    let line = format!("removed the raft log of group {ORPHAN}");
+    eventually_within("the orphaned log is removed", SLOW, || {
+        node.log().contains(&line)
+    });
+    let out = ok(&node, &["consume", "kept", "--count", "1"]);
+    assert_eq!(out.trim(), "still here");
+    node.kill();
+
+    let store = warren_storage::Store::open(data.join("warren.redb")).unwrap();
+    let left = store.log_groups().unwrap();
+    store.close();
+    let expected: Vec<u64> = stored.into_iter().filter(|g| *g != ORPHAN).collect();
+    assert_eq!(left, expected, "only the orphan went");
 }

@@ -21,9 +21,9 @@ use amqprs::error::Error;
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return, DELIVERY_MODE_PERSISTENT};
 use tokio::sync::mpsc;
 
-use crate::account::{pace, record, within, Received};
+use crate::account::{due, record, within, Received};
 use crate::args::BenchArgs;
-use crate::confirms::Confirms;
+use crate::confirms::{Confirms, Published};
 use crate::message::{arrival, body, HEADER};
 
 /// The first line of a report in this mode.
@@ -196,6 +196,10 @@ async fn next_confirm(
             .ok_or_else(|| "the channel ended".to_string())
     })
     .await?;
+    settle(event, confirms, published)
+}
+
+fn settle(event: Event, confirms: &mut Confirms, published: u64) -> Result<(), String> {
     match event {
         Event::Confirm {
             tag,
@@ -206,16 +210,46 @@ async fn next_confirm(
     }
 }
 
+/// Waits until message `seq` is due (at `--rate`), settling the confirms that come
+/// meanwhile and those already in, so that a confirm's latency is taken when it
+/// arrives, not when the window next fills.
+async fn pace_settling(
+    args: &BenchArgs,
+    start: Instant,
+    seq: u64,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    confirms: &mut Confirms,
+    published: u64,
+) -> Result<(), String> {
+    if let Some(due) = due(args, start, seq) {
+        let sleep = tokio::time::sleep_until(due.into());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                event = events.recv() => match event {
+                    Some(event) => settle(event, confirms, published)?,
+                    None => return Err("the channel ended".to_string()),
+                },
+            }
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        settle(event, confirms, published)?;
+    }
+    Ok(())
+}
+
 /// Publishes `--count` messages to `queue`, each handed to amqprs's `basic_publish`
-/// as an application would (and with --confirm at most --window unconfirmed); returns
-/// how many the broker refused. Ends with channel.close and connection.close, so
+/// as an application would (and with --confirm at most --window unconfirmed); reports
+/// how many the broker refused and how long confirms took. Ends with channel.close and connection.close, so
 /// that every message has reached the broker when it returns, confirmed or not.
 pub async fn publish(
     connection: Connection,
     args: &BenchArgs,
     queue: &str,
     publisher: u32,
-) -> Result<u64, String> {
+) -> Result<Published, String> {
     let (ch, mut events) = channel(&connection).await?;
     if args.confirm {
         within("confirm.select", async {
@@ -237,7 +271,7 @@ pub async fn publish(
     let mut published = 0u64;
     let start = Instant::now();
     for seq in 0..args.count {
-        pace(args, start, seq).await;
+        pace_settling(args, start, seq, &mut events, &mut confirms, published).await?;
         if args.confirm {
             while confirms.outstanding(published) >= window {
                 next_confirm(&mut events, &mut confirms, published).await?;
@@ -251,6 +285,7 @@ pub async fn publish(
         })
         .await;
         sent.map_err(|err| closed_reason(&mut events).unwrap_or(err))?;
+        confirms.published();
         published += 1;
     }
     if args.confirm {
@@ -261,7 +296,7 @@ pub async fn publish(
     close(connection, ch)
         .await
         .map_err(|err| closed_reason(&mut events).unwrap_or(err))?;
-    Ok(confirms.nacked)
+    Ok(confirms.report())
 }
 
 /// Consumes `quota` messages from `queue` with manual acks (one multiple ack per

@@ -1,6 +1,20 @@
 //! Publisher confirms as both AMQP clients of the bench count them: which delivery
 //! tags (1, 2, ... in publishing order) the broker has settled, with `multiple` or one
-//! by one and in any order, and how many it refused with basic.nack.
+//! by one and in any order, how many it refused with basic.nack, and how long each
+//! waited for its confirm.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// What a publisher reports when it is done.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Messages the broker refused (basic.nack).
+    pub refused: u64,
+    /// Publish-to-confirm latency of every confirmed message, in µs (empty without
+    /// confirms).
+    pub confirm_us: Vec<u32>,
+}
 
 /// Publisher confirms: which delivery tags (1, 2, ... in publishing order) the broker
 /// has settled, and how many of them it refused.
@@ -12,9 +26,19 @@ pub struct Confirms {
     above: std::collections::BTreeSet<u64>,
     /// Settled with basic.nack.
     pub nacked: u64,
+    /// When each tag after `settled` was published (the first is `settled + 1`).
+    sent: VecDeque<Instant>,
+    /// Publish-to-confirm latencies (µs) of the settled tags, taken when a tag joins
+    /// the settled run (one settled out of order waits for those before it).
+    confirm_us: Vec<u32>,
 }
 
 impl Confirms {
+    /// The next tag was published now.
+    pub fn published(&mut self) {
+        self.sent.push_back(Instant::now());
+    }
+
     /// Settles `tag` (and with `multiple` every tag below it; tag 0 with `multiple`:
     /// all of the `published`).
     pub fn settle(
@@ -25,6 +49,7 @@ impl Confirms {
         published: u64,
     ) -> Result<(), String> {
         let upto = if multiple && tag == 0 { published } else { tag };
+        let before = self.settled;
         if upto > published || (tag == 0 && !multiple) {
             return Err(format!(
                 "the broker confirmed delivery tag {tag}, but {published} messages were published"
@@ -49,7 +74,22 @@ impl Confirms {
             self.above.pop_first();
             self.settled += 1;
         }
+        let now = Instant::now();
+        for _ in before..self.settled {
+            if let Some(sent) = self.sent.pop_front() {
+                let us = now.duration_since(sent).as_micros();
+                self.confirm_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+        }
         Ok(())
+    }
+
+    /// What the publisher reports.
+    pub fn report(self) -> Published {
+        Published {
+            refused: self.nacked,
+            confirm_us: self.confirm_us,
+        }
     }
 
     /// Messages published and not settled yet.
@@ -79,7 +119,23 @@ mod tests {
         assert_eq!(c.nacked, 3);
         c.settle(0, true, false, 10).unwrap(); // all
         assert_eq!((c.outstanding(10), c.nacked), (0, 3));
+        assert!(c.confirm_us.is_empty(), "nothing was published through it");
         assert!(c.settle(11, false, false, 10).is_err());
         assert!(c.settle(0, false, false, 10).is_err());
+    }
+
+    #[test]
+    fn confirm_latencies_are_taken_when_a_tag_joins_the_settled_run() {
+        let mut c = Confirms::default();
+        for _ in 0..4 {
+            c.published();
+        }
+        c.settle(2, false, false, 4).unwrap(); // out of order: waits for 1
+        assert!(c.confirm_us.is_empty());
+        c.settle(1, false, false, 4).unwrap();
+        assert_eq!(c.confirm_us.len(), 2);
+        c.settle(4, true, true, 4).unwrap();
+        let report = c.report();
+        assert_eq!((report.refused, report.confirm_us.len()), (2, 4));
     }
 }

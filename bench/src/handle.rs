@@ -11,6 +11,7 @@ use warren::client::{
 
 use crate::account::{pace, record, Received};
 use crate::args::BenchArgs;
+use crate::confirms::Published;
 use crate::message::{arrival, body, HEADER};
 
 fn e(e: ClientError) -> String {
@@ -43,13 +44,13 @@ pub async fn prepare(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Publishes `--count` messages to `queue`; returns how many the node refused.
+/// Publishes `--count` messages to `queue`; reports how many the node refused.
 pub async fn publish(
     client: Client,
     args: &BenchArgs,
     queue: &str,
     publisher: u32,
-) -> Result<u64, String> {
+) -> Result<Published, String> {
     let options = PublishOptions {
         persistent: args.persistent,
         ..Default::default()
@@ -78,7 +79,12 @@ pub async fn publish(
     for c in pending {
         refused += u64::from(c.await.map_err(e)? != PublishResult::Confirmed);
     }
-    Ok(refused)
+    // (Confirms are awaited in order once the window is full, not as they come:
+    // their latency is not taken.)
+    Ok(Published {
+        refused,
+        confirm_us: Vec::new(),
+    })
 }
 
 /// Consumes `quota` messages from `queue` with manual acks (one multiple ack per

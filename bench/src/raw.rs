@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::account::{due, pace, record, Received};
 use crate::args::BenchArgs;
-use crate::confirms::Confirms;
+use crate::confirms::{Confirms, Published};
 use crate::message::{arrival, now_nanos};
 use link::describe;
 pub use link::Link;
@@ -54,7 +54,8 @@ pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
     link.close().await
 }
 
-/// Publishes `--count` messages to `queue`; returns how many the broker refused.
+/// Publishes `--count` messages to `queue`; reports how many the broker refused and
+/// how long confirms took (from when a message was put in the output buffer).
 /// Ends with connection.close, so that every message has reached the broker when it
 /// returns, confirmed or not.
 pub async fn publish(
@@ -62,7 +63,7 @@ pub async fn publish(
     args: &BenchArgs,
     queue: &str,
     publisher: u32,
-) -> Result<u64, String> {
+) -> Result<Published, String> {
     if args.confirm {
         link.call("confirm.select", wire::confirm_select(), |m| {
             *m == Method::SelectOk
@@ -87,6 +88,7 @@ pub async fn publish(
             }
         }
         message.put(&mut link.out, publisher, seq, now_nanos());
+        confirms.published();
         published += 1;
         if link.out.len() >= WRITE_CHUNK {
             pump(&mut link, &mut confirms, published, false).await?;
@@ -99,7 +101,7 @@ pub async fn publish(
         }
     }
     link.close().await?;
-    Ok(confirms.nacked)
+    Ok(confirms.report())
 }
 
 /// Sends what is gathered, reads what the broker sent (waiting for something when

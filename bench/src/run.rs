@@ -1,5 +1,6 @@
 //! One benchmark run: check the flags, prepare the queues, start the consumers and
-//! publishers through the chosen client, and report msg/s, latency percentiles, the
+//! publishers through the chosen client, and report msg/s, latency percentiles
+//! (publish-to-delivery, and publish-to-confirm with --confirm), the
 //! bench's own CPU per message, and whether every message arrived exactly once.
 //!
 //! The consumers check off each (publisher, seq) once in [`Received`] and measure
@@ -180,8 +181,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         }
     }
     let mut refused = 0u64;
+    let mut confirm_us = Vec::new();
     for t in publisher_tasks {
-        refused += t.await.map_err(|err| err.to_string())??;
+        let published = t.await.map_err(|err| err.to_string())??;
+        refused += published.refused;
+        confirm_us.extend(published.confirm_us);
     }
     let published_in = start.elapsed();
     for t in consumer_tasks {
@@ -202,16 +206,6 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             .sum();
         total - seen.min(total)
     };
-    let mut lat = r.latencies_us.clone();
-    lat.sort_unstable();
-    let pct = |p: f64| -> String {
-        if lat.is_empty() {
-            "-".into()
-        } else {
-            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-            format!("{:.3} ms", f64::from(lat[i]) / 1000.0)
-        }
-    };
     if !args.drain_only {
         println!(
             "published {} msgs of {} B in {:.2} s: {:.0} msg/s{}",
@@ -221,6 +215,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             total as f64 / published_in.as_secs_f64(),
             if args.confirm { " (confirmed)" } else { "" }
         );
+        if !confirm_us.is_empty() {
+            println!("confirm latency {}", percentiles(confirm_us));
+        }
     }
     if args.consumers > 0 {
         println!(
@@ -230,13 +227,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
             total as f64 / consumed_in.as_secs_f64()
         );
         if !args.drain_only {
-            println!(
-                "latency p50 {} p99 {} p999 {} max {}",
-                pct(0.5),
-                pct(0.99),
-                pct(0.999),
-                pct(1.0)
-            );
+            println!("latency {}", percentiles(r.latencies_us.clone()));
         }
     }
     // Each message is published once and consumed once (a fill: published only).
@@ -253,6 +244,26 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         return Err("the bench lost, duplicated or had messages refused".into());
     }
     Ok(())
+}
+
+/// "p50 … p99 … p999 … max …" of latencies in µs.
+fn percentiles(mut us: Vec<u32>) -> String {
+    us.sort_unstable();
+    let pct = |p: f64| -> String {
+        if us.is_empty() {
+            "-".into()
+        } else {
+            let i = ((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1;
+            format!("{:.3} ms", f64::from(us[i]) / 1000.0)
+        }
+    };
+    format!(
+        "p50 {} p99 {} p999 {} max {}",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    )
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "\none thread keeping WINDOW durable single-message batches in flight \
-         (as a queue actor that does not wait), quick_repair on"
+         (as a queue actor that does not wait), quick_repair off (the default)"
     );
     println!(
         "{:>10} {:>12} {:>10} {:>10}",

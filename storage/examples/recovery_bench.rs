@@ -9,7 +9,7 @@
 //!
 //! MESSAGES in total, spread over 10 queues (default 1 000 000); DIR on the disk
 //! to measure (default: the system temp dir). Runs with redb quick repair on
-//! (Warren's default) and off.
+//! and off (Warren's default).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -203,6 +203,53 @@ pub(crate) fn log_records(
     Ok(())
 }
 
+/// Every replication-log group with a record, an entry or a snapshot stored, in
+/// order: one lookup per group, whatever its log's length.
+pub(crate) fn log_groups(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
+    let mut groups = std::collections::BTreeSet::new();
+    let cx = ReadContext {
+        path,
+        table: "replication.log",
+    };
+    match txn.open_table(REPLICATION_LOG) {
+        Ok(table) => {
+            let mut from = 0u64;
+            loop {
+                let first = table
+                    .range((from, 0)..)
+                    .map_err(|err| cx.storage(err))?
+                    .next()
+                    .transpose()
+                    .map_err(|err| cx.storage(err))?;
+                let Some((key, _)) = first else { break };
+                let group = key.value().0;
+                groups.insert(group);
+                match group.checked_add(1) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(err) => return Err(cx.table(err)),
+    }
+    let cx = ReadContext {
+        path,
+        table: "replication.snapshot",
+    };
+    match txn.open_table(REPLICATION_SNAPSHOT) {
+        Ok(table) => {
+            for entry in table.iter().map_err(|err| cx.storage(err))? {
+                let (key, _) = entry.map_err(|err| cx.storage(err))?;
+                groups.insert(key.value());
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(err) => return Err(cx.table(err)),
+    }
+    Ok(groups.into_iter().collect())
+}
+
 /// The latest snapshot of replication log `group`, if one was stored.
 pub(crate) fn log_snapshot(
     txn: &ReadTransaction,

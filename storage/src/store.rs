@@ -162,6 +162,13 @@ impl Store {
         reads::log_records(&txn, self.path(), group, (from, to), f)
     }
 
+    /// Every replication-log group this file holds anything of (record, entries or
+    /// snapshot), in order.
+    pub fn log_groups(&self) -> Result<Vec<u64>, ReadError> {
+        let txn = self.begin_read("replication.log")?;
+        reads::log_groups(&txn, self.path())
+    }
+
     /// The latest snapshot of replication log `group` (see
     /// [`Op::PutLogSnapshot`](crate::Op::PutLogSnapshot)), if one was stored.
     pub fn read_log_snapshot(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
@@ -485,6 +492,18 @@ mod tests {
             }])
             .collect();
         store.submit(Batch::durable(ops)).wait().expect("commit");
+        let only_snapshot = Op::PutLogSnapshot {
+            group: u64::MAX,
+            snapshot: b"t".to_vec(),
+        };
+        store
+            .submit(Batch::durable(vec![only_snapshot, record(u64::MAX - 1, 2)]))
+            .wait()
+            .expect("commit");
+        assert_eq!(
+            store.log_groups().expect("groups"),
+            [4, 5, u64::MAX - 1, u64::MAX]
+        );
         store
             .submit(Batch::durable(vec![Op::DropLog { group: 4 }]))
             .wait()
@@ -492,6 +511,10 @@ mod tests {
         assert!(store.read_log(4).expect("read").is_empty());
         assert_eq!(store.read_log_snapshot(4).expect("read"), None);
         assert_eq!(store.read_log(5).expect("read").len(), 3);
+        assert_eq!(
+            store.log_groups().expect("groups"),
+            [5, u64::MAX - 1, u64::MAX]
+        );
     }
 
     #[test]

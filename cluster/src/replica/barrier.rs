@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 pub(super) const ASK_AGAIN_AFTER: Duration = Duration::from_millis(500);
 
 struct Waiter {
-    ready: oneshot::Sender<()>,
+    /// Told `true` once caught up, `false` when served at its limit instead.
+    ready: oneshot::Sender<bool>,
     until: Instant,
 }
 
@@ -47,8 +48,8 @@ impl Barrier {
         self.queued.is_empty() && self.asked.is_none() && self.reached.is_empty()
     }
 
-    /// `ready` is told once this node has caught up, or at `until`.
-    pub(super) fn wait(&mut self, ready: oneshot::Sender<()>, until: Instant) {
+    /// `ready` is told `true` once this node has caught up, or `false` at `until`.
+    pub(super) fn wait(&mut self, ready: oneshot::Sender<bool>, until: Instant) {
         self.queued.push(Waiter { ready, until });
     }
 
@@ -83,7 +84,7 @@ impl Barrier {
                 return true;
             }
             for w in waiters.drain(..) {
-                let _ = w.ready.send(());
+                let _ = w.ready.send(true);
             }
             false
         });
@@ -104,7 +105,7 @@ impl Barrier {
                 waiters.drain(..).partition(|w| w.until <= now);
             *waiters = on_time;
             for w in late {
-                let _ = w.ready.send(());
+                let _ = w.ready.send(false);
             }
         };
         serve_late(&mut self.queued);
@@ -122,7 +123,7 @@ impl Barrier {
 mod tests {
     use super::*;
 
-    fn waiter(b: &mut Barrier, until: Instant) -> oneshot::Receiver<()> {
+    fn waiter(b: &mut Barrier, until: Instant) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
         b.wait(tx, until);
         rx
@@ -141,7 +142,7 @@ mod tests {
         b.applied(6);
         assert!(first.try_recv().is_err(), "index 7 is not applied yet");
         b.applied(7);
-        assert!(first.try_recv().is_ok());
+        assert_eq!(first.try_recv(), Ok(true), "caught up");
         assert!(second.try_recv().is_err(), "came after the question");
         let ctx2 = b.question(t0).expect("the next question");
         assert_ne!(ctx, ctx2);
@@ -163,7 +164,7 @@ mod tests {
         let again = b.question(t0 + ASK_AGAIN_AFTER).expect("asked again");
         assert_ne!(lost, again);
         b.tick(t0 + Duration::from_secs(1));
-        assert!(hurried.try_recv().is_ok(), "served at its limit");
+        assert_eq!(hurried.try_recv(), Ok(false), "served at its limit");
         assert!(patient.try_recv().is_err());
         drop(b);
         assert!(

@@ -2,6 +2,7 @@
 //! changes (the broker's [`ChangeLog`]), the metadata group's view, and running other
 //! groups ([`ReplicaHandle::open`], [`ReplicaHandle::propose_to`]).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -151,17 +152,20 @@ impl ReplicaHandle {
     /// committed when it was called: what any node acknowledged before is visible here
     /// then. Without a leader it resolves after [`CATCH_UP_WAIT`] at most (at once when
     /// the node has been without one for longer), and the node answers from what it
-    /// has.
-    pub async fn catch_up(&self) {
+    /// has. `true`: caught up; `false`: served from what it has.
+    pub async fn catch_up(&self) -> bool {
         self.catch_up_with(METADATA_GROUP).await
     }
 
-    /// [`Self::catch_up`] for group `group`.
-    pub async fn catch_up_with(&self, group: GroupId) {
+    /// [`Self::catch_up`] for group `group` (`false` when it does not run here).
+    pub async fn catch_up_with(&self, group: GroupId) -> bool {
         let Ok(rx) = self.ask(|tx| LocalReplica::CatchUp(group, tx)) else {
-            return;
+            return false;
         };
-        let _ = tokio::time::timeout(CATCH_UP_WAIT + Duration::from_secs(1), rx).await;
+        matches!(
+            tokio::time::timeout(CATCH_UP_WAIT + Duration::from_secs(1), rx).await,
+            Ok(Ok(true))
+        )
     }
 
     /// What this node's replica says of itself (its leader, say).
@@ -239,6 +243,20 @@ impl ReplicaHandle {
             start: Box::new(move |start, replica| applying::start(start, machine, replica)),
         };
         self.ask(|tx| LocalReplica::Open(opening, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+
+    /// Removes the logs this node holds of groups that neither run here nor are in
+    /// `claimed`; returns them. Call it with the groups of every queue the metadata
+    /// names, once caught up with the metadata leader ([`Self::catch_up`] said
+    /// `true`): a log no queue claims then is one a crash left behind while its
+    /// queue was being deleted.
+    pub async fn remove_unclaimed(
+        &self,
+        claimed: BTreeSet<GroupId>,
+    ) -> Result<Vec<GroupId>, BrokerError> {
+        self.ask(|tx| LocalReplica::RemoveUnclaimed(claimed, tx))?
             .await
             .map_err(|_| stopped())?
     }
@@ -321,6 +339,8 @@ impl ChangeLog for ReplicaHandle {
     }
 
     fn caught_up(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.catch_up())
+        Box::pin(async {
+            self.catch_up().await;
+        })
     }
 }

@@ -351,14 +351,19 @@ impl Hosted {
         }
     }
 
-    /// `ready` is told once this node has applied what the leader had committed by
-    /// now; at once when, a member of the group, it has been without a leader for
-    /// longer than an election takes (a node still joining waits to join).
-    pub fn catch_up(&mut self, ready: oneshot::Sender<()>) {
+    /// `ready` is told `true` once this node has applied what the leader had
+    /// committed by now; `false` at once when, a member of the group, it has been
+    /// without a leader for longer than an election takes (a node still joining waits
+    /// to join), or when it could not catch up within [`CATCH_UP_WAIT`].
+    pub fn catch_up(&mut self, ready: oneshot::Sender<bool>) {
         self.wake();
         let now = Instant::now();
-        if self.alone(now) || self.sole_voter_caught_up() {
-            let _ = ready.send(());
+        if self.sole_voter_caught_up() {
+            let _ = ready.send(true);
+            return;
+        }
+        if self.alone(now) {
+            let _ = ready.send(false);
             return;
         }
         self.barrier.wait(ready, now + CATCH_UP_WAIT);

@@ -190,7 +190,7 @@ pub enum LocalReplica {
     Propose(GroupId, u64, Vec<u8>, oneshot::Sender<Answer>),
     /// Answered once this node has applied everything the group's leader had
     /// committed when it was asked (or after [`CATCH_UP_WAIT`]).
-    CatchUp(GroupId, oneshot::Sender<()>),
+    CatchUp(GroupId, oneshot::Sender<bool>),
     /// What the replica says of itself.
     Status(oneshot::Sender<ReplicaStatus>),
     /// A group as this node knows it (none: not run here).
@@ -225,6 +225,13 @@ pub enum LocalReplica {
     /// Stop running a group here; with `true`, its log is removed too (the group is
     /// gone).
     Close(GroupId, bool, oneshot::Sender<Result<(), BrokerError>>),
+    /// Remove the logs this node holds of groups not running here and not among
+    /// those given (the groups of every queue the metadata names); answered with the
+    /// groups removed.
+    RemoveUnclaimed(
+        BTreeSet<GroupId>,
+        oneshot::Sender<Result<Vec<GroupId>, BrokerError>>,
+    ),
     /// A group's applier's report, with the run of the group it belongs to.
     Applied(GroupRun, Applied),
     /// The write of a group's ready (by number) completed, or failed.
@@ -684,6 +691,17 @@ impl ReplicaState {
                 };
                 let _ = reply.send(result);
             }
+            LocalReplica::RemoveUnclaimed(claimed, reply) => {
+                let result = match self.remove_unclaimed(&claimed) {
+                    Ok((removed, Some(commit))) => commit
+                        .await
+                        .map(|()| removed)
+                        .map_err(|e| broker_error(format!("removing unclaimed raft logs: {e}"))),
+                    Ok((removed, None)) => Ok(removed),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
             LocalReplica::Applied(run, report) => {
                 if self.runs(run) {
                     self.with_io(run.group, |hosted, io| hosted.applied(report, io))?;
@@ -967,6 +985,33 @@ impl ReplicaState {
                     group,
                 )]))
         }))
+    }
+}
+
+impl ReplicaState {
+    /// The logs of groups neither running here nor `claimed`, and the commit that
+    /// removes them (none when there are none). A group that runs is never among
+    /// them, so a group opened since its claimant was looked up keeps its log.
+    fn remove_unclaimed(
+        &mut self,
+        claimed: &BTreeSet<GroupId>,
+    ) -> Result<(Vec<GroupId>, Option<warren_storage::Commit>), BrokerError> {
+        let stored = self
+            .store
+            .log_groups()
+            .map_err(|e| broker_error(format!("listing the raft logs: {e}")))?;
+        let removed: Vec<GroupId> = stored
+            .into_iter()
+            .filter(|g| {
+                *g != METADATA_GROUP && !claimed.contains(g) && !self.groups.contains_key(g)
+            })
+            .collect();
+        if removed.is_empty() {
+            return Ok((removed, None));
+        }
+        let ops = removed.iter().map(|g| raft_log::drop_op(*g)).collect();
+        let commit = self.store.submit(warren_storage::Batch::durable(ops));
+        Ok((removed, Some(commit)))
     }
 }
 

@@ -13,6 +13,9 @@ const TERMINATE_REASON: &str = "terminated by supervisor";
 
 impl SupervisorState {
     fn position(&self, name: &str) -> Option<usize> {
+        if !self.names.contains(name) {
+            return None;
+        }
         self.children.iter().position(|c| c.spec.name == name)
     }
 
@@ -58,6 +61,7 @@ impl SupervisorState {
             self.children.remove(idx);
         }
         tracing::info!(supervisor = %self.name, child = %spec.name, "dynamic child started");
+        self.names.insert(spec.name.clone());
         self.children.push(ChildEntry::running(spec, cell.clone()));
         Ok(cell)
     }
@@ -71,6 +75,7 @@ impl SupervisorState {
         // one for an unknown instance, which `on_child_exit` ignores: no
         // restart.
         let entry = self.children.remove(idx);
+        self.names.remove(name);
         if let Some(cell) = entry.cell {
             stop_child(&cell, TERMINATE_REASON, entry.spec.shutdown).await;
         }

@@ -4,6 +4,8 @@
 //! `recovery.rs` (a child exited), `dynamic.rs` (`start_child` /
 //! `terminate_child`) and `tree.rs` (the `Describe` report).
 
+use std::collections::HashSet;
+
 use tokio::time::Instant;
 
 use crate::children::ChildEntry;
@@ -24,6 +26,9 @@ pub struct SupervisorState {
     pub(crate) intensity: RestartIntensity,
     /// The child table, in start order.
     pub(crate) children: Vec<ChildEntry>,
+    /// The names in `children` (one entry per name at most): a dynamic start of a
+    /// new name is answered without scanning a table of 100 000 queues.
+    pub(crate) names: HashSet<String>,
     /// For the supervisor's own uptime in snapshots.
     pub(crate) started_at: Instant,
     /// When to try again to start children whose restart failed.
@@ -45,6 +50,7 @@ impl SupervisorState {
             kind,
             strategy,
             intensity,
+            names: children.iter().map(|c| c.spec.name.clone()).collect(),
             children,
             started_at: Instant::now(),
             retry: RetryBackoff::new(),

@@ -50,19 +50,29 @@ impl VHost {
     }
 
     /// Stores definitions: durably without a log; with one, the log is what is
-    /// durable (an entry lost with these writes is applied again at restart).
+    /// durable (an entry lost with these writes is applied again at restart), so the
+    /// write is not waited for: the applier goes on with the next entry while the
+    /// writer commits, and many entries' definitions share a commit (waiting cost a
+    /// third of a declaration's CPU). The writer commits in submission order, and
+    /// whoever reads definitions back waits for what was submitted before
+    /// ([`written`]).
     async fn persist(&self, ops: Vec<Op>) -> Result<(), BrokerError> {
         if ops.is_empty() || self.inner.placement.in_memory {
             return Ok(());
         }
-        let batch = if self.inner.log.is_set() {
-            Batch::non_durable(ops)
-        } else {
-            Batch::durable(ops)
-        };
+        if self.inner.log.is_set() {
+            let commit = self.inner.store.submit(Batch::non_durable(ops));
+            let vhost = self.inner.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = commit.await {
+                    tracing::error!(%vhost, "definitions applied from the log were not stored (the node applies them again at its next start): {e}");
+                }
+            });
+            return Ok(());
+        }
         self.inner
             .store
-            .submit(batch)
+            .submit(Batch::durable(ops))
             .await
             .map_err(BrokerError::storage)
     }
@@ -332,6 +342,7 @@ impl VHost {
         }
         let mut ops = Vec::new();
         if !self.inner.placement.in_memory {
+            written(&self.inner.store).await?;
             let prefix = format!("{}\u{0}", self.inner.name);
             for table in [MetaTable::Exchanges, MetaTable::Queues, MetaTable::Bindings] {
                 let rows = self
@@ -348,4 +359,13 @@ impl VHost {
         }
         self.persist(ops).await
     }
+}
+
+/// Waits until every write submitted to `store` before is committed, so that a read
+/// of the definitions sees them ([`VHost::persist`] does not wait for its writes).
+pub(crate) async fn written(store: &warren_storage::Store) -> Result<(), BrokerError> {
+    store
+        .submit(Batch::non_durable(Vec::new()))
+        .await
+        .map_err(BrokerError::storage)
 }

@@ -150,6 +150,11 @@ impl VHost {
         placement: Placement,
         log: LogSlot,
     ) -> Result<VHost, BrokerError> {
+        if !placement.in_memory {
+            // A vhost of the same name deleted just before: its definitions' removal
+            // may still be on its way to the file.
+            apply::written(&store).await?;
+        }
         let prefix = format!("{name}\u{0}");
         let read = |table| -> Result<Vec<Vec<u8>>, BrokerError> {
             if placement.in_memory {

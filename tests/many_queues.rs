@@ -1,6 +1,6 @@
 //! Issue 21's test at CI size: 20 000 durable queues on one node, a confirmed
 //! persistent message in each, SIGKILL, restart: every queue is back, holding its
-//! message.
+//! message, and the listing pages through all of them.
 
 mod common;
 
@@ -73,6 +73,24 @@ async fn twenty_thousand_durable_queues_come_back_with_their_messages_after_sigk
         assert_eq!(declared.messages, 1, "queue {} after the restart", name(i));
     })
     .await;
+    // The listing, a page at a time (one answer would not fit in a cluster frame at
+    // 100 000 queues): every queue once, in name order, each with its message.
+    let listed = client.queues().await.unwrap();
+    let mut expected: Vec<String> = (0..QUEUES).map(name).collect();
+    expected.sort();
+    let names: Vec<&str> = listed.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, expected, "every queue once, in name order");
+    assert!(listed.iter().all(|q| q.messages == 1));
+    let (first, more) = client.queues_page("", 0).await.unwrap();
+    assert_eq!(
+        (first.len(), more),
+        (1, true),
+        "a page holds one queue at least"
+    );
+    assert_eq!(first[0].name, expected[0]);
+    let (last, more) = client.queues_page(&expected[QUEUES - 2], 5).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(!more, "nothing after the last queue");
     let got = client.get(&name(QUEUES - 1), true).await.unwrap();
     let body = got.expect("the last queue's message").body;
     assert_eq!(

@@ -297,6 +297,15 @@ pub enum Request {
         /// Add a replica there (else remove it).
         add: bool,
     },
+    /// A page of the vhost's queues, in name order: at most `limit` of those named
+    /// after `after` ("" for the first page); answered with `QueuesPage`. (One answer
+    /// with 100 000 queues would not fit in a cluster frame.)
+    ListQueuesPage {
+        /// The last name of the page before ("" for the first).
+        after: String,
+        /// At most this many queues.
+        limit: u32,
+    },
 }
 
 /// What changing the members of one queue came to.
@@ -365,6 +374,13 @@ pub enum Response {
     Error(ErrorReply),
     /// The answer to `ChangeMembers`.
     MembersChanged(Vec<MembersChanged>),
+    /// The answer to `ListQueuesPage`.
+    QueuesPage {
+        /// The page's queues, in name order.
+        queues: Vec<QueueInfo>,
+        /// More queues come after the last one.
+        more: bool,
+    },
 }
 
 /// A node's memory and disk against their limits, and its alarms.

@@ -53,6 +53,9 @@ pub const DEFAULT_NODE_ADDR: &str = "127.0.0.1:4370";
 /// The cookie file a node creates in its data directory on first start.
 pub const DEFAULT_COOKIE_FILE: &str = "warren-data/cookie";
 
+/// Queues per page when [`Client::queues`] lists them.
+const QUEUES_PAGE: u32 = 2_000;
+
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -567,10 +570,35 @@ impl Client {
         }
     }
 
-    /// Every queue of the vhost with its counts.
+    /// Every queue of the vhost with its counts, in name order, asked a page at a
+    /// time ([`Client::queues_page`]).
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, ClientError> {
-        match self.call(Request::ListQueues).await? {
-            Response::Queues(q) => Ok(q),
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = self.queues_page(&after, QUEUES_PAGE).await?;
+            let last = page.last().map(|q| q.name.clone());
+            all.extend(page);
+            match last {
+                Some(last) if more => after = last,
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// At most `limit` queues (5 000 at the most) named after `after` ("" for the
+    /// first page), in name order, and whether more come after them.
+    pub async fn queues_page(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<QueueInfo>, bool), ClientError> {
+        let request = Request::ListQueuesPage {
+            after: after.to_string(),
+            limit,
+        };
+        match self.call(request).await? {
+            Response::QueuesPage { queues, more } => Ok((queues, more)),
             other => Err(unexpected(other)),
         }
     }

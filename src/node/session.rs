@@ -27,6 +27,10 @@ use warren_cluster::protocol::{
     Response, SessionMsg, Settle,
 };
 
+/// The most queues one `ListQueuesPage` answer holds (a few hundred KiB; a cluster
+/// frame holds 16 MiB at most).
+const MAX_PAGE: usize = 5_000;
+
 /// What a session starts from.
 pub struct SessionArgs {
     pub vhost: VHost,
@@ -318,6 +322,14 @@ impl SessionState {
                     .map(queue_info)
                     .collect(),
             ),
+            Request::ListQueuesPage { after, limit } => {
+                let limit = (limit as usize).clamp(1, MAX_PAGE);
+                let (queues, more) = vhost.list_queues_page(&after, limit).await;
+                Response::QueuesPage {
+                    queues: queues.into_iter().map(queue_info).collect(),
+                    more,
+                }
+            }
             Request::ListExchanges => Response::Exchanges(
                 vhost
                     .list_exchanges()

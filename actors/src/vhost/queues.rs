@@ -268,11 +268,43 @@ impl VHost {
     /// Every queue with its counters, asked of every queue at once (a queue on another
     /// node answers through its node; one that does not answer shows zeros).
     pub async fn list_queues(&self) -> Vec<QueueSummary> {
-        let (queues, defs): (Vec<QueueRef>, Vec<QueueDef>) = self
+        let picked: Vec<(QueueRef, QueueDef)> = self
             .registry()
             .values()
             .map(|r| (r.queue.clone(), r.def.clone()))
-            .unzip();
+            .collect();
+        Self::summaries(picked).await
+    }
+
+    /// At most `limit` queues named after `after` ("": from the first), in name
+    /// order, and whether more come after them: a listing in pages, which asks only
+    /// the page's queues for their counts.
+    pub async fn list_queues_page(&self, after: &str, limit: usize) -> (Vec<QueueSummary>, bool) {
+        let mut names: Vec<Arc<str>> = self
+            .registry()
+            .keys()
+            .filter(|name| name.as_ref() > after)
+            .cloned()
+            .collect();
+        let more = names.len() > limit;
+        if more {
+            names.select_nth_unstable(limit);
+            names.truncate(limit);
+        }
+        names.sort_unstable();
+        let picked: Vec<(QueueRef, QueueDef)> = {
+            let registry = self.registry();
+            names
+                .iter()
+                .filter_map(|n| registry.get(n).map(|r| (r.queue.clone(), r.def.clone())))
+                .collect()
+        };
+        (Self::summaries(picked).await, more)
+    }
+
+    /// `picked`'s queues with their counts, asked of all of them at once.
+    async fn summaries(picked: Vec<(QueueRef, QueueDef)>) -> Vec<QueueSummary> {
+        let (queues, defs): (Vec<QueueRef>, Vec<QueueDef>) = picked.into_iter().unzip();
         let mut asked = tokio::task::JoinSet::new();
         for (i, queue) in queues.iter().cloned().enumerate() {
             asked.spawn(async move { (i, queue.status().await.unwrap_or_default()) });

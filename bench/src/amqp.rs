@@ -242,8 +242,9 @@ async fn pace_settling(
 
 /// Publishes `--count` messages to `queue`, each handed to amqprs's `basic_publish`
 /// as an application would (and with --confirm at most --window unconfirmed); reports
-/// how many the broker refused and how long confirms took. Ends with channel.close and connection.close, so
-/// that every message has reached the broker when it returns, confirmed or not.
+/// how many the broker refused and how long confirms took. Ends with channel.close and
+/// connection.close, so that every message has reached the broker when it returns,
+/// confirmed or not.
 pub async fn publish(
     connection: Connection,
     args: &BenchArgs,

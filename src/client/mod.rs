@@ -575,16 +575,12 @@ impl Client {
     pub async fn queues(&self) -> Result<Vec<QueueInfo>, ClientError> {
         let mut all = Vec::new();
         let mut after = String::new();
-        // A page can come back empty with more after it when every queue picked for
-        // it was deleted while it was gathered: asked again, a few times at most.
-        let mut empty_pages = 0;
         loop {
             let (page, more) = self.queues_page(&after, QUEUES_PAGE).await?;
             let last = page.last().map(|q| q.name.clone());
             all.extend(page);
             match last {
                 Some(last) if more => after = last,
-                None if more && empty_pages < 10 => empty_pages += 1,
                 _ => return Ok(all),
             }
         }

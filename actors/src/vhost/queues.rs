@@ -280,24 +280,24 @@ impl VHost {
     /// order, and whether more come after them: a listing in pages, which asks only
     /// the page's queues for their counts.
     pub async fn list_queues_page(&self, after: &str, limit: usize) -> (Vec<QueueSummary>, bool) {
-        let mut names: Vec<Arc<str>> = self
-            .registry()
-            .keys()
-            .filter(|name| name.as_ref() > after)
-            .cloned()
-            .collect();
-        let more = names.len() > limit;
-        if more {
-            names.select_nth_unstable(limit);
-            names.truncate(limit);
-        }
-        names.sort_unstable();
-        let picked: Vec<(QueueRef, QueueDef)> = {
+        let (picked, more) = {
+            // One look at the registry: every queue picked for the page is there.
             let registry = self.registry();
-            names
+            let mut names: Vec<&Arc<str>> = registry
+                .keys()
+                .filter(|name| name.as_ref() > after)
+                .collect();
+            let more = names.len() > limit;
+            if more {
+                names.select_nth_unstable(limit);
+                names.truncate(limit);
+            }
+            names.sort_unstable();
+            let picked: Vec<(QueueRef, QueueDef)> = names
                 .iter()
-                .filter_map(|n| registry.get(n).map(|r| (r.queue.clone(), r.def.clone())))
-                .collect()
+                .filter_map(|n| registry.get(*n).map(|r| (r.queue.clone(), r.def.clone())))
+                .collect();
+            (picked, more)
         };
         (Self::summaries(picked).await, more)
     }

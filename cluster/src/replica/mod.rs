@@ -681,26 +681,29 @@ impl ReplicaState {
             LocalReplica::Open(opening, reply) => {
                 let _ = reply.send(self.open(opening));
             }
-            LocalReplica::Close(group, remove, reply) => {
-                let result = match self.close(group, remove) {
-                    Ok(Some(commit)) => commit.await.map_err(|e| {
-                        broker_error(format!("removing the log of raft group {group}: {e}"))
-                    }),
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
-            }
+            LocalReplica::Close(group, remove, reply) => match self.close(group, remove) {
+                Ok(commit) => answer_when_written(
+                    commit,
+                    (),
+                    format!("removing the log of raft group {group}"),
+                    reply,
+                ),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             LocalReplica::RemoveUnclaimed(claimed, reply) => {
-                let result = match self.remove_unclaimed(&claimed) {
-                    Ok((removed, Some(commit))) => commit
-                        .await
-                        .map(|()| removed)
-                        .map_err(|e| broker_error(format!("removing unclaimed raft logs: {e}"))),
-                    Ok((removed, None)) => Ok(removed),
-                    Err(e) => Err(e),
-                };
-                let _ = reply.send(result);
+                match self.remove_unclaimed(&claimed) {
+                    Ok((removed, commit)) => answer_when_written(
+                        commit,
+                        removed,
+                        "removing unclaimed raft logs".to_string(),
+                        reply,
+                    ),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             LocalReplica::Applied(run, report) => {
                 if self.runs(run) {
@@ -986,9 +989,7 @@ impl ReplicaState {
                 )]))
         }))
     }
-}
 
-impl ReplicaState {
     /// The logs of groups neither running here nor `claimed`, and the commit that
     /// removes them (none when there are none). A group that runs is never among
     /// them, so a group opened since its claimant was looked up keeps its log.
@@ -1013,6 +1014,27 @@ impl ReplicaState {
         let commit = self.store.submit(warren_storage::Batch::durable(ops));
         Ok((removed, Some(commit)))
     }
+}
+
+/// Answers `reply` with `value` once `commit` (if any) is done, on a task of its own:
+/// the replica runs every group of the node and does not wait for an fsync.
+fn answer_when_written<T: Send + 'static>(
+    commit: Option<warren_storage::Commit>,
+    value: T,
+    what: String,
+    reply: oneshot::Sender<Result<T, BrokerError>>,
+) {
+    let Some(commit) = commit else {
+        let _ = reply.send(Ok(value));
+        return;
+    };
+    tokio::spawn(async move {
+        let result = commit
+            .await
+            .map(|()| value)
+            .map_err(|e| broker_error(format!("{what}: {e}")));
+        let _ = reply.send(result);
+    });
 }
 
 fn not_here(group: GroupId) -> BrokerError {

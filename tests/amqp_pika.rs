@@ -178,6 +178,28 @@ fn tx_commit() {
     run_script_with(&node, dir.path(), "tx_commit", &["restarted"]);
 }
 
+/// Streams as RabbitMQ has them: offsets, credit, retention, refusals.
+#[test]
+fn streams() {
+    run_script("streams");
+}
+
+/// A stream's log survives a SIGKILL: every confirmed message is there after the
+/// restart, at its offset, and offsets go on from there.
+#[test]
+fn streams_after_kill() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "streams", &["fill"]);
+    node.kill();
+    drop(node);
+    let node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "streams", &["restarted"]);
+}
+
 #[test]
 fn tx_unknown_tag() {
     run_script("tx_unknown_tag");

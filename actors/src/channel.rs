@@ -336,10 +336,36 @@ impl ChannelState {
         Ok(())
     }
 
+    /// Refuses settlements whose queue's type does not take their kind (a stream's
+    /// deliveries cannot be nacked or rejected), before anything is settled.
+    fn check_settlement_kinds(&self, settles: &[Settle]) -> Result<(), BrokerError> {
+        let mut checked: HashSet<(&str, SettleKind)> = HashSet::new();
+        for s in settles.iter().filter(|s| s.kind != SettleKind::Ack) {
+            let tags: Box<dyn Iterator<Item = (&u64, &Unsettled)>> = if s.multiple {
+                let upto = if s.delivery_tag == 0 {
+                    u64::MAX
+                } else {
+                    s.delivery_tag
+                };
+                Box::new(self.unsettled.range(..=upto))
+            } else {
+                Box::new(self.unsettled.get_key_value(&s.delivery_tag).into_iter())
+            };
+            for (_, u) in tags {
+                if checked.insert((&*u.queue, s.kind)) {
+                    self.vhost
+                        .check_settlement(&u.queue, settlement_of(s.kind))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Turns settlements into per-queue acks and rejects. An unknown tag refuses the
     /// whole batch (RabbitMQ closes the channel with 406), settling nothing.
     pub fn settle(&mut self, settles: &[Settle]) -> Result<(), BrokerError> {
         self.check_settle(settles)?;
+        self.check_settlement_kinds(settles)?;
         // (queue, kind) -> seqs, so that each queue gets one message per kind.
         let mut grouped: HashMap<(Arc<str>, SettleKind), Vec<u64>> = HashMap::new();
         for s in settles {
@@ -362,12 +388,7 @@ impl ChannelState {
         }
         for ((queue, kind), seqs) in grouped {
             if let Some(queue) = self.vhost.queue(&queue) {
-                let settlement = match kind {
-                    SettleKind::Ack => Settlement::Ack,
-                    SettleKind::Reject { requeue: true } => Settlement::Requeue,
-                    SettleKind::Reject { requeue: false } => Settlement::DeadLetter,
-                };
-                queue.settle(self.id, settlement, seqs);
+                queue.settle(self.id, settlement_of(kind), seqs);
             }
         }
         Ok(())
@@ -407,5 +428,14 @@ impl ChannelState {
                 queue.channel_down(self.id);
             }
         }
+    }
+}
+
+/// The queue's settlement of a client's settle kind.
+fn settlement_of(kind: SettleKind) -> Settlement {
+    match kind {
+        SettleKind::Ack => Settlement::Ack,
+        SettleKind::Reject { requeue: true } => Settlement::Requeue,
+        SettleKind::Reject { requeue: false } => Settlement::DeadLetter,
     }
 }

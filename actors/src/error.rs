@@ -33,6 +33,8 @@ pub mod code {
     pub const RESOURCE_ERROR: u16 = 506;
     /// 541: the node failed (storage, a lost answer): not the client's to fix.
     pub const INTERNAL_ERROR: u16 = 541;
+    /// 540: the server does not do this (a connection error).
+    pub const NOT_IMPLEMENTED: u16 = 540;
 }
 
 /// A broker operation's refusal, with its AMQP reply code ([`BrokerError::code`]) and a

@@ -95,8 +95,9 @@ impl VHosts {
         Ok(registry)
     }
 
-    /// Drops the stored messages of queues that no longer exist here, in any vhost
-    /// (transient queues of the last run, a delete that crashed half-way). Not on a
+    /// Drops the stored messages of queues and the logs of streams that no longer
+    /// exist here, in any vhost (transient queues of the last run, a delete that
+    /// crashed half-way). Not on a
     /// RAM node: its definitions come back from the log only after start.
     async fn drop_orphan_messages(&self) -> Result<(), BrokerError> {
         let live: HashSet<u64> = self
@@ -104,19 +105,24 @@ impl VHosts {
             .iter()
             .flat_map(|v| v.local_queue_ids())
             .collect();
-        let orphans: Vec<Op> = self
-            .inner
-            .store
-            .queues_with_messages()
-            .map_err(BrokerError::storage)?
+        let store = &self.inner.store;
+        let queues = store.queues_with_messages().map_err(BrokerError::storage)?;
+        let streams = store.partitions().map_err(BrokerError::storage)?;
+        let orphan_queues: Vec<Op> = queues
             .into_iter()
             .filter(|id| !live.contains(id))
             .map(|queue| Op::DeleteQueueMessages { queue })
             .collect();
+        let orphan_streams: Vec<Op> = streams
+            .into_iter()
+            .filter(|id| !live.contains(id))
+            .map(|partition| Op::DropPartition { partition })
+            .collect();
+        let (queues, streams) = (orphan_queues.len(), orphan_streams.len());
+        let orphans: Vec<Op> = orphan_queues.into_iter().chain(orphan_streams).collect();
         if !orphans.is_empty() {
             tracing::info!(
-                "dropping the stored messages of {} queues that no longer exist",
-                orphans.len()
+                "dropping the stored messages of {queues} queues and the logs of {streams} streams that no longer exist"
             );
             self.inner
                 .store

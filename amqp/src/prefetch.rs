@@ -32,6 +32,11 @@ impl ChannelPrefetch {
         self.limit = limit;
     }
 
+    /// The channel-wide limit (0: none).
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     /// The prefetch a consumer gets at its queue: its own, bounded by the channel's.
     pub fn for_consumer(&self, own: u32) -> u32 {
         match (own, self.limit) {

@@ -163,7 +163,8 @@ pub enum Request {
         no_ack: bool,
         /// Have the queue to itself: refused (403) while it has other consumers.
         exclusive: bool,
-        /// Consumer arguments; the node ignores them for now.
+        /// Consumer arguments, for what the queue's type reads there
+        /// (`x-stream-offset` for a stream).
         arguments: FieldTable,
     },
     /// `basic.cancel`; answered with `Done`, also for an unknown tag.

@@ -15,7 +15,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
-use warren_actors::queue::{ConsumeRequest, Enqueue, EnqueueOutcome, QueueRef};
+use warren_actors::queue::{ConsumeRequest, Enqueue, EnqueueOutcome, Qos, QueueRef};
 use warren_actors::vhosts::VHosts;
 use warren_actors::BoxFuture;
 
@@ -234,6 +234,32 @@ impl EndpointState {
                     exclusive,
                     priority,
                     origin: Some(address.from.as_str().into()),
+                    arguments: Default::default(),
+                    qos: Qos::consumer(prefetch),
+                };
+                Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
+            }
+            QueueRequest::ConsumeWith {
+                channel,
+                tag,
+                prefetch,
+                no_ack,
+                exclusive,
+                priority,
+                arguments,
+                qos,
+            } => {
+                let request = ConsumeRequest {
+                    tag: tag.into(),
+                    channel: self.map(&address, channel),
+                    sink: self.sink_for(&address, channel),
+                    prefetch,
+                    no_ack,
+                    exclusive,
+                    priority,
+                    origin: Some(address.from.as_str().into()),
+                    arguments,
+                    qos,
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }

@@ -13,8 +13,8 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
-use warren_actors::message::Message;
-use warren_actors::queue::{ConsumerSummary, EnqueueOutcome, QueueStatus, Settlement};
+use warren_actors::message::{FieldTable, Message};
+use warren_actors::queue::{ConsumerSummary, EnqueueOutcome, Qos, QueueStatus, Settlement};
 
 use crate::protocol::ErrorReply;
 use crate::wire::Wire;
@@ -87,6 +87,28 @@ pub enum QueueRequest {
     },
     /// The queue's consumers, for `inspect`; answered with `Consumers`.
     Consumers,
+    /// `basic.consume` with consumer arguments or a channel-wide prefetch (what a
+    /// stream reads: `x-stream-offset`, `basic.qos global`); answered with `Done`.
+    /// A consumer without them is asked with [`QueueRequest::Consume`], which nodes
+    /// of earlier versions know.
+    ConsumeWith {
+        /// The consuming channel.
+        channel: ChannelId,
+        /// The consumer tag, unique on that channel.
+        tag: String,
+        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
+        prefetch: u32,
+        /// Deliveries are settled as they go out.
+        no_ack: bool,
+        /// Have the queue to itself.
+        exclusive: bool,
+        /// Its `x-priority`.
+        priority: i32,
+        /// Its arguments.
+        arguments: FieldTable,
+        /// The `basic.qos` it started under.
+        qos: Qos,
+    },
 }
 
 /// The answer to a [`QueueRequest`].

@@ -454,13 +454,26 @@ impl Queue for RemoteQueue {
             })
             .tags
             .insert(request.tag.clone());
-        let asked = QueueRequest::Consume {
-            channel: request.channel,
-            tag: request.tag.to_string(),
-            prefetch: request.prefetch,
-            no_ack: request.no_ack,
-            exclusive: request.exclusive,
-            priority: request.priority,
+        let asked = if request.arguments.is_empty() && request.qos.channel == 0 {
+            QueueRequest::Consume {
+                channel: request.channel,
+                tag: request.tag.to_string(),
+                prefetch: request.prefetch,
+                no_ack: request.no_ack,
+                exclusive: request.exclusive,
+                priority: request.priority,
+            }
+        } else {
+            QueueRequest::ConsumeWith {
+                channel: request.channel,
+                tag: request.tag.to_string(),
+                prefetch: request.prefetch,
+                no_ack: request.no_ack,
+                exclusive: request.exclusive,
+                priority: request.priority,
+                arguments: request.arguments.clone(),
+                qos: request.qos,
+            }
         };
         Box::pin(async move {
             let answer = done(self.ask(asked).await);

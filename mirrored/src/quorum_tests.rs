@@ -10,8 +10,8 @@ use tokio::sync::mpsc::unbounded_channel;
 use warren_actors::delivery::{next_channel_id, QueueEvent};
 use warren_actors::message::{FieldTable, FieldValue, Message};
 use warren_actors::queue::{
-    ConsumeRequest, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome, QueueDef,
-    QueueType, Settlement,
+    ConsumeRequest, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome, Qos,
+    QueueDef, QueueType, Settlement,
 };
 use warren_actors::BoxFuture;
 use warren_supervisor::{Strategy, Supervisor, SupervisorHandle, SupervisorSpec};
@@ -101,6 +101,8 @@ async fn returns_are_counted_on_the_message_and_bounded_by_default() {
             exclusive: false,
             priority: 0,
             origin: None,
+            arguments: Default::default(),
+            qos: Qos::consumer(1),
         })
         .await
         .unwrap();

@@ -147,10 +147,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         in_memory: config.role == Role::Ram,
         remote: Some(Arc::new(remote.clone())),
         queue_memory,
-        queue_types: QueueTypes::default().with(Arc::new(Classic)).with(Arc::new(
-            warren_mirrored::Mirrored::new(&config.name)
-                .snapshot_every(config.queue_snapshot_every),
-        )),
+        queue_types: QueueTypes::default()
+            .with(Arc::new(Classic))
+            .with(Arc::new(
+                warren_mirrored::Mirrored::new(&config.name)
+                    .snapshot_every(config.queue_snapshot_every),
+            ))
+            .with(Arc::new(warren_streams::Stream::new(store.clone()))),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await

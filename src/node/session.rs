@@ -20,7 +20,7 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent}
 use warren_actors::error::BrokerError;
 use warren_actors::exchange::{Binding, Destination};
 use warren_actors::message::Message;
-use warren_actors::queue::ConsumeRequest;
+use warren_actors::queue::{ConsumeRequest, Qos};
 use warren_actors::vhost::VHost;
 use warren_cluster::protocol::{
     BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Request,
@@ -262,7 +262,7 @@ impl SessionState {
                 prefetch,
                 no_ack,
                 exclusive,
-                arguments: _,
+                arguments,
             } => {
                 let handle = vhost.find_queue(&queue, self.channel).await?;
                 let tag = if tag.is_empty() {
@@ -286,6 +286,8 @@ impl SessionState {
                         exclusive,
                         priority: 0,
                         origin: None,
+                        arguments,
+                        qos: Qos::consumer(prefetch),
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());

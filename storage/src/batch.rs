@@ -98,6 +98,33 @@ pub enum Op {
         /// The Raft group.
         group: u64,
     },
+    /// Append a chunk to a partition's log (see `partition.log`), and index its
+    /// timestamp when no chunk of the partition began in that millisecond yet.
+    AppendChunk {
+        /// The partition's id (from [`crate::Store::allocate_id`]).
+        partition: u64,
+        /// The offset of the chunk's first message: its key.
+        first: u64,
+        /// When the chunk was appended, in milliseconds since the Unix epoch.
+        timestamp_ms: u64,
+        /// The encoded chunk, opaque to the store.
+        chunk: Vec<u8>,
+    },
+    /// Remove the chunks of a partition's log that begin before offset `before`,
+    /// and their timestamp entries (those before `before_ms`): retention.
+    DropChunks {
+        /// The partition.
+        partition: u64,
+        /// The first offset of the first chunk kept.
+        before: u64,
+        /// The timestamp of the first chunk kept.
+        before_ms: u64,
+    },
+    /// Remove a partition's log whole (the stream was deleted).
+    DropPartition {
+        /// The partition.
+        partition: u64,
+    },
 }
 
 impl Op {
@@ -113,6 +140,8 @@ impl Op {
             Op::PutLogRecord { record, .. } => 16 + record.len(),
             Op::TruncateLog { .. } | Op::CompactLog { .. } | Op::DropLog { .. } => 16,
             Op::PutLogSnapshot { snapshot, .. } => 8 + snapshot.len(),
+            Op::AppendChunk { chunk, .. } => 24 + chunk.len(),
+            Op::DropChunks { .. } | Op::DropPartition { .. } => 16,
         }
     }
 
@@ -126,6 +155,8 @@ impl Op {
             Op::UpdateIndex { index, .. } => index.len(),
             Op::PutLogRecord { record, .. } => record.len(),
             Op::PutLogSnapshot { snapshot, .. } => snapshot.len(),
+            Op::AppendChunk { chunk, .. } => chunk.len(),
+            Op::DropChunks { .. } | Op::DropPartition { .. } => 0,
             Op::DeleteMessage { .. }
             | Op::DeleteQueueMessages { .. }
             | Op::TruncateLog { .. }

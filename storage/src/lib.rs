@@ -32,9 +32,10 @@
 //! | `meta.vhosts` … `meta.policies` | `&str` (caller-built) | encoded record | one per [`MetaTable`] |
 //! | `queue.index`      | `(queue, seq)`        | small index record        | read at recovery |
 //! | `queue.body`       | `(queue, seq)`        | full encoded message      | read on delivery |
-//! | `partition.log`    | `(partition, offset)` | record                    | reserved         |
+//! | `partition.log`    | `(partition, first offset)` | chunk of messages   | streams' logs    |
+//! | `partition.time`   | `(partition, ms)`     | first offset              | streams' timestamp index |
 //! | `consumer.offsets` | `&str`                | `u64` offset              | reserved         |
-//! | `replication.log`  | `(group, index)`      | entry                     | reserved         |
+//! | `replication.log`  | `(group, index)`      | entry                     | Raft logs        |
 //!
 //! Tuple keys sort element by element, so one queue's (partition's, group's)
 //! records are one contiguous range: recovery of a queue, or purging it, is one
@@ -95,7 +96,7 @@ mod commit;
 mod error;
 mod open;
 mod options;
-mod reads;
+pub(crate) mod reads;
 mod shared;
 mod stats;
 mod store;
@@ -107,6 +108,7 @@ pub use codec::{DecodeError, EncodeError};
 pub use commit::Commit;
 pub use error::{CommitError, CompactError, OpenError, ReadError};
 pub use options::StoreOptions;
+pub use reads::StoredChunk;
 pub use stats::StoreStats;
 pub use store::Store;
 pub use tables::{MetaTable, FILE_FORMAT_VERSION};

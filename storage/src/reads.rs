@@ -12,7 +12,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageEr
 
 use crate::error::ReadError;
 use crate::tables::{
-    owner_range, MetaTable, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    owner_range, MetaTable, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
+    REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// Maps a redb error to a [`ReadError`] naming the table.
@@ -267,4 +268,142 @@ pub(crate) fn log_snapshot(
     };
     let value = table.get(group).map_err(|err| cx.storage(err))?;
     Ok(value.map(|v| v.value().to_vec()))
+}
+
+/// A stored chunk of a partition's log: its first offset and its bytes.
+pub type StoredChunk = (u64, Vec<u8>);
+
+/// The first and the last chunk of `partition`'s log, or `None` when it has none.
+pub(crate) fn partition_ends(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+) -> Result<Option<(StoredChunk, StoredChunk)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "partition.log",
+    };
+    let table = match txn.open_table(PARTITION_LOG) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut range = table
+        .range(owner_range(partition))
+        .map_err(|err| cx.storage(err))?;
+    let Some(first) = range.next().transpose().map_err(|err| cx.storage(err))? else {
+        return Ok(None);
+    };
+    let first = (first.0.value().1, first.1.value().to_vec());
+    let last = match range
+        .next_back()
+        .transpose()
+        .map_err(|err| cx.storage(err))?
+    {
+        Some((key, value)) => (key.value().1, value.value().to_vec()),
+        None => first.clone(),
+    };
+    Ok(Some((first, last)))
+}
+
+/// The chunks of `partition` from the one holding offset `from` on (the first
+/// chunk when `from` is before it), until `max_bytes` of chunks were read (at
+/// least one) or the log ends.
+pub(crate) fn partition_chunks(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+    from: u64,
+    max_bytes: usize,
+) -> Result<Vec<StoredChunk>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "partition.log",
+    };
+    let table = match txn.open_table(PARTITION_LOG) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    // The chunk holding `from` is the last one that begins at or before it.
+    let start = table
+        .range((partition, 0)..=(partition, from))
+        .map_err(|err| cx.storage(err))?
+        .next_back()
+        .transpose()
+        .map_err(|err| cx.storage(err))?
+        .map_or(0, |(key, _)| key.value().1);
+    let mut chunks = Vec::new();
+    let mut bytes = 0;
+    for entry in table
+        .range((partition, start)..=(partition, u64::MAX))
+        .map_err(|err| cx.storage(err))?
+    {
+        let (key, value) = entry.map_err(|err| cx.storage(err))?;
+        let value = value.value();
+        bytes += value.len();
+        chunks.push((key.value().1, value.to_vec()));
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(chunks)
+}
+
+/// The first offset of the first chunk of `partition` that began at or after
+/// `timestamp_ms`, from the timestamp index; `None` when none did.
+pub(crate) fn partition_offset_at(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+    timestamp_ms: u64,
+) -> Result<Option<u64>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "partition.time",
+    };
+    let table = match txn.open_table(PARTITION_TIME) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let found = table
+        .range((partition, timestamp_ms)..=(partition, u64::MAX))
+        .map_err(|err| cx.storage(err))?
+        .next()
+        .transpose()
+        .map_err(|err| cx.storage(err))?;
+    Ok(found.map(|(_, offset)| offset.value()))
+}
+
+/// The ids of the partitions with at least one chunk stored, ascending (one seek
+/// per partition).
+pub(crate) fn partitions(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "partition.log",
+    };
+    let table = match txn.open_table(PARTITION_LOG) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut partitions = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let next = table
+            .range((from, 0)..)
+            .map_err(|err| cx.storage(err))?
+            .next()
+            .transpose()
+            .map_err(|err| cx.storage(err))?;
+        let Some((key, _)) = next else { break };
+        let partition = key.value().0;
+        partitions.push(partition);
+        match partition.checked_add(1) {
+            Some(after) => from = after,
+            None => break,
+        }
+    }
+    Ok(partitions)
 }

@@ -18,7 +18,7 @@ use crate::error::{CommitError, CompactError, OpenError, ReadError};
 use crate::open::{open_file, Opened};
 use crate::options::StoreOptions;
 use crate::paging;
-use crate::reads;
+use crate::reads::{self, StoredChunk};
 use crate::shared::Shared;
 use crate::stats::{Counters, StoreStats};
 use crate::tables::MetaTable;
@@ -174,6 +174,48 @@ impl Store {
     pub fn read_log_snapshot(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
         let txn = self.begin_read("replication.snapshot")?;
         reads::log_snapshot(&txn, self.path(), group)
+    }
+
+    /// The first and the last chunk of a partition's log (see
+    /// [`Op::AppendChunk`](crate::Op::AppendChunk)), `None` when it has none: what a
+    /// partition needs to know of its log when it starts, whatever the log's length.
+    pub fn partition_ends(
+        &self,
+        partition: u64,
+    ) -> Result<Option<(StoredChunk, StoredChunk)>, ReadError> {
+        let txn = self.begin_read("partition.log")?;
+        reads::partition_ends(&txn, self.path(), partition)
+    }
+
+    /// The chunks of a partition's log from the one that holds offset `from` (the
+    /// first one when `from` is before it), until `max_bytes` were read (at least
+    /// one chunk) or the log ends. One read transaction.
+    pub fn partition_chunks(
+        &self,
+        partition: u64,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredChunk>, ReadError> {
+        let txn = self.begin_read("partition.log")?;
+        reads::partition_chunks(&txn, self.path(), partition, from, max_bytes)
+    }
+
+    /// The first offset of the first chunk of a partition that was appended at or
+    /// after `timestamp_ms` (milliseconds since the Unix epoch), if any.
+    pub fn partition_offset_at(
+        &self,
+        partition: u64,
+        timestamp_ms: u64,
+    ) -> Result<Option<u64>, ReadError> {
+        let txn = self.begin_read("partition.time")?;
+        reads::partition_offset_at(&txn, self.path(), partition, timestamp_ms)
+    }
+
+    /// The partitions with chunks stored, ascending, so that the node can drop the
+    /// logs of streams that no longer exist.
+    pub fn partitions(&self) -> Result<Vec<u64>, ReadError> {
+        let txn = self.begin_read("partition.log")?;
+        reads::partitions(&txn, self.path())
     }
 
     /// A fresh id, unique in this file forever (queue ids). Never 0.
@@ -473,6 +515,57 @@ mod tests {
             Some(&b"second"[..])
         );
         assert_eq!(store.read_log_snapshot(1).expect("read"), None);
+    }
+
+    #[test]
+    fn partition_logs_find_the_chunk_of_an_offset_keep_a_time_index_and_drop_from_the_front() {
+        let (store, _) = flaky_store();
+        let chunk = |partition, first, timestamp_ms| Op::AppendChunk {
+            partition,
+            first,
+            timestamp_ms,
+            chunk: vec![first as u8; 10],
+        };
+        // Partition 3: chunks at offsets 0, 10, 25, 40; two begin in ms 200.
+        let ops = vec![
+            chunk(3, 0, 100),
+            chunk(3, 10, 200),
+            chunk(3, 25, 200),
+            chunk(3, 40, 300),
+            chunk(4, 0, 50),
+        ];
+        store.submit(Batch::durable(ops)).wait().expect("commit");
+        let firsts = |chunks: Vec<StoredChunk>| chunks.into_iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(firsts(store.partition_chunks(3, 12, 1).unwrap()), [10]);
+        assert_eq!(firsts(store.partition_chunks(3, 25, 15).unwrap()), [25, 40]);
+        assert_eq!(firsts(store.partition_chunks(3, 99, 1000).unwrap()), [40]);
+        assert!(store.partition_chunks(9, 0, 1000).unwrap().is_empty());
+        let (first, last) = store.partition_ends(3).unwrap().expect("chunks");
+        assert_eq!((first.0, last.0), (0, 40));
+        assert_eq!(store.partition_offset_at(3, 150).unwrap(), Some(10));
+        assert_eq!(store.partition_offset_at(3, 200).unwrap(), Some(10));
+        assert_eq!(store.partition_offset_at(3, 301).unwrap(), None);
+        assert_eq!(store.partitions().unwrap(), [3, 4]);
+        store
+            .submit(Batch::durable(vec![Op::DropChunks {
+                partition: 3,
+                before: 25,
+                before_ms: 200,
+            }]))
+            .wait()
+            .expect("commit");
+        assert_eq!(
+            firsts(store.partition_chunks(3, 0, 1000).unwrap()),
+            [25, 40]
+        );
+        assert_eq!(store.partition_offset_at(3, 0).unwrap(), Some(10));
+        store
+            .submit(Batch::durable(vec![Op::DropPartition { partition: 3 }]))
+            .wait()
+            .expect("commit");
+        assert_eq!(store.partition_ends(3).unwrap(), None);
+        assert_eq!(store.partition_offset_at(3, 0).unwrap(), None);
+        assert_eq!(store.partitions().unwrap(), [4]);
     }
 
     #[test]

@@ -39,10 +39,19 @@ pub(crate) const QUEUE_INDEX: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const QUEUE_BODY: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("queue.body");
 
-/// `partition.log`: `(partition, offset) -> record`. Reserved for partitioned
-/// streams; created at open, not written yet.
+/// `partition.log`: `(partition, first offset) -> chunk`: the append-only log of a
+/// stream's partition, one record per appended chunk (a batch of messages), keyed
+/// by the offset of its first message. The chunk holding offset `o` is the last
+/// key at or before `(partition, o)`.
 pub(crate) const PARTITION_LOG: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("partition.log");
+
+/// `partition.time`: `(partition, timestamp in ms) -> first offset`: the
+/// timestamp index of a partition's log. One entry per millisecond in which a
+/// chunk began (the first such chunk), so the first offset at or after a time is
+/// one seek.
+pub(crate) const PARTITION_TIME: TableDefinition<(u64, u64), u64> =
+    TableDefinition::new("partition.time");
 
 /// `consumer.offsets`: `"group\0partition" -> committed offset`. Reserved for
 /// consumer groups; created at open, not written yet.
@@ -144,6 +153,7 @@ mod tests {
     fn table_names_are_distinct() {
         let mut names: Vec<&str> = MetaTable::ALL.iter().map(|t| t.table_name()).collect();
         names.extend(["format", "queue.index", "queue.body", "partition.log"]);
+        names.push("partition.time");
         names.extend([
             "consumer.offsets",
             "replication.log",

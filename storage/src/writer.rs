@@ -68,8 +68,8 @@ use crate::error::{CommitError, CompactError};
 use crate::options::StoreOptions;
 use crate::shared::Shared;
 use crate::tables::{
-    owner_range, MetaTable, FORMAT, NEXT_ID_KEY, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
-    REPLICATION_SNAPSHOT,
+    owner_range, MetaTable, FORMAT, NEXT_ID_KEY, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY,
+    QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The environment variable of the fault-injection hook (see the module doc):
@@ -578,6 +578,40 @@ impl<'t> GroupTables<'t> {
                     .open_table(REPLICATION_LOG)?
                     .retain_in((*group, 0)..=(*group, u64::MAX), |_, _| false)?;
                 self.txn.open_table(REPLICATION_SNAPSHOT)?.remove(*group)?;
+            }
+            Op::AppendChunk {
+                partition,
+                first,
+                timestamp_ms,
+                chunk,
+            } => {
+                self.txn
+                    .open_table(PARTITION_LOG)?
+                    .insert((*partition, *first), chunk.as_slice())?;
+                let mut time = self.txn.open_table(PARTITION_TIME)?;
+                if time.get((*partition, *timestamp_ms))?.is_none() {
+                    time.insert((*partition, *timestamp_ms), *first)?;
+                }
+            }
+            Op::DropChunks {
+                partition,
+                before,
+                before_ms,
+            } => {
+                self.txn
+                    .open_table(PARTITION_LOG)?
+                    .retain_in((*partition, 0)..(*partition, *before), |_, _| false)?;
+                self.txn
+                    .open_table(PARTITION_TIME)?
+                    .retain_in((*partition, 0)..(*partition, *before_ms), |_, _| false)?;
+            }
+            Op::DropPartition { partition } => {
+                self.txn
+                    .open_table(PARTITION_LOG)?
+                    .retain_in(owner_range(*partition), |_, _| false)?;
+                self.txn
+                    .open_table(PARTITION_TIME)?
+                    .retain_in(owner_range(*partition), |_, _| false)?;
             }
         }
         Ok(())

@@ -2,8 +2,8 @@
 
 classic (or no x-queue-type) declares a classic queue; quorum, or its Warren name
 mirrored, declares a mirrored queue, which must be durable, shared and kept when
-unused (406 with RabbitMQ's "invalid property" otherwise); stream is a known type this
-version cannot run yet and answers 406 PRECONDITION_FAILED saying so; an unknown type
+unused (406 with RabbitMQ's "invalid property" otherwise); so must a stream (streams.py
+tests the rest of streams); an unknown type
 answers 406 listing the known ones. A redeclaration with another type is inequivalent
 (406). Each refusal closes only the channel, and changes nothing: the queue is not
 declared.
@@ -35,9 +35,9 @@ def refused(queue, queue_type):
 
 
 text = refused("typed-stream", "stream")
-assert text.startswith("PRECONDITION_FAILED - invalid arg 'x-queue-type'"), text
-assert "not available" in text and "not supported yet" in text, text
-assert "'typed-stream'" in text, text
+assert text == (
+    "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'typed-stream' in vhost '/'"
+), text
 
 # quorum and mirrored are one type: durable, shared, kept when unused.
 for queue_type in ["quorum", "mirrored"]:
@@ -81,10 +81,21 @@ for name in ["typed-quorum", "typed-mirrored", "typed-stream", "typed-fancy", "t
     c = conn.channel()
     t.channel_error(lambda: c.queue_declare(name, passive=True), 404, "passive %s" % name)
 
-# Redeclaring the classic queue as another type: the type is checked first, so a type
-# this version cannot run says so; an existing queue is never turned into another type.
+# Redeclaring the classic queue as another type: the declaration is checked first (a
+# non-durable stream is refused as such), then against the queue as it is; an existing
+# queue is never turned into another type.
 text = refused("typed-classic", "stream")
-assert "not available" in text, text
+assert "invalid property 'non-durable'" in text, text
+c = conn.channel()
+e = t.channel_error(
+    lambda: c.queue_declare("typed-classic", durable=True, arguments={"x-queue-type": "stream"}),
+    406,
+    "a classic queue redeclared as a stream",
+)
+assert e.reply_text == (
+    "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'typed-classic' in vhost '/': "
+    "received 'stream' but current is 'classic'"
+), e.reply_text
 assert t.count(conn.channel(), "typed-classic") == 0
 
 # A passive declaration ignores the arguments, as RabbitMQ does.

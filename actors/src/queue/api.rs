@@ -11,7 +11,7 @@ use warren_supervisor::ChildSpec;
 
 use crate::delivery::{ChannelId, ChannelSink, QueueDelivery};
 use crate::error::BrokerError;
-use crate::message::SharedMessage;
+use crate::message::{FieldTable, SharedMessage};
 use crate::queue_memory::QueueMemory;
 use crate::BoxFuture;
 
@@ -148,6 +148,31 @@ pub struct ConsumeRequest {
     /// The consuming channel's node, when the request came through the cluster from
     /// another node (`None` for a channel of this node).
     pub origin: Option<Arc<str>>,
+    /// The consumer's arguments, for what its queue's type reads there
+    /// (`x-stream-offset`); `x-priority` is already in `priority`.
+    pub arguments: FieldTable,
+    /// The `basic.qos` the consumer started under (`prefetch` is what they make).
+    pub qos: Qos,
+}
+
+/// The prefetch limits a consumer started under: its own (`basic.qos global=false`)
+/// and its channel's (`global=true`); 0 is no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qos {
+    /// The consumer's own prefetch.
+    pub consumer: u32,
+    /// The channel-wide limit.
+    pub channel: u32,
+}
+
+impl Qos {
+    /// A consumer's own prefetch and no channel-wide limit.
+    pub fn consumer(prefetch: u32) -> Qos {
+        Qos {
+            consumer: prefetch,
+            channel: 0,
+        }
+    }
 }
 
 /// How a channel settles deliveries it holds.
@@ -311,6 +336,18 @@ pub trait QueueType: Send + Sync + 'static {
     /// type runs it on each node that holds a replica.
     fn runs_here(&self, def: &QueueDef, node: &str) -> bool {
         def.node == node
+    }
+
+    /// Refuses a settlement kind clients may not use on queues of this type, before
+    /// anything is settled (a stream refuses `basic.nack` and `basic.reject`: 540).
+    /// Every kind is taken by default.
+    fn check_settlement(
+        &self,
+        _def: &QueueDef,
+        _vhost: &str,
+        _settlement: Settlement,
+    ) -> Result<(), BrokerError> {
+        Ok(())
     }
 
     /// Completes a new declaration before it goes to the metadata log: a replicated

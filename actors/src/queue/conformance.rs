@@ -23,7 +23,7 @@ use crate::BoxFuture;
 
 use super::{
     ConsumeRequest, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome, HostEnv,
-    QueueDef, QueueRef, QueueType, Settlement,
+    Qos, QueueDef, QueueRef, QueueType, Settlement,
 };
 
 /// How long any one wait of a case may take before it fails.
@@ -299,6 +299,8 @@ impl Channel {
             exclusive,
             priority: 0,
             origin: None,
+            arguments: Default::default(),
+            qos: Qos::consumer(prefetch),
         }
     }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use api::{
     ConfirmReply, ConsumeRequest, Credit, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue,
-    EnqueueOutcome, Got, HostEnv, Hosted, InFlight, Queue, QueueRef, QueueType, RemoteReach,
+    EnqueueOutcome, Got, HostEnv, Hosted, InFlight, Qos, Queue, QueueRef, QueueType, RemoteReach,
     Settlement,
 };
 pub use def::QueueDef;

@@ -12,7 +12,7 @@ use super::VHost;
 use crate::delivery::ChannelId;
 use crate::error::BrokerError;
 use crate::message::FieldTable;
-use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus, Replication};
+use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus, Replication, Settlement};
 
 /// One queue of the registry.
 #[derive(Clone)]
@@ -161,6 +161,21 @@ impl VHost {
     /// The definition of the queue `name`, if it exists.
     pub fn queue_def(&self, name: &str) -> Option<QueueDef> {
         self.registry().get(name).map(|r| r.def.clone())
+    }
+
+    /// Refuses a settlement of deliveries from queue `name` that its type does not
+    /// take from clients (see [`QueueType::check_settlement`]); a queue gone since
+    /// takes anything (its deliveries are settled as nothing).
+    pub fn check_settlement(&self, name: &str, settlement: Settlement) -> Result<(), BrokerError> {
+        let Some(queue) = self.queue(name) else {
+            return Ok(());
+        };
+        let def = queue.def();
+        self.inner
+            .placement
+            .queue_types
+            .of(def, &self.inner.name)?
+            .check_settlement(def, &self.inner.name, settlement)
     }
 
     /// The queue for use by `channel` of this node: 404 if missing, 405 if another

@@ -10,12 +10,12 @@ use warren_actors::channel::{PublishOutcome, Settle, SettleKind};
 use warren_actors::delivery::{ChannelId, QueueDelivery};
 use warren_actors::error::BrokerError;
 use warren_actors::message::Message;
-use warren_actors::queue::ConsumeRequest;
+use warren_actors::queue::{ConsumeRequest, Qos};
 use warren_actors::vhost::{VHost, REPLY_TO};
 
 use super::{unexpected_method, AmqpChannel, Incoming, Outcome, Ready};
 use crate::codec::{write_body, write_frame};
-use crate::convert::{properties_from_wire, properties_to_wire, short};
+use crate::convert::{properties_from_wire, properties_to_wire, short, table_from_wire};
 use crate::error::AmqpError;
 
 /// The largest message body accepted (RabbitMQ's default `max_message_size`).
@@ -275,6 +275,11 @@ impl AmqpChannel {
                     exclusive: c.exclusive,
                     priority: consumer_priority(&c.arguments, &queue, vhost.name())?,
                     origin: None,
+                    arguments: table_from_wire(&c.arguments),
+                    qos: Qos {
+                        consumer: self.prefetch,
+                        channel: self.channel_prefetch.limit(),
+                    },
                 };
                 if let Err(e) = handle.consume(request).await {
                     self.consumers.remove(&tag);

@@ -1,0 +1,314 @@
+//! [`StreamQueue`]: a stream behind the seam's [`Queue`] trait, and what its handle
+//! and its actor share across the actor's restarts ([`StreamShared`]).
+//!
+//! The checks RabbitMQ makes of a stream consumer (its arguments, a prefetch, manual
+//! acks, no channel-wide prefetch) are made here, before the actor is asked; what a
+//! stream does not do (`basic.get`, `queue.purge`) is refused here with RabbitMQ's 540.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent, TracedMessage};
+use warren_actors::error::{code, BrokerError};
+use warren_actors::message::SharedMessage;
+use warren_actors::queue::{
+    ConsumeRequest, ConsumerSummary, Enqueue, Got, Queue, QueueDef, QueueStats, QueueStatus,
+    Settlement,
+};
+use warren_actors::BoxFuture;
+
+use crate::args::TYPE_NAME;
+use crate::machine::ConsumerKey;
+use crate::offset::{OffsetSpec, STREAM_OFFSET_ARG};
+use crate::shell::{now_ms, StreamMsg};
+
+/// Consumer arguments a stream refuses (RabbitMQ's).
+const REFUSED_CONSUMER_ARGS: [&str; 2] = ["x-priority", "x-cancel-on-ha-failover"];
+
+/// What a stream's handle and its actor share; outlives the actor's restarts.
+pub(crate) struct StreamShared {
+    pub def: QueueDef,
+    pub name: Arc<str>,
+    pub vhost: String,
+    /// The registry name of the actor, e.g. `stream:/clicks`.
+    pub actor_name: String,
+    actor: ArcSwapOption<ActorRef<StreamMsg>>,
+    incarnations: AtomicU64,
+    stats: Mutex<QueueStats>,
+    /// The consumers to re-attach when a crashed actor restarts, each with the
+    /// offset after the last one it was sent.
+    journal: Mutex<HashMap<ConsumerKey, (ConsumeRequest, u64)>>,
+    tracers: Mutex<Vec<(ChannelId, ChannelSink)>>,
+}
+
+impl StreamShared {
+    pub fn new(def: QueueDef, vhost: &str) -> Arc<StreamShared> {
+        let name: Arc<str> = def.name.as_str().into();
+        let actor_name = if vhost == "/" {
+            format!("stream:/{name}")
+        } else {
+            format!("stream:{vhost}/{name}")
+        };
+        Arc::new(StreamShared {
+            def,
+            name,
+            vhost: vhost.to_string(),
+            actor_name,
+            actor: ArcSwapOption::empty(),
+            incarnations: AtomicU64::new(0),
+            stats: Mutex::new(QueueStats::default()),
+            journal: Mutex::new(HashMap::new()),
+            tracers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A new incarnation of the actor runs: handles send to it from now on.
+    pub fn started(&self, actor: ActorRef<StreamMsg>) {
+        self.incarnations.fetch_add(1, Ordering::Relaxed);
+        self.actor.store(Some(Arc::new(actor)));
+    }
+
+    fn restarts(&self) -> u64 {
+        self.incarnations.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    pub fn publish_stats(
+        &self,
+        ready: u64,
+        unacked: u64,
+        consumers: u64,
+        bytes: u64,
+        writing: u64,
+    ) {
+        let mut stats = lock(&self.stats);
+        stats.ready = ready;
+        stats.unacked = unacked;
+        stats.consumers = consumers;
+        stats.ready_bytes = bytes;
+        stats.bytes_total = bytes;
+        stats.writing = writing;
+    }
+
+    pub fn journal_consume(&self, request: ConsumeRequest, start: u64) {
+        let key = (request.channel, request.tag.clone());
+        lock(&self.journal).insert(key, (request, start));
+    }
+
+    pub fn journal_sent(&self, key: &ConsumerKey, next: u64) {
+        if let Some(entry) = lock(&self.journal).get_mut(key) {
+            entry.1 = next;
+        }
+    }
+
+    pub fn journal_forget(&self, gone: impl Fn(&ConsumerKey) -> bool) {
+        lock(&self.journal).retain(|k, _| !gone(k));
+    }
+
+    pub fn journal(&self) -> Vec<(ConsumeRequest, u64)> {
+        lock(&self.journal).values().cloned().collect()
+    }
+
+    pub fn emit_trace(&self, messages: &[SharedMessage]) {
+        let tracers = lock(&self.tracers);
+        if tracers.is_empty() {
+            return;
+        }
+        let traced: Vec<TracedMessage> = messages
+            .iter()
+            .map(|m| TracedMessage::of(&self.name, m))
+            .collect();
+        for (_, sink) in tracers.iter() {
+            sink(QueueEvent::Traced(traced.clone()));
+        }
+    }
+
+    /// `queue 's1' in vhost '/'`, as RabbitMQ's texts name a queue.
+    fn named(&self) -> String {
+        format!("queue '{}' in vhost '{}'", self.name, self.vhost)
+    }
+
+    fn unavailable(&self) -> BrokerError {
+        BrokerError::queue_unavailable(&self.vhost, &self.name)
+    }
+
+    fn send(&self, msg: StreamMsg) -> Result<(), BrokerError> {
+        match &*self.actor.load() {
+            Some(actor) => actor.cast(msg).map_err(|_| self.unavailable()),
+            None => Err(self.unavailable()),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, BrokerError>>) -> StreamMsg,
+    ) -> Result<T, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| self.unavailable())?
+    }
+
+    /// RabbitMQ's checks of a stream consumer, in its order; the start it asked for.
+    fn check_consumer(&self, request: &ConsumeRequest) -> Result<OffsetSpec, BrokerError> {
+        if let Some(arg) = REFUSED_CONSUMER_ARGS
+            .iter()
+            .find(|a| request.arguments.contains_key(**a))
+        {
+            return Err(BrokerError::precondition_failed(format!(
+                "invalid arg '{arg}' for {} of queue type {TYPE_NAME}",
+                self.named()
+            )));
+        }
+        let spec = OffsetSpec::of(&request.arguments, now_ms()).map_err(|why| {
+            BrokerError::precondition_failed(format!(
+                "invalid arg '{STREAM_OFFSET_ARG}' for {}: {why}",
+                self.named()
+            ))
+        })?;
+        if request.qos.consumer == 0 {
+            return Err(BrokerError::precondition_failed(format!(
+                "consumer prefetch count is not set for '{}'",
+                self.named()
+            )));
+        }
+        if request.no_ack {
+            return Err(BrokerError::new(
+                code::NOT_IMPLEMENTED,
+                format!(
+                    "automatic acknowledgement not supported by stream queues {}",
+                    self.named()
+                ),
+            ));
+        }
+        if request.qos.channel > 0 {
+            return Err(BrokerError::new(
+                code::NOT_IMPLEMENTED,
+                format!("{} does not support global qos", self.named()),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// RabbitMQ's 540 for what a stream does not do.
+    pub fn not_supported(&self, what: &str) -> BrokerError {
+        BrokerError::new(
+            code::NOT_IMPLEMENTED,
+            format!("{what} not supported by stream queues {}", self.named()),
+        )
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stream's handle (cheap to clone): sends to the current incarnation of its actor.
+#[derive(Clone)]
+pub struct StreamQueue {
+    pub(crate) shared: Arc<StreamShared>,
+}
+
+impl Queue for StreamQueue {
+    fn def(&self) -> &QueueDef {
+        &self.shared.def
+    }
+
+    fn name(&self) -> &Arc<str> {
+        &self.shared.name
+    }
+
+    fn enqueue(&self, batch: Enqueue) {
+        // If the actor is down the batch drops: its confirm goes unanswered and its
+        // credit comes back.
+        let _ = self.shared.send(StreamMsg::Enqueue(batch));
+    }
+
+    fn consume(&self, request: ConsumeRequest) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let spec = self.shared.check_consumer(&request)?;
+            self.shared
+                .ask(|reply| StreamMsg::Consume {
+                    request,
+                    spec,
+                    reply,
+                })
+                .await
+        })
+    }
+
+    fn cancel(&self, channel: ChannelId, tag: Arc<str>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let key: ConsumerKey = (channel, tag);
+        self.shared.journal_forget(|k| *k == key);
+        Box::pin(
+            self.shared
+                .ask(move |reply| StreamMsg::Cancel { key, reply }),
+        )
+    }
+
+    fn settle(&self, channel: ChannelId, _settlement: Settlement, seqs: Vec<u64>) {
+        // Whatever the kind, a settled delivery gives its consumer credit back: acks
+        // do not remove messages from a stream. (Clients' nacks and rejects are
+        // refused before they get here; deliveries a channel gives back come here.)
+        let _ = self.shared.send(StreamMsg::Settle {
+            channel,
+            offsets: seqs,
+        });
+    }
+
+    fn get(
+        &self,
+        _channel: ChannelId,
+        _no_ack: bool,
+    ) -> BoxFuture<'_, Result<Option<Got>, BrokerError>> {
+        let refused = self.shared.not_supported("basic.get");
+        Box::pin(async move { Err(refused) })
+    }
+
+    fn channel_down(&self, channel: ChannelId) {
+        lock(&self.shared.tracers).retain(|(c, _)| *c != channel);
+        self.shared.journal_forget(|(c, _)| *c == channel);
+        let _ = self.shared.send(StreamMsg::ChannelDown { channel });
+    }
+
+    fn purge(&self) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        let refused = self.shared.not_supported("queue.purge");
+        Box::pin(async move { Err(refused) })
+    }
+
+    fn delete(&self, _if_unused: bool, _if_empty: bool) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        // RabbitMQ ignores if-unused and if-empty for streams.
+        Box::pin(self.shared.ask(|reply| StreamMsg::Delete { reply }))
+    }
+
+    fn touch(&self) {}
+
+    fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
+        let status = QueueStatus {
+            stats: *lock(&self.shared.stats),
+            restarts: self.shared.restarts(),
+            replication: None,
+            serving: None,
+        };
+        Box::pin(async move { Ok(status) })
+    }
+
+    fn consumers(&self) -> BoxFuture<'_, Result<Vec<ConsumerSummary>, BrokerError>> {
+        Box::pin(self.shared.ask(|reply| StreamMsg::Consumers { reply }))
+    }
+
+    fn trace(&self, channel: ChannelId, sink: Option<ChannelSink>) -> Result<(), BrokerError> {
+        let mut tracers = lock(&self.shared.tracers);
+        tracers.retain(|(c, _)| *c != channel);
+        if let Some(sink) = sink {
+            tracers.push((channel, sink));
+        }
+        Ok(())
+    }
+
+    fn crash(&self) -> Result<(), BrokerError> {
+        self.shared.send(StreamMsg::Crash)
+    }
+}

@@ -1,0 +1,780 @@
+//! The partition's actor: the thin shell that performs what the machine decides.
+//!
+//! - **Appends**: one append in flight at a time. A publish that finds none starts one
+//!   at once (a lone write waits for no batch); publishes that arrive meanwhile wait
+//!   and go together in the next. An append is split into chunks, written durably in
+//!   one batch through the store's group-commit writer, and confirmed once fsynced;
+//!   only then do consumers see it, so an offset a consumer saw is never handed out
+//!   again after a crash.
+//! - **Reads**: each consumer is sent the offsets the machine gives it, from the
+//!   chunks appended last (kept decoded, up to [`TAIL_BYTES`]) or read from the log
+//!   (one read of about [`READ_BYTES`] at a time, per consumer): memory stays flat
+//!   whatever the backlog, and a consumer replaying from `first` does not push the
+//!   tail out for the others.
+//! - **Retention**: after appends when the log is over its size, and every
+//!   [`RETAIN_EVERY`] when it has a maximum age.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
+use warren_actors::error::BrokerError;
+use warren_actors::message::{FieldTable, FieldValue, Message, SharedMessage};
+use warren_actors::queue::{ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome};
+use warren_storage::{Batch, Op, Store};
+
+use crate::args::StreamConfig;
+use crate::chunk::{self, ChunkHeader};
+use crate::handle::StreamShared;
+use crate::machine::{Command, ConsumerKey, Effect, Partition};
+use crate::offset::{LogBounds, OffsetSpec, STREAM_OFFSET_ARG};
+use crate::retention;
+
+/// Decoded chunks appended last that the partition keeps for consumers at the end.
+pub const TAIL_BYTES: usize = 8 << 20;
+/// Bytes of chunks one read of a consumer behind the tail fetches.
+pub const READ_BYTES: usize = 1 << 20;
+/// How often a stream with a maximum age looks for chunks to drop.
+pub const RETAIN_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of old chunks one retention pass reads (headers are what it needs).
+const RETAIN_READ_BYTES: usize = 4 << 20;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A chunk decoded, as consumers are sent from it.
+pub(crate) struct Decoded {
+    header: ChunkHeader,
+    messages: Vec<SharedMessage>,
+    bytes: usize,
+}
+
+impl Decoded {
+    fn holds(&self, offset: u64) -> bool {
+        self.header.first <= offset && offset < self.header.next()
+    }
+}
+
+/// An append on its way to the disk.
+pub(crate) struct Appended {
+    batches: Vec<Enqueue>,
+    chunks: Vec<Arc<Decoded>>,
+    next: u64,
+    end: u64,
+}
+
+/// What the partition's actor is told.
+pub(crate) enum StreamMsg {
+    Enqueue(Enqueue),
+    Appended(Appended, Result<(), String>),
+    Consume {
+        request: ConsumeRequest,
+        spec: OffsetSpec,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    Cancel {
+        key: ConsumerKey,
+        reply: oneshot::Sender<Result<(), BrokerError>>,
+    },
+    Settle {
+        channel: ChannelId,
+        offsets: Vec<u64>,
+    },
+    ChannelDown {
+        channel: ChannelId,
+    },
+    Read {
+        key: ConsumerKey,
+        chunks: Result<Vec<Arc<Decoded>>, String>,
+    },
+    Consumers {
+        reply: oneshot::Sender<Result<Vec<ConsumerSummary>, BrokerError>>,
+    },
+    Delete {
+        reply: oneshot::Sender<Result<u64, BrokerError>>,
+    },
+    Retain,
+    Retained(Result<Option<ChunkHeader>, String>),
+    Crash,
+}
+
+impl ractor::Message for StreamMsg {}
+
+/// What starts (and restarts) the actor.
+#[derive(Clone)]
+pub(crate) struct StreamArgs {
+    pub shared: Arc<StreamShared>,
+    pub store: Store,
+    pub config: StreamConfig,
+}
+
+pub(crate) struct StreamActor;
+
+/// One consumer's sending side.
+struct Reader {
+    sink: ChannelSink,
+    tag: Arc<str>,
+    /// Offsets the machine gave it that are not sent yet, in order.
+    pending: VecDeque<Range<u64>>,
+    /// The chunks of its last read from the log.
+    buffer: Vec<Arc<Decoded>>,
+    /// A read of the log is under way.
+    reading: bool,
+}
+
+pub(crate) struct StreamShell {
+    myself: ActorRef<StreamMsg>,
+    shared: Arc<StreamShared>,
+    store: Store,
+    config: StreamConfig,
+    machine: Partition,
+    /// The offset, byte position and time the next append starts from.
+    next_offset: u64,
+    next_position: u64,
+    last_ms: u64,
+    appending: bool,
+    waiting: Vec<Enqueue>,
+    tail: VecDeque<Arc<Decoded>>,
+    tail_bytes: usize,
+    readers: HashMap<ConsumerKey, Reader>,
+    retaining: bool,
+}
+
+impl Actor for StreamActor {
+    type Msg = StreamMsg;
+    type State = StreamShell;
+    type Arguments = StreamArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StreamMsg>,
+        args: StreamArgs,
+    ) -> Result<StreamShell, ActorProcessingErr> {
+        let StreamArgs {
+            shared,
+            store,
+            config,
+        } = args;
+        // Only the first and the last chunk are read, whatever the log's length.
+        let id = shared.def.id;
+        let reading = store.clone();
+        let ends = tokio::task::spawn_blocking(move || reading.partition_ends(id)).await??;
+        let (bounds, last_ms) = match ends {
+            None => (LogBounds::default(), 0),
+            Some(((_, first), (_, last))) => {
+                let head = chunk::header(&first)?;
+                let tail = chunk::header(&last)?;
+                let bounds = LogBounds {
+                    first: head.first,
+                    next: tail.next(),
+                    last_chunk: tail.first,
+                    start: head.position,
+                    end: tail.position + last.len() as u64,
+                };
+                (bounds, tail.timestamp_ms)
+            }
+        };
+        if !bounds.is_empty() {
+            tracing::info!(stream = %shared.name, first = bounds.first, next = bounds.next, bytes = bounds.bytes(), "recovered the stream's log");
+        }
+        shared.started(myself.clone());
+        if config.max_age.is_some() {
+            let ticker = myself.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(RETAIN_EVERY);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    if ticker.cast(StreamMsg::Retain).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut shell = StreamShell {
+            myself,
+            shared: shared.clone(),
+            store,
+            config,
+            machine: Partition::new(bounds),
+            next_offset: bounds.next,
+            next_position: bounds.end,
+            last_ms,
+            appending: false,
+            waiting: Vec::new(),
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            readers: HashMap::new(),
+            retaining: false,
+        };
+        // Consumers of the incarnation before go on after what they were sent.
+        for (request, next) in shared.journal() {
+            let key: ConsumerKey = (request.channel, request.tag.clone());
+            let start = next.max(bounds.first);
+            if let Err(e) = shell.attach(request, start) {
+                tracing::warn!(stream = %shared.name, tag = %key.1, "consumer not re-attached: {e}");
+            }
+        }
+        shell.publish_stats();
+        Ok(shell)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<StreamMsg>,
+        msg: StreamMsg,
+        shell: &mut StreamShell,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            StreamMsg::Enqueue(batch) => shell.enqueue(batch),
+            StreamMsg::Appended(appended, result) => shell.appended(appended, result),
+            StreamMsg::Consume {
+                request,
+                spec,
+                reply,
+            } => {
+                let answer = shell.consume(request, spec);
+                let _ = reply.send(answer);
+            }
+            StreamMsg::Cancel { key, reply } => {
+                shell.readers.remove(&key);
+                shell.shared.journal_forget(|k| *k == key);
+                shell.apply(Command::Cancel { key });
+                let _ = reply.send(Ok(()));
+            }
+            StreamMsg::Settle { channel, offsets } => {
+                shell.apply(Command::Settle { channel, offsets });
+            }
+            StreamMsg::ChannelDown { channel } => {
+                shell.readers.retain(|(ch, _), _| *ch != channel);
+                shell.apply(Command::ChannelDown { channel });
+            }
+            StreamMsg::Read { key, chunks } => shell.read_done(key, chunks),
+            StreamMsg::Consumers { reply } => {
+                let _ = reply.send(Ok(shell.consumer_summaries()));
+            }
+            StreamMsg::Delete { reply } => {
+                let held = shell.machine.bounds().len();
+                shell.end_consumers("the stream was deleted");
+                let _ = reply.send(Ok(held));
+            }
+            StreamMsg::Retain => shell.retain(),
+            StreamMsg::Retained(result) => shell.retained(result),
+            StreamMsg::Crash => {
+                return Err(format!("stream '{}' was crashed on purpose", shell.shared.name).into())
+            }
+        }
+        shell.publish_stats();
+        Ok(())
+    }
+}
+
+impl StreamShell {
+    fn apply(&mut self, command: Command) {
+        match self.machine.apply(command) {
+            Ok(effects) => self.perform(effects),
+            Err(e) => tracing::warn!(stream = %self.shared.name, "command refused: {e}"),
+        }
+    }
+
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for Effect::Deliver { key, offsets } in effects {
+            if let Some(reader) = self.readers.get_mut(&key) {
+                reader.pending.push_back(offsets);
+                self.pump(&key);
+            }
+        }
+    }
+
+    // ----- appends -------------------------------------------------------------------
+
+    fn enqueue(&mut self, batch: Enqueue) {
+        self.shared.emit_trace(&batch.messages);
+        self.waiting.push(batch);
+        if !self.appending {
+            self.append();
+        }
+    }
+
+    /// Writes what waits as one append: its chunks in one durable batch.
+    fn append(&mut self) {
+        let batches = std::mem::take(&mut self.waiting);
+        let messages: Vec<SharedMessage> = batches
+            .iter()
+            .flat_map(|b| b.messages.iter().cloned())
+            .collect();
+        if messages.is_empty() {
+            answer(batches, |_| Vec::new());
+            return;
+        }
+        // Chunk times never go back, so the timestamp index stays ordered.
+        let timestamp_ms = now_ms().max(self.last_ms);
+        let mut ops = Vec::new();
+        let mut chunks = Vec::new();
+        let (mut offset, mut position) = (self.next_offset, self.next_position);
+        let mut rest = &messages[..];
+        for len in chunk::chunk_lengths(messages.iter().map(|m| m.body.len())) {
+            let (these, after) = rest.split_at(len);
+            rest = after;
+            let header = ChunkHeader {
+                first: offset,
+                count: len as u32,
+                timestamp_ms,
+                position,
+            };
+            let record = match chunk::encode(&header, these) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(stream = %self.shared.name, "cannot encode a chunk: {e}");
+                    let why = format!("the stream cannot store the message: {e}");
+                    answer(batches, |n| vec![EnqueueOutcome::Rejected(why.clone()); n]);
+                    return;
+                }
+            };
+            chunks.push(Arc::new(Decoded {
+                header,
+                messages: these.to_vec(),
+                bytes: record.len(),
+            }));
+            offset += len as u64;
+            position += record.len() as u64;
+            ops.push(Op::AppendChunk {
+                partition: self.shared.def.id,
+                first: header.first,
+                timestamp_ms,
+                chunk: record,
+            });
+        }
+        self.appending = true;
+        self.last_ms = timestamp_ms;
+        self.next_offset = offset;
+        self.next_position = position;
+        let commit = self.store.submit(Batch::durable(ops));
+        let appended = Appended {
+            batches,
+            chunks,
+            next: offset,
+            end: position,
+        };
+        let myself = self.myself.clone();
+        tokio::spawn(async move {
+            let result = commit.await.map_err(|e| e.to_string());
+            // The actor gone (deleted, crashed), the batches drop: their confirms go
+            // unanswered, which is the truth, and their credit comes back.
+            let _ = myself.cast(StreamMsg::Appended(appended, result));
+        });
+    }
+
+    fn appended(&mut self, appended: Appended, result: Result<(), String>) {
+        self.appending = false;
+        let Appended {
+            batches,
+            chunks,
+            next,
+            end,
+        } = appended;
+        match result {
+            Ok(()) => {
+                answer(batches, |n| vec![EnqueueOutcome::Confirmed; n]);
+                let last_chunk = chunks.last().map_or(0, |c| c.header.first);
+                for chunk in chunks {
+                    self.tail_bytes += chunk.bytes;
+                    self.tail.push_back(chunk);
+                }
+                while self.tail_bytes > TAIL_BYTES && self.tail.len() > 1 {
+                    if let Some(old) = self.tail.pop_front() {
+                        self.tail_bytes -= old.bytes;
+                    }
+                }
+                self.apply(Command::Appended {
+                    next,
+                    last_chunk,
+                    end,
+                });
+                if self
+                    .config
+                    .max_bytes
+                    .is_some_and(|max| self.machine.bounds().bytes() > max)
+                {
+                    self.retain();
+                }
+            }
+            Err(e) => {
+                tracing::error!(stream = %self.shared.name, "an append failed: {e}");
+                // Nothing of it was stored: the next append takes its offsets.
+                let bounds = *self.machine.bounds();
+                self.next_offset = bounds.next;
+                self.next_position = bounds.end;
+                let why = format!("the stream could not store the message: {e}");
+                answer(batches, |n| vec![EnqueueOutcome::Rejected(why.clone()); n]);
+            }
+        }
+        if !self.waiting.is_empty() {
+            self.append();
+        }
+    }
+
+    // ----- consumers -----------------------------------------------------------------
+
+    fn consume(&mut self, request: ConsumeRequest, spec: OffsetSpec) -> Result<(), BrokerError> {
+        let id = self.shared.def.id;
+        let store = &self.store;
+        let start = self.machine.bounds().resolve(spec, |ms| {
+            store.partition_offset_at(id, ms).unwrap_or_else(|e| {
+                tracing::warn!(stream = %self.shared.name, "timestamp lookup failed, starting at the end: {e}");
+                None
+            })
+        });
+        self.attach(request.clone(), start)?;
+        self.shared.journal_consume(request, start);
+        Ok(())
+    }
+
+    fn attach(&mut self, request: ConsumeRequest, start: u64) -> Result<(), BrokerError> {
+        let key: ConsumerKey = (request.channel, request.tag.clone());
+        if self.readers.contains_key(&key) {
+            return Err(BrokerError::new(
+                warren_actors::error::code::NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{}'", request.tag),
+            ));
+        }
+        self.readers.insert(
+            key.clone(),
+            Reader {
+                sink: request.sink,
+                tag: request.tag,
+                pending: VecDeque::new(),
+                buffer: Vec::new(),
+                reading: false,
+            },
+        );
+        let effects = self
+            .machine
+            .apply(Command::Consume {
+                key: key.clone(),
+                start,
+                prefetch: request.prefetch,
+            })
+            .map_err(|e| BrokerError::new(warren_actors::error::code::NOT_ALLOWED, e.to_string()));
+        match effects {
+            Ok(effects) => {
+                self.perform(effects);
+                Ok(())
+            }
+            Err(e) => {
+                self.readers.remove(&key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends consumer `key` what it is owed from the chunks at hand, and starts a
+    /// read of the log for the first offset that is not.
+    fn pump(&mut self, key: &ConsumerKey) {
+        let Some(reader) = self.readers.get_mut(key) else {
+            return;
+        };
+        let mut out = Vec::new();
+        let mut skipped = Vec::new();
+        let first_kept = self.machine.bounds().first;
+        while let Some(range) = reader.pending.front_mut() {
+            if range.start < first_kept {
+                // Retention removed these before they were read.
+                let gone = range.start..first_kept.min(range.end);
+                range.start = gone.end;
+                skipped.push(gone);
+                if range.is_empty() {
+                    reader.pending.pop_front();
+                }
+                continue;
+            }
+            let chunk = reader
+                .buffer
+                .iter()
+                .chain(self.tail.iter())
+                .find(|c| c.holds(range.start))
+                .cloned();
+            let Some(chunk) = chunk else {
+                if !reader.reading {
+                    reader.reading = true;
+                    read(
+                        &self.store,
+                        self.shared.def.id,
+                        key.clone(),
+                        range.start,
+                        self.myself.clone(),
+                    );
+                }
+                break;
+            };
+            let upto = range.end.min(chunk.header.next());
+            for offset in range.start..upto {
+                let index = (offset - chunk.header.first) as usize;
+                out.push(QueueDelivery {
+                    queue: self.shared.name.clone(),
+                    consumer_tag: reader.tag.clone(),
+                    seq: offset,
+                    message: with_offset(&chunk.messages[index], offset),
+                    redelivered: false,
+                    no_ack: false,
+                });
+            }
+            range.start = upto;
+            if range.is_empty() {
+                reader.pending.pop_front();
+            }
+        }
+        if let Some(last) = out.last() {
+            self.shared.journal_sent(key, last.seq + 1);
+            (reader.sink)(QueueEvent::Deliver(out));
+        }
+        for offsets in skipped {
+            self.apply(Command::Skipped {
+                key: key.clone(),
+                offsets,
+            });
+        }
+    }
+
+    fn read_done(&mut self, key: ConsumerKey, chunks: Result<Vec<Arc<Decoded>>, String>) {
+        let Some(reader) = self.readers.get_mut(&key) else {
+            return;
+        };
+        reader.reading = false;
+        match chunks {
+            Ok(chunks) => {
+                // Offsets before the first chunk read are gone (retention); so is
+                // everything when nothing came back.
+                let from = reader.pending.front().map(|r| r.start);
+                let found = chunks.first().map(|c| c.header.first);
+                reader.buffer = chunks;
+                if let Some(from) = from {
+                    let gone_upto = match found {
+                        Some(first) => first,
+                        None => self.machine.bounds().next,
+                    };
+                    if gone_upto > from {
+                        let mut skipped = Vec::new();
+                        while let Some(range) = reader.pending.front_mut() {
+                            if range.start >= gone_upto {
+                                break;
+                            }
+                            let gone = range.start..gone_upto.min(range.end);
+                            range.start = gone.end;
+                            skipped.push(gone);
+                            if range.is_empty() {
+                                reader.pending.pop_front();
+                            }
+                        }
+                        for offsets in skipped {
+                            self.apply(Command::Skipped {
+                                key: key.clone(),
+                                offsets,
+                            });
+                        }
+                    }
+                }
+                self.pump(&key);
+            }
+            Err(e) => {
+                tracing::error!(stream = %self.shared.name, tag = %key.1, "reading the stream's log failed: {e}");
+                if let Some(reader) = self.readers.remove(&key) {
+                    (reader.sink)(QueueEvent::ConsumerCancelled {
+                        tag: reader.tag,
+                        reason: format!("reading the stream's log failed: {e}"),
+                        resumable: false,
+                    });
+                }
+                self.shared.journal_forget(|k| *k == key);
+                self.apply(Command::Cancel { key });
+            }
+        }
+    }
+
+    fn end_consumers(&mut self, reason: &str) {
+        for ((channel, _), reader) in self.readers.drain() {
+            (reader.sink)(QueueEvent::ConsumerCancelled {
+                tag: reader.tag.clone(),
+                reason: reason.to_string(),
+                resumable: false,
+            });
+            let _ = self.machine.apply(Command::Cancel {
+                key: (channel, reader.tag),
+            });
+        }
+        self.shared.journal_forget(|_| true);
+    }
+
+    fn consumer_summaries(&self) -> Vec<ConsumerSummary> {
+        self.machine
+            .consumers()
+            .map(|((channel, tag), c)| ConsumerSummary {
+                tag: tag.to_string(),
+                channel: *channel,
+                prefetch: c.prefetch,
+                unacked: c.unacked.len() as u32,
+                no_ack: false,
+                exclusive: false,
+                active: true,
+            })
+            .collect()
+    }
+
+    // ----- retention -----------------------------------------------------------------
+
+    fn retain(&mut self) {
+        if self.retaining || (self.config.max_age.is_none() && self.config.max_bytes.is_none()) {
+            return;
+        }
+        let bounds = *self.machine.bounds();
+        if bounds.first == bounds.last_chunk {
+            return;
+        }
+        self.retaining = true;
+        let store = self.store.clone();
+        let id = self.shared.def.id;
+        let config = self.config;
+        let myself = self.myself.clone();
+        tokio::spawn(async move {
+            let reading = store.clone();
+            let front = tokio::task::spawn_blocking(move || {
+                reading.partition_chunks(id, bounds.first, RETAIN_READ_BYTES)
+            })
+            .await;
+            let result = match front {
+                Ok(Ok(front)) => {
+                    let headers: Result<Vec<ChunkHeader>, _> = front
+                        .iter()
+                        .map(|(_, record)| chunk::header(record))
+                        .collect();
+                    match headers {
+                        Ok(headers) => {
+                            match retention::keep_from(&headers, &bounds, &config, now_ms()) {
+                                Some(keep) => store
+                                    .submit(Batch::durable(vec![Op::DropChunks {
+                                        partition: id,
+                                        before: keep.first,
+                                        before_ms: keep.timestamp_ms,
+                                    }]))
+                                    .await
+                                    .map(|()| Some(keep))
+                                    .map_err(|e| e.to_string()),
+                                None => Ok(None),
+                            }
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = myself.cast(StreamMsg::Retained(result));
+        });
+    }
+
+    fn retained(&mut self, result: Result<Option<ChunkHeader>, String>) {
+        self.retaining = false;
+        match result {
+            Ok(Some(keep)) => {
+                tracing::debug!(stream = %self.shared.name, first = keep.first, "retention dropped old chunks");
+                self.apply(Command::Truncated {
+                    first: keep.first,
+                    start: keep.position,
+                });
+                while self
+                    .tail
+                    .front()
+                    .is_some_and(|c| c.header.next() <= keep.first)
+                {
+                    if let Some(old) = self.tail.pop_front() {
+                        self.tail_bytes -= old.bytes;
+                    }
+                }
+                // More may go than one pass read.
+                if self
+                    .config
+                    .max_bytes
+                    .is_some_and(|max| self.machine.bounds().bytes() > max)
+                {
+                    self.retain();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(stream = %self.shared.name, "retention failed: {e}"),
+        }
+    }
+
+    fn publish_stats(&self) {
+        let bounds = self.machine.bounds();
+        self.shared.publish_stats(
+            bounds.len(),
+            self.machine.unacked(),
+            self.readers.len() as u64,
+            bounds.bytes(),
+            self.waiting.iter().map(|b| b.messages.len() as u64).sum(),
+        );
+    }
+}
+
+/// Answers each batch's publisher with `outcome(n)` for its `n` messages.
+fn answer(batches: Vec<Enqueue>, outcome: impl Fn(usize) -> Vec<EnqueueOutcome>) {
+    for batch in batches {
+        if let Some(confirm) = batch.confirm {
+            let _ = confirm.send(outcome(batch.messages.len()));
+        }
+        drop(batch.credit);
+    }
+}
+
+/// Reads the chunks from the one holding `from` (about [`READ_BYTES`]) off the
+/// actor's thread, and hands them to the actor decoded.
+fn read(store: &Store, id: u64, key: ConsumerKey, from: u64, myself: ActorRef<StreamMsg>) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let chunks = tokio::task::spawn_blocking(move || {
+            let records = store
+                .partition_chunks(id, from, READ_BYTES)
+                .map_err(|e| e.to_string())?;
+            records
+                .into_iter()
+                .map(|(_, record)| {
+                    let bytes = record.len();
+                    chunk::decode(&record)
+                        .map(|(header, messages)| {
+                            Arc::new(Decoded {
+                                header,
+                                messages,
+                                bytes,
+                            })
+                        })
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let _ = myself.cast(StreamMsg::Read { key, chunks });
+    });
+}
+
+/// The message as a consumer gets it: with its offset in `x-stream-offset` (a
+/// `long`, replacing one the publisher set).
+fn with_offset(message: &SharedMessage, offset: u64) -> SharedMessage {
+    let mut delivered: Message = (**message).clone();
+    delivered
+        .properties
+        .headers
+        .get_or_insert_with(FieldTable::new)
+        .insert(
+            STREAM_OFFSET_ARG.to_string(),
+            FieldValue::I64(i64::try_from(offset).unwrap_or(i64::MAX)),
+        );
+    Arc::new(delivered)
+}

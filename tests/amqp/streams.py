@@ -1,0 +1,270 @@
+"""Streams (x-queue-type: stream) through pika, as RabbitMQ 3.10 has them.
+
+A stream is an append-only log: consumers read from an offset of their choice
+(x-stream-offset: first, last, next, an offset, a timestamp, an interval), need a
+prefetch and manual acks (acks give credit, they do not remove messages), and every
+delivery carries its offset in the x-stream-offset header. What a stream does not do
+(basic.get, purge, nack/reject, no-ack consumers, global qos) is refused with
+RabbitMQ's codes and texts. Retention drops the oldest chunks by size and by age.
+
+Modes: "main" (everything above), "fill" (a stream to read after a SIGKILL) and
+"restarted" (every confirmed message is there after the restart, offsets go on).
+"""
+
+import datetime
+import sys
+import time
+
+import pika
+from pika.exceptions import ConnectionClosedByBroker
+
+import amqp_common as t
+
+MODE = sys.argv[2] if len(sys.argv) > 2 else "main"
+STREAM = {"x-queue-type": "stream"}
+P = t.port()
+conn = t.connect(P)
+
+
+def publish(ch, queue, bodies, headers=None):
+    """Publishes with confirms (the channel is in confirm mode: each waits)."""
+    for body in bodies:
+        ch.basic_publish(
+            "", queue, body, pika.BasicProperties(delivery_mode=2, headers=headers)
+        )
+
+
+def consume(queue, n, offset=None, prefetch=10, connection=None):
+    """Starts a consumer at `offset` and returns its first `n` deliveries as (offset
+    header, body, redelivered).
+
+    It acks only as much as lets exactly `n` come: pika's BlockingChannel rejects the
+    deliveries it has not dispatched yet when it cancels a consumer, and a stream
+    answers a reject with 540 (as RabbitMQ does)."""
+    c = (connection or conn).channel()
+    prefetch = min(prefetch, n)
+    c.basic_qos(prefetch_count=prefetch)
+    got = []
+
+    def on(chx, method, props, body):
+        got.append((props.headers["x-stream-offset"], body, method.redelivered))
+        if len(got) <= n - prefetch:
+            chx.basic_ack(method.delivery_tag)
+
+    args = {} if offset is None else {"x-stream-offset": offset}
+    tag = c.basic_consume(queue, on, arguments=args)
+    t.poll(connection or conn, lambda: len(got) >= n, "%d deliveries of %r from %r" % (n, queue, offset))
+    c.basic_cancel(tag)
+    c.close()
+    assert len(got) == n, got
+    return got
+
+
+def connection_closed(fn, code, what):
+    """Runs `fn` on a fresh connection and asserts the node closes the connection with
+    `code`; returns the reply text."""
+    other = t.connect(P)
+    try:
+        fn(other)
+        # nack and reject are asynchronous: the close comes with the next call.
+        other.channel()
+        t.poll(other, lambda: other.is_closed, what)
+    except ConnectionClosedByBroker as e:
+        assert e.reply_code == code, "%s: expected connection close %d, got %d %r" % (
+            what,
+            code,
+            e.reply_code,
+            e.reply_text,
+        )
+        return e.reply_text
+    raise AssertionError("%s: expected connection close %d" % (what, code))
+
+
+def main():
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("s1", durable=True, arguments=STREAM)
+    ch.queue_declare("s1", durable=True, arguments=STREAM)  # the same declaration: ok
+    publish(ch, "s1", [b"m%d" % i for i in range(100)])
+    assert t.count(ch, "s1") == 100
+
+    # Every start a consumer can ask for.
+    got = consume("s1", 100, "first")
+    assert [o for o, _, _ in got] == list(range(100)), got
+    assert [b for _, b, _ in got] == [b"m%d" % i for i in range(100)]
+    assert not any(r for _, _, r in got)
+    got = consume("s1", 10, 40)
+    assert [o for o, _, _ in got] == list(range(40, 50)), got
+    assert [o for o, _, _ in consume("s1", 1, -5)] == [0]
+    # One publish, one chunk: the last chunk is the last message.
+    assert consume("s1", 1, "last") == [(99, b"m99", False)]
+    assert [o for o, _, _ in consume("s1", 100, "1h")] == list(range(100))
+    past = datetime.datetime.now() - datetime.timedelta(seconds=60)
+    assert [o for o, _, _ in consume("s1", 100, past)] == list(range(100))
+
+    # next (the default) and a time in the future: only what is published from now on.
+    for offset in [None, "next", datetime.datetime.now() + datetime.timedelta(seconds=60)]:
+        c = conn.channel()
+        c.basic_qos(prefetch_count=5)
+        got = []
+        args = {} if offset is None else {"x-stream-offset": offset}
+        c.basic_consume("s1", lambda x, m, p, b: got.append((p.headers["x-stream-offset"], b)), arguments=args)
+        n = t.count(ch, "s1")
+        publish(ch, "s1", [b"new%d" % n])
+        t.poll(conn, lambda: len(got) >= 1, "the new message from %r" % (offset,))
+        assert got == [(n, b"new%d" % n)], (offset, got)
+        c.close()
+
+    # Prefetch is credit: without acks a consumer holds exactly its prefetch; acks
+    # (not removals) give it more, in order.
+    c = conn.channel()
+    c.basic_qos(prefetch_count=5)
+    held = []
+    c.basic_consume("s1", lambda x, m, p, b: held.append((m.delivery_tag, p.headers["x-stream-offset"])), arguments={"x-stream-offset": "first"})
+    t.poll(conn, lambda: len(held) >= 5, "five deliveries")
+    conn.process_data_events(time_limit=0.3)
+    assert [o for _, o in held] == [0, 1, 2, 3, 4], held
+    c.basic_ack(held[-1][0], multiple=True)
+    t.poll(conn, lambda: len(held) >= 10, "five more after the acks")
+    assert [o for _, o in held] == list(range(10)), held
+    c.close()
+    assert t.count(ch, "s1") == 103, "acks remove nothing from a stream"
+
+    # Through an exchange, as any queue.
+    ch.exchange_declare("to-streams", "fanout")
+    ch.queue_bind("s1", "to-streams")
+    ch.basic_publish("to-streams", "", b"routed", pika.BasicProperties(delivery_mode=2))
+    assert consume("s1", 1, "last") == [(103, b"routed", False)]
+
+    # What streams refuse, with RabbitMQ's codes and texts.
+    rs = "queue 's1' in vhost '/'"
+    c = conn.channel()
+    e = t.channel_error(lambda: c.basic_consume("s1", lambda *a: None), 406, "no prefetch")
+    assert e.reply_text == "PRECONDITION_FAILED - consumer prefetch count is not set for '%s'" % rs, e.reply_text
+    c = conn.channel()
+    c.basic_qos(prefetch_count=5)
+    e = t.channel_error(lambda: c.basic_consume("s1", lambda *a: None, arguments={"x-priority": 3}), 406, "x-priority")
+    assert e.reply_text == "PRECONDITION_FAILED - invalid arg 'x-priority' for %s of queue type rabbit_stream_queue" % rs, e.reply_text
+    c = conn.channel()
+    c.basic_qos(prefetch_count=5)
+    e = t.channel_error(lambda: c.basic_consume("s1", lambda *a: None, arguments={"x-stream-offset": "10x"}), 406, "bad offset")
+    assert e.reply_text == (
+        "PRECONDITION_FAILED - invalid arg 'x-stream-offset' for %s: "
+        '{invalid_stream_offset_arg,{longstr,<<"10x">>}}' % rs
+    ), e.reply_text
+
+    def no_ack(other):
+        c = other.channel()
+        c.basic_qos(prefetch_count=5)
+        c.basic_consume("s1", lambda *a: None, auto_ack=True)
+
+    text = connection_closed(no_ack, 540, "auto-ack consumer")
+    assert text == "NOT_IMPLEMENTED - automatic acknowledgement not supported by stream queues %s" % rs, text
+
+    def global_qos(other):
+        c = other.channel()
+        c.basic_qos(prefetch_count=5)
+        c.basic_qos(prefetch_count=50, global_qos=True)
+        c.basic_consume("s1", lambda *a: None)
+
+    text = connection_closed(global_qos, 540, "global qos")
+    assert text == "NOT_IMPLEMENTED - %s does not support global qos" % rs, text
+    text = connection_closed(lambda o: o.channel().basic_get("s1"), 540, "basic.get")
+    assert text == "NOT_IMPLEMENTED - basic.get not supported by stream queues %s" % rs, text
+    text = connection_closed(lambda o: o.channel().queue_purge("s1"), 540, "purge")
+    assert text == "NOT_IMPLEMENTED - queue.purge not supported by stream queues %s" % rs, text
+
+    for requeue in [True, False]:
+        def nack(other):
+            c = other.channel()
+            c.basic_qos(prefetch_count=5)
+            tags = []
+            c.basic_consume("s1", lambda x, m, p, b: tags.append(m.delivery_tag), arguments={"x-stream-offset": "first"})
+            t.poll(other, lambda: tags, "a delivery to nack")
+            c.basic_nack(tags[0], requeue=requeue)
+
+        text = connection_closed(nack, 540, "nack requeue=%s" % requeue)
+        assert text == "NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues %s" % rs, text
+
+    c = conn.channel()
+    e = t.channel_error(
+        lambda: c.queue_declare("s2", durable=True, arguments=dict(STREAM, **{"x-message-ttl": 1000})),
+        406,
+        "x-message-ttl",
+    )
+    assert e.reply_text == (
+        "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 's2' in vhost '/' "
+        "of queue type rabbit_stream_queue"
+    ), e.reply_text
+    c = conn.channel()
+    e = t.channel_error(
+        lambda: c.queue_declare("s2", durable=True, arguments=dict(STREAM, **{"x-max-age": "7d"})),
+        406,
+        "a bad age",
+    )
+    assert e.reply_text.endswith("'x-max-age' for queue 's2' in vhost '/': invalid_max_age"), e.reply_text
+    c = conn.channel()
+    e = t.channel_error(lambda: c.queue_declare("s1", durable=True, arguments=dict(STREAM, **{"x-max-age": "2D"})), 406, "redeclared with an age")
+    assert "inequivalent arg 'x-max-age' for queue 's1'" in e.reply_text, e.reply_text
+    assert conn.is_open
+
+    # Retention by size: old chunks go, the newest stay; a consumer from first starts
+    # at the first offset kept.
+    ch.queue_declare("small", durable=True, arguments=dict(STREAM, **{"x-max-length-bytes": 20000}))
+    publish(ch, "small", [b"%04d" % i + b"x" * 996 for i in range(100)])
+    t.poll(conn, lambda: t.count(ch, "small") <= 20, "size retention")
+    c = conn.channel()
+    c.basic_qos(prefetch_count=10)
+    got = []
+
+    def on(chx, method, props, body):
+        got.append(props.headers["x-stream-offset"])
+        chx.basic_ack(method.delivery_tag)
+
+    c.basic_consume("small", on, arguments={"x-stream-offset": "first"})
+    t.poll(conn, lambda: got and got[-1] == 99, "the newest message kept")
+    c.close()
+    # (A pass of retention may still have been under way when it started.)
+    assert 10 <= len(got) <= 20 and got == list(range(got[0], 100)), got
+    kept = t.count(ch, "small")
+
+    # Retention by age: everything but the last chunk goes once older than the age.
+    ch.queue_declare("brief", durable=True, arguments=dict(STREAM, **{"x-max-age": "1s"}))
+    publish(ch, "brief", [b"b%d" % i for i in range(10)])
+    t.poll(conn, lambda: t.count(ch, "brief") == 1, "age retention")
+    assert consume("brief", 1, "first") == [(9, b"b9", False)]
+
+    # Deleted, its log goes: declared again, it starts empty at offset 0.
+    assert ch.queue_delete("small").method.message_count == kept
+    ch.queue_declare("small", durable=True, arguments=STREAM)
+    assert t.count(ch, "small") == 0
+    publish(ch, "small", [b"again"])
+    assert consume("small", 1, "first") == [(0, b"again", False)]
+
+
+def fill():
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("kept", durable=True, arguments=STREAM)
+    publish(ch, "kept", [b"k%d" % i for i in range(300)])
+    # Larger appends too: several chunks in one append.
+    for round in range(3):
+        for i in range(100):
+            ch.basic_publish("", "kept", b"batch%d-%d" % (round, i), pika.BasicProperties(delivery_mode=2), mandatory=False)
+    assert t.count(ch, "kept") == 600
+
+
+def restarted():
+    ch = conn.channel()
+    ch.confirm_delivery()
+    assert t.count(ch, "kept") == 600
+    got = consume("kept", 600, "first", prefetch=100)
+    assert [o for o, _, _ in got] == list(range(600))
+    assert got[299][1] == b"k299" and got[599][1] == b"batch2-99", got[-1]
+    # Offsets go on after the restart.
+    publish(ch, "kept", [b"after"])
+    assert consume("kept", 1, "last") == [(600, b"after", False)]
+
+
+{"main": main, "fill": fill, "restarted": restarted}[MODE]()
+t.done()

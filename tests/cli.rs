@@ -68,6 +68,50 @@ async fn cli_commands_and_their_errors() {
         "1 of 1 messages reached no queue",
     );
 
+    // A stream through the CLI: declared durable, read from an offset; a consumer
+    // without a prefetch, or a stream that is not durable, is refused with a reason.
+    ok(&[
+        "declare",
+        "queue",
+        "clicks",
+        "--durable",
+        "--arg",
+        "x-queue-type=stream",
+        "--arg",
+        "x-max-age=7D",
+    ]);
+    fails(
+        &["declare", "queue", "loose", "--arg", "x-queue-type=stream"],
+        "invalid property 'non-durable'",
+    );
+    let out = ok(&[
+        "publish",
+        "--routing-key",
+        "clicks",
+        "--confirm",
+        "--count",
+        "4",
+        "--body",
+        "click",
+    ]);
+    assert!(out.contains("4 confirmed"), "{out}");
+    for (offset, count) in [("first", "4"), ("2", "2"), ("last", "1")] {
+        let out = ok(&["consume", "clicks", "--offset", offset, "--count", count]);
+        assert_eq!(
+            out.lines().count(),
+            count.parse::<usize>().unwrap(),
+            "{offset}: {out}"
+        );
+    }
+    fails(
+        &["consume", "clicks", "--prefetch", "0", "--count", "1"],
+        "consumer prefetch count is not set",
+    );
+    fails(
+        &["consume", "clicks", "--offset", "10x", "--count", "1"],
+        "invalid_stream_offset_arg",
+    );
+
     ok(&[
         "declare",
         "exchange",

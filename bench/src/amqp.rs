@@ -14,7 +14,7 @@ use std::time::Instant;
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
-    ConfirmSelectArguments, QueueDeclareArguments, QueuePurgeArguments,
+    ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments, QueuePurgeArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::error::Error;
@@ -147,7 +147,19 @@ async fn close(connection: Connection, ch: Channel) -> Result<(), String> {
 pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
     let connection = open(uri).await?;
     let (ch, mut events) = channel(&connection).await?;
+    let stream = args.queue_type.as_deref() == Some("stream");
     for queue in args.queue_names() {
+        if stream && !args.drain_only {
+            // A stream cannot be purged: it starts afresh.
+            let what = format!("queue.delete {queue}");
+            let deleted = within(&what, async {
+                ch.queue_delete(QueueDeleteArguments::new(&queue))
+                    .await
+                    .map_err(e(&what))
+            })
+            .await;
+            deleted.map_err(|err| closed_reason(&mut events).unwrap_or(err))?;
+        }
         let what = format!("queue.declare {queue}");
         let mut arguments = QueueDeclareArguments::new(&queue)
             .durable(args.persistent)
@@ -168,7 +180,7 @@ pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
         })
         .await;
         declared.map_err(|err| closed_reason(&mut events).unwrap_or(err))?;
-        if !args.drain_only {
+        if !args.drain_only && !stream {
             let what = format!("queue.purge {queue}");
             let purged = within(&what, async {
                 ch.queue_purge(QueuePurgeArguments::new(&queue))
@@ -319,9 +331,17 @@ pub async fn consume(
     })
     .await?;
     let what = format!("basic.consume {queue}");
-    let arguments = BasicConsumeArguments::new(queue, "")
+    let mut arguments = BasicConsumeArguments::new(queue, "")
         .manual_ack(true)
         .finish();
+    if args.drain_only && args.queue_type.as_deref() == Some("stream") {
+        // A stream is read from where the consumer asks: what it holds, from its start.
+        let mut table = amqprs::FieldTable::new();
+        if let (Ok(key), Ok(value)) = ("x-stream-offset".try_into(), "first".try_into()) {
+            table.insert(key, amqprs::FieldValue::S(value));
+        }
+        arguments.arguments(table);
+    }
     let (_, mut deliveries) = within(&what, async {
         ch.basic_consume_rx(arguments).await.map_err(e(&what))
     })

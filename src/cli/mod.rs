@@ -289,6 +289,10 @@ pub struct ConsumeArgs {
     pub no_ack: bool,
     #[arg(long, default_value_t = 100)]
     pub prefetch: u32,
+    /// Where a stream consumer starts (`x-stream-offset`): first, last, next, an
+    /// offset, or an interval such as 1h.
+    #[arg(long, value_name = "first|last|next|N|1h")]
+    pub offset: Option<String>,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -582,6 +586,12 @@ async fn consume(c: ConsumeArgs) -> Result<(), String> {
             ConsumeOptions {
                 prefetch: c.prefetch,
                 no_ack: c.no_ack,
+                arguments: match &c.offset {
+                    Some(offset) => {
+                        FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?])
+                    }
+                    None => FieldTable::new(),
+                },
                 ..Default::default()
             },
         )

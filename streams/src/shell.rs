@@ -7,7 +7,8 @@
 //!   only then do consumers see it, so an offset a consumer saw is never handed out
 //!   again after a crash.
 //! - **Reads**: each consumer is sent the offsets the machine gives it, from the
-//!   chunks appended last (kept decoded, up to [`TAIL_BYTES`]) or read from the log
+//!   chunks appended last (kept decoded while it has consumers, up to [`TAIL_BYTES`])
+//!   or read from the log
 //!   (one read of about [`READ_BYTES`] at a time, per consumer): memory stays flat
 //!   whatever the backlog, and a consumer replaying from `first` does not push the
 //!   tail out for the others.
@@ -34,8 +35,9 @@ use crate::machine::{Command, ConsumerKey, Effect, Partition};
 use crate::offset::{LogBounds, OffsetSpec, STREAM_OFFSET_ARG};
 use crate::retention;
 
-/// Decoded chunks appended last that the partition keeps for consumers at the end.
-pub const TAIL_BYTES: usize = 8 << 20;
+/// Decoded chunks appended last that the partition keeps for consumers at the end
+/// (none while it has no consumer).
+pub const TAIL_BYTES: usize = 2 << 20;
 /// Bytes of chunks one read of a consumer behind the tail fetches.
 pub const READ_BYTES: usize = 1 << 20;
 /// How often a stream with a maximum age looks for chunks to drop.
@@ -384,9 +386,15 @@ impl StreamShell {
             Ok(()) => {
                 answer(batches, |n| vec![EnqueueOutcome::Confirmed; n]);
                 let last_chunk = chunks.last().map_or(0, |c| c.header.first);
-                for chunk in chunks {
-                    self.tail_bytes += chunk.bytes;
-                    self.tail.push_back(chunk);
+                if self.readers.is_empty() {
+                    // Nobody reads at the end: a stream being filled holds nothing.
+                    self.tail.clear();
+                    self.tail_bytes = 0;
+                } else {
+                    for chunk in chunks {
+                        self.tail_bytes += chunk.bytes;
+                        self.tail.push_back(chunk);
+                    }
                 }
                 while self.tail_bytes > TAIL_BYTES && self.tail.len() > 1 {
                     if let Some(old) = self.tail.pop_front() {

@@ -184,6 +184,15 @@ fn streams() {
     run_script("streams");
 }
 
+/// Partitions over AMQP: the x-partition-hash exchange puts keys where Kafka would.
+#[test]
+fn streams_partitioned() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    run_script_with(&node, dir.path(), "streams", &["partitioned"]);
+}
+
 /// A stream's log survives a SIGKILL: every confirmed message is there after the
 /// restart, at its offset, and offsets go on from there.
 #[test]

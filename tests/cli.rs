@@ -112,6 +112,117 @@ async fn cli_commands_and_their_errors() {
         "invalid_stream_offset_arg",
     );
 
+    // A partitioned stream: RabbitMQ's super-stream layout, keys on Kafka's partitions.
+    let out = ok(&[
+        "stream",
+        "declare",
+        "views",
+        "--partitions",
+        "3",
+        "--arg",
+        "x-max-age=1D",
+    ]);
+    assert!(out.contains("3 partitions"), "{out}");
+    ok(&[
+        "stream",
+        "declare",
+        "views",
+        "--partitions",
+        "3",
+        "--arg",
+        "x-max-age=1D",
+    ]);
+    fails(
+        &[
+            "stream",
+            "declare",
+            "views",
+            "--partitions",
+            "4",
+            "--arg",
+            "x-max-age=1D",
+        ],
+        "add-partitions",
+    );
+    fails(&["stream", "declare", "amq.views"], "not a correct name");
+    for (key, partition) in [
+        ("abc", "0"),
+        ("a-little-bit-long-string", "2"),
+        ("foobar", "0"),
+    ] {
+        let out = ok(&["stream", "publish", "views", "--key", key, "--body", key]);
+        assert!(
+            out.contains(&format!("(partitions {partition})")),
+            "{key}: {out}"
+        );
+    }
+    let out = ok(&[
+        "stream",
+        "publish",
+        "views",
+        "--partition",
+        "1",
+        "--body",
+        "one",
+        "--count",
+        "2",
+    ]);
+    assert!(out.contains("(partitions 1)"), "{out}");
+    let out = ok(&[
+        "stream",
+        "consume",
+        "views",
+        "--offset",
+        "first",
+        "--count",
+        "5",
+        "--verbose",
+    ]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "0\t0\tabc\tabc",
+            "0\t1\tfoobar\tfoobar",
+            "1\t0\t\tone",
+            "1\t1\t\tone",
+            "2\t0\ta-little-bit-long-string\ta-little-bit-long-string",
+        ]
+    );
+    let out = ok(&["stream", "add-partitions", "views", "--count", "2"]);
+    assert!(out.contains("5 partitions"), "{out}");
+    let out = ok(&["stream", "partitions", "views"]);
+    assert!(out.contains("views-4"), "{out}");
+    let out = ok(&[
+        "stream",
+        "consume",
+        "views",
+        "--partition",
+        "2",
+        "--offset",
+        "first",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(out.trim(), "a-little-bit-long-string");
+    fails(
+        &[
+            "stream",
+            "consume",
+            "views",
+            "--partition",
+            "9",
+            "--count",
+            "1",
+        ],
+        "no partition 9",
+    );
+    fails(
+        &["stream", "publish", "nothing", "--body", "x"],
+        "no stream 'nothing'",
+    );
+
     ok(&[
         "declare",
         "exchange",

@@ -11,6 +11,7 @@ mod access;
 mod cluster;
 mod limits;
 mod queue;
+mod stream;
 
 use crate::listing;
 use bytes::Bytes;
@@ -98,6 +99,9 @@ pub enum Command {
     /// See and manage the members (replicas) of quorum queues.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// Partitioned streams: declare, add partitions, publish by key, consume.
+    #[command(subcommand)]
+    Stream(stream::StreamCmd),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -333,7 +337,7 @@ fn json_to_field(v: &serde_json::Value) -> Result<FieldValue, String> {
     })
 }
 
-fn table(args: Vec<(String, FieldValue)>) -> FieldTable {
+pub(crate) fn table(args: Vec<(String, FieldValue)>) -> FieldTable {
     args.into_iter().collect()
 }
 
@@ -429,6 +433,7 @@ pub async fn run_client(command: Command) -> Result<(), String> {
         Command::Limits(args) => limits::limits(args).await?,
         Command::Cluster(cmd) => cluster::cluster(cmd).await?,
         Command::Queue(cmd) => queue::queue(cmd).await?,
+        Command::Stream(cmd) => stream::stream(cmd).await?,
         Command::Purge { queue, conn } => {
             let client = conn.connect().await.map_err(e)?;
             let n = client.purge(&queue).await.map_err(e)?;
@@ -499,16 +504,21 @@ async fn bind(b: BindArgs, add: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn publish(p: PublishArgs) -> Result<(), String> {
-    let e = |e: ClientError| e.to_string();
-    let bodies: Box<dyn Iterator<Item = Bytes>> = match (&p.body, p.size) {
+/// The bodies a publish command sends: `--body` or `--size` bytes `--count` times,
+/// else each line of stdin.
+pub(crate) fn bodies(
+    body: &Option<String>,
+    size: Option<usize>,
+    count: Option<u64>,
+) -> Result<Box<dyn Iterator<Item = Bytes>>, String> {
+    Ok(match (body, size) {
         (Some(body), _) => {
             let body = Bytes::from(body.clone().into_bytes());
-            Box::new(std::iter::repeat_n(body, p.count.unwrap_or(1) as usize))
+            Box::new(std::iter::repeat_n(body, count.unwrap_or(1) as usize))
         }
         (None, Some(size)) => {
             let body = Bytes::from(vec![b'x'; size]);
-            Box::new(std::iter::repeat_n(body, p.count.unwrap_or(1) as usize))
+            Box::new(std::iter::repeat_n(body, count.unwrap_or(1) as usize))
         }
         (None, None) => {
             let lines: Vec<Bytes> = std::io::stdin()
@@ -519,7 +529,12 @@ async fn publish(p: PublishArgs) -> Result<(), String> {
                 .map_err(|err| format!("cannot read stdin: {err}"))?;
             Box::new(lines.into_iter())
         }
-    };
+    })
+}
+
+async fn publish(p: PublishArgs) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    let bodies = bodies(&p.body, p.size, p.count)?;
     let client = p.conn.connect().await.map_err(e)?;
     let mut properties = warren_actors::message::Properties::default();
     if !p.headers.is_empty() {

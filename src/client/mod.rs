@@ -25,6 +25,7 @@ mod consumer;
 mod error;
 mod inbox;
 mod publisher;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,9 @@ pub use admin::Trace;
 pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use publisher::{Confirm, MAX_BODY_BYTES};
+pub use stream::{
+    Partition, StreamOptions, StreamProducer, KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
+};
 pub use warren_cluster::connect::ConnectError;
 pub use warren_cluster::protocol::{Permission, PublishResult};
 

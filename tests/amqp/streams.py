@@ -242,6 +242,33 @@ def main():
     assert consume("small", 1, "first") == [(0, b"again", False)]
 
 
+def partitioned():
+    """A partitioned stream over AMQP, laid out as RabbitMQ's super streams, with
+    Warren's x-partition-hash exchange type: keys land on Kafka's partitions."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare("orders", "x-partition-hash", durable=True)
+    for i in range(3):
+        ch.queue_declare("orders-%d" % i, durable=True, arguments=STREAM)
+        ch.queue_bind("orders-%d" % i, "orders", str(i), arguments={"x-stream-partition-order": i})
+    # Kafka's partitioner: "abc" and "foobar" go to partition 0 of 3,
+    # "a-little-bit-long-string" and "a-little-bit-longer-string" to 2.
+    for key in ["abc", "foobar", "a-little-bit-long-string", "a-little-bit-longer-string"]:
+        ch.basic_publish("orders", key, key.encode(), pika.BasicProperties(delivery_mode=2))
+    assert [t.count(ch, "orders-%d" % i) for i in range(3)] == [2, 0, 2]
+    assert [b for _, b, _ in consume("orders-2", 2, "first")] == [
+        b"a-little-bit-long-string",
+        b"a-little-bit-longer-string",
+    ]
+    # Every key goes to exactly one partition.
+    for i in range(30):
+        ch.basic_publish("orders", "key-%d" % i, b"x", pika.BasicProperties(delivery_mode=2))
+    assert sum(t.count(ch, "orders-%d" % i) for i in range(3)) == 34
+    c = conn.channel()
+    e = t.channel_error(lambda: c.queue_bind("orders-0", "orders", "x"), 406, "a binding without a partition")
+    assert "x-stream-partition-order" in e.reply_text, e.reply_text
+
+
 def fill():
     ch = conn.channel()
     ch.confirm_delivery()
@@ -266,5 +293,5 @@ def restarted():
     assert consume("kept", 1, "last") == [(600, b"after", False)]
 
 
-{"main": main, "fill": fill, "restarted": restarted}[MODE]()
+{"main": main, "partitioned": partitioned, "fill": fill, "restarted": restarted}[MODE]()
 t.done()

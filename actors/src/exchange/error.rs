@@ -52,6 +52,15 @@ pub enum InvalidBinding {
         /// The longest a routing key may be, in bytes (255).
         max: usize,
     },
+    /// A binding of an `x-partition-hash` exchange without a partition number.
+    #[error(
+        "a binding of an x-partition-hash exchange needs 'x-stream-partition-order', its \
+         partition number (an integer of 0 or more), not {given}"
+    )]
+    PartitionOrder {
+        /// What was given instead (`none`, or the value's type).
+        given: String,
+    },
 }
 
 impl InvalidBinding {

@@ -1,4 +1,4 @@
-//! The four AMQP 0-9-1 exchange types.
+//! The four AMQP 0-9-1 exchange types, and Warren's `x-partition-hash`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,15 +19,20 @@ pub enum ExchangeKind {
     Topic,
     /// The message headers match the binding arguments.
     Headers,
+    /// One partition per message, by Kafka's hash of the routing key over the
+    /// bindings' `x-stream-partition-order` (see [`super::partition`]).
+    #[serde(rename = "x-partition-hash")]
+    PartitionHash,
 }
 
 impl ExchangeKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ExchangeKind; 4] = [
+    pub const ALL: [ExchangeKind; 5] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Topic,
         ExchangeKind::Headers,
+        ExchangeKind::PartitionHash,
     ];
 
     /// The name AMQP uses in `exchange.declare` (`direct`, `fanout`, ...).
@@ -37,6 +42,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::PartitionHash => "x-partition-hash",
         }
     }
 }

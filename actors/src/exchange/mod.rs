@@ -5,7 +5,8 @@
 //! - [`kind`]: the four exchange types.
 //! - [`definition`]: an exchange's declaration, the predeclared exchanges, equivalence.
 //! - [`binding`]: bindings and their destinations.
-//! - [`topic`], [`headers`]: the matching of the topic and headers types.
+//! - [`topic`], [`headers`]: the matching of the topic and headers types;
+//!   [`partition`]: the `x-partition-hash` type (Kafka's key hash over partitions).
 //! - [`router`]: one exchange's bindings, indexed for its type.
 //! - [`topology`]: a vhost's exchanges, bindings and queue names as one snapshot, with
 //!   routing across exchanges (exchange-to-exchange bindings, alternate exchanges).
@@ -19,6 +20,7 @@ pub mod error;
 pub mod field;
 pub mod headers;
 pub mod kind;
+pub mod partition;
 pub mod router;
 pub mod snapshot;
 pub mod topic;

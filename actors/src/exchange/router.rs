@@ -12,6 +12,7 @@ use super::dests::Dests;
 use super::error::InvalidBinding;
 use super::headers::HeadersPattern;
 use super::kind::ExchangeKind;
+use super::partition::{partition_order, Partitions};
 use super::topic::TopicTrie;
 use crate::message::FieldTable;
 
@@ -24,6 +25,8 @@ enum Index {
     Topic(TopicTrie),
     /// One entry per binding, tried in turn (RabbitMQ, too, tries every binding).
     Headers(Vec<(HeadersPattern, Binding)>),
+    /// Partition number to the destinations bound under it.
+    Partitions(Partitions),
 }
 
 /// The bindings of one exchange (as source) and the index that routes with them.
@@ -47,6 +50,7 @@ impl Router {
             ExchangeKind::Fanout => Index::Fanout(Dests::default()),
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
+            ExchangeKind::PartitionHash => Index::Partitions(Partitions::default()),
         };
         Router {
             kind,
@@ -78,8 +82,14 @@ impl Router {
     /// exchanges a valid `x-match`.
     pub fn check(kind: ExchangeKind, binding: &Binding) -> Result<(), InvalidBinding> {
         binding.check_key()?;
-        if kind == ExchangeKind::Headers {
-            HeadersPattern::parse(&binding.arguments)?;
+        match kind {
+            ExchangeKind::Headers => {
+                HeadersPattern::parse(&binding.arguments)?;
+            }
+            ExchangeKind::PartitionHash => {
+                partition_order(&binding.arguments)?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -101,6 +111,9 @@ impl Router {
             // Parsing is the only step that can fail, and nothing has changed yet.
             Index::Headers(entries) => {
                 entries.push((HeadersPattern::parse(&binding.arguments)?, binding.clone()))
+            }
+            Index::Partitions(partitions) => {
+                partitions.add(partition_order(&binding.arguments)?, dest.clone())
             }
         }
         *self.per_destination.entry(dest).or_insert(0) += 1;
@@ -132,6 +145,11 @@ impl Router {
             Index::Headers(entries) => {
                 if let Some(i) = entries.iter().position(|(_, b)| b == binding) {
                     entries.swap_remove(i);
+                }
+            }
+            Index::Partitions(partitions) => {
+                if let Ok(order) = partition_order(&binding.arguments) {
+                    partitions.remove(order, dest);
                 }
             }
         }
@@ -243,6 +261,7 @@ impl Router {
                     }
                 }
             }
+            Index::Partitions(partitions) => partitions.route(routing_key).for_each(f),
         }
     }
 }
@@ -302,7 +321,9 @@ mod tests {
     #[test]
     fn a_destination_reached_by_several_bindings_appears_once() {
         let args = |n: i32| FieldTable::from([("n".to_owned(), FieldValue::I32(n))]);
-        for kind in ExchangeKind::ALL {
+        // (The four AMQP types: an x-partition-hash binding needs a partition number.)
+        for kind in &ExchangeKind::ALL[..4] {
+            let kind = *kind;
             let router = Router::from_bindings(
                 kind,
                 [
@@ -356,7 +377,9 @@ mod tests {
 
     #[test]
     fn remove_destination_drops_all_its_bindings() {
-        for kind in ExchangeKind::ALL {
+        // (The four AMQP types: an x-partition-hash binding needs a partition number.)
+        for kind in &ExchangeKind::ALL[..4] {
+            let kind = *kind;
             let mut router = Router::from_bindings(
                 kind,
                 [
@@ -426,5 +449,29 @@ mod tests {
             Router::new(ExchangeKind::Topic).insert(long),
             Err(InvalidBinding::KeyTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn a_partition_hash_exchange_needs_partition_numbers_and_routes_by_key_hash() {
+        use crate::exchange::partition::PARTITION_ORDER_ARG;
+        let order =
+            |n: i64| FieldTable::from([(PARTITION_ORDER_ARG.to_owned(), FieldValue::I64(n))]);
+        let kind = ExchangeKind::PartitionHash;
+        assert!(matches!(
+            Router::check(kind, &qb("p0", "0")),
+            Err(InvalidBinding::PartitionOrder { .. })
+        ));
+        assert!(Router::check(kind, &qb("p0", "0").with_arguments(order(-1))).is_err());
+        let router = Router::from_bindings(
+            kind,
+            (0..3).map(|i| qb(&format!("clicks-{i}"), &i.to_string()).with_arguments(order(i))),
+        )
+        .unwrap();
+        // Kafka puts "abc" on partition 0 of 3 and "a-little-bit-long-string" on 2.
+        assert_eq!(routed(&router, "abc", None), ["queue 'clicks-0'"]);
+        assert_eq!(
+            routed(&router, "a-little-bit-long-string", None),
+            ["queue 'clicks-2'"]
+        );
     }
 }

@@ -1,0 +1,296 @@
+//! `warren stream ...`: partitioned streams (RabbitMQ's super streams, Kafka's topics)
+//! through the client handle: declare, add partitions, list them, publish by key,
+//! consume from one partition or all.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use tokio::sync::mpsc;
+use warren_actors::message::{FieldTable, FieldValue};
+
+use super::{bodies, parse_arg, table};
+use crate::client::{
+    ClientError, ConsumeOptions, Delivery, PublishOptions, PublishResult, StreamOptions, KEY_HEADER,
+};
+use crate::conn::Conn;
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCmd {
+    /// Declare a stream of N partitions: an exchange NAME and stream queues NAME-0 …
+    /// NAME-(N-1), laid out as RabbitMQ's super streams.
+    Declare {
+        /// The stream's name.
+        name: String,
+        /// How many partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// A stream argument for every partition, e.g. `x-max-age=7D`.
+        #[arg(long = "arg", value_name = "K=V", value_parser = parse_arg)]
+        arguments: Vec<(String, FieldValue)>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Add partitions to a stream (keys hashed to partitions move, as in Kafka).
+    AddPartitions {
+        /// The stream's name.
+        name: String,
+        /// How many partitions to add.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List a stream's partitions: number, queue, node, messages, consumers.
+    Partitions {
+        /// The stream's name.
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Publish to a stream: by key (Kafka's partitioner), to a partition, or round
+    /// the partitions; with confirms.
+    Publish {
+        /// The stream's name.
+        name: String,
+        /// The messages' key: it picks the partition.
+        #[arg(long, conflicts_with = "partition")]
+        key: Option<String>,
+        /// The partition's number.
+        #[arg(long)]
+        partition: Option<u64>,
+        /// Bodies of this text. Without --body or --size, each line of stdin is one message.
+        #[arg(long)]
+        body: Option<String>,
+        /// Bodies of this many bytes.
+        #[arg(long)]
+        size: Option<usize>,
+        /// How many messages (with --body or --size); default 1.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Consume a stream (every partition, or one) and print one body per line.
+    Consume {
+        /// The stream's name.
+        name: String,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<u64>,
+        /// Where to start in each partition: first, last, next, an offset or an
+        /// interval such as 1h.
+        #[arg(long, value_name = "first|last|next|N|1h", default_value = "next")]
+        offset: String,
+        /// Stop after this many messages (default: run until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print `partition offset key body` (tab-separated) instead of the body.
+        #[arg(long)]
+        verbose: bool,
+        #[arg(long, default_value_t = 100)]
+        prefetch: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
+    let e = |e: ClientError| e.to_string();
+    match cmd {
+        StreamCmd::Declare {
+            name,
+            partitions,
+            arguments,
+            conn,
+        } => {
+            let client = conn.connect().await.map_err(e)?;
+            let options = StreamOptions {
+                partitions,
+                arguments: table(arguments),
+            };
+            let declared = client.declare_stream(&name, options).await.map_err(e)?;
+            println!("stream {name} declared ({} partitions)", declared.len());
+        }
+        StreamCmd::AddPartitions { name, count, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let now = client.add_partitions(&name, count).await.map_err(e)?;
+            println!("stream {name} has {} partitions", now.len());
+        }
+        StreamCmd::Partitions { name, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let partitions = client.stream_partitions(&name).await.map_err(e)?;
+            if partitions.is_empty() {
+                return Err(format!(
+                    "no stream '{name}' (declare it with `warren stream declare`)"
+                ));
+            }
+            let queues = client.queues().await.map_err(e)?;
+            println!(
+                "{:>9}  {:<32} {:<12} {:>10} {:>9}",
+                "partition", "queue", "node", "messages", "consumers"
+            );
+            for p in partitions {
+                let q = queues.iter().find(|q| q.name == p.queue);
+                println!(
+                    "{:>9}  {:<32} {:<12} {:>10} {:>9}",
+                    p.number,
+                    p.queue,
+                    q.map_or("-", |q| q.node.as_str()),
+                    q.map_or(0, |q| q.messages),
+                    q.map_or(0, |q| q.consumers),
+                );
+            }
+        }
+        StreamCmd::Publish {
+            name,
+            key,
+            partition,
+            body,
+            size,
+            count,
+            conn,
+        } => {
+            let bodies = bodies(&body, size, count)?;
+            let client = conn.connect().await.map_err(e)?;
+            let producer = client.stream_producer(&name).await.map_err(e)?;
+            let index = match partition {
+                Some(n) => Some(
+                    producer
+                        .partitions()
+                        .iter()
+                        .position(|p| p.number == n)
+                        .ok_or_else(|| format!("stream '{name}' has no partition {n}"))?,
+                ),
+                None => None,
+            };
+            let options = PublishOptions {
+                persistent: true,
+                mandatory: true,
+                ..Default::default()
+            };
+            let mut confirms = Vec::new();
+            for body in bodies {
+                let sent = match index {
+                    Some(i) => {
+                        producer
+                            .send_to(i, key.as_deref(), body, options.clone())
+                            .await
+                    }
+                    None => producer.send(key.as_deref(), body, options.clone()).await,
+                };
+                confirms.push(sent.map_err(e)?);
+            }
+            let total = confirms.len();
+            let mut used = std::collections::BTreeSet::new();
+            for (number, confirm) in confirms {
+                match confirm.await.map_err(e)? {
+                    PublishResult::Confirmed => {
+                        used.insert(number);
+                    }
+                    other => {
+                        return Err(format!(
+                        "a message to partition {number} of '{name}' was not confirmed: {other:?}"
+                    ))
+                    }
+                }
+            }
+            let used: Vec<String> = used.iter().map(u64::to_string).collect();
+            println!(
+                "published {total} messages, {total} confirmed (partitions {})",
+                used.join(", ")
+            );
+        }
+        StreamCmd::Consume {
+            name,
+            partition,
+            offset,
+            count,
+            verbose,
+            prefetch,
+            conn,
+        } => {
+            let client = conn.connect().await.map_err(e)?;
+            let partitions = client.stream_partitions(&name).await.map_err(e)?;
+            let chosen: Vec<_> = partitions
+                .into_iter()
+                .filter(|p| partition.is_none_or(|n| p.number == n))
+                .collect();
+            if chosen.is_empty() {
+                return Err(match partition {
+                    Some(n) => format!("stream '{name}' has no partition {n}"),
+                    None => format!("no stream '{name}' (declare it with `warren stream declare`)"),
+                });
+            }
+            let arguments = FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?]);
+            let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Result<Delivery, ClientError>)>();
+            for p in &chosen {
+                let consumer = client
+                    .consume(
+                        &p.queue,
+                        ConsumeOptions {
+                            prefetch,
+                            arguments: arguments.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(e)?;
+                let (tx, number) = (tx.clone(), p.number);
+                let mut consumer = consumer;
+                tokio::spawn(async move {
+                    while let Some(d) = consumer.next().await {
+                        if tx.send((number, d)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut seen = 0u64;
+            let stdout = std::io::stdout();
+            while count.is_none_or(|n| seen < n) {
+                let next = tokio::select! {
+                    d = rx.recv() => d,
+                    _ = tokio::signal::ctrl_c() => None,
+                };
+                let Some((number, delivery)) = next else {
+                    break;
+                };
+                let delivery = delivery.map_err(e)?;
+                {
+                    let mut out = stdout.lock();
+                    if verbose {
+                        let header = |k: &str| {
+                            delivery
+                                .properties
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(k))
+                                .map(|v| match (v.as_str(), v.as_i64()) {
+                                    (Some(s), _) => s.to_string(),
+                                    (None, Some(n)) => n.to_string(),
+                                    _ => String::new(),
+                                })
+                                .unwrap_or_default()
+                        };
+                        write!(
+                            out,
+                            "{number}\t{}\t{}\t",
+                            header("x-stream-offset"),
+                            header(KEY_HEADER)
+                        )
+                        .map_err(|err| err.to_string())?;
+                    }
+                    out.write_all(&delivery.body)
+                        .map_err(|err| err.to_string())?;
+                    out.write_all(b"\n").map_err(|err| err.to_string())?;
+                }
+                delivery.ack().map_err(e)?;
+                seen += 1;
+            }
+            // Let the last acks leave before the process ends.
+            client.flush_settles().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Partitioned streams through the client handle (RabbitMQ's super streams, Kafka's
+//! topics), laid out as RabbitMQ lays super streams out, so AMQP clients see the same
+//! objects:
+//!
+//! - a durable direct exchange named after the stream, with `x-super-stream: true`;
+//! - one stream queue per partition, `NAME-0` … `NAME-(N-1)`;
+//! - a binding from the exchange to each, keyed by the partition's number (`"0"`…),
+//!   with `x-stream-partition-order` set to it.
+//!
+//! A [`StreamProducer`] picks the partition of a keyed message with Kafka's default
+//! partitioner (murmur2 of the key, modulo the partitions), so a key lands on the
+//! same partition number as in Kafka; without a key it goes round the partitions.
+//! The key travels with the message in the [`KEY_HEADER`] header.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use warren_actors::exchange::partition::{partition_of, PARTITION_ORDER_ARG};
+use warren_actors::message::{FieldTable, FieldValue};
+use warren_cluster::protocol::BindTarget;
+
+use super::{Client, ClientError, Confirm, ExchangeOptions, PublishOptions, QueueOptions};
+
+/// The exchange argument RabbitMQ marks a super stream's exchange with.
+pub const SUPER_STREAM_ARG: &str = "x-super-stream";
+
+/// The header a keyed message carries its key in.
+pub const KEY_HEADER: &str = "x-stream-key";
+
+/// Partitions one stream may have at most.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// How to declare a partitioned stream.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// How many partitions (1 or more).
+    pub partitions: u32,
+    /// Each partition's stream arguments (`x-max-age`, `x-max-length-bytes`…).
+    pub arguments: FieldTable,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            partitions: 1,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+/// One partition of a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    /// Its number (`x-stream-partition-order`).
+    pub number: u64,
+    /// Its stream queue (`NAME-NUMBER`).
+    pub queue: String,
+    /// The binding key that routes to it from the stream's exchange.
+    pub routing_key: String,
+}
+
+fn partition_queue(stream: &str, number: u64) -> String {
+    format!("{stream}-{number}")
+}
+
+impl Client {
+    /// Declares a partitioned stream of `options.partitions` partitions (each a
+    /// durable stream queue) and returns its partitions. Declaring it again as it is
+    /// changes nothing; with another number of partitions it is refused (406): add
+    /// partitions with [`Client::add_partitions`].
+    pub async fn declare_stream(
+        &self,
+        name: &str,
+        options: StreamOptions,
+    ) -> Result<Vec<Partition>, ClientError> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(ClientError::PreconditionFailed(format!(
+                "'{name}' is not a correct name for a stream: it must not be empty or start with 'amq.'"
+            )));
+        }
+        if options.partitions == 0 || options.partitions > MAX_PARTITIONS {
+            return Err(ClientError::PreconditionFailed(format!(
+                "a stream has 1 to {MAX_PARTITIONS} partitions, not {}",
+                options.partitions
+            )));
+        }
+        let existing = self.stream_partitions(name).await?;
+        if !existing.is_empty() && existing.len() as u32 != options.partitions {
+            return Err(ClientError::PreconditionFailed(format!(
+                "stream '{name}' has {} partitions, not {}: add partitions with `warren stream add-partitions`",
+                existing.len(),
+                options.partitions
+            )));
+        }
+        self.declare_exchange(
+            name,
+            "direct",
+            ExchangeOptions {
+                durable: true,
+                arguments: FieldTable::from([(
+                    SUPER_STREAM_ARG.to_string(),
+                    FieldValue::Bool(true),
+                )]),
+                ..Default::default()
+            },
+        )
+        .await?;
+        self.declare_partitions(name, 0..u64::from(options.partitions), &options.arguments)
+            .await
+    }
+
+    /// Adds `count` partitions to stream `name` (numbered after the last one), with
+    /// the arguments of its first partition; returns every partition. Keys hashed to
+    /// partitions move as they do in Kafka when a topic grows.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        count: u32,
+    ) -> Result<Vec<Partition>, ClientError> {
+        let existing = self.stream_partitions(name).await?;
+        let Some(first) = existing.first() else {
+            return Err(ClientError::NotFound(format!(
+                "no stream '{name}' (declare it first)"
+            )));
+        };
+        let total = existing.len() as u32 + count;
+        if count == 0 || total > MAX_PARTITIONS {
+            return Err(ClientError::PreconditionFailed(format!(
+                "a stream has 1 to {MAX_PARTITIONS} partitions: cannot add {count} to {}",
+                existing.len()
+            )));
+        }
+        let arguments = self
+            .queues()
+            .await?
+            .into_iter()
+            .find(|q| q.name == first.queue)
+            .map(|q| q.arguments)
+            .unwrap_or_default();
+        let next = existing.last().map_or(0, |p| p.number + 1);
+        self.declare_partitions(name, next..next + u64::from(count), &arguments)
+            .await
+    }
+
+    async fn declare_partitions(
+        &self,
+        name: &str,
+        numbers: std::ops::Range<u64>,
+        arguments: &FieldTable,
+    ) -> Result<Vec<Partition>, ClientError> {
+        let mut arguments = arguments.clone();
+        arguments.insert("x-queue-type".into(), FieldValue::string("stream"));
+        for number in numbers {
+            let queue = partition_queue(name, number);
+            self.declare_queue(
+                &queue,
+                QueueOptions {
+                    durable: true,
+                    arguments: arguments.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let order = FieldTable::from([(
+                PARTITION_ORDER_ARG.to_string(),
+                FieldValue::I64(number as i64),
+            )]);
+            self.bind_queue(&queue, name, &number.to_string(), order)
+                .await?;
+        }
+        self.stream_partitions(name).await
+    }
+
+    /// The partitions of stream `name`, in order: the stream queues its exchange is
+    /// bound to with a partition number. Empty when there is no such stream.
+    pub async fn stream_partitions(&self, name: &str) -> Result<Vec<Partition>, ClientError> {
+        let mut partitions: Vec<Partition> = self
+            .bindings()
+            .await?
+            .into_iter()
+            .filter(|b| b.source == name)
+            .filter_map(|b| {
+                let BindTarget::Queue(queue) = b.target else {
+                    return None;
+                };
+                let number = b.arguments.get(PARTITION_ORDER_ARG)?.as_i64()?;
+                Some(Partition {
+                    number: u64::try_from(number).ok()?,
+                    queue,
+                    routing_key: b.routing_key,
+                })
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.number);
+        partitions.dedup_by_key(|p| p.number);
+        Ok(partitions)
+    }
+
+    /// A producer for stream `name` (its partitions as they are now).
+    pub async fn stream_producer(&self, name: &str) -> Result<StreamProducer, ClientError> {
+        let partitions = self.stream_partitions(name).await?;
+        if partitions.is_empty() {
+            return Err(ClientError::NotFound(format!(
+                "no stream '{name}' with partitions (declare it with `warren stream declare`)"
+            )));
+        }
+        Ok(StreamProducer {
+            client: self.clone(),
+            stream: name.to_string(),
+            partitions,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// Publishes to a partitioned stream: by key (Kafka's partitioner), round the
+/// partitions, or to a partition named.
+pub struct StreamProducer {
+    client: Client,
+    stream: String,
+    partitions: Vec<Partition>,
+    next: AtomicUsize,
+}
+
+impl StreamProducer {
+    /// The stream's partitions, in order.
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+
+    /// The partition (its index in [`partitions`](Self::partitions)) a key goes to.
+    pub fn partition_for(&self, key: &[u8]) -> usize {
+        partition_of(key, self.partitions.len() as u32) as usize
+    }
+
+    /// Publishes `body` with `key` (in the [`KEY_HEADER`] header) to the partition
+    /// the key hashes to; without a key, to the next partition in turn. Returns the
+    /// partition's number and the confirm.
+    pub async fn send(
+        &self,
+        key: Option<&str>,
+        body: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<(u64, Confirm), ClientError> {
+        let index = match key {
+            Some(key) => self.partition_for(key.as_bytes()),
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions.len(),
+        };
+        self.send_to(index, key, body, options).await
+    }
+
+    /// Publishes to the partition at `index` of [`partitions`](Self::partitions).
+    pub async fn send_to(
+        &self,
+        index: usize,
+        key: Option<&str>,
+        body: impl Into<Bytes>,
+        mut options: PublishOptions,
+    ) -> Result<(u64, Confirm), ClientError> {
+        let partition = self.partitions.get(index).ok_or_else(|| {
+            ClientError::NotFound(format!(
+                "stream '{}' has no partition {index} (it has {})",
+                self.stream,
+                self.partitions.len()
+            ))
+        })?;
+        if let Some(key) = key {
+            options
+                .properties
+                .headers
+                .get_or_insert_with(FieldTable::new)
+                .insert(KEY_HEADER.to_string(), FieldValue::string(key));
+        }
+        let confirm = self
+            .client
+            .publish(&self.stream, &partition.routing_key, body, options)
+            .await?;
+        Ok((partition.number, confirm))
+    }
+}

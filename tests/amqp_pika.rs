@@ -193,6 +193,16 @@ fn streams_partitioned() {
     run_script_with(&node, dir.path(), "streams", &["partitioned"]);
 }
 
+/// Consumer groups on a partitioned stream: one active member per partition, offsets
+/// kept by the broker, broadcast members.
+#[test]
+fn streams_groups() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    run_script_with(&node, dir.path(), "streams", &["groups"]);
+}
+
 /// A stream's log survives a SIGKILL: every confirmed message is there after the
 /// restart, at its offset, and offsets go on from there.
 #[test]

@@ -218,6 +218,49 @@ async fn cli_commands_and_their_errors() {
         ],
         "no partition 9",
     );
+    // A consumer group goes on where it left off: its offsets are kept by the node.
+    let group = |count: &str| {
+        let out = ok(&[
+            "stream",
+            "consume",
+            "views",
+            "--group",
+            "billing",
+            "--offset",
+            "first",
+            "--count",
+            count,
+            "--verbose",
+        ]);
+        let mut seen: Vec<String> = out
+            .lines()
+            .map(|l| l.split('\t').take(2).collect::<Vec<_>>().join(":"))
+            .collect();
+        seen.sort();
+        seen
+    };
+    let first = group("3");
+    let rest = group("2");
+    let mut all: Vec<String> = first.iter().chain(&rest).cloned().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        ["0:0", "0:1", "1:0", "1:1", "2:0"],
+        "{first:?} then {rest:?}"
+    );
+    fails(
+        &[
+            "stream",
+            "consume",
+            "views",
+            "--group",
+            "g",
+            "--broadcast",
+            "--count",
+            "1",
+        ],
+        "required arguments",
+    );
     fails(
         &["stream", "publish", "nothing", "--body", "x"],
         "no stream 'nothing'",

@@ -87,6 +87,17 @@ pub enum StreamCmd {
         /// Print `partition offset key body` (tab-separated) instead of the body.
         #[arg(long)]
         verbose: bool,
+        /// Consume as a member of this consumer group: one member per partition at a
+        /// time, the group's offset kept by the node (it wins over --offset).
+        #[arg(long)]
+        group: Option<String>,
+        /// With --group: every member gets every message (RocketMQ's broadcast
+        /// mode), each with its own offset, kept under --member.
+        #[arg(long, requires = "member")]
+        broadcast: bool,
+        /// With --group: this member's name.
+        #[arg(long, requires = "group")]
+        member: Option<String>,
         #[arg(long, default_value_t = 100)]
         prefetch: u32,
         #[command(flatten)]
@@ -206,6 +217,9 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             offset,
             count,
             verbose,
+            group,
+            broadcast,
+            member,
             prefetch,
             conn,
         } => {
@@ -221,7 +235,20 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                     None => format!("no stream '{name}' (declare it with `warren stream declare`)"),
                 });
             }
-            let arguments = FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?]);
+            let mut arguments =
+                FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?]);
+            if let Some(group) = group {
+                arguments.insert("x-stream-group".into(), FieldValue::string(group));
+                if broadcast {
+                    arguments.insert(
+                        "x-stream-group-mode".into(),
+                        FieldValue::string("broadcast"),
+                    );
+                }
+                if let Some(member) = member {
+                    arguments.insert("x-stream-member".into(), FieldValue::string(member));
+                }
+            }
             let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Result<Delivery, ClientError>)>();
             for p in &chosen {
                 let consumer = client

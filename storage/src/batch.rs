@@ -120,10 +120,20 @@ pub enum Op {
         /// The timestamp of the first chunk kept.
         before_ms: u64,
     },
-    /// Remove a partition's log whole (the stream was deleted).
+    /// Remove a partition's log whole, and its consumer groups' offsets (the stream
+    /// was deleted).
     DropPartition {
         /// The partition.
         partition: u64,
+    },
+    /// Store the offset a consumer group of a partition goes on from.
+    PutConsumerOffset {
+        /// The partition.
+        partition: u64,
+        /// The group (with its member, for a broadcast group).
+        group: String,
+        /// The first offset the group has not processed.
+        offset: u64,
     },
 }
 
@@ -142,6 +152,7 @@ impl Op {
             Op::PutLogSnapshot { snapshot, .. } => 8 + snapshot.len(),
             Op::AppendChunk { chunk, .. } => 24 + chunk.len(),
             Op::DropChunks { .. } | Op::DropPartition { .. } => 16,
+            Op::PutConsumerOffset { group, .. } => 24 + group.len(),
         }
     }
 
@@ -157,6 +168,7 @@ impl Op {
             Op::PutLogSnapshot { snapshot, .. } => snapshot.len(),
             Op::AppendChunk { chunk, .. } => chunk.len(),
             Op::DropChunks { .. } | Op::DropPartition { .. } => 0,
+            Op::PutConsumerOffset { group, .. } => group.len() + 17,
             Op::DeleteMessage { .. }
             | Op::DeleteQueueMessages { .. }
             | Op::TruncateLog { .. }

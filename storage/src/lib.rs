@@ -34,7 +34,7 @@
 //! | `queue.body`       | `(queue, seq)`        | full encoded message      | read on delivery |
 //! | `partition.log`    | `(partition, first offset)` | chunk of messages   | streams' logs    |
 //! | `partition.time`   | `(partition, ms)`     | first offset              | streams' timestamp index |
-//! | `consumer.offsets` | `&str`                | `u64` offset              | reserved         |
+//! | `consumer.offsets` | `"PARTITION\0GROUP"`  | `u64` offset              | consumer groups  |
 //! | `replication.log`  | `(group, index)`      | entry                     | Raft logs        |
 //!
 //! Tuple keys sort element by element, so one queue's (partition's, group's)

@@ -12,8 +12,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageEr
 
 use crate::error::ReadError;
 use crate::tables::{
-    owner_range, MetaTable, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
-    REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, PARTITION_LOG,
+    PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// Maps a redb error to a [`ReadError`] naming the table.
@@ -406,4 +406,54 @@ pub(crate) fn partitions(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>,
         }
     }
     Ok(partitions)
+}
+
+/// The stored offset of consumer group `group` in `partition`, if any.
+pub(crate) fn consumer_offset(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+    group: &str,
+) -> Result<Option<u64>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "consumer.offsets",
+    };
+    let table = match txn.open_table(CONSUMER_OFFSETS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let found = table
+        .get(offset_key(partition, group).as_str())
+        .map_err(|err| cx.storage(err))?;
+    Ok(found.map(|v| v.value()))
+}
+
+/// Every consumer group's stored offset in `partition`, by group.
+pub(crate) fn consumer_offsets(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+) -> Result<Vec<(String, u64)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "consumer.offsets",
+    };
+    let table = match txn.open_table(CONSUMER_OFFSETS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let (from, to) = offset_range(partition);
+    let mut offsets = Vec::new();
+    for entry in table
+        .range::<&str>(from.as_str()..to.as_str())
+        .map_err(|err| cx.storage(err))?
+    {
+        let (key, offset) = entry.map_err(|err| cx.storage(err))?;
+        let group = key.value().split_once('\u{0}').map_or("", |(_, g)| g);
+        offsets.push((group.to_string(), offset.value()));
+    }
+    Ok(offsets)
 }

@@ -211,6 +211,19 @@ impl Store {
         reads::partition_offset_at(&txn, self.path(), partition, timestamp_ms)
     }
 
+    /// The stored offset of consumer group `group` in a partition (see
+    /// [`Op::PutConsumerOffset`](crate::Op::PutConsumerOffset)), if any.
+    pub fn consumer_offset(&self, partition: u64, group: &str) -> Result<Option<u64>, ReadError> {
+        let txn = self.begin_read("consumer.offsets")?;
+        reads::consumer_offset(&txn, self.path(), partition, group)
+    }
+
+    /// Every consumer group's stored offset in a partition, by group name.
+    pub fn consumer_offsets(&self, partition: u64) -> Result<Vec<(String, u64)>, ReadError> {
+        let txn = self.begin_read("consumer.offsets")?;
+        reads::consumer_offsets(&txn, self.path(), partition)
+    }
+
     /// The partitions with chunks stored, ascending, so that the node can drop the
     /// logs of streams that no longer exist.
     pub fn partitions(&self) -> Result<Vec<u64>, ReadError> {
@@ -533,6 +546,21 @@ mod tests {
             chunk(3, 25, 200),
             chunk(3, 40, 300),
             chunk(4, 0, 50),
+            Op::PutConsumerOffset {
+                partition: 3,
+                group: "billing".into(),
+                offset: 7,
+            },
+            Op::PutConsumerOffset {
+                partition: 3,
+                group: "audit\u{0}m1".into(),
+                offset: 2,
+            },
+            Op::PutConsumerOffset {
+                partition: 4,
+                group: "g".into(),
+                offset: 9,
+            },
         ];
         store.submit(Batch::durable(ops)).wait().expect("commit");
         let firsts = |chunks: Vec<StoredChunk>| chunks.into_iter().map(|c| c.0).collect::<Vec<_>>();
@@ -546,6 +574,12 @@ mod tests {
         assert_eq!(store.partition_offset_at(3, 200).unwrap(), Some(10));
         assert_eq!(store.partition_offset_at(3, 301).unwrap(), None);
         assert_eq!(store.partitions().unwrap(), [3, 4]);
+        assert_eq!(
+            store.consumer_offsets(3).unwrap(),
+            [("audit\u{0}m1".to_string(), 2), ("billing".to_string(), 7)]
+        );
+        assert_eq!(store.consumer_offset(3, "billing").unwrap(), Some(7));
+        assert_eq!(store.consumer_offset(3, "nobody").unwrap(), None);
         store
             .submit(Batch::durable(vec![Op::DropChunks {
                 partition: 3,
@@ -564,6 +598,8 @@ mod tests {
             .wait()
             .expect("commit");
         assert_eq!(store.partition_ends(3).unwrap(), None);
+        assert_eq!(store.consumer_offsets(3).unwrap(), []);
+        assert_eq!(store.consumer_offset(4, "g").unwrap(), Some(9));
         assert_eq!(store.partition_offset_at(3, 0).unwrap(), None);
         assert_eq!(store.partitions().unwrap(), [4]);
     }

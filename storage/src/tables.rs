@@ -53,8 +53,9 @@ pub(crate) const PARTITION_LOG: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const PARTITION_TIME: TableDefinition<(u64, u64), u64> =
     TableDefinition::new("partition.time");
 
-/// `consumer.offsets`: `"group\0partition" -> committed offset`. Reserved for
-/// consumer groups; created at open, not written yet.
+/// `consumer.offsets`: `"PARTITION\0GROUP" -> offset`: where each consumer group of
+/// a partition goes on from (the partition's id as 16 hex digits, so one
+/// partition's groups sort together; see [`offset_key`]).
 pub(crate) const CONSUMER_OFFSETS: TableDefinition<&str, u64> =
     TableDefinition::new("consumer.offsets");
 
@@ -131,6 +132,19 @@ impl MetaTable {
     pub(crate) const fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
         TableDefinition::new(self.table_name())
     }
+}
+
+/// The key of consumer group `group`'s offset in partition `partition`.
+pub(crate) fn offset_key(partition: u64, group: &str) -> String {
+    format!("{partition:016x}\u{0}{group}")
+}
+
+/// The key range of every consumer group's offset in `partition`.
+pub(crate) fn offset_range(partition: u64) -> (String, String) {
+    (
+        format!("{partition:016x}\u{0}"),
+        format!("{partition:016x}\u{1}"),
+    )
 }
 
 /// The key range holding every record of one queue (or partition, or group).

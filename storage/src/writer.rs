@@ -68,8 +68,8 @@ use crate::error::{CommitError, CompactError};
 use crate::options::StoreOptions;
 use crate::shared::Shared;
 use crate::tables::{
-    owner_range, MetaTable, FORMAT, NEXT_ID_KEY, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY,
-    QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, FORMAT, NEXT_ID_KEY,
+    PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The environment variable of the fault-injection hook (see the module doc):
@@ -612,6 +612,19 @@ impl<'t> GroupTables<'t> {
                 self.txn
                     .open_table(PARTITION_TIME)?
                     .retain_in(owner_range(*partition), |_, _| false)?;
+                let (from, to) = offset_range(*partition);
+                self.txn
+                    .open_table(CONSUMER_OFFSETS)?
+                    .retain_in::<&str, _>(from.as_str()..to.as_str(), |_, _| false)?;
+            }
+            Op::PutConsumerOffset {
+                partition,
+                group,
+                offset,
+            } => {
+                self.txn
+                    .open_table(CONSUMER_OFFSETS)?
+                    .insert(offset_key(*partition, group).as_str(), *offset)?;
             }
         }
         Ok(())

@@ -22,12 +22,17 @@ use warren_actors::queue::{
 use warren_actors::BoxFuture;
 
 use crate::args::TYPE_NAME;
+use crate::group::GroupArgs;
 use crate::machine::ConsumerKey;
 use crate::offset::{OffsetSpec, STREAM_OFFSET_ARG};
 use crate::shell::{now_ms, StreamMsg};
 
 /// Consumer arguments a stream refuses (RabbitMQ's).
 const REFUSED_CONSUMER_ARGS: [&str; 2] = ["x-priority", "x-cancel-on-ha-failover"];
+
+/// A consumer as a restarted actor re-attaches it: its request, the offset after the
+/// last one it was sent, its group.
+pub(crate) type Journaled = (ConsumeRequest, u64, Option<GroupArgs>);
 
 /// What a stream's handle and its actor share; outlives the actor's restarts.
 pub(crate) struct StreamShared {
@@ -40,8 +45,8 @@ pub(crate) struct StreamShared {
     incarnations: AtomicU64,
     stats: Mutex<QueueStats>,
     /// The consumers to re-attach when a crashed actor restarts, each with the
-    /// offset after the last one it was sent.
-    journal: Mutex<HashMap<ConsumerKey, (ConsumeRequest, u64)>>,
+    /// offset after the last one it was sent, and its group.
+    journal: Mutex<HashMap<ConsumerKey, Journaled>>,
     tracers: Mutex<Vec<(ChannelId, ChannelSink)>>,
 }
 
@@ -93,9 +98,9 @@ impl StreamShared {
         stats.writing = writing;
     }
 
-    pub fn journal_consume(&self, request: ConsumeRequest, start: u64) {
+    pub fn journal_consume(&self, request: ConsumeRequest, start: u64, group: Option<GroupArgs>) {
         let key = (request.channel, request.tag.clone());
-        lock(&self.journal).insert(key, (request, start));
+        lock(&self.journal).insert(key, (request, start, group));
     }
 
     pub fn journal_sent(&self, key: &ConsumerKey, next: u64) {
@@ -108,7 +113,7 @@ impl StreamShared {
         lock(&self.journal).retain(|k, _| !gone(k));
     }
 
-    pub fn journal(&self) -> Vec<(ConsumeRequest, u64)> {
+    pub fn journal(&self) -> Vec<Journaled> {
         lock(&self.journal).values().cloned().collect()
     }
 
@@ -151,8 +156,12 @@ impl StreamShared {
         rx.await.map_err(|_| self.unavailable())?
     }
 
-    /// RabbitMQ's checks of a stream consumer, in its order; the start it asked for.
-    fn check_consumer(&self, request: &ConsumeRequest) -> Result<OffsetSpec, BrokerError> {
+    /// RabbitMQ's checks of a stream consumer, in its order (then Warren's of its
+    /// group); the start it asked for and its group.
+    fn check_consumer(
+        &self,
+        request: &ConsumeRequest,
+    ) -> Result<(OffsetSpec, Option<GroupArgs>), BrokerError> {
         if let Some(arg) = REFUSED_CONSUMER_ARGS
             .iter()
             .find(|a| request.arguments.contains_key(**a))
@@ -189,7 +198,13 @@ impl StreamShared {
                 format!("{} does not support global qos", self.named()),
             ));
         }
-        Ok(spec)
+        let group = GroupArgs::of(&request.arguments).map_err(|(arg, why)| {
+            BrokerError::precondition_failed(format!(
+                "invalid arg '{arg}' for {}: {why}",
+                self.named()
+            ))
+        })?;
+        Ok((spec, group))
     }
 
     /// RabbitMQ's 540 for what a stream does not do.
@@ -228,11 +243,12 @@ impl Queue for StreamQueue {
 
     fn consume(&self, request: ConsumeRequest) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let spec = self.shared.check_consumer(&request)?;
+            let (spec, group) = self.shared.check_consumer(&request)?;
             self.shared
                 .ask(|reply| StreamMsg::Consume {
                     request,
                     spec,
+                    group,
                     reply,
                 })
                 .await

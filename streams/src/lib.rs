@@ -8,6 +8,7 @@
 //! | `args.rs` | [`StreamConfig`]: a declaration's flags and arguments, checked as RabbitMQ does |
 //! | `offset.rs` | [`OffsetSpec`] (`x-stream-offset`) and [`LogBounds`]: where a consumer starts |
 //! | `chunk.rs` | a chunk: the messages of one append, one record of the log, header first |
+//! | `group.rs` | [`group::GroupArgs`]: a consumer's group, from its arguments |
 //! | `machine.rs` | [`Partition`]: the pure state machine (bounds, consumers, credit) |
 //! | `retention.rs` | which old chunks go (pure) |
 //! | `shell.rs` | the partition's actor: appends, reads, retention, deliveries |
@@ -25,6 +26,7 @@
 
 pub mod args;
 pub mod chunk;
+pub mod group;
 mod handle;
 pub mod machine;
 pub mod offset;

@@ -5,6 +5,17 @@
 //! A consumer reads from its own position; acks do not remove messages, they give
 //! the consumer credit back (at most `prefetch` deliveries unacked). A consumer whose
 //! next offset was removed by retention goes on at the first offset kept.
+//!
+//! Consumers of a **group** share one position, the group's committed offset, and
+//! only one of them is active at a time (RabbitMQ's single active consumer of a super
+//! stream's partition): member `p mod n` in order of arrival, where `p` is the
+//! partition's number and `n` the group's members here, so that members subscribed
+//! to every partition of a stream get the partitions spread between them. When
+//! members come or go the choice is made again; a member that stops being active
+//! stops getting messages, and the one that takes over starts at the committed
+//! offset (what was delivered and not committed comes again: at least once). The
+//! committed offset moves as the active member acks (or as it is sent messages, for a
+//! group that commits on delivery), and the shell stores it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -26,6 +37,42 @@ pub struct Consumer {
     pub next: u64,
     /// The offsets it was sent and has not settled.
     pub unacked: BTreeSet<u64>,
+    /// The group it is a member of.
+    pub group: Option<Arc<str>>,
+    /// It is sent messages (a group's other members wait).
+    pub active: bool,
+}
+
+/// When a group's offset moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Commit {
+    /// As the active member acks: the offset is the first one not acked.
+    #[default]
+    OnAck,
+    /// As messages are sent to the active member (at most once for what it held).
+    OnDelivery,
+}
+
+/// A consumer group's state in this partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The offset the group goes on from.
+    pub committed: u64,
+    /// How the offset moves.
+    pub commit: Commit,
+    /// Its members here, in order of arrival.
+    pub members: Vec<ConsumerKey>,
+}
+
+/// A consumer joining a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Join {
+    /// The group's name (with its member's, for a broadcast group).
+    pub group: Arc<str>,
+    /// The group's stored offset, if it has one (it wins over the consumer's start).
+    pub stored: Option<u64>,
+    /// How the group's offset moves.
+    pub commit: Commit,
 }
 
 impl Consumer {
@@ -54,14 +101,18 @@ pub enum Command {
         /// The byte position of the first chunk kept.
         start: u64,
     },
-    /// A consumer starts at `start` (resolved from its `x-stream-offset`).
+    /// A consumer starts at `start` (resolved from its `x-stream-offset`), alone or
+    /// as a member of a group.
     Consume {
         /// The consumer.
         key: ConsumerKey,
-        /// Its first offset.
+        /// Its first offset (a group's first member's, when the group has no
+        /// stored offset).
         start: u64,
         /// Its prefetch (> 0).
         prefetch: u32,
+        /// The group it joins.
+        join: Option<Join>,
     },
     /// A consumer ends; what it holds unacked is forgotten.
     Cancel {
@@ -100,6 +151,19 @@ pub enum Effect {
         /// The offsets.
         offsets: Range<u64>,
     },
+    /// The consumer stopped being its group's active member: drop what was to be
+    /// sent to it.
+    Deactivated {
+        /// The consumer.
+        key: ConsumerKey,
+    },
+    /// Store the group's offset.
+    Commit {
+        /// The group.
+        group: Arc<str>,
+        /// The first offset it has not processed.
+        offset: u64,
+    },
 }
 
 /// Why a command was refused.
@@ -111,20 +175,31 @@ pub enum Refused {
     TagInUse(String),
 }
 
-/// A partition: its log's bounds and its consumers.
+/// A partition: its log's bounds, its consumers and its groups.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Partition {
     bounds: LogBounds,
+    /// Its number in its stream: which member of a group it picks.
+    number: u64,
     consumers: BTreeMap<ConsumerKey, Consumer>,
+    groups: BTreeMap<Arc<str>, Group>,
 }
 
 impl Partition {
-    /// A partition whose log holds `bounds` (as found at start), without consumers.
-    pub fn new(bounds: LogBounds) -> Partition {
+    /// Partition `number` of its stream, whose log holds `bounds` (as found at
+    /// start), without consumers.
+    pub fn new(bounds: LogBounds, number: u64) -> Partition {
         Partition {
             bounds,
+            number,
             consumers: BTreeMap::new(),
+            groups: BTreeMap::new(),
         }
+    }
+
+    /// The groups that have or had members here since the partition started.
+    pub fn groups(&self) -> impl Iterator<Item = (&Arc<str>, &Group)> {
+        self.groups.iter()
     }
 
     /// The log's bounds.
@@ -145,8 +220,10 @@ impl Partition {
             .sum()
     }
 
-    /// Applies one command; the effects are the deliveries it makes possible.
+    /// Applies one command; the effects are the deliveries it makes possible, and
+    /// the group changes it makes.
     pub fn apply(&mut self, command: Command) -> Result<Vec<Effect>, Refused> {
+        let mut effects = Vec::new();
         match command {
             Command::Appended {
                 next,
@@ -165,23 +242,35 @@ impl Partition {
                 key,
                 start,
                 prefetch,
+                join,
             } => {
                 if self.consumers.contains_key(&key) {
                     return Err(Refused::TagInUse(key.1.to_string()));
                 }
+                let group = join.as_ref().map(|j| j.group.clone());
                 self.consumers.insert(
-                    key,
+                    key.clone(),
                     Consumer {
                         prefetch,
                         next: start,
                         unacked: BTreeSet::new(),
+                        active: group.is_none(),
+                        group: group.clone(),
                     },
                 );
+                if let Some(join) = join {
+                    let entry = self.groups.entry(join.group.clone()).or_insert(Group {
+                        committed: join.stored.unwrap_or(start),
+                        commit: join.commit,
+                        members: Vec::new(),
+                    });
+                    entry.members.push(key);
+                    self.choose_active(&join.group, &mut effects);
+                }
             }
-            Command::Cancel { key } => {
-                self.consumers.remove(&key);
-            }
+            Command::Cancel { key } => self.remove_consumer(&key, &mut effects),
             Command::Settle { channel, offsets } => {
+                let mut settled_groups = BTreeSet::new();
                 for offset in offsets {
                     // The first consumer of the channel holding it: two consumers of
                     // one channel may both hold an offset, and each settles its own.
@@ -190,11 +279,25 @@ impl Partition {
                         .find(|c| c.unacked.contains(&offset))
                     {
                         c.unacked.remove(&offset);
+                        if let (Some(group), true) = (&c.group, c.active) {
+                            settled_groups.insert(group.clone());
+                        }
                     }
+                }
+                for group in settled_groups {
+                    self.commit_acked(&group, &mut effects);
                 }
             }
             Command::ChannelDown { channel } => {
-                self.consumers.retain(|(ch, _), _| *ch != channel);
+                let gone: Vec<ConsumerKey> = self
+                    .consumers
+                    .keys()
+                    .filter(|(ch, _)| *ch == channel)
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.remove_consumer(&key, &mut effects);
+                }
             }
             Command::Skipped { key, offsets } => {
                 if let Some(c) = self.consumers.get_mut(&key) {
@@ -204,7 +307,72 @@ impl Partition {
                 }
             }
         }
-        Ok(self.deliveries())
+        self.deliveries(&mut effects);
+        Ok(effects)
+    }
+
+    fn remove_consumer(&mut self, key: &ConsumerKey, effects: &mut Vec<Effect>) {
+        let Some(gone) = self.consumers.remove(key) else {
+            return;
+        };
+        if let Some(group) = gone.group {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.members.retain(|m| m != key);
+            }
+            self.choose_active(&group, effects);
+        }
+    }
+
+    /// Makes member `number mod n` of `group` its active one: a member that stops
+    /// being active is told, one that starts goes on from the committed offset.
+    fn choose_active(&mut self, group: &Arc<str>, effects: &mut Vec<Effect>) {
+        let Some(g) = self.groups.get(group) else {
+            return;
+        };
+        let chosen = (!g.members.is_empty())
+            .then(|| g.members[(self.number % g.members.len() as u64) as usize].clone());
+        let committed = g.committed;
+        for member in g.members.clone() {
+            let Some(c) = self.consumers.get_mut(&member) else {
+                continue;
+            };
+            let active = Some(&member) == chosen.as_ref();
+            if active && !c.active {
+                c.active = true;
+                c.next = committed;
+                c.unacked.clear();
+            } else if !active && c.active {
+                c.active = false;
+                c.unacked.clear();
+                effects.push(Effect::Deactivated { key: member });
+            }
+        }
+    }
+
+    /// The active member of `group` acked: the group's offset is its first offset
+    /// not acked.
+    fn commit_acked(&mut self, group: &Arc<str>, effects: &mut Vec<Effect>) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        if g.commit != Commit::OnAck {
+            return;
+        }
+        let active = g
+            .members
+            .iter()
+            .filter_map(|m| self.consumers.get(m))
+            .find(|c| c.active);
+        if let Some(c) = active {
+            let offset = c.unacked.first().copied().unwrap_or(c.next);
+            if offset > g.committed {
+                g.committed = offset;
+                effects.push(Effect::Commit {
+                    group: group.clone(),
+                    offset,
+                });
+            }
+        }
     }
 
     fn channel_consumers(&mut self, channel: ChannelId) -> impl Iterator<Item = &mut Consumer> {
@@ -215,11 +383,13 @@ impl Partition {
             .map(|(_, c)| c)
     }
 
-    /// What every consumer with credit can be sent now.
-    fn deliveries(&mut self) -> Vec<Effect> {
+    /// What every active consumer with credit can be sent now.
+    fn deliveries(&mut self, effects: &mut Vec<Effect>) {
         let bounds = self.bounds;
-        let mut effects = Vec::new();
         for (key, c) in self.consumers.iter_mut() {
+            if !c.active {
+                continue;
+            }
             if c.next < bounds.first {
                 c.next = bounds.first;
             }
@@ -235,8 +405,16 @@ impl Partition {
                 key: key.clone(),
                 offsets,
             });
+            if let Some(g) = c.group.as_ref().and_then(|g| self.groups.get_mut(g)) {
+                if g.commit == Commit::OnDelivery && c.next > g.committed {
+                    g.committed = c.next;
+                    effects.push(Effect::Commit {
+                        group: c.group.clone().unwrap_or_else(|| Arc::from("")),
+                        offset: c.next,
+                    });
+                }
+            }
         }
-        effects
     }
 }
 
@@ -260,7 +438,10 @@ mod tests {
     fn delivered(effects: &[Effect]) -> Vec<(ConsumerKey, Range<u64>)> {
         effects
             .iter()
-            .map(|Effect::Deliver { key, offsets }| (key.clone(), offsets.clone()))
+            .filter_map(|e| match e {
+                Effect::Deliver { key, offsets } => Some((key.clone(), offsets.clone())),
+                _ => None,
+            })
             .collect()
     }
 
@@ -273,6 +454,7 @@ mod tests {
                 key: key(1, "a"),
                 start: 0,
                 prefetch: 4,
+                join: None,
             })
             .unwrap();
         assert_eq!(delivered(&effects), [(key(1, "a"), 0..4)]);
@@ -305,6 +487,7 @@ mod tests {
             key: key(1, "tail"),
             start: 5,
             prefetch: 100,
+            join: None,
         })
         .unwrap();
         let effects = p.apply(appended(8)).unwrap();
@@ -321,6 +504,7 @@ mod tests {
                 key: key(2, "old"),
                 start: 10,
                 prefetch: 5,
+                join: None,
             })
             .unwrap();
         assert_eq!(delivered(&effects), [(key(2, "old"), 60..65)]);
@@ -342,6 +526,7 @@ mod tests {
             key: key(1, "a"),
             start: 6,
             prefetch: 10,
+            join: None,
         })
         .unwrap();
         assert!(p.apply(appended(5)).unwrap().is_empty());
@@ -353,10 +538,126 @@ mod tests {
             key: key(1, "a"),
             start: 0,
             prefetch: 1,
+            join: None,
         };
         assert_eq!(p.apply(again), Err(Refused::TagInUse("a".into())));
         p.apply(Command::ChannelDown { channel: 1 }).unwrap();
         assert_eq!(p.consumers().count(), 0);
+    }
+
+    fn join(group: &str, stored: Option<u64>) -> Option<Join> {
+        Some(Join {
+            group: Arc::from(group),
+            stored,
+            commit: Commit::OnAck,
+        })
+    }
+
+    #[test]
+    fn a_group_has_one_active_member_per_partition_spread_by_partition_number() {
+        // Partition 1 of its stream: of two members, the second (1 mod 2) is active.
+        let mut p = Partition::new(LogBounds::default(), 1);
+        p.apply(appended(10)).unwrap();
+        let first = p
+            .apply(Command::Consume {
+                key: key(1, "a"),
+                start: 0,
+                prefetch: 5,
+                join: join("billing", None),
+            })
+            .unwrap();
+        assert_eq!(delivered(&first), [(key(1, "a"), 0..5)]);
+        // b joins: it is member 1, so it takes over; a is told and gets nothing more.
+        let effects = p
+            .apply(Command::Consume {
+                key: key(2, "b"),
+                start: 7,
+                prefetch: 5,
+                join: join("billing", None),
+            })
+            .unwrap();
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Deactivated { key: key(1, "a") },
+                Effect::Deliver {
+                    key: key(2, "b"),
+                    offsets: 0..5
+                },
+            ]
+        );
+        // b acks 0..3: the group's offset moves to 3 and b gets three more.
+        let effects = p
+            .apply(Command::Settle {
+                channel: 2,
+                offsets: vec![0, 1, 2],
+            })
+            .unwrap();
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Commit {
+                    group: Arc::from("billing"),
+                    offset: 3
+                },
+                Effect::Deliver {
+                    key: key(2, "b"),
+                    offsets: 5..8
+                },
+            ]
+        );
+        // b goes: a takes over from the committed offset (3..5 come again).
+        let effects = p.apply(Command::ChannelDown { channel: 2 }).unwrap();
+        assert_eq!(delivered(&effects), [(key(1, "a"), 3..8)]);
+        // Acks from the member that was replaced settle nothing of the group's.
+        assert!(p
+            .apply(Command::Settle {
+                channel: 2,
+                offsets: vec![5]
+            })
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_group_goes_on_from_its_stored_offset_and_commits_on_delivery_if_asked() {
+        let mut p = Partition::default();
+        p.apply(appended(20)).unwrap();
+        let effects = p
+            .apply(Command::Consume {
+                key: key(1, "a"),
+                start: 0,
+                prefetch: 4,
+                join: Some(Join {
+                    group: Arc::from("audit"),
+                    stored: Some(12),
+                    commit: Commit::OnDelivery,
+                }),
+            })
+            .unwrap();
+        assert_eq!(
+            effects,
+            vec![
+                Effect::Deliver {
+                    key: key(1, "a"),
+                    offsets: 12..16
+                },
+                Effect::Commit {
+                    group: Arc::from("audit"),
+                    offset: 16
+                },
+            ]
+        );
+        // A consumer outside the group reads on its own.
+        let alone = p
+            .apply(Command::Consume {
+                key: key(2, "solo"),
+                start: 0,
+                prefetch: 2,
+                join: None,
+            })
+            .unwrap();
+        assert_eq!(delivered(&alone), [(key(2, "solo"), 0..2)]);
     }
 
     #[derive(Clone, Debug)]
@@ -399,6 +700,7 @@ mod tests {
                         key: key(c.into(), &t.to_string()),
                         start: u64::from(s),
                         prefetch: prefetch.into(),
+                        join: None,
                     },
                     Step::Cancel(c, t) => {
                         let k = key(c.into(), &t.to_string());
@@ -420,12 +722,36 @@ mod tests {
                     }
                 };
                 let bounds_before = *p.bounds();
+                let committed_before: BTreeMap<Arc<str>, u64> =
+                    p.groups().map(|(g, s)| (g.clone(), s.committed)).collect();
                 let Ok(effects) = p.apply(command) else { continue };
-                for Effect::Deliver { key, offsets } in effects {
+                for effect in &effects {
+                    if let Effect::Deactivated { key } = effect {
+                        // What it was sent is forgotten: a later turn starts afresh.
+                        last_sent.remove(key);
+                    }
+                }
+                // A group's offset never goes back, and it has at most one active
+                // member, which only an active consumer is.
+                for (g, state) in p.groups() {
+                    if let Some(before) = committed_before.get(g) {
+                        prop_assert!(state.committed >= *before, "{g} went back");
+                    }
+                    let active = state
+                        .members
+                        .iter()
+                        .filter(|m| p.consumers().any(|(k, c)| k == *m && c.active))
+                        .count();
+                    prop_assert!(active == usize::from(!state.members.is_empty()), "{g}: {active} active");
+                }
+                for effect in effects {
+                    let Effect::Deliver { key, offsets } = effect else { continue };
+                    prop_assert!(p.consumers().any(|(k, c)| *k == key && c.active));
                     prop_assert!(!offsets.is_empty());
                     prop_assert!(offsets.end <= p.bounds().next);
                     prop_assert!(offsets.start >= p.bounds().first.min(bounds_before.first));
-                    if let Some(last) = last_sent.get(&key) {
+                    let grouped = p.consumers().any(|(k, c)| *k == key && c.group.is_some());
+                    if let (Some(last), false) = (last_sent.get(&key), grouped) {
                         prop_assert!(offsets.start > *last, "{key:?} sent {offsets:?} after {last}");
                     }
                     last_sent.insert(key, offsets.end - 1);

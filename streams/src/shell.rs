@@ -30,8 +30,9 @@ use warren_storage::{Batch, Op, Store};
 
 use crate::args::StreamConfig;
 use crate::chunk::{self, ChunkHeader};
+use crate::group::GroupArgs;
 use crate::handle::StreamShared;
-use crate::machine::{Command, ConsumerKey, Effect, Partition};
+use crate::machine::{Command, ConsumerKey, Effect, Join, Partition};
 use crate::offset::{LogBounds, OffsetSpec, STREAM_OFFSET_ARG};
 use crate::retention;
 
@@ -42,6 +43,8 @@ pub const TAIL_BYTES: usize = 2 << 20;
 pub const READ_BYTES: usize = 1 << 20;
 /// How often a stream with a maximum age looks for chunks to drop.
 pub const RETAIN_EVERY: Duration = Duration::from_secs(1);
+/// How long a group's moved offset waits to be stored with the others.
+pub const OFFSET_FLUSH: Duration = Duration::from_millis(200);
 /// Bytes of old chunks one retention pass reads (headers are what it needs).
 const RETAIN_READ_BYTES: usize = 4 << 20;
 
@@ -79,6 +82,7 @@ pub(crate) enum StreamMsg {
     Consume {
         request: ConsumeRequest,
         spec: OffsetSpec,
+        group: Option<GroupArgs>,
         reply: oneshot::Sender<Result<(), BrokerError>>,
     },
     Cancel {
@@ -104,6 +108,7 @@ pub(crate) enum StreamMsg {
     },
     Retain,
     Retained(Result<Option<ChunkHeader>, String>),
+    FlushOffsets,
     Crash,
 }
 
@@ -147,6 +152,9 @@ pub(crate) struct StreamShell {
     tail_bytes: usize,
     readers: HashMap<ConsumerKey, Reader>,
     retaining: bool,
+    /// Group offsets that moved since they were last stored.
+    dirty_offsets: HashMap<Arc<str>, u64>,
+    flush_scheduled: bool,
 }
 
 impl Actor for StreamActor {
@@ -205,7 +213,7 @@ impl Actor for StreamActor {
             shared: shared.clone(),
             store,
             config,
-            machine: Partition::new(bounds),
+            machine: Partition::new(bounds, partition_number(&shared.name)),
             next_offset: bounds.next,
             next_position: bounds.end,
             last_ms,
@@ -215,17 +223,34 @@ impl Actor for StreamActor {
             tail_bytes: 0,
             readers: HashMap::new(),
             retaining: false,
+            dirty_offsets: HashMap::new(),
+            flush_scheduled: false,
         };
         // Consumers of the incarnation before go on after what they were sent.
-        for (request, next) in shared.journal() {
+        for (request, next, group) in shared.journal() {
             let key: ConsumerKey = (request.channel, request.tag.clone());
             let start = next.max(bounds.first);
-            if let Err(e) = shell.attach(request, start) {
+            if let Err(e) = shell.attach(request, start, group) {
                 tracing::warn!(stream = %shared.name, tag = %key.1, "consumer not re-attached: {e}");
             }
         }
         shell.publish_stats();
         Ok(shell)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<StreamMsg>,
+        shell: &mut StreamShell,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopped (the node shuts down, the stream is deleted): the groups' offsets
+        // that moved are stored now, not lost with the pending flush.
+        if let Some(ops) = shell.offset_ops() {
+            if let Err(e) = shell.store.submit(Batch::durable(ops)).await {
+                tracing::error!(stream = %shell.shared.name, "storing consumer group offsets failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -240,9 +265,10 @@ impl Actor for StreamActor {
             StreamMsg::Consume {
                 request,
                 spec,
+                group,
                 reply,
             } => {
-                let answer = shell.consume(request, spec);
+                let answer = shell.consume(request, spec, group);
                 let _ = reply.send(answer);
             }
             StreamMsg::Cancel { key, reply } => {
@@ -269,6 +295,7 @@ impl Actor for StreamActor {
             }
             StreamMsg::Retain => shell.retain(),
             StreamMsg::Retained(result) => shell.retained(result),
+            StreamMsg::FlushOffsets => shell.flush_offsets(),
             StreamMsg::Crash => {
                 return Err(format!("stream '{}' was crashed on purpose", shell.shared.name).into())
             }
@@ -287,12 +314,68 @@ impl StreamShell {
     }
 
     fn perform(&mut self, effects: Vec<Effect>) {
-        for Effect::Deliver { key, offsets } in effects {
-            if let Some(reader) = self.readers.get_mut(&key) {
-                reader.pending.push_back(offsets);
-                self.pump(&key);
+        for effect in effects {
+            match effect {
+                Effect::Deliver { key, offsets } => {
+                    if let Some(reader) = self.readers.get_mut(&key) {
+                        reader.pending.push_back(offsets);
+                        self.pump(&key);
+                    }
+                }
+                Effect::Deactivated { key } => {
+                    if let Some(reader) = self.readers.get_mut(&key) {
+                        reader.pending.clear();
+                        reader.buffer.clear();
+                    }
+                }
+                Effect::Commit { group, offset } => {
+                    self.dirty_offsets.insert(group, offset);
+                    if !self.flush_scheduled {
+                        self.flush_scheduled = true;
+                        let myself = self.myself.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(OFFSET_FLUSH).await;
+                            let _ = myself.cast(StreamMsg::FlushOffsets);
+                        });
+                    }
+                }
             }
         }
+    }
+
+    /// The writes of the groups' offsets that moved (`None`: none did).
+    fn offset_ops(&mut self) -> Option<Vec<Op>> {
+        if self.dirty_offsets.is_empty() {
+            return None;
+        }
+        let partition = self.shared.def.id;
+        Some(
+            self.dirty_offsets
+                .drain()
+                .map(|(group, offset)| Op::PutConsumerOffset {
+                    partition,
+                    group: group.to_string(),
+                    offset,
+                })
+                .collect(),
+        )
+    }
+
+    /// Stores the groups' offsets that moved (one batch, not fsynced on its own:
+    /// a crash may lose the last [`OFFSET_FLUSH`] of commits, and the group gets
+    /// those messages again).
+    fn flush_offsets(&mut self) {
+        self.flush_scheduled = false;
+        let Some(ops) = self.offset_ops() else {
+            return;
+        };
+        let commit = self.store.submit(Batch::non_durable(ops));
+        let name = self.shared.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = commit.await {
+                tracing::error!(stream = %name, "storing consumer group offsets failed: {e}");
+            }
+        });
     }
 
     // ----- appends -------------------------------------------------------------------
@@ -431,7 +514,12 @@ impl StreamShell {
 
     // ----- consumers -----------------------------------------------------------------
 
-    fn consume(&mut self, request: ConsumeRequest, spec: OffsetSpec) -> Result<(), BrokerError> {
+    fn consume(
+        &mut self,
+        request: ConsumeRequest,
+        spec: OffsetSpec,
+        group: Option<GroupArgs>,
+    ) -> Result<(), BrokerError> {
         let id = self.shared.def.id;
         let store = &self.store;
         let start = self.machine.bounds().resolve(spec, |ms| {
@@ -440,12 +528,38 @@ impl StreamShell {
                 None
             })
         });
-        self.attach(request.clone(), start)?;
-        self.shared.journal_consume(request, start);
+        self.attach(request.clone(), start, group.clone())?;
+        self.shared.journal_consume(request, start, group);
         Ok(())
     }
 
-    fn attach(&mut self, request: ConsumeRequest, start: u64) -> Result<(), BrokerError> {
+    /// The group a consumer joins, with the offset stored for it (what is not
+    /// flushed yet counts: it is newer).
+    fn join(&self, group: GroupArgs) -> Result<Join, BrokerError> {
+        let name: Arc<str> = group.key.as_str().into();
+        let stored = match self.dirty_offsets.get(&name) {
+            Some(offset) => Some(*offset),
+            None => self
+                .store
+                .consumer_offset(self.shared.def.id, &group.key)
+                .map_err(|e| {
+                    BrokerError::internal(format!("reading the group's offset failed: {e}"))
+                })?,
+        };
+        Ok(Join {
+            group: name,
+            stored,
+            commit: group.commit,
+        })
+    }
+
+    fn attach(
+        &mut self,
+        request: ConsumeRequest,
+        start: u64,
+        group: Option<GroupArgs>,
+    ) -> Result<(), BrokerError> {
+        let join = group.map(|g| self.join(g)).transpose()?;
         let key: ConsumerKey = (request.channel, request.tag.clone());
         if self.readers.contains_key(&key) {
             return Err(BrokerError::new(
@@ -469,6 +583,7 @@ impl StreamShell {
                 key: key.clone(),
                 start,
                 prefetch: request.prefetch,
+                join,
             })
             .map_err(|e| BrokerError::new(warren_actors::error::code::NOT_ALLOWED, e.to_string()));
         match effects {
@@ -630,7 +745,7 @@ impl StreamShell {
                 unacked: c.unacked.len() as u32,
                 no_ack: false,
                 exclusive: false,
-                active: true,
+                active: c.active,
             })
             .collect()
     }
@@ -785,4 +900,12 @@ fn with_offset(message: &SharedMessage, offset: u64) -> SharedMessage {
             FieldValue::I64(i64::try_from(offset).unwrap_or(i64::MAX)),
         );
     Arc::new(delivered)
+}
+
+/// The partition's number in its stream, from its name as a partitioned stream
+/// names its partitions (`clicks-3`: 3); 0 for a stream of its own.
+fn partition_number(name: &str) -> u64 {
+    name.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
 }

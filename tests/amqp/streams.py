@@ -269,6 +269,94 @@ def partitioned():
     assert "x-stream-partition-order" in e.reply_text, e.reply_text
 
 
+def groups():
+    """Consumer groups: one active member per partition, spread by partition number;
+    the group's offset kept by the broker; broadcast members each get everything."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    ch.exchange_declare("events", "direct", durable=True)
+    for i in range(2):
+        ch.queue_declare("events-%d" % i, durable=True, arguments=STREAM)
+        ch.queue_bind("events-%d" % i, "events", str(i), arguments={"x-stream-partition-order": i})
+
+    def publish_events(n, tag):
+        for i in range(n):
+            ch.basic_publish("events", str(i % 2), b"%s%d" % (tag, i), pika.BasicProperties(delivery_mode=2))
+
+    def member(args):
+        c = t.connect(P)
+        chm = c.channel()
+        chm.basic_qos(prefetch_count=100)
+        got = []
+        for i in range(2):
+            def on(x, meth, props, body, i=i):
+                got.append((i, props.headers["x-stream-offset"], body))
+                x.basic_ack(meth.delivery_tag)
+            chm.basic_consume("events-%d" % i, on, arguments=args)
+        c.barrier = lambda: chm.basic_qos(prefetch_count=100)
+        return c, got
+
+    def pump(connections, until, what):
+        deadline = time.monotonic() + t.DEADLINE
+        while not until():
+            assert time.monotonic() < deadline, "timed out waiting for " + what
+            for c in connections:
+                c.process_data_events(time_limit=0.05)
+
+    publish_events(10, b"old")
+    group = {"x-stream-group": "billing", "x-stream-offset": "first"}
+    c0, got0 = member(group)
+    pump([c0], lambda: len(got0) == 10, "the only member to get everything")
+    # A method on the same channel after the acks: they reached the stream first.
+    c0.barrier()
+    c1, got1 = member(group)
+    # Partition 0 stays with the first member, partition 1 goes to the second; what
+    # the group had acked is not sent again.
+    publish_events(10, b"new")
+    pump([c0, c1], lambda: len(got0) == 15 and len(got1) == 5, "the new messages, spread")
+    assert {p for p, _, _ in got0[10:]} == {0}, got0[10:]
+    assert {p for p, _, _ in got1} == {1}, got1
+    assert [b for _, _, b in got1] == [b"new1", b"new3", b"new5", b"new7", b"new9"], got1
+    # The first member leaves: the second takes partition 0 over from the group's
+    # offset; nothing acked comes again.
+    c0.close()
+    publish_events(2, b"late")
+    pump([c1], lambda: len(got1) == 7, "the partitions of the member that left")
+    assert sorted(b for _, _, b in got1[5:]) == [b"late0", b"late1"], got1[5:]
+    # A member that comes back later goes on from the group's offset, not from its
+    # own x-stream-offset.
+    c1.close()
+    publish_events(2, b"while-away")
+    c2, got2 = member(group)
+    pump([c2], lambda: len(got2) == 2, "what was published while the group was away")
+    assert sorted(b for _, _, b in got2) == [b"while-away0", b"while-away1"], got2
+    c2.close()
+
+    # Broadcast: each member gets everything, with an offset of its own by name.
+    def broadcast(name):
+        return dict(group, **{"x-stream-group": "audit", "x-stream-group-mode": "broadcast", "x-stream-member": name})
+
+    a, got_a = member(broadcast("a"))
+    b, got_b = member(broadcast("b"))
+    pump([a, b], lambda: len(got_a) == 24 and len(got_b) == 24, "every message for each member")
+    a.close()
+    publish_events(2, b"again")
+    a, got_a = member(broadcast("a"))
+    pump([a, b], lambda: len(got_a) == 2 and len(got_b) == 26, "only what member a did not have")
+    a.close()
+    b.close()
+
+    # Refused group arguments: 406 with the reason.
+    c = conn.channel()
+    c.basic_qos(prefetch_count=5)
+    e = t.channel_error(
+        lambda: c.basic_consume("events-0", lambda *a: None, arguments={"x-stream-group": "g", "x-stream-group-mode": "broadcast"}),
+        406,
+        "broadcast without a member",
+    )
+    assert "invalid arg 'x-stream-member'" in e.reply_text, e.reply_text
+
+
 def fill():
     ch = conn.channel()
     ch.confirm_delivery()
@@ -293,5 +381,6 @@ def restarted():
     assert consume("kept", 1, "last") == [(600, b"after", False)]
 
 
-{"main": main, "partitioned": partitioned, "fill": fill, "restarted": restarted}[MODE]()
+MODES = {"main": main, "partitioned": partitioned, "groups": groups, "fill": fill, "restarted": restarted}
+MODES[MODE]()
 t.done()

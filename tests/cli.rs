@@ -261,6 +261,34 @@ async fn cli_commands_and_their_errors() {
         ],
         "required arguments",
     );
+    // Tags, filtered on the node.
+    for tag in ["red", "blue", "red"] {
+        ok(&[
+            "stream",
+            "publish",
+            "views",
+            "--partition",
+            "3",
+            "--tag",
+            tag,
+            "--body",
+            tag,
+        ]);
+    }
+    let out = ok(&[
+        "stream",
+        "consume",
+        "views",
+        "--partition",
+        "3",
+        "--offset",
+        "first",
+        "--filter",
+        "red",
+        "--count",
+        "2",
+    ]);
+    assert_eq!(out, "red\nred\n");
     fails(
         &["stream", "publish", "nothing", "--body", "x"],
         "no stream 'nothing'",

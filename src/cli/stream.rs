@@ -58,6 +58,9 @@ pub enum StreamCmd {
         /// The partition's number.
         #[arg(long)]
         partition: Option<u64>,
+        /// The messages' tag (`x-stream-filter-value`), which consumers filter on.
+        #[arg(long)]
+        tag: Option<String>,
         /// Bodies of this text. Without --body or --size, each line of stdin is one message.
         #[arg(long)]
         body: Option<String>,
@@ -98,6 +101,9 @@ pub enum StreamCmd {
         /// With --group: this member's name.
         #[arg(long, requires = "group")]
         member: Option<String>,
+        /// Only messages with these tags: `tagA || tagB` (RocketMQ's expression).
+        #[arg(long)]
+        filter: Option<String>,
         #[arg(long, default_value_t = 100)]
         prefetch: u32,
         #[command(flatten)]
@@ -156,6 +162,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             name,
             key,
             partition,
+            tag,
             body,
             size,
             count,
@@ -174,11 +181,17 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                 ),
                 None => None,
             };
-            let options = PublishOptions {
+            let mut options = PublishOptions {
                 persistent: true,
                 mandatory: true,
                 ..Default::default()
             };
+            if let Some(tag) = tag {
+                options.properties.headers = Some(FieldTable::from([(
+                    "x-stream-filter-value".to_string(),
+                    FieldValue::string(tag),
+                )]));
+            }
             let mut confirms = Vec::new();
             for body in bodies {
                 let sent = match index {
@@ -220,6 +233,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             group,
             broadcast,
             member,
+            filter,
             prefetch,
             conn,
         } => {
@@ -237,6 +251,9 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             }
             let mut arguments =
                 FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?]);
+            if let Some(filter) = filter {
+                arguments.insert("x-stream-filter".into(), FieldValue::string(filter));
+            }
             if let Some(group) = group {
                 arguments.insert("x-stream-group".into(), FieldValue::string(group));
                 if broadcast {

@@ -22,6 +22,7 @@ use warren_actors::queue::{
 use warren_actors::BoxFuture;
 
 use crate::args::TYPE_NAME;
+use crate::filter::TagFilter;
 use crate::group::GroupArgs;
 use crate::machine::ConsumerKey;
 use crate::offset::{OffsetSpec, STREAM_OFFSET_ARG};
@@ -198,6 +199,12 @@ impl StreamShared {
                 format!("{} does not support global qos", self.named()),
             ));
         }
+        TagFilter::of(&request.arguments).map_err(|(arg, why)| {
+            BrokerError::precondition_failed(format!(
+                "invalid arg '{arg}' for {}: {why}",
+                self.named()
+            ))
+        })?;
         let group = GroupArgs::of(&request.arguments).map_err(|(arg, why)| {
             BrokerError::precondition_failed(format!(
                 "invalid arg '{arg}' for {}: {why}",

@@ -9,6 +9,7 @@
 //! | `offset.rs` | [`OffsetSpec`] (`x-stream-offset`) and [`LogBounds`]: where a consumer starts |
 //! | `chunk.rs` | a chunk: the messages of one append, one record of the log, header first |
 //! | `group.rs` | [`group::GroupArgs`]: a consumer's group, from its arguments |
+//! | `filter.rs` | [`filter::TagFilter`]: tags and the filters consumers set on them |
 //! | `machine.rs` | [`Partition`]: the pure state machine (bounds, consumers, credit) |
 //! | `retention.rs` | which old chunks go (pure) |
 //! | `shell.rs` | the partition's actor: appends, reads, retention, deliveries |
@@ -26,6 +27,7 @@
 
 pub mod args;
 pub mod chunk;
+pub mod filter;
 pub mod group;
 mod handle;
 pub mod machine;

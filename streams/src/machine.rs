@@ -131,8 +131,9 @@ pub enum Command {
         /// The channel.
         channel: ChannelId,
     },
-    /// Offsets sent to a consumer were not there when the shell read them
-    /// (retention removed them first): they are not unacked.
+    /// Offsets given to a consumer that it is not sent: retention removed them
+    /// before the shell read them, or its tag filter passes them over. They are not
+    /// unacked (as if acked at once).
     Skipped {
         /// The consumer.
         key: ConsumerKey,
@@ -300,10 +301,17 @@ impl Partition {
                 }
             }
             Command::Skipped { key, offsets } => {
+                let mut group = None;
                 if let Some(c) = self.consumers.get_mut(&key) {
                     for offset in offsets {
                         c.unacked.remove(&offset);
                     }
+                    if c.active {
+                        group = c.group.clone();
+                    }
+                }
+                if let Some(group) = group {
+                    self.commit_acked(&group, &mut effects);
                 }
             }
         }

@@ -30,6 +30,7 @@ use warren_storage::{Batch, Op, Store};
 
 use crate::args::StreamConfig;
 use crate::chunk::{self, ChunkHeader};
+use crate::filter::TagFilter;
 use crate::group::GroupArgs;
 use crate::handle::StreamShared;
 use crate::machine::{Command, ConsumerKey, Effect, Join, Partition};
@@ -134,6 +135,8 @@ struct Reader {
     buffer: Vec<Arc<Decoded>>,
     /// A read of the log is under way.
     reading: bool,
+    /// Its tag filter.
+    filter: Option<TagFilter>,
 }
 
 pub(crate) struct StreamShell {
@@ -155,6 +158,9 @@ pub(crate) struct StreamShell {
     /// Group offsets that moved since they were last stored.
     dirty_offsets: HashMap<Arc<str>, u64>,
     flush_scheduled: bool,
+    /// Consumers with something new to send, and whether they are being served.
+    to_pump: VecDeque<ConsumerKey>,
+    pumping: bool,
 }
 
 impl Actor for StreamActor {
@@ -225,6 +231,8 @@ impl Actor for StreamActor {
             retaining: false,
             dirty_offsets: HashMap::new(),
             flush_scheduled: false,
+            to_pump: VecDeque::new(),
+            pumping: false,
         };
         // Consumers of the incarnation before go on after what they were sent.
         for (request, next, group) in shared.journal() {
@@ -319,7 +327,7 @@ impl StreamShell {
                 Effect::Deliver { key, offsets } => {
                     if let Some(reader) = self.readers.get_mut(&key) {
                         reader.pending.push_back(offsets);
-                        self.pump(&key);
+                        self.to_pump.push_back(key);
                     }
                 }
                 Effect::Deactivated { key } => {
@@ -340,6 +348,15 @@ impl StreamShell {
                     }
                 }
             }
+        }
+        // Sends what the effects gave consumers; sending may give more (filtered
+        // messages passed over give credit back), which joins the queue.
+        if !self.pumping {
+            self.pumping = true;
+            while let Some(key) = self.to_pump.pop_front() {
+                self.pump(&key);
+            }
+            self.pumping = false;
         }
     }
 
@@ -575,6 +592,7 @@ impl StreamShell {
                 pending: VecDeque::new(),
                 buffer: Vec::new(),
                 reading: false,
+                filter: TagFilter::of(&request.arguments).ok().flatten(),
             },
         );
         let effects = self
@@ -640,11 +658,20 @@ impl StreamShell {
             let upto = range.end.min(chunk.header.next());
             for offset in range.start..upto {
                 let index = (offset - chunk.header.first) as usize;
+                let message = &chunk.messages[index];
+                if reader.filter.as_ref().is_some_and(|f| !f.admits(message)) {
+                    // Filtered out: passed over, as if acked at once.
+                    match skipped.last_mut() {
+                        Some(r) if r.end == offset => r.end = offset + 1,
+                        _ => skipped.push(offset..offset + 1),
+                    }
+                    continue;
+                }
                 out.push(QueueDelivery {
                     queue: self.shared.name.clone(),
                     consumer_tag: reader.tag.clone(),
                     seq: offset,
-                    message: with_offset(&chunk.messages[index], offset),
+                    message: with_offset(message, offset),
                     redelivered: false,
                     no_ack: false,
                 });
@@ -658,6 +685,8 @@ impl StreamShell {
             self.shared.journal_sent(key, last.seq + 1);
             (reader.sink)(QueueEvent::Deliver(out));
         }
+        // (Applying these may give the consumer more to send: `perform` queues it,
+        // and the loop in `perform` sends it, without recursion.)
         for offsets in skipped {
             self.apply(Command::Skipped {
                 key: key.clone(),

@@ -34,7 +34,7 @@ def publish(ch, queue, bodies, headers=None):
         )
 
 
-def consume(queue, n, offset=None, prefetch=10, connection=None):
+def consume(queue, n, offset=None, prefetch=10, connection=None, extra=None):
     """Starts a consumer at `offset` and returns its first `n` deliveries as (offset
     header, body, redelivered).
 
@@ -52,6 +52,7 @@ def consume(queue, n, offset=None, prefetch=10, connection=None):
             chx.basic_ack(method.delivery_tag)
 
     args = {} if offset is None else {"x-stream-offset": offset}
+    args.update(extra or {})
     tag = c.basic_consume(queue, on, arguments=args)
     t.poll(connection or conn, lambda: len(got) >= n, "%d deliveries of %r from %r" % (n, queue, offset))
     c.basic_cancel(tag)
@@ -355,6 +356,30 @@ def groups():
         "broadcast without a member",
     )
     assert "invalid arg 'x-stream-member'" in e.reply_text, e.reply_text
+
+    # Tags, filtered on the broker: RocketMQ's expressions and RabbitMQ's arrays.
+    ch.queue_declare("tagged", durable=True, arguments=STREAM)
+    for tag in ["tagA", "tagB", "tagC", None, "tagA"]:
+        headers = {"x-stream-filter-value": tag} if tag else None
+        props = pika.BasicProperties(delivery_mode=2, headers=headers)
+        ch.basic_publish("", "tagged", (tag or "untagged").encode(), props)
+    got = consume("tagged", 3, "first", extra={"x-stream-filter": "tagA || tagB"})
+    assert [(o, b) for o, b, _ in got] == [(0, b"tagA"), (1, b"tagB"), (4, b"tagA")], got
+    got = consume(
+        "tagged", 2, "first", extra={"x-stream-filter": ["tagC"], "x-stream-match-unfiltered": True}
+    )
+    assert [(o, b) for o, b, _ in got] == [(2, b"tagC"), (3, b"untagged")], got
+    # A group that filters moves its offset past what it does not take.
+    got = consume("tagged", 1, "first", extra={"x-stream-filter": "tagC", "x-stream-group": "c-only"})
+    assert [o for o, _, _ in got] == [2], got
+    c = conn.channel()
+    c.basic_qos(prefetch_count=5)
+    e = t.channel_error(
+        lambda: c.basic_consume("tagged", lambda *a: None, arguments={"x-stream-filter": 7}),
+        406,
+        "a numeric filter",
+    )
+    assert "invalid arg 'x-stream-filter'" in e.reply_text, e.reply_text
 
 
 def fill():

@@ -1,11 +1,11 @@
 //! A partitioned stream from Rust: declare three partitions, publish keyed clicks
-//! (each key lands on the partition Kafka would pick), and replay one partition from
-//! its first offset.
+//! (each key lands on the partition Kafka would pick), and read them as a member of a
+//! consumer group whose offsets the node keeps.
 //!
 //! Start a node first (`cargo run --release -- node`), then `cargo run --example clicks`.
 
 use warren::client::{
-    Client, ConnectOptions, ConsumeOptions, PublishOptions, PublishResult, StreamOptions,
+    Client, ConnectOptions, PublishOptions, PublishResult, StreamConsumeOptions, StreamOptions,
 };
 use warren_actors::message::{FieldTable, FieldValue};
 
@@ -39,36 +39,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{user} -> partition {partition}");
     }
 
-    // Replay the partition "ada" goes to, from its first offset.
-    let queue = &producer.partitions()[producer.partition_for(b"ada")].queue;
-    let mut consumer = client
-        .consume(
-            queue,
-            ConsumeOptions {
-                prefetch: 100,
-                arguments: FieldTable::from([(
-                    "x-stream-offset".into(),
-                    FieldValue::string("first"),
-                )]),
+    // Read every partition as a member of the consumer group "dashboard": the node
+    // keeps the group's offsets, so running this again reads only what is new.
+    let mut member = client
+        .consume_stream(
+            "clicks",
+            None,
+            StreamConsumeOptions {
+                offset: FieldValue::string("first"),
+                group: Some("dashboard".into()),
                 ..Default::default()
             },
         )
         .await?;
-    while let Ok(Some(delivery)) =
-        tokio::time::timeout(std::time::Duration::from_millis(500), consumer.next()).await
+    while let Ok(Some(read)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), member.next()).await
     {
-        let delivery = delivery?;
-        let offset = delivery
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("x-stream-offset"))
-            .and_then(FieldValue::as_i64);
+        let read = read?;
         println!(
-            "{queue} offset {offset:?}: {}",
-            String::from_utf8_lossy(&delivery.body)
+            "partition {} offset {} key {:?}: {}",
+            read.partition,
+            read.offset,
+            read.key,
+            String::from_utf8_lossy(&read.delivery.body)
         );
-        delivery.ack()?;
+        read.delivery.ack()?; // commits the group's offset
     }
     Ok(())
 }

@@ -5,12 +5,11 @@
 use std::io::Write;
 
 use clap::Subcommand;
-use tokio::sync::mpsc;
 use warren_actors::message::{FieldTable, FieldValue};
 
 use super::{bodies, parse_arg, table};
 use crate::client::{
-    ClientError, ConsumeOptions, Delivery, PublishOptions, PublishResult, StreamOptions, KEY_HEADER,
+    ClientError, PublishOptions, PublishResult, StreamConsumeOptions, StreamOptions,
 };
 use crate::conn::Conn;
 
@@ -238,98 +237,45 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             conn,
         } => {
             let client = conn.connect().await.map_err(e)?;
-            let partitions = client.stream_partitions(&name).await.map_err(e)?;
-            let chosen: Vec<_> = partitions
-                .into_iter()
-                .filter(|p| partition.is_none_or(|n| p.number == n))
-                .collect();
-            if chosen.is_empty() {
-                return Err(match partition {
-                    Some(n) => format!("stream '{name}' has no partition {n}"),
-                    None => format!("no stream '{name}' (declare it with `warren stream declare`)"),
-                });
-            }
-            let mut arguments =
-                FieldTable::from([parse_arg(&format!("x-stream-offset={offset}"))?]);
-            if let Some(filter) = filter {
-                arguments.insert("x-stream-filter".into(), FieldValue::string(filter));
-            }
-            if let Some(group) = group {
-                arguments.insert("x-stream-group".into(), FieldValue::string(group));
-                if broadcast {
-                    arguments.insert(
-                        "x-stream-group-mode".into(),
-                        FieldValue::string("broadcast"),
-                    );
-                }
-                if let Some(member) = member {
-                    arguments.insert("x-stream-member".into(), FieldValue::string(member));
-                }
-            }
-            let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Result<Delivery, ClientError>)>();
-            for p in &chosen {
-                let consumer = client
-                    .consume(
-                        &p.queue,
-                        ConsumeOptions {
-                            prefetch,
-                            arguments: arguments.clone(),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(e)?;
-                let (tx, number) = (tx.clone(), p.number);
-                let mut consumer = consumer;
-                tokio::spawn(async move {
-                    while let Some(d) = consumer.next().await {
-                        if tx.send((number, d)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
+            let options = StreamConsumeOptions {
+                offset: parse_arg(&format!("x-stream-offset={offset}"))?.1,
+                prefetch,
+                group,
+                member,
+                broadcast,
+                filter,
+                ..Default::default()
+            };
+            let mut consumer = client
+                .consume_stream(&name, partition, options)
+                .await
+                .map_err(e)?;
             let mut seen = 0u64;
             let stdout = std::io::stdout();
             while count.is_none_or(|n| seen < n) {
                 let next = tokio::select! {
-                    d = rx.recv() => d,
+                    d = consumer.next() => d,
                     _ = tokio::signal::ctrl_c() => None,
                 };
-                let Some((number, delivery)) = next else {
-                    break;
-                };
-                let delivery = delivery.map_err(e)?;
+                let Some(read) = next else { break };
+                let read = read.map_err(e)?;
                 {
                     let mut out = stdout.lock();
                     if verbose {
-                        let header = |k: &str| {
-                            delivery
-                                .properties
-                                .headers
-                                .as_ref()
-                                .and_then(|h| h.get(k))
-                                .map(|v| match (v.as_str(), v.as_i64()) {
-                                    (Some(s), _) => s.to_string(),
-                                    (None, Some(n)) => n.to_string(),
-                                    _ => String::new(),
-                                })
-                                .unwrap_or_default()
-                        };
                         write!(
                             out,
-                            "{number}\t{}\t{}\t",
-                            header("x-stream-offset"),
-                            header(KEY_HEADER)
+                            "{}\t{}\t{}\t",
+                            read.partition,
+                            read.offset,
+                            read.key.as_deref().unwrap_or("")
                         )
                         .map_err(|err| err.to_string())?;
                     }
-                    out.write_all(&delivery.body)
+                    out.write_all(&read.delivery.body)
                         .map_err(|err| err.to_string())?;
                     out.write_all(b"\n").map_err(|err| err.to_string())?;
                 }
-                delivery.ack().map_err(e)?;
+                read.delivery.ack().map_err(e)?;
                 seen += 1;
             }
             // Let the last acks leave before the process ends.

@@ -103,7 +103,10 @@ impl Consumer {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery, ClientError>>> {
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Delivery, ClientError>>> {
         if self.ended {
             return Poll::Ready(None);
         }

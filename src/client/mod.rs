@@ -47,7 +47,8 @@ pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use publisher::{Confirm, MAX_BODY_BYTES};
 pub use stream::{
-    Partition, StreamOptions, StreamProducer, KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
+    Partition, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions, StreamProducer,
+    KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
 };
 pub use warren_cluster::connect::ConnectError;
 pub use warren_cluster::protocol::{Permission, PublishResult};

@@ -278,3 +278,195 @@ impl StreamProducer {
         Ok((partition.number, confirm))
     }
 }
+
+/// How to read a partitioned stream.
+#[derive(Clone, Debug)]
+pub struct StreamConsumeOptions {
+    /// Where to start in each partition (`x-stream-offset`): `first`, `last`, `next`
+    /// (the default), an offset, or an interval such as `1h`. A group's stored offset
+    /// wins over it.
+    pub offset: FieldValue,
+    /// Unacked deliveries per partition.
+    pub prefetch: u32,
+    /// Read as a member of this consumer group (one member per partition at a time,
+    /// the group's offset kept by the node).
+    pub group: Option<String>,
+    /// With a group: this member's name; with `broadcast`, every member gets every
+    /// message and its offset is kept under this name.
+    pub member: Option<String>,
+    /// With a group and a member: RocketMQ's broadcast mode.
+    pub broadcast: bool,
+    /// With a group: its offset moves as messages are sent, not as they are acked.
+    pub commit_on_delivery: bool,
+    /// Only messages with these tags (`tagA || tagB`).
+    pub filter: Option<String>,
+}
+
+impl Default for StreamConsumeOptions {
+    fn default() -> Self {
+        StreamConsumeOptions {
+            offset: FieldValue::string("next"),
+            prefetch: 100,
+            group: None,
+            member: None,
+            broadcast: false,
+            commit_on_delivery: false,
+            filter: None,
+        }
+    }
+}
+
+impl StreamConsumeOptions {
+    /// The consumer arguments these options make.
+    pub fn arguments(&self) -> FieldTable {
+        let mut args = FieldTable::from([("x-stream-offset".to_string(), self.offset.clone())]);
+        let mut text = |k: &str, v: &str| {
+            args.insert(k.to_string(), FieldValue::string(v));
+        };
+        if let Some(filter) = &self.filter {
+            text("x-stream-filter", filter);
+        }
+        if let Some(group) = &self.group {
+            text("x-stream-group", group);
+            if let Some(member) = &self.member {
+                text("x-stream-member", member);
+            }
+            if self.broadcast {
+                text("x-stream-group-mode", "broadcast");
+            }
+            if self.commit_on_delivery {
+                text("x-stream-commit", "delivery");
+            }
+        }
+        args
+    }
+}
+
+/// A message read from a partitioned stream.
+#[derive(Debug)]
+pub struct StreamDelivery {
+    /// The partition it was read from.
+    pub partition: u64,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// Its key, when the producer gave one.
+    pub key: Option<String>,
+    /// The message; [`Delivery::ack`] gives the consumer credit and, for a group,
+    /// commits the offset.
+    pub delivery: super::Delivery,
+}
+
+/// Reads every partition of a stream (or one): a consumer per partition, their
+/// deliveries merged.
+pub struct StreamConsumer {
+    consumers: Vec<(u64, super::Consumer)>,
+    /// The consumer polled first next time (each gets its turn).
+    turn: usize,
+}
+
+impl Client {
+    /// Reads stream `name`: every partition, or only `partition`.
+    pub async fn consume_stream(
+        &self,
+        name: &str,
+        partition: Option<u64>,
+        options: StreamConsumeOptions,
+    ) -> Result<StreamConsumer, ClientError> {
+        let chosen: Vec<Partition> = self
+            .stream_partitions(name)
+            .await?
+            .into_iter()
+            .filter(|p| partition.is_none_or(|n| p.number == n))
+            .collect();
+        if chosen.is_empty() {
+            return Err(ClientError::NotFound(match partition {
+                Some(n) => format!("stream '{name}' has no partition {n}"),
+                None => format!("no stream '{name}' (declare it with `warren stream declare`)"),
+            }));
+        }
+        let mut consumers = Vec::with_capacity(chosen.len());
+        for p in chosen {
+            let consumer = self
+                .consume(
+                    &p.queue,
+                    super::ConsumeOptions {
+                        prefetch: options.prefetch,
+                        arguments: options.arguments(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            consumers.push((p.number, consumer));
+        }
+        Ok(StreamConsumer { consumers, turn: 0 })
+    }
+}
+
+impl StreamConsumer {
+    /// The next message from any partition; `None` once every partition's consumer
+    /// ended.
+    pub async fn next(&mut self) -> Option<Result<StreamDelivery, ClientError>> {
+        std::future::poll_fn(|cx| self.poll_next_delivery(cx)).await
+    }
+
+    fn poll_next_delivery(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<StreamDelivery, ClientError>>> {
+        use std::task::Poll;
+        let n = self.consumers.len();
+        let mut ended = Vec::new();
+        for i in 0..n {
+            let at = (self.turn + i) % n;
+            let (partition, consumer) = &mut self.consumers[at];
+            match consumer.poll_event(cx) {
+                Poll::Ready(Some(result)) => {
+                    self.turn = (at + 1) % n;
+                    let partition = *partition;
+                    return Poll::Ready(Some(result.map(|delivery| {
+                        let header = |k: &str| {
+                            delivery
+                                .properties
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(k))
+                                .cloned()
+                        };
+                        StreamDelivery {
+                            partition,
+                            offset: header("x-stream-offset")
+                                .and_then(|v| v.as_i64())
+                                .and_then(|o| u64::try_from(o).ok())
+                                .unwrap_or(0),
+                            key: header(KEY_HEADER).and_then(|v| v.as_str().map(str::to_string)),
+                            delivery,
+                        }
+                    })));
+                }
+                Poll::Ready(None) => ended.push(at),
+                Poll::Pending => {}
+            }
+        }
+        if !ended.is_empty() {
+            let mut at = 0;
+            self.consumers.retain(|_| {
+                at += 1;
+                !ended.contains(&(at - 1))
+            });
+            self.turn = 0;
+        }
+        if self.consumers.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Stops reading every partition.
+    pub async fn cancel(self) -> Result<(), ClientError> {
+        for (_, consumer) in self.consumers {
+            consumer.cancel().await?;
+        }
+        Ok(())
+    }
+}

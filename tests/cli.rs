@@ -261,6 +261,16 @@ async fn cli_commands_and_their_errors() {
         ],
         "required arguments",
     );
+    // The key index: messages found by key, in whichever partition they are (with 5
+    // partitions now, "abc" hashes to partition 2, where it was 0 of 3).
+    for body in ["abc again", "abc thrice"] {
+        ok(&["stream", "publish", "views", "--key", "abc", "--body", body]);
+    }
+    let out = ok(&["stream", "lookup", "views", "--key", "abc"]);
+    assert_eq!(out, "0\t0\tabc\n2\t1\tabc again\n2\t2\tabc thrice\n");
+    let out = ok(&["stream", "lookup", "views", "--key", "abc", "--limit", "1"]);
+    assert_eq!(out, "0\t0\tabc\n2\t1\tabc again\n");
+    assert_eq!(ok(&["stream", "lookup", "views", "--key", "nobody"]), "");
     // Tags, filtered on the node.
     for tag in ["red", "blue", "red"] {
         ok(&[

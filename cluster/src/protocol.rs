@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use warren_access::Permission;
 pub use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::{QueueEvent, TracedMessage};
-use warren_actors::message::{FieldTable, Properties};
+use warren_actors::message::{FieldTable, Message, Properties};
 use warren_actors::queue::{ConsumerSummary, QueueStats};
 use warren_supervisor::{ChildLocation, TreeSnapshot};
 
@@ -307,6 +307,16 @@ pub enum Request {
         /// At most this many queues.
         limit: u32,
     },
+    /// A stream's messages published with a key (its key index), oldest first;
+    /// answered with `Found`.
+    Lookup {
+        /// The stream (one partition).
+        queue: String,
+        /// The key.
+        key: String,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// What changing the members of one queue came to.
@@ -382,6 +392,8 @@ pub enum Response {
         /// More queues come after the last one.
         more: bool,
     },
+    /// The answer to `Lookup`: each message with its offset.
+    Found(Vec<(u64, Message)>),
 }
 
 /// A node's memory and disk against their limits, and its alarms.

@@ -298,6 +298,12 @@ impl EndpointState {
             QueueRequest::Consumers => {
                 Box::pin(async move { queue.consumers().await.map(QueueAnswer::Consumers) })
             }
+            QueueRequest::Lookup { key, limit } => Box::pin(async move {
+                let found = queue.lookup(key, limit as usize).await?;
+                Ok(QueueAnswer::Found(
+                    found.into_iter().map(|(o, m)| (o, (*m).clone())).collect(),
+                ))
+            }),
         };
         tokio::spawn(async move {
             let answer = job.await;

@@ -109,6 +109,13 @@ pub enum QueueRequest {
         /// The `basic.qos` it started under.
         qos: Qos,
     },
+    /// A stream's messages published with a key; answered with `Found`.
+    Lookup {
+        /// The key.
+        key: String,
+        /// At most this many.
+        limit: u32,
+    },
 }
 
 /// The answer to a [`QueueRequest`].
@@ -122,6 +129,8 @@ pub enum QueueAnswer {
     Got(Option<Box<(RemoteDelivery, u64)>>),
     /// The queue's consumers.
     Consumers(Vec<ConsumerSummary>),
+    /// Messages found by key, with their offsets.
+    Found(Vec<(u64, Message)>),
 }
 
 /// An operation without an answer. Channel ids are the sending node's.

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
+use warren_actors::message::SharedMessage;
 use warren_actors::queue::{
     ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, Enqueue, EnqueueOutcome, Got, Queue,
     QueueDef, QueueRef, QueueStatus, RemoteReach, Settlement,
@@ -562,6 +563,22 @@ impl Queue for RemoteQueue {
         Box::pin(async move {
             match self.ask(QueueRequest::Consumers).await? {
                 QueueAnswer::Consumers(c) => Ok(c),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn lookup(
+        &self,
+        key: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, SharedMessage)>, BrokerError>> {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        Box::pin(async move {
+            match self.ask(QueueRequest::Lookup { key, limit }).await? {
+                QueueAnswer::Found(found) => {
+                    Ok(found.into_iter().map(|(o, m)| (o, Arc::new(m))).collect())
+                }
                 other => Err(unexpected(other)),
             }
         })

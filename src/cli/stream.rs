@@ -72,6 +72,20 @@ pub enum StreamCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Find the messages published with a key (the partitions' key indexes) and
+    /// print `partition offset body` for each.
+    Lookup {
+        /// The stream's name.
+        name: String,
+        /// The key.
+        #[arg(long)]
+        key: String,
+        /// At most this many per partition.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Consume a stream (every partition, or one) and print one body per line.
     Consume {
         /// The stream's name.
@@ -126,6 +140,26 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             };
             let declared = client.declare_stream(&name, options).await.map_err(e)?;
             println!("stream {name} declared ({} partitions)", declared.len());
+        }
+        StreamCmd::Lookup {
+            name,
+            key,
+            limit,
+            conn,
+        } => {
+            let client = conn.connect().await.map_err(e)?;
+            let found = client.lookup(&name, &key, limit).await.map_err(e)?;
+            if found.is_empty() {
+                eprintln!("no message of '{name}' has the key '{key}'");
+            }
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for f in found {
+                write!(out, "{}\t{}\t", f.partition, f.offset).map_err(|err| err.to_string())?;
+                out.write_all(&f.message.body)
+                    .map_err(|err| err.to_string())?;
+                out.write_all(b"\n").map_err(|err| err.to_string())?;
+            }
         }
         StreamCmd::AddPartitions { name, count, conn } => {
             let client = conn.connect().await.map_err(e)?;

@@ -47,8 +47,8 @@ pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use publisher::{Confirm, MAX_BODY_BYTES};
 pub use stream::{
-    Partition, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions, StreamProducer,
-    KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
+    Found, Partition, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
+    StreamProducer, KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
 };
 pub use warren_cluster::connect::ConnectError;
 pub use warren_cluster::protocol::{Permission, PublishResult};
@@ -255,7 +255,7 @@ impl Client {
         })
     }
 
-    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+    pub(crate) async fn call(&self, request: Request) -> Result<Response, ClientError> {
         let timeout = self.inner.timeout;
         match ractor::call_t!(
             self.inner.session,
@@ -705,6 +705,6 @@ fn call_error<M>(e: ractor::RactorErr<M>, timeout: Duration) -> ClientError {
     }
 }
 
-fn unexpected(response: Response) -> ClientError {
+pub(crate) fn unexpected(response: Response) -> ClientError {
     ClientError::Protocol(format!("unexpected answer from the node: {response:?}"))
 }

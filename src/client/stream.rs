@@ -24,8 +24,7 @@ use super::{Client, ClientError, Confirm, ExchangeOptions, PublishOptions, Queue
 /// The exchange argument RabbitMQ marks a super stream's exchange with.
 pub const SUPER_STREAM_ARG: &str = "x-super-stream";
 
-/// The header a keyed message carries its key in.
-pub const KEY_HEADER: &str = "x-stream-key";
+pub use warren_streams::keys::KEY_HEADER;
 
 /// Partitions one stream may have at most.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -276,6 +275,55 @@ impl StreamProducer {
             .publish(&self.stream, &partition.routing_key, body, options)
             .await?;
         Ok((partition.number, confirm))
+    }
+}
+
+/// A message found by its key.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The partition it is in.
+    pub partition: u64,
+    /// Its offset there.
+    pub offset: u64,
+    /// The message.
+    pub message: warren_actors::message::Message,
+}
+
+impl Client {
+    /// The messages of stream `name` published with `key` (its partitions' key
+    /// indexes, RocketMQ's lookup by key), oldest first in each partition, at most
+    /// `limit` per partition.
+    pub async fn lookup(
+        &self,
+        name: &str,
+        key: &str,
+        limit: u32,
+    ) -> Result<Vec<Found>, ClientError> {
+        let partitions = self.stream_partitions(name).await?;
+        if partitions.is_empty() {
+            return Err(ClientError::NotFound(format!(
+                "no stream '{name}' (declare it with `warren stream declare`)"
+            )));
+        }
+        let mut found = Vec::new();
+        for p in partitions {
+            let request = warren_cluster::protocol::Request::Lookup {
+                queue: p.queue.clone(),
+                key: key.to_string(),
+                limit,
+            };
+            match self.call(request).await? {
+                warren_cluster::protocol::Response::Found(messages) => {
+                    found.extend(messages.into_iter().map(|(offset, message)| Found {
+                        partition: p.number,
+                        offset,
+                        message,
+                    }));
+                }
+                other => return Err(super::unexpected(other)),
+            }
+        }
+        Ok(found)
     }
 }
 

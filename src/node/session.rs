@@ -316,6 +316,11 @@ impl SessionState {
                     },
                 }
             }
+            Request::Lookup { queue, key, limit } => {
+                let handle = vhost.find_queue(&queue, self.channel).await?;
+                let found = handle.lookup(key, limit as usize).await?;
+                Response::Found(found.into_iter().map(|(o, m)| (o, (*m).clone())).collect())
+            }
             Request::ListQueues => Response::Queues(
                 vhost
                     .list_queues()

@@ -109,6 +109,8 @@ pub enum Op {
         timestamp_ms: u64,
         /// The encoded chunk, opaque to the store.
         chunk: Vec<u8>,
+        /// The chunk's keyed messages, as (key hash, offset), for the key index.
+        keys: Vec<(u64, u64)>,
     },
     /// Remove the chunks of a partition's log that begin before offset `before`,
     /// and their timestamp entries (those before `before_ms`): retention.
@@ -119,6 +121,8 @@ pub enum Op {
         before: u64,
         /// The timestamp of the first chunk kept.
         before_ms: u64,
+        /// The key index entries of the chunks dropped, as (key hash, offset).
+        keys: Vec<(u64, u64)>,
     },
     /// Remove a partition's log whole, and its consumer groups' offsets (the stream
     /// was deleted).
@@ -150,8 +154,9 @@ impl Op {
             Op::PutLogRecord { record, .. } => 16 + record.len(),
             Op::TruncateLog { .. } | Op::CompactLog { .. } | Op::DropLog { .. } => 16,
             Op::PutLogSnapshot { snapshot, .. } => 8 + snapshot.len(),
-            Op::AppendChunk { chunk, .. } => 24 + chunk.len(),
-            Op::DropChunks { .. } | Op::DropPartition { .. } => 16,
+            Op::AppendChunk { chunk, keys, .. } => 24 + chunk.len() + 16 * keys.len(),
+            Op::DropChunks { keys, .. } => 24 + 16 * keys.len(),
+            Op::DropPartition { .. } => 16,
             Op::PutConsumerOffset { group, .. } => 24 + group.len(),
         }
     }

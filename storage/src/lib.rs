@@ -34,6 +34,7 @@
 //! | `queue.body`       | `(queue, seq)`        | full encoded message      | read on delivery |
 //! | `partition.log`    | `(partition, first offset)` | chunk of messages   | streams' logs    |
 //! | `partition.time`   | `(partition, ms)`     | first offset              | streams' timestamp index |
+//! | `partition.keys`   | `(partition, key hash, offset)` | `()`            | streams' key index |
 //! | `consumer.offsets` | `"PARTITION\0GROUP"`  | `u64` offset              | consumer groups  |
 //! | `replication.log`  | `(group, index)`      | entry                     | Raft logs        |
 //!

@@ -13,7 +13,8 @@ use crate::error::OpenError;
 use crate::options::StoreOptions;
 use crate::tables::{
     MetaTable, CONSUMER_OFFSETS, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY, NEXT_ID_KEY,
-    PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+    REPLICATION_SNAPSHOT,
 };
 
 /// The first id [`crate::Store::allocate_id`] hands out in a new file. Zero is
@@ -209,6 +210,8 @@ fn initialise(path: &Path, db: &Database, next_id: u64) -> Result<(), OpenError>
         txn.open_table(CONSUMER_OFFSETS)
             .map_err(|err| map_table_error(path, err))?;
         txn.open_table(PARTITION_TIME)
+            .map_err(|err| map_table_error(path, err))?;
+        txn.open_table(PARTITION_KEYS)
             .map_err(|err| map_table_error(path, err))?;
         txn.open_table(REPLICATION_SNAPSHOT)
             .map_err(|err| map_table_error(path, err))?;

@@ -12,8 +12,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageEr
 
 use crate::error::ReadError;
 use crate::tables::{
-    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, PARTITION_LOG,
-    PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, PARTITION_KEYS,
+    PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// Maps a redb error to a [`ReadError`] naming the table.
@@ -454,6 +454,38 @@ pub(crate) fn consumer_offsets(
         let (key, offset) = entry.map_err(|err| cx.storage(err))?;
         let group = key.value().split_once('\u{0}').map_or("", |(_, g)| g);
         offsets.push((group.to_string(), offset.value()));
+    }
+    Ok(offsets)
+}
+
+/// The offsets of `partition`'s messages whose key hashes to `hash`, ascending, at
+/// most `limit`.
+pub(crate) fn partition_key_offsets(
+    txn: &ReadTransaction,
+    path: &Path,
+    partition: u64,
+    hash: u64,
+    limit: usize,
+) -> Result<Vec<u64>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "partition.keys",
+    };
+    let table = match txn.open_table(PARTITION_KEYS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut offsets = Vec::new();
+    for entry in table
+        .range((partition, hash, 0)..=(partition, hash, u64::MAX))
+        .map_err(|err| cx.storage(err))?
+    {
+        let (key, _) = entry.map_err(|err| cx.storage(err))?;
+        offsets.push(key.value().2);
+        if offsets.len() >= limit {
+            break;
+        }
     }
     Ok(offsets)
 }

@@ -211,6 +211,18 @@ impl Store {
         reads::partition_offset_at(&txn, self.path(), partition, timestamp_ms)
     }
 
+    /// The offsets (ascending, at most `limit`) of a partition's messages whose key
+    /// hashes to `hash` (see [`Op::AppendChunk`](crate::Op::AppendChunk)'s `keys`).
+    pub fn partition_key_offsets(
+        &self,
+        partition: u64,
+        hash: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, ReadError> {
+        let txn = self.begin_read("partition.keys")?;
+        reads::partition_key_offsets(&txn, self.path(), partition, hash, limit)
+    }
+
     /// The stored offset of consumer group `group` in a partition (see
     /// [`Op::PutConsumerOffset`](crate::Op::PutConsumerOffset)), if any.
     pub fn consumer_offset(&self, partition: u64, group: &str) -> Result<Option<u64>, ReadError> {
@@ -538,6 +550,8 @@ mod tests {
             first,
             timestamp_ms,
             chunk: vec![first as u8; 10],
+            // Key 77 on the chunk's first message, key 88 on its second.
+            keys: vec![(77, first), (88, first + 1)],
         };
         // Partition 3: chunks at offsets 0, 10, 25, 40; two begin in ms 200.
         let ops = vec![
@@ -580,11 +594,18 @@ mod tests {
         );
         assert_eq!(store.consumer_offset(3, "billing").unwrap(), Some(7));
         assert_eq!(store.consumer_offset(3, "nobody").unwrap(), None);
+        assert_eq!(
+            store.partition_key_offsets(3, 77, 10).unwrap(),
+            [0, 10, 25, 40]
+        );
+        assert_eq!(store.partition_key_offsets(3, 77, 2).unwrap(), [0, 10]);
+        assert_eq!(store.partition_key_offsets(4, 88, 10).unwrap(), [1]);
         store
             .submit(Batch::durable(vec![Op::DropChunks {
                 partition: 3,
                 before: 25,
                 before_ms: 200,
+                keys: vec![(77, 0), (88, 1), (77, 10), (88, 11)],
             }]))
             .wait()
             .expect("commit");
@@ -593,12 +614,15 @@ mod tests {
             [25, 40]
         );
         assert_eq!(store.partition_offset_at(3, 0).unwrap(), Some(10));
+        assert_eq!(store.partition_key_offsets(3, 77, 10).unwrap(), [25, 40]);
         store
             .submit(Batch::durable(vec![Op::DropPartition { partition: 3 }]))
             .wait()
             .expect("commit");
         assert_eq!(store.partition_ends(3).unwrap(), None);
         assert_eq!(store.consumer_offsets(3).unwrap(), []);
+        assert!(store.partition_key_offsets(3, 88, 10).unwrap().is_empty());
+        assert_eq!(store.partition_key_offsets(4, 77, 10).unwrap(), [0]);
         assert_eq!(store.consumer_offset(4, "g").unwrap(), Some(9));
         assert_eq!(store.partition_offset_at(3, 0).unwrap(), None);
         assert_eq!(store.partitions().unwrap(), [4]);

@@ -53,6 +53,12 @@ pub(crate) const PARTITION_LOG: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const PARTITION_TIME: TableDefinition<(u64, u64), u64> =
     TableDefinition::new("partition.time");
 
+/// `partition.keys`: `(partition, key hash, offset) -> ()`: the key index of a
+/// partition's log (RocketMQ's index): the offsets of the messages published with a
+/// key, found by the key's hash in one range scan (the caller checks the keys).
+pub(crate) const PARTITION_KEYS: TableDefinition<(u64, u64, u64), ()> =
+    TableDefinition::new("partition.keys");
+
 /// `consumer.offsets`: `"PARTITION\0GROUP" -> offset`: where each consumer group of
 /// a partition goes on from (the partition's id as 16 hex digits, so one
 /// partition's groups sort together; see [`offset_key`]).
@@ -168,6 +174,7 @@ mod tests {
         let mut names: Vec<&str> = MetaTable::ALL.iter().map(|t| t.table_name()).collect();
         names.extend(["format", "queue.index", "queue.body", "partition.log"]);
         names.push("partition.time");
+        names.push("partition.keys");
         names.extend([
             "consumer.offsets",
             "replication.log",

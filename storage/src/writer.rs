@@ -69,7 +69,8 @@ use crate::options::StoreOptions;
 use crate::shared::Shared;
 use crate::tables::{
     offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, FORMAT, NEXT_ID_KEY,
-    PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+    REPLICATION_SNAPSHOT,
 };
 
 /// The environment variable of the fault-injection hook (see the module doc):
@@ -584,10 +585,17 @@ impl<'t> GroupTables<'t> {
                 first,
                 timestamp_ms,
                 chunk,
+                keys,
             } => {
                 self.txn
                     .open_table(PARTITION_LOG)?
                     .insert((*partition, *first), chunk.as_slice())?;
+                if !keys.is_empty() {
+                    let mut index = self.txn.open_table(PARTITION_KEYS)?;
+                    for (hash, offset) in keys {
+                        index.insert((*partition, *hash, *offset), ())?;
+                    }
+                }
                 let mut time = self.txn.open_table(PARTITION_TIME)?;
                 if time.get((*partition, *timestamp_ms))?.is_none() {
                     time.insert((*partition, *timestamp_ms), *first)?;
@@ -597,7 +605,14 @@ impl<'t> GroupTables<'t> {
                 partition,
                 before,
                 before_ms,
+                keys,
             } => {
+                if !keys.is_empty() {
+                    let mut index = self.txn.open_table(PARTITION_KEYS)?;
+                    for (hash, offset) in keys {
+                        index.remove((*partition, *hash, *offset))?;
+                    }
+                }
                 self.txn
                     .open_table(PARTITION_LOG)?
                     .retain_in((*partition, 0)..(*partition, *before), |_, _| false)?;
@@ -612,6 +627,10 @@ impl<'t> GroupTables<'t> {
                 self.txn
                     .open_table(PARTITION_TIME)?
                     .retain_in(owner_range(*partition), |_, _| false)?;
+                self.txn.open_table(PARTITION_KEYS)?.retain_in(
+                    (*partition, 0, 0)..=(*partition, u64::MAX, u64::MAX),
+                    |_, _| false,
+                )?;
                 let (from, to) = offset_range(*partition);
                 self.txn
                     .open_table(CONSUMER_OFFSETS)?

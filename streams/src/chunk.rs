@@ -23,7 +23,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub const CHUNK_MESSAGES: usize = 4096;
 
 /// What a chunk says of itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkHeader {
     /// The offset of its first message.
     pub first: u64,
@@ -35,6 +35,9 @@ pub struct ChunkHeader {
     /// The log's byte position where it starts: the stored size of every chunk
     /// appended before it, since the stream began.
     pub position: u64,
+    /// Its messages published with a key, as (key hash, offset): its entries in the
+    /// key index, which go with it.
+    pub keys: Vec<(u64, u64)>,
 }
 
 impl ChunkHeader {
@@ -147,6 +150,7 @@ mod tests {
             count: 2,
             timestamp_ms: 1_700_000_000_000,
             position: 9_000,
+            keys: vec![(7, 41)],
         };
         let messages = vec![message(3), message(5)];
         let record = encode(&header, &messages).unwrap();

@@ -20,10 +20,13 @@ use warren_actors::queue::{
     Settlement,
 };
 use warren_actors::BoxFuture;
+use warren_storage::Store;
 
 use crate::args::TYPE_NAME;
+use crate::chunk::ChunkHeader;
 use crate::filter::TagFilter;
 use crate::group::GroupArgs;
+use crate::keys::{key_hash, key_of, MAX_LOOKUP};
 use crate::machine::ConsumerKey;
 use crate::offset::{OffsetSpec, STREAM_OFFSET_ARG};
 use crate::shell::{now_ms, StreamMsg};
@@ -38,6 +41,8 @@ pub(crate) type Journaled = (ConsumeRequest, u64, Option<GroupArgs>);
 /// What a stream's handle and its actor share; outlives the actor's restarts.
 pub(crate) struct StreamShared {
     pub def: QueueDef,
+    /// The node's store (lookups read it without the actor).
+    pub store: Store,
     pub name: Arc<str>,
     pub vhost: String,
     /// The registry name of the actor, e.g. `stream:/clicks`.
@@ -52,7 +57,7 @@ pub(crate) struct StreamShared {
 }
 
 impl StreamShared {
-    pub fn new(def: QueueDef, vhost: &str) -> Arc<StreamShared> {
+    pub fn new(def: QueueDef, vhost: &str, store: Store) -> Arc<StreamShared> {
         let name: Arc<str> = def.name.as_str().into();
         let actor_name = if vhost == "/" {
             format!("stream:/{name}")
@@ -61,6 +66,7 @@ impl StreamShared {
         };
         Arc::new(StreamShared {
             def,
+            store,
             name,
             vhost: vhost.to_string(),
             actor_name,
@@ -331,7 +337,69 @@ impl Queue for StreamQueue {
         Ok(())
     }
 
+    fn lookup(
+        &self,
+        key: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, SharedMessage)>, BrokerError>> {
+        let store = self.shared.store.clone();
+        let id = self.shared.def.id;
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || find_by_key(&store, id, &key, limit))
+                .await
+                .map_err(|e| BrokerError::internal(format!("the lookup failed: {e}")))?
+        })
+    }
+
     fn crash(&self) -> Result<(), BrokerError> {
         self.shared.send(StreamMsg::Crash)
     }
+}
+
+/// The messages of partition `id` published with `key`, from its key index: the
+/// offsets its hash names, each message read and its key checked (hashes collide).
+fn find_by_key(
+    store: &Store,
+    id: u64,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<(u64, SharedMessage)>, BrokerError> {
+    let failed =
+        |e: &dyn std::fmt::Display| BrokerError::internal(format!("the lookup failed: {e}"));
+    let limit = limit.clamp(1, MAX_LOOKUP);
+    let offsets = store
+        .partition_key_offsets(id, key_hash(key.as_bytes()), MAX_LOOKUP)
+        .map_err(|e| failed(&e))?;
+    let mut found = Vec::new();
+    let mut chunk: Option<(ChunkHeader, Vec<SharedMessage>)> = None;
+    for offset in offsets {
+        let held = chunk
+            .as_ref()
+            .is_some_and(|(h, _)| h.first <= offset && offset < h.next());
+        if !held {
+            // The chunk that holds it (retention may have dropped it meanwhile).
+            chunk = match store
+                .partition_chunks(id, offset, 1)
+                .map_err(|e| failed(&e))?
+                .first()
+            {
+                Some((_, record)) => Some(crate::chunk::decode(record).map_err(|e| failed(&e))?),
+                None => None,
+            };
+        }
+        let Some((header, messages)) = &chunk else {
+            continue;
+        };
+        if offset < header.first || offset >= header.next() {
+            continue;
+        }
+        let message = &messages[(offset - header.first) as usize];
+        if key_of(message) == Some(key) {
+            found.push((offset, crate::shell::with_offset(message, offset)));
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }

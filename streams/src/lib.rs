@@ -10,6 +10,7 @@
 //! | `chunk.rs` | a chunk: the messages of one append, one record of the log, header first |
 //! | `group.rs` | [`group::GroupArgs`]: a consumer's group, from its arguments |
 //! | `filter.rs` | [`filter::TagFilter`]: tags and the filters consumers set on them |
+//! | `keys.rs` | message keys and the hash of the key index |
 //! | `machine.rs` | [`Partition`]: the pure state machine (bounds, consumers, credit) |
 //! | `retention.rs` | which old chunks go (pure) |
 //! | `shell.rs` | the partition's actor: appends, reads, retention, deliveries |
@@ -30,6 +31,7 @@ pub mod chunk;
 pub mod filter;
 pub mod group;
 mod handle;
+pub mod keys;
 pub mod machine;
 pub mod offset;
 mod queue_type;

@@ -111,7 +111,7 @@ impl QueueType for Stream {
 
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
         let config = Stream::config(def, &env.vhost)?;
-        let shared = StreamShared::new(def.clone(), &env.vhost);
+        let shared = StreamShared::new(def.clone(), &env.vhost, env.store.clone());
         let args = StreamArgs {
             shared: shared.clone(),
             store: env.store.clone(),

@@ -8,7 +8,8 @@ use crate::chunk::ChunkHeader;
 use crate::offset::LogBounds;
 
 /// Given the oldest chunks of the log, in order (`front`, read from storage), the
-/// first of them to keep when some before it must go; `None` when none goes.
+/// index in `front` of the first chunk to keep when some before it must go; `None`
+/// when none goes.
 ///
 /// A chunk goes when it was appended more than `max_age` before `now_ms`, or while
 /// the log from that chunk on holds more than `max_bytes`. The chunk kept is always
@@ -20,7 +21,7 @@ pub fn keep_from(
     bounds: &LogBounds,
     config: &StreamConfig,
     now_ms: u64,
-) -> Option<ChunkHeader> {
+) -> Option<usize> {
     let too_old = |c: &ChunkHeader| {
         config.max_age.is_some_and(|age| {
             let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
@@ -34,11 +35,13 @@ pub fn keep_from(
     };
     let mut keep = None;
     for (i, chunk) in front.iter().enumerate() {
-        let Some(next) = front.get(i + 1) else { break };
-        if chunk.first >= bounds.last_chunk || !(too_old(chunk) || too_big(chunk)) {
+        if i + 1 >= front.len()
+            || chunk.first >= bounds.last_chunk
+            || !(too_old(chunk) || too_big(chunk))
+        {
             break;
         }
-        keep = Some(*next);
+        keep = Some(i + 1);
     }
     keep
 }
@@ -57,6 +60,7 @@ mod tests {
                 count: 10,
                 timestamp_ms: (i + 1) * 1000,
                 position: i * 100,
+                keys: Vec::new(),
             })
             .collect();
         let bounds = LogBounds {
@@ -78,12 +82,12 @@ mod tests {
         };
         // 300 bytes from chunk 7 on: chunks 0..=6 go.
         assert_eq!(
-            keep_from(&chunks, &bounds, &config, 0).map(|c| c.first),
+            keep_from(&chunks, &bounds, &config, 0).map(|i| chunks[i].first),
             Some(70)
         );
         // Only three chunks read: two go now, the rest next time.
         assert_eq!(
-            keep_from(&chunks[..3], &bounds, &config, 0).map(|c| c.first),
+            keep_from(&chunks[..3], &bounds, &config, 0).map(|i| chunks[i].first),
             Some(20)
         );
         let roomy = StreamConfig {
@@ -102,12 +106,12 @@ mod tests {
         };
         // At 6.5 s, chunks appended before 3.5 s go: 1000, 2000, 3000.
         assert_eq!(
-            keep_from(&chunks, &bounds, &config, 6_500).map(|c| c.first),
+            keep_from(&chunks, &bounds, &config, 6_500).map(|i| chunks[i].first),
             Some(30)
         );
         // Long after, everything but the last chunk goes.
         assert_eq!(
-            keep_from(&chunks, &bounds, &config, 1_000_000).map(|c| c.first),
+            keep_from(&chunks, &bounds, &config, 1_000_000).map(|i| chunks[i].first),
             Some(90)
         );
         assert_eq!(

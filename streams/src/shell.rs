@@ -33,6 +33,7 @@ use crate::chunk::{self, ChunkHeader};
 use crate::filter::TagFilter;
 use crate::group::GroupArgs;
 use crate::handle::StreamShared;
+use crate::keys::{key_hash, key_of};
 use crate::machine::{Command, ConsumerKey, Effect, Join, Partition};
 use crate::offset::{LogBounds, OffsetSpec, STREAM_OFFSET_ARG};
 use crate::retention;
@@ -425,11 +426,18 @@ impl StreamShell {
         for len in chunk::chunk_lengths(messages.iter().map(|m| m.body.len())) {
             let (these, after) = rest.split_at(len);
             rest = after;
+            // The keyed messages go into the key index with the chunk.
+            let keys: Vec<(u64, u64)> = these
+                .iter()
+                .zip(offset..)
+                .filter_map(|(m, o)| key_of(m).map(|k| (key_hash(k.as_bytes()), o)))
+                .collect();
             let header = ChunkHeader {
                 first: offset,
                 count: len as u32,
                 timestamp_ms,
                 position,
+                keys: keys.clone(),
             };
             let record = match chunk::encode(&header, these) {
                 Ok(record) => record,
@@ -440,19 +448,22 @@ impl StreamShell {
                     return;
                 }
             };
+            let first = header.first;
+            let bytes = record.len();
+            ops.push(Op::AppendChunk {
+                partition: self.shared.def.id,
+                first,
+                timestamp_ms,
+                chunk: record,
+                keys,
+            });
             chunks.push(Arc::new(Decoded {
                 header,
                 messages: these.to_vec(),
-                bytes: record.len(),
+                bytes,
             }));
             offset += len as u64;
-            position += record.len() as u64;
-            ops.push(Op::AppendChunk {
-                partition: self.shared.def.id,
-                first: header.first,
-                timestamp_ms,
-                chunk: record,
-            });
+            position += bytes as u64;
         }
         self.appending = true;
         self.last_ms = timestamp_ms;
@@ -809,15 +820,23 @@ impl StreamShell {
                     match headers {
                         Ok(headers) => {
                             match retention::keep_from(&headers, &bounds, &config, now_ms()) {
-                                Some(keep) => store
-                                    .submit(Batch::durable(vec![Op::DropChunks {
-                                        partition: id,
-                                        before: keep.first,
-                                        before_ms: keep.timestamp_ms,
-                                    }]))
-                                    .await
-                                    .map(|()| Some(keep))
-                                    .map_err(|e| e.to_string()),
+                                Some(at) => {
+                                    let keep = headers[at].clone();
+                                    let keys = headers[..at]
+                                        .iter()
+                                        .flat_map(|h| h.keys.iter().copied())
+                                        .collect();
+                                    store
+                                        .submit(Batch::durable(vec![Op::DropChunks {
+                                            partition: id,
+                                            before: keep.first,
+                                            before_ms: keep.timestamp_ms,
+                                            keys,
+                                        }]))
+                                        .await
+                                        .map(|()| Some(keep))
+                                        .map_err(|e| e.to_string())
+                                }
                                 None => Ok(None),
                             }
                         }
@@ -918,7 +937,7 @@ fn read(store: &Store, id: u64, key: ConsumerKey, from: u64, myself: ActorRef<St
 
 /// The message as a consumer gets it: with its offset in `x-stream-offset` (a
 /// `long`, replacing one the publisher set).
-fn with_offset(message: &SharedMessage, offset: u64) -> SharedMessage {
+pub(crate) fn with_offset(message: &SharedMessage, offset: u64) -> SharedMessage {
     let mut delivered: Message = (**message).clone();
     delivered
         .properties

@@ -261,6 +261,22 @@ pub trait Queue: Send + Sync + 'static {
     /// stops (`None`): the debug shell's `trace`. Only where the queue runs.
     fn trace(&self, channel: ChannelId, sink: Option<ChannelSink>) -> Result<(), BrokerError>;
 
+    /// The messages published with key `key` (at most `limit`), with their offsets,
+    /// oldest first: a stream's key index (RocketMQ's lookup by key). Other queues
+    /// refuse it (406).
+    fn lookup(
+        &self,
+        key: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(u64, SharedMessage)>, BrokerError>> {
+        let _ = (key, limit);
+        let refused = BrokerError::precondition_failed(format!(
+            "queue '{}' is not a stream: only streams look messages up by key",
+            self.name()
+        ));
+        Box::pin(async move { Err(refused) })
+    }
+
     /// The node that serves the queue now, when that is not its home node (a
     /// replicated queue whose leader moved); `None` by default.
     fn serving_node(&self) -> Option<String> {

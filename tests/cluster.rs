@@ -847,3 +847,80 @@ fn the_shell_shows_another_members_tree() {
     assert!(!fine);
     assert!(err.contains("member 'n2' is down"), "{err}");
 }
+
+/// A partitioned stream declared through one node has its partitions spread over
+/// the three, and is published to and read through any node: by key, as a consumer
+/// group, and by key lookup.
+#[test]
+fn a_partitioned_stream_spreads_over_the_nodes_and_is_used_through_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = three(dir.path());
+    formed(&c);
+    let out = ok(
+        &c.nodes[0],
+        &["stream", "declare", "clicks", "--partitions", "3"],
+    );
+    assert!(out.contains("3 partitions"), "{out}");
+    // Each partition on its own node, as every node sees it.
+    for node in &c.nodes {
+        eventually("every node knows the partitions and where they are", || {
+            let mut homes: Vec<String> = (0..3)
+                .filter_map(|i| queue_row(node, &format!("clicks-{i}")))
+                .map(|r| r["node"].as_str().unwrap_or_default().to_string())
+                .collect();
+            homes.sort();
+            homes == ["n1", "n2", "n3"]
+        });
+    }
+    // Published by key through n3, each key to Kafka's partition, wherever it lives.
+    for key in ["abc", "foobar", "a-little-bit-long-string"] {
+        let out = ok(
+            &c.nodes[2],
+            &["stream", "publish", "clicks", "--key", key, "--body", key],
+        );
+        assert!(out.contains("1 confirmed"), "{out}");
+    }
+    // Read through n2 from the start of every partition.
+    let out = ok(
+        &c.nodes[1],
+        &[
+            "stream",
+            "consume",
+            "clicks",
+            "--offset",
+            "first",
+            "--count",
+            "3",
+            "--verbose",
+        ],
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "0\t0\tabc\tabc",
+            "0\t1\tfoobar\tfoobar",
+            "2\t0\ta-little-bit-long-string\ta-little-bit-long-string"
+        ]
+    );
+    // A consumer group through n1 goes on where it stopped, wherever the partitions are.
+    let group = |count: &str| {
+        ok(
+            &c.nodes[0],
+            &[
+                "stream", "consume", "clicks", "--group", "g", "--offset", "first", "--count",
+                count,
+            ],
+        )
+        .lines()
+        .count()
+    };
+    assert_eq!(group("2") + group("1"), 3);
+    // Found by key through n1, on the partition's node.
+    let out = ok(
+        &c.nodes[0],
+        &["stream", "lookup", "clicks", "--key", "foobar"],
+    );
+    assert_eq!(out, "0\t1\tfoobar\n");
+}

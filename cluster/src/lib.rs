@@ -26,6 +26,7 @@
 //!   metadata group (group 0: it forms or joins it, replicates metadata commands and
 //!   applies them; the broker's change log) and any other group a state machine
 //!   ([`replica::Machine`]) is opened for.
+//! - [`placement`]: the nodes new queues may go to (members not down).
 //! - [`queue_wire`]: what nodes say to each other about queues (publish, consume,
 //!   settle, deliveries back).
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.
@@ -44,6 +45,7 @@ pub mod members;
 pub mod membership;
 pub mod metadata;
 pub mod node_server;
+pub mod placement;
 pub mod protocol;
 pub mod queue_endpoint;
 pub mod queue_wire;

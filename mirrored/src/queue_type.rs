@@ -11,8 +11,7 @@ use warren_actors::classic::Classic;
 use warren_actors::error::BrokerError;
 use warren_actors::queue::{HostEnv, Hosted, QueueDef, QueueKind, QueueRef, QueueType};
 use warren_actors::BoxFuture;
-use warren_cluster::members::Health;
-use warren_cluster::membership::{watch_down, MembershipHandle};
+use warren_cluster::membership::watch_down;
 use warren_cluster::raft_group::GroupId;
 use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle, SNAPSHOT_EVERY};
@@ -181,26 +180,7 @@ impl Mirrored {
     /// The nodes a new queue may have replicas on: the cluster's members not down,
     /// this node first.
     async fn candidates(&self) -> Vec<String> {
-        let me = self.replica.node.clone();
-        let mut nodes = match self.replica.group().await {
-            Ok(view) if !view.members.is_empty() => view.members,
-            _ => vec![me.clone()],
-        };
-        if let Some(membership) = MembershipHandle::lookup(&me) {
-            if let Ok(status) = membership.status().await {
-                let down: Vec<String> = status
-                    .into_iter()
-                    .filter(|m| m.health == Health::Down)
-                    .map(|m| m.name)
-                    .collect();
-                nodes.retain(|n| !down.contains(n));
-            }
-        }
-        nodes.retain(|n| *n != me);
-        nodes.sort();
-        nodes.dedup();
-        nodes.insert(0, me);
-        nodes
+        warren_cluster::placement::nodes_up(&self.replica.node).await
     }
 }
 

@@ -149,6 +149,10 @@ impl Client {
     ) -> Result<Vec<Partition>, ClientError> {
         let mut arguments = arguments.clone();
         arguments.insert("x-queue-type".into(), FieldValue::string("stream"));
+        // Partitions are spread over the cluster's nodes unless asked otherwise.
+        arguments
+            .entry("x-queue-leader-locator".into())
+            .or_insert_with(|| FieldValue::string("balanced"));
         for number in numbers {
             let queue = partition_queue(name, number);
             self.declare_queue(

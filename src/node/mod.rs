@@ -153,7 +153,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 warren_mirrored::Mirrored::new(&config.name)
                     .snapshot_every(config.queue_snapshot_every),
             ))
-            .with(Arc::new(warren_streams::Stream::new(store.clone()))),
+            .with(Arc::new(
+                warren_streams::Stream::new(store.clone()).with_placement(&config.name, {
+                    let node = config.name.clone();
+                    Arc::new(move || {
+                        let node = node.clone();
+                        Box::pin(async move { warren_cluster::placement::nodes_up(&node).await })
+                    })
+                }),
+            )),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await

@@ -9,8 +9,9 @@ use warren_actors::BoxFuture;
 use warren_storage::{Batch, Op, Store};
 use warren_supervisor::{ChildSpec, Restart};
 
-use crate::args::StreamConfig;
+use crate::args::{StreamConfig, LEADER_LOCATOR_ARG};
 use crate::handle::{StreamQueue, StreamShared};
+use crate::keys::key_hash;
 use crate::shell::{StreamActor, StreamArgs};
 
 /// The stream queue type: a stream lives on its home node, as one supervised
@@ -18,12 +19,28 @@ use crate::shell::{StreamActor, StreamArgs};
 #[derive(Clone)]
 pub struct Stream {
     store: Store,
+    /// This node's name and where new streams may go (for `balanced` placement).
+    placement: Option<(String, NodesUp)>,
 }
+
+/// The nodes a new stream may be placed on (the cluster's members not down).
+pub type NodesUp = Arc<dyn Fn() -> BoxFuture<'static, Vec<String>> + Send + Sync>;
 
 impl Stream {
     /// The type on a node whose store is `store` (where deleted streams' logs go).
+    /// Every stream lives on the node that declares it.
     pub fn new(store: Store) -> Stream {
-        Stream { store }
+        Stream {
+            store,
+            placement: None,
+        }
+    }
+
+    /// Streams declared with `x-queue-leader-locator: balanced` on node `node` are
+    /// spread over `nodes_up`: a partitioned stream's partitions go round them.
+    pub fn with_placement(mut self, node: &str, nodes_up: NodesUp) -> Stream {
+        self.placement = Some((node.to_string(), nodes_up));
+        self
     }
 
     /// The configuration of a declaration (406 with RabbitMQ's texts).
@@ -126,6 +143,44 @@ impl QueueType for Stream {
         Ok(Hosted {
             queue: Arc::new(StreamQueue { shared }),
             child,
+        })
+    }
+
+    fn place<'a>(&'a self, def: &'a mut QueueDef) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let balanced = def
+                .arguments
+                .get(LEADER_LOCATOR_ARG)
+                .and_then(|v| v.as_str())
+                .is_some_and(|l| l != "client-local");
+            let Some((me, nodes_up)) = self.placement.as_ref().filter(|_| balanced) else {
+                return Ok(());
+            };
+            let mut nodes = nodes_up().await;
+            nodes.sort();
+            if nodes.is_empty() {
+                return Ok(());
+            }
+            // A partitioned stream's partitions (NAME-0, NAME-1, …) go round the
+            // nodes from a place that depends on the stream's name.
+            let (base, number) = match def.name.rsplit_once('-') {
+                Some((base, n)) => match n.parse::<u64>() {
+                    Ok(n) => (base, n),
+                    Err(_) => (def.name.as_str(), 0),
+                },
+                None => (def.name.as_str(), 0),
+            };
+            let at = (key_hash(base.as_bytes()).wrapping_add(number) % nodes.len() as u64) as usize;
+            let chosen = nodes[at].clone();
+            if chosen != *me {
+                // Its storage id is used in the chosen node's store: one that no id
+                // of that node's own counter can be (the top bit set), unique by the
+                // declaring node's counter.
+                let local = self.store.allocate_id();
+                def.id = key_hash(format!("{}@{me}#{local}", def.name).as_bytes()) | (1 << 63);
+                def.node = chosen;
+            }
+            Ok(())
         })
     }
 

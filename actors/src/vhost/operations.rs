@@ -338,12 +338,15 @@ impl VHost {
             .of(&def, &self.inner.name)?
             .place(&mut def)
             .await?;
-        def.id = self.inner.store.allocate_id();
+        // (A type that placed the queue on another node gave it an id fit for there.)
+        if def.id == 0 {
+            def.id = self.inner.store.allocate_id();
+        }
         let id = def.id;
         self.change(VhostChange::DeclareQueue { def: def.clone() })
             .await?;
         match self.queue(&name) {
-            Some(q) if q.def().node == self.node() && q.def().id == id => Ok(QueueDeclareOk {
+            Some(q) if q.def().node == def.node && q.def().id == id => Ok(QueueDeclareOk {
                 name,
                 messages: 0,
                 consumers: 0,

@@ -261,6 +261,20 @@ async fn cli_commands_and_their_errors() {
         ],
         "required arguments",
     );
+    // The group's offsets and lag, per partition.
+    let out = ok(&["stream", "groups", "views", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let billing: Vec<_> = rows.iter().filter(|r| r["group"] == "billing").collect();
+    assert_eq!(billing.len(), 5, "{out}");
+    let (committed, lag): (u64, u64) = billing.iter().fold((0, 0), |(c, l), r| {
+        (
+            c + r["committed"].as_u64().unwrap(),
+            l + r["lag"].as_u64().unwrap(),
+        )
+    });
+    // 5 messages consumed and acked; none behind (partitions 3 and 4 are empty).
+    assert_eq!((committed, lag), (5, 0), "{out}");
+    assert!(ok(&["stream", "groups", "views"]).contains("billing"));
     // The key index: messages found by key, in whichever partition they are (with 5
     // partitions now, "abc" hashes to partition 2, where it was 0 of 3).
     for body in ["abc again", "abc thrice"] {

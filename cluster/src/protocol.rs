@@ -307,6 +307,11 @@ pub enum Request {
         /// At most this many queues.
         limit: u32,
     },
+    /// A stream's consumer groups (one partition); answered with `Groups`.
+    StreamGroups {
+        /// The stream (one partition).
+        queue: String,
+    },
     /// A stream's messages published with a key (its key index), oldest first;
     /// answered with `Found`.
     Lookup {
@@ -394,6 +399,8 @@ pub enum Response {
     },
     /// The answer to `Lookup`: each message with its offset.
     Found(Vec<(u64, Message)>),
+    /// The answer to `StreamGroups`.
+    Groups(Vec<warren_actors::queue::GroupStatus>),
 }
 
 /// A node's memory and disk against their limits, and its alarms.

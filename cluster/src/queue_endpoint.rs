@@ -298,6 +298,9 @@ impl EndpointState {
             QueueRequest::Consumers => {
                 Box::pin(async move { queue.consumers().await.map(QueueAnswer::Consumers) })
             }
+            QueueRequest::Groups => {
+                Box::pin(async move { queue.groups().await.map(QueueAnswer::Groups) })
+            }
             QueueRequest::Lookup { key, limit } => Box::pin(async move {
                 let found = queue.lookup(key, limit as usize).await?;
                 Ok(QueueAnswer::Found(

@@ -14,7 +14,9 @@ use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
 use warren_actors::message::{FieldTable, Message};
-use warren_actors::queue::{ConsumerSummary, EnqueueOutcome, Qos, QueueStatus, Settlement};
+use warren_actors::queue::{
+    ConsumerSummary, EnqueueOutcome, GroupStatus, Qos, QueueStatus, Settlement,
+};
 
 use crate::protocol::ErrorReply;
 use crate::wire::Wire;
@@ -109,6 +111,8 @@ pub enum QueueRequest {
         /// The `basic.qos` it started under.
         qos: Qos,
     },
+    /// A stream's consumer groups; answered with `Groups`.
+    Groups,
     /// A stream's messages published with a key; answered with `Found`.
     Lookup {
         /// The key.
@@ -131,6 +135,8 @@ pub enum QueueAnswer {
     Consumers(Vec<ConsumerSummary>),
     /// Messages found by key, with their offsets.
     Found(Vec<(u64, Message)>),
+    /// A stream's consumer groups.
+    Groups(Vec<GroupStatus>),
 }
 
 /// An operation without an answer. Channel ids are the sending node's.

@@ -28,8 +28,8 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::message::SharedMessage;
 use warren_actors::queue::{
-    ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, Enqueue, EnqueueOutcome, Got, Queue,
-    QueueDef, QueueRef, QueueStatus, RemoteReach, Settlement,
+    ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, Enqueue, EnqueueOutcome, Got,
+    GroupStatus, Queue, QueueDef, QueueRef, QueueStatus, RemoteReach, Settlement,
 };
 use warren_actors::BoxFuture;
 
@@ -563,6 +563,15 @@ impl Queue for RemoteQueue {
         Box::pin(async move {
             match self.ask(QueueRequest::Consumers).await? {
                 QueueAnswer::Consumers(c) => Ok(c),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    fn groups(&self) -> BoxFuture<'_, Result<Vec<GroupStatus>, BrokerError>> {
+        Box::pin(async move {
+            match self.ask(QueueRequest::Groups).await? {
+                QueueAnswer::Groups(groups) => Ok(groups),
                 other => Err(unexpected(other)),
             }
         })

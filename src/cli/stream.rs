@@ -72,6 +72,16 @@ pub enum StreamCmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// A stream's consumer groups: per partition, the committed offset, the lag, the
+    /// members and the active one.
+    Groups {
+        /// The stream's name.
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Find the messages published with a key (the partitions' key indexes) and
     /// print `partition offset body` for each.
     Lookup {
@@ -140,6 +150,46 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             };
             let declared = client.declare_stream(&name, options).await.map_err(e)?;
             println!("stream {name} declared ({} partitions)", declared.len());
+        }
+        StreamCmd::Groups { name, json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let groups = client.stream_groups(&name).await.map_err(e)?;
+            if json {
+                let rows: Vec<serde_json::Value> = groups
+                    .iter()
+                    .map(|(p, g)| {
+                        serde_json::json!({
+                            "partition": p,
+                            "group": g.group,
+                            "member": g.member,
+                            "committed": g.committed,
+                            "end": g.end,
+                            "lag": g.lag(),
+                            "members": g.members,
+                            "active": g.active,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+                return Ok(());
+            }
+            println!(
+                "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  active",
+                "partition", "group", "member", "committed", "end", "lag", "members"
+            );
+            for (p, g) in groups {
+                println!(
+                    "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  {}",
+                    p,
+                    g.group,
+                    g.member.as_deref().unwrap_or("-"),
+                    g.committed,
+                    g.end,
+                    g.lag(),
+                    g.members,
+                    g.active.as_deref().unwrap_or("-"),
+                );
+            }
         }
         StreamCmd::Lookup {
             name,

@@ -331,6 +331,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The consumer groups of stream `name`, per partition: committed offset, lag,
+    /// members and the active one.
+    pub async fn stream_groups(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(u64, warren_actors::queue::GroupStatus)>, ClientError> {
+        let partitions = self.stream_partitions(name).await?;
+        if partitions.is_empty() {
+            return Err(ClientError::NotFound(format!(
+                "no stream '{name}' (declare it with `warren stream declare`)"
+            )));
+        }
+        let mut groups = Vec::new();
+        for p in partitions {
+            let request = warren_cluster::protocol::Request::StreamGroups {
+                queue: p.queue.clone(),
+            };
+            match self.call(request).await? {
+                warren_cluster::protocol::Response::Groups(found) => {
+                    groups.extend(found.into_iter().map(|g| (p.number, g)));
+                }
+                other => return Err(super::unexpected(other)),
+            }
+        }
+        Ok(groups)
+    }
+}
+
 /// How to read a partitioned stream.
 #[derive(Clone, Debug)]
 pub struct StreamConsumeOptions {

@@ -316,6 +316,10 @@ impl SessionState {
                     },
                 }
             }
+            Request::StreamGroups { queue } => {
+                let handle = vhost.find_queue(&queue, self.channel).await?;
+                Response::Groups(handle.groups().await?)
+            }
             Request::Lookup { queue, key, limit } => {
                 let handle = vhost.find_queue(&queue, self.channel).await?;
                 let found = handle.lookup(key, limit as usize).await?;

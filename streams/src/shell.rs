@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::message::{FieldTable, FieldValue, Message, SharedMessage};
-use warren_actors::queue::{ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome};
+use warren_actors::queue::{ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome, GroupStatus};
 use warren_storage::{Batch, Op, Store};
 
 use crate::args::StreamConfig;
@@ -104,6 +104,9 @@ pub(crate) enum StreamMsg {
     },
     Consumers {
         reply: oneshot::Sender<Result<Vec<ConsumerSummary>, BrokerError>>,
+    },
+    Groups {
+        reply: oneshot::Sender<Result<Vec<GroupStatus>, BrokerError>>,
     },
     Delete {
         reply: oneshot::Sender<Result<u64, BrokerError>>,
@@ -296,6 +299,9 @@ impl Actor for StreamActor {
             StreamMsg::Read { key, chunks } => shell.read_done(key, chunks),
             StreamMsg::Consumers { reply } => {
                 let _ = reply.send(Ok(shell.consumer_summaries()));
+            }
+            StreamMsg::Groups { reply } => {
+                let _ = reply.send(shell.groups());
             }
             StreamMsg::Delete { reply } => {
                 let held = shell.machine.bounds().len();
@@ -773,6 +779,53 @@ impl StreamShell {
             });
         }
         self.shared.journal_forget(|_| true);
+    }
+
+    /// The groups with members here, and those with only a stored offset.
+    fn groups(&self) -> Result<Vec<GroupStatus>, BrokerError> {
+        let end = self.machine.bounds().next;
+        let split = |key: &str| match key.split_once('\u{0}') {
+            Some((group, member)) => (group.to_string(), Some(member.to_string())),
+            None => (key.to_string(), None),
+        };
+        let mut by_key: std::collections::BTreeMap<String, GroupStatus> = self
+            .store
+            .consumer_offsets(self.shared.def.id)
+            .map_err(|e| BrokerError::internal(format!("reading the groups' offsets failed: {e}")))?
+            .into_iter()
+            .map(|(key, committed)| {
+                let (group, member) = split(&key);
+                let status = GroupStatus {
+                    group,
+                    member,
+                    committed,
+                    end,
+                    members: 0,
+                    active: None,
+                };
+                (key, status)
+            })
+            .collect();
+        for (key, g) in self.machine.groups() {
+            let (group, member) = split(key);
+            let active = g
+                .members
+                .iter()
+                .find(|m| self.machine.consumers().any(|(k, c)| k == *m && c.active))
+                .map(|(_, tag)| tag.to_string());
+            by_key.insert(
+                key.to_string(),
+                GroupStatus {
+                    group,
+                    member,
+                    committed: g.committed,
+                    end,
+                    members: g.members.len() as u32,
+                    active,
+                },
+            );
+        }
+        Ok(by_key.into_values().collect())
     }
 
     fn consumer_summaries(&self) -> Vec<ConsumerSummary> {

@@ -17,7 +17,7 @@ use crate::BoxFuture;
 
 use super::def::QueueDef;
 use super::kind::QueueKind;
-use super::stats::{ConsumerSummary, QueueStatus};
+use super::stats::{ConsumerSummary, GroupStatus, QueueStatus};
 
 /// A queue, as every caller holds it.
 pub type QueueRef = Arc<dyn Queue>;
@@ -275,6 +275,12 @@ pub trait Queue: Send + Sync + 'static {
             self.name()
         ));
         Box::pin(async move { Err(refused) })
+    }
+
+    /// A stream's consumer groups: those with members now and those with a stored
+    /// offset. Other queues have none.
+    fn groups(&self) -> BoxFuture<'_, Result<Vec<GroupStatus>, BrokerError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// The node that serves the queue now, when that is not its home node (a

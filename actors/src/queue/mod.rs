@@ -38,7 +38,9 @@ pub use api::{
 };
 pub use def::QueueDef;
 pub use kind::{KindError, QueueKind, KNOWN_QUEUE_TYPES, QUEUE_TYPE_ARG};
-pub use stats::{ConsumerSummary, QueueStats, QueueStatus, ReplicaProgress, Replication};
+pub use stats::{
+    ConsumerSummary, GroupStatus, QueueStats, QueueStatus, ReplicaProgress, Replication,
+};
 
 use crate::error::BrokerError;
 

@@ -56,6 +56,30 @@ pub struct ConsumerSummary {
     pub active: bool,
 }
 
+/// A consumer group of a stream's partition: where it is and how far behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group's name.
+    pub group: String,
+    /// For a broadcast group: the member whose offset this is.
+    pub member: Option<String>,
+    /// The offset the group goes on from.
+    pub committed: u64,
+    /// The offset the partition's next message gets.
+    pub end: u64,
+    /// Its members on this partition now.
+    pub members: u32,
+    /// The consumer tag of the member that is sent messages, if any.
+    pub active: Option<String>,
+}
+
+impl GroupStatus {
+    /// Messages the group has not processed yet.
+    pub fn lag(&self) -> u64 {
+        self.end.saturating_sub(self.committed)
+    }
+}
+
 /// A queue's counters with how often its actor restarted, as its home node reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStatus {

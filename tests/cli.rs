@@ -265,7 +265,8 @@ async fn cli_commands_and_their_errors() {
     let out = ok(&["stream", "groups", "views", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let billing: Vec<_> = rows.iter().filter(|r| r["group"] == "billing").collect();
-    assert_eq!(billing.len(), 5, "{out}");
+    // (Partitions 3 and 4 never had a message for the group to commit.)
+    assert_eq!(billing.len(), 3, "{out}");
     let (committed, lag): (u64, u64) = billing.iter().fold((0, 0), |(c, l), r| {
         (
             c + r["committed"].as_u64().unwrap(),

@@ -465,8 +465,12 @@ impl Client {
                 None => format!("no stream '{name}' (declare it with `warren stream declare`)"),
             }));
         }
-        let mut consumers = Vec::with_capacity(chosen.len());
+        let mut made = StreamConsumer {
+            consumers: Vec::with_capacity(chosen.len()),
+            turn: 0,
+        };
         for p in chosen {
+            // On a failure, those made so far are cancelled as `made` drops.
             let consumer = self
                 .consume(
                     &p.queue,
@@ -477,9 +481,9 @@ impl Client {
                     },
                 )
                 .await?;
-            consumers.push((p.number, consumer));
+            made.consumers.push((p.number, consumer));
         }
-        Ok(StreamConsumer { consumers, turn: 0 })
+        Ok(made)
     }
 }
 
@@ -544,10 +548,29 @@ impl StreamConsumer {
     }
 
     /// Stops reading every partition.
-    pub async fn cancel(self) -> Result<(), ClientError> {
-        for (_, consumer) in self.consumers {
+    pub async fn cancel(mut self) -> Result<(), ClientError> {
+        for (_, consumer) in std::mem::take(&mut self.consumers) {
             consumer.cancel().await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for StreamConsumer {
+    /// A stream consumer dropped without `cancel` is cancelled all the same (in the
+    /// background): a group member nobody reads must not keep its partitions from
+    /// the others.
+    fn drop(&mut self) {
+        let consumers = std::mem::take(&mut self.consumers);
+        if consumers.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for (_, consumer) in consumers {
+                    let _ = consumer.cancel().await;
+                }
+            });
+        }
     }
 }

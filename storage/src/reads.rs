@@ -307,8 +307,8 @@ pub(crate) fn partition_ends(
 }
 
 /// The chunks of `partition` from the one holding offset `from` on (the first
-/// chunk when `from` is before it), until `max_bytes` of chunks were read (at
-/// least one) or the log ends.
+/// chunk when `from` is before it), until `max_bytes` of chunks were read (and at
+/// least two, so a reader always sees where the next chunk starts) or the log ends.
 pub(crate) fn partition_chunks(
     txn: &ReadTransaction,
     path: &Path,
@@ -343,7 +343,7 @@ pub(crate) fn partition_chunks(
         let value = value.value();
         bytes += value.len();
         chunks.push((key.value().1, value.to_vec()));
-        if bytes >= max_bytes {
+        if bytes >= max_bytes && chunks.len() >= 2 {
             break;
         }
     }

@@ -188,8 +188,8 @@ impl Store {
     }
 
     /// The chunks of a partition's log from the one that holds offset `from` (the
-    /// first one when `from` is before it), until `max_bytes` were read (at least
-    /// one chunk) or the log ends. One read transaction.
+    /// first one when `from` is before it), until `max_bytes` were read (and at
+    /// least two chunks) or the log ends. One read transaction.
     pub fn partition_chunks(
         &self,
         partition: u64,
@@ -578,7 +578,7 @@ mod tests {
         ];
         store.submit(Batch::durable(ops)).wait().expect("commit");
         let firsts = |chunks: Vec<StoredChunk>| chunks.into_iter().map(|c| c.0).collect::<Vec<_>>();
-        assert_eq!(firsts(store.partition_chunks(3, 12, 1).unwrap()), [10]);
+        assert_eq!(firsts(store.partition_chunks(3, 12, 1).unwrap()), [10, 25]);
         assert_eq!(firsts(store.partition_chunks(3, 25, 15).unwrap()), [25, 40]);
         assert_eq!(firsts(store.partition_chunks(3, 99, 1000).unwrap()), [40]);
         assert!(store.partition_chunks(9, 0, 1000).unwrap().is_empty());

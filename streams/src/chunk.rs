@@ -62,6 +62,14 @@ pub enum ChunkError {
     /// A part did not decode.
     #[error("chunk record does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// Its header counts another number of messages than it holds.
+    #[error("chunk record's header counts {header} messages but it holds {found}")]
+    Count {
+        /// What the header says.
+        header: u32,
+        /// What the record holds.
+        found: usize,
+    },
 }
 
 /// Encodes a chunk of `messages` (one or more) whose header is `header`: the stored
@@ -104,7 +112,15 @@ pub fn header(record: &[u8]) -> Result<ChunkHeader, ChunkError> {
 /// A stored chunk, whole.
 pub fn decode(record: &[u8]) -> Result<(ChunkHeader, Vec<SharedMessage>), ChunkError> {
     let (head, body) = split(record)?;
-    Ok((codec::decode(head)?, codec::decode(body)?))
+    let header: ChunkHeader = codec::decode(head)?;
+    let messages: Vec<SharedMessage> = codec::decode(body)?;
+    if messages.len() != header.count as usize {
+        return Err(ChunkError::Count {
+            header: header.count,
+            found: messages.len(),
+        });
+    }
+    Ok((header, messages))
 }
 
 /// Splits an append of `messages` into chunks: at most [`CHUNK_MESSAGES`] each, and

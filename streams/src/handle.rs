@@ -52,7 +52,15 @@ pub(crate) struct StreamShared {
     stats: Mutex<QueueStats>,
     /// The consumers to re-attach when a crashed actor restarts, each with the
     /// offset after the last one it was sent, and its group.
-    journal: Mutex<HashMap<ConsumerKey, Journaled>>,
+    journal: Mutex<HashMap<ConsumerKey, (u64, Journaled)>>,
+    /// Journal entries made so far (re-attached in the order they came).
+    journaled: AtomicU64,
+    /// The seq the next delivery gets (continued by a restarted actor, so that a
+    /// channel's seq from before never names another delivery).
+    next_seq: AtomicU64,
+    /// Each group's offset as its commits moved it (survives the actor's restarts:
+    /// a crash must not lose what is not stored yet).
+    commits: Mutex<HashMap<Arc<str>, u64>>,
     tracers: Mutex<Vec<(ChannelId, ChannelSink)>>,
 }
 
@@ -74,6 +82,9 @@ impl StreamShared {
             incarnations: AtomicU64::new(0),
             stats: Mutex::new(QueueStats::default()),
             journal: Mutex::new(HashMap::new()),
+            journaled: AtomicU64::new(0),
+            next_seq: AtomicU64::new(1),
+            commits: Mutex::new(HashMap::new()),
             tracers: Mutex::new(Vec::new()),
         })
     }
@@ -107,21 +118,49 @@ impl StreamShared {
 
     pub fn journal_consume(&self, request: ConsumeRequest, start: u64, group: Option<GroupArgs>) {
         let key = (request.channel, request.tag.clone());
-        lock(&self.journal).insert(key, (request, start, group));
+        let order = self.journaled.fetch_add(1, Ordering::Relaxed);
+        lock(&self.journal).insert(key, (order, (request, start, group)));
     }
 
+    /// A consumer outside a group was sent what comes before `next`: a restarted
+    /// actor re-attaches it there. (A group member goes on from its group's offset.)
     pub fn journal_sent(&self, key: &ConsumerKey, next: u64) {
-        if let Some(entry) = lock(&self.journal).get_mut(key) {
-            entry.1 = next;
+        if let Some((_, entry)) = lock(&self.journal).get_mut(key) {
+            if entry.2.is_none() {
+                entry.1 = next;
+            }
         }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn note_commit(&self, group: &Arc<str>, offset: u64) {
+        lock(&self.commits).insert(group.clone(), offset);
+    }
+
+    pub fn commits(&self) -> Vec<(Arc<str>, u64)> {
+        lock(&self.commits)
+            .iter()
+            .map(|(g, o)| (g.clone(), *o))
+            .collect()
+    }
+
+    pub fn commit_of(&self, group: &Arc<str>) -> Option<u64> {
+        lock(&self.commits).get(group).copied()
     }
 
     pub fn journal_forget(&self, gone: impl Fn(&ConsumerKey) -> bool) {
         lock(&self.journal).retain(|k, _| !gone(k));
     }
 
+    /// The consumers to re-attach, in the order they first came (a group's active
+    /// member stays the same).
     pub fn journal(&self) -> Vec<Journaled> {
-        lock(&self.journal).values().cloned().collect()
+        let mut entries: Vec<(u64, Journaled)> = lock(&self.journal).values().cloned().collect();
+        entries.sort_by_key(|(order, _)| *order);
+        entries.into_iter().map(|(_, j)| j).collect()
     }
 
     pub fn emit_trace(&self, messages: &[SharedMessage]) {
@@ -281,10 +320,7 @@ impl Queue for StreamQueue {
         // Whatever the kind, a settled delivery gives its consumer credit back: acks
         // do not remove messages from a stream. (Clients' nacks and rejects are
         // refused before they get here; deliveries a channel gives back come here.)
-        let _ = self.shared.send(StreamMsg::Settle {
-            channel,
-            offsets: seqs,
-        });
+        let _ = self.shared.send(StreamMsg::Settle { channel, seqs });
     }
 
     fn get(

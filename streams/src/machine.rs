@@ -119,10 +119,12 @@ pub enum Command {
         /// The consumer.
         key: ConsumerKey,
     },
-    /// A channel settled deliveries of its consumers, by offset.
+    /// A consumer's deliveries were settled, by offset (the shell knows which
+    /// consumer each delivery was for: two consumers of one channel may both hold
+    /// an offset).
     Settle {
-        /// The channel.
-        channel: ChannelId,
+        /// The consumer.
+        key: ConsumerKey,
         /// The offsets settled.
         offsets: Vec<u64>,
     },
@@ -270,22 +272,17 @@ impl Partition {
                 }
             }
             Command::Cancel { key } => self.remove_consumer(&key, &mut effects),
-            Command::Settle { channel, offsets } => {
-                let mut settled_groups = BTreeSet::new();
-                for offset in offsets {
-                    // The first consumer of the channel holding it: two consumers of
-                    // one channel may both hold an offset, and each settles its own.
-                    if let Some(c) = self
-                        .channel_consumers(channel)
-                        .find(|c| c.unacked.contains(&offset))
-                    {
+            Command::Settle { key, offsets } => {
+                let mut group = None;
+                if let Some(c) = self.consumers.get_mut(&key) {
+                    for offset in offsets {
                         c.unacked.remove(&offset);
-                        if let (Some(group), true) = (&c.group, c.active) {
-                            settled_groups.insert(group.clone());
-                        }
+                    }
+                    if c.active {
+                        group = c.group.clone();
                     }
                 }
-                for group in settled_groups {
+                if let Some(group) = group {
                     self.commit_acked(&group, &mut effects);
                 }
             }
@@ -326,6 +323,11 @@ impl Partition {
         if let Some(group) = gone.group {
             if let Some(g) = self.groups.get_mut(&group) {
                 g.members.retain(|m| m != key);
+                if g.members.is_empty() {
+                    // Its offset went out with the Commit effects that moved it.
+                    self.groups.remove(&group);
+                    return;
+                }
             }
             self.choose_active(&group, effects);
         }
@@ -381,14 +383,6 @@ impl Partition {
                 });
             }
         }
-    }
-
-    fn channel_consumers(&mut self, channel: ChannelId) -> impl Iterator<Item = &mut Consumer> {
-        let from: ConsumerKey = (channel, Arc::from(""));
-        self.consumers
-            .range_mut(from..)
-            .take_while(move |((ch, _), _)| *ch == channel)
-            .map(|(_, c)| c)
     }
 
     /// What every active consumer with credit can be sent now.
@@ -468,23 +462,54 @@ mod tests {
         assert_eq!(delivered(&effects), [(key(1, "a"), 0..4)]);
         let effects = p
             .apply(Command::Settle {
-                channel: 1,
+                key: key(1, "a"),
                 offsets: vec![1, 0],
             })
             .unwrap();
         assert_eq!(delivered(&effects), [(key(1, "a"), 4..6)]);
-        // An offset settled twice, or by another channel, gives nothing.
+        // An offset settled twice, or by another consumer, gives nothing.
         let again = Command::Settle {
-            channel: 1,
+            key: key(1, "a"),
             offsets: vec![0],
         };
         assert!(p.apply(again).unwrap().is_empty());
         let other = Command::Settle {
-            channel: 2,
+            key: key(2, "a"),
             offsets: vec![2],
         };
         assert!(p.apply(other).unwrap().is_empty());
         assert_eq!(p.unacked(), 4);
+    }
+
+    #[test]
+    fn two_consumers_of_one_channel_holding_one_offset_settle_their_own() {
+        let mut p = Partition::default();
+        p.apply(appended(5)).unwrap();
+        for tag in ["a", "b"] {
+            p.apply(Command::Consume {
+                key: key(1, tag),
+                start: 0,
+                prefetch: 1,
+                join: None,
+            })
+            .unwrap();
+        }
+        let effects = p
+            .apply(Command::Settle {
+                key: key(1, "b"),
+                offsets: vec![0],
+            })
+            .unwrap();
+        assert_eq!(delivered(&effects), [(key(1, "b"), 1..2)]);
+        // a's offset 0 is still a's: cancelling a leaves b able to go on.
+        p.apply(Command::Cancel { key: key(1, "a") }).unwrap();
+        let effects = p
+            .apply(Command::Settle {
+                key: key(1, "b"),
+                offsets: vec![1],
+            })
+            .unwrap();
+        assert_eq!(delivered(&effects), [(key(1, "b"), 2..3)]);
     }
 
     #[test]
@@ -597,7 +622,7 @@ mod tests {
         // b acks 0..3: the group's offset moves to 3 and b gets three more.
         let effects = p
             .apply(Command::Settle {
-                channel: 2,
+                key: key(2, "b"),
                 offsets: vec![0, 1, 2],
             })
             .unwrap();
@@ -620,7 +645,7 @@ mod tests {
         // Acks from the member that was replaced settle nothing of the group's.
         assert!(p
             .apply(Command::Settle {
-                channel: 2,
+                key: key(2, "b"),
                 offsets: vec![5]
             })
             .unwrap()
@@ -675,6 +700,7 @@ mod tests {
         Consume(u8, u8, u8, u8),
         Cancel(u8, u8),
         Ack(u8, u8),
+        Skip(u8, u8),
         Down(u8),
     }
 
@@ -685,18 +711,27 @@ mod tests {
             2 => (0..3u8, 0..3u8, any::<u8>(), 1..8u8).prop_map(|(c, t, s, p)| Step::Consume(c, t, s, p)),
             1 => (0..3u8, 0..3u8).prop_map(|(c, t)| Step::Cancel(c, t)),
             4 => (0..3u8, any::<u8>()).prop_map(|(c, n)| Step::Ack(c, n)),
+            1 => (0..3u8, any::<u8>()).prop_map(|(c, n)| Step::Skip(c, n)),
             1 => (0..3u8).prop_map(Step::Down),
         ]
     }
 
     proptest! {
         /// After every step: no consumer holds more than its prefetch, every delivery
-        /// is inside the log, and each consumer is sent consecutive offsets, never one
-        /// twice.
+        /// is inside the log and goes to an active consumer, a consumer outside a group
+        /// is sent increasing offsets (never one twice), a group has exactly one
+        /// active member while it has members, its offset (as stored from its Commit
+        /// effects, as the shell does) never goes back, and a group that commits on
+        /// ack never commits past its active member's first unacked offset.
         #[test]
-        fn credit_bounds_and_order_hold_after_every_step(steps in prop::collection::vec(step(), 1..200)) {
-            let mut p = Partition::default();
+        fn credit_bounds_and_order_hold_after_every_step(
+            steps in prop::collection::vec(step(), 1..200),
+            number in 0..4u64,
+        ) {
+            let mut p = Partition::new(LogBounds::default(), number);
             let mut last_sent: BTreeMap<ConsumerKey, u64> = BTreeMap::new();
+            // The groups' offsets as the shell would have stored them.
+            let mut stored: BTreeMap<Arc<str>, u64> = BTreeMap::new();
             for step in steps {
                 let command = match step {
                     Step::Append(n) => appended(p.bounds().next + u64::from(n)),
@@ -708,7 +743,16 @@ mod tests {
                         key: key(c.into(), &t.to_string()),
                         start: u64::from(s),
                         prefetch: prefetch.into(),
-                        join: None,
+                        // Some consumers join one of two groups (with a stored offset
+                        // or not; committing on ack or on delivery).
+                        join: (s % 3 != 0).then(|| {
+                            let group: Arc<str> = Arc::from(if s % 3 == 1 { "g1" } else { "g2" });
+                            Join {
+                                stored: stored.get(&group).copied(),
+                                group,
+                                commit: if s % 2 == 0 { Commit::OnAck } else { Commit::OnDelivery },
+                            }
+                        }),
                     },
                     Step::Cancel(c, t) => {
                         let k = key(c.into(), &t.to_string());
@@ -716,13 +760,28 @@ mod tests {
                         Command::Cancel { key: k }
                     }
                     Step::Ack(c, n) => {
-                        let offsets: Vec<u64> = p
+                        // Some of the unacked offsets of one consumer of channel c.
+                        let Some((k, held)) = p
                             .consumers()
                             .filter(|((ch, _), _)| *ch == u64::from(c))
-                            .flat_map(|(_, c)| c.unacked.iter().copied())
-                            .take(usize::from(n % 5) + 1)
-                            .collect();
-                        Command::Settle { channel: c.into(), offsets }
+                            .nth(usize::from(n % 2))
+                            .map(|(k, c)| (k.clone(), c.unacked.clone()))
+                        else {
+                            continue;
+                        };
+                        let offsets = held.into_iter().take(usize::from(n % 5) + 1).collect();
+                        Command::Settle { key: k, offsets }
+                    }
+                    Step::Skip(c, n) => {
+                        // The shell passes over a consumer's first unacked offset.
+                        let Some((k, first)) = p
+                            .consumers()
+                            .filter(|((ch, _), _)| *ch == u64::from(c))
+                            .find_map(|(k, c)| c.unacked.first().map(|o| (k.clone(), *o)))
+                        else {
+                            continue;
+                        };
+                        Command::Skipped { key: k, offsets: first..first + u64::from(n % 2) + 1 }
                     }
                     Step::Down(c) => {
                         last_sent.retain(|(ch, _), _| *ch != u64::from(c));
@@ -734,9 +793,16 @@ mod tests {
                     p.groups().map(|(g, s)| (g.clone(), s.committed)).collect();
                 let Ok(effects) = p.apply(command) else { continue };
                 for effect in &effects {
-                    if let Effect::Deactivated { key } = effect {
+                    match effect {
                         // What it was sent is forgotten: a later turn starts afresh.
-                        last_sent.remove(key);
+                        Effect::Deactivated { key } => {
+                            last_sent.remove(key);
+                        }
+                        Effect::Commit { group, offset } => {
+                            let before = stored.insert(group.clone(), *offset);
+                            prop_assert!(before.is_none_or(|b| *offset > b), "{group} went back");
+                        }
+                        Effect::Deliver { .. } => {}
                     }
                 }
                 // A group's offset never goes back, and it has at most one active
@@ -751,6 +817,16 @@ mod tests {
                         .filter(|m| p.consumers().any(|(k, c)| k == *m && c.active))
                         .count();
                     prop_assert!(active == usize::from(!state.members.is_empty()), "{g}: {active} active");
+                    if state.commit == Commit::OnAck {
+                        let first_unacked = state
+                            .members
+                            .iter()
+                            .filter_map(|m| p.consumers().find(|(k, c)| k == &m && c.active))
+                            .find_map(|(_, c)| c.unacked.first().copied());
+                        if let Some(first) = first_unacked {
+                            prop_assert!(state.committed <= first, "{g} committed past {first}");
+                        }
+                    }
                 }
                 for effect in effects {
                     let Effect::Deliver { key, offsets } = effect else { continue };

@@ -93,13 +93,14 @@ pub(crate) enum StreamMsg {
     },
     Settle {
         channel: ChannelId,
-        offsets: Vec<u64>,
+        seqs: Vec<u64>,
     },
     ChannelDown {
         channel: ChannelId,
     },
     Read {
         key: ConsumerKey,
+        id: u64,
         chunks: Result<Vec<Arc<Decoded>>, String>,
     },
     Consumers {
@@ -137,8 +138,8 @@ struct Reader {
     pending: VecDeque<Range<u64>>,
     /// The chunks of its last read from the log.
     buffer: Vec<Arc<Decoded>>,
-    /// A read of the log is under way.
-    reading: bool,
+    /// The read of the log under way: its id and the offset it was issued for.
+    read: Option<(u64, u64)>,
     /// Its tag filter.
     filter: Option<TagFilter>,
 }
@@ -162,6 +163,10 @@ pub(crate) struct StreamShell {
     /// Group offsets that moved since they were last stored.
     dirty_offsets: HashMap<Arc<str>, u64>,
     flush_scheduled: bool,
+    /// The deliveries not settled yet, by seq: their consumer and offset.
+    sent: HashMap<u64, (ConsumerKey, u64)>,
+    /// The id the next read of the log gets.
+    next_read: u64,
     /// Consumers with something new to send, and whether they are being served.
     to_pump: VecDeque<ConsumerKey>,
     pumping: bool,
@@ -182,6 +187,10 @@ impl Actor for StreamActor {
             store,
             config,
         } = args;
+        // What an incarnation before this one submitted (an append, offsets) is
+        // committed first: the log's end must include it, or its offsets would be
+        // handed out again.
+        store.flush().await?;
         // Only the first and the last chunk are read, whatever the log's length.
         let id = shared.def.id;
         let reading = store.clone();
@@ -235,6 +244,8 @@ impl Actor for StreamActor {
             retaining: false,
             dirty_offsets: HashMap::new(),
             flush_scheduled: false,
+            sent: HashMap::new(),
+            next_read: 1,
             to_pump: VecDeque::new(),
             pumping: false,
         };
@@ -285,18 +296,18 @@ impl Actor for StreamActor {
             }
             StreamMsg::Cancel { key, reply } => {
                 shell.readers.remove(&key);
+                shell.sent.retain(|_, (k, _)| *k != key);
                 shell.shared.journal_forget(|k| *k == key);
                 shell.apply(Command::Cancel { key });
                 let _ = reply.send(Ok(()));
             }
-            StreamMsg::Settle { channel, offsets } => {
-                shell.apply(Command::Settle { channel, offsets });
-            }
+            StreamMsg::Settle { channel, seqs } => shell.settle(channel, seqs),
             StreamMsg::ChannelDown { channel } => {
                 shell.readers.retain(|(ch, _), _| *ch != channel);
+                shell.sent.retain(|_, ((ch, _), _)| *ch != channel);
                 shell.apply(Command::ChannelDown { channel });
             }
-            StreamMsg::Read { key, chunks } => shell.read_done(key, chunks),
+            StreamMsg::Read { key, id, chunks } => shell.read_done(key, id, chunks),
             StreamMsg::Consumers { reply } => {
                 let _ = reply.send(Ok(shell.consumer_summaries()));
             }
@@ -341,9 +352,13 @@ impl StreamShell {
                     if let Some(reader) = self.readers.get_mut(&key) {
                         reader.pending.clear();
                         reader.buffer.clear();
+                        // A read under way is for what it no longer gets.
+                        reader.read = None;
                     }
+                    self.sent.retain(|_, (k, _)| *k != key);
                 }
                 Effect::Commit { group, offset } => {
+                    self.shared.note_commit(&group, offset);
                     self.dirty_offsets.insert(group, offset);
                     if !self.flush_scheduled {
                         self.flush_scheduled = true;
@@ -400,6 +415,22 @@ impl StreamShell {
                 tracing::error!(stream = %name, "storing consumer group offsets failed: {e}");
             }
         });
+    }
+
+    /// A channel settled deliveries, by the seqs they carried: each is its
+    /// consumer's offset (two consumers of a channel may both hold an offset).
+    fn settle(&mut self, channel: ChannelId, seqs: Vec<u64>) {
+        let mut by_consumer: HashMap<ConsumerKey, Vec<u64>> = HashMap::new();
+        for seq in seqs {
+            if let Some((key, offset)) = self.sent.remove(&seq) {
+                if key.0 == channel {
+                    by_consumer.entry(key).or_default().push(offset);
+                }
+            }
+        }
+        for (key, offsets) in by_consumer {
+            self.apply(Command::Settle { key, offsets });
+        }
     }
 
     // ----- appends -------------------------------------------------------------------
@@ -562,17 +593,30 @@ impl StreamShell {
                 None
             })
         });
-        self.attach(request.clone(), start, group.clone())?;
-        self.shared.journal_consume(request, start, group);
-        Ok(())
+        // Journaled first: what `attach` sends at once is noted as sent in it.
+        let key: ConsumerKey = (request.channel, request.tag.clone());
+        let known = self.readers.contains_key(&key);
+        if !known {
+            self.shared
+                .journal_consume(request.clone(), start, group.clone());
+        }
+        let attached = self.attach(request, start, group);
+        if attached.is_err() && !known {
+            self.shared.journal_forget(|k| *k == key);
+        }
+        attached
     }
 
     /// The group a consumer joins, with the offset stored for it (what is not
     /// flushed yet counts: it is newer).
     fn join(&self, group: GroupArgs) -> Result<Join, BrokerError> {
         let name: Arc<str> = group.key.as_str().into();
-        let stored = match self.dirty_offsets.get(&name) {
-            Some(offset) => Some(*offset),
+        let stored = match self
+            .shared
+            .commit_of(&name)
+            .or_else(|| self.dirty_offsets.get(&name).copied())
+        {
+            Some(offset) => Some(offset),
             None => self
                 .store
                 .consumer_offset(self.shared.def.id, &group.key)
@@ -608,7 +652,7 @@ impl StreamShell {
                 tag: request.tag,
                 pending: VecDeque::new(),
                 buffer: Vec::new(),
-                reading: false,
+                read: None,
                 filter: TagFilter::of(&request.arguments).ok().flatten(),
             },
         );
@@ -641,6 +685,7 @@ impl StreamShell {
         };
         let mut out = Vec::new();
         let mut skipped = Vec::new();
+        let mut sent_upto = None;
         let first_kept = self.machine.bounds().first;
         while let Some(range) = reader.pending.front_mut() {
             if range.start < first_kept {
@@ -660,12 +705,14 @@ impl StreamShell {
                 .find(|c| c.holds(range.start))
                 .cloned();
             let Some(chunk) = chunk else {
-                if !reader.reading {
-                    reader.reading = true;
+                if reader.read.is_none() {
+                    let id = self.next_read;
+                    self.next_read += 1;
+                    reader.read = Some((id, range.start));
                     read(
                         &self.store,
                         self.shared.def.id,
-                        key.clone(),
+                        (key.clone(), id),
                         range.start,
                         self.myself.clone(),
                     );
@@ -684,22 +731,29 @@ impl StreamShell {
                     }
                     continue;
                 }
+                // Its own seq, which the channel settles: what names the consumer
+                // and the offset here.
+                let seq = self.shared.next_seq();
+                self.sent.insert(seq, (key.clone(), offset));
                 out.push(QueueDelivery {
                     queue: self.shared.name.clone(),
                     consumer_tag: reader.tag.clone(),
-                    seq: offset,
+                    seq,
                     message: with_offset(message, offset),
                     redelivered: false,
                     no_ack: false,
                 });
             }
             range.start = upto;
+            sent_upto = Some(upto);
             if range.is_empty() {
                 reader.pending.pop_front();
             }
         }
-        if let Some(last) = out.last() {
-            self.shared.journal_sent(key, last.seq + 1);
+        if let Some(next) = sent_upto {
+            self.shared.journal_sent(key, next);
+        }
+        if !out.is_empty() {
             (reader.sink)(QueueEvent::Deliver(out));
         }
         // (Applying these may give the consumer more to send: `perform` queues it,
@@ -712,16 +766,28 @@ impl StreamShell {
         }
     }
 
-    fn read_done(&mut self, key: ConsumerKey, chunks: Result<Vec<Arc<Decoded>>, String>) {
+    fn read_done(&mut self, key: ConsumerKey, id: u64, chunks: Result<Vec<Arc<Decoded>>, String>) {
         let Some(reader) = self.readers.get_mut(&key) else {
             return;
         };
-        reader.reading = false;
+        // A read for a consumer that stopped and started again since (or was
+        // deactivated) is for what it no longer gets: dropped, and read again.
+        let Some((_, issued_for)) = reader.read.filter(|(r, _)| *r == id) else {
+            self.to_pump.push_back(key);
+            self.perform(Vec::new());
+            return;
+        };
+        reader.read = None;
         match chunks {
             Ok(chunks) => {
                 // Offsets before the first chunk read are gone (retention); so is
-                // everything when nothing came back.
-                let from = reader.pending.front().map(|r| r.start);
+                // everything when nothing came back. Only said of the offset the read
+                // was for.
+                let from = reader
+                    .pending
+                    .front()
+                    .map(|r| r.start)
+                    .filter(|start| *start == issued_for);
                 let found = chunks.first().map(|c| c.header.first);
                 reader.buffer = chunks;
                 if let Some(from) = from {
@@ -781,7 +847,8 @@ impl StreamShell {
         self.shared.journal_forget(|_| true);
     }
 
-    /// The groups with members here, and those with only a stored offset.
+    /// The groups with members here, and those with only an offset (stored, or
+    /// committed and about to be).
     fn groups(&self) -> Result<Vec<GroupStatus>, BrokerError> {
         let end = self.machine.bounds().next;
         let split = |key: &str| match key.split_once('\u{0}') {
@@ -806,6 +873,21 @@ impl StreamShell {
                 (key, status)
             })
             .collect();
+        // Offsets committed and not stored yet are newer.
+        for (key, committed) in self.shared.commits() {
+            let (group, member) = split(&key);
+            by_key
+                .entry(key.to_string())
+                .and_modify(|s| s.committed = committed)
+                .or_insert(GroupStatus {
+                    group,
+                    member,
+                    committed,
+                    end,
+                    members: 0,
+                    active: None,
+                });
+        }
         for (key, g) in self.machine.groups() {
             let (group, member) = split(key);
             let active = g
@@ -921,14 +1003,8 @@ impl StreamShell {
                         self.tail_bytes -= old.bytes;
                     }
                 }
-                // More may go than one pass read.
-                if self
-                    .config
-                    .max_bytes
-                    .is_some_and(|max| self.machine.bounds().bytes() > max)
-                {
-                    self.retain();
-                }
+                // More may go than one pass read (by size or by age).
+                self.retain();
             }
             Ok(None) => {}
             Err(e) => tracing::error!(stream = %self.shared.name, "retention failed: {e}"),
@@ -959,7 +1035,13 @@ fn answer(batches: Vec<Enqueue>, outcome: impl Fn(usize) -> Vec<EnqueueOutcome>)
 
 /// Reads the chunks from the one holding `from` (about [`READ_BYTES`]) off the
 /// actor's thread, and hands them to the actor decoded.
-fn read(store: &Store, id: u64, key: ConsumerKey, from: u64, myself: ActorRef<StreamMsg>) {
+fn read(
+    store: &Store,
+    id: u64,
+    (key, read): (ConsumerKey, u64),
+    from: u64,
+    myself: ActorRef<StreamMsg>,
+) {
     let store = store.clone();
     tokio::spawn(async move {
         let chunks = tokio::task::spawn_blocking(move || {
@@ -984,7 +1066,11 @@ fn read(store: &Store, id: u64, key: ConsumerKey, from: u64, myself: ActorRef<St
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-        let _ = myself.cast(StreamMsg::Read { key, chunks });
+        let _ = myself.cast(StreamMsg::Read {
+            key,
+            id: read,
+            chunks,
+        });
     });
 }
 

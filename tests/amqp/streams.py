@@ -131,6 +131,21 @@ def main():
     c.close()
     assert t.count(ch, "s1") == 103, "acks remove nothing from a stream"
 
+    # Two consumers of one channel both hold offset 0: each ack is its own
+    # consumer's (the deliveries' tags differ), so both go on.
+    c = conn.channel()
+    c.basic_qos(prefetch_count=1)
+    seen = {"x": [], "y": []}
+    for name in seen:
+        def on(chx, m, p, b, name=name):
+            seen[name].append(p.headers["x-stream-offset"])
+            if len(seen[name]) < 3:
+                chx.basic_ack(m.delivery_tag)
+        c.basic_consume("s1", on, consumer_tag=name, arguments={"x-stream-offset": "first"})
+    t.poll(conn, lambda: len(seen["x"]) == 3 and len(seen["y"]) == 3, "both consumers of one channel")
+    assert seen == {"x": [0, 1, 2], "y": [0, 1, 2]}, seen
+    c.close()
+
     # Through an exchange, as any queue.
     ch.exchange_declare("to-streams", "fanout")
     ch.queue_bind("s1", "to-streams")

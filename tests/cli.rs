@@ -261,6 +261,27 @@ async fn cli_commands_and_their_errors() {
         ],
         "required arguments",
     );
+    // The stream as a whole: partitions with their offsets and size, and the groups.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["stream", "info", "views", "--json"])).unwrap();
+    let parts = info["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 5, "{info}");
+    assert_eq!(parts[1]["end"], 2, "{info}");
+    assert_eq!(parts[1]["first"], 0, "{info}");
+    assert!(parts[1]["bytes"].as_u64().unwrap() > 0, "{info}");
+    assert!(!info["groups"].as_array().unwrap().is_empty(), "{info}");
+    let out = ok(&[
+        "stream",
+        "consume",
+        "views",
+        "--from",
+        "first",
+        "--partition",
+        "1",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(out, "one\n");
     // The group's offsets and lag, per partition.
     let out = ok(&["stream", "groups", "views", "--json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();

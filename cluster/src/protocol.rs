@@ -307,8 +307,9 @@ pub enum Request {
         /// At most this many queues.
         limit: u32,
     },
-    /// A stream's consumer groups (one partition); answered with `Groups`.
-    StreamGroups {
+    /// A stream's log bounds and consumer groups (one partition); answered with
+    /// `StreamInfo`.
+    StreamInfo {
         /// The stream (one partition).
         queue: String,
     },
@@ -399,8 +400,8 @@ pub enum Response {
     },
     /// The answer to `Lookup`: each message with its offset.
     Found(Vec<(u64, Message)>),
-    /// The answer to `StreamGroups`.
-    Groups(Vec<warren_actors::queue::GroupStatus>),
+    /// The answer to `StreamInfo`.
+    StreamInfo(warren_actors::queue::StreamInfo),
 }
 
 /// A node's memory and disk against their limits, and its alarms.

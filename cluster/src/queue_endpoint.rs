@@ -298,8 +298,8 @@ impl EndpointState {
             QueueRequest::Consumers => {
                 Box::pin(async move { queue.consumers().await.map(QueueAnswer::Consumers) })
             }
-            QueueRequest::Groups => {
-                Box::pin(async move { queue.groups().await.map(QueueAnswer::Groups) })
+            QueueRequest::StreamInfo => {
+                Box::pin(async move { queue.stream_info().await.map(QueueAnswer::StreamInfo) })
             }
             QueueRequest::Lookup { key, limit } => Box::pin(async move {
                 let found = queue.lookup(key, limit as usize).await?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
 use warren_actors::message::{FieldTable, Message};
 use warren_actors::queue::{
-    ConsumerSummary, EnqueueOutcome, GroupStatus, Qos, QueueStatus, Settlement,
+    ConsumerSummary, EnqueueOutcome, Qos, QueueStatus, Settlement, StreamInfo,
 };
 
 use crate::protocol::ErrorReply;
@@ -111,8 +111,8 @@ pub enum QueueRequest {
         /// The `basic.qos` it started under.
         qos: Qos,
     },
-    /// A stream's consumer groups; answered with `Groups`.
-    Groups,
+    /// A stream's log bounds and consumer groups; answered with `StreamInfo`.
+    StreamInfo,
     /// A stream's messages published with a key; answered with `Found`.
     Lookup {
         /// The key.
@@ -135,8 +135,8 @@ pub enum QueueAnswer {
     Consumers(Vec<ConsumerSummary>),
     /// Messages found by key, with their offsets.
     Found(Vec<(u64, Message)>),
-    /// A stream's consumer groups.
-    Groups(Vec<GroupStatus>),
+    /// A stream's log bounds and consumer groups.
+    StreamInfo(StreamInfo),
 }
 
 /// An operation without an answer. Channel ids are the sending node's.

@@ -28,8 +28,8 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::message::SharedMessage;
 use warren_actors::queue::{
-    ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, Enqueue, EnqueueOutcome, Got,
-    GroupStatus, Queue, QueueDef, QueueRef, QueueStatus, RemoteReach, Settlement,
+    ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, Enqueue, EnqueueOutcome, Got, Queue,
+    QueueDef, QueueRef, QueueStatus, RemoteReach, Settlement, StreamInfo,
 };
 use warren_actors::BoxFuture;
 
@@ -568,10 +568,10 @@ impl Queue for RemoteQueue {
         })
     }
 
-    fn groups(&self) -> BoxFuture<'_, Result<Vec<GroupStatus>, BrokerError>> {
+    fn stream_info(&self) -> BoxFuture<'_, Result<StreamInfo, BrokerError>> {
         Box::pin(async move {
-            match self.ask(QueueRequest::Groups).await? {
-                QueueAnswer::Groups(groups) => Ok(groups),
+            match self.ask(QueueRequest::StreamInfo).await? {
+                QueueAnswer::StreamInfo(info) => Ok(info),
                 other => Err(unexpected(other)),
             }
         })

@@ -8,10 +8,12 @@ use clap::Subcommand;
 use warren_actors::message::{FieldTable, FieldValue};
 
 use super::{bodies, parse_arg, table};
+use crate::client::Partition;
 use crate::client::{
     ClientError, PublishOptions, PublishResult, StreamConsumeOptions, StreamOptions,
 };
 use crate::conn::Conn;
+use warren_actors::queue::StreamInfo;
 
 #[derive(Subcommand, Debug)]
 pub enum StreamCmd {
@@ -39,10 +41,14 @@ pub enum StreamCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// List a stream's partitions: number, queue, node, messages, consumers.
-    Partitions {
+    /// A stream's partitions (number, queue, node, first and next offset, messages,
+    /// bytes) and its consumer groups' lag.
+    #[command(alias = "partitions")]
+    Info {
         /// The stream's name.
         name: String,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -105,7 +111,12 @@ pub enum StreamCmd {
         partition: Option<u64>,
         /// Where to start in each partition: first, last, next, an offset or an
         /// interval such as 1h.
-        #[arg(long, value_name = "first|last|next|N|1h", default_value = "next")]
+        #[arg(
+            long,
+            visible_alias = "from",
+            value_name = "first|last|next|N|1h",
+            default_value = "next"
+        )]
         offset: String,
         /// Stop after this many messages (default: run until Ctrl-C).
         #[arg(long)]
@@ -153,42 +164,59 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
         }
         StreamCmd::Groups { name, json, conn } => {
             let client = conn.connect().await.map_err(e)?;
-            let groups = client.stream_groups(&name).await.map_err(e)?;
-            if json {
-                let rows: Vec<serde_json::Value> = groups
+            let infos = client.stream_info(&name).await.map_err(e)?;
+            print_groups(&infos, json);
+        }
+        StreamCmd::Info { name, json, conn } => {
+            let client = conn.connect().await.map_err(e)?;
+            let infos = client.stream_info(&name).await.map_err(e)?;
+            let queues = client.queues().await.map_err(e)?;
+            let node = |queue: &str| {
+                queues
                     .iter()
-                    .map(|(p, g)| {
+                    .find(|q| q.name == queue)
+                    .map_or("-".to_string(), |q| q.node.clone())
+            };
+            if json {
+                let partitions: Vec<serde_json::Value> = infos
+                    .iter()
+                    .map(|(p, i)| {
                         serde_json::json!({
-                            "partition": p,
-                            "group": g.group,
-                            "member": g.member,
-                            "committed": g.committed,
-                            "end": g.end,
-                            "lag": g.lag(),
-                            "members": g.members,
-                            "active": g.active,
+                            "partition": p.number,
+                            "queue": p.queue,
+                            "node": node(&p.queue),
+                            "first": i.first,
+                            "end": i.end,
+                            "messages": i.end - i.first,
+                            "bytes": i.bytes,
                         })
                     })
                     .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                println!(
+                    "{}",
+                    serde_json::json!({ "partitions": partitions, "groups": group_rows(&infos) })
+                );
                 return Ok(());
             }
             println!(
-                "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  active",
-                "partition", "group", "member", "committed", "end", "lag", "members"
+                "{:>9}  {:<32} {:<12} {:>10} {:>10} {:>10} {:>12}",
+                "partition", "queue", "node", "first", "end", "messages", "bytes"
             );
-            for (p, g) in groups {
+            for (p, i) in &infos {
                 println!(
-                    "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  {}",
-                    p,
-                    g.group,
-                    g.member.as_deref().unwrap_or("-"),
-                    g.committed,
-                    g.end,
-                    g.lag(),
-                    g.members,
-                    g.active.as_deref().unwrap_or("-"),
+                    "{:>9}  {:<32} {:<12} {:>10} {:>10} {:>10} {:>12}",
+                    p.number,
+                    p.queue,
+                    node(&p.queue),
+                    i.first,
+                    i.end,
+                    i.end - i.first,
+                    i.bytes
                 );
+            }
+            if infos.iter().any(|(_, i)| !i.groups.is_empty()) {
+                println!();
+                print_groups(&infos, false);
             }
         }
         StreamCmd::Lookup {
@@ -215,31 +243,6 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             let client = conn.connect().await.map_err(e)?;
             let now = client.add_partitions(&name, count).await.map_err(e)?;
             println!("stream {name} has {} partitions", now.len());
-        }
-        StreamCmd::Partitions { name, conn } => {
-            let client = conn.connect().await.map_err(e)?;
-            let partitions = client.stream_partitions(&name).await.map_err(e)?;
-            if partitions.is_empty() {
-                return Err(format!(
-                    "no stream '{name}' (declare it with `warren stream declare`)"
-                ));
-            }
-            let queues = client.queues().await.map_err(e)?;
-            println!(
-                "{:>9}  {:<32} {:<12} {:>10} {:>9}",
-                "partition", "queue", "node", "messages", "consumers"
-            );
-            for p in partitions {
-                let q = queues.iter().find(|q| q.name == p.queue);
-                println!(
-                    "{:>9}  {:<32} {:<12} {:>10} {:>9}",
-                    p.number,
-                    p.queue,
-                    q.map_or("-", |q| q.node.as_str()),
-                    q.map_or(0, |q| q.messages),
-                    q.map_or(0, |q| q.consumers),
-                );
-            }
         }
         StreamCmd::Publish {
             name,
@@ -367,4 +370,51 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The groups of every partition, as JSON rows.
+fn group_rows(infos: &[(Partition, StreamInfo)]) -> Vec<serde_json::Value> {
+    infos
+        .iter()
+        .flat_map(|(p, i)| i.groups.iter().map(move |g| (p.number, g)))
+        .map(|(p, g)| {
+            serde_json::json!({
+                "partition": p,
+                "group": g.group,
+                "member": g.member,
+                "committed": g.committed,
+                "end": g.end,
+                "lag": g.lag(),
+                "members": g.members,
+                "active": g.active,
+            })
+        })
+        .collect()
+}
+
+/// The groups of every partition: as a table, or JSON rows.
+fn print_groups(infos: &[(Partition, StreamInfo)], json: bool) {
+    if json {
+        println!("{}", serde_json::Value::Array(group_rows(infos)));
+        return;
+    }
+    println!(
+        "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  active",
+        "partition", "group", "member", "committed", "end", "lag", "members"
+    );
+    for (p, i) in infos {
+        for g in &i.groups {
+            println!(
+                "{:>9}  {:<20} {:<12} {:>10} {:>10} {:>8} {:>7}  {}",
+                p.number,
+                g.group,
+                g.member.as_deref().unwrap_or("-"),
+                g.committed,
+                g.end,
+                g.lag(),
+                g.members,
+                g.active.as_deref().unwrap_or("-"),
+            );
+        }
+    }
 }

@@ -332,31 +332,30 @@ impl Client {
 }
 
 impl Client {
-    /// The consumer groups of stream `name`, per partition: committed offset, lag,
-    /// members and the active one.
-    pub async fn stream_groups(
+    /// Stream `name`'s partitions with what each holds (first and next offset,
+    /// bytes) and its consumer groups (committed offset, lag, members, the active
+    /// one).
+    pub async fn stream_info(
         &self,
         name: &str,
-    ) -> Result<Vec<(u64, warren_actors::queue::GroupStatus)>, ClientError> {
+    ) -> Result<Vec<(Partition, warren_actors::queue::StreamInfo)>, ClientError> {
         let partitions = self.stream_partitions(name).await?;
         if partitions.is_empty() {
             return Err(ClientError::NotFound(format!(
                 "no stream '{name}' (declare it with `warren stream declare`)"
             )));
         }
-        let mut groups = Vec::new();
+        let mut infos = Vec::new();
         for p in partitions {
-            let request = warren_cluster::protocol::Request::StreamGroups {
+            let request = warren_cluster::protocol::Request::StreamInfo {
                 queue: p.queue.clone(),
             };
             match self.call(request).await? {
-                warren_cluster::protocol::Response::Groups(found) => {
-                    groups.extend(found.into_iter().map(|g| (p.number, g)));
-                }
+                warren_cluster::protocol::Response::StreamInfo(info) => infos.push((p, info)),
                 other => return Err(super::unexpected(other)),
             }
         }
-        Ok(groups)
+        Ok(infos)
     }
 }
 

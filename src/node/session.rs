@@ -316,9 +316,9 @@ impl SessionState {
                     },
                 }
             }
-            Request::StreamGroups { queue } => {
+            Request::StreamInfo { queue } => {
                 let handle = vhost.find_queue(&queue, self.channel).await?;
-                Response::Groups(handle.groups().await?)
+                Response::StreamInfo(handle.stream_info().await?)
             }
             Request::Lookup { queue, key, limit } => {
                 let handle = vhost.find_queue(&queue, self.channel).await?;

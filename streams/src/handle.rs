@@ -16,8 +16,8 @@ use warren_actors::delivery::{ChannelId, ChannelSink, QueueEvent, TracedMessage}
 use warren_actors::error::{code, BrokerError};
 use warren_actors::message::SharedMessage;
 use warren_actors::queue::{
-    ConsumeRequest, ConsumerSummary, Enqueue, Got, GroupStatus, Queue, QueueDef, QueueStats,
-    QueueStatus, Settlement,
+    ConsumeRequest, ConsumerSummary, Enqueue, Got, Queue, QueueDef, QueueStats, QueueStatus,
+    Settlement, StreamInfo,
 };
 use warren_actors::BoxFuture;
 use warren_storage::Store;
@@ -373,8 +373,8 @@ impl Queue for StreamQueue {
         Ok(())
     }
 
-    fn groups(&self) -> BoxFuture<'_, Result<Vec<GroupStatus>, BrokerError>> {
-        Box::pin(self.shared.ask(|reply| StreamMsg::Groups { reply }))
+    fn stream_info(&self) -> BoxFuture<'_, Result<StreamInfo, BrokerError>> {
+        Box::pin(self.shared.ask(|reply| StreamMsg::Info { reply }))
     }
 
     fn lookup(

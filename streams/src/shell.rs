@@ -25,7 +25,9 @@ use tokio::sync::oneshot;
 use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::message::{FieldTable, FieldValue, Message, SharedMessage};
-use warren_actors::queue::{ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome, GroupStatus};
+use warren_actors::queue::{
+    ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome, GroupStatus, StreamInfo,
+};
 use warren_storage::{Batch, Op, Store};
 
 use crate::args::StreamConfig;
@@ -106,8 +108,8 @@ pub(crate) enum StreamMsg {
     Consumers {
         reply: oneshot::Sender<Result<Vec<ConsumerSummary>, BrokerError>>,
     },
-    Groups {
-        reply: oneshot::Sender<Result<Vec<GroupStatus>, BrokerError>>,
+    Info {
+        reply: oneshot::Sender<Result<StreamInfo, BrokerError>>,
     },
     Delete {
         reply: oneshot::Sender<Result<u64, BrokerError>>,
@@ -311,8 +313,14 @@ impl Actor for StreamActor {
             StreamMsg::Consumers { reply } => {
                 let _ = reply.send(Ok(shell.consumer_summaries()));
             }
-            StreamMsg::Groups { reply } => {
-                let _ = reply.send(shell.groups());
+            StreamMsg::Info { reply } => {
+                let bounds = *shell.machine.bounds();
+                let _ = reply.send(shell.groups().map(|groups| StreamInfo {
+                    first: bounds.first,
+                    end: bounds.next,
+                    bytes: bounds.bytes(),
+                    groups,
+                }));
             }
             StreamMsg::Delete { reply } => {
                 let held = shell.machine.bounds().len();

@@ -17,7 +17,7 @@ use crate::BoxFuture;
 
 use super::def::QueueDef;
 use super::kind::QueueKind;
-use super::stats::{ConsumerSummary, GroupStatus, QueueStatus};
+use super::stats::{ConsumerSummary, QueueStatus, StreamInfo};
 
 /// A queue, as every caller holds it.
 pub type QueueRef = Arc<dyn Queue>;
@@ -277,10 +277,12 @@ pub trait Queue: Send + Sync + 'static {
         Box::pin(async move { Err(refused) })
     }
 
-    /// A stream's consumer groups: those with members now and those with a stored
-    /// offset. Other queues have none.
-    fn groups(&self) -> BoxFuture<'_, Result<Vec<GroupStatus>, BrokerError>> {
-        Box::pin(async { Ok(Vec::new()) })
+    /// A stream's log bounds and consumer groups (those with members now and those
+    /// with an offset). Other queues refuse it (406).
+    fn stream_info(&self) -> BoxFuture<'_, Result<StreamInfo, BrokerError>> {
+        let refused =
+            BrokerError::precondition_failed(format!("queue '{}' is not a stream", self.name()));
+        Box::pin(async move { Err(refused) })
     }
 
     /// The node that serves the queue now, when that is not its home node (a

@@ -39,7 +39,7 @@ pub use api::{
 pub use def::QueueDef;
 pub use kind::{KindError, QueueKind, KNOWN_QUEUE_TYPES, QUEUE_TYPE_ARG};
 pub use stats::{
-    ConsumerSummary, GroupStatus, QueueStats, QueueStatus, ReplicaProgress, Replication,
+    ConsumerSummary, GroupStatus, QueueStats, QueueStatus, ReplicaProgress, Replication, StreamInfo,
 };
 
 use crate::error::BrokerError;

@@ -56,6 +56,19 @@ pub struct ConsumerSummary {
     pub active: bool,
 }
 
+/// A stream's partition: what its log holds, and its consumer groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The oldest offset it keeps.
+    pub first: u64,
+    /// The offset its next message gets.
+    pub end: u64,
+    /// Bytes of its log.
+    pub bytes: u64,
+    /// Its consumer groups.
+    pub groups: Vec<GroupStatus>,
+}
+
 /// A consumer group of a stream's partition: where it is and how far behind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupStatus {

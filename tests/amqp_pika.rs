@@ -219,6 +219,33 @@ fn streams_after_kill() {
     run_script_with(&node, dir.path(), "streams", &["restarted"]);
 }
 
+/// A SIGKILL while four publishers append with confirms loses no confirmed message:
+/// after the restart the log is dense, each message once, in each publisher's order.
+#[test]
+fn streams_kill_during_appends() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = NodeProcess::start(&data, port);
+    let confirmed = dir.path().join("confirmed");
+    let mut publisher = common::PythonRun::start(
+        "streams",
+        &[
+            node.amqp_addr.port().to_string(),
+            "publish-until-killed".into(),
+            confirmed.display().to_string(),
+        ],
+    );
+    publisher.until_line("started");
+    node.kill();
+    publisher.finish();
+    drop(node);
+    let node = NodeProcess::start(&data, port);
+    let confirmed = confirmed.display().to_string();
+    run_script_with(&node, dir.path(), "streams", &["check-killed", &confirmed]);
+}
+
 #[test]
 fn tx_unknown_tag() {
     run_script("tx_unknown_tag");

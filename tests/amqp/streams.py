@@ -421,6 +421,72 @@ def restarted():
     assert consume("kept", 1, "last") == [(600, b"after", False)]
 
 
-MODES = {"main": main, "partitioned": partitioned, "groups": groups, "fill": fill, "restarted": restarted}
+def publish_until_killed():
+    """Four confirming publishers (so appends carry several messages) until the node
+    is killed under them; every confirmed body goes to the file in argv[3]."""
+    import threading
+
+    path = sys.argv[3]
+    ch = conn.channel()
+    ch.queue_declare("crash", durable=True, arguments=STREAM)
+    confirmed = []
+    lock = threading.Lock()
+    started = threading.Event()
+
+    def publisher(k):
+        try:
+            c = pika.BlockingConnection(t.params(P))
+            chp = c.channel()
+            chp.confirm_delivery()
+            i = 0
+            while True:
+                body = b"p%d-%d" % (k, i)
+                chp.basic_publish("", "crash", body, pika.BasicProperties(delivery_mode=2))
+                with lock:
+                    confirmed.append(body)
+                    if len(confirmed) >= 200:
+                        started.set()
+                i += 1
+        except Exception:
+            return  # the node was killed
+
+    threads = [threading.Thread(target=publisher, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    assert started.wait(t.DEADLINE), "200 confirms"
+    print("started", flush=True)
+    for th in threads:
+        th.join(t.DEADLINE)
+    with open(path, "wb") as f:
+        f.write(b"\n".join(confirmed))
+
+
+def check_killed():
+    """After the restart: the log is dense from offset 0, holds each body once, and
+    every confirmed body is in it."""
+    with open(sys.argv[3], "rb") as f:
+        confirmed = [b for b in f.read().split(b"\n") if b]
+    ch = conn.channel()
+    ch.confirm_delivery()
+    n = t.count(ch, "crash")
+    assert n >= len(confirmed) >= 200, (n, len(confirmed))
+    got = consume("crash", n, "first", prefetch=500)
+    assert [o for o, _, _ in got] == list(range(n))
+    bodies = [b for _, b, _ in got]
+    assert len(set(bodies)) == n, "a body twice"
+    missing = set(confirmed) - set(bodies)
+    assert not missing, "confirmed and lost: %r" % sorted(missing)[:10]
+    # Each publisher's messages in its order.
+    for k in range(4):
+        mine = [int(b.split(b"-")[1]) for b in bodies if b.startswith(b"p%d-" % k)]
+        assert mine == sorted(mine), "publisher %d out of order" % k
+    # And it goes on.
+    publish(ch, "crash", [b"after"])
+    last = consume("crash", 1, "last")
+    assert last == [(n, b"after", False)], (n, last)
+
+
+MODES = {"main": main, "publish-until-killed": publish_until_killed, "check-killed": check_killed,
+         "partitioned": partitioned, "groups": groups, "fill": fill, "restarted": restarted}
 MODES[MODE]()
 t.done()

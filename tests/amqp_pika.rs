@@ -246,6 +246,16 @@ fn streams_kill_during_appends() {
     run_script_with(&node, dir.path(), "streams", &["check-killed", &confirmed]);
 }
 
+/// A consumer-group member SIGKILLed while it holds unacked messages: the other
+/// member takes its partition over from the group's offset, with no ack lost.
+#[test]
+fn streams_group_member_killed() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    run_script_with(&node, dir.path(), "streams", &["group-member-killed"]);
+}
+
 #[test]
 fn tx_unknown_tag() {
     run_script("tx_unknown_tag");

@@ -948,3 +948,102 @@ async fn heartbeats_keep_an_idle_connection_alive() {
     let got = get_eventually(&ch, "idle", true).await;
     assert_eq!(got.delivery.data, b"still here");
 }
+
+/// A lapin consumer of a stream with every `x-stream-offset` form (RabbitMQ's): each
+/// delivery's offset is in its `x-stream-offset` header, a `long`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_read_from_every_offset_form() {
+    let broker = Broker::start();
+    let (_conn, ch) = broker.channel().await;
+    confirm_mode(&ch).await;
+    within(
+        "queue.declare events",
+        ch.queue_declare(
+            "events".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            table(&[("x-queue-type", long("stream"))]),
+        ),
+    )
+    .await;
+    for i in 0..10 {
+        let body = format!("e{i}");
+        publish_confirmed(
+            &ch,
+            "",
+            "events",
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // (form, the offsets its first deliveries have)
+    let forms: [(AMQPValue, Vec<i64>); 6] = [
+        (long("first"), (0..10).collect()),
+        (long("last"), vec![9]),
+        (AMQPValue::LongLongInt(4), (4..10).collect()),
+        (AMQPValue::ShortInt(7), (7..10).collect()),
+        (AMQPValue::Timestamp(now - 60), (0..10).collect()),
+        (long("1h"), (0..10).collect()),
+    ];
+    for (form, expected) in forms {
+        let reader = within("channel.open", _conn.create_channel()).await;
+        within(
+            "basic.qos",
+            reader.basic_qos(100, BasicQosOptions::default()),
+        )
+        .await;
+        let mut consumer = within(
+            "basic.consume",
+            reader.basic_consume(
+                "events".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                table(&[("x-stream-offset", form.clone())]),
+            ),
+        )
+        .await;
+        let mut offsets = Vec::new();
+        while offsets.len() < expected.len() {
+            let d = next(&mut consumer, &format!("{form:?}")).await;
+            let header = d
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-stream-offset").cloned());
+            match header {
+                Some(AMQPValue::LongLongInt(o)) => offsets.push(o),
+                other => panic!("{form:?}: x-stream-offset is {other:?}, not a long"),
+            }
+            within("basic.ack", d.ack(BasicAckOptions::default())).await;
+        }
+        assert_eq!(offsets, expected, "{form:?}");
+        within("channel.close", reader.close(200, "done".into())).await;
+    }
+    // next: only what is published from now on.
+    let reader = within("channel.open", _conn.create_channel()).await;
+    within(
+        "basic.qos",
+        reader.basic_qos(10, BasicQosOptions::default()),
+    )
+    .await;
+    let mut consumer = within(
+        "basic.consume",
+        reader.basic_consume(
+            "events".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            table(&[("x-stream-offset", long("next"))]),
+        ),
+    )
+    .await;
+    publish_confirmed(&ch, "", "events", b"later", BasicProperties::default()).await;
+    let d = next(&mut consumer, "next").await;
+    assert_eq!(d.data, b"later");
+}

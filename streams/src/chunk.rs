@@ -75,12 +75,19 @@ pub enum ChunkError {
 /// Encodes a chunk of `messages` (one or more) whose header is `header`: the stored
 /// record.
 pub fn encode(header: &ChunkHeader, messages: &[SharedMessage]) -> Result<Vec<u8>, EncodeError> {
-    let head = codec::encode(header)?;
-    let body = codec::encode(&messages)?;
-    let mut record = Vec::with_capacity(4 + head.len() + body.len());
-    record.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    record.extend_from_slice(&head);
-    record.extend_from_slice(&body);
+    // One buffer, sized for the bodies and what goes around them (their encoding
+    // is copied once, here; growing it as bincode writes copied it again and again).
+    let around: usize = messages
+        .iter()
+        .map(|m| 96 + m.exchange.len() + m.routing_key.len())
+        .sum();
+    let bodies: usize = messages.iter().map(|m| m.body.len()).sum();
+    let mut record = Vec::with_capacity(4 + 64 + 16 * header.keys.len() + around + bodies);
+    record.extend_from_slice(&[0; 4]);
+    codec::encode_into(header, &mut record)?;
+    let head_len = (record.len() - 4) as u32;
+    record[..4].copy_from_slice(&head_len.to_le_bytes());
+    codec::encode_into(&messages, &mut record)?;
     Ok(record)
 }
 

@@ -277,7 +277,14 @@ pub async fn publish(
         properties.with_delivery_mode(DELIVERY_MODE_PERSISTENT);
     }
     let properties = properties.finish();
-    let arguments = BasicPublishArguments::new("", queue);
+    let targets: Vec<BasicPublishArguments> = if args.spread {
+        args.queue_names()
+            .iter()
+            .map(|q| BasicPublishArguments::new("", q))
+            .collect()
+    } else {
+        vec![BasicPublishArguments::new("", queue)]
+    };
     let padding = vec![b'w'; args.size - HEADER];
     let window = args.window.max(1) as u64;
     let mut confirms = Confirms::default();
@@ -291,6 +298,7 @@ pub async fn publish(
             }
         }
         let body = body(publisher, seq, &padding).to_vec();
+        let arguments = &targets[(seq % targets.len() as u64) as usize];
         let sent = within("basic.publish", async {
             ch.basic_publish(properties.clone(), body, arguments.clone())
                 .await

@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// publisher i and consumer i use queue i mod N.
     #[arg(long, default_value_t = 1)]
     pub queues: u32,
+    /// Each publisher sends its messages round every queue of --queues (message i to
+    /// queue i mod N) instead of to one: many partitions fed by few publishers.
+    /// AMQP (--amqp) only; use with --consumers 0.
+    #[arg(long)]
+    pub spread: bool,
     /// Consumers connect to this node instead of --node (the cross-node benchmark:
     /// publisher on one node, consumer on another, queue declared on a third).
     #[arg(long, value_name = "ADDR")]

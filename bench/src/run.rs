@@ -83,6 +83,9 @@ fn check(args: &BenchArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if args.spread && (args.amqp.is_none() || args.raw_frames || args.consumers > 0) {
+        return Err("--spread is for --amqp through amqprs, with --consumers 0".into());
+    }
     if args.amqp.is_some() && args.consume_node.is_some() {
         return Err("--consume-node is for the client handle, not --amqp".into());
     }

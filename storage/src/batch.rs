@@ -98,15 +98,18 @@ pub enum Op {
         /// The Raft group.
         group: u64,
     },
-    /// Append a chunk to a partition's log (see `partition.log`), and index its
-    /// timestamp when no chunk of the partition began in that millisecond yet.
+    /// Append a chunk to a partition's log (see `partition.log`), with its entries in
+    /// the key index, and in the timestamp index when it is the first chunk of a time
+    /// interval.
     AppendChunk {
         /// The partition's id (from [`crate::Store::allocate_id`]).
         partition: u64,
         /// The offset of the chunk's first message: its key.
         first: u64,
-        /// When the chunk was appended, in milliseconds since the Unix epoch.
-        timestamp_ms: u64,
+        /// The timestamp index's key for the chunk (the start, in milliseconds since
+        /// the Unix epoch, of the interval it is the first chunk of), or `None`: a
+        /// chunk of an interval already indexed. Written only if absent.
+        time_index: Option<u64>,
         /// The encoded chunk, opaque to the store.
         chunk: Vec<u8>,
         /// The chunk's keyed messages, as (key hash, offset), for the key index.

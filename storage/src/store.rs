@@ -548,7 +548,7 @@ mod tests {
         let chunk = |partition, first, timestamp_ms| Op::AppendChunk {
             partition,
             first,
-            timestamp_ms,
+            time_index: Some(timestamp_ms),
             chunk: vec![first as u8; 10],
             // Key 77 on the chunk's first message, key 88 on its second.
             keys: vec![(77, first), (88, first + 1)],

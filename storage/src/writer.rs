@@ -583,7 +583,7 @@ impl<'t> GroupTables<'t> {
             Op::AppendChunk {
                 partition,
                 first,
-                timestamp_ms,
+                time_index,
                 chunk,
                 keys,
             } => {
@@ -596,9 +596,11 @@ impl<'t> GroupTables<'t> {
                         index.insert((*partition, *hash, *offset), ())?;
                     }
                 }
-                let mut time = self.txn.open_table(PARTITION_TIME)?;
-                if time.get((*partition, *timestamp_ms))?.is_none() {
-                    time.insert((*partition, *timestamp_ms), *first)?;
+                if let Some(ms) = time_index {
+                    let mut time = self.txn.open_table(PARTITION_TIME)?;
+                    if time.get((*partition, *ms))?.is_none() {
+                        time.insert((*partition, *ms), *first)?;
+                    }
                 }
             }
             Op::DropChunks {

@@ -77,6 +77,8 @@ pub(crate) struct Appended {
     chunks: Vec<Arc<Decoded>>,
     next: u64,
     end: u64,
+    /// The last interval indexed before it (what it is again if it fails).
+    index_before: u64,
 }
 
 /// What the partition's actor is told.
@@ -156,6 +158,8 @@ pub(crate) struct StreamShell {
     next_offset: u64,
     next_position: u64,
     last_ms: u64,
+    /// The last interval of the timestamp index with an entry.
+    last_indexed: u64,
     appending: bool,
     waiting: Vec<Enqueue>,
     tail: VecDeque<Arc<Decoded>>,
@@ -238,6 +242,7 @@ impl Actor for StreamActor {
             next_offset: bounds.next,
             next_position: bounds.end,
             last_ms,
+            last_indexed: time_bucket(last_ms),
             appending: false,
             waiting: Vec::new(),
             tail: VecDeque::new(),
@@ -462,8 +467,15 @@ impl StreamShell {
             answer(batches, |_| Vec::new());
             return;
         }
-        // Chunk times never go back, so the timestamp index stays ordered.
+        // Chunk times never go back, so the timestamp index stays ordered. Its entry
+        // is the first chunk of each second.
         let timestamp_ms = now_ms().max(self.last_ms);
+        let index_before = self.last_indexed;
+        let mut time_index = None;
+        if time_bucket(timestamp_ms) > self.last_indexed {
+            self.last_indexed = time_bucket(timestamp_ms);
+            time_index = Some(self.last_indexed);
+        }
         let mut ops = Vec::new();
         let mut chunks = Vec::new();
         let (mut offset, mut position) = (self.next_offset, self.next_position);
@@ -487,6 +499,7 @@ impl StreamShell {
             let record = match chunk::encode(&header, these) {
                 Ok(record) => record,
                 Err(e) => {
+                    self.last_indexed = index_before;
                     tracing::error!(stream = %self.shared.name, "cannot encode a chunk: {e}");
                     let why = format!("the stream cannot store the message: {e}");
                     answer(batches, |n| vec![EnqueueOutcome::Rejected(why.clone()); n]);
@@ -498,7 +511,8 @@ impl StreamShell {
             ops.push(Op::AppendChunk {
                 partition: self.shared.def.id,
                 first,
-                timestamp_ms,
+                // (Only the append's first chunk starts an interval.)
+                time_index: time_index.take(),
                 chunk: record,
                 keys,
             });
@@ -520,6 +534,7 @@ impl StreamShell {
             chunks,
             next: offset,
             end: position,
+            index_before,
         };
         let myself = self.myself.clone();
         tokio::spawn(async move {
@@ -537,6 +552,7 @@ impl StreamShell {
             chunks,
             next,
             end,
+            index_before,
         } = appended;
         match result {
             Ok(()) => {
@@ -572,7 +588,9 @@ impl StreamShell {
             }
             Err(e) => {
                 tracing::error!(stream = %self.shared.name, "an append failed: {e}");
-                // Nothing of it was stored: the next append takes its offsets.
+                // Nothing of it was stored: the next append takes its offsets (and
+                // indexes its interval).
+                self.last_indexed = index_before;
                 let bounds = *self.machine.bounds();
                 self.next_offset = bounds.next;
                 self.next_position = bounds.end;
@@ -596,7 +614,9 @@ impl StreamShell {
         let id = self.shared.def.id;
         let store = &self.store;
         let start = self.machine.bounds().resolve(spec, |ms| {
-            store.partition_offset_at(id, ms).unwrap_or_else(|e| {
+            // The first chunk of the second that holds the time: a start at most a
+            // second early, never late.
+            store.partition_offset_at(id, time_bucket(ms)).unwrap_or_else(|e| {
                 tracing::warn!(stream = %self.shared.name, "timestamp lookup failed, starting at the end: {e}");
                 None
             })
@@ -973,7 +993,8 @@ impl StreamShell {
                                         .submit(Batch::durable(vec![Op::DropChunks {
                                             partition: id,
                                             before: keep.first,
-                                            before_ms: keep.timestamp_ms,
+                                            // (The kept chunk's interval stays indexed.)
+                                            before_ms: time_bucket(keep.timestamp_ms),
                                             keys,
                                         }]))
                                         .await
@@ -1103,4 +1124,9 @@ fn partition_number(name: &str) -> u64 {
     name.rsplit_once('-')
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The timestamp index's interval of a time: its second.
+fn time_bucket(ms: u64) -> u64 {
+    ms - ms % 1000
 }

@@ -628,6 +628,80 @@ mod tests {
         assert_eq!(store.partitions().unwrap(), [4]);
     }
 
+    proptest::proptest! {
+        /// The key and timestamp indexes answer as a model does, whatever the
+        /// appends and the drops from the front: a key's offsets are those of the
+        /// chunks kept, and a time finds the first chunk of its interval or after.
+        #[test]
+        fn partition_indexes_answer_as_a_model_does(
+            chunks in proptest::collection::vec((0..4u64, 1..4u64), 1..30),
+            drop_before in 0..30usize,
+        ) {
+            let (store, _) = flaky_store();
+            // Chunk i starts at offset 10 i, in second i / 2, and its messages'
+            // keys are (key, count).
+            let mut ops = Vec::new();
+            let mut model: Vec<(u64, u64, u64)> = Vec::new(); // (offset, key, second)
+            for (i, (key, count)) in chunks.iter().enumerate() {
+                let first = i as u64 * 10;
+                let second = i as u64 / 2;
+                let keys: Vec<(u64, u64)> = (0..*count).map(|n| (*key, first + n)).collect();
+                for (k, o) in &keys {
+                    model.push((*o, *k, second));
+                }
+                ops.push(Op::AppendChunk {
+                    partition: 5,
+                    first,
+                    time_index: (i % 2 == 0).then_some(second * 1000),
+                    chunk: vec![1; 8],
+                    keys,
+                });
+            }
+            store.submit(Batch::durable(ops)).wait().expect("commit");
+            let drop_at = drop_before.min(chunks.len() - 1);
+            if drop_at > 0 {
+                let dropped: Vec<(u64, u64)> = model
+                    .iter()
+                    .filter(|(o, _, _)| *o < drop_at as u64 * 10)
+                    .map(|(o, k, _)| (*k, *o))
+                    .collect();
+                let keep_second = drop_at as u64 / 2;
+                store
+                    .submit(Batch::durable(vec![Op::DropChunks {
+                        partition: 5,
+                        before: drop_at as u64 * 10,
+                        before_ms: keep_second * 1000,
+                        keys: dropped,
+                    }]))
+                    .wait()
+                    .expect("commit");
+                model.retain(|(o, _, _)| *o >= drop_at as u64 * 10);
+            }
+            for key in 0..4u64 {
+                let want: Vec<u64> = model
+                    .iter()
+                    .filter(|(_, k, _)| *k == key)
+                    .map(|(o, _, _)| *o)
+                    .collect();
+                proptest::prop_assert_eq!(store.partition_key_offsets(5, key, 1000).unwrap(), want);
+            }
+            let kept_first = drop_at as u64 * 10;
+            for second in 0..16u64 {
+                // The first chunk of the second, or of a later one; an offset before
+                // what is kept is clamped by the caller.
+                let want = (0..chunks.len() as u64)
+                    .filter(|i| i / 2 >= second)
+                    .map(|i| (i / 2) * 2 * 10)
+                    .next();
+                let got = store.partition_offset_at(5, second * 1000).unwrap();
+                match want {
+                    Some(w) => proptest::prop_assert_eq!(got.map(|g| g.max(kept_first)), Some(w.max(kept_first))),
+                    None => proptest::prop_assert_eq!(got, None),
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_dropped_log_is_gone_whole_and_other_groups_stay() {
         let (store, _) = flaky_store();

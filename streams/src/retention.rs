@@ -120,4 +120,61 @@ mod tests {
         );
         assert_eq!(keep_from(&chunks[9..], &bounds, &config, 1_000_000), None);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the chunks and limits: the last chunk is never dropped, every
+        /// chunk dropped was too old or the log from it too big, and what is kept
+        /// starts at a chunk of `front`.
+        #[test]
+        fn retention_drops_only_what_is_beyond_its_limits(
+            sizes in prop::collection::vec(1..500u64, 1..40),
+            gaps in prop::collection::vec(0..3_000u64, 40),
+            max_age_s in prop::option::of(1..20u64),
+            max_bytes in prop::option::of(1..5_000u64),
+            now_ms in 0..150_000u64,
+            read in 1..40usize,
+        ) {
+            let mut chunks = Vec::new();
+            let (mut position, mut ts) = (0u64, 0u64);
+            for (i, size) in sizes.iter().enumerate() {
+                ts += gaps[i];
+                chunks.push(ChunkHeader {
+                    first: i as u64 * 10,
+                    count: 10,
+                    timestamp_ms: ts,
+                    position,
+                    keys: Vec::new(),
+                });
+                position += size;
+            }
+            let bounds = LogBounds {
+                first: 0,
+                next: chunks.len() as u64 * 10,
+                last_chunk: chunks.last().map_or(0, |c| c.first),
+                start: 0,
+                end: position,
+            };
+            let config = StreamConfig {
+                max_age: max_age_s.map(Duration::from_secs),
+                max_bytes,
+            };
+            let front = &chunks[..read.min(chunks.len())];
+            if let Some(at) = keep_from(front, &bounds, &config, now_ms) {
+                prop_assert!(at >= 1 && at < front.len());
+                prop_assert!(front[at].first <= bounds.last_chunk);
+                for dropped in &front[..at] {
+                    let too_old = config.max_age.is_some_and(|a| {
+                        dropped.timestamp_ms + (a.as_millis() as u64) < now_ms
+                    });
+                    let too_big = config
+                        .max_bytes
+                        .is_some_and(|m| bounds.end - dropped.position > m);
+                    prop_assert!(too_old || too_big, "{dropped:?} was within the limits");
+                    prop_assert!(dropped.first < bounds.last_chunk);
+                }
+            }
+        }
+    }
 }

@@ -177,6 +177,30 @@ impl EndpointState {
             .map(|m| m.local)
     }
 
+    /// A consumer of channel `channel` of the asking node, as the queue takes it: its
+    /// channel mapped to one of this node's, its deliveries sent back; the rest as a
+    /// plain consumer with that prefetch (the request sets what it asks otherwise).
+    fn consumer(
+        &mut self,
+        address: &QueueAddress,
+        channel: ChannelId,
+        tag: String,
+        prefetch: u32,
+    ) -> ConsumeRequest {
+        ConsumeRequest {
+            tag: tag.into(),
+            channel: self.map(address, channel),
+            sink: self.sink_for(address, channel),
+            prefetch,
+            no_ack: false,
+            exclusive: false,
+            priority: 0,
+            origin: Some(address.from.as_str().into()),
+            arguments: Default::default(),
+            qos: Qos::consumer(prefetch),
+        }
+    }
+
     /// Where a remote consumer's deliveries go: the endpoint of its channel's node.
     fn sink_for(&self, address: &QueueAddress, channel: ChannelId) -> ChannelSink {
         let (from, template) = (
@@ -226,16 +250,10 @@ impl EndpointState {
                 priority,
             } => {
                 let request = ConsumeRequest {
-                    tag: tag.into(),
-                    channel: self.map(&address, channel),
-                    sink: self.sink_for(&address, channel),
-                    prefetch,
                     no_ack,
                     exclusive,
                     priority,
-                    origin: Some(address.from.as_str().into()),
-                    arguments: Default::default(),
-                    qos: Qos::consumer(prefetch),
+                    ..self.consumer(&address, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }
@@ -250,16 +268,12 @@ impl EndpointState {
                 qos,
             } => {
                 let request = ConsumeRequest {
-                    tag: tag.into(),
-                    channel: self.map(&address, channel),
-                    sink: self.sink_for(&address, channel),
-                    prefetch,
                     no_ack,
                     exclusive,
                     priority,
-                    origin: Some(address.from.as_str().into()),
                     arguments,
                     qos,
+                    ..self.consumer(&address, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }

@@ -8,7 +8,10 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableError};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
+    TableError,
+};
 
 use crate::error::ReadError;
 use crate::tables::{
@@ -142,16 +145,24 @@ pub(crate) fn queues_with_messages(
     txn: &ReadTransaction,
     path: &Path,
 ) -> Result<Vec<u64>, ReadError> {
-    let cx = ReadContext {
-        path,
-        table: "queue.index",
-    };
-    let table = match txn.open_table(QUEUE_INDEX) {
+    owners(txn, path, "queue.index", QUEUE_INDEX)
+}
+
+/// The distinct owners (queues, partitions, groups: the first element of the key)
+/// with a record in `table`, ascending: one seek per owner, whatever its records.
+fn owners(
+    txn: &ReadTransaction,
+    path: &Path,
+    name: &'static str,
+    table: TableDefinition<(u64, u64), &[u8]>,
+) -> Result<Vec<u64>, ReadError> {
+    let cx = ReadContext { path, table: name };
+    let table = match txn.open_table(table) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(err) => return Err(cx.table(err)),
     };
-    let mut queues = Vec::new();
+    let mut owners = Vec::new();
     let mut from = 0u64;
     loop {
         let next = table
@@ -161,14 +172,14 @@ pub(crate) fn queues_with_messages(
             .transpose()
             .map_err(|err| cx.storage(err))?;
         let Some((key, _)) = next else { break };
-        let (queue, _) = key.value();
-        queues.push(queue);
-        match queue.checked_add(1) {
+        let owner = key.value().0;
+        owners.push(owner);
+        match owner.checked_add(1) {
             Some(after) => from = after,
             None => break,
         }
     }
-    Ok(queues)
+    Ok(owners)
 }
 
 /// Calls `f(index, record)` for the records of replication log `group` with
@@ -207,33 +218,10 @@ pub(crate) fn log_records(
 /// Every replication-log group with a record, an entry or a snapshot stored, in
 /// order: one lookup per group, whatever its log's length.
 pub(crate) fn log_groups(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
-    let mut groups = std::collections::BTreeSet::new();
-    let cx = ReadContext {
-        path,
-        table: "replication.log",
-    };
-    match txn.open_table(REPLICATION_LOG) {
-        Ok(table) => {
-            let mut from = 0u64;
-            loop {
-                let first = table
-                    .range((from, 0)..)
-                    .map_err(|err| cx.storage(err))?
-                    .next()
-                    .transpose()
-                    .map_err(|err| cx.storage(err))?;
-                let Some((key, _)) = first else { break };
-                let group = key.value().0;
-                groups.insert(group);
-                match group.checked_add(1) {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
-        }
-        Err(TableError::TableDoesNotExist(_)) => {}
-        Err(err) => return Err(cx.table(err)),
-    }
+    let mut groups: std::collections::BTreeSet<u64> =
+        owners(txn, path, "replication.log", REPLICATION_LOG)?
+            .into_iter()
+            .collect();
     let cx = ReadContext {
         path,
         table: "replication.snapshot",
@@ -379,33 +367,7 @@ pub(crate) fn partition_offset_at(
 /// The ids of the partitions with at least one chunk stored, ascending (one seek
 /// per partition).
 pub(crate) fn partitions(txn: &ReadTransaction, path: &Path) -> Result<Vec<u64>, ReadError> {
-    let cx = ReadContext {
-        path,
-        table: "partition.log",
-    };
-    let table = match txn.open_table(PARTITION_LOG) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(err) => return Err(cx.table(err)),
-    };
-    let mut partitions = Vec::new();
-    let mut from = 0u64;
-    loop {
-        let next = table
-            .range((from, 0)..)
-            .map_err(|err| cx.storage(err))?
-            .next()
-            .transpose()
-            .map_err(|err| cx.storage(err))?;
-        let Some((key, _)) = next else { break };
-        let partition = key.value().0;
-        partitions.push(partition);
-        match partition.checked_add(1) {
-            Some(after) => from = after,
-            None => break,
-        }
-    }
-    Ok(partitions)
+    owners(txn, path, "partition.log", PARTITION_LOG)
 }
 
 /// The stored offset of consumer group `group` in `partition`, if any.

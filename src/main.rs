@@ -42,7 +42,7 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => run_node(args).await,
+            Command::Node(args) => run_node(*args).await,
             Command::Shell(args) => warren::shell::run(args).await,
             other => warren::cli::run_client(other).await,
         }
@@ -90,6 +90,14 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = &args.amqps_listen {
         config.amqps_listen =
             warren::node::config::parse_amqp_listen(v).map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = &args.http_listen {
+        config.http_listen =
+            warren::node::config::parse_listen(v, "--http-listen").map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = &args.prometheus_listen {
+        config.prometheus_listen = warren::node::config::parse_listen(v, "--prometheus-listen")
+            .map_err(|e| e.to_string())?;
     }
     config.set_tls(
         args.tls_cert.clone(),

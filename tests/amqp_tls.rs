@@ -166,6 +166,7 @@ fn bad_tls_settings_stop_the_node_with_a_clear_line() {
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["node", "--name", "bad-tls", "--amqp-listen", "off"])
+            .args(["--http-listen", "off", "--prometheus-listen", "off"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--cluster-listen")

@@ -32,6 +32,8 @@ async fn crashed_queue_restarts_with_its_messages() {
         cluster_listen: ([127, 0, 0, 1], port).into(),
         // Not the AMQP default port: it may be taken (a RabbitMQ beside us).
         amqp_listen: None,
+        http_listen: None,
+        prometheus_listen: None,
         ..NodeConfig::default()
     };
     let node = node::start(config).await.unwrap();

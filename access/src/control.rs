@@ -18,7 +18,7 @@ use warren_storage::{Batch, MetaTable, Op, Store};
 
 use crate::error::AccessError;
 use crate::permission::{Access, Permission, Resource};
-use crate::user::{User, DEFAULT_USER};
+use crate::user::{LegacyUser, User, DEFAULT_USER};
 use crate::vhost::DEFAULT_VHOST;
 
 /// A change of users or permissions, prepared by one node and applied by every node.
@@ -27,6 +27,8 @@ pub enum AccessChange {
     /// Adds a user. The record is complete (its password already salted and hashed by
     /// the node that took the request), so every node stores the same record.
     AddUser(User),
+    /// Replaces an existing user's password and tags; their permissions stay.
+    UpdateUser(User),
     /// Deletes a user with all their permissions.
     DeleteUser {
         /// The user's name.
@@ -105,6 +107,29 @@ fn permission_key(user: &str, vhost: &str) -> String {
     format!("{user}\u{0}{vhost}")
 }
 
+/// Stores a user's record (and drops a record of the old layout of that name).
+fn put_user(user: &User) -> Result<Vec<Op>, AccessError> {
+    let value = warren_storage::codec::encode(user).map_err(AccessError::storage)?;
+    let mut ops = delete_user(&user.name);
+    ops.push(Op::PutMeta {
+        table: MetaTable::UserRecords,
+        key: user.name.clone(),
+        value,
+    });
+    Ok(ops)
+}
+
+/// Deletes a user's stored records, in either layout.
+fn delete_user(name: &str) -> Vec<Op> {
+    [MetaTable::Users, MetaTable::UserRecords]
+        .into_iter()
+        .map(|table| Op::DeleteMeta {
+            table,
+            key: name.to_string(),
+        })
+        .collect()
+}
+
 /// Deletes the stored permissions of a (user, vhost).
 fn delete_permission((user, vhost): &(String, String)) -> Op {
     Op::DeleteMeta {
@@ -119,6 +144,18 @@ impl AccessControl {
         let mut state = State::default();
         for (_, value) in store
             .read_meta(MetaTable::Users)
+            .map_err(AccessError::storage)?
+        {
+            match warren_storage::codec::decode::<LegacyUser>(&value) {
+                Ok(u) => {
+                    state.users.insert(u.name.clone(), u.into());
+                }
+                Err(e) => tracing::error!("a stored user did not decode and is skipped: {e}"),
+            }
+        }
+        // Records written since credentials have schemes win over the old layout.
+        for (_, value) in store
+            .read_meta(MetaTable::UserRecords)
             .map_err(AccessError::storage)?
         {
             match warren_storage::codec::decode::<User>(&value) {
@@ -286,6 +323,42 @@ impl AccessControl {
         Ok(AccessChange::AddUser(User::new(name, password, tags)))
     }
 
+    /// Changing an existing user: a new password (salted and hashed here) or, with
+    /// `None`, the password they have; new tags.
+    pub fn prepare_update_user(
+        &self,
+        name: &str,
+        password: Option<&str>,
+        tags: Vec<String>,
+    ) -> Result<AccessChange, AccessError> {
+        let current =
+            self.read()
+                .users
+                .get(name)
+                .cloned()
+                .ok_or_else(|| AccessError::NoSuchUser {
+                    name: name.to_string(),
+                })?;
+        let user = match password {
+            Some(password) => User::new(name, password, tags),
+            None => current.with_tags(tags),
+        };
+        Ok(AccessChange::UpdateUser(user))
+    }
+
+    /// Adding or replacing a user whose record is complete (a credential from a
+    /// definitions export): an add if the name is free, else an update.
+    pub fn prepare_put_user(&self, user: User) -> Result<AccessChange, AccessError> {
+        if user.name.is_empty() || user.name.len() > 255 || user.name.contains('\u{0}') {
+            return Err(AccessError::InvalidUserName { name: user.name });
+        }
+        if self.read().users.contains_key(&user.name) {
+            Ok(AccessChange::UpdateUser(user))
+        } else {
+            Ok(AccessChange::AddUser(user))
+        }
+    }
+
     /// Deleting a user (and all their permissions): the user must exist.
     pub fn prepare_delete_user(&self, name: &str) -> Result<AccessChange, AccessError> {
         self.check_user(name)?;
@@ -352,6 +425,7 @@ impl AccessControl {
     pub async fn apply(&self, change: AccessChange) -> Result<(), AccessError> {
         match change {
             AccessChange::AddUser(user) => self.apply_add_user(user).await,
+            AccessChange::UpdateUser(user) => self.apply_update_user(user).await,
             AccessChange::DeleteUser { name } => self.apply_delete_user(&name).await,
             AccessChange::SetPermissions(p) => self.apply_set_permissions(p).await,
             AccessChange::ClearPermissions { user, vhost } => {
@@ -363,13 +437,15 @@ impl AccessControl {
     async fn apply_add_user(&self, user: User) -> Result<(), AccessError> {
         let name = user.name.clone();
         self.check_no_user(&name)?;
-        let value = warren_storage::codec::encode(&user).map_err(AccessError::storage)?;
-        self.persist(vec![Op::PutMeta {
-            table: MetaTable::Users,
-            key: name.clone(),
-            value,
-        }])
-        .await?;
+        self.persist(put_user(&user)?).await?;
+        self.write_state().users.insert(name, user);
+        Ok(())
+    }
+
+    async fn apply_update_user(&self, user: User) -> Result<(), AccessError> {
+        let name = user.name.clone();
+        self.check_user(&name)?;
+        self.persist(put_user(&user)?).await?;
         self.write_state().users.insert(name, user);
         Ok(())
     }
@@ -377,10 +453,7 @@ impl AccessControl {
     async fn apply_delete_user(&self, name: &str) -> Result<(), AccessError> {
         self.check_user(name)?;
         let keys = self.permissions_where(|user, _| user == name);
-        let mut ops = vec![Op::DeleteMeta {
-            table: MetaTable::Users,
-            key: name.to_string(),
-        }];
+        let mut ops = delete_user(name);
         ops.extend(keys.iter().map(delete_permission));
         self.persist(ops).await?;
         let mut state = self.write_state();
@@ -467,6 +540,49 @@ mod tests {
 
     async fn delete_user(a: &AccessControl, name: &str) -> Result<(), AccessError> {
         a.apply(a.prepare_delete_user(name)?).await
+    }
+
+    #[tokio::test]
+    async fn users_stored_in_the_old_layout_log_in_and_move_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let old = LegacyUser::new("old", "pw", vec!["management".into()]);
+            let value = warren_storage::codec::encode(&old).unwrap();
+            store
+                .submit(Batch::durable(vec![Op::PutMeta {
+                    table: MetaTable::Users,
+                    key: "old".into(),
+                    value,
+                }]))
+                .await
+                .unwrap();
+            store.close();
+        }
+        let store = Store::open(&path).unwrap();
+        let a = AccessControl::load(store.clone()).await.unwrap();
+        assert!(a.authenticate("old", "pw") && !a.authenticate("old", "pW"));
+        // No guest: the node had a user already.
+        assert!(!a.authenticate("guest", "guest"));
+        let change = a
+            .prepare_update_user("old", Some("new"), vec!["monitoring".into()])
+            .unwrap();
+        a.apply(change).await.unwrap();
+        assert!(
+            store.read_meta(MetaTable::Users).unwrap().is_empty(),
+            "moved"
+        );
+        assert_eq!(store.read_meta(MetaTable::UserRecords).unwrap().len(), 1);
+        store.close();
+        let a = AccessControl::load(Store::open(&path).unwrap())
+            .await
+            .unwrap();
+        assert!(a.authenticate("old", "new") && !a.authenticate("old", "pw"));
+        assert_eq!(
+            a.list_users(),
+            vec![("old".to_string(), vec!["monitoring".to_string()])]
+        );
     }
 
     #[tokio::test]

@@ -32,5 +32,7 @@ mod vhost;
 pub use control::{AccessChange, AccessControl};
 pub use error::{AccessError, VhostNameProblem};
 pub use permission::{Access, Permission, Resource, ResourceKind};
-pub use user::{User, DEFAULT_USER};
+pub use user::{
+    HashError, LegacyUser, User, DEFAULT_USER, RABBIT_SHA256, RABBIT_SHA512, WARREN_SHA256,
+};
 pub use vhost::{check_vhost_name, VHostDef, DEFAULT_VHOST, MAX_VHOST_NAME};

@@ -169,6 +169,12 @@ pub enum AmqpError {
     /// The node shuts down (or the connection was stopped from the shell).
     #[error("CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")]
     Shutdown,
+    /// An operator closed the connection (management API).
+    #[error("CONNECTION_FORCED - {reason}")]
+    ClosedByOperator {
+        /// The operator's reason.
+        reason: String,
+    },
     /// Reading or writing the socket failed.
     #[error("socket error: {reason}")]
     Socket {
@@ -364,9 +370,11 @@ impl AmqpError {
             | ChannelAboveMax { .. }
             | SecretUpdateRefused { .. }
             | ConsumerTagInUse { .. } => code::NOT_ALLOWED,
-            VhostDeleted { .. } | Shutdown | Socket { .. } | SocketClosed => {
-                code::CONNECTION_FORCED
-            }
+            VhostDeleted { .. }
+            | Shutdown
+            | ClosedByOperator { .. }
+            | Socket { .. }
+            | SocketClosed => code::CONNECTION_FORCED,
             SecondChannelOpen { .. } | ChannelNotOpen { .. } => code::CHANNEL_ERROR,
             MessageTooLarge { .. }
             | UserIdMismatch { .. }

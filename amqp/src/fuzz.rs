@@ -1249,6 +1249,7 @@ impl Harness {
                 access,
                 product_version: "fuzz".into(),
                 node_name: "fuzz".into(),
+                connections: Default::default(),
             }),
             listener,
             _dir: dir,

@@ -18,6 +18,7 @@
 //! | `channel/confirm.rs` | the confirm class: publisher-confirm mode |
 //! | `channel/tx.rs` | the tx class: select, commit, rollback |
 //! | `prefetch.rs` | `basic.qos global=true`: the channel-wide prefetch and what it holds |
+//! | `registry.rs` | [`Connections`](registry::Connections): the open connections, channels and consumers with their counters (for the management API and metrics) |
 //! | `auth.rs` | PLAIN and AMQPLAIN; the default `guest` user (loopback only) |
 //! | `coalesce.rs` | reading a busy connection in larger pieces (adaptive `SO_RCVLOWAT`) |
 //! | `codec.rs` | frames on the wire: size and frame-end checks, `amq-protocol` parsing |
@@ -48,6 +49,7 @@ mod convert;
 pub mod error;
 mod listener;
 mod prefetch;
+pub mod registry;
 mod socket;
 mod tls;
 

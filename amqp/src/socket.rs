@@ -23,6 +23,9 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The descriptor whose input coalescing may read directly: plain TCP only.
     fn coalescible_fd(&self) -> Option<RawFd>;
 
+    /// The node's address of this connection.
+    fn local_addr(&self) -> Option<std::net::SocketAddr>;
+
     /// Splits the stream for the connection's loop and its writer task.
     fn split(self) -> (Self::Reader, Self::Writer);
 }
@@ -37,6 +40,10 @@ impl Socket for TcpStream {
 
     fn coalescible_fd(&self) -> Option<RawFd> {
         Some(self.as_raw_fd())
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        TcpStream::local_addr(self).ok()
     }
 
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -54,6 +61,10 @@ impl Socket for TlsStream<TcpStream> {
 
     fn coalescible_fd(&self) -> Option<RawFd> {
         None
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.get_ref().0.local_addr().ok()
     }
 
     fn split(self) -> (Self::Reader, Self::Writer) {

@@ -47,6 +47,7 @@ impl Node {
             .arg(cluster.to_string())
             .arg("--amqp-listen")
             .arg(amqp.to_string())
+            .args(["--http-listen", "off", "--prometheus-listen", "off"])
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))
             .spawn()

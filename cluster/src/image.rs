@@ -33,6 +33,7 @@ fn key(command: &MetaCommand) -> Option<Key> {
     Some(match command {
         MetaCommand::AddVhost(def) => (Kind::Vhost, def.name.clone()),
         MetaCommand::AddUser(user) => (Kind::User, user.name.clone()),
+        MetaCommand::AddUserRecord(user) => (Kind::User, user.name.clone()),
         MetaCommand::SetPermissions(p) => (Kind::Permission, join(&[&p.user, &p.vhost])),
         MetaCommand::DeclareExchange { vhost, def } => (Kind::Exchange, join(&[vhost, &def.name])),
         MetaCommand::DeclareQueue { vhost, def }
@@ -60,6 +61,9 @@ fn undo(command: &MetaCommand) -> Option<MetaCommand> {
             name: def.name.clone(),
         },
         MetaCommand::AddUser(user) => MetaCommand::DeleteUser {
+            name: user.name.clone(),
+        },
+        MetaCommand::AddUserRecord(user) => MetaCommand::DeleteUser {
             name: user.name.clone(),
         },
         MetaCommand::SetPermissions(p) => MetaCommand::ClearPermissions {
@@ -105,6 +109,9 @@ pub fn deletions(current: &[MetaCommand], target: &[MetaCommand]) -> Vec<MetaCom
     let wanted = index(target);
     let mut out: Vec<(Key, MetaCommand)> = index(current)
         .into_iter()
+        // A user who is still there with another record is updated in place (see
+        // [`additions`]): deleting them would take their permissions with them.
+        .filter(|(k, _)| !(k.0 == Kind::User && wanted.contains_key(k)))
         .filter(|(k, (bytes, _))| wanted.get(k).is_none_or(|(b, _)| b != bytes))
         .filter_map(|(k, (_, c))| undo(c).map(|u| (k, u)))
         .collect();
@@ -120,7 +127,19 @@ pub fn additions(current: &[MetaCommand], target: &[MetaCommand]) -> Vec<MetaCom
     let mut out: Vec<(Key, MetaCommand)> = index(target)
         .into_iter()
         .filter(|(k, (bytes, _))| have.get(k).is_none_or(|(b, _)| b != bytes))
-        .map(|(k, (_, c))| (k, c.clone()))
+        .map(|(k, (_, c))| {
+            let changed_user = k.0 == Kind::User && have.contains_key(&k);
+            let command = match c {
+                MetaCommand::AddUserRecord(user) if changed_user => {
+                    MetaCommand::UpdateUser(user.clone())
+                }
+                MetaCommand::AddUser(user) if changed_user => {
+                    MetaCommand::UpdateUser(user.clone().into())
+                }
+                other => other.clone(),
+            };
+            (k, command)
+        })
         .collect();
     out.sort_by_key(|(k, _)| k.0);
     out.into_iter().map(|(_, c)| c).collect()
@@ -195,6 +214,12 @@ mod tests {
     fn model_apply(state: &mut Vec<MetaCommand>, commands: &[MetaCommand]) {
         let enc = |c: &MetaCommand| warren_storage::codec::encode(c).unwrap();
         for c in commands {
+            if let MetaCommand::UpdateUser(user) = c {
+                let k = (Kind::User, user.name.clone());
+                state.retain(|s| key(s).as_ref() != Some(&k));
+                state.push(MetaCommand::AddUserRecord(user.clone()));
+                continue;
+            }
             match key(c) {
                 Some(k) => {
                     state.retain(|s| key(s).as_ref() != Some(&k));
@@ -203,6 +228,36 @@ mod tests {
                 None => state.retain(|s| undo(s).map(|u| enc(&u)) != Some(enc(c))),
             }
         }
+    }
+
+    #[test]
+    fn a_user_whose_password_changed_is_updated_and_keeps_permissions() {
+        let old = warren_access::User::new("app", "one", vec![]);
+        let new = warren_access::User::new("app", "two", vec!["monitoring".into()]);
+        let current = vec![
+            vhost("/"),
+            MetaCommand::AddUserRecord(old),
+            permission("app", ".*"),
+        ];
+        let target = vec![
+            vhost("/"),
+            MetaCommand::AddUserRecord(new.clone()),
+            permission("app", ".*"),
+        ];
+        assert!(
+            deletions(&current, &target).is_empty(),
+            "no delete: it would drop permissions"
+        );
+        let added = additions(&current, &target);
+        assert!(
+            matches!(added.as_slice(), [MetaCommand::UpdateUser(u)] if *u == new),
+            "{:?}",
+            described(&added)
+        );
+        let mut state = current.clone();
+        model_apply(&mut state, &added);
+        assert!(additions(&state, &target).is_empty());
+        assert!(deletions(&state, &target).is_empty());
     }
 
     #[test]

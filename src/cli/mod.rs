@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start a node (embedded defaults: ./warren-data, 127.0.0.1:4370).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Declare a queue or an exchange.
     #[command(subcommand)]
     Declare(Declare),
@@ -122,6 +122,13 @@ pub struct NodeArgs {
     /// Needs --tls-cert and --tls-key.
     #[arg(long, env = "WARREN_AMQPS_LISTEN", value_name = "ADDR|off")]
     pub amqps_listen: Option<String>,
+    /// Address for the management HTTP API and web UI (default 127.0.0.1:15672), or
+    /// `off`.
+    #[arg(long, env = "WARREN_HTTP_LISTEN", value_name = "ADDR|off")]
+    pub http_listen: Option<String>,
+    /// Address for Prometheus metrics (default 127.0.0.1:15692), or `off`.
+    #[arg(long, env = "WARREN_PROMETHEUS_LISTEN", value_name = "ADDR|off")]
+    pub prometheus_listen: Option<String>,
     /// The AMQPS certificate chain (PEM, leaf first).
     #[arg(long, env = "WARREN_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,

@@ -250,7 +250,7 @@ impl Admin {
 
     /// Commits a prepared change to the metadata log; resolves once this node has
     /// applied it, with the result of applying it (every node applies it alike).
-    async fn commit(&self, change: AccessChange) -> Result<(), BrokerError> {
+    pub(super) async fn commit(&self, change: AccessChange) -> Result<(), BrokerError> {
         self.replica().propose(change.into()).await
     }
 

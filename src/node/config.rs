@@ -16,6 +16,8 @@
 //! metadata_snapshot_every = 8192    # metadata log entries between snapshots
 //! queue_snapshot_every = 8192       # a quorum queue's log entries between snapshots (at least)
 //! amqps_listen = "127.0.0.1:5671"    # AMQP over TLS; needs tls_cert and tls_key
+//! http_listen = "127.0.0.1:15672"    # the management API and UI, or "off"
+//! prometheus_listen = "127.0.0.1:15692"  # Prometheus metrics, or "off"
 //! tls_cert = "/etc/warren/cert.pem"  # the certificate chain, PEM
 //! tls_key = "/etc/warren/key.pem"    # its private key, PEM
 //! tls_client_ca = "/etc/warren/ca.pem"  # optional: clients must show a certificate it signed
@@ -66,6 +68,10 @@ pub struct NodeConfig {
     pub amqps_listen: Option<SocketAddr>,
     /// The AMQPS listener's certificate, key and optional client CA.
     pub tls: Option<warren_amqp::TlsSettings>,
+    /// The management API's and UI's address; `None` disables them.
+    pub http_listen: Option<SocketAddr>,
+    /// The Prometheus metrics' address; `None` disables them.
+    pub prometheus_listen: Option<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +99,16 @@ impl Default for NodeConfig {
             queue_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
             amqps_listen: None,
             tls: None,
+            http_listen: Some(
+                DEFAULT_HTTP_LISTEN
+                    .parse()
+                    .expect("the default HTTP address parses"),
+            ),
+            prometheus_listen: Some(
+                DEFAULT_PROMETHEUS_LISTEN
+                    .parse()
+                    .expect("the default Prometheus address parses"),
+            ),
         }
     }
 }
@@ -100,14 +116,29 @@ impl Default for NodeConfig {
 /// Where the AMQP listener binds unless told otherwise (RabbitMQ's port, loopback).
 pub const DEFAULT_AMQP_LISTEN: &str = "127.0.0.1:5672";
 
+/// Where the management API and UI listen unless told otherwise (RabbitMQ's port,
+/// loopback).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:15672";
+/// Where the Prometheus metrics listen unless told otherwise (RabbitMQ's port).
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:15692";
+
 /// `ADDR` or `off` (no AMQP listener).
 pub fn parse_amqp_listen(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    parse_listen(text, "amqp_listen")
+}
+
+/// `ADDR` or `off` for the listener `key` (`http_listen`, ...).
+pub fn parse_listen(text: &str, key: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    text.parse()
-        .map(Some)
-        .map_err(|_| ConfigError::AmqpListen(text.to_string()))
+    text.parse().map(Some).map_err(|_| match key {
+        "amqp_listen" => ConfigError::AmqpListen(text.to_string()),
+        _ => ConfigError::Listen {
+            key,
+            value: text.to_string(),
+        },
+    })
 }
 
 /// The keys a config file may hold; every one is optional.
@@ -132,6 +163,8 @@ pub struct ConfigFile {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub prometheus_listen: Option<String>,
 }
 
 /// Why a config file was not usable.
@@ -151,6 +184,8 @@ pub enum ConfigError {
     Name(String),
     #[error("AMQP listen address '{0}' is not valid: give IP:PORT (e.g. 127.0.0.1:5672) or 'off'")]
     AmqpListen(String),
+    #[error("{key} = '{value}' is not valid: give IP:PORT (e.g. 127.0.0.1:15672) or 'off'")]
+    Listen { key: &'static str, value: String },
     #[error("storage_cache_mib = {0} is not valid: give 1 to 65536 (MiB)")]
     CacheSize(u32),
     #[error("{0} = {1} is not valid: give 16 to 10000000 (log entries)")]
@@ -255,6 +290,12 @@ impl NodeConfig {
         }
         if let Some(v) = file.amqps_listen {
             self.amqps_listen = parse_amqp_listen(&v)?;
+        }
+        if let Some(v) = file.http_listen {
+            self.http_listen = parse_listen(&v, "http_listen")?;
+        }
+        if let Some(v) = file.prometheus_listen {
+            self.prometheus_listen = parse_listen(&v, "prometheus_listen")?;
         }
         self.set_tls(file.tls_cert, file.tls_key, file.tls_client_ca);
         if file.cookie_file.is_some() {

@@ -24,6 +24,7 @@ mod gateway;
 mod info;
 mod janitor;
 pub mod log_ring;
+mod management;
 mod queue_members;
 mod resources;
 mod session;
@@ -87,6 +88,13 @@ pub enum NodeError {
     Supervision(#[from] warren_supervisor::SupervisorError),
     #[error("AMQPS: {0}")]
     Tls(String),
+    #[error("cannot listen for {what} on {addr}: {source} (is RabbitMQ or another node using the port? choose one with {flag} ADDR, or 'off')")]
+    HttpListen {
+        what: &'static str,
+        flag: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A started node.
@@ -99,6 +107,10 @@ pub struct RunningNode {
     pub amqp: Option<std::net::SocketAddr>,
     /// The AMQPS listener's address, when on.
     pub amqps: Option<std::net::SocketAddr>,
+    /// The management API's address, when on.
+    pub http: Option<std::net::SocketAddr>,
+    /// The Prometheus metrics' address, when on.
+    pub prometheus: Option<std::net::SocketAddr>,
     node_server: ActorRef<NodeServerMessage>,
 }
 
@@ -291,7 +303,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         janitor::remove_stale(&vhosts, true, STALE_PATIENCE).await;
     }
     tokio::spawn(janitor::run(vhosts.clone(), config.name.clone(), alone));
-    let gateway_args = (config.name.clone(), vhosts.clone(), admin);
+    let gateway_args = (config.name.clone(), vhosts.clone(), admin.clone());
     let gateway = gateway_name(&config.name);
     root.start_child(ChildSpec::for_actor(
         gateway.clone(),
@@ -323,12 +335,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             "cannot watch client sessions: {e}"
         )));
     }
+    let connections = warren_amqp::registry::Connections::default();
     let amqp_server = || warren_amqp::Server {
         vhosts: vhosts.clone(),
         access: access.clone(),
         alarms: alarms.clone(),
         product_version: env!("CARGO_PKG_VERSION").to_string(),
         node_name: config.name.clone(),
+        connections: connections.clone(),
     };
     let amqp = match config.amqp_listen {
         Some(addr) => {
@@ -353,6 +367,49 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
         None => None,
     };
+    let bind_http = |addr: Option<std::net::SocketAddr>, what, flag| match addr {
+        Some(addr) => warren_management::HttpListener::bind(addr)
+            .map(Some)
+            .map_err(|source| NodeError::HttpListen {
+                what,
+                flag,
+                addr,
+                source,
+            }),
+        None => Ok(None),
+    };
+    let http = bind_http(config.http_listen, "the management API", "--http-listen")?;
+    let prometheus = bind_http(
+        config.prometheus_listen,
+        "Prometheus metrics",
+        "--prometheus-listen",
+    )?;
+    let listeners = [
+        ("clustering", Some(config.cluster_listen)),
+        ("amqp", amqp),
+        ("amqp/ssl", amqps),
+        ("http", http.as_ref().map(|h| h.addr)),
+        ("http/prometheus", prometheus.as_ref().map(|p| p.addr)),
+    ]
+    .into_iter()
+    .filter_map(|(protocol, addr)| addr.map(|addr| warren_management::Listener { protocol, addr }))
+    .collect();
+    let facts = Arc::new(management::ManagementNode {
+        admin,
+        role: config.role.to_string(),
+        listeners,
+        store: store.clone(),
+    });
+    let state =
+        warren_management::Management::start(vhosts.clone(), access.clone(), connections, facts);
+    if let Some(h) = &http {
+        root.start_child(h.child_spec("http", warren_management::api_router(state.clone())))
+            .await?;
+    }
+    if let Some(p) = &prometheus {
+        root.start_child(p.child_spec("prometheus", warren_management::metrics_router(state)))
+            .await?;
+    }
     tracing::info!(
         node = %config.name,
         listen = %config.cluster_listen,
@@ -367,6 +424,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         store,
         amqp,
         amqps,
+        http: http.map(|h| h.addr),
+        prometheus: prometheus.map(|p| p.addr),
         node_server,
     })
 }
@@ -421,7 +480,7 @@ impl MetadataApplier for NodeApplier {
                 self.access
                     .user_records()
                     .into_iter()
-                    .map(MetaCommand::AddUser),
+                    .map(MetaCommand::AddUserRecord),
             );
             image.extend(
                 self.access

@@ -90,17 +90,21 @@ pub enum MetaTable {
     Queues,
     /// Bindings between exchanges and queues or exchanges.
     Bindings,
-    /// Users and their credentials.
+    /// Users and their credentials, as stored before credentials had schemes (read
+    /// at start; a changed user moves to [`MetaTable::UserRecords`]).
     Users,
     /// Per-user, per-vhost permissions.
     Permissions,
     /// Policies.
     Policies,
+    /// Users with their credential's hashing scheme (Warren's, RabbitMQ's SHA-256 or
+    /// SHA-512), so that definitions exported by RabbitMQ import with their passwords.
+    UserRecords,
 }
 
 impl MetaTable {
     /// Every metadata table, in a fixed order.
-    pub const ALL: [MetaTable; 7] = [
+    pub const ALL: [MetaTable; 8] = [
         MetaTable::Vhosts,
         MetaTable::Exchanges,
         MetaTable::Queues,
@@ -108,6 +112,7 @@ impl MetaTable {
         MetaTable::Users,
         MetaTable::Permissions,
         MetaTable::Policies,
+        MetaTable::UserRecords,
     ];
 
     /// The redb table name, as it appears in the file.
@@ -120,6 +125,7 @@ impl MetaTable {
             MetaTable::Users => "meta.users",
             MetaTable::Permissions => "meta.permissions",
             MetaTable::Policies => "meta.policies",
+            MetaTable::UserRecords => "meta.user_records",
         }
     }
 
@@ -133,6 +139,7 @@ impl MetaTable {
             MetaTable::Users => 4,
             MetaTable::Permissions => 5,
             MetaTable::Policies => 6,
+            MetaTable::UserRecords => 7,
         }
     }
 

@@ -479,7 +479,7 @@ struct GroupTables<'t> {
     txn: &'t WriteTransaction,
     index: Option<BytesTable<'t, (u64, u64)>>,
     body: Option<BytesTable<'t, (u64, u64)>>,
-    meta: [Option<BytesTable<'t, &'static str>>; 7],
+    meta: [Option<BytesTable<'t, &'static str>>; MetaTable::ALL.len()],
 }
 
 impl<'t> GroupTables<'t> {

@@ -339,6 +339,14 @@ impl NodeProcess {
             .arg(addr.to_string())
             .arg("--amqp-listen")
             .arg(amqp_addr.to_string())
+            // Many nodes run at once: no management or metrics port unless a test
+            // asks for one.
+            .args(
+                ["--http-listen", "--prometheus-listen"]
+                    .into_iter()
+                    .filter(|flag| !args.contains(flag))
+                    .flat_map(|flag| [flag, "off"]),
+            )
             // The node logs to stdout; panics go to stderr: both land in the log.
             .stdout(Stdio::from(log.try_clone().expect("log file")))
             .stderr(Stdio::from(log))

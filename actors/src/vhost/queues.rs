@@ -317,6 +317,19 @@ impl VHost {
         (Self::summaries(picked).await, more)
     }
 
+    /// The queues called `names` (those that exist), with their counts, in the order
+    /// given: a listing that picked its page by name asks only the page's queues.
+    pub async fn list_queues_named(&self, names: &[&str]) -> Vec<QueueSummary> {
+        let picked: Vec<(QueueRef, QueueDef)> = {
+            let registry = self.registry();
+            names
+                .iter()
+                .filter_map(|n| registry.get(*n).map(|r| (r.queue.clone(), r.def.clone())))
+                .collect()
+        };
+        Self::summaries(picked).await
+    }
+
     /// `picked`'s queues with their counts, asked of all of them at once.
     async fn summaries(picked: Vec<(QueueRef, QueueDef)>) -> Vec<QueueSummary> {
         let (queues, defs): (Vec<QueueRef>, Vec<QueueDef>) = picked.into_iter().unzip();

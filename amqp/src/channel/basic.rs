@@ -144,6 +144,7 @@ impl AmqpChannel {
             properties,
             body: Bytes::from(incoming.body),
         };
+        self.count(1, |c| &c.publish);
         let confirm_seq = self.confirm.then(|| {
             let seq = self.next_confirm_seq;
             self.next_confirm_seq += 1;
@@ -247,6 +248,14 @@ impl AmqpChannel {
                 } else {
                     self.prefetch = count;
                 }
+                if let Some(entry) = self.entry() {
+                    let gauge = if q.global {
+                        &entry.global_prefetch
+                    } else {
+                        &entry.prefetch
+                    };
+                    gauge.store(count, std::sync::atomic::Ordering::Relaxed);
+                }
                 let ok = AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {}));
                 Ok(self.reply_and_release(Some(ok)))
             }
@@ -264,7 +273,14 @@ impl AmqpChannel {
                 // Register first so that deliveries that follow find the consumer; the
                 // consume-ok goes out before them because the connection sends this
                 // method's frames before it looks at queue events again.
-                self.consumers.insert(tag.clone(), handle.name().clone());
+                let consumer = crate::registry::ConsumerEntry {
+                    queue: queue.clone(),
+                    ack_required: !c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch: self.prefetch,
+                    arguments: table_from_wire(&c.arguments),
+                };
+                self.add_consumer_entry(&tag, handle.name().clone(), Some(consumer));
                 self.core.touch(handle.name().clone());
                 let request = ConsumeRequest {
                     tag: tag.as_str().into(),
@@ -282,14 +298,14 @@ impl AmqpChannel {
                     },
                 };
                 if let Err(e) = handle.consume(request).await {
-                    self.consumers.remove(&tag);
+                    self.remove_consumer_entry(&tag);
                     return Err(e.into());
                 }
                 Ok(self.consume_ok(&tag, c.nowait))
             }
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.as_str();
-                if let Some(queue) = self.consumers.remove(tag) {
+                if let Some(queue) = self.remove_consumer_entry(tag) {
                     if let Some((_, address)) = self.reply.take_if(|(t, _)| t == tag) {
                         vhost.end_reply_consumer(&address);
                     } else if let Some(handle) = vhost.queue(&queue) {
@@ -319,6 +335,15 @@ impl AmqpChannel {
                     )))),
                     Some((d, remaining)) => {
                         let tag = self.core.track(&d, g.no_ack);
+                        if g.no_ack {
+                            self.count(1, |c| &c.get_no_ack);
+                        } else {
+                            self.count(1, |c| &c.get);
+                            self.note_unacked();
+                        }
+                        if d.redelivered {
+                            self.count(1, |c| &c.redeliver);
+                        }
                         let head = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                             delivery_tag: tag,
                             redelivered: d.redelivered,
@@ -390,7 +415,14 @@ impl AmqpChannel {
         }
         let address =
             vhost.add_reply_consumer(self.core.id(), tag.as_str().into(), self.sink.clone());
-        self.consumers.insert(tag.clone(), REPLY_TO.into());
+        let consumer = crate::registry::ConsumerEntry {
+            queue: REPLY_TO.to_string(),
+            ack_required: false,
+            exclusive: false,
+            prefetch: 0,
+            arguments: Default::default(),
+        };
+        self.add_consumer_entry(&tag, REPLY_TO.into(), Some(consumer));
         self.reply = Some((tag.clone(), address));
         Ok(self.consume_ok(&tag, c.nowait))
     }
@@ -433,7 +465,16 @@ impl AmqpChannel {
             }
             return Ok(Outcome::Send(Vec::new()));
         }
+        let before = self.core.unsettled();
+        let ack = matches!(settle.kind, SettleKind::Ack);
         self.core.settle(&[settle])?;
+        let settled = before.saturating_sub(self.core.unsettled()) as u64;
+        if ack {
+            self.count(settled, |c| &c.ack);
+        } else {
+            self.count(settled, |c| &c.reject);
+        }
+        self.note_unacked();
         Ok(self.reply_and_release(None))
     }
 
@@ -450,7 +491,17 @@ impl AmqpChannel {
 
     /// basic.deliver with its content, for each delivery, each with its delivery tag.
     fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let (mut acked, mut no_ack, mut redelivered) = (0, 0, 0);
         for d in deliveries {
+            if d.no_ack {
+                no_ack += 1;
+            } else {
+                acked += 1;
+            }
+            redelivered += u64::from(d.redelivered);
             let tag = self.core.track(&d, d.no_ack);
             let head = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
                 consumer_tag: short(&d.consumer_tag),
@@ -461,11 +512,18 @@ impl AmqpChannel {
             }));
             self.content_frames(head, &d.message, out);
         }
+        if let Some(entry) = self.entry() {
+            let counts = &entry.counts;
+            crate::registry::bump(&counts.deliver, acked);
+            crate::registry::bump(&counts.deliver_no_ack, no_ack);
+            crate::registry::bump(&counts.redeliver, redelivered);
+        }
+        self.note_unacked();
     }
 
     /// The node ended a consumer: tell the client (consumer_cancel_notify).
     pub fn consumer_cancelled(&mut self, tag: &str) -> Option<AMQPFrame> {
-        self.consumers.remove(tag)?;
+        self.remove_consumer_entry(tag)?;
         self.core
             .give_back(self.channel_prefetch.take_consumer(tag));
         Some(AMQPFrame::Method(
@@ -497,6 +555,7 @@ impl AmqpChannel {
     /// basic.return of a mandatory message no queue took (312 NO_ROUTE), with its
     /// content.
     pub fn write_return(&self, message: &Message, out: &mut Vec<u8>) {
+        self.count(1, |c| &c.return_unroutable);
         let head = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
             reply_code: 312,
             reply_text: short("NO_ROUTE"),

@@ -29,6 +29,11 @@ impl AmqpChannel {
             });
         }
         self.confirm = true;
+        if let Some(entry) = self.entry() {
+            entry
+                .confirm
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(self.answer(
             s.nowait,
             AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),

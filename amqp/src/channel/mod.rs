@@ -13,6 +13,7 @@ mod queue;
 mod tx;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::frame::AMQPFrame;
@@ -98,6 +99,8 @@ pub struct AmqpChannel {
     reply: Option<(String, String)>,
     /// Consumer tags the node made for this channel.
     tags_made: u64,
+    /// Its entry in the node's registry of connections (counters, consumers).
+    pub stats: Option<crate::registry::ChannelGuard>,
 }
 
 /// What a channel takes from its connection.
@@ -158,7 +161,55 @@ impl AmqpChannel {
             in_flight,
             reply: None,
             tags_made: 0,
+            stats: None,
         }
+    }
+
+    /// Its registry entry, if registered.
+    fn entry(&self) -> Option<&crate::registry::ChannelEntry> {
+        self.stats.as_ref().map(|s| &*s.entry)
+    }
+
+    /// Adds `n` to one of its counters.
+    fn count(&self, n: u64, counter: impl FnOnce(&crate::registry::Counts) -> &AtomicU64) {
+        if let Some(entry) = self.entry() {
+            crate::registry::bump(counter(&entry.counts), n);
+        }
+    }
+
+    /// One more publish confirmed to the client.
+    pub fn count_confirmed(&self) {
+        self.count(1, |c| &c.confirm);
+    }
+
+    /// Publishes the number of unsettled deliveries to the registry.
+    fn note_unacked(&self) {
+        if let Some(entry) = self.entry() {
+            entry
+                .unacked
+                .store(self.core.unsettled() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts consumer `tag` on `queue`, in the channel and its registry entry.
+    fn add_consumer_entry(
+        &mut self,
+        tag: &str,
+        queue: Arc<str>,
+        consumer: Option<crate::registry::ConsumerEntry>,
+    ) {
+        if let (Some(entry), Some(consumer)) = (self.entry(), consumer) {
+            entry.add_consumer(tag, consumer);
+        }
+        self.consumers.insert(tag.to_string(), queue);
+    }
+
+    /// Ends consumer `tag`; its queue, if it was one of this channel's.
+    fn remove_consumer_entry(&mut self, tag: &str) -> Option<Arc<str>> {
+        if let Some(entry) = self.entry() {
+            entry.remove_consumer(tag);
+        }
+        self.consumers.remove(tag)
     }
 
     /// The id its queues know it by, unique to this channel's life: a channel opened
@@ -176,7 +227,7 @@ impl AmqpChannel {
     /// Records a consumer as basic.consume does, without a queue (tests).
     #[cfg(test)]
     pub fn add_consumer(&mut self, tag: &str, queue: &str) {
-        self.consumers.insert(tag.to_string(), queue.into());
+        self.add_consumer_entry(tag, queue.into(), None);
     }
 
     /// The method's `-ok`, unless the client asked for `nowait`.

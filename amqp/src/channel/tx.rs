@@ -19,6 +19,11 @@ impl AmqpChannel {
                     });
                 }
                 self.tx = true;
+                if let Some(entry) = self.entry() {
+                    entry
+                        .transactional
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(self.reply(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {}))))
             }
             tx::AMQPMethod::Commit(_) => {

@@ -56,7 +56,11 @@ impl Connection {
                 access: self.server.access.clone(),
                 in_flight: self.in_flight.clone(),
             };
-            let ch = AmqpChannel::new(n, part, sink_for);
+            let mut ch = AmqpChannel::new(n, part, sink_for);
+            ch.stats = self
+                .registration
+                .as_ref()
+                .map(|r| r.open_channel(n, ch.id()));
             self.channels.insert(n, ch);
             self.send(&AMQPFrame::Method(
                 n,

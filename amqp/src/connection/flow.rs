@@ -25,6 +25,12 @@ impl Connection {
     /// `connection.unblocked`. A connection that does not publish (a consumer) is
     /// not held back: consuming is what frees memory and disk.
     pub(super) fn on_alarm(&mut self, state: warren_resources::alarm::AlarmState) {
+        if let Some(entry) = self.entry() {
+            let blocked = state.raised() && (self.published || self.blocked);
+            entry
+                .blocked
+                .store(blocked, std::sync::atomic::Ordering::Relaxed);
+        }
         if !state.raised() {
             self.blocked = false;
             if self.told_blocked {

@@ -117,6 +117,7 @@ impl Connection {
             });
         };
         self.hears_blocked = client_capability(&ok.client_properties, "connection.blocked");
+        self.client_properties = crate::convert::table_from_wire(&ok.client_properties);
         let credentials = Credentials::parse(ok.mechanism.as_str(), ok.response.as_bytes())?;
         auth::check(&credentials, self.peer, &self.server.access)?;
         self.user = credentials.user;

@@ -60,6 +60,9 @@ pub struct Server {
     pub product_version: String,
     /// The `cluster_name` the server properties announce.
     pub node_name: String,
+    /// The node's open connections (shared by its listeners, read by the management
+    /// API and the metrics).
+    pub connections: crate::registry::Connections,
 }
 
 /// The highest channel number a connection offers in `connection.tune`.
@@ -119,6 +122,7 @@ pub async fn serve_until<S: Socket>(
         }
     }
     tracing::debug!(peer = %peer, user = %conn.user, "AMQP connection open");
+    conn.register(socket.local_addr(), socket.coalescible_fd().is_none());
     // From here on a writer task owns the socket's write half: bytes handed to it
     // while it is writing go out together in its next write, so a busy connection
     // makes few large writes instead of one per delivery.
@@ -178,6 +182,10 @@ struct Connection {
     told_blocked: bool,
     /// The client sent `connection.close` and was answered.
     client_closed: bool,
+    /// What the client said about itself in `connection.start-ok`.
+    client_properties: warren_actors::message::FieldTable,
+    /// Its entry in the node's registry (from the end of the handshake on).
+    registration: Option<crate::registry::ConnectionGuard>,
 }
 
 /// Why the loop ended without an error.
@@ -214,8 +222,35 @@ impl Connection {
             blocked: false,
             told_blocked: false,
             client_closed: false,
+            client_properties: Default::default(),
+            registration: None,
             server,
         }
+    }
+
+    /// Enters the connection in the node's registry (its handshake is done).
+    fn register(&mut self, local: Option<SocketAddr>, tls: bool) {
+        let connected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let opened = crate::registry::Opened {
+            peer: self.peer,
+            local,
+            tls,
+            user: self.user.clone(),
+            vhost: self.vhost.name().to_string(),
+            client_properties: std::mem::take(&mut self.client_properties),
+            frame_max: self.frame_max,
+            channel_max: self.channel_max,
+            heartbeat: self.heartbeat,
+            connected_at,
+        };
+        self.registration = Some(self.server.connections.register(self.id, opened));
+    }
+
+    /// The registry entry (`None` only before the handshake ends).
+    fn entry(&self) -> Option<&crate::registry::ConnectionEntry> {
+        self.registration.as_ref().map(|r| &*r.entry)
     }
 
     /// Queues a frame for the next write.
@@ -243,6 +278,10 @@ impl Connection {
         // each time cost a busy node page faults.
         let next = self.out.len().next_power_of_two().clamp(4 << 10, 64 << 10);
         let bytes = std::mem::replace(&mut self.out, Vec::with_capacity(next));
+        if let Some(entry) = self.entry() {
+            crate::registry::bump(&entry.bytes_out, bytes.len() as u64);
+            crate::registry::bump(&entry.writes_out, 1);
+        }
         writer
             .send(bytes)
             .await
@@ -288,6 +327,14 @@ impl Connection {
         let mut coalescing = fd.map(coalesce::Coalescing::new);
         let mut last_input = Instant::now();
         let mut got: Option<usize> = None;
+        let registered = self.registration.as_ref().map(|r| r.entry.clone());
+        let closed_by_operator = async {
+            match &registered {
+                Some(entry) => entry.close_requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(closed_by_operator);
         loop {
             // Read straight into the input buffer (no copy from a scratch chunk).
             if self.in_buf.capacity() - self.in_buf.len() < READ_CHUNK / 4 {
@@ -300,6 +347,9 @@ impl Connection {
                     } else if *close.borrow_and_update() {
                         return Err(AmqpError::Shutdown);
                     }
+                }
+                reason = &mut closed_by_operator => {
+                    return Err(AmqpError::ClosedByOperator { reason });
                 }
                 changed = alarms.changed() => {
                     if changed.is_ok() {
@@ -357,6 +407,9 @@ impl Connection {
             if let Some(n) = got.take() {
                 if n == 0 {
                     return Ok(());
+                }
+                if let Some(entry) = &registered {
+                    crate::registry::bump(&entry.bytes_in, n as u64);
                 }
                 let now = Instant::now();
                 (last_read, last_input) = (now, now);

@@ -84,6 +84,9 @@ impl Connection {
                     continue;
                 }
                 let ack = !matches!(outcome, PublishOutcome::Rejected(_));
+                if ack {
+                    ch.count_confirmed();
+                }
                 ch.settled.insert(seq, ack);
             }
         }

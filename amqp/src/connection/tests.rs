@@ -39,6 +39,7 @@ async fn server(dir: &tempfile::TempDir) -> Arc<Server> {
         access,
         product_version: "test".into(),
         node_name: "test".into(),
+        connections: Default::default(),
     })
 }
 
@@ -46,6 +47,7 @@ async fn server(dir: &tempfile::TempDir) -> Arc<Server> {
 async fn connection(dir: &tempfile::TempDir) -> Connection {
     let mut conn = Connection::new(([127, 0, 0, 1], 5672).into(), server(dir).await);
     conn.user = "guest".into();
+    conn.register(None, false);
     conn
 }
 

@@ -1,0 +1,125 @@
+//! The management HTTP API and the Prometheus metrics against a real node: each test
+//! starts a `warren node` with its management and metrics ports on, and runs a
+//! Python script of `tests/management/` against it. `api.py` checks RabbitMQ 3.10's
+//! answers with plain HTTP (access control included); `rabbitmqadmin.py` drives
+//! RabbitMQ's own CLI, rabbitmqadmin v2, unchanged.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, NodeProcess};
+
+/// A script that has not finished by then is hung (its own waits are 20 s at most);
+/// this bounds a hang, it is not a measure of speed.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The rabbitmqadmin the test command installs (`scripts/test`), or `RABBITMQADMIN`.
+fn rabbitmqadmin() -> PathBuf {
+    let path = std::env::var_os("RABBITMQADMIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/rabbitmqadmin")
+        });
+    assert!(
+        path.exists(),
+        "no rabbitmqadmin at {}: run the README's test command, ./scripts/test, which installs \
+         it (cargo install rabbitmqadmin --version 2.35.0 --root target/tools), or set RABBITMQADMIN",
+        path.display()
+    );
+    path
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Starts a node with its HTTP ports on, runs `tests/management/<name>.py AMQP HTTP
+/// PROMETHEUS`, and fails with the script's output and the node's log unless it
+/// prints "ok".
+fn run_script(name: &str, env: &[(&str, &Path)]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, prometheus) = (free_port(), free_port());
+    let http_flag = format!("127.0.0.1:{http}");
+    let prometheus_flag = format!("127.0.0.1:{prometheus}");
+    let node = NodeProcess::start_with(
+        &dir.path().join("data"),
+        free_port(),
+        &[
+            "--name",
+            "mgmt",
+            "--http-listen",
+            &http_flag,
+            "--prometheus-listen",
+            &prometheus_flag,
+        ],
+    );
+    // The management port is bound last of the node's listeners: once it accepts,
+    // the node serves.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never served: {}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/management")
+        .join(format!("{name}.py"));
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args([
+            node.amqp_addr.port().to_string(),
+            http.to_string(),
+            prometheus.to_string(),
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("python3 runs");
+    let deadline = Instant::now() + SCRIPT_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the script") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
+    let passed =
+        status.is_some_and(|s| s.success()) && stdout.lines().last().map(str::trim) == Some("ok");
+    if !passed {
+        let log = read(&dir.path().join("data.log"));
+        panic!(
+            "tests/management/{name}.py {status:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- node log:\n{log}"
+        );
+    }
+    drop(node);
+}
+
+#[test]
+fn the_management_api_answers_as_rabbitmq_and_enforces_access() {
+    run_script("api", &[]);
+}
+
+#[test]
+fn rabbitmqadmin_v2_works_unchanged() {
+    let binary = rabbitmqadmin();
+    run_script("rabbitmqadmin", &[("RABBITMQADMIN", &binary)]);
+}

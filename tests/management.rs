@@ -59,28 +59,33 @@ fn run_script(name: &str, env: &[(&str, &Path)]) {
             &prometheus_flag,
         ],
     );
-    // The management port is bound last of the node's listeners: once it accepts,
-    // the node serves.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the node never served: {}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let logs = || node.log();
+    wait_for_port(http, &logs);
+    let args = [
+        node.amqp_addr.port().to_string(),
+        http.to_string(),
+        prometheus.to_string(),
+    ];
+    run_python(name, &args, env, dir.path(), &logs);
+    drop(node);
+}
+
+/// Runs `tests/management/<name>.py ARGS...`; fails with its output and `logs`
+/// unless it prints "ok".
+fn run_python(
+    name: &str,
+    args: &[String],
+    env: &[(&str, &Path)],
+    dir: &Path,
+    logs: &dyn Fn() -> String,
+) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/management")
         .join(format!("{name}.py"));
-    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
     let mut child = Command::new("python3")
         .arg(&script)
-        .args([
-            node.amqp_addr.port().to_string(),
-            http.to_string(),
-            prometheus.to_string(),
-        ])
+        .args(args)
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
@@ -105,12 +110,53 @@ fn run_script(name: &str, env: &[(&str, &Path)]) {
     let passed =
         status.is_some_and(|s| s.success()) && stdout.lines().last().map(str::trim) == Some("ok");
     if !passed {
-        let log = read(&dir.path().join("data.log"));
         panic!(
-            "tests/management/{name}.py {status:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- node log:\n{log}"
+            "tests/management/{name}.py {status:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- node logs:\n{}",
+            logs()
         );
     }
-    drop(node);
+}
+
+/// Waits until something accepts connections on `port` (bounded).
+fn wait_for_port(port: u16, log: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never served: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cluster_is_managed_through_any_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2) = (free_port(), free_port());
+    let (h1, h2) = (free_port(), free_port());
+    let start = |name: &str, port: u16, http: u16, seeds: &[u16]| {
+        let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let http = format!("127.0.0.1:{http}");
+        let mut args = vec!["--name", name, "--http-listen", &http];
+        let seeds = seeds.join(",");
+        if !seeds.is_empty() {
+            args.extend(["--seeds", &seeds]);
+        }
+        NodeProcess::start_with(&dir.path().join(name), port, &args)
+    };
+    let n1 = start("n1", p1, h1, &[]);
+    let n2 = start("n2", p2, h2, &[p1]);
+    let logs = || format!("n1:\n{}\nn2:\n{}", n1.log(), n2.log());
+    wait_for_port(h1, &logs);
+    wait_for_port(h2, &logs);
+    run_python(
+        "cluster",
+        &[h1.to_string(), h2.to_string()],
+        &[],
+        dir.path(),
+        &logs,
+    );
 }
 
 #[test]

@@ -60,3 +60,9 @@ mod simulation;
 
 /// The process group every node's client gateway joins; a client finds it there.
 pub const GATEWAY_GROUP: &str = "warren.gateway";
+
+/// The process group of one node's gateway, where other nodes find it (the
+/// management API asks it for its node's supervision tree).
+pub fn gateway_group(node: &str) -> String {
+    format!("{GATEWAY_GROUP}.{node}")
+}

@@ -673,6 +673,12 @@ pub enum GatewayMsg {
     /// Node-internal: a client process's transport went away (its ractor_cluster
     /// node id): its sessions stop.
     ClientGone(LocalOnly<u64>),
+    /// Another node's management API asks for this node's supervision tree.
+    #[rpc]
+    Tree(
+        Wire<()>,
+        RpcReplyPort<Wire<Result<TreeSnapshot, ErrorReply>>>,
+    ),
 }
 
 /// Messages to a session on the node: the client's requests and node-internal events.

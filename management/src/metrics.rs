@@ -313,7 +313,7 @@ async fn render(state: &State, per_object: bool) -> Response {
     {
         let w = root.sub_registry_with_prefix("warren");
         let mut actors = Vec::new();
-        let total = match state.node.tree().await {
+        let total = match state.node.tree(None).await {
             Ok(tree) => restarts(&tree, &mut actors),
             Err(_) => 0,
         };

@@ -35,8 +35,9 @@ pub trait NodeFacts: Send + Sync + 'static {
     fn store_stats(&self) -> warren_storage::StoreStats;
     /// The cluster's members as this node sees them (this node first).
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError>;
-    /// This node's supervision tree.
-    async fn tree(&self) -> Result<TreeSnapshot, BrokerError>;
+    /// The supervision tree of `node` (this node's when `None`), asked of that node
+    /// over the cluster.
+    async fn tree(&self, node: Option<&str>) -> Result<TreeSnapshot, BrokerError>;
     /// Commits a prepared change of users or permissions to the metadata log;
     /// resolves once this node applied it.
     async fn commit_access(&self, change: AccessChange) -> Result<(), BrokerError>;

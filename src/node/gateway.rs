@@ -48,6 +48,10 @@ impl Actor for Gateway {
         args: GatewayArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(GATEWAY_GROUP.to_string(), vec![myself.get_cell()]);
+        ractor::pg::join(
+            warren_cluster::gateway_group(&args.node_name),
+            vec![myself.get_cell()],
+        );
         Ok(GatewayState {
             node_name: args.node_name,
             vhosts: args.vhosts,
@@ -72,6 +76,14 @@ impl Actor for Gateway {
                     }),
                 };
                 let _ = reply.send(answer.into());
+            }
+            GatewayMsg::Tree(_, reply) => {
+                // Answered from a task: a snapshot waits for every supervisor.
+                let admin = state.admin.clone();
+                tokio::spawn(async move {
+                    let tree = admin.tree(None).await.map_err(ErrorReply::from);
+                    let _ = reply.send(tree.into());
+                });
             }
             GatewayMsg::ClientGone(node) => {
                 if let Some(node_id) = node.take() {

@@ -10,7 +10,14 @@ use warren_cluster::protocol::{LimitsInfo, NodeInfo};
 use warren_management::{Listener, NodeFacts};
 use warren_supervisor::TreeSnapshot;
 
+use ractor::ActorRef;
+use warren_actors::error::code;
+use warren_cluster::protocol::GatewayMsg;
+
 use super::admin::Admin;
+
+/// How long another node may take to send its tree.
+const TREE_TIMEOUT_MS: u64 = 10_000;
 
 /// The facts of one running node.
 pub(super) struct ManagementNode {
@@ -50,8 +57,35 @@ impl NodeFacts for ManagementNode {
         self.admin.nodes().await
     }
 
-    async fn tree(&self) -> Result<TreeSnapshot, BrokerError> {
-        self.admin.tree(None).await
+    async fn tree(&self, node: Option<&str>) -> Result<TreeSnapshot, BrokerError> {
+        let Some(node) = node.filter(|n| *n != self.admin.node_name) else {
+            return self.admin.tree(None).await;
+        };
+        let gateway = ractor::pg::get_members(&warren_cluster::gateway_group(node))
+            .into_iter()
+            .next()
+            .map(ActorRef::<GatewayMsg>::from)
+            .ok_or_else(|| {
+                BrokerError::new(
+                    code::NOT_FOUND,
+                    format!("node '{node}' is not reachable from this node (see /api/nodes)"),
+                )
+            })?;
+        let answer = ractor::call_t!(gateway, GatewayMsg::Tree, TREE_TIMEOUT_MS, ().into())
+            .map_err(|e| {
+                BrokerError::new(
+                    code::INTERNAL_ERROR,
+                    format!("node '{node}' did not send its tree: {e}"),
+                )
+            })?;
+        match answer.into_result() {
+            Ok(Ok(tree)) => Ok(tree),
+            Ok(Err(e)) => Err(BrokerError::new(e.code, e.text)),
+            Err(why) => Err(BrokerError::new(
+                code::INTERNAL_ERROR,
+                format!("node '{node}' sent a tree this node cannot read: {why}"),
+            )),
+        }
     }
 
     async fn commit_access(&self, change: AccessChange) -> Result<(), BrokerError> {

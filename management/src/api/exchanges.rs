@@ -71,11 +71,16 @@ pub async fn list_in(
     Ok(Json(plan.apply(exchanges_of(&[v]))))
 }
 
-fn find(v: &VHost, name: &str) -> Result<ExchangeDef, ApiError> {
+/// The exchange called `name` (after catching up with the cluster's metadata on a
+/// miss: declared through another node a moment ago).
+async fn find(v: &VHost, name: &str) -> Result<ExchangeDef, ApiError> {
     let name = exchange_name(name);
-    v.list_exchanges()
-        .into_iter()
-        .find(|x| x.name == name)
+    let lookup = || v.list_exchanges().into_iter().find(|x| x.name == name);
+    if let Some(x) = lookup() {
+        return Ok(x);
+    }
+    v.catch_up().await;
+    lookup()
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{}'", v.name())))
 }
 
@@ -86,7 +91,7 @@ pub async fn one(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
-    Ok(Json(exchange_json(&vhost, &find(&v, &name)?)))
+    Ok(Json(exchange_json(&vhost, &find(&v, &name).await?)))
 }
 
 /// `PUT /api/exchanges/{vhost}/{name}`: declares it (201) or checks the one there is
@@ -143,7 +148,7 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
     caller.check(&state, &vhost, Access::Configure, Resource::Exchange(&name))?;
-    let def = find(&v, &name)?;
+    let def = find(&v, &name).await?;
     v.delete_exchange(&def.name, q.if_unused.as_deref() == Some("true"))
         .await?;
     Ok(no_content())

@@ -166,6 +166,10 @@ pub async fn one(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
+    // Declared through another node a moment ago: known here once caught up.
+    v.find_queue_any(&name)
+        .await
+        .ok_or_else(|| no_queue(&vhost, &name))?;
     let q = v
         .list_queues_named(&[name.as_str()])
         .await

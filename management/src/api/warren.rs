@@ -15,12 +15,24 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::State;
 
-/// `GET /api/warren/tree`: this node's supervision tree (monitoring users).
-pub async fn tree(Ctx(state): Ctx<State>, caller: Caller) -> Result<Json<Value>, ApiError> {
+/// `?node=NAME` of a tree request.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhichNode {
+    node: Option<String>,
+}
+
+/// `GET /api/warren/tree[?node=NAME]`: a node's supervision tree (monitoring users);
+/// this node's by default, another member's asked over the cluster.
+pub async fn tree(
+    Ctx(state): Ctx<State>,
+    caller: Caller,
+    Query(which): Query<WhichNode>,
+) -> Result<Json<Value>, ApiError> {
     caller.require_monitoring()?;
-    let tree = state.node.tree().await?;
+    let node = which.node.unwrap_or_else(|| state.node.name());
+    let tree = state.node.tree(Some(&node)).await?;
     Ok(Json(json!({
-        "node": state.node.name(),
+        "node": node,
         "tree": serde_json::to_value(tree).map_err(|e| ApiError::bad_request(e.to_string()))?,
     })))
 }

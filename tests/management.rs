@@ -164,6 +164,36 @@ fn the_management_api_answers_as_rabbitmq_and_enforces_access() {
     run_script("api", &[]);
 }
 
+/// The browser test's tools: Chromium, its driver and Selenium, which the test
+/// command installs. Fails (never skips) without them.
+fn require_browser() {
+    for (tool, path) in [
+        ("Chromium", "/usr/bin/chromium"),
+        ("chromedriver", "/usr/bin/chromedriver"),
+    ] {
+        let path = std::env::var(tool.to_uppercase()).unwrap_or_else(|_| path.to_string());
+        assert!(
+            Path::new(&path).exists(),
+            "no {tool} at {path}: the web UI test needs it; run the README's test command, \
+             ./scripts/test, which installs it (apt-get install chromium chromium-driver)"
+        );
+    }
+    let selenium = Command::new("python3")
+        .args(["-c", "import selenium, pika"])
+        .status()
+        .expect("python3 runs");
+    assert!(
+        selenium.success(),
+        "python3 cannot import selenium and pika: run ./scripts/test, which installs them"
+    );
+}
+
+#[test]
+fn the_web_ui_works_in_a_real_browser() {
+    require_browser();
+    run_script("ui", &[]);
+}
+
 #[test]
 fn rabbitmqadmin_v2_works_unchanged() {
     let binary = rabbitmqadmin();

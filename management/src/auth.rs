@@ -100,9 +100,12 @@ impl Caller {
     }
 }
 
-fn not_authorised(reason: &str) -> ApiError {
+/// A 401; `parts` tells whether to ask for basic auth (not the UI's requests, sent
+/// with `X-Requested-With`).
+fn not_authorised(parts: &Parts, reason: &str) -> ApiError {
     ApiError::NotAuthorised {
         reason: reason.to_string(),
+        challenge: !parts.headers.contains_key("x-requested-with"),
     }
 }
 
@@ -126,11 +129,12 @@ impl FromRequestParts<State> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Caller, ApiError> {
         let Some((user, password)) = basic_credentials(parts) else {
             return Err(not_authorised(
+                parts,
                 "this needs HTTP basic authentication with a Warren user",
             ));
         };
         if !state.access.authenticate(&user, &password) {
-            return Err(not_authorised("Login failed"));
+            return Err(not_authorised(parts, "Login failed"));
         }
         if user == warren_access::DEFAULT_USER {
             let loopback = parts
@@ -138,9 +142,8 @@ impl FromRequestParts<State> for Caller {
                 .get::<ConnectInfo<SocketAddr>>()
                 .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback());
             if !loopback {
-                return Err(not_authorised(
-                    "User can only log in via localhost (the 'guest' user; add another user for remote access)",
-                ));
+                const GUEST: &str = "User can only log in via localhost (the 'guest' user; add another user for remote access)";
+                return Err(not_authorised(parts, GUEST));
             }
         }
         let tags = state
@@ -152,10 +155,11 @@ impl FromRequestParts<State> for Caller {
             .unwrap_or_default();
         let caller = Caller { name: user, tags };
         if !MANAGEMENT_TAGS.iter().any(|t| caller.has(t)) {
-            return Err(not_authorised(&format!(
+            let reason = format!(
                 "Not management user: '{}' needs one of the tags management, policymaker, monitoring, administrator",
                 caller.name
-            )));
+            );
+            return Err(not_authorised(parts, &reason));
         }
         Ok(caller)
     }

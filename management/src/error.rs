@@ -14,6 +14,9 @@ pub enum ApiError {
     NotAuthorised {
         /// What to fix.
         reason: String,
+        /// Ask for basic auth (`WWW-Authenticate`): not for the web UI's requests,
+        /// which log in with their own form (a browser would pop up its dialog).
+        challenge: bool,
     },
     /// The user may not do this (401, as RabbitMQ answers a refused permission).
     #[error("{reason}")]
@@ -126,7 +129,13 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.word(), "reason": self.to_string() });
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, ApiError::NotAuthorised { .. }) {
+        if matches!(
+            self,
+            ApiError::NotAuthorised {
+                challenge: true,
+                ..
+            }
+        ) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"Warren Management\""),

@@ -21,6 +21,7 @@
 //! | `api/definitions.rs` | definitions export and import |
 //! | `api/warren.rs` | Warren's own: the supervision tree, cluster members, streams |
 //! | `metrics.rs` | Prometheus metrics (RabbitMQ's names and Warren's own) |
+//! | `ui.rs` | the web UI's files (`ui/`), built into the binary |
 //!
 //! Dependencies point down: `api/*` use `auth`, `json`, `listing`, `rates` and
 //! `error`; `metrics` uses `rates`; nothing here is used by the broker's crates.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod node;
 pub mod rates;
 pub mod server;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -82,9 +84,9 @@ impl Management {
     }
 }
 
-/// The management API's router (`/api/...`).
+/// The management port's router: the API (`/api/...`) and the web UI (`/`).
 pub fn api_router(state: State) -> axum::Router {
-    api::router(state)
+    ui::router().merge(api::router(state))
 }
 
 /// The Prometheus endpoint's router (`/metrics`, `/metrics/per-object`).

@@ -152,7 +152,12 @@ fn a_cluster_is_managed_through_any_node() {
     wait_for_port(h2, &logs);
     run_python(
         "cluster",
-        &[h1.to_string(), h2.to_string()],
+        &[
+            h1.to_string(),
+            h2.to_string(),
+            n1.amqp_addr.port().to_string(),
+            n2.amqp_addr.port().to_string(),
+        ],
         &[],
         dir.path(),
         &logs,

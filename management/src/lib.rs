@@ -11,6 +11,7 @@
 //! | `json.rs` | arguments, headers and message properties between the broker and JSON |
 //! | `listing.rs` | pages, sorting, name filters and columns of lists |
 //! | `rates.rs` | the counters sampled each second: rates and their history |
+//! | `peer.rs` | `management@NODE`: each node answers for its connections; requests gather the cluster's |
 //! | `node.rs` | [`node::NodeFacts`]: what the node assembly provides (members, tree, limits, commits) |
 //! | `api/overview.rs` | overview, nodes, cluster name, whoami, health checks, aliveness |
 //! | `api/queues.rs` | queues: list, declare, delete, purge, get messages |
@@ -33,6 +34,7 @@ pub mod json;
 pub mod listing;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod rates;
 pub mod server;
 pub mod ui;

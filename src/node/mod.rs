@@ -402,6 +402,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     });
     let state =
         warren_management::Management::start(vhosts.clone(), access.clone(), connections, facts);
+    root.start_child(warren_management::peer::child_spec(state.clone()))
+        .await?;
     if let Some(h) = &http {
         root.start_child(h.child_spec("http", warren_management::api_router(state.clone())))
             .await?;

@@ -1,18 +1,22 @@
 """The management API of a two-node cluster: both members listed from either node,
 a declaration through one node's API read through the other's at once (no pause,
-repeated), and each node's supervision tree asked through the other node.
+repeated), each node's supervision tree asked through the other node, and a client
+connected to one node listed (connection, channel, consumer) and closed through
+the other's API.
 
-Usage: cluster.py HTTP_PORT_N1 HTTP_PORT_N2. Prints "ok" when every check held.
+Usage: cluster.py HTTP_N1 HTTP_N2 AMQP_N1 AMQP_N2. Prints "ok" when every check held.
 """
 
 import base64
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 PORTS = [int(a) for a in sys.argv[1:3]]
+AMQP = [int(a) for a in sys.argv[3:5]]
 AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
@@ -61,5 +65,45 @@ for port, other in [(PORTS[0], "n2"), (PORTS[1], "n1")]:
     assert "cluster" in names and "http" in names, names
 status, missing = call(PORTS[0], "GET", "/api/warren/tree?node=nobody")
 assert status == 404, (status, missing)
+
+# A client of n2, seen and closed through n1's API.
+import pika  # noqa: E402
+
+closed, ready = {}, threading.Event()
+
+
+def client():
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        port=AMQP[1], client_properties={"connection_name": "on-n2"}))
+    ch = conn.channel()
+    ch.basic_consume("q1", lambda *a: None, consumer_tag="n2-consumer")
+    ready.set()
+    try:
+        conn.sleep(30)
+    except pika.exceptions.ConnectionClosedByBroker as e:
+        closed["by"] = (e.reply_code, e.reply_text)
+
+
+threading.Thread(target=client, daemon=True).start()
+assert ready.wait(20)
+conns = call(PORTS[0], "GET", "/api/connections")[1]
+assert [(c["node"], c["user_provided_name"]) for c in conns] == [("n2", "on-n2")], conns
+channels = call(PORTS[0], "GET", "/api/channels")[1]
+assert len(channels) == 1 and channels[0]["node"] == "n2", channels
+consumers = call(PORTS[0], "GET", "/api/consumers")[1]
+assert [c["consumer_tag"] for c in consumers] == ["n2-consumer"], consumers
+name = urllib.request.quote(conns[0]["name"], safe="")
+assert call(PORTS[0], "GET", f"/api/connections/{name}")[0] == 200
+req = urllib.request.Request(f"http://127.0.0.1:{PORTS[0]}/api/connections/{name}", method="DELETE")
+req.add_header("Authorization", AUTH)
+req.add_header("X-Reason", "moved by n1")
+assert urllib.request.urlopen(req, timeout=30).status == 204
+deadline = time.time() + 20
+while "by" not in closed:
+    assert time.time() < deadline, "the client on n2 was never closed"
+    time.sleep(0.1)
+assert closed["by"] == (320, "CONNECTION_FORCED - moved by n1"), closed
+assert call(PORTS[1], "GET", "/api/connections")[1] == []
+assert call(PORTS[0], "DELETE", f"/api/connections/{name}")[0] == 404
 
 print("ok")

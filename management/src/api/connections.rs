@@ -1,9 +1,9 @@
-//! `/api/connections`, `/api/channels` and `/api/consumers`: this node's AMQP
-//! connections (list, one, close), their channels and their consumers. A monitoring
-//! user sees all of them; other users see their own.
+//! `/api/connections`, `/api/channels` and `/api/consumers`: the cluster's AMQP
+//! connections (list, one, close), their channels and their consumers, each node's
+//! gathered through its management peer (`peer.rs`). A monitoring user sees all of
+//! them; other users see their own.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use axum::extract::{Path, Query, State as Ctx};
 use axum::http::HeaderMap;
@@ -17,18 +17,63 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::table_to_json;
 use crate::listing::ListQuery;
+use crate::peer::{answer, ask_others, gather, PeerAnswer, PeerRequest};
 use crate::rates::message_stats;
 use crate::State;
 
 /// What RabbitMQ's management UI says when it closes a connection.
 const DEFAULT_CLOSE_REASON: &str = "Closed via management plugin";
 
-fn visible(state: &State, caller: &Caller) -> Vec<Arc<ConnectionEntry>> {
+/// Whether the caller sees an item (a connection, channel or consumer) of `user`.
+fn sees(caller: &Caller, item: &Value, user: &str) -> bool {
+    caller.is_monitoring() || item_user(item, user) == caller.name
+}
+
+fn item_user<'a>(item: &'a Value, user: &str) -> &'a str {
+    match user {
+        "channel_details" => item["channel_details"]["user"].as_str().unwrap_or_default(),
+        _ => item["user"].as_str().unwrap_or_default(),
+    }
+}
+
+/// The cluster's items of `request` that the caller sees, in `vhost` if given.
+async fn visible(
+    state: &State,
+    caller: &Caller,
+    request: PeerRequest,
+    vhost: Option<&str>,
+) -> Vec<Value> {
+    let user = if matches!(request, PeerRequest::Consumers) {
+        "channel_details"
+    } else {
+        "user"
+    };
+    let vhost_of = |item: &Value| -> String {
+        let v = &item["vhost"];
+        match v.as_str() {
+            Some(v) => v.to_string(),
+            None => item["queue"]["vhost"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    };
+    gather(state, request)
+        .await
+        .into_iter()
+        .filter(|item| sees(caller, item, user))
+        .filter(|item| vhost.is_none_or(|v| vhost_of(item) == v))
+        .collect()
+}
+
+/// This node's connections, as the API shows them.
+pub fn local_connections(state: &State) -> Vec<Value> {
+    let node = state.node.name();
     state
         .connections
         .list()
-        .into_iter()
-        .filter(|c| caller.is_monitoring() || c.opened.user == caller.name)
+        .iter()
+        .map(|c| connection_json(&node, c))
         .collect()
 }
 
@@ -78,11 +123,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
-    let node = state.node.name();
-    let items = visible(&state, &caller)
-        .iter()
-        .map(|c| connection_json(&node, c))
-        .collect();
+    let items = visible(&state, &caller, PeerRequest::Connections, None).await;
     Ok(Json(plan.apply(items)))
 }
 
@@ -95,20 +136,16 @@ pub async fn list_in(
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
     vhost_of(&state, &caller, &vhost)?;
-    let node = state.node.name();
-    let items = visible(&state, &caller)
-        .iter()
-        .filter(|c| c.opened.vhost == vhost)
-        .map(|c| connection_json(&node, c))
-        .collect();
+    let items = visible(&state, &caller, PeerRequest::Connections, Some(&vhost)).await;
     Ok(Json(plan.apply(items)))
 }
 
-fn find(state: &State, caller: &Caller, name: &str) -> Result<Arc<ConnectionEntry>, ApiError> {
-    visible(state, caller)
+async fn find(state: &State, caller: &Caller, name: &str) -> Result<Value, ApiError> {
+    visible(state, caller, PeerRequest::Connections, None)
+        .await
         .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}' on this node")))
+        .find(|c| c["name"] == name)
+        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}' in the cluster")))
 }
 
 /// `GET /api/connections/{name}`.
@@ -117,8 +154,7 @@ pub async fn one(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let c = find(&state, &caller, &name)?;
-    Ok(Json(connection_json(&state.node.name(), &c)))
+    Ok(Json(find(&state, &caller, &name).await?))
 }
 
 /// `DELETE /api/connections/{name}`: closes it (320 CONNECTION_FORCED with the
@@ -129,8 +165,8 @@ pub async fn close(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let c = find(&state, &caller, &name)?;
-    if c.opened.user != caller.name && !caller.is_administrator() {
+    let c = find(&state, &caller, &name).await?;
+    if c["user"] != caller.name.as_str() && !caller.is_administrator() {
         return Err(ApiError::refused(format!(
             "user '{}' may close only their own connections (or be an administrator)",
             caller.name
@@ -140,7 +176,20 @@ pub async fn close(
         .get("x-reason")
         .and_then(|v| v.to_str().ok())
         .unwrap_or(DEFAULT_CLOSE_REASON);
-    c.close(reason);
+    let request = PeerRequest::Close {
+        name: name.clone(),
+        reason: reason.to_string(),
+    };
+    let closed = matches!(answer(&state, request.clone()), PeerAnswer::Closed(true))
+        || ask_others(request)
+            .await
+            .iter()
+            .any(|a| matches!(a, PeerAnswer::Closed(true)));
+    if !closed {
+        return Err(ApiError::not_found(format!(
+            "connection '{name}' closed before it could be closed"
+        )));
+    }
     Ok(no_content())
 }
 
@@ -175,15 +224,13 @@ fn channel_json(node: &str, c: &ConnectionEntry, ch: &ChannelEntry) -> Value {
     })
 }
 
-fn channels_where(
-    state: &State,
-    caller: &Caller,
-    keep: impl Fn(&ConnectionEntry) -> bool,
-) -> Vec<Value> {
+/// This node's channels, as the API shows them.
+pub fn local_channels(state: &State) -> Vec<Value> {
     let node = state.node.name();
-    visible(state, caller)
+    state
+        .connections
+        .list()
         .iter()
-        .filter(|c| keep(c))
         .flat_map(|c| {
             c.channels()
                 .iter()
@@ -200,7 +247,8 @@ pub async fn channels(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
-    Ok(Json(plan.apply(channels_where(&state, &caller, |_| true))))
+    let items = visible(&state, &caller, PeerRequest::Channels, None).await;
+    Ok(Json(plan.apply(items)))
 }
 
 /// `GET /api/vhosts/{vhost}/channels`.
@@ -212,9 +260,8 @@ pub async fn channels_in(
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
     vhost_of(&state, &caller, &vhost)?;
-    Ok(Json(plan.apply(channels_where(&state, &caller, |c| {
-        c.opened.vhost == vhost
-    }))))
+    let items = visible(&state, &caller, PeerRequest::Channels, Some(&vhost)).await;
+    Ok(Json(plan.apply(items)))
 }
 
 /// `GET /api/connections/{name}/channels`.
@@ -223,10 +270,14 @@ pub async fn channels_of(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    find(&state, &caller, &name)?;
-    Ok(Json(Value::Array(channels_where(&state, &caller, |c| {
-        c.name == name
-    }))))
+    find(&state, &caller, &name).await?;
+    let items = visible(&state, &caller, PeerRequest::Channels, None).await;
+    Ok(Json(Value::Array(
+        items
+            .into_iter()
+            .filter(|ch| ch["connection_details"]["name"] == name.as_str())
+            .collect(),
+    )))
 }
 
 /// `GET /api/channels/{name}` (`CONNECTION (NUMBER)`).
@@ -235,21 +286,20 @@ pub async fn channel(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    channels_where(&state, &caller, |_| true)
+    visible(&state, &caller, PeerRequest::Channels, None)
+        .await
         .into_iter()
         .find(|c| c["name"] == name.as_str())
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no channel '{name}' on this node")))
 }
 
-fn consumers_where(state: &State, caller: &Caller, vhost: Option<&str>) -> Vec<Value> {
+/// This node's consumers, as the API shows them.
+pub fn local_consumers(state: &State) -> Vec<Value> {
     let node = state.node.name();
     let mut out = Vec::new();
-    for c in visible(state, caller) {
+    for c in state.connections.list() {
         let o = &c.opened;
-        if vhost.is_some_and(|v| v != o.vhost) {
-            continue;
-        }
         for ch in c.channels() {
             for (tag, consumer) in ch.consumers() {
                 out.push(json!({
@@ -285,7 +335,8 @@ pub async fn consumers(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
-    Ok(Json(plan.apply(consumers_where(&state, &caller, None))))
+    let items = visible(&state, &caller, PeerRequest::Consumers, None).await;
+    Ok(Json(plan.apply(items)))
 }
 
 /// `GET /api/consumers/{vhost}`.
@@ -297,9 +348,6 @@ pub async fn consumers_in(
 ) -> Result<Json<Value>, ApiError> {
     let plan = query.plan()?;
     vhost_of(&state, &caller, &vhost)?;
-    Ok(Json(plan.apply(consumers_where(
-        &state,
-        &caller,
-        Some(&vhost),
-    ))))
+    let items = visible(&state, &caller, PeerRequest::Consumers, Some(&vhost)).await;
+    Ok(Json(plan.apply(items)))
 }

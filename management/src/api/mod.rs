@@ -3,7 +3,7 @@
 
 mod access;
 mod bindings;
-mod connections;
+pub(crate) mod connections;
 mod definitions;
 mod exchanges;
 mod overview;

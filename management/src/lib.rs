@@ -12,6 +12,7 @@
 //! | `listing.rs` | pages, sorting, name filters and columns of lists |
 //! | `rates.rs` | the counters sampled each second: rates and their history |
 //! | `peer.rs` | `management@NODE`: each node answers for its connections; requests gather the cluster's |
+//! | `snapshot.rs` | every queue's counts at one moment, shared by the overview and the metrics, taken while read |
 //! | `node.rs` | [`node::NodeFacts`]: what the node assembly provides (members, tree, limits, commits) |
 //! | `api/overview.rs` | overview, nodes, cluster name, whoami, health checks, aliveness |
 //! | `api/queues.rs` | queues: list, declare, delete, purge, get messages |
@@ -37,6 +38,7 @@ pub mod node;
 pub mod peer;
 pub mod rates;
 pub mod server;
+pub mod snapshot;
 pub mod ui;
 
 use std::sync::Arc;
@@ -60,6 +62,10 @@ pub struct Management {
     pub node: Arc<dyn NodeFacts>,
     /// The sampled counters.
     pub rates: rates::Rates,
+    /// Every queue's counts, as last taken.
+    pub queues: snapshot::QueueSnapshots,
+    /// The metrics' last texts.
+    pub metrics: metrics::Cache,
 }
 
 /// The state handlers get.
@@ -75,13 +81,20 @@ impl Management {
         node: Arc<dyn NodeFacts>,
     ) -> State {
         let rates = rates::Rates::default();
-        tokio::spawn(rates.clone().run(connections.clone(), vhosts.clone()));
+        let queues = snapshot::QueueSnapshots::default();
+        tokio::spawn(
+            rates
+                .clone()
+                .run(connections.clone(), vhosts.clone(), queues.clone()),
+        );
         Arc::new(Management {
             vhosts,
             access,
             connections,
             node,
             rates,
+            queues,
+            metrics: Default::default(),
         })
     }
 }

@@ -34,12 +34,52 @@ pub fn router(state: State) -> Router {
 
 /// `GET /metrics`.
 async fn aggregated(Ctx(state): Ctx<State>) -> Response {
-    render(&state, false).await
+    cached(&state, false).await
 }
 
 /// `GET /metrics/per-object`.
 async fn per_object(Ctx(state): Ctx<State>) -> Response {
-    render(&state, true).await
+    cached(&state, true).await
+}
+
+/// The last text of each endpoint (aggregated, per object) and when it was made.
+#[derive(Default)]
+pub struct Cache {
+    texts: tokio::sync::Mutex<[Option<(std::time::Instant, bytes::Bytes)>; 2]>,
+}
+
+/// The endpoint's text, made again once older than the queue snapshot's
+/// [`crate::snapshot::MAX_AGE`]: scrapes in between (several Prometheus servers, a
+/// fast scrape interval) cost nothing; one at a time makes it.
+async fn cached(state: &State, per_object: bool) -> Response {
+    let mut texts = state.metrics.texts.lock().await;
+    let slot = &mut texts[usize::from(per_object)];
+    let text = match slot {
+        Some((at, text)) if at.elapsed() < crate::snapshot::MAX_AGE => text.clone(),
+        _ => match render(state, per_object).await {
+            Ok(text) => {
+                let text = bytes::Bytes::from(text);
+                *slot = Some((std::time::Instant::now(), text.clone()));
+                text
+            }
+            Err(e) => {
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the metrics: {e}"),
+                )
+                    .into_response()
+            }
+        },
+    };
+    drop(texts);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
@@ -56,7 +96,8 @@ fn restarts(tree: &TreeSnapshot, out: &mut Vec<(String, u32)>) -> u64 {
     u64::from(tree.restarts) + tree.children.iter().map(|c| restarts(c, out)).sum::<u64>()
 }
 
-async fn render(state: &State, per_object: bool) -> Response {
+async fn render(state: &State, per_object: bool) -> Result<String, std::fmt::Error> {
+    let snapshot = state.queues.get(&state.vhosts).await;
     let mut root = Registry::default();
     let node = state.node.name();
     let identity = Family::<Labels, Gauge>::default();
@@ -84,14 +125,14 @@ async fn render(state: &State, per_object: bool) -> Response {
         let messages = Family::<Labels, Gauge>::default();
         let consumers = Family::<Labels, Gauge>::default();
         let bytes = Family::<Labels, Gauge>::default();
-        for v in state.vhosts.all() {
-            for q in v.list_queues().await {
+        for (vhost, q) in &snapshot.queues {
+            {
                 queues_total += 1;
                 ready_total += q.stats.ready;
                 unacked_total += q.stats.unacked;
                 consumers_total += q.stats.consumers;
                 if per_object {
-                    let labels = vec![("vhost", v.name().to_string()), ("queue", q.name.clone())];
+                    let labels = vec![("vhost", vhost.clone()), ("queue", q.name.clone())];
                     ready.get_or_create(&labels).set(q.stats.ready as i64);
                     unacked.get_or_create(&labels).set(q.stats.unacked as i64);
                     messages
@@ -405,10 +446,10 @@ async fn render(state: &State, per_object: bool) -> Response {
         if per_object {
             let term = Family::<Labels, Gauge>::default();
             let lag = Family::<Labels, Gauge>::default();
-            for v in state.vhosts.all() {
-                for q in v.list_queues().await {
+            for (vhost, q) in &snapshot.queues {
+                {
                     let Some(r) = &q.replication else { continue };
-                    let labels = vec![("vhost", v.name().to_string()), ("queue", q.name.clone())];
+                    let labels = vec![("vhost", vhost.clone()), ("queue", q.name.clone())];
                     term.get_or_create(&labels).set(r.term as i64);
                     for m in &r.members {
                         let mut labels = labels.clone();
@@ -426,20 +467,7 @@ async fn render(state: &State, per_object: bool) -> Response {
             );
         }
     }
-    let mut text = String::new();
-    if let Err(e) = encode(&mut text, &root) {
-        return (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the metrics: {e}"),
-        )
-            .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let mut text = String::with_capacity(64 << 10);
+    encode(&mut text, &root)?;
+    Ok(text)
 }

@@ -1,7 +1,7 @@
 //! [`Rates`]: the node's message counters sampled once a second, so the API can
 //! show rates (`publish_details.rate`) and the UI can draw their history; and the
 //! queues' totals (messages ready and unacked over all queues), taken every
-//! [`QUEUE_TOTALS_EVERY`] seconds because that asks every queue.
+//! [`QUEUE_TOTALS_EVERY`] seconds from the shared queue snapshot.
 //!
 //! A rate is the change over the last [`RATE_WINDOW`] samples divided by the time
 //! between them, as RabbitMQ computes its `rate` over its sampling interval.
@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use warren_actors::vhosts::VHosts;
 use warren_amqp::registry::{ChurnCounts, Connections, MessageCounts};
+
+use crate::snapshot::QueueSnapshots;
 
 /// Samples kept: ten minutes at one a second.
 const KEPT: usize = 600;
@@ -60,21 +62,6 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Counts what every queue of every vhost holds.
-pub async fn queue_totals(vhosts: &VHosts) -> QueueTotals {
-    let mut t = QueueTotals::default();
-    for vhost in vhosts.all() {
-        for q in vhost.list_queues().await {
-            t.ready += q.stats.ready;
-            t.unacked += q.stats.unacked;
-            t.consumers += q.stats.consumers;
-            t.queues += 1;
-        }
-    }
-    t.messages = t.ready + t.unacked;
-    t
 }
 
 impl Rates {
@@ -135,8 +122,9 @@ impl Rates {
         )
     }
 
-    /// Samples once a second for as long as the node runs.
-    pub async fn run(self, connections: Connections, vhosts: VHosts) {
+    /// Samples once a second for as long as the node runs; the queues' totals come
+    /// from `snapshots`, refreshed only while somebody reads them.
+    pub async fn run(self, connections: Connections, vhosts: VHosts, snapshots: QueueSnapshots) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
@@ -144,7 +132,7 @@ impl Rates {
         loop {
             tick.tick().await;
             if n.is_multiple_of(QUEUE_TOTALS_EVERY) {
-                queues = queue_totals(&vhosts).await;
+                queues = snapshots.totals_if_wanted(&vhosts).await;
             }
             n += 1;
             self.push(Sample {

@@ -96,6 +96,8 @@ assert nodes[0]["mem_used"] > 0 and nodes[0]["mem_limit"] > 0, nodes
 expect("GET", f"/api/nodes/{nodes[0]['name']}", 200)
 expect("GET", "/api/nodes/nobody", 404)
 missing = expect("GET", "/api/no/such/path", 404)
+expect("POST", "/api/overview", 405, {})
+expect("GET", "/api/queues/%2F/%FF%FE", 400)  # a name that is not UTF-8
 
 # ----- queues ---------------------------------------------------------------------
 expect("PUT", "/api/queues/%2F/orders", 201, {"durable": True, "arguments": {"x-max-length": 100}})
@@ -351,13 +353,14 @@ eventually("a sample with the publishes", lambda: (lambda r: r and r[0]["publish
     expect("GET", "/api/warren/rates?age=10", 200)))
 
 # ----- Prometheus -----------------------------------------------------------------
-text = metrics()
-assert metric(text, "rabbitmq_queues") >= 14, text
+# Scrapes share a snapshot of the queues' counts at most 5 s old (as RabbitMQ's
+# statistics are): the checks wait for it to include what the test did last.
+text = eventually("aggregated metrics with every queue", lambda: (lambda t: t if metric(t, "rabbitmq_queues") >= 16 else None)(metrics()))
 assert metric(text, "rabbitmq_channel_messages_published_total") >= 3, text
 assert metric(text, "rabbitmq_connections") == 0, text
 assert metric(text, "rabbitmq_identity_info", {"rabbitmq_node": nodes[0]["name"]}) == 1, text
 assert metric(text, "warren_store_commits_total") > 0, text
-per = metrics("/metrics/per-object")
+per = eventually("per-object metrics", lambda: (lambda t: t if metric(t, "rabbitmq_queue_messages_ready", {"vhost": "/", "queue": "clicks"}) == 1 else None)(metrics("/metrics/per-object")))
 assert metric(per, "rabbitmq_queue_messages_ready", {"vhost": "/", "queue": "orders"}) == 4, per
 assert metric(per, "warren_actor_restarts_total", {"actor": "node"}) == 0, per
 

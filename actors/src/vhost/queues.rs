@@ -227,6 +227,11 @@ impl VHost {
         ))
     }
 
+    /// How many queues this vhost has (wherever they live).
+    pub fn queue_count(&self) -> usize {
+        self.registry().len()
+    }
+
     /// Every queue of this vhost, wherever it lives, sorted by name.
     pub fn queue_defs(&self) -> Vec<QueueDef> {
         let mut defs: Vec<QueueDef> = self.registry().values().map(|r| r.def.clone()).collect();

@@ -164,11 +164,50 @@ pub fn router(state: State) -> Router {
         .route("/api/warren/streams", get(warren::streams))
         .route("/api/warren/rates", get(warren::rates))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Definitions of many queues are large; only an authenticated caller's body
+        // is read (the caller is checked first).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
+/// The largest request body (a definitions import of 100 000 queues is ~20 MiB).
+const MAX_BODY: usize = 64 << 20;
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such API path (see the README's Management section)")
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let body = serde_json::json!({
+        "error": "Method Not Allowed",
+        "reason": format!("{method} is not allowed on this path"),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// Every refusal is JSON with a reason, also those axum makes itself before a handler
+/// runs (a path that is not valid percent-encoding, a body over the limit).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let word = status.canonical_reason().unwrap_or("error");
+    let body = serde_json::json!({
+        "error": word,
+        "reason": if text.is_empty() { word.to_string() } else { text },
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 /// 201 Created with no body (a PUT or POST that made something).

@@ -47,16 +47,15 @@ fn listeners_json(state: &State) -> Value {
 
 /// `GET /api/overview`.
 pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
-    let latest = state.rates.latest().unwrap_or_default();
     let (per, churn, seconds) = state.rates.rates();
     let totals = state.connections.totals();
     let connections = state.connections.list();
     let channels: usize = connections.iter().map(|c| c.channels().len()).sum();
     let vhosts = visible_vhosts(&state, &caller);
     let exchanges: usize = vhosts.iter().map(|v| v.list_exchanges().len()).sum();
-    let queues: usize = vhosts.iter().map(|v| v.queue_defs().len()).sum();
+    let queues: usize = vhosts.iter().map(|v| v.queue_count()).sum();
     let all_churn = state.connections.churn();
-    let q = latest.queues;
+    let q = state.queues.get(&state.vhosts).await.totals;
     let rate = |n: u64| json!({ "rate": (n as f64 / seconds * 10.0).round() / 10.0 });
     let clamp = |n: u64| n.min(u64::from(u32::MAX));
     Json(json!({

@@ -93,8 +93,9 @@ async fn crash_a_queue_and_watch_it_come_back_with_its_messages() {
         "queue:/orders  [queue]  running  restarts=0  mailbox=-",
         "exchange:/amq.topic  [exchange]  running",
         "├── gateway@test  [gateway]  running",
-        "└── amqp  [supervisor one_for_one]  running",
+        "├── amqp  [supervisor one_for_one]  running",
         "amqp-acceptor  [amqp acceptor]  running",
+        "└── management@test  [management peer]  running",
     ] {
         assert!(tree.contains(line), "tree lacks {line:?}:\n{tree}");
     }

@@ -242,6 +242,10 @@ impl AccessControl {
 
     /// Whether `user` exists and `password` is theirs.
     pub fn authenticate(&self, user: &str, password: &str) -> bool {
+        // As RabbitMQ: a blank password never logs in.
+        if password.is_empty() {
+            return false;
+        }
         self.read()
             .users
             .get(user)
@@ -263,6 +267,12 @@ impl AccessControl {
         access: Access,
         resource: Resource<'_>,
     ) -> Result<(), AccessError> {
+        // The default exchange is "amq.default" to permissions, as in RabbitMQ (an
+        // empty name would match a "no access" pattern such as "" or "^$").
+        let resource = match resource {
+            Resource::Exchange("") => Resource::Exchange("amq.default"),
+            other => other,
+        };
         let allowed = self
             .read()
             .permissions
@@ -583,6 +593,33 @@ mod tests {
             a.list_users(),
             vec![("old".to_string(), vec!["monitoring".to_string()])]
         );
+    }
+
+    #[tokio::test]
+    async fn the_default_exchange_is_amq_default_and_blank_passwords_never_log_in() {
+        let (_dir, a) = fresh().await;
+        add_user(&a, "reader", "pw", vec![]).await.unwrap();
+        set_permissions(
+            &a,
+            Permission {
+                user: "reader".into(),
+                vhost: "/".into(),
+                configure: "".into(),
+                write: "".into(),
+                read: ".*".into(),
+            },
+        )
+        .await
+        .unwrap();
+        // "" would match the name "" itself: the check is on "amq.default".
+        assert!(a
+            .check("reader", "/", Access::Write, Resource::Exchange(""))
+            .is_err());
+        assert!(a
+            .check("guest", "/", Access::Write, Resource::Exchange(""))
+            .is_ok());
+        add_user(&a, "blank", "", vec![]).await.unwrap();
+        assert!(!a.authenticate("blank", ""));
     }
 
     #[tokio::test]

@@ -122,6 +122,21 @@ impl User {
         }
     }
 
+    /// The record in the layout older Warren builds read (a SHA-256 credential with a
+    /// 16-byte salt), so that a cluster whose nodes are not all upgraded yet still
+    /// replicates it; `None` for a credential only this build reads.
+    pub fn to_legacy(&self) -> Option<LegacyUser> {
+        let Credential::Sha256 { salt, hash } = &self.credential else {
+            return None;
+        };
+        Some(LegacyUser {
+            name: self.name.clone(),
+            salt: salt.as_slice().try_into().ok()?,
+            hash: hash.as_slice().try_into().ok()?,
+            tags: self.tags.clone(),
+        })
+    }
+
     /// The same user (same password) with other tags.
     pub fn with_tags(self, tags: Vec<String>) -> User {
         User { tags, ..self }
@@ -271,8 +286,15 @@ mod tests {
         let old = LegacyUser::new("o", "pw", vec!["management".into()]);
         let bytes = warren_storage::codec::encode(&old).unwrap();
         let back: LegacyUser = warren_storage::codec::decode(&bytes).unwrap();
-        let user = User::from(back);
+        let user = User::from(back.clone());
         assert!(user.verify("pw") && user.tags == ["management"]);
         assert_eq!(user.hashing_algorithm(), WARREN_SHA256);
+        assert_eq!(
+            user.to_legacy(),
+            Some(back),
+            "written back as older builds read it"
+        );
+        let rabbit = User::from_password_hash("r", &rabbit([1, 2, 3, 4], "x", false), None, vec![]);
+        assert_eq!(rabbit.unwrap().to_legacy(), None);
     }
 }

@@ -319,6 +319,10 @@ impl Drop for ConnectionGuard {
 
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
+        // Under the registry's write lock: a reader of the totals sees the channel's
+        // counts either in it or in `retired`, never in neither (counters that dip
+        // look like a reset to Prometheus).
+        let _open = self.shared.open.write().unwrap_or_else(|p| p.into_inner());
         let mut channels = lock(&self.connection.channels);
         if channels
             .get(&self.entry.number)
@@ -405,8 +409,10 @@ impl Connections {
 
     /// Every message the node's connections counted, closed channels included.
     pub fn totals(&self) -> MessageCounts {
+        // Read under the lock a closing channel moves its counts under.
+        let open = self.0.open.read().unwrap_or_else(|p| p.into_inner());
         let mut total = self.0.retired.snapshot();
-        for connection in self.list() {
+        for connection in open.values() {
             for channel in connection.channels() {
                 total += channel.counts.snapshot();
             }

@@ -78,6 +78,17 @@ pub fn table_from_json(v: Option<&Value>, what: &str) -> Result<FieldTable, ApiE
     }
 }
 
+/// AMQP's short strings (names, routing keys) hold at most 255 bytes.
+pub fn short_string(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.len() > 255 {
+        return Err(ApiError::bad_request(format!(
+            "{what} is {} bytes long: AMQP allows at most 255",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The JSON type of a value, for error texts.
 pub fn kind_of(v: &Value) -> &'static str {
     match v {
@@ -160,7 +171,16 @@ pub fn properties_from_json(v: Option<&Value>) -> Result<Properties, ApiError> {
             "priority" => p.priority = Some(small(255)?),
             "correlation_id" => p.correlation_id = Some(text()?),
             "reply_to" => p.reply_to = Some(text()?),
-            "expiration" => p.expiration = Some(text()?),
+            "expiration" => {
+                // RabbitMQ's rule: a non-negative integer of milliseconds, as text.
+                let ttl = text()?;
+                if ttl.parse::<u64>().is_err() {
+                    return Err(ApiError::bad_request(format!(
+                        "property 'expiration' must be a number of milliseconds, not '{ttl}'"
+                    )));
+                }
+                p.expiration = Some(ttl);
+            }
             "message_id" => p.message_id = Some(text()?),
             "timestamp" => {
                 p.timestamp = Some(value.as_u64().ok_or_else(|| {

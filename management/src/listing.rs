@@ -150,8 +150,8 @@ impl Plan {
         match self.page {
             None => (0..total, self.reverse),
             Some((page, size)) => {
-                let start = ((page - 1) * size).min(total);
-                (start..(start + size).min(total), self.reverse)
+                let start = (page - 1).saturating_mul(size).min(total);
+                (start..start.saturating_add(size).min(total), self.reverse)
             }
         }
     }
@@ -175,7 +175,7 @@ impl Plan {
         }
         let filtered = items.len();
         let page = self.page.map(|(page, size)| {
-            let start = ((page - 1) * size).min(filtered);
+            let start = (page - 1).saturating_mul(size).min(filtered);
             items = items.split_off(start);
             items.truncate(size);
             (page, size)
@@ -301,6 +301,12 @@ mod tests {
 
         let beyond = query(&[("page", "9")]).plan().unwrap().apply(items());
         assert_eq!(beyond["item_count"], 0);
+        let far = query(&[("page", "18446744073709551615"), ("page_size", "500")]);
+        assert_eq!(
+            far.plan().unwrap().apply(items())["item_count"],
+            0,
+            "no overflow"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::rates::{now_ms, QueueTotals};
 pub const MAX_AGE: Duration = Duration::from_secs(5);
 /// The sampler keeps snapshots fresh while they were read within this window.
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
+/// A snapshot that takes longer (a queue that does not answer) is given up: the last
+/// one is served, and readers are not held.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every queue's counts at one moment.
 #[derive(Debug, Default)]
@@ -86,7 +89,16 @@ impl QueueSnapshots {
         if let Some(s) = self.fresh() {
             return s;
         }
-        let snapshot = Arc::new(take(vhosts).await);
+        let snapshot = match tokio::time::timeout(TAKE_TIMEOUT, take(vhosts)).await {
+            Ok(snapshot) => Arc::new(snapshot),
+            Err(_) => {
+                tracing::warn!(
+                    "the queues did not all answer within {TAKE_TIMEOUT:?}: the statistics stay as they were"
+                );
+                let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+                return latest.clone().unwrap_or_default();
+            }
+        };
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         snapshot
     }

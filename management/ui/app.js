@@ -150,7 +150,7 @@ async function start(me) {
   $("#user-name").textContent = `${me.name} (${me.tags.join(", ") || "no tags"})`;
   try {
     overviewInfo = await api("GET", "/overview");
-    $("#node-name").textContent = overviewInfo.node;
+    $("#node-name").textContent = overviewInfo.node || "";
   } catch (_) { /* shown by the views */ }
   route();
 }
@@ -168,7 +168,8 @@ const views = {
 function route() {
   if (!auth) return;
   const gen = ++generation;
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const decode = (p) => { try { return decodeURIComponent(p); } catch (_) { return p; } };
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decode);
   const name = parts[0] || "";
   const view = views[name] || overview;
   document.querySelectorAll("nav a").forEach((a) => {
@@ -219,9 +220,10 @@ async function overview(root) {
 }
 overview.every = LIVE_MS;
 overview.live = async (root) => {
-  const [o, samples] = await Promise.all([api("GET", "/overview"), api("GET", "/warren/rates?age=300")]);
+  // The node's rates are for monitoring users; others see their own totals only.
+  const [o, samples] = await Promise.all([api("GET", "/overview"), api("GET", "/warren/rates?age=300").catch(() => [])]);
   overviewInfo = o;
-  const t = o.object_totals, q = o.queue_totals, m = o.message_stats;
+  const t = o.object_totals, q = o.queue_totals, m = o.message_stats || {};
   const tiles = [
     ["connections", t.connections], ["channels", t.channels], ["queues", t.queues],
     ["consumers", t.consumers], ["exchanges", t.exchanges], ["ready", q.messages_ready],
@@ -232,7 +234,7 @@ overview.live = async (root) => {
     `<div class="total" data-testid="total-${esc(k.replace(/[^a-z]/g, ""))}"><div class="n">${typeof v === "number" ? fmt(v) : esc(v)}</div><div class="k">${esc(k)}</div></div>`).join("");
   $("#listeners", root).innerHTML = table(
     [{ title: "Protocol", cell: (l) => esc(l.protocol) }, { title: "Address", cell: (l) => esc(l.ip_address) }, { title: "Port", num: true, cell: (l) => esc(l.port) }],
-    o.listeners, { testid: "listeners" });
+    o.listeners || [], { testid: "listeners", empty: "Shown to monitoring users." });
   // Samples come newest first, one a second; rates are the differences.
   const s = samples.slice().reverse();
   const times = [], pub = [], del = [], ack = [], conf = [], ready = [], unacked = [];

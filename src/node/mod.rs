@@ -11,7 +11,10 @@
 //! │   ├── membership@NODE  seeds, heartbeats, redials, the member list
 //! │   └── raft@NODE        this node's member of every Raft group (metadata: group 0)
 //! ├── gateway@NODE     where client handles open sessions (session actors below it)
-//! └── amqp             one_for_one: amqp-acceptor, one amqp-connection:PEER per client
+//! ├── amqp             one_for_one: amqp-acceptor, one amqp-connection:PEER per client
+//! ├── management@NODE  answers other nodes' management API for this node's connections
+//! ├── http             the management API and web UI (--http-listen)
+//! └── prometheus       the metrics (--prometheus-listen)
 //! ```
 //!
 //! The exchange and queue supervisors build their children from the vhost's registry
@@ -482,7 +485,7 @@ impl MetadataApplier for NodeApplier {
                 self.access
                     .user_records()
                     .into_iter()
-                    .map(MetaCommand::AddUserRecord),
+                    .map(|user| MetaCommand::from(warren_access::AccessChange::AddUser(user))),
             );
             image.extend(
                 self.access

@@ -97,6 +97,7 @@ expect("GET", f"/api/nodes/{nodes[0]['name']}", 200)
 expect("GET", "/api/nodes/nobody", 404)
 missing = expect("GET", "/api/no/such/path", 404)
 expect("POST", "/api/overview", 405, {})
+expect("PUT", "/api/queues/%2F/formed", 415, raw=b"{}", headers={"Content-Type": "text/plain"})
 expect("GET", "/api/queues/%2F/%FF%FE", 400)  # a name that is not UTF-8
 
 # ----- queues ---------------------------------------------------------------------
@@ -136,6 +137,11 @@ expect("POST", "/api/exchanges/%2F/amq.default/publish", 200,
         "payload_encoding": "base64", "properties": {}})
 expect("POST", "/api/exchanges/%2F/amq.default/publish", 400,
        {"routing_key": "orders", "payload": "x", "properties": {"delivery_mode": 9}})
+expect("POST", "/api/exchanges/%2F/amq.default/publish", 400,
+       {"routing_key": "orders", "payload": "x", "properties": {"expiration": "soon"}})
+expect("POST", "/api/exchanges/%2F/amq.default/publish", 400,
+       {"routing_key": "k" * 256, "payload": "x", "properties": {}})
+expect("PUT", "/api/queues/%2F/" + "q" * 256, 400, {})
 expect("POST", "/api/exchanges/%2F/nope/publish", 404,
        {"routing_key": "orders", "payload": "x", "properties": {}})
 eventually("2 messages in orders", lambda: expect("GET", "/api/queues/%2F/orders", 200)["messages"] == 2)
@@ -164,7 +170,8 @@ expect("POST", "/api/bindings/%2F/e/events/q/orders", 201, {"routing_key": "orde
 between = expect("GET", "/api/bindings/%2F/e/events/q/orders", 200)
 assert len(between) == 2 and all(b["destination_type"] == "queue" for b in between), between
 keys = sorted(b["properties_key"] for b in between)
-assert keys[0] == "order.*", keys
+# The routing key percent-encoded (never a "~" in it), a digest of the arguments after "~".
+assert keys[0] == "order.%2A" and keys[1].startswith("order.%2A~"), keys
 routed = expect("POST", "/api/exchanges/%2F/events/publish", 200, {"routing_key": "order.new", "payload": "x", "properties": {}})
 assert routed["routed"], routed
 for key in keys:
@@ -249,6 +256,15 @@ assert "theirs" in refused["reason"], refused
 seen = expect("GET", "/api/queues", 200, user=MGR)
 assert [(q["vhost"], q["name"]) for q in seen] == [("tenant", "mine-1")], seen
 expect("GET", "/api/queues/%2F", 401, user=MGR)
+# "" for write means none: the default exchange too (checked as amq.default).
+expect("PUT", "/api/permissions/tenant/mgr", 204, {"configure": "^mine-.*", "write": "", "read": ".*"})
+expect("POST", "/api/exchanges/tenant/amq.default/publish", 401,
+       {"routing_key": "mine-1", "payload": "x", "properties": {}}, user=MGR)
+expect("PUT", "/api/permissions/tenant/mgr", 204, {"configure": "^mine-.*", "write": ".*", "read": ".*"})
+mine = expect("GET", "/api/overview", 200, user=MGR)
+assert "message_stats" not in mine and "listeners" not in mine, mine
+assert mine["object_totals"]["queues"] == 1 and mine["object_totals"]["connections"] == 0, mine
+expect("GET", "/api/warren/rates", 401, user=MGR)
 assert [v["name"] for v in expect("GET", "/api/vhosts", 200, user=MGR)] == ["tenant"]
 for path in ["/api/users", "/api/definitions", "/api/permissions", "/api/nodes"]:
     expect("GET", path, 401, user=MGR)

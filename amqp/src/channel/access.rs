@@ -13,11 +13,7 @@ impl AmqpChannel {
     /// 403 unless this channel's user has `access` to `resource` in its vhost.
     pub(super) fn allow(&self, access: Access, resource: Resource<'_>) -> Result<(), AmqpError> {
         let vhost = self.core.vhost().name().to_string();
-        // The default exchange is "amq.default" to permissions, as in RabbitMQ.
-        let resource = match resource {
-            Resource::Exchange("") => Resource::Exchange("amq.default"),
-            other => other,
-        };
+        // (The default exchange is checked as "amq.default", as in RabbitMQ.)
         self.access
             .check(&self.user, &vhost, access, resource)
             .map_err(AmqpError::from)

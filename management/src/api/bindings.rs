@@ -21,12 +21,21 @@ use crate::listing::ListQuery;
 use crate::State;
 
 /// What names a binding among those between the same two objects: RabbitMQ's
-/// `properties_key` (`~` for an empty routing key; `KEY~DIGEST` with arguments).
+/// `properties_key`: the routing key percent-encoded (so it holds no `~` and is a
+/// valid header value), `~` for an empty one, `KEY~DIGEST` with arguments.
 pub fn properties_key(b: &Binding) -> String {
     let key = if b.routing_key.is_empty() {
         "~".to_string()
     } else {
-        b.routing_key.clone()
+        b.routing_key
+            .bytes()
+            .map(|c| match c {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (c as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
     };
     if b.arguments.is_empty() {
         return key;
@@ -192,6 +201,7 @@ pub async fn create(
         routing_key: body.text("routing_key")?.unwrap_or_default(),
         arguments: table_from_json(body.get("arguments"), "arguments")?,
     };
+    crate::json::short_string("routing_key", &binding.routing_key)?;
     check_bind(
         &state,
         &caller,

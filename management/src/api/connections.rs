@@ -24,44 +24,36 @@ use crate::State;
 /// What RabbitMQ's management UI says when it closes a connection.
 const DEFAULT_CLOSE_REASON: &str = "Closed via management plugin";
 
-/// Whether the caller sees an item (a connection, channel or consumer) of `user`.
-fn sees(caller: &Caller, item: &Value, user: &str) -> bool {
-    caller.is_monitoring() || item_user(item, user) == caller.name
-}
-
-fn item_user<'a>(item: &'a Value, user: &str) -> &'a str {
-    match user {
-        "channel_details" => item["channel_details"]["user"].as_str().unwrap_or_default(),
-        _ => item["user"].as_str().unwrap_or_default(),
-    }
-}
-
-/// The cluster's items of `request` that the caller sees, in `vhost` if given.
+/// The cluster's items of `request` that the caller sees, in `vhost` if given: a
+/// monitoring user sees all; another user their own connections and channels, and
+/// the consumers of the vhosts they may use (as RabbitMQ).
 async fn visible(
     state: &State,
     caller: &Caller,
     request: PeerRequest,
     vhost: Option<&str>,
 ) -> Vec<Value> {
-    let user = if matches!(request, PeerRequest::Consumers) {
-        "channel_details"
-    } else {
-        "user"
-    };
+    let consumers = matches!(request, PeerRequest::Consumers);
     let vhost_of = |item: &Value| -> String {
-        let v = &item["vhost"];
-        match v.as_str() {
-            Some(v) => v.to_string(),
-            None => item["queue"]["vhost"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        }
+        let v = if consumers {
+            &item["queue"]["vhost"]
+        } else {
+            &item["vhost"]
+        };
+        v.as_str().unwrap_or_default().to_string()
+    };
+    let sees = |item: &Value| {
+        caller.is_monitoring()
+            || if consumers {
+                caller.sees_vhost(state, &vhost_of(item))
+            } else {
+                item["user"] == caller.name.as_str()
+            }
     };
     gather(state, request)
         .await
         .into_iter()
-        .filter(|item| sees(caller, item, user))
+        .filter(|item| sees(item))
         .filter(|item| vhost.is_none_or(|v| vhost_of(item) == v))
         .collect()
 }

@@ -221,9 +221,25 @@ fn check<'a>(doc: &'a Map<String, Value>, only: Option<&str>) -> Result<Plan<'a>
                 .push((required(item, "name", "vhosts", i)?, item));
         }
         for (i, item) in list(doc, "users")?.into_iter().enumerate() {
-            plan.users.push((required(item, "name", "users", i)?, item));
+            let name = required(item, "name", "users", i)?;
+            // Their credentials are checked now, not halfway through the import.
+            if item.text("password")?.is_none() {
+                let hash = required(item, "password_hash", "users", i)?;
+                let algorithm = item.text("hashing_algorithm")?;
+                warren_access::User::from_password_hash(&name, &hash, algorithm.as_deref(), vec![])
+                    .map_err(|e| ApiError::bad_request(format!("users[{i}] ('{name}'): {e}")))?;
+            }
+            plan.users.push((name, item));
         }
         for (i, item) in list(doc, "permissions")?.into_iter().enumerate() {
+            for access in ["configure", "write", "read"] {
+                let pattern = required(item, access, "permissions", i)?;
+                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "permissions[{i}]: {access} '{pattern}' is not a regular expression: {e}"
+                    ))
+                })?;
+            }
             plan.permissions.push((
                 required(item, "vhost", "permissions", i)?,
                 required(item, "user", "permissions", i)?,
@@ -232,7 +248,11 @@ fn check<'a>(doc: &'a Map<String, Value>, only: Option<&str>) -> Result<Plan<'a>
         }
     }
     for (i, item) in list(doc, "exchanges")?.into_iter().enumerate() {
-        required(item, "type", "exchanges", i)?;
+        let kind = required(item, "type", "exchanges", i)?;
+        kind.parse::<warren_actors::exchange::ExchangeKind>()
+            .map_err(|_| {
+                ApiError::bad_request(format!("exchanges[{i}]: unknown exchange type '{kind}'"))
+            })?;
         table_from_json(item.get("arguments"), "arguments")?;
         plan.exchanges.push((
             vhost_of(item, "exchanges", i)?,
@@ -367,6 +387,19 @@ mod tests {
                 "destination_type",
             ),
             (json!({"policies": [{"name": "p"}]}), "policies"),
+            (
+                json!({"users": [{"name": "u", "password_hash": "eA==", "tags": []}]}),
+                "users[0]",
+            ),
+            (
+                json!({"permissions": [{"user": "u", "vhost": "/", "configure": "(",
+                                     "write": "", "read": ""}]}),
+                "not a regular expression",
+            ),
+            (
+                json!({"exchanges": [{"name": "x", "vhost": "v", "type": "nope", "arguments": {}}]}),
+                "unknown exchange type",
+            ),
             (
                 json!({"exchanges": [{"name": "x", "vhost": "v", "type": "direct", "arguments": [1]}]}),
                 "'arguments' must be a JSON object",

@@ -115,6 +115,7 @@ pub async fn declare_in(
     name: &str,
     body: &serde_json::Map<String, Value>,
 ) -> Result<Response, ApiError> {
+    crate::json::short_string("the exchange name", name)?;
     let kind = body.text("type")?.ok_or_else(|| {
         ApiError::bad_request("'type' is required (direct, fanout, topic, headers...)")
     })?;
@@ -183,6 +184,7 @@ pub async fn publish(
             )))
         }
     };
+    crate::json::short_string("routing_key", &routing_key)?;
     let properties = properties_from_json(body.get("properties"))?;
     if let Some(user_id) = &properties.user_id {
         if *user_id != caller.name {

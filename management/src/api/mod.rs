@@ -168,6 +168,7 @@ pub fn router(state: State) -> Router {
         // Definitions of many queues are large; only an authenticated caller's body
         // is read (the caller is checked first).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(require_json))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -185,6 +186,34 @@ async fn method_not_allowed(method: axum::http::Method) -> Response {
         "reason": format!("{method} is not allowed on this path"),
     });
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+/// A body must say it is JSON (415 otherwise, as RabbitMQ): a cross-site HTML form can
+/// send a body that parses as JSON, but not with this type.
+async fn require_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+        || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if has_body && !json {
+        let body = serde_json::json!({
+            "error": "Unsupported Media Type",
+            "reason": "a request body must be JSON, sent with Content-Type: application/json",
+        });
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, axum::Json(body)).into_response();
+    }
+    next.run(request).await
 }
 
 /// Every refusal is JSON with a reason, also those axum makes itself before a handler
@@ -280,6 +309,40 @@ impl Fields for Map<String, Value> {
                 kind_of(other)
             ))),
         }
+    }
+}
+
+/// A channel of the API's own for one request: what it took and did not settle goes
+/// back to its queues when the request ends, also when the client goes away in the
+/// middle (the handler's future is dropped, and this with it).
+pub struct ApiChannel(warren_actors::channel::ChannelState);
+
+impl ApiChannel {
+    /// A fresh channel in `vhost`.
+    pub fn new(vhost: &warren_actors::vhost::VHost) -> ApiChannel {
+        ApiChannel(warren_actors::channel::ChannelState::new(
+            vhost.clone(),
+            warren_actors::delivery::next_channel_id(),
+        ))
+    }
+}
+
+impl std::ops::Deref for ApiChannel {
+    type Target = warren_actors::channel::ChannelState;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiChannel {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ApiChannel {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -9,14 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use warren_access::{Access, Resource};
-use warren_actors::channel::{ChannelState, Settle, SettleKind};
-use warren_actors::delivery::next_channel_id;
+use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::exchange::ExchangeKind;
 use warren_actors::message::Message;
 use warren_actors::queue::QueueKind;
 use warren_cluster::protocol::NodeInfo;
 
-use super::{vhost_of, visible_vhosts};
+use super::{vhost_of, visible_vhosts, ApiChannel};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::rates::message_stats;
@@ -49,16 +48,38 @@ fn listeners_json(state: &State) -> Value {
 pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
     let (per, churn, seconds) = state.rates.rates();
     let totals = state.connections.totals();
-    let connections = state.connections.list();
+    // A user who is not monitoring sees their own connections and the queues of the
+    // vhosts they may use, not the node's.
+    let monitoring = caller.is_monitoring();
+    let connections: Vec<_> = state
+        .connections
+        .list()
+        .into_iter()
+        .filter(|c| monitoring || c.opened.user == caller.name)
+        .collect();
     let channels: usize = connections.iter().map(|c| c.channels().len()).sum();
     let vhosts = visible_vhosts(&state, &caller);
     let exchanges: usize = vhosts.iter().map(|v| v.list_exchanges().len()).sum();
     let queues: usize = vhosts.iter().map(|v| v.queue_count()).sum();
     let all_churn = state.connections.churn();
-    let q = state.queues.get(&state.vhosts).await.totals;
+    let snapshot = state.queues.get(&state.vhosts).await;
+    let q = if monitoring {
+        snapshot.totals
+    } else {
+        let mut t = crate::rates::QueueTotals::default();
+        for (vhost, queue) in &snapshot.queues {
+            if vhosts.iter().any(|v| v.name() == vhost) {
+                t.ready += queue.stats.ready;
+                t.unacked += queue.stats.unacked;
+                t.consumers += queue.stats.consumers;
+            }
+        }
+        t.messages = t.ready + t.unacked;
+        t
+    };
     let rate = |n: u64| json!({ "rate": (n as f64 / seconds * 10.0).round() / 10.0 });
     let clamp = |n: u64| n.min(u64::from(u32::MAX));
-    Json(json!({
+    let mut overview = json!({
         "management_version": VERSION,
         "rates_mode": "basic",
         "product_name": "Warren",
@@ -98,7 +119,22 @@ pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
             "node": state.node.name(), "description": "Warren Management",
             "path": "/", "port": l.addr.port().to_string(),
         })).collect::<Vec<_>>(),
-    }))
+    });
+    if !monitoring {
+        // Node-wide counters, rates and listeners are for monitoring users.
+        if let Some(o) = overview.as_object_mut() {
+            for key in [
+                "message_stats",
+                "churn_rates",
+                "listeners",
+                "contexts",
+                "node",
+            ] {
+                o.remove(key);
+            }
+        }
+    }
+    Json(overview)
 }
 
 /// `GET /api/cluster-name`.
@@ -204,24 +240,17 @@ pub async fn aliveness(
     Path(vhost): Path<String>,
 ) -> Result<Response, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
-    caller.check(
-        &state,
-        &vhost,
-        Access::Configure,
-        Resource::Queue(ALIVENESS_QUEUE),
-    )?;
-    let id = next_channel_id();
-    v.declare_queue(
-        ALIVENESS_QUEUE,
-        true,
-        None,
-        false,
-        false,
-        Default::default(),
-        id,
-    )
-    .await?;
-    let mut channel = ChannelState::new(v.clone(), id);
+    let queue = Resource::Queue(ALIVENESS_QUEUE);
+    caller.check(&state, &vhost, Access::Configure, queue)?;
+    caller.check(&state, &vhost, Access::Write, Resource::Exchange(""))?;
+    caller.check(&state, &vhost, Access::Read, queue)?;
+    // Its message goes back to the queue if the request ends before it is acked.
+    let mut channel = ApiChannel::new(&v);
+    let id = channel.id();
+    // Transient, as RabbitMQ's.
+    let none = Default::default();
+    v.declare_queue(ALIVENESS_QUEUE, false, None, false, false, none, id)
+        .await?;
     let message = Message {
         exchange: String::new(),
         routing_key: ALIVENESS_QUEUE.to_string(),
@@ -248,7 +277,6 @@ pub async fn aliveness(
         }
         None => false,
     };
-    channel.close();
     Ok(if alive {
         ok()
     } else {
@@ -326,8 +354,9 @@ pub async fn protocol_listener(
 pub async fn quorum_critical(Ctx(state): Ctx<State>, _caller: Caller) -> Response {
     let me = state.node.name();
     let mut critical = Vec::new();
-    for v in state.vhosts.all() {
-        for q in v.list_queues().await {
+    let snapshot = state.queues.get(&state.vhosts).await;
+    for (vhost, q) in &snapshot.queues {
+        {
             // A queue of one member has no quorum to lose: it is down with its node
             // whatever the order of shutdowns (RabbitMQ's check passes on one node).
             if QueueKind::of(&q.arguments).ok() != Some(QueueKind::Quorum)
@@ -345,8 +374,8 @@ pub async fn quorum_critical(Ctx(state): Ctx<State>, _caller: Caller) -> Respons
             if in_sync_elsewhere < q.members.len() / 2 + 1 {
                 critical.push(json!({
                     "name": q.name,
-                    "readable_name": format!("queue '{}' in vhost '{}'", q.name, v.name()),
-                    "virtual_host": v.name(),
+                    "readable_name": format!("queue '{}' in vhost '{vhost}'", q.name),
+                    "virtual_host": vhost,
                     "type": "quorum",
                 }));
             }

@@ -9,12 +9,12 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_access::{Access, Resource};
-use warren_actors::channel::{ChannelState, Settle, SettleKind};
+use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::next_channel_id;
 use warren_actors::queue::QueueKind;
 use warren_actors::vhost::{QueueSummary, VHost};
 
-use super::{created, no_content, object, vhost_of, visible_vhosts, Fields};
+use super::{created, no_content, object, vhost_of, visible_vhosts, ApiChannel, Fields};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::{properties_to_json, table_from_json, table_to_json};
@@ -202,6 +202,7 @@ pub async fn declare_in(
     if name.is_empty() {
         return Err(ApiError::bad_request("a queue declared here needs a name"));
     }
+    crate::json::short_string("the queue name", name)?;
     if body.flag("exclusive")?.unwrap_or(false) {
         return Err(ApiError::bad_request(
             "an exclusive queue belongs to a connection and cannot be declared through the API",
@@ -314,6 +315,9 @@ impl AckMode {
 
 /// The most messages one get may take (RabbitMQ has no limit; a browser does).
 const MAX_GET: u64 = 10_000;
+/// A get stops taking messages once their bodies add up to this (the answer is JSON,
+/// base64 makes it a third larger): what it did not take stays in the queue.
+const MAX_GET_BYTES: usize = 64 << 20;
 
 /// `POST /api/queues/{vhost}/{name}/get`: takes up to `count` messages, then acks or
 /// rejects (requeueing or not) all of them as `ackmode` says.
@@ -343,39 +347,37 @@ pub async fn get_messages(
         )));
     }
     let truncate = body.count("truncate")?.map(|t| t as usize);
-    let id = next_channel_id();
+    // Whatever is taken and not settled below (an error, the client gone) goes back
+    // to the queue when `channel` drops.
+    let mut channel = ApiChannel::new(&v);
+    let id = channel.id();
     let queue = v.find_queue(&name, id).await?;
-    let mut channel = ChannelState::new(v.clone(), id);
     channel.touch(queue.name().clone());
-    let mut got = Vec::new();
-    let mut last_tag = 0;
-    let outcome = async {
-        for _ in 0..count {
-            let Some((d, remaining)) = queue.get(id, false).await? else {
-                break;
-            };
-            last_tag = channel.track(&d, false);
-            got.push(message_json(
-                &d.message,
-                d.redelivered,
-                remaining,
-                &encoding,
-                truncate,
-            ));
+    let (mut got, mut last_tag, mut bytes) = (Vec::new(), 0, 0);
+    for _ in 0..count {
+        let Some((d, remaining)) = queue.get(id, false).await? else {
+            break;
+        };
+        last_tag = channel.track(&d, false);
+        bytes += d.message.body.len();
+        got.push(message_json(
+            &d.message,
+            d.redelivered,
+            remaining,
+            &encoding,
+            truncate,
+        ));
+        if bytes >= MAX_GET_BYTES {
+            break;
         }
-        Ok::<(), warren_actors::error::BrokerError>(())
     }
-    .await;
     if last_tag > 0 {
-        let settle = Settle {
+        channel.settle(&[Settle {
             delivery_tag: last_tag,
             multiple: true,
             kind: mode.settlement(),
-        };
-        channel.settle(&[settle])?;
+        }])?;
     }
-    channel.close();
-    outcome?;
     Ok(Json(Value::Array(got)))
 }
 

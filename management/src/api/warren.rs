@@ -80,7 +80,7 @@ pub async fn streams(Ctx(state): Ctx<State>, caller: Caller) -> Result<Json<Valu
                 "node": queue.serving_node().unwrap_or_else(|| def.node.clone()),
                 "first_offset": info.first,
                 "end_offset": info.end,
-                "messages": info.end - info.first,
+                "messages": info.end.saturating_sub(info.first),
                 "bytes": info.bytes,
                 "groups": info.groups.iter().map(|g| json!({
                     "group": g.group,
@@ -107,13 +107,14 @@ pub struct History {
 /// the last `age` seconds (default 60) every `incr` seconds (default 1).
 pub async fn rates(
     Ctx(state): Ctx<State>,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<History>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
+    caller.require_monitoring()?;
     let samples = state
         .rates
         .history(q.age.unwrap_or(60).min(600), q.incr.unwrap_or(1));
-    Json(Value::Array(
+    Ok(Json(Value::Array(
         samples
             .iter()
             .map(|s| {
@@ -130,5 +131,5 @@ pub async fn rates(
                 })
             })
             .collect(),
-    ))
+    )))
 }

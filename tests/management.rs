@@ -135,18 +135,21 @@ fn a_cluster_is_managed_through_any_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (p1, p2) = (free_port(), free_port());
     let (h1, h2) = (free_port(), free_port());
-    let start = |name: &str, port: u16, http: u16, seeds: &[u16]| {
+    let start = |name: &str, port: u16, http: u16, seeds: &[u16], extra: &[&str]| {
         let seeds: Vec<String> = seeds.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let http = format!("127.0.0.1:{http}");
         let mut args = vec!["--name", name, "--http-listen", &http];
+        args.extend(extra);
         let seeds = seeds.join(",");
         if !seeds.is_empty() {
             args.extend(["--seeds", &seeds]);
         }
         NodeProcess::start_with(&dir.path().join(name), port, &args)
     };
-    let n1 = start("n1", p1, h1, &[]);
-    let n2 = start("n2", p2, h2, &[p1]);
+    let n1 = start("n1", p1, h1, &[], &[]);
+    // n2's memory alarm is up from its start (a watermark below any process's size):
+    // the cluster-wide alarm check must see it through n1.
+    let n2 = start("n2", p2, h2, &[p1], &["--memory-high-watermark", "1MiB"]);
     let logs = || format!("n1:\n{}\nn2:\n{}", n1.log(), n2.log());
     wait_for_port(h1, &logs);
     wait_for_port(h2, &logs);

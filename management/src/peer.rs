@@ -29,6 +29,10 @@ pub enum PeerRequest {
     Channels,
     /// Their consumers.
     Consumers,
+    /// The node's overview figures (counters, rates, connections).
+    NodeFigures,
+    /// The node's resource alarms that are up.
+    Alarms,
     /// Close the connection called `name`, if it is this node's.
     Close {
         /// The connection's name.
@@ -62,6 +66,8 @@ pub fn answer(state: &State, request: PeerRequest) -> PeerAnswer {
         PeerRequest::Connections => local_connections(state),
         PeerRequest::Channels => local_channels(state),
         PeerRequest::Consumers => local_consumers(state),
+        PeerRequest::NodeFigures => vec![crate::api::overview::node_figures(state)],
+        PeerRequest::Alarms => crate::api::overview::node_alarms(state),
         PeerRequest::Close { name, reason } => {
             return PeerAnswer::Closed(match state.connections.find(&name) {
                 Some(c) => {

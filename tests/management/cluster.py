@@ -31,7 +31,11 @@ def call(port, method, path, body=None):
             text = resp.read().decode()
             return resp.status, json.loads(text) if text else None
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        text = e.read().decode()
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, text
 
 
 deadline = time.time() + 60
@@ -56,6 +60,13 @@ for i in range(20):
     assert status == 201, (i, status, answer)
     status, answer = call(reader, "GET", f"/api/exchanges/%2F/x{i}")
     assert status == 200 and answer["type"] == "fanout", (i, status, answer)
+
+# n2 runs with its memory alarm up: the cluster's alarm check sees it from n1, n1's own
+# local check passes.
+status, alarms = call(PORTS[0], "GET", "/api/health/checks/alarms")
+assert status == 503 and {"node": "n2", "resource": "memory"} in alarms["alarms"], (status, alarms)
+assert call(PORTS[0], "GET", "/api/health/checks/local-alarms")[0] == 200
+assert call(PORTS[1], "GET", "/api/health/checks/local-alarms")[0] == 503
 
 # Each node's tree, asked through the other node.
 for port, other in [(PORTS[0], "n2"), (PORTS[1], "n1")]:
@@ -90,6 +101,9 @@ conns = call(PORTS[0], "GET", "/api/connections")[1]
 assert [(c["node"], c["user_provided_name"]) for c in conns] == [("n2", "on-n2")], conns
 channels = call(PORTS[0], "GET", "/api/channels")[1]
 assert len(channels) == 1 and channels[0]["node"] == "n2", channels
+overview = call(PORTS[0], "GET", "/api/overview")[1]
+assert overview["object_totals"]["connections"] == 1, overview["object_totals"]
+assert overview["object_totals"]["channels"] == 1, overview["object_totals"]
 consumers = call(PORTS[0], "GET", "/api/consumers")[1]
 assert [c["consumer_tag"] for c in consumers] == ["n2-consumer"], consumers
 name = urllib.request.quote(conns[0]["name"], safe="")

@@ -6,7 +6,7 @@ mod bindings;
 pub(crate) mod connections;
 mod definitions;
 mod exchanges;
-mod overview;
+pub(crate) mod overview;
 mod queues;
 mod warren;
 
@@ -33,7 +33,10 @@ pub fn router(state: State) -> Router {
         .route("/api/auth", get(overview::auth))
         .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
         .route("/api/health/checks/alarms", get(overview::alarms))
-        .route("/api/health/checks/local-alarms", get(overview::alarms))
+        .route(
+            "/api/health/checks/local-alarms",
+            get(overview::local_alarms),
+        )
         .route(
             "/api/health/checks/port-listener/{port}",
             get(overview::port_listener),

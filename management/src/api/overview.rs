@@ -18,6 +18,7 @@ use warren_cluster::protocol::NodeInfo;
 use super::{vhost_of, visible_vhosts, ApiChannel};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::peer::{gather, PeerRequest};
 use crate::rates::message_stats;
 use crate::State;
 
@@ -45,23 +46,88 @@ fn listeners_json(state: &State) -> Value {
 }
 
 /// `GET /api/overview`.
-pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
+/// This node's own figures for the overview (every member answers with its own and
+/// the answering node adds them up): message counters with their rates, churn,
+/// connections and channels.
+pub fn node_figures(state: &State) -> Value {
     let (per, churn, seconds) = state.rates.rates();
     let totals = state.connections.totals();
-    // A user who is not monitoring sees their own connections and the queues of the
-    // vhosts they may use, not the node's.
-    let monitoring = caller.is_monitoring();
-    let connections: Vec<_> = state
-        .connections
-        .list()
-        .into_iter()
-        .filter(|c| monitoring || c.opened.user == caller.name)
-        .collect();
+    let connections = state.connections.list();
     let channels: usize = connections.iter().map(|c| c.channels().len()).sum();
+    let all_churn = state.connections.churn();
+    let rate = |n: u64| json!({ "rate": (n as f64 / seconds * 10.0).round() / 10.0 });
+    json!({
+        "message_stats": message_stats(totals, per, seconds),
+        "churn_rates": {
+            "connection_created": all_churn.connections_opened,
+            "connection_created_details": rate(churn.connections_opened),
+            "connection_closed": all_churn.connections_closed,
+            "connection_closed_details": rate(churn.connections_closed),
+            "channel_created": all_churn.channels_opened,
+            "channel_created_details": rate(churn.channels_opened),
+            "channel_closed": all_churn.channels_closed,
+            "channel_closed_details": rate(churn.channels_closed),
+        },
+        "connections": connections.len(),
+        "channels": channels,
+    })
+}
+
+/// `a + b` for JSON figures: numbers added, objects added key by key.
+fn add(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(mine) => add(mine, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a @ Value::Number(_), Value::Number(b)) => {
+            let x = a.as_number().expect("a number");
+            *a = match (x.as_u64(), b.as_u64()) {
+                (Some(x), Some(y)) => json!(x.saturating_add(y)),
+                _ => {
+                    let sum = x.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
+                    json!((sum * 10.0).round() / 10.0)
+                }
+            };
+        }
+        _ => {}
+    }
+}
+
+/// `GET /api/overview`: the cluster's figures, each member's added up.
+pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
+    // A user who is not monitoring sees their own connections and the queues of the
+    // vhosts they may use, not the cluster's counters.
+    let monitoring = caller.is_monitoring();
+    let (connections, channels, figures) = if monitoring {
+        let mut sum = json!({});
+        for figures in gather(&state, PeerRequest::NodeFigures).await {
+            add(&mut sum, &figures);
+        }
+        let count = |k: &str| sum[k].as_u64().unwrap_or(0);
+        (count("connections"), count("channels"), sum)
+    } else {
+        let mine = |items: Vec<Value>| {
+            items
+                .iter()
+                .filter(|i| i["user"] == caller.name.as_str())
+                .count() as u64
+        };
+        (
+            mine(gather(&state, PeerRequest::Connections).await),
+            mine(gather(&state, PeerRequest::Channels).await),
+            json!({}),
+        )
+    };
     let vhosts = visible_vhosts(&state, &caller);
     let exchanges: usize = vhosts.iter().map(|v| v.list_exchanges().len()).sum();
     let queues: usize = vhosts.iter().map(|v| v.queue_count()).sum();
-    let all_churn = state.connections.churn();
     let snapshot = state.queues.get(&state.vhosts).await;
     let q = if monitoring {
         snapshot.totals
@@ -77,8 +143,15 @@ pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
         t.messages = t.ready + t.unacked;
         t
     };
-    let rate = |n: u64| json!({ "rate": (n as f64 / seconds * 10.0).round() / 10.0 });
-    let clamp = |n: u64| n.min(u64::from(u32::MAX));
+    // rabbitmqadmin reads the churn counts as 32-bit numbers.
+    let mut churn = figures["churn_rates"].clone();
+    if let Some(c) = churn.as_object_mut() {
+        for v in c.values_mut() {
+            if let Some(n) = v.as_u64() {
+                *v = json!(n.min(u64::from(u32::MAX)));
+            }
+        }
+    }
     let mut overview = json!({
         "management_version": VERSION,
         "rates_mode": "basic",
@@ -90,24 +163,15 @@ pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
         "exchange_types": ExchangeKind::ALL.iter().map(|k| json!({
             "name": k.as_str(), "description": "", "enabled": true,
         })).collect::<Vec<_>>(),
-        "message_stats": message_stats(totals, per, seconds),
-        "churn_rates": {
-            "connection_created": clamp(all_churn.connections_opened),
-            "connection_created_details": rate(churn.connections_opened),
-            "connection_closed": clamp(all_churn.connections_closed),
-            "connection_closed_details": rate(churn.connections_closed),
-            "channel_created": clamp(all_churn.channels_opened),
-            "channel_created_details": rate(churn.channels_opened),
-            "channel_closed": clamp(all_churn.channels_closed),
-            "channel_closed_details": rate(churn.channels_closed),
-        },
+        "message_stats": figures["message_stats"].clone(),
+        "churn_rates": churn,
         "queue_totals": {
             "messages": q.messages,
             "messages_ready": q.ready,
             "messages_unacknowledged": q.unacked,
         },
         "object_totals": {
-            "connections": connections.len(),
+            "connections": connections,
             "channels": channels,
             "exchanges": exchanges,
             "queues": queues,
@@ -284,9 +348,8 @@ pub async fn aliveness(
     })
 }
 
-/// `GET /api/health/checks/alarms` and `.../local-alarms`: 503 while a memory or
-/// disk alarm is up on this node.
-pub async fn alarms(Ctx(state): Ctx<State>, _caller: Caller) -> Response {
+/// This node's resource alarms that are up, as RabbitMQ lists them.
+pub fn node_alarms(state: &State) -> Vec<Value> {
     let l = state.node.limits();
     let node = state.node.name();
     let mut alarms = Vec::new();
@@ -296,14 +359,29 @@ pub async fn alarms(Ctx(state): Ctx<State>, _caller: Caller) -> Response {
     if l.disk_alarm {
         alarms.push(json!({ "node": node, "resource": "disk" }));
     }
+    alarms
+}
+
+fn alarm_answer(alarms: Vec<Value>, reason: &str) -> Response {
     if alarms.is_empty() {
         return ok();
     }
-    failed(json!({
-        "status": "failed",
-        "reason": "resource alarm(s) in effect in the cluster",
-        "alarms": alarms,
-    }))
+    failed(json!({ "status": "failed", "reason": reason, "alarms": alarms }))
+}
+
+/// `GET /api/health/checks/alarms`: 503 while a memory or disk alarm is up on any
+/// member (each is asked).
+pub async fn alarms(Ctx(state): Ctx<State>, _caller: Caller) -> Response {
+    let alarms = gather(&state, PeerRequest::Alarms).await;
+    alarm_answer(alarms, "resource alarm(s) in effect in the cluster")
+}
+
+/// `GET /api/health/checks/local-alarms`: 503 while one is up on this node.
+pub async fn local_alarms(Ctx(state): Ctx<State>, _caller: Caller) -> Response {
+    alarm_answer(
+        node_alarms(&state),
+        "resource alarm(s) in effect on this node",
+    )
 }
 
 /// `GET /api/health/checks/port-listener/{port}`.

@@ -415,6 +415,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         root.start_child(p.child_spec("prometheus", warren_management::metrics_router(state)))
             .await?;
     }
+    if let Some(h) = &http {
+        tracing::info!("management UI and API on http://{}/", h.addr);
+    }
     tracing::info!(
         node = %config.name,
         listen = %config.cluster_listen,

@@ -198,6 +198,33 @@ try:
 
     el("logout").click()
     until("logged out", lambda: by_test("login").is_displayed())
+
+    # A user with the management tag only: their own overview, without the node's
+    # rates or listeners, and no error.
+    import base64, json, urllib.request  # noqa: E401,E402
+
+    def admin(method, path, body):
+        req = urllib.request.Request(f"{BASE}api{path}", data=json.dumps(body).encode(), method=method)
+        req.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+        req.add_header("Content-Type", "application/json")
+        urllib.request.urlopen(req, timeout=20).read()
+
+    admin("PUT", "/users/viewer", {"password": "pw", "tags": "management"})
+    admin("PUT", "/permissions/%2F/viewer", {"configure": "", "write": "", "read": ".*"})
+    el("login-user").clear()
+    el("login-user").send_keys("viewer")
+    el("login-password").clear()
+    el("login-password").send_keys("pw")
+    el("login-submit").click()
+    until("logged in as the viewer", lambda: "viewer" in by_test("user-name").text)
+    # The tree (where the admin left off) is for monitoring users: it says so.
+    until("the tree refused", lambda: "monitoring" in by_test("view-error").text)
+    driver.get(BASE + "#/")
+    until("the viewer's overview", lambda: by_test("total-queues").text.split("\n")[0] not in ("", "0"))
+    assert not all_by_test("view-error"), by_test("view-error").text
+    until("no listeners for a viewer", lambda: "Shown to monitoring users." in by_test("listeners").text)
+    el("logout").click()
+    until("logged out again", lambda: by_test("login").is_displayed())
     print("ok")
 finally:
     driver.quit()

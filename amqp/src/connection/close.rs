@@ -147,7 +147,8 @@ impl Connection {
 /// saw the close are skipped; its close-ok ends the wait at once).
 async fn await_close_ok(socket: &mut (impl AsyncRead + Unpin), mut pending: Vec<u8>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let mut scratch = [0u8; 4096];
+        // On the heap: an array here would make every connection's future larger.
+        let mut scratch = vec![0u8; 4096];
         // After a frame error the stream cannot be followed: wait for its end.
         let mut scanning = true;
         loop {

@@ -15,10 +15,11 @@ use crate::error::AmqpError;
 
 impl Connection {
     /// Reads at least one more byte into `in_buf`; `Ok(false)` at end of stream.
+    /// (Straight into the buffer: a scratch array here would live inside every
+    /// connection's future, 64 KiB each for the connection's whole life.)
     async fn fill<S: AsyncRead + Unpin>(&mut self, socket: &mut S) -> std::io::Result<bool> {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = socket.read(&mut chunk).await?;
-        self.in_buf.extend_from_slice(&chunk[..n]);
+        self.in_buf.reserve(1024);
+        let n = socket.read_buf(&mut self.in_buf).await?;
         Ok(n > 0)
     }
 

@@ -294,3 +294,22 @@ async fn confirms_go_out_in_tag_order_whatever_order_outcomes_come_in() {
     conn.event(second);
     assert_eq!(acks(&mut conn), vec![(3, true)], "2 and 3 at once");
 }
+
+/// A connection's future lives as long as the connection: an array held across an
+/// await inside it (a 64 KiB read chunk in the handshake did) costs every idle
+/// connection that much. 66 872 bytes before, 6 480 after.
+#[tokio::test]
+async fn a_connection_future_stays_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(&dir).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = tokio::spawn(async move { tokio::net::TcpStream::connect(addr).await });
+    let (socket, peer) = listener.accept().await.unwrap();
+    let (_close, closed) = tokio::sync::watch::channel(false);
+    let future = super::serve_until(socket, peer, server, closed);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 16 << 10, "a connection's future is {size} bytes");
+    drop(future);
+    drop(client);
+}

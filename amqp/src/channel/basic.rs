@@ -449,6 +449,7 @@ impl AmqpChannel {
         }
         self.core.requeue_unsettled();
         self.core.give_back(self.channel_prefetch.take_all());
+        self.note_unacked();
         Ok(())
     }
 

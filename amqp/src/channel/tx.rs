@@ -30,6 +30,7 @@ impl AmqpChannel {
                 self.no_tx("commit")?;
                 let settles = std::mem::take(&mut self.tx_settles);
                 self.core.settle(&settles)?;
+                self.note_unacked();
                 self.ready.append(&mut self.tx_publishes);
                 // Commit-ok only once every queue holds the transaction's publishes as
                 // safely as it promises (a persistent message in a durable queue: on

@@ -949,12 +949,34 @@ async fn heartbeats_keep_an_idle_connection_alive() {
     assert_eq!(got.delivery.data, b"still here");
 }
 
+/// A channel with prefetch `prefetch` consuming the stream `events` from `offset`
+/// (an `x-stream-offset` form).
+async fn stream_reader(conn: &Connection, prefetch: u16, offset: AMQPValue) -> (Channel, Consumer) {
+    let reader = within("channel.open", conn.create_channel()).await;
+    within(
+        "basic.qos",
+        reader.basic_qos(prefetch, BasicQosOptions::default()),
+    )
+    .await;
+    let consumer = within(
+        "basic.consume",
+        reader.basic_consume(
+            "events".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            table(&[("x-stream-offset", offset)]),
+        ),
+    )
+    .await;
+    (reader, consumer)
+}
+
 /// A lapin consumer of a stream with every `x-stream-offset` form (RabbitMQ's): each
 /// delivery's offset is in its `x-stream-offset` header, a `long`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_read_from_every_offset_form() {
     let broker = Broker::start();
-    let (_conn, ch) = broker.channel().await;
+    let (conn, ch) = broker.channel().await;
     confirm_mode(&ch).await;
     within(
         "queue.declare events",
@@ -993,22 +1015,7 @@ async fn a_stream_read_from_every_offset_form() {
         (long("1h"), (0..10).collect()),
     ];
     for (form, expected) in forms {
-        let reader = within("channel.open", _conn.create_channel()).await;
-        within(
-            "basic.qos",
-            reader.basic_qos(100, BasicQosOptions::default()),
-        )
-        .await;
-        let mut consumer = within(
-            "basic.consume",
-            reader.basic_consume(
-                "events".into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                table(&[("x-stream-offset", form.clone())]),
-            ),
-        )
-        .await;
+        let (reader, mut consumer) = stream_reader(&conn, 100, form.clone()).await;
         let mut offsets = Vec::new();
         while offsets.len() < expected.len() {
             let d = next(&mut consumer, &format!("{form:?}")).await;
@@ -1027,22 +1034,7 @@ async fn a_stream_read_from_every_offset_form() {
         within("channel.close", reader.close(200, "done".into())).await;
     }
     // next: only what is published from now on.
-    let reader = within("channel.open", _conn.create_channel()).await;
-    within(
-        "basic.qos",
-        reader.basic_qos(10, BasicQosOptions::default()),
-    )
-    .await;
-    let mut consumer = within(
-        "basic.consume",
-        reader.basic_consume(
-            "events".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            table(&[("x-stream-offset", long("next"))]),
-        ),
-    )
-    .await;
+    let (_reader, mut consumer) = stream_reader(&conn, 10, long("next")).await;
     publish_confirmed(&ch, "", "events", b"later", BasicProperties::default()).await;
     let d = next(&mut consumer, "next").await;
     assert_eq!(d.data, b"later");

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,39 +66,17 @@ fn run_script_on(node: &NodeProcess, dir: &Path, name: &str) {
 
 /// Runs `tests/amqp/<name>.py <amqp port> <args>...` against a running node.
 fn run_script_with(node: &NodeProcess, dir: &Path, name: &str, args: &[&str]) {
-    let script = script_path(name);
-    assert!(script.exists(), "no script {}", script.display());
-    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(node.amqp_addr.port().to_string())
-        .args(args)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("WARREN", env!("CARGO_BIN_EXE_warren"))
-        .env("WARREN_NODE", node.addr.to_string())
-        .env("WARREN_COOKIE_FILE", node.cookie_file())
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).expect("stdout file"))
-        .stderr(File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("python3 runs");
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the script") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
-    let passed =
-        status.is_some_and(|s| s.success()) && stdout.lines().last().map(str::trim) == Some("ok");
-    if !passed {
+    let mut all = vec![node.amqp_addr.port().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (warren_node, cookie) = (node.addr.to_string(), node.cookie_file());
+    let env: [(&str, &std::ffi::OsStr); 3] = [
+        ("WARREN", env!("CARGO_BIN_EXE_warren").as_ref()),
+        ("WARREN_NODE", warren_node.as_ref()),
+        ("WARREN_COOKIE_FILE", cookie.as_os_str()),
+    ];
+    let end = common::run_script_to_end(&script_path(name), &all, &env, dir, SCRIPT_DEADLINE);
+    if !end.passed() {
+        let (status, stdout, stderr) = (end.status, end.stdout, end.stderr);
         let outcome = match status {
             Some(s) => format!("exited with {s}"),
             None => format!("was killed after {SCRIPT_DEADLINE:?} (hung)"),

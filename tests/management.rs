@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_port, NodeProcess};
@@ -31,12 +30,6 @@ fn rabbitmqadmin() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 /// Starts a node with its HTTP ports on, runs `tests/management/<name>.py AMQP HTTP
@@ -82,34 +75,10 @@ fn run_python(
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/management")
         .join(format!("{name}.py"));
-    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout_path).expect("stdout file"))
-        .stderr(File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("python3 runs");
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the script") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
-    let passed =
-        status.is_some_and(|s| s.success()) && stdout.lines().last().map(str::trim) == Some("ok");
-    if !passed {
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let end = common::run_script_to_end(&script, args, &env, dir, SCRIPT_DEADLINE);
+    let (status, stdout, stderr) = (&end.status, &end.stdout, &end.stderr);
+    if !end.passed() {
         panic!(
             "tests/management/{name}.py {status:?}\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}\n--- node logs:\n{}",
             logs()

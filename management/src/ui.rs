@@ -14,16 +14,18 @@ struct Asset {
     body: &'static str,
 }
 
+const INDEX: &str = include_str!("../ui/index.html");
+
 const ASSETS: &[Asset] = &[
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
-        body: include_str!("../ui/index.html"),
+        body: INDEX,
     },
     Asset {
         path: "/index.html",
         content_type: "text/html; charset=utf-8",
-        body: include_str!("../ui/index.html"),
+        body: INDEX,
     },
     Asset {
         path: "/js/app.js",

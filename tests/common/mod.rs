@@ -36,6 +36,72 @@ pub fn python_script(name: &str, args: &[String]) -> String {
     stdout.into_owned()
 }
 
+/// How a script run by [`run_script_to_end`] ended.
+pub struct ScriptEnd {
+    /// Its exit status; `None` if it was killed at the deadline (hung).
+    pub status: Option<ExitStatus>,
+    /// What it printed.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl ScriptEnd {
+    /// It exited 0 and printed "ok" last.
+    pub fn passed(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+            && self.stdout.lines().last().map(str::trim) == Some("ok")
+    }
+}
+
+/// Runs the Python script `script` with `args` and `env` to its end, its output in
+/// files of `dir`, killing it if it has not ended by `deadline` (which bounds a hang;
+/// it is not a measure of speed).
+pub fn run_script_to_end(
+    script: &Path,
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    dir: &Path,
+    deadline: Duration,
+) -> ScriptEnd {
+    use std::fs::File;
+    assert!(script.exists(), "no script {}", script.display());
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout_path).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("python3 runs");
+    let deadline = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the script") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    ScriptEnd {
+        status,
+        stdout: read(&stdout_path),
+        stderr: read(&stderr_path),
+    }
+}
+
 /// A `tests/amqp/<name>.py` run in the background, for a test that acts while the
 /// script runs (kills a node under a consumer, say); killed when dropped.
 pub struct PythonRun {

@@ -396,6 +396,17 @@ impl VHost {
         self.topology().exchanges().into_iter().cloned().collect()
     }
 
+    /// The exchange called `name`, after catching up with the cluster's metadata on a
+    /// miss (declared through another node a moment ago): what callers use before
+    /// they answer 404.
+    pub async fn find_exchange(&self, name: &str) -> Option<ExchangeDef> {
+        if let Some(def) = self.topology().exchange(name) {
+            return Some(def.clone());
+        }
+        self.catch_up().await;
+        self.topology().exchange(name).cloned()
+    }
+
     /// Every binding as RabbitMQ lists them: the default exchange's implicit ones
     /// first, then the declared ones, sorted.
     pub fn list_bindings(&self) -> Vec<Binding> {

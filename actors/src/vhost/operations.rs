@@ -59,10 +59,7 @@ impl VHost {
                     self.inner.name
                 )));
             }
-            if self.topology().exchange(name).is_none() {
-                self.catch_up().await;
-            }
-            return match self.topology().exchange(name) {
+            return match self.find_exchange(name).await {
                 Some(_) => Ok(()),
                 None => Err(self.no_exchange(name)),
             };

@@ -58,6 +58,24 @@ async fn visible(
         .collect()
 }
 
+/// A list request's answer: the cluster's items of `request` the caller sees (in
+/// `vhost`, which must be visible, if given), cut as `query` asks.
+async fn listed(
+    state: &State,
+    caller: &Caller,
+    request: PeerRequest,
+    vhost: Option<&str>,
+    query: &ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    let plan = query.plan()?;
+    if let Some(vhost) = vhost {
+        vhost_of(state, caller, vhost)?;
+    }
+    Ok(Json(
+        plan.apply(visible(state, caller, request, vhost).await),
+    ))
+}
+
 /// This node's connections, as the API shows them.
 pub fn local_connections(state: &State) -> Vec<Value> {
     let node = state.node.name();
@@ -114,9 +132,7 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    let items = visible(&state, &caller, PeerRequest::Connections, None).await;
-    Ok(Json(plan.apply(items)))
+    listed(&state, &caller, PeerRequest::Connections, None, &query).await
 }
 
 /// `GET /api/vhosts/{vhost}/connections`.
@@ -126,10 +142,14 @@ pub async fn list_in(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    vhost_of(&state, &caller, &vhost)?;
-    let items = visible(&state, &caller, PeerRequest::Connections, Some(&vhost)).await;
-    Ok(Json(plan.apply(items)))
+    listed(
+        &state,
+        &caller,
+        PeerRequest::Connections,
+        Some(&vhost),
+        &query,
+    )
+    .await
 }
 
 async fn find(state: &State, caller: &Caller, name: &str) -> Result<Value, ApiError> {
@@ -238,9 +258,7 @@ pub async fn channels(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    let items = visible(&state, &caller, PeerRequest::Channels, None).await;
-    Ok(Json(plan.apply(items)))
+    listed(&state, &caller, PeerRequest::Channels, None, &query).await
 }
 
 /// `GET /api/vhosts/{vhost}/channels`.
@@ -250,10 +268,7 @@ pub async fn channels_in(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    vhost_of(&state, &caller, &vhost)?;
-    let items = visible(&state, &caller, PeerRequest::Channels, Some(&vhost)).await;
-    Ok(Json(plan.apply(items)))
+    listed(&state, &caller, PeerRequest::Channels, Some(&vhost), &query).await
 }
 
 /// `GET /api/connections/{name}/channels`.
@@ -326,9 +341,7 @@ pub async fn consumers(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    let items = visible(&state, &caller, PeerRequest::Consumers, None).await;
-    Ok(Json(plan.apply(items)))
+    listed(&state, &caller, PeerRequest::Consumers, None, &query).await
 }
 
 /// `GET /api/consumers/{vhost}`.
@@ -338,8 +351,12 @@ pub async fn consumers_in(
     Path(vhost): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = query.plan()?;
-    vhost_of(&state, &caller, &vhost)?;
-    let items = visible(&state, &caller, PeerRequest::Consumers, Some(&vhost)).await;
-    Ok(Json(plan.apply(items)))
+    listed(
+        &state,
+        &caller,
+        PeerRequest::Consumers,
+        Some(&vhost),
+        &query,
+    )
+    .await
 }

@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State as Ctx};
 use axum::response::Response;
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_access::{Access, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome};
@@ -14,7 +13,9 @@ use warren_actors::exchange::ExchangeDef;
 use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
 
-use super::{created, exchange_name, no_content, object, vhost_of, visible_vhosts, Fields};
+use super::{
+    created, exchange_name, no_content, object, vhost_of, visible_vhosts, DeleteConditions, Fields,
+};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::{properties_from_json, table_from_json, table_to_json};
@@ -71,16 +72,11 @@ pub async fn list_in(
     Ok(Json(plan.apply(exchanges_of(&[v]))))
 }
 
-/// The exchange called `name` (after catching up with the cluster's metadata on a
-/// miss: declared through another node a moment ago).
+/// The exchange called `name` (one declared through another node a moment ago too).
 async fn find(v: &VHost, name: &str) -> Result<ExchangeDef, ApiError> {
     let name = exchange_name(name);
-    let lookup = || v.list_exchanges().into_iter().find(|x| x.name == name);
-    if let Some(x) = lookup() {
-        return Ok(x);
-    }
-    v.catch_up().await;
-    lookup()
+    v.find_exchange(name)
+        .await
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{}'", v.name())))
 }
 
@@ -119,7 +115,7 @@ pub async fn declare_in(
     let kind = body.text("type")?.ok_or_else(|| {
         ApiError::bad_request("'type' is required (direct, fanout, topic, headers...)")
     })?;
-    let existed = v.list_exchanges().iter().any(|x| x.name == name);
+    let existed = v.topology().exchange(name).is_some();
     v.declare_exchange(
         name,
         &kind,
@@ -133,25 +129,17 @@ pub async fn declare_in(
     Ok(if existed { no_content() } else { created() })
 }
 
-/// `?if-unused=true` of a delete.
-#[derive(Debug, Default, Deserialize)]
-pub struct IfUnused {
-    #[serde(rename = "if-unused")]
-    if_unused: Option<String>,
-}
-
 /// `DELETE /api/exchanges/{vhost}/{name}`.
 pub async fn remove(
     Ctx(state): Ctx<State>,
     caller: Caller,
     Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<IfUnused>,
+    Query(conditions): Query<DeleteConditions>,
 ) -> Result<Response, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
     caller.check(&state, &vhost, Access::Configure, Resource::Exchange(&name))?;
     let def = find(&v, &name).await?;
-    v.delete_exchange(&def.name, q.if_unused.as_deref() == Some("true"))
-        .await?;
+    v.delete_exchange(&def.name, conditions.if_unused()).await?;
     Ok(no_content())
 }
 

@@ -349,6 +349,28 @@ impl Drop for ApiChannel {
     }
 }
 
+/// `?if-unused=true&if-empty=true` of a delete (a queue takes both, an exchange the
+/// first).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DeleteConditions {
+    #[serde(rename = "if-unused")]
+    if_unused: Option<String>,
+    #[serde(rename = "if-empty")]
+    if_empty: Option<String>,
+}
+
+impl DeleteConditions {
+    /// Delete only if unused.
+    pub fn if_unused(&self) -> bool {
+        self.if_unused.as_deref() == Some("true")
+    }
+
+    /// Delete only if empty.
+    pub fn if_empty(&self) -> bool {
+        self.if_empty.as_deref() == Some("true")
+    }
+}
+
 /// The exchange a path names: RabbitMQ's `amq.default` is the default exchange.
 pub fn exchange_name(name: &str) -> &str {
     if name == "amq.default" {

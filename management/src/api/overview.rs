@@ -126,7 +126,7 @@ pub async fn overview(Ctx(state): Ctx<State>, caller: Caller) -> Json<Value> {
         )
     };
     let vhosts = visible_vhosts(&state, &caller);
-    let exchanges: usize = vhosts.iter().map(|v| v.list_exchanges().len()).sum();
+    let exchanges: usize = vhosts.iter().map(|v| v.topology().exchanges().len()).sum();
     let queues: usize = vhosts.iter().map(|v| v.queue_count()).sum();
     let snapshot = state.queues.get(&state.vhosts).await;
     let q = if monitoring {

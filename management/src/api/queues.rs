@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State as Ctx};
 use axum::response::Response;
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_access::{Access, Resource};
 use warren_actors::channel::{Settle, SettleKind};
@@ -14,7 +13,9 @@ use warren_actors::delivery::next_channel_id;
 use warren_actors::queue::QueueKind;
 use warren_actors::vhost::{QueueSummary, VHost};
 
-use super::{created, no_content, object, vhost_of, visible_vhosts, ApiChannel, Fields};
+use super::{
+    created, no_content, object, vhost_of, visible_vhosts, ApiChannel, DeleteConditions, Fields,
+};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::json::{properties_to_json, table_from_json, table_to_json};
@@ -230,15 +231,6 @@ pub async fn declare_in(
     Ok(if existed { no_content() } else { created() })
 }
 
-/// `?if-unused=true&if-empty=true` of a delete.
-#[derive(Debug, Default, Deserialize)]
-pub struct DeleteConditions {
-    #[serde(rename = "if-unused")]
-    if_unused: Option<String>,
-    #[serde(rename = "if-empty")]
-    if_empty: Option<String>,
-}
-
 /// `DELETE /api/queues/{vhost}/{name}`.
 pub async fn remove(
     Ctx(state): Ctx<State>,
@@ -251,11 +243,10 @@ pub async fn remove(
     if v.find_queue_any(&name).await.is_none() {
         return Err(no_queue(&vhost, &name));
     }
-    let yes = |o: &Option<String>| o.as_deref() == Some("true");
     v.delete_queue(
         &name,
-        yes(&conditions.if_unused),
-        yes(&conditions.if_empty),
+        conditions.if_unused(),
+        conditions.if_empty(),
         next_channel_id(),
     )
     .await?;

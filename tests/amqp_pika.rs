@@ -233,6 +233,28 @@ fn streams_group_member_killed() {
     run_script_with(&node, dir.path(), "streams", &["group-member-killed"]);
 }
 
+/// Delayed messages (`x-delayed-message`), as RabbitMQ's plugin has them.
+#[test]
+fn delayed() {
+    run_script("delayed");
+}
+
+/// Delayed messages of a durable exchange survive a SIGKILL: after the restart every
+/// confirmed one arrives, once, when due.
+#[test]
+fn delayed_after_kill() {
+    require_pika();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "delayed", &["fill"]);
+    node.kill();
+    drop(node);
+    let node = NodeProcess::start(&data, port);
+    run_script_with(&node, dir.path(), "delayed", &["restarted"]);
+}
+
 #[test]
 fn tx_unknown_tag() {
     run_script("tx_unknown_tag");

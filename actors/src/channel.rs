@@ -46,6 +46,10 @@ pub enum Routed<F> {
     Behind(Vec<(Message, bool)>),
 }
 
+/// A delayed exchange's share of a batch: its messages with their delays (ms), and
+/// their indices in the batch.
+type HeldShare = (Vec<(SharedMessage, u64)>, Vec<usize>);
+
 /// The client's half of a settlement (what AMQP calls ack, nack and reject).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SettleKind {
@@ -146,6 +150,8 @@ impl ChannelState {
         // Queue name -> (its messages, their indices in the batch), in first-seen order.
         let mut shares: Vec<(Arc<str>, Vec<SharedMessage>, Vec<usize>)> = Vec::new();
         let mut share_of: HashMap<Arc<str>, usize> = HashMap::new();
+        // Delayed exchange -> its messages with their delays, and their indices.
+        let mut held: HashMap<Arc<str>, HeldShare> = HashMap::new();
         // One routing buffer for the whole batch: no allocation per message.
         let mut routed = RouteResult::default();
         let mut batch = batch.into_iter().enumerate();
@@ -171,6 +177,11 @@ impl ChannelState {
                 let mut earlier: Vec<Option<SharedMessage>> = vec![None; i];
                 for (_, messages, indices) in shares {
                     for (m, j) in messages.into_iter().zip(indices) {
+                        earlier[j].get_or_insert(m);
+                    }
+                }
+                for (_, (messages, indices)) in held {
+                    for ((m, _), j) in messages.into_iter().zip(indices) {
                         earlier[j].get_or_insert(m);
                     }
                 }
@@ -207,6 +218,11 @@ impl ChannelState {
                 results[i] = Some(PublishOutcome::Unroutable);
             }
             let message: SharedMessage = Arc::new(message);
+            for exchange in routed.delayed() {
+                let share = held.entry(exchange.clone()).or_default();
+                share.0.push((message.clone(), routed.delay()));
+                share.1.push(i);
+            }
             for queue in routed.iter() {
                 let idx = *share_of.entry(queue.clone()).or_insert_with(|| {
                     shares.push((queue.clone(), Vec::new(), Vec::new()));
@@ -220,7 +236,17 @@ impl ChannelState {
             || results
                 .iter()
                 .any(|r| r.as_ref().is_some_and(|o| *o != PublishOutcome::Confirmed));
-        let mut waits = Vec::with_capacity(if wanted { shares.len() } else { 0 });
+        let mut waits = Vec::with_capacity(if wanted { shares.len() + held.len() } else { 0 });
+        for (exchange, (messages, indices)) in held {
+            // Held by the delayed exchange's actor until due: confirmed once stored.
+            let credit =
+                in_flight.map(|f| f.take(messages.iter().map(|(m, _)| m.body_size()).sum()));
+            if let Some(rx) = self.vhost.hold(&exchange, messages, wanted, credit) {
+                if wanted {
+                    waits.push((rx, indices));
+                }
+            }
+        }
         for (queue, messages, indices) in shares {
             // A queue deleted between routing and now: as if it had not been routed there.
             let Some(queue) = self

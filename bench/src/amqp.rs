@@ -29,7 +29,7 @@ use crate::message::{arrival, body, HEADER};
 /// The first line of a report in this mode.
 pub const LABEL: &str = "client: amqprs 2.1 (AMQP client library)";
 
-fn e(what: &str) -> impl Fn(Error) -> String + '_ {
+pub(crate) fn e(what: &str) -> impl Fn(Error) -> String + '_ {
     move |err| format!("{what}: {err}")
 }
 
@@ -52,7 +52,7 @@ pub async fn open(uri: &str) -> Result<Connection, String> {
 /// What a channel's callback passes on: publisher confirms, and why the broker closed
 /// the channel or cancelled its consumer.
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Confirm {
         tag: u64,
         multiple: bool,
@@ -102,7 +102,7 @@ impl ChannelCallback for Events {
 }
 
 /// A channel with the bench's callback, and where the callback's events arrive.
-async fn channel(
+pub(crate) async fn channel(
     connection: &Connection,
 ) -> Result<(Channel, mpsc::UnboundedReceiver<Event>), String> {
     let ch = within("channel.open", async {
@@ -120,7 +120,7 @@ async fn channel(
 }
 
 /// Why the broker closed the channel, if it said so.
-fn closed_reason(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<String> {
+pub(crate) fn closed_reason(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<String> {
     while let Ok(event) = events.try_recv() {
         if let Event::Closed(reason) = event {
             return Some(reason);
@@ -132,7 +132,7 @@ fn closed_reason(events: &mut mpsc::UnboundedReceiver<Event>) -> Option<String> 
 /// Closes the channel and the connection, each waiting for the broker's close-ok:
 /// every frame sent before (publishes, acks) has been handled by then, and what the
 /// broker had delivered beyond the acks goes back to the queue.
-async fn close(connection: Connection, ch: Channel) -> Result<(), String> {
+pub(crate) async fn close(connection: Connection, ch: Channel) -> Result<(), String> {
     within("channel.close", async {
         ch.close().await.map_err(e("channel.close"))
     })
@@ -196,7 +196,7 @@ pub async fn prepare(uri: &str, args: &BenchArgs) -> Result<(), String> {
 
 /// Waits for the broker's next confirm (or its reason to close the channel) and
 /// settles it.
-async fn next_confirm(
+pub(crate) async fn next_confirm(
     events: &mut mpsc::UnboundedReceiver<Event>,
     confirms: &mut Confirms,
     published: u64,

@@ -96,6 +96,18 @@ pub struct BenchArgs {
     /// publisher through one node, consumer through another).
     #[arg(long, value_name = "URI", requires = "amqp")]
     pub consume_amqp: Option<String>,
+    /// With --amqp: delayed messages instead (an `x-delayed-message` exchange): one
+    /// publisher sends --count messages with confirms, each delayed --delay-base-ms plus
+    /// a share of this spread (ms), and one consumer reports how late each arrived.
+    #[arg(long, value_name = "SPREAD_MS", requires = "amqp")]
+    pub delayed: Option<u64>,
+    /// With --delayed: the shortest delay, in ms (long enough for every message to be
+    /// held at once when the last is published).
+    #[arg(long, default_value_t = 30_000)]
+    pub delay_base_ms: u64,
+    /// The broker's process id: --delayed reports its RSS and CPU from /proc.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
 }
 
 impl BenchArgs {

@@ -142,6 +142,31 @@ pub enum Op {
         /// The first offset the group has not processed.
         offset: u64,
     },
+    /// Store a message an `x-delayed-message` exchange holds until `due` (see
+    /// `delayed.messages`).
+    PutDelayed {
+        /// The exchange, as `"VHOST\0NAME"`.
+        exchange: String,
+        /// When it is due, in milliseconds since the Unix epoch.
+        due: u64,
+        /// Tells apart messages due at the same millisecond (an id from
+        /// [`crate::Store::allocate_id`]).
+        seq: u64,
+        /// The encoded message, opaque to the store.
+        message: Vec<u8>,
+    },
+    /// Remove delayed messages of an exchange (delivered); absent ones are skipped.
+    DeleteDelayed {
+        /// The exchange, as `"VHOST\0NAME"`.
+        exchange: String,
+        /// The messages, as (due, seq).
+        keys: Vec<(u64, u64)>,
+    },
+    /// Remove every delayed message of an exchange (it was deleted).
+    DropDelayed {
+        /// The exchange, as `"VHOST\0NAME"`.
+        exchange: String,
+    },
 }
 
 impl Op {
@@ -161,6 +186,11 @@ impl Op {
             Op::DropChunks { keys, .. } => 24 + 16 * keys.len(),
             Op::DropPartition { .. } => 16,
             Op::PutConsumerOffset { group, .. } => 24 + group.len(),
+            Op::PutDelayed {
+                exchange, message, ..
+            } => 16 + exchange.len() + message.len(),
+            Op::DeleteDelayed { exchange, keys } => exchange.len() + 16 * keys.len(),
+            Op::DropDelayed { exchange } => exchange.len(),
         }
     }
 
@@ -177,6 +207,12 @@ impl Op {
             Op::AppendChunk { chunk, .. } => chunk.len(),
             Op::DropChunks { .. } | Op::DropPartition { .. } => 0,
             Op::PutConsumerOffset { group, .. } => group.len() + 17,
+            Op::PutDelayed {
+                exchange, message, ..
+            } => (exchange.len() + 16).max(message.len()),
+            Op::DeleteDelayed { exchange, .. } | Op::DropDelayed { exchange } => {
+                exchange.len() + 16
+            }
             Op::DeleteMessage { .. }
             | Op::DeleteQueueMessages { .. }
             | Op::TruncateLog { .. }

@@ -37,6 +37,7 @@
 //! | `partition.keys`   | `(partition, key hash, offset)` | `()`            | streams' key index |
 //! | `consumer.offsets` | `"PARTITION\0GROUP"`  | `u64` offset              | consumer groups  |
 //! | `replication.log`  | `(group, index)`      | entry                     | Raft logs        |
+//! | `delayed.messages` | `(exchange, due ms, seq)` | encoded message       | delayed exchanges |
 //!
 //! Tuple keys sort element by element, so one queue's (partition's, group's)
 //! records are one contiguous range: recovery of a queue, or purging it, is one
@@ -109,7 +110,7 @@ pub use codec::{DecodeError, EncodeError};
 pub use commit::Commit;
 pub use error::{CommitError, CompactError, OpenError, ReadError};
 pub use options::StoreOptions;
-pub use reads::StoredChunk;
+pub use reads::{DelayedRecord, StoredChunk};
 pub use stats::StoreStats;
 pub use store::Store;
 pub use tables::{MetaTable, FILE_FORMAT_VERSION};

@@ -12,9 +12,9 @@ use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError, 
 use crate::error::OpenError;
 use crate::options::StoreOptions;
 use crate::tables::{
-    MetaTable, CONSUMER_OFFSETS, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY, NEXT_ID_KEY,
-    PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
-    REPLICATION_SNAPSHOT,
+    MetaTable, CONSUMER_OFFSETS, DELAYED, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY,
+    NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
+    REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The first id [`crate::Store::allocate_id`] hands out in a new file. Zero is
@@ -214,6 +214,8 @@ fn initialise(path: &Path, db: &Database, next_id: u64) -> Result<(), OpenError>
         txn.open_table(PARTITION_KEYS)
             .map_err(|err| map_table_error(path, err))?;
         txn.open_table(REPLICATION_SNAPSHOT)
+            .map_err(|err| map_table_error(path, err))?;
+        txn.open_table(DELAYED)
             .map_err(|err| map_table_error(path, err))?;
     }
     txn.commit().map_err(|err| OpenError::Storage {

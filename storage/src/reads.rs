@@ -15,8 +15,9 @@ use redb::{
 
 use crate::error::ReadError;
 use crate::tables::{
-    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, PARTITION_KEYS,
-    PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    delayed_range, offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, DELAYED,
+    PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
+    REPLICATION_SNAPSHOT,
 };
 
 /// Maps a redb error to a [`ReadError`] naming the table.
@@ -450,4 +451,118 @@ pub(crate) fn partition_key_offsets(
         }
     }
     Ok(offsets)
+}
+
+/// A delayed message as stored: its key within its exchange and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DelayedRecord {
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub due: u64,
+    /// Its sequence number (tells apart messages due at the same millisecond).
+    pub seq: u64,
+    /// The encoded message.
+    pub message: Vec<u8>,
+}
+
+/// The delayed messages of `exchange` after `after` (a (due, seq) key; from the first
+/// when `None`) that are due at `due_by` or before, in key order, at most `limit`.
+pub(crate) fn delayed_due(
+    txn: &ReadTransaction,
+    path: &Path,
+    exchange: &str,
+    after: Option<(u64, u64)>,
+    due_by: u64,
+    limit: usize,
+) -> Result<Vec<DelayedRecord>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "delayed.messages",
+    };
+    let table = match txn.open_table(DELAYED) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut found = Vec::new();
+    let range = table
+        .range(delayed_range(exchange))
+        .map_err(|err| cx.storage(err))?;
+    for entry in range {
+        let (key, value) = entry.map_err(|err| cx.storage(err))?;
+        let (_, due, seq) = key.value();
+        if after.is_some_and(|after| (due, seq) <= after) {
+            continue;
+        }
+        if due > due_by || found.len() >= limit {
+            break;
+        }
+        found.push(DelayedRecord {
+            due,
+            seq,
+            message: value.value().to_vec(),
+        });
+    }
+    Ok(found)
+}
+
+/// The key (due, seq) of `exchange`'s first delayed message after `after` (from the
+/// first when `None`), if any.
+pub(crate) fn delayed_next(
+    txn: &ReadTransaction,
+    path: &Path,
+    exchange: &str,
+    after: Option<(u64, u64)>,
+) -> Result<Option<(u64, u64)>, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "delayed.messages",
+    };
+    let table = match txn.open_table(DELAYED) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let from = match after {
+        None => (exchange, 0, 0),
+        Some((due, seq)) if seq < u64::MAX => (exchange, due, seq + 1),
+        Some((due, _)) if due < u64::MAX => (exchange, due + 1, 0),
+        Some(_) => return Ok(None),
+    };
+    let mut range = table
+        .range(from..=(exchange, u64::MAX, u64::MAX))
+        .map_err(|err| cx.storage(err))?;
+    match range.next() {
+        Some(entry) => {
+            let (key, _) = entry.map_err(|err| cx.storage(err))?;
+            let (_, due, seq) = key.value();
+            Ok(Some((due, seq)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// How many delayed messages `exchange` holds (one pass over its keys).
+pub(crate) fn delayed_count(
+    txn: &ReadTransaction,
+    path: &Path,
+    exchange: &str,
+) -> Result<u64, ReadError> {
+    let cx = ReadContext {
+        path,
+        table: "delayed.messages",
+    };
+    let table = match txn.open_table(DELAYED) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(err) => return Err(cx.table(err)),
+    };
+    let mut count = 0;
+    for entry in table
+        .range(delayed_range(exchange))
+        .map_err(|err| cx.storage(err))?
+    {
+        entry.map_err(|err| cx.storage(err))?;
+        count += 1;
+    }
+    Ok(count)
 }

@@ -18,7 +18,7 @@ use crate::error::{CommitError, CompactError, OpenError, ReadError};
 use crate::open::{open_file, Opened};
 use crate::options::StoreOptions;
 use crate::paging;
-use crate::reads::{self, StoredChunk};
+use crate::reads::{self, DelayedRecord, StoredChunk};
 use crate::shared::Shared;
 use crate::stats::{Counters, StoreStats};
 use crate::tables::MetaTable;
@@ -241,6 +241,36 @@ impl Store {
     pub fn partitions(&self) -> Result<Vec<u64>, ReadError> {
         let txn = self.begin_read("partition.log")?;
         reads::partitions(&txn, self.path())
+    }
+
+    /// The delayed messages of `exchange` (`"VHOST\0NAME"`) after key `after` (from
+    /// the first when `None`) due at `due_by` (ms since the Unix epoch) or before, in
+    /// (due, seq) order, at most `limit`.
+    pub fn delayed_due(
+        &self,
+        exchange: &str,
+        after: Option<(u64, u64)>,
+        due_by: u64,
+        limit: usize,
+    ) -> Result<Vec<DelayedRecord>, ReadError> {
+        let txn = self.begin_read("delayed.messages")?;
+        reads::delayed_due(&txn, self.path(), exchange, after, due_by, limit)
+    }
+
+    /// The key (due, seq) of `exchange`'s first delayed message after `after`.
+    pub fn delayed_next(
+        &self,
+        exchange: &str,
+        after: Option<(u64, u64)>,
+    ) -> Result<Option<(u64, u64)>, ReadError> {
+        let txn = self.begin_read("delayed.messages")?;
+        reads::delayed_next(&txn, self.path(), exchange, after)
+    }
+
+    /// How many delayed messages `exchange` holds.
+    pub fn delayed_count(&self, exchange: &str) -> Result<u64, ReadError> {
+        let txn = self.begin_read("delayed.messages")?;
+        reads::delayed_count(&txn, self.path(), exchange)
     }
 
     /// A fresh id, unique in this file forever (queue ids). Never 0.
@@ -476,6 +506,66 @@ mod tests {
             .db
             .write()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[test]
+    fn delayed_messages_come_out_in_due_order_per_exchange_and_go_with_it() {
+        let (store, _) = flaky_store();
+        let put = |exchange: &str, due, seq| Op::PutDelayed {
+            exchange: exchange.into(),
+            due,
+            seq,
+            message: vec![seq as u8],
+        };
+        let ops = vec![
+            put("/\u{0}a", 30, 1),
+            put("/\u{0}a", 10, 2),
+            put("/\u{0}a", 10, 3),
+            put("/\u{0}a", 20, 4),
+            // Names that share a prefix stay apart.
+            put("/\u{0}ab", 5, 5),
+            put("/\u{0}", 1, 6),
+        ];
+        store.submit(Batch::durable(ops)).wait().expect("commit");
+        let keys = |records: Vec<DelayedRecord>| {
+            records
+                .into_iter()
+                .map(|r| (r.due, r.seq, r.message[0]))
+                .collect::<Vec<_>>()
+        };
+        let due = |after, by, limit| keys(store.delayed_due("/\u{0}a", after, by, limit).unwrap());
+        assert_eq!(due(None, 20, 10), [(10, 2, 2), (10, 3, 3), (20, 4, 4)]);
+        assert_eq!(due(None, 100, 2), [(10, 2, 2), (10, 3, 3)]);
+        assert_eq!(
+            due(Some((10, 2)), 100, 10),
+            [(10, 3, 3), (20, 4, 4), (30, 1, 1)]
+        );
+        assert_eq!(due(None, 9, 10), []);
+        assert_eq!(store.delayed_next("/\u{0}a", None).unwrap(), Some((10, 2)));
+        assert_eq!(
+            store.delayed_next("/\u{0}a", Some((20, 4))).unwrap(),
+            Some((30, 1))
+        );
+        assert_eq!(store.delayed_next("/\u{0}a", Some((30, 1))).unwrap(), None);
+        assert_eq!(store.delayed_count("/\u{0}a").unwrap(), 4);
+        assert_eq!(store.delayed_count("/\u{0}ab").unwrap(), 1);
+        store
+            .submit(Batch::durable(vec![Op::DeleteDelayed {
+                exchange: "/\u{0}a".into(),
+                keys: vec![(10, 2), (10, 3), (99, 99)],
+            }]))
+            .wait()
+            .expect("commit");
+        assert_eq!(due(None, 100, 10), [(20, 4, 4), (30, 1, 1)]);
+        store
+            .submit(Batch::durable(vec![Op::DropDelayed {
+                exchange: "/\u{0}a".into(),
+            }]))
+            .wait()
+            .expect("commit");
+        assert_eq!(store.delayed_count("/\u{0}a").unwrap(), 0);
+        assert_eq!(store.delayed_count("/\u{0}ab").unwrap(), 1);
+        assert_eq!(store.delayed_count("/\u{0}").unwrap(), 1);
     }
 
     #[test]

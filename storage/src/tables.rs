@@ -77,6 +77,19 @@ pub(crate) const REPLICATION_LOG: TableDefinition<(u64, u64), &[u8]> =
 pub(crate) const REPLICATION_SNAPSHOT: TableDefinition<u64, &[u8]> =
     TableDefinition::new("replication.snapshot");
 
+/// `delayed.messages`: `(exchange, due ms, seq) -> encoded message`: the messages an
+/// `x-delayed-message` exchange holds until they are due, keyed by the exchange's
+/// vhost and name (`"VHOST\0NAME"`), then by due time (milliseconds since the Unix
+/// epoch): the next ones due are the first keys of the exchange's range, so nothing
+/// but the store holds them, however many wait.
+pub(crate) const DELAYED: TableDefinition<(&str, u64, u64), &[u8]> =
+    TableDefinition::new("delayed.messages");
+
+/// The key range of every delayed message of `exchange`.
+pub(crate) fn delayed_range(exchange: &str) -> std::ops::RangeInclusive<(&str, u64, u64)> {
+    (exchange, 0, 0)..=(exchange, u64::MAX, u64::MAX)
+}
+
 /// The metadata tables, one per kind of broker object, each `string key ->
 /// encoded value`. The caller builds the key (e.g. `"/\u{0}orders"` for queue
 /// `orders` in vhost `/`), so that related keys sort together.
@@ -187,6 +200,7 @@ mod tests {
             "consumer.offsets",
             "replication.log",
             "replication.snapshot",
+            "delayed.messages",
         ]);
         let count = names.len();
         names.sort_unstable();

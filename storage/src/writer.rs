@@ -68,9 +68,9 @@ use crate::error::{CommitError, CompactError};
 use crate::options::StoreOptions;
 use crate::shared::Shared;
 use crate::tables::{
-    offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, FORMAT, NEXT_ID_KEY,
-    PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
-    REPLICATION_SNAPSHOT,
+    delayed_range, offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, DELAYED,
+    FORMAT, NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
+    REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The environment variable of the fault-injection hook (see the module doc):
@@ -646,6 +646,27 @@ impl<'t> GroupTables<'t> {
                 self.txn
                     .open_table(CONSUMER_OFFSETS)?
                     .insert(offset_key(*partition, group).as_str(), *offset)?;
+            }
+            Op::PutDelayed {
+                exchange,
+                due,
+                seq,
+                message,
+            } => {
+                self.txn
+                    .open_table(DELAYED)?
+                    .insert((exchange.as_str(), *due, *seq), message.as_slice())?;
+            }
+            Op::DeleteDelayed { exchange, keys } => {
+                let mut table = self.txn.open_table(DELAYED)?;
+                for (due, seq) in keys {
+                    table.remove((exchange.as_str(), *due, *seq))?;
+                }
+            }
+            Op::DropDelayed { exchange } => {
+                self.txn
+                    .open_table(DELAYED)?
+                    .retain_in(delayed_range(exchange), |_, _| false)?;
             }
         }
         Ok(())

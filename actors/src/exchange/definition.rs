@@ -60,6 +60,18 @@ impl ExchangeDef {
         self
     }
 
+    /// The type its bindings are matched as: its own, or for an `x-delayed-message`
+    /// exchange the type its `x-delayed-type` names (checked when it was declared;
+    /// `direct` should a stored one not name one).
+    pub fn routing_kind(&self) -> ExchangeKind {
+        match self.kind {
+            ExchangeKind::DelayedMessage => {
+                super::delay::delayed_type(self).unwrap_or(ExchangeKind::Direct)
+            }
+            kind => kind,
+        }
+    }
+
     /// Whether this is the default exchange `""`.
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_EXCHANGE

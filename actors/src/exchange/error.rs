@@ -136,6 +136,10 @@ pub enum TopologyError {
         /// The AMQP type given, as RabbitMQ names it.
         type_name: &'static str,
     },
+    /// An `x-delayed-message` exchange whose `x-delayed-type` argument does not name
+    /// another exchange type (406; the plugin's words).
+    #[error("Invalid argument, 'x-delayed-type' must be an existing exchange type")]
+    InvalidDelayedType,
     /// `exchange.delete` with `if-unused` on an exchange that is the source of bindings (406).
     #[error("exchange '{name}' in vhost '{vhost}' in use")]
     InUse {
@@ -177,6 +181,7 @@ impl TopologyError {
             }
             TopologyError::Inequivalent { .. }
             | TopologyError::InvalidArgType { .. }
+            | TopologyError::InvalidDelayedType
             | TopologyError::InUse { .. }
             | TopologyError::InvalidBinding(_) => code::PRECONDITION_FAILED,
         }

@@ -1,4 +1,5 @@
-//! The four AMQP 0-9-1 exchange types, and Warren's `x-partition-hash`.
+//! The four AMQP 0-9-1 exchange types, Warren's `x-partition-hash`, and
+//! `x-delayed-message` (RabbitMQ's delayed-message plugin).
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,16 +24,22 @@ pub enum ExchangeKind {
     /// bindings' `x-stream-partition-order` (see [`super::partition`]).
     #[serde(rename = "x-partition-hash")]
     PartitionHash,
+    /// Holds a message with a positive `x-delay` header for that many milliseconds,
+    /// then routes it as its `x-delayed-type` argument's type does (see
+    /// [`super::delay`]). Added last: the metadata log numbers kinds by position.
+    #[serde(rename = "x-delayed-message")]
+    DelayedMessage,
 }
 
 impl ExchangeKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ExchangeKind; 5] = [
+    pub const ALL: [ExchangeKind; 6] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Topic,
         ExchangeKind::Headers,
         ExchangeKind::PartitionHash,
+        ExchangeKind::DelayedMessage,
     ];
 
     /// The name AMQP uses in `exchange.declare` (`direct`, `fanout`, ...).
@@ -43,6 +50,7 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::PartitionHash => "x-partition-hash",
+            ExchangeKind::DelayedMessage => "x-delayed-message",
         }
     }
 }
@@ -81,7 +89,7 @@ mod tests {
 
     #[test]
     fn unknown_names_are_refused_with_the_name() {
-        for bad in ["foo", "Direct", "", "x-delayed-message", "direct "] {
+        for bad in ["foo", "Direct", "", "x-delayed", "direct "] {
             let err = bad.parse::<ExchangeKind>().unwrap_err();
             assert_eq!(err.kind, bad);
             assert_eq!(err.to_string(), format!("unknown exchange type '{bad}'"));

@@ -6,7 +6,9 @@
 //! - [`definition`]: an exchange's declaration, the predeclared exchanges, equivalence.
 //! - [`binding`]: bindings and their destinations.
 //! - [`topic`], [`headers`]: the matching of the topic and headers types;
-//!   [`partition`]: the `x-partition-hash` type (Kafka's key hash over partitions).
+//!   [`partition`]: the `x-partition-hash` type (Kafka's key hash over partitions);
+//!   [`delay`]: the `x-delayed-message` type (which messages wait, and for how long);
+//!   [`delay_schedule`]: when the messages a delayed exchange holds go.
 //! - [`router`]: one exchange's bindings, indexed for its type.
 //! - [`topology`]: a vhost's exchanges, bindings and queue names as one snapshot, with
 //!   routing across exchanges (exchange-to-exchange bindings, alternate exchanges).
@@ -15,6 +17,8 @@
 
 pub mod binding;
 pub mod definition;
+pub mod delay;
+pub mod delay_schedule;
 mod dests;
 pub mod error;
 pub mod field;

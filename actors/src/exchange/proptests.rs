@@ -243,7 +243,9 @@ fn model_route(
                     ExchangeKind::Headers => HeadersPattern::parse(&b.arguments)
                         .expect("valid")
                         .matches(headers),
-                    ExchangeKind::PartitionHash => unreachable!("not generated"),
+                    ExchangeKind::PartitionHash | ExchangeKind::DelayedMessage => {
+                        unreachable!("not generated")
+                    }
                 })
                 .map(|b| b.destination.clone())
                 .collect()

@@ -51,6 +51,9 @@ impl Router {
             ExchangeKind::Topic => Index::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Index::Headers(Vec::new()),
             ExchangeKind::PartitionHash => Index::Partitions(Partitions::default()),
+            // Delayed exchanges route as their `x-delayed-type` (the topology builds
+            // their routers with `ExchangeDef::routing_kind`); direct stands in.
+            ExchangeKind::DelayedMessage => Index::Direct(HashMap::new()),
         };
         Router {
             kind,

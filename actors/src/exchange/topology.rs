@@ -29,6 +29,7 @@ use std::sync::Arc;
 use super::binding::{Binding, Destination};
 use super::definition::{predeclared_exchanges, ExchangeDef, DEFAULT_EXCHANGE, RESERVED_PREFIX};
 use super::error::{RouteError, TopologyError};
+use super::kind::ExchangeKind;
 use super::router::Router;
 use crate::message::FieldTable;
 
@@ -51,13 +52,27 @@ impl ExchangeEntry {
     }
 }
 
-/// The queues a message reaches: each once, sorted by name.
+/// The queues a message reaches: each once, sorted by name; and the delayed exchanges
+/// that hold it until its delay is over (see [`super::delay`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteResult {
     queues: Vec<Arc<str>>,
+    delayed: Vec<Arc<str>>,
+    delay: u64,
 }
 
 impl RouteResult {
+    /// The `x-delayed-message` exchanges the message reached with a positive
+    /// `x-delay`: each holds it for [`RouteResult::delay`] ms, then routes it on.
+    pub fn delayed(&self) -> &[Arc<str>] {
+        &self.delayed
+    }
+
+    /// The message's delay in milliseconds, when [`RouteResult::delayed`] is not empty.
+    pub fn delay(&self) -> u64 {
+        self.delay
+    }
+
     /// The queues, sorted by name.
     pub fn queues(&self) -> &[Arc<str>] {
         &self.queues
@@ -71,6 +86,7 @@ impl RouteResult {
     /// Routes to `queue` alone (a direct reply, whose address is not in the topology).
     pub fn only(&mut self, queue: Arc<str>) {
         self.queues.clear();
+        self.delayed.clear();
         self.queues.push(queue);
     }
 
@@ -79,9 +95,10 @@ impl RouteResult {
         self.queues.len()
     }
 
-    /// No queue: the message is unroutable (returned if `mandatory`).
+    /// No queue and no delayed exchange: the message is unroutable (returned if
+    /// `mandatory`).
     pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
+        self.queues.is_empty() && self.delayed.is_empty()
     }
 
     /// Whether the message reaches `queue`.
@@ -178,7 +195,7 @@ impl Topology {
         let exchanges = predeclared_exchanges()
             .into_iter()
             .map(|def| {
-                let router = Arc::new(Router::new(def.kind));
+                let router = Arc::new(Router::new(def.routing_kind()));
                 (def.name.clone(), Arc::new(ExchangeEntry { def, router }))
             })
             .collect();
@@ -206,12 +223,12 @@ impl Topology {
             let map = Arc::make_mut(&mut topology.exchanges);
             for def in exchanges {
                 if !def.is_default() && !map.contains_key(&def.name) {
-                    let router = Arc::new(Router::new(def.kind));
+                    let router = Arc::new(Router::new(def.routing_kind()));
                     map.insert(def.name.clone(), Arc::new(ExchangeEntry { def, router }));
                 }
             }
             for (name, entry) in map.iter() {
-                routers.insert(name.clone(), Router::new(entry.def.kind));
+                routers.insert(name.clone(), Router::new(entry.def.routing_kind()));
             }
         }
         topology
@@ -363,7 +380,7 @@ impl Topology {
         result: &mut RouteResult,
     ) -> Result<(), RouteError> {
         let entry = self.lookup(exchange)?;
-        self.route_entry(entry, routing_key, headers, &mut result.queues);
+        self.route_entry(entry, routing_key, headers, result);
         Ok(())
     }
 
@@ -383,7 +400,7 @@ impl Topology {
                 vhost: self.vhost.to_string(),
             });
         }
-        self.route_entry(entry, routing_key, headers, &mut result.queues);
+        self.route_entry(entry, routing_key, headers, result);
         Ok(())
     }
 
@@ -402,9 +419,18 @@ impl Topology {
         start: &'a ExchangeEntry,
         routing_key: &str,
         headers: Option<&FieldTable>,
-        out: &mut Vec<Arc<str>>,
+        result: &mut RouteResult,
     ) {
+        let RouteResult {
+            queues: out,
+            delayed,
+            delay,
+        } = result;
         out.clear();
+        delayed.clear();
+        // A delayed exchange holds a message with a positive `x-delay` instead of
+        // routing it; read once, when the first delayed exchange is reached.
+        let mut wait: Option<Option<u64>> = None;
         // Exchanges still to route through, and every exchange ever queued (the start
         // one aside): each exchange routes at most once, which is what ends cycles.
         // Neither allocates unless an exchange destination or alternate is followed.
@@ -423,7 +449,18 @@ impl Topology {
         let mut current = Some(start);
         while let Some(x) = current {
             let mut matched = false;
-            if x.def.is_default() {
+            let holds = x.def.kind == ExchangeKind::DelayedMessage
+                && wait
+                    .get_or_insert_with(|| super::delay::delay_of(headers))
+                    .is_some();
+            if holds {
+                // Held: counts as routed, so its alternate exchange is not used.
+                matched = true;
+                *delay = wait.flatten().unwrap_or_default();
+                if let Some((name, _)) = self.exchanges.get_key_value(x.def.name.as_str()) {
+                    delayed.push(Arc::from(name.as_str()));
+                }
+            } else if x.def.is_default() {
                 if let Some((q, ())) = self.queues.get_key_value(routing_key) {
                     matched = true;
                     out.push(q.clone());
@@ -452,6 +489,8 @@ impl Topology {
         }
         out.sort_unstable();
         out.dedup();
+        delayed.sort_unstable();
+        delayed.dedup();
     }
 
     // ----- mutations -----------------------------------------------------------
@@ -489,8 +528,11 @@ impl Topology {
                 type_name,
             });
         }
+        if def.kind == ExchangeKind::DelayedMessage && super::delay::delayed_type(&def).is_none() {
+            return Err(TopologyError::InvalidDelayedType);
+        }
         let mut draft = Draft::new(self);
-        let router = Arc::new(Router::new(def.kind));
+        let router = Arc::new(Router::new(def.routing_kind()));
         draft.exchanges().insert(
             def.name.clone(),
             Arc::new(ExchangeEntry {
@@ -608,7 +650,7 @@ impl Topology {
             }
             _ => {}
         }
-        Router::check(source.def.kind, binding)?;
+        Router::check(source.def.routing_kind(), binding)?;
         Ok(())
     }
 

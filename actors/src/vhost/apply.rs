@@ -136,6 +136,19 @@ impl VHost {
             });
         }
         self.persist(ops).await?;
+        // What a deleted delayed exchange holds goes with it (stored on RAM nodes
+        // too; its actor drops it again as it stops, after its last write).
+        let held: Vec<Op> = change
+            .deleted_exchanges
+            .iter()
+            .filter(|x| x.kind == crate::exchange::ExchangeKind::DelayedMessage)
+            .map(|x| Op::DropDelayed {
+                exchange: key(vhost, &x.name),
+            })
+            .collect();
+        if !held.is_empty() {
+            drop(self.inner.store.submit(Batch::non_durable(held)));
+        }
         if !change.deleted_exchanges.is_empty() {
             if let Ok(sup) = SupervisorHandle::lookup(&self.exchanges_supervisor_name()) {
                 for x in &change.deleted_exchanges {
@@ -329,10 +342,11 @@ impl VHost {
         }
         self.clear_registry();
         // Messages are stored on RAM nodes too; definitions only on disk nodes.
-        let messages: Vec<Op> = local
+        let mut messages: Vec<Op> = local
             .iter()
             .map(|q| Op::DeleteQueueMessages { queue: q.def().id })
             .collect();
+        messages.extend(self.drop_delayed());
         if !messages.is_empty() {
             self.inner
                 .store

@@ -25,12 +25,18 @@ impl VhostDeadLetters {
     }
 }
 
-/// One target queue's share of a batch: its messages and their seqs.
+/// One target queue's share of a batch: its messages and their seqs (and for a
+/// delayed exchange, each message's delay).
 #[derive(Default)]
 struct Share {
     messages: Vec<crate::message::SharedMessage>,
     seqs: Vec<Option<u64>>,
+    delays: Vec<u64>,
 }
+
+/// Marks a target that is a delayed exchange rather than a queue (no queue name
+/// starts with a NUL).
+const HELD_MARK: &str = "\u{0}delayed:";
 
 impl DeadLetterRouter for VhostDeadLetters {
     fn route(&self, queue: &str, batch: Vec<DeadLetter>) -> BoxFuture<'static, DeadLettered> {
@@ -95,6 +101,19 @@ fn send(
             routed = RouteResult::default();
         }
         let mut targets = 0;
+        for exchange in routed.delayed() {
+            // A delayed exchange holds it (as in RabbitMQ, where the plugin's route
+            // delays dead-lettered messages too); marked apart from queue names.
+            let target: Arc<str> = format!("{HELD_MARK}{exchange}").into();
+            if dead.held_by.contains(&target) {
+                continue;
+            }
+            let share = shares.entry(target).or_default();
+            share.messages.push(dead.message.clone());
+            share.seqs.push(dead.seq);
+            share.delays.push(routed.delay());
+            targets += 1;
+        }
         for target in routed.iter() {
             // A cycle no consumer took part in drops the message for that queue; a
             // queue that took it on an earlier try has it.
@@ -116,6 +135,16 @@ fn send(
     }
     let mut answers = Vec::new();
     for (target, share) in shares {
+        if let Some(exchange) = target.strip_prefix(HELD_MARK) {
+            let confirm = share.seqs.iter().any(Option::is_some);
+            let messages = share.messages.into_iter().zip(share.delays).collect();
+            if let Some(confirmed) = vhost.hold(exchange, messages, confirm, None) {
+                if confirm {
+                    answers.push((confirmed, target, share.seqs));
+                }
+            }
+            continue;
+        }
         let Some(queue) = vhost.queue(&target) else {
             // Deleted meanwhile: as if not routed there.
             for seq in share.seqs.into_iter().flatten() {

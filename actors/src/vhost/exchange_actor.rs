@@ -7,14 +7,21 @@
 //! wait for the log is the caller's, so the actor neither blocks nor spawns a task per
 //! bind). Its routing state lives in the vhost's snapshot (and in storage), which every
 //! node builds by applying the log, so a restarted exchange actor has nothing to lose.
+//!
+//! The actor of an `x-delayed-message` exchange also holds the delayed messages
+//! published through this node ([`super::delayed`]); they are in the store, so a
+//! restarted actor reads them back.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
+use super::delayed::{Delay, Held, Stored};
 use super::VHost;
 use crate::changes::VhostChange;
 use crate::error::BrokerError;
+use crate::exchange::delay_schedule::Key;
 use crate::exchange::Binding;
+use crate::exchange::ExchangeKind;
 
 /// The answer to a binding change: what to propose, or nothing to do.
 pub type BindingCheck = oneshot::Sender<Result<Option<VhostChange>, BrokerError>>;
@@ -27,6 +34,17 @@ pub enum ExchangeMsg {
     /// Check the removal of a binding from this exchange; answers the change to
     /// propose, or `None` when it is not bound.
     Unbind(Binding, BindingCheck),
+    /// Hold delayed messages (a delayed exchange; refused by any other).
+    Delay(Delay),
+    /// Delayed messages reached the store.
+    Stored(Vec<Stored>),
+    /// Delayed messages did not reach the store.
+    NotStored(Vec<Key>),
+    /// Time to route the delayed messages that are due.
+    Wake,
+    /// How many delayed messages the exchange holds on this node (`None`: not a
+    /// delayed exchange).
+    HeldCount(oneshot::Sender<Option<u64>>),
     /// Fail on purpose (debug shell, tests).
     Crash,
 }
@@ -44,34 +62,94 @@ pub struct ExchangeArgs {
     pub name: String,
 }
 
+/// An exchange actor's state: what it started with, and for a delayed exchange the
+/// messages it holds.
+pub struct ExchangeState {
+    args: ExchangeArgs,
+    held: Option<Held>,
+}
+
 impl Actor for ExchangeActor {
     type Msg = ExchangeMsg;
-    type State = ExchangeArgs;
+    type State = ExchangeState;
     type Arguments = ExchangeArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: ExchangeArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(args)
+        let held = args
+            .vhost
+            .topology()
+            .exchange(&args.name)
+            .filter(|def| def.kind == ExchangeKind::DelayedMessage)
+            .map(|def| Held::load(&args.vhost, &args.name, def.durable));
+        let mut state = ExchangeState { args, held };
+        if let Some(held) = &mut state.held {
+            held.act(&myself);
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(held) = &mut state.held {
+            held.stop();
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let vhost = &state.args.vhost;
         match message {
             ExchangeMsg::Bind(b, reply) => {
-                let _ = reply.send(state.vhost.check_binding(b, true));
+                let _ = reply.send(vhost.check_binding(b, true));
             }
             ExchangeMsg::Unbind(b, reply) => {
-                let _ = reply.send(state.vhost.check_binding(b, false));
+                let _ = reply.send(vhost.check_binding(b, false));
+            }
+            ExchangeMsg::Delay(delay) => match &mut state.held {
+                Some(held) => held.hold(&myself, delay),
+                None => {
+                    if let Some(reply) = delay.reply {
+                        let why =
+                            format!("exchange '{}' holds no delayed messages", state.args.name);
+                        let _ = reply.send(vec![
+                            crate::queue::EnqueueOutcome::Rejected(why);
+                            delay.messages.len()
+                        ]);
+                    }
+                }
+            },
+            ExchangeMsg::Stored(stored) => {
+                if let Some(held) = &mut state.held {
+                    held.stored(&myself, stored);
+                }
+            }
+            ExchangeMsg::NotStored(keys) => {
+                if let Some(held) = &mut state.held {
+                    held.not_stored(&myself, keys);
+                }
+            }
+            ExchangeMsg::Wake => {
+                if let Some(held) = &mut state.held {
+                    held.wake(&myself);
+                }
+            }
+            ExchangeMsg::HeldCount(reply) => {
+                let _ = reply.send(state.held.as_ref().map(Held::count));
             }
             ExchangeMsg::Crash => {
-                return Err(format!("exchange {} crashed on request", state.name).into());
+                return Err(format!("exchange {} crashed on request", state.args.name).into());
             }
         }
         Ok(())

@@ -16,6 +16,7 @@
 
 mod apply;
 mod dead_letters;
+mod delayed;
 mod direct_reply;
 mod exchange_actor;
 mod operations;
@@ -29,8 +30,9 @@ use warren_resources::queue_memory::QueueMemory;
 use warren_storage::{MetaTable, Store};
 use warren_supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorSpec};
 
+pub use delayed::{Delay, Stored};
 pub use direct_reply::{is_address as is_reply_address, REPLY_TO};
-pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg};
+pub use exchange_actor::{ExchangeActor, ExchangeArgs, ExchangeMsg, ExchangeState};
 pub use queues::QueueSummary;
 
 use crate::changes::LogSlot;

@@ -394,6 +394,54 @@ async fn cli_commands_and_their_errors() {
     let bindings = ok(&["bindings", "--json"]);
     assert!(bindings.contains("*.error"), "{bindings}");
 
+    // A delayed exchange through the CLI: the message waits in it, then is routed with
+    // x-delay negated; without x-delayed-type the declaration is refused.
+    ok(&[
+        "declare",
+        "exchange",
+        "later",
+        "--type",
+        "x-delayed-message",
+        "--arg",
+        "x-delayed-type=direct",
+        "--durable",
+    ]);
+    fails(
+        &[
+            "declare",
+            "exchange",
+            "later2",
+            "--type",
+            "x-delayed-message",
+        ],
+        "x-delayed-type",
+    );
+    ok(&["declare", "queue", "reminders", "--durable"]);
+    ok(&[
+        "bind",
+        "--exchange",
+        "later",
+        "--queue",
+        "reminders",
+        "--routing-key",
+        "email",
+    ]);
+    let out = ok(&[
+        "publish",
+        "--exchange",
+        "later",
+        "--routing-key",
+        "email",
+        "--header",
+        "x-delay=300",
+        "--body",
+        "remind me",
+        "--confirm",
+        "--mandatory",
+    ]);
+    assert!(out.contains("1 confirmed"), "{out}");
+    assert_eq!(ok(&["consume", "reminders", "--count", "1"]), "remind me\n");
+
     fails(
         &["declare", "exchange", "x", "--type", "fanciful"],
         "fanciful",

@@ -194,7 +194,8 @@ pub enum Declare {
     /// Declare an exchange.
     Exchange {
         name: String,
-        /// direct, fanout, topic or headers.
+        /// direct, fanout, topic, headers, x-partition-hash, or x-delayed-message (with
+        /// `--arg x-delayed-type=TYPE`).
         #[arg(long = "type")]
         kind: String,
         #[arg(long)]

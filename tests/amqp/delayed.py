@@ -31,6 +31,8 @@ def delayed(ch, name, kind="direct", durable=True):
 
 def publish(ch, exchange, key, body, delay=None, mandatory=False, persistent=True):
     headers = None if delay is None else {"x-delay": delay}
+    # Before the publish: the node starts the delay when the publish reaches it.
+    sent = time.monotonic()
     ch.basic_publish(
         exchange,
         key,
@@ -38,7 +40,7 @@ def publish(ch, exchange, key, body, delay=None, mandatory=False, persistent=Tru
         pika.BasicProperties(delivery_mode=2 if persistent else 1, headers=headers),
         mandatory=mandatory,
     )
-    return time.monotonic()
+    return sent
 
 
 def collect(ch, queue, n, timeout=t.DEADLINE):

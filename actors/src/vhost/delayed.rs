@@ -64,10 +64,20 @@ pub struct Held {
     timer: Option<(u64, tokio::task::JoinHandle<()>)>,
 }
 
+/// Milliseconds since the Unix epoch, rounded down: a message is read as due once
+/// this reaches its due time, so never before it.
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds since the Unix epoch, rounded up: where a delay starts, so that a
+/// message is never due before its full delay has passed.
+fn now_ms_up() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 /// The store key of exchange `name` of `vhost`.
@@ -106,7 +116,7 @@ impl Held {
     /// Stores `delay`'s messages; the publisher hears once they are stored, and the
     /// actor with [`ExchangeMsg::Stored`].
     pub fn hold(&mut self, myself: &ActorRef<ExchangeMsg>, delay: Delay) {
-        let now = now_ms();
+        let now = now_ms_up();
         let mut ops = Vec::with_capacity(delay.messages.len());
         let mut stored = Vec::with_capacity(delay.messages.len());
         let mut outcomes = Vec::with_capacity(delay.messages.len());

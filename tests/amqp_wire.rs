@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::raw_amqp::{
-    connect, expect_method, frame, method_frame, method_of, open_channel, publish_frames,
-    read_frame, short_str, HEADER,
+    connect, expect_method, frame, method_frame, method_of, open_channel,
+    open_channel_with_heartbeat, publish_frames, read_frame, short_str, HEADER,
 };
 use common::{free_port, NodeProcess};
 
@@ -278,5 +278,103 @@ fn a_long_body_is_an_unexpected_frame_and_bad_arguments_a_frame_error() {
     s.write_all(&method_frame(1, 50, 99, &[0, 0, 0, 0]))
         .unwrap();
     assert_eq!(close_code(&mut s), 503);
+    serves(&node);
+}
+
+/// A heartbeat frame.
+const HEARTBEAT: [u8; 8] = [8, 0, 0, 0, 0, 0, 0, 0xCE];
+
+/// Waits (bounded) until the node's log has `line`.
+fn logged(node: &NodeProcess, line: &str) {
+    common::eventually_within(line, Duration::from_secs(90), || node.log().contains(line));
+}
+
+/// Reads the socket to its end (the node closed it): fails if it stays open.
+fn closed_by_node(s: &mut std::net::TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("the node did not close the connection: {e}"),
+        }
+    }
+}
+
+/// A consumer that reads nothing (though it sends its heartbeats) while its queue has
+/// 25 MiB to deliver: the node stops writing to it once the socket is full, and drops
+/// it after its heartbeat timeout, instead of holding its deliveries for ever; the
+/// node serves on.
+#[test]
+fn a_client_that_reads_nothing_is_dropped_after_its_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut publisher = open_channel(&node);
+    publisher
+        .write_all(&queue_declare("stalled", false))
+        .unwrap();
+    expect_method(&mut publisher, (50, 11));
+    let body = vec![b's'; 64 * 1024];
+    for _ in 0..400 {
+        publisher
+            .write_all(&publish_frames("stalled", &body))
+            .unwrap();
+    }
+    // Every publish is in: a passive declare counts them.
+    common::eventually("400 messages in the queue", || {
+        publisher
+            .write_all(&queue_declare("stalled", true))
+            .unwrap();
+        let ok = expect_method(&mut publisher, (50, 11));
+        let at = 4 + 1 + ok[4] as usize;
+        u32::from_be_bytes([ok[at], ok[at + 1], ok[at + 2], ok[at + 3]]) == 400
+    });
+
+    let mut consumer = open_channel_with_heartbeat(&node, 1);
+    let mut consume = 0u16.to_be_bytes().to_vec();
+    consume.extend(short_str("stalled"));
+    consume.extend(short_str("stalled-consumer"));
+    consume.push(0b10); // no-ack
+    consume.extend(0u32.to_be_bytes());
+    consumer
+        .write_all(&method_frame(1, 60, 20, &consume))
+        .unwrap();
+    expect_method(&mut consumer, (60, 21));
+    // From here on it only sends heartbeats, and reads nothing.
+    let mut beats = consumer.try_clone().unwrap();
+    let beating = std::thread::spawn(move || {
+        while beats.write_all(&HEARTBEAT).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    logged(&node, "the client read nothing for 2 s");
+    closed_by_node(&mut consumer);
+    beating.join().unwrap();
+    serves(&node);
+}
+
+/// A client that sends a frame a byte at a time, each byte well within the heartbeat
+/// interval but no whole frame within the timeout, is dropped (as one that sends
+/// nothing would be).
+#[test]
+fn a_frame_sent_a_byte_at_a_time_is_cut_off_after_the_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("data"), free_port());
+    let mut s = open_channel_with_heartbeat(&node, 1);
+    let frames = publish_frames("anywhere", b"slow");
+    let mut dribble = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for byte in frames {
+            if dribble.write_all(&[byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    logged(&node, "missed heartbeats from the client: closing");
+    closed_by_node(&mut s);
+    sender.join().unwrap();
     serves(&node);
 }

@@ -184,6 +184,13 @@ pub enum AmqpError {
     /// The writer task is gone: the socket closed.
     #[error("the socket closed")]
     SocketClosed,
+    /// The client read nothing of what the node wrote for this long (its heartbeat
+    /// timeout): the connection is dropped without a close, which could not reach it.
+    #[error("the client read nothing for {secs} s: closing the connection")]
+    WriteStalled {
+        /// How long nothing was read.
+        secs: u64,
+    },
 
     // ----- channels --------------------------------------------------------------
     /// channel.open on a channel that is open already.
@@ -374,7 +381,8 @@ impl AmqpError {
             | Shutdown
             | ClosedByOperator { .. }
             | Socket { .. }
-            | SocketClosed => code::CONNECTION_FORCED,
+            | SocketClosed
+            | WriteStalled { .. } => code::CONNECTION_FORCED,
             SecondChannelOpen { .. } | ChannelNotOpen { .. } => code::CHANNEL_ERROR,
             MessageTooLarge { .. }
             | UserIdMismatch { .. }

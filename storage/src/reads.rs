@@ -484,15 +484,15 @@ pub(crate) fn delayed_due(
         Err(err) => return Err(cx.table(err)),
     };
     let mut found = Vec::new();
+    let Some(from) = delayed_after(exchange, after) else {
+        return Ok(found);
+    };
     let range = table
-        .range(delayed_range(exchange))
+        .range(from..=(exchange, u64::MAX, u64::MAX))
         .map_err(|err| cx.storage(err))?;
     for entry in range {
         let (key, value) = entry.map_err(|err| cx.storage(err))?;
         let (_, due, seq) = key.value();
-        if after.is_some_and(|after| (due, seq) <= after) {
-            continue;
-        }
         if due > due_by || found.len() >= limit {
             break;
         }
@@ -522,11 +522,8 @@ pub(crate) fn delayed_next(
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(err) => return Err(cx.table(err)),
     };
-    let from = match after {
-        None => (exchange, 0, 0),
-        Some((due, seq)) if seq < u64::MAX => (exchange, due, seq + 1),
-        Some((due, _)) if due < u64::MAX => (exchange, due + 1, 0),
-        Some(_) => return Ok(None),
+    let Some(from) = delayed_after(exchange, after) else {
+        return Ok(None);
     };
     let mut range = table
         .range(from..=(exchange, u64::MAX, u64::MAX))
@@ -538,6 +535,17 @@ pub(crate) fn delayed_next(
             Ok(Some((due, seq)))
         }
         None => Ok(None),
+    }
+}
+
+/// The first key of `exchange`'s range after `after` (its first key when `None`);
+/// `None` when nothing can follow.
+fn delayed_after(exchange: &str, after: Option<(u64, u64)>) -> Option<(&str, u64, u64)> {
+    match after {
+        None => Some((exchange, 0, 0)),
+        Some((due, seq)) if seq < u64::MAX => Some((exchange, due, seq + 1)),
+        Some((due, _)) if due < u64::MAX => Some((exchange, due + 1, 0)),
+        Some(_) => None,
     }
 }
 

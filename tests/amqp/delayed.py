@@ -218,6 +218,27 @@ def long_delays_wait():
     t.get_none(ch, "dlong-q")
 
 
+def a_refusing_queue_gets_its_message_later():
+    """A queue that refuses a due message (full, with x-overflow reject-publish) gets
+    it again once it has room: a confirmed delayed message is not dropped."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    delayed(ch, "dfull-x")
+    ch.queue_declare(
+        "dfull", durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    ch.queue_bind("dfull", "dfull-x", "k")
+    publish(ch, "", "dfull", b"first")
+    published = publish(ch, "dfull-x", "k", b"later", 100)
+    # Past its due time, so that the node tries (and the full queue refuses) it.
+    while time.monotonic() - published < 0.5:
+        conn.process_data_events(time_limit=0.1)
+    _, _, body = t.get_one(ch, "dfull")
+    assert body == b"first", body
+    _, _, body = t.get_one(ch, "dfull")
+    assert body == b"later", body
+
+
 FILLED = 200
 
 
@@ -252,6 +273,7 @@ if MODE == "main":
     dead_lettered_into_a_delayed_exchange()
     deleting_the_exchange_cancels_what_it_holds()
     long_delays_wait()
+    a_refusing_queue_gets_its_message_later()
 elif MODE == "fill":
     fill()
 elif MODE == "restarted":

@@ -82,6 +82,11 @@ pub fn expect_method(s: &mut TcpStream, want: (u16, u16)) -> Vec<u8> {
 
 /// A connection as guest to "/" with channel 1 open.
 pub fn open_channel(node: &NodeProcess) -> TcpStream {
+    open_channel_with_heartbeat(node, 0)
+}
+
+/// [`open_channel`], with `heartbeat` seconds settled in `connection.tune-ok` (0: none).
+pub fn open_channel_with_heartbeat(node: &NodeProcess, heartbeat: u16) -> TcpStream {
     let mut s = connect(node);
     s.write_all(HEADER).unwrap();
     expect_method(&mut s, (10, 10));
@@ -95,7 +100,7 @@ pub fn open_channel(node: &NodeProcess) -> TcpStream {
     expect_method(&mut s, (10, 30));
     let mut tune_ok = 0u16.to_be_bytes().to_vec();
     tune_ok.extend(131_072u32.to_be_bytes());
-    tune_ok.extend(0u16.to_be_bytes());
+    tune_ok.extend(heartbeat.to_be_bytes());
     s.write_all(&method_frame(0, 10, 31, &tune_ok)).unwrap();
     let mut open = short_str("/");
     open.extend(short_str(""));

@@ -86,18 +86,35 @@ impl VHost {
     }
 
     async fn apply_declare_exchange(&self, def: ExchangeDef) -> Result<(), BrokerError> {
-        let change = self
+        // A new exchange's actor runs before the exchange is routable, so that a
+        // delayed message published the moment it is finds it (changes are applied
+        // one at a time, so "new" cannot change meanwhile).
+        let new = self.topology().exchange(&def.name).is_none();
+        let sup = SupervisorHandle::lookup(&self.exchanges_supervisor_name()).ok();
+        let mut started = false;
+        if let (true, Some(sup)) = (new, &sup) {
+            match sup.start_child(self.exchange_spec(&def.name)).await {
+                Ok(_) => started = true,
+                Err(e) => tracing::warn!("exchange actor for '{}' did not start: {e}", def.name),
+            }
+        }
+        let change = match self
             .inner
             .topology
             .update(|t| t.declare_exchange(def.clone()))
-            .map_err(topology_error)?;
+        {
+            Ok(change) => change,
+            Err(e) => {
+                if let (true, Some(sup)) = (started, &sup) {
+                    let _ = sup
+                        .terminate_child(&self.exchange_actor_name(&def.name))
+                        .await;
+                }
+                return Err(topology_error(e));
+            }
+        };
         if let Some(created) = &change.declared_exchange {
             self.persist(vec![self.put_exchange(created)?]).await?;
-            if let Ok(sup) = SupervisorHandle::lookup(&self.exchanges_supervisor_name()) {
-                if let Err(e) = sup.start_child(self.exchange_spec(&created.name)).await {
-                    tracing::warn!("exchange actor for '{}' did not start: {e}", created.name);
-                }
-            }
         }
         Ok(())
     }
@@ -304,17 +321,13 @@ impl VHost {
             .topology
             .update(|t| Ok(t.remove_queue(name)))
             .map_err(topology_error)?;
-        let mut ops = vec![Op::DeleteMeta {
+        self.persist(vec![Op::DeleteMeta {
             table: MetaTable::Queues,
             key: key(&self.inner.name, name),
-        }];
-        for b in &change.removed_bindings {
-            ops.push(Op::DeleteMeta {
-                table: MetaTable::Bindings,
-                key: binding_key(&self.inner.name, b),
-            });
-        }
-        self.persist(ops).await?;
+        }])
+        .await?;
+        // Its bindings, and the auto-delete exchanges that lost their last one.
+        self.persist_change(&change).await?;
         let def = registered.as_ref().map(|r| r.def.clone());
         if let Some(registered) = &registered {
             self.stop_queue(registered).await;

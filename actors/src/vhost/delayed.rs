@@ -62,6 +62,11 @@ pub struct Held {
     count: u64,
     /// The wake-up armed: its time and its task.
     timer: Option<(u64, tokio::task::JoinHandle<()>)>,
+    /// The latest time read as due ([`now_ms`]) and the latest a delay started from
+    /// ([`now_ms_up`]): each never goes back, so a wall clock stepped back delivers
+    /// late, never early.
+    read_clock: u64,
+    start_clock: u64,
 }
 
 /// Milliseconds since the Unix epoch, rounded down: a message is read as due once
@@ -87,7 +92,13 @@ fn store_key(vhost: &str, name: &str) -> String {
 
 impl Held {
     /// The held half of delayed exchange `exchange`, counting what the store holds.
-    pub fn load(vhost: &VHost, exchange: &str, durable: bool) -> Held {
+    /// Waits first for the store writes submitted before (an earlier run of the
+    /// actor's, whose news of their commit went to that run), so that the first read
+    /// sees them.
+    pub async fn load(vhost: &VHost, exchange: &str, durable: bool) -> Held {
+        if let Err(e) = super::apply::written(&vhost.inner.store).await {
+            tracing::error!(exchange, "the store did not answer: {e}");
+        }
         let key = store_key(vhost.name(), exchange);
         let count = vhost.inner.store.delayed_count(&key).unwrap_or_else(|e| {
             tracing::error!(exchange, "the delayed messages could not be counted: {e}");
@@ -101,7 +112,21 @@ impl Held {
             schedule: Schedule::new(),
             count,
             timer: None,
+            read_clock: 0,
+            start_clock: 0,
         }
+    }
+
+    /// Now, for reading what is due (see `read_clock`).
+    fn now(&mut self) -> u64 {
+        self.read_clock = self.read_clock.max(now_ms());
+        self.read_clock
+    }
+
+    /// Now, for starting a delay (see `start_clock`).
+    fn now_up(&mut self) -> u64 {
+        self.start_clock = self.start_clock.max(now_ms_up()).max(self.read_clock);
+        self.start_clock
     }
 
     fn store(&self) -> &Store {
@@ -116,7 +141,7 @@ impl Held {
     /// Stores `delay`'s messages; the publisher hears once they are stored, and the
     /// actor with [`ExchangeMsg::Stored`].
     pub fn hold(&mut self, myself: &ActorRef<ExchangeMsg>, delay: Delay) {
-        let now = now_ms_up();
+        let now = self.now_up();
         let mut ops = Vec::with_capacity(delay.messages.len());
         let mut stored = Vec::with_capacity(delay.messages.len());
         let mut outcomes = Vec::with_capacity(delay.messages.len());
@@ -200,14 +225,14 @@ impl Held {
 
     /// The timer went off.
     pub fn wake(&mut self, myself: &ActorRef<ExchangeMsg>) {
-        self.timer = None;
+        self.disarm();
         self.act(myself);
     }
 
     /// Routes what is due (one read of the store at most) and arms the timer for
     /// what is not.
     pub fn act(&mut self, myself: &ActorRef<ExchangeMsg>) {
-        let now = now_ms();
+        let now = self.now();
         match self.schedule.next(now) {
             Next::Read { after } => match self.read(after, now) {
                 Ok(full) => {
@@ -267,7 +292,7 @@ impl Held {
     }
 
     /// Routes due messages from the exchange, each with `x-delay` negated; each
-    /// leaves the store once every queue it reached holds it.
+    /// leaves the store once every queue it reached holds it ([`deliver`]).
     fn route(&mut self, due: Vec<(Key, Message, u64)>) {
         if due.is_empty() {
             return;
@@ -275,9 +300,8 @@ impl Held {
         self.count = self.count.saturating_sub(due.len() as u64);
         let topology = self.vhost.topology();
         let mut routed = RouteResult::default();
-        // Queue -> its messages and their keys.
-        let mut shares: HashMap<Arc<str>, (Vec<SharedMessage>, Vec<Key>)> = HashMap::new();
-        let mut done = Vec::new();
+        let mut targets = Vec::with_capacity(due.len());
+        let mut nowhere = Vec::new();
         for (key, message, delay) in due {
             let message = delivered(message, delay);
             let headers = message.properties.headers.as_ref();
@@ -285,59 +309,30 @@ impl Held {
                 topology.route_into(&self.exchange, &message.routing_key, headers, &mut routed);
             if let Err(e) = found {
                 tracing::debug!(exchange = %self.exchange, "a delayed message was dropped: {e}");
+                routed = RouteResult::default();
             }
             if routed.queues().is_empty() {
-                done.push(key);
+                // Routes nowhere now: dropped, as an unroutable publish is.
+                nowhere.push(key);
                 continue;
             }
-            let message: SharedMessage = Arc::new(message);
-            for queue in routed.iter() {
-                let share = shares.entry(queue.clone()).or_default();
-                share.0.push(message.clone());
-                share.1.push(key);
-            }
+            targets.push(Target {
+                key,
+                message: Arc::new(message),
+                queues: routed.queues().to_vec(),
+            });
         }
-        let mut answers = Vec::with_capacity(shares.len());
-        for (queue, (messages, keys)) in shares {
-            let Some(queue) = self.vhost.queue(&queue) else {
-                // Deleted meanwhile: as if it had not been routed there.
-                done.extend(keys);
-                continue;
-            };
-            let (batch, confirmed) = Enqueue::confirmed(messages);
-            queue.enqueue(batch);
-            answers.push((confirmed, keys));
+        if !nowhere.is_empty() {
+            self.forget(nowhere);
         }
-        let (store, exchange) = (self.store().clone(), self.key.clone());
-        tokio::spawn(async move {
-            // A message stays stored (and goes again at the next start) while a queue
-            // it went to may not hold it.
-            let mut kept = std::collections::HashSet::new();
-            for (confirmed, keys) in answers {
-                match confirmed.await {
-                    Ok(outcomes) => {
-                        for (key, outcome) in keys.iter().zip(outcomes) {
-                            if let EnqueueOutcome::Rejected(why) = outcome {
-                                tracing::warn!(%exchange, "a queue refused a delayed message: {why}");
-                            }
-                            done.push(*key);
-                        }
-                    }
-                    Err(_) => kept.extend(keys),
-                }
-            }
-            done.retain(|key| !kept.contains(key));
-            done.sort_unstable();
-            done.dedup();
-            if !done.is_empty() {
-                let _ = store
-                    .submit(Batch::non_durable(vec![Op::DeleteDelayed {
-                        exchange,
-                        keys: done,
-                    }]))
-                    .await;
-            }
-        });
+        if !targets.is_empty() {
+            tokio::spawn(deliver(
+                self.vhost.clone(),
+                self.exchange.clone(),
+                self.key.clone(),
+                targets,
+            ));
+        }
     }
 
     /// Removes messages from the store.
@@ -385,6 +380,97 @@ impl Held {
                     }])),
             );
         }
+    }
+}
+
+/// A due message and the queues that do not hold it yet.
+struct Target {
+    key: Key,
+    message: SharedMessage,
+    queues: Vec<Arc<str>>,
+}
+
+/// The first wait before a refused or unanswered due message is enqueued again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait between two tries.
+const RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// Enqueues due messages to their queues until each queue holds its message (a
+/// queue that refuses one, is restarting, or is on a node that does not answer gets
+/// it again later, waiting longer each time), then deletes them from the store. A
+/// queue deleted meanwhile no longer waits for its message; the exchange deleted
+/// meanwhile ends the tries (its messages went with it).
+async fn deliver(vhost: VHost, exchange: String, store_key: String, mut targets: Vec<Target>) {
+    let mut wait = RETRY_FIRST;
+    loop {
+        // Queue -> its messages and their targets' positions.
+        let mut shares: HashMap<Arc<str>, (Vec<SharedMessage>, Vec<usize>)> = HashMap::new();
+        for (i, target) in targets.iter().enumerate() {
+            for queue in &target.queues {
+                let share = shares.entry(queue.clone()).or_default();
+                share.0.push(target.message.clone());
+                share.1.push(i);
+            }
+        }
+        let mut answers = Vec::with_capacity(shares.len());
+        for (name, (messages, positions)) in shares {
+            // A queue deleted meanwhile: as if it had not been routed there.
+            let Some(queue) = vhost.queue(&name) else {
+                continue;
+            };
+            let (batch, confirmed) = Enqueue::confirmed(messages);
+            queue.enqueue(batch);
+            answers.push((name, confirmed, positions));
+        }
+        let mut left: Vec<Vec<Arc<str>>> = vec![Vec::new(); targets.len()];
+        for (name, confirmed, positions) in answers {
+            match confirmed.await {
+                Ok(outcomes) => {
+                    for (i, outcome) in positions.into_iter().zip(outcomes) {
+                        if let EnqueueOutcome::Rejected(why) = outcome {
+                            tracing::debug!(%exchange, queue = %name, "a queue refused a delayed message: {why}");
+                            left[i].push(name.clone());
+                        }
+                    }
+                }
+                Err(_) => {
+                    for i in positions {
+                        left[i].push(name.clone());
+                    }
+                }
+            }
+        }
+        let mut held = Vec::new();
+        let mut again = Vec::new();
+        for (mut target, queues) in targets.into_iter().zip(left) {
+            if queues.is_empty() {
+                held.push(target.key);
+            } else {
+                target.queues = queues;
+                again.push(target);
+            }
+        }
+        if !held.is_empty() {
+            let _ = vhost
+                .inner
+                .store
+                .submit(Batch::non_durable(vec![Op::DeleteDelayed {
+                    exchange: store_key.clone(),
+                    keys: held,
+                }]))
+                .await;
+        }
+        if again.is_empty()
+            || *vhost.deleted().borrow()
+            || vhost.topology().exchange(&exchange).is_none()
+        {
+            return;
+        }
+        tracing::warn!(%exchange, "{} due delayed messages are not held by all their queues yet: trying again in {wait:?}", again.len());
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MOST);
+        targets = again;
     }
 }
 

@@ -62,6 +62,16 @@ pub struct ExchangeArgs {
     pub name: String,
 }
 
+/// `Some(durable)` when the actor's exchange is a delayed one (in the current
+/// routing snapshot).
+fn delayed(args: &ExchangeArgs) -> Option<bool> {
+    args.vhost
+        .topology()
+        .exchange(&args.name)
+        .filter(|def| def.kind == ExchangeKind::DelayedMessage)
+        .map(|def| def.durable)
+}
+
 /// An exchange actor's state: what it started with, and for a delayed exchange the
 /// messages it holds.
 pub struct ExchangeState {
@@ -79,12 +89,12 @@ impl Actor for ExchangeActor {
         myself: ActorRef<Self::Msg>,
         args: ExchangeArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let held = args
-            .vhost
-            .topology()
-            .exchange(&args.name)
-            .filter(|def| def.kind == ExchangeKind::DelayedMessage)
-            .map(|def| Held::load(&args.vhost, &args.name, def.durable));
+        // A new exchange's actor starts before the exchange is routable: it takes up
+        // its delayed messages when the first come (see `Delay` below).
+        let held = match delayed(&args) {
+            Some(durable) => Some(Held::load(&args.vhost, &args.name, durable).await),
+            None => None,
+        };
         let mut state = ExchangeState { args, held };
         if let Some(held) = &mut state.held {
             held.act(&myself);
@@ -119,6 +129,13 @@ impl Actor for ExchangeActor {
             }
             ExchangeMsg::Delay(delay) => match &mut state.held {
                 Some(held) => held.hold(&myself, delay),
+                None if delayed(&state.args).is_some() => {
+                    let durable = delayed(&state.args).unwrap_or_default();
+                    let mut held = Held::load(vhost, &state.args.name, durable).await;
+                    held.hold(&myself, delay);
+                    held.act(&myself);
+                    state.held = Some(held);
+                }
                 None => {
                     if let Some(reply) = delay.reply {
                         let why =

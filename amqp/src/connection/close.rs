@@ -7,7 +7,6 @@ use std::time::Duration;
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::mpsc::Sender;
 
 use super::{method0, Connection, End, FRAME_MAX};
 use crate::codec::read_frame;
@@ -123,7 +122,7 @@ impl Connection {
     pub(super) async fn fail_after_open(
         &mut self,
         reader: &mut (impl AsyncRead + Unpin),
-        writer: &Sender<Vec<u8>>,
+        writer: &super::Writer,
         e: AmqpError,
     ) {
         self.close_with(e);

@@ -73,6 +73,23 @@ pub const FRAME_MAX: u32 = 131_072;
 pub const HEARTBEAT_SECS: u16 = 60;
 /// Buffers the connection may queue for its writer before it waits for it.
 const WRITER_QUEUE: usize = 64;
+
+/// Bytes handed to the writer task and not yet written to the socket, at most: what a
+/// client that reads slowly, or not at all, can make the node hold beyond the socket's
+/// own buffers.
+const WRITER_BYTES: usize = 1 << 20;
+
+/// The writer task's inbox: buffers to write in order, and the budget of
+/// [`WRITER_BYTES`] they take until written.
+pub(super) struct Writer {
+    buffers: Sender<Vec<u8>>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a buffer takes of the writer's budget (a larger one takes all of it).
+fn budget_of(buffer: &[u8]) -> u32 {
+    buffer.len().min(WRITER_BYTES) as u32
+}
 /// A handshake that takes longer is abandoned (RabbitMQ: 10 s).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -128,18 +145,37 @@ pub async fn serve_until<S: Socket>(
     // makes few large writes instead of one per delivery.
     let fd = socket.coalescible_fd();
     let (mut reader, writer_half) = socket.split();
-    let (writer, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
-    let writer_task = tokio::spawn(write_loop(writer_half, writes));
+    let (buffers, writes) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+    let budget = Arc::new(tokio::sync::Semaphore::new(WRITER_BYTES));
+    let writer = Writer {
+        buffers,
+        budget: budget.clone(),
+    };
+    let mut writer_task = tokio::spawn(write_loop(writer_half, writes, budget));
     let ended = conn
         .run(&mut reader, fd, &writer, events_tx, events_rx, close)
         .await;
     // Whatever ended it, its exclusive queues are gone for everybody else now.
     conn.vhost.owner_leaving(conn.id);
-    if let Err(e) = ended {
-        conn.fail_after_open(&mut reader, &writer, e).await;
+    match ended {
+        Err(e @ AmqpError::WriteStalled { .. }) => {
+            // Nothing more can reach the client: no close to send, no close-ok to
+            // wait for, and the writer is stuck in its write.
+            tracing::warn!(peer = %peer, "{e}");
+            writer_task.abort();
+        }
+        Err(e) => conn.fail_after_open(&mut reader, &writer, e).await,
+        Ok(()) => {}
     }
     drop(writer);
-    let _ = writer_task.await;
+    // What is left goes out unless the client stopped reading.
+    if tokio::time::timeout(conn.write_stall(), &mut writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(peer = %peer, "the client read nothing of the connection's last frames: dropping them");
+        writer_task.abort();
+    }
     conn.close_all().await;
     if conn.client_closed {
         // As RabbitMQ: after close-ok the node reads (and drops) what the client still
@@ -182,6 +218,8 @@ struct Connection {
     told_blocked: bool,
     /// The client sent `connection.close` and was answered.
     client_closed: bool,
+    /// Frames read since the handshake (what shows the client is alive).
+    frames_in: u64,
     /// What the client said about itself in `connection.start-ok`.
     client_properties: warren_actors::message::FieldTable,
     /// Its entry in the node's registry (from the end of the handshake on).
@@ -222,6 +260,7 @@ impl Connection {
             blocked: false,
             told_blocked: false,
             client_closed: false,
+            frames_in: 0,
             client_properties: Default::default(),
             registration: None,
             server,
@@ -269,7 +308,7 @@ impl Connection {
     }
 
     /// Hands what is to be sent to the writer task (waits while it is far behind).
-    async fn hand_off(&mut self, writer: &Sender<Vec<u8>>) -> Result<(), AmqpError> {
+    async fn hand_off(&mut self, writer: &Writer) -> Result<(), AmqpError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -282,10 +321,38 @@ impl Connection {
             crate::registry::bump(&entry.bytes_out, bytes.len() as u64);
             crate::registry::bump(&entry.writes_out, 1);
         }
-        writer
-            .send(bytes)
-            .await
-            .map_err(|_| AmqpError::SocketClosed)
+        let stall = self.write_stall();
+        let handed = async {
+            let room = writer
+                .budget
+                .acquire_many(budget_of(&bytes))
+                .await
+                .map_err(|_| AmqpError::SocketClosed)?;
+            // Given back by the writer task once the buffer is written.
+            room.forget();
+            writer
+                .buffers
+                .send(bytes)
+                .await
+                .map_err(|_| AmqpError::SocketClosed)
+        };
+        match tokio::time::timeout(stall, handed).await {
+            Ok(sent) => sent,
+            // Nothing the node wrote left for that long: the client reads nothing.
+            Err(_) => Err(AmqpError::WriteStalled {
+                secs: stall.as_secs(),
+            }),
+        }
+    }
+
+    /// How long the node waits for a client that reads nothing of what it is sent:
+    /// the heartbeat timeout (two intervals), or [`WRITE_STALL_WITHOUT_HEARTBEATS`].
+    fn write_stall(&self) -> Duration {
+        if self.heartbeat > 0 {
+            Duration::from_secs(2 * u64::from(self.heartbeat))
+        } else {
+            WRITE_STALL_WITHOUT_HEARTBEATS
+        }
     }
 
     /// The open connection's loop, until the client closes or goes (`Ok`) or an
@@ -295,7 +362,7 @@ impl Connection {
         &mut self,
         socket: &mut (impl AsyncRead + Unpin),
         fd: Option<std::os::fd::RawFd>,
-        writer: &Sender<Vec<u8>>,
+        writer: &Writer,
         events_tx: UnboundedSender<Event>,
         mut events_rx: UnboundedReceiver<Event>,
         mut close: tokio::sync::watch::Receiver<bool>,
@@ -395,7 +462,7 @@ impl Connection {
                     }
                     if let Some(b) = beat {
                         if last_read.elapsed() > b * 2 {
-                            tracing::info!(peer = %self.peer, "missed heartbeats from the client: closing");
+                            tracing::warn!(peer = %self.peer, "missed heartbeats from the client: closing");
                             return Ok(());
                         }
                         if last_write.elapsed() >= b / 2 {
@@ -412,11 +479,18 @@ impl Connection {
                     crate::registry::bump(&entry.bytes_in, n as u64);
                 }
                 let now = Instant::now();
-                (last_read, last_input) = (now, now);
+                last_input = now;
                 if let Some(c) = coalescing.as_mut() {
                     c.on_read(n, now);
                 }
-                match self.process_input(&events_tx).await? {
+                // Only whole frames show the client alive: one that sends a frame a
+                // byte at a time is cut off after the heartbeat timeout.
+                let frames_before = self.frames_in;
+                let end = self.process_input(&events_tx).await?;
+                if self.frames_in > frames_before {
+                    last_read = now;
+                }
+                match end {
                     Some(End::ClientClosed) | Some(End::PeerGone) => {
                         self.hand_off(writer).await?;
                         return Ok(());
@@ -449,6 +523,7 @@ impl Connection {
             let frame = match read_frame(&self.in_buf[at..], self.frame_max) {
                 Ok(Some((frame, used))) => {
                     at += used;
+                    self.frames_in += 1;
                     frame
                 }
                 Ok(None) => break Ok(None),
@@ -553,7 +628,11 @@ fn channel_of(
 
 /// The writer task: writes what the connection hands it, several buffers per write
 /// when they queue up, until the connection drops its sender or the socket fails.
-async fn write_loop(mut socket: impl AsyncWrite + Unpin, mut writes: Receiver<Vec<u8>>) {
+async fn write_loop(
+    mut socket: impl AsyncWrite + Unpin,
+    mut writes: Receiver<Vec<u8>>,
+    budget: Arc<tokio::sync::Semaphore>,
+) {
     let mut queued: Vec<Vec<u8>> = Vec::with_capacity(WRITEV_BUFFERS);
     while let Some(first) = writes.recv().await {
         queued.push(first);
@@ -569,6 +648,8 @@ async fn write_loop(mut socket: impl AsyncWrite + Unpin, mut writes: Receiver<Ve
         {
             break;
         }
+        let written: u32 = queued.iter().map(|b| budget_of(b)).sum();
+        budget.add_permits(written as usize);
         queued.clear();
     }
     let _ = socket.shutdown().await;
@@ -607,6 +688,11 @@ async fn write_all_vectored(
     }
     Ok(())
 }
+
+/// How long a client without heartbeats may leave the node's writes unread before it
+/// is disconnected (RabbitMQ's `send_timeout` is 15 s; a client with heartbeats gets
+/// its heartbeat timeout).
+const WRITE_STALL_WITHOUT_HEARTBEATS: Duration = Duration::from_secs(30);
 
 /// How long a client that was answered `close-ok` has to close its socket.
 const CLOSE_DRAIN: Duration = Duration::from_secs(10);

@@ -77,7 +77,7 @@ const WRITER_QUEUE: usize = 64;
 /// Bytes handed to the writer task and not yet written to the socket, at most: what a
 /// client that reads slowly, or not at all, can make the node hold beyond the socket's
 /// own buffers.
-const WRITER_BYTES: usize = 1 << 20;
+const WRITER_BYTES: usize = 4 << 20;
 
 /// The writer task's inbox: buffers to write in order, and the budget of
 /// [`WRITER_BYTES`] they take until written.

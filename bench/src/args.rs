@@ -105,7 +105,12 @@ pub struct BenchArgs {
     /// held at once when the last is published).
     #[arg(long, default_value_t = 30_000)]
     pub delay_base_ms: u64,
-    /// The broker's process id: --delayed reports its RSS and CPU from /proc.
+    /// With --amqp: connection churn instead: N connections (--publishers at a time),
+    /// each connecting, logging in, opening a channel, declaring --queue and closing.
+    #[arg(long, value_name = "N", requires = "amqp")]
+    pub churn: Option<u64>,
+    /// The broker's process id: --delayed and --churn report its CPU (and --delayed
+    /// its RSS) from /proc.
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
 }

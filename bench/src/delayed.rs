@@ -277,7 +277,7 @@ async fn consume(
 }
 
 /// The broker's user + system CPU ticks so far.
-fn broker_ticks(pid: u32) -> Result<u64, String> {
+pub(crate) fn broker_ticks(pid: u32) -> Result<u64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|err| format!("--broker-pid {pid}: {err}"))?;
     // Fields after the command (which may hold spaces) start after the last ')'.

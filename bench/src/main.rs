@@ -16,11 +16,13 @@
 //! | `uri.rs` | `amqp://` URIs as RabbitMQ reads them |
 //! | `raw.rs`, `raw/` | the raw-frame AMQP client (`--amqp URI --raw-frames`) |
 //! | `declare.rs` | `--declarations N`: metadata throughput of a cluster |
+//! | `churn.rs` | `--churn N`: connection churn |
 //! | `delayed.rs` | `--delayed SPREAD_MS`: delayed messages, how late each arrives |
 
 mod account;
 mod amqp;
 mod args;
+mod churn;
 mod confirms;
 mod declare;
 mod delayed;

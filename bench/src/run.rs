@@ -102,6 +102,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         };
         return crate::declare::run(&nodes, &args.conn.cookie_file, count, &args.queue).await;
     }
+    if let (Some(total), Some(uri)) = (args.churn, &args.amqp) {
+        return crate::churn::run(uri, &args, total).await;
+    }
     if let (Some(spread), Some(uri)) = (args.delayed, &args.amqp) {
         return crate::delayed::run(uri, &args, spread).await;
     }

@@ -183,6 +183,17 @@ source = expect("GET", "/api/exchanges/%2F/amq.default/bindings/source", 200)
 assert any(b["destination"] == "orders" for b in source), source
 assert any(x["name"] == "events" and x["type"] == "topic" for x in expect("GET", "/api/exchanges/%2F", 200))
 expect("DELETE", "/api/exchanges/%2F/events", 204)
+# A delayed exchange: declared with its x-delayed-type (400 without), and how many
+# messages it holds on this node.
+expect("PUT", "/api/exchanges/%2F/later", 400, {"type": "x-delayed-message", "durable": True})
+expect("PUT", "/api/exchanges/%2F/later", 201,
+       {"type": "x-delayed-message", "durable": True, "arguments": {"x-delayed-type": "direct"}})
+assert expect("GET", "/api/exchanges/%2F/later", 200)["messages_delayed"] == 0
+expect("POST", "/api/exchanges/%2F/later/publish", 200,
+       {"routing_key": "k", "payload": "x", "properties": {"headers": {"x-delay": 3600000}}})
+assert expect("GET", "/api/exchanges/%2F/later", 200)["messages_delayed"] == 1
+assert "messages_delayed" not in expect("GET", "/api/exchanges/%2F/amq.direct", 200)
+expect("DELETE", "/api/exchanges/%2F/later", 204)
 expect("DELETE", "/api/exchanges/%2F/events", 404)
 
 # ----- a live client: connections, channels, consumers, close ---------------------

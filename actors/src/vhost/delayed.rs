@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use warren_storage::{Batch, Op, Store};
 
 use super::{ExchangeMsg, VHost};
+use crate::error::BrokerError;
 use crate::exchange::delay::{delivered, due_at};
 use crate::exchange::delay_schedule::{Key, Next, Schedule};
 use crate::exchange::RouteResult;
@@ -58,8 +59,6 @@ pub struct Held {
     key: String,
     durable: bool,
     schedule: Schedule,
-    /// How many messages it holds.
-    count: u64,
     /// The wake-up armed: its time and its task.
     timer: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// The latest time read as due ([`now_ms`]) and the latest a delay started from
@@ -91,8 +90,7 @@ fn store_key(vhost: &str, name: &str) -> String {
 }
 
 impl Held {
-    /// The held half of delayed exchange `exchange`, counting what the store holds.
-    /// Waits first for the store writes submitted before (an earlier run of the
+    /// The held half of delayed exchange `exchange`. Waits first for the store writes submitted before (an earlier run of the
     /// actor's, whose news of their commit went to that run), so that the first read
     /// sees them.
     pub async fn load(vhost: &VHost, exchange: &str, durable: bool) -> Held {
@@ -100,17 +98,12 @@ impl Held {
             tracing::error!(exchange, "the store did not answer: {e}");
         }
         let key = store_key(vhost.name(), exchange);
-        let count = vhost.inner.store.delayed_count(&key).unwrap_or_else(|e| {
-            tracing::error!(exchange, "the delayed messages could not be counted: {e}");
-            0
-        });
         Held {
             vhost: vhost.clone(),
             exchange: exchange.to_string(),
             key,
             durable,
             schedule: Schedule::new(),
-            count,
             timer: None,
             read_clock: 0,
             start_clock: 0,
@@ -131,11 +124,6 @@ impl Held {
 
     fn store(&self) -> &Store {
         &self.vhost.inner.store
-    }
-
-    /// How many messages it holds.
-    pub fn count(&self) -> u64 {
-        self.count
     }
 
     /// Stores `delay`'s messages; the publisher hears once they are stored, and the
@@ -202,7 +190,6 @@ impl Held {
 
     /// The store holds `stored`: those the reads went past go now, the others wait.
     pub fn stored(&mut self, myself: &ActorRef<ExchangeMsg>, stored: Vec<Stored>) {
-        self.count += stored.len() as u64;
         let now: Vec<(Key, Message, u64)> = stored
             .into_iter()
             .filter(|s| self.schedule.stored(s.key))
@@ -297,7 +284,6 @@ impl Held {
         if due.is_empty() {
             return;
         }
-        self.count = self.count.saturating_sub(due.len() as u64);
         let topology = self.vhost.topology();
         let mut routed = RouteResult::default();
         let mut targets = Vec::with_capacity(due.len());
@@ -532,13 +518,14 @@ impl VHost {
             .collect()
     }
 
-    /// How many messages delayed exchange `exchange` holds on this node, if it is one
-    /// and its actor answers.
-    pub async fn delayed_count(&self, exchange: &str) -> Option<u64> {
-        let actor = ractor::registry::where_is(self.exchange_actor_name(exchange))
-            .map(ActorRef::<ExchangeMsg>::from)?;
-        let (tx, rx) = oneshot::channel();
-        actor.cast(ExchangeMsg::HeldCount(tx)).ok()?;
-        rx.await.ok().flatten()
+    /// How many messages delayed exchange `exchange` holds on this node (read from
+    /// the store, off the runtime's threads; messages routed a moment ago may still
+    /// count).
+    pub async fn delayed_count(&self, exchange: &str) -> Result<u64, BrokerError> {
+        let (store, key) = (self.inner.store.clone(), store_key(self.name(), exchange));
+        tokio::task::spawn_blocking(move || store.delayed_count(&key))
+            .await
+            .map_err(|e| BrokerError::storage(e.to_string()))?
+            .map_err(BrokerError::storage)
     }
 }

@@ -42,9 +42,6 @@ pub enum ExchangeMsg {
     NotStored(Vec<Key>),
     /// Time to route the delayed messages that are due.
     Wake,
-    /// How many delayed messages the exchange holds on this node (`None`: not a
-    /// delayed exchange).
-    HeldCount(oneshot::Sender<Option<u64>>),
     /// Fail on purpose (debug shell, tests).
     Crash,
 }
@@ -161,9 +158,6 @@ impl Actor for ExchangeActor {
                 if let Some(held) = &mut state.held {
                     held.wake(&myself);
                 }
-            }
-            ExchangeMsg::HeldCount(reply) => {
-                let _ = reply.send(state.held.as_ref().map(Held::count));
             }
             ExchangeMsg::Crash => {
                 return Err(format!("exchange {} crashed on request", state.args.name).into());

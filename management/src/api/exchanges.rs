@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use warren_access::{Access, Resource};
 use warren_actors::channel::{ChannelState, PublishOutcome};
 use warren_actors::delivery::next_channel_id;
-use warren_actors::exchange::ExchangeDef;
+use warren_actors::exchange::{ExchangeDef, ExchangeKind};
 use warren_actors::message::Message;
 use warren_actors::vhost::VHost;
 
@@ -87,7 +87,14 @@ pub async fn one(
     Path((vhost, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let v = vhost_of(&state, &caller, &vhost)?;
-    Ok(Json(exchange_json(&vhost, &find(&v, &name).await?)))
+    let def = find(&v, &name).await?;
+    let mut json = exchange_json(&vhost, &def);
+    if def.kind == ExchangeKind::DelayedMessage {
+        // What this node holds (as the plugin's count is its node's).
+        let held = v.delayed_count(&def.name).await.map_err(ApiError::from)?;
+        json["messages_delayed"] = held.into();
+    }
+    Ok(Json(json))
 }
 
 /// `PUT /api/exchanges/{vhost}/{name}`: declares it (201) or checks the one there is

@@ -1250,6 +1250,7 @@ impl Harness {
                 product_version: "fuzz".into(),
                 node_name: "fuzz".into(),
                 connections: Default::default(),
+                tasks: Default::default(),
             }),
             listener,
             _dir: dir,

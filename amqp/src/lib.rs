@@ -3,7 +3,8 @@
 //!
 //! | file | concern |
 //! | --- | --- |
-//! | `listener.rs` | the listener and connections as supervised actors |
+//! | `listener.rs` | the listener and its acceptor in the supervision tree |
+//! | `tasks.rs` | the connections as tasks, by their names in the tree ([`ConnectionTasks`]) |
 //! | `connection/mod.rs` | one connection: [`Server`], the limits, its state, the frame loop, heartbeats, the writer task |
 //! | `connection/handshake.rs` | the connection class's opening: protocol header, start / start-ok, tune, open |
 //! | `connection/channels.rs` | channel.open and close-ok; a channel's methods and content frames handed to it |
@@ -51,11 +52,13 @@ mod listener;
 mod prefetch;
 pub mod registry;
 mod socket;
+mod tasks;
 mod tls;
 
 #[cfg(test)]
 mod fuzz;
 
 pub use connection::{Server, CHANNEL_MAX, FRAME_MAX, HEARTBEAT_SECS};
-pub use listener::{Listener, SUPERVISOR, TLS_SUPERVISOR};
+pub use listener::{Listener, CLOSE_GRACE, SUPERVISOR, TLS_SUPERVISOR};
+pub use tasks::ConnectionTasks;
 pub use tls::TlsSettings;

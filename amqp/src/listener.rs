@@ -4,7 +4,7 @@
 //! ```text
 //! amqp                              one_for_one
 //! ├── amqp-acceptor                 permanent: accepts TCP connections
-//! ├── amqp-connection:127.0.0.1:53124   temporary, one per client connection
+//! ├── amqp-connection:127.0.0.1:53124   a task per client connection (shown, not supervised)
 //! └── ...
 //! ```
 //!
@@ -13,21 +13,22 @@
 //!
 //! The socket is bound before the tree starts (so a port in use is a clear start-up
 //! error) and shared with the acceptor: a restarted acceptor accepts on the same
-//! socket. A connection is a temporary child: it is never restarted (its TCP
-//! connection is gone), and its entry leaves the tree when it ends. Its channels are
+//! socket. A connection is a task in the node's [`crate::ConnectionTasks`], not an
+//! actor (see `tasks.rs` for why): it is never restarted (its TCP connection is
+//! gone), the tree shows it under its listener's supervisor while it runs, and the
+//! node closes every connection first when it shuts down. Its channels are
 //! state machines inside it, not actors of their own: a mailbox hop per frame would
 //! cost more than the whole AMQP path does today, and a channel error already closes
 //! only that channel.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use warren_supervisor::{ChildSpec, Restart, Strategy, SupervisorHandle, SupervisorSpec};
+use warren_supervisor::{ChildSpec, Restart, Strategy, SupervisorSpec};
 
 use tokio_rustls::TlsAcceptor;
 
@@ -48,7 +49,7 @@ struct Door {
 }
 /// How long a connection told to close (node shutdown, `stop` in the shell) gets to
 /// send its close and requeue its deliveries.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
+pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// A bound AMQP socket, not yet accepting.
 pub struct Listener {
@@ -184,124 +185,22 @@ impl Actor for Acceptor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let (server, door) = (state.0.clone(), state.2.clone());
-        // The supervisor answers start_child only after the child started: do not
-        // hold up the next accept for it.
-        tokio::spawn(async move {
-            let supervisor = match SupervisorHandle::lookup(door.supervisor) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(peer = %peer, "AMQP connection refused: {e}");
-                    return;
-                }
-            };
-            let name = format!("{}:{peer}", door.connection);
-            let socket = Arc::new(Mutex::new(Some(stream)));
-            let spec = ChildSpec::for_actor(
-                name.clone(),
-                "amqp connection",
-                Restart::Temporary,
-                move || {
-                    (
-                        ConnectionActor,
-                        ConnectionArgs {
-                            socket: socket.clone(),
-                            peer,
-                            server: server.clone(),
-                            name: name.clone(),
-                            door: door.clone(),
-                        },
-                    )
-                },
-            )
-            .with_shutdown(CLOSE_GRACE + Duration::from_secs(1));
-            if let Err(e) = supervisor.start_child(spec).await {
-                tracing::warn!(peer = %peer, "AMQP connection not started: {e}");
-            }
-        });
-        Ok(())
-    }
-}
-
-struct ConnectionActor;
-
-struct ConnectionArgs {
-    /// Taken by the one start of this temporary child.
-    socket: Arc<Mutex<Option<TcpStream>>>,
-    peer: SocketAddr,
-    server: Arc<Server>,
-    name: String,
-    door: Door,
-}
-
-struct ConnectionState {
-    close: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-/// Never sent: the connection runs in its task, the actor is its place in the tree.
-enum NoMsg {}
-
-impl ractor::Message for NoMsg {}
-
-impl Actor for ConnectionActor {
-    type Msg = NoMsg;
-    type State = ConnectionState;
-    type Arguments = ConnectionArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<NoMsg>,
-        args: ConnectionArgs,
-    ) -> Result<ConnectionState, ActorProcessingErr> {
-        let socket = args
-            .socket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or("an AMQP connection cannot be restarted")?;
-        let (close, closed) = watch::channel(false);
-        let (name, door) = (args.name, args.door);
-        let task = tokio::spawn(async move {
+        let name = format!("{}:{peer}", door.connection);
+        let tasks = server.tasks.clone();
+        tasks.spawn(name, move |closed| async move {
             match &door.tls {
-                None => serve_until(socket, args.peer, args.server, closed).await,
+                None => serve_until(stream, peer, server, closed).await,
                 Some(tls) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
-                        Ok(Ok(stream)) => serve_until(stream, args.peer, args.server, closed).await,
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_until(stream, peer, server, closed).await,
                         Ok(Err(e)) => {
-                            tracing::info!(peer = %args.peer, "AMQPS: TLS handshake failed: {e}")
+                            tracing::info!(peer = %peer, "AMQPS: TLS handshake failed: {e}")
                         }
-                        Err(_) => {
-                            tracing::info!(peer = %args.peer, "AMQPS: TLS handshake timed out")
-                        }
+                        Err(_) => tracing::info!(peer = %peer, "AMQPS: TLS handshake timed out"),
                     }
                 }
             }
-            // Done: leave the tree (a temporary child would stay listed as stopped).
-            tokio::spawn(async move {
-                if let Ok(supervisor) = SupervisorHandle::lookup(door.supervisor) {
-                    let _ = supervisor.terminate_child(&name).await;
-                }
-            });
         });
-        Ok(ConnectionState {
-            close,
-            task: Some(task),
-        })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<NoMsg>,
-        state: &mut ConnectionState,
-    ) -> Result<(), ActorProcessingErr> {
-        // Stopped from outside (node shutdown, the shell's `stop`): the client is told
-        // why, and the deliveries of its channels go back to their queues.
-        state.close.send_replace(true);
-        if let Some(mut task) = state.task.take() {
-            if tokio::time::timeout(CLOSE_GRACE, &mut task).await.is_err() {
-                task.abort();
-            }
-        }
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use warren_cluster::protocol::{
     ActorDetails, ExchangeDetails, LogLine, NodeInfo, QueueDetails, QueueInfo,
 };
 use warren_cluster::replica::ReplicaHandle;
-use warren_supervisor::{SupervisorHandle, TreeSnapshot};
+use warren_supervisor::{ChildStatus, SupervisorHandle, TreeSnapshot};
 
 use super::info::{binding_info, exchange_info, queue_info};
 use super::log_ring::{parse_level, LogRing};
@@ -28,6 +28,8 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The node facts the shell shows, shared by every session.
 pub struct Admin {
+    /// The AMQP connections, shown in the tree under their listener's supervisor.
+    pub connection_tasks: warren_amqp::ConnectionTasks,
     pub node_name: String,
     pub access: warren_access::AccessControl,
     pub address: String,
@@ -52,12 +54,43 @@ impl Admin {
                 format!("the root supervisor is not running: {e}"),
             )
         })?;
-        root.snapshot(SNAPSHOT_TIMEOUT).await.map_err(|e| {
+        let mut tree = root.snapshot(SNAPSHOT_TIMEOUT).await.map_err(|e| {
             BrokerError::new(
                 code::INTERNAL_ERROR,
                 format!("cannot take the tree snapshot: {e}"),
             )
-        })
+        })?;
+        self.add_connections(&mut tree);
+        Ok(tree)
+    }
+
+    /// Shows each AMQP connection (a task, not an actor) as a leaf under its
+    /// listener's supervisor (`amqp-connection:PEER` under `amqp`).
+    fn add_connections(&self, tree: &mut TreeSnapshot) {
+        for (name, uptime) in self.connection_tasks.list() {
+            let listener = if name.starts_with("amqps-") {
+                warren_amqp::TLS_SUPERVISOR
+            } else {
+                warren_amqp::SUPERVISOR
+            };
+            if let Some(parent) = find_mut(tree, listener) {
+                parent.children.push(TreeSnapshot {
+                    name,
+                    kind: "amqp connection".into(),
+                    status: ChildStatus::Running,
+                    restarts: 0,
+                    mailbox_len: None,
+                    uptime_ms: uptime.as_millis() as u64,
+                    strategy: None,
+                    children: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// Whether `name` is an AMQP connection (they are tasks, stopped their own way).
+    fn is_connection(name: &str) -> bool {
+        name.starts_with("amqp-connection:") || name.starts_with("amqps-connection:")
     }
 
     pub async fn tree(&self, name: Option<&str>) -> Result<TreeSnapshot, BrokerError> {
@@ -119,6 +152,14 @@ impl Admin {
 
     /// Stops `name` normally: a permanent child is restarted by its supervisor.
     pub async fn stop(&self, name: &str) -> Result<(), BrokerError> {
+        if Self::is_connection(name) {
+            // Closed with 320, its deliveries back to their queues.
+            return self
+                .connection_tasks
+                .close(name)
+                .then_some(())
+                .ok_or_else(|| not_found(name));
+        }
         let cell = self.target(name).await?;
         cell.stop(Some("stopped from the debug shell".into()));
         Ok(())
@@ -127,6 +168,14 @@ impl Admin {
     /// Makes `name` fail: queues and exchanges fail in their own handler (as a bug
     /// would), other actors are killed.
     pub async fn crash(&self, name: &str) -> Result<(), BrokerError> {
+        if Self::is_connection(name) {
+            // Ended at once, as a killed process would be: no word to the client.
+            return self
+                .connection_tasks
+                .abort(name)
+                .then_some(())
+                .ok_or_else(|| not_found(name));
+        }
         let cell = self.target(name).await?;
         let sent = if name.starts_with("queue:") {
             match self.vhosts.queue_by_actor(name) {
@@ -289,4 +338,12 @@ fn membership_error(e: MembershipError) -> BrokerError {
         _ => code::INTERNAL_ERROR,
     };
     BrokerError::new(reply, e.to_string())
+}
+
+/// The node called `name` in `tree`, to change.
+fn find_mut<'a>(tree: &'a mut TreeSnapshot, name: &str) -> Option<&'a mut TreeSnapshot> {
+    if tree.name == name {
+        return Some(tree);
+    }
+    tree.children.iter_mut().find_map(|c| find_mut(c, name))
 }

@@ -11,7 +11,7 @@
 //! │   ├── membership@NODE  seeds, heartbeats, redials, the member list
 //! │   └── raft@NODE        this node's member of every Raft group (metadata: group 0)
 //! ├── gateway@NODE     where client handles open sessions (session actors below it)
-//! ├── amqp             one_for_one: amqp-acceptor, one amqp-connection:PEER per client
+//! ├── amqp             one_for_one: amqp-acceptor (and, shown, a task per client: amqp-connection:PEER)
 //! ├── management@NODE  answers other nodes' management API for this node's connections
 //! ├── http             the management API and web UI (--http-listen)
 //! └── prometheus       the metrics (--prometheus-listen)
@@ -115,6 +115,8 @@ pub struct RunningNode {
     /// The Prometheus metrics' address, when on.
     pub prometheus: Option<std::net::SocketAddr>,
     node_server: ActorRef<NodeServerMessage>,
+    /// The AMQP connections' tasks: closed first at shutdown.
+    connection_tasks: warren_amqp::ConnectionTasks,
 }
 
 /// The registry name of a node's gateway actor: `gateway@NODE`.
@@ -200,7 +202,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tokio::spawn(resources.clone().run());
     let node_server =
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
+    let connection_tasks = warren_amqp::ConnectionTasks::default();
     let admin = Arc::new(admin::Admin {
+        connection_tasks: connection_tasks.clone(),
         node_name: config.name.clone(),
         access: access.clone(),
         address: config.cluster_listen.to_string(),
@@ -346,6 +350,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         product_version: env!("CARGO_PKG_VERSION").to_string(),
         node_name: config.name.clone(),
         connections: connections.clone(),
+        tasks: connection_tasks.clone(),
     };
     let amqp = match config.amqp_listen {
         Some(addr) => {
@@ -435,6 +440,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         http: http.map(|h| h.addr),
         prometheus: prometheus.map(|p| p.addr),
         node_server,
+        connection_tasks,
     })
 }
 
@@ -443,8 +449,11 @@ impl RunningNode {
     pub async fn shutdown(self) {
         tracing::info!(node = %self.config.name, "shutting down");
         self.node_server.stop(None);
-        // The tree stops in reverse start order: AMQP connections first (each tells
-        // its client and requeues its deliveries), the queues last.
+        // AMQP connections first: each tells its client and requeues its deliveries.
+        self.connection_tasks
+            .close_all(warren_amqp::CLOSE_GRACE)
+            .await;
+        // The tree stops in reverse start order: the queues last.
         if let Err(e) = self.root.shutdown(Duration::from_secs(30)).await {
             tracing::warn!("shutdown of the supervision tree: {e}");
         }

@@ -1,4 +1,4 @@
-"""AMQP connections are actors in the node's supervision tree: each client connection
+"""AMQP connections show in the node's supervision tree: each client connection
 shows as `amqp-connection:IP:PORT` under `amqp`, and leaves the tree when it closes.
 Stopping one from the debug shell closes it with 320 CONNECTION_FORCED, and the
 messages its channels had not acknowledged go back to their queues.

@@ -63,6 +63,9 @@ pub struct Server {
     /// The node's open connections (shared by its listeners, read by the management
     /// API and the metrics).
     pub connections: crate::registry::Connections,
+    /// The tasks that serve them, by their names in the tree (shared by its
+    /// listeners, read by the debug shell).
+    pub tasks: crate::ConnectionTasks,
 }
 
 /// The highest channel number a connection offers in `connection.tune`.

@@ -40,6 +40,7 @@ async fn server(dir: &tempfile::TempDir) -> Arc<Server> {
         product_version: "test".into(),
         node_name: "test".into(),
         connections: Default::default(),
+        tasks: Default::default(),
     })
 }
 

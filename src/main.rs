@@ -126,6 +126,9 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = args.queue_snapshot_every {
         config.queue_snapshot_every = v;
     }
+    if let Some(v) = args.queue_hibernate_after {
+        config.queue_hibernate_after = v;
+    }
     if let Some(v) = &args.role {
         config.role = warren::node::config::parse_role(v).map_err(|e| e.to_string())?;
     }

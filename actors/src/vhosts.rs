@@ -45,6 +45,9 @@ struct Inner {
     /// The node's log, shared with every vhost.
     log: LogSlot,
     supervision: OnceLock<Arc<dyn VHostSupervision>>,
+    /// The queues the store held messages of as the node started, until
+    /// [`VHosts::recover_queues`] took them.
+    stored_at_start: std::sync::Mutex<Option<HashSet<u64>>>,
 }
 
 /// The 404 for a vhost that does not exist.
@@ -87,12 +90,32 @@ impl VHosts {
                 changes: Mutex::new(()),
                 log,
                 supervision: OnceLock::new(),
+                stored_at_start: std::sync::Mutex::new(None),
             }),
         };
         if !registry.inner.placement.in_memory {
             registry.drop_orphan_messages().await?;
         }
         Ok(registry)
+    }
+
+    /// Tells each queue this node runs what the store held of it at start (once,
+    /// after the vhosts' supervisors started): those that sleep until used start now
+    /// if they have messages, one after another, and know themselves empty
+    /// otherwise. Answers how many were started so.
+    pub async fn recover_queues(&self) -> usize {
+        let stored = self
+            .inner
+            .stored_at_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let mut started = 0;
+        for vhost in self.all() {
+            started += vhost.found_at_start(&stored).await;
+        }
+        started
     }
 
     /// Drops the stored messages of queues and the logs of streams that no longer
@@ -107,6 +130,17 @@ impl VHosts {
             .collect();
         let store = &self.inner.store;
         let queues = store.queues_with_messages().map_err(BrokerError::storage)?;
+        *self
+            .inner
+            .stored_at_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(
+            queues
+                .iter()
+                .copied()
+                .filter(|id| live.contains(id))
+                .collect(),
+        );
         let streams = store.partitions().map_err(BrokerError::storage)?;
         let orphan_queues: Vec<Op> = queues
             .into_iter()

@@ -54,6 +54,7 @@ impl Node {
             dead_letters,
             remote: None,
             delete_self: Arc::new(|_| {}),
+            hibernation: None,
         }
     }
 

@@ -166,6 +166,11 @@ pub struct NodeArgs {
     /// queue holding many messages takes them further apart; default 8192).
     #[arg(long, env = "WARREN_QUEUE_SNAPSHOT_EVERY", value_name = "ENTRIES")]
     pub queue_snapshot_every: Option<u64>,
+    /// Milliseconds an idle queue (no message, no consumer) keeps its actor before
+    /// it hibernates until the next publish or consumer; 0 keeps every queue's actor
+    /// running (default 10000).
+    #[arg(long, env = "WARREN_QUEUE_HIBERNATE_AFTER", value_name = "MS")]
+    pub queue_hibernate_after: Option<u64>,
     /// A TOML config file; flags override it.
     #[arg(long, env = "WARREN_CONFIG")]
     pub config: Option<PathBuf>,

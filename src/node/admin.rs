@@ -112,10 +112,10 @@ impl Admin {
         if let Some(queue) = name.strip_prefix("queue:/") {
             if let Some(handle) = vhost.queue(queue) {
                 let info = vhost
-                    .list_queues()
+                    .list_queues_named(&[queue])
                     .await
                     .into_iter()
-                    .find(|q| q.name == queue)
+                    .next()
                     .map(queue_info);
                 let consumers = handle.consumers().await.unwrap_or_default();
                 let stats = handle.status().await.unwrap_or_default().stats;
@@ -176,13 +176,24 @@ impl Admin {
                 .then_some(())
                 .ok_or_else(|| not_found(name));
         }
-        let cell = self.target(name).await?;
-        let sent = if name.starts_with("queue:") {
-            match self.vhosts.queue_by_actor(name) {
-                Some(queue) => queue.crash().is_ok(),
-                None => false,
+        if name.starts_with("queue:") {
+            // Through its handle: a hibernating queue starts, then fails.
+            if self.tree_root().await?.find(name).is_none() {
+                return Err(not_found(name));
             }
-        } else if name.starts_with("exchange:") {
+            let queue = self
+                .vhosts
+                .queue_by_actor(name)
+                .ok_or_else(|| not_found(name))?;
+            return queue.crash().map_err(|_| {
+                BrokerError::new(
+                    code::NOT_FOUND,
+                    format!("actor '{name}' stopped before it could be crashed"),
+                )
+            });
+        }
+        let cell = self.target(name).await?;
+        let sent = if name.starts_with("exchange:") {
             ActorRef::<ExchangeMsg>::from(cell)
                 .cast(ExchangeMsg::Crash)
                 .is_ok()
@@ -208,8 +219,17 @@ impl Admin {
                 "the root supervisor cannot be stopped from the shell: stop the node with SIGTERM",
             ));
         }
-        if self.tree_root().await?.find(name).is_none() {
+        let tree = self.tree_root().await?;
+        let Some(node) = tree.find(name) else {
             return Err(not_found(name));
+        };
+        if node.status == ChildStatus::Hibernated {
+            return Err(BrokerError::new(
+                code::NOT_FOUND,
+                format!(
+                    "actor '{name}' is hibernating (its queue is idle): it starts again with the queue's next publish or consumer"
+                ),
+            ));
         }
         ractor::registry::where_is(name).ok_or_else(|| {
             BrokerError::new(

@@ -15,6 +15,7 @@
 //! disk_free_limit = "50MB"
 //! metadata_snapshot_every = 8192    # metadata log entries between snapshots
 //! queue_snapshot_every = 8192       # a quorum queue's log entries between snapshots (at least)
+//! queue_hibernate_after = 10000     # ms an idle queue keeps its actor (0: always)
 //! amqps_listen = "127.0.0.1:5671"    # AMQP over TLS; needs tls_cert and tls_key
 //! http_listen = "127.0.0.1:15672"    # the management API and UI, or "off"
 //! prometheus_listen = "127.0.0.1:15692"  # Prometheus metrics, or "off"
@@ -29,6 +30,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 pub use warren_cluster::members::Role;
 use warren_resources::alarm::{parse_size, MemoryLimit, DEFAULT_DISK_FREE_LIMIT};
+
+/// How long an idle queue keeps its actor by default: 10 s (a queue used every few
+/// seconds keeps it; waking one costs a few tens of microseconds).
+pub const DEFAULT_QUEUE_HIBERNATE_AFTER: u64 = 10_000;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,6 +69,9 @@ pub struct NodeConfig {
     /// A quorum queue's log entries applied between two snapshots, at least (more
     /// for a queue holding many messages).
     pub queue_snapshot_every: u64,
+    /// Milliseconds an idle classic queue (no message, no consumer) keeps its actor
+    /// before it hibernates until the next request; 0: queue actors never stop.
+    pub queue_hibernate_after: u64,
     /// The AMQP-over-TLS listener's address; `None`: no AMQPS.
     pub amqps_listen: Option<SocketAddr>,
     /// The AMQPS listener's certificate, key and optional client CA.
@@ -97,6 +105,7 @@ impl Default for NodeConfig {
             disk_free_limit: DEFAULT_DISK_FREE_LIMIT,
             metadata_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
             queue_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
+            queue_hibernate_after: DEFAULT_QUEUE_HIBERNATE_AFTER,
             amqps_listen: None,
             tls: None,
             http_listen: Some(
@@ -159,6 +168,7 @@ pub struct ConfigFile {
     pub disk_free_limit: Option<String>,
     pub metadata_snapshot_every: Option<u64>,
     pub queue_snapshot_every: Option<u64>,
+    pub queue_hibernate_after: Option<u64>,
     pub amqps_listen: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -328,6 +338,9 @@ impl NodeConfig {
         if let Some(v) = file.queue_snapshot_every {
             self.queue_snapshot_every = v;
         }
+        if let Some(v) = file.queue_hibernate_after {
+            self.queue_hibernate_after = v;
+        }
         Ok(())
     }
 
@@ -339,6 +352,12 @@ impl NodeConfig {
 
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("warren.redb")
+    }
+
+    /// How long an idle queue keeps its actor (`None`: always).
+    pub fn hibernate_after(&self) -> Option<std::time::Duration> {
+        (self.queue_hibernate_after > 0)
+            .then(|| std::time::Duration::from_millis(self.queue_hibernate_after))
     }
 
     pub fn store_options(&self) -> warren_storage::StoreOptions {

@@ -179,6 +179,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     })
                 }),
             )),
+        hibernate_after: config.hibernate_after(),
     };
     let vhosts = VHosts::load(store.clone(), placement)
         .await
@@ -198,6 +199,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         max_restarts: MAX_RESTARTS,
         window: RESTART_WINDOW,
     }));
+    {
+        // Queues that sleep until used start now if the store holds messages of
+        // theirs, behind the listeners: the node serves meanwhile (a request to one
+        // not started yet starts it).
+        let vhosts = vhosts.clone();
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let started = vhosts.recover_queues().await;
+            if started > 0 {
+                tracing::info!(
+                    "started {started} queues holding messages in {} ms",
+                    began.elapsed().as_millis()
+                );
+            }
+        });
+    }
 
     tokio::spawn(resources.clone().run());
     let node_server =

@@ -33,6 +33,7 @@ fn describe(t: &TreeSnapshot) -> String {
         ChildStatus::Restarting => "restarting",
         ChildStatus::Stopped => "stopped",
         ChildStatus::Failed => "failed",
+        ChildStatus::Hibernated => "hibernated",
     };
     format!(
         "{}  [{kind}]  {status}  restarts={}  mailbox={mailbox}  up={}",

@@ -62,6 +62,9 @@ pub struct ChildSpec {
     /// strategy, shown when the nested supervisor does not answer a
     /// snapshot request in time.
     pub strategy_hint: Option<Strategy>,
+    /// Whether the child has nothing to do and need not run; see
+    /// [`ChildSpec::with_dormant`]. `None`: never dormant.
+    pub dormant: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl ChildSpec {
@@ -104,6 +107,7 @@ impl ChildSpec {
             is_supervisor: false,
             shutdown: DEFAULT_SHUTDOWN,
             strategy_hint: None,
+            dormant: None,
         }
     }
 
@@ -143,6 +147,31 @@ impl ChildSpec {
     pub fn with_shutdown(mut self, grace: Duration) -> Self {
         self.shutdown = grace;
         self
+    }
+
+    /// Makes the child *hibernatable at start*: whenever the supervisor is
+    /// about to start it on its own initiative, it first asks `dormant()`,
+    /// and if that says `true` it does not spawn the child but records it
+    /// as [`ChildStatus::Hibernated`](crate::ChildStatus::Hibernated), to be
+    /// started by [`SupervisorHandle::wake_child`](crate::SupervisorHandle::wake_child).
+    ///
+    /// Consulted for the initial children of a
+    /// [`SupervisorSpec`](crate::SupervisorSpec), for
+    /// [`SupervisorHandle::add_child`](crate::SupervisorHandle::add_child),
+    /// and for siblings that a `one_for_all` / `rest_for_one` strategy
+    /// stopped for another child's sake. Never consulted for
+    /// [`SupervisorHandle::start_child`](crate::SupervisorHandle::start_child),
+    /// for a wake, or for the child that itself exited: that one is
+    /// restarted per its [`Restart`] policy. It runs inside the supervisor,
+    /// so it must be quick and must not call the supervisor.
+    pub fn with_dormant(mut self, dormant: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.dormant = Some(Arc::new(dormant));
+        self
+    }
+
+    /// What the dormancy test says now (`false` without one).
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.dormant.as_ref().is_some_and(|dormant| dormant())
     }
 }
 

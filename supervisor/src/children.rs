@@ -1,6 +1,7 @@
-//! The supervisor's child table entries, and the two primitive operations
-//! on a child: start it (riding out registry races) and stop it (grace
-//! period, then kill).
+//! The rows of the supervisor's child table (the table itself, with its
+//! indexes, is `table.rs`), and the two primitive operations on a child:
+//! start it (riding out registry races) and stop it (grace period, then
+//! kill).
 
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub(crate) const REGISTRY_RETRY_DELAY: Duration = Duration::from_millis(20);
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(1);
 
 /// One row of a supervisor's table, in start order.
+///
+/// Once the row is in a `ChildTable`, its `cell` and its `spec.name` are
+/// indexed: change the cell only through `ChildTable::set_cell` /
+/// `ChildTable::take_cell`, and never rename.
 pub(crate) struct ChildEntry {
     pub(crate) spec: ChildSpec,
     /// The running instance, if any.
@@ -32,6 +37,11 @@ pub(crate) struct ChildEntry {
     pub(crate) status: ChildStatus,
     pub(crate) restarts: u32,
     pub(crate) started_at: Option<Instant>,
+    /// Set while the child is `Restarting` only because a strategy stopped
+    /// it for a sibling's sake: before it is started again its dormancy
+    /// test is asked (the child that itself exited is restarted per its
+    /// policy regardless).
+    pub(crate) for_sibling: bool,
 }
 
 impl ChildEntry {
@@ -42,6 +52,19 @@ impl ChildEntry {
             status: ChildStatus::Running,
             restarts: 0,
             started_at: Some(Instant::now()),
+            for_sibling: false,
+        }
+    }
+
+    /// A row for a child that was not started because it is dormant.
+    pub(crate) fn hibernated(spec: ChildSpec) -> Self {
+        Self {
+            spec,
+            cell: None,
+            status: ChildStatus::Hibernated,
+            restarts: 0,
+            started_at: None,
+            for_sibling: false,
         }
     }
 
@@ -176,23 +199,6 @@ pub(crate) async fn stop_child(cell: &ActorCell, reason: &str, grace: Duration) 
         cell.kill();
         if cell.wait(Some(KILL_WAIT)).await.is_err() {
             tracing::error!(child = ?cell.get_name(), "child still running after kill");
-        }
-    }
-}
-
-/// Stops every child in reverse start order, waiting for each, and marks
-/// them stopped. Used for supervisor shutdown and when giving up.
-pub(crate) async fn stop_all(children: &mut [ChildEntry], reason: &str) {
-    for entry in children.iter_mut().rev() {
-        if let Some(cell) = entry.cell.take() {
-            stop_child(&cell, reason, entry.spec.shutdown).await;
-        }
-        entry.started_at = None;
-        if matches!(
-            entry.status,
-            ChildStatus::Starting | ChildStatus::Running | ChildStatus::Restarting
-        ) {
-            entry.status = ChildStatus::Stopped;
         }
     }
 }

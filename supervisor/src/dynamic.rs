@@ -1,4 +1,4 @@
-//! Dynamic children: `start_child` and `terminate_child`.
+//! Dynamic children: `start_child`, `add_child` and `terminate_child`.
 
 use ractor::{ActorCell, ActorStatus};
 
@@ -12,32 +12,58 @@ use crate::state::SupervisorState;
 const TERMINATE_REASON: &str = "terminated by supervisor";
 
 impl SupervisorState {
-    fn position(&self, name: &str) -> Option<usize> {
-        if !self.names.contains(name) {
-            return None;
-        }
-        self.children.iter().position(|c| c.spec.name == name)
-    }
-
-    /// Starts `spec` and appends it to the start order.
+    /// Starts `spec` and appends it to the start order. Its dormancy test
+    /// is not asked: this always starts.
     ///
-    /// Refused when a live child (running, starting or being restarted) has
-    /// the same name, or when a live actor this supervisor does not own
-    /// holds the name in ractor's registry. A dead entry of the same name
-    /// (a temporary or transient child that will not be restarted) is
-    /// replaced once the new child is running. `supervisor` is this
-    /// supervisor's own cell, which the child is linked to.
+    /// Refused when a child with the same name is present (running,
+    /// starting, being restarted or hibernated), or when a live actor this
+    /// supervisor does not own holds the name in ractor's registry. A dead
+    /// entry of the same name (a temporary or transient child that will not
+    /// be restarted) is replaced once the new child is running.
+    /// `supervisor` is this supervisor's own cell, which the child is
+    /// linked to.
     pub(crate) async fn start_child(
         &mut self,
         supervisor: &ActorCell,
         spec: ChildSpec,
     ) -> Result<ActorCell, SupervisorError> {
-        if let Some(idx) = self.position(&spec.name) {
+        self.check_new_child(&spec)?;
+        self.spawn_new_child(supervisor, spec).await
+    }
+
+    /// Like [`SupervisorState::start_child`] (same refusals), except that
+    /// a spec whose dormancy test says `true` is not started but recorded
+    /// as `Hibernated`, answered with `None`.
+    pub(crate) async fn add_child(
+        &mut self,
+        supervisor: &ActorCell,
+        spec: ChildSpec,
+    ) -> Result<Option<ActorCell>, SupervisorError> {
+        self.check_new_child(&spec)?;
+        if spec.is_dormant() {
+            tracing::debug!(supervisor = %self.name, child = %spec.name,
+                "dynamic child dormant, recorded as hibernated");
+            self.children.push(ChildEntry::hibernated(spec));
+            return Ok(None);
+        }
+        self.spawn_new_child(supervisor, spec).await.map(Some)
+    }
+
+    /// The refusals of `start_child` / `add_child`.
+    fn check_new_child(&self, spec: &ChildSpec) -> Result<(), SupervisorError> {
+        if let Some(entry) = self
+            .children
+            .position(&spec.name)
+            .and_then(|idx| self.children.get(idx))
+        {
             if matches!(
-                self.children[idx].status,
-                ChildStatus::Starting | ChildStatus::Running | ChildStatus::Restarting
+                entry.status,
+                ChildStatus::Starting
+                    | ChildStatus::Running
+                    | ChildStatus::Restarting
+                    | ChildStatus::Hibernated
             ) {
-                return Err(SupervisorError::ChildExists(spec.name));
+                return Err(SupervisorError::ChildExists(spec.name.clone()));
             }
         }
         // Checked up front: otherwise a start function that registers the
@@ -45,9 +71,18 @@ impl SupervisorState {
         if ractor::registry::where_is(&spec.name)
             .is_some_and(|holder| holder.get_status() < ActorStatus::Stopping)
         {
-            return Err(SupervisorError::NameTaken(spec.name));
+            return Err(SupervisorError::NameTaken(spec.name.clone()));
         }
+        Ok(())
+    }
 
+    /// Spawns a child that passed `check_new_child` and appends it,
+    /// replacing a dead entry of the same name.
+    async fn spawn_new_child(
+        &mut self,
+        supervisor: &ActorCell,
+        spec: ChildSpec,
+    ) -> Result<ActorCell, SupervisorError> {
         let cell = match spawn_child(&spec, supervisor).await {
             Ok(cell) => cell,
             Err(source) => {
@@ -57,25 +92,23 @@ impl SupervisorState {
                 })
             }
         };
-        if let Some(idx) = self.position(&spec.name) {
-            self.children.remove(idx);
-        }
-        tracing::info!(supervisor = %self.name, child = %spec.name, "dynamic child started");
-        self.names.insert(spec.name.clone());
+        // Debug, not info: a node declares 100 000 queues this way.
+        tracing::debug!(supervisor = %self.name, child = %spec.name, "dynamic child started");
         self.children.push(ChildEntry::running(spec, cell.clone()));
         Ok(cell)
     }
 
-    /// Stops the child `name` (waiting for it) and forgets its spec.
+    /// Stops the child `name` (waiting for it) and forgets its spec. A
+    /// hibernated child has nothing to stop: its entry is just removed.
     pub(crate) async fn terminate_child(&mut self, name: &str) -> Result<(), SupervisorError> {
-        let idx = self
+        let entry = self
+            .children
             .position(name)
+            .and_then(|idx| self.children.remove(idx))
             .ok_or_else(|| SupervisorError::NoSuchChild(name.to_string()))?;
         // Removing the entry first turns the exit event that follows into
         // one for an unknown instance, which `on_child_exit` ignores: no
         // restart.
-        let entry = self.children.remove(idx);
-        self.names.remove(name);
         if let Some(cell) = entry.cell {
             stop_child(&cell, TERMINATE_REASON, entry.spec.shutdown).await;
         }

@@ -16,7 +16,8 @@ use ractor::SpawnErr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
-    /// `start_child` (or a `SupervisorSpec`) named a child twice.
+    /// `start_child` / `add_child` (or a `SupervisorSpec`) named a child
+    /// twice. A hibernated child counts as present.
     #[error("supervisor already has a live child named {0:?}")]
     ChildExists(String),
 
@@ -25,8 +26,8 @@ pub enum SupervisorError {
     #[error("the name {0:?} is already registered to another live actor")]
     NameTaken(String),
 
-    /// `terminate_child` / `restart_count` named a child this supervisor
-    /// does not have.
+    /// `terminate_child` / `restart_count` / `wake_child` named a child this
+    /// supervisor does not have.
     #[error("supervisor has no child named {0:?}")]
     NoSuchChild(String),
 
@@ -77,6 +78,12 @@ pub enum SupervisorError {
     /// [`crate::Supervisor`].
     #[error("actor {0:?} is not a supervisor")]
     NotASupervisor(String),
+
+    /// `wake_child` named a child that is neither hibernated nor running:
+    /// it is being restarted, or it stopped or failed for good. Nothing was
+    /// started.
+    #[error("child {0:?} is not hibernated (it is restarting, stopped or failed)")]
+    NotHibernated(String),
 }
 
 impl SupervisorError {

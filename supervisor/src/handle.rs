@@ -59,9 +59,45 @@ impl SupervisorHandle {
     }
 
     /// Starts a dynamic child; see [`SupervisorError::ChildExists`] and
-    /// [`SupervisorError::NameTaken`] for why it can be refused.
+    /// [`SupervisorError::NameTaken`] for why it can be refused. Always
+    /// starts it: its [`ChildSpec::with_dormant`] test is not asked (see
+    /// [`SupervisorHandle::add_child`]).
     pub async fn start_child(&self, spec: ChildSpec) -> Result<ActorCell, SupervisorError> {
         self.call(|reply| SupervisorMsg::StartChild(spec, reply))
+            .await?
+    }
+
+    /// Adds a dynamic child, refused for the same reasons as
+    /// [`SupervisorHandle::start_child`] (a hibernated child of the same
+    /// name counts as present). If the spec's [`ChildSpec::with_dormant`]
+    /// test says `true`, the child is not started but recorded as
+    /// [`ChildStatus::Hibernated`](crate::ChildStatus::Hibernated) and the
+    /// answer is `Ok(None)`; otherwise it is started and its cell answered.
+    pub async fn add_child(&self, spec: ChildSpec) -> Result<Option<ActorCell>, SupervisorError> {
+        self.call(|reply| SupervisorMsg::AddChild(spec, reply))
+            .await?
+    }
+
+    /// Makes sure the child `name` runs, and answers its instance.
+    ///
+    /// A hibernated child (see [`crate::HIBERNATE_REASON`]) is started
+    /// again; that is not a restart (its restart count is unchanged and the
+    /// restart intensity is not touched). A running child's instance is
+    /// answered as is. An instance that is already stopping but whose exit
+    /// the supervisor has not processed yet (say, it hibernated and asks
+    /// for the wake from its own `post_stop`) is replaced by a new one at
+    /// once. Errors: [`SupervisorError::NoSuchChild`];
+    /// [`SupervisorError::NotHibernated`] for a child being restarted,
+    /// stopped or failed; [`SupervisorError::StartFailed`] if its start
+    /// function fails (it then stays hibernated).
+    ///
+    /// Called from the child's own `post_stop`, this must not race the
+    /// supervisor stopping that child (shutdown, `terminate_child`): the
+    /// supervisor waits for the child while the child waits for the
+    /// supervisor, until the child's grace period runs out.
+    pub async fn wake_child(&self, name: &str) -> Result<ActorCell, SupervisorError> {
+        let name = name.to_string();
+        self.call(|reply| SupervisorMsg::WakeChild(name, reply))
             .await?
     }
 

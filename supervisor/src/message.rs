@@ -18,8 +18,19 @@ use crate::snapshot::TreeSnapshot;
 /// them; they are public so that other actors can `call!` a supervisor
 /// directly.
 pub enum SupervisorMsg {
-    /// Start a dynamic child (appended to the start order).
+    /// Start a dynamic child (appended to the start order); its dormancy
+    /// test is not asked.
     StartChild(ChildSpec, RpcReplyPort<Result<ActorCell, SupervisorError>>),
+    /// Add a dynamic child: like `StartChild`, but a spec whose dormancy
+    /// test ([`ChildSpec::with_dormant`]) says `true` is recorded as
+    /// hibernated instead of started, answered with `None`.
+    AddChild(
+        ChildSpec,
+        RpcReplyPort<Result<Option<ActorCell>, SupervisorError>>,
+    ),
+    /// Start a hibernated child again (or answer its running instance);
+    /// see [`crate::SupervisorHandle::wake_child`].
+    WakeChild(String, RpcReplyPort<Result<ActorCell, SupervisorError>>),
     /// Stop a child and forget its spec; it is not restarted.
     TerminateChild(String, RpcReplyPort<Result<(), SupervisorError>>),
     /// List the children in start order.

@@ -1,11 +1,12 @@
-//! What a supervisor does when a child exits: decide whether to restart it
-//! (restart policy), which siblings go with it (strategy), whether it is
-//! still allowed to (intensity), and retry starts that failed.
+//! What a supervisor does when a child exits: record a hibernation, or
+//! decide whether to restart it (restart policy), which siblings go with it
+//! (strategy, asking their dormancy test), whether it is still allowed to
+//! (intensity), and retry starts that failed.
 
 use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
-use crate::children::{spawn_child, stop_all, stop_child};
+use crate::children::{spawn_child, stop_child};
 use crate::error::SupervisorError;
 use crate::message::SupervisorMsg;
 use crate::restart::{Exit, Restart};
@@ -20,9 +21,11 @@ const GIVE_UP_REASON: &str = "restart intensity exceeded";
 
 impl SupervisorState {
     /// Handles the exit of the actor `id`. Exits of instances that are no
-    /// longer in the table (already replaced, or removed with
-    /// `terminate_child`) are ignored: matching on the `ActorId` is what
-    /// keeps the stops we cause ourselves from triggering restarts.
+    /// longer in the table (already replaced, woken over by `wake_child`,
+    /// or removed with `terminate_child`) are ignored: matching on the
+    /// `ActorId` is what keeps the stops we cause ourselves from triggering
+    /// restarts. An exit with [`HIBERNATE_REASON`](crate::HIBERNATE_REASON)
+    /// just records the child as `Hibernated`.
     ///
     /// Returns an error only when the restart intensity is exceeded; the
     /// children are all stopped by then.
@@ -32,18 +35,23 @@ impl SupervisorState {
         id: ActorId,
         exit: Exit,
     ) -> Result<(), SupervisorError> {
-        let Some(idx) = self
-            .children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|cell| cell.get_id() == id))
-        else {
+        let Some(idx) = self.children.position_of(id) else {
             tracing::trace!(supervisor = %self.name, %id, "exit of a former child instance ignored");
             return Ok(());
         };
 
-        let entry = &mut self.children[idx];
-        entry.cell = None;
+        self.children.take_cell(idx);
+        let Some(entry) = self.children.get_mut(idx) else {
+            return Ok(());
+        };
         entry.started_at = None;
+        entry.for_sibling = false;
+        if exit.is_hibernation() {
+            // Whatever the policy: no restart, no intensity, no strategy.
+            entry.status = ChildStatus::Hibernated;
+            tracing::debug!(supervisor = %self.name, child = %entry.spec.name, "child hibernated");
+            return Ok(());
+        }
         if !entry.spec.restart.should_restart(&exit) {
             entry.status = if exit.is_abnormal() {
                 ChildStatus::Failed
@@ -61,21 +69,30 @@ impl SupervisorState {
         // One failure counts once, however many siblings it takes along.
         self.count_restart().await?;
 
-        let group = self.strategy.affected(idx, self.children.len());
+        // Positions are start order; tombstones (removed children) are
+        // skipped, as are siblings with no instance (stopped for good,
+        // hibernated or already pending).
+        let group = self.strategy.affected(idx, self.children.slots());
         for j in group.rev().filter(|&j| j != idx) {
-            let sibling = &mut self.children[j];
-            let Some(cell) = sibling.cell.take() else {
+            let Some(cell) = self.children.take_cell(j) else {
                 continue;
             };
-            stop_child(&cell, RESTART_REASON, sibling.spec.shutdown).await;
+            let Some(grace) = self.children.get(j).map(|s| s.spec.shutdown) else {
+                continue;
+            };
+            stop_child(&cell, RESTART_REASON, grace).await;
+            let Some(sibling) = self.children.get_mut(j) else {
+                continue;
+            };
             sibling.started_at = None;
             // OTP: a temporary child stopped for a sibling's sake is not
             // restarted either.
-            sibling.status = if sibling.spec.restart == Restart::Temporary {
-                ChildStatus::Stopped
+            if sibling.spec.restart == Restart::Temporary {
+                sibling.status = ChildStatus::Stopped;
             } else {
-                ChildStatus::Restarting
-            };
+                sibling.status = ChildStatus::Restarting;
+                sibling.for_sibling = true;
+            }
         }
 
         self.start_pending(myself).await;
@@ -101,24 +118,41 @@ impl SupervisorState {
     /// Starts every child marked `Restarting`, in start order. For
     /// `one_for_all` and `rest_for_one` a failed start stops the pass, since
     /// later children may depend on the one that did not start; the rest
-    /// are retried by a scheduled `RetryPending`.
+    /// are retried by a scheduled `RetryPending`. A child that is pending
+    /// only because a sibling took it along is first asked whether it is
+    /// dormant; if so it is recorded as `Hibernated` instead of started.
     async fn start_pending(&mut self, myself: &ActorRef<SupervisorMsg>) {
         let sup = myself.get_cell();
-        for i in 0..self.children.len() {
-            if self.children[i].status != ChildStatus::Restarting {
+        for i in 0..self.children.slots() {
+            let Some(entry) = self.children.get_mut(i) else {
+                continue;
+            };
+            if entry.status != ChildStatus::Restarting {
                 continue;
             }
-            match spawn_child(&self.children[i].spec, &sup).await {
+            if entry.for_sibling && entry.spec.is_dormant() {
+                entry.status = ChildStatus::Hibernated;
+                entry.for_sibling = false;
+                tracing::debug!(supervisor = %self.name, child = %entry.spec.name,
+                    "sibling dormant, hibernated instead of restarted");
+                continue;
+            }
+            let spawned = spawn_child(&entry.spec, &sup).await;
+            match spawned {
                 Ok(cell) => {
-                    let entry = &mut self.children[i];
-                    entry.cell = Some(cell);
-                    entry.status = ChildStatus::Running;
-                    entry.restarts = entry.restarts.saturating_add(1);
-                    entry.started_at = Some(Instant::now());
+                    self.children.set_cell(i, cell);
+                    if let Some(entry) = self.children.get_mut(i) {
+                        entry.status = ChildStatus::Running;
+                        entry.restarts = entry.restarts.saturating_add(1);
+                        entry.started_at = Some(Instant::now());
+                        entry.for_sibling = false;
+                    }
                 }
                 Err(err) => {
-                    tracing::warn!(supervisor = %self.name, child = %self.children[i].spec.name,
-                        error = %err, "restart failed, will retry");
+                    if let Some(entry) = self.children.get(i) {
+                        tracing::warn!(supervisor = %self.name, child = %entry.spec.name,
+                            error = %err, "restart failed, will retry");
+                    }
                     if self.strategy != Strategy::OneForOne {
                         break;
                     }
@@ -155,7 +189,7 @@ impl SupervisorState {
         }
         tracing::error!(supervisor = %self.name, max_restarts = self.intensity.max_restarts(),
             within = ?self.intensity.within(), "restart intensity exceeded, giving up");
-        stop_all(&mut self.children, GIVE_UP_REASON).await;
+        self.children.stop_all(GIVE_UP_REASON).await;
         Err(SupervisorError::IntensityExceeded {
             supervisor: self.name.clone(),
             max_restarts: self.intensity.max_restarts(),

@@ -42,6 +42,17 @@ impl std::fmt::Display for Restart {
     }
 }
 
+/// The stop reason with which a child *hibernates*: a child that stops
+/// itself normally with it (`myself.stop(Some(HIBERNATE_REASON.into()))`)
+/// is not restarted whatever its [`Restart`] policy, does not count against
+/// the restart intensity, takes no sibling along, and stays in its
+/// supervisor's table as
+/// [`ChildStatus::Hibernated`](crate::ChildStatus::Hibernated) until
+/// [`SupervisorHandle::wake_child`](crate::SupervisorHandle::wake_child)
+/// starts it again. Meant for actors that are idle and cheap to start again
+/// on demand (e.g. 100 000 idle queues need not each cost an actor).
+pub const HIBERNATE_REASON: &str = "hibernate";
+
 /// How a child ended, as far as restart decisions care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -57,6 +68,11 @@ impl Exit {
     /// True for panics, handler errors, kills and cancellations.
     pub fn is_abnormal(&self) -> bool {
         matches!(self, Exit::Abnormal(_))
+    }
+
+    /// True for a normal stop with [`HIBERNATE_REASON`].
+    pub fn is_hibernation(&self) -> bool {
+        matches!(self, Exit::Normal(Some(reason)) if reason == HIBERNATE_REASON)
     }
 }
 
@@ -103,6 +119,14 @@ mod tests {
         assert!(Restart::Transient.should_restart(&abnormal));
         assert!(!Restart::Temporary.should_restart(&normal));
         assert!(!Restart::Temporary.should_restart(&abnormal));
+    }
+
+    #[test]
+    fn hibernation_is_a_normal_stop_with_its_reason() {
+        assert!(Exit::Normal(Some(HIBERNATE_REASON.into())).is_hibernation());
+        assert!(!Exit::Normal(None).is_hibernation());
+        assert!(!Exit::Normal(Some("other".into())).is_hibernation());
+        assert!(!Exit::Abnormal(HIBERNATE_REASON.into()).is_hibernation());
     }
 
     #[test]

@@ -18,6 +18,13 @@ pub enum ChildStatus {
     Stopped,
     /// Exited abnormally and will not be restarted (a temporary child).
     Failed,
+    /// Not running, by design: the child stopped itself with
+    /// [`HIBERNATE_REASON`](crate::HIBERNATE_REASON), or its
+    /// [`ChildSpec::with_dormant`](crate::ChildSpec::with_dormant) test said
+    /// it need not start. Its spec stays with the supervisor, which does not
+    /// restart it; [`SupervisorHandle::wake_child`](crate::SupervisorHandle::wake_child)
+    /// starts it again. Uptime 0, no instance.
+    Hibernated,
 }
 
 /// One node of a supervision tree (a supervisor or a leaf child).

@@ -1,7 +1,8 @@
 //! The supervisor actor: starting it (on its own or as a nested child), and
 //! the ractor `Actor` glue that routes its messages (`message.rs`) and its
 //! children's exits to the restart logic (`recovery.rs`), the dynamic child
-//! operations (`dynamic.rs`) and the snapshot report (`tree.rs`), all of which
+//! operations (`dynamic.rs`), waking hibernated children (`hibernation.rs`)
+//! and the snapshot report (`tree.rs`), all of which
 //! work on [`SupervisorState`] (`state.rs`). It is the top of the crate: no
 //! other module uses it.
 //!
@@ -14,13 +15,14 @@ use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::child_spec::{ChildSpec, DEFAULT_SHUTDOWN, SUPERVISOR_KIND};
-use crate::children::{spawn_child, stop_all, ChildEntry};
+use crate::children::{spawn_child, ChildEntry};
 use crate::error::SupervisorError;
 use crate::intensity::RestartIntensity;
 use crate::message::SupervisorMsg;
 use crate::restart::{classify, Restart};
 use crate::spec::SupervisorSpec;
 use crate::state::SupervisorState;
+use crate::table::ChildTable;
 
 /// Stop reason given to children when their supervisor shuts down.
 pub const SHUTDOWN_REASON: &str = "supervisor shutdown";
@@ -53,7 +55,9 @@ impl SupervisorArgs {
 impl Supervisor {
     /// Spawns a supervisor registered under `name` (so
     /// `ractor::registry::where_is(name)` finds it), starts `spec.children`
-    /// in order, and links it to `parent` when given. If a child fails to
+    /// in order (recording those whose [`ChildSpec::with_dormant`] test
+    /// says `true` as hibernated instead), and links it to `parent` when
+    /// given. If a child fails to
     /// start, the ones already started are stopped and the error is
     /// returned (typically [`SupervisorError::StartFailed`]).
     pub async fn start(
@@ -120,12 +124,20 @@ impl Actor for Supervisor {
         // Children start here rather than in post_start so that a child
         // that cannot start makes `Supervisor::start` fail, as in OTP.
         let sup = myself.get_cell();
-        let mut children: Vec<ChildEntry> = Vec::with_capacity(spec.children.len());
+        let mut children = ChildTable::with_capacity(spec.children.len());
         for child in spec.children {
+            if child.is_dormant() {
+                tracing::debug!(supervisor = %name, child = %child.name,
+                    "child dormant, recorded as hibernated");
+                children.push(ChildEntry::hibernated(child));
+                continue;
+            }
             match spawn_child(&child, &sup).await {
-                Ok(cell) => children.push(ChildEntry::running(child, cell)),
+                Ok(cell) => {
+                    children.push(ChildEntry::running(child, cell));
+                }
                 Err(source) => {
-                    stop_all(&mut children, SHUTDOWN_REASON).await;
+                    children.stop_all(SHUTDOWN_REASON).await;
                     return Err(Box::new(SupervisorError::StartFailed {
                         name: child.name,
                         source,
@@ -151,7 +163,8 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         // Without this, ractor would kill the children (no post_stop for
         // them) once we are gone; a graceful, ordered stop is the contract.
-        stop_all(&mut state.children, SHUTDOWN_REASON).await;
+        // Hibernated children have nothing to stop and stay hibernated.
+        state.children.stop_all(SHUTDOWN_REASON).await;
         Ok(())
     }
 
@@ -166,6 +179,12 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::StartChild(spec, reply) => {
                 let _ = reply.send(state.start_child(&myself.get_cell(), spec).await);
+            }
+            SupervisorMsg::AddChild(spec, reply) => {
+                let _ = reply.send(state.add_child(&myself.get_cell(), spec).await);
+            }
+            SupervisorMsg::WakeChild(name, reply) => {
+                let _ = reply.send(state.wake_child(&myself.get_cell(), &name).await);
             }
             SupervisorMsg::TerminateChild(name, reply) => {
                 let _ = reply.send(state.terminate_child(&name).await);

@@ -43,6 +43,8 @@ impl SupervisorState {
         // The spec flag says which children should be supervisors; the
         // message-type check makes sure, so a wrong flag never leads to
         // sending `Describe` to an actor that cannot take it.
+        // Enumerated over the rows only (no tombstones), so the index is the
+        // child's place in `node.children`.
         let nested = self
             .children
             .iter()

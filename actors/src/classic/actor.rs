@@ -137,6 +137,13 @@ pub(crate) enum QueueMsg {
         led: u64,
         outcome: Result<Box<QueueState>, String>,
     },
+    /// Internal: the queue was idle when this was sent, `activity` requests ago (see
+    /// [`Hibernation`](crate::queue::Hibernation)).
+    HibernateCheck {
+        activity: u64,
+    },
+    /// Internal: every request sent before the queue began to hibernate is served.
+    Hibernate,
 }
 
 impl ractor::Message for QueueMsg {}
@@ -222,6 +229,12 @@ pub(crate) struct QueueShell {
     step_gets: Vec<(Answer<Option<Got>>, Got)>,
     /// A replicated queue that asked its log to lead and waits for the answer.
     waiting: Option<Waiting>,
+    /// Requests served so far (a hibernation check compares it).
+    activity: u64,
+    /// A `HibernateCheck` is on its way.
+    check_scheduled: bool,
+    /// The actor stops to hibernate (its `post_stop` lets the queue sleep).
+    hibernating: bool,
 }
 
 /// A replicated queue waiting to lead.
@@ -358,6 +371,11 @@ impl Actor for QueueActor {
             };
             let _ = shell.env.store.submit(batch).await;
         }
+        if shell.hibernating {
+            shell.shared.hibernated();
+        } else {
+            shell.shared.stopped();
+        }
         Ok(())
     }
 
@@ -385,6 +403,23 @@ impl QueueShell {
         myself: &ActorRef<QueueMsg>,
         message: QueueMsg,
     ) -> Result<(), ActorProcessingErr> {
+        match message {
+            QueueMsg::HibernateCheck { activity } => {
+                self.check_scheduled = false;
+                self.check_hibernation(myself, activity);
+                return Ok(());
+            }
+            QueueMsg::Hibernate => {
+                if self.shared.finish_hibernation(myself, self.is_idle()) {
+                    self.hibernating = true;
+                    myself.stop(Some(warren_supervisor::HIBERNATE_REASON.to_string()));
+                } else {
+                    self.after_step(myself);
+                }
+                return Ok(());
+            }
+            _ => self.activity += 1,
+        }
         match message {
             QueueMsg::Enqueue(batch) => self.enqueue(batch),
             QueueMsg::Consume { request, reply } => {
@@ -533,6 +568,7 @@ impl QueueShell {
                 return Ok(());
             }
             QueueMsg::LogFailed { .. } | QueueMsg::Led { .. } | QueueMsg::LeadOverdue { .. } => {}
+            QueueMsg::HibernateCheck { .. } | QueueMsg::Hibernate => {}
         }
         self.after_step(myself);
         Ok(())
@@ -577,6 +613,64 @@ impl QueueShell {
             held: VecDeque::new(),
             step_gets: Vec::new(),
             waiting: None,
+            activity: 0,
+            check_scheduled: false,
+            hibernating: false,
+        }
+    }
+
+    /// Nothing in the queue and nothing under way: no message, consumer or `get`,
+    /// no write, read, dead-letter or confirm outstanding, no deadline. Such a queue
+    /// may stop its actor: a new one, started from the store, is the same queue.
+    fn is_idle(&self) -> bool {
+        let stats = self.state.stats();
+        self.log.is_none()
+            && !self.state.is_deleted()
+            && stats.ready == 0
+            && stats.unacked == 0
+            && stats.consumers == 0
+            && stats.loading == 0
+            && stats.writing == 0
+            && stats.dead_lettering == 0
+            && stats.pending_confirms == 0
+            && self.state.next_deadline().is_none()
+            && self.gets.values().all(VecDeque::is_empty)
+            && self.batches.is_empty()
+            && self.ops.is_empty()
+            && self.paged.is_empty()
+            && !self.flush_scheduled
+            && self.dead_letters.is_empty()
+            && self.dead_letter_holders.is_empty()
+            && self.confirmed.is_empty()
+    }
+
+    /// Schedules a hibernation check when the queue turns idle (if it hibernates).
+    fn schedule_hibernation(&mut self, myself: &ActorRef<QueueMsg>) {
+        let Some(hibernation) = &self.shared.hibernation else {
+            return;
+        };
+        if self.check_scheduled || self.hibernating || !self.is_idle() {
+            return;
+        }
+        let activity = self.activity;
+        myself.send_after(hibernation.after, move || QueueMsg::HibernateCheck {
+            activity,
+        });
+        self.check_scheduled = true;
+    }
+
+    /// A check scheduled when the queue was idle: if nothing came since, the queue
+    /// begins to hibernate; if something came and it is idle again, it checks later.
+    fn check_hibernation(&mut self, myself: &ActorRef<QueueMsg>, activity: u64) {
+        if !self.is_idle() {
+            return;
+        }
+        if activity != self.activity {
+            self.schedule_hibernation(myself);
+            return;
+        }
+        if !self.shared.begin_hibernation(myself, QueueMsg::Hibernate) {
+            self.schedule_hibernation(myself);
         }
     }
 
@@ -1254,6 +1348,7 @@ impl QueueShell {
         for (reply, outcomes) in self.confirmed.drain(..) {
             let _ = reply.send(outcomes);
         }
+        self.schedule_hibernation(myself);
     }
 
     /// Routes this step's dead letters as one batch; the outcome of those that leave

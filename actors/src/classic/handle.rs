@@ -2,9 +2,8 @@
 //! handle and its actor share across the actor's restarts ([`ClassicShared`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 
@@ -12,13 +11,40 @@ use crate::delivery::{ChannelId, ChannelSink, QueueEvent, TracedMessage};
 use crate::error::BrokerError;
 use crate::message::SharedMessage;
 use crate::queue::{
-    ConsumeRequest, ConsumerSummary, Enqueue, Got, Queue, QueueDef, QueueStats, QueueStatus,
-    Settlement,
+    ConsumeRequest, ConsumerSummary, Enqueue, Got, Hibernation, Queue, QueueDef, QueueStats,
+    QueueStatus, Settlement,
 };
 use crate::BoxFuture;
 
 use super::actor::QueueMsg;
 use super::machine::QueueConfig;
+
+/// Where a classic queue's requests go: its running actor, or, while it has none,
+/// a buffer that the next actor takes in order.
+///
+/// A queue that hibernates ([`Hibernation`]) moves `Running → Hibernating → Asleep`
+/// as its actor stops, and `Asleep → Waking → Running` when a request comes. The
+/// write lock is what makes that safe: a sender casts under the read lock, so once
+/// the actor has turned the slot to `Hibernating` under the write lock, everything
+/// cast before is in its mailbox ahead of its `Hibernate` marker, and everything
+/// after is buffered here.
+pub(crate) enum Slot {
+    /// No actor has started yet (the node starting, or a queue that does not
+    /// hibernate before its actor's first start): requests are refused (unavailable).
+    Unstarted,
+    /// No actor, and none needed until a request comes. `empty`: the queue holds no
+    /// message (so `get`, `purge` and listings are answered here); false for a queue
+    /// the node has not looked at in the store yet.
+    Asleep { empty: bool },
+    /// An actor is starting (the `n`th wake of the queue); the requests that came
+    /// meanwhile, in order.
+    Waking(u64, Vec<QueueMsg>),
+    /// The actor serving the queue.
+    Running(ActorRef<QueueMsg>),
+    /// The actor is about to hibernate: it serves what its mailbox holds, then stops
+    /// or goes on; what came since, in order.
+    Hibernating(ActorRef<QueueMsg>, Vec<QueueMsg>),
+}
 
 /// What a classic queue's handle and its actor share; outlives the actor's restarts.
 pub(crate) struct ClassicShared {
@@ -27,13 +53,19 @@ pub(crate) struct ClassicShared {
     /// The registry name of the actor, e.g. `queue:/orders`.
     pub actor_name: String,
     pub config: QueueConfig,
-    /// The running actor, set by each incarnation as it starts: the handle sends to
-    /// it without a registry lookup.
-    actor: ArcSwapOption<ActorRef<QueueMsg>>,
+    /// Where requests go (see [`Slot`]); set by each incarnation of the actor as it
+    /// starts, so the handle sends without a registry lookup.
+    slot: RwLock<Slot>,
+    /// How the queue hibernates, when it does (`None`: its actor always runs).
+    pub hibernation: Option<Hibernation>,
     /// The counters as of the actor's last step (atomics: no lock per step).
     stats: StatsCell,
-    /// Incremented each time the actor starts (restarts are this minus one).
-    pub incarnations: AtomicU64,
+    /// Incarnations of the actor that replaced one that failed or was stopped (a
+    /// start after a hibernation is not a restart).
+    restarts: AtomicU64,
+    /// Wakes so far: names each `Waking`, so a late answer to one wake never
+    /// touches the next.
+    wakes: AtomicU64,
     /// The seq the running incarnation hands out next, as of its last step: a
     /// restarted one continues from here, so a channel's delivery tag from before the
     /// restart never names a different message.
@@ -50,16 +82,25 @@ pub(crate) struct ClassicShared {
 }
 
 impl ClassicShared {
-    pub fn new(def: QueueDef, config: QueueConfig) -> Arc<Self> {
+    /// A queue's shared half. With `hibernation`, the queue starts asleep (its
+    /// supervisor leaves it dormant) until [`Queue::found`] or a request says more.
+    pub fn new(def: QueueDef, config: QueueConfig, hibernation: Option<Hibernation>) -> Arc<Self> {
         let name: Arc<str> = def.name.as_str().into();
+        let slot = if hibernation.is_some() {
+            Slot::Asleep { empty: false }
+        } else {
+            Slot::Unstarted
+        };
         Arc::new(ClassicShared {
             actor_name: actor_name(&config.vhost, &name),
             name,
             def,
             config,
-            actor: ArcSwapOption::empty(),
+            slot: RwLock::new(slot),
+            hibernation,
             stats: StatsCell::default(),
-            incarnations: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
             next_seq: AtomicU64::new(1),
             journal: Mutex::new(Vec::new()),
             tracers: Mutex::new(Vec::new()),
@@ -67,14 +108,169 @@ impl ClassicShared {
         })
     }
 
-    /// A new incarnation of the actor runs: handles send to it from now on.
+    fn read_slot(&self) -> std::sync::RwLockReadGuard<'_, Slot> {
+        self.slot.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_slot(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
+        self.slot.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new incarnation of the actor runs: requests go to it from now on, those
+    /// buffered while it started first, in order. Called from its `pre_start` (its
+    /// mailbox takes them; it serves them once started).
     pub fn started(&self, actor: ActorRef<QueueMsg>) {
-        self.incarnations.fetch_add(1, Ordering::Relaxed);
-        self.actor.store(Some(Arc::new(actor)));
+        let mut slot = self.write_slot();
+        let before = std::mem::replace(&mut *slot, Slot::Running(actor.clone()));
+        let waiting = match before {
+            Slot::Running(_) => {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                Vec::new()
+            }
+            Slot::Hibernating(_, waiting) => {
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                waiting
+            }
+            Slot::Waking(_, waiting) => waiting,
+            Slot::Unstarted | Slot::Asleep { .. } => Vec::new(),
+        };
+        for message in waiting {
+            let _ = actor.cast(message);
+        }
+    }
+
+    /// Whether the supervisor should leave the queue's actor unstarted: it sleeps.
+    pub fn dormant(&self) -> bool {
+        matches!(*self.read_slot(), Slot::Asleep { .. })
+    }
+
+    /// Asleep and holding nothing: answered without an actor.
+    fn asleep_empty(&self) -> bool {
+        matches!(*self.read_slot(), Slot::Asleep { empty: true })
+    }
+
+    fn asleep(&self) -> bool {
+        matches!(*self.read_slot(), Slot::Asleep { .. })
+    }
+
+    /// The store holds no message of the queue (declared now, or found so at start).
+    pub fn found_empty(&self) {
+        let mut slot = self.write_slot();
+        if let Slot::Asleep { empty } = &mut *slot {
+            *empty = true;
+        }
+    }
+
+    /// The actor, idle for long enough, hibernates: from now on requests wait here,
+    /// and `Hibernate`, cast now under the lock, reaches it after every request that
+    /// came before. False when the slot is not its own (it is being replaced).
+    pub fn begin_hibernation(&self, actor: &ActorRef<QueueMsg>, marker: QueueMsg) -> bool {
+        let mut slot = self.write_slot();
+        let ours = matches!(&*slot, Slot::Running(a) if a.get_id() == actor.get_id());
+        if !ours || actor.cast(marker).is_err() {
+            return false;
+        }
+        *slot = Slot::Hibernating(actor.clone(), Vec::new());
+        true
+    }
+
+    /// The `Hibernate` marker arrived: with `idle` and nothing new, the actor stops
+    /// (true; the slot stays `Hibernating` until its `post_stop`); otherwise it goes
+    /// on, and what waited is cast to it in order.
+    pub fn finish_hibernation(&self, actor: &ActorRef<QueueMsg>, idle: bool) -> bool {
+        let mut slot = self.write_slot();
+        let Slot::Hibernating(ours, waiting) = &mut *slot else {
+            return false;
+        };
+        if ours.get_id() != actor.get_id() {
+            return false;
+        }
+        if idle && waiting.is_empty() {
+            return true;
+        }
+        let waiting = std::mem::take(waiting);
+        *slot = Slot::Running(actor.clone());
+        for message in waiting {
+            let _ = actor.cast(message);
+        }
+        false
+    }
+
+    /// The hibernating actor stopped (its `post_stop`): the queue sleeps, or, if
+    /// requests came meanwhile, wakes at once.
+    pub fn hibernated(self: &Arc<Self>) {
+        let mut slot = self.write_slot();
+        let Slot::Hibernating(_, waiting) = &mut *slot else {
+            return;
+        };
+        if waiting.is_empty() {
+            *slot = Slot::Asleep { empty: true };
+            return;
+        }
+        let waiting = std::mem::take(waiting);
+        let n = self.wakes.fetch_add(1, Ordering::Relaxed);
+        *slot = Slot::Waking(n, waiting);
+        drop(slot);
+        self.wake(n, true);
+    }
+
+    /// The actor stopped for another reason than hibernation (the node or its
+    /// supervisor stopping): requests that waited for it are dropped (their callers
+    /// see the queue unavailable), and later ones fail as for any stopped actor.
+    pub fn stopped(&self) {
+        let waiting = {
+            let mut slot = self.write_slot();
+            match &mut *slot {
+                Slot::Hibernating(actor, waiting) => {
+                    let waiting = std::mem::take(waiting);
+                    *slot = Slot::Running(actor.clone());
+                    waiting
+                }
+                _ => Vec::new(),
+            }
+        };
+        drop(waiting);
+    }
+
+    /// Starts the sleeping actor (the slot is `Waking(n, ..)`); if that fails, the
+    /// requests that waited are dropped and the queue sleeps again.
+    fn wake(self: &Arc<Self>, n: u64, empty: bool) {
+        let Some(hibernation) = self.hibernation.clone() else {
+            return;
+        };
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let result = (hibernation.wake)(shared.actor_name.clone()).await;
+            let waiting = {
+                let mut slot = shared.write_slot();
+                match &mut *slot {
+                    // Started, the actor took what waited; or it never came.
+                    Slot::Waking(m, waiting) if *m == n => {
+                        let waiting = std::mem::take(waiting);
+                        *slot = Slot::Asleep { empty };
+                        waiting
+                    }
+                    _ => Vec::new(),
+                }
+            };
+            if !waiting.is_empty() || result.is_err() {
+                let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(queue = %shared.name, "the queue's actor did not start: {why}");
+            }
+            drop(waiting);
+        });
+    }
+
+    /// Starts the sleeping actor (if it sleeps) and completes once it runs.
+    pub async fn wake_now(self: &Arc<Self>) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(QueueMsg::Consumers { reply: tx }).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub fn restarts(&self) -> u64 {
-        self.incarnations.load(Ordering::Relaxed).saturating_sub(1)
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Notes the seq the actor hands out next (before its deliveries go out).
@@ -148,15 +344,41 @@ impl ClassicShared {
         BrokerError::queue_unavailable(&self.config.vhost, &self.name)
     }
 
-    fn send(&self, msg: QueueMsg) -> Result<(), BrokerError> {
-        match &*self.actor.load() {
-            Some(actor) => actor.cast(msg).map_err(|_| self.unavailable()),
-            None => Err(self.unavailable()),
+    /// Sends `msg` to the actor, waking it if it sleeps.
+    fn send(self: &Arc<Self>, msg: QueueMsg) -> Result<(), BrokerError> {
+        if let Slot::Running(actor) = &*self.read_slot() {
+            return actor.cast(msg).map_err(|_| self.unavailable());
+        }
+        let mut slot = self.write_slot();
+        match &mut *slot {
+            Slot::Running(actor) => actor.cast(msg).map_err(|_| self.unavailable()),
+            Slot::Waking(_, waiting) | Slot::Hibernating(_, waiting) => {
+                waiting.push(msg);
+                Ok(())
+            }
+            Slot::Asleep { empty } => {
+                let empty = *empty;
+                let n = self.wakes.fetch_add(1, Ordering::Relaxed);
+                *slot = Slot::Waking(n, vec![msg]);
+                drop(slot);
+                self.wake(n, empty);
+                Ok(())
+            }
+            Slot::Unstarted => Err(self.unavailable()),
+        }
+    }
+
+    /// Sends `msg` unless the queue sleeps: what only matters to a running actor
+    /// (a settlement or a channel's end concerns deliveries a sleeping queue has none
+    /// of).
+    fn send_if_awake(self: &Arc<Self>, msg: QueueMsg) {
+        if !self.asleep() {
+            let _ = self.send(msg);
         }
     }
 
     async fn ask<T>(
-        &self,
+        self: &Arc<Self>,
         make: impl FnOnce(oneshot::Sender<Result<T, BrokerError>>) -> QueueMsg,
     ) -> Result<T, BrokerError> {
         let (tx, rx) = oneshot::channel();
@@ -215,6 +437,10 @@ impl Queue for ClassicQueue {
         // Forgotten here too: a restart under way would otherwise re-attach it.
         self.shared
             .journal_forget(|c| c.channel == channel && c.tag == tag);
+        if self.shared.asleep() {
+            // A sleeping queue has no consumer.
+            return Box::pin(async { Ok(()) });
+        }
         Box::pin(self.shared.ask(move |reply| QueueMsg::Cancel {
             channel,
             tag,
@@ -223,7 +449,7 @@ impl Queue for ClassicQueue {
     }
 
     fn settle(&self, channel: ChannelId, settlement: Settlement, seqs: Vec<u64>) {
-        let _ = self.shared.send(QueueMsg::Settle {
+        self.shared.send_if_awake(QueueMsg::Settle {
             channel,
             settlement,
             seqs,
@@ -235,6 +461,9 @@ impl Queue for ClassicQueue {
         channel: ChannelId,
         no_ack: bool,
     ) -> BoxFuture<'_, Result<Option<Got>, BrokerError>> {
+        if self.shared.asleep_empty() {
+            return Box::pin(async { Ok(None) });
+        }
         Box::pin(self.shared.ask(move |reply| QueueMsg::Get {
             channel,
             no_ack,
@@ -247,10 +476,13 @@ impl Queue for ClassicQueue {
         // Forgotten here too: if the actor is restarting, the message below is lost and
         // the next incarnation would re-attach the channel's consumers.
         self.shared.journal_forget(|c| c.channel == channel);
-        let _ = self.shared.send(QueueMsg::ChannelDown { channel });
+        self.shared.send_if_awake(QueueMsg::ChannelDown { channel });
     }
 
     fn purge(&self) -> BoxFuture<'_, Result<u64, BrokerError>> {
+        if self.shared.asleep_empty() {
+            return Box::pin(async { Ok(0) });
+        }
         Box::pin(self.shared.ask(|reply| QueueMsg::Purge { reply }))
     }
 
@@ -263,24 +495,39 @@ impl Queue for ClassicQueue {
     }
 
     fn touch(&self) {
-        let _ = self.shared.send(QueueMsg::Touch);
+        // A queue that sleeps has no expiry timer to restart (one with `x-expires`
+        // never sleeps).
+        self.shared.send_if_awake(QueueMsg::Touch);
     }
 
     fn redeclared(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if self.shared.asleep() {
+            // Alive: only an auto-delete queue's last consumer deletes it, and a
+            // sleeping queue has none.
+            return Box::pin(async { Ok(()) });
+        }
         Box::pin(self.shared.ask(|reply| QueueMsg::Redeclared { reply }))
     }
 
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
-        let status = QueueStatus {
-            stats: self.shared.stats(),
-            restarts: self.shared.restarts(),
-            replication: None,
-            serving: None,
-        };
-        Box::pin(async move { Ok(status) })
+        Box::pin(async move {
+            if self.shared.asleep() && !self.shared.asleep_empty() {
+                // Not looked at since the node started: its counters are its actor's.
+                self.shared.wake_now().await;
+            }
+            Ok(QueueStatus {
+                stats: self.shared.stats(),
+                restarts: self.shared.restarts(),
+                replication: None,
+                serving: None,
+            })
+        })
     }
 
     fn consumers(&self) -> BoxFuture<'_, Result<Vec<ConsumerSummary>, BrokerError>> {
+        if self.shared.asleep() {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
         Box::pin(self.shared.ask(|reply| QueueMsg::Consumers { reply }))
     }
 
@@ -295,6 +542,19 @@ impl Queue for ClassicQueue {
                 .change_tracers(|t| t.retain(|(c, _)| *c != channel)),
         }
         Ok(())
+    }
+
+    fn found(&self, stored: bool) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.shared.hibernation.is_none() {
+                return;
+            }
+            if stored {
+                self.shared.wake_now().await;
+            } else {
+                self.shared.found_empty();
+            }
+        })
     }
 
     fn crash(&self) -> Result<(), BrokerError> {

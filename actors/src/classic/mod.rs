@@ -85,7 +85,12 @@ impl Classic {
         env: &HostEnv,
         log: Option<Arc<dyn QueueLog>>,
     ) -> Hosted {
-        let shared = ClassicShared::new(def.clone(), config);
+        // A queue hibernates when the node lets queues hibernate, unless its actor is
+        // needed while it is idle: a replicated queue's leads its group, an `x-expires`
+        // queue's times its expiry, and an exclusive queue is one connection's own.
+        let hibernates = log.is_none() && config.expires.is_none() && def.owner.is_none();
+        let hibernation = env.hibernation.clone().filter(|_| hibernates);
+        let shared = ClassicShared::new(def.clone(), config, hibernation);
         let args = QueueArgs {
             shared: shared.clone(),
             env: env.clone(),
@@ -97,9 +102,14 @@ impl Classic {
         } else {
             Restart::Permanent
         };
-        let child = ChildSpec::for_actor(shared.actor_name.clone(), "queue", restart, move || {
-            (QueueActor, args.clone())
-        });
+        let mut child =
+            ChildSpec::for_actor(shared.actor_name.clone(), "queue", restart, move || {
+                (QueueActor, args.clone())
+            });
+        if shared.hibernation.is_some() {
+            let sleeper = shared.clone();
+            child = child.with_dormant(move || sleeper.dormant());
+        }
         Hosted {
             queue: Arc::new(ClassicQueue { shared }),
             child,
@@ -115,7 +125,10 @@ mod conformance_tests {
 
     use super::Classic;
     use crate::queue::conformance::{run_all, Subject};
-    use crate::queue::{DeadLetterRouter, HostEnv, QueueType};
+    use std::time::Duration;
+
+    use crate::error::BrokerError;
+    use crate::queue::{DeadLetterRouter, Hibernation, HostEnv, QueueType};
     use crate::queue_memory::QueueMemory;
 
     struct ClassicQueues {
@@ -136,6 +149,7 @@ mod conformance_tests {
                 dead_letters,
                 remote: None,
                 delete_self: Arc::new(|_| {}),
+                hibernation: None,
             }
         }
 
@@ -152,5 +166,54 @@ mod conformance_tests {
         let subject = ClassicQueues { store, _dir: dir };
         run_all(&subject).await;
         subject.store.close();
+    }
+
+    /// Classic queues that hibernate after a millisecond idle: the suite's queues
+    /// start asleep and stop and start again between its steps all the time.
+    struct HibernatingQueues(ClassicQueues);
+
+    impl Subject for HibernatingQueues {
+        fn queue_type(&self) -> Arc<dyn QueueType> {
+            self.0.queue_type()
+        }
+
+        fn env(&self, vhost: &str, dead_letters: Arc<dyn DeadLetterRouter>) -> HostEnv {
+            // The suite runs each queue under a supervisor named `sup-NAME`.
+            let wake: Arc<
+                dyn Fn(String) -> crate::BoxFuture<'static, Result<(), BrokerError>> + Send + Sync,
+            > = Arc::new(|child: String| {
+                Box::pin(async move {
+                    let name = child.strip_prefix("queue:/").unwrap_or(&child);
+                    warren_supervisor::SupervisorHandle::lookup(&format!("sup-{name}"))
+                        .map_err(|e| BrokerError::internal(e.to_string()))?
+                        .wake_child(&child)
+                        .await
+                        .map(drop)
+                        .map_err(|e| BrokerError::internal(e.to_string()))
+                })
+            });
+            HostEnv {
+                hibernation: Some(Hibernation {
+                    after: Duration::from_millis(1),
+                    wake,
+                }),
+                ..self.0.env(vhost, dead_letters)
+            }
+        }
+
+        fn node(&self) -> &str {
+            "conformance"
+        }
+    }
+
+    /// Hibernating classic queues pass it too: nothing is lost or reordered across
+    /// a hibernation, and what a sleeping queue answers without its actor is right.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hibernating_classic_queue_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store.redb")).unwrap();
+        let subject = HibernatingQueues(ClassicQueues { store, _dir: dir });
+        run_all(&subject).await;
+        subject.0.store.close();
     }
 }

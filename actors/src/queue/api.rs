@@ -291,6 +291,16 @@ pub trait Queue: Send + Sync + 'static {
         None
     }
 
+    /// What the node's store holds of the queue, learnt as the node started (`stored`:
+    /// some of its messages) or as the queue was declared (`false`). A queue whose
+    /// actor starts on demand starts it now if it has messages, and otherwise knows
+    /// itself empty (it answers `get`, `purge` and listings without an actor).
+    /// Completes once that is done. Nothing by default.
+    fn found(&self, stored: bool) -> BoxFuture<'_, ()> {
+        let _ = stored;
+        Box::pin(async {})
+    }
+
     /// Makes the queue's actor fail, as a bug would (the debug shell, recovery tests);
     /// its supervisor restarts it.
     fn crash(&self) -> Result<(), BrokerError>;
@@ -318,6 +328,22 @@ pub struct HostEnv {
     pub remote: Option<Arc<dyn RemoteReach>>,
     /// Asks the vhost to delete the queue (it expired, or auto-delete fired).
     pub delete_self: Arc<dyn Fn(Arc<str>) + Send + Sync>,
+    /// Whether idle queues stop their actors, and how they start again (`None`: every
+    /// queue's actor runs as long as the queue exists).
+    pub hibernation: Option<Hibernation>,
+}
+
+/// Hibernation of idle queues: a queue with no messages, no consumers and nothing in
+/// flight stops its actor after `after` without a request, and its handle starts it
+/// again with `wake` when a publish or a consumer comes (as an idle Erlang process
+/// hibernates). An idle queue then costs its handle, not an actor.
+#[derive(Clone)]
+pub struct Hibernation {
+    /// How long a queue is idle before its actor stops.
+    pub after: std::time::Duration,
+    /// Starts the stopped actor of the queue whose supervised child is named so
+    /// (`queue:/orders`) again; answers once it runs.
+    pub wake: Arc<dyn Fn(String) -> BoxFuture<'static, Result<(), BrokerError>> + Send + Sync>,
 }
 
 /// A queue run by this node: the handle callers use and its supervised actor, whose

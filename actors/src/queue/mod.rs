@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 pub use api::{
     ConfirmReply, ConsumeRequest, Credit, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue,
-    EnqueueOutcome, Got, HostEnv, Hosted, InFlight, Qos, Queue, QueueRef, QueueType, RemoteReach,
-    Settlement,
+    EnqueueOutcome, Got, Hibernation, HostEnv, Hosted, InFlight, Qos, Queue, QueueRef, QueueType,
+    RemoteReach, Settlement,
 };
 pub use def::QueueDef;
 pub use kind::{KindError, QueueKind, KNOWN_QUEUE_TYPES, QUEUE_TYPE_ARG};

@@ -185,6 +185,8 @@ impl VHost {
             return Ok(());
         }
         let registered = self.open(&def)?;
+        // A new queue holds nothing: one that hibernates stays asleep until used.
+        registered.queue.found(false).await;
         self.persist(vec![self.put_queue(&def)?]).await?;
         let name = def.name.clone();
         // Its actor runs before the queue is routable: a publish routed to it in
@@ -213,8 +215,9 @@ impl VHost {
             return Ok(());
         };
         let started = match SupervisorHandle::lookup(&self.queues_supervisor_name()) {
+            // (A queue that sleeps is recorded as the supervisor's dormant child.)
             Ok(sup) => sup
-                .start_child(child)
+                .add_child(child)
                 .await
                 .map(drop)
                 .map_err(|e| BrokerError::internal(format!("queue actor did not start: {e}"))),

@@ -67,6 +67,9 @@ pub struct Placement {
     pub queue_memory: Arc<QueueMemory>,
     /// The queue types this node runs.
     pub queue_types: QueueTypes,
+    /// How long a queue stays idle before its actor stops until the next request
+    /// (`None`: queue actors run as long as their queues exist).
+    pub hibernate_after: Option<std::time::Duration>,
 }
 
 impl Placement {
@@ -78,6 +81,7 @@ impl Placement {
             remote: None,
             queue_memory,
             queue_types: QueueTypes::default().with(Arc::new(crate::classic::Classic)),
+            hibernate_after: None,
         }
     }
 }
@@ -110,6 +114,9 @@ struct Inner {
     /// Connections of this node that ended and whose exclusive queues are being
     /// deleted: those queues are gone for everybody else already.
     departed_owners: std::sync::Mutex<std::collections::HashSet<crate::delivery::ChannelId>>,
+    /// What the queues this node runs get from the vhost, made once (each queue keeps
+    /// a clone: pointers, not its own closures).
+    host_env: std::sync::OnceLock<crate::queue::HostEnv>,
 }
 
 /// What a node's last run left in the metadata that died with it.
@@ -209,6 +216,7 @@ impl VHost {
                 deleted: tokio::sync::watch::Sender::new(false),
                 direct_replies: Default::default(),
                 departed_owners: Default::default(),
+                host_env: Default::default(),
             }),
         };
         vhost.stale().exchanges = vhost

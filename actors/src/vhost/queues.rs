@@ -5,14 +5,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use warren_supervisor::ChildSpec;
+use warren_supervisor::{ChildSpec, SupervisorHandle};
 
 use super::dead_letters::VhostDeadLetters;
 use super::VHost;
 use crate::delivery::ChannelId;
 use crate::error::BrokerError;
 use crate::message::FieldTable;
-use crate::queue::{HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus, Replication, Settlement};
+use crate::queue::{
+    Hibernation, HostEnv, QueueDef, QueueRef, QueueStats, QueueStatus, Replication, Settlement,
+};
 
 /// One queue of the registry.
 #[derive(Clone)]
@@ -70,8 +72,37 @@ impl VHost {
 
     /// What a queue type needs to run one of this vhost's queues here.
     fn host_env(&self) -> HostEnv {
+        self.inner
+            .host_env
+            .get_or_init(|| self.make_host_env())
+            .clone()
+    }
+
+    fn make_host_env(&self) -> HostEnv {
         let vhost = Arc::downgrade(&self.inner);
+        let hibernation = self.inner.placement.hibernate_after.map(|after| {
+            let supervisor = self.queues_supervisor_name();
+            Hibernation {
+                after,
+                wake: Arc::new(move |child: String| {
+                    let supervisor = supervisor.clone();
+                    Box::pin(async move {
+                        SupervisorHandle::lookup(&supervisor)
+                            .map_err(|e| {
+                                BrokerError::internal(format!("queues supervisor unavailable: {e}"))
+                            })?
+                            .wake_child(&child)
+                            .await
+                            .map(drop)
+                            .map_err(|e| {
+                                BrokerError::internal(format!("queue actor did not start: {e}"))
+                            })
+                    })
+                }),
+            }
+        });
         HostEnv {
+            hibernation,
             vhost: self.inner.name.clone(),
             store: self.inner.store.clone(),
             memory: self.inner.placement.queue_memory.clone(),
@@ -265,6 +296,18 @@ impl VHost {
             .filter(|r| r.child.is_some())
             .map(|r| r.queue.clone())
             .collect()
+    }
+
+    /// Tells the queues this node runs whether the store held messages of them as
+    /// the node started (see [`crate::queue::Queue::found`]); answers how many did.
+    pub async fn found_at_start(&self, stored: &std::collections::HashSet<u64>) -> usize {
+        let mut with_messages = 0;
+        for queue in self.hosted() {
+            let has = stored.contains(&queue.def().id);
+            with_messages += usize::from(has);
+            queue.found(has).await;
+        }
+        with_messages
     }
 
     /// The storage ids of the queues that live on this node.

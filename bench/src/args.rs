@@ -109,6 +109,18 @@ pub struct BenchArgs {
     /// each connecting, logging in, opening a channel, declaring --queue and closing.
     #[arg(long, value_name = "N", requires = "amqp")]
     pub churn: Option<u64>,
+    /// With --amqp: many durable queues instead: --publishers clients declare N
+    /// queues QUEUE-0 …, the node idles, then --count persistent messages go to
+    /// random queues with confirms (see `many_queues.rs`).
+    #[arg(long, value_name = "N", requires = "amqp")]
+    pub many_queues: Option<u64>,
+    /// With --many-queues: seconds without a request before the idle measurement.
+    #[arg(long, default_value_t = 15)]
+    pub idle_secs: u64,
+    /// With --many-queues: only wait until the broker answers a passive declare of
+    /// QUEUE-0, and say how long that took (a restart's time to serving).
+    #[arg(long)]
+    pub until_serving: bool,
     /// The broker's process id: --delayed and --churn report its CPU (and --delayed
     /// its RSS) from /proc.
     #[arg(long, value_name = "PID")]

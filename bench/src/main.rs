@@ -17,6 +17,7 @@
 //! | `raw.rs`, `raw/` | the raw-frame AMQP client (`--amqp URI --raw-frames`) |
 //! | `declare.rs` | `--declarations N`: metadata throughput of a cluster |
 //! | `churn.rs` | `--churn N`: connection churn |
+//! | `many_queues.rs` | `--many-queues N`: declaring, idling and publishing across many queues |
 //! | `delayed.rs` | `--delayed SPREAD_MS`: delayed messages, how late each arrives |
 
 mod account;
@@ -27,6 +28,7 @@ mod confirms;
 mod declare;
 mod delayed;
 mod handle;
+mod many_queues;
 mod message;
 mod raw;
 mod run;

@@ -102,6 +102,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         };
         return crate::declare::run(&nodes, &args.conn.cookie_file, count, &args.queue).await;
     }
+    if let (Some(total), Some(uri)) = (args.many_queues, &args.amqp) {
+        return crate::many_queues::run(uri, &args, total).await;
+    }
     if let (Some(total), Some(uri)) = (args.churn, &args.amqp) {
         return crate::churn::run(uri, &args, total).await;
     }

@@ -224,6 +224,57 @@ async fn idle_queues_hibernate_and_wake_without_losing_or_reordering_anything() 
     publish(&client, &all[4], "after the crash".into(), true).await;
     get_all(&client, &all[4], &["after the crash".to_string()]).await;
 
+    // A durable queue holding persistent messages it never delivered hibernates with
+    // them (they are in the store as they were); its counts stay known while it
+    // sleeps, and they come back in order, not redelivered. A queue holding a
+    // transient message, which the store would not give back, keeps its actor.
+    let (resting, awake) = (durable(5), durable(6));
+    for k in 0..3 {
+        publish(&client, &resting, format!("resting {k}"), true).await;
+    }
+    publish(&client, &awake, "transient".into(), false).await;
+    all_hibernate(&client, std::slice::from_ref(&resting)).await;
+    let declared = client
+        .declare_queue(&resting, passive.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        declared.messages, 3,
+        "a sleeping queue counts what it holds"
+    );
+    let status_of = |name: String| {
+        let client = client.clone();
+        async move {
+            statuses(&client)
+                .await
+                .into_iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, s, _)| s)
+        }
+    };
+    assert_eq!(
+        status_of(resting.clone()).await,
+        Some(ChildStatus::Hibernated),
+        "declaring it did not wake it"
+    );
+    assert_eq!(
+        status_of(awake.clone()).await,
+        Some(ChildStatus::Running),
+        "a queue holding a transient message keeps its actor"
+    );
+    for k in 0..3 {
+        let got = client
+            .get(&resting, false)
+            .await
+            .unwrap()
+            .expect("a message");
+        assert_eq!(&got.body[..], format!("resting {k}").as_bytes());
+        assert!(!got.redelivered, "never delivered before its queue slept");
+        got.ack().unwrap();
+    }
+    client.flush_settles().await;
+    get_all(&client, &awake, &["transient".to_string()]).await;
+
     // Half the durable queues hold a message when the node is killed: after the
     // restart each counts what it holds, the empty ones sleep, and the others
     // started by themselves.

@@ -40,7 +40,7 @@ use crate::queue::{
 };
 use crate::queue_memory::MemoryClaim;
 
-use super::handle::ClassicShared;
+use super::handle::{ClassicShared, Holds};
 use super::machine::fasthash::IntMap;
 use super::machine::{
     Command, DeleteReason, Effect, IndexRecord, PublishId, QueueError, QueueState, Reply, Seq,
@@ -233,8 +233,9 @@ pub(crate) struct QueueShell {
     activity: u64,
     /// A `HibernateCheck` is on its way.
     check_scheduled: bool,
-    /// The actor stops to hibernate (its `post_stop` lets the queue sleep).
-    hibernating: bool,
+    /// The actor stops to hibernate, leaving this in the store (its `post_stop` lets
+    /// the queue sleep).
+    hibernating: Option<Holds>,
 }
 
 /// A replicated queue waiting to lead.
@@ -313,7 +314,14 @@ impl Actor for QueueActor {
         }
         let recovered = records.len();
         let mut recovery_effects = Vec::new();
-        let mut state = QueueState::recover(
+        // After a hibernation that left messages, they are as they were; after
+        // anything else they may have been delivered, and come back redelivered.
+        let recover = if shared.take_rested() {
+            QueueState::recover_rested
+        } else {
+            QueueState::recover
+        };
+        let mut state = recover(
             shared.config.clone(),
             records,
             now_ms(),
@@ -371,8 +379,8 @@ impl Actor for QueueActor {
             };
             let _ = shell.env.store.submit(batch).await;
         }
-        if shell.hibernating {
-            shell.shared.hibernated();
+        if let Some(holds) = shell.hibernating {
+            shell.shared.hibernated(holds);
         } else {
             shell.shared.stopped();
         }
@@ -410,8 +418,9 @@ impl QueueShell {
                 return Ok(());
             }
             QueueMsg::Hibernate => {
-                if self.shared.finish_hibernation(myself, self.is_idle()) {
-                    self.hibernating = true;
+                let holds = self.may_hibernate();
+                if self.shared.finish_hibernation(myself, holds.is_some()) {
+                    self.hibernating = holds;
                     myself.stop(Some(warren_supervisor::HIBERNATE_REASON.to_string()));
                 } else {
                     self.after_step(myself);
@@ -615,18 +624,33 @@ impl QueueShell {
             waiting: None,
             activity: 0,
             check_scheduled: false,
-            hibernating: false,
+            hibernating: None,
         }
     }
 
-    /// Nothing in the queue and nothing under way: no message, consumer or `get`,
-    /// no write, read, dead-letter or confirm outstanding, no deadline. Such a queue
-    /// may stop its actor: a new one, started from the store, is the same queue.
-    fn is_idle(&self) -> bool {
+    /// Whether the queue may stop its actor now, and what it then leaves in the
+    /// store: nothing under way (no consumer, unacked message or waiting `get`, no
+    /// write, read, dead-letter or confirm outstanding, no deadline), and no message
+    /// or only messages a new incarnation brings back exactly from the store.
+    fn may_hibernate(&self) -> Option<Holds> {
+        if !self.is_quiet() {
+            return None;
+        }
+        if self.state.stats().ready == 0 {
+            Some(Holds::Nothing)
+        } else if self.state.rests_in_store() {
+            Some(Holds::Stored)
+        } else {
+            None
+        }
+    }
+
+    /// Nothing under way (see [`may_hibernate`](Self::may_hibernate)); cheap: checked
+    /// after every step.
+    fn is_quiet(&self) -> bool {
         let stats = self.state.stats();
         self.log.is_none()
             && !self.state.is_deleted()
-            && stats.ready == 0
             && stats.unacked == 0
             && stats.consumers == 0
             && stats.loading == 0
@@ -649,7 +673,7 @@ impl QueueShell {
         let Some(hibernation) = &self.shared.hibernation else {
             return;
         };
-        if self.check_scheduled || self.hibernating || !self.is_idle() {
+        if self.check_scheduled || self.hibernating.is_some() || !self.is_quiet() {
             return;
         }
         let activity = self.activity;
@@ -662,11 +686,16 @@ impl QueueShell {
     /// A check scheduled when the queue was idle: if nothing came since, the queue
     /// begins to hibernate; if something came and it is idle again, it checks later.
     fn check_hibernation(&mut self, myself: &ActorRef<QueueMsg>, activity: u64) {
-        if !self.is_idle() {
+        if !self.is_quiet() {
             return;
         }
         if activity != self.activity {
             self.schedule_hibernation(myself);
+            return;
+        }
+        // (A queue holding what the store cannot give back as it is waits for a
+        // consumer; it is checked again once something happens.)
+        if self.may_hibernate().is_none() {
             return;
         }
         if !self.shared.begin_hibernation(myself, QueueMsg::Hibernate) {

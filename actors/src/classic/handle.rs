@@ -32,10 +32,8 @@ pub(crate) enum Slot {
     /// No actor has started yet (the node starting, or a queue that does not
     /// hibernate before its actor's first start): requests are refused (unavailable).
     Unstarted,
-    /// No actor, and none needed until a request comes. `empty`: the queue holds no
-    /// message (so `get`, `purge` and listings are answered here); false for a queue
-    /// the node has not looked at in the store yet.
-    Asleep { empty: bool },
+    /// No actor, and none needed until a request comes; what the queue holds.
+    Asleep { holds: Holds },
     /// An actor is starting (the `n`th wake of the queue); the requests that came
     /// meanwhile, in order.
     Waking(u64, Vec<QueueMsg>),
@@ -44,6 +42,19 @@ pub(crate) enum Slot {
     /// The actor is about to hibernate: it serves what its mailbox holds, then stops
     /// or goes on; what came since, in order.
     Hibernating(ActorRef<QueueMsg>, Vec<QueueMsg>),
+}
+
+/// What a sleeping queue holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holds {
+    /// Nothing: `get`, `purge`, listings and declarations are answered without an
+    /// actor.
+    Nothing,
+    /// Messages, every one in the store as it was (its counts are those the actor
+    /// published last): listings and declarations are answered without an actor.
+    Stored,
+    /// Not known: the node has not looked at the store for it since it started.
+    Unknown,
 }
 
 /// What a classic queue's handle and its actor share; outlives the actor's restarts.
@@ -63,6 +74,9 @@ pub(crate) struct ClassicShared {
     /// Incarnations of the actor that replaced one that failed or was stopped (a
     /// start after a hibernation is not a restart).
     restarts: AtomicU64,
+    /// The next incarnation starts from a hibernation that left messages in the
+    /// store: it recovers them as they were, not as redelivered.
+    rested: AtomicBool,
     /// Wakes so far: names each `Waking`, so a late answer to one wake never
     /// touches the next.
     wakes: AtomicU64,
@@ -87,7 +101,9 @@ impl ClassicShared {
     pub fn new(def: QueueDef, config: QueueConfig, hibernation: Option<Hibernation>) -> Arc<Self> {
         let name: Arc<str> = def.name.as_str().into();
         let slot = if hibernation.is_some() {
-            Slot::Asleep { empty: false }
+            Slot::Asleep {
+                holds: Holds::Unknown,
+            }
         } else {
             Slot::Unstarted
         };
@@ -101,6 +117,7 @@ impl ClassicShared {
             stats: StatsCell::default(),
             restarts: AtomicU64::new(0),
             wakes: AtomicU64::new(0),
+            rested: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
             journal: Mutex::new(Vec::new()),
             tracers: Mutex::new(Vec::new()),
@@ -146,7 +163,28 @@ impl ClassicShared {
 
     /// Asleep and holding nothing: answered without an actor.
     fn asleep_empty(&self) -> bool {
-        matches!(*self.read_slot(), Slot::Asleep { empty: true })
+        matches!(
+            *self.read_slot(),
+            Slot::Asleep {
+                holds: Holds::Nothing
+            }
+        )
+    }
+
+    /// Asleep, and not knowing what it holds: its counts are its actor's to find.
+    fn asleep_unknown(&self) -> bool {
+        matches!(
+            *self.read_slot(),
+            Slot::Asleep {
+                holds: Holds::Unknown
+            }
+        )
+    }
+
+    /// Whether the running incarnation starts from a hibernation that left messages
+    /// in the store (they come back as they were); cleared as it is read.
+    pub fn take_rested(&self) -> bool {
+        self.rested.swap(false, Ordering::AcqRel)
     }
 
     fn asleep(&self) -> bool {
@@ -156,8 +194,10 @@ impl ClassicShared {
     /// The store holds no message of the queue (declared now, or found so at start).
     pub fn found_empty(&self) {
         let mut slot = self.write_slot();
-        if let Slot::Asleep { empty } = &mut *slot {
-            *empty = true;
+        if let Slot::Asleep { holds } = &mut *slot {
+            if *holds == Holds::Unknown {
+                *holds = Holds::Nothing;
+            }
         }
     }
 
@@ -196,22 +236,23 @@ impl ClassicShared {
         false
     }
 
-    /// The hibernating actor stopped (its `post_stop`): the queue sleeps, or, if
-    /// requests came meanwhile, wakes at once.
-    pub fn hibernated(self: &Arc<Self>) {
+    /// The hibernating actor stopped (its `post_stop`), holding `holds`: the queue
+    /// sleeps, or, if requests came meanwhile, wakes at once.
+    pub fn hibernated(self: &Arc<Self>, holds: Holds) {
+        self.rested.store(holds == Holds::Stored, Ordering::Release);
         let mut slot = self.write_slot();
         let Slot::Hibernating(_, waiting) = &mut *slot else {
             return;
         };
         if waiting.is_empty() {
-            *slot = Slot::Asleep { empty: true };
+            *slot = Slot::Asleep { holds };
             return;
         }
         let waiting = std::mem::take(waiting);
         let n = self.wakes.fetch_add(1, Ordering::Relaxed);
         *slot = Slot::Waking(n, waiting);
         drop(slot);
-        self.wake(n, true);
+        self.wake(n, holds);
     }
 
     /// The actor stopped for another reason than hibernation (the node or its
@@ -234,7 +275,7 @@ impl ClassicShared {
 
     /// Starts the sleeping actor (the slot is `Waking(n, ..)`); if that fails, the
     /// requests that waited are dropped and the queue sleeps again.
-    fn wake(self: &Arc<Self>, n: u64, empty: bool) {
+    fn wake(self: &Arc<Self>, n: u64, holds: Holds) {
         let Some(hibernation) = self.hibernation.clone() else {
             return;
         };
@@ -247,7 +288,7 @@ impl ClassicShared {
                     // Started, the actor took what waited; or it never came.
                     Slot::Waking(m, waiting) if *m == n => {
                         let waiting = std::mem::take(waiting);
-                        *slot = Slot::Asleep { empty };
+                        *slot = Slot::Asleep { holds };
                         waiting
                     }
                     _ => Vec::new(),
@@ -356,12 +397,12 @@ impl ClassicShared {
                 waiting.push(msg);
                 Ok(())
             }
-            Slot::Asleep { empty } => {
-                let empty = *empty;
+            Slot::Asleep { holds } => {
+                let holds = *holds;
                 let n = self.wakes.fetch_add(1, Ordering::Relaxed);
                 *slot = Slot::Waking(n, vec![msg]);
                 drop(slot);
-                self.wake(n, empty);
+                self.wake(n, holds);
                 Ok(())
             }
             Slot::Unstarted => Err(self.unavailable()),
@@ -511,7 +552,7 @@ impl Queue for ClassicQueue {
 
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
         Box::pin(async move {
-            if self.shared.asleep() && !self.shared.asleep_empty() {
+            if self.shared.asleep_unknown() {
                 // Not looked at since the node started: its counters are its actor's.
                 self.shared.wake_now().await;
             }

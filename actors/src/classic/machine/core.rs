@@ -355,7 +355,10 @@ impl Core {
     /// Takes in a stored record at recovery (ready and redelivered: it may have been
     /// delivered before the restart). False for one that does not survive a restart
     /// (transient, or of a non-durable queue).
-    pub fn recover(&mut self, seq: Seq, stored: &IndexRecord) -> bool {
+    /// Takes back a stored message. `rested`: the queue stopped cleanly to hibernate,
+    /// so the stored redelivered flag is the message's; otherwise it may have been
+    /// delivered before the restart and comes back redelivered.
+    pub fn recover(&mut self, seq: Seq, stored: &IndexRecord, rested: bool) -> bool {
         self.next_seq = self.next_seq.max(seq.saturating_add(1));
         if !stored.persistent || !self.config.durable {
             return false;
@@ -370,7 +373,7 @@ impl Core {
                 place: Place::Ready,
                 delivery_count: stored.delivery_count,
                 priority: stored.priority.min(top),
-                redelivered: true,
+                redelivered: !rested || stored.redelivered,
                 persistent: true,
             },
         );
@@ -409,8 +412,7 @@ impl Core {
             .chain(self.consumers.channels())
     }
 
-    /// Every record, in no particular order (tests).
-    #[cfg(test)]
+    /// Every record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = (Seq, &Record)> {
         self.records.iter()
     }

@@ -102,7 +102,7 @@ impl Local {
         self.dead_letter_retry_at
     }
 
-    #[cfg(test)]
+    /// The body of `seq`, where it is.
     pub fn body(&self, seq: Seq) -> Option<&Body> {
         self.bodies.get(seq)
     }

@@ -92,9 +92,31 @@ impl QueueState {
         now: u64,
         effects: &mut Vec<Effect>,
     ) -> Self {
+        Self::recover_from(config, records, now, effects, false)
+    }
+
+    /// [`recover`](Self::recover) after the queue hibernated holding what
+    /// [`rests_in_store`](Self::rests_in_store) allowed: its messages come back as
+    /// they were, not redelivered.
+    pub fn recover_rested(
+        config: QueueConfig,
+        records: impl IntoIterator<Item = (Seq, IndexRecord)>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+    ) -> Self {
+        Self::recover_from(config, records, now, effects, true)
+    }
+
+    fn recover_from(
+        config: QueueConfig,
+        records: impl IntoIterator<Item = (Seq, IndexRecord)>,
+        now: u64,
+        effects: &mut Vec<Effect>,
+        rested: bool,
+    ) -> Self {
         let mut state = QueueState::new(config, now);
         for (seq, stored) in records {
-            if !state.core.recover(seq, &stored) {
+            if !state.core.recover(seq, &stored, rested) {
                 effects.push(Effect::Remove { seq });
                 continue;
             }
@@ -114,6 +136,24 @@ impl QueueState {
             );
         }
         state
+    }
+
+    /// Whether what the queue holds is all in the store as a recovery after a
+    /// hibernation would bring it back: a durable queue whose messages are ready,
+    /// persistent, stored and never delivered (a delivered one's redelivered flag and
+    /// count are not in its stored record).
+    pub fn rests_in_store(&self) -> bool {
+        self.core.config().durable
+            && self.core.records().all(|(seq, r)| {
+                r.is_ready()
+                    && r.persistent
+                    && !r.redelivered
+                    && r.delivery_count == 0
+                    && self
+                        .local
+                        .body(seq)
+                        .is_some_and(|b| b.storage == Storage::Stored)
+            })
     }
 
     /// Whether `seq` is out to `channel` to be acked.

@@ -1666,3 +1666,72 @@ fn a_get_whose_body_is_missing_answers_with_the_next_or_empty() {
         "the get is answered: {fx:?}"
     );
 }
+
+// ----- hibernation -----
+
+#[test]
+fn only_fresh_stored_persistent_messages_rest_in_the_store() {
+    // Durable queue: persistent messages rest once stored, not before.
+    let mut q = Q::new(config(&[]));
+    assert!(q.s.rests_in_store(), "an empty queue rests");
+    let a = q.publish(persistent("a"));
+    assert!(!q.s.rests_in_store(), "not stored yet");
+    q.run(Command::Stored(vec![a]));
+    assert!(q.s.rests_in_store());
+    // A transient message would not come back.
+    let t = q.publish(msg("t"));
+    q.run(Command::Stored(vec![t]));
+    assert!(
+        !q.s.rests_in_store(),
+        "a transient message is not recovered"
+    );
+    // A message delivered once carries a redelivered flag its record does not.
+    let mut q = Q::new(config(&[]));
+    let a = q.publish(persistent("a"));
+    q.run(Command::Stored(vec![a]));
+    q.consume(1, "c", 0);
+    q.drain();
+    q.run(Command::ChannelDown { channel: 1 });
+    assert!(!q.s.rests_in_store(), "a requeued message does not rest");
+    // A non-durable queue's messages never rest.
+    let mut c = config(&[]);
+    c.durable = false;
+    let mut q = Q::new(c);
+    let a = q.publish(persistent("a"));
+    let _ = q.try_run(Command::Stored(vec![a]));
+    assert!(!q.s.rests_in_store());
+}
+
+#[test]
+fn a_rested_recovery_keeps_messages_as_they_were() {
+    let record = IndexRecord {
+        size: 1,
+        priority: 0,
+        expires_at: None,
+        delivery_count: 0,
+        redelivered: false,
+        persistent: true,
+    };
+    for (rested, redelivered) in [(true, false), (false, true)] {
+        let mut fx = Vec::new();
+        let recover = if rested {
+            QueueState::recover_rested
+        } else {
+            QueueState::recover
+        };
+        let s = recover(config(&[]), vec![(5, record.clone())], T0, &mut fx);
+        s.check_invariants().unwrap();
+        let mut q = Q {
+            s,
+            now: T0,
+            fx,
+            auto_dead_letter: true,
+        };
+        q.drain();
+        q.consume(1, "a", 0);
+        q.drain();
+        q.run(Command::BodiesLoaded(vec![(5, Arc::new(msg("x")))]));
+        let d: Vec<bool> = deliveries(&q.drain()).into_iter().map(|d| d.4).collect();
+        assert_eq!(d, vec![redelivered], "rested: {rested}");
+    }
+}

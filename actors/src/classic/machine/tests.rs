@@ -1719,7 +1719,7 @@ fn a_rested_recovery_keeps_messages_as_they_were() {
         } else {
             QueueState::recover
         };
-        let s = recover(config(&[]), vec![(5, record.clone())], T0, &mut fx);
+        let s = recover(config(&[]), vec![(5, record)], T0, &mut fx);
         s.check_invariants().unwrap();
         let mut q = Q {
             s,

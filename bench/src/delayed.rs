@@ -295,13 +295,17 @@ pub(crate) fn broker_ticks(pid: u32) -> Result<u64, String> {
 
 /// A line of the broker's /proc/PID/status, in MiB (VmRSS, VmHWM).
 fn status_mib(pid: u32, key: &str) -> Result<u64, String> {
+    status_kib(pid, key).map(|kib| kib / 1024)
+}
+
+/// A line of the broker's /proc/PID/status, in KiB (VmRSS, VmHWM).
+pub(crate) fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|err| format!("--broker-pid {pid}: {err}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib / 1024)
         .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))
 }
 

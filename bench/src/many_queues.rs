@@ -23,7 +23,7 @@ use crate::account::within;
 use crate::amqp::{channel, close, e, next_confirm, open};
 use crate::args::BenchArgs;
 use crate::confirms::Confirms;
-use crate::delayed::broker_ticks;
+use crate::delayed::{broker_ticks, status_kib};
 
 const PERSISTENT: u8 = 2;
 
@@ -35,11 +35,7 @@ fn cpu_secs(pid: Option<u32>) -> Result<Option<f64>, String> {
 
 /// The broker's resident memory in KiB.
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status_kib(pid?, "VmRSS").ok()
 }
 
 fn name(args: &BenchArgs, i: u64) -> String {

@@ -33,13 +33,7 @@ async fn start_child_then_terminate_child() {
         ractor::registry::where_is("dyn:q1").map(|c| c.get_id()),
         Some(cell.get_id())
     );
-    let names: Vec<_> = sup
-        .children()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = child_names(&sup).await;
     assert_eq!(
         names,
         ["dyn:sup/static", "dyn:q1"],
@@ -56,13 +50,7 @@ async fn start_child_then_terminate_child() {
     // terminate_child waits for the stop, and the spec is gone: no restart.
     assert_eq!(current.get_status(), ActorStatus::Stopped);
     assert!(ractor::registry::where_is("dyn:q1").is_none());
-    let names: Vec<_> = sup
-        .children()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = child_names(&sup).await;
     assert_eq!(names, ["dyn:sup/static"]);
     assert!(matches!(
         sup.restart_count("dyn:q1").await,

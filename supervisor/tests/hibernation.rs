@@ -291,13 +291,7 @@ async fn wake_and_friends_refuse_what_is_not_hibernated() {
 
     // terminate_child of a hibernated child just forgets it.
     sup.terminate_child("hibx:q").await.unwrap();
-    let names: Vec<_> = sup
-        .children()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = child_names(&sup).await;
     assert_eq!(names, ["hibx:done"]);
     assert!(matches!(
         sup.wake_child("hibx:q").await,
@@ -430,13 +424,7 @@ async fn dormant_specs_are_recorded_hibernated_instead_of_started() {
     assert_runs_once(&sup, "dorm:e", &started).await;
     assert_eq!(live.load(Ordering::SeqCst), 4);
 
-    let names: Vec<_> = sup
-        .children()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = child_names(&sup).await;
     assert_eq!(names, ["dorm:a", "dorm:b", "dorm:c", "dorm:d", "dorm:e"]);
 
     sup.shutdown(WAIT).await.unwrap();

@@ -36,7 +36,7 @@ use crate::error::BrokerError;
 use crate::message::{FieldValue, Message, SharedMessage};
 use crate::queue::{
     ConfirmReply, ConsumeRequest, ConsumerSummary, Credit, DeadLetter, DeadLettered, Enqueue,
-    EnqueueOutcome, Got, HostEnv, Settlement,
+    EnqueueOutcome, Got, HostEnv, QueueStats, Settlement,
 };
 use crate::queue_memory::MemoryClaim;
 
@@ -418,7 +418,7 @@ impl QueueShell {
                 return Ok(());
             }
             QueueMsg::Hibernate => {
-                let holds = self.may_hibernate();
+                let holds = self.may_hibernate(&self.state.stats());
                 if self.shared.finish_hibernation(myself, holds.is_some()) {
                     self.hibernating = holds;
                     myself.stop(Some(warren_supervisor::HIBERNATE_REASON.to_string()));
@@ -632,11 +632,11 @@ impl QueueShell {
     /// store: nothing under way (no consumer, unacked message or waiting `get`, no
     /// write, read, dead-letter or confirm outstanding, no deadline), and no message
     /// or only messages a new incarnation brings back exactly from the store.
-    fn may_hibernate(&self) -> Option<Holds> {
-        if !self.is_quiet() {
+    fn may_hibernate(&self, stats: &QueueStats) -> Option<Holds> {
+        if !self.is_quiet(stats) {
             return None;
         }
-        if self.state.stats().ready == 0 {
+        if stats.ready == 0 {
             Some(Holds::Nothing)
         } else if self.state.rests_in_store() {
             Some(Holds::Stored)
@@ -646,9 +646,8 @@ impl QueueShell {
     }
 
     /// Nothing under way (see [`may_hibernate`](Self::may_hibernate)); cheap: checked
-    /// after every step.
-    fn is_quiet(&self) -> bool {
-        let stats = self.state.stats();
+    /// after every step, with the step's counters.
+    fn is_quiet(&self, stats: &QueueStats) -> bool {
         self.log.is_none()
             && !self.state.is_deleted()
             && stats.unacked == 0
@@ -669,11 +668,11 @@ impl QueueShell {
     }
 
     /// Schedules a hibernation check when the queue turns idle (if it hibernates).
-    fn schedule_hibernation(&mut self, myself: &ActorRef<QueueMsg>) {
+    fn schedule_hibernation(&mut self, myself: &ActorRef<QueueMsg>, stats: &QueueStats) {
         let Some(hibernation) = &self.shared.hibernation else {
             return;
         };
-        if self.check_scheduled || self.hibernating.is_some() || !self.is_quiet() {
+        if self.check_scheduled || self.hibernating.is_some() || !self.is_quiet(stats) {
             return;
         }
         let activity = self.activity;
@@ -686,20 +685,18 @@ impl QueueShell {
     /// A check scheduled when the queue was idle: if nothing came since, the queue
     /// begins to hibernate; if something came and it is idle again, it checks later.
     fn check_hibernation(&mut self, myself: &ActorRef<QueueMsg>, activity: u64) {
-        if !self.is_quiet() {
-            return;
-        }
+        let stats = self.state.stats();
         if activity != self.activity {
-            self.schedule_hibernation(myself);
+            self.schedule_hibernation(myself, &stats);
             return;
         }
         // (A queue holding what the store cannot give back as it is waits for a
         // consumer; it is checked again once something happens.)
-        if self.may_hibernate().is_none() {
+        if self.may_hibernate(&stats).is_none() {
             return;
         }
         if !self.shared.begin_hibernation(myself, QueueMsg::Hibernate) {
-            self.schedule_hibernation(myself);
+            self.schedule_hibernation(myself, &stats);
         }
     }
 
@@ -1373,11 +1370,12 @@ impl QueueShell {
         if self.log.is_some() {
             self.hold_handed_out();
         }
-        self.shared.publish_stats(&self.state.stats());
+        let stats = self.state.stats();
+        self.shared.publish_stats(&stats);
         for (reply, outcomes) in self.confirmed.drain(..) {
             let _ = reply.send(outcomes);
         }
-        self.schedule_hibernation(myself);
+        self.schedule_hibernation(myself, &stats);
     }
 
     /// Routes this step's dead letters as one batch; the outcome of those that leave

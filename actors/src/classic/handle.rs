@@ -156,39 +156,19 @@ impl ClassicShared {
         }
     }
 
-    /// Whether the supervisor should leave the queue's actor unstarted: it sleeps.
-    pub fn dormant(&self) -> bool {
-        matches!(*self.read_slot(), Slot::Asleep { .. })
-    }
-
-    /// Asleep and holding nothing: answered without an actor.
-    fn asleep_empty(&self) -> bool {
-        matches!(
-            *self.read_slot(),
-            Slot::Asleep {
-                holds: Holds::Nothing
-            }
-        )
-    }
-
-    /// Asleep, and not knowing what it holds: its counts are its actor's to find.
-    fn asleep_unknown(&self) -> bool {
-        matches!(
-            *self.read_slot(),
-            Slot::Asleep {
-                holds: Holds::Unknown
-            }
-        )
+    /// What the queue holds if it sleeps (`None`: it has an actor, or one is on its
+    /// way). The supervisor leaves a sleeping queue's actor unstarted.
+    pub fn asleep(&self) -> Option<Holds> {
+        match *self.read_slot() {
+            Slot::Asleep { holds } => Some(holds),
+            _ => None,
+        }
     }
 
     /// Whether the running incarnation starts from a hibernation that left messages
     /// in the store (they come back as they were); cleared as it is read.
     pub fn take_rested(&self) -> bool {
         self.rested.swap(false, Ordering::AcqRel)
-    }
-
-    fn asleep(&self) -> bool {
-        matches!(*self.read_slot(), Slot::Asleep { .. })
     }
 
     /// The store holds no message of the queue (declared now, or found so at start).
@@ -413,9 +393,15 @@ impl ClassicShared {
     /// (a settlement or a channel's end concerns deliveries a sleeping queue has none
     /// of).
     fn send_if_awake(self: &Arc<Self>, msg: QueueMsg) {
-        if !self.asleep() {
-            let _ = self.send(msg);
+        match &*self.read_slot() {
+            Slot::Running(actor) => {
+                let _ = actor.cast(msg);
+                return;
+            }
+            Slot::Asleep { .. } => return,
+            _ => {}
         }
+        let _ = self.send(msg);
     }
 
     async fn ask<T>(
@@ -478,7 +464,7 @@ impl Queue for ClassicQueue {
         // Forgotten here too: a restart under way would otherwise re-attach it.
         self.shared
             .journal_forget(|c| c.channel == channel && c.tag == tag);
-        if self.shared.asleep() {
+        if self.shared.asleep().is_some() {
             // A sleeping queue has no consumer.
             return Box::pin(async { Ok(()) });
         }
@@ -502,7 +488,7 @@ impl Queue for ClassicQueue {
         channel: ChannelId,
         no_ack: bool,
     ) -> BoxFuture<'_, Result<Option<Got>, BrokerError>> {
-        if self.shared.asleep_empty() {
+        if self.shared.asleep() == Some(Holds::Nothing) {
             return Box::pin(async { Ok(None) });
         }
         Box::pin(self.shared.ask(move |reply| QueueMsg::Get {
@@ -521,7 +507,7 @@ impl Queue for ClassicQueue {
     }
 
     fn purge(&self) -> BoxFuture<'_, Result<u64, BrokerError>> {
-        if self.shared.asleep_empty() {
+        if self.shared.asleep() == Some(Holds::Nothing) {
             return Box::pin(async { Ok(0) });
         }
         Box::pin(self.shared.ask(|reply| QueueMsg::Purge { reply }))
@@ -542,7 +528,7 @@ impl Queue for ClassicQueue {
     }
 
     fn redeclared(&self) -> BoxFuture<'_, Result<(), BrokerError>> {
-        if self.shared.asleep() {
+        if self.shared.asleep().is_some() {
             // Alive: only an auto-delete queue's last consumer deletes it, and a
             // sleeping queue has none.
             return Box::pin(async { Ok(()) });
@@ -552,7 +538,7 @@ impl Queue for ClassicQueue {
 
     fn status(&self) -> BoxFuture<'_, Result<QueueStatus, BrokerError>> {
         Box::pin(async move {
-            if self.shared.asleep_unknown() {
+            if self.shared.asleep() == Some(Holds::Unknown) {
                 // Not looked at since the node started: its counters are its actor's.
                 self.shared.wake_now().await;
             }
@@ -566,7 +552,7 @@ impl Queue for ClassicQueue {
     }
 
     fn consumers(&self) -> BoxFuture<'_, Result<Vec<ConsumerSummary>, BrokerError>> {
-        if self.shared.asleep() {
+        if self.shared.asleep().is_some() {
             return Box::pin(async { Ok(Vec::new()) });
         }
         Box::pin(self.shared.ask(|reply| QueueMsg::Consumers { reply }))

@@ -108,7 +108,7 @@ impl Classic {
             });
         if shared.hibernation.is_some() {
             let sleeper = shared.clone();
-            child = child.with_dormant(move || sleeper.dormant());
+            child = child.with_dormant(move || sleeper.asleep().is_some());
         }
         Hosted {
             queue: Arc::new(ClassicQueue { shared }),

@@ -156,6 +156,16 @@ where
     }
 }
 
+/// The names of `sup`'s children, in start order.
+pub async fn child_names(sup: &SupervisorHandle) -> Vec<String> {
+    sup.children()
+        .await
+        .expect("list children")
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
 /// The child `name` of `sup`.
 pub async fn child(sup: &SupervisorHandle, name: &str) -> ChildInfo {
     sup.children()

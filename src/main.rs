@@ -83,6 +83,9 @@ async fn run_node(args: NodeArgs) -> Result<(), String> {
     if let Some(v) = args.cluster_listen {
         config.cluster_listen = v;
     }
+    if let Some(v) = args.link_listen {
+        config.link_listen = Some(v);
+    }
     if let Some(v) = &args.amqp_listen {
         config.amqp_listen =
             warren::node::config::parse_amqp_listen(v).map_err(|e| e.to_string())?;

@@ -28,7 +28,11 @@
 //!   ([`replica::Machine`]) is opened for.
 //! - [`placement`]: the nodes new queues may go to (members not down).
 //! - [`queue_wire`]: what nodes say to each other about queues (publish, consume,
-//!   settle, deliveries back).
+//!   settle, deliveries back) and the queue endpoint where they find each other's
+//!   link listeners.
+//! - [`link`]: queue links, the data plane between nodes (one TCP connection per
+//!   client node and queue node, frames of many items, the cookie handshake);
+//!   [`link_wire`]: the items and their layout in a frame.
 //! - [`remote_queues`]: how this node reaches queues that live on other nodes.
 //! - [`queue_endpoint`]: where other nodes reach this node's queues.
 //! - `simulation` (tests only): a seeded deterministic simulation of the metadata
@@ -40,6 +44,8 @@
 pub mod connect;
 pub mod cookie;
 pub mod image;
+pub mod link;
+pub mod link_wire;
 pub mod log_store;
 pub mod members;
 pub mod membership;

@@ -1,246 +1,324 @@
-//! The queue endpoint: where other nodes reach this node's queues, and where the
-//! deliveries of remote queues come back to this node's channels.
+//! Where other nodes reach this node's queues: the link listener ([`Serving`]) that
+//! serves what comes on queue links, and the queue endpoint actor that tells other
+//! nodes where it listens and notices nodes that go away.
 //!
-//! One per node (`queues@NODE`). It serves the [`EndpointMsg`]s of
-//! [`crate::queue_wire`]: a remote channel gets a channel id of this node (so that the
-//! queues see an ordinary channel), and its consumers a sink that sends their
-//! deliveries back to the channel's node. When a node goes away (its endpoint leaves
-//! the process group), its channels here end (their unsettled deliveries go back to
-//! the queues) and this node's consumers of that node's queues are told they ended.
+//! A channel of another node gets a channel id of this node (so that the queues see
+//! an ordinary channel), per link: when a link ends, the channels it carried end here
+//! (their unsettled deliveries go back to their queues). A remote consumer's sink puts
+//! its deliveries straight on the link they go back on.
+//!
+//! The endpoint actor (`queues@NODE`, process groups `warren.queues.NODE` and
+//! `warren.queues`) answers where this node takes links; when another node's endpoint
+//! leaves the group (its node went away), the links from and to that node end.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use ractor::pg::GroupChangeMessage;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
+use warren_actors::message::{Message, SharedMessage};
 use warren_actors::queue::{ConsumeRequest, Enqueue, EnqueueOutcome, Qos, QueueRef};
 use warren_actors::vhosts::VHosts;
 use warren_actors::BoxFuture;
 
-use crate::protocol::ErrorReply;
+use crate::link::{self, LinkOut};
+use crate::link_wire::{ToClient, ToQueue};
 use crate::queue_wire::{
-    endpoint_group, endpoint_of, ChannelEvents, EndpointMsg, PublishShare, QueueAddress,
-    QueueAnswer, QueueNote, QueueRequest, RemoteDelivery, RemoteEvent, ENDPOINTS_GROUP,
+    endpoint_group, endpoint_of, EndpointMsg, QueueAnswer, QueueNote, QueueRequest, RemoteDelivery,
+    ENDPOINTS_GROUP,
 };
-use crate::remote_queues::{RelayKey, RemoteQueues};
-use crate::wire::Wire;
+use crate::remote_queues::RemoteQueues;
 
-/// The queue endpoint actor (see the module documentation).
-pub struct QueueEndpoint;
-
-/// What a queue endpoint starts with.
-pub struct EndpointArgs {
-    /// This node's name: the endpoint serves the queues whose home it is.
-    pub node: String,
-    /// The node's vhosts, where it finds those queues.
-    pub vhosts: VHosts,
-    /// This node's relays to remote queues, where deliveries that come back go.
-    pub remote: RemoteQueues,
-}
+/// A link another node opened to this one, as this node numbers it.
+type LinkId = u64;
 
 /// A channel of another node, as this node's queues know it.
 struct Mapped {
     local: ChannelId,
-    /// The queues it used here, as (vhost, queue) (told when it or its node ends).
+    /// The queues it used here, as (vhost, queue) (told when its link ends).
     queues: HashSet<(String, Arc<str>)>,
 }
 
-/// The queue endpoint's state: the channels of other nodes it mapped to its own.
-pub struct EndpointState {
+/// A link open to this node.
+struct Accepted {
+    /// The node that opened it.
+    node: Arc<str>,
+    /// Notified to end it.
+    close: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Links {
+    /// Channels of other nodes, by the link they came on and their own id.
+    channels: HashMap<(LinkId, ChannelId), Mapped>,
+    open: HashMap<LinkId, Accepted>,
+}
+
+/// This node's link listener and what it serves (cheap to clone).
+#[derive(Clone)]
+pub struct Serving {
+    inner: Arc<ServingInner>,
+}
+
+struct ServingInner {
     node: String,
     vhosts: VHosts,
-    remote: RemoteQueues,
-    channels: HashMap<(Arc<str>, ChannelId), Mapped>,
+    cookie: String,
+    address: SocketAddr,
+    next_link: AtomicU64,
+    links: Mutex<Links>,
 }
 
-impl Actor for QueueEndpoint {
-    type Msg = EndpointMsg;
-    type State = EndpointState;
-    type Arguments = EndpointArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<EndpointMsg>,
-        args: EndpointArgs,
-    ) -> Result<EndpointState, ActorProcessingErr> {
-        let cell = myself.get_cell();
-        ractor::pg::join(endpoint_group(&args.node), vec![cell.clone()]);
-        ractor::pg::join(ENDPOINTS_GROUP.to_string(), vec![cell.clone()]);
-        ractor::pg::monitor(ENDPOINTS_GROUP.to_string(), cell);
-        Ok(EndpointState {
-            node: args.node,
-            vhosts: args.vhosts,
-            remote: args.remote,
-            channels: HashMap::new(),
-        })
+impl Serving {
+    /// Listens for queue links on `address` (port 0: one the system picks) for node
+    /// `node`, whose queues are in `vhosts`; links must prove they know `cookie`.
+    pub async fn listen(
+        node: &str,
+        vhosts: VHosts,
+        cookie: &str,
+        address: SocketAddr,
+    ) -> std::io::Result<Serving> {
+        let listener = TcpListener::bind(address).await?;
+        let serving = Serving {
+            inner: Arc::new(ServingInner {
+                node: node.to_string(),
+                vhosts,
+                cookie: cookie.to_string(),
+                address: listener.local_addr()?,
+                next_link: AtomicU64::new(1),
+                links: Mutex::new(Links::default()),
+            }),
+        };
+        tokio::spawn(serving.clone().accept_links(listener));
+        Ok(serving)
     }
 
-    async fn handle(
-        &self,
-        _myself: ActorRef<EndpointMsg>,
-        message: EndpointMsg,
-        state: &mut EndpointState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            EndpointMsg::Call(call, reply) => match call.into_result() {
-                Ok((address, request)) => state.call(address, request, reply),
-                Err(why) => {
-                    let e = BrokerError::internal(format!("undecodable queue request: {why}"));
-                    let _ = reply.send(Err(e.into()).into());
-                }
-            },
-            EndpointMsg::Publish(share, reply) => match share.into_result() {
-                Ok(share) => state.publish(share, Some(reply)),
-                Err(why) => tracing::warn!("undecodable publish from another node: {why}"),
-            },
-            EndpointMsg::Send(share) => match share.into_result() {
-                Ok(share) => state.publish(share, None),
-                Err(why) => tracing::warn!("undecodable publish from another node: {why}"),
-            },
-            EndpointMsg::Note(note) => match note.into_result() {
-                Ok((address, note)) => state.note(address, note),
-                Err(why) => tracing::warn!("undecodable queue note from another node: {why}"),
-            },
-            EndpointMsg::Events(events) => match events.into_result() {
-                Ok(events) => state.events(events),
-                Err(why) => tracing::warn!("undecodable deliveries from another node: {why}"),
-            },
-            EndpointMsg::Stats(vhost, reply) => {
-                let vhost = vhost.into_result().ok().and_then(|v| state.vhosts.get(&v));
-                tokio::spawn(async move {
-                    let stats = match vhost {
-                        Some(v) => v.local_stats().await,
-                        None => Vec::new(),
-                    };
-                    let _ = reply.send(stats.into());
-                });
+    /// Where this node takes queue links.
+    pub fn address(&self) -> SocketAddr {
+        self.inner.address
+    }
+
+    fn links(&self) -> MutexGuard<'_, Links> {
+        self.inner.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes with a link open to this one.
+    pub fn linked_nodes(&self) -> HashSet<Arc<str>> {
+        self.links().open.values().map(|a| a.node.clone()).collect()
+    }
+
+    /// Ends every link `node` opened to this one.
+    pub fn close_from(&self, node: &str) {
+        for accepted in self.links().open.values() {
+            if &*accepted.node == node {
+                accepted.close.notify_one();
             }
         }
-        Ok(())
     }
 
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<EndpointMsg>,
-        event: SupervisionEvent,
-        state: &mut EndpointState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(..)) = event {
-            state.forget_departed();
+    async fn accept_links(self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::spawn(self.clone().serve_link(stream, peer));
+                }
+                Err(e) => {
+                    // (Out of file descriptors, say: try again shortly.)
+                    tracing::warn!("queue link listener: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
         }
-        Ok(())
     }
-}
 
-impl EndpointState {
+    async fn serve_link(self, mut stream: TcpStream, peer: SocketAddr) {
+        let node: Arc<str> = match link::accept(&mut stream, &self.inner.cookie).await {
+            Ok(node) => node.into(),
+            Err(e) => {
+                tracing::warn!(%peer, "queue link refused: {e}");
+                return;
+            }
+        };
+        let id = self.inner.next_link.fetch_add(1, Ordering::Relaxed);
+        let close = Arc::new(Notify::new());
+        self.links().open.insert(
+            id,
+            Accepted {
+                node: node.clone(),
+                close: close.clone(),
+            },
+        );
+        tracing::debug!(%node, %peer, "queue link from node open");
+        let (read, write) = stream.into_split();
+        let (out, items) = mpsc::unbounded_channel();
+        link::spawn_writer(write, items, peer);
+        let why = tokio::select! {
+            why = link::read_items(read, |items| self.serve(id, &out, items)) => why,
+            () = close.notified() => "its node went away".to_string(),
+        };
+        tracing::info!(%node, "queue link from node ended: {why}");
+        self.link_ended(id);
+    }
+
+    /// The link `id` ended: the channels it carried end here.
+    fn link_ended(&self, id: LinkId) {
+        let ended: Vec<Mapped> = {
+            let mut links = self.links();
+            links.open.remove(&id);
+            let keys: Vec<(LinkId, ChannelId)> = links
+                .channels
+                .keys()
+                .filter(|(l, _)| *l == id)
+                .copied()
+                .collect();
+            keys.iter()
+                .filter_map(|k| links.channels.remove(k))
+                .collect()
+        };
+        for mapped in ended {
+            for (vhost, queue) in mapped.queues {
+                if let Ok(q) = self.queue(&vhost, &queue) {
+                    q.channel_down(mapped.local);
+                }
+            }
+        }
+    }
+
     /// The queue `name` this node runs, or the error a remote caller gets.
     fn queue(&self, vhost: &str, name: &str) -> Result<QueueRef, BrokerError> {
         // (A direct reply to a consumer of this node comes as a publish to its address.)
-        let vhost_of = self.vhosts.get(vhost);
+        let vhost_of = self.inner.vhosts.get(vhost);
         let queue = vhost_of
             .as_ref()
             .and_then(|v| v.queue(name).or_else(|| v.direct_reply(name)));
         // Runs here: its home, or a replica of a replicated queue (which sends it on
         // to wherever the queue is served).
         let runs_here = |q: &QueueRef| {
-            q.def().node == self.node || vhost_of.as_ref().is_some_and(|v| v.runs_here(q.def()))
+            q.def().node == self.inner.node
+                || vhost_of.as_ref().is_some_and(|v| v.runs_here(q.def()))
         };
         match queue {
             Some(q) if runs_here(&q) => Ok(q),
             _ => Err(BrokerError::not_found(format!(
                 "NOT_FOUND - no queue '{name}' in vhost '{vhost}' on node '{}'",
-                self.node
+                self.inner.node
             ))),
         }
     }
 
-    /// This node's channel id for `channel` of the asking node (made on first use).
-    fn map(&mut self, address: &QueueAddress, channel: ChannelId) -> ChannelId {
-        let mapped = self
+    /// What came on link `link`, in order; answers go back on `out`.
+    fn serve(&self, link: LinkId, out: &LinkOut<ToClient>, items: Vec<ToQueue>) {
+        for item in items {
+            match item {
+                ToQueue::Call {
+                    id,
+                    vhost,
+                    queue,
+                    request,
+                } => {
+                    let job = match self.queue(&vhost, &queue) {
+                        Ok(q) => self.call(link, out, &vhost, q, request),
+                        Err(e) => Box::pin(async move { Err(e) }),
+                    };
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        let answer = job.await.map_err(Into::into);
+                        let _ = out.send(ToClient::Answer { id, answer });
+                    });
+                }
+                ToQueue::Publish {
+                    id,
+                    vhost,
+                    queue,
+                    messages,
+                } => self.publish(id, &vhost, &queue, messages, out),
+                ToQueue::Note { vhost, queue, note } => self.note(link, &vhost, &queue, note),
+                ToQueue::Stats { id, vhost } => {
+                    let vhost = self.inner.vhosts.get(&vhost);
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        let statuses = match vhost {
+                            Some(v) => v.local_stats().await,
+                            None => Vec::new(),
+                        };
+                        let _ = out.send(ToClient::Stats { id, statuses });
+                    });
+                }
+                ToQueue::Ping => {}
+            }
+        }
+    }
+
+    /// This node's channel id for `channel` of link `link` (made on first use).
+    fn map(&self, link: LinkId, channel: ChannelId, vhost: &str, queue: &Arc<str>) -> ChannelId {
+        let mut links = self.links();
+        let mapped = links
             .channels
-            .entry((address.from.as_str().into(), channel))
+            .entry((link, channel))
             .or_insert_with(|| Mapped {
                 local: next_channel_id(),
                 queues: HashSet::new(),
             });
-        mapped
-            .queues
-            .insert((address.vhost.clone(), address.queue.as_str().into()));
+        mapped.queues.insert((vhost.to_string(), queue.clone()));
         mapped.local
     }
 
-    fn mapped(&self, address: &QueueAddress, channel: ChannelId) -> Option<ChannelId> {
-        self.channels
-            .get(&(address.from.as_str().into(), channel))
-            .map(|m| m.local)
+    fn mapped(&self, link: LinkId, channel: ChannelId) -> Option<ChannelId> {
+        self.links().channels.get(&(link, channel)).map(|m| m.local)
     }
 
-    /// A consumer of channel `channel` of the asking node, as the queue takes it: its
-    /// channel mapped to one of this node's, its deliveries sent back; the rest as a
-    /// plain consumer with that prefetch (the request sets what it asks otherwise).
+    /// A consumer of channel `channel` of link `link`, as the queue takes it: its
+    /// channel mapped to one of this node's, its deliveries put on the link; the rest
+    /// as a plain consumer with that prefetch (the request sets what it asks
+    /// otherwise).
+    #[allow(clippy::too_many_arguments)]
     fn consumer(
-        &mut self,
-        address: &QueueAddress,
+        &self,
+        link: LinkId,
+        out: &LinkOut<ToClient>,
+        vhost: &str,
+        queue: &Arc<str>,
         channel: ChannelId,
         tag: String,
         prefetch: u32,
     ) -> ConsumeRequest {
+        let origin = self
+            .links()
+            .open
+            .get(&link)
+            .map(|a| a.node.clone())
+            .unwrap_or_else(|| "?".into());
         ConsumeRequest {
             tag: tag.into(),
-            channel: self.map(address, channel),
-            sink: self.sink_for(address, channel),
+            channel: self.map(link, channel, vhost, queue),
+            sink: sink_for(out.clone(), vhost, queue.clone(), channel),
             prefetch,
             no_ack: false,
             exclusive: false,
             priority: 0,
-            origin: Some(address.from.as_str().into()),
+            origin: Some(origin),
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
         }
     }
 
-    /// Where a remote consumer's deliveries go: the endpoint of its channel's node.
-    fn sink_for(&self, address: &QueueAddress, channel: ChannelId) -> ChannelSink {
-        let (from, template) = (
-            address.from.clone(),
-            ChannelEvents {
-                node: self.node.clone(),
-                vhost: address.vhost.clone(),
-                queue: address.queue.clone(),
-                channel,
-                event: RemoteEvent::Deliver(Vec::new()),
-            },
-        );
-        Arc::new(move |event: QueueEvent| {
-            let Some(event) = RemoteEvent::of(&event) else {
-                return;
-            };
-            if let Some(endpoint) = endpoint_of(&from) {
-                let events = ChannelEvents {
-                    event,
-                    ..template.clone()
-                };
-                let _ = endpoint.cast(EndpointMsg::Events(events.into()));
-            }
-        })
-    }
-
     fn call(
-        &mut self,
-        address: QueueAddress,
+        &self,
+        link: LinkId,
+        out: &LinkOut<ToClient>,
+        vhost: &str,
+        queue: QueueRef,
         request: QueueRequest,
-        reply: RpcReplyPort<Wire<Result<QueueAnswer, ErrorReply>>>,
-    ) {
-        let queue = match self.queue(&address.vhost, &address.queue) {
-            Ok(q) => q,
-            Err(e) => {
-                let _ = reply.send(Err(e.into()).into());
-                return;
-            }
-        };
-        let job: BoxFuture<'static, Result<QueueAnswer, BrokerError>> = match request {
+    ) -> BoxFuture<'static, Result<QueueAnswer, BrokerError>> {
+        let name = queue.name().clone();
+        match request {
             QueueRequest::Consume {
                 channel,
                 tag,
@@ -253,7 +331,7 @@ impl EndpointState {
                     no_ack,
                     exclusive,
                     priority,
-                    ..self.consumer(&address, channel, tag, prefetch)
+                    ..self.consumer(link, out, vhost, &name, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }
@@ -273,13 +351,13 @@ impl EndpointState {
                     priority,
                     arguments,
                     qos,
-                    ..self.consumer(&address, channel, tag, prefetch)
+                    ..self.consumer(link, out, vhost, &name, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
             }
             QueueRequest::Cancel { channel, tag } => {
                 // A channel never seen here has no consumer to cancel.
-                let local = self.mapped(&address, channel);
+                let local = self.mapped(link, channel);
                 Box::pin(async move {
                     if let Some(local) = local {
                         queue.cancel(local, tag.into()).await?;
@@ -288,7 +366,7 @@ impl EndpointState {
                 })
             }
             QueueRequest::Get { channel, no_ack } => {
-                let local = self.map(&address, channel);
+                let local = self.map(link, channel, vhost, &name);
                 Box::pin(async move {
                     queue.get(local, no_ack).await.map(|got| {
                         QueueAnswer::Got(
@@ -321,122 +399,215 @@ impl EndpointState {
                     found.into_iter().map(|(o, m)| (o, (*m).clone())).collect(),
                 ))
             }),
-        };
-        tokio::spawn(async move {
-            let answer = job.await;
-            let _ = reply.send(answer.map_err(ErrorReply::from).into());
-        });
+        }
     }
 
-    fn publish(&self, share: PublishShare, reply: Option<RpcReplyPort<Wire<Vec<EnqueueOutcome>>>>) {
-        let count = share.messages.len();
-        let queue = match self.queue(&share.vhost, &share.queue) {
+    fn publish(
+        &self,
+        id: u64,
+        vhost: &str,
+        queue: &str,
+        messages: Vec<SharedMessage>,
+        out: &LinkOut<ToClient>,
+    ) {
+        let count = messages.len();
+        let queue = match self.queue(vhost, queue) {
             Ok(q) => q,
             // Not known here (yet: a RAM node still taking the log), or deleted: the
             // publisher is told it was not taken, so nothing is confirmed and lost.
             Err(e) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(vec![EnqueueOutcome::Rejected(e.to_string()); count].into());
+                if id != 0 {
+                    let outcomes = vec![EnqueueOutcome::Rejected(e.to_string()); count];
+                    let _ = out.send(ToClient::Published { id, outcomes });
                 }
                 return;
             }
         };
-        let messages = share.messages.into_iter().map(Arc::new).collect();
-        match reply {
-            None => queue.enqueue(Enqueue::unconfirmed(messages)),
-            Some(reply) => {
-                let (batch, rx) = Enqueue::confirmed(messages);
-                queue.enqueue(batch);
-                tokio::spawn(async move {
-                    let outcomes =
-                        rx.await.unwrap_or_else(|_| {
-                            vec![
-                                EnqueueOutcome::Rejected(
-                                    "the queue restarted before confirming".into()
-                                );
-                                count
-                            ]
-                        });
-                    let _ = reply.send(outcomes.into());
-                });
-            }
+        let messages = messages.into_iter().map(owned_body).collect();
+        if id == 0 {
+            return queue.enqueue(Enqueue::unconfirmed(messages));
         }
+        let (batch, rx) = Enqueue::confirmed(messages);
+        queue.enqueue(batch);
+        let out = out.clone();
+        tokio::spawn(async move {
+            let outcomes = rx.await.unwrap_or_else(|_| {
+                vec![
+                    EnqueueOutcome::Rejected("the queue restarted before confirming".into());
+                    count
+                ]
+            });
+            let _ = out.send(ToClient::Published { id, outcomes });
+        });
     }
 
-    fn note(&mut self, address: QueueAddress, note: QueueNote) {
-        let Ok(queue) = self.queue(&address.vhost, &address.queue) else {
+    fn note(&self, link: LinkId, vhost: &str, queue: &str, note: QueueNote) {
+        let Ok(q) = self.queue(vhost, queue) else {
             return;
         };
         match note {
-            QueueNote::Touch => queue.touch(),
+            QueueNote::Touch => q.touch(),
             QueueNote::Crash => {
-                let _ = queue.crash();
+                let _ = q.crash();
             }
             QueueNote::Settle {
                 channel,
                 settlement,
                 seqs,
             } => {
-                if let Some(local) = self.mapped(&address, channel) {
-                    queue.settle(local, settlement, seqs);
+                if let Some(local) = self.mapped(link, channel) {
+                    q.settle(local, settlement, seqs);
                 }
             }
             QueueNote::ChannelDown { channel } => {
-                let key = (Arc::<str>::from(address.from.as_str()), channel);
-                if let Some(mapped) = self.channels.get_mut(&key) {
-                    queue.channel_down(mapped.local);
-                    mapped
-                        .queues
-                        .remove(&(address.vhost.clone(), address.queue.as_str().into()));
+                let local = {
+                    let mut links = self.links();
+                    let Some(mapped) = links.channels.get_mut(&(link, channel)) else {
+                        return;
+                    };
+                    let local = mapped.local;
+                    mapped.queues.remove(&(vhost.to_string(), q.name().clone()));
                     if mapped.queues.is_empty() {
-                        self.channels.remove(&key);
+                        links.channels.remove(&(link, channel));
                     }
-                }
+                    local
+                };
+                q.channel_down(local);
             }
         }
     }
+}
 
-    fn events(&self, events: ChannelEvents) {
-        let key = RelayKey {
-            node: events.node.as_str().into(),
-            vhost: events.vhost,
-            queue: events.queue.as_str().into(),
-            channel: events.channel,
+/// A message from a link as a queue keeps it: its body in an allocation of its own.
+/// (On the link it is a slice of the frame it came in, which a message kept in a
+/// queue would hold whole, with every other message of the frame.)
+fn owned_body(message: SharedMessage) -> SharedMessage {
+    match Arc::try_unwrap(message) {
+        Ok(m) => Arc::new(Message {
+            body: Bytes::copy_from_slice(&m.body),
+            ..m
+        }),
+        Err(shared) => Arc::new(Message {
+            body: Bytes::copy_from_slice(&shared.body),
+            ..(*shared).clone()
+        }),
+    }
+}
+
+/// Where a remote consumer's deliveries go: on the link of its channel's node.
+fn sink_for(
+    out: LinkOut<ToClient>,
+    vhost: &str,
+    queue: Arc<str>,
+    channel: ChannelId,
+) -> ChannelSink {
+    let vhost = vhost.to_string();
+    Arc::new(move |event: QueueEvent| {
+        let item = match event {
+            QueueEvent::Deliver(deliveries) => ToClient::Deliver {
+                vhost: vhost.clone(),
+                queue: queue.clone(),
+                channel,
+                deliveries,
+            },
+            QueueEvent::ConsumerCancelled {
+                tag,
+                reason,
+                resumable,
+            } => ToClient::Cancelled {
+                vhost: vhost.clone(),
+                queue: queue.clone(),
+                channel,
+                tag: tag.to_string(),
+                reason,
+                resumable,
+            },
+            // (Traces stay on the queue's node.)
+            QueueEvent::Traced(_) => return,
         };
-        let Some(sink) = self.remote.sink(&key) else {
-            return; // the channel closed meanwhile
-        };
-        if let RemoteEvent::ConsumerCancelled { tag, .. } = &events.event {
-            self.remote.consumer_ended(&key, tag);
-        }
-        sink(events.event.into_event(&key.queue));
+        let _ = out.send(item);
+    })
+}
+
+/// The queue endpoint actor (see the module documentation).
+pub struct QueueEndpoint;
+
+/// What a queue endpoint starts with.
+pub struct EndpointArgs {
+    /// This node's name.
+    pub node: String,
+    /// This node's link listener.
+    pub serving: Serving,
+    /// This node's links to other nodes' queues.
+    pub remote: RemoteQueues,
+}
+
+/// The queue endpoint's state.
+pub struct EndpointState {
+    serving: Serving,
+    remote: RemoteQueues,
+}
+
+impl Actor for QueueEndpoint {
+    type Msg = EndpointMsg;
+    type State = EndpointState;
+    type Arguments = EndpointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EndpointMsg>,
+        args: EndpointArgs,
+    ) -> Result<EndpointState, ActorProcessingErr> {
+        let cell = myself.get_cell();
+        ractor::pg::join(endpoint_group(&args.node), vec![cell.clone()]);
+        ractor::pg::join(ENDPOINTS_GROUP.to_string(), vec![cell.clone()]);
+        ractor::pg::monitor(ENDPOINTS_GROUP.to_string(), cell);
+        Ok(EndpointState {
+            serving: args.serving,
+            remote: args.remote,
+        })
     }
 
-    /// Some endpoint left its group: for each node whose endpoint is gone, end its
-    /// channels here and tell this node's consumers of its queues.
-    fn forget_departed(&mut self) {
-        let mut nodes: HashSet<Arc<str>> = self.channels.keys().map(|(n, _)| n.clone()).collect();
+    async fn handle(
+        &self,
+        _myself: ActorRef<EndpointMsg>,
+        message: EndpointMsg,
+        state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EndpointMsg::LinkAddress(_asker, reply) => {
+                let _ = reply.send(state.serving.address().to_string().into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<EndpointMsg>,
+        event: SupervisionEvent,
+        state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(..)) = event {
+            state.forget_departed();
+        }
+        Ok(())
+    }
+}
+
+impl EndpointState {
+    /// Some endpoint left its group: for each node whose endpoint is gone, the links
+    /// from and to it end (their channels end here, this node's consumers of its
+    /// queues are told).
+    fn forget_departed(&self) {
+        let mut nodes = self.serving.linked_nodes();
         nodes.extend(self.remote.relay_nodes());
         for node in nodes {
             if endpoint_of(&node).is_some() {
                 continue;
             }
-            tracing::info!(node = %node, "queue endpoint of node gone: ending its channels here");
-            let gone: Vec<(Arc<str>, ChannelId)> = self
-                .channels
-                .keys()
-                .filter(|(n, _)| *n == node)
-                .cloned()
-                .collect();
-            for key in gone {
-                if let Some(mapped) = self.channels.remove(&key) {
-                    for (vhost, queue) in mapped.queues {
-                        if let Ok(q) = self.queue(&vhost, &queue) {
-                            q.channel_down(mapped.local);
-                        }
-                    }
-                }
-            }
+            tracing::info!(node = %node, "queue endpoint of node gone: ending its links");
+            self.serving.close_from(&node);
             self.remote.node_gone(&node);
         }
     }

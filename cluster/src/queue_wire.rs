@@ -1,24 +1,21 @@
-//! What nodes say to each other about queues: the messages of the queue endpoints.
+//! What nodes say to each other about queues: the requests, answers and notes that
+//! travel on queue links (see [`crate::link_wire`] for how), and the queue endpoint
+//! where a node finds another's link listener.
 //!
 //! Every node runs one queue endpoint (`queues@NODE`, process group
-//! `warren.queues.NODE`). A node that has a queue another node's client uses receives
-//! that client's publishes, consumes, gets and settlements there, and sends the
-//! queue's deliveries back to the client's node's endpoint, which hands them to the
-//! channel that consumes. Channel ids are the client node's; the queue's node maps
-//! them to its own.
+//! `warren.queues.NODE`): other nodes ask it where to open a queue link, and its
+//! leaving the group tells them the node went away. Channel ids in requests are the
+//! client node's; the queue's node maps them to its own.
 
 use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-use warren_actors::delivery::{ChannelId, QueueDelivery, QueueEvent};
+use warren_actors::delivery::{ChannelId, QueueDelivery};
 use warren_actors::message::{FieldTable, Message};
-use warren_actors::queue::{
-    ConsumerSummary, EnqueueOutcome, Qos, QueueStatus, Settlement, StreamInfo,
-};
+use warren_actors::queue::{ConsumerSummary, Qos, Settlement, StreamInfo};
 
-use crate::protocol::ErrorReply;
 use crate::wire::Wire;
 
 /// The process group of one node's queue endpoint.
@@ -32,17 +29,6 @@ pub const ENDPOINTS_GROUP: &str = "warren.queues";
 /// The registry name of a node's queue endpoint.
 pub fn endpoint_name(node: &str) -> String {
     format!("queues@{node}")
-}
-
-/// Which queue, asked from which node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct QueueAddress {
-    /// The asking node (whose channels the requests name).
-    pub from: String,
-    /// The queue's vhost.
-    pub vhost: String,
-    /// The queue's name.
-    pub queue: String,
 }
 
 /// An operation with an answer. Channel ids are the asking node's.
@@ -162,17 +148,6 @@ pub enum QueueNote {
     Crash,
 }
 
-/// Messages for one queue.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PublishShare {
-    /// The queue's vhost.
-    pub vhost: String,
-    /// The queue's name.
-    pub queue: String,
-    /// The messages routed to it, in publish order.
-    pub messages: Vec<Message>,
-}
-
 /// A delivery on its way to the consuming channel's node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RemoteDelivery {
@@ -213,102 +188,12 @@ impl RemoteDelivery {
     }
 }
 
-/// Events for a channel of the receiving node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChannelEvents {
-    /// The queue's node.
-    pub node: String,
-    /// The queue's vhost.
-    pub vhost: String,
-    /// The queue's name.
-    pub queue: String,
-    /// The receiving node's channel (its own id, as it named it in its request).
-    pub channel: ChannelId,
-    /// What happened.
-    pub event: RemoteEvent,
-}
-
-/// A queue's event for a channel of another node: a [`QueueEvent`] that can cross
-/// the wire.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum RemoteEvent {
-    /// Deliveries for the channel's consumers, in queue order.
-    Deliver(Vec<RemoteDelivery>),
-    /// The queue ended a consumer (it was deleted, say).
-    ConsumerCancelled {
-        /// The consumer's tag.
-        tag: String,
-        /// Why, for the consumer.
-        reason: String,
-        /// The queue goes on, served elsewhere (see [`QueueEvent::ConsumerCancelled`]).
-        resumable: bool,
-    },
-}
-
-impl RemoteEvent {
-    /// What crosses the wire of a queue's event; `None` for what does not (traces
-    /// stay on the queue's node).
-    pub fn of(event: &QueueEvent) -> Option<Self> {
-        match event {
-            QueueEvent::Deliver(ds) => Some(RemoteEvent::Deliver(
-                ds.iter().map(RemoteDelivery::of).collect(),
-            )),
-            QueueEvent::ConsumerCancelled {
-                tag,
-                reason,
-                resumable,
-            } => Some(RemoteEvent::ConsumerCancelled {
-                tag: tag.to_string(),
-                reason: reason.clone(),
-                resumable: *resumable,
-            }),
-            QueueEvent::Traced(_) => None,
-        }
-    }
-
-    /// Back into a queue's event, from `queue`.
-    pub fn into_event(self, queue: &Arc<str>) -> QueueEvent {
-        match self {
-            RemoteEvent::Deliver(ds) => QueueEvent::Deliver(
-                ds.into_iter()
-                    .map(|d| d.into_delivery(queue.clone()))
-                    .collect(),
-            ),
-            RemoteEvent::ConsumerCancelled {
-                tag,
-                reason,
-                resumable,
-            } => QueueEvent::ConsumerCancelled {
-                tag: tag.into(),
-                reason,
-                resumable,
-            },
-        }
-    }
-}
-
-/// Messages to a node's queue endpoint.
+/// Messages to a node's queue endpoint (over ractor_cluster).
 #[derive(RactorClusterMessage)]
 pub enum EndpointMsg {
-    /// A request to one of this node's queues, answered with its answer or the
-    /// refusal (404 when the queue is not on this node).
+    /// Where the node takes queue links ("host:port"), asked by the named node.
     #[rpc]
-    Call(
-        Wire<(QueueAddress, QueueRequest)>,
-        RpcReplyPort<Wire<Result<QueueAnswer, ErrorReply>>>,
-    ),
-    /// Publishes whose confirms the publisher waits for.
-    #[rpc]
-    Publish(Wire<PublishShare>, RpcReplyPort<Wire<Vec<EnqueueOutcome>>>),
-    /// Publishes nobody waits for (dead-lettering, say).
-    Send(Wire<PublishShare>),
-    /// An operation on one of this node's queues that has no answer.
-    Note(Wire<(QueueAddress, QueueNote)>),
-    /// From a queue's node to the node of the channel that consumes.
-    Events(Wire<ChannelEvents>),
-    /// The counters of the queues of a vhost on this node, by name.
-    #[rpc]
-    Stats(Wire<String>, RpcReplyPort<Wire<Vec<(String, QueueStatus)>>>),
+    LinkAddress(Wire<String>, RpcReplyPort<Wire<String>>),
 }
 
 /// The endpoint of `node`, if it is reachable.

@@ -115,6 +115,10 @@ pub struct NodeArgs {
     /// Address for cluster sessions (other nodes, client handles, the CLI).
     #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
     pub cluster_listen: Option<SocketAddr>,
+    /// Address where other nodes open queue links, the data plane between nodes
+    /// (default: --cluster-listen's address, a port the system picks).
+    #[arg(long, env = "WARREN_LINK_LISTEN")]
+    pub link_listen: Option<SocketAddr>,
     /// Address for AMQP 0-9-1 clients (default 127.0.0.1:5672), or `off`.
     #[arg(long, env = "WARREN_AMQP_LISTEN", value_name = "ADDR|off")]
     pub amqp_listen: Option<String>,

@@ -4,6 +4,7 @@
 //! name = "rabbit1"
 //! data_dir = "/var/lib/warren"
 //! cluster_listen = "127.0.0.1:4370"
+//! link_listen = "127.0.0.1:4380"     # queue links between nodes (default: cluster_listen's address, any port)
 //! amqp_listen = "127.0.0.1:5672"     # or "off"
 //! cookie_file = "/var/lib/warren/cookie"
 //! log = "info"
@@ -44,6 +45,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The address the node listens on for cluster sessions (nodes and client handles).
     pub cluster_listen: SocketAddr,
+    /// Where other nodes open queue links (the data plane between nodes); `None`:
+    /// cluster_listen's address with a port the system picks (other nodes ask for it).
+    pub link_listen: Option<SocketAddr>,
     /// The AMQP 0-9-1 listener's address; `None` disables it.
     pub amqp_listen: Option<SocketAddr>,
     /// The cookie file; `<data_dir>/cookie` when not set.
@@ -106,6 +110,7 @@ impl Default for NodeConfig {
             metadata_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
             queue_snapshot_every: warren_cluster::replica::SNAPSHOT_EVERY,
             queue_hibernate_after: DEFAULT_QUEUE_HIBERNATE_AFTER,
+            link_listen: None,
             amqps_listen: None,
             tls: None,
             http_listen: Some(
@@ -157,6 +162,7 @@ pub struct ConfigFile {
     pub name: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub cluster_listen: Option<SocketAddr>,
+    pub link_listen: Option<SocketAddr>,
     pub amqp_listen: Option<String>,
     pub cookie_file: Option<PathBuf>,
     pub log: Option<String>,
@@ -294,6 +300,9 @@ impl NodeConfig {
         }
         if let Some(v) = file.cluster_listen {
             self.cluster_listen = v;
+        }
+        if let Some(v) = file.link_listen {
+            self.link_listen = Some(v);
         }
         if let Some(v) = file.amqp_listen {
             self.amqp_listen = parse_amqp_listen(&v)?;

@@ -50,7 +50,7 @@ use warren_cluster::membership::{membership_name, Membership, MembershipArgs};
 use warren_cluster::metadata::{MetaChange, MetaCommand, MetadataApplier};
 use warren_cluster::node_server::{watch_sessions, SessionEvent};
 use warren_cluster::protocol::{GatewayMsg, LocalOnly};
-use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint};
+use warren_cluster::queue_endpoint::{EndpointArgs, QueueEndpoint, Serving};
 use warren_cluster::queue_wire::endpoint_name;
 use warren_cluster::remote_queues::RemoteQueues;
 use warren_cluster::replica::{replica_name, Replica, ReplicaArgs, ReplicaHandle};
@@ -84,6 +84,11 @@ pub enum NodeError {
     Listen(#[from] warren_cluster::node_server::StartError),
     #[error("cannot listen for AMQP clients on {addr}: {source} (is RabbitMQ or another node using the port? choose one with --amqp-listen ADDR, or 'off')")]
     AmqpListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for queue links from other nodes on {addr}: {source} (choose an address with --link-listen ADDR)")]
+    LinkListen {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
@@ -145,7 +150,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })?;
     let cookie = warren_cluster::cookie::read_or_create(&config.cookie_path())?;
     let store = Store::open_with(config.store_path(), config.store_options())?;
-    let remote = RemoteQueues::new(&config.name);
+    let remote = RemoteQueues::new(&config.name, &cookie);
     // Resources first: the memory high watermark sizes the queues' memory budget.
     let alarms = warren_resources::alarm::Alarms::default();
     let queue_memory = QueueMemory::new(0);
@@ -217,6 +222,16 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
 
     tokio::spawn(resources.clone().run());
+    let link_listen = config
+        .link_listen
+        .unwrap_or_else(|| std::net::SocketAddr::new(config.cluster_listen.ip(), 0));
+    let serving = Serving::listen(&config.name, vhosts.clone(), &cookie, link_listen)
+        .await
+        .map_err(|source| NodeError::LinkListen {
+            addr: link_listen,
+            source,
+        })?;
+    let link_address = serving.address();
     let node_server =
         warren_cluster::node_server::start(&config.name, config.cluster_listen, cookie).await?;
     let connection_tasks = warren_amqp::ConnectionTasks::default();
@@ -286,7 +301,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )
     };
     let endpoint = {
-        let (node, vhosts) = (config.name.clone(), vhosts.clone());
+        let node = config.name.clone();
         ChildSpec::for_actor(
             endpoint_name(&config.name),
             "queue endpoint",
@@ -296,7 +311,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     QueueEndpoint,
                     EndpointArgs {
                         node: node.clone(),
-                        vhosts: vhosts.clone(),
+                        serving: serving.clone(),
                         remote: remote.clone(),
                     },
                 )
@@ -411,6 +426,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     )?;
     let listeners = [
         ("clustering", Some(config.cluster_listen)),
+        ("queue links", Some(link_address)),
         ("amqp", amqp),
         ("amqp/ssl", amqps),
         ("http", http.as_ref().map(|h| h.addr)),
@@ -443,6 +459,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     tracing::info!(
         node = %config.name,
         listen = %config.cluster_listen,
+        links = %link_address,
         data_dir = %config.data_dir.display(),
         "node ready in {} ms",
         began.elapsed().as_millis()

@@ -123,6 +123,24 @@ pub fn version_of(bytes: &[u8]) -> Result<u8, DecodeError> {
 /// take a vector of hundreds of bytes-wide elements that each encode to about one
 /// byte to exceed it.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, consumed) = decode_prefix(bytes)?;
+    if consumed != bytes.len() {
+        return Err(DecodeError::Corrupt {
+            version: bytes[0],
+            cause: TrailingBytes {
+                consumed: consumed - 1,
+                total: bytes.len() - 1,
+            }
+            .to_string(),
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes the value at the start of `bytes` (as written by [`encode_into`]) and
+/// returns it with the number of bytes it took, version byte included: for buffers
+/// that hold several values one after another, or a value followed by raw bytes.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     let version = version_of(bytes)?;
     if version > FORMAT_VERSION {
         return Err(DecodeError::NewerVersion {
@@ -136,22 +154,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
             cause: "format version 0 was never written by any Warren".to_string(),
         });
     }
-    let payload = &bytes[1..];
-    let (value, consumed) = decode_bounded::<T>(payload).map_err(|err| DecodeError::Corrupt {
-        version,
-        cause: err.to_string(),
-    })?;
-    if consumed != payload.len() {
-        return Err(DecodeError::Corrupt {
+    let (value, consumed) =
+        decode_bounded::<T>(&bytes[1..]).map_err(|err| DecodeError::Corrupt {
             version,
-            cause: TrailingBytes {
-                consumed,
-                total: payload.len(),
-            }
-            .to_string(),
-        });
-    }
-    Ok(value)
+            cause: err.to_string(),
+        })?;
+    Ok((value, consumed + 1))
 }
 
 /// Describes bytes left over after a complete value.

@@ -423,9 +423,34 @@ impl RemoteQueues {
             Ok(CallResult::Success(w)) => w.into_result()?,
             _ => return Err("its queue endpoint did not say where it takes links".into()),
         };
+        let address = self.reachable(node, address).await;
         link::dial(&address, &self.inner.node, &self.inner.cookie)
             .await
             .map_err(|e| format!("{address}: {e}"))
+    }
+
+    /// A link address that says "any address" (the node listens on 0.0.0.0) is dialled
+    /// at the address the node is a cluster member at.
+    async fn reachable(&self, node: &str, address: String) -> String {
+        let Ok(at) = address.parse::<std::net::SocketAddr>() else {
+            return address;
+        };
+        if !at.ip().is_unspecified() {
+            return address;
+        }
+        let Some(membership) = crate::membership::MembershipHandle::lookup(&self.inner.node) else {
+            return address;
+        };
+        let Ok(members) = membership.status().await else {
+            return address;
+        };
+        members
+            .iter()
+            .find(|m| m.name == node)
+            .and_then(|m| m.address.parse::<std::net::SocketAddr>().ok())
+            .filter(|member| !member.ip().is_unspecified())
+            .map(|member| std::net::SocketAddr::new(member.ip(), at.port()).to_string())
+            .unwrap_or(address)
     }
 
     /// What came back on `link`.
@@ -582,8 +607,13 @@ impl RemoteQueue {
         }
     }
 
-    /// The link to the queue's node, if the node is known to be there at all.
+    /// The link to the queue's node: the open one, or a new one if the node is known
+    /// to be there at all. (A link lives until it breaks or its node leaves the
+    /// cluster; no lookup of the node per message.)
     fn link(&self) -> Option<Arc<ClientLink>> {
+        if let Some(link) = self.remote.links().get(&self.node) {
+            return Some(link.clone());
+        }
         endpoint_of(&self.node)?;
         Some(self.remote.link(&self.node))
     }

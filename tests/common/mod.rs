@@ -467,6 +467,12 @@ impl NodeProcess {
         self.child.as_mut()?.try_wait().ok().flatten()
     }
 
+    /// The node's process id while it runs (`None` once killed by
+    /// [`NodeProcess::kill`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the node gets no chance to flush anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

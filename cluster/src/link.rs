@@ -187,10 +187,17 @@ pub fn spawn_writer<T: LinkItem>(
     tokio::spawn(async move {
         let mut frame = Vec::with_capacity(64 * 1024);
         loop {
-            let first = match tokio::time::timeout(PING_EVERY, items.recv()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(_) => T::ping(),
+            // (The ping's timer is armed only when nothing waits.)
+            let first = match items.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout(PING_EVERY, items.recv()).await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => break,
+                        Err(_) => T::ping(),
+                    }
+                }
             };
             frame.clear();
             frame.extend_from_slice(&[0; 4]);

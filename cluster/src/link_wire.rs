@@ -10,10 +10,11 @@
 //!           body length (u32 LE), body
 //! ```
 //!
-//! Bodies are written raw behind their message's head, so the receiving side takes
-//! each as a slice of the frame it read ([`Bytes::slice`]): no copy between the socket
-//! and the queue, or between the socket and the consuming channel. Everything else
-//! goes through the codec, whose version byte lets a later Warren change a head.
+//! Bodies are written raw behind their message's head, so the receiving side takes a
+//! delivered body as a slice of the frame it read ([`Bytes::slice`]): no copy between
+//! the socket and the consuming channel. A published body is copied once into an
+//! allocation of its own, since the queue may keep it for long. Everything else goes
+//! through the codec, whose version byte lets a later Warren change a head.
 
 use std::sync::Arc;
 
@@ -178,7 +179,11 @@ fn put_message(m: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(&m.body);
 }
 
-fn take_message(frame: &Bytes, at: &mut usize) -> Result<Message, String> {
+/// The message at `frame[*at..]`; its body a slice of the frame, or with `own` a copy
+/// in an allocation of its own. (A message that stays in a queue must not hold its
+/// whole frame, and every other message of the frame, alive: published bodies are
+/// copied once, as the AMQP reader copies them; delivered ones are on their way out.)
+fn take_message(frame: &Bytes, at: &mut usize, own: bool) -> Result<Message, String> {
     let (exchange, routing_key, properties): (String, String, Properties) = take(frame, at)?;
     let len = frame
         .get(*at..*at + 4)
@@ -188,7 +193,11 @@ fn take_message(frame: &Bytes, at: &mut usize) -> Result<Message, String> {
     if frame.len() - *at < len {
         return Err(format!("a body of {len} bytes past the frame's end"));
     }
-    let body = frame.slice(*at..*at + len);
+    let body = if own {
+        Bytes::copy_from_slice(&frame[*at..*at + len])
+    } else {
+        frame.slice(*at..*at + len)
+    };
     *at += len;
     Ok(Message {
         exchange,
@@ -259,7 +268,7 @@ impl LinkItem for ToQueue {
                 let (id, vhost, queue, count): (u64, String, String, u32) = take(frame, at)?;
                 let mut messages = Vec::with_capacity((count as usize).min(4096));
                 for _ in 0..count {
-                    messages.push(Arc::new(take_message(frame, at)?));
+                    messages.push(Arc::new(take_message(frame, at, true)?));
                 }
                 ToQueue::Publish {
                     id,
@@ -338,8 +347,12 @@ impl LinkItem for ToClient {
             } => {
                 out.push(DELIVER);
                 put(&(vhost, &**queue, channel, deliveries.len() as u32), out);
+                // A consumer's tag is written when it changes, not with every delivery.
+                let mut last: Option<&str> = None;
                 for d in deliveries {
-                    put(&(&*d.consumer_tag, d.seq, d.redelivered, d.no_ack), out);
+                    let tag = (last != Some(&*d.consumer_tag)).then_some(&*d.consumer_tag);
+                    last = Some(&d.consumer_tag);
+                    put(&(tag, d.seq, d.redelivered, d.no_ack), out);
                     put_message(&d.message, out);
                 }
             }
@@ -377,21 +390,22 @@ impl LinkItem for ToClient {
                     take(frame, at)?;
                 let queue: Arc<str> = queue.into();
                 let mut deliveries = Vec::with_capacity((count as usize).min(4096));
-                // A consumer's tag is shared by its deliveries, not made once for each.
+                // A consumer's tag comes when it changes, and its deliveries share it.
                 let mut last_tag: Option<Arc<str>> = None;
                 for _ in 0..count {
-                    let (tag, seq, redelivered, no_ack): (String, u64, bool, bool) =
+                    let (tag, seq, redelivered, no_ack): (Option<String>, u64, bool, bool) =
                         take(frame, at)?;
-                    let consumer_tag = match last_tag.take() {
-                        Some(t) if *t == *tag => t,
-                        _ => Arc::from(tag),
+                    let consumer_tag = match (tag, last_tag.take()) {
+                        (Some(tag), _) => Arc::from(tag),
+                        (None, Some(last)) => last,
+                        (None, None) => return Err("a delivery without a consumer tag".into()),
                     };
                     last_tag = Some(consumer_tag.clone());
                     deliveries.push(QueueDelivery {
                         queue: queue.clone(),
                         consumer_tag,
                         seq,
-                        message: Arc::new(take_message(frame, at)?),
+                        message: Arc::new(take_message(frame, at, false)?),
                         redelivered,
                         no_ack,
                     });
@@ -486,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn items_to_a_queue_node_round_trip_with_bodies_as_slices() {
+    fn items_to_a_queue_node_round_trip_with_bodies_of_their_own() {
         let items = vec![
             ToQueue::Publish {
                 id: 7,
@@ -523,8 +537,8 @@ mod tests {
         };
         let inside = frame.as_ptr_range();
         assert!(
-            inside.contains(&messages[2].body.as_ptr()),
-            "the body is a slice of the frame, not a copy"
+            !inside.contains(&messages[2].body.as_ptr()),
+            "a published body does not hold the frame"
         );
         assert_eq!(messages[0].properties.delivery_mode, Some(2));
     }
@@ -579,11 +593,18 @@ mod tests {
                 )],
             },
         ];
-        let back: Vec<ToClient> = decode_frame(frame_of(&items)).expect("decodes");
+        let frame = frame_of(&items);
+        let back: Vec<ToClient> = decode_frame(frame.clone()).expect("decodes");
         assert_eq!(format!("{items:?}"), format!("{back:?}"));
         let ToClient::Deliver { deliveries, .. } = &back[0] else {
             panic!("deliveries first");
         };
+        assert!(
+            frame
+                .as_ptr_range()
+                .contains(&deliveries[2].message.body.as_ptr()),
+            "a delivered body is a slice of the frame, not a copy"
+        );
         assert!(Arc::ptr_eq(
             &deliveries[0].consumer_tag,
             &deliveries[1].consumer_tag

@@ -16,14 +16,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
-use warren_actors::message::{Message, SharedMessage};
+use warren_actors::message::SharedMessage;
 use warren_actors::queue::{ConsumeRequest, Enqueue, EnqueueOutcome, Qos, QueueRef};
 use warren_actors::vhosts::VHosts;
 use warren_actors::BoxFuture;
@@ -423,7 +422,6 @@ impl Serving {
                 return;
             }
         };
-        let messages = messages.into_iter().map(owned_body).collect();
         if id == 0 {
             return queue.enqueue(Enqueue::unconfirmed(messages));
         }
@@ -475,22 +473,6 @@ impl Serving {
                 q.channel_down(local);
             }
         }
-    }
-}
-
-/// A message from a link as a queue keeps it: its body in an allocation of its own.
-/// (On the link it is a slice of the frame it came in, which a message kept in a
-/// queue would hold whole, with every other message of the frame.)
-fn owned_body(message: SharedMessage) -> SharedMessage {
-    match Arc::try_unwrap(message) {
-        Ok(m) => Arc::new(Message {
-            body: Bytes::copy_from_slice(&m.body),
-            ..m
-        }),
-        Err(shared) => Arc::new(Message {
-            body: Bytes::copy_from_slice(&shared.body),
-            ..(*shared).clone()
-        }),
     }
 }
 

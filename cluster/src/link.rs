@@ -32,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 use crate::link_wire::{decode_frame, LinkItem, MAX_FRAME};
 
@@ -178,12 +179,14 @@ pub type LinkOut<T> = mpsc::UnboundedSender<T>;
 
 /// Starts the writer of a link: it sends what `items` gives, as many waiting items
 /// per frame as fit in [`FRAME_TARGET`], a ping when idle for [`PING_EVERY`]. It ends
-/// (shutting its half of the connection) when every sender is dropped or a write fails.
+/// (shutting its half of the connection) when every sender is dropped or a write fails;
+/// the link's owner aborts it when the link ends, so that nothing queued after that is
+/// written and the connection closes.
 pub fn spawn_writer<T: LinkItem>(
     mut write: OwnedWriteHalf,
     mut items: mpsc::UnboundedReceiver<T>,
     peer: SocketAddr,
-) {
+) -> AbortHandle {
     tokio::spawn(async move {
         let mut frame = Vec::with_capacity(64 * 1024);
         loop {
@@ -201,19 +204,33 @@ pub fn spawn_writer<T: LinkItem>(
             };
             frame.clear();
             frame.extend_from_slice(&[0; 4]);
-            let mut held = first;
-            while frame.len() < FRAME_TARGET {
+            let (mut held, mut held_size) = (first, 0);
+            held_size += held.size();
+            // (A merged item counts too: deliveries to one channel would otherwise
+            // merge into one frame of any size.)
+            while frame.len() + held_size < FRAME_TARGET {
                 match items.try_recv() {
                     Ok(next) => {
-                        if let Err(next) = held.merge(next) {
-                            held.encode(&mut frame);
-                            held = next;
+                        let next_size = next.size();
+                        match held.merge(next) {
+                            Ok(()) => held_size += next_size,
+                            Err(next) => {
+                                held.encode(&mut frame);
+                                (held, held_size) = (next, next_size);
+                            }
                         }
                     }
                     Err(_) => break,
                 }
             }
             held.encode(&mut frame);
+            if frame.len() - 4 > MAX_FRAME {
+                // One item larger than any frame a reader takes (a publish batch of
+                // huge messages): the link cannot carry it; what waits on it is
+                // refused when it ends.
+                tracing::error!(%peer, bytes = frame.len() - 4, "an item larger than a queue link frame; ending the link");
+                break;
+            }
             let len = (frame.len() - 4) as u32;
             frame[..4].copy_from_slice(&len.to_le_bytes());
             if let Err(e) = write.write_all(&frame).await {
@@ -225,7 +242,8 @@ pub fn spawn_writer<T: LinkItem>(
             }
         }
         let _ = write.shutdown().await;
-    });
+    })
+    .abort_handle()
 }
 
 /// Reads a link's frames and hands each frame's items to `on_items`, in order, until
@@ -293,6 +311,69 @@ mod tests {
         let why = dialled.unwrap_err().to_string();
         assert!(why.contains("does not know the cluster's cookie"), "{why}");
         assert!(accepted.is_err());
+    }
+
+    /// Deliveries to one channel merge into one item, but never past a frame's size:
+    /// a consumer with a deep backlog and no prefetch must not make one huge frame.
+    #[tokio::test]
+    async fn merged_deliveries_keep_frames_bounded() {
+        use crate::link_wire::ToClient;
+        use bytes::Bytes;
+        use std::sync::Arc;
+        use warren_actors::delivery::QueueDelivery;
+        use warren_actors::message::Message;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reading = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            accept(&mut s, "c").await.unwrap();
+            let (read, _write) = s.into_split();
+            let (mut seqs, mut frames) = (Vec::new(), Vec::new());
+            read_items::<ToClient>(read, |items| {
+                frames.push(items.iter().map(LinkItem::size).sum::<usize>());
+                for item in items {
+                    if let ToClient::Deliver { deliveries, .. } = item {
+                        seqs.extend(deliveries.iter().map(|d| d.seq));
+                    }
+                }
+            })
+            .await;
+            (seqs, frames)
+        });
+        let stream = dial(&addr.to_string(), "n2", "c").await.unwrap();
+        let (_read, write) = stream.into_split();
+        let (out, items) = mpsc::unbounded_channel();
+        let body = Bytes::from(vec![7u8; 1024]);
+        for seq in 0..2_000 {
+            out.send(ToClient::Deliver {
+                vhost: "/".into(),
+                queue: "q".into(),
+                channel: 1,
+                deliveries: vec![QueueDelivery {
+                    queue: "q".into(),
+                    consumer_tag: "c".into(),
+                    seq,
+                    message: Arc::new(Message::new("", "q", body.clone())),
+                    redelivered: false,
+                    no_ack: false,
+                }],
+            })
+            .unwrap();
+        }
+        spawn_writer(write, items, addr);
+        drop(out);
+        let (seqs, frames) = reading.await.unwrap();
+        assert_eq!(seqs, (0..2_000).collect::<Vec<u64>>());
+        assert!(
+            frames.len() >= 8,
+            "2 MiB of deliveries in {} frames",
+            frames.len()
+        );
+        assert!(
+            frames.iter().all(|&f| f <= FRAME_TARGET + 2 * 1024),
+            "frames of {frames:?} bytes"
+        );
     }
 
     #[tokio::test]

@@ -140,6 +140,8 @@ pub trait LinkItem: Sized + Send + 'static {
     fn encode(&self, out: &mut Vec<u8>);
     /// The item at `frame[*at..]`, moving `at` past it; bodies are slices of `frame`.
     fn decode(frame: &Bytes, at: &mut usize) -> Result<Self, String>;
+    /// About how many bytes the item takes in a frame (what caps merging).
+    fn size(&self) -> usize;
     /// Takes `next` into `self` when both can travel as one item (settlements of one
     /// channel, deliveries to one channel); gives it back otherwise.
     fn merge(&mut self, next: Self) -> Result<(), Self> {
@@ -213,9 +215,27 @@ fn kind(frame: &Bytes, at: &mut usize) -> Result<u8, String> {
     Ok(k)
 }
 
+/// About what a message takes in a frame: its body and a head.
+fn message_size(m: &Message) -> usize {
+    m.body.len() + 64
+}
+
 impl LinkItem for ToQueue {
     fn ping() -> Self {
         ToQueue::Ping
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            ToQueue::Publish { messages, .. } => {
+                messages.iter().map(|m| message_size(m)).sum::<usize>() + 64
+            }
+            ToQueue::Note {
+                note: QueueNote::Settle { seqs, .. },
+                ..
+            } => seqs.len() * 8 + 64,
+            _ => 64,
+        }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -327,6 +347,20 @@ impl LinkItem for ToQueue {
 impl LinkItem for ToClient {
     fn ping() -> Self {
         ToClient::Ping
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            ToClient::Deliver { deliveries, .. } => {
+                deliveries
+                    .iter()
+                    .map(|d| message_size(&d.message))
+                    .sum::<usize>()
+                    + 64
+            }
+            ToClient::Published { outcomes, .. } => outcomes.len() * 2 + 64,
+            _ => 64,
+        }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {

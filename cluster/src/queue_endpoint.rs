@@ -20,6 +20,7 @@ use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
+use tokio::task::{AbortHandle, JoinSet};
 use warren_actors::delivery::{next_channel_id, ChannelId, ChannelSink, QueueEvent};
 use warren_actors::error::BrokerError;
 use warren_actors::message::SharedMessage;
@@ -33,7 +34,7 @@ use crate::queue_wire::{
     endpoint_group, endpoint_of, EndpointMsg, QueueAnswer, QueueNote, QueueRequest, RemoteDelivery,
     ENDPOINTS_GROUP,
 };
-use crate::remote_queues::RemoteQueues;
+use crate::remote_queues::{RemoteQueues, CALL_TIMEOUT};
 
 /// A link another node opened to this one, as this node numbers it.
 type LinkId = u64;
@@ -73,6 +74,8 @@ struct ServingInner {
     address: SocketAddr,
     next_link: AtomicU64,
     links: Mutex<Links>,
+    /// The listener's task (aborted by [`Serving::stop`]).
+    listening: Mutex<Option<AbortHandle>>,
 }
 
 impl Serving {
@@ -93,10 +96,32 @@ impl Serving {
                 address: listener.local_addr()?,
                 next_link: AtomicU64::new(1),
                 links: Mutex::new(Links::default()),
+                listening: Mutex::new(None),
             }),
         };
-        tokio::spawn(serving.clone().accept_links(listener));
+        let listening = tokio::spawn(serving.clone().accept_links(listener)).abort_handle();
+        *serving
+            .inner
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(listening);
         Ok(serving)
+    }
+
+    /// Stops taking links and ends those open (the node shuts down).
+    pub fn stop(&self) {
+        let listening = self
+            .inner
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(listening) = listening {
+            listening.abort();
+        }
+        for accepted in self.links().open.values() {
+            accepted.close.notify_one();
+        }
     }
 
     /// Where this node takes queue links.
@@ -141,7 +166,7 @@ impl Serving {
         let node: Arc<str> = match link::accept(&mut stream, &self.inner.cookie).await {
             Ok(node) => node.into(),
             Err(e) => {
-                tracing::warn!(%peer, "queue link refused: {e}");
+                tracing::warn!(%peer, "queue link refused: {e:?}");
                 return;
             }
         };
@@ -154,15 +179,26 @@ impl Serving {
                 close: close.clone(),
             },
         );
-        tracing::debug!(%node, %peer, "queue link from node open");
+        tracing::debug!(node = ?node, %peer, "queue link from node open");
         let (read, write) = stream.into_split();
         let (out, items) = mpsc::unbounded_channel();
-        link::spawn_writer(write, items, peer);
+        let writer = link::spawn_writer(write, items, peer);
+        // The link's calls in flight: its channels end only after them, so that a
+        // consume or get that came just before the end cannot outlive it.
+        let mut calls = JoinSet::new();
         let why = tokio::select! {
-            why = link::read_items(read, |items| self.serve(id, &out, items)) => why,
+            why = link::read_items(read, |items| self.serve(id, &out, items, &mut calls)) => why,
             () = close.notified() => "its node went away".to_string(),
         };
-        tracing::info!(%node, "queue link from node ended: {why}");
+        tracing::info!(node = ?node, "queue link from node ended: {why}");
+        writer.abort();
+        let waited = tokio::time::timeout(CALL_TIMEOUT, async {
+            while calls.join_next().await.is_some() {}
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(node = ?node, "calls of an ended queue link still running after {CALL_TIMEOUT:?}");
+        }
         self.link_ended(id);
     }
 
@@ -212,8 +248,17 @@ impl Serving {
         }
     }
 
-    /// What came on link `link`, in order; answers go back on `out`.
-    fn serve(&self, link: LinkId, out: &LinkOut<ToClient>, items: Vec<ToQueue>) {
+    /// What came on link `link`, in order; answers go back on `out`; calls run in
+    /// `calls`.
+    fn serve(
+        &self,
+        link: LinkId,
+        out: &LinkOut<ToClient>,
+        items: Vec<ToQueue>,
+        calls: &mut JoinSet<()>,
+    ) {
+        // (Finished calls leave the set.)
+        while calls.try_join_next().is_some() {}
         for item in items {
             match item {
                 ToQueue::Call {
@@ -227,7 +272,7 @@ impl Serving {
                         Err(e) => Box::pin(async move { Err(e) }),
                     };
                     let out = out.clone();
-                    tokio::spawn(async move {
+                    calls.spawn(async move {
                         let answer = job.await.map_err(Into::into);
                         let _ = out.send(ToClient::Answer { id, answer });
                     });
@@ -440,8 +485,15 @@ impl Serving {
     }
 
     fn note(&self, link: LinkId, vhost: &str, queue: &str, note: QueueNote) {
-        let Ok(q) = self.queue(vhost, queue) else {
-            return;
+        let q = match self.queue(vhost, queue) {
+            Ok(q) => q,
+            Err(_) => {
+                if let QueueNote::ChannelDown { channel } = note {
+                    // (The queue is gone: only the mapping is left to forget.)
+                    self.forget(link, channel, vhost, queue);
+                }
+                return;
+            }
         };
         match note {
             QueueNote::Touch => q.touch(),
@@ -458,21 +510,32 @@ impl Serving {
                 }
             }
             QueueNote::ChannelDown { channel } => {
-                let local = {
-                    let mut links = self.links();
-                    let Some(mapped) = links.channels.get_mut(&(link, channel)) else {
-                        return;
-                    };
-                    let local = mapped.local;
-                    mapped.queues.remove(&(vhost.to_string(), q.name().clone()));
-                    if mapped.queues.is_empty() {
-                        links.channels.remove(&(link, channel));
-                    }
-                    local
-                };
-                q.channel_down(local);
+                if let Some(local) = self.forget(link, channel, vhost, queue) {
+                    q.channel_down(local);
+                }
             }
         }
+    }
+
+    /// Channel `channel` of link `link` is done with a queue: its mapping forgets the
+    /// queue (and goes once it uses none). Returns the channel's id here.
+    fn forget(
+        &self,
+        link: LinkId,
+        channel: ChannelId,
+        vhost: &str,
+        queue: &str,
+    ) -> Option<ChannelId> {
+        let mut links = self.links();
+        let mapped = links.channels.get_mut(&(link, channel))?;
+        let local = mapped.local;
+        mapped
+            .queues
+            .remove(&(vhost.to_string(), Arc::<str>::from(queue)));
+        if mapped.queues.is_empty() {
+            links.channels.remove(&(link, channel));
+        }
+        Some(local)
     }
 }
 
@@ -570,8 +633,14 @@ impl Actor for QueueEndpoint {
         event: SupervisionEvent,
         state: &mut EndpointState,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(..)) = event {
-            state.forget_departed();
+        match event {
+            SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Leave(..)) => {
+                state.forget_departed();
+            }
+            SupervisionEvent::ProcessGroupChanged(GroupChangeMessage::Join(..)) => {
+                state.remote.nodes_back();
+            }
+            _ => {}
         }
         Ok(())
     }

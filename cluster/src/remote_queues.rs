@@ -39,6 +39,11 @@ use crate::queue_wire::{endpoint_of, EndpointMsg, QueueAnswer, QueueNote, QueueR
 
 /// How long a call to another node's queue waits for its answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a link may take in all (asking where, dialling, the handshake).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(12);
+/// After a link failed to open, operations on the node's queues are refused at once
+/// for this long before it is tried again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
 
 /// A channel of this node consuming from a queue on another node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -305,10 +310,23 @@ impl RemoteQueues {
     /// The queues' node `node` went away: its link ends, every consumer of this node
     /// on its queues is told it ended, and their relays are dropped.
     pub fn node_gone(&self, node: &str) {
-        if let Some(link) = self.links().get(node) {
-            link.close.notify_one();
+        let link = self.links().get(node).cloned();
+        match link {
+            // (Its end cancels the relays.)
+            Some(link) => link.close.notify_one(),
+            None => self.cancel_relays(node),
         }
-        self.cancel_relays(node);
+    }
+
+    /// Some node's endpoint joined (a node started, or came back): links that failed
+    /// to open to nodes whose endpoint is known now are forgotten, so that the next
+    /// use opens one at once.
+    pub fn nodes_back(&self) {
+        for (node, link) in self.links().iter() {
+            if link.waiting().ended && endpoint_of(node).is_some() {
+                link.close.notify_one();
+            }
+        }
     }
 
     fn cancel_relays(&self, node: &str) {
@@ -345,6 +363,17 @@ impl RemoteQueues {
         nodes
     }
 
+    /// The link to `node`: the one there is, or a new one if the node is known to be
+    /// there at all. (A link lives until it breaks or its node leaves the cluster; no
+    /// lookup of the node per message.)
+    fn existing_or_new_link(&self, node: &Arc<str>) -> Option<Arc<ClientLink>> {
+        if let Some(link) = self.links().get(node) {
+            return Some(link.clone());
+        }
+        endpoint_of(node)?;
+        Some(self.link(node))
+    }
+
     /// The link to `node`, opened if there is none.
     fn link(&self, node: &Arc<str>) -> Arc<ClientLink> {
         let mut links = self.links();
@@ -371,10 +400,25 @@ impl RemoteQueues {
         link: Arc<ClientLink>,
         items: tokio::sync::mpsc::UnboundedReceiver<ToQueue>,
     ) {
-        let why = match self.open(&link.node).await {
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, self.open(&link.node))
+            .await
+            .unwrap_or_else(|_| Err(format!("opening took over {OPEN_TIMEOUT:?}")));
+        match opened {
             Err(why) => {
                 tracing::warn!(node = %link.node, "cannot open a queue link: {why}");
-                why
+                link.end();
+                self.cancel_relays(&link.node);
+                // A node that is there but cannot be dialled: the ended link stays a
+                // moment, so that what comes meanwhile is refused at once instead of
+                // dialling again for each operation. (A node whose endpoint is not
+                // known is asked again at no cost; one that comes back clears it,
+                // see [`RemoteQueues::nodes_back`].)
+                if endpoint_of(&link.node).is_some() {
+                    tokio::select! {
+                        () = tokio::time::sleep(REOPEN_AFTER) => {}
+                        () = link.close.notified() => {}
+                    }
+                }
             }
             Ok(stream) => {
                 let peer = stream
@@ -382,7 +426,7 @@ impl RemoteQueues {
                     .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
                 tracing::debug!(node = %link.node, %peer, "queue link open");
                 let (read, write) = stream.into_split();
-                link::spawn_writer(write, items, peer);
+                let writer = link::spawn_writer(write, items, peer);
                 let expiry = async {
                     let mut every = tokio::time::interval(PING_EVERY);
                     loop {
@@ -396,18 +440,26 @@ impl RemoteQueues {
                     () = link.close.notified() => "its node went away".to_string(),
                 };
                 tracing::info!(node = %link.node, "queue link ended: {why}");
-                why
-            }
-        };
-        {
-            let mut links = self.links();
-            if links.get(&link.node).is_some_and(|l| Arc::ptr_eq(l, &link)) {
-                links.remove(&link.node);
+                // Nothing queued after this is written (what waits is refused now),
+                // and the connection closes, so the far side ends its half too.
+                writer.abort();
+                link.end();
+                // (While the ended link is still the node's: a consumer that comes
+                // back meanwhile is refused, not cancelled by this a moment later.)
+                self.cancel_relays(&link.node);
             }
         }
-        link.end();
-        let _ = why;
-        self.cancel_relays(&link.node);
+        let mut links = self.links();
+        if links.get(&link.node).is_some_and(|l| Arc::ptr_eq(l, &link)) {
+            links.remove(&link.node);
+        }
+    }
+
+    /// Ends every link (the node shuts down).
+    pub fn stop(&self) {
+        for link in self.links().values() {
+            link.close.notify_one();
+        }
     }
 
     /// Asks `node`'s endpoint where it takes links, and opens one there.
@@ -423,26 +475,25 @@ impl RemoteQueues {
             Ok(CallResult::Success(w)) => w.into_result()?,
             _ => return Err("its queue endpoint did not say where it takes links".into()),
         };
-        let address = self.reachable(node, address).await;
+        let address = self.reachable(node, address).await?;
         link::dial(&address, &self.inner.node, &self.inner.cookie)
             .await
             .map_err(|e| format!("{address}: {e}"))
     }
 
     /// A link address that says "any address" (the node listens on 0.0.0.0) is dialled
-    /// at the address the node is a cluster member at.
-    async fn reachable(&self, node: &str, address: String) -> String {
+    /// at the address the node is a cluster member at; if that says "any address"
+    /// too, there is nowhere to dial (dialling 0.0.0.0 would reach this host).
+    async fn reachable(&self, node: &str, address: String) -> Result<String, String> {
         let Ok(at) = address.parse::<std::net::SocketAddr>() else {
-            return address;
+            return Ok(address);
         };
         if !at.ip().is_unspecified() {
-            return address;
+            return Ok(address);
         }
-        let Some(membership) = crate::membership::MembershipHandle::lookup(&self.inner.node) else {
-            return address;
-        };
-        let Ok(members) = membership.status().await else {
-            return address;
+        let members = match crate::membership::MembershipHandle::lookup(&self.inner.node) {
+            Some(membership) => membership.status().await.unwrap_or_default(),
+            None => Vec::new(),
         };
         members
             .iter()
@@ -450,7 +501,13 @@ impl RemoteQueues {
             .and_then(|m| m.address.parse::<std::net::SocketAddr>().ok())
             .filter(|member| !member.ip().is_unspecified())
             .map(|member| std::net::SocketAddr::new(member.ip(), at.port()).to_string())
-            .unwrap_or(address)
+            .ok_or_else(|| {
+                format!(
+                    "node '{node}' takes links on {address} and is a member at no \
+                     address of its own: give it --link-listen or --cluster-listen \
+                     with an address other nodes reach"
+                )
+            })
     }
 
     /// What came back on `link`.
@@ -546,12 +603,17 @@ impl RemoteQueues {
         if first {
             let this = self.clone();
             tokio::spawn(async move {
-                let link = this.link(&key.0);
-                let answer = link
-                    .stats(&key.1)
-                    .await
-                    .map(|v| Arc::new(v.into_iter().collect()))
-                    .map_err(|()| BrokerError::not_found(link.down()));
+                let answer = match this.existing_or_new_link(&key.0) {
+                    None => Err(BrokerError::not_found(format!(
+                        "NOT_FOUND - node '{}' is down or inaccessible",
+                        key.0
+                    ))),
+                    Some(link) => link
+                        .stats(&key.1)
+                        .await
+                        .map(|v| Arc::new(v.into_iter().collect()))
+                        .map_err(|()| BrokerError::not_found(link.down())),
+                };
                 let waiters = this
                     .inner
                     .asking
@@ -607,15 +669,9 @@ impl RemoteQueue {
         }
     }
 
-    /// The link to the queue's node: the open one, or a new one if the node is known
-    /// to be there at all. (A link lives until it breaks or its node leaves the
-    /// cluster; no lookup of the node per message.)
+    /// The link to the queue's node.
     fn link(&self) -> Option<Arc<ClientLink>> {
-        if let Some(link) = self.remote.links().get(&self.node) {
-            return Some(link.clone());
-        }
-        endpoint_of(&self.node)?;
-        Some(self.remote.link(&self.node))
+        self.remote.existing_or_new_link(&self.node)
     }
 
     /// An operation without an answer: lost with the node, as a local cast to a

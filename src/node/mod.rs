@@ -120,6 +120,9 @@ pub struct RunningNode {
     /// The Prometheus metrics' address, when on.
     pub prometheus: Option<std::net::SocketAddr>,
     node_server: ActorRef<NodeServerMessage>,
+    /// The queue link listener and the links to other nodes' queues.
+    serving: Serving,
+    remote: RemoteQueues,
     /// The AMQP connections' tasks: closed first at shutdown.
     connection_tasks: warren_amqp::ConnectionTasks,
 }
@@ -301,7 +304,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )
     };
     let endpoint = {
-        let node = config.name.clone();
+        let (node, serving, remote) = (config.name.clone(), serving.clone(), remote.clone());
         ChildSpec::for_actor(
             endpoint_name(&config.name),
             "queue endpoint",
@@ -474,6 +477,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         http: http.map(|h| h.addr),
         prometheus: prometheus.map(|p| p.addr),
         node_server,
+        serving,
+        remote,
         connection_tasks,
     })
 }
@@ -487,6 +492,9 @@ impl RunningNode {
         self.connection_tasks
             .close_all(warren_amqp::CLOSE_GRACE)
             .await;
+        // Queue links next: other nodes see them end and end what they carried.
+        self.serving.stop();
+        self.remote.stop();
         // The tree stops in reverse start order: the queues last.
         if let Err(e) = self.root.shutdown(Duration::from_secs(30)).await {
             tracing::warn!("shutdown of the supervision tree: {e}");

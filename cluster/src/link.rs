@@ -246,6 +246,16 @@ pub fn spawn_writer<T: LinkItem>(
     .abort_handle()
 }
 
+/// A new read buffer of at least `capacity` holding what `buf` holds (the start of a
+/// frame). Never `reserve` on the old one: its allocation is shared with the frames
+/// split off it, whose bodies are still on their way, and growing it would copy them
+/// all (realloc) where only the few bytes of a partial frame need to move.
+fn fresh(buf: &BytesMut, capacity: usize) -> BytesMut {
+    let mut fresh = BytesMut::with_capacity(capacity.max(FRAME_TARGET));
+    fresh.extend_from_slice(buf);
+    fresh
+}
+
 /// Reads a link's frames and hands each frame's items to `on_items`, in order, until
 /// the link ends; returns why it ended.
 pub async fn read_items<T: LinkItem>(
@@ -260,7 +270,9 @@ pub async fn read_items<T: LinkItem>(
                 return format!("a frame of {len} bytes (at most {MAX_FRAME})");
             }
             if buf.len() < 4 + len {
-                buf.reserve(4 + len - buf.len());
+                if buf.capacity() < 4 + len {
+                    buf = fresh(&buf, 4 + len);
+                }
                 break;
             }
             buf.advance(4);
@@ -270,7 +282,7 @@ pub async fn read_items<T: LinkItem>(
             }
         }
         if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(FRAME_TARGET);
+            buf = fresh(&buf, FRAME_TARGET);
         }
         match tokio::time::timeout(SILENCE_LIMIT, read.read_buf(&mut buf)).await {
             Err(_) => return format!("nothing came for {SILENCE_LIMIT:?}"),

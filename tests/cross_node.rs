@@ -694,6 +694,50 @@ async fn publish_until_refused(
     out
 }
 
+/// A publisher running [`publish_until_refused`] through one node.
+struct Publisher {
+    connection: Connection,
+    task: JoinHandle<Published>,
+    progress: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    fn start(rt: &Runtime, node: &NodeProcess, queue: &'static str) -> Publisher {
+        let (progress, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (connection, task) = rt.block_on(async {
+            let connection = connect(node).await;
+            let ch = confirming_channel(&connection).await;
+            let task = tokio::spawn(publish_until_refused(
+                ch,
+                queue,
+                progress.clone(),
+                stop.clone(),
+            ));
+            (connection, task)
+        });
+        Publisher {
+            connection,
+            task,
+            progress,
+            stop,
+        }
+    }
+
+    /// How many messages it saw confirmed so far.
+    fn confirmed(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Waits for it to end (see [`finish_publisher`]); gives back its connection.
+    fn finish(self, rt: &Runtime) -> (Published, Connection) {
+        (finish_publisher(rt, self.task, &self.stop), self.connection)
+    }
+}
+
 /// Waits (bounded) for the publisher `task` to end by itself; if it is still getting
 /// confirms after [`WAIT`], tells it to stop.
 fn finish_publisher(rt: &Runtime, mut task: JoinHandle<Published>, stop: &AtomicBool) -> Published {
@@ -815,23 +859,14 @@ fn killing_the_publishers_node_loses_no_confirmed_message() {
         let consuming = tokio::spawn(consume_into(deliveries, consumed.clone()));
         (c3, consuming)
     });
-    let (progress, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (c2, publishing) = rt.block_on(async {
-        let c2 = connect(&cluster.nodes[1]).await;
-        let ch = confirming_channel(&c2).await;
-        let task = tokio::spawn(publish_until_refused(ch, Q, progress.clone(), stop.clone()));
-        (c2, task)
-    });
+    let publisher = Publisher::start(&rt, &cluster.nodes[1], Q);
     eventually_within(
         "messages confirmed through n2 and consumed on n3",
         WAIT,
-        || progress.load(Ordering::Relaxed) >= BEFORE_KILL && !consumed.lock().unwrap().is_empty(),
+        || publisher.confirmed() >= BEFORE_KILL && !consumed.lock().unwrap().is_empty(),
     );
     cluster.nodes[1].kill();
-    let published = finish_publisher(&rt, publishing, &stop);
+    let (published, c2) = publisher.finish(&rt);
     drop(c2);
 
     // The consumer on n3 takes what the queue still holds; then the rest (nothing, if
@@ -869,22 +904,13 @@ fn killing_the_queues_node_loses_no_confirmed_message() {
     rt.block_on(async { declare_durable(&channel(&c1).await, Q).await });
     cluster.await_home(Q, "n1");
 
-    let (progress, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (c2, publishing) = rt.block_on(async {
-        let c2 = connect(&cluster.nodes[1]).await;
-        let ch = confirming_channel(&c2).await;
-        let task = tokio::spawn(publish_until_refused(ch, Q, progress.clone(), stop.clone()));
-        (c2, task)
-    });
+    let publisher = Publisher::start(&rt, &cluster.nodes[1], Q);
     eventually_within("messages confirmed through n2", WAIT, || {
-        progress.load(Ordering::Relaxed) >= BEFORE_KILL
+        publisher.confirmed() >= BEFORE_KILL
     });
     cluster.nodes[0].kill();
     let killed = Instant::now();
-    let published = finish_publisher(&rt, publishing, &stop);
+    let (published, c2) = publisher.finish(&rt);
     eprintln!(
         "the publisher on n2 ended {:?} after n1 was killed: {}",
         killed.elapsed(),

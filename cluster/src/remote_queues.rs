@@ -92,11 +92,24 @@ impl Awaited {
 /// What waits for an answer on a link.
 #[derive(Default)]
 struct Waiting {
-    calls: HashMap<u64, oneshot::Sender<Result<QueueAnswer, ErrorReply>>>,
+    calls: CallWaiters,
     publishes: HashMap<u64, Awaited>,
-    stats: HashMap<u64, oneshot::Sender<Vec<(String, QueueStatus)>>>,
+    stats: StatsWaiters,
     /// The link ended: nothing waits on it any more.
     ended: bool,
+}
+
+type CallWaiters = HashMap<u64, oneshot::Sender<Result<QueueAnswer, ErrorReply>>>;
+type StatsWaiters = HashMap<u64, oneshot::Sender<Vec<(String, QueueStatus)>>>;
+
+impl Waiting {
+    fn calls(&mut self) -> &mut CallWaiters {
+        &mut self.calls
+    }
+
+    fn stats(&mut self) -> &mut StatsWaiters {
+        &mut self.stats
+    }
 }
 
 /// This node's queue link to one queue node.
@@ -127,13 +140,13 @@ impl ClientLink {
         let _ = self.out.send(item);
     }
 
-    /// Sends a call and waits for its answer (at most [`CALL_TIMEOUT`]).
-    async fn call(
+    /// Sends the item `item` makes of a fresh id and waits (at most [`CALL_TIMEOUT`])
+    /// for the answer that comes under that id to the waiters `waiters` picks.
+    async fn ask<A>(
         &self,
-        vhost: &str,
-        queue: &str,
-        request: QueueRequest,
-    ) -> Result<Result<QueueAnswer, ErrorReply>, ()> {
+        waiters: fn(&mut Waiting) -> &mut HashMap<u64, oneshot::Sender<A>>,
+        item: impl FnOnce(u64) -> ToQueue,
+    ) -> Result<A, ()> {
         let id = self.id();
         let (tx, rx) = oneshot::channel();
         {
@@ -141,25 +154,35 @@ impl ClientLink {
             if waiting.ended {
                 return Err(());
             }
-            waiting.calls.insert(id, tx);
+            waiters(&mut waiting).insert(id, tx);
         }
-        let call = ToQueue::Call {
-            id,
-            vhost: vhost.to_string(),
-            queue: queue.to_string(),
-            request,
-        };
-        if self.out.send(call).is_err() {
-            self.waiting().calls.remove(&id);
+        if self.out.send(item(id)).is_err() {
+            waiters(&mut self.waiting()).remove(&id);
             return Err(());
         }
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             _ => {
-                self.waiting().calls.remove(&id);
+                waiters(&mut self.waiting()).remove(&id);
                 Err(())
             }
         }
+    }
+
+    /// Sends a call and waits for its answer.
+    async fn call(
+        &self,
+        vhost: &str,
+        queue: &str,
+        request: QueueRequest,
+    ) -> Result<Result<QueueAnswer, ErrorReply>, ()> {
+        let call = |id| ToQueue::Call {
+            id,
+            vhost: vhost.to_string(),
+            queue: queue.to_string(),
+            request,
+        };
+        self.ask(Waiting::calls, call).await
     }
 
     /// Sends a publish; its answer goes to `awaited` when it comes.
@@ -189,30 +212,11 @@ impl ClientLink {
 
     /// Asks for the counters of the node's queues of `vhost`.
     async fn stats(&self, vhost: &str) -> Result<Vec<(String, QueueStatus)>, ()> {
-        let id = self.id();
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut waiting = self.waiting();
-            if waiting.ended {
-                return Err(());
-            }
-            waiting.stats.insert(id, tx);
-        }
-        let ask = ToQueue::Stats {
+        let ask = |id| ToQueue::Stats {
             id,
             vhost: vhost.to_string(),
         };
-        if self.out.send(ask).is_err() {
-            self.waiting().stats.remove(&id);
-            return Err(());
-        }
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(statuses)) => Ok(statuses),
-            _ => {
-                self.waiting().stats.remove(&id);
-                Err(())
-            }
-        }
+        self.ask(Waiting::stats, ask).await
     }
 
     /// Refuses the publishes whose deadline passed.

@@ -121,6 +121,19 @@ pub struct BenchArgs {
     /// QUEUE-0, and say how long that took (a restart's time to serving).
     #[arg(long)]
     pub until_serving: bool,
+    /// A partitioned stream of N partitions (named --queue) through the client handle
+    /// instead: one producer appends --count records round the partitions (at most
+    /// --window unconfirmed), then, unless --consumers 0, one stream consumer reads them
+    /// back from `first` (see `stream.rs`).
+    #[arg(long, value_name = "N", conflicts_with = "amqp")]
+    pub stream_partitions: Option<u32>,
+    /// With --stream-partitions: the producer's linger (ms), how long a record may
+    /// wait for its partition's batch to fill.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// With --stream-partitions: the producer's batch size per partition, in bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub batch_bytes: usize,
     /// The broker's process id: --delayed and --churn report its CPU (and --delayed
     /// its RSS) from /proc.
     #[arg(long, value_name = "PID")]

@@ -19,6 +19,7 @@
 //! | `churn.rs` | `--churn N`: connection churn |
 //! | `many_queues.rs` | `--many-queues N`: declaring, idling and publishing across many queues |
 //! | `delayed.rs` | `--delayed SPREAD_MS`: delayed messages, how late each arrives |
+//! | `stream.rs` | `--stream-partitions N`: appends to and reads of a partitioned stream through the client handle |
 
 mod account;
 mod amqp;
@@ -32,6 +33,7 @@ mod many_queues;
 mod message;
 mod raw;
 mod run;
+mod stream;
 mod uri;
 
 use clap::Parser;

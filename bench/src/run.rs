@@ -112,6 +112,9 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         return crate::delayed::run(uri, &args, spread).await;
     }
     check(&args)?;
+    if let Some(partitions) = args.stream_partitions {
+        return crate::stream::run(&args, partitions).await;
+    }
     let driver = Driver::of(&args);
     println!("{}", driver.label());
     match &driver {

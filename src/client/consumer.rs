@@ -61,7 +61,10 @@ impl Delivery {
         self.send(false, SettleKind::Ack)
     }
 
-    /// Acks this delivery and every earlier unsettled one of this client.
+    /// Acks this delivery and every earlier unsettled one of this client. If an
+    /// earlier multiple settle already covered this delivery (deliveries of several
+    /// consumers read merged, as a stream's partitions are, do not come in tag
+    /// order), it settles nothing more and is not sent.
     pub fn ack_multiple(&self) -> Result<(), ClientError> {
         self.send(true, SettleKind::Ack)
     }

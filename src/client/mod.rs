@@ -24,6 +24,7 @@ mod admin;
 mod consumer;
 mod error;
 mod inbox;
+mod producer;
 mod publisher;
 mod stream;
 
@@ -36,7 +37,7 @@ use bytes::Bytes;
 use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Semaphore;
-use warren_actors::message::{FieldTable, Properties, PERSISTENT};
+use warren_actors::message::{Properties, PERSISTENT};
 use warren_cluster::protocol::{
     BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish, QueueInfo,
     Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
@@ -45,11 +46,14 @@ use warren_cluster::protocol::{
 pub use admin::Trace;
 pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
+pub use producer::{ProducerOptions, StreamProducer};
 pub use publisher::{Confirm, MAX_BODY_BYTES};
 pub use stream::{
     Found, Partition, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
-    StreamProducer, KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
+    KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
 };
+/// Header and argument tables, as stream options and message properties take them.
+pub use warren_actors::message::{FieldTable, FieldValue};
 pub use warren_cluster::connect::ConnectError;
 pub use warren_cluster::protocol::{Permission, PublishResult};
 
@@ -477,7 +481,25 @@ impl Client {
         body: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<Confirm, ClientError> {
-        let body = body.into();
+        let (pending, confirm) = self
+            .prepare_publish(exchange, routing_key, body.into(), options)
+            .await?;
+        self.inner
+            .publish_tx
+            .send(pending)
+            .map_err(|_| ClientError::Disconnected("the client is closed".into()))?;
+        Ok(confirm)
+    }
+
+    /// A message ready to be queued for publishing, with its confirm: checked, its
+    /// permits taken (waiting while too much is unconfirmed), not sent yet.
+    pub(crate) async fn prepare_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Bytes,
+        options: PublishOptions,
+    ) -> Result<(publisher::Pending, Confirm), ClientError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(ClientError::MessageTooLarge {
                 size: body.len(),
@@ -501,11 +523,17 @@ impl Client {
             done,
             permit,
         };
-        self.inner
-            .publish_tx
-            .send(pending)
-            .map_err(|_| ClientError::Disconnected("the client is closed".into()))?;
-        Ok(Confirm { rx })
+        Ok((pending, Confirm { rx }))
+    }
+
+    /// Queues a prepared message; publishes leave in the order they were queued. If
+    /// the client is closed, its confirm says so.
+    pub(crate) fn enqueue(&self, pending: publisher::Pending) {
+        if let Err(refused) = self.inner.publish_tx.send(pending) {
+            let _ = refused.0.done.send(Err(ClientError::Disconnected(
+                "the client is closed".into(),
+            )));
+        }
     }
 
     /// Starts a consumer on a queue.
@@ -649,11 +677,23 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
     tokio::spawn(async move {
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
+        // The highest tag a multiple settle was sent for: everything up to it is
+        // settled, so a later multiple settle at or below it settles nothing more
+        // (and the node would refuse its tag as unknown, closing the session). Such
+        // settles come from consumers whose deliveries are read merged, e.g. a
+        // stream's partitions, where tags are not read in order.
+        let mut settled_through = 0u64;
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
             while let Some(item) = next.take() {
                 match item {
-                    SettleItem::Settle(s) => batch.push(s),
+                    SettleItem::Settle(s) if s.multiple && s.delivery_tag <= settled_through => {}
+                    SettleItem::Settle(s) => {
+                        if s.multiple {
+                            settled_through = s.delivery_tag;
+                        }
+                        batch.push(s);
+                    }
                     SettleItem::Flush(done) => flushes.push(done),
                 }
                 if batch.len() < 4096 {

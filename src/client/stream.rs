@@ -7,19 +7,17 @@
 //! - a binding from the exchange to each, keyed by the partition's number (`"0"`…),
 //!   with `x-stream-partition-order` set to it.
 //!
-//! A [`StreamProducer`] picks the partition of a keyed message with Kafka's default
-//! partitioner (murmur2 of the key, modulo the partitions), so a key lands on the
-//! same partition number as in Kafka; without a key it goes round the partitions.
-//! The key travels with the message in the [`KEY_HEADER`] header.
+//! A [`StreamProducer`](super::StreamProducer) (`producer.rs`) picks the partition of
+//! a keyed message with Kafka's default partitioner (murmur2 of the key, modulo the
+//! partitions), so a key lands on the same partition number as in Kafka; without a
+//! key it goes round the partitions. The key travels with the message in the
+//! [`KEY_HEADER`] header.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use bytes::Bytes;
-use warren_actors::exchange::partition::{partition_of, PARTITION_ORDER_ARG};
+use warren_actors::exchange::partition::PARTITION_ORDER_ARG;
 use warren_actors::message::{FieldTable, FieldValue};
 use warren_cluster::protocol::BindTarget;
 
-use super::{Client, ClientError, Confirm, ExchangeOptions, PublishOptions, QueueOptions};
+use super::{Client, ClientError, ExchangeOptions, QueueOptions};
 
 /// The exchange argument RabbitMQ marks a super stream's exchange with.
 pub const SUPER_STREAM_ARG: &str = "x-super-stream";
@@ -197,88 +195,6 @@ impl Client {
         partitions.sort_by_key(|p| p.number);
         partitions.dedup_by_key(|p| p.number);
         Ok(partitions)
-    }
-
-    /// A producer for stream `name` (its partitions as they are now).
-    pub async fn stream_producer(&self, name: &str) -> Result<StreamProducer, ClientError> {
-        let partitions = self.stream_partitions(name).await?;
-        if partitions.is_empty() {
-            return Err(ClientError::NotFound(format!(
-                "no stream '{name}' with partitions (declare it with `warren stream declare`)"
-            )));
-        }
-        Ok(StreamProducer {
-            client: self.clone(),
-            stream: name.to_string(),
-            partitions,
-            next: AtomicUsize::new(0),
-        })
-    }
-}
-
-/// Publishes to a partitioned stream: by key (Kafka's partitioner), round the
-/// partitions, or to a partition named.
-pub struct StreamProducer {
-    client: Client,
-    stream: String,
-    partitions: Vec<Partition>,
-    next: AtomicUsize,
-}
-
-impl StreamProducer {
-    /// The stream's partitions, in order.
-    pub fn partitions(&self) -> &[Partition] {
-        &self.partitions
-    }
-
-    /// The partition (its index in [`partitions`](Self::partitions)) a key goes to.
-    pub fn partition_for(&self, key: &[u8]) -> usize {
-        partition_of(key, self.partitions.len() as u32) as usize
-    }
-
-    /// Publishes `body` with `key` (in the [`KEY_HEADER`] header) to the partition
-    /// the key hashes to; without a key, to the next partition in turn. Returns the
-    /// partition's number and the confirm.
-    pub async fn send(
-        &self,
-        key: Option<&str>,
-        body: impl Into<Bytes>,
-        options: PublishOptions,
-    ) -> Result<(u64, Confirm), ClientError> {
-        let index = match key {
-            Some(key) => self.partition_for(key.as_bytes()),
-            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions.len(),
-        };
-        self.send_to(index, key, body, options).await
-    }
-
-    /// Publishes to the partition at `index` of [`partitions`](Self::partitions).
-    pub async fn send_to(
-        &self,
-        index: usize,
-        key: Option<&str>,
-        body: impl Into<Bytes>,
-        mut options: PublishOptions,
-    ) -> Result<(u64, Confirm), ClientError> {
-        let partition = self.partitions.get(index).ok_or_else(|| {
-            ClientError::NotFound(format!(
-                "stream '{}' has no partition {index} (it has {})",
-                self.stream,
-                self.partitions.len()
-            ))
-        })?;
-        if let Some(key) = key {
-            options
-                .properties
-                .headers
-                .get_or_insert_with(FieldTable::new)
-                .insert(KEY_HEADER.to_string(), FieldValue::string(key));
-        }
-        let confirm = self
-            .client
-            .publish(&self.stream, &partition.routing_key, body, options)
-            .await?;
-        Ok((partition.number, confirm))
     }
 }
 

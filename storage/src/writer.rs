@@ -480,6 +480,8 @@ struct GroupTables<'t> {
     index: Option<BytesTable<'t, (u64, u64)>>,
     body: Option<BytesTable<'t, (u64, u64)>>,
     meta: [Option<BytesTable<'t, &'static str>>; MetaTable::ALL.len()],
+    chunks: Option<BytesTable<'t, (u64, u64)>>,
+    time: Option<Table<'t, (u64, u64), u64>>,
 }
 
 impl<'t> GroupTables<'t> {
@@ -489,7 +491,28 @@ impl<'t> GroupTables<'t> {
             index: None,
             body: None,
             meta: Default::default(),
+            chunks: None,
+            time: None,
         }
+    }
+
+    /// `partition.log`, held open for the group: appends to many partitions in one
+    /// group would otherwise open and close it once each.
+    fn chunks(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
+        let txn = self.txn;
+        Ok(match &mut self.chunks {
+            Some(table) => table,
+            slot @ None => slot.insert(txn.open_table(PARTITION_LOG)?),
+        })
+    }
+
+    /// `partition.time`, held open for the group as `partition.log` is.
+    fn time(&mut self) -> Result<&mut Table<'t, (u64, u64), u64>, redb::Error> {
+        let txn = self.txn;
+        Ok(match &mut self.time {
+            Some(table) => table,
+            slot @ None => slot.insert(txn.open_table(PARTITION_TIME)?),
+        })
     }
 
     fn index(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
@@ -587,8 +610,7 @@ impl<'t> GroupTables<'t> {
                 chunk,
                 keys,
             } => {
-                self.txn
-                    .open_table(PARTITION_LOG)?
+                self.chunks()?
                     .insert((*partition, *first), chunk.as_slice())?;
                 if !keys.is_empty() {
                     let mut index = self.txn.open_table(PARTITION_KEYS)?;
@@ -597,7 +619,7 @@ impl<'t> GroupTables<'t> {
                     }
                 }
                 if let Some(ms) = time_index {
-                    let mut time = self.txn.open_table(PARTITION_TIME)?;
+                    let time = self.time()?;
                     if time.get((*partition, *ms))?.is_none() {
                         time.insert((*partition, *ms), *first)?;
                     }
@@ -615,19 +637,15 @@ impl<'t> GroupTables<'t> {
                         index.remove((*partition, *hash, *offset))?;
                     }
                 }
-                self.txn
-                    .open_table(PARTITION_LOG)?
+                self.chunks()?
                     .retain_in((*partition, 0)..(*partition, *before), |_, _| false)?;
-                self.txn
-                    .open_table(PARTITION_TIME)?
+                self.time()?
                     .retain_in((*partition, 0)..(*partition, *before_ms), |_, _| false)?;
             }
             Op::DropPartition { partition } => {
-                self.txn
-                    .open_table(PARTITION_LOG)?
+                self.chunks()?
                     .retain_in(owner_range(*partition), |_, _| false)?;
-                self.txn
-                    .open_table(PARTITION_TIME)?
+                self.time()?
                     .retain_in(owner_range(*partition), |_, _| false)?;
                 self.txn.open_table(PARTITION_KEYS)?.retain_in(
                     (*partition, 0, 0)..=(*partition, u64::MAX, u64::MAX),

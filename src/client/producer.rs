@@ -1,0 +1,309 @@
+//! The stream producer: records batched per partition, as Kafka's producer batches
+//! them (`batch.size`, `linger.ms`).
+//!
+//! A stream node appends what one publish frame brings to each partition as one chunk,
+//! and pays per chunk (an actor message, a log write, a confirm) more than per
+//! record. A producer that sends records round many partitions one at a time makes a
+//! chunk per record: with 1 000 partitions a frame of 1 024 records became about
+//! 1 000 one-record appends. So the producer keeps a batch per partition and queues it
+//! for publishing, records in order, when
+//!
+//! - it holds [`ProducerOptions::batch_bytes`] of bodies (or 1 024 records),
+//! - its first record has waited [`ProducerOptions::linger`],
+//! - nothing this producer sent is unconfirmed (a lone record goes at once: an idle
+//!   producer adds no latency), or
+//! - [`StreamProducer::flush`] is called, or the producer is dropped.
+//!
+//! Records of one partition keep their order; a record's [`Confirm`] resolves once
+//! its batch was sent and stored. Back-pressure is the client's: a record holds its
+//! permits from [`StreamProducer::send`] on, so batches waiting here count toward what
+//! a client may have unconfirmed.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
+use warren_actors::exchange::partition::partition_of;
+use warren_actors::message::{FieldTable, FieldValue};
+
+use super::publisher::Pending;
+use super::stream::{Partition, KEY_HEADER};
+use super::{Client, ClientError, Confirm, PublishOptions};
+
+/// How a [`StreamProducer`] batches.
+#[derive(Clone, Debug)]
+pub struct ProducerOptions {
+    /// A partition's batch is sent once its bodies reach this many bytes (Kafka's
+    /// `batch.size`, 16 KiB by default, as Kafka's).
+    pub batch_bytes: usize,
+    /// A record waits at most this long for its batch to fill (Kafka's `linger.ms`;
+    /// 5 ms by default, as Kafka 4's). A record sent while nothing of this producer is
+    /// unconfirmed goes at once whatever this says.
+    pub linger: Duration,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        ProducerOptions {
+            batch_bytes: 16 * 1024,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Records in one batch at most (one publish frame holds 1 024).
+const BATCH_RECORDS: usize = 1024;
+
+/// Publishes to a partitioned stream: by key (Kafka's partitioner), round the
+/// partitions, or to a partition named; batched per partition (see the module doc).
+pub struct StreamProducer {
+    stream: String,
+    partitions: Vec<Partition>,
+    shared: Arc<Shared>,
+    flusher: tokio::task::AbortHandle,
+}
+
+/// What the producer, its linger task and its confirm tasks share.
+struct Shared {
+    client: Client,
+    options: ProducerOptions,
+    state: Mutex<State>,
+    /// Wakes the linger task when a batch starts.
+    started: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// One batch per partition (by index).
+    batches: Vec<Batch>,
+    /// Records waiting in batches.
+    waiting: usize,
+    /// Records sent and not yet confirmed.
+    unconfirmed: usize,
+    /// The next partition a record without a key goes to.
+    next: usize,
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<Pending>,
+    bytes: usize,
+    /// When its first record came.
+    since: Option<Instant>,
+}
+
+impl Client {
+    /// A producer for stream `name` (its partitions as they are now), batching as
+    /// [`ProducerOptions::default`] says.
+    pub async fn stream_producer(&self, name: &str) -> Result<StreamProducer, ClientError> {
+        self.stream_producer_with(name, ProducerOptions::default())
+            .await
+    }
+
+    /// A producer for stream `name` that batches as `options` say.
+    pub async fn stream_producer_with(
+        &self,
+        name: &str,
+        options: ProducerOptions,
+    ) -> Result<StreamProducer, ClientError> {
+        let partitions = self.stream_partitions(name).await?;
+        if partitions.is_empty() {
+            return Err(ClientError::NotFound(format!(
+                "no stream '{name}' with partitions (declare it with `warren stream declare`)"
+            )));
+        }
+        let state = State {
+            batches: (0..partitions.len()).map(|_| Batch::default()).collect(),
+            ..Default::default()
+        };
+        let shared = Arc::new(Shared {
+            client: self.clone(),
+            options,
+            state: Mutex::new(state),
+            started: Notify::new(),
+        });
+        let flusher = tokio::spawn(linger(Arc::clone(&shared))).abort_handle();
+        Ok(StreamProducer {
+            stream: name.to_string(),
+            partitions,
+            shared,
+            flusher,
+        })
+    }
+}
+
+impl StreamProducer {
+    /// The stream's partitions, in order.
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+
+    /// The partition (its index in [`partitions`](Self::partitions)) a key goes to.
+    pub fn partition_for(&self, key: &[u8]) -> usize {
+        partition_of(key, self.partitions.len() as u32) as usize
+    }
+
+    /// Publishes `body` with `key` (in the [`KEY_HEADER`] header) to the partition
+    /// the key hashes to; without a key, to the next partition in turn. Returns the
+    /// partition's number and the confirm.
+    pub async fn send(
+        &self,
+        key: Option<&str>,
+        body: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<(u64, Confirm), ClientError> {
+        let index = match key {
+            Some(key) => self.partition_for(key.as_bytes()),
+            None => {
+                let mut state = self.shared.lock();
+                let index = state.next % self.partitions.len();
+                state.next = index + 1;
+                index
+            }
+        };
+        self.send_to(index, key, body, options).await
+    }
+
+    /// Publishes to the partition at `index` of [`partitions`](Self::partitions).
+    pub async fn send_to(
+        &self,
+        index: usize,
+        key: Option<&str>,
+        body: impl Into<Bytes>,
+        mut options: PublishOptions,
+    ) -> Result<(u64, Confirm), ClientError> {
+        let partition = self.partitions.get(index).ok_or_else(|| {
+            ClientError::NotFound(format!(
+                "stream '{}' has no partition {index} (it has {})",
+                self.stream,
+                self.partitions.len()
+            ))
+        })?;
+        if let Some(key) = key {
+            options
+                .properties
+                .headers
+                .get_or_insert_with(FieldTable::new)
+                .insert(KEY_HEADER.to_string(), FieldValue::string(key));
+        }
+        let (pending, confirm) = self
+            .shared
+            .client
+            .prepare_publish(&self.stream, &partition.routing_key, body.into(), options)
+            .await?;
+        self.shared.add(index, pending);
+        Ok((partition.number, confirm))
+    }
+
+    /// Sends every batch now.
+    pub fn flush(&self) {
+        self.shared.flush_all(&mut self.shared.lock());
+    }
+}
+
+impl Drop for StreamProducer {
+    /// What waits in batches is sent, so that its confirms resolve.
+    fn drop(&mut self) {
+        self.flusher.abort();
+        self.flush();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts a record into its partition's batch and sends what is due.
+    fn add(self: &Arc<Self>, index: usize, pending: Pending) {
+        let mut state = self.lock();
+        let batch = &mut state.batches[index];
+        let first = batch.records.is_empty();
+        batch.bytes += pending.publish.body.len();
+        batch.records.push(pending);
+        batch.since.get_or_insert_with(Instant::now);
+        let full = batch.bytes >= self.options.batch_bytes || batch.records.len() >= BATCH_RECORDS;
+        state.waiting += 1;
+        if state.unconfirmed == 0 {
+            self.flush_all(&mut state);
+        } else if full {
+            self.flush_batch(&mut state, index);
+        } else if first {
+            self.started.notify_one();
+        }
+    }
+
+    fn flush_all(self: &Arc<Self>, state: &mut State) {
+        for index in 0..state.batches.len() {
+            if !state.batches[index].records.is_empty() {
+                self.flush_batch(state, index);
+            }
+        }
+    }
+
+    /// Queues partition `index`'s batch for publishing (under the lock, so batches
+    /// of a partition leave in order), and watches its confirms.
+    fn flush_batch(self: &Arc<Self>, state: &mut State, index: usize) {
+        let batch = std::mem::take(&mut state.batches[index]);
+        let count = batch.records.len();
+        state.waiting -= count;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Dropped outside a runtime: nothing here can watch the confirms, so the
+            // records go with their own; the producer is gone and sends no more.
+            for pending in batch.records {
+                self.client.enqueue(pending);
+            }
+            return;
+        };
+        state.unconfirmed += count;
+        let mut forward = Vec::with_capacity(count);
+        for mut pending in batch.records {
+            let (done, rx) = oneshot::channel();
+            forward.push((std::mem::replace(&mut pending.done, done), rx));
+            self.client.enqueue(pending);
+        }
+        let shared = Arc::clone(self);
+        runtime.spawn(async move {
+            for (user, rx) in forward {
+                let result = rx.await.unwrap_or_else(|_| {
+                    Err(ClientError::Disconnected(
+                        "the client stopped before the message was confirmed".into(),
+                    ))
+                });
+                let _ = user.send(result);
+            }
+            let mut state = shared.lock();
+            state.unconfirmed -= count;
+            if state.unconfirmed == 0 && state.waiting > 0 {
+                shared.flush_all(&mut state);
+            }
+        });
+    }
+}
+
+/// Sends batches whose first record has waited the linger time.
+async fn linger(shared: Arc<Shared>) {
+    loop {
+        let oldest = {
+            let state = shared.lock();
+            state.batches.iter().filter_map(|b| b.since).min()
+        };
+        match oldest {
+            None => shared.started.notified().await,
+            Some(since) => {
+                tokio::time::sleep_until((since + shared.options.linger).into()).await;
+                let mut state = shared.lock();
+                let now = Instant::now();
+                for index in 0..state.batches.len() {
+                    let due = state.batches[index]
+                        .since
+                        .is_some_and(|since| now >= since + shared.options.linger);
+                    if due {
+                        shared.flush_batch(&mut state, index);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The client handle's stream producer against a real `warren node`: records batched
+//! per partition keep each partition's order, every confirm resolves, and nothing
+//! waits for the linger timer to send (the timer is set to an hour here, so a record
+//! that only the timer would send makes the test fail by its deadline). And a merged
+//! read of several partitions may ack with `multiple` out of tag order without the
+//! node closing the session.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{free_port, NodeProcess};
+use warren::client::{
+    Client, FieldValue, ProducerOptions, PublishOptions, PublishResult, StreamConsumeOptions,
+    StreamOptions,
+};
+
+/// How long any confirm or read may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn never_linger() -> ProducerOptions {
+    ProducerOptions {
+        linger: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+async fn declare(client: &Client, name: &str, partitions: u32) {
+    client
+        .declare_stream(
+            name,
+            StreamOptions {
+                partitions,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// Reads `count` records of every partition of `name` from `first`: each partition's
+/// bodies in the order read.
+async fn read_all(client: &Client, name: &str, count: usize) -> BTreeMap<u64, Vec<String>> {
+    let mut consumer = client
+        .consume_stream(
+            name,
+            None,
+            StreamConsumeOptions {
+                offset: FieldValue::string("first"),
+                prefetch: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut read: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for _ in 0..count {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a record within the deadline")
+            .expect("the consumer goes on")
+            .unwrap();
+        d.delivery.ack().unwrap();
+        read.entry(d.partition)
+            .or_default()
+            .push(String::from_utf8(d.delivery.body.to_vec()).unwrap());
+    }
+    consumer.cancel().await.unwrap();
+    read
+}
+
+#[tokio::test]
+async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "views", 10).await;
+    let producer = client
+        .stream_producer_with("views", never_linger())
+        .await
+        .unwrap();
+
+    // Sent without waiting: the first goes at once (nothing unconfirmed), the rest
+    // gather per partition until a batch is full or everything sent is confirmed.
+    let total = 5_000;
+    let mut confirms = Vec::new();
+    let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for i in 0..total {
+        let body = format!("{i:05}");
+        let (partition, confirm) = producer
+            .send(None, body.clone(), PublishOptions::default())
+            .await
+            .unwrap();
+        sent.entry(partition).or_default().push(body);
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        let outcome = tokio::time::timeout(WAIT, confirm)
+            .await
+            .expect("every confirm resolves without the linger timer");
+        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    }
+    // A lone keyed record on an idle producer goes at once.
+    let (partition, confirm) = producer
+        .send(Some("ada"), "lone", PublishOptions::default())
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(WAIT, confirm)
+        .await
+        .expect("a lone record is sent at once");
+    assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    sent.entry(partition).or_default().push("lone".into());
+
+    assert_eq!(sent.len(), 10, "round the partitions");
+    let read = read_all(&client, "views", total + 1).await;
+    assert_eq!(
+        read, sent,
+        "each partition holds its records once, in the order sent"
+    );
+}
+
+#[tokio::test]
+async fn records_waiting_in_batches_go_on_flush_and_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "clicks", 3).await;
+
+    for how in ["flush", "drop"] {
+        let producer = client
+            .stream_producer_with("clicks", never_linger())
+            .await
+            .unwrap();
+        // The first record is unconfirmed while the others are sent, so they wait in
+        // their batches (far from full) unless its confirm was quick; either way
+        // flush and drop must send them.
+        let mut confirms = Vec::new();
+        for i in 0..30 {
+            let body = format!("{how}-{i}");
+            confirms.push(
+                producer
+                    .send(None, body, PublishOptions::default())
+                    .await
+                    .unwrap()
+                    .1,
+            );
+        }
+        match how {
+            "flush" => producer.flush(),
+            _ => drop(producer),
+        }
+        for confirm in confirms {
+            let outcome = tokio::time::timeout(WAIT, confirm)
+                .await
+                .unwrap_or_else(|_| panic!("{how} sends what waits in batches"));
+            assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+        }
+    }
+    let read = read_all(&client, "clicks", 60).await;
+    assert_eq!(read.values().map(Vec::len).sum::<usize>(), 60);
+}
+
+#[tokio::test]
+async fn a_multiple_ack_already_covered_by_a_later_one_keeps_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "taps", 2).await;
+    let producer = client.stream_producer("taps").await.unwrap();
+    for i in 0..100 {
+        let (_, confirm) = producer
+            .send(None, format!("{i}"), PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
+    }
+    let mut consumer = client
+        .consume_stream(
+            "taps",
+            None,
+            StreamConsumeOptions {
+                offset: FieldValue::string("first"),
+                prefetch: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a record within the deadline")
+            .expect("the consumer goes on")
+            .unwrap();
+        held.push(d);
+    }
+    // Acked as merged partitions may be read: the highest tag first, then lower
+    // ones, each with `multiple`. The later ones settle nothing more; the node must
+    // not see them as unknown tags (406, which closes the session).
+    // Each ack is sent on its own (the node checks a batch of settles against what
+    // was unsettled before it).
+    held.sort_by_key(|d| std::cmp::Reverse(d.delivery.delivery_tag));
+    for d in &held {
+        d.delivery.ack_multiple().unwrap();
+        client.flush_settles().await;
+    }
+    let (_, confirm) = producer
+        .send(None, "after", PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
+    let d = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("the consumer still gets records")
+        .expect("the consumer goes on")
+        .unwrap();
+    assert_eq!(&d.delivery.body[..], b"after");
+}

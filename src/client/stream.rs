@@ -347,8 +347,8 @@ pub struct StreamDelivery {
     pub offset: u64,
     /// Its key, when the producer gave one.
     pub key: Option<String>,
-    /// The message; [`Delivery::ack`] gives the consumer credit and, for a group,
-    /// commits the offset.
+    /// The message; [`Delivery::ack`](super::Delivery::ack) gives the consumer credit
+    /// and, for a group, commits the offset.
     pub delivery: super::Delivery,
 }
 

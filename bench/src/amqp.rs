@@ -340,7 +340,7 @@ pub async fn consume(
     .await?;
     let what = format!("basic.consume {queue}");
     let mut arguments = BasicConsumeArguments::new(queue, "")
-        .manual_ack(true)
+        .manual_ack(!args.no_ack)
         .finish();
     if args.drain_only && args.queue_type.as_deref() == Some("stream") {
         // A stream is read from where the consumer asks: what it holds, from its start.
@@ -373,7 +373,7 @@ pub async fn consume(
             batch.push(h);
         }
         n += 1;
-        if n.is_multiple_of(ack_every) || n == quota {
+        if !args.no_ack && (n.is_multiple_of(ack_every) || n == quota) {
             let tag = message
                 .deliver
                 .as_ref()

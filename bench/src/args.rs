@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// How many unacked deliveries a consumer may hold (basic.qos).
     #[arg(long, default_value_t = 1000)]
     pub prefetch: u32,
+    /// Consumers take deliveries without acks (`no-ack`); --prefetch then does not
+    /// apply. AMQP through amqprs only.
+    #[arg(long)]
+    pub no_ack: bool,
     /// Publish at this many msg/s per publisher (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,

@@ -83,6 +83,9 @@ fn check(args: &BenchArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    if args.no_ack && (args.amqp.is_none() || args.raw_frames) {
+        return Err("--no-ack is for --amqp through amqprs".into());
+    }
     if args.spread && (args.amqp.is_none() || args.raw_frames || args.consumers > 0) {
         return Err("--spread is for --amqp through amqprs, with --consumers 0".into());
     }

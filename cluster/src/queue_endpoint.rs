@@ -350,6 +350,8 @@ impl Serving {
             origin: Some(origin),
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
+            // (A remote channel's writes are not reported across the link yet.)
+            window: 0,
         }
     }
 

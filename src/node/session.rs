@@ -288,6 +288,8 @@ impl SessionState {
                         origin: None,
                         arguments,
                         qos: Qos::consumer(prefetch),
+                        // (A session does not report what it writes to its client.)
+                        window: 0,
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());

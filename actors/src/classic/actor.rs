@@ -72,6 +72,11 @@ pub(crate) enum QueueMsg {
         settlement: Settlement,
         seqs: Vec<Seq>,
     },
+    Written {
+        channel: ChannelId,
+        tag: Arc<str>,
+        count: u32,
+    },
     Get {
         channel: ChannelId,
         no_ack: bool,
@@ -473,6 +478,17 @@ impl QueueShell {
                 if let Err(e) = self.apply(command) {
                     tracing::debug!(queue = %self.shared.name, "settlement ignored: {e}");
                 }
+            }
+            QueueMsg::Written {
+                channel,
+                tag,
+                count,
+            } => {
+                let _ = self.apply(Command::Written {
+                    channel,
+                    tag,
+                    count,
+                });
             }
             QueueMsg::Get {
                 channel,
@@ -990,6 +1006,13 @@ impl QueueShell {
         let added = !self.sinks.contains_key(&request.channel);
         if added {
             self.sinks.insert(request.channel, request.sink.clone());
+        }
+        if request.no_ack && request.window > 0 {
+            let _ = self.apply(Command::Window {
+                channel: request.channel,
+                tag: request.tag.clone(),
+                limit: request.window,
+            });
         }
         let result = self.apply(Command::Consume {
             tag: request.tag.clone(),

@@ -483,6 +483,14 @@ impl Queue for ClassicQueue {
         });
     }
 
+    fn written(&self, channel: ChannelId, tag: Arc<str>, count: u32) {
+        self.shared.send_if_awake(QueueMsg::Written {
+            channel,
+            tag,
+            count,
+        });
+    }
+
     fn get(
         &self,
         channel: ChannelId,

@@ -301,6 +301,7 @@ impl Channel {
             origin: None,
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
+            window: 0,
         }
     }
 

@@ -296,7 +296,15 @@ impl AmqpChannel {
                         consumer: self.prefetch,
                         channel: self.channel_prefetch.limit(),
                     },
+                    window: if c.no_ack { super::NO_ACK_WINDOW } else { 0 },
                 };
+                if c.no_ack {
+                    let windowed = super::Windowed {
+                        queue: handle.clone(),
+                        written: 0,
+                    };
+                    self.windowed.insert(tag.as_str().into(), windowed);
+                }
                 if let Err(e) = handle.consume(request).await {
                     self.remove_consumer_entry(&tag);
                     return Err(e.into());
@@ -483,22 +491,30 @@ impl AmqpChannel {
 
     /// Frames for deliveries from a queue (those the channel-wide prefetch admits now;
     /// it holds the others).
-    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+    /// Whether deliveries of no-ack consumers were written: their queues are to be
+    /// told once the output goes to the writer ([`report_written`](Self::report_written)).
+    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) -> bool {
         let now = self
             .channel_prefetch
             .admit(deliveries, self.core.unsettled());
-        self.write_deliveries(now, out);
+        self.write_deliveries(now, out)
     }
 
     /// basic.deliver with its content, for each delivery, each with its delivery tag.
-    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
+    /// Whether deliveries of windowed no-ack consumers were among them.
+    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) -> bool {
         if deliveries.is_empty() {
-            return;
+            return false;
         }
         let (mut acked, mut no_ack, mut redelivered) = (0, 0, 0);
+        let mut windowed = false;
         for d in deliveries {
             if d.no_ack {
                 no_ack += 1;
+                if let Some(w) = self.windowed.get_mut(&d.consumer_tag) {
+                    w.written += 1;
+                    windowed = true;
+                }
             } else {
                 acked += 1;
             }
@@ -520,6 +536,7 @@ impl AmqpChannel {
             crate::registry::bump(&counts.redeliver, redelivered);
         }
         self.note_unacked();
+        windowed
     }
 
     /// The node ended a consumer: tell the client (consumer_cancel_notify).

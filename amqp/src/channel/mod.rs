@@ -25,6 +25,8 @@ use warren_actors::message::Message;
 use warren_actors::queue::InFlight;
 use warren_actors::vhost::VHost;
 
+use warren_actors::queue::QueueRef;
+
 use crate::codec::write_frame;
 use crate::error::AmqpError;
 use crate::prefetch::ChannelPrefetch;
@@ -77,6 +79,9 @@ pub struct AmqpChannel {
     pub settled: std::collections::BTreeMap<u64, bool>,
     /// Consumer tag -> queue.
     consumers: HashMap<String, Arc<str>>,
+    /// The no-ack consumers, by tag: their queue and how many of their deliveries
+    /// went to the writer since the queue was last told (see [`NO_ACK_WINDOW`]).
+    windowed: HashMap<Arc<str>, Windowed>,
     /// `basic.qos global=false`: the prefetch of consumers started from now on.
     prefetch: u32,
     /// `basic.qos global=true`: the channel-wide limit.
@@ -148,6 +153,7 @@ impl AmqpChannel {
             outstanding: BTreeSet::new(),
             settled: Default::default(),
             consumers: HashMap::new(),
+            windowed: HashMap::new(),
             prefetch: 0,
             channel_prefetch: ChannelPrefetch::default(),
             tx: false,
@@ -209,7 +215,22 @@ impl AmqpChannel {
         if let Some(entry) = self.entry() {
             entry.remove_consumer(tag);
         }
+        self.windowed.remove(tag);
         self.consumers.remove(tag)
+    }
+
+    /// Tells the queues of no-ack consumers how many of their deliveries went to the
+    /// connection's writer (which holds a bounded number of bytes, and waits while
+    /// the client does not read): each consumer's window opens by as many. Called
+    /// once the buffer they were encoded into was handed to the writer.
+    pub fn report_written(&mut self) {
+        let channel = self.core.id();
+        for (tag, w) in &mut self.windowed {
+            if w.written > 0 {
+                w.queue.written(channel, tag.clone(), w.written);
+                w.written = 0;
+            }
+        }
     }
 
     /// The id its queues know it by, unique to this channel's life: a channel opened
@@ -307,4 +328,17 @@ fn unexpected_method(class: AMQPClass) -> AmqpError {
         class_id: class.get_amqp_class_id(),
         method_id: class.get_amqp_method_id(),
     }
+}
+
+/// A no-ack consumer's credit: how many of its deliveries its queue may have sent
+/// this channel that have not yet gone to the connection's writer. A no-ack consumer
+/// has no acks to hold its queue back, so without it a client that reads slowly has
+/// the whole queue moved into its connection's mailbox (RabbitMQ bounds the same with
+/// credit between its queue and channel processes).
+pub const NO_ACK_WINDOW: u32 = 1000;
+
+/// A no-ack consumer's queue and its deliveries written since the queue was told.
+struct Windowed {
+    queue: QueueRef,
+    written: u32,
 }

@@ -215,6 +215,9 @@ struct Connection {
     hears_blocked: bool,
     /// Publishes were routed since the alarms were last looked at.
     published: bool,
+    /// Deliveries of no-ack consumers are in `out`: their queues hear of them once it
+    /// is handed to the writer (see `AmqpChannel::report_written`).
+    written_pending: bool,
     /// Stopped reading because it published while an alarm was up.
     blocked: bool,
     /// The client was sent `connection.blocked` (and is owed `unblocked`).
@@ -260,6 +263,7 @@ impl Connection {
             vhost: server.vhosts.default_vhost(),
             hears_blocked: false,
             published: false,
+            written_pending: false,
             blocked: false,
             told_blocked: false,
             client_closed: false,
@@ -340,7 +344,15 @@ impl Connection {
                 .map_err(|_| AmqpError::SocketClosed)
         };
         match tokio::time::timeout(stall, handed).await {
-            Ok(sent) => sent,
+            Ok(Ok(())) => {
+                if std::mem::take(&mut self.written_pending) {
+                    for ch in self.channels.values_mut() {
+                        ch.report_written();
+                    }
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
             // Nothing the node wrote left for that long: the client reads nothing.
             Err(_) => Err(AmqpError::WriteStalled {
                 secs: stall.as_secs(),
@@ -603,7 +615,7 @@ impl Connection {
             Event::Queue(n, id, QueueEvent::Deliver(deliveries)) => {
                 // Encoded straight into the output buffer: a body is copied once.
                 if let Some(ch) = channel_of(&mut self.channels, n, id) {
-                    ch.deliver(deliveries, &mut self.out);
+                    self.written_pending |= ch.deliver(deliveries, &mut self.out);
                 }
             }
             Event::Queue(n, id, QueueEvent::ConsumerCancelled { tag, .. }) => {

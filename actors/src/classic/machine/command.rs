@@ -121,6 +121,28 @@ pub enum Command {
     /// Storage has no body for these seqs: the messages are dropped and counted as
     /// lost (a storage fault; the shell should log it).
     BodiesMissing(Vec<Seq>),
+    /// The next consumer registered as `tag` on `channel` (a no-ack consumer whose
+    /// channel reports what it writes towards the client, [`Command::Written`]) gets
+    /// at most `limit` deliveries not yet written. Sent just before its `Consume`.
+    /// Without it a client that reads slowly is sent the whole queue.
+    Window {
+        /// The consumer's channel.
+        channel: ChannelId,
+        /// The consumer's tag on that channel.
+        tag: ConsumerTag,
+        /// Deliveries not yet written it may have at once.
+        limit: u32,
+    },
+    /// A windowed consumer's channel wrote `count` of its deliveries towards the
+    /// client.
+    Written {
+        /// The consumer's channel.
+        channel: ChannelId,
+        /// The consumer's tag on that channel.
+        tag: ConsumerTag,
+        /// How many were written.
+        count: u32,
+    },
 }
 
 /// The queue's immediate answer to a command.

@@ -57,6 +57,23 @@ pub(crate) struct Consumers {
     active: Option<ConsumerId>,
     exclusive: usize,
     next_id: ConsumerId,
+    /// The write windows of no-ack consumers whose channel reports what it wrote
+    /// (see [`window_next`](Self::window_next)). Local to the node that runs the
+    /// queue: not in an image, and a replicated queue sets none.
+    #[serde(skip)]
+    windows: IntMap<ConsumerId, Window>,
+    /// Windows for the next consumer registered under a (channel, tag), set just
+    /// before it is, so that its first deliveries count too.
+    #[serde(skip)]
+    next_windows: HashMap<(ChannelId, ConsumerTag), u32>,
+}
+
+/// A no-ack consumer's write window: deliveries sent to its channel and not yet
+/// written towards the client, at most `limit`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Window {
+    limit: u32,
+    in_flight: u32,
 }
 
 impl Consumers {
@@ -149,6 +166,15 @@ impl Consumers {
             .entry(channel)
             .or_default()
             .insert(tag.clone(), id);
+        if let Some(limit) = self.next_windows.remove(&(channel, tag.clone())) {
+            self.windows.insert(
+                id,
+                Window {
+                    limit,
+                    in_flight: 0,
+                },
+            );
+        }
         self.by_id.insert(
             id,
             Consumer {
@@ -177,6 +203,7 @@ impl Consumers {
     /// that became active in its place.
     pub fn remove(&mut self, id: ConsumerId) -> Option<(Consumer, Option<ConsumerId>)> {
         let consumer = self.by_id.remove(&id)?;
+        self.windows.remove(&id);
         if let Some(tags) = self.by_channel.get_mut(&consumer.channel) {
             tags.remove(&consumer.tag);
             if tags.is_empty() {
@@ -223,7 +250,41 @@ impl Consumers {
 
     /// After a delivery to a picked consumer: back to the rotation if it has credit.
     pub fn delivered(&mut self, id: ConsumerId) {
+        if let Some(w) = self.windows.get_mut(&id) {
+            w.in_flight = w.in_flight.saturating_add(1);
+        }
         self.enter_rotation(id);
+    }
+
+    /// The next consumer registered as `tag` on `channel` gets a write window: it is
+    /// sent at most `limit` deliveries its channel has not reported written
+    /// ([`written`](Self::written)). For no-ack consumers, which have no acks to
+    /// hold them back: without it a client that reads slowly has the whole queue
+    /// sent to its connection. Set before the consumer is registered, so that
+    /// what it is sent at once counts too.
+    pub fn window_next(&mut self, channel: ChannelId, tag: ConsumerTag, limit: u32) {
+        if limit > 0 {
+            self.next_windows.insert((channel, tag), limit);
+        }
+    }
+
+    /// A consumer was refused: a window set for it goes.
+    pub fn forget_window(&mut self, channel: ChannelId, tag: &ConsumerTag) {
+        self.next_windows.remove(&(channel, tag.clone()));
+    }
+
+    /// The consumer's channel wrote `count` of its deliveries towards the client:
+    /// the window opens by as many.
+    pub fn written(&mut self, id: ConsumerId, count: u32) {
+        if let Some(w) = self.windows.get_mut(&id) {
+            w.in_flight = w.in_flight.saturating_sub(count);
+            self.enter_rotation(id);
+        }
+    }
+
+    /// Whether the consumer's write window (if it has one) has room.
+    fn window_open(&self, id: ConsumerId) -> bool {
+        self.windows.get(&id).is_none_or(|w| w.in_flight < w.limit)
     }
 
     /// A message delivered to the consumer is now unacked.
@@ -246,7 +307,7 @@ impl Consumers {
     }
 
     fn enter_rotation(&mut self, id: ConsumerId) {
-        let eligible = self.eligible(id);
+        let eligible = self.eligible(id) && self.window_open(id);
         let Some(c) = self.by_id.get_mut(&id) else {
             return;
         };
@@ -276,7 +337,7 @@ impl Consumers {
             }
         }
         for (&id, c) in &self.by_id {
-            let should = self.eligible(id) && c.has_credit();
+            let should = self.eligible(id) && c.has_credit() && self.window_open(id);
             if should != seen.contains(&id) {
                 return Err(format!(
                     "consumer {id}: in rotation {} but should be {should}",

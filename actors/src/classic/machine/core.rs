@@ -137,6 +137,27 @@ pub enum Op {
         /// The next seq, at least.
         from: Seq,
     },
+    /// The next consumer registered as `tag` on `channel` gets a write window (see
+    /// `Consumers::window_next`). Local to a classic queue: a replicated queue
+    /// neither logs nor applies it.
+    Window {
+        /// The consumer's channel.
+        channel: ChannelId,
+        /// The consumer's tag on that channel.
+        tag: ConsumerTag,
+        /// Deliveries not yet written towards the client it may have at once.
+        limit: u32,
+    },
+    /// A windowed consumer's channel wrote `count` of its deliveries towards the
+    /// client. Local, as `Window` is.
+    Written {
+        /// The consumer's channel.
+        channel: ChannelId,
+        /// The consumer's tag on that channel.
+        tag: ConsumerTag,
+        /// How many were written.
+        count: u32,
+    },
 }
 
 /// What the core decided, for the local part to carry out, in order.
@@ -488,6 +509,7 @@ impl Core {
                 Op::Tick
                 | Op::ChannelDown { .. }
                 | Op::Sent { .. }
+                | Op::Written { .. }
                 | Op::DeadLettered { .. }
                 | Op::Lost { .. } => Ok(Reply::Ok),
                 _ => Err(self.not_found()),
@@ -580,6 +602,24 @@ impl Core {
             Op::Tick => Reply::Ok,
             Op::Continue { from } => {
                 self.continue_from(from);
+                Reply::Ok
+            }
+            Op::Window {
+                channel,
+                tag,
+                limit,
+            } => {
+                self.consumers.window_next(channel, tag, limit);
+                Reply::Ok
+            }
+            Op::Written {
+                channel,
+                tag,
+                count,
+            } => {
+                if let Some(id) = self.consumers.find(channel, &tag) {
+                    self.consumers.written(id, count);
+                }
                 Reply::Ok
             }
             Op::Sent { seqs } => {
@@ -738,7 +778,11 @@ impl Core {
         now: u64,
         out: &mut Vec<Out>,
     ) -> Result<Reply, QueueError> {
-        match self.consumers.check(channel, &tag, exclusive) {
+        let checked = self.consumers.check(channel, &tag, exclusive);
+        if checked.is_err() {
+            self.consumers.forget_window(channel, &tag);
+        }
+        match checked {
             Ok(()) => {}
             Err(Refusal::TagInUse) => {
                 return Err(QueueError::ConsumerTagInUse {

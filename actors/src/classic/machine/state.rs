@@ -314,6 +314,35 @@ impl QueueState {
                 self.run(Op::ChannelDown { channel, unsent }, now, effects)?
             }
             Command::Ack { channel, seqs } => self.run(Op::Ack { channel, seqs }, now, effects)?,
+            // Write windows are the node's own business: a replicated queue's log
+            // would make every replica apply them; it has none.
+            Command::Window { .. } | Command::Written { .. } if self.logged.is_some() => Reply::Ok,
+            Command::Window {
+                channel,
+                tag,
+                limit,
+            } => self.run(
+                Op::Window {
+                    channel,
+                    tag,
+                    limit,
+                },
+                now,
+                effects,
+            )?,
+            Command::Written {
+                channel,
+                tag,
+                count,
+            } => self.run(
+                Op::Written {
+                    channel,
+                    tag,
+                    count,
+                },
+                now,
+                effects,
+            )?,
             Command::Reject {
                 channel,
                 seqs,
@@ -469,6 +498,7 @@ fn is_answer(command: &Command) -> bool {
             | Command::DeadLettered { .. }
             | Command::Tick
             | Command::ChannelDown { .. }
+            | Command::Written { .. }
     )
 }
 

@@ -376,6 +376,91 @@ fn no_ack_consumers_settle_at_delivery() {
 }
 
 #[test]
+fn a_windowed_no_ack_consumer_is_sent_no_more_than_its_channel_has_not_written() {
+    let mut q = Q::with_args(&[]);
+    for i in 0..10 {
+        q.publish(msg(&format!("m{i}")));
+    }
+    // The window comes before the consumer, so what it is sent at once counts.
+    q.run(Command::Window {
+        channel: 1,
+        tag: "t".into(),
+        limit: 3,
+    });
+    let no_ack = |tag: &str| Command::Consume {
+        tag: tag.into(),
+        channel: 1,
+        prefetch: 0,
+        no_ack: true,
+        exclusive: false,
+        priority: 0,
+    };
+    q.run(no_ack("t"));
+    assert_eq!(delivered_bodies(&q.drain()), vec!["m0", "m1", "m2"]);
+    // Its channel wrote two: two more, in order.
+    let written = |count| Command::Written {
+        channel: 1,
+        tag: "t".into(),
+        count,
+    };
+    q.run(written(2));
+    assert_eq!(delivered_bodies(&q.drain()), vec!["m3", "m4"]);
+    // A consumer without a window on the same queue takes the rest meanwhile.
+    q.run(no_ack("other"));
+    assert_eq!(
+        delivered_bodies(&q.drain()),
+        vec!["m5", "m6", "m7", "m8", "m9"]
+    );
+    q.run(written(3));
+    q.publish(msg("m10"));
+    let fx = q.drain();
+    assert_eq!(delivered_bodies(&fx), vec!["m10"]);
+    // A higher-priority consumer with a window of 1 takes one, then lets the others
+    // have the rest.
+    q.run(Command::Window {
+        channel: 2,
+        tag: "x".into(),
+        limit: 1,
+    });
+    q.run(Command::Consume {
+        tag: "x".into(),
+        channel: 2,
+        prefetch: 0,
+        no_ack: true,
+        exclusive: false,
+        priority: 10,
+    });
+    q.publish(msg("m11"));
+    q.publish(msg("m12"));
+    let to_x: Vec<_> = deliveries(&q.drain())
+        .into_iter()
+        .filter(|d| d.1 == "x")
+        .map(|d| d.3)
+        .collect();
+    assert_eq!(to_x, vec!["m11"], "x has priority and a window of 1");
+
+    // A window is for the next consumer of its tag only: one that is refused (its
+    // tag in use) leaves none behind for a later consumer of that tag.
+    let mut q = Q::with_args(&[]);
+    q.run(no_ack("t"));
+    q.run(Command::Window {
+        channel: 1,
+        tag: "t".into(),
+        limit: 1,
+    });
+    assert!(q.try_run(no_ack("t")).is_err());
+    q.run(Command::Cancel {
+        channel: 1,
+        tag: "t".into(),
+    });
+    q.run(no_ack("t"));
+    for i in 0..3 {
+        q.publish(msg(&format!("n{i}")));
+    }
+    assert_eq!(delivered_bodies(&q.drain()), vec!["n0", "n1", "n2"]);
+}
+
+#[test]
 fn consumer_priorities_serve_higher_first() {
     let mut q = Q::with_args(&[]);
     q.run(Command::Consume {

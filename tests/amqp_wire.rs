@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::raw_amqp::{
-    connect, expect_method, frame, method_frame, method_of, open_channel,
-    open_channel_with_heartbeat, publish_frames, read_frame, short_str, HEADER,
+    connect, consume_frame, expect_method, frame, message_count, method_frame, method_of,
+    open_channel, open_channel_with_heartbeat, publish_frames, queue_declare, read_frame,
+    short_str, HEADER,
 };
 use common::{free_port, NodeProcess};
 
@@ -95,15 +96,6 @@ fn bad_bytes_close_the_connection_with_the_right_code() {
         let _ = s.read_to_end(&mut sink);
     }
     serves(&node);
-}
-
-/// queue.declare on channel 1 (`passive`: only ask about it), no arguments.
-fn queue_declare(queue: &str, passive: bool) -> Vec<u8> {
-    let mut args = 0u16.to_be_bytes().to_vec();
-    args.extend(short_str(queue));
-    args.push(u8::from(passive));
-    args.extend(0u32.to_be_bytes());
-    method_frame(1, 50, 10, &args)
 }
 
 /// A content header announcing more than the largest message closes the channel with
@@ -328,13 +320,8 @@ fn a_client_that_reads_nothing_is_dropped_after_its_heartbeat_timeout() {
     });
 
     let mut consumer = open_channel_with_heartbeat(&node, 1);
-    let mut consume = 0u16.to_be_bytes().to_vec();
-    consume.extend(short_str("stalled"));
-    consume.extend(short_str("stalled-consumer"));
-    consume.push(0b10); // no-ack
-    consume.extend(0u32.to_be_bytes());
     consumer
-        .write_all(&method_frame(1, 60, 20, &consume))
+        .write_all(&consume_frame("stalled", "stalled-consumer", true))
         .unwrap();
     expect_method(&mut consumer, (60, 21));
     // From here on it only sends heartbeats, and reads nothing.
@@ -350,79 +337,13 @@ fn a_client_that_reads_nothing_is_dropped_after_its_heartbeat_timeout() {
     serves(&node);
 }
 
-/// The ready messages of `queue`, from a passive queue.declare on channel 1.
-fn message_count(s: &mut std::net::TcpStream, queue: &str) -> u32 {
-    s.write_all(&queue_declare(queue, true)).unwrap();
-    let ok = expect_method(s, (50, 11));
-    let at = 4 + 1 + ok[4] as usize;
-    u32::from_be_bytes([ok[at], ok[at + 1], ok[at + 2], ok[at + 3]])
-}
-
 /// A no-ack consumer that reads nothing for a while: its queue keeps what the
-/// consumer's connection has not written (a window of deliveries, the writer's byte
-/// budget and the socket's buffers), instead of moving the whole queue into the
-/// connection's mailbox; once the client reads, it gets every message exactly once.
+/// consumer's connection has not written (see `common::raw_amqp::unread_no_ack`).
 #[test]
 fn a_no_ack_consumer_that_reads_nothing_leaves_its_messages_in_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("data"), free_port());
-    let mut publisher = open_channel(&node);
-    publisher
-        .write_all(&queue_declare("unread", false))
-        .unwrap();
-    expect_method(&mut publisher, (50, 11));
-    // 10 000 × 16 KiB: 160 MiB, far more than socket buffers (32 MiB at most here),
-    // the writer's budget (4 MiB) and the window (1 000 deliveries) hold together.
-    let total = 10_000u32;
-    let body = vec![b'u'; 16 * 1024];
-    for _ in 0..total {
-        publisher
-            .write_all(&publish_frames("unread", &body))
-            .unwrap();
-    }
-    common::eventually("every message in the queue", || {
-        message_count(&mut publisher, "unread") == total
-    });
-
-    // No heartbeats: the node waits 30 s for a client that reads nothing.
-    let mut consumer = open_channel(&node);
-    let mut consume = 0u16.to_be_bytes().to_vec();
-    consume.extend(short_str("unread"));
-    consume.extend(short_str("unread-consumer"));
-    consume.push(0b10); // no-ack
-    consume.extend(0u32.to_be_bytes());
-    consumer
-        .write_all(&method_frame(1, 60, 20, &consume))
-        .unwrap();
-    expect_method(&mut consumer, (60, 21));
-
-    // The count stops falling once the connection is full (two reads in a row
-    // agree), with most of the messages still in the queue.
-    let mut last = u32::MAX;
-    common::eventually("the queue's count to settle", || {
-        let now = message_count(&mut publisher, "unread");
-        let settled = now == last;
-        last = now;
-        if !settled {
-            std::thread::sleep(Duration::from_millis(300));
-        }
-        settled
-    });
-    assert!(
-        last >= total / 2,
-        "{} of {total} messages left the queue for a consumer that reads nothing",
-        total - last
-    );
-
-    // Now it reads: every message arrives, once.
-    let mut delivered = 0u32;
-    while delivered < total {
-        let (kind, _, payload) = read_frame(&mut consumer).expect("the deliveries go on");
-        if kind == 1 && method_of(&payload) == (60, 60) {
-            delivered += 1;
-        }
-    }
-    assert_eq!(message_count(&mut publisher, "unread"), 0);
+    common::raw_amqp::unread_no_ack(&node, &node, "unread");
     serves(&node);
 }
 

@@ -30,6 +30,10 @@
 //!    lapin consumer reads everything n2 sends it, so deliveries pushed beyond the
 //!    prefetch would pile up in the test process, not in n2. With an unlimited prefetch
 //!    on that consumer, n2's RSS grows by some 240 MiB here.)
+//! 4. [`a_remote_no_ack_consumer_that_reads_nothing_leaves_the_queue_on_n1`]: a no-ack
+//!    consumer on n2 that reads nothing while the queue on n1 holds 160 MiB: its write
+//!    window crosses the link, so most of the messages stay in the queue; then it reads
+//!    every one.
 //!
 //! Nothing waits a fixed time: every wait is bounded by [`WAIT`] (a bound on a hang, not
 //! a measure of speed) and polls or awaits the broker. A failed test prints what each
@@ -946,7 +950,7 @@ fn rss(pid: u32) -> u64 {
 /// it beyond what the socket buffers must wait in the node. Returns the socket (the
 /// consumer lives while it is open).
 fn stalled_consumer(node: &NodeProcess, queue: &str, prefetch: u16) -> std::net::TcpStream {
-    use common::raw_amqp::{expect_method, method_frame, open_channel, short_str};
+    use common::raw_amqp::{consume_frame, expect_method, method_frame, open_channel};
     use std::io::Write;
     let mut s = open_channel(node);
     // basic.qos: prefetch size 0, prefetch count, not global.
@@ -955,13 +959,8 @@ fn stalled_consumer(node: &NodeProcess, queue: &str, prefetch: u16) -> std::net:
     qos.push(0);
     s.write_all(&method_frame(1, 60, 10, &qos)).unwrap();
     expect_method(&mut s, (60, 11));
-    // basic.consume: queue, tag, no flags (manual acks), no arguments.
-    let mut consume = 0u16.to_be_bytes().to_vec();
-    consume.extend(short_str(queue));
-    consume.extend(short_str("stalled"));
-    consume.push(0);
-    consume.extend(0u32.to_be_bytes());
-    s.write_all(&method_frame(1, 60, 20, &consume)).unwrap();
+    s.write_all(&consume_frame(queue, "stalled", false))
+        .unwrap();
     expect_method(&mut s, (60, 21));
     s
 }
@@ -1092,4 +1091,15 @@ fn a_slow_remote_consumer_keeps_its_nodes_memory_flat() {
         close(c2).await;
         close(c1).await;
     });
+}
+
+// ----- 4. A remote no-ack consumer that reads nothing -------------------------------
+
+/// A no-ack consumer on n2 of a queue on n1 that reads nothing for a while: n2 reports
+/// over the link what it wrote, so n1 sends it no more than its window and the rest
+/// stays in the queue (`common::raw_amqp::unread_no_ack`).
+#[test]
+fn a_remote_no_ack_consumer_that_reads_nothing_leaves_the_queue_on_n1() {
+    let cluster = Cluster::start();
+    common::raw_amqp::unread_no_ack(&cluster.nodes[0], &cluster.nodes[1], "unread-remote");
 }

@@ -36,8 +36,9 @@ use tokio::task::AbortHandle;
 
 use crate::link_wire::{decode_frame, LinkItem, MAX_FRAME};
 
-/// The link protocol's version; a node refuses a link of another version.
-pub const LINK_VERSION: u32 = 1;
+/// The link protocol's version; a node refuses a link of another version. 2: no-ack
+/// consumers keep their write window across a link (`Consume`'s window, `Written`).
+pub const LINK_VERSION: u32 = 2;
 /// A writer stops adding waiting items to a frame once it holds this many bytes.
 pub const FRAME_TARGET: usize = 256 * 1024;
 /// An idle link carries a ping this often.

@@ -350,7 +350,6 @@ impl Serving {
             origin: Some(origin),
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
-            // (A remote channel's writes are not reported across the link yet.)
             window: 0,
         }
     }
@@ -372,24 +371,9 @@ impl Serving {
                 no_ack,
                 exclusive,
                 priority,
-            } => {
-                let request = ConsumeRequest {
-                    no_ack,
-                    exclusive,
-                    priority,
-                    ..self.consumer(link, out, vhost, &name, channel, tag, prefetch)
-                };
-                Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
-            }
-            QueueRequest::ConsumeWith {
-                channel,
-                tag,
-                prefetch,
-                no_ack,
-                exclusive,
-                priority,
                 arguments,
                 qos,
+                window,
             } => {
                 let request = ConsumeRequest {
                     no_ack,
@@ -397,6 +381,7 @@ impl Serving {
                     priority,
                     arguments,
                     qos,
+                    window,
                     ..self.consumer(link, out, vhost, &name, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
@@ -514,6 +499,15 @@ impl Serving {
             QueueNote::ChannelDown { channel } => {
                 if let Some(local) = self.forget(link, channel, vhost, queue) {
                     q.channel_down(local);
+                }
+            }
+            QueueNote::Written {
+                channel,
+                tag,
+                count,
+            } => {
+                if let Some(local) = self.mapped(link, channel) {
+                    q.written(local, tag.into(), count);
                 }
             }
         }

@@ -34,22 +34,6 @@ pub fn endpoint_name(node: &str) -> String {
 /// An operation with an answer. Channel ids are the asking node's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueueRequest {
-    /// `basic.consume`; answered with `Done`. Deliveries come back as
-    /// [`EndpointMsg::Events`].
-    Consume {
-        /// The consuming channel.
-        channel: ChannelId,
-        /// The consumer tag, unique on that channel.
-        tag: String,
-        /// Unacked deliveries the consumer may hold at once; 0 means unlimited.
-        prefetch: u32,
-        /// Deliveries are settled as they go out.
-        no_ack: bool,
-        /// Have the queue to itself: refused (403) while it has other consumers.
-        exclusive: bool,
-        /// Its `x-priority`.
-        priority: i32,
-    },
     /// `basic.cancel`; answered with `Done`, also for an unknown consumer.
     Cancel {
         /// The consumer's channel.
@@ -75,11 +59,10 @@ pub enum QueueRequest {
     },
     /// The queue's consumers, for `inspect`; answered with `Consumers`.
     Consumers,
-    /// `basic.consume` with consumer arguments or a channel-wide prefetch (what a
-    /// stream reads: `x-stream-offset`, `basic.qos global`); answered with `Done`.
-    /// A consumer without them is asked with [`QueueRequest::Consume`], which nodes
-    /// of earlier versions know.
-    ConsumeWith {
+    /// `basic.consume`; answered with `Done`. Deliveries come back on the link as
+    /// `ToClient::Deliver`. (Since link version 2 the one consume request: it took the
+    /// place of a shorter one without arguments, qos or window.)
+    Consume {
         /// The consuming channel.
         channel: ChannelId,
         /// The consumer tag, unique on that channel.
@@ -88,14 +71,18 @@ pub enum QueueRequest {
         prefetch: u32,
         /// Deliveries are settled as they go out.
         no_ack: bool,
-        /// Have the queue to itself.
+        /// Have the queue to itself: refused (403) while it has other consumers.
         exclusive: bool,
         /// Its `x-priority`.
         priority: i32,
-        /// Its arguments.
+        /// Its arguments (what a stream reads: `x-stream-offset`).
         arguments: FieldTable,
-        /// The `basic.qos` it started under.
+        /// The `basic.qos` it started under (`global` is what a stream reads).
         qos: Qos,
+        /// A no-ack consumer whose channel reports what it writes
+        /// ([`QueueNote::Written`]): at most this many deliveries not yet written at
+        /// once (`ConsumeRequest::window`); 0: no window. Since link version 2.
+        window: u32,
     },
     /// A stream's log bounds and consumer groups; answered with `StreamInfo`.
     StreamInfo,
@@ -146,6 +133,16 @@ pub enum QueueNote {
     Touch,
     /// Make the queue's actor fail so that its supervisor restarts it (debug shell).
     Crash,
+    /// The channel wrote `count` deliveries of its windowed no-ack consumer `tag`
+    /// towards its client (`Queue::written`). Since link version 2.
+    Written {
+        /// The consuming channel.
+        channel: ChannelId,
+        /// The consumer.
+        tag: String,
+        /// How many were written.
+        count: u32,
+    },
 }
 
 /// A delivery on its way to the consuming channel's node.

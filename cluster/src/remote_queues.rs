@@ -774,26 +774,16 @@ impl Queue for RemoteQueue {
             })
             .tags
             .insert(request.tag.clone());
-        let asked = if request.arguments.is_empty() && request.qos.channel == 0 {
-            QueueRequest::Consume {
-                channel: request.channel,
-                tag: request.tag.to_string(),
-                prefetch: request.prefetch,
-                no_ack: request.no_ack,
-                exclusive: request.exclusive,
-                priority: request.priority,
-            }
-        } else {
-            QueueRequest::ConsumeWith {
-                channel: request.channel,
-                tag: request.tag.to_string(),
-                prefetch: request.prefetch,
-                no_ack: request.no_ack,
-                exclusive: request.exclusive,
-                priority: request.priority,
-                arguments: request.arguments.clone(),
-                qos: request.qos,
-            }
+        let asked = QueueRequest::Consume {
+            channel: request.channel,
+            tag: request.tag.to_string(),
+            prefetch: request.prefetch,
+            no_ack: request.no_ack,
+            exclusive: request.exclusive,
+            priority: request.priority,
+            arguments: request.arguments.clone(),
+            qos: request.qos,
+            window: request.window,
         };
         Box::pin(async move {
             let answer = done(self.ask(asked).await);
@@ -811,6 +801,14 @@ impl Queue for RemoteQueue {
             tag: tag.to_string(),
         };
         Box::pin(async move { done(self.ask(asked).await) })
+    }
+
+    fn written(&self, channel: ChannelId, tag: Arc<str>, count: u32) {
+        self.note(QueueNote::Written {
+            channel,
+            tag: tag.to_string(),
+            count,
+        });
     }
 
     fn settle(&self, channel: ChannelId, settlement: Settlement, seqs: Vec<u64>) {

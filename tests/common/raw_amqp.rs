@@ -134,3 +134,89 @@ pub fn publish_frames_with(queue: &str, body: &[u8], mandatory: bool) -> Vec<u8>
     out.extend(frame(3, 1, body));
     out
 }
+
+/// queue.declare on channel 1 (`passive`: only ask about it), no arguments.
+pub fn queue_declare(queue: &str, passive: bool) -> Vec<u8> {
+    let mut args = 0u16.to_be_bytes().to_vec();
+    args.extend(short_str(queue));
+    args.push(u8::from(passive));
+    args.extend(0u32.to_be_bytes());
+    method_frame(1, 50, 10, &args)
+}
+
+/// basic.consume of `queue` on channel 1 as `tag`, with manual acks or `no_ack`, no
+/// arguments.
+pub fn consume_frame(queue: &str, tag: &str, no_ack: bool) -> Vec<u8> {
+    let mut consume = 0u16.to_be_bytes().to_vec();
+    consume.extend(short_str(queue));
+    consume.extend(short_str(tag));
+    consume.push(if no_ack { 0b10 } else { 0 });
+    consume.extend(0u32.to_be_bytes());
+    method_frame(1, 60, 20, &consume)
+}
+
+/// The ready messages of `queue`, from a passive queue.declare on channel 1.
+pub fn message_count(s: &mut TcpStream, queue: &str) -> u32 {
+    s.write_all(&queue_declare(queue, true)).unwrap();
+    let ok = expect_method(s, (50, 11));
+    let at = 4 + 1 + ok[4] as usize;
+    u32::from_be_bytes([ok[at], ok[at + 1], ok[at + 2], ok[at + 3]])
+}
+
+/// A no-ack consumer through `consume_at` that reads nothing for a while, of a queue
+/// declared and filled through `publish_at` (the same node, or another one of its
+/// cluster) with 10 000 × 16 KiB: 160 MiB, far more than socket buffers (32 MiB at most
+/// here), the writer's byte budget (4 MiB) and the consumer's window (1 000
+/// deliveries) hold together.
+///
+/// Checks that the queue's count settles with at least half the messages still in
+/// it, instead of the whole queue moving to the consumer's connection; then that,
+/// once the consumer reads, every message arrives, exactly as many as were sent.
+pub fn unread_no_ack(publish_at: &NodeProcess, consume_at: &NodeProcess, queue: &str) {
+    let mut publisher = open_channel(publish_at);
+    publisher.write_all(&queue_declare(queue, false)).unwrap();
+    expect_method(&mut publisher, (50, 11));
+    let total = 10_000u32;
+    let body = vec![b'u'; 16 * 1024];
+    for _ in 0..total {
+        publisher.write_all(&publish_frames(queue, &body)).unwrap();
+    }
+    super::eventually("every message in the queue", || {
+        message_count(&mut publisher, queue) == total
+    });
+
+    // No heartbeats: the node waits 30 s for a client that reads nothing.
+    let mut consumer = open_channel(consume_at);
+    consumer
+        .write_all(&consume_frame(queue, "unread-consumer", true))
+        .unwrap();
+    expect_method(&mut consumer, (60, 21));
+
+    // The count stops falling once the consumer's connection is full (two reads in a
+    // row agree), with most of the messages still in the queue.
+    let mut last = u32::MAX;
+    super::eventually("the queue's count to settle", || {
+        let now = message_count(&mut publisher, queue);
+        let settled = now == last;
+        last = now;
+        if !settled {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        settled
+    });
+    assert!(
+        last >= total / 2,
+        "{} of {total} messages left the queue for a consumer that reads nothing",
+        total - last
+    );
+
+    // Now it reads: every message arrives, once.
+    let mut delivered = 0u32;
+    while delivered < total {
+        let (kind, _, payload) = read_frame(&mut consumer).expect("the deliveries go on");
+        if kind == 1 && method_of(&payload) == (60, 60) {
+            delivered += 1;
+        }
+    }
+    assert_eq!(message_count(&mut publisher, queue), 0);
+}

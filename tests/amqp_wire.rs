@@ -337,13 +337,15 @@ fn a_client_that_reads_nothing_is_dropped_after_its_heartbeat_timeout() {
     serves(&node);
 }
 
-/// A no-ack consumer that reads nothing for a while: its queue keeps what the
-/// consumer's connection has not written (see `common::raw_amqp::unread_no_ack`).
+/// A no-ack consumer, and one with manual acks and no prefetch, that read nothing for
+/// a while: their queue keeps what the consumer's connection has not written (see
+/// `common::raw_amqp::unread_consumer`).
 #[test]
-fn a_no_ack_consumer_that_reads_nothing_leaves_its_messages_in_the_queue() {
+fn consumers_held_by_nothing_but_their_window_leave_their_messages_in_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("data"), free_port());
-    common::raw_amqp::unread_no_ack(&node, &node, "unread");
+    common::raw_amqp::unread_consumer(&node, &node, "unread-no-ack", true);
+    common::raw_amqp::unread_consumer(&node, &node, "unread-no-prefetch", false);
     serves(&node);
 }
 

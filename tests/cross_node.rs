@@ -1097,9 +1097,9 @@ fn a_slow_remote_consumer_keeps_its_nodes_memory_flat() {
 
 /// A no-ack consumer on n2 of a queue on n1 that reads nothing for a while: n2 reports
 /// over the link what it wrote, so n1 sends it no more than its window and the rest
-/// stays in the queue (`common::raw_amqp::unread_no_ack`).
+/// stays in the queue (`common::raw_amqp::unread_consumer`).
 #[test]
 fn a_remote_no_ack_consumer_that_reads_nothing_leaves_the_queue_on_n1() {
     let cluster = Cluster::start();
-    common::raw_amqp::unread_no_ack(&cluster.nodes[0], &cluster.nodes[1], "unread-remote");
+    common::raw_amqp::unread_consumer(&cluster.nodes[0], &cluster.nodes[1], "unread-remote", true);
 }

@@ -36,7 +36,7 @@ use tokio::task::AbortHandle;
 
 use crate::link_wire::{decode_frame, LinkItem, MAX_FRAME};
 
-/// The link protocol's version; a node refuses a link of another version. 2: no-ack
+/// The link protocol's version; a node refuses a link of another version. 2:
 /// consumers keep their write window across a link (`Consume`'s window, `Written`).
 pub const LINK_VERSION: u32 = 2;
 /// A writer stops adding waiting items to a frame once it holds this many bytes.

@@ -79,7 +79,7 @@ pub enum QueueRequest {
         arguments: FieldTable,
         /// The `basic.qos` it started under (`global` is what a stream reads).
         qos: Qos,
-        /// A no-ack consumer whose channel reports what it writes
+        /// A consumer whose channel reports what it writes
         /// ([`QueueNote::Written`]): at most this many deliveries not yet written at
         /// once (`ConsumeRequest::window`); 0: no window. Since link version 2.
         window: u32,
@@ -133,7 +133,7 @@ pub enum QueueNote {
     Touch,
     /// Make the queue's actor fail so that its supervisor restarts it (debug shell).
     Crash,
-    /// The channel wrote `count` deliveries of its windowed no-ack consumer `tag`
+    /// The channel wrote `count` deliveries of its windowed consumer `tag`
     /// towards its client (`Queue::written`). Since link version 2.
     Written {
         /// The consuming channel.

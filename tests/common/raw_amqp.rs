@@ -163,16 +163,22 @@ pub fn message_count(s: &mut TcpStream, queue: &str) -> u32 {
     u32::from_be_bytes([ok[at], ok[at + 1], ok[at + 2], ok[at + 3]])
 }
 
-/// A no-ack consumer through `consume_at` that reads nothing for a while, of a queue
+/// A consumer through `consume_at` that reads nothing for a while (`no_ack`, or with
+/// manual acks and no prefetch: nothing but its window holds either back), of a queue
 /// declared and filled through `publish_at` (the same node, or another one of its
 /// cluster) with 10 000 × 16 KiB: 160 MiB, far more than socket buffers (32 MiB at most
 /// here), the writer's byte budget (4 MiB) and the consumer's window (1 000
 /// deliveries) hold together.
 ///
-/// Checks that the queue's count settles with at least half the messages still in
-/// it, instead of the whole queue moving to the consumer's connection; then that,
-/// once the consumer reads, every message arrives, exactly as many as were sent.
-pub fn unread_no_ack(publish_at: &NodeProcess, consume_at: &NodeProcess, queue: &str) {
+/// Checks that the queue's ready count settles with at least half the messages still
+/// in it, instead of the whole queue moving to the consumer's connection; then that,
+/// once the consumer reads, every message arrives and none is left ready.
+pub fn unread_consumer(
+    publish_at: &NodeProcess,
+    consume_at: &NodeProcess,
+    queue: &str,
+    no_ack: bool,
+) {
     let mut publisher = open_channel(publish_at);
     publisher.write_all(&queue_declare(queue, false)).unwrap();
     expect_method(&mut publisher, (50, 11));
@@ -188,7 +194,7 @@ pub fn unread_no_ack(publish_at: &NodeProcess, consume_at: &NodeProcess, queue: 
     // No heartbeats: the node waits 30 s for a client that reads nothing.
     let mut consumer = open_channel(consume_at);
     consumer
-        .write_all(&consume_frame(queue, "unread-consumer", true))
+        .write_all(&consume_frame(queue, "unread-consumer", no_ack))
         .unwrap();
     expect_method(&mut consumer, (60, 21));
 
@@ -210,7 +216,7 @@ pub fn unread_no_ack(publish_at: &NodeProcess, consume_at: &NodeProcess, queue: 
         total - last
     );
 
-    // Now it reads: every message arrives, once.
+    // Now it reads: every message arrives (and, with acks, is held unacked).
     let mut delivered = 0u32;
     while delivered < total {
         let (kind, _, payload) = read_frame(&mut consumer).expect("the deliveries go on");

@@ -1007,7 +1007,7 @@ impl QueueShell {
         if added {
             self.sinks.insert(request.channel, request.sink.clone());
         }
-        if request.no_ack && request.window > 0 {
+        if request.window > 0 {
             let _ = self.apply(Command::Window {
                 channel: request.channel,
                 tag: request.tag.clone(),

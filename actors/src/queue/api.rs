@@ -153,10 +153,11 @@ pub struct ConsumeRequest {
     pub arguments: FieldTable,
     /// The `basic.qos` the consumer started under (`prefetch` is what they make).
     pub qos: Qos,
-    /// For a no-ack consumer whose channel reports what it writes towards the client
-    /// ([`Queue::written`]): at most this many deliveries not yet written at once
-    /// (its credit, as acks are a consumer's with a prefetch). 0: no such limit,
-    /// for channels that do not report.
+    /// For a consumer that nothing else holds back (no-ack, or a prefetch of 0) whose
+    /// channel reports what it writes towards the client ([`Queue::written`]): at
+    /// most this many deliveries not yet written at once (its credit, as acks are a
+    /// consumer's with a prefetch). 0: no such limit, for channels that do not
+    /// report.
     pub window: u32,
 }
 
@@ -224,8 +225,8 @@ pub trait Queue: Send + Sync + 'static {
     /// queue its message is redelivered instead.
     fn settle(&self, channel: ChannelId, settlement: Settlement, seqs: Vec<u64>);
 
-    /// The consuming channel wrote `count` deliveries of its no-ack consumer `tag`
-    /// towards the client: the consumer's window ([`ConsumeRequest::window`]) opens
+    /// The consuming channel wrote `count` deliveries of its consumer `tag` towards
+    /// the client: the consumer's window ([`ConsumeRequest::window`]) opens
     /// by as many. Queues that do not keep windows ignore it.
     fn written(&self, channel: ChannelId, tag: Arc<str>, count: u32) {
         let _ = (channel, tag, count);

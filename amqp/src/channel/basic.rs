@@ -282,11 +282,15 @@ impl AmqpChannel {
                 };
                 self.add_consumer_entry(&tag, handle.name().clone(), Some(consumer));
                 self.core.touch(handle.name().clone());
+                let prefetch = self.channel_prefetch.for_consumer(self.prefetch);
+                // A consumer that nothing else holds back (no acks, or no prefetch)
+                // gets a window of what this connection has not written yet.
+                let windowed = c.no_ack || prefetch == 0;
                 let request = ConsumeRequest {
                     tag: tag.as_str().into(),
                     channel: self.core.id(),
                     sink: self.sink.clone(),
-                    prefetch: self.channel_prefetch.for_consumer(self.prefetch),
+                    prefetch,
                     no_ack: c.no_ack,
                     exclusive: c.exclusive,
                     priority: consumer_priority(&c.arguments, &queue, vhost.name())?,
@@ -296,14 +300,14 @@ impl AmqpChannel {
                         consumer: self.prefetch,
                         channel: self.channel_prefetch.limit(),
                     },
-                    window: if c.no_ack { super::NO_ACK_WINDOW } else { 0 },
+                    window: if windowed { super::WRITE_WINDOW } else { 0 },
                 };
-                if c.no_ack {
-                    let windowed = super::Windowed {
+                if windowed {
+                    let entry = super::Windowed {
                         queue: handle.clone(),
                         written: 0,
                     };
-                    self.windowed.insert(tag.as_str().into(), windowed);
+                    self.windowed.insert(tag.as_str().into(), entry);
                 }
                 if let Err(e) = handle.consume(request).await {
                     self.remove_consumer_entry(&tag);
@@ -491,30 +495,27 @@ impl AmqpChannel {
 
     /// Frames for deliveries from a queue (those the channel-wide prefetch admits now;
     /// it holds the others).
-    /// Whether deliveries of no-ack consumers were written: their queues are to be
-    /// told once the output goes to the writer ([`report_written`](Self::report_written)).
-    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) -> bool {
+    /// (Deliveries of windowed consumers are counted: their queues are told once the
+    /// output goes to the writer, [`report_written`](Self::report_written).)
+    pub fn deliver(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
         let now = self
             .channel_prefetch
             .admit(deliveries, self.core.unsettled());
-        self.write_deliveries(now, out)
+        self.write_deliveries(now, out);
     }
 
     /// basic.deliver with its content, for each delivery, each with its delivery tag.
-    /// Whether deliveries of windowed no-ack consumers were among them.
-    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) -> bool {
+    fn write_deliveries(&mut self, deliveries: Vec<QueueDelivery>, out: &mut Vec<u8>) {
         if deliveries.is_empty() {
-            return false;
+            return;
         }
         let (mut acked, mut no_ack, mut redelivered) = (0, 0, 0);
-        let mut windowed = false;
         for d in deliveries {
+            if let Some(w) = self.windowed.get_mut(&d.consumer_tag) {
+                w.written += 1;
+            }
             if d.no_ack {
                 no_ack += 1;
-                if let Some(w) = self.windowed.get_mut(&d.consumer_tag) {
-                    w.written += 1;
-                    windowed = true;
-                }
             } else {
                 acked += 1;
             }
@@ -536,7 +537,6 @@ impl AmqpChannel {
             crate::registry::bump(&counts.redeliver, redelivered);
         }
         self.note_unacked();
-        windowed
     }
 
     /// The node ended a consumer: tell the client (consumer_cancel_notify).

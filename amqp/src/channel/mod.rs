@@ -79,8 +79,9 @@ pub struct AmqpChannel {
     pub settled: std::collections::BTreeMap<u64, bool>,
     /// Consumer tag -> queue.
     consumers: HashMap<String, Arc<str>>,
-    /// The no-ack consumers, by tag: their queue and how many of their deliveries
-    /// went to the writer since the queue was last told (see [`NO_ACK_WINDOW`]).
+    /// The consumers with a write window (no-ack, or without a prefetch), by tag: their
+    /// queue and how many of their deliveries went to the writer since the queue was
+    /// last told (see [`WRITE_WINDOW`]).
     windowed: HashMap<Arc<str>, Windowed>,
     /// `basic.qos global=false`: the prefetch of consumers started from now on.
     prefetch: u32,
@@ -219,8 +220,8 @@ impl AmqpChannel {
         self.consumers.remove(tag)
     }
 
-    /// Tells the queues of no-ack consumers how many of their deliveries went to the
-    /// connection's writer (which holds a bounded number of bytes, and waits while
+    /// Tells the queues of windowed consumers how many of their deliveries went to
+    /// the connection's writer (which holds a bounded number of bytes, and waits while
     /// the client does not read): each consumer's window opens by as many. Called
     /// once the buffer they were encoded into was handed to the writer.
     pub fn report_written(&mut self) {
@@ -330,14 +331,15 @@ fn unexpected_method(class: AMQPClass) -> AmqpError {
     }
 }
 
-/// A no-ack consumer's credit: how many of its deliveries its queue may have sent
-/// this channel that have not yet gone to the connection's writer. A no-ack consumer
-/// has no acks to hold its queue back, so without it a client that reads slowly has
-/// the whole queue moved into its connection's mailbox (RabbitMQ bounds the same with
-/// credit between its queue and channel processes).
-pub const NO_ACK_WINDOW: u32 = 1000;
+/// The credit of a consumer that nothing else holds back (no-ack, or with a prefetch
+/// of 0): how many of its deliveries its queue may have sent this channel that have
+/// not yet gone to the connection's writer. Without it a client that reads slowly
+/// has the whole queue moved into its connection's mailbox, paged-out bodies read
+/// back for it (RabbitMQ bounds the same with credit between its queue and channel
+/// processes).
+pub const WRITE_WINDOW: u32 = 1000;
 
-/// A no-ack consumer's queue and its deliveries written since the queue was told.
+/// A windowed consumer's queue and its deliveries written since the queue was told.
 struct Windowed {
     queue: QueueRef,
     written: u32,

@@ -215,9 +215,6 @@ struct Connection {
     hears_blocked: bool,
     /// Publishes were routed since the alarms were last looked at.
     published: bool,
-    /// Deliveries of no-ack consumers are in `out`: their queues hear of them once it
-    /// is handed to the writer (see `AmqpChannel::report_written`).
-    written_pending: bool,
     /// Stopped reading because it published while an alarm was up.
     blocked: bool,
     /// The client was sent `connection.blocked` (and is owed `unblocked`).
@@ -263,7 +260,6 @@ impl Connection {
             vhost: server.vhosts.default_vhost(),
             hears_blocked: false,
             published: false,
-            written_pending: false,
             blocked: false,
             told_blocked: false,
             client_closed: false,
@@ -345,10 +341,9 @@ impl Connection {
         };
         match tokio::time::timeout(stall, handed).await {
             Ok(Ok(())) => {
-                if std::mem::take(&mut self.written_pending) {
-                    for ch in self.channels.values_mut() {
-                        ch.report_written();
-                    }
+                // What windowed consumers were sent in this buffer is the writer's now.
+                for ch in self.channels.values_mut() {
+                    ch.report_written();
                 }
                 Ok(())
             }
@@ -615,7 +610,7 @@ impl Connection {
             Event::Queue(n, id, QueueEvent::Deliver(deliveries)) => {
                 // Encoded straight into the output buffer: a body is copied once.
                 if let Some(ch) = channel_of(&mut self.channels, n, id) {
-                    self.written_pending |= ch.deliver(deliveries, &mut self.out);
+                    ch.deliver(deliveries, &mut self.out);
                 }
             }
             Event::Queue(n, id, QueueEvent::ConsumerCancelled { tag, .. }) => {

@@ -121,7 +121,7 @@ pub enum Command {
     /// Storage has no body for these seqs: the messages are dropped and counted as
     /// lost (a storage fault; the shell should log it).
     BodiesMissing(Vec<Seq>),
-    /// The next consumer registered as `tag` on `channel` (a no-ack consumer whose
+    /// The next consumer registered as `tag` on `channel` (a consumer whose
     /// channel reports what it writes towards the client, [`Command::Written`]) gets
     /// at most `limit` deliveries not yet written. Sent just before its `Consume`.
     /// Without it a client that reads slowly is sent the whole queue.

@@ -57,7 +57,7 @@ pub(crate) struct Consumers {
     active: Option<ConsumerId>,
     exclusive: usize,
     next_id: ConsumerId,
-    /// The write windows of no-ack consumers whose channel reports what it wrote
+    /// The write windows of consumers whose channel reports what it wrote
     /// (see [`window_next`](Self::window_next)). Local to the node that runs the
     /// queue: not in an image, and a replicated queue sets none.
     #[serde(skip)]
@@ -68,7 +68,7 @@ pub(crate) struct Consumers {
     next_windows: HashMap<(ChannelId, ConsumerTag), u32>,
 }
 
-/// A no-ack consumer's write window: deliveries sent to its channel and not yet
+/// A consumer's write window: deliveries sent to its channel and not yet
 /// written towards the client, at most `limit`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Window {
@@ -258,10 +258,10 @@ impl Consumers {
 
     /// The next consumer registered as `tag` on `channel` gets a write window: it is
     /// sent at most `limit` deliveries its channel has not reported written
-    /// ([`written`](Self::written)). For no-ack consumers, which have no acks to
-    /// hold them back: without it a client that reads slowly has the whole queue
-    /// sent to its connection. Set before the consumer is registered, so that
-    /// what it is sent at once counts too.
+    /// ([`written`](Self::written)). For consumers that nothing else holds back
+    /// (no-ack, or no prefetch): without it a client that reads slowly has the
+    /// whole queue sent to its connection. Set before the consumer is registered, so
+    /// that what it is sent at once counts too.
     pub fn window_next(&mut self, channel: ChannelId, tag: ConsumerTag, limit: u32) {
         if limit > 0 {
             self.next_windows.insert((channel, tag), limit);

@@ -888,3 +888,76 @@ async fn a_dead_letter_retry_skips_the_targets_that_hold_it() {
     // `wide` took each message once, however often `narrow` was retried.
     assert_eq!(counts(c, "wide").await, (2, 0));
 }
+
+/// The application takes `n` deliveries (and acks each unless `no_ack`).
+async fn take(consumer: &mut Consumer, n: u64, no_ack: bool) {
+    for _ in 0..n {
+        let d = next(consumer).await;
+        if !no_ack {
+            d.ack().unwrap();
+        }
+    }
+}
+
+/// The ready count of `queue` once it is at most `bound` (bounded wait).
+async fn ready_at_most(client: &Client, queue: &str, bound: u64) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ready, _) = counts(client, queue).await;
+        if ready <= bound {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} still holds {ready} ready, more than {bound}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A consumer without acks, and one with acks and no prefetch, whose application takes
+/// nothing at first: the queue sends each the window's worth (1 000) and keeps the
+/// rest, and the window opens by what the application takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_held_by_nothing_else_get_a_window_of_what_the_application_takes() {
+    const TOTAL: u64 = 3_000;
+    const WINDOW: u64 = warren_actors::queue::WRITE_WINDOW as u64;
+    let b = broker().await;
+    let c = &b.client;
+    for (queue, no_ack) in [("window-no-ack", true), ("window-no-prefetch", false)] {
+        declare(c, queue, FieldTable::new()).await;
+        let mut confirms = Vec::new();
+        for i in 0..TOTAL {
+            let options = PublishOptions::default();
+            confirms.push(c.publish("", queue, format!("{i}"), options).await.unwrap());
+        }
+        for confirm in confirms {
+            assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
+        }
+        let options = ConsumeOptions {
+            prefetch: 0,
+            no_ack,
+            ..Default::default()
+        };
+        let mut consumer = c.consume(queue, options).await.unwrap();
+        // The first count at or below what the window leaves must be exactly that:
+        // without a window the queue would go on to send everything.
+        let left = ready_at_most(c, queue, TOTAL - WINDOW).await;
+        assert_eq!(left, TOTAL - WINDOW, "{queue}: the window's worth, no more");
+        take(&mut consumer, 500, no_ack).await;
+        let left = ready_at_most(c, queue, TOTAL - WINDOW - 500).await;
+        assert_eq!(
+            left,
+            TOTAL - WINDOW - 500,
+            "{queue}: the window opened by 500"
+        );
+        take(&mut consumer, TOTAL - 500, no_ack).await;
+        c.flush_settles().await;
+        let deadline = Instant::now() + WAIT;
+        while counts(c, queue).await != (0, 0) {
+            assert!(Instant::now() < deadline, "{queue} is not emptied");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        consumer.cancel().await.unwrap();
+    }
+}

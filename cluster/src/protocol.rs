@@ -27,7 +27,8 @@ use warren_supervisor::{ChildLocation, TreeSnapshot};
 use crate::wire::Wire;
 
 /// The version of this protocol; a node refuses a client that speaks another one.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: windowed consumers (`SessionMsg::Written`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A broker error as a client sees it: the AMQP reply code and a text that names the
 /// object (e.g. 404, "no queue 'orders' in vhost '/'").
@@ -694,6 +695,10 @@ pub enum SessionMsg {
     /// Acks and rejects by delivery tag; no answer. An unknown tag closes the
     /// session (406), as RabbitMQ closes the channel.
     Settle(Wire<Vec<Settle>>),
+    /// The client's application took deliveries of its windowed consumers (no-ack, or
+    /// without a prefetch): per consumer tag, how many. Their queues' windows open by
+    /// as many (`Queue::written`). No answer. Since protocol version 2.
+    Written(Wire<Vec<(String, u32)>>),
     /// The client closes the session: unacked deliveries go back to their queues.
     Close(Wire<()>),
     /// Node-internal events (from queues); never sent over the wire.

@@ -92,6 +92,9 @@ pub struct Consumer {
     pub(crate) rx: UnboundedReceiver<ConsumerEvent>,
     pub(crate) client: Client,
     pub(crate) ended: bool,
+    /// No-ack, or without a prefetch: its queue sends it at most a window of
+    /// deliveries the application has not taken, so each one taken is reported.
+    pub(crate) windowed: bool,
 }
 
 impl Consumer {
@@ -115,7 +118,11 @@ impl Consumer {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(ConsumerEvent::Delivery(d))) => {
-                Poll::Ready(Some(Ok(Delivery::new(d, self.client.settle_sender()))))
+                let settle = self.client.settle_sender();
+                if self.windowed {
+                    let _ = settle.send(SettleItem::Taken(self.tag.as_str().into()));
+                }
+                Poll::Ready(Some(Ok(Delivery::new(d, settle))))
             }
             Poll::Ready(Some(ConsumerEvent::Cancelled(reason))) => {
                 self.ended = true;

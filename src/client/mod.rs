@@ -550,6 +550,9 @@ impl Client {
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.inner.consumers.add(tag.clone(), tx);
+        // As the node's session decides: such a consumer gets a window of deliveries
+        // the application has not taken.
+        let windowed = options.no_ack || options.prefetch == 0;
         let started = self
             .call(Request::Consume {
                 queue: queue.into(),
@@ -566,6 +569,7 @@ impl Client {
                 rx,
                 client: self.clone(),
                 ended: false,
+                windowed,
             }),
             Ok(other) => {
                 self.inner.consumers.remove(&tag);
@@ -668,6 +672,8 @@ impl Client {
 /// What the settle task takes: a settlement, or a request to send what it holds now.
 pub(crate) enum SettleItem {
     Settle(Settle),
+    /// The application took a delivery of this windowed consumer.
+    Taken(Arc<str>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -676,6 +682,7 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<SettleItem>();
     tokio::spawn(async move {
         let mut batch = Vec::new();
+        let mut taken: std::collections::HashMap<Arc<str>, u32> = Default::default();
         let mut flushes = Vec::new();
         // The highest tag a multiple settle was sent for: everything up to it is
         // settled, so a later multiple settle at or below it settles nothing more
@@ -694,6 +701,7 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
                         }
                         batch.push(s);
                     }
+                    SettleItem::Taken(tag) => *taken.entry(tag).or_default() += 1,
                     SettleItem::Flush(done) => flushes.push(done),
                 }
                 if batch.len() < 4096 {
@@ -706,6 +714,15 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
                     .is_err()
             {
                 break;
+            }
+            if !taken.is_empty() {
+                let written: Vec<(String, u32)> = taken
+                    .drain()
+                    .map(|(tag, count)| (tag.to_string(), count))
+                    .collect();
+                if session.cast(SessionMsg::Written(written.into())).is_err() {
+                    break;
+                }
             }
             for done in flushes.drain(..) {
                 let _ = done.send(());

@@ -143,6 +143,10 @@ impl Actor for Session {
                 }
                 Err(why) => tracing::warn!("undecodable settle batch: {why}"),
             },
+            SessionMsg::Written(written) => match written.into_result() {
+                Ok(written) => state.written(written),
+                Err(why) => tracing::warn!("undecodable written batch: {why}"),
+            },
             SessionMsg::Close(_) => myself.stop(None),
             SessionMsg::Queue(event) => {
                 if let Some(event) = event.take() {
@@ -157,6 +161,20 @@ impl Actor for Session {
 impl SessionState {
     fn push(&self, push: Push) {
         let _ = self.inbox.cast(InboxMsg::Push(push.into()));
+    }
+
+    /// The client's application took deliveries of windowed consumers: their queues'
+    /// windows open by as many. Tags of consumers this session no longer has are
+    /// ignored.
+    fn written(&self, written: Vec<(String, u32)>) {
+        for (tag, count) in written {
+            let Some(queue) = self.consumers.get(&tag) else {
+                continue;
+            };
+            if let Some(handle) = self.vhost.queue(queue) {
+                handle.written(self.channel, tag.as_str().into(), count);
+            }
+        }
     }
 
     async fn call(&mut self, request: Request) -> Result<Response, BrokerError> {
@@ -288,8 +306,13 @@ impl SessionState {
                         origin: None,
                         arguments,
                         qos: Qos::consumer(prefetch),
-                        // (A session does not report what it writes to its client.)
-                        window: 0,
+                        // The client reports what its application took of such a
+                        // consumer's deliveries (`SessionMsg::Written`).
+                        window: if no_ack || prefetch == 0 {
+                            warren_actors::queue::WRITE_WINDOW
+                        } else {
+                            0
+                        },
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());

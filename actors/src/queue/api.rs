@@ -127,6 +127,15 @@ impl Enqueue {
     }
 }
 
+/// The write window a channel gives a consumer that nothing else holds back
+/// (no-ack, or a prefetch of 0) when it reports what it writes
+/// ([`ConsumeRequest::window`]): how many of its deliveries its queue may have sent
+/// the channel that the channel has not yet written towards the client. Without it a
+/// client that reads slowly has the whole queue moved into its connection, paged-out
+/// bodies read back for it (RabbitMQ bounds the same with credit between its queue
+/// and channel processes).
+pub const WRITE_WINDOW: u32 = 1000;
+
 /// A consumer as its channel registers it.
 #[derive(Clone)]
 pub struct ConsumeRequest {

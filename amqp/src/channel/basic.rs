@@ -300,7 +300,11 @@ impl AmqpChannel {
                         consumer: self.prefetch,
                         channel: self.channel_prefetch.limit(),
                     },
-                    window: if windowed { super::WRITE_WINDOW } else { 0 },
+                    window: if windowed {
+                        warren_actors::queue::WRITE_WINDOW
+                    } else {
+                        0
+                    },
                 };
                 if windowed {
                     let entry = super::Windowed {

@@ -81,7 +81,7 @@ pub struct AmqpChannel {
     consumers: HashMap<String, Arc<str>>,
     /// The consumers with a write window (no-ack, or without a prefetch), by tag: their
     /// queue and how many of their deliveries went to the writer since the queue was
-    /// last told (see [`WRITE_WINDOW`]).
+    /// last told (see [`WRITE_WINDOW`](warren_actors::queue::WRITE_WINDOW)).
     windowed: HashMap<Arc<str>, Windowed>,
     /// `basic.qos global=false`: the prefetch of consumers started from now on.
     prefetch: u32,
@@ -330,14 +330,6 @@ fn unexpected_method(class: AMQPClass) -> AmqpError {
         method_id: class.get_amqp_method_id(),
     }
 }
-
-/// The credit of a consumer that nothing else holds back (no-ack, or with a prefetch
-/// of 0): how many of its deliveries its queue may have sent this channel that have
-/// not yet gone to the connection's writer. Without it a client that reads slowly
-/// has the whole queue moved into its connection's mailbox, paged-out bodies read
-/// back for it (RabbitMQ bounds the same with credit between its queue and channel
-/// processes).
-pub const WRITE_WINDOW: u32 = 1000;
 
 /// A windowed consumer's queue and its deliveries written since the queue was told.
 struct Windowed {

@@ -38,7 +38,7 @@ struct Churn {
     channels_closed: AtomicU64,
 }
 
-/// A snapshot of [`Churn`].
+/// A snapshot of `Churn`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChurnCounts {
     /// Connections opened (handshake done).

@@ -4,7 +4,7 @@
 //! snapshot, the terms and the last entries, never the whole history.
 //!
 //! Entries are held in memory until they are on disk and older than the last
-//! [`HELD_ENTRIES`] (or [`HELD_BYTES`]); older ones are read back from redb when Raft
+//! `HELD_ENTRIES` (or `HELD_BYTES`); older ones are read back from redb when Raft
 //! asks for them (a follower far behind). A mirrored queue's log keeps every entry
 //! that holds a message still in the queue, so it may be long; its memory is not.
 //!

@@ -72,7 +72,7 @@ pub struct Loaded {
 pub struct LogError(pub String);
 
 /// Reads the log of `group` (nothing stored: an empty log), holding the last
-/// entries only (see [`Tail`]) and the `window` entries up to the last applied one.
+/// entries only (see `Tail`) and the `window` entries up to the last applied one.
 pub fn load(store: &Store, group: u64, window: u64) -> Result<Loaded, LogError> {
     let mut record = None;
     let mut tail = Tail::default();

@@ -1,9 +1,9 @@
 //! [`Rates`]: the node's message counters sampled once a second, so the API can
 //! show rates (`publish_details.rate`) and the UI can draw their history; and the
 //! queues' totals (messages ready and unacked over all queues), taken every
-//! [`QUEUE_TOTALS_EVERY`] seconds from the shared queue snapshot.
+//! `QUEUE_TOTALS_EVERY` seconds from the shared queue snapshot.
 //!
-//! A rate is the change over the last [`RATE_WINDOW`] samples divided by the time
+//! A rate is the change over the last `RATE_WINDOW` samples divided by the time
 //! between them, as RabbitMQ computes its `rate` over its sampling interval.
 
 use std::collections::VecDeque;
@@ -69,7 +69,7 @@ impl Rates {
         self.samples.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a sample (the oldest goes once [`KEPT`] are held).
+    /// Adds a sample (the oldest goes once `KEPT` are held).
     pub fn push(&self, sample: Sample) {
         let mut samples = self.lock();
         if samples.len() == KEPT {

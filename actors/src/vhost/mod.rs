@@ -10,8 +10,8 @@
 //!
 //! Changes ([`VhostChange`](crate::changes::VhostChange)) go through the node's
 //! [`ChangeLog`](crate::changes::ChangeLog) when there is one (a cluster, even of one
-//! node) and are applied on every node in log order ([`apply`]); without a log they
-//! are applied at once. The operations clients call ([`operations`]) check what they
+//! node) and are applied on every node in log order (`apply`); without a log they
+//! are applied at once. The operations clients call (`operations`) check what they
 //! can, then propose. Messages never take the metadata lock.
 
 mod apply;

@@ -59,7 +59,7 @@ pub enum Applied {
     Snapshot {
         /// Its index.
         index: u64,
-        /// [`SnapshotData`], encoded.
+        /// `SnapshotData`, encoded.
         data: Result<Vec<u8>, String>,
         /// The first log entry the state still needs (see [`Machine::needed_from`]).
         needed_from: Option<u64>,

@@ -4,27 +4,27 @@
 //!
 //! One actor runs Raft (TiKV's `raft` crate: elections, log matching, commit rules;
 //! nothing hand-made) for all of them: one ticker drives every group; the messages
-//! of all groups to one peer node leave as one cast per handling ([`outbox`], big
-//! ones in parts: [`transport`]) to the peer's replica (process group
+//! of all groups to one peer node leave as one cast per handling (`outbox`, big
+//! ones in parts: `transport`) to the peer's replica (process group
 //! `warren.raft.NODE`), which hands each to its group by id. Every group's log and
 //! hard state live in the node's redb ([`crate::raft_log`]) and go through its
-//! group-commit writer, pipelined ([`hosted`]): writes are not waited for, committed
-//! entries go to the group's applier task ([`applying`]), which feeds the group's
+//! group-commit writer, pipelined (`hosted`): writes are not waited for, committed
+//! entries go to the group's applier task (`applying`), which feeds the group's
 //! state machine ([`machine`]). Every so many entries a group snapshots its machine
 //! and compacts its log ([`crate::log_store`]); a node far behind, or new, gets the
 //! snapshot from the leader.
 //!
 //! A change is proposed on the node that took the request and answered when that node
 //! has applied it. A proposal waits while no leader is known (an election, a node still
-//! joining) and is handed to Raft again when it may have been lost ([`proposals`]);
+//! joining) and is handed to Raft again when it may have been lost (`proposals`);
 //! after [`COMMIT_TIMEOUT`] it fails with a clear error (a minority side of a
 //! partition). Before a node answers "no such queue" or routes a message to nothing it
-//! catches up with the leader's commit index ([`barrier`]); reads keep being served
+//! catches up with the leader's commit index (`barrier`); reads keep being served
 //! from what the node has when no leader can be reached.
 //!
 //! The metadata group has disk nodes as voters and RAM nodes as learners (whose log
 //! stays in memory, taken from the leader at every start); how it forms and changes
-//! is in [`formation`]. Other groups keep their logs on disk on every node.
+//! is in `formation`. Other groups keep their logs on disk on every node.
 
 mod applying;
 mod barrier;
@@ -186,7 +186,7 @@ pub enum LocalReplica {
     Tick,
     /// Propose a command (encoded) to a group; answered once it is applied on this
     /// node, with the machine's answer.
-    /// A proposal: its group, its id and its entry ([`entry::build`]).
+    /// A proposal: its group, its id and its entry (`entry::build`).
     Propose(GroupId, u64, Vec<u8>, oneshot::Sender<Answer>),
     /// Answered once this node has applied everything the group's leader had
     /// committed when it was asked (or after [`CATCH_UP_WAIT`]).
@@ -196,7 +196,7 @@ pub enum LocalReplica {
     /// A group as this node knows it (none: not run here).
     View(GroupId, oneshot::Sender<Option<GroupView>>),
     /// One step towards a group's members being the list given (see
-    /// [`reconcile`]).
+    /// `reconcile`).
     Reconcile(
         GroupId,
         Vec<String>,

@@ -21,7 +21,7 @@ pub struct RaftBatch {
     #[serde(with = "message_bytes")]
     pub messages: Vec<(u64, Vec<u8>)>,
     /// Groups whose leader on the sending node stops ticking, and asks its follower
-    /// here to do the same (see [`Quiet`]).
+    /// here to do the same (see `Quiet`).
     pub quiet: Vec<Quiet>,
 }
 

@@ -195,8 +195,9 @@ impl VHost {
     }
 
     /// Refuses a settlement of deliveries from queue `name` that its type does not
-    /// take from clients (see [`QueueType::check_settlement`](crate::queue::QueueType::check_settlement)); a queue gone since
-    /// takes anything (its deliveries are settled as nothing).
+    /// take from clients (see
+    /// [`QueueType::check_settlement`](crate::queue::QueueType::check_settlement)); a
+    /// queue gone since takes anything (its deliveries are settled as nothing).
     pub fn check_settlement(&self, name: &str, settlement: Settlement) -> Result<(), BrokerError> {
         let Some(queue) = self.queue(name) else {
             return Ok(());

@@ -197,7 +197,8 @@ impl ReplicaHandle {
     }
 
     /// One step towards group `group`'s members being `desired`, when this node leads
-    /// it (call again while it answers [`Reconciled::Changing`](crate::replica::Reconciled::Changing)).
+    /// it (call again while it answers
+    /// [`Reconciled::Changing`](crate::replica::Reconciled::Changing)).
     pub async fn reconcile(
         &self,
         group: GroupId,

@@ -5,21 +5,21 @@
 //! large bodies, lapin's error reporting, heartbeats, and messages crossing between
 //! the AMQP listener and the Rust client handle.
 //!
-//! Nothing waits a fixed time: every await on the broker is bounded by [`WAIT`], and
-//! what happens asynchronously (a requeue after a connection closes, dead-lettering)
-//! is polled for with a bounded deadline.
+//! Nothing waits a fixed time: every await on the broker is bounded (by [`WAIT`] or
+//! `common::lapin_ops::LAPIN_WAIT`), and what happens asynchronously (a requeue after a
+//! connection closes, dead-lettering) is polled for with a bounded deadline.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::lapin_ops::{get, next, within};
 use common::{free_port, NodeProcess};
-use futures_util::StreamExt;
-use lapin::message::{BasicGetMessage, Delivery};
+use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
 use lapin::{
@@ -86,15 +86,6 @@ async fn confirm_mode(ch: &Channel) {
     .await;
 }
 
-/// Awaits a broker operation for at most [`WAIT`]; fails the test on an error.
-async fn within<T>(what: &str, f: impl std::future::Future<Output = lapin::Result<T>>) -> T {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what} failed: {e}"),
-        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
-    }
-}
-
 /// The AMQP reply code a lapin error carries (the broker's channel.close or
 /// connection.close), if it is a protocol error.
 fn reply_code(e: &lapin::Error) -> Option<u16> {
@@ -156,14 +147,6 @@ async fn publish_confirmed(
         confirmation.is_ack(),
         "publish to '{exchange}' with key '{routing_key}' is acked: {confirmation:?}"
     );
-}
-
-async fn get(channel: &Channel, queue: &str, no_ack: bool) -> Option<BasicGetMessage> {
-    within(
-        &format!("basic.get {queue}"),
-        channel.basic_get(queue.into(), BasicGetOptions { no_ack }),
-    )
-    .await
 }
 
 /// Gets a message from `queue`, polling until one is there (bounded).
@@ -234,15 +217,6 @@ async fn consume(channel: &Channel, queue: &str) -> Consumer {
         ),
     )
     .await
-}
-
-async fn next(consumer: &mut Consumer, what: &str) -> Delivery {
-    match tokio::time::timeout(WAIT, consumer.next()).await {
-        Ok(Some(Ok(d))) => d,
-        Ok(Some(Err(e))) => panic!("{what}: the consumer failed: {e}"),
-        Ok(None) => panic!("{what}: the consumer ended"),
-        Err(_) => panic!("{what}: no delivery within {WAIT:?}"),
-    }
 }
 
 /// Every property set, and headers with most field types, nested tables and arrays.

@@ -22,11 +22,7 @@ struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // A failed test shows what each node logged.
-        if std::thread::panicking() {
-            for (i, node) in self.nodes.iter().enumerate() {
-                eprintln!("----- n{} log -----\n{}", i + 1, node.log());
-            }
-        }
+        common::show_logs_if_failing(&self.nodes);
     }
 }
 

@@ -47,9 +47,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::lapin_ops::{get, next, within};
 use common::{eventually_within, free_port, members, queue_row, NodeProcess};
 use futures_util::StreamExt;
-use lapin::message::{BasicGetMessage, Delivery};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
@@ -83,11 +84,8 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for (i, node) in self.nodes.iter().enumerate() {
-                eprintln!("----- n{} log -----\n{}", i + 1, node.log());
-            }
-        }
+        // A failed test shows what each node logged.
+        common::show_logs_if_failing(&self.nodes);
     }
 }
 
@@ -125,6 +123,15 @@ impl Cluster {
     fn restart(&mut self, i: usize) {
         self.nodes[i].kill();
         self.nodes[i] = member(self.dir.path(), self.ports, i);
+    }
+
+    /// A connection to n1, with durable queue `queue` declared through it once every
+    /// node lists the queue on n1.
+    fn queue_on_n1(&self, rt: &Runtime, queue: &str) -> Connection {
+        let c1 = rt.block_on(connect(&self.nodes[0]));
+        rt.block_on(async { declare_durable(&channel(&c1).await, queue).await });
+        self.await_home(queue, "n1");
+        c1
     }
 
     /// Waits until every node lists `queue` with home `home`.
@@ -166,15 +173,6 @@ fn runtime() -> Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// Awaits a broker operation for at most [`WAIT`]; fails the test on an error.
-async fn within<T>(what: &str, f: impl std::future::Future<Output = lapin::Result<T>>) -> T {
-    match tokio::time::timeout(WAIT, f).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => panic!("{what} failed: {e}"),
-        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
-    }
 }
 
 /// An AMQP connection to `node`, retrying while it starts (bounded).
@@ -245,15 +243,6 @@ async fn consume(ch: &Channel, queue: &str, tag: &str, prefetch: u16) -> Consume
     .await
 }
 
-/// The next delivery of `consumer`, within [`WAIT`].
-async fn next(consumer: &mut Consumer, what: &str) -> Delivery {
-    match tokio::time::timeout(WAIT, consumer.next()).await {
-        Ok(Some(Ok(d))) => d,
-        Ok(other) => panic!("{what}: the consumer ended: {other:?}"),
-        Err(_) => panic!("{what}: no delivery within {WAIT:?}"),
-    }
-}
-
 fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
@@ -291,14 +280,6 @@ async fn expect_ack(confirm: PublisherConfirm, what: &str) {
 async fn publish_confirmed(ch: &Channel, queue: &str, body: &str) {
     let confirm = publish(ch, queue, body.as_bytes(), persistent()).await;
     expect_ack(confirm, body).await;
-}
-
-async fn get(ch: &Channel, queue: &str, no_ack: bool) -> Option<BasicGetMessage> {
-    within(
-        &format!("basic.get {queue}"),
-        ch.basic_get(queue.into(), BasicGetOptions { no_ack }),
-    )
-    .await
 }
 
 fn text(d: &Delivery) -> String {
@@ -852,9 +833,7 @@ fn killing_the_publishers_node_loses_no_confirmed_message() {
     const Q: &str = "cut-publisher";
     let mut cluster = Cluster::start();
     let rt = runtime();
-    let c1 = rt.block_on(connect(&cluster.nodes[0]));
-    rt.block_on(async { declare_durable(&channel(&c1).await, Q).await });
-    cluster.await_home(Q, "n1");
+    let c1 = cluster.queue_on_n1(&rt, Q);
 
     let consumed = Arc::new(Mutex::new(Vec::new()));
     let (c3, consuming) = rt.block_on(async {
@@ -904,9 +883,7 @@ fn killing_the_queues_node_loses_no_confirmed_message() {
     const Q: &str = "cut-home";
     let mut cluster = Cluster::start();
     let rt = runtime();
-    let c1 = rt.block_on(connect(&cluster.nodes[0]));
-    rt.block_on(async { declare_durable(&channel(&c1).await, Q).await });
-    cluster.await_home(Q, "n1");
+    let c1 = cluster.queue_on_n1(&rt, Q);
 
     let publisher = Publisher::start(&rt, &cluster.nodes[1], Q);
     eventually_within("messages confirmed through n2", WAIT, || {
@@ -980,9 +957,7 @@ fn a_slow_remote_consumer_keeps_its_nodes_memory_flat() {
     let cluster = Cluster::start();
     let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
     let rt = runtime();
-    let c1 = rt.block_on(connect(n1));
-    rt.block_on(async { declare_durable(&channel(&c1).await, Q).await });
-    cluster.await_home(Q, "n1");
+    let c1 = cluster.queue_on_n1(&rt, Q);
 
     let acked = Arc::new(AtomicUsize::new(0));
     let (c2, consuming) = rt.block_on(async {

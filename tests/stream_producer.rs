@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{free_port, NodeProcess};
 use warren::client::{
     Client, FieldValue, ProducerOptions, PublishOptions, PublishResult, StreamConsumeOptions,
-    StreamOptions,
+    StreamConsumer, StreamDelivery, StreamOptions,
 };
 
 /// How long any confirm or read may take before the test fails.
@@ -39,28 +39,32 @@ async fn declare(client: &Client, name: &str, partitions: u32) {
         .unwrap();
 }
 
+/// A reader of every partition of stream `name` from `first`.
+async fn from_first(client: &Client, name: &str) -> StreamConsumer {
+    let options = StreamConsumeOptions {
+        offset: FieldValue::string("first"),
+        prefetch: 1000,
+        ..Default::default()
+    };
+    client.consume_stream(name, None, options).await.unwrap()
+}
+
+/// The next record `consumer` reads, within [`WAIT`].
+async fn next_record(consumer: &mut StreamConsumer) -> StreamDelivery {
+    tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("a record within the deadline")
+        .expect("the consumer goes on")
+        .unwrap()
+}
+
 /// Reads `count` records of every partition of `name` from `first`: each partition's
 /// bodies in the order read.
 async fn read_all(client: &Client, name: &str, count: usize) -> BTreeMap<u64, Vec<String>> {
-    let mut consumer = client
-        .consume_stream(
-            name,
-            None,
-            StreamConsumeOptions {
-                offset: FieldValue::string("first"),
-                prefetch: 1000,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut consumer = from_first(client, name).await;
     let mut read: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for _ in 0..count {
-        let d = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .expect("a record within the deadline")
-            .expect("the consumer goes on")
-            .unwrap();
+        let d = next_record(&mut consumer).await;
         d.delivery.ack().unwrap();
         read.entry(d.partition)
             .or_default()
@@ -175,25 +179,10 @@ async fn a_multiple_ack_already_covered_by_a_later_one_keeps_the_session() {
             .unwrap();
         assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
     }
-    let mut consumer = client
-        .consume_stream(
-            "taps",
-            None,
-            StreamConsumeOptions {
-                offset: FieldValue::string("first"),
-                prefetch: 1000,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut consumer = from_first(&client, "taps").await;
     let mut held = Vec::new();
     for _ in 0..100 {
-        let d = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .expect("a record within the deadline")
-            .expect("the consumer goes on")
-            .unwrap();
+        let d = next_record(&mut consumer).await;
         held.push(d);
     }
     // Acked as merged partitions may be read: the highest tag first, then lower
@@ -211,10 +200,6 @@ async fn a_multiple_ack_already_covered_by_a_later_one_keeps_the_session() {
         .await
         .unwrap();
     assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("the consumer still gets records")
-        .expect("the consumer goes on")
-        .unwrap();
+    let d = next_record(&mut consumer).await;
     assert_eq!(&d.delivery.body[..], b"after");
 }

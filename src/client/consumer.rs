@@ -1,6 +1,7 @@
 //! Consuming with the client handle: a stream of deliveries that are settled by hand.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -86,6 +87,9 @@ impl Delivery {
     }
 }
 
+/// A windowed consumer reports what the application took at least this often.
+const REPORT_EVERY: u32 = 100;
+
 /// A consumer: a stream of deliveries from one queue.
 pub struct Consumer {
     pub(crate) tag: String,
@@ -93,8 +97,11 @@ pub struct Consumer {
     pub(crate) client: Client,
     pub(crate) ended: bool,
     /// No-ack, or without a prefetch: its queue sends it at most a window of
-    /// deliveries the application has not taken, so each one taken is reported.
-    pub(crate) windowed: bool,
+    /// deliveries the application has not taken, so each one taken is reported under
+    /// this tag (shared, not built per delivery).
+    pub(crate) windowed: Option<Arc<str>>,
+    /// Deliveries taken and not yet reported (see [`REPORT_EVERY`]).
+    pub(crate) taken: u32,
 }
 
 impl Consumer {
@@ -119,8 +126,14 @@ impl Consumer {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(ConsumerEvent::Delivery(d))) => {
                 let settle = self.client.settle_sender();
-                if self.windowed {
-                    let _ = settle.send(SettleItem::Taken(self.tag.as_str().into()));
+                if let Some(tag) = &self.windowed {
+                    // Reported in batches: once enough were taken, or when nothing more
+                    // has arrived (the application would wait for the window to open).
+                    self.taken += 1;
+                    if self.taken >= REPORT_EVERY || self.rx.is_empty() {
+                        let count = std::mem::take(&mut self.taken);
+                        let _ = settle.send(SettleItem::Taken(tag.clone(), count));
+                    }
                 }
                 Poll::Ready(Some(Ok(Delivery::new(d, settle))))
             }

@@ -552,7 +552,7 @@ impl Client {
         self.inner.consumers.add(tag.clone(), tx);
         // As the node's session decides: such a consumer gets a window of deliveries
         // the application has not taken.
-        let windowed = options.no_ack || options.prefetch == 0;
+        let windowed = (options.no_ack || options.prefetch == 0).then(|| tag.as_str().into());
         let started = self
             .call(Request::Consume {
                 queue: queue.into(),
@@ -570,6 +570,7 @@ impl Client {
                 client: self.clone(),
                 ended: false,
                 windowed,
+                taken: 0,
             }),
             Ok(other) => {
                 self.inner.consumers.remove(&tag);
@@ -672,8 +673,8 @@ impl Client {
 /// What the settle task takes: a settlement, or a request to send what it holds now.
 pub(crate) enum SettleItem {
     Settle(Settle),
-    /// The application took a delivery of this windowed consumer.
-    Taken(Arc<str>),
+    /// The application took this many deliveries of this windowed consumer.
+    Taken(Arc<str>, u32),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -701,7 +702,7 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
                         }
                         batch.push(s);
                     }
-                    SettleItem::Taken(tag) => *taken.entry(tag).or_default() += 1,
+                    SettleItem::Taken(tag, count) => *taken.entry(tag).or_default() += count,
                     SettleItem::Flush(done) => flushes.push(done),
                 }
                 if batch.len() < 4096 {

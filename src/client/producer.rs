@@ -19,6 +19,7 @@
 //! permits from [`StreamProducer::send`] on, so batches waiting here count toward what
 //! a client may have unconfirmed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ const BATCH_RECORDS: usize = 1024;
 pub struct StreamProducer {
     stream: String,
     partitions: Vec<Partition>,
+    /// The next partition a record without a key goes to.
+    next: AtomicUsize,
     shared: Arc<Shared>,
     flusher: tokio::task::AbortHandle,
 }
@@ -81,8 +84,6 @@ struct State {
     waiting: usize,
     /// Records sent and not yet confirmed.
     unconfirmed: usize,
-    /// The next partition a record without a key goes to.
-    next: usize,
 }
 
 #[derive(Default)]
@@ -127,6 +128,7 @@ impl Client {
         Ok(StreamProducer {
             stream: name.to_string(),
             partitions,
+            next: AtomicUsize::new(0),
             shared,
             flusher,
         })
@@ -155,12 +157,7 @@ impl StreamProducer {
     ) -> Result<(u64, Confirm), ClientError> {
         let index = match key {
             Some(key) => self.partition_for(key.as_bytes()),
-            None => {
-                let mut state = self.shared.lock();
-                let index = state.next % self.partitions.len();
-                state.next = index + 1;
-                index
-            }
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions.len(),
         };
         self.send_to(index, key, body, options).await
     }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod lapin_ops;
 pub mod netns;
 pub mod raw_amqp;
 
@@ -212,6 +213,16 @@ pub struct NodeProcess {
     /// Where AMQP 0-9-1 clients connect.
     pub amqp_addr: SocketAddr,
     pub data_dir: PathBuf,
+}
+
+/// In a test that is failing (a panic under way), prints what each node logged, as
+/// n1, n2, … in order.
+pub fn show_logs_if_failing(nodes: &[NodeProcess]) {
+    if std::thread::panicking() {
+        for (i, node) in nodes.iter().enumerate() {
+            eprintln!("----- n{} log -----\n{}", i + 1, node.log());
+        }
+    }
 }
 
 /// A port that was free a moment ago on loopback, below the kernel's ephemeral range

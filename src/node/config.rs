@@ -10,6 +10,7 @@
 //! log = "info"
 //! storage_cache_mib = 32
 //! storage_quick_repair = false      # true: faster start after a crash, dearer commits
+//! storage_journal = true            # false: every durable write is a durable redb commit
 //! seeds = ["127.0.0.1:4371", "127.0.0.1:4372"]
 //! role = "disk"                      # or "ram"
 //! memory_high_watermark = "0.4"      # of RAM, or a size: "2GiB"
@@ -59,6 +60,9 @@ pub struct NodeConfig {
     /// redb quick repair: every durable commit also saves the allocator state (two
     /// fsyncs instead of one) so that a start after a crash does not walk the file.
     pub storage_quick_repair: bool,
+    /// Small durable writes fsynced as records of the journal beside the data file
+    /// (`warren.redb.journal`) rather than as durable redb commits.
+    pub storage_journal: bool,
     /// Cluster addresses of nodes to join (`IP:PORT` or `HOST:PORT`); empty: alone.
     pub seeds: Vec<String>,
     /// Whether the node keeps the cluster's metadata on disk or in memory only.
@@ -103,6 +107,7 @@ impl Default for NodeConfig {
             log: "info,ractor_cluster=error".into(),
             storage_cache_mib: 32,
             storage_quick_repair: warren_storage::StoreOptions::default().quick_repair,
+            storage_journal: warren_storage::StoreOptions::default().journal,
             seeds: Vec::new(),
             role: Role::Disk,
             memory_high_watermark: MemoryLimit::DEFAULT,
@@ -168,6 +173,7 @@ pub struct ConfigFile {
     pub log: Option<String>,
     pub storage_cache_mib: Option<u32>,
     pub storage_quick_repair: Option<bool>,
+    pub storage_journal: Option<bool>,
     pub seeds: Option<Vec<String>>,
     pub role: Option<String>,
     pub memory_high_watermark: Option<String>,
@@ -329,6 +335,9 @@ impl NodeConfig {
         if let Some(v) = file.storage_quick_repair {
             self.storage_quick_repair = v;
         }
+        if let Some(v) = file.storage_journal {
+            self.storage_journal = v;
+        }
         if let Some(v) = file.seeds {
             self.seeds = v;
         }
@@ -373,6 +382,7 @@ impl NodeConfig {
         let mut options = warren_storage::StoreOptions::default();
         options.cache_size = self.storage_cache_mib as usize * 1024 * 1024;
         options.quick_repair = self.storage_quick_repair;
+        options.journal = self.storage_journal;
         options
     }
 
@@ -423,13 +433,16 @@ mod tests {
         let path = dir.path().join("warren.toml");
         std::fs::write(
             &path,
-            "name = \"n1\"\ncluster_listen = \"127.0.0.1:5000\"\nstorage_quick_repair = true\n",
+            "name = \"n1\"\ncluster_listen = \"127.0.0.1:5000\"\nstorage_quick_repair = true\n\
+             storage_journal = false\n",
         )
         .unwrap();
         let mut config = NodeConfig::default();
         assert!(!config.store_options().quick_repair);
+        assert!(config.store_options().journal);
         config.apply(ConfigFile::load(&path).unwrap()).unwrap();
         assert!(config.store_options().quick_repair);
+        assert!(!config.store_options().journal);
         assert_eq!(config.name, "n1");
         assert_eq!(config.cluster_listen.port(), 5000);
         assert_eq!(config.cookie_path(), PathBuf::from("warren-data/cookie"));

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! SECONDS per run (default 3); DIR on the disk to measure (default: a temporary
-//! directory under the system temp dir). Runs with redb quick repair on (the
-//! default) and off.
+//! directory under the system temp dir). Runs in three modes: the journal (the
+//! default: small groups fsynced as a record of the journal beside the file),
+//! durable redb commits (journal off), and durable redb commits with quick
+//! repair on. CPU is the process's (submitters and writer), per message.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,13 +24,41 @@ use warren_storage::{Batch, Op, Store, StoreOptions};
 const BODY_LEN: usize = 1024;
 const INDEX_LEN: usize = 16;
 
+/// How the store is opened.
+#[derive(Clone, Copy)]
+struct Mode {
+    name: &'static str,
+    journal: bool,
+    quick_repair: bool,
+}
+
+const MODES: [Mode; 3] = [
+    Mode {
+        name: "journal",
+        journal: true,
+        quick_repair: false,
+    },
+    Mode {
+        name: "redb",
+        journal: false,
+        quick_repair: false,
+    },
+    Mode {
+        name: "redb+qr",
+        journal: false,
+        quick_repair: true,
+    },
+];
+
 struct Run {
     submitters: usize,
-    quick_repair: bool,
+    mode: Mode,
     messages: u64,
     elapsed: Duration,
+    cpu: Duration,
     commits: u64,
     fsyncs: u64,
+    journal_syncs: u64,
     largest_group: u64,
     latencies: Vec<Duration>,
 }
@@ -53,25 +83,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         scratch.path().display()
     );
     println!(
-        "{:>10} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "{:>10} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "submitters",
-        "quick_repair",
+        "mode",
         "msg/s",
+        "cpu µs",
         "commits/s",
-        "fsyncs",
+        "file sync",
+        "jrnl sync",
         "avg group",
         "max group",
         "p50 ms",
         "p99 ms"
     );
-    for quick_repair in [true, false] {
+    for mode in MODES {
         for submitters in [1usize, 8, 64] {
             let path = scratch
                 .path()
-                .join(format!("bench-{submitters}-{quick_repair}.redb"));
-            let run = run(&path, submitters, quick_repair, duration)?;
+                .join(format!("bench-{submitters}-{}.redb", mode.name));
+            let run = run(&path, submitters, mode, duration)?;
             print_run(&run);
             std::fs::remove_file(&path)?;
+            let _ = std::fs::remove_file(path.with_extension("redb.journal"));
         }
     }
     println!(
@@ -100,14 +133,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn run(
     path: &std::path::Path,
     submitters: usize,
-    quick_repair: bool,
+    mode: Mode,
     duration: Duration,
 ) -> Result<Run, Box<dyn std::error::Error>> {
     let mut options = StoreOptions::default();
-    options.quick_repair = quick_repair;
+    options.quick_repair = mode.quick_repair;
+    options.journal = mode.journal;
     let store = Store::open_with(path, options)?;
     let stop = Arc::new(AtomicBool::new(false));
     let before = store.stats();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let workers: Vec<_> = (0..submitters)
         .map(|worker| {
@@ -143,16 +178,19 @@ fn run(
         latencies.extend(worker_latencies);
     }
     let elapsed = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let after = store.stats();
     store.close();
     latencies.sort_unstable();
     Ok(Run {
         submitters,
-        quick_repair,
+        mode,
         messages: latencies.len() as u64,
         elapsed,
+        cpu,
         commits: after.commits - before.commits,
         fsyncs: after.fsyncs - before.fsyncs,
+        journal_syncs: after.journal_syncs - before.journal_syncs,
         largest_group: after.largest_group,
         latencies,
     })
@@ -194,6 +232,18 @@ fn pipelined(
     Ok((messages, commits, seconds))
 }
 
+/// User and system CPU of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -210,12 +260,14 @@ fn print_run(run: &Run) {
         run.messages as f64 / run.commits as f64
     };
     println!(
-        "{:>10} {:>12} {:>12.0} {:>10.0} {:>10} {:>10.1} {:>10} {:>10.2} {:>10.2}",
+        "{:>10} {:>8} {:>10.0} {:>8.0} {:>10.0} {:>10} {:>10} {:>10.1} {:>10} {:>10.2} {:>10.2}",
         run.submitters,
-        run.quick_repair,
+        run.mode.name,
         run.messages as f64 / seconds,
+        run.cpu.as_secs_f64() * 1e6 / run.messages.max(1) as f64,
         run.commits as f64 / seconds,
         run.fsyncs,
+        run.journal_syncs,
         average_group,
         run.largest_group,
         percentile(&run.latencies, 0.50),

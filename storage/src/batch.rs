@@ -2,10 +2,13 @@
 //! atomically, in order, in one redb transaction (possibly shared with other
 //! batches).
 
+use serde::{Deserialize, Serialize};
+
 use crate::tables::MetaTable;
 
-/// One write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One write. Serialisable for the journal (`journal.rs`), whose records hold
+/// the ops of a group: a field added to a variant changes the journal's format.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Insert or replace a metadata record.
     PutMeta {
@@ -14,6 +17,7 @@ pub enum Op {
         /// The caller-built key (e.g. `"/\u{0}orders"`).
         key: String,
         /// The encoded record (see [`crate::codec`]).
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Remove a metadata record; no effect if it is absent.
@@ -31,8 +35,10 @@ pub enum Op {
         /// The message's sequence number within the queue.
         seq: u64,
         /// The small per-message record read at recovery.
+        #[serde(with = "serde_bytes")]
         index: Vec<u8>,
         /// The full encoded message.
+        #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
     /// Replace a message's index record (e.g. its delivery count after a
@@ -44,6 +50,7 @@ pub enum Op {
         /// The message's sequence number.
         seq: u64,
         /// The new index record.
+        #[serde(with = "serde_bytes")]
         index: Vec<u8>,
     },
     /// Remove one message (index and body); no effect if absent.
@@ -67,6 +74,7 @@ pub enum Op {
         /// entries, so that one range scan reads the state and then the log.
         index: u64,
         /// The encoded state or entry, opaque to the store.
+        #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
     /// Remove the records of a replication log from `index` on (a leader
@@ -90,6 +98,7 @@ pub enum Op {
         /// The Raft group.
         group: u64,
         /// The encoded snapshot, opaque to the store.
+        #[serde(with = "serde_bytes")]
         snapshot: Vec<u8>,
     },
     /// Remove a replication log whole: its state record, entries and snapshot (the
@@ -111,6 +120,7 @@ pub enum Op {
         /// chunk of an interval already indexed. Written only if absent.
         time_index: Option<u64>,
         /// The encoded chunk, opaque to the store.
+        #[serde(with = "serde_bytes")]
         chunk: Vec<u8>,
         /// The chunk's keyed messages, as (key hash, offset), for the key index.
         keys: Vec<(u64, u64)>,
@@ -153,6 +163,7 @@ pub enum Op {
         /// [`crate::Store::allocate_id`]).
         seq: u64,
         /// The encoded message, opaque to the store.
+        #[serde(with = "serde_bytes")]
         message: Vec<u8>,
     },
     /// Remove delayed messages of an exchange (delivered); absent ones are skipped.

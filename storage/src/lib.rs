@@ -11,11 +11,13 @@
 //! | file          | concern                                                        | uses |
 //! |---------------|----------------------------------------------------------------|------|
 //! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        | all below |
-//! | `writer.rs`   | the writer thread: group commit, durability, failure handling, the crash-test hook ([`FAULT_ABORT_IN_COMMIT_ENV`]) | `shared`, `options`, `batch`, `tables`, `error` |
-//! | `open.rs`     | opening a file: create, validate the format, create the tables | `options`, `tables`, `error` |
+//! | `writer.rs`   | the writer thread: group commit, durability, failure handling, the crash-test hook ([`FAULT_ABORT_IN_COMMIT_ENV`]) | `shared`, `options`, `journal`, `apply`, `batch`, `tables`, `error` |
+//! | `open.rs`     | opening a file: create, validate the format, apply the journal, create the tables | `options`, `journal`, `apply`, `tables`, `error` |
 //! | `reads.rs`    | recovery and delivery reads in read transactions               | `tables`, `error` |
 //! | `shared.rs`   | what the handle and the writer thread share (file, id counter) | `stats` |
 //! | `commit.rs`   | [`Commit`]: the answer to a batch, as a future or a wait       | `error` |
+//! | `journal.rs`  | the journal file beside the data file: small durable groups fsynced as one appended record | `batch`, `codec` |
+//! | `apply.rs`    | applying an [`Op`] to a write transaction (groups and the journal's replay) | `batch`, `tables` |
 //! | `batch.rs`    | [`Batch`] and [`Op`]: what callers ask to write                | `tables` |
 //! | `options.rs`  | [`StoreOptions`]: cache, group limits, flush interval          | — |
 //! | `tables.rs`   | the tables of the file and their key order                     | — |
@@ -50,9 +52,11 @@
 //!
 //! # Durability
 //!
-//! A [`Batch`] marked `durable` resolves its [`Commit`] only after redb's fsync.
-//! Many batches share one commit and one fsync (`writer.rs` describes the loop,
-//! and how non-durable batches reach the disk and what a crash loses).
+//! A [`Batch`] marked `durable` resolves its [`Commit`] only after an fsync:
+//! of the journal beside the file (`warren.redb.journal`) for a small group, of
+//! redb's file for a large one. Many batches share one commit and one fsync
+//! (`writer.rs` describes the loop, and how non-durable batches reach the disk and
+//! what a crash loses; `journal.rs` the journal and how opening applies it).
 //!
 //! Crash tests can make the writer abort its process in the middle of a chosen
 //! durable commit with [`FAULT_ABORT_IN_COMMIT_ENV`] (`writer.rs` describes the
@@ -93,9 +97,11 @@
 pub mod codec;
 pub mod paging;
 
+mod apply;
 mod batch;
 mod commit;
 mod error;
+mod journal;
 mod open;
 mod options;
 pub(crate) mod reads;

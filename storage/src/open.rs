@@ -9,12 +9,14 @@ use std::path::Path;
 
 use redb::{Database, DatabaseError, ReadableDatabase, StorageError, TableError, TableHandle};
 
+use crate::apply::GroupTables;
 use crate::error::OpenError;
+use crate::journal::{self, Journal, Record};
 use crate::options::StoreOptions;
 use crate::tables::{
     MetaTable, CONSUMER_OFFSETS, DELAYED, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY,
-    NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
-    REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    JOURNAL_EPOCH_KEY, NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY,
+    QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The first id [`crate::Store::allocate_id`] hands out in a new file. Zero is
@@ -26,6 +28,9 @@ pub(crate) struct Opened {
     pub(crate) db: Database,
     /// The persisted id counter.
     pub(crate) next_id: u64,
+    /// The journal, its records applied, ready to write; `None` for a store
+    /// opened without one.
+    pub(crate) journal: Option<Journal>,
 }
 
 /// Opens (creating if needed) and validates the data file at `path`.
@@ -49,7 +54,7 @@ pub(crate) fn open_file(path: &Path, options: &StoreOptions) -> Result<Opened, O
         let db = builder(path, options)
             .create(path)
             .map_err(|err| map_database_error(path, err))?;
-        validate(path, db)
+        validate(path, db, Some((Journal::path_of(path), options.journal)))
     })
 }
 
@@ -64,7 +69,7 @@ pub(crate) fn open_backend(
         let db = builder(path, options)
             .create_with_backend(backend)
             .map_err(|err| map_database_error(path, err))?;
-        validate(path, db)
+        validate(path, db, None)
     })
 }
 
@@ -114,16 +119,81 @@ fn guarded(
     }
 }
 
-/// Checks the format of an open database and creates missing tables.
-fn validate(path: &Path, db: Database) -> Result<Opened, OpenError> {
-    let next_id = check_format(path, &db)?;
-    initialise(path, &db, next_id)?;
-    Ok(Opened { db, next_id })
+/// Checks the format of an open database, applies what its journal holds (the
+/// journal's path, and whether to create it if missing), and creates missing
+/// tables.
+fn validate(
+    path: &Path,
+    db: Database,
+    journal: Option<(std::path::PathBuf, bool)>,
+) -> Result<Opened, OpenError> {
+    let format = check_format(path, &db)?;
+    let (journal, records) = match journal {
+        Some((journal_path, create)) => {
+            match Journal::open(journal_path.clone(), format.journal_epoch, create) {
+                Ok(Some((journal, records))) => (Some(journal), records),
+                Ok(None) => (None, Vec::new()),
+                Err(err) => return Err(journal_error(&journal_path, err)),
+            }
+        }
+        None => (None, Vec::new()),
+    };
+    let next_id = records
+        .iter()
+        .map(|record| record.next_id)
+        .fold(format.next_id, u64::max);
+    if !records.is_empty() {
+        let ops: usize = records.iter().map(|record| record.ops.len()).sum();
+        tracing::info!(
+            path = %path.display(),
+            records = records.len(),
+            ops,
+            "applying the journal's writes the data file did not hold yet"
+        );
+    }
+    // The epoch advances even when the journal held nothing, so that no record
+    // of the old epoch can be read behind the new ones (`journal.rs`).
+    let epoch = journal.as_ref().map(|_| format.journal_epoch + 1);
+    initialise(path, &db, next_id, epoch, &records)?;
+    if let (Some(journal), Some(epoch)) = (&journal, epoch) {
+        debug_assert_eq!(journal.epoch(), epoch);
+    }
+    Ok(Opened {
+        db,
+        next_id,
+        journal,
+    })
 }
 
-/// Reads the `format` table: the file's layout version and the id counter.
-/// Refuses newer formats and foreign redb files before anything is written.
-fn check_format(path: &Path, db: &Database) -> Result<u64, OpenError> {
+/// [`OpenError`] for a journal that cannot be read.
+fn journal_error(journal_path: &Path, err: journal::ReadError) -> OpenError {
+    match err {
+        journal::ReadError::Io(source) => OpenError::Io {
+            path: journal_path.to_path_buf(),
+            source,
+        },
+        journal::ReadError::Undecodable { offset, cause } => OpenError::Corrupt {
+            path: journal_path.to_path_buf(),
+            cause: format!(
+                "the journal's record at byte {offset} is whole but cannot be read ({cause}); \
+                 it holds durable writes, so the store does not open without them"
+            ),
+        },
+    }
+}
+
+/// What the `format` table says.
+struct Format {
+    /// The persisted id counter.
+    next_id: u64,
+    /// The journal epoch whose records the file does not hold yet.
+    journal_epoch: u64,
+}
+
+/// Reads the `format` table: the file's layout version, the id counter and the
+/// journal's epoch. Refuses newer formats and foreign redb files before anything
+/// is written.
+fn check_format(path: &Path, db: &Database) -> Result<Format, OpenError> {
     let storage = |cause: String| OpenError::Storage {
         path: path.to_path_buf(),
         cause,
@@ -143,7 +213,10 @@ fn check_format(path: &Path, db: &Database) -> Result<u64, OpenError> {
                 .count();
             if tables.is_empty() && multimap == 0 {
                 // A new (or empty) file.
-                return Ok(FIRST_ID);
+                return Ok(Format {
+                    next_id: FIRST_ID,
+                    journal_epoch: 0,
+                });
             }
             return Err(OpenError::NotWarren {
                 path: path.to_path_buf(),
@@ -179,12 +252,26 @@ fn check_format(path: &Path, db: &Database) -> Result<u64, OpenError> {
         .get(NEXT_ID_KEY)
         .map_err(|err| map_storage_error(path, err))?
         .map_or(FIRST_ID, |guard| guard.value());
-    Ok(next_id.max(FIRST_ID))
+    let journal_epoch = format
+        .get(JOURNAL_EPOCH_KEY)
+        .map_err(|err| map_storage_error(path, err))?
+        .map_or(0, |guard| guard.value());
+    Ok(Format {
+        next_id: next_id.max(FIRST_ID),
+        journal_epoch,
+    })
 }
 
 /// Creates every table (new files, and tables added by a later format of the
-/// same version line) and records the format version. One durable commit.
-fn initialise(path: &Path, db: &Database, next_id: u64) -> Result<(), OpenError> {
+/// same version line), applies the journal's records and advances its epoch, and
+/// records the format version. One durable commit.
+fn initialise(
+    path: &Path,
+    db: &Database,
+    next_id: u64,
+    journal_epoch: Option<u64>,
+    records: &[Record],
+) -> Result<(), OpenError> {
     let txn = db.begin_write().map_err(|err| OpenError::Storage {
         path: path.to_path_buf(),
         cause: err.to_string(),
@@ -217,6 +304,18 @@ fn initialise(path: &Path, db: &Database, next_id: u64) -> Result<(), OpenError>
             .map_err(|err| map_table_error(path, err))?;
         txn.open_table(DELAYED)
             .map_err(|err| map_table_error(path, err))?;
+        if let Some(epoch) = journal_epoch {
+            format
+                .insert(JOURNAL_EPOCH_KEY, epoch)
+                .map_err(|err| map_storage_error(path, err))?;
+        }
+        let mut tables = GroupTables::new(&txn);
+        for op in records.iter().flat_map(|record| &record.ops) {
+            tables.apply(op).map_err(|err| OpenError::Storage {
+                path: path.to_path_buf(),
+                cause: format!("applying the journal: {err}"),
+            })?;
+        }
     }
     txn.commit().map_err(|err| OpenError::Storage {
         path: path.to_path_buf(),
@@ -356,7 +455,7 @@ mod tests {
             let txn = opened.db.begin_write().expect("write");
             txn.open_table(FORMAT)
                 .expect("format")
-                .insert(FORMAT_VERSION_KEY, 3)
+                .insert(FORMAT_VERSION_KEY, FILE_FORMAT_VERSION + 1)
                 .expect("insert");
             txn.commit().expect("commit");
         }
@@ -367,16 +466,20 @@ mod tests {
             matches!(
                 err,
                 OpenError::NewerFormat {
-                    found: 3,
-                    supported: 1,
+                    found,
+                    supported: FILE_FORMAT_VERSION,
                     ..
-                }
+                } if found == FILE_FORMAT_VERSION + 1
             ),
             "{err:?}"
         );
         let text = err.to_string();
         assert!(
-            text.contains("written by a newer Warren (format 3, this build reads up to 1)"),
+            text.contains(&format!(
+                "written by a newer Warren (format {}, this build reads up to {})",
+                FILE_FORMAT_VERSION + 1,
+                FILE_FORMAT_VERSION
+            )),
             "{text}"
         );
         assert!(text.contains(&path.display().to_string()), "{text}");
@@ -389,7 +492,31 @@ mod tests {
             .get(FORMAT_VERSION_KEY)
             .expect("get")
             .map(|g| g.value());
-        assert_eq!(version, Some(3));
+        assert_eq!(version, Some(FILE_FORMAT_VERSION + 1));
+    }
+
+    #[test]
+    fn a_version_1_file_opens_and_becomes_version_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warren.redb");
+        {
+            let opened = open_file(&path, &options()).expect("opens");
+            let txn = opened.db.begin_write().expect("write");
+            {
+                let mut format = txn.open_table(FORMAT).expect("format");
+                format.insert(FORMAT_VERSION_KEY, 1).expect("insert");
+                format.remove(JOURNAL_EPOCH_KEY).expect("remove");
+            }
+            txn.commit().expect("commit");
+        }
+        std::fs::remove_file(Journal::path_of(&path)).expect("no journal in version 1");
+        let opened = open_file(&path, &options()).expect("a version 1 file opens");
+        let txn = opened.db.begin_read().expect("read");
+        let format = txn.open_table(FORMAT).expect("format");
+        let value = |key| format.get(key).expect("get").map(|g| g.value());
+        assert_eq!(value(FORMAT_VERSION_KEY), Some(2));
+        assert_eq!(value(JOURNAL_EPOCH_KEY), Some(1));
+        assert!(Journal::path_of(&path).exists());
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub struct StoreOptions {
     /// a file damaged behind its back is still reported as
     /// [`OpenError::Corrupt`](crate::OpenError::Corrupt) when redb trips over it.
     pub verify_on_open: bool,
+    /// Make small durable groups durable through the journal beside the data file
+    /// (one appended record and one `fdatasync`) instead of a durable redb commit
+    /// (`journal.rs`). Default on: a lone durable write of 1 KiB here takes about
+    /// 7 000 journal syncs/s against about 2 000 durable redb commits/s
+    /// (docs/2026-12-06-store-journal.md). Off, the writer does not write the
+    /// journal; a journal left by an earlier run is still applied at open.
+    pub journal: bool,
 }
 
 impl Default for StoreOptions {
@@ -49,6 +56,7 @@ impl Default for StoreOptions {
             flush_interval: Duration::from_secs(1),
             quick_repair: false,
             verify_on_open: false,
+            journal: true,
         }
     }
 }

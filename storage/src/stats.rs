@@ -22,6 +22,12 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// The largest number of batches that shared one commit.
     pub largest_group: u64,
+    /// Groups written to the journal (each also a commit without fsync).
+    pub journal_records: u64,
+    /// Journal records fsynced (groups with a durable batch).
+    pub journal_syncs: u64,
+    /// Bytes written to the journal, headers included.
+    pub journal_bytes: u64,
 }
 
 /// The live counters behind [`StoreStats`]. Written only by the writer thread,
@@ -35,6 +41,9 @@ pub(crate) struct Counters {
     bytes: AtomicU64,
     failed_commits: AtomicU64,
     largest_group: AtomicU64,
+    journal_records: AtomicU64,
+    journal_syncs: AtomicU64,
+    journal_bytes: AtomicU64,
 }
 
 impl Counters {
@@ -50,6 +59,15 @@ impl Counters {
         self.largest_group.fetch_max(batches, Ordering::Relaxed);
     }
 
+    /// Records one group written to the journal.
+    pub(crate) fn journaled(&self, bytes: u64, synced: bool) {
+        self.journal_records.fetch_add(1, Ordering::Relaxed);
+        if synced {
+            self.journal_syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.journal_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub(crate) fn failed(&self) {
         self.failed_commits.fetch_add(1, Ordering::Relaxed);
     }
@@ -63,6 +81,9 @@ impl Counters {
             bytes: self.bytes.load(Ordering::Relaxed),
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             largest_group: self.largest_group.load(Ordering::Relaxed),
+            journal_records: self.journal_records.load(Ordering::Relaxed),
+            journal_syncs: self.journal_syncs.load(Ordering::Relaxed),
+            journal_bytes: self.journal_bytes.load(Ordering::Relaxed),
         }
     }
 }

@@ -81,6 +81,7 @@ impl Store {
             receiver,
             WriterConfig::from(options),
             opened.next_id,
+            opened.journal,
         )
         .map_err(|source| OpenError::WriterThread {
             path: path.clone(),

@@ -15,7 +15,11 @@ use redb::TableDefinition;
 ///
 /// Distinct from [`crate::codec::FORMAT_VERSION`], which versions the encoding of
 /// each value: the layout and the value encoding evolve independently.
-pub const FILE_FORMAT_VERSION: u64 = 1;
+///
+/// Version 2 added the journal (`journal.rs`): a version 2 file may have durable
+/// writes in its journal that a build without one would not see, so older builds
+/// must refuse it. Version 1 files open as they are and become version 2.
+pub const FILE_FORMAT_VERSION: u64 = 2;
 
 /// `format`: facts about the file itself, keyed by name.
 pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
@@ -27,6 +31,11 @@ pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
 /// decreases; written in the same transaction as any write made after an id was
 /// handed out, so an id that reached the file is never handed out again.
 pub(crate) const NEXT_ID_KEY: &str = "next_id";
+
+/// Key in [`FORMAT`]: the journal's epoch whose records the file does not hold
+/// yet (absent: 0). The durable commit that empties the journal advances it, and
+/// so does opening the file after reading the journal (`journal.rs`).
+pub(crate) const JOURNAL_EPOCH_KEY: &str = "journal_epoch";
 
 /// `queue.index`: `(queue, seq) -> index record`. Small records (delivery count,
 /// expiry, size, ...) read at recovery for every message, so a restart never reads
@@ -93,7 +102,7 @@ pub(crate) fn delayed_range(exchange: &str) -> std::ops::RangeInclusive<(&str, u
 /// The metadata tables, one per kind of broker object, each `string key ->
 /// encoded value`. The caller builds the key (e.g. `"/\u{0}orders"` for queue
 /// `orders` in vhost `/`), so that related keys sort together.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MetaTable {
     /// Virtual hosts.
     Vhosts,

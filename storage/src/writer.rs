@@ -8,21 +8,31 @@
 //! 2. drains whatever else is already queued, up to
 //!    [`StoreOptions::max_group_ops`] ops or [`StoreOptions::max_group_bytes`]
 //!    bytes (the request that does not fit waits for the next group),
-//! 3. applies the whole group, in arrival order, in ONE write transaction,
-//! 4. commits it durably ([`Durability::Immediate`], an fsync) if any batch in
-//!    the group asked for durability, otherwise with [`Durability::None`],
-//! 5. answers every request of the group with the same result.
+//! 3. writes a small group as one record to the journal (`journal.rs`),
+//!    fsynced if any batch in the group asked for durability, then applies it,
+//!    in arrival order, in ONE write transaction committed without fsync
+//!    ([`Durability::None`]); a durable group of more than
+//!    [`JOURNAL_GROUP_MAX`] bytes (or one that would take the journal past
+//!    [`JOURNAL_MAX`]) skips the journal and is committed durably
+//!    ([`Durability::Immediate`], redb's fsync), which also empties the journal,
+//! 4. answers every request of the group with the same result.
 //!
 //! One fsync therefore serves every caller that queued while the previous fsync
-//! ran: the busier the store, the bigger the groups.
+//! ran: the busier the store, the bigger the groups. A lone small write costs
+//! one appended record and one `fdatasync`, not the ten or so pages of a durable
+//! redb commit. A store opened without a journal ([`StoreOptions::journal`] off)
+//! commits every group to redb, durably if any batch asked for it.
 //!
 //! # Non-durable commits and crashes
 //!
 //! A [`Durability::None`] commit is visible to reads at once but is written
 //! without fsync and is not part of the file's durable state: after a crash
 //! (kill -9, power loss) the file opens at the last durable commit, consistent,
-//! without the non-durable commits after it. They become durable with the next
-//! durable commit; so that they are not left hanging, the writer makes one
+//! without the non-durable commits after it. Opening then applies the journal's
+//! records on top, which brings back every group whose record was fsynced (and
+//! every group before it, durable or not). Without the journal, non-durable
+//! commits become durable with the next durable commit. Either way, so that
+//! they are not left hanging, the writer makes a durable commit of the data file
 //! (an empty transaction, if it has to) at most [`StoreOptions::flush_interval`]
 //! after the first of them, and when the store closes. redb also cannot reuse
 //! pages freed by non-durable commits until a durable one, another reason to
@@ -44,7 +54,8 @@
 //! something (counted from 1 since the writer started; the empty commits that
 //! only flush earlier non-durable ones are not counted): after the first half of
 //! the group's ops (at least one) went into the write transaction, before the
-//! rest and before `commit()`. An abort is as abrupt as kill -9 (no destructors,
+//! rest and before `commit()`; for a group that goes through the journal, after
+//! the first half of its record's bytes went into the journal. An abort is as abrupt as kill -9 (no destructors,
 //! no flush, no final commit), so a test gets the file a crash during a group
 //! commit leaves behind, at a point it chooses: `tests/mirrored_crash.rs` kills a
 //! replica of a mirrored queue that way and checks that it catches up from the
@@ -60,23 +71,31 @@ use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use redb::{CompactionError, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{CompactionError, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
+use crate::apply::GroupTables;
 use crate::batch::{Batch, Op};
 use crate::error::{CommitError, CompactError};
+use crate::journal::{Journal, HEADER_LEN};
 use crate::options::StoreOptions;
 use crate::shared::Shared;
-use crate::tables::{
-    delayed_range, offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, DELAYED,
-    FORMAT, NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX,
-    REPLICATION_LOG, REPLICATION_SNAPSHOT,
-};
+use crate::tables::{FORMAT, JOURNAL_EPOCH_KEY, NEXT_ID_KEY};
 
 /// The environment variable of the fault-injection hook (see the module doc):
 /// the writer aborts the process in the middle of its N-th durable commit.
 /// For tests only.
 pub const FAULT_ABORT_IN_COMMIT_ENV: &str = "WARREN_FAULT_ABORT_IN_COMMIT";
+
+/// A durable group carrying more bytes than this commits to the data file
+/// durably instead of going through the journal: its pages are mostly its own
+/// data, so writing it twice would cost more than the fsync of redb's few extra
+/// pages.
+pub(crate) const JOURNAL_GROUP_MAX: usize = 256 * 1024;
+
+/// The journal's size: a group that would take it past this commits to the data
+/// file durably instead, which empties the journal.
+pub(crate) const JOURNAL_MAX: u64 = 64 * 1024 * 1024;
 
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
@@ -146,6 +165,19 @@ pub(crate) struct Writer {
     failure: Option<String>,
     /// The fault-injection hook, when [`FAULT_ABORT_IN_COMMIT_ENV`] is set.
     abort_in_commit: Option<AbortInCommit>,
+    /// The journal small groups go through (`journal.rs`); `None` when the store
+    /// was opened without one.
+    journal: Option<Journal>,
+}
+
+/// How a group reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// A record in the journal (fsynced if any batch is durable), then a redb
+    /// commit without fsync.
+    Journal,
+    /// A redb commit, durable or not.
+    File { durable: bool },
 }
 
 /// The fault-injection hook: which durable commit to abort in, and how many
@@ -202,6 +234,7 @@ impl Writer {
         requests: Receiver<Request>,
         config: WriterConfig,
         persisted_next_id: u64,
+        journal: Option<Journal>,
     ) -> std::io::Result<JoinHandle<()>> {
         let abort_in_commit = AbortInCommit::from_env(&shared.path);
         let writer = Writer {
@@ -213,6 +246,7 @@ impl Writer {
             unflushed_since: None,
             failure: None,
             abort_in_commit,
+            journal,
         };
         thread::Builder::new()
             .name("warren-store-writer".to_string())
@@ -333,7 +367,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let durable = group.iter().any(|pending| pending.durable) || self.flush_due();
+        let durable = group.iter().any(|pending| pending.durable);
         let result = self.commit(&group, durable);
         if let Err(err) = &result {
             tracing::error!(batches = group.len(), error = %err, "store commit failed");
@@ -349,24 +383,96 @@ impl Writer {
             .is_some_and(|since| since.elapsed() >= self.config.flush_interval)
     }
 
-    /// Commits the group and counts the outcome in the stats.
+    /// Commits the group (`durable`: some batch of it needs an fsync) and counts
+    /// the outcome in the stats. An empty group makes every earlier commit
+    /// durable in the data file.
     fn commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
-        let result = self.try_commit(group, durable);
+        let mut route = self.route(group, durable);
+        if route == Route::Journal {
+            match self.journal_group(group, durable) {
+                Ok(()) => {}
+                Err(err) => {
+                    // The record may be half written: only a durable commit of
+                    // the data file (which empties the journal) is safe now.
+                    tracing::error!(
+                        error = %err,
+                        "store journal write failed; committing to the data file instead"
+                    );
+                    route = Route::File { durable: true };
+                }
+            }
+        }
+        let result = self.try_commit(group, route);
         match &result {
             Ok(()) => {
                 let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
                 let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
                 let bytes = group.iter().map(|pending| pending.payload as u64).sum();
-                self.shared.stats.committed(durable, batches, ops, bytes);
+                let file_durable = route == Route::File { durable: true };
+                self.shared
+                    .stats
+                    .committed(file_durable, batches, ops, bytes);
             }
             Err(_) => self.shared.stats.failed(),
         }
         result
     }
 
+    /// Where the group goes. Without a journal: a redb commit, durable if the
+    /// group needs it or earlier non-durable commits waited long enough. With
+    /// one, every commit to the data file is durable (it empties the journal);
+    /// the journal takes the group unless it is empty (a flush of the data file),
+    /// non-durable commits waited long enough, it is durable and large, or it
+    /// would fill the journal.
+    fn route(&self, group: &[Pending], durable: bool) -> Route {
+        let Some(journal) = &self.journal else {
+            return Route::File {
+                durable: durable || self.flush_due(),
+            };
+        };
+        let payload: usize = group.iter().map(|pending| pending.payload).sum();
+        let to_file = group.is_empty()
+            || self.flush_due()
+            || (durable && payload > JOURNAL_GROUP_MAX)
+            || journal.end() + (payload + HEADER_LEN) as u64 > JOURNAL_MAX;
+        if to_file {
+            Route::File { durable: true }
+        } else {
+            Route::Journal
+        }
+    }
+
+    /// Writes the group's record to the journal, fsynced if `durable`.
+    fn journal_group(&mut self, group: &[Pending], durable: bool) -> Result<(), String> {
+        let next_id = self.shared.next_id.load(Ordering::SeqCst);
+        let Some(journal) = self.journal.as_mut() else {
+            return Err("no journal".to_string());
+        };
+        let ops = group.iter().flat_map(|pending| &pending.ops);
+        let len = journal
+            .encode(next_id, ops)
+            .map_err(|err| err.to_string())?;
+        if durable
+            && self
+                .abort_in_commit
+                .as_mut()
+                .is_some_and(|hook| hook.due(group))
+        {
+            let torn = journal.append_torn();
+            abort_in_journal(group, journal.path(), torn);
+        }
+        journal
+            .append(durable)
+            .map_err(|err| format!("{}: {err}", journal.path().display()))?;
+        self.shared.stats.journaled(len as u64, durable);
+        Ok(())
+    }
+
     /// One write transaction holding every op of the group (and the id counter
-    /// if it moved), committed with the given durability.
-    fn try_commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
+    /// if it moved). After a journal write it is committed without fsync; a
+    /// durable commit to the data file also empties the journal.
+    fn try_commit(&mut self, group: &[Pending], route: Route) -> Result<(), CommitError> {
+        let durable = route == Route::File { durable: true };
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
         let Some(db) = guard.as_ref() else {
@@ -392,10 +498,16 @@ impl Writer {
         {
             abort_in_commit(&txn, group, self.path());
         }
+        // The journal's next epoch, when this durable commit empties it.
+        let emptied = match &self.journal {
+            Some(journal) if durable && journal.end() > 0 => Some(journal.epoch() + 1),
+            _ => None,
+        };
         let applied = apply_group(
             &txn,
             group,
             (next_id != self.persisted_next_id).then_some(next_id),
+            emptied,
         );
         if let Err(err) = applied {
             // Dropping the transaction rolls it back.
@@ -410,6 +522,9 @@ impl Writer {
             return Err(wrapped);
         }
         self.persisted_next_id = next_id;
+        if let (Some(journal), Some(epoch)) = (self.journal.as_mut(), emptied) {
+            journal.restart(epoch);
+        }
         if durable {
             self.unflushed_since = None;
         } else if self.unflushed_since.is_none() {
@@ -472,225 +587,6 @@ impl Writer {
     }
 }
 
-type BytesTable<'t, K> = Table<'t, K, &'static [u8]>;
-
-/// The tables one group touches, opened on first use.
-struct GroupTables<'t> {
-    txn: &'t WriteTransaction,
-    index: Option<BytesTable<'t, (u64, u64)>>,
-    body: Option<BytesTable<'t, (u64, u64)>>,
-    meta: [Option<BytesTable<'t, &'static str>>; MetaTable::ALL.len()],
-    chunks: Option<BytesTable<'t, (u64, u64)>>,
-    time: Option<Table<'t, (u64, u64), u64>>,
-}
-
-impl<'t> GroupTables<'t> {
-    fn new(txn: &'t WriteTransaction) -> Self {
-        GroupTables {
-            txn,
-            index: None,
-            body: None,
-            meta: Default::default(),
-            chunks: None,
-            time: None,
-        }
-    }
-
-    /// `partition.log`, held open for the group: appends to many partitions in one
-    /// group would otherwise open and close it once each.
-    fn chunks(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
-        let txn = self.txn;
-        Ok(match &mut self.chunks {
-            Some(table) => table,
-            slot @ None => slot.insert(txn.open_table(PARTITION_LOG)?),
-        })
-    }
-
-    /// `partition.time`, held open for the group as `partition.log` is.
-    fn time(&mut self) -> Result<&mut Table<'t, (u64, u64), u64>, redb::Error> {
-        let txn = self.txn;
-        Ok(match &mut self.time {
-            Some(table) => table,
-            slot @ None => slot.insert(txn.open_table(PARTITION_TIME)?),
-        })
-    }
-
-    fn index(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
-        let txn = self.txn;
-        Ok(match &mut self.index {
-            Some(table) => table,
-            slot @ None => slot.insert(txn.open_table(QUEUE_INDEX)?),
-        })
-    }
-
-    fn body(&mut self) -> Result<&mut BytesTable<'t, (u64, u64)>, redb::Error> {
-        let txn = self.txn;
-        Ok(match &mut self.body {
-            Some(table) => table,
-            slot @ None => slot.insert(txn.open_table(QUEUE_BODY)?),
-        })
-    }
-
-    fn meta(&mut self, table: MetaTable) -> Result<&mut BytesTable<'t, &'static str>, redb::Error> {
-        let txn = self.txn;
-        Ok(match &mut self.meta[table.slot()] {
-            Some(open) => open,
-            slot @ None => slot.insert(txn.open_table(table.definition())?),
-        })
-    }
-
-    fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
-        match op {
-            Op::PutMeta { table, key, value } => {
-                self.meta(*table)?.insert(key.as_str(), value.as_slice())?;
-            }
-            Op::DeleteMeta { table, key } => {
-                self.meta(*table)?.remove(key.as_str())?;
-            }
-            Op::PutMessage {
-                queue,
-                seq,
-                index,
-                body,
-            } => {
-                self.index()?.insert((*queue, *seq), index.as_slice())?;
-                self.body()?.insert((*queue, *seq), body.as_slice())?;
-            }
-            Op::UpdateIndex { queue, seq, index } => {
-                let table = self.index()?;
-                let stored = table.get((*queue, *seq))?.is_some();
-                if stored {
-                    table.insert((*queue, *seq), index.as_slice())?;
-                }
-            }
-            Op::DeleteMessage { queue, seq } => {
-                self.index()?.remove((*queue, *seq))?;
-                self.body()?.remove((*queue, *seq))?;
-            }
-            Op::DeleteQueueMessages { queue } => {
-                self.index()?.retain_in(owner_range(*queue), |_, _| false)?;
-                self.body()?.retain_in(owner_range(*queue), |_, _| false)?;
-            }
-            Op::PutLogRecord {
-                group,
-                index,
-                record,
-            } => {
-                self.txn
-                    .open_table(REPLICATION_LOG)?
-                    .insert((*group, *index), record.as_slice())?;
-            }
-            Op::TruncateLog { group, from } => {
-                self.txn
-                    .open_table(REPLICATION_LOG)?
-                    .retain_in((*group, *from)..=(*group, u64::MAX), |_, _| false)?;
-            }
-            Op::CompactLog { group, before } => {
-                if *before > 1 {
-                    self.txn
-                        .open_table(REPLICATION_LOG)?
-                        .retain_in((*group, 1)..(*group, *before), |_, _| false)?;
-                }
-            }
-            Op::PutLogSnapshot { group, snapshot } => {
-                self.txn
-                    .open_table(REPLICATION_SNAPSHOT)?
-                    .insert(*group, snapshot.as_slice())?;
-            }
-            Op::DropLog { group } => {
-                self.txn
-                    .open_table(REPLICATION_LOG)?
-                    .retain_in((*group, 0)..=(*group, u64::MAX), |_, _| false)?;
-                self.txn.open_table(REPLICATION_SNAPSHOT)?.remove(*group)?;
-            }
-            Op::AppendChunk {
-                partition,
-                first,
-                time_index,
-                chunk,
-                keys,
-            } => {
-                self.chunks()?
-                    .insert((*partition, *first), chunk.as_slice())?;
-                if !keys.is_empty() {
-                    let mut index = self.txn.open_table(PARTITION_KEYS)?;
-                    for (hash, offset) in keys {
-                        index.insert((*partition, *hash, *offset), ())?;
-                    }
-                }
-                if let Some(ms) = time_index {
-                    let time = self.time()?;
-                    if time.get((*partition, *ms))?.is_none() {
-                        time.insert((*partition, *ms), *first)?;
-                    }
-                }
-            }
-            Op::DropChunks {
-                partition,
-                before,
-                before_ms,
-                keys,
-            } => {
-                if !keys.is_empty() {
-                    let mut index = self.txn.open_table(PARTITION_KEYS)?;
-                    for (hash, offset) in keys {
-                        index.remove((*partition, *hash, *offset))?;
-                    }
-                }
-                self.chunks()?
-                    .retain_in((*partition, 0)..(*partition, *before), |_, _| false)?;
-                self.time()?
-                    .retain_in((*partition, 0)..(*partition, *before_ms), |_, _| false)?;
-            }
-            Op::DropPartition { partition } => {
-                self.chunks()?
-                    .retain_in(owner_range(*partition), |_, _| false)?;
-                self.time()?
-                    .retain_in(owner_range(*partition), |_, _| false)?;
-                self.txn.open_table(PARTITION_KEYS)?.retain_in(
-                    (*partition, 0, 0)..=(*partition, u64::MAX, u64::MAX),
-                    |_, _| false,
-                )?;
-                let (from, to) = offset_range(*partition);
-                self.txn
-                    .open_table(CONSUMER_OFFSETS)?
-                    .retain_in::<&str, _>(from.as_str()..to.as_str(), |_, _| false)?;
-            }
-            Op::PutConsumerOffset {
-                partition,
-                group,
-                offset,
-            } => {
-                self.txn
-                    .open_table(CONSUMER_OFFSETS)?
-                    .insert(offset_key(*partition, group).as_str(), *offset)?;
-            }
-            Op::PutDelayed {
-                exchange,
-                due,
-                seq,
-                message,
-            } => {
-                self.txn
-                    .open_table(DELAYED)?
-                    .insert((exchange.as_str(), *due, *seq), message.as_slice())?;
-            }
-            Op::DeleteDelayed { exchange, keys } => {
-                let mut table = self.txn.open_table(DELAYED)?;
-                for (due, seq) in keys {
-                    table.remove((exchange.as_str(), *due, *seq))?;
-                }
-            }
-            Op::DropDelayed { exchange } => {
-                self.txn
-                    .open_table(DELAYED)?
-                    .retain_in(delayed_range(exchange), |_, _| false)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The fault-injection hook's crash: applies the first half of the group's ops
 /// (at least one) to `txn`, so that the transaction holds part of the group, and
 /// aborts the process before the rest and before the commit.
@@ -716,11 +612,27 @@ fn abort_in_commit(txn: &WriteTransaction, group: &[Pending], path: &Path) -> ! 
     std::process::abort()
 }
 
-/// Applies every op of the group in order, and the id counter if it moved.
+/// The fault-injection hook's crash in a journal write: half of the group's
+/// record is in the journal (`torn` says whether that write went through), none
+/// of it in the data file; aborts the process.
+fn abort_in_journal(group: &[Pending], path: &Path, torn: std::io::Result<()>) -> ! {
+    tracing::error!(
+        path = %path.display(),
+        batches = group.len(),
+        torn_write = ?torn,
+        "aborting the process in the middle of a durable journal write, on purpose: \
+         {FAULT_ABORT_IN_COMMIT_ENV} is set (a fault-injection hook for tests)"
+    );
+    std::process::abort()
+}
+
+/// Applies every op of the group in order, the id counter if it moved, and the
+/// journal's next epoch if the commit empties it.
 fn apply_group(
     txn: &WriteTransaction,
     group: &[Pending],
     next_id: Option<u64>,
+    journal_epoch: Option<u64>,
 ) -> Result<(), redb::Error> {
     let mut tables = GroupTables::new(txn);
     for pending in group {
@@ -728,8 +640,14 @@ fn apply_group(
             tables.apply(op)?;
         }
     }
-    if let Some(next_id) = next_id {
-        txn.open_table(FORMAT)?.insert(NEXT_ID_KEY, next_id)?;
+    if next_id.is_some() || journal_epoch.is_some() {
+        let mut format = txn.open_table(FORMAT)?;
+        if let Some(next_id) = next_id {
+            format.insert(NEXT_ID_KEY, next_id)?;
+        }
+        if let Some(epoch) = journal_epoch {
+            format.insert(JOURNAL_EPOCH_KEY, epoch)?;
+        }
     }
     Ok(())
 }

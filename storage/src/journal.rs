@@ -1,0 +1,479 @@
+//! The journal: a file beside the data file (`warren.redb.journal`) in which a
+//! small group commit becomes durable with one sequential write and one
+//! `fdatasync`, instead of a durable redb commit.
+//!
+//! # Why
+//!
+//! A durable redb commit of one small message writes about ten 4 KiB pages (the
+//! B-tree leaves and branches it touched, redb's allocator trees, its header),
+//! each its own block request at the fsync: about 2 000 such commits per second
+//! here, most of their CPU in the kernel. One `pwrite` and `fdatasync` of the same
+//! bytes appended to a file whose blocks are already allocated runs at about
+//! 7 000 per second on the same disk (docs/2026-12-06-store-journal.md). So the
+//! writer (`writer.rs`) puts a small group in the journal, fsyncs the journal, and
+//! commits the group to redb without fsync ([`redb::Durability::None`]). About once
+//! a second, and whenever the journal fills, one durable redb commit makes all of
+//! that durable in the data file, and the journal starts over.
+//!
+//! # Records and epochs
+//!
+//! ```text
+//! +-------+---------+---------+--------+--------------------------------------+
+//! | magic | len u32 | epoch   | crc32  | payload: codec-encoded [`Record`]     |
+//! | WJR1  | (LE)    | u64 LE  | u32 LE | (next id, the group's ops in order)   |
+//! +-------+---------+---------+--------+--------------------------------------+
+//! ```
+//!
+//! The CRC covers the epoch and the payload. Records are written one after
+//! another from offset 0. The file is never truncated: when the journal starts
+//! over, the next record goes to offset 0 again, over the old ones, under the
+//! next *epoch*. The data file holds, in its `format` table, the epoch whose
+//! records it does not yet hold ([`crate::tables::JOURNAL_EPOCH_KEY`]); the
+//! durable commit that empties the journal advances it in the same transaction.
+//!
+//! Reading the journal when the file opens therefore takes the records of that
+//! epoch from offset 0 on and stops at the first that is not one of them: a
+//! record of an older epoch (left from before the journal started over), zeros,
+//! or a record cut short by the crash (its CRC fails). A record the writer
+//! answered as durable was fsynced, and so was everything before it, so the
+//! records read are every durable one, in order, plus perhaps a few non-durable
+//! ones that happened to reach the disk. They are applied on top of the data
+//! file's last durable commit, which is where the original groups were applied,
+//! and that same commit advances the epoch: the records are never applied twice,
+//! and a stale record of the new epoch can never be found behind a new one.
+//!
+//! Non-durable groups go in the journal too, without fsync: a durable group's
+//! fsync then makes them durable with it, as a durable redb commit made the
+//! non-durable commits before it durable. A node that crashes keeps exactly what
+//! it kept before the journal, or more.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Op;
+use crate::codec::{self, DecodeError, EncodeError};
+
+/// The first four bytes of every record.
+const MAGIC: [u8; 4] = *b"WJR1";
+
+/// Bytes before a record's payload: magic, payload length, epoch, CRC.
+pub(crate) const HEADER_LEN: usize = 4 + 4 + 8 + 4;
+
+/// The journal's suffix after the data file's name.
+const SUFFIX: &str = "journal";
+
+/// What one record holds: one group commit.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The store's id counter when the group was committed.
+    pub(crate) next_id: u64,
+    /// The group's ops, every batch's in arrival order.
+    pub(crate) ops: Vec<Op>,
+}
+
+/// [`Record`] as written, borrowing the group's ops.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    next_id: u64,
+    ops: Vec<&'a Op>,
+}
+
+/// Why the journal could not be read when the file opened.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The file could not be opened or read.
+    Io(io::Error),
+    /// A whole record (its CRC holds) whose payload does not decode: written by a
+    /// newer Warren, or damaged in a way a crash does not explain. Skipping it
+    /// would drop a durable write, so the store does not open.
+    Undecodable { offset: u64, cause: DecodeError },
+}
+
+/// The open journal, as the writer appends to it.
+pub(crate) struct Journal {
+    file: File,
+    path: PathBuf,
+    /// The epoch new records are written under.
+    epoch: u64,
+    /// Where the next record goes: the bytes written in this epoch.
+    end: u64,
+    /// The record being written, reused from group to group.
+    buffer: Vec<u8>,
+}
+
+impl Journal {
+    /// The journal of the data file at `data`.
+    pub(crate) fn path_of(data: &Path) -> PathBuf {
+        let mut name = data.file_name().unwrap_or_default().to_os_string();
+        name.push(".");
+        name.push(SUFFIX);
+        data.with_file_name(name)
+    }
+
+    /// Opens the journal at `path` and reads the records of `epoch`, in order.
+    /// Creates the file if `create`; otherwise a missing file is no journal
+    /// (`Ok(None)`). The journal returned writes under `epoch + 1`: the caller
+    /// applies the records and advances the data file's epoch in one durable
+    /// commit before anything is written.
+    pub(crate) fn open(
+        path: PathBuf,
+        epoch: u64,
+        create: bool,
+    ) -> Result<Option<(Journal, Vec<Record>)>, ReadError> {
+        let exists = path.exists();
+        if !exists && !create {
+            return Ok(None);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)
+            .map_err(ReadError::Io)?;
+        if !exists {
+            // The new file's name must survive a crash too.
+            if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                File::open(dir)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(ReadError::Io)?;
+            }
+        }
+        let records = read_epoch(&file, &path, epoch)?;
+        let journal = Journal {
+            file,
+            path,
+            epoch: epoch + 1,
+            end: 0,
+            buffer: Vec::new(),
+        };
+        Ok(Some((journal, records)))
+    }
+
+    /// The journal's file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The epoch records are written under now.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Bytes written in this epoch (0: the journal holds nothing the data file
+    /// does not).
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Encodes a record of `ops` into the journal's buffer; returns its length
+    /// in bytes, header included. Nothing is written yet.
+    pub(crate) fn encode<'a>(
+        &mut self,
+        next_id: u64,
+        ops: impl Iterator<Item = &'a Op>,
+    ) -> Result<usize, EncodeError> {
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0; HEADER_LEN]);
+        let record = RecordRef {
+            next_id,
+            ops: ops.collect(),
+        };
+        codec::encode_into(&record, &mut self.buffer)?;
+        let len = u32::try_from(self.buffer.len() - HEADER_LEN).map_err(|_| EncodeError {
+            type_name: "journal record",
+            cause: format!(
+                "{} bytes do not fit a journal record's u32 length",
+                self.buffer.len()
+            ),
+        })?;
+        let epoch = self.epoch.to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&epoch);
+        crc.update(&self.buffer[HEADER_LEN..]);
+        self.buffer[0..4].copy_from_slice(&MAGIC);
+        self.buffer[4..8].copy_from_slice(&len.to_le_bytes());
+        self.buffer[8..16].copy_from_slice(&epoch);
+        self.buffer[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+        Ok(self.buffer.len())
+    }
+
+    /// Appends the encoded record; with `sync`, returns once it and every record
+    /// before it are on the disk. After an error the record may be partly
+    /// written: the writer must empty the journal (a durable commit of the data
+    /// file and [`Journal::restart`]) before it appends again.
+    pub(crate) fn append(&mut self, sync: bool) -> io::Result<()> {
+        self.file.write_all_at(&self.buffer, self.end)?;
+        self.end += self.buffer.len() as u64;
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the first half of the encoded record and nothing more: the
+    /// fault-injection hook's crash in the middle of a journal write.
+    pub(crate) fn append_torn(&mut self) -> io::Result<()> {
+        let half = self.buffer.len() / 2;
+        self.file.write_all_at(&self.buffer[..half], self.end)
+    }
+
+    /// Starts over under `epoch`, from offset 0: the data file now durably holds
+    /// everything written so far and names `epoch` as the one it does not hold.
+    pub(crate) fn restart(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.end = 0;
+    }
+}
+
+/// The records of `epoch` from offset 0 on, up to the first that is not one.
+fn read_epoch(file: &File, path: &Path, epoch: u64) -> Result<Vec<Record>, ReadError> {
+    let size = file.metadata().map_err(ReadError::Io)?.len();
+    let mut records = Vec::new();
+    let mut offset = 0u64;
+    let mut header = [0u8; HEADER_LEN];
+    let mut payload = Vec::new();
+    while offset + HEADER_LEN as u64 <= size {
+        file.read_exact_at(&mut header, offset)
+            .map_err(ReadError::Io)?;
+        if header[0..4] != MAGIC {
+            break;
+        }
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as u64;
+        let found = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+        let start = offset + HEADER_LEN as u64;
+        if found != epoch || start + len > size {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        file.read_exact_at(&mut payload, start)
+            .map_err(ReadError::Io)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..16]);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            tracing::warn!(
+                path = %path.display(),
+                offset,
+                "the journal's last record was cut short by the crash; it was never \
+                 answered as durable and is dropped"
+            );
+            break;
+        }
+        let record = codec::decode::<Record>(&payload)
+            .map_err(|cause| ReadError::Undecodable { offset, cause })?;
+        records.push(record);
+        offset = start + len;
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::MetaTable;
+
+    /// One op of every kind, so that a new variant without a journal encoding
+    /// fails here.
+    fn every_op() -> Vec<Op> {
+        vec![
+            Op::PutMeta {
+                table: MetaTable::Queues,
+                key: "/\u{0}orders".into(),
+                value: vec![1, 2, 3],
+            },
+            Op::DeleteMeta {
+                table: MetaTable::UserRecords,
+                key: "guest".into(),
+            },
+            Op::PutMessage {
+                queue: 7,
+                seq: 9,
+                index: vec![4],
+                body: vec![0xAB; 1000],
+            },
+            Op::UpdateIndex {
+                queue: 7,
+                seq: 9,
+                index: vec![5, 6],
+            },
+            Op::DeleteMessage { queue: 7, seq: 9 },
+            Op::DeleteQueueMessages { queue: 7 },
+            Op::PutLogRecord {
+                group: 3,
+                index: 11,
+                record: vec![8; 20],
+            },
+            Op::TruncateLog { group: 3, from: 5 },
+            Op::CompactLog {
+                group: 3,
+                before: 4,
+            },
+            Op::PutLogSnapshot {
+                group: 3,
+                snapshot: vec![1; 3],
+            },
+            Op::DropLog { group: 3 },
+            Op::AppendChunk {
+                partition: 12,
+                first: 100,
+                time_index: Some(1_700_000_000_000),
+                chunk: vec![2; 64],
+                keys: vec![(1, 100), (2, 101)],
+            },
+            Op::DropChunks {
+                partition: 12,
+                before: 100,
+                before_ms: 5,
+                keys: vec![(1, 99)],
+            },
+            Op::DropPartition { partition: 12 },
+            Op::PutConsumerOffset {
+                partition: 12,
+                group: "g".into(),
+                offset: 55,
+            },
+            Op::PutDelayed {
+                exchange: "/\u{0}later".into(),
+                due: 10,
+                seq: 2,
+                message: vec![9; 30],
+            },
+            Op::DeleteDelayed {
+                exchange: "/\u{0}later".into(),
+                keys: vec![(10, 2)],
+            },
+            Op::DropDelayed {
+                exchange: "/\u{0}later".into(),
+            },
+        ]
+    }
+
+    fn open(path: &Path, epoch: u64) -> (Journal, Vec<Record>) {
+        Journal::open(path.to_path_buf(), epoch, true)
+            .expect("open")
+            .expect("created")
+    }
+
+    fn write(journal: &mut Journal, next_id: u64, ops: &[Op]) {
+        journal.encode(next_id, ops.iter()).expect("encode");
+        journal.append(true).expect("append");
+    }
+
+    #[test]
+    fn records_of_the_epoch_are_read_back_in_order_with_every_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb.journal");
+        let (mut journal, records) = open(&path, 0);
+        assert!(records.is_empty());
+        assert_eq!(journal.epoch(), 1);
+        let ops = every_op();
+        write(&mut journal, 40, &ops[..5]);
+        write(&mut journal, 41, &[]);
+        write(&mut journal, 42, &ops[5..]);
+        let (_, records) = open(&path, 1);
+        assert_eq!(
+            records,
+            vec![
+                Record {
+                    next_id: 40,
+                    ops: ops[..5].to_vec()
+                },
+                Record {
+                    next_id: 41,
+                    ops: vec![]
+                },
+                Record {
+                    next_id: 42,
+                    ops: ops[5..].to_vec()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_restarted_journal_hides_the_old_epoch_behind_the_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb.journal");
+        let (mut journal, _) = open(&path, 0);
+        let big = Op::PutMessage {
+            queue: 1,
+            seq: 1,
+            index: vec![],
+            body: vec![7; 4096],
+        };
+        for _ in 0..3 {
+            write(&mut journal, 1, std::slice::from_ref(&big));
+        }
+        journal.restart(2);
+        write(&mut journal, 2, &[Op::DeleteMessage { queue: 1, seq: 1 }]);
+        let (_, records) = open(&path, 2);
+        assert_eq!(records.len(), 1, "old records of epoch 1 lie behind");
+        assert_eq!(records[0].next_id, 2);
+        let (_, none) = open(&path, 3);
+        assert!(none.is_empty(), "no record of an epoch not yet written");
+    }
+
+    #[test]
+    fn a_torn_last_record_ends_the_journal_and_earlier_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb.journal");
+        let (mut journal, _) = open(&path, 0);
+        let ops = every_op();
+        write(&mut journal, 1, &ops[..2]);
+        journal.encode(2, ops[2..].iter()).unwrap();
+        journal.append_torn().unwrap();
+        let (_, records) = open(&path, 1);
+        assert_eq!(records.len(), 1);
+
+        // A whole record with one payload byte flipped: its CRC fails too.
+        let (mut journal, _) = open(&path, 5);
+        write(&mut journal, 1, &ops[..2]);
+        write(&mut journal, 2, &ops[2..4]);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let second = journal.end() - 3;
+        file.write_all_at(&[0xFF], second).unwrap();
+        let (_, records) = open(&path, 6);
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn a_whole_record_that_does_not_decode_is_an_error_not_a_silent_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb.journal");
+        let (mut journal, _) = open(&path, 0);
+        journal.encode(1, every_op().iter()).unwrap();
+        // A newer codec version: the CRC is right, the payload unreadable.
+        journal.buffer[HEADER_LEN] = codec::FORMAT_VERSION + 1;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&journal.buffer[8..16]);
+        crc.update(&journal.buffer[HEADER_LEN..]);
+        let crc = crc.finalize().to_le_bytes();
+        journal.buffer[16..20].copy_from_slice(&crc);
+        journal.append(true).unwrap();
+        match Journal::open(path.clone(), 1, true) {
+            Err(ReadError::Undecodable { offset: 0, .. }) => {}
+            Err(other) => panic!("expected Undecodable, got {other:?}"),
+            Ok(_) => panic!("a record that does not decode must not be skipped"),
+        }
+    }
+
+    #[test]
+    fn a_missing_journal_is_created_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb.journal");
+        assert!(Journal::open(path.clone(), 0, false).unwrap().is_none());
+        assert!(!path.exists());
+        assert!(Journal::open(path.clone(), 0, true).unwrap().is_some());
+        assert!(path.exists());
+        assert_eq!(
+            Journal::path_of(Path::new("/data/warren.redb")),
+            Path::new("/data/warren.redb.journal")
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! instead of reaching up into `store.rs`.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 
 use redb::Database;
@@ -23,4 +23,7 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     /// Written by the writer, read by [`Store::stats`](crate::Store::stats).
     pub(crate) stats: Counters,
+    /// Set while journaled groups wait to be applied to redb (the writer sets it
+    /// before answering them): a read must ask the writer to apply them first.
+    pub(crate) unapplied: AtomicBool,
 }

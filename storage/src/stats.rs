@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[non_exhaustive]
 pub struct StoreStats {
     /// Write transactions committed (durable or not), including the commits
-    /// that only flush earlier non-durable ones.
+    /// that only flush earlier non-durable ones or apply journaled groups (a
+    /// journaled group is not a transaction of its own: the writer applies
+    /// several in one).
     pub commits: u64,
     /// Durable commits: each ends with redb's fsync of the file (with quick
     /// repair on, redb syncs twice per durable commit).
@@ -47,9 +49,20 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Records one successful commit of `batches` batches.
-    pub(crate) fn committed(&self, durable: bool, batches: u64, ops: u64, bytes: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+    /// Records one successful group of `batches` batches: a write transaction
+    /// (`transaction`: the group was committed to redb, not only journaled) or a
+    /// transaction alone (applying journaled groups: no batches).
+    pub(crate) fn committed(
+        &self,
+        transaction: bool,
+        durable: bool,
+        batches: u64,
+        ops: u64,
+        bytes: u64,
+    ) {
+        if transaction {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        }
         if durable {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -95,8 +108,8 @@ mod tests {
     #[test]
     fn snapshot_sums_commits_and_keeps_the_largest_group() {
         let counters = Counters::default();
-        counters.committed(true, 3, 10, 100);
-        counters.committed(false, 5, 1, 7);
+        counters.committed(true, true, 3, 10, 100);
+        counters.committed(true, false, 5, 1, 7);
         counters.failed();
         let stats = counters.snapshot();
         assert_eq!(stats.commits, 2);

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -74,6 +74,7 @@ impl Store {
             db: RwLock::new(Some(opened.db)),
             next_id: AtomicU64::new(opened.next_id),
             stats: Counters::default(),
+            unapplied: AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::spawn(
@@ -367,6 +368,22 @@ impl Store {
     }
 
     fn begin_read(&self, table: &'static str) -> Result<ReadTransaction, ReadError> {
+        // Journaled groups the writer holds back from redb are applied first, so
+        // that a read sees every batch whose commit resolved before it began.
+        if self.handle.shared.unapplied.load(Ordering::SeqCst) {
+            self.request_commit(|answer| Request::Apply { answer })
+                .wait()
+                .map_err(|err| match err {
+                    CommitError::Closed { path } | CommitError::WriterStopped { path } => {
+                        ReadError::Closed { path }
+                    }
+                    other => ReadError::Storage {
+                        path: self.path().to_path_buf(),
+                        table,
+                        cause: other.to_string(),
+                    },
+                })?;
+        }
         // The guard is held only to begin: a long read must not block close or
         // compaction (which then see it as a read in progress).
         let guard = self

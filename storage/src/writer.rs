@@ -97,6 +97,15 @@ pub(crate) const JOURNAL_GROUP_MAX: usize = 256 * 1024;
 /// file durably instead, which empties the journal.
 pub(crate) const JOURNAL_MAX: u64 = 64 * 1024 * 1024;
 
+/// How long a journaled group may wait to be applied to redb, so that the groups
+/// of a slow, steady writer (one confirmed message at a time) share one redb
+/// commit. A read applies them at once (see [`Request::Apply`]).
+pub(crate) const APPLY_AFTER: Duration = Duration::from_millis(10);
+
+/// Bytes of journaled ops held back from redb that make the writer apply them
+/// without waiting for [`APPLY_AFTER`].
+pub(crate) const APPLY_BYTES: usize = 128 * 1024;
+
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
 pub(crate) const MAX_VALUE_LEN: usize = 3 * 1024 * 1024 * 1024;
@@ -110,6 +119,12 @@ pub(crate) enum Request {
     },
     /// Make everything committed so far durable; answer once fsynced.
     Flush {
+        answer: oneshot::Sender<Result<(), CommitError>>,
+    },
+    /// Apply the journaled groups held back from redb; answer once a read
+    /// transaction begun after the answer sees them. Sent by readers while
+    /// [`Shared::unapplied`] is set.
+    Apply {
         answer: oneshot::Sender<Result<(), CommitError>>,
     },
     /// Compact the file (after the writes queued before it).
@@ -168,6 +183,13 @@ pub(crate) struct Writer {
     /// The journal small groups go through (`journal.rs`); `None` when the store
     /// was opened without one.
     journal: Option<Journal>,
+    /// Ops of journaled groups (durable in the journal, answered) not yet applied
+    /// to redb: the next write transaction applies them first.
+    deferred: Vec<Op>,
+    /// Bytes of keys and values in `deferred`.
+    deferred_bytes: usize,
+    /// When the oldest group in `deferred` was journaled.
+    deferred_since: Option<Instant>,
 }
 
 /// How a group reaches the disk.
@@ -247,6 +269,9 @@ impl Writer {
             failure: None,
             abort_in_commit,
             journal,
+            deferred: Vec::new(),
+            deferred_bytes: 0,
+            deferred_since: None,
         };
         thread::Builder::new()
             .name("warren-store-writer".to_string())
@@ -260,6 +285,10 @@ impl Writer {
                 Request::Compact { answer } => {
                     let result = self.compact();
                     // The caller may have stopped waiting; nothing to do then.
+                    let _ = answer.send(result);
+                }
+                Request::Apply { answer } => {
+                    let result = self.apply_deferred();
                     let _ = answer.send(result);
                 }
                 first @ (Request::Write { .. } | Request::Flush { .. }) => {
@@ -276,21 +305,33 @@ impl Writer {
         &self.shared.path
     }
 
-    /// The next request: the carried one, else the channel. While non-durable
-    /// commits are pending, waits no longer than the flush interval, and makes
-    /// them durable when it runs out. `None` once every sender is gone.
+    /// The next request: the carried one, else the channel. While journaled
+    /// groups wait to be applied, waits no longer than [`APPLY_AFTER`] after the
+    /// first of them, and applies them when it runs out; while non-durable
+    /// commits are pending, no longer than the flush interval, and makes them
+    /// durable when it runs out. `None` once every sender is gone.
     fn next_request(&mut self) -> Option<Request> {
         if let Some(request) = self.carried.take() {
             return Some(request);
         }
         loop {
-            let Some(since) = self.unflushed_since else {
+            let apply_at = self.deferred_since.map(|since| since + APPLY_AFTER);
+            let flush_at = self
+                .unflushed_since
+                .map(|since| since + self.config.flush_interval);
+            let Some(deadline) = apply_at.into_iter().chain(flush_at).min() else {
                 return self.requests.recv().ok();
             };
-            let wait = self.config.flush_interval.saturating_sub(since.elapsed());
+            let wait = deadline.saturating_duration_since(Instant::now());
             match self.requests.recv_timeout(wait) {
                 Ok(request) => return Some(request),
-                Err(RecvTimeoutError::Timeout) => self.flush_in_background(),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.flush_due() {
+                        self.flush_in_background();
+                    } else if let Err(err) = self.apply_deferred() {
+                        tracing::error!(error = %err, "store could not apply journaled writes");
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
@@ -309,7 +350,7 @@ impl Writer {
                         && bytes + batch.payload_len() <= self.config.max_group_bytes
                 }
                 Request::Flush { .. } => true,
-                Request::Compact { .. } | Request::Shutdown => false,
+                Request::Compact { .. } | Request::Apply { .. } | Request::Shutdown => false,
             };
             if !fits {
                 self.carried = Some(next);
@@ -359,21 +400,26 @@ impl Writer {
                 answer,
             }),
             // Never admitted: `gather` carries them to the next round.
-            Request::Compact { .. } | Request::Shutdown => {}
+            Request::Compact { .. } | Request::Apply { .. } | Request::Shutdown => {}
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Pending>) {
+    fn commit_group(&mut self, mut group: Vec<Pending>) {
         if group.is_empty() {
             return;
         }
         let durable = group.iter().any(|pending| pending.durable);
-        let result = self.commit(&group, durable);
+        let result = self.commit(&mut group, durable);
         if let Err(err) = &result {
             tracing::error!(batches = group.len(), error = %err, "store commit failed");
         }
         for pending in group {
             let _ = pending.answer.send(result.clone());
+        }
+        if self.deferred_bytes >= APPLY_BYTES {
+            if let Err(err) = self.apply_deferred() {
+                tracing::error!(error = %err, "store could not apply journaled writes");
+            }
         }
     }
 
@@ -386,7 +432,10 @@ impl Writer {
     /// Commits the group (`durable`: some batch of it needs an fsync) and counts
     /// the outcome in the stats. An empty group makes every earlier commit
     /// durable in the data file.
-    fn commit(&mut self, group: &[Pending], durable: bool) -> Result<(), CommitError> {
+    fn commit(&mut self, group: &mut [Pending], durable: bool) -> Result<(), CommitError> {
+        let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
+        let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
+        let bytes = group.iter().map(|pending| pending.payload as u64).sum();
         let mut route = self.route(group, durable);
         if route == Route::Journal {
             match self.journal_group(group, durable) {
@@ -402,18 +451,58 @@ impl Writer {
                 }
             }
         }
-        let result = self.try_commit(group, route);
+        let result = match route {
+            Route::Journal => {
+                self.defer(group);
+                Ok(())
+            }
+            Route::File { .. } => self.try_commit(group, route),
+        };
         match &result {
             Ok(()) => {
-                let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
-                let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
-                let bytes = group.iter().map(|pending| pending.payload as u64).sum();
                 let file_durable = route == Route::File { durable: true };
-                self.shared
-                    .stats
-                    .committed(file_durable, batches, ops, bytes);
+                self.shared.stats.committed(
+                    route != Route::Journal,
+                    file_durable,
+                    batches,
+                    ops,
+                    bytes,
+                );
             }
             Err(_) => self.shared.stats.failed(),
+        }
+        result
+    }
+
+    /// Holds a journaled group's ops back from redb: the next write transaction
+    /// applies them first, at most [`APPLY_AFTER`] from now, or at once when a
+    /// read asks. Readers see [`Shared::unapplied`] before the group's callers
+    /// get their answer.
+    fn defer(&mut self, group: &mut [Pending]) {
+        for pending in group.iter_mut() {
+            self.deferred_bytes += pending.payload;
+            self.deferred.append(&mut pending.ops);
+        }
+        self.deferred_since.get_or_insert_with(Instant::now);
+        self.shared.unapplied.store(true, Ordering::SeqCst);
+    }
+
+    /// Applies the journaled groups held back from redb in one commit without
+    /// fsync (they are durable in the journal).
+    fn apply_deferred(&mut self) -> Result<(), CommitError> {
+        if self.deferred_since.is_none() {
+            return Ok(());
+        }
+        let result = self.try_commit(&[], Route::File { durable: false });
+        match &result {
+            Ok(()) => self.shared.stats.committed(true, false, 0, 0, 0),
+            Err(_) => {
+                self.shared.stats.failed();
+                // redb refuses writes until the file is reopened: try again only
+                // after a flush interval, not in a loop. The ops stay durable in
+                // the journal, and reads get this error meanwhile.
+                self.deferred_since = Some(Instant::now() + self.config.flush_interval);
+            }
         }
         result
     }
@@ -505,6 +594,7 @@ impl Writer {
         };
         let applied = apply_group(
             &txn,
+            &self.deferred,
             group,
             (next_id != self.persisted_next_id).then_some(next_id),
             emptied,
@@ -522,6 +612,11 @@ impl Writer {
             return Err(wrapped);
         }
         self.persisted_next_id = next_id;
+        if self.deferred_since.take().is_some() {
+            self.deferred.clear();
+            self.deferred_bytes = 0;
+            self.shared.unapplied.store(false, Ordering::SeqCst);
+        }
         if let (Some(journal), Some(epoch)) = (self.journal.as_mut(), emptied) {
             journal.restart(epoch);
         }
@@ -546,7 +641,7 @@ impl Writer {
 
     /// A durable empty commit, for non-durable commits that waited long enough.
     fn flush_in_background(&mut self) {
-        if let Err(err) = self.commit(&[], true) {
+        if let Err(err) = self.commit(&mut [], true) {
             tracing::error!(error = %err, "store could not make non-durable commits durable");
             // The store refuses writes now; do not retry in a loop.
             self.unflushed_since = None;
@@ -556,8 +651,8 @@ impl Writer {
     /// On shutdown: make non-durable commits and the id counter durable.
     fn final_flush(&mut self) {
         let id_moved = self.shared.next_id.load(Ordering::SeqCst) != self.persisted_next_id;
-        if self.unflushed_since.is_some() || id_moved {
-            if let Err(err) = self.commit(&[], true) {
+        if self.unflushed_since.is_some() || self.deferred_since.is_some() || id_moved {
+            if let Err(err) = self.commit(&mut [], true) {
                 tracing::error!(error = %err, "store could not flush on shutdown");
             }
         }
@@ -565,8 +660,8 @@ impl Writer {
 
     fn compact(&mut self) -> Result<bool, CompactError> {
         let path = self.path().to_path_buf();
-        if self.unflushed_since.is_some() {
-            self.commit(&[], true)
+        if self.unflushed_since.is_some() || self.deferred_since.is_some() {
+            self.commit(&mut [], true)
                 .map_err(|err| CompactError::Storage {
                     path: path.clone(),
                     cause: err.to_string(),
@@ -620,21 +715,25 @@ fn abort_in_journal(group: &[Pending], path: &Path, torn: std::io::Result<()>) -
         path = %path.display(),
         batches = group.len(),
         torn_write = ?torn,
-        "aborting the process in the middle of a durable journal write, on purpose: \
+        "aborting the process in the middle of a durable commit (in its journal write), on purpose: \
          {FAULT_ABORT_IN_COMMIT_ENV} is set (a fault-injection hook for tests)"
     );
     std::process::abort()
 }
 
-/// Applies every op of the group in order, the id counter if it moved, and the
-/// journal's next epoch if the commit empties it.
+/// Applies the journaled ops held back, then every op of the group in order, the
+/// id counter if it moved, and the journal's next epoch if the commit empties it.
 fn apply_group(
     txn: &WriteTransaction,
+    deferred: &[Op],
     group: &[Pending],
     next_id: Option<u64>,
     journal_epoch: Option<u64>,
 ) -> Result<(), redb::Error> {
     let mut tables = GroupTables::new(txn);
+    for op in deferred {
+        tables.apply(op)?;
+    }
     for pending in group {
         for op in &pending.ops {
             tables.apply(op)?;

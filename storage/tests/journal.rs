@@ -149,3 +149,28 @@ fn a_small_durable_batch_is_fsynced_in_the_journal_and_a_large_one_in_the_file()
     assert_eq!(after_large.journal_syncs, after_small.journal_syncs);
     assert_eq!(after_large.fsyncs, after_small.fsyncs + 1);
 }
+
+#[test]
+fn a_read_sees_every_write_answered_before_it_while_the_writer_holds_them_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("warren.redb")).expect("open");
+    for seq in 0..200 {
+        store
+            .submit(Batch::durable(vec![put(seq, b'R')]))
+            .wait()
+            .expect("put");
+        let mut last = None;
+        store
+            .for_each_index(QUEUE, |seq, _| last = Some(seq))
+            .expect("index");
+        assert_eq!(
+            last,
+            Some(seq),
+            "a read right after the answer sees the write"
+        );
+        let body = store.read_bodies(QUEUE, &[seq]).expect("body");
+        assert_eq!(body.len(), 1);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.journal_syncs, 200);
+}

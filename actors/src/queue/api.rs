@@ -136,6 +136,11 @@ impl Enqueue {
 /// and channel processes).
 pub const WRITE_WINDOW: u32 = 1000;
 
+/// The most body bytes a write window ([`WRITE_WINDOW`]) lets be in flight: with
+/// large messages the window closes on bytes before it closes on count. One
+/// delivery always goes, however large.
+pub const WRITE_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+
 /// A consumer as its channel registers it.
 #[derive(Clone)]
 pub struct ConsumeRequest {

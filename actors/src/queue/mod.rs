@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use api::{
     ConfirmReply, ConsumeRequest, Credit, DeadLetter, DeadLetterRouter, DeadLettered, Enqueue,
     EnqueueOutcome, Got, Hibernation, HostEnv, Hosted, InFlight, Qos, Queue, QueueRef, QueueType,
-    RemoteReach, Settlement, WRITE_WINDOW,
+    RemoteReach, Settlement, WRITE_WINDOW, WRITE_WINDOW_BYTES,
 };
 pub use def::QueueDef;
 pub use kind::{KindError, QueueKind, KNOWN_QUEUE_TYPES, QUEUE_TYPE_ARG};

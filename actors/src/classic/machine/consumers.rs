@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::queue::ConsumerSummary;
+use crate::queue::{ConsumerSummary, WRITE_WINDOW_BYTES};
 
 use super::command::{ChannelId, ConsumerTag};
 use super::fasthash::IntMap;
@@ -69,11 +69,16 @@ pub(crate) struct Consumers {
 }
 
 /// A consumer's write window: deliveries sent to its channel and not yet
-/// written towards the client, at most `limit`.
-#[derive(Clone, Copy, Debug, Default)]
+/// written towards the client, at most `limit` of them and at most
+/// [`WRITE_WINDOW_BYTES`] of their bodies (one at least, however large).
+#[derive(Clone, Debug, Default)]
 struct Window {
     limit: u32,
-    in_flight: u32,
+    /// Body sizes of the deliveries in flight, oldest first: the channel reports
+    /// them written in the order they were sent.
+    in_flight: VecDeque<u32>,
+    /// Their sum.
+    bytes: u64,
 }
 
 impl Consumers {
@@ -171,7 +176,7 @@ impl Consumers {
                 id,
                 Window {
                     limit,
-                    in_flight: 0,
+                    ..Window::default()
                 },
             );
         }
@@ -248,10 +253,13 @@ impl Consumers {
         Some(id)
     }
 
-    /// After a delivery to a picked consumer: back to the rotation if it has credit.
-    pub fn delivered(&mut self, id: ConsumerId) {
+    /// After a delivery of a body of `size` bytes to a picked consumer: back to
+    /// the rotation if it has credit.
+    pub fn delivered(&mut self, id: ConsumerId, size: u64) {
         if let Some(w) = self.windows.get_mut(&id) {
-            w.in_flight = w.in_flight.saturating_add(1);
+            let size = u32::try_from(size).unwrap_or(u32::MAX);
+            w.in_flight.push_back(size);
+            w.bytes += u64::from(size);
         }
         self.enter_rotation(id);
     }
@@ -277,14 +285,22 @@ impl Consumers {
     /// the window opens by as many.
     pub fn written(&mut self, id: ConsumerId, count: u32) {
         if let Some(w) = self.windows.get_mut(&id) {
-            w.in_flight = w.in_flight.saturating_sub(count);
+            let count = (count as usize).min(w.in_flight.len());
+            for size in w.in_flight.drain(..count) {
+                w.bytes -= u64::from(size);
+            }
             self.enter_rotation(id);
         }
     }
 
-    /// Whether the consumer's write window (if it has one) has room.
+    /// Whether the consumer's write window (if it has one) has room: fewer
+    /// deliveries in flight than its limit, and fewer bytes than
+    /// [`WRITE_WINDOW_BYTES`], or nothing in flight at all.
     fn window_open(&self, id: ConsumerId) -> bool {
-        self.windows.get(&id).is_none_or(|w| w.in_flight < w.limit)
+        self.windows.get(&id).is_none_or(|w| {
+            w.in_flight.is_empty()
+                || (w.in_flight.len() < w.limit as usize && w.bytes < WRITE_WINDOW_BYTES)
+        })
     }
 
     /// A message delivered to the consumer is now unacked.

@@ -961,8 +961,9 @@ impl Core {
                 continue;
             };
             let (channel, no_ack) = (consumer.channel, consumer.no_ack);
+            let size = record.size;
             self.hand_out(seq, channel, Some(id), no_ack, out);
-            self.consumers.delivered(id);
+            self.consumers.delivered(id, size);
         }
     }
 

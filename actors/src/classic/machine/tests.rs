@@ -461,6 +461,50 @@ fn a_windowed_no_ack_consumer_is_sent_no_more_than_its_channel_has_not_written()
 }
 
 #[test]
+fn a_write_window_closes_on_bytes_before_count_and_always_lets_one_through() {
+    let mut q = Q::with_args(&[]);
+    let mib = 1024 * 1024;
+    let big = |i: usize| msg(&format!("{i}").repeat(3 * mib));
+    for i in 0..5 {
+        q.publish(big(i));
+    }
+    q.run(Command::Window {
+        channel: 1,
+        tag: "t".into(),
+        limit: 1000,
+    });
+    q.run(Command::Consume {
+        tag: "t".into(),
+        channel: 1,
+        prefetch: 0,
+        no_ack: true,
+        exclusive: false,
+        priority: 0,
+    });
+    // 3 MiB each: the third takes the window to 9 MiB, past its 8 MiB.
+    assert_eq!(deliveries(&q.drain()).len(), 3);
+    let written = |count| Command::Written {
+        channel: 1,
+        tag: "t".into(),
+        count,
+    };
+    // One written: 6 MiB in flight, room for one more.
+    q.run(written(1));
+    assert_eq!(deliveries(&q.drain()).len(), 1);
+    q.run(written(3));
+    assert_eq!(deliveries(&q.drain()).len(), 1, "the last of the five");
+    // A message larger than the whole window still goes when nothing is in flight,
+    // and holds the window shut until it is written.
+    q.run(written(1));
+    q.publish(msg(&"h".repeat(20 * mib)));
+    assert_eq!(deliveries(&q.drain()).len(), 1, "20 MiB, alone");
+    q.publish(big(5));
+    assert!(deliveries(&q.drain()).is_empty(), "20 MiB in flight");
+    q.run(written(1));
+    assert_eq!(deliveries(&q.drain()).len(), 1);
+}
+
+#[test]
 fn consumer_priorities_serve_higher_first() {
     let mut q = Q::with_args(&[]);
     q.run(Command::Consume {

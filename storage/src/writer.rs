@@ -106,6 +106,12 @@ pub(crate) const APPLY_AFTER: Duration = Duration::from_millis(10);
 /// without waiting for [`APPLY_AFTER`].
 pub(crate) const APPLY_BYTES: usize = 128 * 1024;
 
+/// Bytes committed to redb without fsync after which the next commit is durable,
+/// whatever the flush interval says. redb keeps what a commit without fsync wrote
+/// in its write buffer and writes it all at the next durable commit, during which
+/// the writer answers nobody: the more it holds, the longer that stall.
+pub(crate) const FLUSH_BYTES: usize = 1024 * 1024;
+
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
 pub(crate) const MAX_VALUE_LEN: usize = 3 * 1024 * 1024 * 1024;
@@ -175,6 +181,8 @@ pub(crate) struct Writer {
     persisted_next_id: u64,
     /// When the oldest commit not yet made durable was made.
     unflushed_since: Option<Instant>,
+    /// Bytes of keys and values committed since the last durable commit.
+    unflushed_bytes: usize,
     /// The first failed commit, named in later errors (redb refuses writes
     /// after it).
     failure: Option<String>,
@@ -266,6 +274,7 @@ impl Writer {
             carried: None,
             persisted_next_id,
             unflushed_since: None,
+            unflushed_bytes: 0,
             failure: None,
             abort_in_commit,
             journal,
@@ -416,17 +425,24 @@ impl Writer {
         for pending in group {
             let _ = pending.answer.send(result.clone());
         }
-        if self.deferred_bytes >= APPLY_BYTES {
+        // After the answers: the group that finds a durable commit of the data
+        // file due does not wait for it.
+        if self.journal.is_some() && self.flush_due() {
+            self.flush_in_background();
+        } else if self.deferred_bytes >= APPLY_BYTES {
             if let Err(err) = self.apply_deferred() {
                 tracing::error!(error = %err, "store could not apply journaled writes");
             }
         }
     }
 
-    /// Whether pending non-durable commits have waited a full flush interval.
+    /// Whether pending non-durable commits have waited a full flush interval, or
+    /// carry [`FLUSH_BYTES`] or more.
     fn flush_due(&self) -> bool {
-        self.unflushed_since
-            .is_some_and(|since| since.elapsed() >= self.config.flush_interval)
+        self.unflushed_bytes >= FLUSH_BYTES
+            || self
+                .unflushed_since
+                .is_some_and(|since| since.elapsed() >= self.config.flush_interval)
     }
 
     /// Commits the group (`durable`: some batch of it needs an fsync) and counts
@@ -493,9 +509,10 @@ impl Writer {
         if self.deferred_since.is_none() {
             return Ok(());
         }
-        let result = self.try_commit(&[], Route::File { durable: false });
+        let durable = self.flush_due();
+        let result = self.try_commit(&[], Route::File { durable });
         match &result {
-            Ok(()) => self.shared.stats.committed(true, false, 0, 0, 0),
+            Ok(()) => self.shared.stats.committed(true, durable, 0, 0, 0),
             Err(_) => {
                 self.shared.stats.failed();
                 // redb refuses writes until the file is reopened: try again only
@@ -511,8 +528,8 @@ impl Writer {
     /// group needs it or earlier non-durable commits waited long enough. With
     /// one, every commit to the data file is durable (it empties the journal);
     /// the journal takes the group unless it is empty (a flush of the data file),
-    /// non-durable commits waited long enough, it is durable and large, or it
-    /// would fill the journal.
+    /// it is durable and large, or it would fill the journal. (A durable commit of
+    /// the data file that is due comes after the group is answered.)
     fn route(&self, group: &[Pending], durable: bool) -> Route {
         let Some(journal) = &self.journal else {
             return Route::File {
@@ -521,7 +538,6 @@ impl Writer {
         };
         let payload: usize = group.iter().map(|pending| pending.payload).sum();
         let to_file = group.is_empty()
-            || self.flush_due()
             || (durable && payload > JOURNAL_GROUP_MAX)
             || journal.end() + (payload + HEADER_LEN) as u64 > JOURNAL_MAX;
         if to_file {
@@ -612,6 +628,8 @@ impl Writer {
             return Err(wrapped);
         }
         self.persisted_next_id = next_id;
+        let payload: usize = group.iter().map(|pending| pending.payload).sum();
+        self.unflushed_bytes += payload + self.deferred_bytes;
         if self.deferred_since.take().is_some() {
             self.deferred.clear();
             self.deferred_bytes = 0;
@@ -622,6 +640,7 @@ impl Writer {
         }
         if durable {
             self.unflushed_since = None;
+            self.unflushed_bytes = 0;
         } else if self.unflushed_since.is_none() {
             self.unflushed_since = Some(Instant::now());
         }
@@ -645,6 +664,7 @@ impl Writer {
             tracing::error!(error = %err, "store could not make non-durable commits durable");
             // The store refuses writes now; do not retry in a loop.
             self.unflushed_since = None;
+            self.unflushed_bytes = 0;
         }
     }
 

@@ -61,7 +61,7 @@ pub struct NodeConfig {
     /// fsyncs instead of one) so that a start after a crash does not walk the file.
     pub storage_quick_repair: bool,
     /// Small durable writes fsynced as records of the journal beside the data file
-    /// (`warren.redb.journal`) rather than as durable redb commits.
+    /// (`warren.redb.journal.0`, `.1`) rather than as durable redb commits.
     pub storage_journal: bool,
     /// Cluster addresses of nodes to join (`IP:PORT` or `HOST:PORT`); empty: alone.
     pub seeds: Vec<String>,

@@ -1,6 +1,6 @@
-//! The journal: a file beside the data file (`warren.redb.journal`) in which a
-//! small group commit becomes durable with one sequential write and one
-//! `fdatasync`, instead of a durable redb commit.
+//! The journal: two files beside the data file (`warren.redb.journal.0` and
+//! `.1`) in which a small group commit becomes durable with one sequential write
+//! and one `fdatasync`, instead of a durable redb commit.
 //!
 //! # Why
 //!
@@ -12,8 +12,9 @@
 //! 7 000 per second on the same disk (docs/2026-12-06-store-journal.md). So the
 //! writer (`writer.rs`) puts a small group in the journal, fsyncs the journal, and
 //! commits the group to redb without fsync ([`redb::Durability::None`]). About once
-//! a second, and whenever the journal fills, one durable redb commit makes all of
-//! that durable in the data file, and the journal starts over.
+//! a second or every megabyte, and whenever the journal fills, one durable redb
+//! commit (a *checkpoint*) makes all of that durable in the data file, and the
+//! journal moves on to its other file.
 //!
 //! # Records and epochs
 //!
@@ -24,23 +25,31 @@
 //! +-------+---------+---------+--------+--------------------------------------+
 //! ```
 //!
-//! The CRC covers the epoch and the payload. Records are written one after
-//! another from offset 0. The file is never truncated: when the journal starts
-//! over, the next record goes to offset 0 again, over the old ones, under the
-//! next *epoch*. The data file holds, in its `format` table, the epoch whose
-//! records it does not yet hold ([`crate::tables::JOURNAL_EPOCH_KEY`]); the
-//! durable commit that empties the journal advances it in the same transaction.
+//! The CRC covers the epoch and the payload. Records of one *epoch* are written
+//! one after another from offset 0 of the file numbered `epoch % 2`. The files are
+//! never truncated: an epoch writes over the records its file held two epochs
+//! before. The data file holds, in its `format` table, the oldest epoch whose
+//! records it does not hold yet ([`crate::tables::JOURNAL_EPOCH_KEY`]).
 //!
-//! Reading the journal when the file opens therefore takes the records of that
-//! epoch from offset 0 on and stops at the first that is not one of them: a
-//! record of an older epoch (left from before the journal started over), zeros,
-//! or a record cut short by the crash (its CRC fails). A record the writer
-//! answered as durable was fsynced, and so was everything before it, so the
-//! records read are every durable one, in order, plus perhaps a few non-durable
-//! ones that happened to reach the disk. They are applied on top of the data
-//! file's last durable commit, which is where the original groups were applied,
-//! and that same commit advances the epoch: the records are never applied twice,
-//! and a stale record of the new epoch can never be found behind a new one.
+//! A checkpoint covers every record of the current epoch `E`. It moves the journal
+//! to epoch `E + 1`, in the other file, and writes `E + 1` as the data file's epoch
+//! in its own transaction. The writer may hand that transaction to another thread
+//! and go on journaling and answering groups in epoch `E + 1` while it commits,
+//! but it starts no checkpoint before the last one is done. So at most two epochs
+//! hold records the data file may lack: its own, and the next.
+//!
+//! Reading the journal when the file opens therefore takes the records of the
+//! data file's epoch from offset 0 of its file, then those of the next epoch from
+//! the other file. Each stops at the first record that is not one of its epoch's:
+//! a record of an older epoch (left from before), zeros, or a record cut short by
+//! the crash (its CRC fails). A record the writer answered as durable was fsynced,
+//! and so was everything before it in its file; and no record of epoch `E + 1`
+//! was answered before every record of `E` was. So the records read are every
+//! durable one, in order, plus perhaps a few non-durable ones that happened to
+//! reach the disk. They are applied on top of the data file's last durable
+//! commit, which is where the original groups were applied, and that same commit
+//! advances the epoch past both: the records are never applied twice, and no stale
+//! record of a live epoch can be found behind a new one.
 //!
 //! Non-durable groups go in the journal too, without fsync: a durable group's
 //! fsync then makes them durable with it, as a durable redb commit made the
@@ -63,7 +72,7 @@ const MAGIC: [u8; 4] = *b"WJR1";
 /// Bytes before a record's payload: magic, payload length, epoch, CRC.
 pub(crate) const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 
-/// The journal's suffix after the data file's name.
+/// The journal's suffix after the data file's name, before the file's number.
 const SUFFIX: &str = "journal";
 
 /// What one record holds: one group commit.
@@ -95,8 +104,9 @@ pub(crate) enum ReadError {
 
 /// The open journal, as the writer appends to it.
 pub(crate) struct Journal {
-    file: File,
-    path: PathBuf,
+    /// The two files; epoch `e` writes `files[e % 2]`.
+    files: [File; 2],
+    paths: [PathBuf; 2],
     /// The epoch new records are written under.
     epoch: u64,
     /// Where the next record goes: the bytes written in this epoch.
@@ -106,57 +116,83 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// The journal of the data file at `data`.
-    pub(crate) fn path_of(data: &Path) -> PathBuf {
-        let mut name = data.file_name().unwrap_or_default().to_os_string();
-        name.push(".");
-        name.push(SUFFIX);
-        data.with_file_name(name)
+    /// The journal files of the data file at `data`: `NAME.journal.0` and
+    /// `NAME.journal.1`.
+    pub(crate) fn paths_of(data: &Path) -> [PathBuf; 2] {
+        [0, 1].map(|slot| {
+            let mut name = data.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".{SUFFIX}.{slot}"));
+            data.with_file_name(name)
+        })
     }
 
-    /// Opens the journal at `path` and reads the records of `epoch`, in order.
-    /// Creates the file if `create`; otherwise a missing file is no journal
-    /// (`Ok(None)`). The journal returned writes under `epoch + 1`: the caller
-    /// applies the records and advances the data file's epoch in one durable
-    /// commit before anything is written.
+    /// Opens the journal files and reads the records of `epoch` and then those of
+    /// `epoch + 1`, in order. Creates the files if `create`; otherwise, with no
+    /// files, there is no journal (`Ok(None)`). The journal returned writes under
+    /// `epoch + 2`: the caller applies the records and advances the data file's
+    /// epoch to it in one durable commit before anything is written.
     pub(crate) fn open(
-        path: PathBuf,
+        paths: [PathBuf; 2],
         epoch: u64,
         create: bool,
     ) -> Result<Option<(Journal, Vec<Record>)>, ReadError> {
-        let exists = path.exists();
+        let exists = paths.iter().all(|path| path.exists());
         if !exists && !create {
-            return Ok(None);
+            let any = paths.iter().find(|path| path.exists());
+            let Some(found) = any else {
+                return Ok(None);
+            };
+            // One file without the other: read it, and create the missing one.
+            tracing::warn!(path = %found.display(), "one journal file of two is missing");
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(&path)
-            .map_err(ReadError::Io)?;
-        if !exists {
-            // The new file's name must survive a crash too.
-            if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let mut opened = Vec::with_capacity(2);
+        let mut created = false;
+        for path in &paths {
+            created |= !path.exists();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(ReadError::Io)?;
+            opened.push(file);
+        }
+        if created {
+            // A new file's name must survive a crash too.
+            if let Some(dir) = paths[0].parent().filter(|dir| !dir.as_os_str().is_empty()) {
                 File::open(dir)
                     .and_then(|dir| dir.sync_all())
                     .map_err(ReadError::Io)?;
             }
         }
-        let records = read_epoch(&file, &path, epoch)?;
+        let files: [File; 2] = opened
+            .try_into()
+            .map_err(|_| ReadError::Io(io::Error::other("two journal files were opened")))?;
+        let slot = |epoch: u64| (epoch % 2) as usize;
+        let mut records = read_epoch(&files[slot(epoch)], &paths[slot(epoch)], epoch)?;
+        records.extend(read_epoch(
+            &files[slot(epoch + 1)],
+            &paths[slot(epoch + 1)],
+            epoch + 1,
+        )?);
         let journal = Journal {
-            file,
-            path,
-            epoch: epoch + 1,
+            files,
+            paths,
+            epoch: epoch + 2,
             end: 0,
             buffer: Vec::new(),
         };
         Ok(Some((journal, records)))
     }
 
-    /// The journal's file.
+    /// The file the current epoch writes.
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        &self.paths[(self.epoch % 2) as usize]
+    }
+
+    fn file(&self) -> &File {
+        &self.files[(self.epoch % 2) as usize]
     }
 
     /// The epoch records are written under now.
@@ -205,12 +241,12 @@ impl Journal {
     /// Appends the encoded record; with `sync`, returns once it and every record
     /// before it are on the disk. After an error the record may be partly
     /// written: the writer must empty the journal (a durable commit of the data
-    /// file and [`Journal::restart`]) before it appends again.
+    /// file and [`Journal::switch`]) before it appends again.
     pub(crate) fn append(&mut self, sync: bool) -> io::Result<()> {
-        self.file.write_all_at(&self.buffer, self.end)?;
+        self.file().write_all_at(&self.buffer, self.end)?;
         self.end += self.buffer.len() as u64;
         if sync {
-            self.file.sync_data()?;
+            self.file().sync_data()?;
         }
         Ok(())
     }
@@ -219,13 +255,15 @@ impl Journal {
     /// fault-injection hook's crash in the middle of a journal write.
     pub(crate) fn append_torn(&mut self) -> io::Result<()> {
         let half = self.buffer.len() / 2;
-        self.file.write_all_at(&self.buffer[..half], self.end)
+        self.file().write_all_at(&self.buffer[..half], self.end)
     }
 
-    /// Starts over under `epoch`, from offset 0: the data file now durably holds
-    /// everything written so far and names `epoch` as the one it does not hold.
-    pub(crate) fn restart(&mut self, epoch: u64) {
-        self.epoch = epoch;
+    /// Moves on to the next epoch, in the other file, from offset 0: a
+    /// checkpoint now covers every record of the epoch left. The caller must know
+    /// the checkpoint before this one committed: the other file's records are
+    /// overwritten.
+    pub(crate) fn switch(&mut self) {
+        self.epoch += 1;
         self.end = 0;
     }
 }
@@ -354,8 +392,8 @@ mod tests {
         ]
     }
 
-    fn open(path: &Path, epoch: u64) -> (Journal, Vec<Record>) {
-        Journal::open(path.to_path_buf(), epoch, true)
+    fn open(data: &Path, epoch: u64) -> (Journal, Vec<Record>) {
+        Journal::open(Journal::paths_of(data), epoch, true)
             .expect("open")
             .expect("created")
     }
@@ -365,18 +403,23 @@ mod tests {
         journal.append(true).expect("append");
     }
 
+    fn data_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("w.redb");
+        (dir, data)
+    }
+
     #[test]
     fn records_of_the_epoch_are_read_back_in_order_with_every_op() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.redb.journal");
-        let (mut journal, records) = open(&path, 0);
+        let (_dir, data) = data_file();
+        let (mut journal, records) = open(&data, 0);
         assert!(records.is_empty());
-        assert_eq!(journal.epoch(), 1);
+        assert_eq!(journal.epoch(), 2);
         let ops = every_op();
         write(&mut journal, 40, &ops[..5]);
         write(&mut journal, 41, &[]);
         write(&mut journal, 42, &ops[5..]);
-        let (_, records) = open(&path, 1);
+        let (_, records) = open(&data, 2);
         assert_eq!(
             records,
             vec![
@@ -397,56 +440,76 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_journal_hides_the_old_epoch_behind_the_new_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.redb.journal");
-        let (mut journal, _) = open(&path, 0);
-        let big = Op::PutMessage {
-            queue: 1,
-            seq: 1,
-            index: vec![],
-            body: vec![7; 4096],
+    fn an_epoch_and_the_next_are_read_in_order_and_older_ones_lie_behind() {
+        let (_dir, data) = data_file();
+        let (mut journal, _) = open(&data, 0);
+        let big = |next_id| {
+            (
+                next_id,
+                Op::PutMessage {
+                    queue: 1,
+                    seq: next_id,
+                    index: vec![],
+                    body: vec![7; 4096],
+                },
+            )
         };
-        for _ in 0..3 {
-            write(&mut journal, 1, std::slice::from_ref(&big));
+        // Epoch 2 in file 0: three records.
+        for id in 1..=3 {
+            let (id, op) = big(id);
+            write(&mut journal, id, &[op]);
         }
-        journal.restart(2);
-        write(&mut journal, 2, &[Op::DeleteMessage { queue: 1, seq: 1 }]);
-        let (_, records) = open(&path, 2);
-        assert_eq!(records.len(), 1, "old records of epoch 1 lie behind");
-        assert_eq!(records[0].next_id, 2);
-        let (_, none) = open(&path, 3);
+        // A checkpoint moves to epoch 3, in file 1, while epoch 2's commit runs.
+        journal.switch();
+        assert_eq!(journal.epoch(), 3);
+        write(&mut journal, 4, &[Op::DeleteMessage { queue: 1, seq: 1 }]);
+        let (_, records) = open(&data, 2);
+        let ids: Vec<u64> = records.iter().map(|r| r.next_id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4], "the checkpoint never committed");
+        let (_, records) = open(&data, 3);
+        let ids: Vec<u64> = records.iter().map(|r| r.next_id).collect();
+        assert_eq!(ids, vec![4], "the checkpoint of epoch 2 committed");
+
+        // Epoch 4 writes file 0 again, over epoch 2's records: one short record,
+        // epoch 2's lie behind it and are not read.
+        let (mut journal, _) = open(&data, 0);
+        journal.switch();
+        journal.switch();
+        assert_eq!(journal.epoch(), 4);
+        write(&mut journal, 5, &[Op::DeleteMessage { queue: 1, seq: 2 }]);
+        let (_, records) = open(&data, 4);
+        let ids: Vec<u64> = records.iter().map(|r| r.next_id).collect();
+        assert_eq!(ids, vec![5]);
+        let (_, none) = open(&data, 6);
         assert!(none.is_empty(), "no record of an epoch not yet written");
     }
 
     #[test]
     fn a_torn_last_record_ends_the_journal_and_earlier_ones_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.redb.journal");
-        let (mut journal, _) = open(&path, 0);
+        let (_dir, data) = data_file();
+        let (mut journal, _) = open(&data, 0);
         let ops = every_op();
         write(&mut journal, 1, &ops[..2]);
         journal.encode(2, ops[2..].iter()).unwrap();
         journal.append_torn().unwrap();
-        let (_, records) = open(&path, 1);
+        let (_, records) = open(&data, 2);
         assert_eq!(records.len(), 1);
 
         // A whole record with one payload byte flipped: its CRC fails too.
-        let (mut journal, _) = open(&path, 5);
+        let (mut journal, _) = open(&data, 5);
         write(&mut journal, 1, &ops[..2]);
         write(&mut journal, 2, &ops[2..4]);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let file = OpenOptions::new().write(true).open(journal.path()).unwrap();
         let second = journal.end() - 3;
         file.write_all_at(&[0xFF], second).unwrap();
-        let (_, records) = open(&path, 6);
+        let (_, records) = open(&data, 7);
         assert_eq!(records.len(), 1);
     }
 
     #[test]
     fn a_whole_record_that_does_not_decode_is_an_error_not_a_silent_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.redb.journal");
-        let (mut journal, _) = open(&path, 0);
+        let (_dir, data) = data_file();
+        let (mut journal, _) = open(&data, 0);
         journal.encode(1, every_op().iter()).unwrap();
         // A newer codec version: the CRC is right, the payload unreadable.
         journal.buffer[HEADER_LEN] = codec::FORMAT_VERSION + 1;
@@ -456,7 +519,7 @@ mod tests {
         let crc = crc.finalize().to_le_bytes();
         journal.buffer[16..20].copy_from_slice(&crc);
         journal.append(true).unwrap();
-        match Journal::open(path.clone(), 1, true) {
+        match Journal::open(Journal::paths_of(&data), 2, true) {
             Err(ReadError::Undecodable { offset: 0, .. }) => {}
             Err(other) => panic!("expected Undecodable, got {other:?}"),
             Ok(_) => panic!("a record that does not decode must not be skipped"),
@@ -465,15 +528,18 @@ mod tests {
 
     #[test]
     fn a_missing_journal_is_created_only_when_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.redb.journal");
-        assert!(Journal::open(path.clone(), 0, false).unwrap().is_none());
-        assert!(!path.exists());
-        assert!(Journal::open(path.clone(), 0, true).unwrap().is_some());
-        assert!(path.exists());
+        let (_dir, data) = data_file();
+        let paths = Journal::paths_of(&data);
+        assert!(Journal::open(paths.clone(), 0, false).unwrap().is_none());
+        assert!(!paths[0].exists() && !paths[1].exists());
+        assert!(Journal::open(paths.clone(), 0, true).unwrap().is_some());
+        assert!(paths[0].exists() && paths[1].exists());
         assert_eq!(
-            Journal::path_of(Path::new("/data/warren.redb")),
-            Path::new("/data/warren.redb.journal")
+            Journal::paths_of(Path::new("/data/warren.redb")),
+            [
+                PathBuf::from("/data/warren.redb.journal.0"),
+                PathBuf::from("/data/warren.redb.journal.1")
+            ]
         );
     }
 }

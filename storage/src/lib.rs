@@ -53,7 +53,7 @@
 //! # Durability
 //!
 //! A [`Batch`] marked `durable` resolves its [`Commit`] only after an fsync:
-//! of the journal beside the file (`warren.redb.journal`) for a small group, of
+//! of the journal beside the file (`warren.redb.journal.0`, `.1`) for a small group, of
 //! redb's file for a large one. Many batches share one commit and one fsync
 //! (`writer.rs` describes the loop, and how non-durable batches reach the disk and
 //! what a crash loses; `journal.rs` the journal and how opening applies it).

@@ -54,7 +54,7 @@ pub(crate) fn open_file(path: &Path, options: &StoreOptions) -> Result<Opened, O
         let db = builder(path, options)
             .create(path)
             .map_err(|err| map_database_error(path, err))?;
-        validate(path, db, Some((Journal::path_of(path), options.journal)))
+        validate(path, db, Some((Journal::paths_of(path), options.journal)))
     })
 }
 
@@ -125,15 +125,16 @@ fn guarded(
 fn validate(
     path: &Path,
     db: Database,
-    journal: Option<(std::path::PathBuf, bool)>,
+    journal: Option<([std::path::PathBuf; 2], bool)>,
 ) -> Result<Opened, OpenError> {
     let format = check_format(path, &db)?;
     let (journal, records) = match journal {
-        Some((journal_path, create)) => {
-            match Journal::open(journal_path.clone(), format.journal_epoch, create) {
+        Some((journal_paths, create)) => {
+            let named = journal_paths[0].clone();
+            match Journal::open(journal_paths, format.journal_epoch, create) {
                 Ok(Some((journal, records))) => (Some(journal), records),
                 Ok(None) => (None, Vec::new()),
-                Err(err) => return Err(journal_error(&journal_path, err)),
+                Err(err) => return Err(journal_error(&named, err)),
             }
         }
         None => (None, Vec::new()),
@@ -151,9 +152,10 @@ fn validate(
             "applying the journal's writes the data file did not hold yet"
         );
     }
-    // The epoch advances even when the journal held nothing, so that no record
-    // of the old epoch can be read behind the new ones (`journal.rs`).
-    let epoch = journal.as_ref().map(|_| format.journal_epoch + 1);
+    // The epoch advances past both epochs read even when the journal held
+    // nothing, so that no record of them can be read behind new ones
+    // (`journal.rs`).
+    let epoch = journal.as_ref().map(|_| format.journal_epoch + 2);
     initialise(path, &db, next_id, epoch, &records)?;
     if let (Some(journal), Some(epoch)) = (&journal, epoch) {
         debug_assert_eq!(journal.epoch(), epoch);
@@ -496,6 +498,50 @@ mod tests {
     }
 
     #[test]
+    fn opening_applies_the_journal_of_the_files_epoch_and_of_the_next() {
+        use crate::batch::Op;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("warren.redb");
+        drop(open_file(&path, &options()).expect("create"));
+        // What a crash in the middle of a checkpoint leaves: records of the
+        // file's epoch (2, in file 0) and of the next (3, in file 1).
+        let (mut journal, none) = Journal::open(Journal::paths_of(&path), 0, true)
+            .expect("journal")
+            .expect("files");
+        assert!(none.is_empty());
+        assert_eq!(journal.epoch(), 2);
+        let put = |seq: u64| Op::PutMessage {
+            queue: 9,
+            seq,
+            index: vec![seq as u8],
+            body: vec![1; 10],
+        };
+        journal.encode(50, [put(1)].iter()).expect("encode");
+        journal.append(true).expect("append");
+        journal.switch();
+        journal.encode(60, [put(2), put(3)].iter()).expect("encode");
+        journal.append(true).expect("append");
+        drop(journal);
+
+        let opened = open_file(&path, &options()).expect("reopen");
+        assert_eq!(opened.next_id, 60);
+        let txn = opened.db.begin_read().expect("read");
+        let index = txn.open_table(QUEUE_INDEX).expect("index");
+        let seqs: Vec<u64> = index
+            .range((9, 0)..=(9, u64::MAX))
+            .expect("range")
+            .map(|entry| entry.expect("entry").0.value().1)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3], "both epochs applied, in order");
+        let format = txn.open_table(FORMAT).expect("format");
+        let epoch = format
+            .get(JOURNAL_EPOCH_KEY)
+            .expect("get")
+            .map(|g| g.value());
+        assert_eq!(epoch, Some(4), "past both epochs read");
+    }
+
+    #[test]
     fn a_version_1_file_opens_and_becomes_version_2() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("warren.redb");
@@ -509,14 +555,16 @@ mod tests {
             }
             txn.commit().expect("commit");
         }
-        std::fs::remove_file(Journal::path_of(&path)).expect("no journal in version 1");
+        for journal in Journal::paths_of(&path) {
+            std::fs::remove_file(journal).expect("no journal in version 1");
+        }
         let opened = open_file(&path, &options()).expect("a version 1 file opens");
         let txn = opened.db.begin_read().expect("read");
         let format = txn.open_table(FORMAT).expect("format");
         let value = |key| format.get(key).expect("get").map(|g| g.value());
         assert_eq!(value(FORMAT_VERSION_KEY), Some(2));
-        assert_eq!(value(JOURNAL_EPOCH_KEY), Some(1));
-        assert!(Journal::path_of(&path).exists());
+        assert_eq!(value(JOURNAL_EPOCH_KEY), Some(2));
+        assert!(Journal::paths_of(&path).iter().all(|p| p.exists()));
     }
 
     #[test]

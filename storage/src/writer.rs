@@ -38,6 +38,21 @@
 //! pages freed by non-durable commits until a durable one, another reason to
 //! bound the interval.
 //!
+//! # Checkpoints
+//!
+//! With a journal, the durable commit of the data file that makes the journaled
+//! groups durable there (a checkpoint) is due once a flush interval passed since
+//! the first commit without fsync, or [`FLUSH_BYTES`] were committed without
+//! fsync. The writer starts it after answering the group that found it due: it
+//! applies what it holds back in a durable transaction that advances the data
+//! file's journal epoch, moves the journal on to its other file, and hands the
+//! transaction to a thread of its own (`warren-store-checkpoint`) to commit. It
+//! goes on journaling and answering groups meanwhile, holding them back from redb
+//! until the checkpoint is done (it looks every [`CHECKPOINT_POLL`]). A read, a
+//! group that commits to the data file directly, compaction and shutdown wait for
+//! the checkpoint first; only one runs at a time (`journal.rs` says why that keeps
+//! a crash safe).
+//!
 //! # Failures
 //!
 //! If a commit fails, every request of the group gets the [`CommitError`] and
@@ -66,7 +81,7 @@
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -106,11 +121,16 @@ pub(crate) const APPLY_AFTER: Duration = Duration::from_millis(10);
 /// without waiting for [`APPLY_AFTER`].
 pub(crate) const APPLY_BYTES: usize = 128 * 1024;
 
-/// Bytes committed to redb without fsync after which the next commit is durable,
-/// whatever the flush interval says. redb keeps what a commit without fsync wrote
-/// in its write buffer and writes it all at the next durable commit, during which
-/// the writer answers nobody: the more it holds, the longer that stall.
+/// Bytes committed to redb without fsync after which a checkpoint (a durable
+/// commit) is due, whatever the flush interval says. redb keeps what a commit
+/// without fsync wrote in its write buffer and writes it all at the next durable
+/// commit: the more it holds, the longer that commit, and the longer reads and
+/// large groups wait for it.
 pub(crate) const FLUSH_BYTES: usize = 1024 * 1024;
+
+/// How often the writer looks whether a checkpoint's thread is done, while it
+/// waits for requests.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(1);
 
 /// redb's limit on one key or value (3 GiB). A larger one is refused before it
 /// joins a shared transaction, so that it fails alone.
@@ -198,6 +218,16 @@ pub(crate) struct Writer {
     deferred_bytes: usize,
     /// When the oldest group in `deferred` was journaled.
     deferred_since: Option<Instant>,
+    /// The checkpoint whose durable commit runs on its own thread, if any.
+    checkpoint: Option<Checkpoint>,
+}
+
+/// A durable commit of the data file running on its own thread, while the writer
+/// goes on journaling and answering groups (`journal.rs`: checkpoints).
+struct Checkpoint {
+    /// The commit's outcome.
+    done: Receiver<Result<(), String>>,
+    thread: JoinHandle<()>,
 }
 
 /// How a group reaches the disk.
@@ -281,6 +311,7 @@ impl Writer {
             deferred: Vec::new(),
             deferred_bytes: 0,
             deferred_since: None,
+            checkpoint: None,
         };
         thread::Builder::new()
             .name("warren-store-writer".to_string())
@@ -318,22 +349,32 @@ impl Writer {
     /// groups wait to be applied, waits no longer than [`APPLY_AFTER`] after the
     /// first of them, and applies them when it runs out; while non-durable
     /// commits are pending, no longer than the flush interval, and makes them
-    /// durable when it runs out. `None` once every sender is gone.
+    /// durable when it runs out; while a checkpoint runs, no longer than
+    /// [`CHECKPOINT_POLL`], and takes its outcome when it is done. `None` once
+    /// every sender is gone.
     fn next_request(&mut self) -> Option<Request> {
         if let Some(request) = self.carried.take() {
             return Some(request);
         }
         loop {
-            let apply_at = self.deferred_since.map(|since| since + APPLY_AFTER);
+            self.finish_checkpoint(false);
+            let idle = self.checkpoint.is_none();
+            let apply_at = self
+                .deferred_since
+                .filter(|_| idle)
+                .map(|since| since + APPLY_AFTER);
             let flush_at = self
                 .unflushed_since
+                .filter(|_| idle)
                 .map(|since| since + self.config.flush_interval);
-            let Some(deadline) = apply_at.into_iter().chain(flush_at).min() else {
+            let poll_at = (!idle).then(|| Instant::now() + CHECKPOINT_POLL);
+            let Some(deadline) = apply_at.into_iter().chain(flush_at).chain(poll_at).min() else {
                 return self.requests.recv().ok();
             };
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.requests.recv_timeout(wait) {
                 Ok(request) => return Some(request),
+                Err(RecvTimeoutError::Timeout) if !idle => {}
                 Err(RecvTimeoutError::Timeout) => {
                     if self.flush_due() {
                         self.flush_in_background();
@@ -426,7 +467,11 @@ impl Writer {
             let _ = pending.answer.send(result.clone());
         }
         // After the answers: the group that finds a durable commit of the data
-        // file due does not wait for it.
+        // file due does not wait for it. While a checkpoint runs, what is held
+        // back waits for it.
+        if self.checkpoint.is_some() {
+            return;
+        }
         if self.journal.is_some() && self.flush_due() {
             self.flush_in_background();
         } else if self.deferred_bytes >= APPLY_BYTES {
@@ -472,7 +517,11 @@ impl Writer {
                 self.defer(group);
                 Ok(())
             }
-            Route::File { .. } => self.try_commit(group, route),
+            Route::File { .. } => {
+                // A checkpoint finishes first: groups commit in order.
+                self.finish_checkpoint(true);
+                self.try_commit(group, route)
+            }
         };
         match &result {
             Ok(()) => {
@@ -506,13 +555,14 @@ impl Writer {
     /// Applies the journaled groups held back from redb in one commit without
     /// fsync (they are durable in the journal).
     fn apply_deferred(&mut self) -> Result<(), CommitError> {
+        // What a running checkpoint holds becomes visible when it is done.
+        self.finish_checkpoint(true);
         if self.deferred_since.is_none() {
             return Ok(());
         }
-        let durable = self.flush_due();
-        let result = self.try_commit(&[], Route::File { durable });
+        let result = self.try_commit(&[], Route::File { durable: false });
         match &result {
-            Ok(()) => self.shared.stats.committed(true, durable, 0, 0, 0),
+            Ok(()) => self.shared.stats.committed(true, false, 0, 0, 0),
             Err(_) => {
                 self.shared.stats.failed();
                 // redb refuses writes until the file is reopened: try again only
@@ -635,8 +685,8 @@ impl Writer {
             self.deferred_bytes = 0;
             self.shared.unapplied.store(false, Ordering::SeqCst);
         }
-        if let (Some(journal), Some(epoch)) = (self.journal.as_mut(), emptied) {
-            journal.restart(epoch);
+        if let (Some(journal), Some(_)) = (self.journal.as_mut(), emptied) {
+            journal.switch();
         }
         if durable {
             self.unflushed_since = None;
@@ -645,6 +695,120 @@ impl Writer {
             self.unflushed_since = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// Starts a checkpoint: applies what is held back in a durable transaction
+    /// that also advances the data file's journal epoch, moves the journal on to
+    /// its next epoch, and commits the transaction on a thread of its own, so that
+    /// groups go on being journaled and answered meanwhile (`journal.rs`). Called
+    /// with a journal and no checkpoint running.
+    fn start_checkpoint(&mut self) {
+        let Some(journal) = self.journal.as_ref() else {
+            return;
+        };
+        let next_id = self.shared.next_id.load(Ordering::SeqCst);
+        if journal.end() == 0 && self.deferred_since.is_none() && next_id == self.persisted_next_id
+        {
+            // Nothing the data file lacks: its commits without fsync came
+            // from records of an epoch an earlier checkpoint covered.
+            if self.unflushed_since.is_some() {
+                if let Err(err) = self.try_commit(&[], Route::File { durable: true }) {
+                    tracing::error!(error = %err, "store could not make its commits durable");
+                }
+            }
+            return;
+        }
+        let epoch = journal.epoch() + 1;
+        let shared = Arc::clone(&self.shared);
+        let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return;
+        };
+        let prepared = db
+            .begin_write()
+            .map_err(|err| self.storage_error(err))
+            .and_then(|mut txn| {
+                txn.set_quick_repair(self.config.quick_repair);
+                let moved = (next_id != self.persisted_next_id).then_some(next_id);
+                apply_group(&txn, &self.deferred, &[], moved, Some(epoch))
+                    .map(|()| txn)
+                    .map_err(|err| self.storage_error(err))
+            });
+        let txn = match prepared {
+            Ok(txn) => txn,
+            Err(err) => {
+                tracing::error!(error = %err, "store could not prepare a checkpoint");
+                self.shared.stats.failed();
+                return;
+            }
+        };
+        let (answer, done) = mpsc::channel();
+        let spawned = thread::Builder::new()
+            .name("warren-store-checkpoint".to_string())
+            .spawn(move || {
+                let _ = answer.send(txn.commit().map_err(|err| err.to_string()));
+            });
+        match spawned {
+            Ok(thread) => {
+                self.checkpoint = Some(Checkpoint { done, thread });
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.switch();
+                }
+                self.persisted_next_id = next_id;
+                // Held in the checkpoint's transaction now: visible, and durable,
+                // when it is done (`unapplied` stays set until then).
+                self.deferred.clear();
+                self.deferred_bytes = 0;
+                self.deferred_since = None;
+                self.unflushed_since = None;
+                self.unflushed_bytes = 0;
+            }
+            Err(err) => {
+                // The transaction was dropped with the closure: rolled back.
+                tracing::error!(error = %err, "store could not start a checkpoint thread");
+            }
+        }
+    }
+
+    /// Takes the outcome of the running checkpoint, if any: waiting for it with
+    /// `wait`, else only if it is done.
+    fn finish_checkpoint(&mut self, wait: bool) {
+        let Some(checkpoint) = self.checkpoint.as_ref() else {
+            return;
+        };
+        let outcome = if wait {
+            checkpoint
+                .done
+                .recv()
+                .map_err(|_| "the checkpoint thread stopped".to_string())
+        } else {
+            match checkpoint.done.try_recv() {
+                Ok(outcome) => Ok(outcome),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => Err("the checkpoint thread stopped".to_string()),
+            }
+        };
+        let Some(checkpoint) = self.checkpoint.take() else {
+            return;
+        };
+        if checkpoint.thread.join().is_err() {
+            tracing::error!("store checkpoint thread panicked");
+        }
+        match outcome.and_then(|committed| committed) {
+            Ok(()) => self.shared.stats.committed(true, true, 0, 0, 0),
+            Err(err) => {
+                // redb refuses writes from now on; the journal still holds every
+                // record since the data file's last durable epoch.
+                tracing::error!(error = %err, "store checkpoint failed");
+                self.shared.stats.failed();
+                if self.failure.is_none() {
+                    self.failure = Some(err);
+                }
+            }
+        }
+        if self.deferred_since.is_none() {
+            self.shared.unapplied.store(false, Ordering::SeqCst);
+        }
     }
 
     fn storage_error(&self, err: impl std::fmt::Display) -> CommitError {
@@ -658,8 +822,16 @@ impl Writer {
         }
     }
 
-    /// A durable empty commit, for non-durable commits that waited long enough.
+    /// A durable empty commit, for non-durable commits that waited long enough
+    /// or carry [`FLUSH_BYTES`]: with a journal, a checkpoint on its own thread
+    /// (unless one runs already); without, here.
     fn flush_in_background(&mut self) {
+        if self.journal.is_some() {
+            if self.checkpoint.is_none() {
+                self.start_checkpoint();
+            }
+            return;
+        }
         if let Err(err) = self.commit(&mut [], true) {
             tracing::error!(error = %err, "store could not make non-durable commits durable");
             // The store refuses writes now; do not retry in a loop.
@@ -670,6 +842,7 @@ impl Writer {
 
     /// On shutdown: make non-durable commits and the id counter durable.
     fn final_flush(&mut self) {
+        self.finish_checkpoint(true);
         let id_moved = self.shared.next_id.load(Ordering::SeqCst) != self.persisted_next_id;
         if self.unflushed_since.is_some() || self.deferred_since.is_some() || id_moved {
             if let Err(err) = self.commit(&mut [], true) {
@@ -680,6 +853,7 @@ impl Writer {
 
     fn compact(&mut self) -> Result<bool, CompactError> {
         let path = self.path().to_path_buf();
+        self.finish_checkpoint(true);
         if self.unflushed_since.is_some() || self.deferred_since.is_some() {
             self.commit(&mut [], true)
                 .map_err(|err| CompactError::Storage {

@@ -174,3 +174,77 @@ fn a_read_sees_every_write_answered_before_it_while_the_writer_holds_them_back()
     let stats = store.stats();
     assert_eq!(stats.journal_syncs, 200);
 }
+
+const CHECKPOINT_CHILD_ENV: &str = "WARREN_JOURNAL_CHECKPOINT_CHILD";
+const CHECKPOINT_TEST_NAME: &str = "durable_writes_across_checkpoints_survive_a_crash";
+const CHECKPOINT_PUTS: u64 = 4_000;
+
+/// Four megabytes of durable 1 KiB puts, one per batch, from two threads: the
+/// writer makes several checkpoints on their own thread meanwhile (one per
+/// megabyte), and the child dies wherever the last one is.
+fn checkpoint_child(path: &Path) -> ! {
+    let store = Store::open(path).expect("child open");
+    let threads: Vec<_> = (0..2u64)
+        .map(|queue| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for seq in 0..CHECKPOINT_PUTS / 2 {
+                    store
+                        .submit(Batch::durable(vec![Op::PutMessage {
+                            queue: 10 + queue,
+                            seq,
+                            index: vec![1],
+                            body: vec![b'C'; 1024],
+                        }]))
+                        .wait()
+                        .expect("durable put");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("writer thread");
+    }
+    assert!(
+        store.stats().fsyncs >= 2,
+        "checkpoints ran: {:?}",
+        store.stats()
+    );
+    std::process::exit(CHILD_EXIT);
+}
+
+#[test]
+fn durable_writes_across_checkpoints_survive_a_crash() {
+    if let Some(path) = std::env::var_os(CHECKPOINT_CHILD_ENV) {
+        checkpoint_child(Path::new(&path));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warren.redb");
+    let status = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            CHECKPOINT_TEST_NAME,
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHECKPOINT_CHILD_ENV, &path)
+        .status()
+        .expect("spawn child");
+    assert_eq!(
+        status.code(),
+        Some(CHILD_EXIT),
+        "the child must reach its crash"
+    );
+    let store = Store::open(&path).expect("open after the crash");
+    for queue in [10, 11] {
+        let mut seqs = Vec::new();
+        store
+            .for_each_index(queue, |seq, _| seqs.push(seq))
+            .expect("index");
+        assert_eq!(
+            seqs,
+            (0..CHECKPOINT_PUTS / 2).collect::<Vec<_>>(),
+            "queue {queue}: every acknowledged put, once"
+        );
+    }
+}

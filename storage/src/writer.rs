@@ -106,7 +106,7 @@ pub const FAULT_ABORT_IN_COMMIT_ENV: &str = "WARREN_FAULT_ABORT_IN_COMMIT";
 /// durably instead of going through the journal: its pages are mostly its own
 /// data, so writing it twice would cost more than the fsync of redb's few extra
 /// pages.
-pub(crate) const JOURNAL_GROUP_MAX: usize = 256 * 1024;
+pub(crate) const JOURNAL_GROUP_MAX: usize = 1024 * 1024;
 
 /// The journal's size: a group that would take it past this commits to the data
 /// file durably instead, which empties the journal.

@@ -143,7 +143,8 @@ fn a_small_durable_batch_is_fsynced_in_the_journal_and_a_large_one_in_the_file()
     assert_eq!(after_small.journal_syncs, before.journal_syncs + 1);
     assert_eq!(after_small.fsyncs, before.fsyncs);
 
-    let large: Vec<Op> = (1..=2_000).map(|seq| put(seq, b'L')).collect();
+    // Over the journal's 1 MiB limit for a durable group: 6 000 × 200 B bodies.
+    let large: Vec<Op> = (1..=6_000).map(|seq| put(seq, b'L')).collect();
     store.submit(Batch::durable(large)).wait().expect("large");
     let after_large = store.stats();
     assert_eq!(after_large.journal_syncs, after_small.journal_syncs);

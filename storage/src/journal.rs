@@ -25,7 +25,9 @@
 //! +-------+---------+---------+--------+--------------------------------------+
 //! ```
 //!
-//! The CRC covers the epoch and the payload. Records of one *epoch* are written
+//! The CRC covers the store's journal key (a random number kept in the data
+//! file's `format` table: bytes a publisher chose, left from an older epoch,
+//! cannot pass for a record), the epoch and the payload. Records of one *epoch* are written
 //! one after another from offset 0 of the file numbered `epoch % 2`. The files are
 //! never truncated: an epoch writes over the records its file held two epochs
 //! before. The data file holds, in its `format` table, the oldest epoch whose
@@ -109,8 +111,14 @@ pub(crate) struct Journal {
     paths: [PathBuf; 2],
     /// The epoch new records are written under.
     epoch: u64,
+    /// The store's journal key, mixed into every record's CRC.
+    key: u64,
     /// Where the next record goes: the bytes written in this epoch.
     end: u64,
+    /// Records of this epoch were written without fsync since the last one.
+    unsynced: bool,
+    /// A write of this epoch was attempted (even one that failed part way).
+    touched: bool,
     /// The record being written, reused from group to group.
     buffer: Vec<u8>,
 }
@@ -134,6 +142,7 @@ impl Journal {
     pub(crate) fn open(
         paths: [PathBuf; 2],
         epoch: u64,
+        key: u64,
         create: bool,
     ) -> Result<Option<(Journal, Vec<Record>)>, ReadError> {
         let exists = paths.iter().all(|path| path.exists());
@@ -170,17 +179,21 @@ impl Journal {
             .try_into()
             .map_err(|_| ReadError::Io(io::Error::other("two journal files were opened")))?;
         let slot = |epoch: u64| (epoch % 2) as usize;
-        let mut records = read_epoch(&files[slot(epoch)], &paths[slot(epoch)], epoch)?;
+        let mut records = read_epoch(&files[slot(epoch)], &paths[slot(epoch)], epoch, key)?;
         records.extend(read_epoch(
             &files[slot(epoch + 1)],
             &paths[slot(epoch + 1)],
             epoch + 1,
+            key,
         )?);
         let journal = Journal {
             files,
             paths,
             epoch: epoch + 2,
+            key,
             end: 0,
+            unsynced: false,
+            touched: false,
             buffer: Vec::new(),
         };
         Ok(Some((journal, records)))
@@ -200,10 +213,16 @@ impl Journal {
         self.epoch
     }
 
-    /// Bytes written in this epoch (0: the journal holds nothing the data file
-    /// does not).
+    /// Bytes written in this epoch.
     pub(crate) fn end(&self) -> u64 {
         self.end
+    }
+
+    /// Whether this epoch's file was written to at all (a write that failed part
+    /// way included): if not, the journal holds nothing the data file does not,
+    /// and a durable commit need not move it on.
+    pub(crate) fn touched(&self) -> bool {
+        self.touched
     }
 
     /// Encodes a record of `ops` into the journal's buffer; returns its length
@@ -229,6 +248,7 @@ impl Journal {
         })?;
         let epoch = self.epoch.to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.key.to_le_bytes());
         crc.update(&epoch);
         crc.update(&self.buffer[HEADER_LEN..]);
         self.buffer[0..4].copy_from_slice(&MAGIC);
@@ -243,10 +263,14 @@ impl Journal {
     /// written: the writer must empty the journal (a durable commit of the data
     /// file and [`Journal::switch`]) before it appends again.
     pub(crate) fn append(&mut self, sync: bool) -> io::Result<()> {
+        self.touched = true;
         self.file().write_all_at(&self.buffer, self.end)?;
         self.end += self.buffer.len() as u64;
         if sync {
             self.file().sync_data()?;
+            self.unsynced = false;
+        } else {
+            self.unsynced = true;
         }
         Ok(())
     }
@@ -255,6 +279,7 @@ impl Journal {
     /// fault-injection hook's crash in the middle of a journal write.
     pub(crate) fn append_torn(&mut self) -> io::Result<()> {
         let half = self.buffer.len() / 2;
+        self.touched = true;
         self.file().write_all_at(&self.buffer[..half], self.end)
     }
 
@@ -262,14 +287,25 @@ impl Journal {
     /// checkpoint now covers every record of the epoch left. The caller must know
     /// the checkpoint before this one committed: the other file's records are
     /// overwritten.
-    pub(crate) fn switch(&mut self) {
+    ///
+    /// With `sync_first` (a checkpoint that has not committed yet), records of
+    /// the epoch left that were written without fsync are fsynced first: a
+    /// durable record of the next epoch must not reach the disk without them,
+    /// which the next epoch's fsyncs (of the other file) would not ensure.
+    pub(crate) fn switch(&mut self, sync_first: bool) -> io::Result<()> {
+        if sync_first && self.unsynced {
+            self.file().sync_data()?;
+        }
         self.epoch += 1;
         self.end = 0;
+        self.unsynced = false;
+        self.touched = false;
+        Ok(())
     }
 }
 
 /// The records of `epoch` from offset 0 on, up to the first that is not one.
-fn read_epoch(file: &File, path: &Path, epoch: u64) -> Result<Vec<Record>, ReadError> {
+fn read_epoch(file: &File, path: &Path, epoch: u64, key: u64) -> Result<Vec<Record>, ReadError> {
     let size = file.metadata().map_err(ReadError::Io)?.len();
     let mut records = Vec::new();
     let mut offset = 0u64;
@@ -292,6 +328,7 @@ fn read_epoch(file: &File, path: &Path, epoch: u64) -> Result<Vec<Record>, ReadE
         file.read_exact_at(&mut payload, start)
             .map_err(ReadError::Io)?;
         let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&key.to_le_bytes());
         hasher.update(&header[8..16]);
         hasher.update(&payload);
         if hasher.finalize() != crc {
@@ -392,8 +429,10 @@ mod tests {
         ]
     }
 
+    const KEY: u64 = 0x5EED;
+
     fn open(data: &Path, epoch: u64) -> (Journal, Vec<Record>) {
-        Journal::open(Journal::paths_of(data), epoch, true)
+        Journal::open(Journal::paths_of(data), epoch, KEY, true)
             .expect("open")
             .expect("created")
     }
@@ -460,7 +499,7 @@ mod tests {
             write(&mut journal, id, &[op]);
         }
         // A checkpoint moves to epoch 3, in file 1, while epoch 2's commit runs.
-        journal.switch();
+        journal.switch(true).unwrap();
         assert_eq!(journal.epoch(), 3);
         write(&mut journal, 4, &[Op::DeleteMessage { queue: 1, seq: 1 }]);
         let (_, records) = open(&data, 2);
@@ -473,8 +512,8 @@ mod tests {
         // Epoch 4 writes file 0 again, over epoch 2's records: one short record,
         // epoch 2's lie behind it and are not read.
         let (mut journal, _) = open(&data, 0);
-        journal.switch();
-        journal.switch();
+        journal.switch(true).unwrap();
+        journal.switch(true).unwrap();
         assert_eq!(journal.epoch(), 4);
         write(&mut journal, 5, &[Op::DeleteMessage { queue: 1, seq: 2 }]);
         let (_, records) = open(&data, 4);
@@ -514,12 +553,13 @@ mod tests {
         // A newer codec version: the CRC is right, the payload unreadable.
         journal.buffer[HEADER_LEN] = codec::FORMAT_VERSION + 1;
         let mut crc = crc32fast::Hasher::new();
+        crc.update(&KEY.to_le_bytes());
         crc.update(&journal.buffer[8..16]);
         crc.update(&journal.buffer[HEADER_LEN..]);
         let crc = crc.finalize().to_le_bytes();
         journal.buffer[16..20].copy_from_slice(&crc);
         journal.append(true).unwrap();
-        match Journal::open(Journal::paths_of(&data), 2, true) {
+        match Journal::open(Journal::paths_of(&data), 2, KEY, true) {
             Err(ReadError::Undecodable { offset: 0, .. }) => {}
             Err(other) => panic!("expected Undecodable, got {other:?}"),
             Ok(_) => panic!("a record that does not decode must not be skipped"),
@@ -527,12 +567,26 @@ mod tests {
     }
 
     #[test]
+    fn a_record_made_without_the_stores_key_is_not_read() {
+        let (_dir, data) = data_file();
+        let (mut journal, _) = open(&data, 0);
+        journal.key = KEY + 1;
+        write(&mut journal, 1, &every_op()[..1]);
+        let (_, records) = open(&data, 2);
+        assert!(records.is_empty(), "a forged record passed: {records:?}");
+    }
+
+    #[test]
     fn a_missing_journal_is_created_only_when_asked() {
         let (_dir, data) = data_file();
         let paths = Journal::paths_of(&data);
-        assert!(Journal::open(paths.clone(), 0, false).unwrap().is_none());
+        assert!(Journal::open(paths.clone(), 0, KEY, false)
+            .unwrap()
+            .is_none());
         assert!(!paths[0].exists() && !paths[1].exists());
-        assert!(Journal::open(paths.clone(), 0, true).unwrap().is_some());
+        assert!(Journal::open(paths.clone(), 0, KEY, true)
+            .unwrap()
+            .is_some());
         assert!(paths[0].exists() && paths[1].exists());
         assert_eq!(
             Journal::paths_of(Path::new("/data/warren.redb")),

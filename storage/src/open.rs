@@ -15,8 +15,8 @@ use crate::journal::{self, Journal, Record};
 use crate::options::StoreOptions;
 use crate::tables::{
     MetaTable, CONSUMER_OFFSETS, DELAYED, FILE_FORMAT_VERSION, FORMAT, FORMAT_VERSION_KEY,
-    JOURNAL_EPOCH_KEY, NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY,
-    QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
+    JOURNAL_EPOCH_KEY, JOURNAL_KEY_KEY, NEXT_ID_KEY, PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME,
+    QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG, REPLICATION_SNAPSHOT,
 };
 
 /// The first id [`crate::Store::allocate_id`] hands out in a new file. Zero is
@@ -128,10 +128,12 @@ fn validate(
     journal: Option<([std::path::PathBuf; 2], bool)>,
 ) -> Result<Opened, OpenError> {
     let format = check_format(path, &db)?;
+    let journal_wanted = journal.as_ref().map(|(_, create)| *create);
+    let key = format.journal_key.unwrap_or_else(random_key);
     let (journal, records) = match journal {
         Some((journal_paths, create)) => {
             let named = journal_paths[0].clone();
-            match Journal::open(journal_paths, format.journal_epoch, create) {
+            match Journal::open(journal_paths, format.journal_epoch, key, create) {
                 Ok(Some((journal, records))) => (Some(journal), records),
                 Ok(None) => (None, Vec::new()),
                 Err(err) => return Err(journal_error(&named, err)),
@@ -156,10 +158,14 @@ fn validate(
     // nothing, so that no record of them can be read behind new ones
     // (`journal.rs`).
     let epoch = journal.as_ref().map(|_| format.journal_epoch + 2);
-    initialise(path, &db, next_id, epoch, &records)?;
+    let journal_format = epoch.map(|epoch| (epoch, key));
+    initialise(path, &db, next_id, journal_format, &records)?;
     if let (Some(journal), Some(epoch)) = (&journal, epoch) {
         debug_assert_eq!(journal.epoch(), epoch);
     }
+    // A store opened without a journal applied what one left, and writes none:
+    // the epoch advanced past every record in the files.
+    let journal = journal.filter(|_| matches!(journal_wanted, Some(true)));
     Ok(Opened {
         db,
         next_id,
@@ -190,6 +196,21 @@ struct Format {
     next_id: u64,
     /// The journal epoch whose records the file does not hold yet.
     journal_epoch: u64,
+    /// The journal key mixed into its records' CRCs; `None` before the first.
+    journal_key: Option<u64>,
+}
+
+/// A new journal key: random, from the standard library's per-process random
+/// hash keys and the clock.
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Reads the `format` table: the file's layout version, the id counter and the
@@ -218,6 +239,7 @@ fn check_format(path: &Path, db: &Database) -> Result<Format, OpenError> {
                 return Ok(Format {
                     next_id: FIRST_ID,
                     journal_epoch: 0,
+                    journal_key: None,
                 });
             }
             return Err(OpenError::NotWarren {
@@ -258,9 +280,14 @@ fn check_format(path: &Path, db: &Database) -> Result<Format, OpenError> {
         .get(JOURNAL_EPOCH_KEY)
         .map_err(|err| map_storage_error(path, err))?
         .map_or(0, |guard| guard.value());
+    let journal_key = format
+        .get(JOURNAL_KEY_KEY)
+        .map_err(|err| map_storage_error(path, err))?
+        .map(|guard| guard.value());
     Ok(Format {
         next_id: next_id.max(FIRST_ID),
         journal_epoch,
+        journal_key,
     })
 }
 
@@ -271,7 +298,7 @@ fn initialise(
     path: &Path,
     db: &Database,
     next_id: u64,
-    journal_epoch: Option<u64>,
+    journal: Option<(u64, u64)>,
     records: &[Record],
 ) -> Result<(), OpenError> {
     let txn = db.begin_write().map_err(|err| OpenError::Storage {
@@ -306,9 +333,12 @@ fn initialise(
             .map_err(|err| map_table_error(path, err))?;
         txn.open_table(DELAYED)
             .map_err(|err| map_table_error(path, err))?;
-        if let Some(epoch) = journal_epoch {
+        if let Some((epoch, key)) = journal {
             format
                 .insert(JOURNAL_EPOCH_KEY, epoch)
+                .map_err(|err| map_storage_error(path, err))?;
+            format
+                .insert(JOURNAL_KEY_KEY, key)
                 .map_err(|err| map_storage_error(path, err))?;
         }
         let mut tables = GroupTables::new(&txn);
@@ -502,10 +532,16 @@ mod tests {
         use crate::batch::Op;
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("warren.redb");
-        drop(open_file(&path, &options()).expect("create"));
+        let key = {
+            let opened = open_file(&path, &options()).expect("create");
+            let txn = opened.db.begin_read().expect("read");
+            let format = txn.open_table(FORMAT).expect("format");
+            let key = format.get(JOURNAL_KEY_KEY).expect("get").map(|g| g.value());
+            key.expect("a journal key")
+        };
         // What a crash in the middle of a checkpoint leaves: records of the
         // file's epoch (2, in file 0) and of the next (3, in file 1).
-        let (mut journal, none) = Journal::open(Journal::paths_of(&path), 0, true)
+        let (mut journal, none) = Journal::open(Journal::paths_of(&path), 0, key, true)
             .expect("journal")
             .expect("files");
         assert!(none.is_empty());
@@ -518,7 +554,7 @@ mod tests {
         };
         journal.encode(50, [put(1)].iter()).expect("encode");
         journal.append(true).expect("append");
-        journal.switch();
+        journal.switch(true).expect("switch");
         journal.encode(60, [put(2), put(3)].iter()).expect("encode");
         journal.append(true).expect("append");
         drop(journal);

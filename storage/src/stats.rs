@@ -24,7 +24,8 @@ pub struct StoreStats {
     pub failed_commits: u64,
     /// The largest number of batches that shared one commit.
     pub largest_group: u64,
-    /// Groups written to the journal (each also a commit without fsync).
+    /// Groups written to the journal (applied to redb later, several in one
+    /// commit without fsync).
     pub journal_records: u64,
     /// Journal records fsynced (groups with a durable batch).
     pub journal_syncs: u64,

@@ -37,6 +37,12 @@ pub(crate) const NEXT_ID_KEY: &str = "next_id";
 /// so does opening the file after reading the journal (`journal.rs`).
 pub(crate) const JOURNAL_EPOCH_KEY: &str = "journal_epoch";
 
+/// Key in [`FORMAT`]: a random number drawn when the file first got a journal and
+/// mixed into every journal record's CRC, so that bytes a publisher chose (a
+/// message body left in a journal file from an older epoch) can never pass for a
+/// record of this store.
+pub(crate) const JOURNAL_KEY_KEY: &str = "journal_key";
+
 /// `queue.index`: `(queue, seq) -> index record`. Small records (delivery count,
 /// expiry, size, ...) read at recovery for every message, so a restart never reads
 /// message bodies.

@@ -9,9 +9,10 @@
 //!    [`StoreOptions::max_group_ops`] ops or [`StoreOptions::max_group_bytes`]
 //!    bytes (the request that does not fit waits for the next group),
 //! 3. writes a small group as one record to the journal (`journal.rs`),
-//!    fsynced if any batch in the group asked for durability, then applies it,
-//!    in arrival order, in ONE write transaction committed without fsync
-//!    ([`Durability::None`]); a durable group of more than
+//!    fsynced if any batch in the group asked for durability, and holds its ops
+//!    back (at most [`APPLY_AFTER`] or [`APPLY_BYTES`]) to apply them with the
+//!    groups after it, in arrival order, in ONE write transaction committed
+//!    without fsync ([`Durability::None`]); a durable group of more than
 //!    [`JOURNAL_GROUP_MAX`] bytes (or one that would take the journal past
 //!    [`JOURNAL_MAX`]) skips the journal and is committed durably
 //!    ([`Durability::Immediate`], redb's fsync), which also empties the journal,
@@ -494,6 +495,10 @@ impl Writer {
     /// the outcome in the stats. An empty group makes every earlier commit
     /// durable in the data file.
     fn commit(&mut self, group: &mut [Pending], durable: bool) -> Result<(), CommitError> {
+        if let Some(refused) = self.refused() {
+            self.shared.stats.failed();
+            return Err(refused);
+        }
         let batches = group.iter().filter(|pending| !pending.flush).count() as u64;
         let ops = group.iter().map(|pending| pending.ops.len() as u64).sum();
         let bytes = group.iter().map(|pending| pending.payload as u64).sum();
@@ -534,9 +539,27 @@ impl Writer {
                     bytes,
                 );
             }
-            Err(_) => self.shared.stats.failed(),
+            Err(err) => {
+                self.shared.stats.failed();
+                if self.journal.is_some() && self.failure.is_none() {
+                    self.failure = Some(err.to_string());
+                }
+            }
         }
         result
+    }
+
+    /// With a journal, after a failure (a commit, a journal write and the commit
+    /// that stood in for it, a checkpoint): the error every later request gets.
+    /// Going on would answer groups whose records may follow a damaged one, or
+    /// whose held-back predecessors redb never got; the node must restart, and
+    /// opening applies the journal. Without a journal redb refuses writes by
+    /// itself, with its own error.
+    fn refused(&self) -> Option<CommitError> {
+        self.journal.as_ref()?;
+        self.failure
+            .as_ref()
+            .map(|_| self.storage_error("the store refuses writes until the node restarts"))
     }
 
     /// Holds a journaled group's ops back from redb: the next write transaction
@@ -557,6 +580,14 @@ impl Writer {
     fn apply_deferred(&mut self) -> Result<(), CommitError> {
         // What a running checkpoint holds becomes visible when it is done.
         self.finish_checkpoint(true);
+        if let Some(refused) = self.refused() {
+            // Reads get the error rather than a file without answered writes;
+            // the timer tries again only after a flush interval.
+            if self.deferred_since.is_some() {
+                self.deferred_since = Some(Instant::now() + self.config.flush_interval);
+            }
+            return Err(refused);
+        }
         if self.deferred_since.is_none() {
             return Ok(());
         }
@@ -655,7 +686,7 @@ impl Writer {
         }
         // The journal's next epoch, when this durable commit empties it.
         let emptied = match &self.journal {
-            Some(journal) if durable && journal.end() > 0 => Some(journal.epoch() + 1),
+            Some(journal) if durable && journal.touched() => Some(journal.epoch() + 1),
             _ => None,
         };
         let applied = apply_group(
@@ -686,7 +717,9 @@ impl Writer {
             self.shared.unapplied.store(false, Ordering::SeqCst);
         }
         if let (Some(journal), Some(_)) = (self.journal.as_mut(), emptied) {
-            journal.switch();
+            // This commit holds everything journaled: nothing to fsync first, and
+            // a switch without one cannot fail.
+            let _ = journal.switch(false);
         }
         if durable {
             self.unflushed_since = None;
@@ -709,13 +742,16 @@ impl Writer {
         let next_id = self.shared.next_id.load(Ordering::SeqCst);
         if journal.end() == 0 && self.deferred_since.is_none() && next_id == self.persisted_next_id
         {
-            // Nothing the data file lacks: its commits without fsync came
-            // from records of an epoch an earlier checkpoint covered.
-            if self.unflushed_since.is_some() {
-                if let Err(err) = self.try_commit(&[], Route::File { durable: true }) {
-                    tracing::error!(error = %err, "store could not make its commits durable");
-                }
-            }
+            // Nothing the data file lacks that the journal does not hold: only
+            // the flush timer to reset.
+            self.unflushed_since = None;
+            self.unflushed_bytes = 0;
+            return;
+        }
+        if self.refused().is_some() {
+            // Not in a loop: the timer waits a flush interval again.
+            self.unflushed_since = Some(Instant::now());
+            self.unflushed_bytes = 0;
             return;
         }
         let epoch = journal.epoch() + 1;
@@ -739,9 +775,18 @@ impl Writer {
             Err(err) => {
                 tracing::error!(error = %err, "store could not prepare a checkpoint");
                 self.shared.stats.failed();
+                self.failure.get_or_insert_with(|| err.to_string());
                 return;
             }
         };
+        // Records of the epoch left that were not fsynced must be on the disk
+        // before a durable record of the next can be.
+        if let Some(Err(err)) = self.journal.as_mut().map(|journal| journal.switch(true)) {
+            tracing::error!(error = %err, "store could not fsync its journal for a checkpoint");
+            self.shared.stats.failed();
+            self.failure.get_or_insert_with(|| err.to_string());
+            return;
+        }
         let (answer, done) = mpsc::channel();
         let spawned = thread::Builder::new()
             .name("warren-store-checkpoint".to_string())
@@ -751,9 +796,6 @@ impl Writer {
         match spawned {
             Ok(thread) => {
                 self.checkpoint = Some(Checkpoint { done, thread });
-                if let Some(journal) = self.journal.as_mut() {
-                    journal.switch();
-                }
                 self.persisted_next_id = next_id;
                 // Held in the checkpoint's transaction now: visible, and durable,
                 // when it is done (`unapplied` stays set until then).
@@ -764,8 +806,12 @@ impl Writer {
                 self.unflushed_bytes = 0;
             }
             Err(err) => {
-                // The transaction was dropped with the closure: rolled back.
+                // The transaction was dropped with the closure: rolled back. The
+                // journal moved on, and must not move again before the data file
+                // holds the epoch left: refuse from here on.
                 tracing::error!(error = %err, "store could not start a checkpoint thread");
+                self.shared.stats.failed();
+                self.failure.get_or_insert_with(|| err.to_string());
             }
         }
     }
@@ -804,6 +850,9 @@ impl Writer {
                 if self.failure.is_none() {
                     self.failure = Some(err);
                 }
+                // What it held is in no file redb reads: reads keep asking, and
+                // get the error.
+                return;
             }
         }
         if self.deferred_since.is_none() {

@@ -249,3 +249,23 @@ fn durable_writes_across_checkpoints_survive_a_crash() {
         );
     }
 }
+
+#[test]
+fn a_store_opened_without_the_journal_writes_none_though_its_files_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warren.redb");
+    drop(Store::open(&path).expect("with the journal"));
+    let mut options = StoreOptions::default();
+    options.journal = false;
+    let store = Store::open_with(&path, options).expect("without");
+    store
+        .submit(Batch::durable(vec![put(0, b'N')]))
+        .wait()
+        .expect("durable put");
+    let stats = store.stats();
+    assert_eq!(stats.journal_syncs, 0, "{stats:?}");
+    assert_eq!(
+        stats.fsyncs, 1,
+        "a durable commit of the data file: {stats:?}"
+    );
+}

@@ -145,19 +145,19 @@ impl Journal {
         key: u64,
         create: bool,
     ) -> Result<Option<(Journal, Vec<Record>)>, ReadError> {
-        let exists = paths.iter().all(|path| path.exists());
-        if !exists && !create {
-            let any = paths.iter().find(|path| path.exists());
-            let Some(found) = any else {
-                return Ok(None);
-            };
-            // One file without the other: read it, and create the missing one.
-            tracing::warn!(path = %found.display(), "one journal file of two is missing");
+        let existing = paths.iter().filter(|path| path.exists()).count();
+        match existing {
+            0 if !create => return Ok(None),
+            // One file without the other: read the one there, create the other.
+            1 => tracing::warn!(
+                path = %paths[0].display(),
+                "one of the two journal files is missing: writes it held, if any, are lost"
+            ),
+            _ => {}
         }
+        let created = existing < 2;
         let mut opened = Vec::with_capacity(2);
-        let mut created = false;
         for path in &paths {
-            created |= !path.exists();
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)

@@ -128,18 +128,18 @@ fn validate(
     journal: Option<([std::path::PathBuf; 2], bool)>,
 ) -> Result<Opened, OpenError> {
     let format = check_format(path, &db)?;
-    let journal_wanted = journal.as_ref().map(|(_, create)| *create);
     let key = format.journal_key.unwrap_or_else(random_key);
-    let (journal, records) = match journal {
+    // The journal read, what it held, and whether the store goes on writing it.
+    let (journal, records, keep) = match journal {
         Some((journal_paths, create)) => {
             let named = journal_paths[0].clone();
             match Journal::open(journal_paths, format.journal_epoch, key, create) {
-                Ok(Some((journal, records))) => (Some(journal), records),
-                Ok(None) => (None, Vec::new()),
+                Ok(Some((journal, records))) => (Some(journal), records, create),
+                Ok(None) => (None, Vec::new(), false),
                 Err(err) => return Err(journal_error(&named, err)),
             }
         }
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), false),
     };
     let next_id = records
         .iter()
@@ -154,18 +154,14 @@ fn validate(
             "applying the journal's writes the data file did not hold yet"
         );
     }
-    // The epoch advances past both epochs read even when the journal held
-    // nothing, so that no record of them can be read behind new ones
-    // (`journal.rs`).
-    let epoch = journal.as_ref().map(|_| format.journal_epoch + 2);
-    let journal_format = epoch.map(|epoch| (epoch, key));
+    // The epoch advances past both epochs read (to the one the journal now
+    // writes) even when the journal held nothing, so that no record of them can
+    // be read behind new ones (`journal.rs`).
+    let journal_format = journal.as_ref().map(|journal| (journal.epoch(), key));
     initialise(path, &db, next_id, journal_format, &records)?;
-    if let (Some(journal), Some(epoch)) = (&journal, epoch) {
-        debug_assert_eq!(journal.epoch(), epoch);
-    }
     // A store opened without a journal applied what one left, and writes none:
     // the epoch advanced past every record in the files.
-    let journal = journal.filter(|_| matches!(journal_wanted, Some(true)));
+    let journal = journal.filter(|_| keep);
     Ok(Opened {
         db,
         next_id,

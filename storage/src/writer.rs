@@ -541,12 +541,18 @@ impl Writer {
             }
             Err(err) => {
                 self.shared.stats.failed();
-                if self.journal.is_some() && self.failure.is_none() {
-                    self.failure = Some(err.to_string());
-                }
+                self.record_failure(err);
             }
         }
         result
+    }
+
+    /// Remembers the store's first failure: named in later errors, and with a
+    /// journal the reason every later request is refused ([`Writer::refused`]).
+    fn record_failure(&mut self, cause: impl std::fmt::Display) {
+        if self.failure.is_none() {
+            self.failure = Some(cause.to_string());
+        }
     }
 
     /// With a journal, after a failure (a commit, a journal write and the commit
@@ -594,12 +600,11 @@ impl Writer {
         let result = self.try_commit(&[], Route::File { durable: false });
         match &result {
             Ok(()) => self.shared.stats.committed(true, false, 0, 0, 0),
-            Err(_) => {
+            Err(err) => {
+                // The ops stay durable in the journal; from here on the store
+                // refuses, and the next try waits a flush interval (above).
                 self.shared.stats.failed();
-                // redb refuses writes until the file is reopened: try again only
-                // after a flush interval, not in a loop. The ops stay durable in
-                // the journal, and reads get this error meanwhile.
-                self.deferred_since = Some(Instant::now() + self.config.flush_interval);
+                self.record_failure(err);
             }
         }
         result
@@ -703,9 +708,7 @@ impl Writer {
         }
         if let Err(err) = txn.commit() {
             let wrapped = self.storage_error(&err);
-            if self.failure.is_none() {
-                self.failure = Some(err.to_string());
-            }
+            self.record_failure(err);
             return Err(wrapped);
         }
         self.persisted_next_id = next_id;
@@ -740,7 +743,7 @@ impl Writer {
             return;
         };
         let next_id = self.shared.next_id.load(Ordering::SeqCst);
-        if journal.end() == 0 && self.deferred_since.is_none() && next_id == self.persisted_next_id
+        if !journal.touched() && self.deferred_since.is_none() && next_id == self.persisted_next_id
         {
             // Nothing the data file lacks that the journal does not hold: only
             // the flush timer to reset.
@@ -775,7 +778,7 @@ impl Writer {
             Err(err) => {
                 tracing::error!(error = %err, "store could not prepare a checkpoint");
                 self.shared.stats.failed();
-                self.failure.get_or_insert_with(|| err.to_string());
+                self.record_failure(err);
                 return;
             }
         };
@@ -784,7 +787,7 @@ impl Writer {
         if let Some(Err(err)) = self.journal.as_mut().map(|journal| journal.switch(true)) {
             tracing::error!(error = %err, "store could not fsync its journal for a checkpoint");
             self.shared.stats.failed();
-            self.failure.get_or_insert_with(|| err.to_string());
+            self.record_failure(err);
             return;
         }
         let (answer, done) = mpsc::channel();
@@ -811,7 +814,7 @@ impl Writer {
                 // holds the epoch left: refuse from here on.
                 tracing::error!(error = %err, "store could not start a checkpoint thread");
                 self.shared.stats.failed();
-                self.failure.get_or_insert_with(|| err.to_string());
+                self.record_failure(err);
             }
         }
     }
@@ -847,9 +850,7 @@ impl Writer {
                 // record since the data file's last durable epoch.
                 tracing::error!(error = %err, "store checkpoint failed");
                 self.shared.stats.failed();
-                if self.failure.is_none() {
-                    self.failure = Some(err);
-                }
+                self.record_failure(err);
                 // What it held is in no file redb reads: reads keep asking, and
                 // get the error.
                 return;

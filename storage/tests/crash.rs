@@ -9,7 +9,8 @@
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 use warren_storage::{Batch, MetaTable, Op, Store, FAULT_ABORT_IN_COMMIT_ENV};
 
@@ -62,8 +63,7 @@ fn durable_batches_and_their_ids_survive_a_crash() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.redb");
-    let status = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", TEST_NAME, "--test-threads=1", "--nocapture"])
+    let status = common::rerun(TEST_NAME)
         .env(CHILD_ENV, &path)
         .status()
         .expect("spawn child");
@@ -144,14 +144,8 @@ fn the_fault_hook_aborts_in_the_middle_of_the_durable_commit_it_names() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.redb");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"));
+    let mut child = common::rerun(ABORT_TEST_NAME);
     child
-        .args([
-            "--exact",
-            ABORT_TEST_NAME,
-            "--test-threads=1",
-            "--nocapture",
-        ])
         .env(ABORT_CHILD_ENV, &path)
         .env(FAULT_ABORT_IN_COMMIT_ENV, "3");
     // The abort is on purpose: no core file of it.

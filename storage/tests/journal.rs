@@ -7,7 +7,8 @@
 //! process).
 
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 use std::time::Duration;
 
 use warren_storage::{Batch, Op, Store, StoreOptions};
@@ -79,8 +80,7 @@ fn child(path: &Path, round: u32) -> ! {
 }
 
 fn run_child(path: &Path, round: u32) {
-    let status = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", TEST_NAME, "--test-threads=1", "--nocapture"])
+    let status = common::rerun(TEST_NAME)
         .env(CHILD_ENV, path)
         .env(ROUND_ENV, round.to_string())
         .status()
@@ -221,13 +221,7 @@ fn durable_writes_across_checkpoints_survive_a_crash() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.redb");
-    let status = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            CHECKPOINT_TEST_NAME,
-            "--test-threads=1",
-            "--nocapture",
-        ])
+    let status = common::rerun(CHECKPOINT_TEST_NAME)
         .env(CHECKPOINT_CHILD_ENV, &path)
         .status()
         .expect("spawn child");

@@ -375,6 +375,36 @@ fn no_ack_consumers_settle_at_delivery() {
     assert_eq!(q.s.stats().unacked, 0);
 }
 
+/// A write window of `limit` for the next consumer `tag` of channel 1.
+fn window_on_1(tag: &str, limit: u32) -> Command {
+    Command::Window {
+        channel: 1,
+        tag: tag.into(),
+        limit,
+    }
+}
+
+/// A no-ack consumer `tag` on channel 1, without prefetch or priority.
+fn no_ack_on_1(tag: &str) -> Command {
+    Command::Consume {
+        tag: tag.into(),
+        channel: 1,
+        prefetch: 0,
+        no_ack: true,
+        exclusive: false,
+        priority: 0,
+    }
+}
+
+/// Channel 1 wrote `count` deliveries of its consumer `tag`.
+fn written_on_1(tag: &str, count: u32) -> Command {
+    Command::Written {
+        channel: 1,
+        tag: tag.into(),
+        count,
+    }
+}
+
 #[test]
 fn a_windowed_no_ack_consumer_is_sent_no_more_than_its_channel_has_not_written() {
     let mut q = Q::with_args(&[]);
@@ -382,27 +412,12 @@ fn a_windowed_no_ack_consumer_is_sent_no_more_than_its_channel_has_not_written()
         q.publish(msg(&format!("m{i}")));
     }
     // The window comes before the consumer, so what it is sent at once counts.
-    q.run(Command::Window {
-        channel: 1,
-        tag: "t".into(),
-        limit: 3,
-    });
-    let no_ack = |tag: &str| Command::Consume {
-        tag: tag.into(),
-        channel: 1,
-        prefetch: 0,
-        no_ack: true,
-        exclusive: false,
-        priority: 0,
-    };
+    q.run(window_on_1("t", 3));
+    let no_ack = no_ack_on_1;
     q.run(no_ack("t"));
     assert_eq!(delivered_bodies(&q.drain()), vec!["m0", "m1", "m2"]);
     // Its channel wrote two: two more, in order.
-    let written = |count| Command::Written {
-        channel: 1,
-        tag: "t".into(),
-        count,
-    };
+    let written = |count| written_on_1("t", count);
     q.run(written(2));
     assert_eq!(delivered_bodies(&q.drain()), vec!["m3", "m4"]);
     // A consumer without a window on the same queue takes the rest meanwhile.
@@ -443,11 +458,7 @@ fn a_windowed_no_ack_consumer_is_sent_no_more_than_its_channel_has_not_written()
     // tag in use) leaves none behind for a later consumer of that tag.
     let mut q = Q::with_args(&[]);
     q.run(no_ack("t"));
-    q.run(Command::Window {
-        channel: 1,
-        tag: "t".into(),
-        limit: 1,
-    });
+    q.run(window_on_1("t", 1));
     assert!(q.try_run(no_ack("t")).is_err());
     q.run(Command::Cancel {
         channel: 1,
@@ -468,26 +479,11 @@ fn a_write_window_closes_on_bytes_before_count_and_always_lets_one_through() {
     for i in 0..5 {
         q.publish(big(i));
     }
-    q.run(Command::Window {
-        channel: 1,
-        tag: "t".into(),
-        limit: 1000,
-    });
-    q.run(Command::Consume {
-        tag: "t".into(),
-        channel: 1,
-        prefetch: 0,
-        no_ack: true,
-        exclusive: false,
-        priority: 0,
-    });
+    q.run(window_on_1("t", 1000));
+    q.run(no_ack_on_1("t"));
     // 3 MiB each: the third takes the window to 9 MiB, past its 8 MiB.
     assert_eq!(deliveries(&q.drain()).len(), 3);
-    let written = |count| Command::Written {
-        channel: 1,
-        tag: "t".into(),
-        count,
-    };
+    let written = |count| written_on_1("t", count);
     // One written: 6 MiB in flight, room for one more.
     q.run(written(1));
     assert_eq!(deliveries(&q.drain()).len(), 1);

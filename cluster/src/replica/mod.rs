@@ -313,6 +313,11 @@ pub struct ReplicaState {
     /// reaches a node before it has applied the queue's declaration), stepped when
     /// the group opens; dropped after [`EARLY_KEPT`].
     early: HashMap<GroupId, Early>,
+    /// Groups closed here in the last [`EARLY_KEPT`]: a message for one is from the
+    /// run that closed (a proposal a follower forwarded, a snapshot its leader sent)
+    /// and is dropped, never kept for the next run (a member removed and added again
+    /// at once): Raft sends what the next run needs again.
+    closed: HashMap<GroupId, Instant>,
     ticks: u64,
     /// Asking the member list which nodes are down.
     checking_down: bool,
@@ -483,6 +488,7 @@ impl Actor for Replica {
             outbox: Outbox::default(),
             assembly: Assembly::default(),
             early: HashMap::new(),
+            closed: HashMap::new(),
             ticks: 0,
             checking_down: false,
             started: Instant::now(),
@@ -600,6 +606,8 @@ impl ReplicaState {
                 }
                 self.early
                     .retain(|_, (since, _)| now.duration_since(*since) < EARLY_KEPT);
+                self.closed
+                    .retain(|_, since| now.duration_since(*since) < EARLY_KEPT);
             }
             LocalReplica::Down(down) => {
                 self.checking_down = false;
@@ -765,6 +773,10 @@ impl ReplicaState {
 
     /// Hands Raft a message of group `group` from the peer on node `sender`.
     fn step(&mut self, sender: &str, group: GroupId, bytes: &[u8]) {
+        // Closed here a moment ago: for the run that closed.
+        if self.closed.contains_key(&group) {
+            return;
+        }
         match self.hosted_mut(group) {
             Some(hosted) => hosted.step(sender, bytes),
             // Not opened here yet (its owner has not applied its creation): kept a
@@ -957,6 +969,7 @@ impl ReplicaState {
                 hosted.step(&sender, &bytes);
             }
         }
+        self.closed.remove(&spec.group);
         self.groups.insert(spec.group, hosted);
         self.dirty.insert(spec.group);
         Ok(reader)
@@ -974,7 +987,9 @@ impl ReplicaState {
                 "the metadata group cannot be closed".to_string(),
             ));
         }
+        self.early.remove(&group);
         if let Some(hosted) = self.groups.remove(&group) {
+            self.closed.insert(group, Instant::now());
             for w in hosted.proposals.into_replies() {
                 let _ = w.send(Err(broker_error(format!(
                     "{} stopped running on node '{}'",

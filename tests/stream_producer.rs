@@ -203,3 +203,105 @@ async fn a_multiple_ack_already_covered_by_a_later_one_keeps_the_session() {
     let d = next_record(&mut consumer).await;
     assert_eq!(&d.delivery.body[..], b"after");
 }
+
+/// The next record of `consumer`, or `None` if none comes within a moment (used
+/// where none may come: a consumer without credit).
+async fn record_within_a_moment(consumer: &mut StreamConsumer) -> Option<StreamDelivery> {
+    tokio::time::timeout(Duration::from_millis(300), consumer.next())
+        .await
+        .ok()
+        .map(|d| d.expect("the consumer goes on").unwrap())
+}
+
+/// Reads `n` records of one partition's run: they share one delivery tag and carry
+/// the offsets `first..first + n` in order.
+async fn run_of(consumer: &mut StreamConsumer, first: u64, n: u64) -> Vec<StreamDelivery> {
+    let mut run = Vec::new();
+    for offset in first..first + n {
+        let d = next_record(consumer).await;
+        assert_eq!(d.offset, offset, "offsets in order, without gaps");
+        let header = d.delivery.properties.headers.as_ref().unwrap();
+        assert_eq!(
+            header.get("x-stream-offset"),
+            Some(&FieldValue::I64(offset as i64))
+        );
+        assert_eq!(d.delivery.body, format!("r{offset}").as_bytes());
+        run.push(d);
+    }
+    let tag = run[0].delivery.delivery_tag;
+    assert!(
+        run.iter().all(|d| d.delivery.delivery_tag == tag),
+        "one run, one tag"
+    );
+    run
+}
+
+/// A stream's records reach a client-handle consumer in runs (one delivery tag for
+/// consecutive records of a chunk, up to the consumer's credit): the run gives its
+/// credit back once every record of it is settled, or by a multiple ack of any of
+/// them; records settled after a multiple ack covered their run settle nothing more
+/// and keep the session.
+#[tokio::test]
+async fn a_streams_records_come_in_runs_that_give_credit_back_once_all_are_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "runs", 1).await;
+    // One append: one chunk of 40 records.
+    let producer = client
+        .stream_producer_with("runs", never_linger())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..40 {
+        let (_, confirm) = producer
+            .send(None, format!("r{i}"), PublishOptions::default())
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    producer.flush();
+    for confirm in confirms {
+        assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
+    }
+    let options = StreamConsumeOptions {
+        offset: FieldValue::string("first"),
+        prefetch: 10,
+        ..Default::default()
+    };
+    let mut consumer = client.consume_stream("runs", None, options).await.unwrap();
+
+    // The credit's worth, as one run; nine of ten acked give no credit back.
+    let run = run_of(&mut consumer, 0, 10).await;
+    for d in &run[..9] {
+        d.delivery.ack().unwrap();
+    }
+    client.flush_settles().await;
+    assert!(
+        record_within_a_moment(&mut consumer).await.is_none(),
+        "a run with a record unsettled holds its credit"
+    );
+    // The tenth settles the run.
+    run[9].delivery.ack().unwrap();
+    let run = run_of(&mut consumer, 10, 10).await;
+
+    // A multiple ack of one record settles the whole run; the acks of its other
+    // records afterwards settle nothing more and are not sent.
+    run[2].delivery.ack_multiple().unwrap();
+    for d in &run[3..] {
+        d.delivery.ack().unwrap();
+    }
+    client.flush_settles().await;
+    let run = run_of(&mut consumer, 20, 10).await;
+    for d in &run {
+        d.delivery.ack().unwrap();
+    }
+    run_of(&mut consumer, 30, 10).await;
+    // The session is still open: a publish is confirmed.
+    let (_, confirm) = producer
+        .send(None, "r40", PublishOptions::default())
+        .await
+        .unwrap();
+    producer.flush();
+    assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
+}

@@ -328,14 +328,20 @@ impl ChannelState {
 
     /// Gives a delivery its tag and remembers it unless it needs no ack.
     pub fn track(&mut self, d: &QueueDelivery, no_ack: bool) -> u64 {
+        self.track_seq(&d.queue, d.seq, no_ack)
+    }
+
+    /// [`Self::track`] for what `queue` sent under `seq` (a run of a stream's
+    /// records).
+    pub fn track_seq(&mut self, queue: &Arc<str>, seq: u64, no_ack: bool) -> u64 {
         let tag = self.next_delivery_tag;
         self.next_delivery_tag += 1;
         if !no_ack {
             self.unsettled.insert(
                 tag,
                 Unsettled {
-                    queue: d.queue.clone(),
-                    seq: d.seq,
+                    queue: queue.clone(),
+                    seq,
                 },
             );
         }

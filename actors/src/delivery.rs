@@ -29,11 +29,35 @@ pub struct QueueDelivery {
     pub no_ack: bool,
 }
 
+/// Consecutive records of a stream for one consumer, sent as one delivery: the
+/// consumer settles them together under `seq` (a stream's settlements only give it
+/// credit). Sent only to a consumer whose channel asked for them
+/// ([`ConsumeRequest::records`](crate::queue::ConsumeRequest::records)): the client
+/// handle's session, whose client hands the records out one by one. Per-record
+/// deliveries cost the node a sequence number, an entry in three maps and a copy
+/// of the message to stamp its offset; a run costs that once.
+#[derive(Clone, Debug)]
+pub struct RecordRun {
+    /// The stream's queue: where the settlement goes.
+    pub queue: Arc<str>,
+    /// The consumer it is for.
+    pub consumer_tag: Arc<str>,
+    /// What the channel settles for the whole run.
+    pub seq: u64,
+    /// The offset of its first record; the others follow without gaps.
+    pub first_offset: u64,
+    /// The records, as stored (without `x-stream-offset`: the offset is
+    /// `first_offset` plus the record's place in the run).
+    pub messages: Vec<SharedMessage>,
+}
+
 /// An event from a queue to a channel.
 #[derive(Clone, Debug)]
 pub enum QueueEvent {
     /// Deliveries for consumers of this channel, in queue order.
     Deliver(Vec<QueueDelivery>),
+    /// A run of a stream's records, for a channel that asked for runs.
+    Records(RecordRun),
     /// The queue ended a consumer (the queue was deleted, say).
     ConsumerCancelled {
         /// The consumer's tag.

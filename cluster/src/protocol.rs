@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use warren_access::Permission;
 pub use warren_actors::channel::{Settle, SettleKind};
 use warren_actors::delivery::{QueueEvent, TracedMessage};
-use warren_actors::message::{FieldTable, Message, Properties};
+use warren_actors::message::{FieldTable, Message, Properties, SharedMessage};
 use warren_actors::queue::{ConsumerSummary, QueueStats};
 use warren_supervisor::{ChildLocation, TreeSnapshot};
 
@@ -28,7 +28,8 @@ use crate::wire::Wire;
 
 /// The version of this protocol; a node refuses a client that speaks another one.
 /// 2: windowed consumers (`SessionMsg::Written`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: a stream's records in runs (`Push::Records`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A broker error as a client sees it: the AMQP reply code and a text that names the
 /// object (e.g. 404, "no queue 'orders' in vhost '/'").
@@ -560,11 +561,30 @@ pub struct Delivery {
     pub body: Bytes,
 }
 
+/// Consecutive records of a stream for one consumer, delivered together: the client
+/// hands them out one by one and settles the run under its one tag once each record
+/// is settled (a stream's settlements only give its consumer credit).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Records {
+    /// Unique within the session; settle the run with it.
+    pub delivery_tag: u64,
+    /// The consumer it is for.
+    pub consumer_tag: String,
+    /// The stream's queue (its partition).
+    pub queue: String,
+    /// The offset of the first record; the others follow without gaps.
+    pub first_offset: u64,
+    /// The records as stored: their offsets are not in their headers.
+    pub messages: Vec<SharedMessage>,
+}
+
 /// Something the node tells the client without being asked.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Push {
     /// Deliveries to the session's consumers, in queue order.
     Deliveries(Vec<Delivery>),
+    /// A run of a stream's records for one consumer.
+    Records(Records),
     /// The node ended a consumer (its queue was deleted, say).
     ConsumerCancelled {
         /// The consumer's tag.

@@ -351,6 +351,8 @@ impl Serving {
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
             window: 0,
+            // (Runs of records do not cross links: a remote consumer gets deliveries.)
+            records: false,
         }
     }
 
@@ -565,6 +567,11 @@ fn sink_for(
             },
             // (Traces stay on the queue's node.)
             QueueEvent::Traced(_) => return,
+            // (Never asked for: see `records` above.)
+            QueueEvent::Records(run) => {
+                tracing::error!(queue = %run.queue, "a run of records for a remote consumer, which asked for none");
+                return;
+            }
         };
         let _ = out.send(item);
     })

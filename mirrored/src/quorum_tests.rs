@@ -104,6 +104,7 @@ async fn returns_are_counted_on_the_message_and_bounded_by_default() {
             arguments: Default::default(),
             qos: Qos::consumer(1),
             window: 0,
+            records: false,
         })
         .await
         .unwrap();

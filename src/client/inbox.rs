@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
 use warren_actors::delivery::TracedMessage;
-use warren_cluster::protocol::{Delivery, InboxMsg, Push};
+use warren_cluster::protocol::{Delivery, InboxMsg, Push, Records};
 
 /// What a consumer receives: a delivery, or the news that the node ended it.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // deliveries are the common case; boxing them costs more
 pub(crate) enum ConsumerEvent {
     Delivery(Delivery),
+    Records(Records),
     Cancelled(String),
 }
 
@@ -62,6 +63,11 @@ impl Consumers {
                     if let Some(tx) = map.get(&d.consumer_tag) {
                         let _ = tx.send(ConsumerEvent::Delivery(d));
                     }
+                }
+            }
+            Push::Records(run) => {
+                if let Some(tx) = self.lock().get(&run.consumer_tag) {
+                    let _ = tx.send(ConsumerEvent::Records(run));
                 }
             }
             Push::ConsumerCancelled { tag, reason } => {

@@ -571,6 +571,7 @@ impl Client {
                 ended: false,
                 windowed,
                 taken: 0,
+                run: None,
             }),
             Ok(other) => {
                 self.inner.consumers.remove(&tag);
@@ -673,6 +674,9 @@ impl Client {
 /// What the settle task takes: a settlement, or a request to send what it holds now.
 pub(crate) enum SettleItem {
     Settle(Settle),
+    /// The last record of a run (a stream's records delivered together) was settled:
+    /// the run's settlement, unless a multiple settle covered it already.
+    Run(Settle),
     /// The application took this many deliveries of this windowed consumer.
     Taken(Arc<str>, u32),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -696,6 +700,8 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
             while let Some(item) = next.take() {
                 match item {
                     SettleItem::Settle(s) if s.multiple && s.delivery_tag <= settled_through => {}
+                    SettleItem::Run(s) if s.delivery_tag <= settled_through => {}
+                    SettleItem::Run(s) => batch.push(s),
                     SettleItem::Settle(s) => {
                         if s.multiple {
                             settled_through = s.delivery_tag;

@@ -23,8 +23,8 @@ use warren_actors::message::Message;
 use warren_actors::queue::{ConsumeRequest, Qos};
 use warren_actors::vhost::VHost;
 use warren_cluster::protocol::{
-    BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Request,
-    Response, SessionMsg, Settle,
+    BindTarget, Delivery, ErrorReply, InboxMsg, LocalOnly, Publish, PublishResult, Push, Records,
+    Request, Response, SessionMsg, Settle,
 };
 
 /// The most queues one `ListQueuesPage` answer holds (a few hundred KiB; a cluster
@@ -313,6 +313,8 @@ impl SessionState {
                         } else {
                             0
                         },
+                        // The client hands a stream's runs out record by record.
+                        records: true,
                     })
                     .await?;
                 self.consumers.insert(tag.clone(), handle.name().clone());
@@ -522,6 +524,16 @@ impl SessionState {
                     out.push(self.track(d, "", no_ack));
                 }
                 self.push(Push::Deliveries(out));
+            }
+            QueueEvent::Records(run) => {
+                let delivery_tag = self.core.track_seq(&run.queue, run.seq, false);
+                self.push(Push::Records(Records {
+                    delivery_tag,
+                    consumer_tag: run.consumer_tag.to_string(),
+                    queue: run.queue.to_string(),
+                    first_offset: run.first_offset,
+                    messages: run.messages,
+                }));
             }
             QueueEvent::ConsumerCancelled { tag, reason, .. } => {
                 self.consumers.remove(&*tag);

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
-use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent};
+use warren_actors::delivery::{ChannelId, ChannelSink, QueueDelivery, QueueEvent, RecordRun};
 use warren_actors::error::BrokerError;
 use warren_actors::message::{FieldTable, FieldValue, Message, SharedMessage};
 use warren_actors::queue::{
@@ -146,6 +146,9 @@ struct Reader {
     read: Option<(u64, u64)>,
     /// Its tag filter.
     filter: Option<TagFilter>,
+    /// Sent runs of records ([`QueueEvent::Records`]) rather than deliveries: its
+    /// channel asked for them and it has no filter (a run has no gaps).
+    runs: bool,
 }
 
 pub(crate) struct StreamShell {
@@ -169,8 +172,9 @@ pub(crate) struct StreamShell {
     /// Group offsets that moved since they were last stored.
     dirty_offsets: HashMap<Arc<str>, u64>,
     flush_scheduled: bool,
-    /// The deliveries not settled yet, by seq: their consumer and offset.
-    sent: HashMap<u64, (ConsumerKey, u64)>,
+    /// The deliveries (and runs) not settled yet, by seq: their consumer and
+    /// offsets.
+    sent: HashMap<u64, (ConsumerKey, Range<u64>)>,
     /// The id the next read of the log gets.
     next_read: u64,
     /// Consumers with something new to send, and whether they are being served.
@@ -435,9 +439,9 @@ impl StreamShell {
     fn settle(&mut self, channel: ChannelId, seqs: Vec<u64>) {
         let mut by_consumer: HashMap<ConsumerKey, Vec<u64>> = HashMap::new();
         for seq in seqs {
-            if let Some((key, offset)) = self.sent.remove(&seq) {
+            if let Some((key, offsets)) = self.sent.remove(&seq) {
                 if key.0 == channel {
-                    by_consumer.entry(key).or_default().push(offset);
+                    by_consumer.entry(key).or_default().extend(offsets);
                 }
             }
         }
@@ -673,6 +677,7 @@ impl StreamShell {
                 format!("attempt to reuse consumer tag '{}'", request.tag),
             ));
         }
+        let filter = TagFilter::of(&request.arguments).ok().flatten();
         self.readers.insert(
             key.clone(),
             Reader {
@@ -681,7 +686,8 @@ impl StreamShell {
                 pending: VecDeque::new(),
                 buffer: Vec::new(),
                 read: None,
-                filter: TagFilter::of(&request.arguments).ok().flatten(),
+                runs: request.records && filter.is_none(),
+                filter,
             },
         );
         let effects = self
@@ -712,6 +718,7 @@ impl StreamShell {
             return;
         };
         let mut out = Vec::new();
+        let mut runs = Vec::new();
         let mut skipped = Vec::new();
         let mut sent_upto = None;
         let first_kept = self.machine.bounds().first;
@@ -748,7 +755,21 @@ impl StreamShell {
                 break;
             };
             let upto = range.end.min(chunk.header.next());
-            for offset in range.start..upto {
+            if reader.runs {
+                // One run for what this chunk holds of the range: one seq.
+                let seq = self.shared.next_seq();
+                let at = (range.start - chunk.header.first) as usize;
+                let end = (upto - chunk.header.first) as usize;
+                self.sent.insert(seq, (key.clone(), range.start..upto));
+                runs.push(RecordRun {
+                    queue: self.shared.name.clone(),
+                    consumer_tag: reader.tag.clone(),
+                    seq,
+                    first_offset: range.start,
+                    messages: chunk.messages[at..end].to_vec(),
+                });
+            }
+            for offset in (range.start..upto).filter(|_| !reader.runs) {
                 let index = (offset - chunk.header.first) as usize;
                 let message = &chunk.messages[index];
                 if reader.filter.as_ref().is_some_and(|f| !f.admits(message)) {
@@ -762,7 +783,7 @@ impl StreamShell {
                 // Its own seq, which the channel settles: what names the consumer
                 // and the offset here.
                 let seq = self.shared.next_seq();
-                self.sent.insert(seq, (key.clone(), offset));
+                self.sent.insert(seq, (key.clone(), offset..offset + 1));
                 out.push(QueueDelivery {
                     queue: self.shared.name.clone(),
                     consumer_tag: reader.tag.clone(),
@@ -783,6 +804,9 @@ impl StreamShell {
         }
         if !out.is_empty() {
             (reader.sink)(QueueEvent::Deliver(out));
+        }
+        for run in runs {
+            (reader.sink)(QueueEvent::Records(run));
         }
         // (Applying these may give the consumer more to send: `perform` queues it,
         // and the loop in `perform` sends it, without recursion.)

@@ -173,6 +173,11 @@ pub struct ConsumeRequest {
     /// consumer's with a prefetch). 0: no such limit, for channels that do not
     /// report.
     pub window: u32,
+    /// The channel takes a stream's records as runs ([`QueueEvent::Records`]), one
+    /// settlement for each run. Other queue types ignore it.
+    ///
+    /// [`QueueEvent::Records`]: crate::delivery::QueueEvent::Records
+    pub records: bool,
 }
 
 /// The prefetch limits a consumer started under: its own (`basic.qos global=false`)

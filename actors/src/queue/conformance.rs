@@ -302,6 +302,7 @@ impl Channel {
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
             window: 0,
+            records: false,
         }
     }
 

@@ -305,6 +305,7 @@ impl AmqpChannel {
                     } else {
                         0
                     },
+                    records: false,
                 };
                 if windowed {
                     let entry = super::Windowed {

@@ -621,6 +621,10 @@ impl Connection {
                 }
             }
             Event::Queue(_, _, QueueEvent::Traced(_)) => {}
+            // (An AMQP channel asks for deliveries, never for runs of records.)
+            Event::Queue(_, _, QueueEvent::Records(run)) => {
+                tracing::error!(queue = %run.queue, "a run of records for an AMQP consumer, which asked for none");
+            }
             Event::Published(n, id, results) => self.published(n, id, results),
         }
     }

@@ -253,7 +253,7 @@ impl Client {
                 consumers,
                 publish_tx,
                 settle_tx,
-                permits: Arc::new(Semaphore::new(publisher::IN_FLIGHT_KIB as usize)),
+                permits: Arc::new(Semaphore::new(publisher::IN_FLIGHT_PERMITS as usize)),
                 timeout: options.timeout,
             }),
         })

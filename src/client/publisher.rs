@@ -21,8 +21,16 @@ use warren_cluster::protocol::{Publish, PublishResult, SessionMsg};
 
 use super::error::ClientError;
 
-/// The most KiB of message bodies a client keeps unconfirmed before `publish` waits.
-pub(crate) const IN_FLIGHT_KIB: u32 = 32 * 1024;
+/// What a client keeps unconfirmed before `publish` waits, in units of
+/// [`PERMIT_BYTES`]: 32 MiB (Kafka's producer `buffer.memory`), counting each message
+/// as its body and [`MESSAGE_OVERHEAD`].
+pub(crate) const IN_FLIGHT_PERMITS: u32 = (32 << 20) / PERMIT_BYTES as u32;
+/// The bytes one permit stands for.
+const PERMIT_BYTES: usize = 64;
+/// What a message costs the client beside its body while unconfirmed (the publish,
+/// its properties, its confirm's channel), so that small messages count for what
+/// they take: a 100-byte record counts 384 bytes, not a KiB.
+const MESSAGE_OVERHEAD: usize = 256;
 /// A batch is sent once it holds this many messages or bytes, or nothing more is queued.
 const BATCH_MESSAGES: usize = 1024;
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -38,8 +46,10 @@ pub(crate) struct Pending {
 
 /// Permits a message of `size` bytes holds while unconfirmed.
 pub(crate) fn permits_for(size: usize) -> u32 {
-    let kib = u32::try_from(size / 1024).unwrap_or(u32::MAX);
-    kib.saturating_add(1).min(IN_FLIGHT_KIB)
+    let units = size.saturating_add(MESSAGE_OVERHEAD).div_ceil(PERMIT_BYTES);
+    u32::try_from(units)
+        .unwrap_or(u32::MAX)
+        .min(IN_FLIGHT_PERMITS)
 }
 
 /// Takes permits for a message, waiting while too much is unconfirmed.
@@ -151,8 +161,14 @@ mod tests {
 
     #[test]
     fn permits_grow_with_size_and_are_capped() {
-        assert_eq!(permits_for(0), 1);
-        assert_eq!(permits_for(1024), 2);
-        assert_eq!(permits_for(usize::MAX), IN_FLIGHT_KIB);
+        // An empty message still costs its overhead; a 100-byte record 384 bytes.
+        assert_eq!(permits_for(0), 4);
+        assert_eq!(permits_for(100), 6);
+        assert_eq!(permits_for(1024), 20);
+        // 32 MiB of 100-byte records: 87 381 in flight (a KiB each allowed 32 768).
+        assert_eq!(IN_FLIGHT_PERMITS / permits_for(100), 87_381);
+        // The largest body waits until nothing else is in flight, never for ever.
+        assert_eq!(permits_for(usize::MAX), IN_FLIGHT_PERMITS);
+        assert!(permits_for(MAX_BODY_BYTES) <= IN_FLIGHT_PERMITS);
     }
 }

@@ -185,6 +185,8 @@ pub struct Consumer {
     pub(crate) windowed: Option<Arc<str>>,
     /// Deliveries taken and not yet reported (see [`REPORT_EVERY`]).
     pub(crate) taken: u32,
+    /// Deliveries taken since the consumer started.
+    pub(crate) taken_total: u64,
     /// The run of records being handed out.
     pub(crate) run: Option<RunOut>,
 }
@@ -240,10 +242,16 @@ impl Consumer {
     /// Counts a delivery the application takes, for a windowed consumer.
     fn taken_one(&mut self, d: Delivery) -> Delivery {
         if let Some(tag) = &self.windowed {
-            // Reported in batches: once enough were taken, or when nothing more has
-            // arrived (the application would wait for the window to open).
+            // Reported in batches: at every REPORT_EVERY-th taken since the start (so
+            // an application that took a round number has had all of it reported,
+            // whenever reports went in between), or when nothing more has arrived
+            // (the application would wait for the window to open).
             self.taken += 1;
-            if self.taken >= REPORT_EVERY || (self.rx.is_empty() && self.run.is_none()) {
+            self.taken_total += 1;
+            if self.taken_total.is_multiple_of(u64::from(REPORT_EVERY))
+                || self.taken >= REPORT_EVERY
+                || (self.rx.is_empty() && self.run.is_none())
+            {
                 let count = std::mem::take(&mut self.taken);
                 let _ = d.settle.send(SettleItem::Taken(tag.clone(), count));
             }

@@ -571,6 +571,7 @@ impl Client {
                 ended: false,
                 windowed,
                 taken: 0,
+                taken_total: 0,
                 run: None,
             }),
             Ok(other) => {

@@ -213,8 +213,8 @@ async fn record_within_a_moment(consumer: &mut StreamConsumer) -> Option<StreamD
         .map(|d| d.expect("the consumer goes on").unwrap())
 }
 
-/// Reads `n` records of one partition's run: they share one delivery tag and carry
-/// the offsets `first..first + n` in order.
+/// Reads the `n` records of one partition's run: they share one delivery tag and
+/// carry the offsets `first..first + n` in order.
 async fn run_of(consumer: &mut StreamConsumer, first: u64, n: u64) -> Vec<StreamDelivery> {
     let mut run = Vec::new();
     for offset in first..first + n {
@@ -231,36 +231,48 @@ async fn run_of(consumer: &mut StreamConsumer, first: u64, n: u64) -> Vec<Stream
     let tag = run[0].delivery.delivery_tag;
     assert!(
         run.iter().all(|d| d.delivery.delivery_tag == tag),
-        "one run, one tag"
+        "one run of {n} from {first}, one tag: {:?}",
+        run.iter()
+            .map(|d| d.delivery.delivery_tag)
+            .collect::<Vec<_>>()
     );
     run
 }
 
 /// A stream's records reach a client-handle consumer in runs (one delivery tag for
-/// consecutive records of a chunk, up to the consumer's credit): the run gives its
-/// credit back once every record of it is settled, or by a multiple ack of any of
-/// them; records settled after a multiple ack covered their run settle nothing more
-/// and keep the session.
+/// consecutive records of a chunk, at most half the consumer's prefetch): a run
+/// gives its credit back once each of its records is acked. A multiple ack settles
+/// the records before it and the runs before its run, never the records after it;
+/// acks the node no longer holds are not sent (it would close the session), and a
+/// record acked twice counts once.
 #[tokio::test]
 async fn a_streams_records_come_in_runs_that_give_credit_back_once_all_are_settled() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("node"), free_port());
     let client = node.client().await;
-    declare(&client, "runs", 1).await;
-    // One append: one chunk of 40 records.
-    let producer = client
-        .stream_producer_with("runs", never_linger())
+    let partitions = client
+        .declare_stream(
+            "runs",
+            StreamOptions {
+                partitions: 1,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
+    // Queued before the client's publisher runs: one publish frame, one append, one
+    // chunk of 40 records (`run_of` says so if not).
     let mut confirms = Vec::new();
     for i in 0..40 {
-        let (_, confirm) = producer
-            .send(None, format!("r{i}"), PublishOptions::default())
-            .await
-            .unwrap();
-        confirms.push(confirm);
+        let options = PublishOptions::default();
+        let to = &partitions[0].routing_key;
+        confirms.push(
+            client
+                .publish("runs", to, format!("r{i}"), options)
+                .await
+                .unwrap(),
+        );
     }
-    producer.flush();
     for confirm in confirms {
         assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
     }
@@ -271,37 +283,52 @@ async fn a_streams_records_come_in_runs_that_give_credit_back_once_all_are_settl
     };
     let mut consumer = client.consume_stream("runs", None, options).await.unwrap();
 
-    // The credit's worth, as one run; nine of ten acked give no credit back.
-    let run = run_of(&mut consumer, 0, 10).await;
-    for d in &run[..9] {
-        d.delivery.ack().unwrap();
-    }
+    // The credit's worth: two runs of half of it.
+    let a = run_of(&mut consumer, 0, 5).await;
+    let b = run_of(&mut consumer, 5, 5).await;
+    assert_ne!(a[0].delivery.delivery_tag, b[0].delivery.delivery_tag);
+    // A multiple ack in the middle of run b settles run a (its credit comes back:
+    // run c), not the rest of b.
+    b[2].delivery.ack_multiple().unwrap();
+    let c = run_of(&mut consumer, 10, 5).await;
     client.flush_settles().await;
     assert!(
         record_within_a_moment(&mut consumer).await.is_none(),
-        "a run with a record unsettled holds its credit"
+        "run b holds its credit while two of its records are unacked"
     );
-    // The tenth settles the run.
-    run[9].delivery.ack().unwrap();
-    let run = run_of(&mut consumer, 10, 10).await;
+    b[3].delivery.ack().unwrap();
+    b[4].delivery.ack().unwrap();
+    let d = run_of(&mut consumer, 15, 5).await;
 
-    // A multiple ack of one record settles the whole run; the acks of its other
-    // records afterwards settle nothing more and are not sent.
-    run[2].delivery.ack_multiple().unwrap();
-    for d in &run[3..] {
-        d.delivery.ack().unwrap();
+    // A multiple ack of d's first record settles c; c's own acks afterwards are
+    // not sent (the node no longer holds c).
+    d[0].delivery.ack_multiple().unwrap();
+    let e = run_of(&mut consumer, 20, 5).await;
+    for r in &c {
+        r.delivery.ack().unwrap();
     }
+    // A record acked twice counts once: d is not settled while d[4] is unacked.
+    d[1].delivery.ack().unwrap();
+    d[1].delivery.ack().unwrap();
+    d[2].delivery.ack().unwrap();
+    d[3].delivery.ack().unwrap();
     client.flush_settles().await;
-    let run = run_of(&mut consumer, 20, 10).await;
-    for d in &run {
-        d.delivery.ack().unwrap();
-    }
-    run_of(&mut consumer, 30, 10).await;
+    assert!(
+        record_within_a_moment(&mut consumer).await.is_none(),
+        "run d holds its credit while d[4] is unacked"
+    );
+    d[4].delivery.ack().unwrap();
+    run_of(&mut consumer, 25, 5).await;
+    drop(e);
     // The session is still open: a publish is confirmed.
-    let (_, confirm) = producer
-        .send(None, "r40", PublishOptions::default())
+    let confirm = client
+        .publish(
+            "runs",
+            &partitions[0].routing_key,
+            "r40",
+            PublishOptions::default(),
+        )
         .await
         .unwrap();
-    producer.flush();
     assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);
 }

@@ -1,8 +1,8 @@
 //! Consuming with the client handle: a stream of deliveries that are settled by hand.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -23,9 +23,10 @@ use super::{Client, SettleItem};
 ///
 /// A stream's records come in runs (consecutive records of a partition, delivered
 /// together): the records of a run share a `delivery_tag`, and the run is settled
-/// with the node once each of its records is settled, or by a multiple settle of
-/// any of them (a stream's settlements only give its consumer credit, and a
-/// multiple one covers the whole run).
+/// with the node once each of its records is acked. A multiple ack of a record
+/// settles the records before it in its run and the runs before its run, never
+/// the records after it (a consumer group's offset moves only over what was acked).
+/// A nack or reject of a record is refused by the node, as for any stream delivery.
 #[derive(Debug)]
 pub struct Delivery {
     pub delivery_tag: u64,
@@ -37,15 +38,65 @@ pub struct Delivery {
     pub redelivered: bool,
     pub properties: Properties,
     pub body: Bytes,
-    settle: UnboundedSender<SettleItem>,
-    /// The run it came in, if it did.
-    run: Option<Arc<RunSettle>>,
+    settle: Settler,
+    /// The run it came in and its place there, if it came in one.
+    run: Option<(Arc<RunSettle>, usize)>,
 }
 
-/// What the records of one run share: how many are not settled yet.
+/// Where a client's settlements go, and the runs it holds unsettled.
+#[derive(Clone, Debug)]
+pub(crate) struct Settler {
+    pub(crate) tx: UnboundedSender<SettleItem>,
+    /// The tags of runs handed to the application and not settled with the node
+    /// (neither on their own nor by a multiple settle).
+    runs: Arc<Mutex<BTreeSet<u64>>>,
+}
+
+impl Settler {
+    pub(crate) fn new(tx: UnboundedSender<SettleItem>) -> Settler {
+        Settler {
+            tx,
+            runs: Arc::default(),
+        }
+    }
+
+    fn runs(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, item: SettleItem) -> Result<(), ClientError> {
+        self.tx
+            .send(item)
+            .map_err(|_| ClientError::Disconnected("the client is closed".into()))
+    }
+}
+
+/// Which records of one run are settled.
 #[derive(Debug)]
 struct RunSettle {
-    left: AtomicUsize,
+    state: Mutex<RunState>,
+}
+
+#[derive(Debug)]
+struct RunState {
+    settled: Vec<bool>,
+    left: usize,
+}
+
+impl RunSettle {
+    /// Marks the records `at` (or, for a multiple settle, every one up to it) as
+    /// settled; whether that settled the last of them.
+    fn settle(&self, at: usize, multiple: bool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = if multiple { 0 } else { at };
+        let was = state.left;
+        for i in from..=at {
+            if !std::mem::replace(&mut state.settled[i], true) {
+                state.left -= 1;
+            }
+        }
+        was > 0 && state.left == 0
+    }
 }
 
 /// A run of a stream's records being handed out one by one.
@@ -54,30 +105,39 @@ pub(crate) struct RunOut {
     consumer_tag: String,
     queue: String,
     next_offset: u64,
+    at: usize,
     records: std::vec::IntoIter<SharedMessage>,
     settle: Arc<RunSettle>,
 }
 
 impl RunOut {
-    fn new(run: Records) -> RunOut {
+    fn new(run: Records, settler: &Settler) -> RunOut {
+        settler.runs().insert(run.delivery_tag);
+        let count = run.messages.len();
         RunOut {
             tag: run.delivery_tag,
             settle: Arc::new(RunSettle {
-                left: AtomicUsize::new(run.messages.len()),
+                state: Mutex::new(RunState {
+                    settled: vec![false; count],
+                    left: count,
+                }),
             }),
             consumer_tag: run.consumer_tag,
             queue: run.queue,
             next_offset: run.first_offset,
+            at: 0,
             records: run.messages.into_iter(),
         }
     }
 
     /// The next record as a delivery, its offset in `x-stream-offset` as a
     /// per-record delivery carries it.
-    fn next(&mut self, settle: UnboundedSender<SettleItem>) -> Option<Delivery> {
+    fn next(&mut self, settle: Settler) -> Option<Delivery> {
         let message = Arc::unwrap_or_clone(self.records.next()?);
         let offset = self.next_offset;
         self.next_offset += 1;
+        let at = self.at;
+        self.at += 1;
         let mut properties = message.properties;
         properties
             .headers
@@ -96,13 +156,13 @@ impl RunOut {
             properties,
             body: message.body,
             settle,
-            run: Some(self.settle.clone()),
+            run: Some((self.settle.clone(), at)),
         })
     }
 }
 
 impl Delivery {
-    pub(crate) fn new(d: WireDelivery, settle: UnboundedSender<SettleItem>) -> Self {
+    pub(crate) fn new(d: WireDelivery, settle: Settler) -> Self {
         Delivery {
             delivery_tag: d.delivery_tag,
             consumer_tag: d.consumer_tag,
@@ -118,26 +178,47 @@ impl Delivery {
     }
 
     fn send(&self, multiple: bool, kind: SettleKind) -> Result<(), ClientError> {
-        let settle = Settle {
-            delivery_tag: self.delivery_tag,
+        let tag = self.delivery_tag;
+        let settle = |delivery_tag, multiple| Settle {
+            delivery_tag,
             multiple,
             kind,
         };
-        let item = match &self.run {
-            // (A multiple settle covers the whole run, and what came before it.)
-            None => SettleItem::Settle(settle),
-            Some(_) if multiple => SettleItem::Settle(settle),
-            Some(run) => {
-                if run.left.fetch_sub(1, Ordering::AcqRel) != 1 {
-                    // Records of its run are still unsettled.
-                    return Ok(());
-                }
-                SettleItem::Run(settle)
+        // Chosen and sent under the lock, so that what two deliveries send reaches
+        // the settler in the order they chose it.
+        let mut runs = self.settle.runs();
+        let Some((run, at)) = &self.run else {
+            if multiple {
+                runs.retain(|t| *t > tag);
             }
+            return self.settle.send(SettleItem::Settle(settle(tag, multiple)));
         };
-        self.settle
-            .send(item)
-            .map_err(|_| ClientError::Disconnected("the client is closed".into()))
+        if kind != SettleKind::Ack {
+            // Streams refuse nacks and rejects: the node answers this one as it
+            // answers one for a single delivery.
+            return self.settle.send(SettleItem::Settle(settle(tag, false)));
+        }
+        if run.settle(*at, multiple) {
+            // The run's last record: the run is settled, with what came before it
+            // for a multiple settle.
+            if runs.remove(&tag) {
+                if multiple {
+                    runs.retain(|t| *t > tag);
+                }
+                return self.settle.send(SettleItem::Run(settle(tag, multiple)));
+            }
+            // (Settled already by a multiple settle of a later delivery.)
+            return Ok(());
+        }
+        if multiple {
+            // What came before the run: up to the last run still unsettled before
+            // it (a tag the node still holds, so the node takes the settle).
+            if let Some(&before) = runs.range(..tag).next_back() {
+                runs.retain(|t| *t > before);
+                return self.settle.send(SettleItem::Settle(settle(before, true)));
+            }
+        }
+        Ok(())
     }
 
     /// The message is done with: the queue forgets it.
@@ -219,7 +300,7 @@ impl Consumer {
             }
             return match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(ConsumerEvent::Records(run))) => {
-                    self.run = Some(RunOut::new(run));
+                    self.run = Some(RunOut::new(run, &self.client.settle_sender()));
                     continue;
                 }
                 Poll::Ready(Some(ConsumerEvent::Delivery(d))) => {

@@ -186,7 +186,7 @@ struct Inner {
     inbox: ActorRef<InboxMsg>,
     consumers: Arc<inbox::Consumers>,
     publish_tx: UnboundedSender<publisher::Pending>,
-    settle_tx: UnboundedSender<SettleItem>,
+    settle_tx: consumer::Settler,
     permits: Arc<Semaphore>,
     timeout: Duration,
 }
@@ -245,7 +245,7 @@ impl Client {
             }
         };
         let publish_tx = publisher::spawn(session.clone(), options.timeout);
-        let settle_tx = spawn_settler(session.clone());
+        let settle_tx = consumer::Settler::new(spawn_settler(session.clone()));
         Ok(Client {
             inner: Arc::new(Inner {
                 session,
@@ -659,14 +659,14 @@ impl Client {
         }
     }
 
-    pub(crate) fn settle_sender(&self) -> UnboundedSender<SettleItem> {
+    pub(crate) fn settle_sender(&self) -> consumer::Settler {
         self.inner.settle_tx.clone()
     }
 
     /// Waits until every ack, nack and reject given so far has reached the node.
     pub async fn flush_settles(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.inner.settle_tx.send(SettleItem::Flush(tx)).is_ok() && rx.await.is_ok() {
+        if self.inner.settle_tx.tx.send(SettleItem::Flush(tx)).is_ok() && rx.await.is_ok() {
             let _ = self.call(Request::Ping).await;
         }
     }
@@ -676,7 +676,8 @@ impl Client {
 pub(crate) enum SettleItem {
     Settle(Settle),
     /// The last record of a run (a stream's records delivered together) was settled:
-    /// the run's settlement, unless a multiple settle covered it already.
+    /// the run's settlement (a multiple one if that record's was), unless a multiple
+    /// settle covered it already.
     Run(Settle),
     /// The application took this many deliveries of this windowed consumer.
     Taken(Arc<str>, u32),
@@ -702,7 +703,12 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
                 match item {
                     SettleItem::Settle(s) if s.multiple && s.delivery_tag <= settled_through => {}
                     SettleItem::Run(s) if s.delivery_tag <= settled_through => {}
-                    SettleItem::Run(s) => batch.push(s),
+                    SettleItem::Run(s) => {
+                        if s.multiple {
+                            settled_through = s.delivery_tag;
+                        }
+                        batch.push(s);
+                    }
                     SettleItem::Settle(s) => {
                         if s.multiple {
                             settled_through = s.delivery_tag;

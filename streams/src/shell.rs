@@ -149,6 +149,9 @@ struct Reader {
     /// Sent runs of records ([`QueueEvent::Records`]) rather than deliveries: its
     /// channel asked for them and it has no filter (a run has no gaps).
     runs: bool,
+    /// The most records in one run: half its prefetch, so that the credit of a
+    /// run the application finished comes back while it reads the next.
+    run_max: u64,
 }
 
 pub(crate) struct StreamShell {
@@ -687,6 +690,7 @@ impl StreamShell {
                 buffer: Vec::new(),
                 read: None,
                 runs: request.records && filter.is_none(),
+                run_max: u64::from(request.prefetch / 2).max(1),
                 filter,
             },
         );
@@ -754,8 +758,9 @@ impl StreamShell {
                 }
                 break;
             };
-            let upto = range.end.min(chunk.header.next());
+            let mut upto = range.end.min(chunk.header.next());
             if reader.runs {
+                upto = upto.min(range.start + reader.run_max);
                 // One run for what this chunk holds of the range: one seq.
                 let seq = self.shared.next_seq();
                 let at = (range.start - chunk.header.first) as usize;
@@ -769,7 +774,8 @@ impl StreamShell {
                     messages: chunk.messages[at..end].to_vec(),
                 });
             }
-            for offset in (range.start..upto).filter(|_| !reader.runs) {
+            let singles = if reader.runs { 0..0 } else { range.start..upto };
+            for offset in singles {
                 let index = (offset - chunk.header.first) as usize;
                 let message = &chunk.messages[index];
                 if reader.filter.as_ref().is_some_and(|f| !f.admits(message)) {

@@ -15,7 +15,6 @@ mod common;
 use warren_storage::{Batch, MetaTable, Op, Store, FAULT_ABORT_IN_COMMIT_ENV};
 
 const CHILD_ENV: &str = "WARREN_STORAGE_CRASH_CHILD";
-const CHILD_EXIT: i32 = 3;
 const TEST_NAME: &str = "durable_batches_and_their_ids_survive_a_crash";
 
 /// What the child does before dying: allocate ids, store durable batches that
@@ -51,9 +50,7 @@ fn child(path: &Path) -> ! {
         index: vec![],
         body: vec![],
     }]));
-    // Die like kill -9: no destructors, no close, no final fsync. (exit, not
-    // abort, so that no core file is left behind.)
-    std::process::exit(CHILD_EXIT);
+    common::die();
 }
 
 #[test]
@@ -63,15 +60,7 @@ fn durable_batches_and_their_ids_survive_a_crash() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.redb");
-    let status = common::rerun(TEST_NAME)
-        .env(CHILD_ENV, &path)
-        .status()
-        .expect("spawn child");
-    assert_eq!(
-        status.code(),
-        Some(CHILD_EXIT),
-        "the child must reach its crash"
-    );
+    common::crash(common::rerun(TEST_NAME).env(CHILD_ENV, &path), "the child");
 
     let store = Store::open(&path).expect("open after crash");
     let queues = store.read_meta(MetaTable::Queues).expect("meta");

@@ -15,7 +15,6 @@ use warren_storage::{Batch, Op, Store, StoreOptions};
 
 const CHILD_ENV: &str = "WARREN_JOURNAL_CHILD";
 const ROUND_ENV: &str = "WARREN_JOURNAL_ROUND";
-const CHILD_EXIT: i32 = 3;
 const TEST_NAME: &str = "journaled_writes_survive_two_crashes_in_a_row_applied_once_each";
 const QUEUE: u64 = 1;
 
@@ -75,20 +74,15 @@ fn child(path: &Path, round: u32) -> ! {
         "the child's writes all went to the journal"
     );
     assert!(stats.journal_syncs > 0);
-    // Die like kill -9: no destructors, no close, no final commit.
-    std::process::exit(CHILD_EXIT);
+    common::die();
 }
 
 fn run_child(path: &Path, round: u32) {
-    let status = common::rerun(TEST_NAME)
-        .env(CHILD_ENV, path)
-        .env(ROUND_ENV, round.to_string())
-        .status()
-        .expect("spawn child");
-    assert_eq!(
-        status.code(),
-        Some(CHILD_EXIT),
-        "child round {round} must reach its crash"
+    common::crash(
+        common::rerun(TEST_NAME)
+            .env(CHILD_ENV, path)
+            .env(ROUND_ENV, round.to_string()),
+        &format!("child round {round}"),
     );
 }
 
@@ -211,7 +205,7 @@ fn checkpoint_child(path: &Path) -> ! {
         "checkpoints ran: {:?}",
         store.stats()
     );
-    std::process::exit(CHILD_EXIT);
+    common::die();
 }
 
 #[test]
@@ -221,14 +215,9 @@ fn durable_writes_across_checkpoints_survive_a_crash() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warren.redb");
-    let status = common::rerun(CHECKPOINT_TEST_NAME)
-        .env(CHECKPOINT_CHILD_ENV, &path)
-        .status()
-        .expect("spawn child");
-    assert_eq!(
-        status.code(),
-        Some(CHILD_EXIT),
-        "the child must reach its crash"
+    common::crash(
+        common::rerun(CHECKPOINT_TEST_NAME).env(CHECKPOINT_CHILD_ENV, &path),
+        "the child",
     );
     let store = Store::open(&path).expect("open after the crash");
     for queue in [10, 11] {

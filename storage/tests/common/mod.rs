@@ -11,3 +11,22 @@ pub fn rerun(name: &str) -> Command {
     child.args(["--exact", name, "--test-threads=1", "--nocapture"]);
     child
 }
+
+/// What a child exits with once it has written what it was to write: its crash.
+pub const CHILD_EXIT: i32 = 3;
+
+/// Dies like kill -9: no destructors, no close, no final fsync (exit, not abort,
+/// so that no core file is left behind).
+pub fn die() -> ! {
+    std::process::exit(CHILD_EXIT)
+}
+
+/// Runs `child` (from [`rerun`]) and checks that it reached its crash.
+pub fn crash(child: &mut Command, what: &str) {
+    let status = child.status().expect("spawn child");
+    assert_eq!(
+        status.code(),
+        Some(CHILD_EXIT),
+        "{what} must reach its crash"
+    );
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{free_port, NodeProcess};
 use warren::client::{
-    Client, FieldValue, ProducerOptions, PublishOptions, PublishResult, StreamConsumeOptions,
-    StreamConsumer, StreamDelivery, StreamOptions,
+    Client, FieldValue, Partition, ProducerOptions, PublishOptions, PublishResult,
+    StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
 };
 
 /// How long any confirm or read may take before the test fails.
@@ -26,7 +26,8 @@ fn never_linger() -> ProducerOptions {
     }
 }
 
-async fn declare(client: &Client, name: &str, partitions: u32) {
+/// Declares stream `name` of `partitions` partitions; its partitions.
+async fn declare(client: &Client, name: &str, partitions: u32) -> Vec<Partition> {
     client
         .declare_stream(
             name,
@@ -36,7 +37,7 @@ async fn declare(client: &Client, name: &str, partitions: u32) {
             },
         )
         .await
-        .unwrap();
+        .unwrap()
 }
 
 /// A reader of every partition of stream `name` from `first`.
@@ -250,16 +251,7 @@ async fn a_streams_records_come_in_runs_that_give_credit_back_once_all_are_settl
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("node"), free_port());
     let client = node.client().await;
-    let partitions = client
-        .declare_stream(
-            "runs",
-            StreamOptions {
-                partitions: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let partitions = declare(&client, "runs", 1).await;
     // Queued before the client's publisher runs: one publish frame, one append, one
     // chunk of 40 records (`run_of` says so if not).
     let mut confirms = Vec::new();

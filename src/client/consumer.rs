@@ -184,13 +184,15 @@ impl Delivery {
             multiple,
             kind,
         };
+        if self.run.is_none() && !multiple {
+            // A single delivery's own settle touches no run: no lock.
+            return self.settle.send(SettleItem::Settle(settle(tag, false)));
+        }
         // Chosen and sent under the lock, so that what two deliveries send reaches
         // the settler in the order they chose it.
         let mut runs = self.settle.runs();
         let Some((run, at)) = &self.run else {
-            if multiple {
-                runs.retain(|t| *t > tag);
-            }
+            runs.retain(|t| *t > tag);
             return self.settle.send(SettleItem::Settle(settle(tag, multiple)));
         };
         if kind != SettleKind::Ack {

@@ -81,8 +81,15 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
     let node = NodeProcess::start(&dir.path().join("node"), free_port());
     let client = node.client().await;
     declare(&client, "views", 10).await;
+    // Batches of 50 bytes: ten 5-byte records to a partition, then the next.
     let producer = client
-        .stream_producer_with("views", never_linger())
+        .stream_producer_with(
+            "views",
+            ProducerOptions {
+                batch_bytes: 50,
+                ..never_linger()
+            },
+        )
         .await
         .unwrap();
 
@@ -91,6 +98,7 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
     let total = 5_000;
     let mut confirms = Vec::new();
     let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut placed = Vec::new();
     for i in 0..total {
         let body = format!("{i:05}");
         let (partition, confirm) = producer
@@ -98,7 +106,22 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
             .await
             .unwrap();
         sent.entry(partition).or_default().push(body);
+        placed.push(partition);
         confirms.push(confirm);
+    }
+    // Without a key: a batch's worth to one partition, then the next in turn.
+    for (n, run) in placed.chunks(10).enumerate() {
+        assert!(
+            run.iter().all(|p| *p == run[0]),
+            "run {n} went to one partition: {run:?}"
+        );
+        if n > 0 {
+            assert_eq!(
+                run[0],
+                (placed[(n - 1) * 10] + 1) % 10,
+                "run {n} is the next partition"
+            );
+        }
     }
     for confirm in confirms {
         let outcome = tokio::time::timeout(WAIT, confirm)
@@ -117,7 +140,7 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
     assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
     sent.entry(partition).or_default().push("lone".into());
 
-    assert_eq!(sent.len(), 10, "round the partitions");
+    assert_eq!(sent.len(), 10, "every partition got its batches");
     let read = read_all(&client, "views", total + 1).await;
     assert_eq!(
         read, sent,

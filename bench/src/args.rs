@@ -126,7 +126,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub until_serving: bool,
     /// A partitioned stream of N partitions (named --queue) through the client handle
-    /// instead: one producer appends --count records round the partitions (at most
+    /// instead: one producer appends --count records without keys (a batch's worth to
+    /// a partition, then the next; --round-robin: one record each in turn) (at most
     /// --window unconfirmed), then, unless --consumers 0, one stream consumer reads them
     /// back from `first` (see `stream.rs`).
     #[arg(long, value_name = "N", conflicts_with = "amqp")]
@@ -138,6 +139,10 @@ pub struct BenchArgs {
     /// With --stream-partitions: the producer's batch size per partition, in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub batch_bytes: usize,
+    /// With --stream-partitions: send record i to partition i mod N, as records with
+    /// keys spread (instead of the producer's sticky choice for records without keys).
+    #[arg(long)]
+    pub round_robin: bool,
     /// The broker's process id: --delayed and --churn report its CPU (and --delayed
     /// its RSS) from /proc.
     #[arg(long, value_name = "PID")]

@@ -1,6 +1,7 @@
 //! `warren-bench --stream-partitions N`: a partitioned stream through the client
 //! handle, as a Rust application uses one. One [`StreamProducer`] appends `--count`
-//! records of `--size` bytes round the N partitions (persistent, at most `--window`
+//! records of `--size` bytes over the N partitions (without keys: the producer's
+//! sticky choice; `--round-robin`: one each in turn) (persistent, at most `--window`
 //! unconfirmed; each confirmed once its chunk is fsynced), then one
 //! [`StreamConsumer`] reads them all back from `first` (`--prefetch` per partition,
 //! one multiple ack every quarter of it) and checks that each record
@@ -37,10 +38,15 @@ pub async fn run(args: &BenchArgs, partitions: u32) -> Result<(), String> {
         .await
         .map_err(|err| format!("declaring stream '{stream}': {err}"))?;
     println!(
-        "stream '{stream}': {} partitions, client handle, {} records of {} B, window {}, producer batches of {} B or {} ms",
+        "stream '{stream}': {} partitions, client handle, {} records of {} B{}, window {}, producer batches of {} B or {} ms",
         declared.len(),
         args.count,
         args.size,
+        if args.round_robin {
+            " round the partitions"
+        } else {
+            " without keys"
+        },
         args.window,
         args.batch_bytes,
         args.linger_ms
@@ -96,11 +102,16 @@ async fn append(client: &Client, args: &BenchArgs, stream: &str) -> Result<(), S
     let mut refused = 0u64;
     let before = ticks(args)?;
     let began = Instant::now();
+    let partitions = producer.partitions().len();
     for seq in 0..args.count {
-        let (_, confirm) = producer
-            .send(None, body(0, seq, &padding), options.clone())
-            .await
-            .map_err(|err| err.to_string())?;
+        let body = body(0, seq, &padding);
+        let sent = if args.round_robin {
+            let index = (seq % partitions as u64) as usize;
+            producer.send_to(index, None, body, options.clone()).await
+        } else {
+            producer.send(None, body, options.clone()).await
+        };
+        let (_, confirm) = sent.map_err(|err| err.to_string())?;
         pending.push_back(confirm);
         while pending.len() >= window {
             if let Some(c) = pending.pop_front() {

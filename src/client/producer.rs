@@ -14,12 +14,22 @@
 //!   producer adds no latency), or
 //! - [`StreamProducer::flush`] is called, or the producer is dropped.
 //!
+//! A record without a key goes to the producer's current partition until a batch's
+//! worth (`batch_bytes`, or 1 024 records) went there, then to the next partition in
+//! turn, starting from a random one: Kafka's uniform sticky partitioner (KIP-794).
+//! Round the partitions one record at a time, a batch of a stream of N partitions
+//! fills N times slower, so with many partitions batches leave by the linger timer
+//! nearly empty and the node pays per append for a record or two; sticking to a
+//! partition for a batch fills batches as fast on 1 000 partitions as on one, and
+//! spreads records as evenly over time.
+//!
 //! Records of one partition keep their order; a record's [`Confirm`] resolves once
 //! its batch was sent and stored. Back-pressure is the client's: a record holds its
 //! permits from [`StreamProducer::send`] on, so batches waiting here count toward what
 //! a client may have unconfirmed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,13 +66,14 @@ impl Default for ProducerOptions {
 /// Records in one batch at most (one publish frame holds 1 024).
 const BATCH_RECORDS: usize = 1024;
 
-/// Publishes to a partitioned stream: by key (Kafka's partitioner), round the
-/// partitions, or to a partition named; batched per partition (see the module doc).
+/// Publishes to a partitioned stream: by key (Kafka's partitioner), a batch's worth
+/// to each partition in turn, or to a partition named; batched per partition (see
+/// the module doc).
 pub struct StreamProducer {
     stream: String,
     partitions: Vec<Partition>,
-    /// The next partition a record without a key goes to.
-    next: AtomicUsize,
+    /// Where records without a key go.
+    sticky: Mutex<Sticky>,
     shared: Arc<Shared>,
     flusher: tokio::task::AbortHandle,
 }
@@ -84,6 +95,33 @@ struct State {
     waiting: usize,
     /// Records sent and not yet confirmed.
     unconfirmed: usize,
+}
+
+/// The partition records without a key go to, and what went there since it was
+/// chosen.
+struct Sticky {
+    index: usize,
+    bytes: usize,
+    records: usize,
+}
+
+impl Sticky {
+    /// The partition (index) of the next keyless record of `len` bytes of body, out
+    /// of `partitions`: the current one, which it leaves once a batch's worth went
+    /// there.
+    fn place(&mut self, len: usize, partitions: usize, batch_bytes: usize) -> usize {
+        let index = self.index;
+        self.bytes += len;
+        self.records += 1;
+        if self.bytes >= batch_bytes || self.records >= BATCH_RECORDS {
+            *self = Sticky {
+                index: (index + 1) % partitions.max(1),
+                bytes: 0,
+                records: 0,
+            };
+        }
+        index
+    }
 }
 
 #[derive(Default)]
@@ -127,8 +165,13 @@ impl Client {
         let flusher = tokio::spawn(linger(Arc::clone(&shared))).abort_handle();
         Ok(StreamProducer {
             stream: name.to_string(),
+            sticky: Mutex::new(Sticky {
+                // Producers that start together do not all fill the same partition.
+                index: RandomState::new().hash_one(0u8) as usize % partitions.len(),
+                bytes: 0,
+                records: 0,
+            }),
             partitions,
-            next: AtomicUsize::new(0),
             shared,
             flusher,
         })
@@ -147,17 +190,27 @@ impl StreamProducer {
     }
 
     /// Publishes `body` with `key` (in the [`KEY_HEADER`] header) to the partition
-    /// the key hashes to; without a key, to the next partition in turn. Returns the
-    /// partition's number and the confirm.
+    /// the key hashes to; without a key, to the producer's current partition, which
+    /// it leaves for the next once a batch's worth went there (see the module doc).
+    /// Returns the partition's number and the confirm.
     pub async fn send(
         &self,
         key: Option<&str>,
         body: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<(u64, Confirm), ClientError> {
+        let body = body.into();
         let index = match key {
             Some(key) => self.partition_for(key.as_bytes()),
-            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions.len(),
+            None => self
+                .sticky
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .place(
+                    body.len(),
+                    self.partitions.len(),
+                    self.shared.options.batch_bytes,
+                ),
         };
         self.send_to(index, key, body, options).await
     }
@@ -302,5 +355,34 @@ async fn linger(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyless_records_fill_a_batch_on_one_partition_then_go_to_the_next() {
+        let mut sticky = Sticky {
+            index: 2,
+            bytes: 0,
+            records: 0,
+        };
+        // Batches of 100 bytes, records of 30: four to a partition (the fourth
+        // reaches 120), then the next, round the three partitions.
+        let placed: Vec<usize> = (0..12).map(|_| sticky.place(30, 3, 100)).collect();
+        assert_eq!(placed, [2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 1]);
+        // Empty bodies: 1 024 records, the most a batch holds.
+        let mut sticky = Sticky {
+            index: 0,
+            bytes: 0,
+            records: 0,
+        };
+        let placed: Vec<usize> = (0..2 * BATCH_RECORDS)
+            .map(|_| sticky.place(0, 2, 100))
+            .collect();
+        assert!(placed[..BATCH_RECORDS].iter().all(|&i| i == 0));
+        assert!(placed[BATCH_RECORDS..].iter().all(|&i| i == 1));
     }
 }

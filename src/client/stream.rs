@@ -10,7 +10,8 @@
 //! A [`StreamProducer`](super::StreamProducer) (`producer.rs`) picks the partition of
 //! a keyed message with Kafka's default partitioner (murmur2 of the key, modulo the
 //! partitions), so a key lands on the same partition number as in Kafka; without a
-//! key it goes round the partitions. The key travels with the message in the
+//! key it goes to one partition for a batch's worth, then the next (Kafka's sticky
+//! partitioner). The key travels with the message in the
 //! [`KEY_HEADER`] header.
 
 use warren_actors::exchange::partition::PARTITION_ORDER_ARG;

@@ -52,8 +52,8 @@ pub enum StreamCmd {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Publish to a stream: by key (Kafka's partitioner), to a partition, or round
-    /// the partitions; with confirms.
+    /// Publish to a stream: by key (Kafka's partitioner), to a partition, or without
+    /// either a batch's worth (16 KiB) to a partition, then the next; with confirms.
     Publish {
         /// The stream's name.
         name: String,

@@ -149,6 +149,49 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
 }
 
 #[tokio::test]
+async fn keyed_records_sent_faster_than_confirmed_all_go_by_the_linger_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "taps", 4).await;
+    // A short linger, and no flush: records that gather while their partition's
+    // batch is on the way must be sent by the timer once that batch is confirmed.
+    let producer = client
+        .stream_producer_with(
+            "taps",
+            ProducerOptions {
+                linger: Duration::from_millis(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for i in 0..3_000 {
+        let key = format!("user-{}", i % 50);
+        let body = format!("{i}");
+        let (partition, confirm) = producer
+            .send(Some(&key), body.clone(), PublishOptions::default())
+            .await
+            .unwrap();
+        sent.entry(partition).or_default().push(body);
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        let outcome = tokio::time::timeout(WAIT, confirm)
+            .await
+            .expect("the linger timer sends every batch");
+        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    }
+    let read = read_all(&client, "taps", 3_000).await;
+    assert_eq!(
+        read, sent,
+        "each partition holds its records in the order sent"
+    );
+}
+
+#[tokio::test]
 async fn records_waiting_in_batches_go_on_flush_and_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("node"), free_port());

@@ -9,7 +9,9 @@
 //! for publishing, records in order, when
 //!
 //! - it holds [`ProducerOptions::batch_bytes`] of bodies (or 1 024 records),
-//! - its first record has waited [`ProducerOptions::linger`],
+//! - its first record has waited [`ProducerOptions::linger`] and no earlier batch of
+//!   its partition is unconfirmed (under load a batch gathers for a round trip,
+//!   as Kafka's do while their requests are in flight),
 //! - nothing this producer sent is unconfirmed (a lone record goes at once: an idle
 //!   producer adds no latency), or
 //! - [`StreamProducer::flush`] is called, or the producer is dropped.
@@ -66,6 +68,10 @@ impl Default for ProducerOptions {
 /// Records in one batch at most (one publish frame holds 1 024).
 const BATCH_RECORDS: usize = 1024;
 
+/// Batches of one partition the linger timer lets be unconfirmed at once (a full
+/// batch goes whatever this says).
+const LINGERED_IN_FLIGHT: usize = 1;
+
 /// Publishes to a partitioned stream: by key (Kafka's partitioner), a batch's worth
 /// to each partition in turn, or to a partition named; batched per partition (see
 /// the module doc).
@@ -85,16 +91,38 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the linger task when a batch starts.
     started: Notify,
+    /// Wakes the linger task when a batch that waited for its partition's batch on
+    /// the way is due before the time it sleeps to.
+    rearm: Notify,
 }
 
 #[derive(Default)]
 struct State {
     /// One batch per partition (by index).
     batches: Vec<Batch>,
+    /// Each partition's batches sent and not yet confirmed (by index).
+    in_flight: Vec<usize>,
+    /// When the linger task wakes next (`None`: when a batch starts).
+    wakes: Option<Instant>,
     /// Records waiting in batches.
     waiting: usize,
     /// Records sent and not yet confirmed.
     unconfirmed: usize,
+}
+
+impl State {
+    /// Whether partition `index`'s batch may go by the linger timer at `now`: its
+    /// first record waited `linger`, and fewer than [`LINGERED_IN_FLIGHT`] of its
+    /// batches are unconfirmed. (Under load a partition's records gather while its
+    /// batch is on the way, as Kafka's do while its requests are in flight: with
+    /// many partitions and keyed records, a batch then holds what came during a
+    /// round trip instead of what came during the linger.)
+    fn lingered(&self, index: usize, now: Instant, linger: Duration) -> bool {
+        self.in_flight[index] < LINGERED_IN_FLIGHT
+            && self.batches[index]
+                .since
+                .is_some_and(|since| now >= since + linger)
+    }
 }
 
 /// The partition records without a key go to, and what went there since it was
@@ -154,6 +182,7 @@ impl Client {
         }
         let state = State {
             batches: (0..partitions.len()).map(|_| Batch::default()).collect(),
+            in_flight: vec![0; partitions.len()],
             ..Default::default()
         };
         let shared = Arc::new(Shared {
@@ -161,6 +190,7 @@ impl Client {
             options,
             state: Mutex::new(state),
             started: Notify::new(),
+            rearm: Notify::new(),
         });
         let flusher = tokio::spawn(linger(Arc::clone(&shared))).abort_handle();
         Ok(StreamProducer {
@@ -307,6 +337,7 @@ impl Shared {
             return;
         };
         state.unconfirmed += count;
+        state.in_flight[index] += 1;
         let mut forward = Vec::with_capacity(count);
         for mut pending in batch.records {
             let (done, rx) = oneshot::channel();
@@ -325,8 +356,23 @@ impl Shared {
             }
             let mut state = shared.lock();
             state.unconfirmed -= count;
+            state.in_flight[index] -= 1;
             if state.unconfirmed == 0 && state.waiting > 0 {
                 shared.flush_all(&mut state);
+            } else if state.in_flight[index] < LINGERED_IN_FLIGHT
+                && state.batches[index].since.is_some()
+            {
+                // The partition's next batch waited for this one: it goes if its
+                // linger is up, else the timer watches it again.
+                let now = Instant::now();
+                if state.lingered(index, now, shared.options.linger) {
+                    shared.flush_batch(&mut state, index);
+                } else if let Some(since) = state.batches[index].since {
+                    let due = since + shared.options.linger;
+                    if state.wakes.is_none_or(|wakes| due < wakes) {
+                        shared.rearm.notify_one();
+                    }
+                }
             }
         });
     }
@@ -335,21 +381,34 @@ impl Shared {
 /// Sends batches whose first record has waited the linger time.
 async fn linger(shared: Arc<Shared>) {
     loop {
-        let oldest = {
-            let state = shared.lock();
-            state.batches.iter().filter_map(|b| b.since).min()
+        let wakes = {
+            let mut state = shared.lock();
+            let oldest = state
+                .batches
+                .iter()
+                .zip(&state.in_flight)
+                .filter(|(_, in_flight)| **in_flight < LINGERED_IN_FLIGHT)
+                .filter_map(|(b, _)| b.since)
+                .min();
+            state.wakes = oldest.map(|since| since + shared.options.linger);
+            state.wakes
         };
-        match oldest {
-            None => shared.started.notified().await,
-            Some(since) => {
-                tokio::time::sleep_until((since + shared.options.linger).into()).await;
+        match wakes {
+            None => {
+                tokio::select! {
+                    _ = shared.started.notified() => {}
+                    _ = shared.rearm.notified() => {}
+                }
+            }
+            Some(wakes) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wakes.into()) => {}
+                    _ = shared.rearm.notified() => continue,
+                }
                 let mut state = shared.lock();
                 let now = Instant::now();
                 for index in 0..state.batches.len() {
-                    let due = state.batches[index]
-                        .since
-                        .is_some_and(|since| now >= since + shared.options.linger);
-                    if due {
+                    if state.lingered(index, now, shared.options.linger) {
                         shared.flush_batch(&mut state, index);
                     }
                 }
@@ -384,5 +443,32 @@ mod tests {
             .collect();
         assert!(placed[..BATCH_RECORDS].iter().all(|&i| i == 0));
         assert!(placed[BATCH_RECORDS..].iter().all(|&i| i == 1));
+    }
+
+    #[test]
+    fn a_lingered_batch_waits_while_its_partitions_last_batch_is_on_the_way() {
+        let linger = Duration::from_millis(5);
+        let now = Instant::now();
+        let mut state = State {
+            batches: vec![Batch::default(), Batch::default()],
+            in_flight: vec![0, 0],
+            ..Default::default()
+        };
+        assert!(!state.lingered(0, now, linger), "an empty batch never goes");
+        state.batches[0].since = Some(now);
+        assert!(!state.lingered(0, now, linger), "its linger is not up");
+        let later = now + linger;
+        assert!(state.lingered(0, later, linger));
+        state.in_flight[0] = 1;
+        assert!(
+            !state.lingered(0, later, linger),
+            "it waits for its partition's batch on the way"
+        );
+        state.in_flight[1] = 1;
+        state.in_flight[0] = 0;
+        assert!(
+            state.lingered(0, later, linger),
+            "another partition's batch does not hold it"
+        );
     }
 }

@@ -247,8 +247,11 @@ impl Connection {
     fn new(peer: SocketAddr, server: Arc<Server>) -> Connection {
         Connection {
             peer,
-            in_buf: Vec::with_capacity(64 * 1024),
-            out: Vec::with_capacity(64 * 1024),
+            // Both grow as they are used: the handshake needs a few hundred bytes,
+            // and the loop sizes them for the traffic (every page an idle
+            // connection touched counts in the node's memory).
+            in_buf: Vec::new(),
+            out: Vec::new(),
             channels: HashMap::new(),
             closing: HashSet::new(),
             frame_max: FRAME_MAX,

@@ -206,12 +206,13 @@ async fn records_waiting_in_batches_go_on_flush_and_on_drop() {
         // The first record is unconfirmed while the others are sent, so they wait in
         // their batches (far from full) unless its confirm was quick; either way
         // flush and drop must send them.
+        // Round the three partitions, so that flush and drop send several batches.
         let mut confirms = Vec::new();
         for i in 0..30 {
             let body = format!("{how}-{i}");
             confirms.push(
                 producer
-                    .send(None, body, PublishOptions::default())
+                    .send_to(i % 3, None, body, PublishOptions::default())
                     .await
                     .unwrap()
                     .1,
@@ -239,9 +240,10 @@ async fn a_multiple_ack_already_covered_by_a_later_one_keeps_the_session() {
     let client = node.client().await;
     declare(&client, "taps", 2).await;
     let producer = client.stream_producer("taps").await.unwrap();
+    // Both partitions, so that the reader merges them.
     for i in 0..100 {
         let (_, confirm) = producer
-            .send(None, format!("{i}"), PublishOptions::default())
+            .send_to(i % 2, None, format!("{i}"), PublishOptions::default())
             .await
             .unwrap();
         assert_eq!(confirm.await.unwrap(), PublishResult::Confirmed);

@@ -121,7 +121,8 @@ impl State {
         self.in_flight[index] < LINGERED_IN_FLIGHT
             && self.batches[index]
                 .since
-                .is_some_and(|since| now >= since + linger)
+                .and_then(|since| since.checked_add(linger))
+                .is_some_and(|due| now >= due)
     }
 }
 
@@ -367,8 +368,10 @@ impl Shared {
                 let now = Instant::now();
                 if state.lingered(index, now, shared.options.linger) {
                     shared.flush_batch(&mut state, index);
-                } else if let Some(since) = state.batches[index].since {
-                    let due = since + shared.options.linger;
+                } else if let Some(due) = state.batches[index]
+                    .since
+                    .and_then(|since| since.checked_add(shared.options.linger))
+                {
                     if state.wakes.is_none_or(|wakes| due < wakes) {
                         shared.rearm.notify_one();
                     }
@@ -390,7 +393,8 @@ async fn linger(shared: Arc<Shared>) {
                 .filter(|(_, in_flight)| **in_flight < LINGERED_IN_FLIGHT)
                 .filter_map(|(b, _)| b.since)
                 .min();
-            state.wakes = oldest.map(|since| since + shared.options.linger);
+            // A linger too long to add to a time never falls due.
+            state.wakes = oldest.and_then(|since| since.checked_add(shared.options.linger));
             state.wakes
         };
         match wakes {
@@ -469,6 +473,10 @@ mod tests {
         assert!(
             state.lingered(0, later, linger),
             "another partition's batch does not hold it"
+        );
+        assert!(
+            !state.lingered(0, later, Duration::MAX),
+            "a linger too long to add to a time never falls due"
         );
     }
 }

@@ -247,9 +247,11 @@ impl Connection {
     fn new(peer: SocketAddr, server: Arc<Server>) -> Connection {
         Connection {
             peer,
-            // Both grow as they are used: the handshake needs a few hundred bytes,
-            // and the loop sizes them for the traffic (every page an idle
-            // connection touched counts in the node's memory).
+            // Empty until used: the handshake needs a few hundred bytes of each.
+            // Then the loop reserves its read chunk in `in_buf`, and `hand_off`
+            // sizes each next `out` by the last (4-64 KiB): an idle connection's
+            // output buffer stays at 4 KiB instead of 64 (every page it touched
+            // counts in the node's memory).
             in_buf: Vec::new(),
             out: Vec::new(),
             channels: HashMap::new(),

@@ -703,13 +703,7 @@ fn spawn_settler(session: ActorRef<SessionMsg>) -> UnboundedSender<SettleItem> {
                 match item {
                     SettleItem::Settle(s) if s.multiple && s.delivery_tag <= settled_through => {}
                     SettleItem::Run(s) if s.delivery_tag <= settled_through => {}
-                    SettleItem::Run(s) => {
-                        if s.multiple {
-                            settled_through = s.delivery_tag;
-                        }
-                        batch.push(s);
-                    }
-                    SettleItem::Settle(s) => {
+                    SettleItem::Settle(s) | SettleItem::Run(s) => {
                         if s.multiple {
                             settled_through = s.delivery_tag;
                         }

@@ -111,18 +111,24 @@ struct State {
 }
 
 impl State {
-    /// Whether partition `index`'s batch may go by the linger timer at `now`: its
-    /// first record waited `linger`, and fewer than [`LINGERED_IN_FLIGHT`] of its
-    /// batches are unconfirmed. (Under load a partition's records gather while its
-    /// batch is on the way, as Kafka's do while its requests are in flight: with
-    /// many partitions and keyed records, a batch then holds what came during a
-    /// round trip instead of what came during the linger.)
+    /// When partition `index`'s batch may go by the linger timer: once its first
+    /// record waited `linger`, if fewer than [`LINGERED_IN_FLIGHT`] of its batches
+    /// are unconfirmed. (Under load a partition's records gather while its batch is
+    /// on the way, as Kafka's do while its requests are in flight: with many
+    /// partitions and keyed records, a batch then holds what came during a round
+    /// trip instead of what came during the linger.) `None`: an empty batch, a
+    /// batch waiting for its partition's batch on the way, or a linger too long to
+    /// add to a time (never due).
+    fn due(&self, index: usize, linger: Duration) -> Option<Instant> {
+        if self.in_flight[index] >= LINGERED_IN_FLIGHT {
+            return None;
+        }
+        self.batches[index].since?.checked_add(linger)
+    }
+
+    /// Whether partition `index`'s batch may go by the linger timer at `now`.
     fn lingered(&self, index: usize, now: Instant, linger: Duration) -> bool {
-        self.in_flight[index] < LINGERED_IN_FLIGHT
-            && self.batches[index]
-                .since
-                .and_then(|since| since.checked_add(linger))
-                .is_some_and(|due| now >= due)
+        self.due(index, linger).is_some_and(|due| now >= due)
     }
 }
 
@@ -360,21 +366,13 @@ impl Shared {
             state.in_flight[index] -= 1;
             if state.unconfirmed == 0 && state.waiting > 0 {
                 shared.flush_all(&mut state);
-            } else if state.in_flight[index] < LINGERED_IN_FLIGHT
-                && state.batches[index].since.is_some()
-            {
+            } else if let Some(due) = state.due(index, shared.options.linger) {
                 // The partition's next batch waited for this one: it goes if its
                 // linger is up, else the timer watches it again.
-                let now = Instant::now();
-                if state.lingered(index, now, shared.options.linger) {
+                if Instant::now() >= due {
                     shared.flush_batch(&mut state, index);
-                } else if let Some(due) = state.batches[index]
-                    .since
-                    .and_then(|since| since.checked_add(shared.options.linger))
-                {
-                    if state.wakes.is_none_or(|wakes| due < wakes) {
-                        shared.rearm.notify_one();
-                    }
+                } else if state.wakes.is_none_or(|wakes| due < wakes) {
+                    shared.rearm.notify_one();
                 }
             }
         });
@@ -386,15 +384,9 @@ async fn linger(shared: Arc<Shared>) {
     loop {
         let wakes = {
             let mut state = shared.lock();
-            let oldest = state
-                .batches
-                .iter()
-                .zip(&state.in_flight)
-                .filter(|(_, in_flight)| **in_flight < LINGERED_IN_FLIGHT)
-                .filter_map(|(b, _)| b.since)
+            state.wakes = (0..state.batches.len())
+                .filter_map(|index| state.due(index, shared.options.linger))
                 .min();
-            // A linger too long to add to a time never falls due.
-            state.wakes = oldest.and_then(|since| since.checked_add(shared.options.linger));
             state.wakes
         };
         match wakes {

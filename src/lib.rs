@@ -8,6 +8,8 @@
 //! - `main.rs` and [`cli`]: the `warren` command; [`conn`]: the flags its client
 //!   commands and the shell take to reach a node.
 //! - [`shell`]: the debug shell; [`listing`]: listings as text and JSON.
+//! - [`process`]: settings of the process a node or a client program runs in
+//!   (transparent huge pages off).
 //!
 //! The benchmark programs are not here: they are the `warren-bench` binary of the
 //! workspace crate `bench/`, which drives a node through [`client`] or over AMQP.
@@ -23,4 +25,5 @@ pub mod client;
 pub mod conn;
 pub mod listing;
 pub mod node;
+pub mod process;
 pub mod shell;

@@ -11,21 +11,9 @@ use warren::node::config::{ConfigFile, NodeConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Transparent huge pages off for this process (as Redis and RabbitMQ advise): with
-/// the kernel's `always`, every fresh 64 KiB page mimalloc hands out faulted in and
-/// zeroed a whole 2 MiB huge page, and a busy mirrored queue spent a quarter of each
-/// node's CPU clearing pages (docs/2026-12-05-transparent-huge-pages.md).
-fn without_transparent_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments and changes only this
-    // process's page policy; its result is not needed (an old kernel leaves THP on).
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
-
 fn main() {
-    without_transparent_huge_pages();
+    // (docs/2026-12-05-transparent-huge-pages.md)
+    warren::process::without_transparent_huge_pages();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Node(_)) {
         quit_quietly_when_stdout_closes();

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use common::{free_port, NodeProcess};
 use warren::client::{
-    Client, FieldValue, Partition, ProducerOptions, PublishOptions, PublishResult,
-    StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
+    Client, ClientError, ConnectOptions, FieldValue, Partition, ProducerOptions, PublishOptions,
+    PublishResult, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
+    MAX_BUFFER_BYTES, MIN_BUFFER_BYTES,
 };
 
 /// How long any confirm or read may take before the test fails.
@@ -189,6 +190,56 @@ async fn keyed_records_sent_faster_than_confirmed_all_go_by_the_linger_timer() {
         read, sent,
         "each partition holds its records in the order sent"
     );
+}
+
+#[tokio::test]
+async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let admin = node.client().await;
+    declare(&admin, "small", 3).await;
+    // The smallest buffer holds 170 records of 100 bytes: the 3 000 sent without
+    // awaiting a confirm must wait in `send` for confirms to free it.
+    let mut options = ConnectOptions::new(node.addr, &node.cookie_file()).unwrap();
+    options.buffer_bytes = MIN_BUFFER_BYTES;
+    let client = Client::connect(options).await.unwrap();
+    let producer = client.stream_producer("small").await.unwrap();
+    let mut confirms = Vec::new();
+    let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for i in 0..3_000 {
+        let key = format!("device-{}", i % 17);
+        let body = format!("{i:0>100}");
+        let (partition, confirm) = tokio::time::timeout(
+            WAIT,
+            producer.send(Some(&key), body.clone(), PublishOptions::default()),
+        )
+        .await
+        .expect("a full buffer frees as confirms come")
+        .unwrap();
+        sent.entry(partition).or_default().push(body);
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        let outcome = tokio::time::timeout(WAIT, confirm).await.unwrap();
+        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    }
+    assert_eq!(read_all(&admin, "small", 3_000).await, sent);
+
+    // A buffer out of range is refused before connecting, saying what to give.
+    for bytes in [0, MIN_BUFFER_BYTES - 1, MAX_BUFFER_BYTES + 1] {
+        let mut options = ConnectOptions::new(node.addr, &node.cookie_file()).unwrap();
+        options.buffer_bytes = bytes;
+        match Client::connect(options).await {
+            Err(ClientError::InvalidOptions(why)) => {
+                assert!(
+                    why.contains("buffer_bytes") && why.contains("65536"),
+                    "{why}"
+                );
+            }
+            Err(other) => panic!("{bytes}: wrong error {other}"),
+            Ok(_) => panic!("{bytes}: a buffer out of range was taken"),
+        }
+    }
 }
 
 #[tokio::test]

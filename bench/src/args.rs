@@ -178,6 +178,10 @@ pub struct Conn {
     /// The vhost the bench works in (client handle only; with --amqp, the URI's).
     #[arg(long, env = "WARREN_VHOST", default_value = "/")]
     pub vhost: String,
+    /// What the client handle keeps unconfirmed before a publish waits, in MiB (its
+    /// `ConnectOptions::buffer_bytes`; client handle only).
+    #[arg(long, default_value_t = 32)]
+    pub buffer_mib: usize,
 }
 
 impl Conn {
@@ -186,6 +190,7 @@ impl Conn {
         let mut options = ConnectOptions::new(node.unwrap_or(self.node), &self.cookie_file)?;
         options.client_name = "warren-bench".into();
         options.vhost = self.vhost.clone();
+        options.buffer_bytes = self.buffer_mib.saturating_mul(1 << 20);
         Client::connect(options).await
     }
 }

@@ -44,6 +44,8 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // As the node does: the clients' fresh pages are not zeroed 2 MiB at a time.
+    warren::process::without_transparent_huge_pages();
     let args = args::BenchArgs::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

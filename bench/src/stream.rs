@@ -38,7 +38,7 @@ pub async fn run(args: &BenchArgs, partitions: u32) -> Result<(), String> {
         .await
         .map_err(|err| format!("declaring stream '{stream}': {err}"))?;
     println!(
-        "stream '{stream}': {} partitions, client handle, {} records of {} B{}, window {}, producer batches of {} B or {} ms",
+        "stream '{stream}': {} partitions, client handle, {} records of {} B{}, window {}, client buffer {} MiB, producer batches of {} B or {} ms",
         declared.len(),
         args.count,
         args.size,
@@ -48,6 +48,7 @@ pub async fn run(args: &BenchArgs, partitions: u32) -> Result<(), String> {
             " without keys"
         },
         args.window,
+        args.conn.buffer_mib,
         args.batch_bytes,
         args.linger_ms
     );

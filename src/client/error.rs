@@ -32,6 +32,10 @@ pub enum ClientError {
     Disconnected(String),
     #[error("the node did not answer within {0} s")]
     Timeout(u64),
+    /// An option given to the client is out of its range; the text says which and what
+    /// to give.
+    #[error("invalid option: {0}")]
+    InvalidOptions(String),
     /// A frame that did not decode: a version mismatch or a bug.
     #[error("protocol error: {0}")]
     Protocol(String),

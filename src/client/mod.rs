@@ -36,7 +36,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::Semaphore;
 use warren_actors::message::{Properties, PERSISTENT};
 use warren_cluster::protocol::{
     BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish, QueueInfo,
@@ -47,7 +46,9 @@ pub use admin::Trace;
 pub use consumer::{Consumer, Delivery};
 pub use error::ClientError;
 pub use producer::{ProducerOptions, StreamProducer};
-pub use publisher::{Confirm, MAX_BODY_BYTES};
+pub use publisher::{
+    Confirm, DEFAULT_BUFFER_BYTES, MAX_BODY_BYTES, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES,
+};
 pub use stream::{
     Found, Partition, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
     KEY_HEADER, MAX_PARTITIONS, SUPER_STREAM_ARG,
@@ -75,6 +76,13 @@ pub struct ConnectOptions {
     pub client_name: String,
     /// How long a request may wait for the node's answer.
     pub timeout: Duration,
+    /// What the client keeps unconfirmed before `publish` (and a stream producer's
+    /// `send`) waits: each message counts its body and about 256 bytes (Kafka's
+    /// producer `buffer.memory`). 32 MiB by default ([`DEFAULT_BUFFER_BYTES`]);
+    /// [`MIN_BUFFER_BYTES`] to [`MAX_BUFFER_BYTES`]. A producer of keyed records over
+    /// many partitions appends as many records at a time as its buffer holds per
+    /// partition: give it more to keep its rate.
+    pub buffer_bytes: usize,
 }
 
 impl ConnectOptions {
@@ -100,6 +108,7 @@ impl ConnectOptions {
                 .next()
                 .unwrap_or_else(|| "warren-client".into()),
             timeout: Duration::from_secs(30),
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
         })
     }
 
@@ -187,7 +196,7 @@ struct Inner {
     consumers: Arc<inbox::Consumers>,
     publish_tx: UnboundedSender<publisher::Pending>,
     settle_tx: consumer::Settler,
-    permits: Arc<Semaphore>,
+    buffer: publisher::Buffer,
     timeout: Duration,
 }
 
@@ -201,6 +210,13 @@ impl Drop for Inner {
 impl Client {
     /// Connects to a node and opens a session on it.
     pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
+        if !(MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&options.buffer_bytes) {
+            return Err(ClientError::InvalidOptions(format!(
+                "buffer_bytes is {}: give {MIN_BUFFER_BYTES} to {MAX_BUFFER_BYTES} bytes \
+                 (what the client keeps unconfirmed before publish waits)",
+                options.buffer_bytes
+            )));
+        }
         let link = warren_cluster::connect::connect(options.node, &options.cookie).await?;
         let inbox_group = format!(
             "warren.inbox.{}.{:016x}",
@@ -253,7 +269,7 @@ impl Client {
                 consumers,
                 publish_tx,
                 settle_tx,
-                permits: Arc::new(Semaphore::new(publisher::IN_FLIGHT_PERMITS as usize)),
+                buffer: publisher::Buffer::new(options.buffer_bytes),
                 timeout: options.timeout,
             }),
         })
@@ -506,7 +522,7 @@ impl Client {
                 limit: MAX_BODY_BYTES,
             });
         }
-        let permit = publisher::reserve(&self.inner.permits, body.len()).await?;
+        let permit = self.inner.buffer.reserve(body.len()).await?;
         let mut properties = options.properties;
         if options.persistent {
             properties.delivery_mode = Some(PERSISTENT);

@@ -165,6 +165,9 @@ struct Batch {
     bytes: usize,
     /// When its first record came.
     since: Option<Instant>,
+    /// How many records the partition's batch before held: room for as many is made
+    /// at the first record, so a batch does not grow by reallocating.
+    last_len: usize,
 }
 
 impl Client {
@@ -307,6 +310,11 @@ impl Shared {
         let mut state = self.lock();
         let batch = &mut state.batches[index];
         let first = batch.records.is_empty();
+        if first {
+            batch
+                .records
+                .reserve(batch.last_len.clamp(1, BATCH_RECORDS));
+        }
         batch.bytes += pending.publish.body.len();
         batch.records.push(pending);
         batch.since.get_or_insert_with(Instant::now);
@@ -332,8 +340,14 @@ impl Shared {
     /// Queues partition `index`'s batch for publishing (under the lock, so batches
     /// of a partition leave in order), and watches its confirms.
     fn flush_batch(self: &Arc<Self>, state: &mut State, index: usize) {
-        let batch = std::mem::take(&mut state.batches[index]);
-        let count = batch.records.len();
+        let count = state.batches[index].records.len();
+        let batch = std::mem::replace(
+            &mut state.batches[index],
+            Batch {
+                last_len: count,
+                ..Batch::default()
+            },
+        );
         state.waiting -= count;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // Dropped outside a runtime: nothing here can watch the confirms, so the

@@ -4,6 +4,12 @@
 //! registry and process groups are process-global, so one is all it needs); every
 //! client handle in the process to the same node shares that node-pair session, as
 //! ractor_cluster allows only one session per pair.
+//!
+//! That transport (the node server, its sessions and their sockets) runs on a runtime
+//! of its own, not on the runtime of the caller that connected first: each
+//! `#[tokio::test]` has a runtime of its own, and a program may start and drop
+//! runtimes. On the first caller's runtime, the transport died with it, and every
+//! later client in the process failed with "channel is closed".
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -11,6 +17,7 @@ use std::time::Duration;
 
 use ractor::{ActorCell, ActorRef};
 use ractor_cluster::NodeServerMessage;
+use tokio::runtime::Handle;
 use tokio::sync::Mutex;
 use tokio::time::{sleep, Instant};
 
@@ -79,6 +86,37 @@ fn client_server() -> &'static Mutex<ClientServer> {
     SERVER.get_or_init(|| Mutex::new(None))
 }
 
+/// Threads of the runtime the client transport runs on.
+const TRANSPORT_THREADS: usize = 2;
+
+/// The runtime the process's client transport runs on, started at the first connect;
+/// it lives as long as the process.
+fn transport_runtime() -> Result<Handle, ConnectError> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(TRANSPORT_THREADS)
+                .thread_name("warren-client-transport")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map(|runtime| runtime.handle().clone())
+        .map_err(|e| ConnectError::Local(format!("cannot start its runtime: {e}")))
+}
+
+/// Runs `work` on the transport's runtime and waits for it.
+async fn on_transport<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, ConnectError> {
+    transport_runtime()?
+        .spawn(work)
+        .await
+        .map_err(|e| ConnectError::Local(e.to_string()))
+}
+
 /// Connects this process to the node at `addr` (or reuses the session it has) and
 /// returns the node's gateway.
 ///
@@ -99,8 +137,12 @@ pub async fn connect(addr: SocketAddr, cookie: &str) -> Result<NodeLink, Connect
         _ => {
             let name = format!("warren-client-{}", std::process::id());
             let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let s = crate::node_server::start(&name, listen, cookie.to_string())
-                .await
+            let presented = cookie.to_string();
+            let s =
+                on_transport(
+                    async move { crate::node_server::start(&name, listen, presented).await },
+                )
+                .await?
                 .map_err(|e| ConnectError::Local(e.to_string()))?;
             *slot = Some((cookie.to_string(), s.clone()));
             s
@@ -110,8 +152,10 @@ pub async fn connect(addr: SocketAddr, cookie: &str) -> Result<NodeLink, Connect
     let node_id = match ready_session(&server, addr).await? {
         Some(id) => id,
         None => {
-            ractor_cluster::client_connect(&server, addr)
-                .await
+            // The socket belongs to the runtime that opens it: the transport's.
+            let dialler = server.clone();
+            on_transport(async move { ractor_cluster::client_connect(&dialler, addr).await })
+                .await?
                 .map_err(|e| ConnectError::Unreachable {
                     addr,
                     reason: e.to_string(),

@@ -194,7 +194,7 @@ struct Inner {
     session: ActorRef<SessionMsg>,
     inbox: ActorRef<InboxMsg>,
     consumers: Arc<inbox::Consumers>,
-    publish_tx: UnboundedSender<publisher::Pending>,
+    publish_tx: UnboundedSender<publisher::Queued>,
     settle_tx: consumer::Settler,
     buffer: publisher::Buffer,
     timeout: Duration,
@@ -502,7 +502,7 @@ impl Client {
             .await?;
         self.inner
             .publish_tx
-            .send(pending)
+            .send(publisher::Queued::One(pending))
             .map_err(|_| ClientError::Disconnected("the client is closed".into()))?;
         Ok(confirm)
     }
@@ -542,13 +542,13 @@ impl Client {
         Ok((pending, Confirm { rx }))
     }
 
-    /// Queues a prepared message; publishes leave in the order they were queued. If
-    /// the client is closed, its confirm says so.
-    pub(crate) fn enqueue(&self, pending: publisher::Pending) {
-        if let Err(refused) = self.inner.publish_tx.send(pending) {
-            let _ = refused.0.done.send(Err(ClientError::Disconnected(
-                "the client is closed".into(),
-            )));
+    /// Queues prepared messages, as one item; publishes leave in the order they were
+    /// queued. If the client is closed, their confirms say so.
+    pub(crate) fn enqueue_all(&self, pending: Vec<publisher::Pending>) {
+        if let Err(refused) = self.inner.publish_tx.send(publisher::Queued::Many(pending)) {
+            refused
+                .0
+                .refuse(&ClientError::Disconnected("the client is closed".into()));
         }
     }
 

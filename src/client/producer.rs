@@ -349,22 +349,22 @@ impl Shared {
             },
         );
         state.waiting -= count;
+        let mut records = batch.records;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // Dropped outside a runtime: nothing here can watch the confirms, so the
             // records go with their own; the producer is gone and sends no more.
-            for pending in batch.records {
-                self.client.enqueue(pending);
-            }
+            self.client.enqueue_all(records);
             return;
         };
         state.unconfirmed += count;
         state.in_flight[index] += 1;
         let mut forward = Vec::with_capacity(count);
-        for mut pending in batch.records {
+        for pending in &mut records {
             let (done, rx) = oneshot::channel();
             forward.push((std::mem::replace(&mut pending.done, done), rx));
-            self.client.enqueue(pending);
         }
+        // The batch goes to the client's batching task whole, in place.
+        self.client.enqueue_all(records);
         let shared = Arc::clone(self);
         runtime.spawn(async move {
             for (user, rx) in forward {

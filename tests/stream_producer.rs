@@ -206,7 +206,34 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
     let producer = client.stream_producer("small").await.unwrap();
     let mut confirms = Vec::new();
     let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for i in 0..3_000 {
+    // While the node is stopped nothing is confirmed: 170 records fill the buffer
+    // and the next one waits (it cannot go on before the node does).
+    let pid = node.pid().unwrap() as libc::pid_t;
+    // SAFETY: kill(2) with a signal number; the node is a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    for i in 0..170 {
+        let key = format!("device-{}", i % 17);
+        let body = format!("{i:0>100}");
+        let (partition, confirm) = tokio::time::timeout(
+            WAIT,
+            producer.send(Some(&key), body.clone(), PublishOptions::default()),
+        )
+        .await
+        .expect("the buffer holds 170 records")
+        .unwrap();
+        sent.entry(partition).or_default().push(body);
+        confirms.push(confirm);
+    }
+    let next = producer.send(Some("device-0"), "x", PublishOptions::default());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next)
+            .await
+            .is_err(),
+        "the 171st record waits for a confirm"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    for i in 170..3_000 {
         let key = format!("device-{}", i % 17);
         let body = format!("{i:0>100}");
         let (partition, confirm) = tokio::time::timeout(

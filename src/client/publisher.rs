@@ -4,7 +4,7 @@
 //! client gathers what is queued into batches (one frame, one reply for many messages)
 //! and sends them in publish order; each batch's reply resolves its messages' confirms.
 //!
-//! Back-pressure: every queued message holds permits from a semaphore sized in KiB
+//! Back-pressure: every queued message holds permits from a semaphore of 64-byte permits
 //! until its confirm arrives. A publisher that outruns the broker waits in `publish`
 //! for permits instead of growing the client's memory without bound.
 
@@ -28,8 +28,17 @@ pub const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
 /// The least a client may keep unconfirmed: a buffer smaller than a few messages
 /// would make every publish wait for the one before.
 pub const MIN_BUFFER_BYTES: usize = 64 << 10;
-/// The most a client may keep unconfirmed (its permits are counted in a `u32`).
-pub const MAX_BUFFER_BYTES: usize = u32::MAX as usize * PERMIT_BYTES;
+/// The most a client may keep unconfirmed: its permits are counted in a `u32` (and,
+/// on a 32-bit target, within what a semaphore holds).
+pub const MAX_BUFFER_BYTES: usize = {
+    let permits = u32::MAX as u64 * PERMIT_BYTES as u64;
+    let semaphore = (usize::MAX >> 3) as u64;
+    (if permits < semaphore {
+        permits
+    } else {
+        semaphore
+    }) as usize
+};
 /// The bytes one permit stands for.
 const PERMIT_BYTES: usize = 64;
 /// What a message costs the client beside its body while unconfirmed (the publish,
@@ -143,17 +152,24 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
         let mut next = Some(first);
         // What is queued goes in publish order, a batch sent each time it is full.
         while let Some(queued) = next.take() {
+            let mut full = false;
             let mut add = |p: Pending| {
                 bytes += p.publish.body.len();
                 batch.push(p);
                 if batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES {
                     send(&session, &mut batch, timeout);
                     bytes = 0;
+                    full = true;
                 }
             };
             match queued {
                 Queued::One(p) => add(p),
                 Queued::Many(ps) => ps.into_iter().for_each(add),
+            }
+            if full {
+                // `try_recv` takes nothing from the task's budget: without this, a
+                // queue kept full would hold the thread, and the reply tasks behind.
+                tokio::task::consume_budget().await;
             }
             next = rx.try_recv().ok();
         }

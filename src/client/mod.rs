@@ -202,7 +202,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.session.cast(SessionMsg::Close(().into()));
+        // The close goes through the batching task, after what is queued: the records
+        // a producer sends when it is dropped with the client's last handle reach the
+        // node before the session ends. (The task gone, the session closes at once.)
+        if self.publish_tx.send(publisher::Queued::Close).is_err() {
+            let _ = self.session.cast(SessionMsg::Close(().into()));
+        }
         self.inbox.stop(None);
     }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Pending {
 pub(crate) enum Queued {
     One(Pending),
     Many(Vec<Pending>),
+    /// The client's last handle is gone: the session closes after what is queued.
+    Close,
 }
 
 impl Queued {
@@ -76,6 +78,7 @@ impl Queued {
         match self {
             Queued::One(p) => fail(p),
             Queued::Many(ps) => ps.into_iter().for_each(fail),
+            Queued::Close => {}
         }
     }
 }
@@ -165,6 +168,13 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
             match queued {
                 Queued::One(p) => add(p),
                 Queued::Many(ps) => ps.into_iter().for_each(add),
+                Queued::Close => {
+                    if !batch.is_empty() {
+                        send(&session, &mut batch, timeout);
+                        bytes = 0;
+                    }
+                    let _ = session.cast(SessionMsg::Close(().into()));
+                }
             }
             if full {
                 // `try_recv` takes nothing from the task's budget: without this, a

@@ -1,7 +1,8 @@
-//! Client handles in a process whose async runtimes come and go: each `#[tokio::test]`
-//! of a user's suite has a runtime of its own (and `cargo test` runs them on threads
-//! of one process), and a program may drop a runtime and start another. The process's
-//! client transport must outlive the runtime that connected first.
+//! A client handle's life: in a process whose async runtimes come and go (each
+//! `#[tokio::test]` of a user's suite has a runtime of its own, and `cargo test` runs
+//! them on threads of one process), the process's client transport must outlive the
+//! runtime that connected first; and what a client queued before its last handle is
+//! dropped still reaches the node.
 
 mod common;
 
@@ -100,4 +101,64 @@ fn a_client_keeps_working_when_the_runtime_that_connected_first_ends() {
             .expect("a later runtime connects");
         publish_confirmed(&client, "jobs", "from a later runtime").await;
     });
+}
+
+#[tokio::test]
+async fn publishes_queued_before_the_last_handle_is_dropped_reach_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let admin = node.client().await;
+    admin
+        .declare_queue(
+            "outbox",
+            QueueOptions {
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for round in 1..=3u64 {
+        // Published without awaiting the confirms, and the client dropped at once:
+        // its session must close after these, not before.
+        let client = node.client().await;
+        for i in 0..100 {
+            let _confirm = client
+                .publish(
+                    "",
+                    "outbox",
+                    format!("{round}-{i}"),
+                    PublishOptions {
+                        persistent: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        drop(client);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let declared = admin
+                .declare_queue(
+                    "outbox",
+                    QueueOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            if declared.messages == 100 * round {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {} messages of {} reached the queue",
+                declared.messages,
+                100 * round
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

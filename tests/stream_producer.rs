@@ -211,7 +211,18 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
     let pid = node.pid().unwrap() as libc::pid_t;
     // SAFETY: kill(2) with a signal number; the node is a child process of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    for i in 0..170 {
+    for i in 0..3_000 {
+        if i == 170 {
+            let next = producer.send(Some("device-0"), "x", PublishOptions::default());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), next)
+                    .await
+                    .is_err(),
+                "the 171st record waits for a confirm"
+            );
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        }
         let key = format!("device-{}", i % 17);
         let body = format!("{i:0>100}");
         let (partition, confirm) = tokio::time::timeout(
@@ -219,29 +230,7 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
             producer.send(Some(&key), body.clone(), PublishOptions::default()),
         )
         .await
-        .expect("the buffer holds 170 records")
-        .unwrap();
-        sent.entry(partition).or_default().push(body);
-        confirms.push(confirm);
-    }
-    let next = producer.send(Some("device-0"), "x", PublishOptions::default());
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), next)
-            .await
-            .is_err(),
-        "the 171st record waits for a confirm"
-    );
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
-    for i in 170..3_000 {
-        let key = format!("device-{}", i % 17);
-        let body = format!("{i:0>100}");
-        let (partition, confirm) = tokio::time::timeout(
-            WAIT,
-            producer.send(Some(&key), body.clone(), PublishOptions::default()),
-        )
-        .await
-        .expect("a full buffer frees as confirms come")
+        .expect("the buffer holds 170 records, and frees as confirms come")
         .unwrap();
         sent.entry(partition).or_default().push(body);
         confirms.push(confirm);

@@ -153,6 +153,7 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
     let mut bytes = 0;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut close = false;
         // What is queued goes in publish order, a batch sent each time it is full.
         while let Some(queued) = next.take() {
             let mut full = false;
@@ -168,13 +169,8 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
             match queued {
                 Queued::One(p) => add(p),
                 Queued::Many(ps) => ps.into_iter().for_each(add),
-                Queued::Close => {
-                    if !batch.is_empty() {
-                        send(&session, &mut batch, timeout);
-                        bytes = 0;
-                    }
-                    let _ = session.cast(SessionMsg::Close(().into()));
-                }
+                // (Nothing is queued after it: it comes from the last handle's drop.)
+                Queued::Close => close = true,
             }
             if full {
                 // `try_recv` takes nothing from the task's budget: without this, a
@@ -186,6 +182,9 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
         if !batch.is_empty() {
             send(&session, &mut batch, timeout);
             bytes = 0;
+        }
+        if close {
+            let _ = session.cast(SessionMsg::Close(().into()));
         }
     }
 }

@@ -920,3 +920,116 @@ fn a_partitioned_stream_spreads_over_the_nodes_and_is_used_through_any() {
     );
     assert_eq!(out, "0\t1\tfoobar\n");
 }
+
+/// A client handle reading a partition that lives on another node gets its records
+/// in runs across the queue link, as on the partition's own node: every record once,
+/// in order, at its offset, the records of a run sharing a delivery tag; and a
+/// group's offset moves over exactly what a multiple ack acked, so the next member
+/// goes on from there.
+#[test]
+fn a_partition_on_another_node_is_read_in_runs_and_acks_move_its_group() {
+    use std::collections::HashSet;
+    use std::time::Duration;
+    use warren::client::{FieldValue, PublishOptions, PublishResult, StreamConsumeOptions};
+
+    const RECORDS: u64 = 2_000;
+    let wait = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let c = three(dir.path());
+    formed(&c);
+    ok(
+        &c.nodes[0],
+        &["stream", "declare", "runs", "--partitions", "3"],
+    );
+    let mut elsewhere = None;
+    eventually("n1 knows a partition that lives on n2", || {
+        elsewhere = (0..3u64).find(|i| {
+            queue_row(&c.nodes[0], &format!("runs-{i}"))
+                .is_some_and(|r| r["node"].as_str() == Some("n2"))
+        });
+        elsewhere.is_some()
+    });
+    let partition = elsewhere.unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = c.nodes[0].client().await;
+        let producer = client.stream_producer("runs").await.unwrap();
+        let index = producer
+            .partitions()
+            .iter()
+            .position(|p| p.number == partition)
+            .unwrap();
+        let mut confirms = Vec::new();
+        for i in 0..RECORDS {
+            let body = format!("r{i}");
+            let (_, confirm) = producer
+                .send_to(index, None, body, PublishOptions::default())
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmed = tokio::time::timeout(wait, confirm).await.unwrap().unwrap();
+            assert_eq!(confirmed, PublishResult::Confirmed);
+        }
+
+        // Every record through n1, in order, in runs.
+        let options = |group: Option<&str>| StreamConsumeOptions {
+            offset: FieldValue::string("first"),
+            prefetch: 100,
+            group: group.map(str::to_string),
+            ..Default::default()
+        };
+        let mut consumer = client
+            .consume_stream("runs", Some(partition), options(None))
+            .await
+            .unwrap();
+        let mut tags = HashSet::new();
+        for i in 0..RECORDS {
+            let d = tokio::time::timeout(wait, consumer.next())
+                .await
+                .expect("a record within the deadline")
+                .expect("the consumer goes on")
+                .unwrap();
+            assert_eq!((d.partition, d.offset), (partition, i));
+            assert_eq!(&d.delivery.body[..], format!("r{i}").as_bytes());
+            tags.insert(d.delivery.delivery_tag);
+            d.delivery.ack().unwrap();
+        }
+        assert!(
+            tags.len() as u64 <= RECORDS / 10,
+            "{} delivery tags for {RECORDS} records: they did not come in runs",
+            tags.len()
+        );
+        consumer.cancel().await.unwrap();
+
+        // A group member takes its prefetch's worth, acks them with one multiple ack
+        // and leaves at once: the next member starts after them.
+        let mut member = client
+            .consume_stream("runs", Some(partition), options(Some("g")))
+            .await
+            .unwrap();
+        let mut taken = Vec::new();
+        for _ in 0..100 {
+            let d = tokio::time::timeout(wait, member.next())
+                .await
+                .expect("a record within the deadline")
+                .expect("the member goes on")
+                .unwrap();
+            taken.push(d);
+        }
+        taken[99].delivery.ack_multiple().unwrap();
+        member.cancel().await.unwrap();
+        let mut next = client
+            .consume_stream("runs", Some(partition), options(Some("g")))
+            .await
+            .unwrap();
+        let d = tokio::time::timeout(wait, next.next())
+            .await
+            .expect("a record within the deadline")
+            .expect("the member goes on")
+            .unwrap();
+        assert_eq!(d.offset, 100, "the group goes on after what was acked");
+        next.cancel().await.unwrap();
+    });
+}

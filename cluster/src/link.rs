@@ -38,7 +38,8 @@ use crate::link_wire::{decode_frame, LinkItem, MAX_FRAME};
 
 /// The link protocol's version; a node refuses a link of another version. 2:
 /// consumers keep their write window across a link (`Consume`'s window, `Written`).
-pub const LINK_VERSION: u32 = 2;
+/// 3: a stream's records cross in runs (`Consume`'s `records`, `ToClient::Records`).
+pub const LINK_VERSION: u32 = 3;
 /// A writer stops adding waiting items to a frame once it holds this many bytes.
 pub const FRAME_TARGET: usize = 256 * 1024;
 /// An idle link carries a ping this often.

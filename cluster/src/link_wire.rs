@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
-use warren_actors::delivery::{ChannelId, QueueDelivery};
+use warren_actors::delivery::{ChannelId, QueueDelivery, RecordRun};
 use warren_actors::message::{Message, Properties, SharedMessage};
 use warren_actors::queue::{EnqueueOutcome, QueueStatus};
 use warren_storage::codec;
@@ -106,6 +106,16 @@ pub enum ToClient {
         /// The deliveries.
         deliveries: Vec<QueueDelivery>,
     },
+    /// A run of a stream's records for a consumer of a channel of the client node
+    /// that asked for runs (link version 3): settled as one under its `seq`.
+    Records {
+        /// The stream's vhost.
+        vhost: String,
+        /// The channel, as the client node numbers it.
+        channel: ChannelId,
+        /// The run (its `queue` names the stream).
+        run: RecordRun,
+    },
     /// The queue ended a consumer of a channel of the client node.
     Cancelled {
         /// The queue's vhost.
@@ -159,6 +169,7 @@ const PUBLISHED: u8 = 12;
 const DELIVER: u8 = 13;
 const CANCELLED: u8 = 14;
 const STATUSES: u8 = 15;
+const RECORDS: u8 = 16;
 
 fn put<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     if let Err(e) = codec::encode_into(value, out) {
@@ -358,6 +369,9 @@ impl LinkItem for ToClient {
                     .sum::<usize>()
                     + 64
             }
+            ToClient::Records { run, .. } => {
+                run.messages.iter().map(|m| message_size(m)).sum::<usize>() + 64
+            }
             ToClient::Published { outcomes, .. } => outcomes.len() * 2 + 64,
             _ => 64,
         }
@@ -388,6 +402,28 @@ impl LinkItem for ToClient {
                     last = Some(&d.consumer_tag);
                     put(&(tag, d.seq, d.redelivered, d.no_ack), out);
                     put_message(&d.message, out);
+                }
+            }
+            ToClient::Records {
+                vhost,
+                channel,
+                run,
+            } => {
+                out.push(RECORDS);
+                put(
+                    &(
+                        vhost,
+                        &*run.queue,
+                        channel,
+                        &*run.consumer_tag,
+                        run.seq,
+                        run.first_offset,
+                        run.messages.len() as u32,
+                    ),
+                    out,
+                );
+                for m in &run.messages {
+                    put_message(m, out);
                 }
             }
             ToClient::Cancelled {
@@ -449,6 +485,32 @@ impl LinkItem for ToClient {
                     queue,
                     channel,
                     deliveries,
+                }
+            }
+            RECORDS => {
+                let (vhost, queue, channel, tag, seq, first_offset, count): (
+                    String,
+                    String,
+                    ChannelId,
+                    String,
+                    u64,
+                    u64,
+                    u32,
+                ) = take(frame, at)?;
+                let mut messages = Vec::with_capacity((count as usize).min(4096));
+                for _ in 0..count {
+                    messages.push(Arc::new(take_message(frame, at, false)?));
+                }
+                ToClient::Records {
+                    vhost,
+                    channel,
+                    run: RecordRun {
+                        queue: queue.into(),
+                        consumer_tag: tag.into(),
+                        seq,
+                        first_offset,
+                        messages,
+                    },
                 }
             }
             CANCELLED => {
@@ -594,6 +656,17 @@ mod tests {
                 channel: 4,
                 deliveries: vec![delivery(1, "a"), delivery(2, "a"), delivery(3, "b")],
             },
+            ToClient::Records {
+                vhost: "/".into(),
+                channel: 4,
+                run: RecordRun {
+                    queue: "s".into(),
+                    consumer_tag: "c".into(),
+                    seq: 9,
+                    first_offset: 1_000,
+                    messages: vec![message("r0"), message(""), message("r2")],
+                },
+            },
             ToClient::Answer {
                 id: 1,
                 answer: Err(ErrorReply {
@@ -643,6 +716,15 @@ mod tests {
             &deliveries[0].consumer_tag,
             &deliveries[1].consumer_tag
         ));
+        let ToClient::Records { run, .. } = &back[1] else {
+            panic!("a run second");
+        };
+        assert!(
+            frame
+                .as_ptr_range()
+                .contains(&run.messages[2].body.as_ptr()),
+            "a run's bodies are slices of the frame"
+        );
     }
 
     #[test]
@@ -663,6 +745,20 @@ mod tests {
             );
         }
         assert!(decode_frame::<ToClient>(Bytes::from_static(&[99])).is_err());
+        let run = frame_of(&[ToClient::Records {
+            vhost: "/".into(),
+            channel: 1,
+            run: RecordRun {
+                queue: "s".into(),
+                consumer_tag: "c".into(),
+                seq: 1,
+                first_offset: 0,
+                messages: vec![message("one record"), message("and another")],
+            },
+        }]);
+        for cut in 1..run.len() {
+            assert!(decode_frame::<ToClient>(run.slice(..cut)).is_err(), "{cut}");
+        }
         let mut flipped = frame.to_vec();
         flipped[3] ^= 0xff;
         let _ = decode_frame::<ToQueue>(Bytes::from(flipped));

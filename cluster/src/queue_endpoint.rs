@@ -351,7 +351,6 @@ impl Serving {
             arguments: Default::default(),
             qos: Qos::consumer(prefetch),
             window: 0,
-            // (Runs of records do not cross links: a remote consumer gets deliveries.)
             records: false,
         }
     }
@@ -376,6 +375,7 @@ impl Serving {
                 arguments,
                 qos,
                 window,
+                records,
             } => {
                 let request = ConsumeRequest {
                     no_ack,
@@ -384,6 +384,7 @@ impl Serving {
                     arguments,
                     qos,
                     window,
+                    records,
                     ..self.consumer(link, out, vhost, &name, channel, tag, prefetch)
                 };
                 Box::pin(async move { queue.consume(request).await.map(|()| QueueAnswer::Done) })
@@ -567,11 +568,11 @@ fn sink_for(
             },
             // (Traces stay on the queue's node.)
             QueueEvent::Traced(_) => return,
-            // (Never asked for: see `records` above.)
-            QueueEvent::Records(run) => {
-                tracing::error!(queue = %run.queue, "a run of records for a remote consumer, which asked for none");
-                return;
-            }
+            QueueEvent::Records(run) => ToClient::Records {
+                vhost: vhost.clone(),
+                channel,
+                run,
+            },
         };
         let _ = out.send(item);
     })

@@ -83,6 +83,9 @@ pub enum QueueRequest {
         /// ([`QueueNote::Written`]): at most this many deliveries not yet written at
         /// once (`ConsumeRequest::window`); 0: no window. Since link version 2.
         window: u32,
+        /// The channel takes a stream's records as runs (`ToClient::Records`,
+        /// `ConsumeRequest::records`). Since link version 3.
+        records: bool,
     },
     /// A stream's log bounds and consumer groups; answered with `StreamInfo`.
     StreamInfo,

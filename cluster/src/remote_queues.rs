@@ -556,6 +556,22 @@ impl RemoteQueues {
                         sink(QueueEvent::Deliver(deliveries));
                     }
                 }
+                ToClient::Records {
+                    vhost,
+                    channel,
+                    run,
+                } => {
+                    let key = RelayKey {
+                        node: link.node.clone(),
+                        vhost,
+                        queue: run.queue.clone(),
+                        channel,
+                    };
+                    // (None: as for deliveries above.)
+                    if let Some(sink) = self.sink(&key) {
+                        sink(QueueEvent::Records(run));
+                    }
+                }
                 ToClient::Cancelled {
                     vhost,
                     queue,
@@ -784,6 +800,7 @@ impl Queue for RemoteQueue {
             arguments: request.arguments.clone(),
             qos: request.qos,
             window: request.window,
+            records: request.records,
         };
         Box::pin(async move {
             let answer = done(self.ask(asked).await);

@@ -343,9 +343,12 @@ impl Consumer {
     }
 
     /// Stops the consumer. Deliveries not yet settled stay with this client until it
-    /// settles them or closes.
+    /// settles them or closes. What the application settled before the call reaches
+    /// the node before the cancel does: a stream forgets a cancelled consumer's
+    /// deliveries, and a group's offset moves only over the acks it got.
     pub async fn cancel(mut self) -> Result<(), ClientError> {
         self.ended = true;
+        self.client.settles_sent().await;
         self.client.cancel(&self.tag).await
     }
 }

@@ -686,10 +686,17 @@ impl Client {
 
     /// Waits until every ack, nack and reject given so far has reached the node.
     pub async fn flush_settles(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.inner.settle_tx.tx.send(SettleItem::Flush(tx)).is_ok() && rx.await.is_ok() {
+        if self.settles_sent().await {
             let _ = self.call(Request::Ping).await;
         }
+    }
+
+    /// Waits until the settle task has sent the session every ack, nack and reject
+    /// given so far: a request sent after this reaches the session behind them.
+    /// `false` when the client is closed.
+    pub(crate) async fn settles_sent(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.settle_tx.tx.send(SettleItem::Flush(tx)).is_ok() && rx.await.is_ok()
     }
 }
 

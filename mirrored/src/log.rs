@@ -69,13 +69,19 @@ impl Group {
                 self.spec.label
             )))
         })?;
-        if let Some(node) = self.serving.load_full() {
+        // Who serves and the epoch to replace, read together: the machine changes
+        // both under the copy's lock, so a `Lead` applied in between (a copy still
+        // applying its log) cannot leave this node replacing a leader it did not see.
+        let (serving, replaces) = {
+            let copy = lock(&state);
+            (self.serving.load_full(), copy.epoch)
+        };
+        if let Some(node) = serving {
             // (A node that is no longer a member serves no more.)
             if *node != me && self.has_member(&node) && !crate::member::down(me, &node) {
                 return Err(Refused::ServedElsewhere(node.to_string()));
             }
         }
-        let replaces = lock(&state).epoch;
         let epoch = rand::random::<u64>().max(1);
         let lead = MirrorCommand::Lead {
             epoch,

@@ -23,7 +23,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warren_cluster::membership::{watch_down, DownSet};
-use warren_cluster::replica::{Reconciled, Seat};
+use warren_cluster::replica::{GroupView, Reconciled, Seat};
 use warren_supervisor::{ChildSpec, Restart};
 
 use crate::log::Group;
@@ -98,13 +98,14 @@ impl Actor for Member {
             watcher: None,
         };
 
-        // A queue just declared (the replica runs, the group's log is empty): where it
-        // was declared, its leader runs before the declaration is answered, so that
-        // what the client sends next finds it (and waits in its mailbox until it
-        // leads). At a node's start the replica is not there yet: the checks decide.
+        // A queue just declared (the replica runs, nothing is logged yet but what
+        // the group's first election wrote): where it was declared, its leader runs
+        // before the declaration is answered, so that what the client sends next
+        // finds it (and waits in its mailbox until it leads). At a node's start the
+        // replica is not there yet: the checks decide.
         if state.args.group.replica.view(0).await.is_ok() {
             state.args.group.open().await?;
-            state.check(&myself).await?;
+            state.check(&myself, true).await?;
         }
         Ok(state)
     }
@@ -143,7 +144,7 @@ impl Actor for Member {
         state: &mut MemberState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            MemberMsg::Check => state.check(&myself).await,
+            MemberMsg::Check => state.check(&myself, false).await,
             MemberMsg::Restart => state.restart(&myself).await,
         }
     }
@@ -211,8 +212,13 @@ impl MemberState {
     }
 
     /// Starts the queue's leader here if this node is to serve it, stops it if another
-    /// node has taken over.
-    async fn check(&mut self, myself: &ActorRef<MemberMsg>) -> Result<(), ActorProcessingErr> {
+    /// node has taken over. `starting`: called as the replica's actor starts (see
+    /// [`serves`]).
+    async fn check(
+        &mut self,
+        myself: &ActorRef<MemberMsg>,
+        starting: bool,
+    ) -> Result<(), ActorProcessingErr> {
         let group = &self.args.group;
         let me = group.replica.node.as_str();
         let Some(view) = group.replica.view(group.spec.group).await.ok().flatten() else {
@@ -228,22 +234,23 @@ impl MemberState {
             }
         }
         let serving = group.serving.load_full();
-        let serve = match serving.as_deref() {
-            // A new queue (nothing logged yet): where it was declared. One whose log
-            // holds no leader yet (caught up with it): where the group is led.
-            None if view.log.last == 0 => {
-                !group.spec.joining && group.spec.members.first().is_some_and(|m| m == me)
-            }
-            None if leads && view.log.applied < view.log.committed => {
+        let declared_here =
+            !group.spec.joining && group.spec.members.first().is_some_and(|m| m == me);
+        let serve = match serves(
+            &view,
+            serving.as_deref().map(String::as_str),
+            me,
+            declared_here,
+            starting,
+            |node| group.has_member(node),
+            |node| self.down.borrow().contains(node),
+        ) {
+            Serves::Yes => true,
+            Serves::No => false,
+            Serves::CatchingUp => {
                 myself.send_after(CATCHING_UP, || MemberMsg::Check);
                 false
             }
-            None => leads,
-            Some(node) if node == me => true,
-            // Another node serves: taken over only when that node is down, or no
-            // longer a member, and this one leads the group (a live leader is not
-            // disturbed).
-            Some(node) => leads && (!group.has_member(node) || self.down.borrow().contains(node)),
         };
         if leads {
             let desired = group.members.borrow().to_vec();
@@ -284,6 +291,58 @@ impl MemberState {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Whether a replica serves its queue, as [`serves`] decides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Serves {
+    /// This node serves the queue: its leader runs here.
+    Yes,
+    /// It does not (its leader stops if another node serves).
+    No,
+    /// Not yet: this node leads the group but has not applied all it committed (a
+    /// `Lead` may be among it); it looks again in [`CATCHING_UP`].
+    CatchingUp,
+}
+
+/// Whether node `me` serves the queue, as its replica sees the group (`view`) and its
+/// copy names the node that serves (`serving`: none before the first `Lead` applied
+/// here). `declared_here`: `me` is the group's first member, not joining (where the
+/// queue was declared). `starting`: the replica's actor is starting while the node's
+/// replica runs (the queue was just declared here; its declaration is answered once
+/// this start is done). `is_member` and `is_down` say whether a node is one of the
+/// queue's members, and held down.
+///
+/// A group of one elects itself as it opens: by the time its actor looks, the log
+/// holds its leader's first (empty) entry, committed maybe but not applied yet, and
+/// nothing else (so no `Lead`: nobody serves yet). Its leader starts all the same: waiting for the copy to catch up would leave the
+/// queue without a leader when the first publish comes (refused: the publisher got no
+/// confirm). A leader started too early is harmless: its `Lead` replaces the epoch it
+/// read, and stops it if another node serves.
+pub(crate) fn serves(
+    view: &GroupView,
+    serving: Option<&str>,
+    me: &str,
+    declared_here: bool,
+    starting: bool,
+    is_member: impl Fn(&str) -> bool,
+    is_down: impl Fn(&str) -> bool,
+) -> Serves {
+    let leads = view.leader.as_deref() == Some(me);
+    let yes = |serve: bool| if serve { Serves::Yes } else { Serves::No };
+    match serving {
+        // A new queue (nothing logged yet): where it was declared. One whose log
+        // holds no leader yet (caught up with it): where the group is led.
+        None if view.log.last == 0 => yes(declared_here),
+        // Where it was declared, as its actor starts (see above).
+        None if starting && declared_here && leads && view.log.last <= 1 => Serves::Yes,
+        None if leads && view.log.applied < view.log.committed => Serves::CatchingUp,
+        None => yes(leads),
+        Some(node) if node == me => Serves::Yes,
+        // Another node serves: taken over only when that node is down, or no longer
+        // a member, and this one leads the group (a live leader is not disturbed).
+        Some(node) => yes(leads && (!is_member(node) || is_down(node))),
     }
 }
 
@@ -338,4 +397,97 @@ pub(crate) fn child(name: String, group: Group, leader: ChildSpec) -> ChildSpec 
     ChildSpec::for_actor(name, "mirror", Restart::Permanent, move || {
         (Member, args.clone())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_cluster::protocol::MetadataLog;
+    use warren_cluster::replica::GroupView;
+
+    use super::{serves, Serves};
+
+    /// A group of one as its replica's actor sees it right after `open`: it elected
+    /// itself as it opened, and its leader's empty entry is committed, not yet applied
+    /// (the flake of `a_mirrored_queue_of_one_replica_conforms`: the leader did not
+    /// start, and the first publish was dropped).
+    fn one_replica_just_opened() -> GroupView {
+        GroupView {
+            members: vec!["n1".into()],
+            term: 1,
+            leader: Some("n1".into()),
+            log: MetadataLog {
+                applied: 0,
+                committed: 1,
+                first: 1,
+                last: 1,
+                snapshot: 0,
+            },
+            progress: Vec::new(),
+        }
+    }
+
+    fn nobody(_: &str) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_group_of_one_serves_where_declared_as_its_replica_starts() {
+        let view = one_replica_just_opened();
+        // Before the fix this was `CatchingUp`: no leader when the declaration was
+        // answered.
+        assert_eq!(
+            serves(&view, None, "n1", true, true, nobody, nobody),
+            Serves::Yes
+        );
+        // Later checks still wait for the copy to catch up...
+        assert_eq!(
+            serves(&view, None, "n1", true, false, nobody, nobody),
+            Serves::CatchingUp
+        );
+        // ...and serve once it has.
+        let mut caught_up = view.clone();
+        caught_up.log.applied = 1;
+        assert_eq!(
+            serves(&caught_up, None, "n1", true, false, nobody, nobody),
+            Serves::Yes
+        );
+        // A replica that is not where the queue was declared does not start early.
+        assert_eq!(
+            serves(&view, None, "n1", false, true, nobody, nobody),
+            Serves::CatchingUp
+        );
+    }
+
+    #[test]
+    fn the_rules_for_a_served_queue_are_unchanged() {
+        let mut view = one_replica_just_opened();
+        view.log.applied = 1;
+        // A new group with an empty log: where it was declared only.
+        let mut empty = view.clone();
+        empty.log = MetadataLog::default();
+        empty.leader = None;
+        assert_eq!(
+            serves(&empty, None, "n1", true, true, nobody, nobody),
+            Serves::Yes
+        );
+        assert_eq!(
+            serves(&empty, None, "n2", false, true, nobody, nobody),
+            Serves::No
+        );
+        // Served here; served by a live member elsewhere; by one held down.
+        assert_eq!(
+            serves(&view, Some("n1"), "n1", true, false, nobody, nobody),
+            Serves::Yes
+        );
+        let member = |n: &str| n == "n2";
+        assert_eq!(
+            serves(&view, Some("n2"), "n1", true, true, member, nobody),
+            Serves::No
+        );
+        assert_eq!(
+            serves(&view, Some("n2"), "n1", true, false, member, |n: &str| n
+                == "n2"),
+            Serves::Yes
+        );
+    }
 }

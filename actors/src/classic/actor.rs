@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::oneshot;
 use warren_storage::paging::{PageFile, PageRead};
 use warren_storage::{Batch, Op, Store};
@@ -370,11 +370,18 @@ impl Actor for QueueActor {
             // Another leader takes over: the consumers consume again, from it (those
             // kept while waiting to lead too).
             let why = "the queue's leader moved to another node; consume again";
-            if shell.waiting.is_some() {
+            if let Some(waiting) = shell.waiting.take() {
                 shell.cancel_journal(why);
+                // What waited for it to lead is answered, as by a queue that cannot
+                // serve now.
+                for message in waiting.stash {
+                    shell.refuse(message);
+                }
             } else {
                 shell.cancel_consumers(why, true);
             }
+            // Publishes not committed yet: their publishers are told.
+            shell.nack_pending("the queue's leader stopped before the message was replicated");
         }
         // Whatever was gathered still goes to disk (a graceful stop loses nothing).
         if !shell.ops.is_empty() {
@@ -726,6 +733,11 @@ impl QueueShell {
         }
         tracing::warn!(queue = %self.shared.name, "cannot log what the queue does ({why}); leading again from its log");
         self.cancel_consumers("the queue's leader stopped; consume again", true);
+        // What was not committed is gone with this state: its publishers are told (a
+        // nack; the message may still be in the log, as after any nack).
+        self.nack_pending(&format!(
+            "the queue's leader could not replicate the message: {why}"
+        ));
         let led = self.led + 1;
         let state = QueueState::new(self.shared.config.clone(), now_ms());
         *self = QueueShell::new(
@@ -737,6 +749,27 @@ impl QueueShell {
             self.log.clone(),
         );
         self.start_leading(led);
+    }
+
+    /// Answers every publish batch still waiting for its outcomes (its messages' writes
+    /// were not committed): a refusal stays, the rest is rejected with `why` (even
+    /// `Gone`: the deletion that decided it may not be committed either). Never
+    /// silence: a publisher whose confirm is dropped cannot tell a nack from a hang.
+    fn nack_pending(&mut self, why: &str) {
+        for (_, batch) in self.batches.drain() {
+            let Some(reply) = batch.reply else {
+                continue;
+            };
+            let outcomes = batch
+                .outcomes
+                .into_iter()
+                .map(|outcome| match outcome {
+                    Some(EnqueueOutcome::Rejected(r)) => EnqueueOutcome::Rejected(r),
+                    _ => EnqueueOutcome::Rejected(why.to_string()),
+                })
+                .collect();
+            let _ = reply.send(outcomes);
+        }
     }
 
     /// Asks the log to lead (time `led`) in a task of its own: until it answers
@@ -805,6 +838,12 @@ impl QueueShell {
             QueueMsg::Crash => {
                 return Err(format!("queue {} crashed on request", self.shared.name).into());
             }
+            // Committed, whatever happened since (as in `serve`): its confirms go.
+            QueueMsg::Committed { confirmed, .. } => {
+                for (reply, outcomes) in confirmed {
+                    let _ = reply.send(outcomes);
+                }
+            }
             // Of a state that is gone.
             QueueMsg::Touch
             | QueueMsg::Flush
@@ -812,7 +851,6 @@ impl QueueShell {
             | QueueMsg::Loaded { .. }
             | QueueMsg::DeadLettered(_)
             | QueueMsg::Tick
-            | QueueMsg::Committed { .. }
             | QueueMsg::LogFailed { .. }
             | QueueMsg::LeadOverdue { .. }
             | QueueMsg::Led { .. } => {}
@@ -1260,18 +1298,42 @@ impl QueueShell {
         self.appends += 1;
         let (me, led, append) = (self.myself.clone(), self.led, self.appends);
         tokio::spawn(async move {
-            let _ = match committed.await {
-                Ok(()) => me.cast(QueueMsg::Committed {
-                    led,
-                    append,
-                    stored,
-                    confirmed,
-                }),
-                Err(e) => me.cast(QueueMsg::LogFailed {
-                    led,
-                    why: e.to_string(),
-                }),
-            };
+            match committed.await {
+                Ok(()) => {
+                    let sent = me.cast(QueueMsg::Committed {
+                        led,
+                        append,
+                        stored,
+                        confirmed,
+                    });
+                    // The actor stopped meanwhile: committed all the same.
+                    if let Err(MessagingErr::SendErr(QueueMsg::Committed { confirmed, .. })) = sent
+                    {
+                        for (reply, outcomes) in confirmed {
+                            let _ = reply.send(outcomes);
+                        }
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    // Answered before their enqueue was committed (delivered at once,
+                    // refused, gone), held for this append: not committed, so only a
+                    // refusal stands; the rest is rejected.
+                    for (reply, outcomes) in confirmed {
+                        let outcomes = outcomes
+                            .into_iter()
+                            .map(|o| match o {
+                                EnqueueOutcome::Rejected(r) => EnqueueOutcome::Rejected(r),
+                                _ => EnqueueOutcome::Rejected(format!(
+                                    "the queue's leader could not replicate the message: {why}"
+                                )),
+                            })
+                            .collect();
+                        let _ = reply.send(outcomes);
+                    }
+                    let _ = me.cast(QueueMsg::LogFailed { led, why });
+                }
+            }
         });
     }
 
@@ -1543,4 +1605,136 @@ fn load_bodies(store: &Store, queue: u64, seqs: &[Seq]) -> (Vec<(Seq, SharedMess
         }
     }
     (found, missing)
+}
+
+#[cfg(test)]
+mod replicated_tests {
+    //! The shell as a replicated queue's leader, on a log whose appends the test
+    //! answers: no wait but for what the shell hands the log.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::sync::{mpsc, oneshot};
+    use warren_supervisor::{Strategy, Supervisor, SupervisorSpec};
+
+    use crate::classic::machine::{Op, QueueConfig, QueueState, ReplicatedQueue, Seq};
+    use crate::classic::{Classic, QueueLog};
+    use crate::error::BrokerError;
+    use crate::message::{FieldTable, Message, SharedMessage, PERSISTENT};
+    use crate::queue::{
+        DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome, HostEnv, QueueDef,
+    };
+    use crate::queue_memory::QueueMemory;
+    use crate::BoxFuture;
+
+    /// How an append is answered.
+    type AppendAnswer = oneshot::Sender<Result<(), BrokerError>>;
+
+    /// A log that leads at once from an empty copy, and hands each append's answer to
+    /// the test, in order.
+    struct ScriptedLog {
+        config: QueueConfig,
+        appends: mpsc::UnboundedSender<AppendAnswer>,
+    }
+
+    impl QueueLog for ScriptedLog {
+        fn lead(&self, now: u64) -> BoxFuture<'static, Result<QueueState, BrokerError>> {
+            let state = QueueState::led(&ReplicatedQueue::new(self.config.clone(), now), now);
+            Box::pin(async move { Ok(state) })
+        }
+
+        fn append(&self, _ops: Vec<(Op, u64)>) -> BoxFuture<'static, Result<(), BrokerError>> {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.appends.send(tx);
+            Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| Err(BrokerError::internal("the test ended")))
+            })
+        }
+
+        fn bodies(&self, seqs: &[Seq]) -> (Vec<(Seq, SharedMessage)>, Vec<Seq>) {
+            (Vec::new(), seqs.to_vec())
+        }
+    }
+
+    struct Nowhere;
+
+    impl DeadLetterRouter for Nowhere {
+        fn route(&self, _queue: &str, _batch: Vec<DeadLetter>) -> BoxFuture<'static, DeadLettered> {
+            Box::pin(async { DeadLettered::default() })
+        }
+    }
+
+    /// An append that fails (no majority in time, another leader started) ends the
+    /// leader's state: the publishes it carried are nacked, not dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_append_nacks_its_publishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = warren_storage::Store::open(dir.path().join("store.redb")).unwrap();
+        let def = QueueDef {
+            name: "replicated-nack".into(),
+            id: 1,
+            node: "n1".into(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            replicas: vec!["n1".into()],
+            founders: Vec::new(),
+        };
+        let mut config = Classic::config(&def, "/").unwrap();
+        config.write_all = true;
+        let (appends, mut answers) = mpsc::unbounded_channel();
+        let log = ScriptedLog {
+            config: config.clone(),
+            appends,
+        };
+        let env = HostEnv {
+            vhost: "/".into(),
+            store: store.clone(),
+            memory: QueueMemory::new(64 << 20),
+            dead_letters: Arc::new(Nowhere),
+            remote: None,
+            delete_self: Arc::new(|_| {}),
+            hibernation: None,
+        };
+        let hosted = Classic::host_with(&def, config, &env, Some(Arc::new(log)));
+        let spec = SupervisorSpec::new(Strategy::OneForOne).child(hosted.child);
+        let (supervisor, _) = Supervisor::start("sup-replicated-nack", None, spec, None)
+            .await
+            .unwrap();
+
+        let mut message = Message::new("", "replicated-nack", Bytes::from_static(b"m"));
+        message.properties.delivery_mode = Some(PERSISTENT);
+        let (batch, confirmed) = Enqueue::confirmed(vec![Arc::new(message)]);
+        hosted.queue.enqueue(batch);
+
+        // (Bounds, not pauses: each resolves as soon as the shell has appended.)
+        let bound = Duration::from_secs(20);
+        // The new leader's own ops first (committed), then the publish's (failed).
+        let leading = tokio::time::timeout(bound, answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = leading.send(Ok(()));
+        let publish = tokio::time::timeout(bound, answers.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = publish.send(Err(BrokerError::internal("no majority of the replicas")));
+
+        let outcomes = tokio::time::timeout(bound, confirmed)
+            .await
+            .unwrap()
+            .expect("the confirm was dropped");
+        assert!(
+            matches!(outcomes.as_slice(), [EnqueueOutcome::Rejected(why)] if why.contains("no majority")),
+            "{outcomes:?}"
+        );
+        supervisor.stop(None);
+        drop(answers);
+        store.close();
+    }
 }

@@ -4,15 +4,15 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ractor::ActorRef;
+use ractor::{ActorRef, MessagingErr};
 use tokio::sync::oneshot;
 
 use crate::delivery::{ChannelId, ChannelSink, QueueEvent, TracedMessage};
 use crate::error::BrokerError;
 use crate::message::SharedMessage;
 use crate::queue::{
-    ConsumeRequest, ConsumerSummary, Enqueue, Got, Hibernation, Queue, QueueDef, QueueStats,
-    QueueStatus, Settlement,
+    ConsumeRequest, ConsumerSummary, Enqueue, EnqueueOutcome, Got, Hibernation, Queue, QueueDef,
+    QueueStats, QueueStatus, Settlement,
 };
 use crate::BoxFuture;
 
@@ -367,12 +367,24 @@ impl ClassicShared {
 
     /// Sends `msg` to the actor, waking it if it sleeps.
     fn send(self: &Arc<Self>, msg: QueueMsg) -> Result<(), BrokerError> {
+        self.try_send(msg).map_err(|_| self.unavailable())
+    }
+
+    /// [`Self::send`], with the message given back when no actor took it (none has
+    /// started yet, or it stopped), when it can be: its sender answers it.
+    fn try_send(self: &Arc<Self>, msg: QueueMsg) -> Result<(), Option<QueueMsg>> {
+        fn refused(e: MessagingErr<QueueMsg>) -> Option<QueueMsg> {
+            match e {
+                MessagingErr::SendErr(msg) => Some(msg),
+                _ => None,
+            }
+        }
         if let Slot::Running(actor) = &*self.read_slot() {
-            return actor.cast(msg).map_err(|_| self.unavailable());
+            return actor.cast(msg).map_err(refused);
         }
         let mut slot = self.write_slot();
         match &mut *slot {
-            Slot::Running(actor) => actor.cast(msg).map_err(|_| self.unavailable()),
+            Slot::Running(actor) => actor.cast(msg).map_err(refused),
             Slot::Waking(_, waiting) | Slot::Hibernating(_, waiting) => {
                 waiting.push(msg);
                 Ok(())
@@ -385,7 +397,7 @@ impl ClassicShared {
                 self.wake(n, holds);
                 Ok(())
             }
-            Slot::Unstarted => Err(self.unavailable()),
+            Slot::Unstarted => Err(Some(msg)),
         }
     }
 
@@ -448,9 +460,15 @@ impl Queue for ClassicQueue {
     }
 
     fn enqueue(&self, batch: Enqueue) {
-        // If the actor is down the batch is dropped with the message: its confirm goes
-        // unanswered and its credit comes back (see `Credit`).
-        let _ = self.shared.send(QueueMsg::Enqueue(batch));
+        // If no actor takes the batch (none started yet, or it stopped), its publisher
+        // is told: a nack, never silence. Its credit comes back as it drops.
+        if let Err(Some(QueueMsg::Enqueue(batch))) = self.shared.try_send(QueueMsg::Enqueue(batch))
+        {
+            if let Some(confirm) = batch.confirm {
+                let why = self.shared.unavailable().to_string();
+                let _ = confirm.send(vec![EnqueueOutcome::Rejected(why); batch.messages.len()]);
+            }
+        }
     }
 
     fn consume(&self, request: ConsumeRequest) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -644,5 +662,49 @@ impl StatsCell {
             pending_confirms: v[12],
             lost: v[13],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::{ClassicQueue, ClassicShared};
+    use crate::classic::machine::QueueConfig;
+    use crate::message::{FieldTable, Message};
+    use crate::queue::{Enqueue, EnqueueOutcome, Queue, QueueDef};
+
+    /// A publish that reaches a queue before its actor has started (a mirrored queue
+    /// whose leader has not started yet) is answered with a nack, not dropped.
+    #[tokio::test]
+    async fn a_publish_no_actor_takes_is_nacked() {
+        let def = QueueDef {
+            name: "q".into(),
+            id: 1,
+            node: "n1".into(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            replicas: Vec::new(),
+            founders: Vec::new(),
+        };
+        let queue = ClassicQueue {
+            shared: ClassicShared::new(def, QueueConfig::new("q", "/"), None),
+        };
+        let message = Arc::new(Message::new("", "q", Bytes::from_static(b"m")));
+        let (batch, confirmed) = Enqueue::confirmed(vec![message.clone(), message]);
+        queue.enqueue(batch);
+        // (Answered before `enqueue` returned: no wait.)
+        let outcomes = confirmed.await.expect("the confirm was dropped");
+        assert_eq!(outcomes.len(), 2);
+        assert!(
+            outcomes.iter().all(
+                |o| matches!(o, EnqueueOutcome::Rejected(why) if why.contains("not available"))
+            ),
+            "{outcomes:?}"
+        );
     }
 }

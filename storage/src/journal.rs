@@ -77,6 +77,38 @@ pub(crate) const HEADER_LEN: usize = 4 + 4 + 8 + 4;
 /// The journal's suffix after the data file's name, before the file's number.
 const SUFFIX: &str = "journal";
 
+/// A journal file as the journal uses it: positioned writes and reads, `fdatasync`,
+/// its length. A [`File`] in a store; the power-cut tests (`power_cut.rs`) give a
+/// simulated disk that loses what was not synced.
+pub(crate) trait JournalFile: Send + Sync {
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Fills `buf` from `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Returns once what was written is on the disk.
+    fn sync_data(&self) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+}
+
+impl JournalFile for File {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
 /// What one record holds: one group commit.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -107,7 +139,7 @@ pub(crate) enum ReadError {
 /// The open journal, as the writer appends to it.
 pub(crate) struct Journal {
     /// The two files; epoch `e` writes `files[e % 2]`.
-    files: [File; 2],
+    files: [Box<dyn JournalFile>; 2],
     paths: [PathBuf; 2],
     /// The epoch new records are written under.
     epoch: u64,
@@ -178,10 +210,22 @@ impl Journal {
         let files: [File; 2] = opened
             .try_into()
             .map_err(|_| ReadError::Io(io::Error::other("two journal files were opened")))?;
+        let [zero, one] = files;
+        Journal::on_files([Box::new(zero), Box::new(one)], paths, epoch, key).map(Some)
+    }
+
+    /// [`Journal::open`] on files already open: reads the records of `epoch` and
+    /// `epoch + 1`; the journal returned writes under `epoch + 2`.
+    pub(crate) fn on_files(
+        files: [Box<dyn JournalFile>; 2],
+        paths: [PathBuf; 2],
+        epoch: u64,
+        key: u64,
+    ) -> Result<(Journal, Vec<Record>), ReadError> {
         let slot = |epoch: u64| (epoch % 2) as usize;
-        let mut records = read_epoch(&files[slot(epoch)], &paths[slot(epoch)], epoch, key)?;
+        let mut records = read_epoch(&*files[slot(epoch)], &paths[slot(epoch)], epoch, key)?;
         records.extend(read_epoch(
-            &files[slot(epoch + 1)],
+            &*files[slot(epoch + 1)],
             &paths[slot(epoch + 1)],
             epoch + 1,
             key,
@@ -196,7 +240,7 @@ impl Journal {
             touched: false,
             buffer: Vec::new(),
         };
-        Ok(Some((journal, records)))
+        Ok((journal, records))
     }
 
     /// The file the current epoch writes.
@@ -204,8 +248,8 @@ impl Journal {
         &self.paths[(self.epoch % 2) as usize]
     }
 
-    fn file(&self) -> &File {
-        &self.files[(self.epoch % 2) as usize]
+    fn file(&self) -> &dyn JournalFile {
+        &*self.files[(self.epoch % 2) as usize]
     }
 
     /// The epoch records are written under now.
@@ -305,8 +349,13 @@ impl Journal {
 }
 
 /// The records of `epoch` from offset 0 on, up to the first that is not one.
-fn read_epoch(file: &File, path: &Path, epoch: u64, key: u64) -> Result<Vec<Record>, ReadError> {
-    let size = file.metadata().map_err(ReadError::Io)?.len();
+fn read_epoch(
+    file: &dyn JournalFile,
+    path: &Path,
+    epoch: u64,
+    key: u64,
+) -> Result<Vec<Record>, ReadError> {
+    let size = file.len().map_err(ReadError::Io)?;
     let mut records = Vec::new();
     let mut offset = 0u64;
     let mut header = [0u8; HEADER_LEN];
@@ -540,7 +589,7 @@ mod tests {
         write(&mut journal, 2, &ops[2..4]);
         let file = OpenOptions::new().write(true).open(journal.path()).unwrap();
         let second = journal.end() - 3;
-        file.write_all_at(&[0xFF], second).unwrap();
+        FileExt::write_all_at(&file, &[0xFF], second).unwrap();
         let (_, records) = open(&data, 7);
         assert_eq!(records.len(), 1);
     }

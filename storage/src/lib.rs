@@ -104,6 +104,8 @@ mod error;
 mod journal;
 mod open;
 mod options;
+#[cfg(test)]
+mod power_cut;
 pub(crate) mod reads;
 mod shared;
 mod stats;

@@ -54,7 +54,11 @@ pub(crate) fn open_file(path: &Path, options: &StoreOptions) -> Result<Opened, O
         let db = builder(path, options)
             .create(path)
             .map_err(|err| map_database_error(path, err))?;
-        validate(path, db, Some((Journal::paths_of(path), options.journal)))
+        validate(
+            path,
+            db,
+            Some(JournalAt::Paths(Journal::paths_of(path), options.journal)),
+        )
     })
 }
 
@@ -71,6 +75,29 @@ pub(crate) fn open_backend(
             .map_err(|err| map_database_error(path, err))?;
         validate(path, db, None)
     })
+}
+
+/// [`open_backend`] with a journal on `files` (the power-cut tests' simulated disk).
+#[cfg(test)]
+pub(crate) fn open_backend_with_journal(
+    path: &Path,
+    options: &StoreOptions,
+    backend: impl redb::StorageBackend,
+    files: [Box<dyn journal::JournalFile>; 2],
+) -> Result<Opened, OpenError> {
+    let db = builder(path, options)
+        .create_with_backend(backend)
+        .map_err(|err| map_database_error(path, err))?;
+    validate(path, db, Some(JournalAt::Files(files)))
+}
+
+/// Where a store's journal is.
+enum JournalAt {
+    /// In these files, created if missing with `true`.
+    Paths([std::path::PathBuf; 2], bool),
+    /// In files already open (tests).
+    #[cfg(test)]
+    Files([Box<dyn journal::JournalFile>; 2]),
 }
 
 fn builder(path: &Path, options: &StoreOptions) -> redb::Builder {
@@ -122,20 +149,25 @@ fn guarded(
 /// Checks the format of an open database, applies what its journal holds (the
 /// journal's path, and whether to create it if missing), and creates missing
 /// tables.
-fn validate(
-    path: &Path,
-    db: Database,
-    journal: Option<([std::path::PathBuf; 2], bool)>,
-) -> Result<Opened, OpenError> {
+fn validate(path: &Path, db: Database, journal: Option<JournalAt>) -> Result<Opened, OpenError> {
     let format = check_format(path, &db)?;
     let key = format.journal_key.unwrap_or_else(random_key);
     // The journal read, what it held, and whether the store goes on writing it.
     let (journal, records, keep) = match journal {
-        Some((journal_paths, create)) => {
+        Some(JournalAt::Paths(journal_paths, create)) => {
             let named = journal_paths[0].clone();
             match Journal::open(journal_paths, format.journal_epoch, key, create) {
                 Ok(Some((journal, records))) => (Some(journal), records, create),
                 Ok(None) => (None, Vec::new(), false),
+                Err(err) => return Err(journal_error(&named, err)),
+            }
+        }
+        #[cfg(test)]
+        Some(JournalAt::Files(files)) => {
+            let paths = Journal::paths_of(path);
+            let named = paths[0].clone();
+            match Journal::on_files(files, paths, format.journal_epoch, key) {
+                Ok((journal, records)) => (Some(journal), records, true),
                 Err(err) => return Err(journal_error(&named, err)),
             }
         }

@@ -68,7 +68,11 @@ impl Store {
     }
 
     /// Starts the writer on an opened file.
-    fn start(path: PathBuf, opened: Opened, options: &StoreOptions) -> Result<Store, OpenError> {
+    pub(crate) fn start(
+        path: PathBuf,
+        opened: Opened,
+        options: &StoreOptions,
+    ) -> Result<Store, OpenError> {
         let shared = Arc::new(Shared {
             path: Arc::from(path.as_path()),
             db: RwLock::new(Some(opened.db)),

@@ -98,24 +98,35 @@ impl Group {
     }
 
     /// Runs the group on this node, with a fresh copy, unless it runs already;
-    /// waits (bounded) for the node's replica.
+    /// waits (bounded) for the node's replica. The copy is registered by the replica
+    /// as it starts the group with its machine: one the replica did not take (the
+    /// group ran already: another opening came first) is never registered.
     pub async fn open(&self) -> Result<(), BrokerError> {
         let deadline = Instant::now() + OPEN_WAIT;
         loop {
             match self.replica.view(self.spec.group).await {
                 Ok(Some(_)) if self.mirrors.get(self.spec.group).is_some() => return Ok(()),
                 Ok(_) => {
-                    let state = self.mirrors.fresh(self.spec.group, self.config.clone());
                     let machine = MirrorMachine {
-                        state,
+                        state: Mirrors::copy(self.config.clone()),
+                        mirrors: self.mirrors.clone(),
+                        group: self.spec.group,
                         serving: self.serving.clone(),
                         led: self.led.clone(),
                         config: self.config.clone(),
                         label: self.spec.label.clone(),
                     };
                     let reader = self.replica.open(self.spec.clone(), machine).await?;
-                    if let Some(state) = self.mirrors.get(self.spec.group) {
-                        lock(&state).reader = Some(reader);
+                    // (Registered by this opening's machine, or by the one of an
+                    // opening that came first: every run reads the same log.)
+                    match self.mirrors.get(self.spec.group) {
+                        Some(state) => {
+                            lock(&state).reader = Some(reader);
+                        }
+                        None => tracing::error!(
+                            queue = %self.spec.label,
+                            "the group runs here with a copy nobody registered: this node cannot lead it"
+                        ),
                     }
                     return Ok(());
                 }
@@ -211,5 +222,57 @@ impl QueueLog for RaftLog {
             Some(reader) => read_bodies(&state, &reader, seqs, &self.group.spec.label),
             None => (Vec::new(), seqs.to_vec()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_actors::message::FieldTable;
+    use warren_actors::queue::QueueDef;
+
+    use crate::conformance_tests::Node;
+    use crate::machine::lock;
+    use crate::Mirrored;
+
+    /// Two openings at once of a group that does not run here yet (the replica's
+    /// actor as it starts and a leader's `lead`, or two leaders' `lead` after the
+    /// group stopped running here): both hear that it does not run, both open it;
+    /// the replica runs it with the first machine and drops the second. The copy
+    /// registered must be the first's: the second's is fed by nothing (its leader
+    /// read epoch 0 forever: its `Lead`s were refused, its publishes nacked).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_openings_register_the_copy_the_group_feeds() {
+        let node = Node::start("orphan").await;
+        let def = QueueDef {
+            name: "orphan".into(),
+            id: 1,
+            node: node.name.clone(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            replicas: vec![node.name.clone()],
+            founders: Vec::new(),
+        };
+        let group = Mirrored::new(&node.name).group(&def, "/").unwrap();
+        // (join! polls both before either answer is handled: both views are asked
+        // before either opening reaches the replica.)
+        let (a, b) = tokio::join!(group.open(), group.open());
+        a.unwrap();
+        b.unwrap();
+        // A leader, then the next one (the first restarted): each replaces the epoch
+        // the copy holds, and the copy it leads from holds its `Lead` (applied here
+        // before `propose_to` answers).
+        for leader in 1..=2 {
+            let Ok((epoch, state)) = group.try_lead(&node.name).await else {
+                panic!("leader {leader} did not lead");
+            };
+            assert_eq!(
+                lock(&state).epoch,
+                epoch,
+                "leader {leader} leads from the copy the group feeds"
+            );
+        }
+        node.stop();
     }
 }

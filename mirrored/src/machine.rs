@@ -115,20 +115,29 @@ impl Mirrors {
         self.lock().get(&group).cloned()
     }
 
-    /// A new, empty copy of group `group` (replacing the one before).
-    pub fn fresh(&self, group: GroupId, config: QueueConfig) -> Arc<Mutex<MirrorState>> {
-        let state = Arc::new(Mutex::new(MirrorState {
+    /// A new, empty copy, registered by nobody yet: the machine that applies to it
+    /// registers it as its group starts running here ([`Machine::opened`]), so that
+    /// the copy registered is always the one a running machine feeds.
+    pub fn copy(config: QueueConfig) -> Arc<Mutex<MirrorState>> {
+        Arc::new(Mutex::new(MirrorState {
             queue: ReplicatedQueue::new(config, 0),
             epoch: 0,
             reader: None,
-        }));
-        self.lock().insert(group, state.clone());
-        state
+        }))
     }
 
-    /// Forgets group `group`.
-    pub fn remove(&self, group: GroupId) {
-        self.lock().remove(&group);
+    /// Registers `state` as group `group`'s copy (replacing that of an earlier run).
+    fn insert(&self, group: GroupId, state: Arc<Mutex<MirrorState>>) {
+        self.lock().insert(group, state);
+    }
+
+    /// Forgets group `group`'s copy if it is still `state` (the copy of the run that
+    /// was closed): a copy a later run of the group registered since stays.
+    pub fn remove_if(&self, group: GroupId, state: &Arc<Mutex<MirrorState>>) {
+        let mut copies = self.lock();
+        if copies.get(&group).is_some_and(|c| Arc::ptr_eq(c, state)) {
+            copies.remove(&group);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GroupId, Arc<Mutex<MirrorState>>>> {
@@ -143,6 +152,10 @@ pub(crate) fn lock(state: &Mutex<MirrorState>) -> MutexGuard<'_, MirrorState> {
 /// The group's machine: applies committed entries to the copy.
 pub(crate) struct MirrorMachine {
     pub state: Arc<Mutex<MirrorState>>,
+    /// Where `state` is registered as `group`'s copy once the group runs with this
+    /// machine (not before: a machine the replica did not take feeds nothing).
+    pub mirrors: Mirrors,
+    pub group: GroupId,
     pub serving: Serving,
     /// Notified when `serving` changes.
     pub led: Arc<tokio::sync::Notify>,
@@ -197,6 +210,10 @@ impl Machine for MirrorMachine {
         };
         drop(state);
         Box::pin(async move { answer.map(|()| Box::new(()) as Box<dyn Any + Send>) })
+    }
+
+    fn opened(&mut self) {
+        self.mirrors.insert(self.group, self.state.clone());
     }
 
     fn needed_from(&self) -> Option<u64> {

@@ -194,6 +194,23 @@ fn members(def: &QueueDef) -> Vec<String> {
     }
 }
 
+/// Stops running group `group` here (`remove`: its log goes too) and forgets the copy
+/// of the run it stopped: a run opened meanwhile (the queue's replica added here
+/// again) keeps the copy it registered.
+async fn close(
+    replica: &ReplicaHandle,
+    mirrors: &Mirrors,
+    group: GroupId,
+    remove: bool,
+) -> Result<(), BrokerError> {
+    let copy = mirrors.get(group);
+    let closed = replica.close(group, remove).await;
+    if let Some(copy) = copy {
+        mirrors.remove_if(group, &copy);
+    }
+    closed
+}
+
 /// The first members of `def`'s group (see [`QueueDef::founders`]).
 fn founders(def: &QueueDef) -> Vec<String> {
     if def.founders().is_empty() {
@@ -336,8 +353,7 @@ impl QueueType for Mirrored {
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!(queue = %name, "the queue's group still counts this node after {LEAVE_WITHIN:?}: it stops running here and keeps its log");
-                    let _ = replica.close(group, false).await;
-                    mirrors.remove(group);
+                    let _ = close(&replica, &mirrors, group, false).await;
                     return;
                 }
                 if view.leader.as_deref() == Some(me.as_str()) {
@@ -345,10 +361,9 @@ impl QueueType for Mirrored {
                 }
                 tokio::time::sleep(LEAVE_CHECK).await;
             }
-            if let Err(e) = replica.close(group, true).await {
+            if let Err(e) = close(&replica, &mirrors, group, true).await {
                 tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
             }
-            mirrors.remove(group);
         });
         Box::pin(async {})
     }
@@ -359,10 +374,9 @@ impl QueueType for Mirrored {
         let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
         let name = def.name.clone();
         Box::pin(async move {
-            if let Err(e) = replica.close(group, true).await {
+            if let Err(e) = close(&replica, &mirrors, group, true).await {
                 tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
             }
-            mirrors.remove(group);
         })
     }
 }

@@ -231,8 +231,9 @@ impl ReplicaHandle {
     }
 
     /// Runs group `spec.group` on this node, applying its entries to `machine` (in a
-    /// task of its own). Nothing happens if it runs here already. Returns where the
-    /// group's entries are read back.
+    /// task of its own; [`Machine::opened`] is called first). Nothing happens if it
+    /// runs here already (`machine` is dropped unused). Returns where the group's
+    /// entries are read back.
     pub async fn open<M: Machine>(
         &self,
         spec: GroupSpec,
@@ -241,7 +242,11 @@ impl ReplicaHandle {
         let opening = Opening {
             spec,
             keeps_state: M::KEEPS_STATE,
-            start: Box::new(move |start, replica| applying::start(start, machine, replica)),
+            start: Box::new(move |start, replica| {
+                let mut machine = machine;
+                machine.opened();
+                applying::start(start, machine, replica)
+            }),
         };
         self.ask(|tx| LocalReplica::Open(opening, tx))?
             .await

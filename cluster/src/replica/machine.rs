@@ -34,6 +34,13 @@ pub trait Machine: Send + 'static {
     /// restores the group's latest snapshot and applies every entry after it again.
     const KEEPS_STATE: bool = false;
 
+    /// Called once, in the replica's actor, as the group starts running on this node
+    /// with this machine (before [`ReplicaHandle::open`] answers); never for a machine
+    /// `open` did not take because the group ran here already (it is dropped unused).
+    ///
+    /// [`ReplicaHandle::open`]: crate::replica::ReplicaHandle::open
+    fn opened(&mut self) {}
+
     /// Applies the committed command of log entry `index`.
     fn apply(&mut self, index: u64, command: Self::Command) -> BoxFuture<'_, Answer>;
 

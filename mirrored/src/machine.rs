@@ -132,12 +132,15 @@ impl Mirrors {
     }
 
     /// Forgets group `group`'s copy if it is still `state` (the copy of the run that
-    /// was closed): a copy a later run of the group registered since stays.
-    pub fn remove_if(&self, group: GroupId, state: &Arc<Mutex<MirrorState>>) {
+    /// was closed): a copy a later run of the group registered since stays. Whether
+    /// it was forgotten.
+    pub fn remove_if(&self, group: GroupId, state: &Arc<Mutex<MirrorState>>) -> bool {
         let mut copies = self.lock();
-        if copies.get(&group).is_some_and(|c| Arc::ptr_eq(c, state)) {
+        let closed_run = copies.get(&group).is_some_and(|c| Arc::ptr_eq(c, state));
+        if closed_run {
             copies.remove(&group);
         }
+        closed_run
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GroupId, Arc<Mutex<MirrorState>>>> {

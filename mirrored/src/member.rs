@@ -259,6 +259,29 @@ impl MemberState {
                     tracing::debug!(group = %group.spec.label, "members changing: {what}");
                     myself.send_after(CHANGING, || MemberMsg::Check);
                 }
+                Ok(Reconciled::Settled) => {
+                    // The Raft leadership goes where the queue is served (a live
+                    // member's leader is not moved: the leadership follows it). A
+                    // failover can leave them apart: the old leader handed over to one
+                    // member while another campaigned.
+                    let elsewhere = serving
+                        .as_deref()
+                        .filter(|node| node.as_str() != me && group.has_member(node))
+                        .filter(|node| !self.down.borrow().contains(node.as_str()));
+                    if let Some(node) = elsewhere {
+                        match group.replica.hand_over(group.spec.group, node).await {
+                            Ok(Reconciled::Changing(what)) => {
+                                tracing::debug!(group = %group.spec.label, "{what}, which serves the queue");
+                                myself.send_after(CHANGING, || MemberMsg::Check);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(group = %group.spec.label, "the leadership stays here: {e}");
+                                myself.send_after(CHANGING * 4, || MemberMsg::Check);
+                            }
+                        }
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(group = %group.spec.label, "the members did not change: {e}");

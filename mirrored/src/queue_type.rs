@@ -58,6 +58,13 @@ pub struct Mirrored {
     mirrors: Mirrors,
     /// The members of each queue run here, by group.
     members: Arc<Mutex<HashMap<GroupId, Members>>>,
+    /// Where each group run here is served, and its notice of changes, shared by
+    /// every `Group` made for it: a member added back while its group still runs
+    /// here sees what that run's machine applies.
+    served: Served,
+    /// The tasks of groups this node left, which close them here once their Raft
+    /// members no longer count it (`left`): stopped if the node is added back first.
+    leaving: Arc<Mutex<HashMap<GroupId, tokio::task::AbortHandle>>>,
     /// Entries applied between two snapshots of a queue's group, at least.
     snapshot_every: u64,
 }
@@ -71,6 +78,8 @@ impl Mirrored {
             },
             mirrors: Mirrors::default(),
             members: Default::default(),
+            served: Default::default(),
+            leaving: Default::default(),
             snapshot_every: SNAPSHOT_EVERY,
         }
     }
@@ -83,6 +92,10 @@ impl Mirrored {
 
     fn members(&self) -> MutexGuard<'_, HashMap<GroupId, Members>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leaving(&self) -> MutexGuard<'_, HashMap<GroupId, tokio::task::AbortHandle>> {
+        self.leaving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The watched members of queue `def` (group `id`), as `def` has them.
@@ -162,6 +175,10 @@ impl Mirrored {
         // Once its members changed, a replica opened with an empty log joins (a
         // founder's log may have gone with an earlier removal).
         let joining = !founders.contains(&self.replica.node) || !def.founders.is_empty();
+        let (serving, led) = lock(&self.served)
+            .entry(id)
+            .or_insert_with(|| (Serving::default(), Default::default()))
+            .clone();
         Ok(Group {
             replica: self.replica.clone(),
             spec: GroupSpec {
@@ -171,8 +188,8 @@ impl Mirrored {
             },
             config,
             mirrors: self.mirrors.clone(),
-            serving: Serving::default(),
-            led: Default::default(),
+            serving,
+            led,
             members,
         })
     }
@@ -200,15 +217,26 @@ fn members(def: &QueueDef) -> Vec<String> {
 async fn close(
     replica: &ReplicaHandle,
     mirrors: &Mirrors,
+    served: &Served,
     group: GroupId,
     remove: bool,
 ) -> Result<(), BrokerError> {
     let copy = mirrors.get(group);
     let closed = replica.close(group, remove).await;
     if let Some(copy) = copy {
-        mirrors.remove_if(group, &copy);
+        if mirrors.remove_if(group, &copy) {
+            lock(served).remove(&group);
+        }
     }
     closed
+}
+
+/// Where each group run here is served, and the notice of its changes (see
+/// `Mirrored::served`).
+type Served = Arc<Mutex<HashMap<GroupId, (Serving, Arc<tokio::sync::Notify>)>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The first members of `def`'s group (see [`QueueDef::founders`]).
@@ -275,6 +303,11 @@ impl QueueType for Mirrored {
     /// runs the queue's leader (`queue:/NAME`) while this node leads the group, and the
     /// handle that sends everything to wherever the queue is served.
     fn host(&self, def: &QueueDef, env: &HostEnv) -> Result<Hosted, BrokerError> {
+        // Added back before the group it left was closed here: the group goes on
+        // running here, and the node rejoins it as any new member does.
+        if let Some(leaving) = self.leaving().remove(&group_of(&env.vhost, def)) {
+            leaving.abort();
+        }
         let group = self.group(def, &env.vhost)?;
         let log = RaftLog::new(group.clone());
         let leader = Classic::host_with(def, group.config.clone(), env, Some(Arc::new(log)));
@@ -338,8 +371,9 @@ impl QueueType for Mirrored {
     fn left(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
         let group = group_of(vhost, def);
         let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
+        let served = self.served.clone();
         let (name, members) = (def.name.clone(), self::members(def));
-        tokio::spawn(async move {
+        let leaving = tokio::spawn(async move {
             let me = replica.node.clone();
             let deadline = Instant::now() + LEAVE_WITHIN;
             loop {
@@ -353,7 +387,7 @@ impl QueueType for Mirrored {
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!(queue = %name, "the queue's group still counts this node after {LEAVE_WITHIN:?}: it stops running here and keeps its log");
-                    let _ = close(&replica, &mirrors, group, false).await;
+                    let _ = close(&replica, &mirrors, &served, group, false).await;
                     return;
                 }
                 if view.leader.as_deref() == Some(me.as_str()) {
@@ -361,20 +395,28 @@ impl QueueType for Mirrored {
                 }
                 tokio::time::sleep(LEAVE_CHECK).await;
             }
-            if let Err(e) = close(&replica, &mirrors, group, true).await {
+            if let Err(e) = close(&replica, &mirrors, &served, group, true).await {
                 tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
             }
         });
+        if let Some(earlier) = self.leaving().insert(group, leaving.abort_handle()) {
+            earlier.abort();
+        }
         Box::pin(async {})
     }
 
     fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
         let group = group_of(vhost, def);
         self.members().remove(&group);
+        lock(&self.served).remove(&group);
+        if let Some(leaving) = self.leaving().remove(&group) {
+            leaving.abort();
+        }
         let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
+        let served = self.served.clone();
         let name = def.name.clone();
         Box::pin(async move {
-            if let Err(e) = close(&replica, &mirrors, group, true).await {
+            if let Err(e) = close(&replica, &mirrors, &served, group, true).await {
                 tracing::warn!(queue = %name, "the replica's log was not removed: {e}");
             }
         })

@@ -209,6 +209,21 @@ impl ReplicaHandle {
             .map_err(|_| stopped())?
     }
 
+    /// Hands group `group`'s leadership to member `to` when this node leads it and
+    /// `to` is a voter that holds about everything committed: `Changing` while the
+    /// transfer is under way, `Settled` once `to` leads (or nothing is to be done:
+    /// `to` is this node), `NotLeader` when this node does not lead.
+    pub async fn hand_over(
+        &self,
+        group: GroupId,
+        to: &str,
+    ) -> Result<super::Reconciled, BrokerError> {
+        let to = to.to_string();
+        self.ask(|tx| LocalReplica::HandOver(group, to, tx))?
+            .await
+            .map_err(|_| stopped())?
+    }
+
     /// Group `group`'s leader is no longer a member: this node's member campaigns at
     /// its next tick (a quiet follower would wait for a heartbeat that never comes).
     pub fn leader_gone(&self, group: GroupId) {

@@ -202,6 +202,13 @@ pub enum LocalReplica {
         Vec<String>,
         oneshot::Sender<Result<Reconciled, BrokerError>>,
     ),
+    /// Hand a group's leadership to the named member, when this node leads it and
+    /// that member is a voter holding about everything committed (see `hand_over`).
+    HandOver(
+        GroupId,
+        String,
+        oneshot::Sender<Result<Reconciled, BrokerError>>,
+    ),
     /// Group `group`'s leader left it (its node no longer holds a member): this
     /// follower campaigns at its next tick.
     LeaderGone(GroupId),
@@ -652,6 +659,9 @@ impl ReplicaState {
             }
             LocalReplica::Reconcile(group, desired, reply) => {
                 let _ = reply.send(self.reconcile(group, &desired));
+            }
+            LocalReplica::HandOver(group, to, reply) => {
+                let _ = reply.send(self.hand_over(group, &to));
             }
             LocalReplica::LeaderGone(group) => {
                 if let Some(hosted) = self.groups.get_mut(&group) {

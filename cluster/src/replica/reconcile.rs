@@ -143,6 +143,48 @@ impl ReplicaState {
         Ok(Reconciled::Settled)
     }
 
+    /// Hands group `group`'s leadership to member `to` (see
+    /// [`ReplicaHandle::hand_over`](crate::replica::ReplicaHandle::hand_over)): a
+    /// mirrored queue's leader runs where it is served, so that the Raft leader and
+    /// the queue's leader are one node, as in RabbitMQ's quorum queues.
+    pub(super) fn hand_over(
+        &mut self,
+        group: GroupId,
+        to: &str,
+    ) -> Result<Reconciled, BrokerError> {
+        let hosted = self.groups.get_mut(&group).ok_or_else(|| not_here(group))?;
+        let me = hosted.id();
+        let id = raft_id(to);
+        if id == me {
+            return Ok(Reconciled::Settled);
+        }
+        let raft = &hosted.group.node.raft;
+        if raft.state != StateRole::Leader {
+            return Ok(Reconciled::NotLeader);
+        }
+        if raft.has_pending_conf() || raft.lead_transferee.is_some() {
+            return Ok(Reconciled::Changing(
+                "a membership change or a hand-over is under way".into(),
+            ));
+        }
+        let committed = raft.raft_log.committed;
+        let ready = hosted.conf_state().voters.contains(&id)
+            && raft
+                .prs()
+                .get(id)
+                .is_some_and(|p| p.matched + CAUGHT_UP_WITHIN >= committed);
+        if !ready {
+            return Ok(Reconciled::Changing(format!("{to} is catching up")));
+        }
+        self.dirty.insert(group);
+        // (A quiet group ticks again, so that a lost transfer times out.)
+        hosted.wake();
+        hosted.group.node.transfer_leader(id);
+        Ok(Reconciled::Changing(format!(
+            "handing the leadership to {to}"
+        )))
+    }
+
     /// Proposes the membership change `change` of node `name` (Raft id `id`) to group
     /// `group`.
     fn change(

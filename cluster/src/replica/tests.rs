@@ -784,3 +784,61 @@ async fn entries_a_snapshot_needs_are_kept_and_travel_with_it() {
         n.actor.stop(None);
     }
 }
+
+/// Who leads `group`, as `node` knows it.
+async fn leader_of(node: &Node, group: GroupId) -> Option<String> {
+    node.handle
+        .view(group)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.leader)
+}
+
+/// The leader hands its leadership to a member named (where a mirrored queue is
+/// served): that member leads, and the others answer that they do not lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leadership_goes_to_the_member_asked_for() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = nodes("handover-", &dirs).await;
+    let members = names(&nodes);
+    for n in nodes.iter_mut() {
+        open(n, 7, &members, 10_000).await;
+    }
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        put(&mut tasks, &nodes[i % 3], 7, format!("k{i}"));
+    }
+    all_ok(tasks).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    converged(&refs, [7].into_iter(), 10).await;
+    let before = leader_of(&nodes[0], 7).await.expect("a leader");
+    let to = members.iter().find(|m| **m != before).unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut answers = Vec::new();
+        for n in &nodes {
+            answers.push(n.handle.hand_over(7, &to).await.expect("an answer"));
+        }
+        // The member asked for leads: it has nothing to do, the others do not lead.
+        let done = nodes.iter().zip(&answers).all(|(n, a)| {
+            if n.name == to {
+                *a == Reconciled::Settled
+            } else {
+                *a == Reconciled::NotLeader
+            }
+        });
+        if done && leader_of(&nodes[0], 7).await.as_deref() == Some(to.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{to} never led: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still a working group.
+    let mut tasks = JoinSet::new();
+    put(&mut tasks, &nodes[1], 7, "after".into());
+    all_ok(tasks).await;
+    for n in nodes {
+        n.actor.stop(None);
+    }
+}

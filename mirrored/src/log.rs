@@ -1,6 +1,6 @@
 //! [`RaftLog`]: a mirrored queue leader's log, on the queue's Raft group.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,13 @@ pub(crate) struct Group {
     /// The queue's members as the metadata says, now and at every change: the
     /// group's leader brings the group's Raft members to them.
     pub members: Members,
+    /// Set when the queue is deleted, before its group is closed here for good: the
+    /// group is never opened here again (see [`Group::open`]).
+    pub deleted: Deleted,
 }
+
+/// Whether a mirrored queue was deleted, shared by every `Group` made for it.
+pub(crate) type Deleted = Arc<AtomicBool>;
 
 /// A mirrored queue's members (nodes) as the metadata says, watched.
 pub(crate) type Members = Arc<watch::Sender<Arc<Vec<String>>>>;
@@ -55,6 +61,15 @@ impl Group {
     /// Whether node `node` is one of the queue's members now.
     pub fn has_member(&self, node: &str) -> bool {
         self.members.borrow().iter().any(|m| m == node)
+    }
+
+    /// Whether the queue was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    fn gone(&self) -> BrokerError {
+        BrokerError::internal(format!("{}: deleted", self.spec.label))
     }
 }
 
@@ -101,9 +116,16 @@ impl Group {
     /// waits (bounded) for the node's replica. The copy is registered by the replica
     /// as it starts the group with its machine: one the replica did not take (the
     /// group ran already: another opening came first) is never registered.
+    ///
+    /// Refused once the queue is deleted (a leader's `lead` still under way after its
+    /// actor stopped): a run opened then would be one with a fresh log, for a queue
+    /// that no longer exists, that nothing closes.
     pub async fn open(&self) -> Result<(), BrokerError> {
         let deadline = Instant::now() + OPEN_WAIT;
         loop {
+            if self.is_deleted() {
+                return Err(self.gone());
+            }
             match self.replica.view(self.spec.group).await {
                 Ok(Some(_)) if self.mirrors.get(self.spec.group).is_some() => return Ok(()),
                 Ok(_) => {
@@ -117,6 +139,16 @@ impl Group {
                         label: self.spec.label.clone(),
                     };
                     let reader = self.replica.open(self.spec.clone(), machine).await?;
+                    // Deleted meanwhile: the deletion's close may have reached the
+                    // replica before this opening did. (The deletion sets `deleted`
+                    // before it closes: an opening that came after its close sees it.)
+                    if self.is_deleted() {
+                        let _ = self.replica.close(self.spec.group, true).await;
+                        if let Some(copy) = self.mirrors.get(self.spec.group) {
+                            self.mirrors.remove_if(self.spec.group, &copy);
+                        }
+                        return Err(self.gone());
+                    }
                     // (Registered by this opening's machine, or by the one of an
                     // opening that came first: every run reads the same log.)
                     match self.mirrors.get(self.spec.group) {
@@ -178,6 +210,9 @@ impl QueueLog for RaftLog {
                             group.spec.label
                         )))
                     }
+                    // Deleted (its actor stopped): nothing to lead, and its group stays
+                    // closed (`open` refuses).
+                    Err(Refused::NotYet(_)) if group.is_deleted() => return Err(group.gone()),
                     // No majority, or another leader started first: tried again (the
                     // queue's actor holds, then refuses, what comes in meanwhile).
                     Err(Refused::NotYet(e)) => {
@@ -227,12 +262,31 @@ impl QueueLog for RaftLog {
 
 #[cfg(test)]
 mod tests {
-    use warren_actors::message::FieldTable;
-    use warren_actors::queue::QueueDef;
+    use std::time::Duration;
 
+    use warren_actors::classic::QueueLog;
+    use warren_actors::message::FieldTable;
+    use warren_actors::queue::{QueueDef, QueueType};
+
+    use super::RaftLog;
     use crate::conformance_tests::Node;
     use crate::machine::lock;
     use crate::Mirrored;
+
+    /// Queue `name`, declared on `node`, with a replica there alone.
+    fn def_on(node: &Node, name: &str) -> QueueDef {
+        QueueDef {
+            name: name.into(),
+            id: 1,
+            node: node.name.clone(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            replicas: vec![node.name.clone()],
+            founders: Vec::new(),
+        }
+    }
 
     /// Two openings at once of a group that does not run here yet (the replica's
     /// actor as it starts and a leader's `lead`, or two leaders' `lead` after the
@@ -273,6 +327,67 @@ mod tests {
                 "leader {leader} leads from the copy the group feeds"
             );
         }
+        node.stop();
+    }
+
+    /// A leader's `lead` that comes after its queue was deleted (its task slept through
+    /// the deletion; its actor stopped): it does not open the group again (a run with
+    /// a fresh log, for a queue that no longer exists, that nothing would ever close),
+    /// nor lead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lead_after_the_deletion_does_not_open_the_group_again() {
+        let node = Node::start("deleted").await;
+        let def = def_on(&node, "deleted");
+        let mirrored = Mirrored::new(&node.name);
+        let group = mirrored.group(&def, "/").unwrap();
+        group.open().await.unwrap();
+        let log = RaftLog::new(group.clone());
+        mirrored.removed(&def, "/").await;
+        let id = group.spec.group;
+        assert!(group.replica.view(id).await.unwrap().is_none(), "closed");
+
+        assert!(log.lead(0).await.is_err(), "a deleted queue is not led");
+        assert!(
+            group.replica.view(id).await.unwrap().is_none(),
+            "the group of a deleted queue is not opened again"
+        );
+        assert!(
+            group.mirrors.get(id).is_none(),
+            "no copy of it is registered"
+        );
+        node.stop();
+    }
+
+    /// The same with the `lead` under way as the queue is deleted: its group has no
+    /// majority (its other replica never starts), so it waits for its `Lead` to
+    /// commit and tries again. Once deleted, it ends, and the group stays closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lead_under_way_ends_with_its_queue() {
+        let node = Node::start("stranded").await;
+        let mut def = def_on(&node, "stranded");
+        def.replicas.push("stranded-absent".into());
+        let mirrored = Mirrored::new(&node.name);
+        let group = mirrored.group(&def, "/").unwrap();
+        group.open().await.unwrap();
+        let lead = tokio::spawn(RaftLog::new(group.clone()).lead(0));
+        mirrored.removed(&def, "/").await;
+
+        // (A bound on a failure, not a wait: once the queue is deleted, its lead's
+        // attempts fail at once; before, it tried again forever.)
+        let led = tokio::time::timeout(Duration::from_secs(60), lead)
+            .await
+            .expect("the lead of a deleted queue ends")
+            .unwrap();
+        assert!(led.is_err(), "a deleted queue is not led");
+        let id = group.spec.group;
+        assert!(
+            group.replica.view(id).await.unwrap().is_none(),
+            "the group of a deleted queue is not opened again"
+        );
+        assert!(
+            group.mirrors.get(id).is_none(),
+            "no copy of it is registered"
+        );
         node.stop();
     }
 }

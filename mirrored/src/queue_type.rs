@@ -1,6 +1,7 @@
 //! [`Mirrored`]: the mirrored (quorum) queue type.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use warren_cluster::raft_log::raft_id;
 use warren_cluster::replica::{GroupSpec, ReplicaHandle, SNAPSHOT_EVERY};
 
 use crate::handle::{MirroredQueue, Place, Route};
-use crate::log::{Group, Members, RaftLog};
+use crate::log::{Deleted, Group, Members, RaftLog};
 use crate::machine::{Mirrors, Serving};
 use crate::member;
 
@@ -65,6 +66,10 @@ pub struct Mirrored {
     /// The tasks of groups this node left, which close them here once their Raft
     /// members no longer count it (`left`): stopped if the node is added back first.
     leaving: Arc<Mutex<HashMap<GroupId, tokio::task::AbortHandle>>>,
+    /// Whether each queue run here was deleted, by group, shared by every `Group`
+    /// made for it: set (and forgotten here) as it is deleted, before its group is
+    /// closed, so that a leader's `lead` still under way never opens it again.
+    deleted: Arc<Mutex<HashMap<GroupId, Deleted>>>,
     /// Entries applied between two snapshots of a queue's group, at least.
     snapshot_every: u64,
 }
@@ -80,6 +85,7 @@ impl Mirrored {
             members: Default::default(),
             served: Default::default(),
             leaving: Default::default(),
+            deleted: Default::default(),
             snapshot_every: SNAPSHOT_EVERY,
         }
     }
@@ -179,6 +185,7 @@ impl Mirrored {
             .entry(id)
             .or_insert_with(|| (Serving::default(), Default::default()))
             .clone();
+        let deleted = lock(&self.deleted).entry(id).or_default().clone();
         Ok(Group {
             replica: self.replica.clone(),
             spec: GroupSpec {
@@ -191,6 +198,7 @@ impl Mirrored {
             serving,
             led,
             members,
+            deleted,
         })
     }
 
@@ -407,6 +415,10 @@ impl QueueType for Mirrored {
 
     fn removed(&self, def: &QueueDef, vhost: &str) -> BoxFuture<'static, ()> {
         let group = group_of(vhost, def);
+        // (Before the close below is sent: see `Group::open`.)
+        if let Some(deleted) = lock(&self.deleted).remove(&group) {
+            deleted.store(true, Ordering::Release);
+        }
         self.members().remove(&group);
         lock(&self.served).remove(&group);
         if let Some(leaving) = self.leaving().remove(&group) {

@@ -264,8 +264,11 @@ impl MemberState {
                     // member's leader is not moved: the leadership follows it). A
                     // failover can leave them apart: the old leader handed over to one
                     // member while another campaigned.
+                    // (Only on a copy that applied all it committed: an older `Lead`
+                    // would send the leadership back and forth.)
                     let elsewhere = serving
                         .as_deref()
+                        .filter(|_| view.log.applied >= view.log.committed)
                         .filter(|node| node.as_str() != me && group.has_member(node))
                         .filter(|node| !self.down.borrow().contains(node.as_str()));
                     if let Some(node) = elsewhere {

@@ -239,6 +239,25 @@ async fn close(
     closed
 }
 
+/// Forgets a leaving task's entry in `Mirrored::leaving` when the task ends (closed
+/// the group, or found it gone), unless a later task took the entry.
+struct ForgetLeaving {
+    tasks: Arc<Mutex<HashMap<GroupId, tokio::task::AbortHandle>>>,
+    group: GroupId,
+}
+
+impl Drop for ForgetLeaving {
+    fn drop(&mut self) {
+        let Some(me) = tokio::task::try_id() else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        if tasks.get(&self.group).is_some_and(|t| t.id() == me) {
+            tasks.remove(&self.group);
+        }
+    }
+}
+
 /// Where each group run here is served, and the notice of its changes (see
 /// `Mirrored::served`).
 type Served = Arc<Mutex<HashMap<GroupId, (Serving, Arc<tokio::sync::Notify>)>>>;
@@ -381,7 +400,9 @@ impl QueueType for Mirrored {
         let (replica, mirrors) = (self.replica.clone(), self.mirrors.clone());
         let served = self.served.clone();
         let (name, members) = (def.name.clone(), self::members(def));
+        let tasks = self.leaving.clone();
         let leaving = tokio::spawn(async move {
+            let _forget = ForgetLeaving { tasks, group };
             let me = replica.node.clone();
             let deadline = Instant::now() + LEAVE_WITHIN;
             loop {

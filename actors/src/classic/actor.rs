@@ -371,12 +371,15 @@ impl Actor for QueueActor {
             // kept while waiting to lead too).
             let why = "the queue's leader moved to another node; consume again";
             if let Some(waiting) = shell.waiting.take() {
-                shell.cancel_journal(why);
-                // What waited for it to lead is answered, as by a queue that cannot
-                // serve now.
+                // What waited for it to lead is answered first, as by a queue that
+                // cannot serve now (a consume is journaled), then every journaled
+                // consumer is cancelled, so that it consumes again where the queue
+                // is served: a consume answered here and not cancelled would wait
+                // for good.
                 for message in waiting.stash {
                     shell.refuse(message);
                 }
+                shell.cancel_journal(why);
             } else {
                 shell.cancel_consumers(why, true);
             }

@@ -309,9 +309,12 @@ impl MemberState {
                 self.running = Some(cell);
             }
             // Another node has taken over: this one stops (its consumers are told,
-            // and consume again where the queue is served now).
+            // and consume again where the queue is served now). It stops once it has
+            // handled what its mailbox holds, so that each request there is answered
+            // (a commit's confirms sent, a publish refused), not dropped.
             Some(cell) if !serve && serving.is_some() => {
-                cell.stop(Some("another node serves the queue".into()));
+                tracing::debug!(group = %group.spec.label, "another node serves the queue: stopping its leader here");
+                let _ = cell.drain();
                 self.running = None;
             }
             _ => {}

@@ -1640,10 +1640,15 @@ mod replicated_tests {
     struct ScriptedLog {
         config: QueueConfig,
         appends: mpsc::UnboundedSender<AppendAnswer>,
+        /// Its `lead` never answers (no majority yet).
+        never_leads: bool,
     }
 
     impl QueueLog for ScriptedLog {
         fn lead(&self, now: u64) -> BoxFuture<'static, Result<QueueState, BrokerError>> {
+            if self.never_leads {
+                return Box::pin(std::future::pending());
+            }
             let state = QueueState::led(&ReplicatedQueue::new(self.config.clone(), now), now);
             Box::pin(async move { Ok(state) })
         }
@@ -1693,6 +1698,7 @@ mod replicated_tests {
         let log = ScriptedLog {
             config: config.clone(),
             appends,
+            never_leads: false,
         };
         let env = HostEnv {
             vhost: "/".into(),
@@ -1738,6 +1744,99 @@ mod replicated_tests {
         );
         supervisor.stop(None);
         drop(answers);
+        store.close();
+    }
+
+    /// A leader stopped while it waits to lead (another node serves the queue now)
+    /// answers the consume it holds and then cancels it, resumable: the consumer
+    /// consumes again where the queue is served, instead of waiting on a consume
+    /// answered here and never cancelled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consume_held_while_waiting_to_lead_is_cancelled_when_the_leader_stops() {
+        use crate::delivery::{ChannelSink, QueueEvent};
+        use crate::queue::{ConsumeRequest, Qos};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = warren_storage::Store::open(dir.path().join("store.redb")).unwrap();
+        let def = QueueDef {
+            name: "replicated-waits".into(),
+            id: 1,
+            node: "n1".into(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: FieldTable::new(),
+            replicas: vec!["n1".into()],
+            founders: Vec::new(),
+        };
+        let config = Classic::config(&def, "/").unwrap();
+        let (appends, _answers) = mpsc::unbounded_channel();
+        let log = ScriptedLog {
+            config: config.clone(),
+            appends,
+            never_leads: true,
+        };
+        let env = HostEnv {
+            vhost: "/".into(),
+            store: store.clone(),
+            memory: QueueMemory::new(64 << 20),
+            dead_letters: Arc::new(Nowhere),
+            remote: None,
+            delete_self: Arc::new(|_| {}),
+            hibernation: None,
+        };
+        let hosted = Classic::host_with(&def, config, &env, Some(Arc::new(log)));
+        let spec = SupervisorSpec::new(Strategy::OneForOne).child(hosted.child);
+        let (supervisor, _) = Supervisor::start("sup-replicated-waits", None, spec, None)
+            .await
+            .unwrap();
+        let (events, mut seen) = mpsc::unbounded_channel();
+        let sink: ChannelSink = Arc::new(move |event: QueueEvent| {
+            let _ = events.send(event);
+        });
+        let request = ConsumeRequest {
+            tag: "c".into(),
+            channel: 7,
+            sink,
+            prefetch: 10,
+            no_ack: false,
+            exclusive: false,
+            priority: 0,
+            origin: None,
+            arguments: FieldTable::new(),
+            qos: Qos::consumer(10),
+            window: 0,
+            records: false,
+        };
+        let consume = hosted.queue.consume(request);
+        tokio::pin!(consume);
+        // Polled once: the consume is in the actor's mailbox, ahead of the drain.
+        tokio::select! {
+            biased;
+            _ = &mut consume => panic!("answered while the leader waits to lead"),
+            _ = std::future::ready(()) => {}
+        }
+        let name = super::super::handle::actor_name("/", "replicated-waits");
+        let actor = ractor::registry::where_is(name).expect("the leader runs");
+        actor.drain().unwrap();
+
+        let bound = Duration::from_secs(20);
+        tokio::time::timeout(bound, consume)
+            .await
+            .expect("the consume is answered")
+            .expect("kept, to attach where the queue is served");
+        let cancelled = tokio::time::timeout(bound, seen.recv())
+            .await
+            .expect("the consumer hears of it")
+            .expect("an event");
+        assert!(
+            matches!(
+                cancelled,
+                QueueEvent::ConsumerCancelled { ref tag, resumable: true, .. } if &**tag == "c"
+            ),
+            "{cancelled:?}"
+        );
+        supervisor.stop(None);
         store.close();
     }
 }

@@ -428,7 +428,7 @@ impl ClassicShared {
 
 /// The registry name of a queue's actor: `queue:/orders` in `/`, `queue:prod/orders`
 /// in `prod`.
-fn actor_name(vhost: &str, queue: &str) -> String {
+pub(crate) fn actor_name(vhost: &str, queue: &str) -> String {
     if vhost == "/" {
         format!("queue:/{queue}")
     } else {

@@ -288,6 +288,19 @@ mod tests {
         }
     }
 
+    /// The group of a deleted queue: not running here, no copy registered.
+    async fn closed_for_good(group: &super::Group) {
+        let id = group.spec.group;
+        assert!(
+            group.replica.view(id).await.unwrap().is_none(),
+            "the group of a deleted queue is not opened again"
+        );
+        assert!(
+            group.mirrors.get(id).is_none(),
+            "no copy of it is registered"
+        );
+    }
+
     /// Two openings at once of a group that does not run here yet (the replica's
     /// actor as it starts and a leader's `lead`, or two leaders' `lead` after the
     /// group stopped running here): both hear that it does not run, both open it;
@@ -297,17 +310,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_openings_register_the_copy_the_group_feeds() {
         let node = Node::start("orphan").await;
-        let def = QueueDef {
-            name: "orphan".into(),
-            id: 1,
-            node: node.name.clone(),
-            durable: true,
-            owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            replicas: vec![node.name.clone()],
-            founders: Vec::new(),
-        };
+        let def = def_on(&node, "orphan");
         let group = Mirrored::new(&node.name).group(&def, "/").unwrap();
         // (join! polls both before either answer is handled: both views are asked
         // before either opening reaches the replica.)
@@ -347,14 +350,7 @@ mod tests {
         assert!(group.replica.view(id).await.unwrap().is_none(), "closed");
 
         assert!(log.lead(0).await.is_err(), "a deleted queue is not led");
-        assert!(
-            group.replica.view(id).await.unwrap().is_none(),
-            "the group of a deleted queue is not opened again"
-        );
-        assert!(
-            group.mirrors.get(id).is_none(),
-            "no copy of it is registered"
-        );
+        closed_for_good(&group).await;
         node.stop();
     }
 
@@ -379,15 +375,7 @@ mod tests {
             .expect("the lead of a deleted queue ends")
             .unwrap();
         assert!(led.is_err(), "a deleted queue is not led");
-        let id = group.spec.group;
-        assert!(
-            group.replica.view(id).await.unwrap().is_none(),
-            "the group of a deleted queue is not opened again"
-        );
-        assert!(
-            group.mirrors.get(id).is_none(),
-            "no copy of it is registered"
-        );
+        closed_for_good(&group).await;
         node.stop();
     }
 }

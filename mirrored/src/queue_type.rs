@@ -97,11 +97,11 @@ impl Mirrored {
     }
 
     fn members(&self) -> MutexGuard<'_, HashMap<GroupId, Members>> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.members)
     }
 
     fn leaving(&self) -> MutexGuard<'_, HashMap<GroupId, tokio::task::AbortHandle>> {
-        self.leaving.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.leaving)
     }
 
     /// The watched members of queue `def` (group `id`), as `def` has them.

@@ -1619,8 +1619,9 @@ mod replicated_tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+    use ractor::ActorRef;
     use tokio::sync::{mpsc, oneshot};
-    use warren_supervisor::{Strategy, Supervisor, SupervisorSpec};
+    use warren_supervisor::{Strategy, Supervisor, SupervisorMsg, SupervisorSpec};
 
     use crate::classic::machine::{Op, QueueConfig, QueueState, ReplicatedQueue, Seq};
     use crate::classic::{Classic, QueueLog};
@@ -1628,6 +1629,7 @@ mod replicated_tests {
     use crate::message::{FieldTable, Message, SharedMessage, PERSISTENT};
     use crate::queue::{
         DeadLetter, DeadLetterRouter, DeadLettered, Enqueue, EnqueueOutcome, HostEnv, QueueDef,
+        QueueRef,
     };
     use crate::queue_memory::QueueMemory;
     use crate::BoxFuture;
@@ -1675,60 +1677,79 @@ mod replicated_tests {
         }
     }
 
+    /// A replicated queue's leader (one replica, on n1) on a [`ScriptedLog`], under a
+    /// supervisor of its own: its handle, and the answers of its log's appends.
+    struct Leader {
+        queue: QueueRef,
+        appends: mpsc::UnboundedReceiver<AppendAnswer>,
+        supervisor: ActorRef<SupervisorMsg>,
+        store: warren_storage::Store,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Leader {
+        /// Queue `name`'s leader; `never_leads`: its log's `lead` never answers;
+        /// `write_all`: every message goes to the log.
+        async fn start(name: &str, never_leads: bool, write_all: bool) -> Leader {
+            let dir = tempfile::tempdir().unwrap();
+            let store = warren_storage::Store::open(dir.path().join("store.redb")).unwrap();
+            let def = QueueDef::durable_on_n1(name, &["n1"]);
+            let mut config = Classic::config(&def, "/").unwrap();
+            config.write_all = write_all;
+            let (tx, appends) = mpsc::unbounded_channel();
+            let log = ScriptedLog {
+                config: config.clone(),
+                appends: tx,
+                never_leads,
+            };
+            let env = HostEnv {
+                vhost: "/".into(),
+                store: store.clone(),
+                memory: QueueMemory::new(64 << 20),
+                dead_letters: Arc::new(Nowhere),
+                remote: None,
+                delete_self: Arc::new(|_| {}),
+                hibernation: None,
+            };
+            let hosted = Classic::host_with(&def, config, &env, Some(Arc::new(log)));
+            let spec = SupervisorSpec::new(Strategy::OneForOne).child(hosted.child);
+            let (supervisor, _) = Supervisor::start(format!("sup-{name}"), None, spec, None)
+                .await
+                .unwrap();
+            Leader {
+                queue: hosted.queue,
+                appends,
+                supervisor,
+                store,
+                _dir: dir,
+            }
+        }
+
+        fn stop(self) {
+            self.supervisor.stop(None);
+            self.store.close();
+        }
+    }
+
     /// An append that fails (no majority in time, another leader started) ends the
     /// leader's state: the publishes it carried are nacked, not dropped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_append_nacks_its_publishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = warren_storage::Store::open(dir.path().join("store.redb")).unwrap();
-        let def = QueueDef {
-            name: "replicated-nack".into(),
-            id: 1,
-            node: "n1".into(),
-            durable: true,
-            owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            replicas: vec!["n1".into()],
-            founders: Vec::new(),
-        };
-        let mut config = Classic::config(&def, "/").unwrap();
-        config.write_all = true;
-        let (appends, mut answers) = mpsc::unbounded_channel();
-        let log = ScriptedLog {
-            config: config.clone(),
-            appends,
-            never_leads: false,
-        };
-        let env = HostEnv {
-            vhost: "/".into(),
-            store: store.clone(),
-            memory: QueueMemory::new(64 << 20),
-            dead_letters: Arc::new(Nowhere),
-            remote: None,
-            delete_self: Arc::new(|_| {}),
-            hibernation: None,
-        };
-        let hosted = Classic::host_with(&def, config, &env, Some(Arc::new(log)));
-        let spec = SupervisorSpec::new(Strategy::OneForOne).child(hosted.child);
-        let (supervisor, _) = Supervisor::start("sup-replicated-nack", None, spec, None)
-            .await
-            .unwrap();
-
+        let mut leader = Leader::start("replicated-nack", false, true).await;
         let mut message = Message::new("", "replicated-nack", Bytes::from_static(b"m"));
         message.properties.delivery_mode = Some(PERSISTENT);
         let (batch, confirmed) = Enqueue::confirmed(vec![Arc::new(message)]);
-        hosted.queue.enqueue(batch);
+        leader.queue.enqueue(batch);
 
         // (Bounds, not pauses: each resolves as soon as the shell has appended.)
         let bound = Duration::from_secs(20);
         // The new leader's own ops first (committed), then the publish's (failed).
-        let leading = tokio::time::timeout(bound, answers.recv())
+        let leading = tokio::time::timeout(bound, leader.appends.recv())
             .await
             .unwrap()
             .unwrap();
         let _ = leading.send(Ok(()));
-        let publish = tokio::time::timeout(bound, answers.recv())
+        let publish = tokio::time::timeout(bound, leader.appends.recv())
             .await
             .unwrap()
             .unwrap();
@@ -1742,9 +1763,7 @@ mod replicated_tests {
             matches!(outcomes.as_slice(), [EnqueueOutcome::Rejected(why)] if why.contains("no majority")),
             "{outcomes:?}"
         );
-        supervisor.stop(None);
-        drop(answers);
-        store.close();
+        leader.stop();
     }
 
     /// A leader stopped while it waits to lead (another node serves the queue now)
@@ -1756,40 +1775,7 @@ mod replicated_tests {
         use crate::delivery::{ChannelSink, QueueEvent};
         use crate::queue::{ConsumeRequest, Qos};
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = warren_storage::Store::open(dir.path().join("store.redb")).unwrap();
-        let def = QueueDef {
-            name: "replicated-waits".into(),
-            id: 1,
-            node: "n1".into(),
-            durable: true,
-            owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            replicas: vec!["n1".into()],
-            founders: Vec::new(),
-        };
-        let config = Classic::config(&def, "/").unwrap();
-        let (appends, _answers) = mpsc::unbounded_channel();
-        let log = ScriptedLog {
-            config: config.clone(),
-            appends,
-            never_leads: true,
-        };
-        let env = HostEnv {
-            vhost: "/".into(),
-            store: store.clone(),
-            memory: QueueMemory::new(64 << 20),
-            dead_letters: Arc::new(Nowhere),
-            remote: None,
-            delete_self: Arc::new(|_| {}),
-            hibernation: None,
-        };
-        let hosted = Classic::host_with(&def, config, &env, Some(Arc::new(log)));
-        let spec = SupervisorSpec::new(Strategy::OneForOne).child(hosted.child);
-        let (supervisor, _) = Supervisor::start("sup-replicated-waits", None, spec, None)
-            .await
-            .unwrap();
+        let leader = Leader::start("replicated-waits", true, false).await;
         let (events, mut seen) = mpsc::unbounded_channel();
         let sink: ChannelSink = Arc::new(move |event: QueueEvent| {
             let _ = events.send(event);
@@ -1808,7 +1794,8 @@ mod replicated_tests {
             window: 0,
             records: false,
         };
-        let consume = hosted.queue.consume(request);
+        let queue = leader.queue.clone();
+        let consume = queue.consume(request);
         tokio::pin!(consume);
         // Polled once: the consume is in the actor's mailbox, ahead of the drain.
         tokio::select! {
@@ -1836,7 +1823,6 @@ mod replicated_tests {
             ),
             "{cancelled:?}"
         );
-        supervisor.stop(None);
-        store.close();
+        leader.stop();
     }
 }

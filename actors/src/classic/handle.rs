@@ -673,24 +673,14 @@ mod tests {
 
     use super::{ClassicQueue, ClassicShared};
     use crate::classic::machine::QueueConfig;
-    use crate::message::{FieldTable, Message};
+    use crate::message::Message;
     use crate::queue::{Enqueue, EnqueueOutcome, Queue, QueueDef};
 
     /// A publish that reaches a queue before its actor has started (a mirrored queue
     /// whose leader has not started yet) is answered with a nack, not dropped.
     #[tokio::test]
     async fn a_publish_no_actor_takes_is_nacked() {
-        let def = QueueDef {
-            name: "q".into(),
-            id: 1,
-            node: "n1".into(),
-            durable: true,
-            owner: None,
-            auto_delete: false,
-            arguments: FieldTable::new(),
-            replicas: Vec::new(),
-            founders: Vec::new(),
-        };
+        let def = QueueDef::durable_on_n1("q", &[]);
         let queue = ClassicQueue {
             shared: ClassicShared::new(def, QueueConfig::new("q", "/"), None),
         };

@@ -45,6 +45,24 @@ pub struct QueueDef {
     pub founders: Vec<String>,
 }
 
+#[cfg(test)]
+impl QueueDef {
+    /// A durable queue `name` declared on `n1`, with these replicas (tests).
+    pub(crate) fn durable_on_n1(name: &str, replicas: &[&str]) -> QueueDef {
+        QueueDef {
+            name: name.into(),
+            id: 1,
+            node: "n1".into(),
+            durable: true,
+            owner: None,
+            auto_delete: false,
+            arguments: crate::message::FieldTable::new(),
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
+            founders: Vec::new(),
+        }
+    }
+}
+
 impl QueueDef {
     /// The definition as the node's queue table stores it: the serde form, then its
     /// replicas, then (when its members changed) its founders.

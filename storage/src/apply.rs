@@ -3,9 +3,12 @@
 //! opening a file replays the journal through it (`journal.rs`), so that a replayed
 //! op lands exactly where the original would have.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use std::collections::BTreeMap;
+
+use redb::{ReadableTable, StorageError, Table, WriteTransaction};
 
 use crate::batch::Op;
+use crate::runs;
 use crate::tables::{
     delayed_range, offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, DELAYED,
     PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
@@ -77,6 +80,124 @@ impl<'t> GroupTables<'t> {
             Some(open) => open,
             slot @ None => slot.insert(txn.open_table(table.definition())?),
         })
+    }
+
+    /// Applies appends held back for the checkpoint (`writer.rs`): each partition's
+    /// consecutive small chunks ([`runs::RUN_CHUNK`] or less) as runs of up to [`runs::RUN_MAX`]
+    /// bytes (`runs.rs`), a lone or large chunk as itself, their key and timestamp entries as [`GroupTables::apply`]
+    /// writes them. Partitions are independent, so each one's chunks go in their
+    /// order, whatever the order between partitions. Any other op is applied as it
+    /// comes.
+    pub(crate) fn apply_held(&mut self, held: &[Op]) -> Result<(), redb::Error> {
+        let mut partitions: BTreeMap<u64, Vec<(u64, &[u8])>> = BTreeMap::new();
+        for op in held {
+            match op {
+                Op::AppendChunk {
+                    partition,
+                    first,
+                    time_index,
+                    chunk,
+                    keys,
+                } => {
+                    partitions
+                        .entry(*partition)
+                        .or_default()
+                        .push((*first, chunk.as_slice()));
+                    self.index_chunk(*partition, *first, *time_index, keys)?;
+                }
+                other => self.apply(other)?,
+            }
+        }
+        for (partition, chunks) in partitions {
+            let mut start = 0;
+            while start < chunks.len() {
+                let mut end = start + 1;
+                let mut bytes = chunks[start].1.len();
+                // A large chunk stands alone: it gains nothing from a run, and
+                // would only be copied into one.
+                let small = |len: usize| len <= runs::RUN_CHUNK;
+                while end < chunks.len()
+                    && small(bytes)
+                    && small(chunks[end].1.len())
+                    && bytes + chunks[end].1.len() <= runs::RUN_MAX
+                {
+                    bytes += chunks[end].1.len();
+                    end += 1;
+                }
+                let run = &chunks[start..end];
+                let key = (partition, run[0].0);
+                if let [(_, chunk)] = run {
+                    self.chunks()?.insert(key, *chunk)?;
+                } else {
+                    self.chunks()?
+                        .insert(key, runs::encode(run.iter().copied()).as_slice())?;
+                }
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk's entries in the key index, and in the timestamp index when it is the
+    /// first chunk of its interval.
+    fn index_chunk(
+        &mut self,
+        partition: u64,
+        first: u64,
+        time_index: Option<u64>,
+        keys: &[(u64, u64)],
+    ) -> Result<(), redb::Error> {
+        if !keys.is_empty() {
+            let mut index = self.txn.open_table(PARTITION_KEYS)?;
+            for (hash, offset) in keys {
+                index.insert((partition, *hash, *offset), ())?;
+            }
+        }
+        if let Some(ms) = time_index {
+            let time = self.time()?;
+            if time.get((partition, ms))?.is_none() {
+                time.insert((partition, ms), first)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before retention drops the values of `partition` keyed before `before`: the
+    /// chunks of the last such run that begin at or after `before` are stored again,
+    /// keyed by the first of them, so that dropping the run keeps them.
+    fn keep_run_tail(&mut self, partition: u64, before: u64) -> Result<(), redb::Error> {
+        let table = self.chunks()?;
+        let last = match table
+            .range((partition, 0)..(partition, before))?
+            .next_back()
+            .transpose()?
+        {
+            Some((key, value)) if runs::looks_like_run(value.value()) => {
+                (key.value().1, value.value().to_vec())
+            }
+            _ => return Ok(()),
+        };
+        let (first, value) = last;
+        let inner = runs::chunks(first, &value).map_err(|why| {
+            StorageError::Corrupted(format!("partition {partition} of partition.log: {why}"))
+        })?;
+        let kept: Vec<(u64, &[u8])> = inner
+            .into_iter()
+            .filter(|(offset, _)| *offset >= before)
+            .collect();
+        match kept.as_slice() {
+            [] => {}
+            [(offset, chunk)] => {
+                table.insert((partition, *offset), *chunk)?;
+            }
+            [(offset, _), ..] => {
+                table.insert(
+                    (partition, *offset),
+                    runs::encode(kept.iter().copied()).as_slice(),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), redb::Error> {
@@ -152,18 +273,7 @@ impl<'t> GroupTables<'t> {
             } => {
                 self.chunks()?
                     .insert((*partition, *first), chunk.as_slice())?;
-                if !keys.is_empty() {
-                    let mut index = self.txn.open_table(PARTITION_KEYS)?;
-                    for (hash, offset) in keys {
-                        index.insert((*partition, *hash, *offset), ())?;
-                    }
-                }
-                if let Some(ms) = time_index {
-                    let time = self.time()?;
-                    if time.get((*partition, *ms))?.is_none() {
-                        time.insert((*partition, *ms), *first)?;
-                    }
-                }
+                self.index_chunk(*partition, *first, *time_index, keys)?;
             }
             Op::DropChunks {
                 partition,
@@ -177,6 +287,7 @@ impl<'t> GroupTables<'t> {
                         index.remove((*partition, *hash, *offset))?;
                     }
                 }
+                self.keep_run_tail(*partition, *before)?;
                 self.chunks()?
                     .retain_in((*partition, 0)..(*partition, *before), |_, _| false)?;
                 self.time()?

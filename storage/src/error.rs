@@ -173,6 +173,22 @@ pub enum CommitError {
         /// The largest size redb stores.
         max: usize,
     },
+    /// A chunk of a partition's log begins with the four `0xFF` bytes the store keeps
+    /// for runs of chunks (a caller's bug: a stream's chunk never does); nothing of
+    /// the batch was written.
+    #[error(
+        "a chunk at offset {first} of partition {partition} begins with four 0xFF bytes, \
+         which data file {} keeps for runs of chunks; nothing of this batch was written",
+        path.display()
+    )]
+    ChunkLikeRun {
+        /// The data file.
+        path: PathBuf,
+        /// The partition.
+        partition: u64,
+        /// The chunk's first offset.
+        first: u64,
+    },
     /// The store was closed before the batch was committed.
     #[error(
         "the store of data file {} is closed (the node is shutting down); the batch \

@@ -11,13 +11,15 @@
 //! | file          | concern                                                        | uses |
 //! |---------------|----------------------------------------------------------------|------|
 //! | `store.rs`    | [`Store`], the shared handle: open, submit, read, close        | all below |
-//! | `writer.rs`   | the writer thread: group commit, durability, failure handling, the crash-test hook ([`FAULT_ABORT_IN_COMMIT_ENV`]) | `shared`, `options`, `journal`, `apply`, `batch`, `tables`, `error` |
+//! | `writer.rs`   | the writer thread: group commit, durability, failure handling, the crash-test hook ([`FAULT_ABORT_IN_COMMIT_ENV`]) | `shared`, `options`, `journal`, `held`, `runs`, `apply`, `batch`, `tables`, `error` |
 //! | `open.rs`     | opening a file: create, validate the format, apply the journal, create the tables | `options`, `journal`, `apply`, `tables`, `error` |
 //! | `reads.rs`    | recovery and delivery reads in read transactions               | `tables`, `error` |
 //! | `shared.rs`   | what the handle and the writer thread share (file, id counter) | `stats` |
 //! | `commit.rs`   | [`Commit`]: the answer to a batch, as a future or a wait       | `error` |
+//! | `held.rs`     | appends to partition logs held back until the checkpoint, so that they go to redb as runs | `batch`, `runs` |
 //! | `journal.rs`  | the journal file beside the data file: small durable groups fsynced as one appended record | `batch`, `codec` |
-//! | `apply.rs`    | applying an [`Op`] to a write transaction (groups and the journal's replay) | `batch`, `tables` |
+//! | `apply.rs`    | applying an [`Op`] to a write transaction (groups and the journal's replay), held appends as runs | `batch`, `runs`, `tables` |
+//! | `runs.rs`     | runs: a partition's consecutive chunks stored as one value, and split back | — |
 //! | `batch.rs`    | [`Batch`] and [`Op`]: what callers ask to write                | `tables` |
 //! | `options.rs`  | [`StoreOptions`]: cache, group limits, flush interval          | — |
 //! | `tables.rs`   | the tables of the file and their key order                     | — |
@@ -34,7 +36,7 @@
 //! | `meta.vhosts` … `meta.policies` | `&str` (caller-built) | encoded record | one per [`MetaTable`] |
 //! | `queue.index`      | `(queue, seq)`        | small index record        | read at recovery |
 //! | `queue.body`       | `(queue, seq)`        | full encoded message      | read on delivery |
-//! | `partition.log`    | `(partition, first offset)` | chunk of messages   | streams' logs    |
+//! | `partition.log`    | `(partition, first offset)` | chunk of messages, or a run of consecutive chunks (`runs.rs`) | streams' logs |
 //! | `partition.time`   | `(partition, ms)`     | first offset              | streams' timestamp index |
 //! | `partition.keys`   | `(partition, key hash, offset)` | `()`            | streams' key index |
 //! | `consumer.offsets` | `"PARTITION\0GROUP"`  | `u64` offset              | consumer groups  |
@@ -101,12 +103,14 @@ mod apply;
 mod batch;
 mod commit;
 mod error;
+mod held;
 mod journal;
 mod open;
 mod options;
 #[cfg(test)]
 mod power_cut;
 pub(crate) mod reads;
+mod runs;
 mod shared;
 mod stats;
 mod store;

@@ -606,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_file_opens_and_becomes_version_2() {
+    fn a_version_1_file_opens_and_becomes_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("warren.redb");
         {
@@ -626,7 +626,7 @@ mod tests {
         let txn = opened.db.begin_read().expect("read");
         let format = txn.open_table(FORMAT).expect("format");
         let value = |key| format.get(key).expect("get").map(|g| g.value());
-        assert_eq!(value(FORMAT_VERSION_KEY), Some(2));
+        assert_eq!(value(FORMAT_VERSION_KEY), Some(FILE_FORMAT_VERSION));
         assert_eq!(value(JOURNAL_EPOCH_KEY), Some(2));
         assert!(Journal::paths_of(&path).iter().all(|p| p.exists()));
     }

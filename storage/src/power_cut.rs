@@ -23,7 +23,10 @@
 //! What the model does not cover: files and directories are never lost (creating the
 //! journal files and the data file, and fsyncing their directory, are not tested
 //! here), the store runs with its default options (the journal on, quick repair
-//! off), and the writes are puts of new messages only.
+//! off), and the writes are puts of new messages and appends of chunks to three
+//! partitions (held for the checkpoint and stored as runs, `runs.rs`), with reads
+//! of the partitions now and then (which store what is held at once), but no
+//! removals.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -295,17 +298,38 @@ fn body(seq: u64, rng: &mut Rng) -> Vec<u8> {
     (0..len).map(|i| (seq as usize * 31 + i) as u8).collect()
 }
 
-/// What the test wrote: every message's body, and the last one answered as durable.
+/// The partitions chunks are appended to.
+const PARTITIONS: u64 = 3;
+
+/// What the test wrote: every message's body, every chunk (by its first offset, a
+/// write's seq: increasing in each partition) with its partition, and the last
+/// write answered as durable.
 #[derive(Default)]
 struct Written {
     bodies: BTreeMap<u64, Vec<u8>>,
+    chunks: BTreeMap<u64, (u64, Vec<u8>)>,
     durable_through: u64,
 }
 
-/// Checks that `store` holds every message up to the last one answered as durable
-/// (before the cut that made its disk), each as written. Returns what it holds of
-/// the messages after that one: kept or lost, both are right, and the test goes on
-/// from what the store holds.
+/// Every chunk of the test's partitions, by first offset, as `store` reads them.
+fn stored_chunks(store: &Store) -> BTreeMap<u64, (u64, Vec<u8>)> {
+    let mut chunks = BTreeMap::new();
+    for partition in 0..PARTITIONS {
+        let read = store
+            .partition_chunks(partition, 0, usize::MAX)
+            .expect("chunks read");
+        for (first, chunk) in read {
+            let earlier = chunks.insert(first, (partition, chunk));
+            assert!(earlier.is_none(), "chunk {first} is stored twice");
+        }
+    }
+    chunks
+}
+
+/// Checks that `store` holds every message and chunk up to the last write answered
+/// as durable (before the cut that made its disk), each as written. Of the writes
+/// after that one, kept or lost are both right: `written` keeps what the store holds,
+/// and the test goes on from there.
 fn check(store: &Store, written: &mut Written) {
     let seqs: Vec<u64> = written.bodies.keys().copied().collect();
     let found: BTreeMap<u64, Vec<u8>> = store
@@ -313,19 +337,39 @@ fn check(store: &Store, written: &mut Written) {
         .expect("bodies read")
         .into_iter()
         .collect();
-    for (seq, want) in written.bodies.iter() {
+    kept("message", &written.bodies, &found, written.durable_through);
+    // What the cut took after the last durable one is gone for good.
+    written.bodies.retain(|seq, _| found.contains_key(seq));
+    let found = stored_chunks(store);
+    kept("chunk", &written.chunks, &found, written.durable_through);
+    written.chunks.retain(|first, _| found.contains_key(first));
+}
+
+/// Checks what a store holds (`found`, by seq) against what was written: every write
+/// up to `durable_through` is there, each as written, and nothing that was not
+/// written (or was lost to an earlier cut) is.
+fn kept<V: PartialEq>(
+    what: &str,
+    written: &BTreeMap<u64, V>,
+    found: &BTreeMap<u64, V>,
+    durable_through: u64,
+) {
+    for (seq, want) in written {
         match found.get(seq) {
-            None if *seq <= written.durable_through => panic!(
-                "message {seq} is gone after the cut, and message {} was answered as \
-                 durable after it",
-                written.durable_through
+            None if *seq <= durable_through => panic!(
+                "{what} {seq} is gone after the cut, and write {durable_through} was \
+                 answered as durable after it"
             ),
-            Some(got) if got != want => panic!("message {seq} came back changed"),
+            Some(got) if got != want => panic!("{what} {seq} came back changed"),
             _ => {}
         }
     }
-    // What the cut took after the last durable one is gone for good.
-    written.bodies.retain(|seq, _| found.contains_key(seq));
+    for seq in found.keys() {
+        assert!(
+            written.contains_key(seq),
+            "{what} {seq} is stored, and was never written (or lost before)"
+        );
+    }
 }
 
 /// One generation: a store on `disk`, checked; then up to 200 more batches, some
@@ -355,19 +399,37 @@ fn generation(
         *next_seq += 1;
         let durable = rng.chance(durable_percent);
         let body = body(seq, rng);
-        let op = Op::PutMessage {
-            queue: QUEUE,
-            seq,
-            index: seq.to_le_bytes().to_vec(),
-            body: body.clone(),
+        let op = if rng.chance(50) {
+            let partition = rng.below(PARTITIONS);
+            written.chunks.insert(seq, (partition, body.clone()));
+            Op::AppendChunk {
+                partition,
+                first: seq,
+                time_index: None,
+                chunk: body,
+                keys: Vec::new(),
+            }
+        } else {
+            written.bodies.insert(seq, body.clone());
+            Op::PutMessage {
+                queue: QUEUE,
+                seq,
+                index: seq.to_le_bytes().to_vec(),
+                body,
+            }
         };
         let batch = if durable {
             Batch::durable(vec![op])
         } else {
             Batch::non_durable(vec![op])
         };
-        written.bodies.insert(seq, body);
         waiting.push_back((seq, durable, store.submit(batch)));
+        if rng.chance(3) {
+            // A read of a partition stores what is held back for it at once.
+            store
+                .partition_chunks(rng.below(PARTITIONS), 0, 1)
+                .expect("a read of a partition");
+        }
         while waiting.len() > in_flight {
             settle(waiting.pop_front(), written);
         }

@@ -14,6 +14,7 @@ use redb::{
 };
 
 use crate::error::ReadError;
+use crate::runs;
 use crate::tables::{
     delayed_range, offset_key, offset_range, owner_range, MetaTable, CONSUMER_OFFSETS, DELAYED,
     PARTITION_KEYS, PARTITION_LOG, PARTITION_TIME, QUEUE_BODY, QUEUE_INDEX, REPLICATION_LOG,
@@ -280,19 +281,41 @@ pub(crate) fn partition_ends(
     let mut range = table
         .range(owner_range(partition))
         .map_err(|err| cx.storage(err))?;
-    let Some(first) = range.next().transpose().map_err(|err| cx.storage(err))? else {
+    let Some((key, value)) = range.next().transpose().map_err(|err| cx.storage(err))? else {
         return Ok(None);
     };
-    let first = (first.0.value().1, first.1.value().to_vec());
+    let first = stored_chunks(&cx, partition, key.value().1, value.value())?;
     let last = match range
         .next_back()
         .transpose()
         .map_err(|err| cx.storage(err))?
     {
-        Some((key, value)) => (key.value().1, value.value().to_vec()),
-        None => first.clone(),
+        Some((key, value)) => {
+            let value = value.value();
+            stored_chunks(&cx, partition, key.value().1, value)?
+                .pop()
+                .unwrap_or_default()
+        }
+        None => first.last().cloned().unwrap_or_default(),
     };
+    let first = first.into_iter().next().unwrap_or_default();
     Ok(Some((first, last)))
+}
+
+/// The chunks stored under key `(partition, first)`: the value itself, or the
+/// chunks of a run (`runs.rs`).
+fn stored_chunks(
+    cx: &ReadContext<'_>,
+    partition: u64,
+    first: u64,
+    value: &[u8],
+) -> Result<Vec<StoredChunk>, ReadError> {
+    let chunks = runs::chunks(first, value)
+        .map_err(|why| cx.other(format!("partition {partition}: {why}")))?;
+    Ok(chunks
+        .into_iter()
+        .map(|(offset, bytes)| (offset, bytes.to_vec()))
+        .collect())
 }
 
 /// The chunks of `partition` from the one holding offset `from` on (the first
@@ -314,7 +337,8 @@ pub(crate) fn partition_chunks(
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(err) => return Err(cx.table(err)),
     };
-    // The chunk holding `from` is the last one that begins at or before it.
+    // The chunk holding `from` is the last one that begins at or before it: in the
+    // last value keyed at or before it (a chunk, or a run of chunks).
     let start = table
         .range((partition, 0)..=(partition, from))
         .map_err(|err| cx.storage(err))?
@@ -324,16 +348,26 @@ pub(crate) fn partition_chunks(
         .map_or(0, |(key, _)| key.value().1);
     let mut chunks = Vec::new();
     let mut bytes = 0;
-    for entry in table
+    'values: for entry in table
         .range((partition, start)..=(partition, u64::MAX))
         .map_err(|err| cx.storage(err))?
     {
         let (key, value) = entry.map_err(|err| cx.storage(err))?;
         let value = value.value();
-        bytes += value.len();
-        chunks.push((key.value().1, value.to_vec()));
-        if bytes >= max_bytes && chunks.len() >= 2 {
-            break;
+        let stored = runs::chunks(key.value().1, value)
+            .map_err(|why| cx.other(format!("partition {partition}: {why}")))?;
+        // Within the first value, the chunks after the one holding `from`.
+        let skip = stored
+            .iter()
+            .rposition(|(offset, _)| *offset <= from)
+            .filter(|_| chunks.is_empty())
+            .unwrap_or(0);
+        for (offset, chunk) in stored.into_iter().skip(skip) {
+            bytes += chunk.len();
+            chunks.push((offset, chunk.to_vec()));
+            if bytes >= max_bytes && chunks.len() >= 2 {
+                break 'values;
+            }
         }
     }
     Ok(chunks)

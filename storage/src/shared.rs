@@ -26,4 +26,7 @@ pub(crate) struct Shared {
     /// Set while journaled groups wait to be applied to redb (the writer sets it
     /// before answering them): a read must ask the writer to apply them first.
     pub(crate) unapplied: AtomicBool,
+    /// Set while journaled appends to partition logs wait for the checkpoint
+    /// (`held.rs`): a read of a partition must ask the writer to apply them.
+    pub(crate) unapplied_appends: AtomicBool,
 }

@@ -79,6 +79,7 @@ impl Store {
             next_id: AtomicU64::new(opened.next_id),
             stats: Counters::default(),
             unapplied: AtomicBool::new(false),
+            unapplied_appends: AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel();
         let writer = Writer::spawn(
@@ -374,8 +375,11 @@ impl Store {
     fn begin_read(&self, table: &'static str) -> Result<ReadTransaction, ReadError> {
         // Journaled groups the writer holds back from redb are applied first, so
         // that a read sees every batch whose commit resolved before it began.
-        if self.handle.shared.unapplied.load(Ordering::SeqCst) {
-            self.request_commit(|answer| Request::Apply { answer })
+        let shared = &self.handle.shared;
+        let appends =
+            table.starts_with("partition.") && shared.unapplied_appends.load(Ordering::SeqCst);
+        if appends || shared.unapplied.load(Ordering::SeqCst) {
+            self.request_commit(|answer| Request::Apply { answer, appends })
                 .wait()
                 .map_err(|err| match err {
                     CommitError::Closed { path } | CommitError::WriterStopped { path } => {
@@ -812,6 +816,168 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One step of the runs property test.
+    #[derive(Clone, Debug)]
+    enum LogStep {
+        /// A chunk of this many bytes appended to a partition (0..3), with the next
+        /// step in the same batch if `more`.
+        Append {
+            partition: u64,
+            len: usize,
+            more: bool,
+        },
+        /// A read of a partition, which stores what is held back at once.
+        Read { partition: u64 },
+        /// Retention in a partition: its chunks before its `nth` (mod its count).
+        Drop { partition: u64, nth: usize },
+    }
+
+    fn log_step() -> impl proptest::strategy::Strategy<Value = LogStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0..3u64, prop_oneof![4 => 1..2_000usize, 1 => 60_000..70_000usize], any::<bool>())
+                .prop_map(|(partition, len, more)| LogStep::Append { partition, len, more }),
+            1 => (0..3u64).prop_map(|partition| LogStep::Read { partition }),
+            1 => (0..3u64, 0..8usize).prop_map(|(partition, nth)| LogStep::Drop { partition, nth }),
+        ]
+    }
+
+    /// What `partition_chunks(from, max_bytes)` must answer for a partition's chunks.
+    fn chunks_from(log: &[StoredChunk], from: u64, max_bytes: usize) -> Vec<StoredChunk> {
+        let start = log
+            .iter()
+            .rposition(|(first, _)| *first <= from)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for chunk in &log[start..] {
+            bytes += chunk.1.len();
+            out.push(chunk.clone());
+            if bytes >= max_bytes && out.len() >= 2 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Checks every way of reading each partition against the model.
+    fn check_logs(
+        store: &Store,
+        model: &[Vec<StoredChunk>],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for (partition, log) in model.iter().enumerate() {
+            let partition = partition as u64;
+            let ends = store.partition_ends(partition).unwrap();
+            let want = log
+                .first()
+                .map(|first| (first.clone(), log.last().cloned().unwrap_or_default()));
+            proptest::prop_assert_eq!(ends, want, "ends of partition {}", partition);
+            let mut froms = vec![0, u64::MAX];
+            for (first, _) in log {
+                froms.extend([*first, first + 1, first.saturating_sub(1)]);
+            }
+            for from in froms {
+                for max_bytes in [1, 3_000, usize::MAX] {
+                    let got = store.partition_chunks(partition, from, max_bytes).unwrap();
+                    proptest::prop_assert_eq!(
+                        got,
+                        chunks_from(log, from, max_bytes),
+                        "partition {} from {} max {}",
+                        partition,
+                        from,
+                        max_bytes
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A partition's log reads back chunk by chunk as it was appended, whatever
+        /// runs the held appends were stored in (reads in between store what is held
+        /// at once; small chunks form runs, large ones stand alone), after retention
+        /// dropped chunks from the front (cutting runs), and after the file is
+        /// closed and opened again.
+        #[test]
+        fn a_partition_log_reads_back_as_appended_whatever_its_runs(
+            steps in proptest::collection::vec(log_step(), 1..60),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("warren.redb");
+            let store = Store::open(&path).unwrap();
+            let mut model: Vec<Vec<StoredChunk>> = vec![Vec::new(); 3];
+            let mut next = [0u64; 3];
+            let mut batch = Vec::new();
+            let mut commits = Vec::new();
+            for step in steps {
+                match step {
+                    LogStep::Append { partition, len, more } => {
+                        let first = next[partition as usize];
+                        next[partition as usize] += len as u64 % 7 + 1;
+                        let chunk: Vec<u8> = (0..len).map(|i| (first as usize * 13 + i) as u8).collect();
+                        model[partition as usize].push((first, chunk.clone()));
+                        batch.push(Op::AppendChunk { partition, first, time_index: None, chunk, keys: Vec::new() });
+                        if !more {
+                            commits.push(store.submit(Batch::durable(std::mem::take(&mut batch))));
+                        }
+                    }
+                    LogStep::Read { partition } => {
+                        store.partition_chunks(partition, 0, 1).unwrap();
+                    }
+                    LogStep::Drop { partition, nth } => {
+                        let log = &mut model[partition as usize];
+                        if log.is_empty() {
+                            continue;
+                        }
+                        let before = log[nth % log.len()].0;
+                        log.retain(|(first, _)| *first >= before);
+                        batch.push(Op::DropChunks { partition, before, before_ms: 0, keys: Vec::new() });
+                        commits.push(store.submit(Batch::durable(std::mem::take(&mut batch))));
+                    }
+                }
+            }
+            commits.push(store.submit(Batch::durable(batch)));
+            for commit in commits {
+                commit.wait().unwrap();
+            }
+            check_logs(&store, &model)?;
+            store.close();
+            let store = Store::open(&path).unwrap();
+            check_logs(&store, &model)?;
+            store.close();
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_begins_like_a_run_is_refused_alone() {
+        let (store, _) = flaky_store();
+        let chunk = |first, bytes: &[u8]| Op::AppendChunk {
+            partition: 1,
+            first,
+            time_index: None,
+            chunk: bytes.to_vec(),
+            keys: Vec::new(),
+        };
+        let refused = store.submit(Batch::durable(vec![chunk(0, b"\xFF\xFF\xFF\xFFrest")]));
+        let kept = store.submit(Batch::durable(vec![chunk(0, b"\xFF\xFF\xFFrest")]));
+        assert!(matches!(
+            refused.wait(),
+            Err(CommitError::ChunkLikeRun {
+                partition: 1,
+                first: 0,
+                ..
+            })
+        ));
+        kept.wait()
+            .expect("a chunk that does not begin with the mark is stored");
+        assert_eq!(
+            store.partition_chunks(1, 0, usize::MAX).unwrap(),
+            vec![(0, b"\xFF\xFF\xFFrest".to_vec())]
+        );
     }
 
     #[test]

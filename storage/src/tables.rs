@@ -18,8 +18,11 @@ use redb::TableDefinition;
 ///
 /// Version 2 added the journal (`journal.rs`): a version 2 file may have durable
 /// writes in its journal that a build without one would not see, so older builds
-/// must refuse it. Version 1 files open as they are and become version 2.
-pub const FILE_FORMAT_VERSION: u64 = 2;
+/// must refuse it. Version 3 added runs (`runs.rs`): a value of `partition.log`
+/// may hold several chunks, which a build before it would read as one damaged
+/// chunk. Files of versions 1 and 2 open as they are (their chunks are values of
+/// their own, which version 3 reads as before) and become version 3.
+pub const FILE_FORMAT_VERSION: u64 = 3;
 
 /// `format`: facts about the file itself, keyed by name.
 pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");

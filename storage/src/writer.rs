@@ -12,8 +12,10 @@
 //!    fsynced if any batch in the group asked for durability, and holds its ops
 //!    back (at most [`APPLY_AFTER`] or [`APPLY_BYTES`]) to apply them with the
 //!    groups after it, in arrival order, in ONE write transaction committed
-//!    without fsync ([`Durability::None`]); a durable group of more than
-//!    [`JOURNAL_GROUP_MAX`] bytes (or one that would take the journal past
+//!    without fsync ([`Durability::None`]), except appends to partition logs,
+//!    held for the checkpoint so that they reach redb as runs (`held.rs`); a
+//!    durable group of more than [`JOURNAL_GROUP_MAX`] bytes, not counting small
+//!    appends, while no checkpoint runs (or one that would take the journal past
 //!    [`JOURNAL_MAX`]) skips the journal and is committed durably
 //!    ([`Durability::Immediate`], redb's fsync), which also empties the journal,
 //! 4. answers every request of the group with the same result.
@@ -44,10 +46,11 @@
 //! With a journal, the durable commit of the data file that makes the journaled
 //! groups durable there (a checkpoint) is due once a flush interval passed since
 //! the first commit without fsync, or [`FLUSH_BYTES`] were committed without
-//! fsync. The writer starts it after answering the group that found it due: it
-//! applies what it holds back in a durable transaction that advances the data
-//! file's journal epoch, moves the journal on to its other file, and hands the
-//! transaction to a thread of its own (`warren-store-checkpoint`) to commit. It
+//! fsync, or once the held appends reach [`crate::held::HELD_MAX`] or waited a
+//! flush interval. The writer starts it after answering the group that found it
+//! due: it moves the journal on to its other file and hands what it holds back to
+//! a thread of its own (`warren-store-checkpoint`), which applies it in a durable
+//! transaction that advances the data file's journal epoch, and commits it. It
 //! goes on journaling and answering groups meanwhile, holding them back from redb
 //! until the checkpoint is done (it looks every [`CHECKPOINT_POLL`]). A read, a
 //! group that commits to the data file directly, compaction and shutdown wait for
@@ -93,8 +96,10 @@ use tokio::sync::oneshot;
 use crate::apply::GroupTables;
 use crate::batch::{Batch, Op};
 use crate::error::{CommitError, CompactError};
+use crate::held::Held;
 use crate::journal::{Journal, HEADER_LEN};
 use crate::options::StoreOptions;
+use crate::runs;
 use crate::shared::Shared;
 use crate::tables::{FORMAT, JOURNAL_EPOCH_KEY, NEXT_ID_KEY};
 
@@ -148,11 +153,13 @@ pub(crate) enum Request {
     Flush {
         answer: oneshot::Sender<Result<(), CommitError>>,
     },
-    /// Apply the journaled groups held back from redb; answer once a read
-    /// transaction begun after the answer sees them. Sent by readers while
-    /// [`Shared::unapplied`] is set.
+    /// Apply the journaled groups held back from redb, with the held appends to
+    /// partition logs if `appends`; answer once a read transaction begun after the
+    /// answer sees them. Sent by readers while [`Shared::unapplied`] is set (or
+    /// [`Shared::unapplied_appends`], for a read of a partition).
     Apply {
         answer: oneshot::Sender<Result<(), CommitError>>,
+        appends: bool,
     },
     /// Compact the file (after the writes queued before it).
     Compact {
@@ -219,6 +226,9 @@ pub(crate) struct Writer {
     deferred_bytes: usize,
     /// When the oldest group in `deferred` was journaled.
     deferred_since: Option<Instant>,
+    /// Journaled appends to partition logs held back until the checkpoint
+    /// (`held.rs`), so that a partition's chunks reach redb as runs.
+    held: Held,
     /// The checkpoint whose durable commit runs on its own thread, if any.
     checkpoint: Option<Checkpoint>,
 }
@@ -229,6 +239,46 @@ struct Checkpoint {
     /// The commit's outcome.
     done: Receiver<Result<(), String>>,
     thread: JoinHandle<()>,
+}
+
+/// What a checkpoint's thread applies and commits.
+struct CheckpointWork {
+    shared: Arc<Shared>,
+    quick_repair: bool,
+    /// The held appends (`held.rs`), applied first, as runs.
+    held: Vec<Op>,
+    /// The other journaled ops held back.
+    deferred: Vec<Op>,
+    /// The id counter, if it moved.
+    next_id: Option<u64>,
+    /// The journal's epoch the data file holds everything before, once committed.
+    epoch: u64,
+}
+
+impl CheckpointWork {
+    /// One durable transaction of everything held back: the checkpoint.
+    fn commit(self) -> Result<(), String> {
+        let guard = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            return Err("the store is closed".to_string());
+        };
+        let mut txn = db.begin_write().map_err(|err| err.to_string())?;
+        txn.set_quick_repair(self.quick_repair);
+        apply_group(
+            &txn,
+            &self.held,
+            &self.deferred,
+            &[],
+            self.next_id,
+            Some(self.epoch),
+        )
+        .map_err(|err| err.to_string())?;
+        txn.commit().map_err(|err| err.to_string())
+    }
 }
 
 /// How a group reaches the disk.
@@ -312,6 +362,7 @@ impl Writer {
             deferred: Vec::new(),
             deferred_bytes: 0,
             deferred_since: None,
+            held: Held::default(),
             checkpoint: None,
         };
         thread::Builder::new()
@@ -328,8 +379,8 @@ impl Writer {
                     // The caller may have stopped waiting; nothing to do then.
                     let _ = answer.send(result);
                 }
-                Request::Apply { answer } => {
-                    let result = self.apply_deferred();
+                Request::Apply { answer, appends } => {
+                    let result = self.apply_deferred(appends);
                     let _ = answer.send(result);
                 }
                 first @ (Request::Write { .. } | Request::Flush { .. }) => {
@@ -366,8 +417,11 @@ impl Writer {
                 .map(|since| since + APPLY_AFTER);
             let flush_at = self
                 .unflushed_since
-                .filter(|_| idle)
-                .map(|since| since + self.config.flush_interval);
+                .map(|since| since + self.config.flush_interval)
+                .into_iter()
+                .chain(self.held.due_at(self.config.flush_interval))
+                .min()
+                .filter(|_| idle);
             let poll_at = (!idle).then(|| Instant::now() + CHECKPOINT_POLL);
             let Some(deadline) = apply_at.into_iter().chain(flush_at).chain(poll_at).min() else {
                 return self.requests.recv().ok();
@@ -377,9 +431,9 @@ impl Writer {
                 Ok(request) => return Some(request),
                 Err(RecvTimeoutError::Timeout) if !idle => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.flush_due() {
+                    if self.flush_due() || self.held.due(self.config.flush_interval) {
                         self.flush_in_background();
-                    } else if let Err(err) = self.apply_deferred() {
+                    } else if let Err(err) = self.apply_deferred(false) {
                         tracing::error!(error = %err, "store could not apply journaled writes");
                     }
                 }
@@ -432,6 +486,23 @@ impl Writer {
                     }));
                     return;
                 }
+                let like_run = batch.ops.iter().find_map(|op| match op {
+                    Op::AppendChunk {
+                        partition,
+                        first,
+                        chunk,
+                        ..
+                    } if runs::looks_like_run(chunk) => Some((*partition, *first)),
+                    _ => None,
+                });
+                if let Some((partition, first)) = like_run {
+                    let _ = answer.send(Err(CommitError::ChunkLikeRun {
+                        path: self.path().to_path_buf(),
+                        partition,
+                        first,
+                    }));
+                    return;
+                }
                 let payload = batch.payload_len();
                 *ops += batch.ops.len();
                 *bytes += payload;
@@ -473,10 +544,11 @@ impl Writer {
         if self.checkpoint.is_some() {
             return;
         }
-        if self.journal.is_some() && self.flush_due() {
+        let held_due = self.held.due(self.config.flush_interval);
+        if self.journal.is_some() && (self.flush_due() || held_due) {
             self.flush_in_background();
         } else if self.deferred_bytes >= APPLY_BYTES {
-            if let Err(err) = self.apply_deferred() {
+            if let Err(err) = self.apply_deferred(false) {
                 tracing::error!(error = %err, "store could not apply journaled writes");
             }
         }
@@ -525,7 +597,7 @@ impl Writer {
             Route::File { .. } => {
                 // A checkpoint finishes first: groups commit in order.
                 self.finish_checkpoint(true);
-                self.try_commit(group, route)
+                self.try_commit(group, route, true)
             }
         };
         match &result {
@@ -572,18 +644,32 @@ impl Writer {
     /// applies them first, at most [`APPLY_AFTER`] from now, or at once when a
     /// read asks. Readers see [`Shared::unapplied`] before the group's callers
     /// get their answer.
+    /// Appends to partition logs are held until the checkpoint instead
+    /// (`held.rs`), and readers of partitions see [`Shared::unapplied_appends`].
     fn defer(&mut self, group: &mut [Pending]) {
         for pending in group.iter_mut() {
-            self.deferred_bytes += pending.payload;
-            self.deferred.append(&mut pending.ops);
+            for op in pending.ops.drain(..) {
+                if Held::holds(&op) {
+                    self.held.push(op);
+                } else {
+                    self.deferred_bytes += op.payload_len();
+                    self.deferred.push(op);
+                }
+            }
         }
-        self.deferred_since.get_or_insert_with(Instant::now);
-        self.shared.unapplied.store(true, Ordering::SeqCst);
+        if !self.held.is_empty() {
+            self.shared.unapplied_appends.store(true, Ordering::SeqCst);
+        }
+        if !self.deferred.is_empty() {
+            self.deferred_since.get_or_insert_with(Instant::now);
+            self.shared.unapplied.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Applies the journaled groups held back from redb in one commit without
-    /// fsync (they are durable in the journal).
-    fn apply_deferred(&mut self) -> Result<(), CommitError> {
+    /// fsync (they are durable in the journal), with the held appends to partition
+    /// logs if `appends`.
+    fn apply_deferred(&mut self, appends: bool) -> Result<(), CommitError> {
         // What a running checkpoint holds becomes visible when it is done.
         self.finish_checkpoint(true);
         if let Some(refused) = self.refused() {
@@ -594,10 +680,11 @@ impl Writer {
             }
             return Err(refused);
         }
-        if self.deferred_since.is_none() {
+        let appends = appends && !self.held.is_empty();
+        if self.deferred_since.is_none() && !appends {
             return Ok(());
         }
-        let result = self.try_commit(&[], Route::File { durable: false });
+        let result = self.try_commit(&[], Route::File { durable: false }, appends);
         match &result {
             Ok(()) => self.shared.stats.committed(true, false, 0, 0, 0),
             Err(err) => {
@@ -623,8 +710,15 @@ impl Writer {
             };
         };
         let payload: usize = group.iter().map(|pending| pending.payload).sum();
+        // A large group goes to the data file only if no checkpoint runs (it would
+        // wait for it, and every group queued behind with it), and not for its small
+        // appends to partition logs: redb's cost for them is per chunk, and held for
+        // the checkpoint they go to it as runs (`held.rs`).
+        let large = durable
+            && self.checkpoint.is_none()
+            && payload - Held::small_appends(group.iter().flat_map(|p| &p.ops)) > JOURNAL_GROUP_MAX;
         let to_file = group.is_empty()
-            || (durable && payload > JOURNAL_GROUP_MAX)
+            || large
             || journal.end() + (payload + HEADER_LEN) as u64 > JOURNAL_MAX;
         if to_file {
             Route::File { durable: true }
@@ -660,10 +754,18 @@ impl Writer {
     }
 
     /// One write transaction holding every op of the group (and the id counter
-    /// if it moved). After a journal write it is committed without fsync; a
-    /// durable commit to the data file also empties the journal.
-    fn try_commit(&mut self, group: &[Pending], route: Route) -> Result<(), CommitError> {
+    /// if it moved), after the ops held back (the appends too if `appends`). After a
+    /// journal write it is committed without fsync; a durable commit to the data
+    /// file also empties the journal, so it takes the held appends whatever
+    /// `appends` says.
+    fn try_commit(
+        &mut self,
+        group: &[Pending],
+        route: Route,
+        appends: bool,
+    ) -> Result<(), CommitError> {
         let durable = route == Route::File { durable: true };
+        let appends = appends || durable;
         let shared = Arc::clone(&self.shared);
         let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
         let Some(db) = guard.as_ref() else {
@@ -694,8 +796,10 @@ impl Writer {
             Some(journal) if durable && journal.touched() => Some(journal.epoch() + 1),
             _ => None,
         };
+        let held: &[Op] = if appends { self.held.ops() } else { &[] };
         let applied = apply_group(
             &txn,
+            held,
             &self.deferred,
             group,
             (next_id != self.persisted_next_id).then_some(next_id),
@@ -714,6 +818,11 @@ impl Writer {
         self.persisted_next_id = next_id;
         let payload: usize = group.iter().map(|pending| pending.payload).sum();
         self.unflushed_bytes += payload + self.deferred_bytes;
+        if appends && !self.held.is_empty() {
+            self.unflushed_bytes += self.held.bytes();
+            self.held.take();
+            self.shared.unapplied_appends.store(false, Ordering::SeqCst);
+        }
         if self.deferred_since.take().is_some() {
             self.deferred.clear();
             self.deferred_bytes = 0;
@@ -733,17 +842,21 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts a checkpoint: applies what is held back in a durable transaction
-    /// that also advances the data file's journal epoch, moves the journal on to
-    /// its next epoch, and commits the transaction on a thread of its own, so that
-    /// groups go on being journaled and answered meanwhile (`journal.rs`). Called
-    /// with a journal and no checkpoint running.
+    /// Starts a checkpoint: moves the journal on to its next epoch and hands what
+    /// is held back (the held appends as runs, then the other ops) to a thread of
+    /// its own, which applies it in a durable transaction that also advances the
+    /// data file's journal epoch, and commits it. Groups go on being journaled and
+    /// answered meanwhile (`journal.rs`). Called with a journal and no checkpoint
+    /// running.
     fn start_checkpoint(&mut self) {
         let Some(journal) = self.journal.as_ref() else {
             return;
         };
         let next_id = self.shared.next_id.load(Ordering::SeqCst);
-        if !journal.touched() && self.deferred_since.is_none() && next_id == self.persisted_next_id
+        if !journal.touched()
+            && self.deferred_since.is_none()
+            && self.held.is_empty()
+            && next_id == self.persisted_next_id
         {
             // Nothing the data file lacks that the journal does not hold: only
             // the flush timer to reset.
@@ -752,36 +865,13 @@ impl Writer {
             return;
         }
         if self.refused().is_some() {
-            // Not in a loop: the timer waits a flush interval again.
+            // Not in a loop: the timers wait a flush interval again.
             self.unflushed_since = Some(Instant::now());
             self.unflushed_bytes = 0;
+            self.held.retry_later();
             return;
         }
         let epoch = journal.epoch() + 1;
-        let shared = Arc::clone(&self.shared);
-        let guard = shared.db.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(db) = guard.as_ref() else {
-            return;
-        };
-        let prepared = db
-            .begin_write()
-            .map_err(|err| self.storage_error(err))
-            .and_then(|mut txn| {
-                txn.set_quick_repair(self.config.quick_repair);
-                let moved = (next_id != self.persisted_next_id).then_some(next_id);
-                apply_group(&txn, &self.deferred, &[], moved, Some(epoch))
-                    .map(|()| txn)
-                    .map_err(|err| self.storage_error(err))
-            });
-        let txn = match prepared {
-            Ok(txn) => txn,
-            Err(err) => {
-                tracing::error!(error = %err, "store could not prepare a checkpoint");
-                self.shared.stats.failed();
-                self.record_failure(err);
-                return;
-            }
-        };
         // Records of the epoch left that were not fsynced must be on the disk
         // before a durable record of the next can be.
         if let Some(Err(err)) = self.journal.as_mut().map(|journal| journal.switch(true)) {
@@ -790,28 +880,35 @@ impl Writer {
             self.record_failure(err);
             return;
         }
+        let work = CheckpointWork {
+            shared: Arc::clone(&self.shared),
+            quick_repair: self.config.quick_repair,
+            held: self.held.take(),
+            deferred: std::mem::take(&mut self.deferred),
+            next_id: (next_id != self.persisted_next_id).then_some(next_id),
+            epoch,
+        };
         let (answer, done) = mpsc::channel();
         let spawned = thread::Builder::new()
             .name("warren-store-checkpoint".to_string())
             .spawn(move || {
-                let _ = answer.send(txn.commit().map_err(|err| err.to_string()));
+                let _ = answer.send(work.commit());
             });
+        // Held by the checkpoint now: visible, and durable, when it is done
+        // (`unapplied` and `unapplied_appends` stay set until then).
+        self.deferred_bytes = 0;
+        self.deferred_since = None;
+        self.unflushed_since = None;
+        self.unflushed_bytes = 0;
         match spawned {
             Ok(thread) => {
                 self.checkpoint = Some(Checkpoint { done, thread });
                 self.persisted_next_id = next_id;
-                // Held in the checkpoint's transaction now: visible, and durable,
-                // when it is done (`unapplied` stays set until then).
-                self.deferred.clear();
-                self.deferred_bytes = 0;
-                self.deferred_since = None;
-                self.unflushed_since = None;
-                self.unflushed_bytes = 0;
             }
             Err(err) => {
-                // The transaction was dropped with the closure: rolled back. The
-                // journal moved on, and must not move again before the data file
-                // holds the epoch left: refuse from here on.
+                // The work was dropped with the closure. The journal moved on, and
+                // must not move again before the data file holds the epoch left:
+                // refuse from here on (opening the file applies the journal).
                 tracing::error!(error = %err, "store could not start a checkpoint thread");
                 self.shared.stats.failed();
                 self.record_failure(err);
@@ -859,6 +956,9 @@ impl Writer {
         if self.deferred_since.is_none() {
             self.shared.unapplied.store(false, Ordering::SeqCst);
         }
+        if self.held.is_empty() {
+            self.shared.unapplied_appends.store(false, Ordering::SeqCst);
+        }
     }
 
     fn storage_error(&self, err: impl std::fmt::Display) -> CommitError {
@@ -894,7 +994,8 @@ impl Writer {
     fn final_flush(&mut self) {
         self.finish_checkpoint(true);
         let id_moved = self.shared.next_id.load(Ordering::SeqCst) != self.persisted_next_id;
-        if self.unflushed_since.is_some() || self.deferred_since.is_some() || id_moved {
+        let held = !self.held.is_empty();
+        if self.unflushed_since.is_some() || self.deferred_since.is_some() || held || id_moved {
             if let Err(err) = self.commit(&mut [], true) {
                 tracing::error!(error = %err, "store could not flush on shutdown");
             }
@@ -904,7 +1005,8 @@ impl Writer {
     fn compact(&mut self) -> Result<bool, CompactError> {
         let path = self.path().to_path_buf();
         self.finish_checkpoint(true);
-        if self.unflushed_since.is_some() || self.deferred_since.is_some() {
+        if self.unflushed_since.is_some() || self.deferred_since.is_some() || !self.held.is_empty()
+        {
             self.commit(&mut [], true)
                 .map_err(|err| CompactError::Storage {
                     path: path.clone(),
@@ -965,16 +1067,19 @@ fn abort_in_journal(group: &[Pending], path: &Path, torn: std::io::Result<()>) -
     std::process::abort()
 }
 
-/// Applies the journaled ops held back, then every op of the group in order, the
-/// id counter if it moved, and the journal's next epoch if the commit empties it.
+/// Applies the held appends (as runs), the other journaled ops held back, then
+/// every op of the group in order, the id counter if it moved, and the journal's
+/// next epoch if the commit empties it.
 fn apply_group(
     txn: &WriteTransaction,
+    held: &[Op],
     deferred: &[Op],
     group: &[Pending],
     next_id: Option<u64>,
     journal_epoch: Option<u64>,
 ) -> Result<(), redb::Error> {
     let mut tables = GroupTables::new(txn);
+    tables.apply_held(held)?;
     for op in deferred {
         tables.apply(op)?;
     }

@@ -83,11 +83,12 @@ impl<'t> GroupTables<'t> {
     }
 
     /// Applies appends held back for the checkpoint (`writer.rs`): each partition's
-    /// consecutive small chunks ([`runs::RUN_CHUNK`] or less) as runs of up to [`runs::RUN_MAX`]
-    /// bytes (`runs.rs`), a lone or large chunk as itself, their key and timestamp entries as [`GroupTables::apply`]
-    /// writes them. Partitions are independent, so each one's chunks go in their
-    /// order, whatever the order between partitions. Any other op is applied as it
-    /// comes.
+    /// consecutive small chunks ([`runs::RUN_CHUNK`] or less) as runs of up to
+    /// [`runs::RUN_MAX`] bytes (`runs.rs`), a lone or large chunk as itself, and
+    /// their key and timestamp entries as [`GroupTables::apply`] writes them.
+    /// Partitions are independent, so each one's chunks go in their order, whatever
+    /// the order between partitions. The writer holds nothing but appends; any other
+    /// op would be applied before them.
     pub(crate) fn apply_held(&mut self, held: &[Op]) -> Result<(), redb::Error> {
         let mut partitions: BTreeMap<u64, Vec<(u64, &[u8])>> = BTreeMap::new();
         for op in held {
@@ -117,7 +118,7 @@ impl<'t> GroupTables<'t> {
                 // would only be copied into one.
                 let small = |len: usize| len <= runs::RUN_CHUNK;
                 while end < chunks.len()
-                    && small(bytes)
+                    && small(chunks[start].1.len())
                     && small(chunks[end].1.len())
                     && bytes + chunks[end].1.len() <= runs::RUN_MAX
                 {

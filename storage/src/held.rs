@@ -11,7 +11,10 @@
 //! the partition tables; retention ([`Op::DropChunks`]) drops chunks that begin
 //! before a chunk already stored, never a later one; and no append follows the
 //! deletion of its partition ([`Op::DropPartition`]), since partition ids are
-//! never reused.
+//! never reused. The other way round, a drop must not reach redb before appends
+//! journaled ahead of it (a deleted partition's log would come back, and chunks
+//! retention dropped): the apply that takes a drop takes the held appends too
+//! ([`Held::must_follow`]).
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +22,9 @@ use crate::batch::Op;
 use crate::runs::RUN_CHUNK;
 
 /// Bytes of held appends that make the writer start a checkpoint (which takes
-/// them) without waiting for the flush interval. The most the writer holds is
-/// this, plus what the running checkpoint holds.
+/// them) without waiting for the flush interval. While a checkpoint runs, appends
+/// go on being held (the journal's size bounds them), and the next checkpoint
+/// starts as soon as it is done.
 pub(crate) const HELD_MAX: usize = 1024 * 1024;
 
 /// The appends held back, in the order they were journaled.
@@ -47,6 +51,12 @@ impl Held {
         .sum()
     }
 
+    /// Whether `op` must not reach redb before appends journaled ahead of it: the
+    /// ops that remove a partition's chunks.
+    pub(crate) fn must_follow(op: &Op) -> bool {
+        matches!(op, Op::DropChunks { .. } | Op::DropPartition { .. })
+    }
+
     pub(crate) fn push(&mut self, op: Op) {
         self.bytes += op.payload_len();
         self.ops.push(op);
@@ -65,20 +75,20 @@ impl Held {
         self.bytes
     }
 
-    /// When the checkpoint that takes them is due by time: a flush interval after
-    /// the first was held.
+    /// When the checkpoint that takes them is due: at once once [`HELD_MAX`] is
+    /// held, else a flush interval after the first was held.
     pub(crate) fn due_at(&self, flush_interval: Duration) -> Option<Instant> {
-        self.since
-            .and_then(|since| since.checked_add(flush_interval))
+        let since = self.since?;
+        if self.bytes >= HELD_MAX {
+            return Some(since);
+        }
+        since.checked_add(flush_interval)
     }
 
-    /// Whether a checkpoint should take them now: [`HELD_MAX`] held, or the first
-    /// held a flush interval ago.
+    /// Whether a checkpoint should take them now.
     pub(crate) fn due(&self, flush_interval: Duration) -> bool {
-        self.bytes >= HELD_MAX
-            || self
-                .due_at(flush_interval)
-                .is_some_and(|at| Instant::now() >= at)
+        self.due_at(flush_interval)
+            .is_some_and(|at| Instant::now() >= at)
     }
 
     /// After a checkpoint could not start: due again a flush interval from now,
@@ -94,5 +104,35 @@ impl Held {
         self.bytes = 0;
         self.since = None;
         std::mem::take(&mut self.ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(len: usize) -> Op {
+        Op::AppendChunk {
+            partition: 1,
+            first: 0,
+            time_index: None,
+            chunk: vec![0; len],
+            keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn held_appends_are_due_after_a_flush_interval_or_at_once_when_large() {
+        let interval = Duration::from_secs(3600);
+        let mut held = Held::default();
+        assert_eq!(held.due_at(interval), None);
+        held.push(append(100));
+        assert!(!held.due(interval));
+        held.push(append(HELD_MAX));
+        assert!(held.due(interval), "HELD_MAX held is due at once");
+        assert_eq!(held.take().len(), 2);
+        assert!(held.is_empty() && held.bytes() == 0 && held.due_at(interval).is_none());
+        held.push(append(100));
+        assert!(held.due(Duration::ZERO));
     }
 }

@@ -953,6 +953,36 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_applied_before_the_checkpoint_takes_the_appends_held_before_it() {
+        // A store with its journal (the in-memory ones have none), so appends are
+        // held.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("warren.redb")).unwrap();
+        let append = Op::AppendChunk {
+            partition: 7,
+            first: 0,
+            time_index: Some(1_000),
+            chunk: b"held".to_vec(),
+            keys: vec![(42, 0)],
+        };
+        store
+            .submit(Batch::durable(vec![append]))
+            .wait()
+            .expect("append");
+        store
+            .submit(Batch::durable(vec![Op::DropPartition { partition: 7 }]))
+            .wait()
+            .expect("drop");
+        // A read of another table applies the ops held back without waiting for
+        // the checkpoint: the drop must not reach redb ahead of the append.
+        store.read_meta(MetaTable::Queues).expect("read");
+        assert_eq!(store.partition_ends(7).unwrap(), None);
+        assert!(store.partition_key_offsets(7, 42, 10).unwrap().is_empty());
+        assert_eq!(store.partition_offset_at(7, 0).unwrap(), None);
+        assert_eq!(store.partitions().unwrap(), Vec::<u64>::new());
+    }
+
+    #[test]
     fn a_chunk_that_begins_like_a_run_is_refused_alone() {
         let (store, _) = flaky_store();
         let chunk = |first, bytes: &[u8]| Op::AppendChunk {

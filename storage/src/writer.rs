@@ -229,6 +229,9 @@ pub(crate) struct Writer {
     /// Journaled appends to partition logs held back until the checkpoint
     /// (`held.rs`), so that a partition's chunks reach redb as runs.
     held: Held,
+    /// Whether `deferred` holds an op that must follow the held appends
+    /// ([`Held::must_follow`]): the next apply takes them too.
+    deferred_follows_held: bool,
     /// The checkpoint whose durable commit runs on its own thread, if any.
     checkpoint: Option<Checkpoint>,
 }
@@ -363,6 +366,7 @@ impl Writer {
             deferred_bytes: 0,
             deferred_since: None,
             held: Held::default(),
+            deferred_follows_held: false,
             checkpoint: None,
         };
         thread::Builder::new()
@@ -595,9 +599,14 @@ impl Writer {
                 Ok(())
             }
             Route::File { .. } => {
-                // A checkpoint finishes first: groups commit in order.
+                // A checkpoint finishes first: groups commit in order. If it failed,
+                // the epoch it left is not in the data file: a durable commit now
+                // would move the journal past it, and lose it.
                 self.finish_checkpoint(true);
-                self.try_commit(group, route, true)
+                match self.refused() {
+                    Some(refused) => Err(refused),
+                    None => self.try_commit(group, route, true),
+                }
             }
         };
         match &result {
@@ -652,6 +661,7 @@ impl Writer {
                 if Held::holds(&op) {
                     self.held.push(op);
                 } else {
+                    self.deferred_follows_held |= Held::must_follow(&op);
                     self.deferred_bytes += op.payload_len();
                     self.deferred.push(op);
                 }
@@ -680,7 +690,7 @@ impl Writer {
             }
             return Err(refused);
         }
-        let appends = appends && !self.held.is_empty();
+        let appends = (appends || self.deferred_follows_held) && !self.held.is_empty();
         if self.deferred_since.is_none() && !appends {
             return Ok(());
         }
@@ -826,6 +836,7 @@ impl Writer {
         if self.deferred_since.take().is_some() {
             self.deferred.clear();
             self.deferred_bytes = 0;
+            self.deferred_follows_held = false;
             self.shared.unapplied.store(false, Ordering::SeqCst);
         }
         if let (Some(journal), Some(_)) = (self.journal.as_mut(), emptied) {
@@ -897,6 +908,7 @@ impl Writer {
         // Held by the checkpoint now: visible, and durable, when it is done
         // (`unapplied` and `unapplied_appends` stay set until then).
         self.deferred_bytes = 0;
+        self.deferred_follows_held = false;
         self.deferred_since = None;
         self.unflushed_since = None;
         self.unflushed_bytes = 0;

@@ -88,16 +88,17 @@ pub(crate) fn open_backend_with_journal(
     let db = builder(path, options)
         .create_with_backend(backend)
         .map_err(|err| map_database_error(path, err))?;
-    validate(path, db, Some(JournalAt::Files(files)))
+    validate(path, db, Some(JournalAt::Files(files, options.journal)))
 }
 
 /// Where a store's journal is.
 enum JournalAt {
     /// In these files, created if missing with `true`.
     Paths([std::path::PathBuf; 2], bool),
-    /// In files already open (tests).
+    /// In files already open (tests), written on with `true` (with `false` only
+    /// read, as a store opened without a journal reads the one a run before left).
     #[cfg(test)]
-    Files([Box<dyn journal::JournalFile>; 2]),
+    Files([Box<dyn journal::JournalFile>; 2], bool),
 }
 
 fn builder(path: &Path, options: &StoreOptions) -> redb::Builder {
@@ -163,11 +164,11 @@ fn validate(path: &Path, db: Database, journal: Option<JournalAt>) -> Result<Ope
             }
         }
         #[cfg(test)]
-        Some(JournalAt::Files(files)) => {
+        Some(JournalAt::Files(files, keep)) => {
             let paths = Journal::paths_of(path);
             let named = paths[0].clone();
             match Journal::on_files(files, paths, format.journal_epoch, key) {
-                Ok((journal, records)) => (Some(journal), records, true),
+                Ok((journal, records)) => (Some(journal), records, keep),
                 Err(err) => return Err(journal_error(&named, err)),
             }
         }

@@ -20,10 +20,12 @@
 //! the options and where each cut comes; what the store's threads had written by
 //! then, and so the sectors a cut keeps, may differ from run to run.
 //!
+//! Each generation draws its options: mostly the node's defaults, a fifth of them
+//! without the journal, a fifth with redb's quick repair.
+//!
 //! What the model does not cover: files and directories are never lost (creating the
 //! journal files and the data file, and fsyncing their directory, are not tested
-//! here), the store runs with its default options (the journal on, quick repair
-//! off), and the writes are puts of new messages and appends of chunks to three
+//! here), and the writes are puts of new messages and appends of chunks to three
 //! partitions (held for the checkpoint and stored as runs, `runs.rs`), with reads
 //! of the partitions now and then (which store what is held at once), but no
 //! removals.
@@ -382,8 +384,12 @@ fn generation(
     written: &mut Written,
     next_seq: &mut u64,
 ) -> Disk {
+    // Mostly the node's defaults; now and then without the journal (every durable
+    // write a durable commit of the data file), or with redb's quick repair.
     let options = StoreOptions {
         flush_interval: Duration::from_millis([1, 10, 1000][rng.below(3) as usize]),
+        journal: !rng.chance(20),
+        quick_repair: rng.chance(20),
         ..StoreOptions::default()
     };
     let store = open(disk, &options);

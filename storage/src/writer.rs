@@ -15,7 +15,7 @@
 //!    without fsync ([`Durability::None`]), except appends to partition logs,
 //!    held for the checkpoint so that they reach redb as runs (`held.rs`); a
 //!    durable group of more than [`JOURNAL_GROUP_MAX`] bytes, not counting small
-//!    appends, while no checkpoint runs (or one that would take the journal past
+//!    appends (or one that would take the journal past
 //!    [`JOURNAL_MAX`]) skips the journal and is committed durably
 //!    ([`Durability::Immediate`], redb's fsync), which also empties the journal,
 //! 4. answers every request of the group with the same result.
@@ -720,13 +720,11 @@ impl Writer {
             };
         };
         let payload: usize = group.iter().map(|pending| pending.payload).sum();
-        // A large group goes to the data file only if no checkpoint runs (it would
-        // wait for it, and every group queued behind with it), and not for its small
-        // appends to partition logs: redb's cost for them is per chunk, and held for
-        // the checkpoint they go to it as runs (`held.rs`).
-        let large = durable
-            && self.checkpoint.is_none()
-            && payload - Held::small_appends(group.iter().flat_map(|p| &p.ops)) > JOURNAL_GROUP_MAX;
+        // A large group goes to the data file, but not for its small appends to
+        // partition logs: redb's cost for them is per chunk, and held for the
+        // checkpoint they go to it as runs (`held.rs`).
+        let small_appends = Held::small_appends(group.iter().flat_map(|p| &p.ops));
+        let large = durable && payload - small_appends > JOURNAL_GROUP_MAX;
         let to_file = group.is_empty()
             || large
             || journal.end() + (payload + HEADER_LEN) as u64 > JOURNAL_MAX;

@@ -284,38 +284,36 @@ pub(crate) fn partition_ends(
     let Some((key, value)) = range.next().transpose().map_err(|err| cx.storage(err))? else {
         return Ok(None);
     };
-    let first = stored_chunks(&cx, partition, key.value().1, value.value())?;
+    // A value holds one chunk at least (`runs::chunks`).
+    let owned = |chunk: Option<&(u64, &[u8])>| {
+        chunk.map_or_else(StoredChunk::default, |(offset, bytes)| {
+            (*offset, bytes.to_vec())
+        })
+    };
+    let chunks = value_chunks(&cx, partition, key.value().1, value.value())?;
+    let first = owned(chunks.first());
     let last = match range
         .next_back()
         .transpose()
         .map_err(|err| cx.storage(err))?
     {
         Some((key, value)) => {
-            let value = value.value();
-            stored_chunks(&cx, partition, key.value().1, value)?
-                .pop()
-                .unwrap_or_default()
+            owned(value_chunks(&cx, partition, key.value().1, value.value())?.last())
         }
-        None => first.last().cloned().unwrap_or_default(),
+        None => owned(chunks.last()),
     };
-    let first = first.into_iter().next().unwrap_or_default();
     Ok(Some((first, last)))
 }
 
-/// The chunks stored under key `(partition, first)`: the value itself, or the
-/// chunks of a run (`runs.rs`).
-fn stored_chunks(
+/// The chunks in the value keyed `(partition, first)`, borrowed from it; a run that
+/// does not parse is an error that names the partition.
+fn value_chunks<'v>(
     cx: &ReadContext<'_>,
     partition: u64,
     first: u64,
-    value: &[u8],
-) -> Result<Vec<StoredChunk>, ReadError> {
-    let chunks = runs::chunks(first, value)
-        .map_err(|why| cx.other(format!("partition {partition}: {why}")))?;
-    Ok(chunks
-        .into_iter()
-        .map(|(offset, bytes)| (offset, bytes.to_vec()))
-        .collect())
+    value: &'v [u8],
+) -> Result<Vec<(u64, &'v [u8])>, ReadError> {
+    runs::chunks(first, value).map_err(|why| cx.other(format!("partition {partition}: {why}")))
 }
 
 /// The chunks of `partition` from the one holding offset `from` on (the first
@@ -354,8 +352,7 @@ pub(crate) fn partition_chunks(
     {
         let (key, value) = entry.map_err(|err| cx.storage(err))?;
         let value = value.value();
-        let stored = runs::chunks(key.value().1, value)
-            .map_err(|why| cx.other(format!("partition {partition}: {why}")))?;
+        let stored = value_chunks(&cx, partition, key.value().1, value)?;
         // Within the first value, the chunks after the one holding `from`.
         let skip = stored
             .iter()

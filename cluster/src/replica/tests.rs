@@ -127,6 +127,29 @@ fn put(tasks: &mut JoinSet<Result<(), BrokerError>>, node: &Node, group: GroupId
     });
 }
 
+/// Nodes on `dirs`, all members of `group` (no snapshots), with `puts` keys written
+/// round the nodes and applied on each; with the members' names.
+async fn one_group_written(
+    prefix: &str,
+    dirs: &[tempfile::TempDir],
+    group: GroupId,
+    puts: usize,
+) -> (Vec<Node>, Vec<String>) {
+    let mut nodes = nodes(prefix, dirs).await;
+    let members = names(&nodes);
+    for n in nodes.iter_mut() {
+        open(n, group, &members, 10_000).await;
+    }
+    let mut tasks = JoinSet::new();
+    for i in 0..puts {
+        put(&mut tasks, &nodes[i % 3], group, format!("k{i}"));
+    }
+    all_ok(tasks).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    converged(&all, [group].into_iter(), puts).await;
+    (nodes, members)
+}
+
 async fn all_ok(mut tasks: JoinSet<Result<(), BrokerError>>) {
     while let Some(result) = tasks.join_next().await {
         result.unwrap().expect("proposal applied");
@@ -566,18 +589,7 @@ async fn members_change_one_at_a_time_and_a_new_member_catches_up_by_log_or_snap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_lost_its_log_takes_it_again_without_a_panic() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = nodes("wiped-", &dirs).await;
-    let members = names(&nodes);
-    for n in nodes.iter_mut() {
-        open(n, 1, &members, 10_000).await;
-    }
-    let mut tasks = JoinSet::new();
-    for i in 0..20 {
-        put(&mut tasks, &nodes[i % 3], 1, format!("k{i}"));
-    }
-    all_ok(tasks).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    converged(&all, [1].into_iter(), 20).await;
+    let (mut nodes, members) = one_group_written("wiped-", &dirs, 1, 20).await;
     // A follower's log goes (its replica removed and added again before the removal
     // took effect) while the group still counts it with everything: the leader's
     // heartbeats say so, and it takes the log again.
@@ -800,18 +812,7 @@ async fn leader_of(node: &Node, group: GroupId) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leadership_goes_to_the_member_asked_for() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = nodes("handover-", &dirs).await;
-    let members = names(&nodes);
-    for n in nodes.iter_mut() {
-        open(n, 7, &members, 10_000).await;
-    }
-    let mut tasks = JoinSet::new();
-    for i in 0..10 {
-        put(&mut tasks, &nodes[i % 3], 7, format!("k{i}"));
-    }
-    all_ok(tasks).await;
-    let refs: Vec<&Node> = nodes.iter().collect();
-    converged(&refs, [7].into_iter(), 10).await;
+    let (nodes, members) = one_group_written("handover-", &dirs, 7, 10).await;
     let before = leader_of(&nodes[0], 7).await.expect("a leader");
     let to = members.iter().find(|m| **m != before).unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -206,31 +206,45 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
     let producer = client.stream_producer("small").await.unwrap();
     let mut confirms = Vec::new();
     let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    // While the node is stopped nothing is confirmed: 170 records fill the buffer
-    // and the next one waits (it cannot go on before the node does).
+    // While the node is stopped nothing is confirmed: records fill the buffer, and
+    // the next one waits (it cannot go on before the node does).
     let pid = node.pid().unwrap() as libc::pid_t;
     // SAFETY: kill(2) with a signal number; the node is a child process of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    for i in 0..3_000 {
-        if i == 170 {
-            let next = producer.send(Some("device-0"), "x", PublishOptions::default());
-            assert!(
-                tokio::time::timeout(Duration::from_millis(300), next)
-                    .await
-                    .is_err(),
-                "the 171st record waits for a confirm"
-            );
-            // SAFETY: as above.
-            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let record = |i: usize| (format!("device-{}", i % 17), format!("{i:0>100}"));
+    let mut held = 0;
+    loop {
+        let (key, body) = record(held);
+        let next = producer.send(Some(&key), body.clone(), PublishOptions::default());
+        match tokio::time::timeout(Duration::from_millis(300), next).await {
+            Ok(sent_now) => {
+                let (partition, confirm) = sent_now.unwrap();
+                sent.entry(partition).or_default().push(body);
+                confirms.push(confirm);
+                held += 1;
+            }
+            // (Dropped while it waited for the buffer: it was not sent.)
+            Err(_) => break,
         }
-        let key = format!("device-{}", i % 17);
-        let body = format!("{i:0>100}");
+        assert!(held < 3_000, "the buffer never filled");
+    }
+    // A record counts its encoding (its 100-byte body, its key header, its
+    // partition's name...) and 32 bytes for its confirm, in 64-byte permits: 3 or
+    // 4 of them (about 190 to 250 bytes), so 64 KiB holds 256 to 341.
+    assert!(
+        (256..=341).contains(&held),
+        "the buffer held {held} records"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    for i in held..3_000 {
+        let (key, body) = record(i);
         let (partition, confirm) = tokio::time::timeout(
             WAIT,
             producer.send(Some(&key), body.clone(), PublishOptions::default()),
         )
         .await
-        .expect("the buffer holds 170 records, and frees as confirms come")
+        .expect("the buffer frees as confirms come")
         .unwrap();
         sent.entry(partition).or_default().push(body);
         confirms.push(confirm);

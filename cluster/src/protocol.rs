@@ -527,6 +527,23 @@ pub struct Publish {
     pub body: Bytes,
 }
 
+/// A [`Publish`] borrowed, for a sender that encodes publishes one by one as they
+/// come (`warren_storage::codec::encode_element_into`): encoded, it is a `Publish`'s
+/// encoding, byte for byte.
+#[derive(Serialize)]
+pub struct PublishRef<'a> {
+    /// As [`Publish::exchange`].
+    pub exchange: &'a str,
+    /// As [`Publish::routing_key`].
+    pub routing_key: &'a str,
+    /// As [`Publish::mandatory`].
+    pub mandatory: bool,
+    /// As [`Publish::properties`].
+    pub properties: &'a Properties,
+    /// As [`Publish::body`].
+    pub body: &'a Bytes,
+}
+
 /// What became of one published message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PublishResult {
@@ -758,5 +775,41 @@ impl<T> BytesConvertable for LocalOnly<T> {
 
     fn from_bytes(_bytes: Vec<u8>) -> Self {
         LocalOnly(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_actors::message::FieldValue;
+    use warren_storage::codec;
+
+    #[test]
+    fn a_borrowed_publish_encodes_as_the_publish() {
+        let mut headers = FieldTable::new();
+        headers.insert("x-stream-key".into(), FieldValue::string("user-7"));
+        let publish = Publish {
+            exchange: "clicks".into(),
+            routing_key: "3".into(),
+            mandatory: true,
+            properties: Properties {
+                headers: Some(headers),
+                delivery_mode: Some(2),
+                message_id: Some("m-1".into()),
+                ..Default::default()
+            },
+            body: Bytes::from_static(b"hello"),
+        };
+        let borrowed = PublishRef {
+            exchange: &publish.exchange,
+            routing_key: &publish.routing_key,
+            mandatory: publish.mandatory,
+            properties: &publish.properties,
+            body: &publish.body,
+        };
+        let mut element = Vec::new();
+        codec::encode_element_into(&borrowed, &mut element).unwrap();
+        let whole = codec::encode(&publish).unwrap();
+        assert_eq!(element, whole[1..]);
     }
 }

@@ -36,10 +36,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::OwnedSemaphorePermit;
 use warren_actors::message::{Properties, PERSISTENT};
 use warren_cluster::protocol::{
-    BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish, QueueInfo,
-    Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
+    BindTarget, BindingInfo, ExchangeInfo, GatewayMsg, InboxMsg, OpenSession, Publish, PublishRef,
+    QueueInfo, Request, Response, SessionMsg, SessionOpened, Settle, PROTOCOL_VERSION,
 };
 
 pub use admin::Trace;
@@ -148,6 +149,28 @@ pub struct PublishOptions {
     /// Report [`PublishResult::Unroutable`] when no queue takes the message.
     pub mandatory: bool,
     pub properties: Properties,
+}
+
+impl PublishOptions {
+    /// The properties a publish with these options carries.
+    pub(crate) fn into_properties(self) -> Properties {
+        let mut properties = self.properties;
+        if self.persistent {
+            properties.delivery_mode = Some(PERSISTENT);
+        }
+        properties
+    }
+}
+
+/// Refuses a body larger than a client handle sends.
+fn check_body(body: &Bytes) -> Result<(), ClientError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ClientError::MessageTooLarge {
+            size: body.len(),
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Options of a consumer.
@@ -514,43 +537,52 @@ impl Client {
 
     /// A message ready to be queued for publishing, with its confirm: checked, its
     /// permits taken (waiting while too much is unconfirmed), not sent yet.
-    pub(crate) async fn prepare_publish(
+    async fn prepare_publish(
         &self,
         exchange: &str,
         routing_key: &str,
         body: Bytes,
         options: PublishOptions,
     ) -> Result<(publisher::Pending, Confirm), ClientError> {
-        if body.len() > MAX_BODY_BYTES {
-            return Err(ClientError::MessageTooLarge {
-                size: body.len(),
-                limit: MAX_BODY_BYTES,
-            });
-        }
+        check_body(&body)?;
         let permit = self.inner.buffer.reserve(body.len()).await?;
-        let mut properties = options.properties;
-        if options.persistent {
-            properties.delivery_mode = Some(PERSISTENT);
-        }
+        let mandatory = options.mandatory;
         let (done, rx) = tokio::sync::oneshot::channel();
         let pending = publisher::Pending {
             publish: Publish {
                 exchange: exchange.into(),
                 routing_key: routing_key.into(),
-                mandatory: options.mandatory,
-                properties,
+                mandatory,
+                properties: options.into_properties(),
                 body,
             },
             done,
             permit,
         };
-        Ok((pending, Confirm { rx }))
+        Ok((pending, Confirm::own(rx)))
     }
 
-    /// Queues prepared messages, as one item; publishes leave in the order they were
-    /// queued. If the client is closed, their confirms say so.
-    pub(crate) fn enqueue_all(&self, pending: Vec<publisher::Pending>) {
-        if let Err(refused) = self.inner.publish_tx.send(publisher::Queued::Many(pending)) {
+    /// Takes the permits a publish that a stream producer encodes into a batch holds
+    /// (waiting while too much is unconfirmed): as many as its encoding's bytes.
+    /// Returns them and the encoding's length.
+    pub(crate) async fn reserve_encoded(
+        &self,
+        publish: &PublishRef<'_>,
+    ) -> Result<(OwnedSemaphorePermit, usize), ClientError> {
+        check_body(publish.body)?;
+        let len = warren_storage::codec::element_len(publish)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((self.inner.buffer.reserve_encoded(len).await?, len))
+    }
+
+    /// Queues a stream producer's batch; publishes leave in the order they were
+    /// queued. If the client is closed, the batch's confirms say so.
+    pub(crate) fn enqueue_encoded(&self, batch: publisher::EncodedBatch) {
+        if let Err(refused) = self
+            .inner
+            .publish_tx
+            .send(publisher::Queued::Encoded(batch))
+        {
             refused
                 .0
                 .refuse(&ClientError::Disconnected("the client is closed".into()));

@@ -25,10 +25,17 @@
 //! partition for a batch fills batches as fast on 1 000 partitions as on one, and
 //! spreads records as evenly over time.
 //!
+//! A record is encoded into its partition's batch when it is sent, as Kafka's
+//! accumulator does, and the batch goes to the node as those bytes. With many
+//! partitions a record waits long in its batch; held as a structure it had gone cold
+//! by then, and copying it into the frame cost more than all the rest (27 % of the
+//! producer's CPU with 1 000 partitions, `docs/2026-12-07-encoded-batches.md`).
+//!
 //! Records of one partition keep their order; a record's [`Confirm`] resolves once
-//! its batch was sent and stored. Back-pressure is the client's: a record holds its
-//! permits from [`StreamProducer::send`] on, so batches waiting here count toward what
-//! a client may have unconfirmed.
+//! its batch was sent and stored (the batch's records share one outcome).
+//! Back-pressure is the client's: a record holds its permits, as many as its
+//! encoding's bytes, from [`StreamProducer::send`] on, so batches waiting here count
+//! toward what a client may have unconfirmed.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -36,11 +43,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use futures_util::FutureExt;
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
 use warren_actors::exchange::partition::partition_of;
 use warren_actors::message::{FieldTable, FieldValue};
+use warren_cluster::protocol::PublishRef;
 
-use super::publisher::Pending;
+use super::publisher::{BatchOutcome, EncodedBatch, SharedOutcome};
 use super::stream::{Partition, KEY_HEADER};
 use super::{Client, ClientError, Confirm, PublishOptions};
 
@@ -67,6 +76,10 @@ impl Default for ProducerOptions {
 
 /// Records in one batch at most (one publish frame holds 1 024).
 const BATCH_RECORDS: usize = 1024;
+
+/// A batch is sent once its records' encodings reach this many bytes, whatever
+/// [`ProducerOptions::batch_bytes`] says (one publish frame holds 1 MiB).
+const BATCH_ENCODED_BYTES: usize = 1 << 20;
 
 /// Batches of one partition the linger timer lets be unconfirmed at once (a full
 /// batch goes whatever this says).
@@ -161,11 +174,20 @@ impl Sticky {
 
 #[derive(Default)]
 struct Batch {
-    records: Vec<Pending>,
+    /// Its records, each encoded as a publish when it was sent.
+    publishes: Vec<u8>,
+    /// How many records it holds.
+    records: usize,
+    /// Their bodies' bytes (what [`ProducerOptions::batch_bytes`] counts).
     bytes: usize,
+    /// The permits its records hold, merged.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Where its outcome goes, and its records' confirms' side of it (from its
+    /// first record on).
+    outcome: Option<(oneshot::Sender<BatchOutcome>, SharedOutcome)>,
     /// When its first record came.
     since: Option<Instant>,
-    /// How many records the partition's batch before held: room for as many is made
+    /// How many bytes the partition's batch before held: room for as many is made
     /// at the first record, so a batch does not grow by reallocating.
     last_len: usize,
 }
@@ -277,12 +299,18 @@ impl StreamProducer {
                 .get_or_insert_with(FieldTable::new)
                 .insert(KEY_HEADER.to_string(), FieldValue::string(key));
         }
-        let (pending, confirm) = self
-            .shared
-            .client
-            .prepare_publish(&self.stream, &partition.routing_key, body.into(), options)
-            .await?;
-        self.shared.add(index, pending);
+        let mandatory = options.mandatory;
+        let properties = options.into_properties();
+        let body = body.into();
+        let publish = PublishRef {
+            exchange: &self.stream,
+            routing_key: &partition.routing_key,
+            mandatory,
+            properties: &properties,
+            body: &body,
+        };
+        let (permit, len) = self.shared.client.reserve_encoded(&publish).await?;
+        let confirm = self.shared.add(index, &publish, len, permit)?;
         Ok((partition.number, confirm))
     }
 
@@ -305,20 +333,40 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts a record into its partition's batch and sends what is due.
-    fn add(self: &Arc<Self>, index: usize, pending: Pending) {
+    /// Encodes a record (`len` bytes) into its partition's batch and sends what is
+    /// due; the record's confirm.
+    fn add(
+        self: &Arc<Self>,
+        index: usize,
+        publish: &PublishRef<'_>,
+        len: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Confirm, ClientError> {
         let mut state = self.lock();
         let batch = &mut state.batches[index];
-        let first = batch.records.is_empty();
+        let first = batch.records == 0;
         if first {
             batch
-                .records
-                .reserve(batch.last_len.clamp(1, BATCH_RECORDS));
+                .publishes
+                .reserve(batch.last_len.clamp(len, BATCH_ENCODED_BYTES));
         }
-        batch.bytes += pending.publish.body.len();
-        batch.records.push(pending);
+        warren_storage::codec::encode_element_into(publish, &mut batch.publishes)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match &mut batch.permit {
+            Some(held) => held.merge(permit),
+            None => batch.permit = Some(permit),
+        }
+        let (_, outcome) = batch.outcome.get_or_insert_with(|| {
+            let (done, rx) = oneshot::channel();
+            (done, rx.shared())
+        });
+        let confirm = Confirm::in_batch(outcome.clone(), batch.records);
+        batch.records += 1;
+        batch.bytes += publish.body.len();
         batch.since.get_or_insert_with(Instant::now);
-        let full = batch.bytes >= self.options.batch_bytes || batch.records.len() >= BATCH_RECORDS;
+        let full = batch.bytes >= self.options.batch_bytes
+            || batch.records >= BATCH_RECORDS
+            || batch.publishes.len() >= BATCH_ENCODED_BYTES;
         state.waiting += 1;
         if state.unconfirmed == 0 {
             self.flush_all(&mut state);
@@ -327,54 +375,51 @@ impl Shared {
         } else if first {
             self.started.notify_one();
         }
+        Ok(confirm)
     }
 
     fn flush_all(self: &Arc<Self>, state: &mut State) {
         for index in 0..state.batches.len() {
-            if !state.batches[index].records.is_empty() {
+            if state.batches[index].records > 0 {
                 self.flush_batch(state, index);
             }
         }
     }
 
     /// Queues partition `index`'s batch for publishing (under the lock, so batches
-    /// of a partition leave in order), and watches its confirms.
+    /// of a partition leave in order), and watches its outcome.
     fn flush_batch(self: &Arc<Self>, state: &mut State, index: usize) {
-        let count = state.batches[index].records.len();
+        let last_len = state.batches[index].publishes.len();
         let batch = std::mem::replace(
             &mut state.batches[index],
             Batch {
-                last_len: count,
+                last_len,
                 ..Batch::default()
             },
         );
+        let count = batch.records;
+        let (Some(permit), Some((done, outcome))) = (batch.permit, batch.outcome) else {
+            return; // empty
+        };
         state.waiting -= count;
-        let mut records = batch.records;
+        let encoded = EncodedBatch {
+            publishes: batch.publishes,
+            count,
+            permit,
+            done,
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Dropped outside a runtime: nothing here can watch the confirms, so the
-            // records go with their own; the producer is gone and sends no more.
-            self.client.enqueue_all(records);
+            // Dropped outside a runtime: nothing here can watch the outcome, and the
+            // producer is gone and sends no more; its confirms still resolve.
+            self.client.enqueue_encoded(encoded);
             return;
         };
         state.unconfirmed += count;
         state.in_flight[index] += 1;
-        let mut forward = Vec::with_capacity(count);
-        for pending in &mut records {
-            let (done, rx) = oneshot::channel();
-            forward.push((std::mem::replace(&mut pending.done, done), rx));
-        }
-        // The batch goes to the client's batching task whole, in place.
-        self.client.enqueue_all(records);
+        self.client.enqueue_encoded(encoded);
         let shared = Arc::clone(self);
         runtime.spawn(async move {
-            for (user, rx) in forward {
-                let result = rx.await.unwrap_or_else(|_| {
-                    Err(ClientError::Disconnected(
-                        "the client stopped before the message was confirmed".into(),
-                    ))
-                });
-                let _ = user.send(result);
-            }
+            let _ = outcome.await;
             let mut state = shared.lock();
             state.unconfirmed -= count;
             state.in_flight[index] -= 1;

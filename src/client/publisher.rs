@@ -4,6 +4,10 @@
 //! client gathers what is queued into batches (one frame, one reply for many messages)
 //! and sends them in publish order; each batch's reply resolves its messages' confirms.
 //!
+//! A stream producer's batches come encoded (each publish encoded when it was sent,
+//! while in cache) and go as they are, several to a frame; their publishes share one
+//! outcome per batch instead of a channel each.
+//!
 //! Back-pressure: every queued message holds permits from a semaphore of 64-byte permits
 //! until its confirm arrives. A publisher that outruns the broker waits in `publish`
 //! for permits instead of growing the client's memory without bound.
@@ -14,10 +18,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Shared;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use warren_cluster::protocol::{Publish, PublishResult, SessionMsg};
+use warren_cluster::wire::Wire;
 
 use super::error::ClientError;
 
@@ -45,6 +51,10 @@ const PERMIT_BYTES: usize = 64;
 /// its properties, its confirm's channel), so that small messages count for what
 /// they take: a 100-byte record counts 384 bytes, not a KiB.
 const MESSAGE_OVERHEAD: usize = 256;
+/// What a publish encoded into a stream producer's batch costs beside its encoding
+/// while unconfirmed: its confirm (the batch's shared outcome and an index). A
+/// 100-byte record to a partition counts 192 bytes.
+const ENCODED_OVERHEAD: usize = 32;
 /// A batch is sent once it holds this many messages or bytes, or nothing more is queued.
 const BATCH_MESSAGES: usize = 1024;
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -58,13 +68,28 @@ pub(crate) struct Pending {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// What the batching task is given: one publish, or a producer's batch of them, which
-/// goes through the channel as one item instead of one per record. (`One` is kept
-/// inline: boxing it would add an allocation to every single publish.)
+/// A stream producer's batch: its publishes, each encoded as a [`Publish`] when it
+/// was sent, the permits they hold, and where their shared outcome goes.
+pub(crate) struct EncodedBatch {
+    pub(crate) publishes: Vec<u8>,
+    pub(crate) count: usize,
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) done: oneshot::Sender<BatchOutcome>,
+}
+
+/// What became of a batch's publishes, in order, shared by their confirms.
+pub(crate) type BatchOutcome = Arc<Result<Vec<PublishResult>, ClientError>>;
+
+/// The confirms' side of a batch's outcome.
+pub(crate) type SharedOutcome = Shared<oneshot::Receiver<BatchOutcome>>;
+
+/// What the batching task is given: one publish, or a producer's encoded batch of
+/// them. (`One` is kept inline: boxing it would add an allocation to every single
+/// publish.)
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Queued {
     One(Pending),
-    Many(Vec<Pending>),
+    Encoded(EncodedBatch),
     /// The client's last handle is gone: the session closes after what is queued.
     Close,
 }
@@ -77,7 +102,9 @@ impl Queued {
         };
         match self {
             Queued::One(p) => fail(p),
-            Queued::Many(ps) => ps.into_iter().for_each(fail),
+            Queued::Encoded(batch) => {
+                let _ = batch.done.send(Arc::new(Err(why.clone())));
+            }
             Queued::Close => {}
         }
     }
@@ -111,9 +138,24 @@ impl Buffer {
 
     /// Takes permits for a message, waiting while too much is unconfirmed.
     pub(crate) async fn reserve(&self, size: usize) -> Result<OwnedSemaphorePermit, ClientError> {
+        self.take(self.permits_for(size)).await
+    }
+
+    /// Takes permits for a publish encoded in `len` bytes into a stream producer's
+    /// batch, waiting while too much is unconfirmed.
+    pub(crate) async fn reserve_encoded(
+        &self,
+        len: usize,
+    ) -> Result<OwnedSemaphorePermit, ClientError> {
+        let units = len.saturating_add(ENCODED_OVERHEAD).div_ceil(PERMIT_BYTES);
+        self.take(u32::try_from(units).unwrap_or(u32::MAX).min(self.total))
+            .await
+    }
+
+    async fn take(&self, permits: u32) -> Result<OwnedSemaphorePermit, ClientError> {
         self.permits
             .clone()
-            .acquire_many_owned(self.permits_for(size))
+            .acquire_many_owned(permits)
             .await
             .map_err(|_| ClientError::Disconnected("the client is closed".into()))
     }
@@ -121,19 +163,61 @@ impl Buffer {
 
 /// Resolves when the broker has confirmed (or refused) one published message.
 pub struct Confirm {
-    pub(crate) rx: oneshot::Receiver<Result<PublishResult, ClientError>>,
+    of: Awaited,
+}
+
+/// What a [`Confirm`] waits for.
+enum Awaited {
+    /// Its publish's own outcome.
+    Own(oneshot::Receiver<Result<PublishResult, ClientError>>),
+    /// Its batch's outcome, in which it is at `index`.
+    InBatch { batch: SharedOutcome, index: usize },
+}
+
+impl Confirm {
+    pub(crate) fn own(rx: oneshot::Receiver<Result<PublishResult, ClientError>>) -> Confirm {
+        Confirm {
+            of: Awaited::Own(rx),
+        }
+    }
+
+    pub(crate) fn in_batch(batch: SharedOutcome, index: usize) -> Confirm {
+        Confirm {
+            of: Awaited::InBatch { batch, index },
+        }
+    }
 }
 
 impl Future for Confirm {
     type Output = Result<PublishResult, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.rx).poll(cx) {
-            Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(ClientError::Disconnected(
+        let gone = || {
+            Err(ClientError::Disconnected(
                 "the client stopped before the message was confirmed".into(),
-            ))),
-            Poll::Pending => Poll::Pending,
+            ))
+        };
+        match &mut self.of {
+            Awaited::Own(rx) => match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(_)) => Poll::Ready(gone()),
+                Poll::Pending => Poll::Pending,
+            },
+            Awaited::InBatch { batch, index } => match Pin::new(batch).poll(cx) {
+                Poll::Ready(Ok(outcome)) => Poll::Ready(match &*outcome {
+                    Ok(results) => results.get(*index).cloned().ok_or_else(|| {
+                        ClientError::Protocol(format!(
+                            "the node answered {} results for a batch in which this \
+                             message is number {}",
+                            results.len(),
+                            *index + 1
+                        ))
+                    }),
+                    Err(e) => Err(e.clone()),
+                }),
+                Poll::Ready(Err(_)) => Poll::Ready(gone()),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
@@ -146,32 +230,21 @@ pub(crate) fn spawn(session: ActorRef<SessionMsg>, timeout: Duration) -> Unbound
 }
 
 async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, timeout: Duration) {
-    // One buffer for every batch: grown from empty each time, a batch of a thousand
-    // publishes was reallocated ten times and, at its size, on pages fresh from the
-    // kernel.
-    let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_MESSAGES);
-    let mut bytes = 0;
+    let mut frame = Frame::default();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut close = false;
-        // What is queued goes in publish order, a batch sent each time it is full.
+        // What is queued goes in publish order, a frame sent each time it is full.
         while let Some(queued) = next.take() {
-            let mut full = false;
-            let mut add = |p: Pending| {
-                bytes += p.publish.body.len();
-                batch.push(p);
-                if batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES {
-                    send(&session, &mut batch, timeout);
-                    bytes = 0;
-                    full = true;
+            let full = match queued {
+                Queued::One(p) => frame.add(p, &session, timeout),
+                Queued::Encoded(batch) => frame.add_encoded(batch, &session, timeout),
+                // (Nothing is queued after it: it comes from the last handle's drop.)
+                Queued::Close => {
+                    close = true;
+                    false
                 }
             };
-            match queued {
-                Queued::One(p) => add(p),
-                Queued::Many(ps) => ps.into_iter().for_each(add),
-                // (Nothing is queued after it: it comes from the last handle's drop.)
-                Queued::Close => close = true,
-            }
             if full {
                 // `try_recv` takes nothing from the task's budget: without this, a
                 // queue kept full would hold the thread, and the reply tasks behind.
@@ -179,56 +252,101 @@ async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, t
             }
             next = rx.try_recv().ok();
         }
-        if !batch.is_empty() {
-            send(&session, &mut batch, timeout);
-            bytes = 0;
-        }
+        frame.send(&session, timeout);
         if close {
             let _ = session.cast(SessionMsg::Close(().into()));
         }
     }
 }
 
-/// Sends one batch now (so batches leave in publish order) and awaits its reply apart.
-/// Takes the batch's messages, leaving its buffer empty for the next.
-fn send(session: &ActorRef<SessionMsg>, batch: &mut Vec<Pending>, timeout: Duration) {
+/// The publishes of the frame being gathered: single publishes or encoded batches,
+/// never both (a frame is one or the other, and frames leave in publish order).
+#[derive(Default)]
+struct Frame {
+    single: Vec<Pending>,
+    batches: Vec<EncodedBatch>,
+    /// Publishes in it.
+    count: usize,
+    /// Their bodies' bytes (single publishes), or encodings' (batches).
+    bytes: usize,
+}
+
+impl Frame {
+    /// Adds a publish; sends the frame first if it holds batches, and after if it
+    /// is full. Whether it was full.
+    fn add(&mut self, p: Pending, session: &ActorRef<SessionMsg>, timeout: Duration) -> bool {
+        if !self.batches.is_empty() {
+            self.send(session, timeout);
+        }
+        self.count += 1;
+        self.bytes += p.publish.body.len();
+        self.single.push(p);
+        self.send_if_full(session, timeout)
+    }
+
+    /// Adds a batch whole; sends the frame first if it holds single publishes or
+    /// has no room for the batch, and after if it is full. Whether it was full.
+    fn add_encoded(
+        &mut self,
+        batch: EncodedBatch,
+        session: &ActorRef<SessionMsg>,
+        timeout: Duration,
+    ) -> bool {
+        if !self.single.is_empty()
+            || self.count + batch.count > BATCH_MESSAGES
+            || self.bytes + batch.publishes.len() > BATCH_BYTES
+        {
+            self.send(session, timeout);
+        }
+        self.count += batch.count;
+        self.bytes += batch.publishes.len();
+        self.batches.push(batch);
+        self.send_if_full(session, timeout)
+    }
+
+    fn send_if_full(&mut self, session: &ActorRef<SessionMsg>, timeout: Duration) -> bool {
+        let full = self.count >= BATCH_MESSAGES || self.bytes >= BATCH_BYTES;
+        if full {
+            self.send(session, timeout);
+        }
+        full
+    }
+
+    /// Sends what it holds now (so frames leave in publish order) and awaits the
+    /// reply apart; leaves it empty, its buffers kept for the next.
+    fn send(&mut self, session: &ActorRef<SessionMsg>, timeout: Duration) {
+        let count = std::mem::take(&mut self.count);
+        self.bytes = 0;
+        if !self.single.is_empty() {
+            send_single(session, &mut self.single, timeout);
+        } else if !self.batches.is_empty() {
+            send_batches(session, &mut self.batches, count, timeout);
+        }
+    }
+}
+
+/// Sends single publishes as one frame, leaving `batch`'s buffer empty for the next.
+fn send_single(session: &ActorRef<SessionMsg>, batch: &mut Vec<Pending>, timeout: Duration) {
     let mut publishes = Vec::with_capacity(batch.len());
     let mut waiters = Vec::with_capacity(batch.len());
     for p in batch.drain(..) {
         publishes.push(p.publish);
         waiters.push((p.done, p.permit));
     }
-    let (reply_tx, reply_rx) = ractor::concurrency::oneshot();
-    let port: RpcReplyPort<_> = (reply_tx, timeout).into();
-    if let Err(e) = session.cast(SessionMsg::Publish(publishes.into(), port)) {
-        let why = format!("cannot send to the node: {e}");
-        for (done, _permit) in waiters {
-            let _ = done.send(Err(ClientError::Disconnected(why.clone())));
+    let reply = match call(session, publishes.into(), waiters.len(), timeout) {
+        Ok(reply) => reply,
+        Err(why) => {
+            for (done, _permit) in waiters {
+                let _ = done.send(Err(why.clone()));
+            }
+            return;
         }
-        return;
-    }
+    };
     tokio::spawn(async move {
-        let outcome = match tokio::time::timeout(timeout, reply_rx).await {
-            Ok(Ok(wire)) => wire.into_result().map_err(ClientError::Protocol),
-            Ok(Err(_)) => Err(ClientError::Disconnected(
-                "the node dropped the publish (connection lost?)".into(),
-            )),
-            Err(_) => Err(ClientError::Timeout(timeout.as_secs())),
-        };
-        match outcome {
-            Ok(results) if results.len() == waiters.len() => {
+        match reply.await {
+            Ok(results) => {
                 for ((done, _permit), result) in waiters.into_iter().zip(results) {
                     let _ = done.send(Ok(result));
-                }
-            }
-            Ok(results) => {
-                let why = format!(
-                    "the node answered {} results for {} messages",
-                    results.len(),
-                    waiters.len()
-                );
-                for (done, _permit) in waiters {
-                    let _ = done.send(Err(ClientError::Protocol(why.clone())));
                 }
             }
             Err(e) => {
@@ -238,6 +356,83 @@ fn send(session: &ActorRef<SessionMsg>, batch: &mut Vec<Pending>, timeout: Durat
             }
         }
     });
+}
+
+/// Sends encoded batches as one frame of `count` publishes, leaving `batches` empty.
+fn send_batches(
+    session: &ActorRef<SessionMsg>,
+    batches: &mut Vec<EncodedBatch>,
+    count: usize,
+    timeout: Duration,
+) {
+    let frame = warren_storage::codec::encode_sequence(
+        count,
+        batches.iter().map(|b| b.publishes.as_slice()),
+    );
+    let waiters: Vec<_> = batches
+        .drain(..)
+        .map(|b| (b.count, b.done, b.permit))
+        .collect();
+    let reply = match call(session, Wire::Encoded(frame), count, timeout) {
+        Ok(reply) => reply,
+        Err(why) => {
+            let why = Arc::new(Err(why));
+            for (_, done, _permit) in waiters {
+                let _ = done.send(Arc::clone(&why));
+            }
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        match reply.await {
+            Ok(results) => {
+                let mut results = results.into_iter();
+                for (n, done, _permit) in waiters {
+                    let _ = done.send(Arc::new(Ok(results.by_ref().take(n).collect())));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(Err(e));
+                for (_, done, _permit) in waiters {
+                    let _ = done.send(Arc::clone(&e));
+                }
+            }
+        }
+    });
+}
+
+/// Casts a frame of `count` publishes to the session; the future of its results
+/// (exactly `count` of them, or the error that says why not), or why the session
+/// could not be reached.
+fn call(
+    session: &ActorRef<SessionMsg>,
+    frame: Wire<Vec<Publish>>,
+    count: usize,
+    timeout: Duration,
+) -> Result<impl Future<Output = Result<Vec<PublishResult>, ClientError>>, ClientError> {
+    let (reply_tx, reply_rx) = ractor::concurrency::oneshot();
+    let port: RpcReplyPort<_> = (reply_tx, timeout).into();
+    if let Err(e) = session.cast(SessionMsg::Publish(frame, port)) {
+        return Err(ClientError::Disconnected(format!(
+            "cannot send to the node: {e}"
+        )));
+    }
+    Ok(async move {
+        let results = match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(wire)) => wire.into_result().map_err(ClientError::Protocol),
+            Ok(Err(_)) => Err(ClientError::Disconnected(
+                "the node dropped the publish (connection lost?)".into(),
+            )),
+            Err(_) => Err(ClientError::Timeout(timeout.as_secs())),
+        }?;
+        if results.len() != count {
+            return Err(ClientError::Protocol(format!(
+                "the node answered {} results for {count} messages",
+                results.len()
+            )));
+        }
+        Ok(results)
+    })
 }
 
 #[cfg(test)]

@@ -105,6 +105,57 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
     }
 }
 
+/// A sequence's elements encoded one by one, as they come, to be sent later as one
+/// `Vec<T>` (see [`encode_element_into`] and [`encode_sequence`]): a producer encodes
+/// each record while it is in cache instead of the whole batch once it went cold.
+///
+/// The bytes of one element: what follows the version byte for `value` alone.
+/// Appends them to `out`; on error `out` is left as it was.
+pub fn encode_element_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .map(drop)
+        .map_err(|err| {
+            out.truncate(start);
+            EncodeError {
+                type_name: std::any::type_name::<T>(),
+                cause: err.to_string(),
+            }
+        })
+}
+
+/// How many bytes [`encode_element_into`] appends for `value`, without writing them.
+pub fn element_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, EncodeError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard())
+        .map(|()| size.bytes_written)
+        .map_err(|err| EncodeError {
+            type_name: std::any::type_name::<T>(),
+            cause: err.to_string(),
+        })
+}
+
+/// The encoding of a `Vec<T>` of `count` elements whose element encodings
+/// ([`encode_element_into`]) are `parts`, concatenated in order: what [`encode`]
+/// gives for the vector itself, so [`decode`] reads it as a `Vec<T>`.
+pub fn encode_sequence<'a>(
+    count: usize,
+    parts: impl IntoIterator<Item = &'a [u8]> + Clone,
+) -> Vec<u8> {
+    let len: usize = parts.clone().into_iter().map(<[u8]>::len).sum();
+    let mut out = Vec::with_capacity(1 + 9 + len);
+    out.push(FORMAT_VERSION);
+    // A sequence's length is a u64 (serde's), written as bincode writes any u64.
+    encode_element_into(&(count as u64), &mut out).expect("a u64 always encodes");
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
 /// The format version byte of a stored value, without decoding the rest.
 pub fn version_of(bytes: &[u8]) -> Result<u8, DecodeError> {
     bytes.first().copied().ok_or(DecodeError::Empty)
@@ -246,6 +297,37 @@ mod tests {
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back: Sample = decode(&bytes).expect("decodes");
         assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn a_sequence_encoded_element_by_element_decodes_as_the_vector() {
+        for count in [0usize, 1, 3, 250, 251, 300, 70_000] {
+            let values: Vec<Sample> = (0..count)
+                .map(|i| Sample {
+                    seq: i as u64,
+                    ..sample()
+                })
+                .collect();
+            let mut first = Vec::new();
+            let mut second = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                let part = if i % 2 == 0 { &mut first } else { &mut second };
+                let before = part.len();
+                encode_element_into(v, part).expect("encodes");
+                assert_eq!(element_len(v), Ok(part.len() - before));
+            }
+            // Two parts of whole elements, as two batches of records in one frame
+            // (the even elements first, so the order decoded is theirs).
+            let bytes = encode_sequence(count, [first.as_slice(), second.as_slice()]);
+            let mut expected: Vec<Sample> = values.iter().step_by(2).cloned().collect();
+            expected.extend(values.iter().skip(1).step_by(2).cloned());
+            assert_eq!(
+                bytes,
+                encode(&expected).expect("encodes"),
+                "{count} elements"
+            );
+            assert_eq!(decode::<Vec<Sample>>(&bytes), Ok(expected));
+        }
     }
 
     #[test]

@@ -273,6 +273,33 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn records_larger_than_a_batch_go_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"), free_port());
+    let client = node.client().await;
+    declare(&client, "big", 2).await;
+    let producer = client.stream_producer("big").await.unwrap();
+    // Records of 2 and 3 MiB (more than a batch's 1 MiB of encodings) between
+    // small ones, to one partition: each is a batch's first record or closes one.
+    let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut confirms = Vec::new();
+    for (i, size) in [10, 2 << 20, 10, 10, 3 << 20, 10].into_iter().enumerate() {
+        let body = format!("{i}").repeat(size);
+        let (partition, confirm) = producer
+            .send(Some("one-key"), body.clone(), PublishOptions::default())
+            .await
+            .unwrap();
+        sent.entry(partition).or_default().push(body);
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        let outcome = tokio::time::timeout(WAIT, confirm).await.unwrap();
+        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    }
+    assert_eq!(read_all(&client, "big", 6).await, sent);
+}
+
+#[tokio::test]
 async fn records_waiting_in_batches_go_on_flush_and_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(&dir.path().join("node"), free_port());

@@ -78,7 +78,8 @@ impl Default for ProducerOptions {
 const BATCH_RECORDS: usize = 1024;
 
 /// A batch is sent once its records' encodings reach this many bytes, whatever
-/// [`ProducerOptions::batch_bytes`] says (one publish frame holds 1 MiB).
+/// [`ProducerOptions::batch_bytes`] says, as the client's frames of single
+/// publishes close at 1 MiB (a frame is then at most this plus one record).
 const BATCH_ENCODED_BYTES: usize = 1 << 20;
 
 /// Batches of one partition the linger timer lets be unconfirmed at once (a full
@@ -348,7 +349,7 @@ impl Shared {
         if first {
             batch
                 .publishes
-                .reserve(batch.last_len.clamp(len, BATCH_ENCODED_BYTES));
+                .reserve(batch.last_len.min(BATCH_ENCODED_BYTES).max(len));
         }
         warren_storage::codec::encode_element_into(publish, &mut batch.publishes)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;

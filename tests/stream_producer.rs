@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use common::{free_port, NodeProcess};
 use warren::client::{
-    Client, ClientError, ConnectOptions, FieldValue, Partition, ProducerOptions, PublishOptions,
-    PublishResult, StreamConsumeOptions, StreamConsumer, StreamDelivery, StreamOptions,
-    MAX_BUFFER_BYTES, MIN_BUFFER_BYTES,
+    Client, ClientError, Confirm, ConnectOptions, FieldValue, Partition, ProducerOptions,
+    PublishOptions, PublishResult, StreamConsumeOptions, StreamConsumer, StreamDelivery,
+    StreamOptions, MAX_BUFFER_BYTES, MIN_BUFFER_BYTES,
 };
 
 /// How long any confirm or read may take before the test fails.
@@ -76,6 +76,17 @@ async fn read_all(client: &Client, name: &str, count: usize) -> BTreeMap<u64, Ve
     read
 }
 
+/// Awaits every confirm (each within [`WAIT`], else panics saying `why`); each
+/// must be `Confirmed`.
+async fn all_confirmed(confirms: Vec<Confirm>, why: &str) {
+    for confirm in confirms {
+        let outcome = tokio::time::timeout(WAIT, confirm)
+            .await
+            .unwrap_or_else(|_| panic!("{why}"));
+        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
+    }
+}
+
 #[tokio::test]
 async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,12 +135,7 @@ async fn batched_records_keep_each_partitions_order_and_are_all_confirmed() {
             );
         }
     }
-    for confirm in confirms {
-        let outcome = tokio::time::timeout(WAIT, confirm)
-            .await
-            .expect("every confirm resolves without the linger timer");
-        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
-    }
+    all_confirmed(confirms, "every confirm resolves without the linger timer").await;
     // A lone keyed record on an idle producer goes at once.
     let (partition, confirm) = producer
         .send(Some("ada"), "lone", PublishOptions::default())
@@ -179,12 +185,7 @@ async fn keyed_records_sent_faster_than_confirmed_all_go_by_the_linger_timer() {
         sent.entry(partition).or_default().push(body);
         confirms.push(confirm);
     }
-    for confirm in confirms {
-        let outcome = tokio::time::timeout(WAIT, confirm)
-            .await
-            .expect("the linger timer sends every batch");
-        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
-    }
+    all_confirmed(confirms, "the linger timer sends every batch").await;
     let read = read_all(&client, "taps", 3_000).await;
     assert_eq!(
         read, sent,
@@ -249,10 +250,7 @@ async fn a_producer_whose_buffer_is_full_waits_and_loses_nothing() {
         sent.entry(partition).or_default().push(body);
         confirms.push(confirm);
     }
-    for confirm in confirms {
-        let outcome = tokio::time::timeout(WAIT, confirm).await.unwrap();
-        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
-    }
+    all_confirmed(confirms, "every confirm resolves").await;
     assert_eq!(read_all(&admin, "small", 3_000).await, sent);
 
     // A buffer out of range is refused before connecting, saying what to give.
@@ -292,10 +290,7 @@ async fn records_larger_than_a_batch_go_whole_and_in_order() {
         sent.entry(partition).or_default().push(body);
         confirms.push(confirm);
     }
-    for confirm in confirms {
-        let outcome = tokio::time::timeout(WAIT, confirm).await.unwrap();
-        assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
-    }
+    all_confirmed(confirms, "every confirm resolves").await;
     assert_eq!(read_all(&client, "big", 6).await, sent);
 }
 
@@ -330,12 +325,7 @@ async fn records_waiting_in_batches_go_on_flush_and_on_drop() {
             "flush" => producer.flush(),
             _ => drop(producer),
         }
-        for confirm in confirms {
-            let outcome = tokio::time::timeout(WAIT, confirm)
-                .await
-                .unwrap_or_else(|_| panic!("{how} sends what waits in batches"));
-            assert_eq!(outcome.unwrap(), PublishResult::Confirmed);
-        }
+        all_confirmed(confirms, &format!("{how} sends what waits in batches")).await;
     }
     let read = read_all(&client, "clicks", 60).await;
     assert_eq!(read.values().map(Vec::len).sum::<usize>(), 60);

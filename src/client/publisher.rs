@@ -230,7 +230,13 @@ pub(crate) fn spawn(session: ActorRef<SessionMsg>, timeout: Duration) -> Unbound
 }
 
 async fn run(session: ActorRef<SessionMsg>, mut rx: UnboundedReceiver<Queued>, timeout: Duration) {
-    let mut frame = Frame::default();
+    // One buffer for every frame of single publishes: grown from empty each time, a
+    // frame of a thousand publishes was reallocated ten times and, at its size, on
+    // pages fresh from the kernel.
+    let mut frame = Frame {
+        single: Vec::with_capacity(BATCH_MESSAGES),
+        ..Frame::default()
+    };
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut close = false;
@@ -333,15 +339,7 @@ fn send_single(session: &ActorRef<SessionMsg>, batch: &mut Vec<Pending>, timeout
         publishes.push(p.publish);
         waiters.push((p.done, p.permit));
     }
-    let reply = match call(session, publishes.into(), waiters.len(), timeout) {
-        Ok(reply) => reply,
-        Err(why) => {
-            for (done, _permit) in waiters {
-                let _ = done.send(Err(why.clone()));
-            }
-            return;
-        }
-    };
+    let reply = call(session, publishes.into(), waiters.len(), timeout);
     tokio::spawn(async move {
         match reply.await {
             Ok(results) => {
@@ -373,16 +371,7 @@ fn send_batches(
         .drain(..)
         .map(|b| (b.count, b.done, b.permit))
         .collect();
-    let reply = match call(session, Wire::Encoded(frame), count, timeout) {
-        Ok(reply) => reply,
-        Err(why) => {
-            let why = Arc::new(Err(why));
-            for (_, done, _permit) in waiters {
-                let _ = done.send(Arc::clone(&why));
-            }
-            return;
-        }
-    };
+    let reply = call(session, Wire::Encoded(frame), count, timeout);
     tokio::spawn(async move {
         match reply.await {
             Ok(results) => {
@@ -401,23 +390,23 @@ fn send_batches(
     });
 }
 
-/// Casts a frame of `count` publishes to the session; the future of its results
-/// (exactly `count` of them, or the error that says why not), or why the session
-/// could not be reached.
+/// Casts a frame of `count` publishes to the session now (so frames leave in
+/// publish order); the future of its results: exactly `count` of them, or the error
+/// that says why not (the session could not be reached, did not answer, or
+/// answered wrong).
 fn call(
     session: &ActorRef<SessionMsg>,
     frame: Wire<Vec<Publish>>,
     count: usize,
     timeout: Duration,
-) -> Result<impl Future<Output = Result<Vec<PublishResult>, ClientError>>, ClientError> {
+) -> impl Future<Output = Result<Vec<PublishResult>, ClientError>> {
     let (reply_tx, reply_rx) = ractor::concurrency::oneshot();
     let port: RpcReplyPort<_> = (reply_tx, timeout).into();
-    if let Err(e) = session.cast(SessionMsg::Publish(frame, port)) {
-        return Err(ClientError::Disconnected(format!(
-            "cannot send to the node: {e}"
-        )));
-    }
-    Ok(async move {
+    let cast = session
+        .cast(SessionMsg::Publish(frame, port))
+        .map_err(|e| ClientError::Disconnected(format!("cannot send to the node: {e}")));
+    async move {
+        cast?;
         let results = match tokio::time::timeout(timeout, reply_rx).await {
             Ok(Ok(wire)) => wire.into_result().map_err(ClientError::Protocol),
             Ok(Err(_)) => Err(ClientError::Disconnected(
@@ -432,7 +421,7 @@ fn call(
             )));
         }
         Ok(results)
-    })
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,13 @@
 //! Compaction keeps a tail of entries behind the snapshot (an eighth of the snapshot
 //! interval), so that a follower a little behind catches up with entries rather than
 //! a whole snapshot.
+//!
+//! Raft must know the term of the entry just before the first it can read (its
+//! "dummy" entry: a rejected append's conflict search may end there). Behind a
+//! snapshot that term is known when this node compacted its own log, but not after a
+//! restart or a snapshot from the leader with entries behind it (only the entries are
+//! stored, not the one before them): then the first entry kept is the dummy, Raft
+//! reads from the one after it, and the entry itself still travels with snapshots.
 
 use std::collections::VecDeque;
 
@@ -118,6 +125,8 @@ pub struct LogStore {
     snapshot: Snapshot,
     /// The index just before the first entry kept: everything up to it is compacted.
     base: u64,
+    /// The term of entry `base`, when compaction knew it (see [`LogStore::dummy`]).
+    base_term: Option<u64>,
     /// The terms of the entries kept: (first index, term) of each run, in order.
     runs: Vec<(u64, u64)>,
     /// The last index kept (`base` when none).
@@ -177,6 +186,7 @@ impl LogStore {
             conf_state,
             snapshot,
             base,
+            base_term: None,
             runs: tail.runs,
             last: tail.last.max(base),
             held: tail.held,
@@ -219,6 +229,16 @@ impl LogStore {
     /// The first index held.
     pub(crate) fn first(&self) -> u64 {
         self.base + 1
+    }
+
+    /// The entry Raft sees as the one before its first: `base` when its term is
+    /// known (the snapshot's, or kept by compaction), else the first entry kept.
+    fn dummy(&self) -> u64 {
+        if self.base == 0 || self.term_of(self.base).is_some() {
+            self.base
+        } else {
+            (self.base + 1).min(self.last)
+        }
     }
 
     /// The last index held (the snapshot's when no entry follows it).
@@ -319,6 +339,9 @@ impl LogStore {
             base = base.min(needed.saturating_sub(1));
         }
         let base = base.max(self.base);
+        if base > self.base {
+            self.base_term = self.term_of(base);
+        }
         self.drop_through(base);
         base + 1
     }
@@ -360,6 +383,8 @@ impl LogStore {
             Some(first) if contiguous => first.index - 1,
             _ => index,
         };
+        // The term of the entry before those kept did not come with them.
+        self.base_term = None;
         self.last = index;
         self.needed_from = None;
         self.snapshot = snapshot;
@@ -400,6 +425,9 @@ impl LogStore {
         let snap = self.snapshot.get_metadata();
         if index == snap.index && index > 0 {
             return Some(snap.term);
+        }
+        if index == self.base && index > 0 && self.base_term.is_some() {
+            return self.base_term;
         }
         if index <= self.base || index > self.last {
             return None;
@@ -458,7 +486,7 @@ impl raft::Storage for LogStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low <= self.base {
+        if low <= self.dummy() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last + 1 {
@@ -481,7 +509,7 @@ impl raft::Storage for LogStore {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.base + 1)
+        Ok(self.dummy() + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -576,8 +604,10 @@ mod tests {
             log.entries(first - 1, first + 1, None, ctx()),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
+        // The entry before the first is Raft's dummy: compaction kept its term.
+        assert_eq!(log.term(first - 1).unwrap(), 1);
         assert!(matches!(
-            log.term(first - 1),
+            log.term(first - 2),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
         assert_eq!(log.term(2 * KEEP_BEHIND + 10).unwrap(), 1);
@@ -695,7 +725,8 @@ mod tests {
         assert_eq!(first, 10);
         assert_eq!(log.needed_by_snapshot(), Some((10, 2000)));
         assert_eq!(log.term(10).unwrap(), 1);
-        assert!(log.term(9).is_err());
+        assert_eq!(log.term(9).unwrap(), 1, "Raft's dummy entry");
+        assert!(log.term(8).is_err());
         // Later it needs 2100 on, past the snapshot: the tail rule alone.
         let first = log.compact(snapshot(2500, 3), 4, Some(2600));
         assert_eq!(first, 2497);
@@ -713,6 +744,98 @@ mod tests {
         assert_eq!(log.term(2599).unwrap(), 3);
     }
 
+    /// Raft reads the term of the entry before the first it may read (a rejected
+    /// append's conflict search can end there; raft-rs panics if it cannot). After a
+    /// restart the tail behind the snapshot starts without it: its first entry is the
+    /// dummy.
+    #[test]
+    fn the_entry_before_the_first_readable_has_a_term_after_a_restart() {
+        let mut tail = Tail::default();
+        for i in 5..=12 {
+            tail.push(entry(i, if i < 8 { 2 } else { 3 }));
+        }
+        let back = LogStore::restored_paged(
+            HardState::default(),
+            ConfState::default(),
+            Some(snapshot(10, 3)),
+            tail,
+            None,
+        );
+        let first = back.first_index().unwrap();
+        assert_eq!(first, 6);
+        assert_eq!(back.term(first - 1).unwrap(), 2);
+        assert!(matches!(
+            back.entries(5, 7, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert_eq!(back.entries(6, 13, None, ctx()).unwrap().len(), 7);
+        // Every entry kept still travels with the snapshot.
+        assert_eq!(back.needed_by_snapshot(), Some((5, 10)));
+        // No tail behind it: the snapshot's own entry is the dummy.
+        let mut tail = Tail::default();
+        tail.push(entry(11, 3));
+        let back = LogStore::restored_paged(
+            HardState::default(),
+            ConfState::default(),
+            Some(snapshot(10, 3)),
+            tail,
+            None,
+        );
+        assert_eq!(back.first_index().unwrap(), 11);
+        assert_eq!(back.term(10).unwrap(), 3);
+    }
+
+    /// raft-rs itself, as a follower restarted with a tail behind its snapshot, asked
+    /// to append where its log conflicts down to its first entry: it answers with a
+    /// hint rather than panicking (`term(N) must be valid`).
+    #[test]
+    fn a_restarted_follower_rejects_a_conflicting_append_without_panicking() {
+        use raft::prelude::{Message, MessageType};
+        let mut tail = Tail::default();
+        for i in 5..=12 {
+            tail.push(entry(i, 3));
+        }
+        let hs = HardState {
+            term: 3,
+            commit: 10,
+            ..HardState::default()
+        };
+        let cs = ConfState {
+            voters: vec![1, 2],
+            ..ConfState::default()
+        };
+        let mut snap = snapshot(10, 3);
+        snap.mut_metadata().set_conf_state(cs.clone());
+        let store = LogStore::restored_paged(hs, cs, Some(snap), tail, None);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node =
+            raft::RawNode::new(&crate::replica::raft_config(2, 10), store, &logger).unwrap();
+        // A leader at term 4 whose entry 12 has term 2: the search for the conflict
+        // walks down past the commit index (which a sound leader never makes it do)
+        // to the first entry.
+        let m = Message {
+            msg_type: MessageType::MsgAppend,
+            from: 1,
+            to: 2,
+            term: 4,
+            index: 12,
+            log_term: 2,
+            commit: 10,
+            ..Message::default()
+        };
+        node.step(m).unwrap();
+        let ready = node.ready();
+        let reply = ready
+            .messages()
+            .iter()
+            .chain(ready.persisted_messages())
+            .find(|m| m.get_msg_type() == MessageType::MsgAppendResponse)
+            .cloned()
+            .expect("an answer");
+        assert!(reply.reject);
+        assert!(reply.reject_hint <= 10, "{reply:?}");
+    }
+
     #[test]
     fn an_installed_snapshot_keeps_the_entries_that_came_with_it() {
         let mut log = LogStore::default();
@@ -722,10 +845,21 @@ mod tests {
             snapshot(100, 7),
             vec![entry(98, 6), entry(99, 7), entry(100, 7)],
         );
-        assert_eq!(log.first_index().unwrap(), 98);
+        // The term of entry 97 did not come: entry 98 is Raft's dummy, and still
+        // travels with the snapshot.
+        assert_eq!(log.first_index().unwrap(), 99);
         assert_eq!(log.last_index().unwrap(), 100);
         assert_eq!(log.term(98).unwrap(), 6);
+        assert!(matches!(
+            log.entries(98, 100, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
         assert_eq!(log.needed_by_snapshot(), Some((98, 100)));
+        let sent = log.slice(98, 101, u64::MAX).unwrap();
+        assert_eq!(
+            sent.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [98, 99, 100]
+        );
         // Entries that do not reach the snapshot's index are not its log.
         log.install(snapshot(200, 8), vec![entry(150, 8)]);
         assert_eq!(log.first_index().unwrap(), 201);

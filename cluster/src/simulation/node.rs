@@ -13,7 +13,7 @@
 //! the applied index it starts from is then the snapshot's here).
 
 use raft::prelude::{Entry, EntryType, Message};
-use raft::{GetEntriesContext, RawNode, StateRole, Storage as _};
+use raft::{RawNode, StateRole};
 
 use super::client::{Millis, Waiters};
 use super::invariants::LogView;
@@ -120,8 +120,9 @@ fn role_code(role: StateRole) -> u64 {
 fn view_of(store: &LogStore) -> LogView {
     let (first, last) = (store.first(), store.last());
     let entries = if last >= first {
+        // (Every entry kept, the one Raft takes as its dummy included.)
         store
-            .entries(first, last + 1, None, GetEntriesContext::empty(false))
+            .slice(first, last + 1, u64::MAX)
             .expect("the entries held")
     } else {
         Vec::new()
@@ -427,9 +428,9 @@ impl SimNode {
         };
         let store = r.group.node.store();
         for (key, index) in r.sm.puts() {
-            let held = store
-                .entries(*index, index + 1, None, GetEntriesContext::empty(false))
-                .ok()
+            let held = (*index >= store.first() && *index <= store.last())
+                .then(|| store.slice(*index, index + 1, u64::MAX).ok())
+                .flatten()
                 .and_then(|e| e.first().and_then(|e| Command::decode(&e.data)));
             match held {
                 Some(Command {

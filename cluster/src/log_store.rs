@@ -332,6 +332,8 @@ impl LogStore {
         needed_from: Option<u64>,
     ) -> u64 {
         let index = snapshot.get_metadata().index;
+        // (Known perhaps only as the snapshot's, which this one replaces.)
+        let base_term = self.term_of(self.base);
         self.snapshot = snapshot;
         self.needed_from = needed_from.filter(|n| *n <= index);
         let mut base = index.saturating_sub(keep);
@@ -339,9 +341,11 @@ impl LogStore {
             base = base.min(needed.saturating_sub(1));
         }
         let base = base.max(self.base);
-        if base > self.base {
-            self.base_term = self.term_of(base);
-        }
+        self.base_term = if base > self.base {
+            self.term_of(base)
+        } else {
+            base_term
+        };
         self.drop_through(base);
         base + 1
     }
@@ -747,9 +751,9 @@ mod tests {
     /// Raft reads the term of the entry before the first it may read (a rejected
     /// append's conflict search can end there; raft-rs panics if it cannot). After a
     /// restart the tail behind the snapshot starts without it: its first entry is the
-    /// dummy.
+    /// dummy. A compaction keeps the term it knew.
     #[test]
-    fn the_entry_before_the_first_readable_has_a_term_after_a_restart() {
+    fn the_entry_before_the_first_readable_has_a_term() {
         let mut tail = Tail::default();
         for i in 5..=12 {
             tail.push(entry(i, if i < 8 { 2 } else { 3 }));
@@ -771,6 +775,15 @@ mod tests {
         assert_eq!(back.entries(6, 13, None, ctx()).unwrap().len(), 7);
         // Every entry kept still travels with the snapshot.
         assert_eq!(back.needed_by_snapshot(), Some((5, 10)));
+        // A later compaction that keeps every entry (the snapshot's state needs them)
+        // keeps the dummy's term too, though that entry is no longer the snapshot's.
+        let mut log = LogStore::default();
+        log.install(snapshot(100, 7), Vec::new());
+        log.append(&(101..=300).map(|i| entry(i, 8)).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(log.compact(snapshot(300, 8), 10, Some(50)), 101);
+        assert_eq!(log.first_index().unwrap(), 101);
+        assert_eq!(log.term(100).unwrap(), 7);
         // No tail behind it: the snapshot's own entry is the dummy.
         let mut tail = Tail::default();
         tail.push(entry(11, 3));
@@ -832,8 +845,9 @@ mod tests {
             .find(|m| m.get_msg_type() == MessageType::MsgAppendResponse)
             .cloned()
             .expect("an answer");
+        // The search ends below the dummy (entry 5), where Raft takes the term as 0.
         assert!(reply.reject);
-        assert!(reply.reject_hint <= 10, "{reply:?}");
+        assert_eq!((reply.reject_hint, reply.log_term), (4, 0), "{reply:?}");
     }
 
     #[test]

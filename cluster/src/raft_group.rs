@@ -99,6 +99,9 @@ pub struct RaftGroup {
     sent_snapshots: Vec<u64>,
     /// The commit index this leader last told its followers.
     pinged_commit: u64,
+    /// Answers made here rather than by Raft (see [`RaftGroup::step`]), sent with the
+    /// next [`RaftGroup::advance`].
+    answers: Vec<Message>,
 }
 
 /// Why the driver stopped: the shell starts the group again from its store.
@@ -123,6 +126,7 @@ impl RaftGroup {
             pipeline: VecDeque::new(),
             sent_snapshots: Vec::new(),
             pinged_commit: 0,
+            answers: Vec::new(),
         }
     }
 
@@ -137,6 +141,7 @@ impl RaftGroup {
     /// followers at once (a heartbeat carries the commit index), so that every node
     /// applies a change within a round trip rather than at the next heartbeat.
     pub fn advance(&mut self, out: &mut Effects) -> Result<(), GroupError> {
+        out.messages.append(&mut self.answers);
         loop {
             while self.node.has_ready() {
                 self.ready_once(out)?;
@@ -312,6 +317,72 @@ impl RaftGroup {
         Ok(joiner.map(|j| (j.name, cc.get_change_type())))
     }
 
+    /// Hands Raft a message from a member, mending first what raft-rs cannot take
+    /// from a member whose log went while the leader still counted it (its replica
+    /// removed from the queue and added again before the leader saw it leave: the
+    /// same Raft id, an empty log):
+    /// - as that member, a heartbeat whose commit index is beyond its log (raft-rs
+    ///   would panic): it keeps its own commit index, and answers as to an append it
+    ///   refuses, with its last index as the hint (a heartbeat's answer tells the
+    ///   leader nothing of the log, and an idle leader would send none);
+    /// - as the leader, a refused append whose hint is below what that member was
+    ///   known to hold: raft-rs takes it for a stale answer and, replicating, would
+    ///   never send that member its log again. The leader forgets what it believed
+    ///   the member holds and probes it from the refused index, as Raft does a
+    ///   member it knows nothing of.
+    ///
+    /// A sound member never answers either way: what it matched stays in its log.
+    pub fn step(&mut self, mut m: Message) -> raft::Result<()> {
+        use raft::prelude::MessageType;
+        use raft::ProgressState;
+        match m.get_msg_type() {
+            MessageType::MsgHeartbeat => {
+                let log = &self.node.raft.raft_log;
+                let last = log.last_index();
+                if m.commit > last {
+                    tracing::warn!(group = self.id, commit = m.commit, last, "the leader believes this member holds more than its log: it takes the log again");
+                    let refusal = Message {
+                        msg_type: MessageType::MsgAppendResponse,
+                        to: m.from,
+                        from: self.node.raft.id,
+                        index: m.commit,
+                        reject: true,
+                        reject_hint: last,
+                        log_term: log.term(last).unwrap_or(0),
+                        ..Message::default()
+                    };
+                    // (Never more than this member knows committed: a clamp to its
+                    // last index would commit entries it may not share.)
+                    m.commit = log.committed;
+                    let result = self.node.step(m);
+                    // In the term the heartbeat made this member's.
+                    self.answers.push(Message {
+                        term: self.node.raft.term,
+                        ..refusal
+                    });
+                    return result;
+                }
+            }
+            MessageType::MsgAppendResponse
+                if m.reject
+                    && m.request_snapshot == raft::INVALID_INDEX
+                    && self.node.raft.state == StateRole::Leader =>
+            {
+                if let Some(pr) = self.node.raft.mut_prs().get_mut(m.from) {
+                    if m.reject_hint < pr.matched && pr.state != ProgressState::Snapshot {
+                        tracing::warn!(group = self.id, member = m.from, matched = pr.matched, last = m.reject_hint, "a member holds less than it had matched (its log went): the leader sends it the log again");
+                        pr.matched = 0;
+                        pr.become_probe();
+                        // The refusal is then the answer to the probe.
+                        pr.next_idx = m.index + 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.node.step(m)
+    }
+
     /// Stores `data`, a snapshot of the state machine at `index` taken by the shell,
     /// and compacts the log behind it, keeping `keep` entries. The members are the
     /// group's now: the shell took it when its applier had reported everything up to
@@ -457,60 +528,80 @@ mod tests {
         }
     }
 
-    #[test]
-    fn groups_addressed_by_id_share_a_ticker_and_one_batch_per_node_pair() {
-        let mut nodes: Vec<Node> = (1..=3)
+    type Outbox = BTreeMap<(u64, u64), Vec<(GroupId, Message)>>;
+
+    fn nodes(groups: &[GroupId]) -> Vec<Node> {
+        (1..=3)
             .map(|id| Node {
-                groups: GROUPS.iter().map(|g| (*g, group(id, *g))).collect(),
+                groups: groups.iter().map(|g| (*g, group(id, *g))).collect(),
                 applied: BTreeMap::new(),
                 writing: Vec::new(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// One round: the writes of the last round complete, every group ticks (a
+    /// leader proposes every tenth round, `proposing`), and what was sent is delivered, one batch
+    /// per node pair (what is sent meanwhile goes with the next round, in `carried`).
+    /// Returns how many batches carried more than one group's messages.
+    fn round(
+        nodes: &mut [Node],
+        round: u64,
+        proposing: bool,
+        proposed: &mut BTreeMap<GroupId, Vec<Vec<u8>>>,
+        carried: &mut Outbox,
+    ) -> usize {
+        let mut outbox = std::mem::take(carried);
+        for n in 0..nodes.len() {
+            for (g, number) in std::mem::take(&mut nodes[n].writing) {
+                let mut out = Effects::default();
+                let group = nodes[n].groups.get_mut(&g).unwrap();
+                group.persisted(number, &mut out).unwrap();
+                perform(nodes, n, g, out, &mut outbox);
+            }
+            // One ticker for every group of the node.
+            let groups: Vec<GroupId> = nodes[n].groups.keys().copied().collect();
+            for g in groups {
+                let mut out = Effects::default();
+                let group = nodes[n].groups.get_mut(&g).unwrap();
+                group.node.tick();
+                if proposing && round % 10 == 9 && group.node.raft.state == StateRole::Leader {
+                    let data = format!("g{g}-{round}").into_bytes();
+                    if group.node.propose(Vec::new(), data.clone()).is_ok() {
+                        proposed.entry(g).or_default().push(data);
+                    }
+                }
+                group.advance(&mut out).unwrap();
+                perform(nodes, n, g, out, &mut outbox);
+            }
+        }
+        let mut mixed_batches = 0;
+        for ((_, to), batch) in outbox {
+            let groups: std::collections::BTreeSet<GroupId> =
+                batch.iter().map(|(g, _)| *g).collect();
+            if groups.len() > 1 {
+                mixed_batches += 1;
+            }
+            let n = (to - 1) as usize;
+            for (g, m) in batch {
+                let mut out = Effects::default();
+                let group = nodes[n].groups.get_mut(&g).unwrap();
+                let _ = group.step(m);
+                group.advance(&mut out).unwrap();
+                perform(nodes, n, g, out, carried);
+            }
+        }
+        mixed_batches
+    }
+
+    #[test]
+    fn groups_addressed_by_id_share_a_ticker_and_one_batch_per_node_pair() {
+        let mut nodes = nodes(&GROUPS);
         let mut proposed: BTreeMap<GroupId, Vec<Vec<u8>>> = BTreeMap::new();
         let mut mixed_batches = 0;
-        // What a node sent while handling a delivery goes out with the next round.
-        let mut carried: BTreeMap<(u64, u64), Vec<(GroupId, Message)>> = BTreeMap::new();
-        for round in 0..400 {
-            let mut outbox = std::mem::take(&mut carried);
-            for n in 0..nodes.len() {
-                // Writes submitted in the last round complete, in order.
-                for (g, number) in std::mem::take(&mut nodes[n].writing) {
-                    let mut out = Effects::default();
-                    let group = nodes[n].groups.get_mut(&g).unwrap();
-                    group.persisted(number, &mut out).unwrap();
-                    perform(&mut nodes, n, g, out, &mut outbox);
-                }
-                // One ticker for every group of the node.
-                for g in GROUPS {
-                    let mut out = Effects::default();
-                    let group = nodes[n].groups.get_mut(&g).unwrap();
-                    group.node.tick();
-                    if round % 10 == 9 && group.node.raft.state == StateRole::Leader {
-                        let data = format!("g{g}-{round}").into_bytes();
-                        if group.node.propose(Vec::new(), data.clone()).is_ok() {
-                            proposed.entry(g).or_default().push(data);
-                        }
-                    }
-                    group.advance(&mut out).unwrap();
-                    perform(&mut nodes, n, g, out, &mut outbox);
-                }
-            }
-            // One batch per node pair, whatever the groups.
-            for ((_, to), batch) in outbox {
-                let groups: std::collections::BTreeSet<GroupId> =
-                    batch.iter().map(|(g, _)| *g).collect();
-                if groups.len() > 1 {
-                    mixed_batches += 1;
-                }
-                let n = (to - 1) as usize;
-                for (g, m) in batch {
-                    let mut out = Effects::default();
-                    let group = nodes[n].groups.get_mut(&g).unwrap();
-                    let _ = group.node.step(m);
-                    group.advance(&mut out).unwrap();
-                    perform(&mut nodes, n, g, out, &mut carried);
-                }
-            }
+        let mut carried = Outbox::new();
+        for r in 0..400 {
+            mixed_batches += round(&mut nodes, r, true, &mut proposed, &mut carried);
         }
         for g in GROUPS {
             let leaders = nodes
@@ -537,5 +628,57 @@ mod tests {
             }
         }
         assert!(mixed_batches > 0, "no batch carried two groups' messages");
+    }
+
+    /// A member whose log went while the leader still counted it (removed from a
+    /// queue and added again before the leader saw it leave) starts again with an
+    /// empty log under the same id. The leader's belief that it holds the log made
+    /// raft-rs take its refusals for stale answers: once a probe's append (one
+    /// message of at most 1 MiB) left it short of what it had matched, an idle group
+    /// never sent it the rest. It now gets the whole log.
+    #[test]
+    fn a_member_whose_log_went_gets_it_again() {
+        let g = 7;
+        let mut nodes = nodes(&[g]);
+        let mut proposed = BTreeMap::new();
+        let mut carried = Outbox::new();
+        for r in 0..100 {
+            round(&mut nodes, r, true, &mut proposed, &mut carried);
+        }
+        let leader = nodes
+            .iter()
+            .position(|n| n.groups[&g].node.raft.state == StateRole::Leader)
+            .expect("a leader");
+        // Entries of 300 KB: the log takes several messages to send.
+        for i in 0..12u8 {
+            let data = vec![i; 300 << 10];
+            let group = nodes[leader].groups.get_mut(&g).unwrap();
+            group.node.propose(Vec::new(), data.clone()).unwrap();
+            proposed.entry(g).or_default().push(data);
+        }
+        for r in 100..200 {
+            round(&mut nodes, r, false, &mut proposed, &mut carried);
+        }
+        let lost = (leader + 1) % nodes.len();
+        let id = lost as u64 + 1;
+        let last = |n: &Node| n.groups[&g].node.raft.raft_log.last_index();
+        let matched = nodes[leader].groups[&g]
+            .node
+            .raft
+            .prs()
+            .get(id)
+            .unwrap()
+            .matched;
+        assert_eq!(matched, last(&nodes[leader]), "the member had it all");
+        // Its log goes: a new run of the group, empty, with the same id; the group
+        // stays idle.
+        nodes[lost].groups.insert(g, group(id, g));
+        nodes[lost].writing.clear();
+        nodes[lost].applied.clear();
+        for r in 200..400 {
+            round(&mut nodes, r, false, &mut proposed, &mut carried);
+        }
+        assert_eq!(last(&nodes[lost]), last(&nodes[leader]));
+        assert_eq!(nodes[lost].applied[&g], proposed[&g]);
     }
 }

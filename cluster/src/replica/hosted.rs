@@ -244,21 +244,7 @@ impl Hosted {
         match <raft::prelude::Message as protobuf::Message>::parse_from_bytes(bytes) {
             // For an earlier incarnation of this (RAM) node.
             Ok(m) if m.to != self.id() => {}
-            Ok(mut m) => {
-                // A heartbeat's commit index is the most the leader knows this member
-                // holds; beyond its log only when the member lost it since (its
-                // replica was removed from the queue and added again before its
-                // removal took effect). Raft would panic; the member instead answers,
-                // and the leader's next append, refused, sends the log again.
-                if m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat {
-                    let log = &self.group.node.raft.raft_log;
-                    if m.commit > log.last_index() {
-                        tracing::warn!(group = %self.label, commit = m.commit, last = log.last_index(), "the leader believes this member holds more than its log: it takes the log again");
-                        // (Never more than this member knows committed: a clamp to
-                        // its last index would commit entries it may not share.)
-                        m.commit = log.committed;
-                    }
-                }
+            Ok(m) => {
                 // Anything but the answer to a heartbeat is news: a quiet group ticks
                 // again.
                 if m.get_msg_type() != raft::prelude::MessageType::MsgHeartbeatResponse {
@@ -272,7 +258,7 @@ impl Hosted {
                     .names
                     .entry(m.from)
                     .or_insert_with(|| sender.to_string());
-                if let Err(e) = self.group.node.step(m) {
+                if let Err(e) = self.group.step(m) {
                     tracing::debug!(group = self.group.id, "raft step: {e}");
                 }
             }

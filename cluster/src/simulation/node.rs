@@ -240,7 +240,7 @@ impl SimNode {
             return;
         };
         // Errors are messages Raft does not take (from a member it does not know).
-        let _ = r.group.node.step(message);
+        let _ = r.group.step(message);
         self.pump(now);
     }
 

@@ -758,13 +758,17 @@ mod tests {
         for i in 5..=12 {
             tail.push(entry(i, if i < 8 { 2 } else { 3 }));
         }
-        let back = LogStore::restored_paged(
-            HardState::default(),
-            ConfState::default(),
-            Some(snapshot(10, 3)),
-            tail,
-            None,
-        );
+        // Restarted with a snapshot at 10 (term 3) and `tail` as the stored log.
+        let restarted = |tail| {
+            LogStore::restored_paged(
+                HardState::default(),
+                ConfState::default(),
+                Some(snapshot(10, 3)),
+                tail,
+                None,
+            )
+        };
+        let back = restarted(tail);
         let first = back.first_index().unwrap();
         assert_eq!(first, 6);
         assert_eq!(back.term(first - 1).unwrap(), 2);
@@ -787,13 +791,7 @@ mod tests {
         // No tail behind it: the snapshot's own entry is the dummy.
         let mut tail = Tail::default();
         tail.push(entry(11, 3));
-        let back = LogStore::restored_paged(
-            HardState::default(),
-            ConfState::default(),
-            Some(snapshot(10, 3)),
-            tail,
-            None,
-        );
+        let back = restarted(tail);
         assert_eq!(back.first_index().unwrap(), 11);
         assert_eq!(back.term(10).unwrap(), 3);
     }

@@ -335,33 +335,25 @@ impl RaftGroup {
     pub fn step(&mut self, mut m: Message) -> raft::Result<()> {
         use raft::prelude::MessageType;
         use raft::ProgressState;
+        let mut refusal = None;
         match m.get_msg_type() {
-            MessageType::MsgHeartbeat => {
+            MessageType::MsgHeartbeat if m.commit > self.node.raft.raft_log.last_index() => {
                 let log = &self.node.raft.raft_log;
                 let last = log.last_index();
-                if m.commit > last {
-                    tracing::warn!(group = self.id, commit = m.commit, last, "the leader believes this member holds more than its log: it takes the log again");
-                    let refusal = Message {
-                        msg_type: MessageType::MsgAppendResponse,
-                        to: m.from,
-                        from: self.node.raft.id,
-                        index: m.commit,
-                        reject: true,
-                        reject_hint: last,
-                        log_term: log.term(last).unwrap_or(0),
-                        ..Message::default()
-                    };
-                    // (Never more than this member knows committed: a clamp to its
-                    // last index would commit entries it may not share.)
-                    m.commit = log.committed;
-                    let result = self.node.step(m);
-                    // In the term the heartbeat made this member's.
-                    self.answers.push(Message {
-                        term: self.node.raft.term,
-                        ..refusal
-                    });
-                    return result;
-                }
+                tracing::warn!(group = self.id, commit = m.commit, last, "the leader believes this member holds more than its log: it takes the log again");
+                refusal = Some(Message {
+                    msg_type: MessageType::MsgAppendResponse,
+                    to: m.from,
+                    from: self.node.raft.id,
+                    index: m.commit,
+                    reject: true,
+                    reject_hint: last,
+                    log_term: log.term(last).unwrap_or(0),
+                    ..Message::default()
+                });
+                // (Never more than this member knows committed: a clamp to its last
+                // index would commit entries it may not share.)
+                m.commit = log.committed;
             }
             MessageType::MsgAppendResponse
                 if m.reject
@@ -380,7 +372,17 @@ impl RaftGroup {
             }
             _ => {}
         }
-        self.node.step(m)
+        let result = self.node.step(m);
+        if let Some(refusal) = refusal {
+            // To the leader the heartbeat came from, in the term it made this member's.
+            if self.node.raft.leader_id == refusal.to {
+                self.answers.push(Message {
+                    term: self.node.raft.term,
+                    ..refusal
+                });
+            }
+        }
+        result
     }
 
     /// Stores `data`, a snapshot of the state machine at `index` taken by the shell,
@@ -540,9 +542,10 @@ mod tests {
             .collect()
     }
 
-    /// One round: the writes of the last round complete, every group ticks (a
-    /// leader proposes every tenth round, `proposing`), and what was sent is delivered, one batch
-    /// per node pair (what is sent meanwhile goes with the next round, in `carried`).
+    /// One round: the writes of the last round complete, every group ticks (while
+    /// `proposing`, a leader proposes every tenth round), and what was sent is
+    /// delivered, one batch per node pair (what is sent meanwhile goes with the next
+    /// round, in `carried`).
     /// Returns how many batches carried more than one group's messages.
     fn round(
         nodes: &mut [Node],

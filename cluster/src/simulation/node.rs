@@ -428,9 +428,9 @@ impl SimNode {
         };
         let store = r.group.node.store();
         for (key, index) in r.sm.puts() {
-            let held = (*index >= store.first() && *index <= store.last())
-                .then(|| store.slice(*index, index + 1, u64::MAX).ok())
-                .flatten()
+            let held = store
+                .slice(*index, index + 1, u64::MAX)
+                .ok()
                 .and_then(|e| e.first().and_then(|e| Command::decode(&e.data)));
             match held {
                 Some(Command {
